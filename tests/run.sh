@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# The whole test suite, end-to-end tests included. `.ci/run` calls exactly this.
+#
+# On a fresh machine it installs what is missing (apt build dependencies, Python test
+# packages), starts the real services (Redis, Apache Kafka in KRaft mode, the schema registry,
+# PostgreSQL 15 with logical WAL, Debezium Kafka Connect), runs every test against them and
+# stops the services again. Downloads and build outputs are cached under
+# ~/.cache/agent-context so a second run is fast.
+set -euo pipefail
+repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$repo"
+source tests/stack/lib.sh
+
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/agent-context/target}
+export CARGO_TERM_COLOR=never
+
+step() { printf '\n==> %s\n' "$*" >&2; }
+
+step "Installing build and test dependencies (apt, pip) if missing"
+missing=()
+[ -e /usr/include/x86_64-linux-gnu/curl/curl.h ] || [ -e /usr/include/curl/curl.h ] || missing+=(libcurl4-openssl-dev)
+command -v cmake >/dev/null || missing+=(cmake)
+if [ ${#missing[@]} -gt 0 ]; then
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
+fi
+venv="${AGENT_CONTEXT_CACHE:-$HOME/.cache/agent-context}/venv"
+if [ ! -x "$venv/bin/pytest" ] || ! "$venv/bin/python" -c 'import mcp, psycopg' 2>/dev/null; then
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install -q -r tests/requirements.txt
+fi
+export PATH="$venv/bin:$PATH"
+
+step "Building the workspace"
+cargo build --workspace --all-targets --locked
+export SINK_BIN="$CARGO_TARGET_DIR/debug/sink" AGENT_CLI_BIN="$CARGO_TARGET_DIR/debug/agent-cli"
+
+step "Starting the stack"
+trap 'step "Stopping the stack"; bash tests/stack/down.sh' EXIT
+bash tests/stack/up.sh redis kafka registry postgres connect
+source "$(stack_state_dir)/env"
+
+step "Rust tests (unit, golden, integration against the real services)"
+cargo test --workspace --locked --no-fail-fast 2>&1 | tee "$(stack_state_dir)/cargo-test.log"
+
+step "Python tests (MCP client, registry, end-to-end through PostgreSQL and Debezium)"
+pytest -q -p no:cacheprovider agent-cli/tests tests
