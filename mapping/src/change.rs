@@ -18,6 +18,26 @@ pub enum Op {
     Tombstone,
 }
 
+impl Op {
+    /// Debezium's `op` code (`r`, `c`, `u`, `d`, `t`), or `tombstone`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Op::Read => "r",
+            Op::Create => "c",
+            Op::Update => "u",
+            Op::Delete => "d",
+            Op::Truncate => "t",
+            Op::Tombstone => "tombstone",
+        }
+    }
+}
+
+impl std::fmt::Display for Op {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// A column value with the Debezium/Connect semantic type resolved from the writer schema.
 #[derive(Debug, Clone, PartialEq)]
 pub enum FieldValue {

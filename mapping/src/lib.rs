@@ -1,1 +1,29 @@
-//! placeholder
+//! The mapping between Debezium change events and Redis, shared by `sink` and `agent-cli`:
+//! `connectors.yaml` loading and validation, key templates, value rendering and the write
+//! plan for each change. No I/O beyond reading the configuration file.
+//!
+//! # Layout
+//!
+//! - [`change`]: the decoded Debezium event ([`Change`], [`Op`], [`FieldValue`]).
+//! - [`model`]: the validated configuration ([`Config`], [`Mapping`], [`Lookup`], ...).
+//! - [`template`]: `customer:{id}` key templates: parse, render, collision rule.
+//! - [`types`]: [`ColumnType`], the names kept in `sink:types:{mapping}`.
+//! - [`render`]: [`FieldValue`] -> stored text ([`render_value`]) and sorted-set [`score`].
+//! - [`plan`]: [`Change`] + [`Mapping`] -> [`Plan`], the Redis work for one change.
+
+pub mod change;
+pub mod model;
+pub mod plan;
+pub mod render;
+pub mod template;
+pub mod types;
+
+pub use change::{Change, FieldValue, Op, Row};
+pub use model::{
+    Config, FieldSelection, FreshnessConfig, Index, KafkaConfig, LimitParam, Lookup,
+    LookupParam, Mapping, ParamType, RedisConfig, Relation, SchemaRegistryConfig, SelectedField,
+};
+pub use plan::{plan, FieldWrite, Plan, PlanError, RowDelete, RowUpsert};
+pub use render::{render_value, score, Rendered};
+pub use template::{KeyTemplate, TemplateError, TemplatePart};
+pub use types::ColumnType;

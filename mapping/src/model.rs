@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 
 use crate::template::KeyTemplate;
+use crate::types::ColumnType;
 
 /// The whole validated `connectors.yaml`.
 #[derive(Debug, Clone, PartialEq)]
@@ -162,4 +163,93 @@ pub struct LimitParam {
     pub default: u32,
     /// Largest accepted value.
     pub max: u32,
+}
+
+impl Config {
+    /// The mapping consuming `topic`.
+    pub fn mapping_for_topic(&self, topic: &str) -> Option<&Mapping> {
+        self.mappings.iter().find(|m| m.topic == topic)
+    }
+
+    /// The mapping by its name.
+    pub fn mapping(&self, name: &str) -> Option<&Mapping> {
+        self.mappings.iter().find(|m| m.name == name)
+    }
+
+    /// The lookup offered as tool `tool`, with its mapping.
+    pub fn lookup(&self, tool: &str) -> Option<(&Mapping, &Lookup)> {
+        self.mappings
+            .iter()
+            .find_map(|m| m.lookups.iter().find(|l| l.tool == tool).map(|l| (m, l)))
+    }
+
+    /// Every lookup with its mapping, in file order.
+    pub fn lookups(&self) -> impl Iterator<Item = (&Mapping, &Lookup)> {
+        self.mappings
+            .iter()
+            .flat_map(|m| m.lookups.iter().map(move |l| (m, l)))
+    }
+
+    /// Every topic the sink subscribes to, in file order.
+    pub fn topics(&self) -> impl Iterator<Item = &str> {
+        self.mappings.iter().map(|m| m.topic.as_str())
+    }
+}
+
+impl Mapping {
+    /// The stored name of Debezium column `column`, or `None` when it is not selected.
+    pub fn stored_name<'a>(&'a self, column: &'a str) -> Option<&'a str> {
+        match &self.fields {
+            FieldSelection::All => Some(column),
+            FieldSelection::List(list) => list
+                .iter()
+                .find(|f| f.from == column)
+                .map(|f| f.to.as_str()),
+        }
+    }
+
+    /// Applies the field selection and renames to the columns of a value schema: stored
+    /// name and type, in stored order (schema order for `all`, list order otherwise; selected
+    /// columns missing from `columns` are left out).
+    pub fn stored_types(&self, columns: &[(String, ColumnType)]) -> Vec<(String, ColumnType)> {
+        match &self.fields {
+            FieldSelection::All => columns.to_vec(),
+            FieldSelection::List(list) => list
+                .iter()
+                .filter_map(|f| {
+                    columns
+                        .iter()
+                        .find(|(name, _)| *name == f.from)
+                        .map(|(_, t)| (f.to.clone(), *t))
+                })
+                .collect(),
+        }
+    }
+
+    /// The index by name.
+    pub fn index(&self, name: &str) -> Option<&Index> {
+        self.indexes.iter().find(|i| i.name == name)
+    }
+
+    /// The relation by name.
+    pub fn relation(&self, name: &str) -> Option<&Relation> {
+        self.relations.iter().find(|r| r.name == name)
+    }
+}
+
+impl Lookup {
+    /// The parameter by name.
+    pub fn param(&self, name: &str) -> Option<&LookupParam> {
+        self.by.iter().find(|p| p.param == name)
+    }
+}
+
+impl ParamType {
+    /// `integer` or `string`, as in `connectors.yaml` and JSON Schema.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            ParamType::Integer => "integer",
+            ParamType::String => "string",
+        }
+    }
 }
