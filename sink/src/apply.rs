@@ -1,1 +1,303 @@
-//! (being written)
+//! Write plans -> Redis: one atomic, idempotent Lua script per change (`apply/change.lua`),
+//! a batch of changes sent as one pipeline of `EVALSHA` calls on one connection.
+//!
+//! The script implements ARCHITECTURE.md's "Change semantics": it reads what the sink stored
+//! for the row (never `before`), guards by source position through `sink:rows:{mapping}`
+//! (a stored position >= the incoming one makes the change a no-op), writes the hash,
+//! releases old unique-index entries only if they still name this row and claims new ones
+//! unless `sink:index:{mapping}:{index}` records a later position, moves relation members
+//! between parents, and records freshness and the partition offset. Index entries and
+//! relation members hold the row's primary key text: the values of the row key template's
+//! fields, joined by `:` when there are several (`"1"` for `customer:{id}`).
+//!
+//! The script touches keys it does not declare, so the sink needs a standalone Redis (not
+//! Redis Cluster). A batch is not a transaction: every change in it is atomic by itself,
+//! and the pipeline keeps their order, which is what per-partition ordering needs.
+
+mod args;
+mod error;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use deadpool_redis::Pool;
+use mapping::plan::Plan;
+use mapping::{ColumnType, Config, Mapping};
+use redis::Value;
+
+use args::MappingArgs;
+pub use error::ApplyError;
+
+/// The Lua source of the per-change script (ARGV layout documented at its top).
+pub const CHANGE_SCRIPT: &str = include_str!("apply/change.lua");
+
+/// Sets `caught_up_at_ms` of every `sink:freshness:{mapping}` named in ARGV to server time.
+const CAUGHT_UP_SCRIPT: &str = r"
+local now = redis.call('TIME')
+local ms = now[1] .. string.format('%03d', math.floor(tonumber(now[2]) / 1000))
+for _, m in ipairs(ARGV) do
+  redis.call('HSET', 'sink:freshness:' .. m, 'caught_up_at_ms', ms)
+end
+return ms
+";
+
+/// One planned change with where it came from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlannedChange {
+    /// Index into `config.mappings`.
+    pub mapping: usize,
+    /// The Redis work.
+    pub plan: Plan,
+    /// Source commit time (`source.ts_ms`), recorded as freshness.
+    pub source_ts_ms: Option<i64>,
+    /// Kafka topic.
+    pub topic: Arc<str>,
+    /// Kafka partition.
+    pub partition: i32,
+    /// Kafka offset.
+    pub offset: i64,
+}
+
+/// What a batch did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BatchOutcome {
+    /// Changes that modified the read model.
+    pub applied: usize,
+    /// Changes that were no-ops: replays, older than what is stored, tombstones or deletes of
+    /// absent rows, truncates of empty mappings.
+    pub skipped: usize,
+}
+
+/// Applies planned changes to Redis; cheap to share (`&self` everywhere).
+pub struct Applier {
+    pool: Pool,
+    mappings: Vec<MappingArgs>,
+    /// `config.mappings[i].name`, for the bookkeeping keys written from Rust.
+    names: Vec<String>,
+    /// The config's mappings, for `stored_types`.
+    config: Vec<Mapping>,
+    sha: String,
+    caught_up: redis::Script,
+    /// Whether this applier has loaded the script since start (NOSCRIPT reloads it anyway).
+    loaded: AtomicBool,
+}
+
+impl Applier {
+    /// Prepares the per-mapping script arguments of `config` once.
+    pub fn new(pool: Pool, config: &Config) -> Applier {
+        Applier {
+            pool,
+            mappings: config.mappings.iter().map(MappingArgs::new).collect(),
+            names: config.mappings.iter().map(|m| m.name.clone()).collect(),
+            sha: redis::Script::new(CHANGE_SCRIPT).get_hash().to_owned(),
+            caught_up: redis::Script::new(CAUGHT_UP_SCRIPT),
+            loaded: AtomicBool::new(false),
+            config: config.mappings.clone(),
+        }
+    }
+
+    /// SHA1 of [`CHANGE_SCRIPT`], as `EVALSHA` takes it.
+    pub fn script_sha(&self) -> &str {
+        &self.sha
+    }
+
+    /// The complete `EVALSHA` command for one change, as [`Applier::apply_batch`] sends it
+    /// (for benchmarks that want Redis's own ceiling; [`Applier::load_script`] first).
+    pub fn command(&self, change: &PlannedChange) -> Result<redis::Cmd, ApplyError> {
+        let args = self
+            .mappings
+            .get(change.mapping)
+            .ok_or_else(|| ApplyError::Invalid {
+                topic: change.topic.clone(),
+                partition: change.partition,
+                offset: change.offset,
+                reason: format!(
+                    "mapping number {} out of range ({} mappings)",
+                    change.mapping,
+                    self.mappings.len()
+                ),
+            })?;
+        args.command(&self.sha, change)
+    }
+
+    /// Loads [`CHANGE_SCRIPT`] into the script cache (`SCRIPT LOAD`).
+    pub async fn load_script(&self) -> Result<(), ApplyError> {
+        let mut conn = self.pool.get().await.map_err(ApplyError::Pool)?;
+        self.load_on(&mut conn, 0).await
+    }
+
+    async fn load_on(
+        &self,
+        conn: &mut deadpool_redis::Connection,
+        changes: usize,
+    ) -> Result<(), ApplyError> {
+        let sha: String = redis::cmd("SCRIPT")
+            .arg("LOAD")
+            .arg(CHANGE_SCRIPT)
+            .query_async(conn)
+            .await
+            .map_err(|source| ApplyError::Redis {
+                operation: "SCRIPT LOAD",
+                changes,
+                source,
+            })?;
+        debug_assert_eq!(sha, self.sha);
+        self.loaded.store(true, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Applies `batch` in order as one pipeline on one connection.
+    ///
+    /// On `NOSCRIPT` (Redis restarted or flushed its scripts) the script is loaded and the
+    /// whole batch sent again, which is harmless because every change is idempotent. On
+    /// [`ApplyError::Change`], the other changes of the batch were executed and the failing
+    /// one left nothing behind; resending the batch is harmless too.
+    pub async fn apply_batch(&self, batch: &[PlannedChange]) -> Result<BatchOutcome, ApplyError> {
+        if batch.is_empty() {
+            return Ok(BatchOutcome::default());
+        }
+        let mut pipe = redis::pipe();
+        pipe.ignore_errors();
+        for change in batch {
+            pipe.add_command(self.command(change)?);
+        }
+        let mut conn = self.pool.get().await.map_err(ApplyError::Pool)?;
+        if !self.loaded.load(Ordering::Relaxed) {
+            self.load_on(&mut conn, batch.len()).await?;
+        }
+        let mut replies = self.send(&mut conn, &pipe, batch.len()).await?;
+        if replies.iter().any(is_noscript) {
+            self.load_on(&mut conn, batch.len()).await?;
+            replies = self.send(&mut conn, &pipe, batch.len()).await?;
+        }
+        outcome(batch, replies)
+    }
+
+    async fn send(
+        &self,
+        conn: &mut deadpool_redis::Connection,
+        pipe: &redis::Pipeline,
+        changes: usize,
+    ) -> Result<Vec<Value>, ApplyError> {
+        pipe.query_async(conn)
+            .await
+            .map_err(|source| ApplyError::Redis {
+                operation: "pipeline",
+                changes,
+                source,
+            })
+    }
+
+    /// Records the stored types of a mapping (`HSET sink:types:{mapping}`), from the columns
+    /// of its current value schema (selection and renames applied here). Call it when the
+    /// value schema id of a mapping's records changes.
+    pub async fn record_column_types(
+        &self,
+        mapping: usize,
+        types: &[(String, ColumnType)],
+    ) -> Result<(), ApplyError> {
+        let (Some(m), Some(name)) = (self.config.get(mapping), self.names.get(mapping))
+        else {
+            return Err(self.bad_mapping(mapping));
+        };
+        let stored = m.stored_types(types);
+        if stored.is_empty() {
+            return Ok(());
+        }
+        let mut cmd = redis::cmd("HSET");
+        cmd.arg(format!("sink:types:{name}"));
+        for (field, ty) in &stored {
+            cmd.arg(field).arg(ty.as_str());
+        }
+        let mut conn = self.pool.get().await.map_err(ApplyError::Pool)?;
+        cmd.query_async::<()>(&mut conn)
+            .await
+            .map_err(|source| ApplyError::Redis {
+                operation: "HSET sink:types",
+                changes: 0,
+                source,
+            })
+    }
+
+    /// Sets `caught_up_at_ms` (Redis server time) in `sink:freshness:{mapping}` of each
+    /// mapping: the sink has seen the end of the log of their partitions.
+    pub async fn record_caught_up(&self, mappings: &[usize]) -> Result<(), ApplyError> {
+        if mappings.is_empty() {
+            return Ok(());
+        }
+        let mut invocation = self.caught_up.prepare_invoke();
+        for &m in mappings {
+            let name = self.names.get(m).ok_or_else(|| self.bad_mapping(m))?;
+            invocation.arg(name);
+        }
+        let mut conn = self.pool.get().await.map_err(ApplyError::Pool)?;
+        invocation
+            .invoke_async::<String>(&mut conn)
+            .await
+            .map(drop)
+            .map_err(|source| ApplyError::Redis {
+                operation: "caught-up script",
+                changes: 0,
+                source,
+            })
+    }
+
+    fn bad_mapping(&self, mapping: usize) -> ApplyError {
+        ApplyError::Invalid {
+            topic: Arc::from(""),
+            partition: -1,
+            offset: -1,
+            reason: format!(
+                "mapping number {mapping} out of range ({} mappings)",
+                self.names.len()
+            ),
+        }
+    }
+}
+
+fn is_noscript(v: &Value) -> bool {
+    matches!(v, Value::ServerError(e) if e.code() == "NOSCRIPT")
+}
+
+/// Counts the script replies; the first error wins, a retriable one over the others.
+fn outcome(batch: &[PlannedChange], replies: Vec<Value>) -> Result<BatchOutcome, ApplyError> {
+    let mut out = BatchOutcome::default();
+    let mut failure: Option<ApplyError> = None;
+    for (position, (change, reply)) in batch.iter().zip(replies).enumerate() {
+        match reply {
+            Value::Int(1) => out.applied += 1,
+            Value::Int(0) => out.skipped += 1,
+            Value::ServerError(source) => {
+                let retriable = error::is_transient_code(source.code());
+                let replace = match &failure {
+                    None => true,
+                    Some(f) => retriable && !f.is_retriable(),
+                };
+                if replace {
+                    failure = Some(ApplyError::Change {
+                        topic: change.topic.clone(),
+                        partition: change.partition,
+                        offset: change.offset,
+                        position,
+                        retriable,
+                        source,
+                    });
+                }
+            }
+            other => {
+                if failure.is_none() {
+                    failure = Some(ApplyError::Reply {
+                        topic: change.topic.clone(),
+                        partition: change.partition,
+                        offset: change.offset,
+                        reply: format!("{other:?}"),
+                    });
+                }
+            }
+        }
+    }
+    match failure {
+        Some(e) => Err(e),
+        None => Ok(out),
+    }
+}

@@ -1,0 +1,124 @@
+//! Why applying a batch failed, and whether trying again can help.
+
+use std::sync::Arc;
+
+/// An error applying changes to Redis.
+///
+/// [`ApplyError::is_retriable`] separates transient trouble (connection, timeouts, a server
+/// that is loading, out of memory: back off and resend the batch, which the scripts make
+/// harmless) from a change Redis rejects for good (e.g. a row key that holds another type:
+/// dead-letter the change named by [`ApplyError::location`] and move on).
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    /// No connection could be taken from the pool.
+    #[error("redis connection pool")]
+    Pool(#[source] deadpool_redis::PoolError),
+    /// A command for the whole batch (or the script load) failed without a reply per change:
+    /// I/O, protocol or timeout.
+    #[error("redis {operation} for a batch of {changes} changes")]
+    Redis {
+        /// What was being done (`pipeline`, `SCRIPT LOAD`, ...).
+        operation: &'static str,
+        /// How many changes the batch held.
+        changes: usize,
+        /// The client's error.
+        #[source]
+        source: redis::RedisError,
+    },
+    /// Redis answered one change of the batch with an error. The script makes all its reads
+    /// before its first write, so the change left nothing behind; the other changes of the
+    /// pipeline were executed.
+    #[error("change at {topic}/{partition} offset {offset} (batch position {position})")]
+    Change {
+        /// Kafka topic of the change.
+        topic: Arc<str>,
+        /// Kafka partition.
+        partition: i32,
+        /// Kafka offset.
+        offset: i64,
+        /// Index of the change in the batch.
+        position: usize,
+        /// Whether the server reported a transient condition (`LOADING`, `BUSY`, `OOM`, ...).
+        retriable: bool,
+        /// The server's error.
+        #[source]
+        source: redis::ServerError,
+    },
+    /// The change cannot be turned into a script call (a bug in the caller, or a value the
+    /// script cannot order by).
+    #[error("change at {topic}/{partition} offset {offset}: {reason}")]
+    Invalid {
+        /// Kafka topic of the change.
+        topic: Arc<str>,
+        /// Kafka partition.
+        partition: i32,
+        /// Kafka offset.
+        offset: i64,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The script's reply was not the 0/1 it always returns.
+    #[error("unexpected reply {reply} to change at {topic}/{partition} offset {offset}")]
+    Reply {
+        /// Kafka topic of the change.
+        topic: Arc<str>,
+        /// Kafka partition.
+        partition: i32,
+        /// Kafka offset.
+        offset: i64,
+        /// The reply, debug-formatted.
+        reply: String,
+    },
+}
+
+impl ApplyError {
+    /// Whether resending the same batch later may succeed.
+    pub fn is_retriable(&self) -> bool {
+        match self {
+            ApplyError::Pool(_) => true,
+            ApplyError::Redis { source, .. } => {
+                source.is_io_error()
+                    || source.is_timeout()
+                    || source.is_connection_dropped()
+                    || source.is_connection_refusal()
+                    || source.code().is_some_and(is_transient_code)
+                    || !matches!(source.retry_method(), redis::RetryMethod::NoRetry)
+            }
+            ApplyError::Change { retriable, .. } => *retriable,
+            ApplyError::Invalid { .. } | ApplyError::Reply { .. } => false,
+        }
+    }
+
+    /// The Kafka topic, partition and offset of the change at fault, when one change is.
+    pub fn location(&self) -> Option<(&str, i32, i64)> {
+        match self {
+            ApplyError::Change {
+                topic,
+                partition,
+                offset,
+                ..
+            }
+            | ApplyError::Invalid {
+                topic,
+                partition,
+                offset,
+                ..
+            }
+            | ApplyError::Reply {
+                topic,
+                partition,
+                offset,
+                ..
+            } => Some((topic, *partition, *offset)),
+            ApplyError::Pool(_) | ApplyError::Redis { .. } => None,
+        }
+    }
+}
+
+/// Server error codes that describe a passing condition rather than the request.
+pub(crate) fn is_transient_code(code: &str) -> bool {
+    matches!(
+        code,
+        "LOADING" | "BUSY" | "TRYAGAIN" | "MASTERDOWN" | "CLUSTERDOWN" | "READONLY" | "OOM"
+    )
+}
