@@ -1,1 +1,557 @@
-//! (being written)
+//! Kafka record bytes -> [`Change`]: the Confluent wire format (magic byte 0, 4-byte
+//! big-endian schema id, Avro binary body), the writer schema from the [`Registry`], the
+//! Avro body decoded with apache-avro, then the Debezium envelope (`op`, `before`, `after`,
+//! `source.lsn`, `source.ts_ms`) read into typed columns.
+//!
+//! A null value is a tombstone: only the key is decoded. Column types come from the writer
+//! schema's JSON (see [`schema`]); they are analysed once per schema id and cached, so a
+//! new schema version (a column added) is picked up the first time a record names its id.
+//!
+//! Errors say what is wrong with the record (schema id, field name); the caller adds topic,
+//! partition and offset. [`DecodeError::is_retriable`] separates an unreachable registry
+//! (retry) from a poison record (dead-letter it).
+
+pub mod schema;
+pub mod value;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use apache_avro::reader::datum::GenericDatumReader;
+use apache_avro::types::Value;
+use mapping::change::{Change, Op, Row};
+use mapping::ColumnType;
+use thiserror::Error;
+
+use crate::registry::{Registry, RegistryError, WriterSchema};
+use schema::{RowSchema, ShapeError};
+use value::{avro_type_name, ValueError};
+
+/// Length of the Confluent wire-format header: magic byte and schema id.
+const HEADER_LEN: usize = 5;
+
+/// A decoded record: the change, and what the value's writer schema says about the columns.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Decoded {
+    /// The change event.
+    pub change: Change,
+    /// Schema id of the value; `None` for tombstones.
+    pub value_schema_id: Option<u32>,
+    /// Row columns and their types from the value schema; `None` for tombstones.
+    pub columns: Option<Arc<[(String, ColumnType)]>>,
+}
+
+/// Which part of the Kafka record an error is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Part {
+    /// The record key.
+    Key,
+    /// The record value.
+    Value,
+}
+
+impl Part {
+    /// What a Debezium schema for this part is called.
+    fn schema_noun(self) -> &'static str {
+        match self {
+            Part::Key => "key",
+            Part::Value => "envelope",
+        }
+    }
+}
+
+impl std::fmt::Display for Part {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Part::Key => "key",
+            Part::Value => "value",
+        })
+    }
+}
+
+/// Why a record could not be decoded.
+#[derive(Debug, Error)]
+pub enum DecodeError {
+    /// Fewer bytes than the 5-byte wire-format header.
+    #[error("{part} of {len} bytes is shorter than the 5-byte confluent wire-format header")]
+    ShortFrame {
+        /// Key or value.
+        part: Part,
+        /// Its length.
+        len: usize,
+    },
+    /// The first byte is not the wire format's magic byte 0.
+    #[error("{part} starts with byte {byte:#04x}, not the confluent magic byte 0")]
+    BadMagic {
+        /// Key or value.
+        part: Part,
+        /// The byte found.
+        byte: u8,
+    },
+    /// The writer schema could not be had; retriable if the registry was unreachable.
+    #[error("cannot get the {part} writer schema {id}")]
+    Schema {
+        /// Key or value.
+        part: Part,
+        /// The schema id from the frame.
+        id: u32,
+        /// The registry's failure.
+        #[source]
+        source: RegistryError,
+    },
+    /// The schema is not what a Debezium key or envelope looks like.
+    #[error("{part} schema {id} is not a debezium {}: {problem}", .part.schema_noun())]
+    Shape {
+        /// Key or value.
+        part: Part,
+        /// The schema id.
+        id: u32,
+        /// What is missing.
+        problem: ShapeError,
+    },
+    /// The Avro body does not decode with its writer schema.
+    #[error("{part} body does not match its writer schema {id}")]
+    Body {
+        /// Key or value.
+        part: Part,
+        /// The schema id.
+        id: u32,
+        /// apache-avro's complaint.
+        #[source]
+        source: apache_avro::Error,
+    },
+    /// Bytes left over after the Avro body.
+    #[error("{part} has {count} bytes after the avro body of schema {id}")]
+    TrailingBytes {
+        /// Key or value.
+        part: Part,
+        /// The schema id.
+        id: u32,
+        /// How many bytes were left.
+        count: usize,
+    },
+    /// A decoded record lacks a field its schema analysis promised (or is not a record).
+    #[error("{part} of schema {id} has no `{field}` field")]
+    MissingField {
+        /// Key or value.
+        part: Part,
+        /// The schema id.
+        id: u32,
+        /// The field.
+        field: &'static str,
+    },
+    /// An envelope field has an unexpected Avro type.
+    #[error("envelope field `{field}` of schema {id} is avro {found}")]
+    EnvelopeField {
+        /// The schema id.
+        id: u32,
+        /// The field.
+        field: &'static str,
+        /// The Avro type found.
+        found: &'static str,
+    },
+    /// `op` is not one of `r c u d t`.
+    #[error("unknown debezium op {op:?} (schema {id})")]
+    UnknownOp {
+        /// The schema id.
+        id: u32,
+        /// The op text.
+        op: String,
+    },
+    /// `r`, `c` or `u` without an `after` row.
+    #[error("op {op:?} without an `after` row (schema {id})")]
+    MissingAfter {
+        /// The schema id.
+        id: u32,
+        /// The op letter.
+        op: &'static str,
+    },
+    /// A column value could not be converted.
+    #[error("{part} column `{column}` of schema {id}")]
+    Column {
+        /// Key or value.
+        part: Part,
+        /// The schema id.
+        id: u32,
+        /// The column name.
+        column: String,
+        /// What is wrong.
+        #[source]
+        source: ValueError,
+    },
+    /// A tombstone (null value) without a key: nothing says which row it deletes.
+    #[error("tombstone without a key")]
+    KeylessTombstone,
+}
+
+impl DecodeError {
+    /// Whether decoding the same record later may succeed (the registry was unreachable);
+    /// otherwise the record is poison.
+    pub fn is_retriable(&self) -> bool {
+        match self {
+            DecodeError::Schema { source, .. } => source.is_retriable(),
+            _ => false,
+        }
+    }
+}
+
+/// Decodes Debezium records, with writer schemas from a registry and their column analysis
+/// cached per schema id.
+#[derive(Debug)]
+pub struct Decoder {
+    registry: Arc<Registry>,
+    keys: Mutex<HashMap<u32, Arc<RowSchema>>>,
+    envelopes: Mutex<HashMap<u32, Arc<RowSchema>>>,
+}
+
+impl Decoder {
+    /// A decoder fetching schemas from `registry`.
+    pub fn new(registry: Arc<Registry>) -> Self {
+        Self {
+            registry,
+            keys: Mutex::new(HashMap::new()),
+            envelopes: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The registry schemas come from.
+    pub fn registry(&self) -> &Arc<Registry> {
+        &self.registry
+    }
+
+    /// Decodes one Kafka record. `timestamp_ms` (the record's timestamp) becomes the
+    /// tombstone's `source_ts_ms`. A missing key (keyless table) gives an empty `key` row.
+    pub async fn decode(
+        &self,
+        topic: &str,
+        key: Option<&[u8]>,
+        value: Option<&[u8]>,
+        timestamp_ms: Option<i64>,
+    ) -> Result<Decoded, DecodeError> {
+        let key_row = match key {
+            Some(bytes) => self.decode_key(topic, bytes).await?,
+            None => Row::new(),
+        };
+        let Some(value) = value else {
+            if key.is_none() {
+                return Err(DecodeError::KeylessTombstone);
+            }
+            return Ok(Decoded {
+                change: Change {
+                    op: Op::Tombstone,
+                    key: key_row,
+                    before: None,
+                    after: None,
+                    position: None,
+                    source_ts_ms: timestamp_ms,
+                },
+                value_schema_id: None,
+                columns: None,
+            });
+        };
+        let part = Part::Value;
+        let (id, body) = split_frame(part, value)?;
+        let writer = self.writer(topic, part, id).await?;
+        let row_schema = cached(&self.envelopes, id, || {
+            schema::envelope_schema(&writer.json)
+        })
+        .map_err(|problem| DecodeError::Shape { part, id, problem })?;
+        let record = decode_body(part, &writer, body)?;
+        let envelope = Envelope::read(id, &row_schema, record)?;
+        let change = Change {
+            op: envelope.op,
+            key: key_row,
+            before: envelope.before,
+            after: envelope.after,
+            position: envelope.lsn,
+            source_ts_ms: envelope.source_ts_ms.or(envelope.ts_ms).or(timestamp_ms),
+        };
+        Ok(Decoded {
+            change,
+            value_schema_id: Some(id),
+            columns: Some(Arc::clone(&row_schema.types)),
+        })
+    }
+
+    async fn decode_key(&self, topic: &str, bytes: &[u8]) -> Result<Row, DecodeError> {
+        let part = Part::Key;
+        let (id, body) = split_frame(part, bytes)?;
+        let writer = self.writer(topic, part, id).await?;
+        let row_schema = cached(&self.keys, id, || schema::key_schema(&writer.json))
+            .map_err(|problem| DecodeError::Shape { part, id, problem })?;
+        match decode_body(part, &writer, body)? {
+            Value::Record(fields) => read_row(part, id, &row_schema, fields),
+            other => Err(DecodeError::EnvelopeField {
+                id,
+                field: "key",
+                found: avro_type_name(&other),
+            }),
+        }
+    }
+
+    async fn writer(
+        &self,
+        topic: &str,
+        part: Part,
+        id: u32,
+    ) -> Result<Arc<WriterSchema>, DecodeError> {
+        self.registry.schema(id).await.map_err(|source| {
+            tracing::debug!(topic, schema_id = id, %part, "Writer schema unavailable.");
+            DecodeError::Schema { part, id, source }
+        })
+    }
+}
+
+/// The analysed schema for `id`, computed once.
+fn cached(
+    cache: &Mutex<HashMap<u32, Arc<RowSchema>>>,
+    id: u32,
+    analyse: impl FnOnce() -> Result<RowSchema, ShapeError>,
+) -> Result<Arc<RowSchema>, ShapeError> {
+    if let Some(found) = cache
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .get(&id)
+    {
+        return Ok(Arc::clone(found));
+    }
+    let analysed = Arc::new(analyse()?);
+    cache
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .insert(id, Arc::clone(&analysed));
+    Ok(analysed)
+}
+
+/// Splits a Confluent wire-format frame into schema id and Avro body.
+pub fn split_frame(part: Part, bytes: &[u8]) -> Result<(u32, &[u8]), DecodeError> {
+    let Some((header, body)) = bytes.split_first_chunk::<HEADER_LEN>() else {
+        return Err(DecodeError::ShortFrame {
+            part,
+            len: bytes.len(),
+        });
+    };
+    let [magic, id @ ..] = *header;
+    if magic != 0 {
+        return Err(DecodeError::BadMagic { part, byte: magic });
+    }
+    Ok((u32::from_be_bytes(id), body))
+}
+
+fn decode_body(part: Part, writer: &WriterSchema, body: &[u8]) -> Result<Value, DecodeError> {
+    let id = writer.id;
+    let mut rest = body;
+    let value = GenericDatumReader::builder(&writer.avro)
+        .build()
+        .and_then(|reader| reader.read_value(&mut rest))
+        .map_err(|source| DecodeError::Body { part, id, source })?;
+    if !rest.is_empty() {
+        return Err(DecodeError::TrailingBytes {
+            part,
+            id,
+            count: rest.len(),
+        });
+    }
+    Ok(value)
+}
+
+/// Reads a decoded record into a row, column by column in schema order.
+fn read_row(
+    part: Part,
+    id: u32,
+    row_schema: &RowSchema,
+    fields: Vec<(String, Value)>,
+) -> Result<Row, DecodeError> {
+    let mut values: HashMap<String, Value> = fields.into_iter().collect();
+    row_schema
+        .columns
+        .iter()
+        .map(|(name, kind)| {
+            let value = values.remove(name).unwrap_or(Value::Null);
+            value::convert(*kind, value)
+                .map(|v| (name.clone(), v))
+                .map_err(|source| DecodeError::Column {
+                    part,
+                    id,
+                    column: name.clone(),
+                    source,
+                })
+        })
+        .collect()
+}
+
+/// The parts of a Debezium envelope the sink uses.
+struct Envelope {
+    op: Op,
+    before: Option<Row>,
+    after: Option<Row>,
+    lsn: Option<i64>,
+    source_ts_ms: Option<i64>,
+    ts_ms: Option<i64>,
+}
+
+impl Envelope {
+    fn read(id: u32, row_schema: &RowSchema, record: Value) -> Result<Self, DecodeError> {
+        let Value::Record(fields) = record else {
+            return Err(DecodeError::EnvelopeField {
+                id,
+                field: "envelope",
+                found: avro_type_name(&record),
+            });
+        };
+        let mut op = None;
+        let mut before = None;
+        let mut after = None;
+        let mut lsn = None;
+        let mut source_ts_ms = None;
+        let mut ts_ms = None;
+        for (name, value) in fields {
+            match name.as_str() {
+                "op" => op = Some(value),
+                "before" => before = optional_row(id, "before", row_schema, value)?,
+                "after" => after = optional_row(id, "after", row_schema, value)?,
+                "ts_ms" => ts_ms = optional_long(id, "ts_ms", value)?,
+                "source" => {
+                    let Value::Record(source) = unwrap_union(value) else {
+                        continue;
+                    };
+                    for (name, value) in source {
+                        match name.as_str() {
+                            "lsn" => lsn = optional_long(id, "source.lsn", value)?,
+                            "ts_ms" => source_ts_ms = optional_long(id, "source.ts_ms", value)?,
+                            _ => {}
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        let op = match op.map(unwrap_union) {
+            Some(Value::String(op)) => parse_op(id, op)?,
+            Some(other) => {
+                return Err(DecodeError::EnvelopeField {
+                    id,
+                    field: "op",
+                    found: avro_type_name(&other),
+                })
+            }
+            None => {
+                return Err(DecodeError::MissingField {
+                    part: Part::Value,
+                    id,
+                    field: "op",
+                })
+            }
+        };
+        if after.is_none() {
+            let letter = match op {
+                Op::Read => Some("r"),
+                Op::Create => Some("c"),
+                Op::Update => Some("u"),
+                _ => None,
+            };
+            if let Some(op) = letter {
+                return Err(DecodeError::MissingAfter { id, op });
+            }
+        }
+        Ok(Self {
+            op,
+            before,
+            after,
+            lsn,
+            source_ts_ms,
+            ts_ms,
+        })
+    }
+}
+
+fn parse_op(id: u32, op: String) -> Result<Op, DecodeError> {
+    Ok(match op.as_str() {
+        "r" => Op::Read,
+        "c" => Op::Create,
+        "u" => Op::Update,
+        "d" => Op::Delete,
+        "t" => Op::Truncate,
+        _ => return Err(DecodeError::UnknownOp { id, op }),
+    })
+}
+
+fn unwrap_union(value: Value) -> Value {
+    match value {
+        Value::Union(_, inner) => *inner,
+        other => other,
+    }
+}
+
+fn optional_row(
+    id: u32,
+    field: &'static str,
+    row_schema: &RowSchema,
+    value: Value,
+) -> Result<Option<Row>, DecodeError> {
+    match unwrap_union(value) {
+        Value::Null => Ok(None),
+        Value::Record(fields) => read_row(Part::Value, id, row_schema, fields).map(Some),
+        other => Err(DecodeError::EnvelopeField {
+            id,
+            field,
+            found: avro_type_name(&other),
+        }),
+    }
+}
+
+fn optional_long(id: u32, field: &'static str, value: Value) -> Result<Option<i64>, DecodeError> {
+    match unwrap_union(value) {
+        Value::Null => Ok(None),
+        Value::Long(v) | Value::TimestampMillis(v) => Ok(Some(v)),
+        Value::Int(v) => Ok(Some(i64::from(v))),
+        other => Err(DecodeError::EnvelopeField {
+            id,
+            field,
+            found: avro_type_name(&other),
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames() {
+        assert!(matches!(
+            split_frame(Part::Value, &[0, 0, 0]),
+            Err(DecodeError::ShortFrame {
+                part: Part::Value,
+                len: 3
+            })
+        ));
+        assert!(matches!(
+            split_frame(Part::Key, &[1, 0, 0, 0, 2, 9]),
+            Err(DecodeError::BadMagic {
+                part: Part::Key,
+                byte: 1
+            })
+        ));
+        assert_eq!(
+            split_frame(Part::Key, &[0, 0, 0, 1, 2, 9]).unwrap(),
+            (258, &[9u8][..])
+        );
+        assert_eq!(
+            DecodeError::BadMagic {
+                part: Part::Key,
+                byte: 0x7b
+            }
+            .to_string(),
+            "key starts with byte 0x7b, not the confluent magic byte 0"
+        );
+    }
+
+    #[test]
+    fn ops() {
+        assert_eq!(parse_op(1, "t".into()).unwrap(), Op::Truncate);
+        let err = parse_op(2, "m".into()).unwrap_err();
+        assert_eq!(err.to_string(), "unknown debezium op \"m\" (schema 2)");
+        assert!(!err.is_retriable());
+    }
+}

@@ -1,1 +1,296 @@
-//! (being written)
+//! Writer schemas by id from a Confluent-compatible schema registry (Confluent, Karapace,
+//! Apicurio's `ccompat` API), cached forever: an id names one immutable schema.
+//!
+//! The HTTP calls go through `schema_registry_converter`'s async API
+//! (`get_schema_by_id`, `get_all_subjects`), which hands back the schema's raw JSON text. We
+//! keep that text (and its parsed JSON) next to the `apache_avro::Schema`, because apache-avro
+//! drops the custom attributes Debezium puts on primitive types (`connect.name`,
+//! `connect.parameters.scale`) and [`crate::decode`] needs them to know what a `long` means.
+//!
+//! Concurrent requests for the same uncached id share one fetch (a `tokio::sync::OnceCell`
+//! per id). Failures are not cached, so a registry that comes back is picked up.
+//!
+//! Classification: a response saying the schema does not exist (`error_code` 40403) is
+//! [`RegistryError::NotFound`] and a schema that is not a parseable Avro schema is
+//! [`RegistryError::BadSchema`]: both are poison for the record that names the id. Everything
+//! else (connection refused, timeouts, 5xx, an unexpected 404 from a wrong base path) is
+//! [`RegistryError::Unreachable`] and retriable; a wrong base URL is caught at start-up by
+//! [`Registry::health_check`] rather than by dead-lettering every record.
+
+use std::collections::HashMap;
+use std::error::Error as _;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use schema_registry_converter::async_impl::schema_registry::{
+    get_all_subjects, get_schema_by_id, SrSettings,
+};
+use schema_registry_converter::error::SRCError;
+use schema_registry_converter::schema_registry_common::{RawError, SchemaType};
+use thiserror::Error;
+use tokio::sync::OnceCell;
+
+/// The registry's error code for "schema not found" (`GET /schemas/ids/{id}`).
+const SCHEMA_NOT_FOUND: u32 = 40403;
+
+/// Default timeout of one registry request.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Why a schema could not be had from the registry.
+#[derive(Debug, Error)]
+pub enum RegistryError {
+    /// The registry could not be asked or did not answer properly; retry later.
+    #[error("schema registry request {url} failed")]
+    Unreachable {
+        /// The URL that was requested.
+        url: String,
+        /// What went wrong.
+        #[source]
+        source: SRCError,
+    },
+    /// The registry does not know the id; the record naming it is poison.
+    #[error("schema id {id} not found in the registry")]
+    NotFound {
+        /// The schema id from the record.
+        id: u32,
+    },
+    /// The registry returned something that is not a usable Avro schema; poison.
+    #[error("schema id {id} is not a usable avro schema")]
+    BadSchema {
+        /// The schema id from the record.
+        id: u32,
+        /// What is wrong with it.
+        #[source]
+        source: BadSchemaError,
+    },
+    /// The HTTP client could not be built (bad base URL, TLS set-up).
+    #[error("cannot build a schema registry client for {url}")]
+    Client {
+        /// The configured base URL.
+        url: String,
+        /// What went wrong.
+        #[source]
+        source: SRCError,
+    },
+}
+
+impl RegistryError {
+    /// Whether retrying the same request later may succeed.
+    pub fn is_retriable(&self) -> bool {
+        matches!(self, Self::Unreachable { .. })
+    }
+}
+
+/// What is wrong with a schema the registry returned.
+#[derive(Debug, Error)]
+pub enum BadSchemaError {
+    /// The registry says the schema is not Avro (Protobuf, JSON Schema).
+    #[error("schema type is {0}, not AVRO")]
+    NotAvro(String),
+    /// The schema text is not JSON.
+    #[error("schema text is not json")]
+    Json(#[source] serde_json::Error),
+    /// apache-avro rejected the schema.
+    #[error("apache-avro rejected the schema")]
+    Avro(#[source] apache_avro::Error),
+}
+
+/// A writer schema as registered: the raw text, its JSON (with every custom attribute) and
+/// the schema apache-avro decodes with.
+#[derive(Debug)]
+pub struct WriterSchema {
+    /// The registry's id for it.
+    pub id: u32,
+    /// The schema text exactly as the registry returned it.
+    pub text: String,
+    /// The parsed JSON of `text`, custom attributes included.
+    pub json: serde_json::Value,
+    /// The schema for `apache_avro::from_avro_datum`.
+    pub avro: apache_avro::Schema,
+}
+
+impl WriterSchema {
+    /// Parses a schema text as returned for `id`.
+    pub fn parse(id: u32, text: String) -> Result<Self, RegistryError> {
+        let bad = |source| RegistryError::BadSchema { id, source };
+        let json: serde_json::Value =
+            serde_json::from_str(&text).map_err(|e| bad(BadSchemaError::Json(e)))?;
+        let avro = apache_avro::Schema::parse(&json).map_err(|e| bad(BadSchemaError::Avro(e)))?;
+        Ok(Self {
+            id,
+            text,
+            json,
+            avro,
+        })
+    }
+}
+
+/// A client for one registry, with a per-id cache of writer schemas.
+pub struct Registry {
+    base_url: String,
+    settings: SrSettings,
+    cache: Mutex<HashMap<u32, Arc<OnceCell<Arc<WriterSchema>>>>>,
+}
+
+impl std::fmt::Debug for Registry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Registry")
+            .field("base_url", &self.base_url)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Registry {
+    /// A client for the registry at `base_url` (which may carry a path, as Apicurio's
+    /// `http://host:8080/apis/ccompat/v7`), with [`DEFAULT_TIMEOUT`] per request.
+    pub fn new(base_url: &str) -> Result<Self, RegistryError> {
+        Self::with_timeout(base_url, DEFAULT_TIMEOUT)
+    }
+
+    /// Like [`Registry::new`] with another per-request timeout.
+    pub fn with_timeout(base_url: &str, timeout: Duration) -> Result<Self, RegistryError> {
+        let base_url = base_url.trim_end_matches('/').to_owned();
+        let settings = SrSettings::new_builder(base_url.clone())
+            .set_timeout(timeout)
+            .build()
+            .map_err(|source| RegistryError::Client {
+                url: base_url.clone(),
+                source,
+            })?;
+        Ok(Self {
+            base_url,
+            settings,
+            cache: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// The base URL, without a trailing slash.
+    pub fn base_url(&self) -> &str {
+        &self.base_url
+    }
+
+    /// The writer schema with this id: from the cache, or fetched once
+    /// (`GET {base}/schemas/ids/{id}`) and cached for good.
+    pub async fn schema(&self, id: u32) -> Result<Arc<WriterSchema>, RegistryError> {
+        let cell = {
+            let mut cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
+            Arc::clone(cache.entry(id).or_default())
+        };
+        cell.get_or_try_init(|| self.fetch(id)).await.cloned()
+    }
+
+    /// Start-up check: `GET {base}/subjects` must answer.
+    pub async fn health_check(&self) -> Result<(), RegistryError> {
+        get_all_subjects(&self.settings)
+            .await
+            .map(drop)
+            .map_err(|source| RegistryError::Unreachable {
+                url: format!("{}/subjects", self.base_url),
+                source,
+            })
+    }
+
+    async fn fetch(&self, id: u32) -> Result<Arc<WriterSchema>, RegistryError> {
+        let registered = get_schema_by_id(id, &self.settings)
+            .await
+            .map_err(|source| classify(&self.base_url, id, source))?;
+        if registered.schema_type != SchemaType::Avro {
+            return Err(RegistryError::BadSchema {
+                id,
+                source: BadSchemaError::NotAvro(format!("{:?}", registered.schema_type)),
+            });
+        }
+        tracing::debug!(schema_id = id, "Fetched writer schema.");
+        WriterSchema::parse(id, registered.schema).map(Arc::new)
+    }
+}
+
+/// Sorts a failed `GET /schemas/ids/{id}` into not found (poison) or unreachable (retriable).
+fn classify(base_url: &str, id: u32, source: SRCError) -> RegistryError {
+    let code = source
+        .source()
+        .and_then(|cause| cause.downcast_ref::<RawError>())
+        .map(|raw| raw.error_code);
+    if !source.retriable && code == Some(SCHEMA_NOT_FOUND) {
+        RegistryError::NotFound { id }
+    } else {
+        RegistryError::Unreachable {
+            url: format!("{base_url}/schemas/ids/{id}"),
+            source,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trailing_slash_is_trimmed_and_path_kept() {
+        let registry = Registry::new("http://127.0.0.1:1/apis/ccompat/v7/").unwrap();
+        assert_eq!(registry.base_url(), "http://127.0.0.1:1/apis/ccompat/v7");
+    }
+
+    #[test]
+    fn not_found_is_poison_and_other_failures_retriable() {
+        let not_found = SRCError::non_retryable_with_cause(
+            serde_json::from_str::<RawError>(
+                r#"{"error_code":40403,"message":"Schema not found"}"#,
+            )
+            .unwrap(),
+            "HTTP request to schema registry failed with status 404 Not Found",
+        );
+        let err = classify("http://r", 7, not_found);
+        assert!(matches!(err, RegistryError::NotFound { id: 7 }), "{err:?}");
+        assert!(!err.is_retriable());
+
+        let server = SRCError::non_retryable_with_cause(
+            serde_json::from_str::<RawError>(r#"{"error_code":50001,"message":"boom"}"#).unwrap(),
+            "HTTP request to schema registry failed with status 500",
+        );
+        let err = classify("http://r", 7, server);
+        assert!(err.is_retriable());
+        assert_eq!(
+            err.to_string(),
+            "schema registry request http://r/schemas/ids/7 failed"
+        );
+    }
+
+    #[test]
+    fn bad_schema_text_is_poison() {
+        let err = WriterSchema::parse(3, "{not json".into()).unwrap_err();
+        assert!(matches!(
+            err,
+            RegistryError::BadSchema {
+                id: 3,
+                source: BadSchemaError::Json(_)
+            }
+        ));
+        let err = WriterSchema::parse(3, r#"{"type":"nope"}"#.into()).unwrap_err();
+        assert!(matches!(
+            err,
+            RegistryError::BadSchema {
+                id: 3,
+                source: BadSchemaError::Avro(_)
+            }
+        ));
+        assert!(!err.is_retriable());
+    }
+
+    #[tokio::test]
+    async fn refused_connection_is_retriable_and_names_the_url() {
+        // Port 1 on loopback: nothing listens there, the connection is refused at once.
+        let registry = Registry::new("http://127.0.0.1:1/base").unwrap();
+        let err = registry.schema(5).await.unwrap_err();
+        assert!(err.is_retriable(), "{err:?}");
+        assert_eq!(
+            err.to_string(),
+            "schema registry request http://127.0.0.1:1/base/schemas/ids/5 failed"
+        );
+        let err = registry.health_check().await.unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "schema registry request http://127.0.0.1:1/base/subjects failed"
+        );
+    }
+}
