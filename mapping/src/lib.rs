@@ -4,6 +4,9 @@
 //!
 //! # Layout
 //!
+//! - [`raw`]: serde structs mirroring `connectors.yaml` as written.
+//! - [`load`]: parse (positions kept) + layer overrides (figment) + validate -> [`Config`],
+//!   every error as `connectors.yaml:LINE:COL: message`.
 //! - [`change`]: the decoded Debezium event ([`Change`], [`Op`], [`FieldValue`]).
 //! - [`model`]: the validated configuration ([`Config`], [`Mapping`], [`Lookup`], ...).
 //! - [`template`]: `customer:{id}` key templates: parse, render, collision rule.
@@ -12,16 +15,19 @@
 //! - [`plan`]: [`Change`] + [`Mapping`] -> [`Plan`], the Redis work for one change.
 
 pub mod change;
+pub mod load;
 pub mod model;
 pub mod plan;
+pub mod raw;
 pub mod render;
 pub mod template;
 pub mod types;
 
 pub use change::{Change, FieldValue, Op, Row};
+pub use load::{load_config, load_config_str, ConfigError, ConfigErrors, ConnectionOverrides};
 pub use model::{
-    Config, FieldSelection, FreshnessConfig, Index, KafkaConfig, LimitParam, Lookup,
-    LookupParam, Mapping, ParamType, RedisConfig, Relation, SchemaRegistryConfig, SelectedField,
+    Config, FieldSelection, FreshnessConfig, Index, KafkaConfig, LimitParam, Lookup, LookupParam,
+    Mapping, ParamType, RedisConfig, Relation, SchemaRegistryConfig, SelectedField,
 };
 pub use plan::{plan, FieldWrite, Plan, PlanError, RowDelete, RowUpsert};
 pub use render::{render_value, score, Rendered};

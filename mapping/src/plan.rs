@@ -336,7 +336,10 @@ mod tests {
                 fields: vec![
                     ("order_id".into(), FieldWrite::Set("3".into())),
                     ("customer_id".into(), FieldWrite::Remove),
-                    ("created".into(), FieldWrite::Set("1970-01-01T00:00:01.000000Z".into())),
+                    (
+                        "created".into(),
+                        FieldWrite::Set("1970-01-01T00:00:01.000000Z".into())
+                    ),
                     ("note".into(), FieldWrite::Keep),
                 ],
                 relation_scores: vec![Some(1_000_000.0)],
@@ -368,7 +371,10 @@ mod tests {
 
     #[test]
     fn truncate() {
-        assert_eq!(plan(&renamed(), &change(Op::Truncate, None)), Ok(Plan::Truncate));
+        assert_eq!(
+            plan(&renamed(), &change(Op::Truncate, None)),
+            Ok(Plan::Truncate)
+        );
     }
 
     #[test]
@@ -387,7 +393,9 @@ mod tests {
         let mut r = row();
         r[0].1 = FieldValue::Null;
         assert_eq!(
-            plan(&m, &change(Op::Read, Some(r))).unwrap_err().to_string(),
+            plan(&m, &change(Op::Read, Some(r)))
+                .unwrap_err()
+                .to_string(),
             "key `order:{order_id}` needs field `order_id`, which is null"
         );
         let mut r = row();
@@ -404,7 +412,9 @@ mod tests {
         );
         let all = mapping(FieldSelection::All);
         assert_eq!(
-            plan(&all, &change(Op::Read, Some(row()))).unwrap_err().to_string(),
+            plan(&all, &change(Op::Read, Some(row())))
+                .unwrap_err()
+                .to_string(),
             "key `order:{order_id}` needs field `order_id`, which the row does not have"
         );
         let mut r = row();

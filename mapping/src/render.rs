@@ -228,7 +228,10 @@ mod tests {
             text(FieldValue::TimestampMicros(-1)),
             "1969-12-31T23:59:59.999999Z"
         );
-        assert_eq!(text(FieldValue::TimestampMicros(i64::MAX)), i64::MAX.to_string());
+        assert_eq!(
+            text(FieldValue::TimestampMicros(i64::MAX)),
+            i64::MAX.to_string()
+        );
     }
 
     #[test]
@@ -295,13 +298,19 @@ mod tests {
         assert_eq!(text(FieldValue::Float(0.1)), "0.1");
         assert_eq!(text(FieldValue::Float(1.0)), "1");
         assert_eq!(text(FieldValue::Float(1e300)).parse::<f64>(), Ok(1e300));
-        assert_eq!(text(FieldValue::Float(f64::from(0.1f32))), "0.10000000149011612");
+        assert_eq!(
+            text(FieldValue::Float(f64::from(0.1f32))),
+            "0.10000000149011612"
+        );
         assert_eq!(text(FieldValue::Float(f64::NAN)), "NaN");
         assert_eq!(text(FieldValue::Float(f64::NEG_INFINITY)), "-Infinity");
         assert_eq!(text(FieldValue::String("a b".into())), "a b");
         assert_eq!(text(FieldValue::Bytes(b"hi!?".to_vec())), "aGkhPw==");
         assert_eq!(render_value(&FieldValue::Null), Rendered::Null);
-        assert_eq!(render_value(&FieldValue::Unavailable), Rendered::Unavailable);
+        assert_eq!(
+            render_value(&FieldValue::Unavailable),
+            Rendered::Unavailable
+        );
     }
 
     #[test]

@@ -59,10 +59,7 @@ pub enum TemplateError {
 }
 
 fn is_field_name(name: &str) -> bool {
-    !name.is_empty()
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_')
+    !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
 }
 
 impl KeyTemplate {
@@ -361,7 +358,10 @@ mod tests {
         assert!(!collide("a:{x}-1", "a:{y}-2"));
         assert!(!collide("customer:{id}", "customer:email:{email}"));
         assert!(!collide("customer:{id}", "customer:{customer_id}:orders"));
-        assert!(!collide("customer:email:{email}", "customer:{customer_id}:orders"));
+        assert!(!collide(
+            "customer:email:{email}",
+            "customer:{customer_id}:orders"
+        ));
         assert!(!collide("customer:{id}", "order:{id}"));
         assert!(collide("{a}", "{b}"));
     }

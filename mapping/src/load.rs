@@ -1,0 +1,1532 @@
+//! Loading `connectors.yaml` into a validated [`Config`], in two phases.
+//!
+//! 1. Parse: marked-yaml reads the YAML into a node tree with positions and deserialises it
+//!    into [`RawConfig`] (unknown keys and wrong types are errors). figment then layers the
+//!    file's connection settings with [`ConnectionOverrides`] (environment variables and
+//!    flags, read by the binaries); the overrides win. This phase stops at the first error.
+//! 2. Validate: [`RawConfig`] -> [`Config`], collecting every error. Each error reads
+//!    `connectors.yaml:LINE:COL: what is wrong (what was expected)` and points at the
+//!    offending YAML node.
+//!
+//! Validation rules:
+//! - connection settings are not empty; the registry URL is `http(s)://`, the Redis URL
+//!   `redis://`, `rediss://`, `unix://` or `redis+unix://`; `stale_after_ms` > 0;
+//! - at least one mapping; mapping names, topics and tool names are unique across the file;
+//!   names of mappings, indexes and relations are letters, digits, `_` and `-` (they are
+//!   parts of `sink:` keys); topics are valid Kafka topic names and differ from the
+//!   dead-letter topic;
+//! - a `fields` list is not empty, selects each column once and stores each name once;
+//!   `as` names are letters, digits and `_`;
+//! - templates parse (see [`crate::template`]), start with literal text, do not use the
+//!   reserved `sink:` prefix, and (when `fields` is a list) only name selected fields;
+//! - no two key templates of the file (row, index and relation keys of all mappings) may
+//!   produce the same key, by [`KeyTemplate::may_collide`]'s rule: split on `:`, same number
+//!   of segments, equal literal segments and overlapping placeholder segments at the same
+//!   positions;
+//! - index and relation names are unique per mapping; a relation's `order_by` is selected;
+//!   `ttl_seconds` > 0;
+//! - lookups: tool names are 1-64 letters, digits, `_`, `-`; descriptions are not empty; `by`
+//!   is not empty and its parameter names are unique; `type` is `integer` or `string`;
+//!   `index` names an index of the mapping and is not combined with `relation`; a parameter
+//!   without `index` fills a template with exactly one field (the row key, or the relation
+//!   key for relation lookups); `relation` names a relation of the mapping; `limit` only with
+//!   `relation`, with 1 <= default <= max and a name distinct from the `by` parameters.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::path::Path;
+
+use figment::providers::Serialized;
+use figment::Figment;
+use marked_yaml::spanned_serde::{Error as NodeError, FromNodeError};
+use marked_yaml::{LoadError, LoaderOptions, Marker, Node, Span, Spanned};
+use serde::{Deserialize, Serialize};
+
+use crate::model::{
+    Config, FieldSelection, FreshnessConfig, Index, KafkaConfig, LimitParam, Lookup, LookupParam,
+    Mapping, ParamType, RedisConfig, Relation, SchemaRegistryConfig, SelectedField,
+};
+use crate::raw::{RawConfig, RawField, RawFields, RawLookup, RawMapping};
+use crate::template::{KeyTemplate, TemplatePart};
+
+/// Connection settings given outside the file (environment variables, flags); each `Some`
+/// replaces the file's value.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct ConnectionOverrides {
+    /// Replaces `kafka.bootstrap_servers` (`KAFKA_BOOTSTRAP_SERVERS`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bootstrap_servers: Option<String>,
+    /// Replaces `schema_registry.url` (`SCHEMA_REGISTRY_URL`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub schema_registry_url: Option<String>,
+    /// Replaces `redis.url` (`REDIS_URL`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redis_url: Option<String>,
+    /// Replaces `kafka.group_id` (`SINK_GROUP_ID`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub group_id: Option<String>,
+}
+
+/// The connection settings figment layers (same names as [`ConnectionOverrides`]).
+#[derive(Debug, Serialize, Deserialize)]
+struct Connections {
+    bootstrap_servers: String,
+    schema_registry_url: String,
+    redis_url: String,
+    group_id: String,
+}
+
+/// One problem with the configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// Something at a position in the file.
+    #[error("{file}:{line}:{column}: {message}")]
+    At {
+        /// The file as named to [`load_config`].
+        file: String,
+        /// 1-based line.
+        line: usize,
+        /// 1-based column.
+        column: usize,
+        /// What is wrong (what was expected).
+        message: String,
+    },
+    /// Something about the file without a position.
+    #[error("{file}: {message}")]
+    File {
+        /// The file as named to [`load_config`].
+        file: String,
+        /// What is wrong (what was expected).
+        message: String,
+    },
+    /// The file cannot be read.
+    #[error("{file}: cannot read: {source}")]
+    Read {
+        /// The file as named to [`load_config`].
+        file: String,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A connection override (environment variable or flag) is unusable.
+    #[error("{setting} (overridden by the environment or a flag): {message}")]
+    Override {
+        /// The overridden setting, e.g. `redis.url`.
+        setting: &'static str,
+        /// What is wrong (what was expected).
+        message: String,
+    },
+}
+
+impl ConfigError {
+    fn position(&self) -> (usize, usize) {
+        match self {
+            ConfigError::At { line, column, .. } => (*line, *column),
+            _ => (0, 0),
+        }
+    }
+}
+
+/// Every problem found, displayed one per line.
+#[derive(Debug)]
+pub struct ConfigErrors {
+    /// In file order (errors without a position first).
+    pub errors: Vec<ConfigError>,
+}
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.errors.iter().enumerate() {
+            if i > 0 {
+                f.write_str("\n")?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+impl From<ConfigError> for ConfigErrors {
+    fn from(e: ConfigError) -> Self {
+        ConfigErrors { errors: vec![e] }
+    }
+}
+
+/// Reads, parses and validates the file at `path`, with `overrides` applied.
+pub fn load_config(path: &Path, overrides: &ConnectionOverrides) -> Result<Config, ConfigErrors> {
+    let file = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        file: file.clone(),
+        source,
+    })?;
+    load_config_str(&text, &file, overrides)
+}
+
+/// [`load_config`] on text already read; `file` names it in errors.
+pub fn load_config_str(
+    text: &str,
+    file: &str,
+    overrides: &ConnectionOverrides,
+) -> Result<Config, ConfigErrors> {
+    let options = LoaderOptions::default().error_on_duplicate_keys(true);
+    let root = marked_yaml::parse_yaml_with_options(0, text, options)
+        .map_err(|e| syntax_error(file, &e))?;
+    let raw: RawConfig = marked_yaml::from_node(&root).map_err(|e| shape_error(file, &root, e))?;
+    let connections = layer(&raw, overrides).map_err(|e| ConfigError::File {
+        file: file.to_owned(),
+        message: format!("cannot layer connection overrides: {e}"),
+    })?;
+    Validator::new(file, &root).validate(&raw, connections, overrides)
+}
+
+fn layer(
+    raw: &RawConfig,
+    overrides: &ConnectionOverrides,
+) -> Result<Connections, Box<figment::Error>> {
+    let from_file = Connections {
+        bootstrap_servers: raw.kafka.bootstrap_servers.to_string(),
+        schema_registry_url: raw.schema_registry.url.to_string(),
+        redis_url: raw.redis.url.to_string(),
+        group_id: raw.kafka.group_id.to_string(),
+    };
+    Figment::from(Serialized::defaults(from_file))
+        .merge(Serialized::defaults(overrides))
+        .extract()
+        .map_err(Box::new)
+}
+
+fn at(file: &str, mark: Option<&Marker>, message: String) -> ConfigError {
+    match mark {
+        Some(m) => ConfigError::At {
+            file: file.to_owned(),
+            line: m.line(),
+            column: m.column(),
+            message,
+        },
+        None => ConfigError::File {
+            file: file.to_owned(),
+            message,
+        },
+    }
+}
+
+fn syntax_error(file: &str, e: &LoadError) -> ConfigError {
+    let (mark, message) = match e {
+        LoadError::TopLevelMustBeMapping(m) => (
+            Some(*m),
+            "the top level is not a mapping (expected `mappings:` and optional connection sections)"
+                .to_owned(),
+        ),
+        LoadError::TopLevelMustBeSequence(m) => {
+            (Some(*m), "the top level is not a sequence".to_owned())
+        }
+        LoadError::UnexpectedAnchor(m) => (
+            Some(*m),
+            "yaml anchors are not supported (expected plain values)".to_owned(),
+        ),
+        LoadError::MappingKeyMustBeScalar(m) => (
+            Some(*m),
+            "a mapping key is not a scalar (expected a plain key)".to_owned(),
+        ),
+        LoadError::UnexpectedTag(m) => (
+            Some(*m),
+            "yaml tags are not supported (expected plain values)".to_owned(),
+        ),
+        LoadError::ScanError(m, scan) => (Some(*m), format!("yaml syntax error: {}", scan.info())),
+        LoadError::DuplicateKey(dup) => (
+            dup.key.span().start().copied(),
+            format!(
+                "duplicate key `{}` (first at {}; expected each key once)",
+                dup.key.as_str(),
+                dup.prev_key
+                    .span()
+                    .start()
+                    .map_or_else(|| "?".to_owned(), ToString::to_string)
+            ),
+        ),
+    };
+    at(file, mark.as_ref(), message)
+}
+
+/// The steps of a serde path such as `mappings[0].lookups[1].by`.
+fn parse_path(path: &str) -> Vec<Step<'_>> {
+    let mut steps = Vec::new();
+    for part in path.split('.') {
+        let (key, indexes) = part
+            .split_once('[')
+            .map_or((part, ""), |(k, rest)| (k, rest));
+        if !key.is_empty() {
+            steps.push(Step::Key(key));
+        }
+        for index in indexes.split('[') {
+            if let Ok(i) = index.trim_end_matches(']').parse() {
+                steps.push(Step::Index(i));
+            }
+        }
+    }
+    steps
+}
+
+fn shape_error(file: &str, root: &Node, e: FromNodeError) -> ConfigError {
+    let path = e.path().map(str::to_owned);
+    let mut mark = e.start_mark();
+    if let NodeError::Other(msg, _) = &*e {
+        // A missing key is reported on its mapping, whose own mark is not where a reader
+        // looks: point at the mapping's first key instead.
+        if msg.starts_with("missing field ") {
+            let steps = parse_path(path.as_deref().unwrap_or(""));
+            let mut node = Some(root);
+            for step in &steps {
+                node = node.and_then(|n| match step {
+                    Step::Key(k) => n.as_mapping()?.get_node(k),
+                    Step::Index(i) => n.as_sequence()?.get_node(*i),
+                });
+            }
+            if let Some(first_key) = node
+                .and_then(Node::as_mapping)
+                .and_then(|m| m.keys().next())
+                .and_then(|k| k.span().start())
+            {
+                mark = Some(*first_key);
+            }
+        }
+    }
+    let what = match e.into_inner() {
+        NodeError::UnknownFieldError(key, expected, _) => {
+            let key_name = key.clone();
+            let expected = if expected.is_empty() {
+                "no keys here".to_owned()
+            } else {
+                format!(
+                    "one of {}",
+                    expected
+                        .iter()
+                        .map(|k| format!("`{k}`"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            };
+            // The path ends with the unknown key itself; report its parent.
+            let parent = path
+                .as_deref()
+                .and_then(|p| p.strip_suffix(key_name.as_str()))
+                .map(|p| p.trim_end_matches('.'))
+                .filter(|p| !p.is_empty());
+            return at(
+                file,
+                mark.as_ref(),
+                match parent {
+                    Some(p) => format!("{p}: unknown key `{key}` (expected {expected})"),
+                    None => format!("unknown key `{key}` (expected {expected})"),
+                },
+            );
+        }
+        NodeError::NotBoolean(_) => "not a boolean (expected `true` or `false`)".to_owned(),
+        NodeError::IntegerParseFailure(err, _) => {
+            format!("not a valid integer: {err} (expected a non-negative whole number)")
+        }
+        NodeError::FloatParseFailure(err, _) => {
+            format!("not a valid number: {err} (expected a number)")
+        }
+        NodeError::Other(msg, _) => match msg.strip_prefix("missing field ") {
+            Some(key) => format!("missing required key {key}"),
+            // Serde names the Rust type; the reader knows it as a YAML mapping.
+            None => match msg.find("expected struct ") {
+                Some(i) => format!("{}expected a mapping", &msg[..i]),
+                None => msg,
+            },
+        },
+        // `spanned_serde::Error` is not exhaustive in spirit; keep its own text otherwise.
+    };
+    let message = match path {
+        Some(p) => format!("{p}: {what}"),
+        None => what,
+    };
+    at(file, mark.as_ref(), message)
+}
+
+/// A step of a path into the node tree.
+enum Step<'a> {
+    Key(&'a str),
+    Index(usize),
+}
+
+/// Start of the node at `path`, for containers (leaves carry their own spans).
+fn node_mark(root: &Node, path: &[Step<'_>]) -> Option<Marker> {
+    let mut node = root;
+    for step in path {
+        node = match step {
+            Step::Key(k) => node.as_mapping()?.get_node(k)?,
+            Step::Index(i) => node.as_sequence()?.get_node(*i)?,
+        };
+    }
+    node.span().start().copied()
+}
+
+fn is_name(s: &str, extra: &[u8]) -> bool {
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || extra.contains(&b))
+}
+
+fn is_topic_name(s: &str) -> bool {
+    is_name(s, b".-") && s.len() <= 249 && s != "." && s != ".."
+}
+
+fn pos(span: &Span) -> String {
+    span.start()
+        .map_or_else(|| "?".to_owned(), ToString::to_string)
+}
+
+fn list(items: impl IntoIterator<Item = impl AsRef<str>>) -> String {
+    let v: Vec<String> = items
+        .into_iter()
+        .map(|s| format!("`{}`", s.as_ref()))
+        .collect();
+    if v.is_empty() {
+        "none defined".to_owned()
+    } else {
+        v.join(", ")
+    }
+}
+
+/// A key template seen so far, for the collision check.
+struct SeenTemplate {
+    template: KeyTemplate,
+    span: Span,
+    what: String,
+}
+
+/// Phase 2: collects every error while building the model.
+struct Validator<'a> {
+    file: &'a str,
+    root: &'a Node,
+    errors: Vec<ConfigError>,
+    templates: Vec<SeenTemplate>,
+}
+
+impl<'a> Validator<'a> {
+    fn new(file: &'a str, root: &'a Node) -> Self {
+        Validator {
+            file,
+            root,
+            errors: Vec::new(),
+            templates: Vec::new(),
+        }
+    }
+
+    fn error(&mut self, span: &Span, message: String) {
+        self.errors.push(at(self.file, span.start(), message));
+    }
+
+    fn error_at(&mut self, mark: Option<Marker>, message: String) {
+        self.errors.push(at(self.file, mark.as_ref(), message));
+    }
+
+    fn validate(
+        mut self,
+        raw: &RawConfig,
+        connections: Connections,
+        overrides: &ConnectionOverrides,
+    ) -> Result<Config, ConfigErrors> {
+        self.connection(
+            "kafka.bootstrap_servers",
+            &raw.kafka.bootstrap_servers,
+            &connections.bootstrap_servers,
+            overrides.bootstrap_servers.is_some(),
+            &[],
+        );
+        self.connection(
+            "kafka.group_id",
+            &raw.kafka.group_id,
+            &connections.group_id,
+            overrides.group_id.is_some(),
+            &[],
+        );
+        self.connection(
+            "schema_registry.url",
+            &raw.schema_registry.url,
+            &connections.schema_registry_url,
+            overrides.schema_registry_url.is_some(),
+            &["http://", "https://"],
+        );
+        self.connection(
+            "redis.url",
+            &raw.redis.url,
+            &connections.redis_url,
+            overrides.redis_url.is_some(),
+            &["redis://", "rediss://", "unix://", "redis+unix://"],
+        );
+        let dlq = &raw.kafka.dead_letter_topic;
+        if !is_topic_name(dlq) {
+            self.error(
+                dlq.span(),
+                format!(
+                    "invalid topic name `{}` (expected up to 249 letters, digits, `.`, `_`, `-`)",
+                    **dlq
+                ),
+            );
+        }
+        if *raw.freshness.stale_after_ms == 0 {
+            self.error(
+                raw.freshness.stale_after_ms.span(),
+                "stale_after_ms is 0 (expected a positive number of milliseconds)".to_owned(),
+            );
+        }
+        if raw.mappings.is_empty() {
+            let mark = node_mark(self.root, &[Step::Key("mappings")]);
+            self.error_at(mark, "no mappings (expected at least one entry)".to_owned());
+        }
+
+        let mut names: HashMap<&str, &Span> = HashMap::new();
+        let mut topics: HashMap<&str, &Span> = HashMap::new();
+        let mut tools: HashMap<&str, &Span> = HashMap::new();
+        let mut mappings = Vec::new();
+        for (i, m) in raw.mappings.iter().enumerate() {
+            if let Some(first) = names.insert(&m.name, m.name.span()) {
+                self.error(
+                    m.name.span(),
+                    format!(
+                        "duplicate mapping name `{}` (first used at {}; expected unique names)",
+                        *m.name,
+                        pos(first)
+                    ),
+                );
+            }
+            if let Some(first) = topics.insert(&m.topic, m.topic.span()) {
+                self.error(
+                    m.topic.span(),
+                    format!(
+                        "topic `{}` is already mapped at {} (expected one mapping per topic)",
+                        *m.topic,
+                        pos(first)
+                    ),
+                );
+            }
+            if *m.topic == **dlq {
+                self.error(
+                    m.topic.span(),
+                    format!(
+                        "topic `{}` is the dead-letter topic (expected a table's change topic)",
+                        *m.topic
+                    ),
+                );
+            }
+            for l in &m.lookups {
+                if let Some(first) = tools.insert(&l.tool, l.tool.span()) {
+                    self.error(
+                        l.tool.span(),
+                        format!("duplicate tool name `{}` (first defined at {}; expected unique tool names)", *l.tool, pos(first)),
+                    );
+                }
+            }
+            mappings.push(self.mapping(i, m));
+        }
+
+        if !self.errors.is_empty() {
+            self.errors.sort_by_key(ConfigError::position);
+            return Err(ConfigErrors {
+                errors: self.errors,
+            });
+        }
+        Ok(Config {
+            kafka: KafkaConfig {
+                bootstrap_servers: connections.bootstrap_servers,
+                group_id: connections.group_id,
+                dead_letter_topic: dlq.to_string(),
+                properties: raw.kafka.properties.clone(),
+            },
+            schema_registry: SchemaRegistryConfig {
+                url: connections.schema_registry_url,
+            },
+            redis: RedisConfig {
+                url: connections.redis_url,
+            },
+            freshness: FreshnessConfig {
+                stale_after_ms: *raw.freshness.stale_after_ms,
+            },
+            mappings: mappings.into_iter().flatten().collect(),
+        })
+    }
+
+    /// Checks a layered connection setting; `schemes` lists accepted URL prefixes.
+    fn connection(
+        &mut self,
+        setting: &'static str,
+        in_file: &Spanned<String>,
+        value: &str,
+        overridden: bool,
+        schemes: &[&str],
+    ) {
+        let problem = if value.trim().is_empty() {
+            Some("empty (expected a value)".to_owned())
+        } else if !schemes.is_empty() && !schemes.iter().any(|s| value.starts_with(s)) {
+            Some(format!(
+                "`{value}` is not a supported url (expected one starting with {})",
+                schemes.join(" or ")
+            ))
+        } else {
+            None
+        };
+        let Some(message) = problem else { return };
+        if overridden {
+            self.errors.push(ConfigError::Override { setting, message });
+        } else {
+            self.error(in_file.span(), format!("{setting}: {message}"));
+        }
+    }
+
+    /// Checks a name used inside `sink:` keys.
+    fn name(&mut self, name: &Spanned<String>, what: &str) {
+        if !is_name(name, b"-") {
+            self.error(
+                name.span(),
+                format!(
+                    "invalid {what} name `{}` (expected letters, digits, `_` or `-`)",
+                    **name
+                ),
+            );
+        }
+    }
+
+    fn mapping(&mut self, i: usize, m: &RawMapping) -> Option<Mapping> {
+        let before = self.errors.len();
+        self.name(&m.name, "mapping");
+        if !is_topic_name(&m.topic) {
+            self.error(
+                m.topic.span(),
+                format!(
+                    "invalid topic name `{}` (expected up to 249 letters, digits, `.`, `_`, `-`)",
+                    *m.topic
+                ),
+            );
+        }
+        let fields = self.fields(i, m);
+        let selected: Option<Vec<&str>> = match &fields {
+            FieldSelection::All => None,
+            // An empty list is reported by itself; checking templates against it adds noise.
+            FieldSelection::List(list) if list.is_empty() => None,
+            FieldSelection::List(list) => Some(list.iter().map(|f| f.to.as_str()).collect()),
+        };
+        let selected = selected.as_deref();
+        let key = self.template(&m.key, &format!("mapping `{}` row key", *m.name), selected);
+        if let Some(ttl) = &m.ttl_seconds {
+            if **ttl == 0 {
+                self.error(
+                    ttl.span(),
+                    "ttl_seconds is 0 (expected a positive number of seconds, or no ttl_seconds)"
+                        .to_owned(),
+                );
+            }
+        }
+
+        let mut indexes = Vec::new();
+        let mut index_names: HashMap<&str, &Span> = HashMap::new();
+        for ix in &m.indexes {
+            self.name(&ix.name, "index");
+            if let Some(first) = index_names.insert(&ix.name, ix.name.span()) {
+                self.error(
+                    ix.name.span(),
+                    format!("duplicate index name `{}` (first used at {}; expected unique names within the mapping)", *ix.name, pos(first)),
+                );
+            }
+            let what = format!("mapping `{}` index `{}` key", *m.name, *ix.name);
+            if let Some(key) = self.template(&ix.key, &what, selected) {
+                indexes.push(Index {
+                    name: ix.name.to_string(),
+                    key,
+                });
+            }
+        }
+
+        let mut relations = Vec::new();
+        let mut relation_names: HashMap<&str, &Span> = HashMap::new();
+        for r in &m.relations {
+            self.name(&r.name, "relation");
+            if let Some(first) = relation_names.insert(&r.name, r.name.span()) {
+                self.error(
+                    r.name.span(),
+                    format!("duplicate relation name `{}` (first used at {}; expected unique names within the mapping)", *r.name, pos(first)),
+                );
+            }
+            if let Some(sel) = selected {
+                if !sel.contains(&r.order_by.as_str()) {
+                    self.error(
+                        r.order_by.span(),
+                        format!("order_by names field `{}`, which `fields` does not select (expected one of {})", *r.order_by, list(sel)),
+                    );
+                }
+            }
+            let what = format!("mapping `{}` relation `{}` key", *m.name, *r.name);
+            if let Some(key) = self.template(&r.key, &what, selected) {
+                relations.push(Relation {
+                    name: r.name.to_string(),
+                    key,
+                    order_by: r.order_by.to_string(),
+                });
+            }
+        }
+
+        let mut lookups = Vec::new();
+        for (j, l) in m.lookups.iter().enumerate() {
+            if let Some(lookup) = self.lookup(i, j, m, l, key.as_ref(), &relations) {
+                lookups.push(lookup);
+            }
+        }
+
+        if self.errors.len() > before {
+            return None;
+        }
+        Some(Mapping {
+            name: m.name.to_string(),
+            topic: m.topic.to_string(),
+            key: key?,
+            fields,
+            ttl_seconds: m.ttl_seconds.as_ref().map(|t| **t),
+            indexes,
+            relations,
+            lookups,
+        })
+    }
+
+    fn fields(&mut self, i: usize, m: &RawMapping) -> FieldSelection {
+        let RawFields::List(items) = &m.fields else {
+            return FieldSelection::All;
+        };
+        if items.is_empty() {
+            let mark = node_mark(
+                self.root,
+                &[Step::Key("mappings"), Step::Index(i), Step::Key("fields")],
+            );
+            self.error_at(
+                mark,
+                "`fields` is an empty list (expected `all` or at least one column)".to_owned(),
+            );
+        }
+        let mut froms: HashMap<String, Span> = HashMap::new();
+        let mut tos: HashMap<String, Span> = HashMap::new();
+        let mut list = Vec::new();
+        for item in items {
+            let (from, to, from_span, to_span) = match &**item {
+                RawField::Name(name) => (name.clone(), name.clone(), *item.span(), *item.span()),
+                RawField::Renamed(r) => {
+                    if !is_name(&r.to, b"") {
+                        self.error(
+                            r.to.span(),
+                            format!(
+                                "invalid stored field name `{}` (expected letters, digits and `_`)",
+                                *r.to
+                            ),
+                        );
+                    }
+                    (
+                        r.from.to_string(),
+                        r.to.to_string(),
+                        *r.from.span(),
+                        *r.to.span(),
+                    )
+                }
+            };
+            if from.is_empty() {
+                self.error(
+                    &from_span,
+                    "empty column name (expected a column of the table)".to_owned(),
+                );
+            }
+            if let Some(first) = froms.get(&from) {
+                let message = format!(
+                    "column `{from}` is selected twice (first at {}; expected each column once)",
+                    pos(first)
+                );
+                self.error(&from_span, message);
+            } else {
+                froms.insert(from.clone(), from_span);
+            }
+            if let Some(first) = tos.get(&to) {
+                let message = format!(
+                    "field name `{to}` is stored twice (first at {}; expected unique stored names)",
+                    pos(first)
+                );
+                self.error(&to_span, message);
+            } else {
+                tos.insert(to.clone(), to_span);
+            }
+            list.push(SelectedField { from, to });
+        }
+        FieldSelection::List(list)
+    }
+
+    /// Parses and checks one key template; `selected` is the stored field list, if any.
+    /// Returns the template whenever it parses, so that checks depending on it still run.
+    fn template(
+        &mut self,
+        source: &Spanned<String>,
+        what: &str,
+        selected: Option<&[&str]>,
+    ) -> Option<KeyTemplate> {
+        let span = source.span();
+        let template = match KeyTemplate::parse(source) {
+            Ok(t) => t,
+            Err(e) => {
+                self.error(span, format!("invalid {what} `{}`: {e}", **source));
+                return None;
+            }
+        };
+        if matches!(template.parts.first(), Some(TemplatePart::Field(_))) {
+            self.error(
+                span,
+                format!("{what} `{template}` starts with a placeholder (expected a literal prefix such as `customer:`)"),
+            );
+        } else if template.literal_prefix().starts_with("sink:") {
+            self.error(
+                span,
+                format!("{what} `{template}` uses the reserved `sink:` prefix (expected another prefix)"),
+            );
+        }
+        if let Some(sel) = selected {
+            let mut reported = Vec::new();
+            for f in template.fields() {
+                if !sel.contains(&f) && !reported.contains(&f) {
+                    reported.push(f);
+                    self.error(
+                        span,
+                        format!("{what} `{template}` names field `{f}`, which `fields` does not select (expected one of {})", list(sel)),
+                    );
+                }
+            }
+        }
+        let clash = self
+            .templates
+            .iter()
+            .find(|seen| seen.template.may_collide(&template))
+            .map(|seen| format!("{what} `{template}` can produce the same keys as {} `{}` at {} (expected patterns that differ in a literal `:`-separated segment)", seen.what, seen.template, pos(&seen.span)));
+        if let Some(message) = clash {
+            self.error(span, message);
+        }
+        self.templates.push(SeenTemplate {
+            template: template.clone(),
+            span: *span,
+            what: what.to_owned(),
+        });
+        Some(template)
+    }
+
+    fn lookup(
+        &mut self,
+        i: usize,
+        j: usize,
+        m: &RawMapping,
+        l: &RawLookup,
+        row_key: Option<&KeyTemplate>,
+        relations: &[Relation],
+    ) -> Option<Lookup> {
+        let before = self.errors.len();
+        if !(is_name(&l.tool, b"-") && l.tool.len() <= 64) {
+            self.error(
+                l.tool.span(),
+                format!(
+                    "invalid tool name `{}` (expected 1-64 letters, digits, `_` or `-`)",
+                    *l.tool
+                ),
+            );
+        }
+        if l.description.trim().is_empty() {
+            self.error(
+                l.description.span(),
+                "empty tool description (expected a sentence for the model)".to_owned(),
+            );
+        }
+        // The relation's template, when the relation exists (`Err` if the name is unknown).
+        let relation: Option<Result<&Relation, ()>> = l.relation.as_ref().map(|r| {
+            let found = relations.iter().find(|x| x.name == **r);
+            if found.is_none() && !m.relations.iter().any(|x| *x.name == **r) {
+                self.error(
+                    r.span(),
+                    format!(
+                        "unknown relation `{}` (expected one of {})",
+                        **r,
+                        list(m.relations.iter().map(|x| x.name.as_str()))
+                    ),
+                );
+            }
+            found.ok_or(())
+        });
+        if l.by.is_empty() {
+            let mark = node_mark(
+                self.root,
+                &[
+                    Step::Key("mappings"),
+                    Step::Index(i),
+                    Step::Key("lookups"),
+                    Step::Index(j),
+                    Step::Key("by"),
+                ],
+            );
+            self.error_at(
+                mark,
+                "`by` is empty (expected at least one parameter)".to_owned(),
+            );
+        }
+        let mut params: HashMap<&str, &Span> = HashMap::new();
+        let mut by = Vec::new();
+        for p in &l.by {
+            if !(is_name(&p.param, b"-") && p.param.len() <= 64) {
+                self.error(
+                    p.param.span(),
+                    format!(
+                        "invalid parameter name `{}` (expected 1-64 letters, digits, `_` or `-`)",
+                        *p.param
+                    ),
+                );
+            }
+            if let Some(first) = params.insert(&p.param, p.param.span()) {
+                self.error(
+                    p.param.span(),
+                    format!(
+                        "duplicate parameter `{}` (first at {}; expected unique parameter names)",
+                        *p.param,
+                        pos(first)
+                    ),
+                );
+            }
+            let r#type = match p.r#type.as_str() {
+                "integer" => Some(ParamType::Integer),
+                "string" => Some(ParamType::String),
+                other => {
+                    self.error(
+                        p.r#type.span(),
+                        format!(
+                            "unknown parameter type `{other}` (expected `integer` or `string`)"
+                        ),
+                    );
+                    None
+                }
+            };
+            if p.description.trim().is_empty() {
+                self.error(
+                    p.description.span(),
+                    "empty parameter description (expected a sentence for the model)".to_owned(),
+                );
+            }
+            match (&p.index, &relation) {
+                (Some(ix), Some(_)) => self.error(
+                    ix.span(),
+                    format!("parameter `{}` has an `index` in a relation lookup (expected a parameter that fills the relation key)", *p.param),
+                ),
+                (Some(ix), None) => {
+                    if !m.indexes.iter().any(|x| *x.name == **ix) {
+                        self.error(
+                            ix.span(),
+                            format!("unknown index `{}` (expected one of {})", **ix, list(m.indexes.iter().map(|x| x.name.as_str()))),
+                        );
+                    }
+                }
+                (None, Some(Ok(rel))) => {
+                    if rel.key.single_field().is_none() {
+                        self.error(
+                            p.param.span(),
+                            format!("parameter `{}` fills relation key `{}`, which does not have exactly one field (expected a relation key with one placeholder)", *p.param, rel.key),
+                        );
+                    }
+                }
+                (None, None) => {
+                    if let Some(key) = row_key {
+                        if key.single_field().is_none() {
+                            self.error(
+                                p.param.span(),
+                                format!("parameter `{}` has no `index`, so it fills row key `{key}`, which does not have exactly one field (expected an `index`, or a row key with one placeholder)", *p.param),
+                            );
+                        }
+                    }
+                }
+                // Unknown relation: already reported.
+                (None, Some(Err(()))) => {}
+            }
+            by.push(LookupParam {
+                param: p.param.to_string(),
+                r#type: r#type.unwrap_or(ParamType::String),
+                description: p.description.to_string(),
+                index: p.index.as_ref().map(|ix| ix.to_string()),
+            });
+        }
+        let limit = l.limit.as_ref().map(|lim| {
+            if l.relation.is_none() {
+                self.error(
+                    lim.param.span(),
+                    "`limit` in a lookup without `relation` (expected `limit` only on relation lookups)"
+                        .to_owned(),
+                );
+            }
+            if !(is_name(&lim.param, b"-") && lim.param.len() <= 64) {
+                self.error(
+                    lim.param.span(),
+                    format!("invalid parameter name `{}` (expected 1-64 letters, digits, `_` or `-`)", *lim.param),
+                );
+            }
+            if let Some(first) = params.get(lim.param.as_str()) {
+                self.error(
+                    lim.param.span(),
+                    format!("limit parameter `{}` is also a `by` parameter at {} (expected a distinct name)", *lim.param, pos(first)),
+                );
+            }
+            if *lim.max == 0 {
+                self.error(lim.max.span(), "max is 0 (expected at least 1)".to_owned());
+            }
+            if *lim.default == 0 {
+                self.error(lim.default.span(), "default is 0 (expected at least 1)".to_owned());
+            } else if *lim.default > *lim.max {
+                self.error(
+                    lim.default.span(),
+                    format!("default {} exceeds max {} (expected default <= max)", *lim.default, *lim.max),
+                );
+            }
+            LimitParam {
+                param: lim.param.to_string(),
+                description: lim.description.to_string(),
+                default: *lim.default,
+                max: *lim.max,
+            }
+        });
+        (self.errors.len() == before).then(|| Lookup {
+            tool: l.tool.to_string(),
+            description: l.description.to_string(),
+            by,
+            relation: l.relation.as_ref().map(|r| r.to_string()),
+            limit,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The errors for `yaml`, one per line, or `OK`.
+    fn errors_with(yaml: &str, overrides: &ConnectionOverrides) -> String {
+        match load_config_str(yaml, "connectors.yaml", overrides) {
+            Ok(_) => "OK".to_owned(),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    fn errors(yaml: &str) -> String {
+        errors_with(yaml, &ConnectionOverrides::default())
+    }
+
+    fn load(yaml: &str) -> Config {
+        load_config_str(yaml, "connectors.yaml", &ConnectionOverrides::default())
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// A valid mapping to append others to.
+    const CUSTOMERS: &str = r#"mappings:
+  - name: customers
+    topic: cdc.public.customers
+    key: "customer:{id}"
+    indexes:
+      - name: email
+        key: "customer:email:{email}"
+    lookups:
+      - tool: get_customer
+        description: Look up a customer
+        by:
+          - param: customer_id
+            type: integer
+            description: Customer ID
+          - param: email
+            type: string
+            description: Customer email
+            index: email
+"#;
+
+    #[test]
+    fn shipped_connectors_yaml_loads() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../connectors.yaml");
+        let config =
+            load_config(&path, &ConnectionOverrides::default()).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(config.kafka.bootstrap_servers, "127.0.0.1:9092");
+        assert_eq!(config.kafka.group_id, "agent-context-sink");
+        assert_eq!(config.kafka.dead_letter_topic, "agent-context-sink-dlq");
+        assert!(config.kafka.properties.is_empty());
+        assert_eq!(config.schema_registry.url, "http://127.0.0.1:8081");
+        assert_eq!(config.redis.url, "redis://127.0.0.1:6379");
+        assert_eq!(config.freshness.stale_after_ms, 30_000);
+        let names: Vec<_> = config.mappings.iter().map(|m| m.name.as_str()).collect();
+        assert_eq!(names, ["customers", "orders"]);
+        let customers = config.mapping_for_topic("cdc.public.customers").unwrap();
+        assert_eq!(customers.key.source, "customer:{id}");
+        assert_eq!(customers.fields, FieldSelection::All);
+        assert_eq!(customers.indexes[0].key.source, "customer:email:{email}");
+        let (m, l) = config.lookup("get_customer_orders").unwrap();
+        assert_eq!(m.name, "orders");
+        assert_eq!(l.relation.as_deref(), Some("customer_orders"));
+        assert_eq!(
+            l.limit,
+            Some(LimitParam {
+                param: "limit".into(),
+                description: "Max orders to return".into(),
+                default: 10,
+                max: 100
+            })
+        );
+        let (_, l) = config.lookup("get_customer").unwrap();
+        assert_eq!(l.by[0].r#type, ParamType::Integer);
+        assert_eq!(l.by[1].index.as_deref(), Some("email"));
+        assert!(config.lookup("get_order").is_some());
+        assert_eq!(config.mappings[1].relations[0].order_by, "created_at");
+    }
+
+    #[test]
+    fn unreadable_file() {
+        let err = load_config(
+            Path::new("/nonexistent/connectors.yaml"),
+            &ConnectionOverrides::default(),
+        )
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "/nonexistent/connectors.yaml: cannot read: No such file or directory (os error 2)"
+        );
+    }
+
+    #[test]
+    fn sections_default_to_localhost() {
+        let config = load(CUSTOMERS);
+        assert_eq!(config.kafka.bootstrap_servers, "127.0.0.1:9092");
+        assert_eq!(config.kafka.group_id, "agent-context-sink");
+        assert_eq!(config.kafka.dead_letter_topic, "agent-context-sink-dlq");
+        assert_eq!(config.schema_registry.url, "http://127.0.0.1:8081");
+        assert_eq!(config.redis.url, "redis://127.0.0.1:6379");
+        assert_eq!(config.freshness.stale_after_ms, 30_000);
+        // An empty section means its defaults too.
+        let config = load(&format!("redis:\n{CUSTOMERS}"));
+        assert_eq!(config.redis.url, "redis://127.0.0.1:6379");
+    }
+
+    #[test]
+    fn overrides_win_over_the_file() {
+        let yaml = format!(
+            "kafka:\n  bootstrap_servers: file:9092\n  group_id: file-group\n  properties:\n    fetch.wait.max.ms: 10\nredis:\n  url: redis://file:6379\n{CUSTOMERS}"
+        );
+        let config = load(&yaml);
+        assert_eq!(config.kafka.bootstrap_servers, "file:9092");
+        assert_eq!(config.kafka.properties["fetch.wait.max.ms"], "10");
+        let overrides = ConnectionOverrides {
+            bootstrap_servers: Some("env:9092".into()),
+            schema_registry_url: Some("http://env:8081".into()),
+            redis_url: Some("redis://env:6379/2".into()),
+            group_id: None,
+        };
+        let config = load_config_str(&yaml, "connectors.yaml", &overrides).unwrap();
+        assert_eq!(config.kafka.bootstrap_servers, "env:9092");
+        assert_eq!(config.kafka.group_id, "file-group");
+        assert_eq!(config.schema_registry.url, "http://env:8081");
+        assert_eq!(config.redis.url, "redis://env:6379/2");
+    }
+
+    #[test]
+    fn connection_settings_are_checked() {
+        let yaml = format!(
+            "schema_registry:\n  url: 127.0.0.1:8081\nkafka:\n  group_id: \"\"\n{CUSTOMERS}"
+        );
+        assert_eq!(
+            errors(&yaml),
+            "connectors.yaml:2:8: schema_registry.url: `127.0.0.1:8081` is not a supported url (expected one starting with http:// or https://)\n\
+             connectors.yaml:4:13: kafka.group_id: empty (expected a value)"
+        );
+        let overrides = ConnectionOverrides {
+            redis_url: Some("localhost:6379".into()),
+            ..ConnectionOverrides::default()
+        };
+        assert_eq!(
+            errors_with(CUSTOMERS, &overrides),
+            "redis.url (overridden by the environment or a flag): `localhost:6379` is not a supported url (expected one starting with redis:// or rediss:// or unix:// or redis+unix://)"
+        );
+    }
+
+    #[test]
+    fn yaml_syntax_errors_have_positions() {
+        assert_eq!(
+            errors("mappings:\n  - name: a\n    topic: t\n  key: x\n"),
+            "connectors.yaml:4:3: yaml syntax error: while parsing a block collection, did not find expected '-' indicator"
+        );
+        assert_eq!(
+            errors("mappings:\n  - name: a\n    name: b\n"),
+            "connectors.yaml:3:5: duplicate key `name` (first at 2:5; expected each key once)"
+        );
+        assert_eq!(
+            errors("- a\n- b\n"),
+            "connectors.yaml:1:1: the top level is not a mapping (expected `mappings:` and optional connection sections)"
+        );
+    }
+
+    #[test]
+    fn unknown_keys_are_errors() {
+        assert_eq!(
+            errors(&format!("foo: 1\n{CUSTOMERS}")),
+            "connectors.yaml:1:1: unknown key `foo` (expected one of `kafka`, `schema_registry`, `redis`, `freshness`, `mappings`)"
+        );
+        assert_eq!(
+            errors("mappings:\n  - name: a\n    topic: t\n    key: \"a:{id}\"\n    topics: x\n"),
+            "connectors.yaml:5:5: mappings[0]: unknown key `topics` (expected one of `name`, `topic`, `key`, `fields`, `ttl_seconds`, `indexes`, `relations`, `lookups`)"
+        );
+        let yaml = CUSTOMERS.replace("            index: email", "            indx: email");
+        assert_eq!(
+            errors(&yaml),
+            "connectors.yaml:18:13: mappings[0].lookups[0].by[1]: unknown key `indx` (expected one of `param`, `type`, `description`, `index`)"
+        );
+    }
+
+    #[test]
+    fn wrong_types_and_missing_keys_are_errors() {
+        let base = "mappings:\n  - name: a\n    topic: t\n";
+        assert_eq!(
+            errors(&format!("{base}    key: \"a:{{id}}\"\n    ttl_seconds: soon\n")),
+            "connectors.yaml:5:18: mappings[0].ttl_seconds: not a valid integer: invalid digit found in string (expected a non-negative whole number)"
+        );
+        assert_eq!(
+            errors(&format!("{base}    key: [id]\n")),
+            "connectors.yaml:4:10: mappings[0].key: invalid type: sequence, expected a string"
+        );
+        assert_eq!(
+            errors(&format!("kafka: 3\n{CUSTOMERS}")),
+            "connectors.yaml:1:8: kafka: invalid type: string \"3\", expected a mapping"
+        );
+        assert_eq!(
+            errors(base),
+            "connectors.yaml:2:5: mappings[0]: missing required key `key`"
+        );
+        assert_eq!(
+            errors(""),
+            "connectors.yaml:1:1: missing required key `mappings`"
+        );
+        assert_eq!(
+            errors(&format!("{base}    key: \"a:{{id}}\"\n    fields: some\n")),
+            "connectors.yaml:5:13: mappings[0].fields: invalid value: string \"some\", expected `all` or a list of column names and {from, as} entries"
+        );
+        assert_eq!(
+            errors(&format!("{base}    key: \"a:{{id}}\"\n    fields: [id, {{from: x, to: y}}]\n")),
+            "connectors.yaml:5:18: mappings[0].fields[1]: unknown key `to` (expected one of `from`, `as`)"
+        );
+    }
+
+    #[test]
+    fn names_topics_and_tools_are_unique() {
+        let yaml = format!(
+            "{CUSTOMERS}  - name: customers\n    topic: cdc.public.customers\n    key: \"client:{{id}}\"\n    lookups:\n      - tool: get_customer\n        description: Again\n        by:\n          - param: id\n            type: integer\n            description: ID\n"
+        );
+        assert_eq!(
+            errors(&yaml),
+            "connectors.yaml:19:11: duplicate mapping name `customers` (first used at 2:11; expected unique names)\n\
+             connectors.yaml:20:12: topic `cdc.public.customers` is already mapped at 3:12 (expected one mapping per topic)\n\
+             connectors.yaml:23:15: duplicate tool name `get_customer` (first defined at 9:15; expected unique tool names)"
+        );
+    }
+
+    #[test]
+    fn names_and_topics_are_well_formed() {
+        let yaml = CUSTOMERS
+            .replace("name: customers", "name: \"cust:omers\"")
+            .replace(
+                "topic: cdc.public.customers",
+                "topic: agent-context-sink-dlq",
+            )
+            .replace("name: email", "name: e mail")
+            .replace("index: email", "index: e mail")
+            .replace("tool: get_customer", "tool: get customer");
+        assert_eq!(
+            errors(&yaml),
+            "connectors.yaml:2:11: invalid mapping name `cust:omers` (expected letters, digits, `_` or `-`)\n\
+             connectors.yaml:3:12: topic `agent-context-sink-dlq` is the dead-letter topic (expected a table's change topic)\n\
+             connectors.yaml:6:15: invalid index name `e mail` (expected letters, digits, `_` or `-`)\n\
+             connectors.yaml:9:15: invalid tool name `get customer` (expected 1-64 letters, digits, `_` or `-`)"
+        );
+        let yaml = CUSTOMERS.replace("topic: cdc.public.customers", "topic: cdc/customers");
+        assert_eq!(
+            errors(&yaml),
+            "connectors.yaml:3:12: invalid topic name `cdc/customers` (expected up to 249 letters, digits, `.`, `_`, `-`)"
+        );
+    }
+
+    #[test]
+    fn templates_must_parse() {
+        let cases = [
+            ("customer:{id", "invalid mapping `customers` row key `customer:{id`: unclosed `{` at offset 9 (expected `{field}`)"),
+            ("customer:{id}}", "invalid mapping `customers` row key `customer:{id}}`: stray `}` at offset 13 (expected `{field}`)"),
+            ("customer", "invalid mapping `customers` row key `customer`: no `{field}` placeholder (expected at least one, e.g. `customer:{id}`)"),
+            ("customer:{a.b}", "invalid mapping `customers` row key `customer:{a.b}`: invalid placeholder `{a.b}` at offset 9 (expected a field name of letters, digits and `_`)"),
+            ("{id}", "mapping `customers` row key `{id}` starts with a placeholder (expected a literal prefix such as `customer:`)"),
+            ("sink:rows:{id}", "mapping `customers` row key `sink:rows:{id}` uses the reserved `sink:` prefix (expected another prefix)"),
+        ];
+        for (template, message) in cases {
+            let yaml = CUSTOMERS.replace("\"customer:{id}\"", &format!("\"{template}\""));
+            assert_eq!(errors(&yaml), format!("connectors.yaml:4:10: {message}"));
+        }
+    }
+
+    #[test]
+    fn templates_name_selected_fields_only() {
+        let yaml = format!(
+            "{}    fields: [id, {{from: mail, as: email}}]\n    relations:\n      - name: referrer\n        key: \"customer:{{referrer_id}}:referrals\"\n        order_by: created_at\n",
+            CUSTOMERS.replace("\"customer:{id}\"", "\"customer:{id}:{tenant}\"")
+        );
+        assert_eq!(
+            errors(&yaml),
+            "connectors.yaml:4:10: mapping `customers` row key `customer:{id}:{tenant}` names field `tenant`, which `fields` does not select (expected one of `id`, `email`)\n\
+             connectors.yaml:12:20: parameter `customer_id` has no `index`, so it fills row key `customer:{id}:{tenant}`, which does not have exactly one field (expected an `index`, or a row key with one placeholder)\n\
+             connectors.yaml:22:14: mapping `customers` relation `referrer` key `customer:{referrer_id}:referrals` names field `referrer_id`, which `fields` does not select (expected one of `id`, `email`)\n\
+             connectors.yaml:23:19: order_by names field `created_at`, which `fields` does not select (expected one of `id`, `email`)"
+        );
+        // With `fields: all` any field may be named.
+        let yaml = format!(
+            "{CUSTOMERS}    relations:\n      - name: referrer\n        key: \"customer:{{referrer_id}}:referrals\"\n        order_by: created_at\n"
+        );
+        assert_eq!(errors(&yaml), "OK");
+    }
+
+    #[test]
+    fn key_patterns_must_not_collide() {
+        let yaml = format!(
+            "{CUSTOMERS}  - name: clients\n    topic: cdc.public.clients\n    key: \"customer:{{client_id}}\"\n    indexes:\n      - name: mail\n        key: \"customer:email:{{address}}\"\n"
+        );
+        assert_eq!(
+            errors(&yaml),
+            "connectors.yaml:21:10: mapping `clients` row key `customer:{client_id}` can produce the same keys as mapping `customers` row key `customer:{id}` at 4:10 (expected patterns that differ in a literal `:`-separated segment)\n\
+             connectors.yaml:24:14: mapping `clients` index `mail` key `customer:email:{address}` can produce the same keys as mapping `customers` index `email` key `customer:email:{email}` at 7:14 (expected patterns that differ in a literal `:`-separated segment)"
+        );
+        // Same mapping: an index shaped like the row key.
+        let yaml = CUSTOMERS.replace("\"customer:email:{email}\"", "\"customer:{email}\"");
+        assert_eq!(
+            errors(&yaml),
+            "connectors.yaml:7:14: mapping `customers` index `email` key `customer:{email}` can produce the same keys as mapping `customers` row key `customer:{id}` at 4:10 (expected patterns that differ in a literal `:`-separated segment)"
+        );
+    }
+
+    #[test]
+    fn index_and_relation_names_are_unique_per_mapping() {
+        let yaml = r#"mappings:
+  - name: customers
+    topic: cdc.public.customers
+    key: "customer:{id}"
+    indexes:
+      - name: email
+        key: "customer:email:{email}"
+      - name: email
+        key: "customer:mail:{email}"
+    relations:
+      - name: r
+        key: "tenant:{tenant_id}:customers"
+        order_by: id
+      - name: r
+        key: "plan:{plan}:customers"
+        order_by: id
+"#;
+        assert_eq!(
+            errors(yaml),
+            "connectors.yaml:8:15: duplicate index name `email` (first used at 6:15; expected unique names within the mapping)\n\
+             connectors.yaml:14:15: duplicate relation name `r` (first used at 11:15; expected unique names within the mapping)"
+        );
+        // The same names in different mappings are fine.
+        let yaml = format!(
+            "{CUSTOMERS}  - name: clients\n    topic: cdc.public.clients\n    key: \"client:{{id}}\"\n    indexes:\n      - name: email\n        key: \"client:email:{{email}}\"\n"
+        );
+        assert_eq!(errors(&yaml), "OK");
+    }
+
+    #[test]
+    fn fields_lists_are_checked() {
+        let base = "mappings:\n  - name: a\n    topic: t\n    key: \"a:{id}\"\n";
+        assert_eq!(
+            errors(&format!("{base}    fields: []\n")),
+            "connectors.yaml:5:13: `fields` is an empty list (expected `all` or at least one column)"
+        );
+        assert_eq!(
+            errors(&format!("{base}    fields: [id, id, {{from: x, as: id}}, {{from: y, as: a-b}}]\n")),
+            "connectors.yaml:5:18: column `id` is selected twice (first at 5:14; expected each column once)\n\
+             connectors.yaml:5:18: field name `id` is stored twice (first at 5:14; expected unique stored names)\n\
+             connectors.yaml:5:36: field name `id` is stored twice (first at 5:14; expected unique stored names)\n\
+             connectors.yaml:5:55: invalid stored field name `a-b` (expected letters, digits and `_`)"
+        );
+        let config = load(&format!(
+            "{base}    fields: [id, {{from: mrr_cents, as: mrr}}]\n"
+        ));
+        assert_eq!(
+            config.mappings[0].fields,
+            FieldSelection::List(vec![
+                SelectedField {
+                    from: "id".into(),
+                    to: "id".into()
+                },
+                SelectedField {
+                    from: "mrr_cents".into(),
+                    to: "mrr".into()
+                },
+            ])
+        );
+    }
+
+    #[test]
+    fn numbers_must_be_positive() {
+        let yaml = format!("freshness:\n  stale_after_ms: 0\n{CUSTOMERS}    ttl_seconds: 0\n");
+        assert_eq!(
+            errors(&yaml),
+            "connectors.yaml:2:19: stale_after_ms is 0 (expected a positive number of milliseconds)\n\
+             connectors.yaml:21:18: ttl_seconds is 0 (expected a positive number of seconds, or no ttl_seconds)"
+        );
+        let config = load(&format!("{CUSTOMERS}    ttl_seconds: 86400\n"));
+        assert_eq!(config.mappings[0].ttl_seconds, Some(86_400));
+    }
+
+    #[test]
+    fn no_mappings_is_an_error() {
+        assert_eq!(
+            errors("mappings: []\n"),
+            "connectors.yaml:1:11: no mappings (expected at least one entry)"
+        );
+    }
+
+    /// The orders mapping of the shipped file, with a customers mapping for context.
+    const ORDERS: &str = r#"  - name: orders
+    topic: cdc.public.orders
+    key: "order:{id}"
+    relations:
+      - name: customer_orders
+        key: "customer:{customer_id}:orders"
+        order_by: created_at
+    lookups:
+      - tool: get_customer_orders
+        description: Recent orders
+        relation: customer_orders
+        by:
+          - param: customer_id
+            type: integer
+            description: Customer ID
+        limit:
+          param: limit
+          description: Max orders
+          default: 10
+          max: 100
+"#;
+
+    fn with_orders(edit: impl Fn(&str) -> String) -> String {
+        format!("{CUSTOMERS}{}", edit(ORDERS))
+    }
+
+    #[test]
+    fn lookup_parameters_are_checked() {
+        assert_eq!(errors(&with_orders(str::to_owned)), "OK");
+        let yaml = CUSTOMERS
+            .replace("type: integer", "type: int")
+            .replace("index: email", "index: mail")
+            .replace("param: email", "param: customer_id")
+            .replace("description: Customer ID", "description: \"\"");
+        assert_eq!(
+            errors(&yaml),
+            "connectors.yaml:13:19: unknown parameter type `int` (expected `integer` or `string`)\n\
+             connectors.yaml:14:26: empty parameter description (expected a sentence for the model)\n\
+             connectors.yaml:15:20: duplicate parameter `customer_id` (first at 12:20; expected unique parameter names)\n\
+             connectors.yaml:18:20: unknown index `mail` (expected one of `email`)"
+        );
+        let yaml = CUSTOMERS.replace(
+            "        by:\n          - param: customer_id",
+            "        by: []\n        other:\n          - param: customer_id",
+        );
+        assert!(errors(&yaml).contains("unknown key `other`"));
+        let yaml = CUSTOMERS
+            .split("        by:")
+            .next()
+            .map(|head| format!("{head}        by: []\n"))
+            .unwrap();
+        assert_eq!(
+            errors(&yaml),
+            "connectors.yaml:11:13: `by` is empty (expected at least one parameter)"
+        );
+        let yaml = CUSTOMERS.replace("description: Look up a customer", "description: \" \"");
+        assert_eq!(
+            errors(&yaml),
+            "connectors.yaml:10:22: empty tool description (expected a sentence for the model)"
+        );
+    }
+
+    #[test]
+    fn relation_lookups_are_checked() {
+        let yaml = with_orders(|o| o.replace("relation: customer_orders", "relation: orders_of"));
+        assert_eq!(
+            errors(&yaml),
+            "connectors.yaml:29:19: unknown relation `orders_of` (expected one of `customer_orders`)"
+        );
+        let yaml = with_orders(|o| {
+            o.replace(
+                "key: \"customer:{customer_id}:orders\"",
+                "key: \"customer:{customer_id}:{status}:orders\"",
+            )
+        });
+        assert_eq!(
+            errors(&yaml),
+            "connectors.yaml:31:20: parameter `customer_id` fills relation key `customer:{customer_id}:{status}:orders`, which does not have exactly one field (expected a relation key with one placeholder)"
+        );
+        let yaml = with_orders(|o| {
+            o.replace(
+                "            description: Customer ID\n",
+                "            description: Customer ID\n            index: email\n",
+            )
+        });
+        assert_eq!(
+            errors(&yaml),
+            "connectors.yaml:34:20: parameter `customer_id` has an `index` in a relation lookup (expected a parameter that fills the relation key)"
+        );
+        let yaml = with_orders(|o| o.replace("default: 10", "default: 200"));
+        assert_eq!(
+            errors(&yaml),
+            "connectors.yaml:37:20: default 200 exceeds max 100 (expected default <= max)"
+        );
+        let yaml = with_orders(|o| {
+            o.replace("default: 10", "default: 0")
+                .replace("max: 100", "max: 0")
+        });
+        assert_eq!(
+            errors(&yaml),
+            "connectors.yaml:37:20: default is 0 (expected at least 1)\n\
+             connectors.yaml:38:16: max is 0 (expected at least 1)"
+        );
+        let yaml = with_orders(|o| o.replace("param: limit", "param: customer_id"));
+        assert_eq!(
+            errors(&yaml),
+            "connectors.yaml:35:18: limit parameter `customer_id` is also a `by` parameter at 31:20 (expected a distinct name)"
+        );
+        let yaml = with_orders(|o| o.replace("        relation: customer_orders\n", ""));
+        assert_eq!(
+            errors(&yaml),
+            "connectors.yaml:34:18: `limit` in a lookup without `relation` (expected `limit` only on relation lookups)"
+        );
+    }
+
+    #[test]
+    fn all_errors_are_reported_in_file_order() {
+        let yaml = with_orders(|o| {
+            o.replace("default: 10", "default: 200").replace(
+                "order_by: created_at",
+                "order_by: created_at\n        extra_field_ok: no",
+            )
+        });
+        // A shape error stops phase 1 before validation.
+        assert_eq!(
+            errors(&yaml),
+            "connectors.yaml:26:9: mappings[1].relations[0]: unknown key `extra_field_ok` (expected one of `name`, `key`, `order_by`)"
+        );
+        let yaml = with_orders(|o| {
+            o.replace("default: 10", "default: 200")
+                .replace("key: \"order:{id}\"", "key: \"order:{id\"")
+        })
+        .replace("type: integer", "type: number");
+        assert_eq!(
+            errors(&yaml),
+            "connectors.yaml:13:19: unknown parameter type `number` (expected `integer` or `string`)\n\
+             connectors.yaml:21:10: invalid mapping `orders` row key `order:{id`: unclosed `{` at offset 6 (expected `{field}`)\n\
+             connectors.yaml:32:19: unknown parameter type `number` (expected `integer` or `string`)\n\
+             connectors.yaml:37:20: default 200 exceeds max 100 (expected default <= max)"
+        );
+    }
+}
