@@ -1,0 +1,421 @@
+//! Shared fixture of the `apply_*` tests: a real Redis (`REDIS_URL`, default
+//! `redis://127.0.0.1:6379`), the default mappings rewritten under a random key prefix and
+//! mapping names (so tests run in parallel on one database), change builders mirroring the
+//! recorded Debezium samples, and a dump of every key a test owns.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+
+use deadpool_redis::{Pool, Runtime};
+use mapping::{
+    Change, Config, FieldSelection, FieldValue, FreshnessConfig, Index, KafkaConfig, KeyTemplate,
+    Mapping, Op, RedisConfig, Relation, Row, SchemaRegistryConfig,
+};
+use sink::apply::{Applier, BatchOutcome, PlannedChange};
+
+/// Index of the customers mapping.
+pub const CUSTOMERS: usize = 0;
+/// Index of the orders mapping.
+pub const ORDERS: usize = 1;
+
+/// `created_at` of the samples' customer 1 (epoch microseconds).
+pub const T0: i64 = 1_795_480_593_142_906;
+
+pub struct Fixture {
+    /// Random tag: keys start with `{tag}:`, mapping names with `{tag}_`.
+    pub tag: String,
+    pub config: Config,
+    pub applier: Applier,
+    pub pool: Pool,
+    pub topics: [Arc<str>; 2],
+    next_offset: [AtomicI64; 2],
+}
+
+pub fn redis_url() -> String {
+    std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned())
+}
+
+fn tpl(s: &str) -> KeyTemplate {
+    KeyTemplate::parse(s).unwrap_or_else(|e| panic!("template {s}: {e}"))
+}
+
+/// The default `connectors.yaml` mappings, under `tag`.
+pub fn config(tag: &str, ttl_seconds: Option<u64>) -> Config {
+    Config {
+        kafka: KafkaConfig {
+            bootstrap_servers: "127.0.0.1:9092".into(),
+            group_id: "test".into(),
+            dead_letter_topic: "dlq".into(),
+            properties: BTreeMap::new(),
+        },
+        schema_registry: SchemaRegistryConfig {
+            url: "http://127.0.0.1:8081".into(),
+        },
+        redis: RedisConfig { url: redis_url() },
+        freshness: FreshnessConfig {
+            stale_after_ms: 30_000,
+        },
+        mappings: vec![
+            Mapping {
+                name: format!("{tag}_customers"),
+                topic: format!("{tag}.cdc.public.customers"),
+                key: tpl(&format!("{tag}:customer:{{id}}")),
+                fields: FieldSelection::All,
+                ttl_seconds,
+                indexes: vec![Index {
+                    name: "email".into(),
+                    key: tpl(&format!("{tag}:customer:email:{{email}}")),
+                }],
+                relations: vec![],
+                lookups: vec![],
+            },
+            Mapping {
+                name: format!("{tag}_orders"),
+                topic: format!("{tag}.cdc.public.orders"),
+                key: tpl(&format!("{tag}:order:{{id}}")),
+                fields: FieldSelection::All,
+                ttl_seconds: None,
+                indexes: vec![],
+                relations: vec![Relation {
+                    name: "customer_orders".into(),
+                    key: tpl(&format!("{tag}:customer:{{customer_id}}:orders")),
+                    order_by: "created_at".into(),
+                }],
+                lookups: vec![],
+            },
+        ],
+    }
+}
+
+/// A pool on `REDIS_URL`; panics (the test fails) when Redis does not answer.
+pub async fn pool() -> Pool {
+    let url = redis_url();
+    let pool = deadpool_redis::Config::from_url(&url)
+        .create_pool(Some(Runtime::Tokio1))
+        .unwrap_or_else(|e| panic!("redis pool for {url}: {e}"));
+    let mut conn = pool.get().await.unwrap_or_else(|e| {
+        panic!("redis at {url} is unreachable ({e}); start it with tests/stack/redis.sh start or set REDIS_URL")
+    });
+    let pong: String = redis::cmd("PING")
+        .query_async(&mut conn)
+        .await
+        .unwrap_or_else(|e| panic!("PING {url}: {e}"));
+    assert_eq!(pong, "PONG");
+    pool
+}
+
+impl Fixture {
+    pub async fn new() -> Fixture {
+        Fixture::with_ttl(None).await
+    }
+
+    pub async fn with_ttl(ttl_seconds: Option<u64>) -> Fixture {
+        let tag = format!("t{:08x}", rand::random::<u32>());
+        let config = config(&tag, ttl_seconds);
+        let pool = pool().await;
+        let applier = Applier::new(pool.clone(), &config);
+        Fixture {
+            topics: [
+                Arc::from(config.mappings[0].topic.as_str()),
+                Arc::from(config.mappings[1].topic.as_str()),
+            ],
+            tag,
+            config,
+            applier,
+            pool,
+            next_offset: [AtomicI64::new(0), AtomicI64::new(0)],
+        }
+    }
+
+    /// Plans `change` for mapping `m` at the next offset of its topic (partition 0).
+    pub fn planned(&self, m: usize, change: &Change) -> PlannedChange {
+        let plan = mapping::plan(&self.config.mappings[m], change)
+            .unwrap_or_else(|e| panic!("plan {change:?}: {e}"));
+        PlannedChange {
+            mapping: m,
+            plan,
+            source_ts_ms: change.source_ts_ms,
+            topic: self.topics[m].clone(),
+            partition: 0,
+            offset: self.next_offset[m].fetch_add(1, Ordering::Relaxed),
+        }
+    }
+
+    pub fn plan_all(&self, changes: &[(usize, Change)]) -> Vec<PlannedChange> {
+        changes.iter().map(|(m, c)| self.planned(*m, c)).collect()
+    }
+
+    /// Plans and applies `changes` as one batch.
+    pub async fn apply(&self, changes: &[(usize, Change)]) -> BatchOutcome {
+        let batch = self.plan_all(changes);
+        self.applier
+            .apply_batch(&batch)
+            .await
+            .unwrap_or_else(|e| panic!("apply_batch: {e}: {:?}", std::error::Error::source(&e)))
+    }
+
+    pub async fn conn(&self) -> deadpool_redis::Connection {
+        self.pool.get().await.expect("redis connection")
+    }
+
+    /// Every key this test owns, with its full content, rendered as text with the tag
+    /// replaced by `P`. `applied_at_ms` is shown as `<ms>` unless `exact`.
+    pub async fn dump_with(&self, exact: bool) -> String {
+        let mut conn = self.conn().await;
+        let mut keys: Vec<String> = Vec::new();
+        for pattern in [format!("{}:*", self.tag), format!("sink:*{}_*", self.tag)] {
+            let mut found: Vec<String> = redis::cmd("KEYS")
+                .arg(&pattern)
+                .query_async(&mut conn)
+                .await
+                .expect("KEYS");
+            keys.append(&mut found);
+        }
+        keys.sort();
+        let mut out = String::new();
+        for key in keys {
+            let ty: String = redis::cmd("TYPE")
+                .arg(&key)
+                .query_async(&mut conn)
+                .await
+                .expect("TYPE");
+            let ttl: i64 = redis::cmd("TTL")
+                .arg(&key)
+                .query_async(&mut conn)
+                .await
+                .expect("TTL");
+            let shown = key.replace(&self.tag, "P");
+            let ttl = if ttl >= 0 { " (expires)" } else { "" };
+            match ty.as_str() {
+                "string" => {
+                    let v: String = redis::cmd("GET")
+                        .arg(&key)
+                        .query_async(&mut conn)
+                        .await
+                        .expect("GET");
+                    writeln!(out, "{shown}{ttl} = {}", v.replace(&self.tag, "P")).ok();
+                }
+                "hash" => {
+                    let h: BTreeMap<String, String> = redis::cmd("HGETALL")
+                        .arg(&key)
+                        .query_async(&mut conn)
+                        .await
+                        .expect("HGETALL");
+                    writeln!(out, "{shown}{ttl} (hash)").ok();
+                    for (f, v) in h {
+                        let v = if f == "applied_at_ms" && !exact {
+                            "<ms>".to_owned()
+                        } else {
+                            v
+                        };
+                        writeln!(out, "  {} = {v}", f.replace(&self.tag, "P")).ok();
+                    }
+                }
+                "zset" => {
+                    let z: Vec<(String, String)> = redis::cmd("ZREVRANGE")
+                        .arg(&key)
+                        .arg(0)
+                        .arg(-1)
+                        .arg("WITHSCORES")
+                        .query_async(&mut conn)
+                        .await
+                        .expect("ZREVRANGE");
+                    writeln!(out, "{shown}{ttl} (zset, newest first)").ok();
+                    for (m, s) in z {
+                        writeln!(out, "  {m} @ {s}").ok();
+                    }
+                }
+                other => {
+                    writeln!(out, "{shown} ({other})").ok();
+                }
+            }
+        }
+        for topic in &self.topics {
+            let field = format!("{topic}/0");
+            let v: Option<String> = redis::cmd("HGET")
+                .arg("sink:offsets")
+                .arg(&field)
+                .query_async(&mut conn)
+                .await
+                .expect("HGET sink:offsets");
+            if let Some(v) = v {
+                writeln!(out, "sink:offsets {} = {v}", field.replace(&self.tag, "P")).ok();
+            }
+        }
+        out
+    }
+
+    pub async fn dump(&self) -> String {
+        self.dump_with(false).await
+    }
+
+    /// `dump()` without the bookkeeping keys (`sink:*`).
+    pub async fn dump_data(&self) -> String {
+        let all = self.dump().await;
+        let mut out = String::new();
+        let mut keep = false;
+        for line in all.lines() {
+            if !line.starts_with(' ') {
+                keep = !line.starts_with("sink:");
+            }
+            if keep {
+                out.push_str(line);
+                out.push('\n');
+            }
+        }
+        out
+    }
+}
+
+// ---- changes mirroring /work/shared/reference/debezium/samples ----
+
+fn ts(micros: i64) -> FieldValue {
+    FieldValue::TimestampMicros(micros)
+}
+
+pub fn customer_row(id: i64, email: &str, name: &str, updated_at: i64) -> Row {
+    vec![
+        ("id".into(), FieldValue::Int(id)),
+        ("email".into(), FieldValue::String(email.into())),
+        ("name".into(), FieldValue::String(name.into())),
+        ("plan".into(), FieldValue::String("pro".into())),
+        ("mrr_cents".into(), FieldValue::Int(4900)),
+        ("created_at".into(), ts(T0)),
+        ("updated_at".into(), ts(updated_at)),
+    ]
+}
+
+pub fn order_row(id: i64, customer_id: Option<i64>, created_at: i64) -> Row {
+    vec![
+        ("id".into(), FieldValue::Int(id)),
+        (
+            "customer_id".into(),
+            customer_id.map_or(FieldValue::Null, FieldValue::Int),
+        ),
+        ("status".into(), FieldValue::String("shipped".into())),
+        ("total_cents".into(), FieldValue::Int(12000)),
+        (
+            "items".into(),
+            FieldValue::Json(r#"[{"qty": 1, "sku": "HOODIE", "price_cents": 12000}]"#.into()),
+        ),
+        ("created_at".into(), ts(created_at)),
+        ("updated_at".into(), ts(created_at)),
+    ]
+}
+
+fn key(id: i64) -> Row {
+    vec![("id".into(), FieldValue::Int(id))]
+}
+
+/// `r`/`c`/`u` with `before = null` (REPLICA IDENTITY DEFAULT).
+pub fn upsert(op: Op, row: Row, lsn: i64) -> Change {
+    let id = match row.first() {
+        Some((_, FieldValue::Int(id))) => *id,
+        _ => panic!("row without id first"),
+    };
+    Change {
+        op,
+        key: key(id),
+        before: None,
+        after: Some(row),
+        position: Some(lsn),
+        source_ts_ms: Some(lsn / 1000 + 1_795_480_000_000),
+    }
+}
+
+/// `d` under REPLICA IDENTITY DEFAULT: `before` holds the key and Avro defaults.
+pub fn delete_customer(id: i64, lsn: i64) -> Change {
+    Change {
+        op: Op::Delete,
+        key: key(id),
+        before: Some(vec![
+            ("id".into(), FieldValue::Int(id)),
+            ("email".into(), FieldValue::String(String::new())),
+            ("name".into(), FieldValue::String(String::new())),
+            ("plan".into(), FieldValue::String(String::new())),
+            ("mrr_cents".into(), FieldValue::Int(0)),
+            ("created_at".into(), ts(0)),
+            ("updated_at".into(), ts(0)),
+        ]),
+        after: None,
+        position: Some(lsn),
+        source_ts_ms: Some(lsn / 1000 + 1_795_480_000_000),
+    }
+}
+
+/// `d` of an order under REPLICA IDENTITY DEFAULT (the recorded sample's `before`).
+pub fn delete_order(id: i64, lsn: i64) -> Change {
+    Change {
+        op: Op::Delete,
+        key: key(id),
+        before: Some(vec![
+            ("id".into(), FieldValue::Int(id)),
+            ("customer_id".into(), FieldValue::Null),
+            ("status".into(), FieldValue::String("pending".into())),
+            ("total_cents".into(), FieldValue::Int(0)),
+            ("items".into(), FieldValue::Json(String::new())),
+            ("created_at".into(), ts(0)),
+            ("updated_at".into(), ts(0)),
+        ]),
+        after: None,
+        position: Some(lsn),
+        source_ts_ms: Some(lsn / 1000 + 1_795_480_000_000),
+    }
+}
+
+/// The tombstone after a delete: key only, no position, Kafka timestamp.
+pub fn tombstone(id: i64) -> Change {
+    Change {
+        op: Op::Tombstone,
+        key: key(id),
+        before: None,
+        after: None,
+        position: None,
+        source_ts_ms: Some(1_795_480_946_657),
+    }
+}
+
+pub fn truncate(lsn: i64) -> Change {
+    Change {
+        op: Op::Truncate,
+        key: vec![],
+        before: None,
+        after: None,
+        position: Some(lsn),
+        source_ts_ms: Some(lsn / 1000 + 1_795_480_000_000),
+    }
+}
+
+/// `s` without its common indentation and surrounding blank lines, ending in a newline.
+pub fn dedent(s: &str) -> String {
+    let lines: Vec<&str> = s.lines().skip_while(|l| l.trim().is_empty()).collect();
+    let margin = lines
+        .iter()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| l.len() - l.trim_start().len())
+        .min()
+        .unwrap_or(0);
+    let mut out = String::new();
+    for l in lines {
+        out.push_str(l.get(margin..).unwrap_or("").trim_end());
+        out.push('\n');
+    }
+    while out.ends_with("\n\n") {
+        out.pop();
+    }
+    out
+}
+
+/// Asserts the exact dump (see [`Fixture::dump`]).
+pub async fn assert_state(f: &Fixture, expected: &str) {
+    let actual = f.dump().await;
+    let expected = dedent(expected);
+    assert!(
+        actual == expected,
+        "redis state differs\n--- expected\n{expected}--- actual\n{actual}"
+    );
+}
