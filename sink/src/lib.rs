@@ -17,3 +17,4 @@ pub mod decode;
 pub mod dlq;
 pub mod health;
 pub mod registry;
+pub mod run;

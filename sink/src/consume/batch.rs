@@ -1,0 +1,163 @@
+//! One batch of work for Redis: planned changes in consumption order, the column types to
+//! record first (a mapping's value schema changed), and the highest offset seen per partition
+//! (dead-lettered records included), stored once the batch is applied.
+//!
+//! The raw key and value bytes of each planned change are kept in one buffer per batch (no
+//! allocation per record), so that a change Redis rejects for good can still be
+//! dead-lettered byte for byte.
+
+use std::ops::Range;
+use std::sync::Arc;
+
+use mapping::ColumnType;
+
+use crate::apply::PlannedChange;
+
+/// A topic partition, with the topic name shared between all records of the topic.
+pub type Partition = (Arc<str>, i32);
+
+/// Columns and their types from a value schema.
+pub type Columns = Arc<[(String, ColumnType)]>;
+
+/// Where a record's key and value sit in [`RawRecords`]'s buffer.
+type Spans = (Option<Range<usize>>, Option<Range<usize>>);
+
+/// Work for the apply stage, in order.
+#[derive(Debug, Default)]
+pub struct Batch {
+    /// Planned changes in consumption order.
+    pub changes: Vec<PlannedChange>,
+    /// The raw bytes of `changes[i]`, at index `i`.
+    pub raw: RawRecords,
+    /// `(mapping, columns)` to record in `sink:types:{mapping}` before the changes.
+    pub column_types: Vec<(usize, Columns)>,
+    /// Last offset consumed per partition (a handful of partitions: a vector beats a map).
+    pub last_offsets: Vec<(Partition, i64)>,
+    /// Records consumed (applied, skipped or dead-lettered).
+    pub records: usize,
+    /// Of which dead-lettered.
+    pub dead_lettered: usize,
+}
+
+impl Batch {
+    /// An empty batch with room for `capacity` changes.
+    pub fn with_capacity(capacity: usize) -> Batch {
+        Batch {
+            changes: Vec::with_capacity(capacity),
+            raw: RawRecords::with_capacity(capacity),
+            ..Batch::default()
+        }
+    }
+
+    /// Adds a planned change with the record's raw bytes.
+    pub fn push_change(&mut self, change: PlannedChange, key: Option<&[u8]>, value: Option<&[u8]>) {
+        self.changes.push(change);
+        self.raw.push(key, value);
+    }
+
+    /// Removes change `i` (it was dead-lettered).
+    pub fn remove_change(&mut self, i: usize) -> PlannedChange {
+        self.raw.remove(i);
+        self.changes.remove(i)
+    }
+
+    /// Whether nothing was consumed into this batch.
+    pub fn is_empty(&self) -> bool {
+        self.records == 0
+    }
+
+    /// Notes that `offset` of `topic`/`partition` was consumed.
+    pub fn note_offset(&mut self, topic: &Arc<str>, partition: i32, offset: i64) {
+        self.records += 1;
+        match self
+            .last_offsets
+            .iter_mut()
+            .find(|((t, p), _)| *p == partition && **t == **topic)
+        {
+            Some((_, last)) => *last = (*last).max(offset),
+            None => self.last_offsets.push(((Arc::clone(topic), partition), offset)),
+        }
+    }
+}
+
+/// Key and value bytes of many records in one buffer.
+#[derive(Debug, Default)]
+pub struct RawRecords {
+    bytes: Vec<u8>,
+    spans: Vec<Spans>,
+}
+
+impl RawRecords {
+    /// Room for `records` records of a typical size.
+    pub fn with_capacity(records: usize) -> RawRecords {
+        RawRecords { bytes: Vec::with_capacity(records * 256), spans: Vec::with_capacity(records) }
+    }
+
+    fn append(&mut self, part: Option<&[u8]>) -> Option<Range<usize>> {
+        part.map(|bytes| {
+            let start = self.bytes.len();
+            self.bytes.extend_from_slice(bytes);
+            start..self.bytes.len()
+        })
+    }
+
+    /// Appends one record's key and value.
+    pub fn push(&mut self, key: Option<&[u8]>, value: Option<&[u8]>) {
+        let key = self.append(key);
+        let value = self.append(value);
+        self.spans.push((key, value));
+    }
+
+    /// Key and value of record `i`.
+    pub fn get(&self, i: usize) -> (Option<&[u8]>, Option<&[u8]>) {
+        match self.spans.get(i) {
+            Some((key, value)) => (
+                key.clone().map(|r| &self.bytes[r]),
+                value.clone().map(|r| &self.bytes[r]),
+            ),
+            None => (None, None),
+        }
+    }
+
+    /// Forgets record `i` (its bytes stay in the buffer until the batch is dropped).
+    pub fn remove(&mut self, i: usize) {
+        if i < self.spans.len() {
+            self.spans.remove(i);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keeps_the_last_offset_per_partition() {
+        let a: Arc<str> = Arc::from("a");
+        let b: Arc<str> = Arc::from("b");
+        let mut batch = Batch::default();
+        assert!(batch.is_empty());
+        batch.note_offset(&a, 0, 5);
+        batch.note_offset(&a, 1, 7);
+        batch.note_offset(&a, 0, 6);
+        batch.note_offset(&b, 0, 1);
+        assert_eq!(batch.records, 4);
+        assert_eq!(
+            batch.last_offsets,
+            vec![((a.clone(), 0), 6), ((a, 1), 7), ((b, 0), 1)]
+        );
+    }
+
+    #[test]
+    fn raw_records_round_trip() {
+        let mut raw = RawRecords::default();
+        raw.push(Some(b"k1"), Some(b"value1"));
+        raw.push(Some(b"k2"), None);
+        raw.push(None, Some(b"v3"));
+        assert_eq!(raw.get(1), (Some(&b"k2"[..]), None));
+        raw.remove(1);
+        assert_eq!(raw.get(0), (Some(&b"k1"[..]), Some(&b"value1"[..])));
+        assert_eq!(raw.get(1), (None, Some(&b"v3"[..])));
+        assert_eq!(raw.get(2), (None, None));
+    }
+}

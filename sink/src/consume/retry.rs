@@ -1,0 +1,101 @@
+//! Retrying transient failures (Redis I/O, registry or broker unreachable) with capped,
+//! jittered exponential backoff (backon's policy) until they succeed, fail for good, or the
+//! sink shuts down.
+//!
+//! A loop with an explicit [`Backoff`] rather than a retry combinator: the operations retried
+//! here borrow the applier mutably, which closures handed to a combinator cannot do.
+
+use std::time::Duration;
+
+use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
+use tokio_util::sync::CancellationToken;
+use tracing::warn;
+
+/// First delay after a failure.
+const MIN_DELAY: Duration = Duration::from_millis(100);
+/// Delays double up to this.
+const MAX_DELAY: Duration = Duration::from_secs(10);
+
+/// The backoff policy: 100 ms doubling to 10 s, with jitter, forever.
+pub fn policy() -> ExponentialBuilder {
+    ExponentialBuilder::default()
+        .with_min_delay(MIN_DELAY)
+        .with_max_delay(MAX_DELAY)
+        .with_jitter()
+        .without_max_times()
+}
+
+/// The delays between attempts of one operation.
+#[derive(Debug)]
+#[derive(Default)]
+pub struct Backoff {
+    /// Built at the first failure: most operations never fail.
+    delays: Option<ExponentialBackoff>,
+    attempts: u32,
+}
+
+impl Backoff {
+    /// Logs the failure of `what` and sleeps until the next attempt. Returns `false` when
+    /// shutdown was requested instead (the caller gives up).
+    pub async fn wait(
+        &mut self,
+        what: &str,
+        error: &(dyn std::error::Error + Sync),
+        shutdown: &CancellationToken,
+    ) -> bool {
+        self.attempts += 1;
+        let delay = self.delays.get_or_insert_with(|| policy().build()).next().unwrap_or(MAX_DELAY);
+        warn!(
+            error = %crate::health::one_line(error),
+            attempt = self.attempts,
+            ?delay,
+            "{what} failed; retrying."
+        );
+        tokio::select! {
+            biased;
+            () = shutdown.cancelled() => false,
+            () = tokio::time::sleep(delay) => true,
+        }
+    }
+
+    /// Failed attempts so far.
+    pub fn attempts(&self) -> u32 {
+        self.attempts
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("down")]
+    struct Down;
+
+    #[tokio::test(start_paused = true)]
+    async fn delays_grow_and_are_capped() {
+        let shutdown = CancellationToken::new();
+        let mut backoff = Backoff::default();
+        let start = tokio::time::Instant::now();
+        for _ in 0..20 {
+            assert!(backoff.wait("test", &Down, &shutdown).await);
+        }
+        let waited = start.elapsed();
+        assert_eq!(backoff.attempts(), 20);
+        // At least the un-jittered sum of the first delays, at most 20 capped (jittered) delays.
+        assert!(waited >= Duration::from_millis(100 + 200 + 400 + 800), "{waited:?}");
+        assert!(waited <= 2 * 20 * MAX_DELAY, "{waited:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn shutdown_interrupts_the_wait() {
+        let shutdown = CancellationToken::new();
+        let mut backoff = Backoff::default();
+        for _ in 0..10 {
+            backoff.wait("test", &Down, &shutdown).await;
+        }
+        let stop = shutdown.clone();
+        tokio::spawn(async move { stop.cancel() });
+        assert!(!backoff.wait("test", &Down, &shutdown).await);
+    }
+}
