@@ -26,13 +26,16 @@ fn config() -> Config {
     load_config(&path, &ConnectionOverrides::default()).unwrap_or_else(|e| panic!("{e}"))
 }
 
+/// Column name and type, in schema order.
+type Columns = Vec<(String, ColumnType)>;
+
 fn read_json(path: &Path) -> Value {
     let text = fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
 /// Column name -> type of a record schema, from its Avro fields (unions with null unwrapped).
-fn columns(record: &Value) -> Vec<(String, ColumnType)> {
+fn columns(record: &Value) -> Columns {
     let fields = record["fields"].as_array().expect("record fields");
     fields
         .iter()
@@ -101,7 +104,7 @@ fn value(ty: ColumnType, v: &Value) -> FieldValue {
     }
 }
 
-fn row(schema: &[(String, ColumnType)], v: &Value) -> Option<Row> {
+fn row(schema: &Columns, v: &Value) -> Option<Row> {
     let obj = v.as_object()?;
     Some(
         schema
@@ -112,7 +115,7 @@ fn row(schema: &[(String, ColumnType)], v: &Value) -> Option<Row> {
 }
 
 /// The schemas recorded for a topic: (key columns, value columns).
-fn schemas(topic: &str) -> (Vec<(String, ColumnType)>, Vec<(String, ColumnType)>) {
+fn schemas(topic: &str) -> (Columns, Columns) {
     let find = |suffix: &str| {
         let prefix = format!("{topic}-{suffix}.");
         let entry = fs::read_dir(fixtures())
