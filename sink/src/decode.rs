@@ -362,12 +362,28 @@ fn read_row(
     row_schema: &RowSchema,
     fields: Vec<(String, Value)>,
 ) -> Result<Row, DecodeError> {
-    let mut values: HashMap<String, Value> = fields.into_iter().collect();
+    // apache-avro returns a record's fields in schema order, the order of `columns`; look a
+    // field up by name only if that ever does not hold.
+    let in_order = fields.len() == row_schema.columns.len()
+        && fields
+            .iter()
+            .zip(&row_schema.columns)
+            .all(|((field, _), (column, _))| field == column);
+    let values: Vec<Value> = if in_order {
+        fields.into_iter().map(|(_, value)| value).collect()
+    } else {
+        let mut by_name: HashMap<String, Value> = fields.into_iter().collect();
+        row_schema
+            .columns
+            .iter()
+            .map(|(name, _)| by_name.remove(name).unwrap_or(Value::Null))
+            .collect()
+    };
     row_schema
         .columns
         .iter()
-        .map(|(name, kind)| {
-            let value = values.remove(name).unwrap_or(Value::Null);
+        .zip(values)
+        .map(|((name, kind), value)| {
             value::convert(*kind, value)
                 .map(|v| (name.clone(), v))
                 .map_err(|source| DecodeError::Column {
