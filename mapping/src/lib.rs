@@ -12,7 +12,7 @@
 //! - [`template`]: `customer:{id}` key templates: parse, render, collision rule.
 //! - [`types`]: [`ColumnType`], the names kept in `sink:types:{mapping}`.
 //! - [`render`]: [`FieldValue`] -> stored text ([`render_value`]) and sorted-set [`score`].
-//! - [`plan`]: [`Change`] + [`Mapping`] -> [`Plan`], the Redis work for one change.
+//! - [`mod@plan`]: [`Change`] + [`Mapping`] -> [`Plan`], the Redis work for one change ([`fn@plan`]).
 
 pub mod change;
 pub mod load;
@@ -30,6 +30,6 @@ pub use model::{
     Mapping, ParamType, RedisConfig, Relation, SchemaRegistryConfig, SelectedField,
 };
 pub use plan::{plan, FieldWrite, Plan, PlanError, RowDelete, RowUpsert};
-pub use render::{render_value, score, Rendered};
+pub use render::{check_value, render_value, score, Rendered, ValueError};
 pub use template::{KeyTemplate, TemplateError, TemplatePart};
-pub use types::ColumnType;
+pub use types::{ColumnType, UnknownColumnType};
