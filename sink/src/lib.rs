@@ -16,5 +16,6 @@ pub mod consume;
 pub mod decode;
 pub mod dlq;
 pub mod health;
+pub mod loadgen;
 pub mod registry;
 pub mod run;

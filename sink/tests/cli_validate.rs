@@ -1,0 +1,106 @@
+//! `sink validate` and start-up failures, through the built binary: stdout, stderr, exit code.
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+fn sink(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_sink"))
+        .args(args)
+        .env_remove("KAFKA_BOOTSTRAP_SERVERS")
+        .env_remove("SCHEMA_REGISTRY_URL")
+        .env_remove("REDIS_URL")
+        .env_remove("SINK_GROUP_ID")
+        .output()
+        .expect("run sink")
+}
+
+fn temp_file(name: &str, text: &str) -> PathBuf {
+    let path = std::env::temp_dir().join(format!("{:08x}-{name}", rand::random::<u32>()));
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[test]
+fn the_shipped_connectors_yaml_validates() {
+    let shipped = concat!(env!("CARGO_MANIFEST_DIR"), "/../connectors.yaml");
+    let out = sink(&["validate", "--config", shipped]);
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(stdout.starts_with("OK: 2 mapping(s)"), "{stdout}");
+    assert!(stdout.contains("customers: cdc.public.customers -> customer:{id}"), "{stdout}");
+}
+
+#[test]
+fn a_broken_yaml_prints_every_error_with_its_position_and_exits_2() {
+    let path = temp_file(
+        "connectors.yaml",
+        r#"kafka:
+  bootstrap_servers: 127.0.0.1:9092
+mappings:
+  - name: customers
+    topic: cdc.public.customers
+    key: "customer:{id"
+    fields: all
+  - name: customers
+    topic: cdc.public.orders
+    key: "order:{id}"
+    fields: all
+    relations:
+      - name: r
+        key: "customer:{customer_id}:orders"
+        order_by: created_at
+"#,
+    );
+    let out = sink(&["validate", "--config", path.to_str().unwrap()]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "stderr: {stderr}");
+    assert_eq!(text(&out.stdout), "", "nothing on stdout");
+    let name = path.to_str().unwrap();
+    let lines: Vec<&str> = stderr.lines().filter(|l| l.starts_with(name)).collect();
+    assert!(lines.len() >= 2, "every error is reported:\n{stderr}");
+    for line in &lines {
+        let rest = &line[name.len()..];
+        let mut parts = rest.splitn(4, ':');
+        assert_eq!(parts.next(), Some(""), "{line}");
+        assert!(parts.next().unwrap().parse::<u32>().is_ok(), "line number in {line}");
+        assert!(parts.next().unwrap().parse::<u32>().is_ok(), "column in {line}");
+    }
+    assert!(stderr.contains(&format!("{name}:6:10: ")), "the bad template is on line 6:\n{stderr}");
+    assert!(stderr.contains(&format!("{name}:8:11: duplicate mapping name")), "{stderr}");
+    std::fs::remove_file(path).ok();
+}
+
+#[test]
+fn a_missing_file_exits_2() {
+    let out = sink(&["validate", "--config", "/nonexistent/connectors.yaml"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("/nonexistent/connectors.yaml"), "{}", text(&out.stderr));
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    let out = sink(&["run", "--no-such-flag"]);
+    assert_eq!(out.status.code(), Some(2));
+    let out = sink(&["run", "-X", "novalue"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("key=value"), "{}", text(&out.stderr));
+}
+
+#[test]
+fn run_with_redis_down_names_redis_and_its_address_and_fails() {
+    let shipped = concat!(env!("CARGO_MANIFEST_DIR"), "/../connectors.yaml");
+    // Nothing listens on port 1.
+    let out = sink(&["run", "--config", shipped, "--redis-url", "redis://127.0.0.1:1"]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "stderr: {stderr}");
+    let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("sink: ")).collect();
+    assert_eq!(errors.len(), 1, "one clear line:\n{stderr}");
+    assert!(
+        errors[0].starts_with("sink: redis at redis://127.0.0.1:1 is unreachable: "),
+        "{stderr}"
+    );
+}

@@ -1,0 +1,96 @@
+//! Poison records (garbage bytes, an unknown schema id, a record the mapping cannot key) go to
+//! the dead-letter topic byte for byte with their origin in headers, and the records after
+//! them are still applied.
+
+mod pipeline_support;
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use pipeline_support::{Scenario, Table};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Headers;
+use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
+use redis::Commands;
+use sink::config::BatchSettings;
+use sink::loadgen::WireRecord;
+
+/// Key, value and headers of a record.
+type Letter = (Option<Vec<u8>>, Option<Vec<u8>>, HashMap<String, String>);
+
+/// Reads `count` records of partition 0 of `topic` from the beginning.
+fn read_topic(bootstrap: &str, topic: &str, count: usize) -> Vec<Letter> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", "unused")
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("consumer");
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(topic, 0, Offset::Beginning).unwrap();
+    consumer.assign(&tpl).unwrap();
+    let mut out = Vec::new();
+    let start = Instant::now();
+    while out.len() < count {
+        assert!(start.elapsed() < Duration::from_secs(30), "only {} of {count} records in {topic}", out.len());
+        if let Some(message) = consumer.poll(Duration::from_millis(200)) {
+            let message = message.expect("consume");
+            let headers = message
+                .headers()
+                .map(|h| {
+                    h.iter()
+                        .map(|h| (h.key.to_owned(), String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned()))
+                        .collect()
+                })
+                .unwrap_or_default();
+            out.push((message.key().map(<[u8]>::to_vec), message.payload().map(<[u8]>::to_vec), headers));
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn poison_records_are_dead_lettered_and_the_rest_applied() {
+    let s = Scenario::new(1).await;
+    let topic = s.topic(Table::Customers).to_owned();
+    let snapshot = s.sample("avro-customers-op_r-snapshot.json");
+    let garbage = WireRecord {
+        topic: topic.clone(),
+        key: Some(b"not avro".to_vec()),
+        value: Some(b"\x00garbage bytes".to_vec()),
+        headers: vec![("origin".into(), "test".into())],
+    };
+    // Valid frame, schema id that no registry has.
+    let unknown_id = WireRecord {
+        topic: topic.clone(),
+        key: snapshot.key.clone(),
+        value: Some([&[0u8, 0x7f, 0xff, 0xff, 0xf0][..], b"body"].concat()),
+        headers: vec![],
+    };
+    let insert = s.sample("avro-customers-op_c-insert.json");
+    s.produce(&[snapshot, garbage.clone(), unknown_id.clone(), insert]).await;
+
+    let summary = s.run_until_caught_up(BatchSettings::default()).await;
+    assert_eq!(summary.records, 4, "{summary:?}");
+    assert_eq!(summary.dead_lettered, 2, "{summary:?}");
+
+    let mut redis = s.stack.redis();
+    assert!(redis.exists::<_, bool>(s.key("customer:1")).unwrap());
+    assert!(redis.exists::<_, bool>(s.key("customer:4")).unwrap(), "the record after the poison ones was applied");
+
+    let letters = read_topic(&s.stack.bootstrap, &s.dlq, 2);
+    let (key, value, headers) = &letters[0];
+    assert_eq!(key.as_deref(), garbage.key.as_deref());
+    assert_eq!(value.as_deref(), garbage.value.as_deref());
+    assert_eq!(headers["dlq.topic"], topic);
+    assert_eq!(headers["dlq.partition"], "0");
+    assert_eq!(headers["dlq.offset"], "1");
+    assert!(headers["dlq.error"].starts_with("cannot decode"), "{headers:?}");
+    assert_eq!(headers["origin"], "test", "original headers are kept");
+    let (_, value, headers) = &letters[1];
+    assert_eq!(value.as_deref(), unknown_id.value.as_deref());
+    assert_eq!(headers["dlq.offset"], "2");
+    assert!(headers["dlq.error"].contains("not found"), "{headers:?}");
+
+    s.cleanup();
+}
