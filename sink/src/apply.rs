@@ -166,9 +166,20 @@ impl Applier {
             self.load_on(&mut conn, batch.len()).await?;
         }
         let mut replies = self.send(&mut conn, &pipe, batch.len()).await?;
-        if replies.iter().any(is_noscript) {
+        // A script flush between our load and the batch: load again, send again (twice at
+        // most; a third NOSCRIPT is reported as the change's error).
+        for _ in 0..2 {
+            if !replies.iter().any(is_noscript) {
+                break;
+            }
             self.load_on(&mut conn, batch.len()).await?;
             replies = self.send(&mut conn, &pipe, batch.len()).await?;
+        }
+        if replies.len() != batch.len() {
+            return Err(ApplyError::ReplyCount {
+                changes: batch.len(),
+                replies: replies.len(),
+            });
         }
         outcome(batch, replies)
     }

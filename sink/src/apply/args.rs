@@ -125,7 +125,7 @@ impl MappingArgs {
                 FieldWrite::Set(v) => {
                     sets.push((name, v));
                     if let Some(s) = slot {
-                        refs[s] = sets.len() as i64;
+                        refs[s] = i64::try_from(sets.len()).unwrap_or(i64::MAX);
                     }
                 }
                 FieldWrite::Remove => {

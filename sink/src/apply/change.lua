@@ -37,6 +37,10 @@
 -- recorded for applied changes, so replaying applied changes leaves every key unchanged;
 -- the partition offset is recorded (as a maximum) either way.
 
+-- Effects replication (the default since Redis 5; needed before 5 because TIME is not
+-- deterministic). A no-op on Redis 7.
+if redis.replicate_commands then redis.replicate_commands() end
+
 local call = redis.call
 local op, mapping, row, pos, ts = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local rows_key = 'sink:rows:' .. mapping

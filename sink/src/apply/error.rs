@@ -57,6 +57,15 @@ pub enum ApplyError {
         /// What is wrong.
         reason: String,
     },
+    /// The pipeline's reply did not hold one reply per change (a protocol or connection
+    /// problem: resend the batch).
+    #[error("{replies} replies to a pipeline of {changes} changes")]
+    ReplyCount {
+        /// Changes sent.
+        changes: usize,
+        /// Replies received.
+        replies: usize,
+    },
     /// The script's reply was not the 0/1 it always returns.
     #[error("unexpected reply {reply} to change at {topic}/{partition} offset {offset}")]
     Reply {
@@ -75,7 +84,7 @@ impl ApplyError {
     /// Whether resending the same batch later may succeed.
     pub fn is_retriable(&self) -> bool {
         match self {
-            ApplyError::Pool(_) => true,
+            ApplyError::Pool(_) | ApplyError::ReplyCount { .. } => true,
             ApplyError::Redis { source, .. } => {
                 source.is_io_error()
                     || source.is_timeout()
@@ -110,7 +119,7 @@ impl ApplyError {
                 offset,
                 ..
             } => Some((topic, *partition, *offset)),
-            ApplyError::Pool(_) | ApplyError::Redis { .. } => None,
+            ApplyError::Pool(_) | ApplyError::Redis { .. } | ApplyError::ReplyCount { .. } => None,
         }
     }
 }
