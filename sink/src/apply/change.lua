@@ -32,6 +32,14 @@
 --     ns, then ns pairs field, value (HSET)
 --     nd, then nd field names (HDEL)
 --
+-- Bookkeeping written here (ARCHITECTURE.md): `sink:rows:{mapping}` row key -> position;
+-- `sink:index:{mapping}:{index}` rendered index KEY (e.g. `customer:email:jane@example.com`)
+-- -> position of the change that last claimed or released it; `sink:freshness:{mapping}`;
+-- `sink:offsets`. A change without a position (tombstone, truncate) records the row's last
+-- stored position instead, never lowering a recorded one. Truncate takes an optional
+-- position in [4] (only rows stored before it are deleted); without one, every row listed in
+-- `sink:rows:{mapping}` is deleted, in one script call (long for big mappings).
+--
 -- Returns 1 when the change was applied, 0 when it was a no-op (ordering guard, replay,
 -- tombstone or delete of an absent row, truncate of an empty mapping). Freshness is only
 -- recorded for applied changes, so replaying applied changes leaves every key unchanged;
