@@ -61,7 +61,8 @@ pg_data_dir() {
         return
     fi
     mkdir -p "$STACK_STATE/postgres"
-    if as_pg test -x "$STACK_STATE/postgres" 2>/dev/null && as_pg test -w "$STACK_STATE/postgres" 2>/dev/null; then
+    if as_pg test -x "$STACK_STATE/postgres" 2>/dev/null; then
+        chown "$PG_OS_USER:$PG_OS_USER" "$STACK_STATE/postgres"
         printf '%s\n' "$STACK_STATE/postgres/data"
     else
         local home hash
@@ -143,8 +144,9 @@ do_start() {
     # pg_ctl forks the postmaster into its own session; its output goes to our log file
     # (opened here by root, inherited by the postgres-owned processes).
     printf '\n===== %s starting postgres: pg_ctl start -D %s -p %s\n' "$(date -u +%FT%TZ)" "$PG_DATA_DIR" "$PGPORT" >>"$PG_LOG"
+    # 9>&-: do not hand with_lock's lock to the server (it would hold it until it exits).
     as_pg "$PG_BIN/pg_ctl" start -D "$PG_DATA_DIR" -w -t 60 -o "-p $PGPORT" \
-        </dev/null >>"$PG_LOG" 2>&1 || die "pg_ctl start failed; see $PG_LOG: $(tail -n 20 "$PG_LOG")"
+        </dev/null >>"$PG_LOG" 2>&1 9>&- || die "pg_ctl start failed; see $PG_LOG: $(tail -n 20 "$PG_LOG")"
     pid="$(head -n 1 "$PG_DATA_DIR/postmaster.pid")"
     start="$(proc_start_time "$pid")" || die "postmaster (pid $pid) vanished; see $PG_LOG"
     printf '%s %s\n' "$pid" "$start" >"$(pid_file postgres)"
@@ -173,9 +175,13 @@ do_stop() {
     log "stopping postgres (pid $pid)"
     # Fast: roll back open transactions, disconnect clients (Debezium holds a replication
     # session, which a smart shutdown would wait for).
-    as_pg "$PG_BIN/pg_ctl" stop -D "$PG_DATA_DIR" -m fast -w -t 30 </dev/null >>"$PG_LOG" 2>&1 ||
+    if as_pg "$PG_BIN/pg_ctl" stop -D "$PG_DATA_DIR" -m fast -w -t 30 </dev/null >>"$PG_LOG" 2>&1; then
+        rm -f "$(pid_file postgres)"
+        log "postgres stopped"
+    else
         warn "pg_ctl stop failed; signalling the postmaster"
-    stop_daemon postgres 20
+        stop_daemon postgres 20
+    fi
 }
 
 do_status() {
