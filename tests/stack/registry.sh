@@ -66,7 +66,17 @@ find_java() {
 }
 
 # ensure_registry: fetch (Maven) and unpack the Apicurio distribution unless already done.
+# Locked on the cache (not the state dir): instances with different state dirs share it.
 ensure_registry() {
+    [[ -f $REGISTRY_HOME/.complete ]] && return 0
+    mkdir -p "$STACK_CACHE/registry"
+    (
+        flock -w 900 8 || die "could not lock $STACK_CACHE/registry/.lock"
+        fetch_registry
+    ) 8>"$STACK_CACHE/registry/.lock"
+}
+
+fetch_registry() {
     [[ -f $REGISTRY_HOME/.complete ]] && return 0
     local t0 tarball tmp
     t0=$(now_ms)
@@ -74,10 +84,11 @@ ensure_registry() {
     tarball="$STACK_CACHE/m2/io/apicurio/apicurio-registry-app/$REGISTRY_VERSION/apicurio-registry-app-$REGISTRY_VERSION-all.tar.gz"
     if [[ ! -f $tarball ]]; then
         log "fetching io.apicurio:apicurio-registry-app:$REGISTRY_VERSION:tar.gz:all with Maven (~160 MB)"
-        mvn -B -q -C -Dmaven.repo.local="$STACK_CACHE/m2" \
+        mvn -B -q -C -Dstyle.color=never -Dmaven.repo.local="$STACK_CACHE/m2" \
             org.apache.maven.plugins:maven-dependency-plugin:3.6.1:get \
             -Dartifact="io.apicurio:apicurio-registry-app:$REGISTRY_VERSION:tar.gz:all" \
-            -Dtransitive=false >&2 || die "Maven could not fetch Apicurio Registry $REGISTRY_VERSION"
+            -Dtransitive=false 2>&1 | sed 's/\x1b\[[0-9;]*m//g' >&2 ||
+            die "Maven could not fetch Apicurio Registry $REGISTRY_VERSION"
         [[ -f $tarball ]] || die "Maven succeeded but $tarball is missing"
     fi
     tmp="$REGISTRY_HOME.tmp.$$"
@@ -133,7 +144,7 @@ do_start() {
     # 9>&-: the daemon must not inherit with_lock's lock descriptor, or it would hold the
     # lock for its whole life and `registry.sh stop` would wait for it forever.
     pid="$(cd "$REGISTRY_HOME" && start_daemon registry "$REGISTRY_LOG" \
-        "$java" "${jvm[@]}" "${props[@]}" -jar "$REGISTRY_HOME/quarkus-run.jar" 9>&-)"
+        "$java" "${jvm[@]}" "${props[@]}" -jar "$REGISTRY_HOME/quarkus-run.jar" 8>&- 9>&-)"
     local deadline=$(($(now_ms) + REGISTRY_START_TIMEOUT_S * 1000))
     until registry_ready; do
         pid_running "$pid" || die "registry exited during start-up; see $REGISTRY_LOG: $(tail -n 30 "$REGISTRY_LOG")"
