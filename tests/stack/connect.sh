@@ -7,13 +7,15 @@
 #                                with CONNECT_REGISTER_DEFAULT=1 also register the default
 #                                connector `agent-context` (database $PG_SEED_DB, prefix cdc)
 #   connect.sh stop | status
-#   connect.sh register NAME [FILE.properties | KEY=VALUE]...
+#   connect.sh register NAME [--fresh] [FILE.properties | KEY=VALUE]...
 #                                create or update connector NAME: defaults from
 #                                tests/stack/connect/connector.properties, then each file and
 #                                KEY=VALUE in order; waits until the connector and its task run.
 #                                Per test: database.dbname=DB slot.name=S topic.prefix=P
 #                                (the slot name must be unique in the cluster; the database
 #                                needs publication agent_context: postgres.sh reset DB).
+#                                Stored offsets of NAME are kept (resume) unless --fresh or
+#                                the replication slot does not exist yet (then deleted).
 #   connect.sh unregister NAME   delete the connector (its replication slot stays: drop the
 #                                database with postgres.sh drop, or drop the slot)
 #   connect.sh connector-status NAME    the REST status JSON
@@ -270,27 +272,89 @@ print(json.dumps(cfg))
 EOF
 }
 
-do_register() {
-    local name="$1" json reply code deadline status
-    shift
-    check_name "$name"
-    require_running
-    json="$(connector_json "$name" "$@")" || die "bad connector configuration for $name"
-    reply="$(rest PUT "/connectors/$name/config" --data-binary "$json" -w '\n%{http_code}')" ||
-        die "PUT $CONNECT_URL/connectors/$name/config failed"
+# cfg_get JSON KEY: one value of a connector configuration.
+cfg_get() { printf '%s' "$1" | python3 -c 'import json,sys; print(json.load(sys.stdin).get(sys.argv[1], ""))' "$2"; }
+
+# slot_state JSON: `present` when the connector's replication slot exists in its database,
+# `absent` when not; dies when the database cannot be queried.
+slot_state() {
+    local json="$1" psql out
+    psql="${PG_BIN:-/usr/lib/postgresql/15/bin}/psql"
+    [[ -x $psql ]] || psql="$(command -v psql)" || die "psql not found (needed to look up the replication slot)"
+    out="$(PGPASSWORD="$(cfg_get "$json" database.password)" PGCONNECT_TIMEOUT=5 "$psql" -X -tA \
+        -h "$(cfg_get "$json" database.hostname)" -p "$(cfg_get "$json" database.port)" \
+        -U "$(cfg_get "$json" database.user)" -d "$(cfg_get "$json" database.dbname)" \
+        -c "select count(*) from pg_replication_slots where slot_name = '$(cfg_get "$json" slot.name)'" 2>&1)" ||
+        die "cannot query database $(cfg_get "$json" database.dbname): $out"
+    [[ $out == 1 ]] && echo present || echo absent
+}
+
+# rest_ok METHOD PATH [CURL ARGS]: the call must answer 2xx; prints the body.
+rest_ok() {
+    local method="$1" path="$2" reply code
+    shift 2
+    reply="$(rest "$method" "$path" "$@" -w '\n%{http_code}')" || die "$method $CONNECT_URL$path failed"
     code="${reply##*$'\n'}"
-    [[ $code == 200 || $code == 201 ]] || die "PUT /connectors/$name/config answered $code: ${reply%$'\n'*}"
+    [[ $code == 2?? ]] || die "$method $path answered $code: ${reply%$'\n'*}"
+    printf '%s\n' "${reply%$'\n'*}"
+}
+
+wait_connector_state() {
+    local name="$1" want="$2" deadline status state
     deadline=$(($(now_ms) + 60000))
     while :; do
         status="$(rest GET "/connectors/$name/status" 2>/dev/null || true)"
-        case "$(status_summary "$status")" in
-        RUNNING) break ;;
+        state="$(status_summary "$status")"
+        case "$state" in
+        "$want") return 0 ;;
         FAILED*) die "connector $name failed: $(status_summary "$status" trace)" ;;
         esac
-        (($(now_ms) < deadline)) || die "connector $name not running after 60 s: $status"
+        (($(now_ms) < deadline)) || die "connector $name not $want after 60 s: $status"
         sleep 0.1
     done
-    log "connector $name running ($(printf '%s' "$json" | python3 -c 'import json,sys; c=json.load(sys.stdin); print(", ".join(f"{k}={c[k]}" for k in ("database.dbname","slot.name","topic.prefix","poll.interval.ms") if k in c))'))"
+}
+
+# do_register NAME [--fresh] ARGS...: create or update a connector and wait until it runs.
+# The worker keeps source offsets per connector name (in $CONNECT_STATE/offsets.dat) across
+# restarts and re-registrations. They are deleted before the connector first runs when
+# --fresh is given or when its replication slot does not exist (a reset database: the stored
+# LSN would point into a WAL that the new slot does not have, and Debezium would fail).
+do_register() {
+    local name="$1" fresh=0 json exists t0 reason=""
+    shift
+    if [[ ${1:-} == --fresh ]]; then
+        fresh=1
+        shift
+    fi
+    check_name "$name"
+    require_running
+    t0=$(now_ms)
+    json="$(connector_json "$name" "$@")" || die "bad connector configuration for $name"
+    if [[ $fresh == 1 ]]; then
+        reason="--fresh"
+    elif [[ $(slot_state "$json") == absent ]]; then
+        fresh=1
+        reason="slot $(cfg_get "$json" slot.name) absent"
+    fi
+    exists="$(rest GET "/connectors/$name" -o /dev/null -w '%{http_code}')" || die "GET /connectors/$name failed"
+    if [[ $fresh == 0 ]]; then
+        rest_ok PUT "/connectors/$name/config" --data-binary "$json" >/dev/null
+    else
+        # Stopped first, so that no task runs with the old offsets; then offsets deleted.
+        if [[ $exists == 200 ]]; then
+            rest_ok PUT "/connectors/$name/stop" >/dev/null
+            wait_connector_state "$name" STOPPED
+            rest_ok PUT "/connectors/$name/config" --data-binary "$json" >/dev/null
+        else
+            rest_ok POST /connectors --data-binary \
+                "$(printf '%s' "$json" | python3 -c 'import json,sys; c=json.load(sys.stdin); print(json.dumps({"name": c["name"], "config": c, "initial_state": "STOPPED"}))')" >/dev/null
+            wait_connector_state "$name" STOPPED
+        fi
+        rest_ok DELETE "/connectors/$name/offsets" >/dev/null
+        rest_ok PUT "/connectors/$name/resume" >/dev/null
+    fi
+    wait_connector_state "$name" RUNNING
+    log "connector $name running in $(($(now_ms) - t0)) ms$([[ -z $reason ]] || printf ' (offsets reset: %s)' "$reason") ($(printf '%s' "$json" | python3 -c 'import json,sys; c=json.load(sys.stdin); print(", ".join(f"{k}={c[k]}" for k in ("database.dbname","slot.name","topic.prefix","poll.interval.ms") if k in c))'))"
 }
 
 # status_summary JSON [trace]: RUNNING when the connector and every task (at least one) run;
@@ -314,6 +378,8 @@ if "FAILED" in states:
         print("FAILED")
 elif s.get("tasks") and all(x == "RUNNING" for x in states):
     print("RUNNING")
+elif s["connector"]["state"] == "STOPPED":
+    print("STOPPED")
 else:
     print("PENDING")
 ' ${2:+"$2"}
@@ -348,7 +414,7 @@ start) with_lock connect do_start ;;
 stop) with_lock connect stop_daemon connect 30 ;;
 status) do_status ;;
 register)
-    [[ $# -ge 1 ]] || usage_die "$0 register NAME [FILE.properties | KEY=VALUE]..."
+    [[ $# -ge 1 ]] || usage_die "$0 register NAME [--fresh] [FILE.properties | KEY=VALUE]..."
     do_register "$@"
     ;;
 unregister)
