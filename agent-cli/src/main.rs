@@ -1,1 +1,7 @@
-fn main() {}
+//! The `agent-cli` binary: parses the command line and hands over to the library.
+
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    agent_cli::cli::main()
+}

@@ -1,0 +1,34 @@
+//! agent-cli: the sink's Redis read model offered to LLMs as tools.
+//!
+//! The lookups declared in `connectors.yaml` become tools (JSON Schema parameters and
+//! descriptions from the file). A tool call is validated, turned into keys rendered only
+//! from the declared templates, and answered with ONE Redis round trip: a read-only Lua
+//! script that resolves the index, reads the row(s), the field types and the freshness
+//! record together. Every answer carries the freshness of the data it came from.
+//!
+//! agent-cli never writes to Redis and never talks to PostgreSQL.
+//!
+//! # Layout
+//! - [`cli`]: the command line (clap derive) and the subcommands' entry points.
+//! - [`tools`]: tool definitions from the mapping, in OpenAI, Anthropic and MCP format.
+//! - [`args`]: validation of a tool call's JSON arguments.
+//! - [`store`]: Redis reads (the Lua script, one round trip per lookup).
+//! - [`typing`]: stored text -> typed JSON using `sink:types:{mapping}`.
+//! - [`freshness`]: `sink:freshness:{mapping}` -> as-of time, lag and staleness.
+//! - [`lookup`]: a tool call end to end (validate, plan, read, type), shared by every front end.
+//! - [`llm`]: the one-shot function-calling loop over OpenAI- and Anthropic-style APIs.
+//! - [`mcp`]: the MCP server on stdio (rmcp).
+//! - [`status`]: freshness per mapping, for people and scripts.
+//! - [`error`]: error types and exit codes.
+
+pub mod args;
+pub mod cli;
+pub mod error;
+pub mod freshness;
+pub mod llm;
+pub mod lookup;
+pub mod mcp;
+pub mod status;
+pub mod store;
+pub mod tools;
+pub mod typing;

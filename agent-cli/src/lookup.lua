@@ -1,0 +1,87 @@
+-- agent-cli: one lookup in one round trip. Read-only: run with EVALSHA_RO / EVAL_RO.
+--
+-- KEYS[1]  sink:types:{mapping}
+-- KEYS[2]  sink:freshness:{mapping}
+-- KEYS[3]  the addressed key: the row hash (mode "row"), the unique index string
+--          (mode "index") or the relation's sorted set (mode "relation")
+-- ARGV[1]  mode
+-- ARGV[2]  limit (relation; 0 otherwise)
+-- ARGV[3..] (index, relation) the row key template's literal pieces around its placeholder:
+--          the row key is these pieces joined by the primary key
+--
+-- Returns {types, freshness, rows}: the two bookkeeping hashes as flat field/value arrays and
+-- the found rows, each a flat field/value array (no rows: not found). Row keys built here
+-- come only from the caller's declared template and a primary key stored by the sink.
+
+local types = redis.call('HGETALL', KEYS[1])
+local freshness = redis.call('HGETALL', KEYS[2])
+local mode = ARGV[1]
+local rows = {}
+
+local function row_key(id)
+  local parts = {ARGV[3]}
+  for i = 4, #ARGV do
+    parts[#parts + 1] = id
+    parts[#parts + 1] = ARGV[i]
+  end
+  return table.concat(parts)
+end
+
+local function push_row(key)
+  local h = redis.call('HGETALL', key)
+  if #h > 0 then
+    rows[#rows + 1] = h
+  end
+end
+
+-- Primary keys order newest-first on ties: numerically descending (also beyond 2^53, by
+-- length then digits), otherwise as numbers, otherwise as strings.
+local function id_first(a, b)
+  if a:match('^%d+$') and b:match('^%d+$') then
+    if #a ~= #b then
+      return #a > #b
+    end
+    return a > b
+  end
+  local x, y = tonumber(a), tonumber(b)
+  if x and y and x ~= y then
+    return x > y
+  end
+  return a > b
+end
+
+local function newest_first(p, q)
+  if p[2] ~= q[2] then
+    return p[2] > q[2]
+  end
+  return id_first(p[1], q[1])
+end
+
+if mode == 'row' then
+  push_row(KEYS[3])
+elseif mode == 'index' then
+  local id = redis.call('GET', KEYS[3])
+  if id then
+    push_row(row_key(id))
+  end
+elseif mode == 'relation' then
+  local limit = tonumber(ARGV[2])
+  -- Bounded: the newest `limit` members; if that filled the window, the last one may tie with
+  -- members beyond it, so take everything scored at or above the boundary score as well.
+  local window = redis.call('ZREVRANGE', KEYS[3], 0, limit - 1, 'WITHSCORES')
+  if #window / 2 == limit then
+    window = redis.call('ZRANGEBYSCORE', KEYS[3], window[#window], '+inf', 'WITHSCORES')
+  end
+  local members = {}
+  for i = 1, #window, 2 do
+    members[#members + 1] = {window[i], tonumber(window[i + 1])}
+  end
+  table.sort(members, newest_first)
+  for i = 1, math.min(limit, #members) do
+    push_row(row_key(members[i][1]))
+  end
+else
+  return redis.error_reply('agent-cli lookup: unknown mode ' .. tostring(mode))
+end
+
+return {types, freshness, rows}

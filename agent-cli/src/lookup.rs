@@ -1,0 +1,105 @@
+//! A tool call end to end: validate the arguments, render the keys, read them in one round
+//! trip, type the fields and attach freshness. The CLI's `tool` command, the query loop and
+//! the MCP server all go through [`Lookups::call`], so they return exactly the same text.
+
+use std::sync::Arc;
+
+use mapping::model::Config;
+use redis::aio::{ConnectionLike, MultiplexedConnection};
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::args::{self, Call};
+use crate::error::CallError;
+use crate::freshness::{self, Freshness, Record};
+use crate::store::{self, Store};
+use crate::typing;
+
+/// What a tool returns: `{"result": ..., "freshness": {...}}`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ToolOutput {
+    /// An object (single-row lookup), `null` (not found) or an array (relation lookup).
+    pub result: Value,
+    /// How current the data is.
+    pub freshness: Freshness,
+}
+
+impl ToolOutput {
+    /// The compact JSON text the model sees.
+    pub fn to_json(&self) -> String {
+        // Serialising plain JSON values and strings into a String cannot fail.
+        serde_json::to_string(self).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
+    }
+
+    /// As a JSON value.
+    pub fn to_value(&self) -> Value {
+        serde_json::json!({"result": self.result, "freshness": self.freshness})
+    }
+}
+
+/// The declared lookups over one Redis database.
+#[derive(Clone)]
+pub struct Lookups<C = MultiplexedConnection> {
+    config: Arc<Config>,
+    store: Store<C>,
+    stale_after_ms: u64,
+}
+
+impl<C: ConnectionLike + Clone + Send> Lookups<C> {
+    /// `stale_after_ms` overrides `freshness.stale_after_ms` of the file when given.
+    pub fn new(config: Arc<Config>, store: Store<C>, stale_after_ms: Option<u64>) -> Self {
+        let stale_after_ms = stale_after_ms.unwrap_or(config.freshness.stale_after_ms);
+        Lookups { config, store, stale_after_ms }
+    }
+
+    /// The configuration the tools come from.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The read handle.
+    pub fn store(&self) -> &Store<C> {
+        &self.store
+    }
+
+    /// The staleness bound in force.
+    pub fn stale_after_ms(&self) -> u64 {
+        self.stale_after_ms
+    }
+
+    /// Calls a tool with JSON argument text.
+    pub async fn call(&self, tool: &str, args_json: &str) -> Result<ToolOutput, CallError> {
+        let call = args::parse(&self.config, tool, args_json)?;
+        self.run(&call).await
+    }
+
+    /// Calls a tool with parsed arguments.
+    pub async fn call_value(&self, tool: &str, args_value: &Value) -> Result<ToolOutput, CallError> {
+        let found = crate::tools::find(&self.config, tool).ok_or_else(|| crate::error::ArgError::UnknownTool {
+            tool: tool.to_owned(),
+            available: crate::tools::names(&self.config),
+        })?;
+        let call = args::validate(found, args_value)?;
+        self.run(&call).await
+    }
+
+    async fn run(&self, call: &Call<'_>) -> Result<ToolOutput, CallError> {
+        let plan = store::plan(call)?;
+        let raw = self.store.read(&plan).await?;
+        let mapping = call.tool.mapping.name.as_str();
+        let types = typing::types_of(&raw.types);
+        let mut rows = raw
+            .rows
+            .iter()
+            .map(|row| typing::typed_row(row, &types, mapping).map(Value::Object))
+            .collect::<Result<Vec<_>, _>>()?;
+        let result = if call.tool.lookup.relation.is_some() {
+            Value::Array(rows)
+        } else {
+            rows.pop().unwrap_or(Value::Null)
+        };
+        let record = Record::parse(mapping, raw.freshness.iter().map(|(f, v)| (f.as_str(), v.as_str())))?;
+        let freshness = freshness::assess(record.as_ref(), freshness::now_ms(), self.stale_after_ms);
+        Ok(ToolOutput { result, freshness })
+    }
+}

@@ -1,0 +1,123 @@
+//! `agent-cli mcp`: the same tools as an MCP server on stdio, with the official Rust SDK
+//! (rmcp). The tools come from `connectors.yaml` at run time, so `tools/list` and
+//! `tools/call` are implemented by hand rather than with rmcp's `#[tool]` macros.
+//!
+//! A call's text content is exactly what `agent-cli tool` prints, and the same JSON is also
+//! given as `structuredContent`. Rejected arguments and unreadable data are tool-level errors
+//! (`isError: true` with the message, so the client shows it); an unknown tool is a protocol
+//! error (`-32602`). stdout is the protocol: logs go to stderr.
+
+use std::sync::Arc;
+
+use redis::aio::MultiplexedConnection;
+use rmcp::model::{
+    CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, Implementation, JsonObject,
+    ListToolsResult, PaginatedRequestParams, ServerCapabilities, ServerConfig, Tool, ToolAnnotations,
+};
+use rmcp::service::{RequestContext, RoleServer};
+use rmcp::{ErrorData as McpError, ServerHandler, ServiceExt};
+use serde_json::Value;
+
+use crate::error::CallError;
+use crate::lookup::Lookups;
+use crate::tools;
+
+/// The MCP server: the declared lookups.
+#[derive(Clone)]
+pub struct Server {
+    lookups: Lookups<MultiplexedConnection>,
+    tools: Arc<Vec<Tool>>,
+}
+
+impl Server {
+    /// Builds the tool list once from the configuration.
+    pub fn new(lookups: Lookups<MultiplexedConnection>) -> Self {
+        let tools = tools::all(lookups.config())
+            .into_iter()
+            .map(|t| {
+                let schema: JsonObject = match t.input_schema() {
+                    Value::Object(map) => map,
+                    _ => JsonObject::new(),
+                };
+                Tool::new(t.name().to_owned(), t.description(), Arc::new(schema))
+                    .with_annotations(ToolAnnotations::new().read_only(true).destructive(false).idempotent(true).open_world(false))
+            })
+            .collect();
+        Server { lookups, tools: Arc::new(tools) }
+    }
+
+    /// The tools offered.
+    pub fn tools(&self) -> &[Tool] {
+        &self.tools
+    }
+
+    /// Serves on stdin/stdout until the client closes the stream.
+    pub async fn serve_stdio(self) -> anyhow::Result<()> {
+        use anyhow::Context as _;
+        let running = self.serve(rmcp::transport::stdio()).await.context("cannot start the MCP server on stdio")?;
+        tracing::info!("MCP server ready on stdio.");
+        running.waiting().await.context("MCP server stopped with an error")?;
+        tracing::info!("MCP client closed the connection.");
+        Ok(())
+    }
+
+    /// Runs one call; `Err` only for an unknown tool.
+    pub async fn call(&self, name: &str, arguments: Option<JsonObject>) -> Result<CallToolResult, McpError> {
+        let args = Value::Object(arguments.unwrap_or_default());
+        match self.lookups.call_value(name, &args).await {
+            Ok(output) => {
+                let mut result = CallToolResult::success(vec![ContentBlock::text(output.to_json())]);
+                result.structured_content = Some(output.to_value());
+                Ok(result)
+            }
+            Err(CallError::Args(crate::error::ArgError::UnknownTool { tool, available })) => Err(McpError::invalid_params(
+                format!("unknown tool `{tool}` (available: {available})"),
+                None,
+            )),
+            Err(err) => {
+                tracing::warn!(tool = name, error = %err, "Tool call failed.");
+                Ok(CallToolResult::error(vec![ContentBlock::text(error_text(&err))]))
+            }
+        }
+    }
+}
+
+fn error_text(err: &CallError) -> String {
+    use std::error::Error as _;
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+impl ServerHandler for Server {
+    fn get_info(&self) -> ServerConfig {
+        ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
+            .with_server_info(Implementation::new("agent-cli", env!("CARGO_PKG_VERSION")))
+            .with_instructions(
+                "Read-only lookups over a Redis cache that change data capture keeps in sync with \
+                 the production database. Every result carries `freshness` (as_of, lag_ms, stale); \
+                 when `stale` is true the data may be out of date.",
+            )
+    }
+
+    async fn list_tools(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ListToolsResult, McpError> {
+        Ok(ListToolsResult::with_all_items(self.tools.as_ref().clone()))
+    }
+
+    async fn call_tool(
+        &self,
+        request: CallToolRequestParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<CallToolResponse, McpError> {
+        self.call(&request.name, request.arguments).await.map(CallToolResponse::from)
+    }
+}
