@@ -65,6 +65,19 @@ async fn snapshot_and_insert() {
         sink:offsets P.cdc.public.customers/0 = 0
         sink:offsets P.cdc.public.orders/0 = 0
     ").await;
+    // applied_at_ms is Redis server time.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let mut conn = f.conn().await;
+    let at: i64 = redis::cmd("HGET")
+        .arg(format!("sink:freshness:{}", f.config.mappings[CUSTOMERS].name))
+        .arg("applied_at_ms")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!((now - at).abs() < 5_000, "applied_at_ms {at}, now {now}");
 }
 
 #[tokio::test]
@@ -263,6 +276,16 @@ async fn truncate_deletes_every_row_of_the_mapping_only() {
         "{state}"
     );
     assert!(!state.contains("sink:rows:P_customers"), "{state}");
+    // Released at the rows' last positions (the truncate carries none).
+    assert!(
+        state.contains(
+            "sink:index:P_customers:email (hash)
+  P:customer:email:bob@example.com = 101
+  P:customer:email:jane@example.com = 100
+"
+        ),
+        "{state}"
+    );
     assert!(state.contains("sink:rows:P_orders"), "{state}");
     // A second truncate has nothing to do.
     let out = f.apply(&[(CUSTOMERS, truncate(400))]).await;
