@@ -46,7 +46,7 @@ pub enum RegistryError {
         url: String,
         /// What went wrong.
         #[source]
-        source: SRCError,
+        source: HttpError,
     },
     /// The registry does not know the id; the record naming it is poison.
     #[error("schema id {id} not found in the registry")]
@@ -70,8 +70,25 @@ pub enum RegistryError {
         url: String,
         /// What went wrong.
         #[source]
-        source: SRCError,
+        source: HttpError,
     },
+}
+
+/// A failed registry call as `schema_registry_converter` reports it, displayed as its short
+/// description with the underlying cause (HTTP client error, registry error body) as source.
+#[derive(Debug)]
+pub struct HttpError(pub SRCError);
+
+impl std::fmt::Display for HttpError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0.error)
+    }
+}
+
+impl std::error::Error for HttpError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.0.source()
+    }
 }
 
 impl RegistryError {
@@ -153,9 +170,9 @@ impl Registry {
         let settings = SrSettings::new_builder(base_url.clone())
             .set_timeout(timeout)
             .build()
-            .map_err(|source| RegistryError::Client {
+            .map_err(|e| RegistryError::Client {
                 url: base_url.clone(),
-                source,
+                source: HttpError(e),
             })?;
         Ok(Self {
             base_url,
@@ -184,9 +201,9 @@ impl Registry {
         get_all_subjects(&self.settings)
             .await
             .map(drop)
-            .map_err(|source| RegistryError::Unreachable {
+            .map_err(|e| RegistryError::Unreachable {
                 url: format!("{}/subjects", self.base_url),
-                source,
+                source: HttpError(e),
             })
     }
 
@@ -216,7 +233,7 @@ fn classify(base_url: &str, id: u32, source: SRCError) -> RegistryError {
     } else {
         RegistryError::Unreachable {
             url: format!("{base_url}/schemas/ids/{id}"),
-            source,
+            source: HttpError(source),
         }
     }
 }
@@ -286,6 +303,17 @@ mod tests {
         assert_eq!(
             err.to_string(),
             "schema registry request http://127.0.0.1:1/base/schemas/ids/5 failed"
+        );
+        let mut chain = Vec::new();
+        let mut cause: Option<&dyn std::error::Error> = Some(&err);
+        while let Some(c) = cause {
+            chain.push(c.to_string());
+            cause = c.source();
+        }
+        assert_eq!(chain[1], "http call to schema registry failed", "{chain:?}");
+        assert!(
+            chain.len() > 2,
+            "the HTTP client's error is kept: {chain:?}"
         );
         let err = registry.health_check().await.unwrap_err();
         assert_eq!(
