@@ -33,6 +33,9 @@ pub enum Command {
     Run(RunArgs),
     /// Load and validate the configuration, print a summary; touches neither Kafka nor Redis.
     Validate(ConfigArgs),
+    /// Replay every mapped topic from the beginning into a staging Redis database, then swap
+    /// it in atomically; exits once swapped (readers keep the old state until then).
+    Rebuild(crate::rebuild::RebuildArgs),
 }
 
 /// Where the configuration comes from and which connection settings override it.

@@ -9,6 +9,7 @@
 //! - [`consume`]: the consumer loop: partitions in parallel, each in order; at-least-once.
 //! - [`dlq`]: poison records to the dead-letter topic.
 //! - [`health`]: start-up checks of Redis, the registry and the broker.
+//! - [`rebuild`]: `sink rebuild`: replay into a staging database, then an atomic `SWAPDB`.
 
 pub mod apply;
 pub mod config;
@@ -17,5 +18,6 @@ pub mod decode;
 pub mod dlq;
 pub mod health;
 pub mod loadgen;
+pub mod rebuild;
 pub mod registry;
 pub mod run;

@@ -29,6 +29,7 @@ fn main() -> ExitCode {
                 ExitCode::from(EXIT_CONFIG)
             }
         },
+        Command::Rebuild(args) => sink::rebuild::cli(&args),
         Command::Run(args) => {
             let cfg = match SinkConfig::load(&args.config, args.batch.into()) {
                 Ok(cfg) => cfg,

@@ -1,0 +1,72 @@
+-- Hands the rebuilt state over to the readers, atomically (see rebuild.rs, "Handover").
+-- Run with `EVAL <script> 0 ARGV...` on any connection; the script selects the databases
+-- itself (SELECT inside a script does not change the caller's database).
+--
+-- ARGV layout (1-based):
+--   [1] live db   [2] staging db   [3] lock token (the value of `sink:rebuild:lock` in the
+--   live db that this rebuild set)
+--   nt, then nt mapped topics: only `sink:offsets` fields of these topics are compared
+--   nf, then nf pairs field, floor: the rebuild's own settled offsets (`{topic}/{partition}`
+--       -> last offset consumed and applied or dead-lettered); the staging `sink:offsets`
+--       is raised to them first
+--   nm, then nm pairs field, value: the `sink:rebuild` metadata written into the new state
+--
+-- Returns {'ok'} after `SWAPDB live staging`; {'lock', holder} when the lock no longer holds
+-- this token; {'lagging', field, live, staging, ...} when the live sink has applied a record
+-- the rebuilt state has not (nothing is swapped: consume more and try again).
+
+local call = redis.call
+local live, staging, token = ARGV[1], ARGV[2], ARGV[3]
+local i = 4
+local topics = {}
+for _ = 1, tonumber(ARGV[i]) do
+  i = i + 1
+  topics[ARGV[i]] = true
+end
+i = i + 1
+local floors = {}
+for _ = 1, tonumber(ARGV[i]) do
+  floors[#floors + 1] = { ARGV[i + 1], ARGV[i + 2] }
+  i = i + 2
+end
+i = i + 1
+local meta = {}
+for _ = 1, tonumber(ARGV[i]) do
+  meta[#meta + 1] = ARGV[i + 1]
+  meta[#meta + 1] = ARGV[i + 2]
+  i = i + 2
+end
+
+call('SELECT', live)
+local holder = call('GET', 'sink:rebuild:lock')
+if holder ~= token then return { 'lock', tostring(holder) } end
+local live_offsets = call('HGETALL', 'sink:offsets')
+
+call('SELECT', staging)
+for _, f in ipairs(floors) do
+  local cur = call('HGET', 'sink:offsets', f[1])
+  if not cur or tonumber(f[2]) > tonumber(cur) then
+    call('HSET', 'sink:offsets', f[1], f[2])
+  end
+end
+local lagging = { 'lagging' }
+for j = 1, #live_offsets, 2 do
+  local field, offset = live_offsets[j], live_offsets[j + 1]
+  local topic = string.match(field, '^(.*)/%d+$')
+  if topic and topics[topic] then
+    local cur = call('HGET', 'sink:offsets', field)
+    if not cur or tonumber(cur) < tonumber(offset) then
+      lagging[#lagging + 1] = field
+      lagging[#lagging + 1] = offset
+      lagging[#lagging + 1] = cur or '-1'
+    end
+  end
+end
+if #lagging > 1 then return lagging end
+
+call('DEL', 'sink:rebuild')
+if #meta > 0 then call('HSET', 'sink:rebuild', unpack(meta)) end
+call('SELECT', live)
+call('DEL', 'sink:rebuild:lock')
+call('SWAPDB', live, staging)
+return { 'ok' }
