@@ -124,10 +124,22 @@ impl ApplyError {
     }
 }
 
-/// Server error codes that describe a passing condition rather than the request.
+/// Server error codes that describe the server's state or configuration rather than the
+/// change (dead-lettering data because Redis is full or misconfigured would lose it).
 pub(crate) fn is_transient_code(code: &str) -> bool {
     matches!(
         code,
-        "LOADING" | "BUSY" | "TRYAGAIN" | "MASTERDOWN" | "CLUSTERDOWN" | "READONLY" | "OOM"
+        "LOADING"
+            | "BUSY"
+            | "TRYAGAIN"
+            | "MASTERDOWN"
+            | "CLUSTERDOWN"
+            | "READONLY"
+            | "OOM"
+            | "MISCONF"
+            | "NOREPLICAS"
+            | "NOSCRIPT"
+            | "NOAUTH"
+            | "NOPERM"
     )
 }
