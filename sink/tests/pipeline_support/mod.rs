@@ -16,7 +16,7 @@ use redis::Commands;
 use serde_json::{json, Value as Json};
 use sink::config::{BatchSettings, SinkConfig};
 use sink::consume::{StopWhen, Summary};
-use sink::loadgen::{self, WireEncoder, WireRecord};
+use sink::loadgen::{self, workload, WireEncoder, WireRecord, Workload};
 use tokio_util::sync::CancellationToken;
 
 /// Where the services are.
@@ -304,3 +304,53 @@ pub fn expected_row(after: &Json, timestamps: &[&str]) -> BTreeMap<String, Strin
         })
         .collect()
 }
+
+/// Sum of the applied offsets (+1 each) recorded in `sink:offsets` for `topic`.
+pub fn applied(redis: &mut redis::Connection, topic: &str) -> i64 {
+    let offsets: BTreeMap<String, String> = redis.hgetall("sink:offsets").unwrap_or_default();
+    offsets
+        .iter()
+        .filter(|(k, _)| k.rsplit_once('/').is_some_and(|(t, _)| t == topic))
+        .map(|(_, v)| v.parse::<i64>().unwrap_or(-1) + 1)
+        .sum()
+}
+
+/// Asserts that Redis holds exactly the rows of `w`.
+pub fn assert_state(s: &Scenario, w: &Workload) {
+    let mut redis = s.stack.redis();
+    let ts = ["created_at", "updated_at"];
+    let customers: Vec<String> = redis.keys(s.key("customer:*")).unwrap();
+    let rows: Vec<&String> = customers.iter().filter(|k| k.matches(':').count() == 2 && !k.ends_with(":orders")).collect();
+    assert_eq!(rows.len(), w.customers.len(), "customer rows");
+    for (id, row) in &w.customers {
+        assert_eq!(hash(&mut redis, &s.key(&format!("customer:{id}"))), expected_row(row, &ts), "customer {id}");
+        let email = row["email"].as_str().unwrap();
+        assert_eq!(redis.get::<_, Option<String>>(s.key(&format!("customer:email:{email}"))).unwrap(), Some(id.to_string()));
+    }
+    let emails: Vec<String> = redis.keys(s.key("customer:email:*")).unwrap();
+    assert_eq!(emails.len(), w.customers.len(), "email index entries");
+    let orders: Vec<String> = redis.keys(s.key("order:*")).unwrap();
+    assert_eq!(orders.len(), w.orders.len(), "order rows");
+    for (id, row) in &w.orders {
+        assert_eq!(hash(&mut redis, &s.key(&format!("order:{id}"))), expected_row(row, &ts), "order {id}");
+    }
+    let mut children: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for (id, row) in &w.orders {
+        children.entry(format!("customer:{}:orders", row["customer_id"])).or_default().push(id.to_string());
+    }
+    let sets: Vec<String> = redis.keys(s.key("customer:*:orders")).unwrap();
+    assert_eq!(sets.len(), children.len(), "relation sets");
+    for (key, mut members) in children {
+        let mut stored: Vec<String> = redis.zrange(s.key(&key), 0, -1).unwrap();
+        stored.sort();
+        members.sort();
+        assert_eq!(stored, members, "{key}");
+    }
+}
+
+pub fn generate(n: usize) -> Workload {
+    let customer = fixture("avro-customers-op_c-insert.json")["value"].clone();
+    let order = fixture("avro-orders-op_c-insert.json")["value"].clone();
+    workload(n, 42, &customer, &order, 1_795_480_000_000)
+}
+
