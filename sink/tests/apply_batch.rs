@@ -335,3 +335,59 @@ async fn large_batch_in_one_pipeline() {
         2000.0 / replay.as_secs_f64()
     );
 }
+
+/// A private `redis-server` with `maxmemory 1`: every write is refused with OOM, which must
+/// be reported as retriable (not dead-lettered) and leave nothing behind.
+#[tokio::test]
+async fn out_of_memory_is_retriable_and_writes_nothing() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let mut server = std::process::Command::new("redis-server")
+        .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
+        .args(["--save", "", "--appendonly", "no", "--maxmemory", "1"])
+        .args(["--maxmemory-policy", "noeviction"])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("redis-server must be installed (tests/stack/redis.sh installs it)");
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let url = format!("redis://127.0.0.1:{port}");
+    let pool = deadpool_redis::Config::from_url(url.as_str())
+        .create_pool(Some(deadpool_redis::Runtime::Tokio1))
+        .unwrap();
+    let mut ready = false;
+    for _ in 0..100 {
+        if let Ok(mut c) = pool.get().await {
+            if redis::cmd("PING").query_async::<String>(&mut c).await.is_ok() {
+                ready = true;
+                break;
+            }
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    if !ready {
+        let _ = server.kill();
+        panic!("private redis-server on {url} did not answer");
+    }
+    let _guard = Kill(server);
+
+    let f = Fixture::new().await; // for plans and config only
+    let applier = Applier::new(pool.clone(), &f.config);
+    let batch = f.plan_all(&[customer(Op::Create, 1, "a@example.com", 100)]);
+    let err = applier.apply_batch(&batch).await.expect_err("OOM");
+    assert!(err.is_retriable(), "{err:?}");
+    let ApplyError::Change { source, .. } = &err else {
+        panic!("expected ApplyError::Change, got {err:?}");
+    };
+    assert_eq!(source.code(), "OOM");
+    let mut conn = pool.get().await.unwrap();
+    let size: i64 = redis::cmd("DBSIZE").query_async(&mut conn).await.unwrap();
+    assert_eq!(size, 0);
+}
