@@ -193,7 +193,15 @@ impl Registry {
             let mut cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
             Arc::clone(cache.entry(id).or_default())
         };
-        cell.get_or_try_init(|| self.fetch(id)).await.cloned()
+        let result = cell.get_or_try_init(|| self.fetch(id)).await.cloned();
+        if result.is_err() {
+            // Do not keep an entry per failed id (garbage frames name random ids).
+            let mut cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
+            if cache.get(&id).is_some_and(|c| c.get().is_none()) {
+                cache.remove(&id);
+            }
+        }
+        result
     }
 
     /// Start-up check: `GET {base}/subjects` must answer.
@@ -314,6 +322,10 @@ mod tests {
         assert!(
             chain.len() > 2,
             "the HTTP client's error is kept: {chain:?}"
+        );
+        assert!(
+            registry.cache.lock().unwrap().is_empty(),
+            "failed ids are not kept"
         );
         let err = registry.health_check().await.unwrap_err();
         assert_eq!(
