@@ -130,6 +130,10 @@ pub struct Summary {
     pub skipped: u64,
     /// Batches applied.
     pub batches: u64,
+    /// When the first record arrived (for throughput measurements).
+    pub first_record_at: Option<std::time::Instant>,
+    /// When the last batch was applied.
+    pub last_applied_at: Option<std::time::Instant>,
 }
 
 /// What the consume loop needs besides the consumer.
@@ -227,6 +231,7 @@ pub async fn consume(
     summary.batches = applied.batches;
     summary.records = applied.records;
     summary.dead_lettered += applied.dead_lettered;
+    summary.last_applied_at = applied.last_applied_at;
     if let Err(e) = dead_letters.flush(Duration::from_secs(10)) {
         warn!(error = %e, "Flushing dead letters failed.");
     }
@@ -258,6 +263,7 @@ struct ConsumeStage<'a> {
     /// Last value schema id seen per mapping.
     schema_ids: Vec<Option<u32>>,
     dead_lettered: u64,
+    first_record_at: Option<std::time::Instant>,
 }
 
 /// Whether to go on.
@@ -289,6 +295,7 @@ impl<'a> ConsumeStage<'a> {
             by_topic,
             schema_ids: vec![None; config.mappings.len()],
             dead_lettered: 0,
+            first_record_at: None,
         }
     }
 
@@ -325,6 +332,7 @@ impl<'a> ConsumeStage<'a> {
                     Some(Ok(message)) => {
                         if batch.is_empty() {
                             linger.as_mut().reset(Instant::now() + self.settings.linger);
+                            self.first_record_at.get_or_insert_with(std::time::Instant::now);
                         }
                         if let Step::Shutdown = self.consume_record(&message, &mut batch).await? {
                             break;
@@ -343,7 +351,11 @@ impl<'a> ConsumeStage<'a> {
     }
 
     fn summary(&self) -> Summary {
-        Summary { dead_lettered: self.dead_lettered, ..Summary::default() }
+        Summary {
+            dead_lettered: self.dead_lettered,
+            first_record_at: self.first_record_at,
+            ..Summary::default()
+        }
     }
 
     /// Sends the batch to the apply stage (waiting while it is busy); `false` at shutdown.
@@ -510,6 +522,7 @@ async fn apply_stage(
                 summary.changes += batch.changes.len() as u64;
                 summary.skipped += outcome.skipped as u64;
                 summary.batches += 1;
+                summary.last_applied_at = Some(std::time::Instant::now());
                 if let Some(first) = batch.changes.first() {
                     debug!(
                         topic = %first.topic,

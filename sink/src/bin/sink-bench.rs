@@ -1,0 +1,347 @@
+//! End-to-end throughput of the sink against the real stack, and Redis's own ceiling for the
+//! same work.
+//!
+//! ```text
+//! cargo run --release -p sink --bin sink-bench -- --events 200000
+//! ```
+//!
+//! 1. Generates `--events` change events (customers and orders: inserts, updates that move
+//!    the unique email, deletes with tombstones, order status changes), encodes them in the
+//!    Avro wire format with schemas registered in the registry, and produces them to new
+//!    topics (`--partitions` each).
+//! 2. Runs the sink (the library's `run`, as `sink run` does, in a new group) until it has
+//!    caught up, and reports events/s from its first record to its last applied batch, and
+//!    the wall time from start (health checks, group join, caught-up detection included).
+//! 3. Ceiling: the same records decoded and planned up front, then the same per-change
+//!    script calls sent straight to Redis as pipelines (no Kafka, no decoding), several in
+//!    flight, against fresh keys: what Redis itself sustains for this work.
+//!
+//! Keys and bookkeeping of the run are deleted at the end; the topics are deleted too.
+//! Environment as for `sink run`: KAFKA_BOOTSTRAP_SERVERS, SCHEMA_REGISTRY_URL, REDIS_URL.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use clap::Parser;
+use futures::StreamExt;
+use rdkafka::admin::{AdminClient, AdminOptions};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::ClientConfig;
+use serde_json::Value as Json;
+use sink::apply::{Applier, PlannedChange};
+use sink::config::{BatchSettings, SinkConfig};
+use sink::consume::StopWhen;
+use sink::decode::Decoder;
+use sink::loadgen::{self, Table, WireEncoder, WireRecord};
+use sink::registry::Registry;
+use tokio_util::sync::CancellationToken;
+
+/// Measures the sink end to end and Redis's ceiling for the same changes.
+#[derive(Debug, Parser)]
+#[command(name = "sink-bench")]
+struct Args {
+    /// Change events to generate.
+    #[arg(long, default_value_t = 200_000)]
+    events: usize,
+    /// Partitions per topic.
+    #[arg(long, default_value_t = 4)]
+    partitions: i32,
+    /// Records per Redis pipeline (the sink's `--batch-size`).
+    #[arg(long, default_value_t = 2000)]
+    batch_size: usize,
+    /// Pipelines in flight when measuring the ceiling.
+    #[arg(long, default_value_t = 4)]
+    in_flight: usize,
+    /// Skip the ceiling measurement.
+    #[arg(long)]
+    skip_ceiling: bool,
+    /// Keep the keys and topics (to inspect them).
+    #[arg(long)]
+    keep: bool,
+    /// Kafka bootstrap servers.
+    #[arg(long, env = "KAFKA_BOOTSTRAP_SERVERS", default_value = "127.0.0.1:9092")]
+    bootstrap_servers: String,
+    /// Schema registry base URL.
+    #[arg(long, env = "SCHEMA_REGISTRY_URL", default_value = "http://127.0.0.1:8081/apis/ccompat/v7")]
+    schema_registry_url: String,
+    /// Redis URL.
+    #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379")]
+    redis_url: String,
+}
+
+const CUSTOMER_KEY: &str = include_str!("../../tests/decode_data/cdc.public.customers-key.v1.id1.json");
+const CUSTOMER_VALUE: &str = include_str!("../../tests/decode_data/cdc.public.customers-value.v1.id2.json");
+const ORDER_KEY: &str = include_str!("../../tests/decode_data/cdc.public.orders-key.v1.id3.json");
+const ORDER_VALUE: &str = include_str!("../../tests/decode_data/cdc.public.orders-value.v1.id4.json");
+const CUSTOMER_SAMPLE: &str = include_str!("../../tests/decode_data/avro-customers-op_c-insert.json");
+const ORDER_SAMPLE: &str = include_str!("../../tests/decode_data/avro-orders-op_c-insert.json");
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("sink-bench: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(bench(&args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("sink-bench: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The schema text inside a recorded schema file.
+fn schema_of(file: &str) -> anyhow::Result<String> {
+    let json: Json = serde_json::from_str(file)?;
+    Ok(json["schema"].to_string())
+}
+
+/// One bench world: topics, registered encoders, mapping file.
+struct World {
+    id: String,
+    topics: Vec<(Table, String)>,
+    encoders: Vec<(Table, WireEncoder, WireEncoder)>,
+}
+
+impl World {
+    fn encoders(&self, table: Table) -> (&WireEncoder, &WireEncoder) {
+        self.encoders
+            .iter()
+            .find(|(t, _, _)| *t == table)
+            .map(|(_, k, v)| (k, v))
+            .expect("both tables registered")
+    }
+
+    fn topic(&self, table: Table) -> &str {
+        self.topics.iter().find(|(t, _)| *t == table).map(|(_, t)| t.as_str()).expect("topic")
+    }
+
+    /// A mapping file like the shipped one, with keys under `{prefix}{id}:`.
+    fn yaml(&self, args: &Args, prefix: &str) -> String {
+        let p = format!("{prefix}{}", self.id);
+        format!(
+            r#"kafka:
+  bootstrap_servers: "{bootstrap}"
+  group_id: "{p}-group"
+  dead_letter_topic: "{p}-dlq"
+schema_registry:
+  url: "{registry}"
+redis:
+  url: "{redis}"
+mappings:
+  - name: customers_{p}
+    topic: "{customers}"
+    key: "{p}:customer:{{id}}"
+    fields: all
+    indexes:
+      - name: email
+        key: "{p}:customer:email:{{email}}"
+  - name: orders_{p}
+    topic: "{orders}"
+    key: "{p}:order:{{id}}"
+    fields: all
+    relations:
+      - name: customer_orders
+        key: "{p}:customer:{{customer_id}}:orders"
+        order_by: created_at
+"#,
+            bootstrap = args.bootstrap_servers,
+            registry = args.schema_registry_url,
+            redis = args.redis_url,
+            customers = self.topic(Table::Customers),
+            orders = self.topic(Table::Orders),
+        )
+    }
+}
+
+fn load(yaml: &str, batch_size: usize) -> anyhow::Result<SinkConfig> {
+    let config = mapping::load_config_str(yaml, "bench.yaml", &mapping::ConnectionOverrides::default())
+        .map_err(|e| anyhow::anyhow!("bench mapping does not load:\n{e}"))?;
+    Ok(SinkConfig::new(
+        config,
+        &[],
+        BatchSettings { max_records: batch_size, linger: Duration::from_millis(5) },
+    ))
+}
+
+async fn bench(args: &Args) -> anyhow::Result<()> {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.subsec_nanos();
+    let id = format!("{nanos:08x}");
+    let mut world = World { id: id.clone(), topics: Vec::new(), encoders: Vec::new() };
+    for (table, key, value) in
+        [(Table::Customers, CUSTOMER_KEY, CUSTOMER_VALUE), (Table::Orders, ORDER_KEY, ORDER_VALUE)]
+    {
+        let topic = format!("bench{id}.public.{}", table.name());
+        loadgen::create_topic(&args.bootstrap_servers, &topic, args.partitions)
+            .await
+            .with_context(|| format!("creating {topic} at {}", args.bootstrap_servers))?;
+        let (key, value) = (schema_of(key)?, schema_of(value)?);
+        let key_id = loadgen::register(&args.schema_registry_url, &format!("{topic}-key"), &key).await?;
+        let value_id = loadgen::register(&args.schema_registry_url, &format!("{topic}-value"), &value).await?;
+        world.encoders.push((table, WireEncoder::new(key_id, &key)?, WireEncoder::new(value_id, &value)?));
+        world.topics.push((table, topic));
+    }
+
+    // 1. Generate, encode, produce.
+    let started = Instant::now();
+    let customer: Json = serde_json::from_str::<Json>(CUSTOMER_SAMPLE)?["value"].clone();
+    let order: Json = serde_json::from_str::<Json>(ORDER_SAMPLE)?["value"].clone();
+    let workload = loadgen::workload(args.events, 7, &customer, &order, 1_795_480_000_000);
+    let mut records = Vec::with_capacity(workload.events.len());
+    for event in &workload.events {
+        let (key, value) = world.encoders(event.table);
+        records.push(WireRecord {
+            topic: world.topic(event.table).to_owned(),
+            key: Some(key.encode(&event.key)?),
+            value: event.value.as_ref().map(|v| value.encode(v)).transpose()?,
+            headers: Vec::new(),
+        });
+    }
+    let encoded = started.elapsed();
+    let producer = loadgen::producer(&args.bootstrap_servers)?;
+    loadgen::produce_all(&producer, &records).await?;
+    let produced = started.elapsed() - encoded;
+    let events = records.len();
+    let bytes: usize = records.iter().map(|r| r.value.as_ref().map_or(0, Vec::len)).sum();
+    println!(
+        "workload: {events} events ({} customers, {} orders at the end), {:.1} MiB of values, {} partitions per topic",
+        workload.customers.len(),
+        workload.orders.len(),
+        bytes as f64 / 1048576.0,
+        args.partitions
+    );
+    println!("  generated+encoded in {encoded:.2?}, produced in {produced:.2?}");
+
+    // 2. The sink, as `sink run` runs it, until caught up.
+    let cfg = load(&world.yaml(args, "bench"), args.batch_size)?;
+    let start = Instant::now();
+    let summary = sink::run::run(&cfg, StopWhen::CaughtUp, CancellationToken::new())
+        .await
+        .context("sink run")?;
+    let wall = start.elapsed();
+    if summary.records as usize != events {
+        bail!("the sink settled {} of {events} records", summary.records);
+    }
+    let (Some(first), Some(last)) = (summary.first_record_at, summary.last_applied_at) else {
+        bail!("the sink applied nothing");
+    };
+    let busy = last.duration_since(first);
+    let sink_rate = events as f64 / busy.as_secs_f64();
+    println!(
+        "sink:    {events} events in {busy:.2?} from first record to last applied batch = {sink_rate:.0} events/s"
+    );
+    println!(
+        "         wall time from start to caught up {wall:.2?} (health checks, group join, 1 s caught-up polling included) = {:.0} events/s; {} batches, {} no-op changes",
+        events as f64 / wall.as_secs_f64(),
+        summary.batches,
+        summary.skipped
+    );
+
+    // 3. Ceiling: the same script calls straight to Redis.
+    if !args.skip_ceiling {
+        let ceiling_cfg = load(&world.yaml(args, "ceil"), args.batch_size)?;
+        let ceiling = ceiling(args, &ceiling_cfg, &records).await?;
+        println!(
+            "ceiling: the same {events} script calls pipelined straight to Redis ({} per pipeline, {} in flight) = {ceiling:.0} events/s",
+            args.batch_size, args.in_flight
+        );
+        println!("ratio:   sink / ceiling = {:.0}%", 100.0 * sink_rate / ceiling);
+        if !args.keep {
+            cleanup(&args.redis_url, &format!("ceil{id}")).await?;
+        }
+    }
+    if !args.keep {
+        cleanup(&args.redis_url, &format!("bench{id}")).await?;
+        let admin: AdminClient<DefaultClientContext> =
+            ClientConfig::new().set("bootstrap.servers", &args.bootstrap_servers).create()?;
+        let topics: Vec<&str> = world.topics.iter().map(|(_, t)| t.as_str()).collect();
+        admin.delete_topics(&topics, &AdminOptions::new()).await?;
+    }
+    Ok(())
+}
+
+/// Decodes and plans `records` up front, then times sending the script calls.
+async fn ceiling(args: &Args, cfg: &SinkConfig, records: &[WireRecord]) -> anyhow::Result<f64> {
+    let config = &cfg.config;
+    let decoder = Decoder::new(Arc::new(Registry::new(&args.schema_registry_url)?));
+    let mut changes = Vec::with_capacity(records.len());
+    for (offset, record) in records.iter().enumerate() {
+        let (mapping, m) = config
+            .mappings
+            .iter()
+            .enumerate()
+            .find(|(_, m)| m.topic == record.topic)
+            .context("mapped topic")?;
+        let decoded = decoder
+            .decode(&record.topic, record.key.as_deref(), record.value.as_deref(), Some(0))
+            .await?;
+        changes.push(PlannedChange {
+            mapping,
+            plan: mapping::plan(m, &decoded.change)?,
+            source_ts_ms: decoded.change.source_ts_ms,
+            topic: Arc::from(record.topic.as_str()),
+            partition: 0,
+            offset: offset as i64,
+        });
+    }
+    let pool = deadpool_redis::Config::from_url(config.redis.url.as_str())
+        .create_pool(Some(deadpool_redis::Runtime::Tokio1))?;
+    let applier = Applier::new(pool, config);
+    applier.load_script().await?;
+    let mut pipelines = Vec::new();
+    for batch in changes.chunks(args.batch_size) {
+        let mut pipe = redis::pipe();
+        for change in batch {
+            pipe.add_command(applier.command(change)?);
+        }
+        pipelines.push(pipe);
+    }
+    let client = redis::Client::open(config.redis.url.as_str())?;
+    let conn = client.get_multiplexed_async_connection().await?;
+    let start = Instant::now();
+    let mut replies = futures::stream::iter(pipelines.iter().map(|pipe| {
+        let mut conn = conn.clone();
+        async move { pipe.query_async::<Vec<redis::Value>>(&mut conn).await }
+    }))
+    .buffered(args.in_flight.max(1));
+    let mut count = 0;
+    while let Some(reply) = replies.next().await {
+        count += reply?.len();
+    }
+    let elapsed = start.elapsed();
+    if count != changes.len() {
+        bail!("{count} replies for {} changes", changes.len());
+    }
+    Ok(changes.len() as f64 / elapsed.as_secs_f64())
+}
+
+/// Deletes every key of the run: `{prefix}:*` and the bookkeeping of its mappings.
+async fn cleanup(redis_url: &str, prefix: &str) -> anyhow::Result<()> {
+    let client = redis::Client::open(redis_url)?;
+    let mut conn = client.get_multiplexed_async_connection().await?;
+    for pattern in [format!("{prefix}:*"), format!("sink:*_{prefix}*")] {
+        let keys: Vec<String> = redis::cmd("KEYS").arg(&pattern).query_async(&mut conn).await?;
+        for chunk in keys.chunks(10_000) {
+            redis::cmd("UNLINK").arg(chunk).query_async::<()>(&mut conn).await?;
+        }
+    }
+    let fields: Vec<String> = redis::cmd("HKEYS").arg("sink:offsets").query_async(&mut conn).await?;
+    let ours: Vec<&String> = fields.iter().filter(|f| f.starts_with(&format!("bench{}", &prefix[prefix.len() - 8..]))).collect();
+    if !ours.is_empty() {
+        redis::cmd("HDEL").arg("sink:offsets").arg(ours).query_async::<()>(&mut conn).await?;
+    }
+    Ok(())
+}
