@@ -13,6 +13,19 @@
 //! The script touches keys it does not declare, so the sink needs a standalone Redis (not
 //! Redis Cluster). A batch is not a transaction: every change in it is atomic by itself,
 //! and the pipeline keeps their order, which is what per-partition ordering needs.
+//!
+//! # Limits of the contract
+//! - A delete removes the row from `sink:rows`, so nothing remembers its position: when a
+//!   redelivered suffix starts before a row's delete, the row's older upserts re-create it
+//!   until the redelivered delete removes it again. The end state is the same (the
+//!   `applied_count`/`applied_at_ms` counters aside); the row is briefly visible meanwhile.
+//! - [`Plan::Truncate`] carries no position, so a truncate deletes every row of the mapping,
+//!   including rows a later change (from another partition) already wrote.
+//! - With `ttl_seconds`, an expired row's index entries and relation memberships stay until
+//!   the row changes again (the stored values they were rendered from are gone).
+//! - Index ownership follows source positions, which matches PostgreSQL's immediate unique
+//!   constraints; two rows swapping values under a deferred constraint may leave one
+//!   entry unset.
 
 mod args;
 mod error;
