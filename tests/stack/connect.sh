@@ -235,166 +235,33 @@ register_default() {
 
 # ---------------------------------------------------------------- connectors
 
+# Debian's python3 starts faster than a pyenv shim; connectctl.py needs only the stdlib.
+py3() {
+    if [[ -x /usr/bin/python3 ]]; then /usr/bin/python3 "$@"; else python3 "$@"; fi
+}
+
+# connectctl ARGS...: tests/stack/connect/connectctl.py (register, unregister, wait).
+connectctl() {
+    local psql="${PG_BIN:-/usr/lib/postgresql/15/bin}/psql"
+    [[ -x $psql ]] || psql="$(command -v psql || echo psql)"
+    CONNECT_URL="$CONNECT_URL" PSQL="$psql" CONNECTOR_TEMPLATE="$(render "$CONNECT_SRC/connector.properties")" \
+        py3 "$CONNECT_SRC/connectctl.py" "$@"
+}
+
 check_name() {
     [[ $1 =~ ^[A-Za-z0-9][A-Za-z0-9._-]*$ ]] || die "bad connector name '$1' (letters, digits, . _ -)"
 }
 
-# connector_json NAME ARGS...: the merged configuration as a JSON object.
-connector_json() {
-    local name="$1"
-    shift
-    CONNECTOR_TEMPLATE="$(render "$CONNECT_SRC/connector.properties")" python3 - "$name" "$@" <<'EOF'
-import json, os, sys
-
-def parse(lines, origin):
-    out = {}
-    for n, line in enumerate(lines, 1):
-        line = line.strip()
-        if not line or line[0] in "#!":
-            continue
-        if "=" not in line:
-            sys.exit(f"{origin}:{n}: expected KEY=VALUE, got {line!r}")
-        k, v = line.split("=", 1)
-        out[k.strip()] = v.strip()
-    return out
-
-cfg = parse(os.environ["CONNECTOR_TEMPLATE"].splitlines(), "connector.properties")
-name, args = sys.argv[1], sys.argv[2:]
-for arg in args:
-    if "=" in arg:
-        k, v = arg.split("=", 1)
-        cfg[k] = v
-    else:
-        with open(arg) as f:
-            cfg.update(parse(f.read().splitlines(), arg))
-cfg["name"] = name
-print(json.dumps(cfg))
-EOF
-}
-
-# cfg_get JSON KEY: one value of a connector configuration.
-cfg_get() { printf '%s' "$1" | python3 -c 'import json,sys; print(json.load(sys.stdin).get(sys.argv[1], ""))' "$2"; }
-
-# slot_state JSON: `present` when the connector's replication slot exists in its database,
-# `absent` when not; dies when the database cannot be queried.
-slot_state() {
-    local json="$1" psql out
-    psql="${PG_BIN:-/usr/lib/postgresql/15/bin}/psql"
-    [[ -x $psql ]] || psql="$(command -v psql)" || die "psql not found (needed to look up the replication slot)"
-    out="$(PGPASSWORD="$(cfg_get "$json" database.password)" PGCONNECT_TIMEOUT=5 "$psql" -X -tA \
-        -h "$(cfg_get "$json" database.hostname)" -p "$(cfg_get "$json" database.port)" \
-        -U "$(cfg_get "$json" database.user)" -d "$(cfg_get "$json" database.dbname)" \
-        -c "select count(*) from pg_replication_slots where slot_name = '$(cfg_get "$json" slot.name)'" 2>&1)" ||
-        die "cannot query database $(cfg_get "$json" database.dbname): $out"
-    [[ $out == 1 ]] && echo present || echo absent
-}
-
-# rest_ok METHOD PATH [CURL ARGS]: the call must answer 2xx; prints the body.
-rest_ok() {
-    local method="$1" path="$2" reply code
-    shift 2
-    reply="$(rest "$method" "$path" "$@" -w '\n%{http_code}')" || die "$method $CONNECT_URL$path failed"
-    code="${reply##*$'\n'}"
-    [[ $code == 2?? ]] || die "$method $path answered $code: ${reply%$'\n'*}"
-    printf '%s\n' "${reply%$'\n'*}"
-}
-
-wait_connector_state() {
-    local name="$1" want="$2" deadline status state
-    deadline=$(($(now_ms) + 60000))
-    while :; do
-        status="$(rest GET "/connectors/$name/status" 2>/dev/null || true)"
-        state="$(status_summary "$status")"
-        case "$state" in
-        "$want") return 0 ;;
-        FAILED*) die "connector $name failed: $(status_summary "$status" trace)" ;;
-        esac
-        (($(now_ms) < deadline)) || die "connector $name not $want after 60 s: $status"
-        sleep 0.1
-    done
-}
-
-# do_register NAME [--fresh] ARGS...: create or update a connector and wait until it runs.
-# The worker keeps source offsets per connector name (in $CONNECT_STATE/offsets.dat) across
-# restarts and re-registrations. They are deleted before the connector first runs when
-# --fresh is given or when its replication slot does not exist (a reset database: the stored
-# LSN would point into a WAL that the new slot does not have, and Debezium would fail).
 do_register() {
-    local name="$1" fresh=0 json exists t0 reason=""
-    shift
-    if [[ ${1:-} == --fresh ]]; then
-        fresh=1
-        shift
-    fi
-    check_name "$name"
+    check_name "$1"
     require_running
-    t0=$(now_ms)
-    json="$(connector_json "$name" "$@")" || die "bad connector configuration for $name"
-    if [[ $fresh == 1 ]]; then
-        reason="--fresh"
-    elif [[ $(slot_state "$json") == absent ]]; then
-        fresh=1
-        reason="slot $(cfg_get "$json" slot.name) absent"
-    fi
-    exists="$(rest GET "/connectors/$name" -o /dev/null -w '%{http_code}')" || die "GET /connectors/$name failed"
-    if [[ $fresh == 0 ]]; then
-        rest_ok PUT "/connectors/$name/config" --data-binary "$json" >/dev/null
-    else
-        # Stopped first, so that no task runs with the old offsets; then offsets deleted.
-        if [[ $exists == 200 ]]; then
-            rest_ok PUT "/connectors/$name/stop" >/dev/null
-            wait_connector_state "$name" STOPPED
-            rest_ok PUT "/connectors/$name/config" --data-binary "$json" >/dev/null
-        else
-            rest_ok POST /connectors --data-binary \
-                "$(printf '%s' "$json" | python3 -c 'import json,sys; c=json.load(sys.stdin); print(json.dumps({"name": c["name"], "config": c, "initial_state": "STOPPED"}))')" >/dev/null
-            wait_connector_state "$name" STOPPED
-        fi
-        rest_ok DELETE "/connectors/$name/offsets" >/dev/null
-        rest_ok PUT "/connectors/$name/resume" >/dev/null
-    fi
-    wait_connector_state "$name" RUNNING
-    log "connector $name running in $(($(now_ms) - t0)) ms$([[ -z $reason ]] || printf ' (offsets reset: %s)' "$reason") ($(printf '%s' "$json" | python3 -c 'import json,sys; c=json.load(sys.stdin); print(", ".join(f"{k}={c[k]}" for k in ("database.dbname","slot.name","topic.prefix","poll.interval.ms") if k in c))'))"
-}
-
-# status_summary JSON [trace]: RUNNING when the connector and every task (at least one) run;
-# FAILED when one failed (with `trace`, the traces); anything else otherwise.
-status_summary() {
-    printf '%s' "$1" | python3 -c '
-import json, sys
-want_trace = len(sys.argv) > 1
-try:
-    s = json.load(sys.stdin)
-except Exception:
-    print("UNKNOWN"); sys.exit()
-if "connector" not in s:
-    print("UNKNOWN"); sys.exit()
-states = [s["connector"]["state"]] + [t["state"] for t in s.get("tasks", [])]
-if "FAILED" in states:
-    if want_trace:
-        parts = [s["connector"].get("trace", "")] + [t.get("trace", "") for t in s.get("tasks", [])]
-        print("FAILED " + "\n".join(p for p in parts if p))
-    else:
-        print("FAILED")
-elif s.get("tasks") and all(x == "RUNNING" for x in states):
-    print("RUNNING")
-elif s["connector"]["state"] == "STOPPED":
-    print("STOPPED")
-else:
-    print("PENDING")
-' ${2:+"$2"}
+    connectctl register "$@" || die "registering connector $1 failed"
 }
 
 do_unregister() {
-    local name="$1" code
-    check_name "$name"
+    check_name "$1"
     require_running
-    code="$(rest DELETE "/connectors/$name" -o /dev/null -w '%{http_code}')" || die "DELETE /connectors/$name failed"
-    case "$code" in
-    204 | 200) log "connector $name deleted" ;;
-    404) log "connector $name did not exist" ;;
-    *) die "DELETE /connectors/$name answered $code" ;;
-    esac
+    connectctl unregister "$1" || die "deleting connector $1 failed"
 }
 
 do_status() {
