@@ -148,6 +148,9 @@ class Probe:
             "allow.auto.create.topics": False,
         })
         self.consumer.subscribe(topics)
+        # A topic that appears after subscribe() causes a rebalance, and without committed
+        # offsets the partitions already read restart from the beginning: skip what was seen.
+        self._seen: set[tuple[str, int, int]] = set()
 
     def close(self) -> None:
         self.consumer.close()
@@ -183,6 +186,10 @@ class Probe:
             if err.code() in (KafkaError._PARTITION_EOF, KafkaError.UNKNOWN_TOPIC_OR_PART):
                 return None
             raise RuntimeError(f"kafka: {err}")
+        pos = (msg.topic(), msg.partition(), msg.offset())
+        if pos in self._seen:
+            return None
+        self._seen.add(pos)
         return self.decode(msg)
 
     def take(self, count: int, timeout_s: float = 30.0) -> list[Record]:

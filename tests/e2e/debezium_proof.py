@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
 import statistics
 import subprocess
 import sys
@@ -193,7 +194,7 @@ def main() -> int:
                     raise Failed(f"record timestamp type {r.timestamp_type}, expected LogAppendTime (2)")
                 lat_broker.append(r.timestamp_ms - t_commit)
                 lat_consumer.append(r.received_ms - t_commit)
-                time.sleep(0.2)
+                time.sleep(random.uniform(0.15, 0.65))  # no phase lock with the poll interval
             def stats(xs: list[float]) -> dict:
                 xs = sorted(xs)
                 return {"p50": round(statistics.median(xs), 1), "p90": round(xs[int(len(xs) * 0.9) - 1], 1),
