@@ -19,7 +19,7 @@
 #   connect.sh unregister NAME   delete the connector (its replication slot stays: drop the
 #                                database with postgres.sh drop, or drop the slot)
 #   connect.sh connector-status NAME    the REST status JSON
-#   connect.sh list | url | fetch (download the jars only) | classpath
+#   connect.sh list | url | env | fetch (download the jars only) | classpath
 #
 # Environment:
 #   CONNECT_PORT              (8083) REST port, bound to 127.0.0.1
@@ -300,6 +300,7 @@ list)
     echo
     ;;
 url) printf '%s\n' "$CONNECT_URL" ;;
+env) printf 'export CONNECT_URL=%q\n' "$CONNECT_URL" ;;
 fetch) do_fetch ;;
 classpath)
     do_fetch
