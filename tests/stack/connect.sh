@@ -146,6 +146,8 @@ EOF
     touch "$tmp/.complete"
     rm -rf "$dir"
     mv "$tmp" "$dir"
+    # The rest of the wheel (Debezium, Kafka, ... for the Python engine) is not needed.
+    rm -f "$wheel"
     log "Confluent jars in $dir"
 }
 

@@ -36,7 +36,9 @@ PG_SEED_DB="${PG_SEED_DB:-agent_context}"
 PG_SEED="${PG_SEED:-1}"
 PG_SEED_SQL="${PG_SEED_SQL:-$STACK_DIR/connect/seed.sql}"
 PG_LOG="$STACK_LOGS/postgres.log"
-PG_OS_USER=postgres
+# PostgreSQL refuses to run as root: as root we run it as the OS user postgres (created by
+# the postgresql-15 package); as anyone else, as ourselves.
+if [[ $(id -u) -eq 0 ]]; then PG_OS_USER=postgres; else PG_OS_USER="$(id -un)"; fi
 PG_PASSWORD=postgres
 
 usage() {
@@ -44,7 +46,15 @@ usage() {
 }
 
 # as_pg CMD...: run CMD as the OS user postgres (exec, no extra process; keeps our fds).
-as_pg() { setpriv --reuid="$PG_OS_USER" --regid="$PG_OS_USER" --init-groups -- "$@"; }
+as_pg() {
+    if [[ $(id -u) -eq 0 ]]; then
+        setpriv --reuid="$PG_OS_USER" --regid="$PG_OS_USER" --init-groups -- "$@"
+    else
+        "$@"
+    fi
+}
+# chown_pg PATH...: hand PATHs to the postgres user (nothing to do when that is us).
+chown_pg() { [[ $(id -u) -ne 0 ]] || chown "$PG_OS_USER:$PG_OS_USER" "$@"; }
 
 ensure_postgres() {
     if [[ ! -x $PG_BIN/pg_ctl ]]; then
@@ -62,7 +72,7 @@ pg_data_dir() {
     fi
     mkdir -p "$STACK_STATE/postgres"
     if as_pg test -x "$STACK_STATE/postgres" 2>/dev/null; then
-        chown "$PG_OS_USER:$PG_OS_USER" "$STACK_STATE/postgres"
+        chown_pg "$STACK_STATE/postgres"
         printf '%s\n' "$STACK_STATE/postgres/data"
     else
         local home hash
@@ -90,9 +100,9 @@ do_initdb() {
     local parent pwfile
     parent="$(dirname "$PG_DATA_DIR")"
     mkdir -p "$parent"
-    chown "$PG_OS_USER:$PG_OS_USER" "$parent"
+    chown_pg "$parent"
     # Every missing ancestor under postgres's home must be traversable by postgres.
-    [[ $parent == "$STACK_STATE"/* ]] || chown "$PG_OS_USER:$PG_OS_USER" "$(dirname "$parent")"
+    [[ $parent == "$STACK_STATE"/* ]] || chown_pg "$(dirname "$parent")"
     as_pg mkdir -p "$PG_SOCK_DIR"
     pwfile="$(as_pg mktemp)"
     printf '%s\n' "$PG_PASSWORD" >"$pwfile"
