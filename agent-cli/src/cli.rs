@@ -121,6 +121,8 @@ pub async fn run(cli: Cli) -> Result<(), Exit> {
     match &cli.command {
         Command::Tools { format } => print_json(&tools::definitions(&config, *format)),
         Command::Tool { name, args } => {
+            // Reject bad arguments before touching Redis (exit 2 even when it is down).
+            crate::args::parse(&config, name, args).map_err(Exit::usage)?;
             let lookups = connect(&cli, config).await?;
             let output = lookups.call(name, args).await?;
             print_line(&output.to_json())
