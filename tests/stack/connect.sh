@@ -21,9 +21,15 @@
 #   connect.sh connector-status NAME    the REST status JSON
 #   connect.sh list | url | env | fetch (download the jars only) | classpath
 #
+# Connectors registered over REST live as long as the worker (standalone keeps their
+# configuration in memory; their offsets survive in the offsets file): after a restart,
+# register them again and they resume from their stored position.
+# Defaults worth knowing: skipped.operations=none (TRUNCATE arrives as op=t, with a null Kafka
+# key and before=after=null, one record per truncated table), poll.interval.ms=20.
+#
 # Environment:
 #   CONNECT_PORT              (8083) REST port, bound to 127.0.0.1
-#   KAFKA_BOOTSTRAP_SERVERS   (127.0.0.1:9092)
+#   KAFKA_BOOTSTRAP_SERVERS   (from `kafka.sh url` when present, else 127.0.0.1:9092)
 #   SCHEMA_REGISTRY_URL       (from `registry.sh url` when present, else http://127.0.0.1:8081)
 #   PGPORT                    (5432)
 #   PG_SEED_DB                (agent_context) database of the default connector
@@ -41,7 +47,13 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 CONNECT_SRC="$STACK_DIR/connect"
 CONNECT_PORT="${CONNECT_PORT:-8083}"
 CONNECT_URL="http://127.0.0.1:$CONNECT_PORT"
-KAFKA_BOOTSTRAP_SERVERS="${KAFKA_BOOTSTRAP_SERVERS:-127.0.0.1:9092}"
+if [[ -z ${KAFKA_BOOTSTRAP_SERVERS:-} ]]; then
+    if [[ -f $STACK_DIR/kafka.sh ]]; then
+        KAFKA_BOOTSTRAP_SERVERS="$(bash "$STACK_DIR/kafka.sh" url)"
+    else
+        KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:9092
+    fi
+fi
 PGPORT="${PGPORT:-5432}"
 PG_SEED_DB="${PG_SEED_DB:-agent_context}"
 CONNECT_POLL_INTERVAL_MS="${CONNECT_POLL_INTERVAL_MS:-20}"
