@@ -32,13 +32,20 @@ from pathlib import Path
 from typing import Any
 
 import fastavro
-from confluent_kafka import Consumer, KafkaError, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException
 
 REPO = Path(__file__).resolve().parents[2]
 
 
 def default_bootstrap() -> str:
-    return os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092")
+    url = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+    if url:
+        return url
+    script = REPO / "tests" / "stack" / "kafka.sh"
+    if script.exists():
+        return subprocess.run(["bash", str(script), "url"], check=True, capture_output=True,
+                              text=True).stdout.strip()
+    return "127.0.0.1:9092"
 
 
 def default_registry() -> str:
@@ -138,15 +145,23 @@ class Probe:
                  registry: str | None = None):
         self.registry = Registry(registry or default_registry())
         self.topics = topics
+        self.bootstrap = bootstrap or default_bootstrap()
         self.consumer = Consumer({
-            "bootstrap.servers": bootstrap or default_bootstrap(),
+            "bootstrap.servers": self.bootstrap,
             "group.id": f"dbz-probe-{uuid.uuid4()}",
             "enable.auto.commit": False,
             "auto.offset.reset": "earliest",
             "topic.metadata.refresh.interval.ms": 200,
             "fetch.wait.max.ms": 10,
             "allow.auto.create.topics": False,
+            "reconnect.backoff.ms": 200,
+            "reconnect.backoff.max.ms": 2000,
         })
+        try:
+            self.consumer.list_topics(timeout=10)
+        except KafkaException as e:
+            self.consumer.close()
+            raise RuntimeError(f"kafka at {self.bootstrap} does not answer: {e}") from e
         self.consumer.subscribe(topics)
         # A topic that appears after subscribe() causes a rebalance, and without committed
         # offsets the partitions already read restart from the beginning: skip what was seen.
