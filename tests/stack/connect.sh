@@ -36,6 +36,7 @@
 #   CONNECT_POLL_INTERVAL_MS  (20) Debezium poll.interval.ms for registered connectors; the
 #                             connector's own default is 500 (use it for benchmark comparisons)
 #   CONNECT_REGISTER_DEFAULT  (1) register connector `agent-context` at start
+#   CONNECT_JAVA              java binary (default: $JAVA_HOME/bin/java, else java on PATH; 17+)
 #   CONNECT_JVM_OPTS          (-Xms128m -Xmx768m -XX:TieredStopAtLevel=1 -XX:+UseSerialGC ...)
 #   CONNECT_RESET_OFFSETS     (0) 1 = delete the worker's offsets file before starting
 # Files: jars in $STACK_CACHE/connect/; config, offsets in $STACK_STATE/connect/;
@@ -61,6 +62,9 @@ CONNECT_REGISTER_DEFAULT="${CONNECT_REGISTER_DEFAULT:-1}"
 CONNECT_RESET_OFFSETS="${CONNECT_RESET_OFFSETS:-0}"
 # Tiered C1 only and the serial GC roughly halve the start-up to the first record.
 CONNECT_JVM_OPTS="${CONNECT_JVM_OPTS:--Xms128m -Xmx768m -XX:TieredStopAtLevel=1 -XX:+UseSerialGC -XX:+ExitOnOutOfMemoryError -Djava.awt.headless=true}"
+if [[ -z ${CONNECT_JAVA:-} ]]; then
+    if [[ -n ${JAVA_HOME:-} && -x $JAVA_HOME/bin/java ]]; then CONNECT_JAVA="$JAVA_HOME/bin/java"; else CONNECT_JAVA=java; fi
+fi
 CONNECT_STATE="$STACK_STATE/connect"
 CONNECT_LOG="$STACK_LOGS/connect.log"
 CONNECT_CACHE="$STACK_CACHE/connect"
@@ -98,7 +102,7 @@ registry_url() {
 # ---------------------------------------------------------------- jars
 
 ensure_tools() {
-    command -v java >/dev/null || apt_install openjdk-17-jre-headless
+    [[ $CONNECT_JAVA != java ]] || command -v java >/dev/null || apt_install openjdk-17-jre-headless
     command -v mvn >/dev/null || apt_install maven
     command -v curl >/dev/null || apt_install curl
     command -v python3 >/dev/null || apt_install python3
@@ -229,7 +233,7 @@ do_start() {
     # 9>&-: do not hand with_lock's lock file descriptor to the worker (it would hold the
     # lock for its whole life and block `connect.sh stop`).
     # shellcheck disable=SC2086
-    pid="$(start_daemon connect "$CONNECT_LOG" java $CONNECT_JVM_OPTS \
+    pid="$(start_daemon connect "$CONNECT_LOG" "$CONNECT_JAVA" $CONNECT_JVM_OPTS \
         -Dlog4j2.configurationFile="$CONNECT_SRC/log4j2.properties" \
         -cp "$(classpath)" org.apache.kafka.connect.cli.ConnectStandalone \
         "$CONNECT_STATE/worker.properties" 9>&-)"
