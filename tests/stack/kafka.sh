@@ -3,6 +3,7 @@
 # one node in KRaft combined mode (broker + controller), no Docker, no tarball.
 #
 #   kafka.sh start|stop|status          run the broker (start waits for a real Metadata answer)
+#   kafka.sh reset                      stop and delete all data (next start is a new cluster)
 #   kafka.sh topic NAME PARTITIONS [key=value...]
 #                                       create a topic if it does not exist (TopicCommand)
 #   kafka.sh classpath                  print the classpath of the broker and its tools
@@ -339,6 +340,12 @@ cmd="${1:-}"
 case "$cmd" in
 start) with_lock kafka do_start ;;
 stop) with_lock kafka do_stop ;;
+reset)
+    # Stop and delete all topics and data; the next start formats a new cluster.
+    with_lock kafka do_stop
+    rm -rf "$KAFKA_DATA" "$KAFKA_HOME/cluster.id"
+    log "data removed ($KAFKA_DATA)"
+    ;;
 status) do_status ;;
 url) kafka_url ;;
 env) printf 'export KAFKA_BOOTSTRAP_SERVERS=%q\n' "$(kafka_url)" ;;
