@@ -6,6 +6,7 @@
 # Each service is stopped by its own script (`<svc>.sh stop`: its process group gets SIGTERM,
 # then SIGKILL after a timeout); a pid file without a script is stopped the same way directly.
 # Dependents go first (connect, registry, kafka, postgres, redis). Idempotent.
+# shellcheck disable=SC2034 # read by lib.sh
 STACK_NAME=down
 # shellcheck source=tests/stack/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"

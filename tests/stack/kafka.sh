@@ -22,6 +22,7 @@
 #   KAFKA_CDS (1)                 0: no class-data sharing archive
 # Data: $STACK_STATE/kafka/data, config: $STACK_STATE/kafka/*.properties,
 # log: $STACK_STATE/logs/kafka.log, jars: $STACK_CACHE/kafka/libs-<pom hash>/.
+# shellcheck disable=SC2034 # read by lib.sh
 STACK_NAME=kafka
 # shellcheck source=tests/stack/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -69,7 +70,9 @@ ensure_jars() {
     local libs tmp t0
     libs="$(kafka_libs_dir)"
     [[ -f $libs/.complete ]] && return 0
-    command -v mvn >/dev/null && command -v "$(kafka_java)" >/dev/null || ensure_toolchain
+    if ! command -v mvn >/dev/null || ! command -v "$(kafka_java)" >/dev/null; then
+        ensure_toolchain
+    fi
     t0=$(now_ms)
     log "fetching Kafka jars from Maven Central into $libs (Maven repository $STACK_CACHE/m2)"
     mkdir -p "$STACK_CACHE/kafka" "$STACK_CACHE/m2"
@@ -266,7 +269,7 @@ kafka_ready() {
     [[ $# -eq 16 ]] || return 1
     # bytes 4-7: correlation id; 12-15: broker count
     [[ $5 -eq 0 && $6 -eq 0 && $7 -eq 0 && $8 -eq 7 ]] || return 1
-    (($13 * 16777216 + $14 * 65536 + $15 * 256 + $16 >= 1))
+    ((${13} * 16777216 + ${14} * 65536 + ${15} * 256 + ${16} >= 1))
 }
 
 # ---------------------------------------------------------------- commands
@@ -288,7 +291,7 @@ do_start() {
     write_config
     format_storage
     java="$(kafka_java)"
-    # shellcheck disable=SC2086
+    # shellcheck disable=SC2086,SC2046
     pid="$(start_daemon kafka "$KAFKA_LOG" "$java" $KAFKA_HEAP_OPTS $KAFKA_JVM_OPTS $(cds_opts) \
         -Dlog4j2.configurationFile="$KAFKA_HOME/log4j2.properties" \
         -Dkafka.logs.dir="$STACK_LOGS" \

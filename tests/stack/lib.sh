@@ -56,12 +56,12 @@ apt_install() {
     local rc=0
     if [[ $STACK_APT_UPDATED -eq 0 ]]; then
         log "apt-get update"
-        "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq >&2 || rc=$?
+        "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=300 update -qq >&2 || rc=$?
         STACK_APT_UPDATED=1
     fi
     if [[ $rc -eq 0 ]]; then
         log "apt-get install -y $*"
-        "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >&2 || rc=$?
+        "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=300 install -y -qq --no-install-recommends "$@" >&2 || rc=$?
     fi
     [[ $created_policy -eq 0 ]] || "${sudo[@]}" rm -f "$policy"
     [[ $rc -eq 0 ]] || die "apt-get install $* failed (exit $rc)"

@@ -5,6 +5,7 @@
 #   redis.sh start|stop|status|url|env
 #
 # Environment: REDIS_PORT (6379). Log: $STACK_STATE/logs/redis.log.
+# shellcheck disable=SC2034 # read by lib.sh
 STACK_NAME=redis
 # shellcheck source=tests/stack/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -49,8 +50,8 @@ do_start() {
         --daemonize no --supervised no --logfile '' \
         --save '' --appendonly no --dir "$REDIS_DIR")"
     wait_for_port "$REDIS_HOST" "$REDIS_PORT" 20 "$pid" || die "redis did not start; see $REDIS_LOG: $(tail -n 20 "$REDIS_LOG")"
-    local i
-    for i in $(seq 50); do
+
+    for _ in $(seq 50); do
         redis_ping && break
         sleep 0.1
     done

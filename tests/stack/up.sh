@@ -11,6 +11,7 @@
 #   eval "$(tests/stack/up.sh)"
 #   tests/stack/up.sh >/dev/null && source ~/.local/state/agent-context/env
 # Logs go to stderr; service logs to $STACK_STATE/logs/.
+# shellcheck disable=SC2034 # read by lib.sh
 STACK_NAME=up
 # shellcheck source=tests/stack/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
