@@ -133,8 +133,8 @@ class Record:
         d = {k: getattr(self, k) for k in (
             "topic", "partition", "offset", "timestamp_type", "timestamp_ms", "key_schema_id",
             "value_schema_id", "key", "value", "headers")}
-        d["raw_key_hex_head"] = self.raw_key[:5].hex() if self.raw_key else None
-        d["raw_value_hex_head"] = self.raw_value[:5].hex() if self.raw_value else None
+        d["key_hex"] = self.raw_key.hex() if self.raw_key is not None else None
+        d["value_hex"] = self.raw_value.hex() if self.raw_value is not None else None
         return _jsonable(d)
 
 
