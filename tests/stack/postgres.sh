@@ -12,6 +12,9 @@
 #   postgres.sh reset DBNAME     drop DBNAME (its sessions and replication slots too) and
 #                                create it again from the seed: one fresh database per test
 #   postgres.sh drop DBNAME      drop DBNAME and its replication slots
+#   postgres.sh prune PREFIX     drop every database whose name starts with PREFIX (e.g. e2e_:
+#                                leftovers of interrupted test runs, whose slots retain WAL)
+#   postgres.sh list             databases and replication slots
 #   postgres.sh url [DBNAME]     postgresql://postgres:postgres@127.0.0.1:PORT/DBNAME
 #   postgres.sh env              shell exports: PGHOST PGPORT PGUSER PGPASSWORD DATABASE_URL
 #
@@ -160,8 +163,7 @@ do_start() {
     pid="$(head -n 1 "$PG_DATA_DIR/postmaster.pid")"
     start="$(proc_start_time "$pid")" || die "postmaster (pid $pid) vanished; see $PG_LOG"
     printf '%s %s\n' "$pid" "$start" >"$(pid_file postgres)"
-    local i
-    for i in $(seq 100); do
+    for _ in $(seq 100); do
         pg_ready && break
         sleep 0.1
     done
@@ -231,8 +233,7 @@ select pg_terminate_backend(pid) from pg_stat_activity where datname = '$db' and
 select pg_terminate_backend(active_pid) from pg_replication_slots where database = '$db' and active_pid is not null;
 EOF
     # A terminated walsender releases its slot a moment later.
-    local i
-    for i in $(seq 50); do
+    for _ in $(seq 50); do
         [[ "$(pg_psql -d postgres -tAc "select count(*) from pg_replication_slots where database = '$db' and active")" == 0 ]] && break
         sleep 0.1
     done
@@ -254,6 +255,23 @@ do_seed() {
     pg_psql -d postgres -c "create database \"$db\""
     pg_psql -d "$db" -f "$PG_SEED_SQL" || die "seeding $db from $PG_SEED_SQL failed"
     log "created database $db from $PG_SEED_SQL"
+}
+
+do_prune() {
+    local prefix="$1" db n=0
+    [[ $prefix =~ ^[a-z_][a-z0-9_]*$ ]] || die "bad prefix '$prefix' (lowercase letters, digits, _)"
+    require_running
+    for db in $(pg_psql -d postgres -tAc "select datname from pg_database where starts_with(datname, '$prefix') order by 1"); do
+        do_drop "$db" >/dev/null
+        n=$((n + 1))
+    done
+    log "pruned $n database(s) starting with $prefix"
+}
+
+do_list() {
+    require_running
+    pg_psql -d postgres -c "select datname as database from pg_database where not datistemplate order by 1" \
+        -c "select slot_name, database, active, restart_lsn, confirmed_flush_lsn from pg_replication_slots order by 1"
 }
 
 do_reset() {
@@ -280,6 +298,11 @@ drop)
     [[ $# -eq 1 ]] || usage_die "$0 drop DBNAME"
     do_drop "$1"
     ;;
+prune)
+    [[ $# -eq 1 ]] || usage_die "$0 prune PREFIX"
+    do_prune "$1"
+    ;;
+list) do_list ;;
 url) pg_url "${1:-$PG_SEED_DB}" ;;
 env)
     printf 'export PGHOST=%q PGPORT=%q PGUSER=postgres PGPASSWORD=%q\n' "$PG_HOST" "$PGPORT" "$PG_PASSWORD"
