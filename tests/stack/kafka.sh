@@ -228,6 +228,12 @@ cds_archive() {
     printf '%s/broker-%s.jsa\n' "$(kafka_libs_dir)" "$jvm"
 }
 
+# Where this state dir's broker dumps its archive (brokers of other state dirs may share the
+# cache, so each has its own temporary file; the rename into place is atomic).
+cds_tmp() {
+    printf '%s.%s.tmp\n' "$(cds_archive)" "$(printf '%s' "$STACK_STATE" | sha256sum | cut -c1-8)"
+}
+
 cds_opts() {
     [[ ${KAFKA_CDS:-1} == 1 ]] || return 0
     local jsa
@@ -236,18 +242,18 @@ cds_opts() {
         printf -- '-XX:SharedArchiveFile=%s -Xshare:auto\n' "$jsa"
     else
         # Written by the JVM on a clean exit; kafka.sh stop moves it into place.
-        rm -f "$jsa.tmp"
-        printf -- '-XX:ArchiveClassesAtExit=%s.tmp\n' "$jsa"
+        rm -f "$(cds_tmp)"
+        printf -- '-XX:ArchiveClassesAtExit=%s\n' "$(cds_tmp)"
     fi
 }
 
 do_stop() {
     stop_daemon kafka 60
-    local jsa
-    jsa="$(cds_archive)"
-    if [[ -s $jsa.tmp ]]; then
-        mv -f "$jsa.tmp" "$jsa"
-        log "class-data archive for later starts: $jsa"
+    local tmp
+    tmp="$(cds_tmp)"
+    if [[ -s $tmp ]]; then
+        mv -f "$tmp" "$(cds_archive)"
+        log "class-data archive for later starts: $(cds_archive)"
     fi
 }
 
