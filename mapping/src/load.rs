@@ -1050,7 +1050,7 @@ mod tests {
         assert_eq!(config.kafka.group_id, "agent-context-sink");
         assert_eq!(config.kafka.dead_letter_topic, "agent-context-sink-dlq");
         assert!(config.kafka.properties.is_empty());
-        assert_eq!(config.schema_registry.url, "http://127.0.0.1:8081");
+        assert_eq!(config.schema_registry.url, "http://127.0.0.1:8081/apis/ccompat/v7");
         assert_eq!(config.redis.url, "redis://127.0.0.1:6379");
         assert_eq!(config.freshness.stale_after_ms, 30_000);
         let names: Vec<_> = config.mappings.iter().map(|m| m.name.as_str()).collect();

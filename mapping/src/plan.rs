@@ -9,7 +9,7 @@
 //!   applied). `before` is never read: under REPLICA IDENTITY DEFAULT it holds Avro
 //!   defaults, not the row's values.
 //! - tombstone: [`Plan::Delete`] by the Kafka key with no position (unconditional).
-//! - `t`: [`Plan::Truncate`].
+//! - `t`: [`Plan::Truncate`], guarded by its source position like every other change.
 
 use serde::Serialize;
 
@@ -25,8 +25,12 @@ pub enum Plan {
     Upsert(RowUpsert),
     /// Delete one row (`d` or tombstone).
     Delete(RowDelete),
-    /// Delete every row of the mapping.
-    Truncate,
+    /// Delete every row of the mapping stored before `position` (`source.lsn` of the
+    /// truncate; `None`: every row).
+    Truncate {
+        /// Source position of the truncate, for the ordering guard.
+        position: Option<i64>,
+    },
 }
 
 /// Write one row hash and maintain its indexes and relations.
@@ -145,7 +149,7 @@ pub fn plan(mapping: &Mapping, change: &Change) -> Result<Plan, PlanError> {
             row_key: key_from_kafka_key(mapping, &change.key)?,
             position: None,
         })),
-        Op::Truncate => Ok(Plan::Truncate),
+        Op::Truncate => Ok(Plan::Truncate { position: change.position }),
     }
 }
 
@@ -373,7 +377,7 @@ mod tests {
     fn truncate() {
         assert_eq!(
             plan(&renamed(), &change(Op::Truncate, None)),
-            Ok(Plan::Truncate)
+            Ok(Plan::Truncate { position: Some(42) })
         );
     }
 

@@ -19,8 +19,8 @@
 //!   redelivered suffix starts before a row's delete, the row's older upserts re-create it
 //!   until the redelivered delete removes it again. The end state is the same (the
 //!   `applied_count`/`applied_at_ms` counters aside); the row is briefly visible meanwhile.
-//! - [`Plan::Truncate`] carries no position, so a truncate deletes every row of the mapping,
-//!   including rows a later change (from another partition) already wrote.
+//! - A truncate deletes the rows stored before its source position; rows that a later
+//!   change (from another partition) already wrote stay.
 //! - With `ttl_seconds`, an expired row's index entries and relation memberships stay until
 //!   the row changes again (the stored values they were rendered from are gone).
 //! - Index ownership follows source positions, which matches PostgreSQL's immediate unique

@@ -276,12 +276,12 @@ async fn truncate_deletes_every_row_of_the_mapping_only() {
         "{state}"
     );
     assert!(!state.contains("sink:rows:P_customers"), "{state}");
-    // Released at the rows' last positions (the truncate carries none).
+    // Released at the truncate's position, so an older claim arriving late cannot win.
     assert!(
         state.contains(
             "sink:index:P_customers:email (hash)
-  P:customer:email:bob@example.com = 101
-  P:customer:email:jane@example.com = 100
+  P:customer:email:bob@example.com = 300
+  P:customer:email:jane@example.com = 300
 "
         ),
         "{state}"
@@ -290,6 +290,25 @@ async fn truncate_deletes_every_row_of_the_mapping_only() {
     // A second truncate has nothing to do.
     let out = f.apply(&[(CUSTOMERS, truncate(400))]).await;
     assert_eq!((out.applied, out.skipped), (0, 1));
+}
+
+/// A row written by a change after the truncate (arriving first, from another partition)
+/// survives the truncate.
+#[tokio::test]
+async fn truncate_keeps_rows_written_after_it() {
+    let f = Fixture::new().await;
+    f.apply(&[
+        jane(100),
+        (CUSTOMERS, upsert(Op::Create, customer_row(2, "bob@example.com", "Bob", T0), 350)),
+    ])
+    .await;
+    let out = f.apply(&[(CUSTOMERS, truncate(300))]).await;
+    assert_eq!((out.applied, out.skipped), (1, 0));
+    let data = f.dump_data().await;
+    assert!(!data.contains("P:customer:1 "), "{data}");
+    assert!(!data.contains("jane@example.com"), "{data}");
+    assert!(data.contains("P:customer:2 (hash)"), "{data}");
+    assert!(data.contains("P:customer:email:bob@example.com"), "{data}");
 }
 
 /// customer 1 changes x -> y at 200, customer 2 changes z -> x at 300; whatever the arrival

@@ -88,7 +88,7 @@ impl MappingArgs {
         let (op, row, position) = match &change.plan {
             Plan::Upsert(u) => ("u", u.row_key.as_str(), u.position),
             Plan::Delete(d) => ("d", d.row_key.as_str(), d.position),
-            Plan::Truncate => ("t", "", None),
+            Plan::Truncate { position } => ("t", "", *position),
         };
 
         let mut cmd = redis::cmd("EVALSHA");
