@@ -143,20 +143,22 @@ def register(name: str, args: list[str]) -> None:
     if not fresh and not slot_exists(cfg):
         fresh, reason = True, f"slot {cfg.get('slot.name')} absent"
     code, _ = rest("GET", f"/connectors/{name}", ok=(200, 404))
-    exists = code == 200
-    if not fresh:
+    if code == 200:
+        # Stopped first: the status then tells the new tasks from the old ones, and no task
+        # runs with offsets that are about to go.
+        rest("PUT", f"/connectors/{name}/stop")
+        wait_state(name, "STOPPED")
         rest("PUT", f"/connectors/{name}/config", cfg)
-    else:
-        # Stopped first, so that no task runs with the old offsets; then the offsets go.
-        if exists:
-            rest("PUT", f"/connectors/{name}/stop")
-            wait_state(name, "STOPPED")
-            rest("PUT", f"/connectors/{name}/config", cfg)
-        else:
-            rest("POST", "/connectors", {"name": name, "config": cfg, "initial_state": "STOPPED"})
-            wait_state(name, "STOPPED")
+        if fresh:
+            rest("DELETE", f"/connectors/{name}/offsets")
+        rest("PUT", f"/connectors/{name}/resume")
+    elif fresh:
+        rest("POST", "/connectors", {"name": name, "config": cfg, "initial_state": "STOPPED"})
+        wait_state(name, "STOPPED")
         rest("DELETE", f"/connectors/{name}/offsets")
         rest("PUT", f"/connectors/{name}/resume")
+    else:
+        rest("PUT", f"/connectors/{name}/config", cfg)
     wait_state(name, "RUNNING")
     shown = ", ".join(f"{k}={cfg[k]}" for k in ("database.dbname", "slot.name", "topic.prefix", "poll.interval.ms")
                       if k in cfg)
