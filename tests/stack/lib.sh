@@ -82,6 +82,16 @@ proc_start_time() {
     printf '%s\n' "${20}"
 }
 
+# proc_pgid PID: the process group of PID (field 5 of /proc/PID/stat).
+proc_pgid() {
+    local stat
+    stat="$(cat "/proc/$1/stat" 2>/dev/null)" || return 1
+    stat="${stat##*) }"
+    # shellcheck disable=SC2086
+    set -- $stat
+    printf '%s\n' "$3"
+}
+
 # pid_running PID: the process exists and is not a zombie.
 pid_running() {
     local state
@@ -112,7 +122,13 @@ start_daemon() {
     local svc="$1" logfile="$2" pid start
     shift 2
     mkdir -p "$(dirname "$logfile")"
-    printf '\n===== %s starting %s: %s\n' "$(date -u +%FT%TZ)" "$svc" "$*" >>"$logfile"
+    # Keep one previous log once it passes 50 MiB.
+    if [[ -f $logfile ]] && (($(stat -c %s "$logfile") > 52428800)); then
+        mv -f "$logfile" "$logfile.1"
+    fi
+    local cmdline="$*"
+    ((${#cmdline} <= 400)) || cmdline="${cmdline:0:400}..."
+    printf '\n===== %s starting %s: %s\n' "$(date -u +%FT%TZ)" "$svc" "$cmdline" >>"$logfile"
     # Without job control a background job is not a group leader, so setsid does not fork:
     # the pid we get is the service itself, which leads its own process group. The start
     # time is set at fork, so it is the service's whatever the exec timing.
@@ -128,7 +144,7 @@ start_daemon() {
     pid=$!
     start="$(proc_start_time "$pid")" || die "$svc exited at once; see $logfile: $(tail -n 20 "$logfile")"
     sleep 0.05
-    if pid_running "$pid" && [[ "$(ps -o pgid= -p "$pid" | tr -d ' ')" != "$pid" ]]; then
+    if pid_running "$pid" && [[ "$(proc_pgid "$pid")" != "$pid" ]]; then
         kill -TERM "$pid" 2>/dev/null || true
         die "$svc (pid $pid) does not lead its own process group (run the stack scripts without job control)"
     fi
