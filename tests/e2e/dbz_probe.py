@@ -31,8 +31,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import fastavro
-from confluent_kafka import Consumer, KafkaError, KafkaException
+try:
+    import fastavro
+    from confluent_kafka import Consumer, KafkaError, KafkaException
+except ImportError as e:  # pragma: no cover - environment problem, not a test result
+    raise ImportError(f"dbz_probe needs confluent-kafka and fastavro (pip install confluent-kafka fastavro): {e}") from e
 
 REPO = Path(__file__).resolve().parents[2]
 
