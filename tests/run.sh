@@ -37,11 +37,10 @@ export SINK_BIN="$CARGO_TARGET_DIR/debug/sink" AGENT_CLI_BIN="$CARGO_TARGET_DIR/
 
 step "Starting the stack"
 trap 'step "Stopping the stack"; bash tests/stack/down.sh' EXIT
-bash tests/stack/up.sh redis kafka registry postgres connect
-source "$(stack_state_dir)/env"
+eval "$(bash tests/stack/up.sh redis kafka registry postgres connect)"
 
 step "Rust tests (unit, golden, integration against the real services)"
-cargo test --workspace --locked --no-fail-fast 2>&1 | tee "$(stack_state_dir)/cargo-test.log"
+cargo test --workspace --locked --no-fail-fast
 
 step "Python tests (MCP client, registry, end-to-end through PostgreSQL and Debezium)"
 pytest -q -p no:cacheprovider agent-cli/tests tests
