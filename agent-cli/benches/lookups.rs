@@ -1,1 +1,223 @@
-fn main() {}
+//! Lookup latency against a real Redis (`REDIS_URL`, default `redis://127.0.0.1:6379`).
+//!
+//!     cargo bench -p agent-cli --bench lookups            # in-process + whole-process
+//!     BENCH_ITERATIONS=20000 cargo bench -p agent-cli --bench lookups
+//!
+//! Fills Redis under a random key prefix with one customer and 1,000 orders of that customer
+//! (the documented layout), then reports p50/p99:
+//! - in process: `Lookups::call` (validation, one EVALSHA_RO round trip, typing) for
+//!   `get_customer` by email and for the 10 newest of the 1,000 orders;
+//! - whole process: `agent-cli tool get_customer '{"email": ...}'` spawned repeatedly
+//!   (start-up, config load, connect, one EVAL_RO, print). With hyperfine installed the same
+//!   is measured by hyperfine as well.
+//!
+//! Keys are deleted afterwards.
+
+use std::io::Write;
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use agent_cli::lookup::Lookups;
+use agent_cli::store::Store;
+use rand::Rng;
+use redis::Commands;
+
+fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        return; // `cargo bench -- --list` / `cargo test --benches` probes
+    }
+    let redis_url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    let iterations: usize = std::env::var("BENCH_ITERATIONS").ok().and_then(|v| v.parse().ok()).unwrap_or(5_000);
+    let runs: usize = std::env::var("BENCH_PROCESS_RUNS").ok().and_then(|v| v.parse().ok()).unwrap_or(100);
+
+    let client = redis::Client::open(redis_url.as_str()).expect("bad REDIS_URL");
+    let mut conn = client
+        .get_connection_with_timeout(Duration::from_secs(3))
+        .unwrap_or_else(|e| panic!("Redis is not reachable at {redis_url} ({e}); start it with `tests/stack/redis.sh start`"));
+    let p = format!("b{:012x}", rand::rng().random::<u64>() >> 16);
+    let dir = tempfile::tempdir().unwrap();
+    let config_path = dir.path().join("connectors.yaml");
+    std::fs::File::create(&config_path).unwrap().write_all(config_yaml(&redis_url, &p).as_bytes()).unwrap();
+    let (customers, orders) = (format!("customers_{p}"), format!("orders_{p}"));
+
+    // One customer, 1,000 orders.
+    let email = "jane.doe+bench@example.com";
+    let _: () = conn
+        .hset_multiple(
+            format!("sink:types:{customers}"),
+            &[("id", "int"), ("email", "string"), ("name", "string"), ("plan", "string"), ("mrr_cents", "int"), ("created_at", "timestamp")],
+        )
+        .unwrap();
+    let _: () = conn
+        .hset_multiple(
+            format!("sink:types:{orders}"),
+            &[("id", "int"), ("customer_id", "int"), ("status", "string"), ("total_cents", "int"), ("items", "json"), ("created_at", "timestamp")],
+        )
+        .unwrap();
+    let _: () = conn
+        .hset_multiple(
+            format!("{p}:customer:42"),
+            &[("id", "42"), ("email", email), ("name", "Jane Doe"), ("plan", "pro"), ("mrr_cents", "4900"), ("created_at", "2026-01-15T08:30:00.000000Z")],
+        )
+        .unwrap();
+    let _: () = conn.set(format!("{p}:customer:email:{email}"), "42").unwrap();
+    let mut pipe = redis::pipe();
+    let t0 = 1_790_000_000_000_000_i64;
+    for id in 1..=1000_i64 {
+        let ts = t0 + id * 1_000_000;
+        let created = chrono::DateTime::from_timestamp_micros(ts).unwrap().to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+        pipe.hset_multiple(
+            format!("{p}:order:{id}"),
+            &[
+                ("id", id.to_string()),
+                ("customer_id", "42".into()),
+                ("status", "paid".into()),
+                ("total_cents", (id * 100).to_string()),
+                ("items", format!(r#"[{{"sku":"SKU-{id}","qty":2,"price_cents":{}}}]"#, id * 50)),
+                ("created_at", created),
+            ],
+        )
+        .ignore();
+        pipe.zadd(format!("{p}:customer:42:orders"), id.to_string(), ts as f64).ignore();
+    }
+    let now = chrono::Utc::now().timestamp_millis();
+    pipe.hset(format!("sink:freshness:{customers}"), "source_ts_ms", now).ignore();
+    pipe.hset(format!("sink:freshness:{orders}"), "source_ts_ms", now).ignore();
+    let _: () = pipe.query(&mut conn).unwrap();
+
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let config = mapping::load_config(&config_path, &Default::default()).expect("bench config");
+    let lookups = runtime.block_on(async {
+        let store = Store::connect(&redis_url).await.expect("connect");
+        Lookups::new(Arc::new(config), store, None)
+    });
+    let by_email = format!(r#"{{"email":"{email}"}}"#);
+    println!("agent-cli lookup latency against {redis_url} ({iterations} iterations each, in process)");
+    for (label, tool, args) in [
+        ("get_customer by email", "get_customer", by_email.as_str()),
+        ("10 newest of 1,000 orders", "get_customer_orders", r#"{"customer_id":42}"#),
+    ] {
+        let samples = runtime.block_on(async {
+            for _ in 0..200 {
+                lookups.call(tool, args).await.unwrap();
+            }
+            let mut samples = Vec::with_capacity(iterations);
+            for _ in 0..iterations {
+                let start = Instant::now();
+                let out = lookups.call(tool, args).await.unwrap();
+                samples.push(start.elapsed());
+                std::hint::black_box(out);
+            }
+            samples
+        });
+        report(label, samples);
+    }
+    let out = runtime.block_on(lookups.call("get_customer_orders", r#"{"customer_id":42}"#)).unwrap();
+    assert_eq!(out.result.as_array().unwrap().len(), 10);
+    assert_eq!(out.result[0]["id"], 1000);
+
+    let bin = env!("CARGO_BIN_EXE_agent-cli");
+    let spawn = || {
+        let status = Command::new(bin)
+            .args(["--config", config_path.to_str().unwrap(), "tool", "get_customer", &by_email])
+            .env("REDIS_URL", &redis_url)
+            .stdout(std::process::Stdio::null())
+            .status()
+            .unwrap();
+        assert!(status.success());
+    };
+    for _ in 0..5 {
+        spawn();
+    }
+    let mut samples = Vec::with_capacity(runs);
+    for _ in 0..runs {
+        let start = Instant::now();
+        spawn();
+        samples.push(start.elapsed());
+    }
+    println!("whole process ({runs} runs):");
+    report("agent-cli tool get_customer (email)", samples);
+
+    if Command::new("hyperfine").arg("--version").output().is_ok() {
+        let command = format!(
+            "{bin} --config {} tool get_customer '{by_email}'",
+            config_path.display()
+        );
+        let _ = Command::new("hyperfine")
+            .args(["--warmup", "5", "--runs", &runs.to_string(), "-N", "--style", "basic", &command])
+            .env("REDIS_URL", &redis_url)
+            .status();
+    } else {
+        println!("(hyperfine not installed: `apt-get install hyperfine` for its statistics too)");
+    }
+
+    let mut keys: Vec<String> = conn.keys(format!("{p}:*")).unwrap();
+    for m in [&customers, &orders] {
+        keys.push(format!("sink:types:{m}"));
+        keys.push(format!("sink:freshness:{m}"));
+    }
+    let _: () = conn.del(keys).unwrap();
+}
+
+fn report(label: &str, mut samples: Vec<Duration>) {
+    samples.sort();
+    let pct = |q: f64| samples[((samples.len() as f64 * q) as usize).min(samples.len() - 1)];
+    let mean = samples.iter().sum::<Duration>() / samples.len() as u32;
+    println!(
+        "  {label:<40} p50 {:>8.1} µs   p99 {:>8.1} µs   mean {:>8.1} µs",
+        pct(0.50).as_secs_f64() * 1e6,
+        pct(0.99).as_secs_f64() * 1e6,
+        mean.as_secs_f64() * 1e6
+    );
+}
+
+fn config_yaml(redis_url: &str, p: &str) -> String {
+    format!(
+        r#"redis:
+  url: {redis_url}
+freshness:
+  stale_after_ms: 30000
+mappings:
+  - name: customers_{p}
+    topic: cdc.{p}.customers
+    key: "{p}:customer:{{id}}"
+    fields: all
+    indexes:
+      - name: email
+        key: "{p}:customer:email:{{email}}"
+    lookups:
+      - tool: get_customer
+        description: Look up a customer by ID or email address
+        by:
+          - param: customer_id
+            type: integer
+            description: Customer ID
+          - param: email
+            type: string
+            description: Customer email
+            index: email
+  - name: orders_{p}
+    topic: cdc.{p}.orders
+    key: "{p}:order:{{id}}"
+    fields: all
+    relations:
+      - name: customer_orders
+        key: "{p}:customer:{{customer_id}}:orders"
+        order_by: created_at
+    lookups:
+      - tool: get_customer_orders
+        description: Get recent orders for a customer, newest first
+        relation: customer_orders
+        by:
+          - param: customer_id
+            type: integer
+            description: Customer ID
+        limit:
+          param: limit
+          description: Max orders to return
+          default: 10
+          max: 100
+"#
+    )
+}

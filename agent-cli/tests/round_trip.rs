@@ -19,7 +19,7 @@ use redis::{Arg, Cmd, Pipeline, RedisFuture, Value};
 use support::Fixture;
 
 /// The tests here count server-wide statistics: run them one at a time.
-static SERIAL: Mutex<()> = Mutex::new(());
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// A connection that records every request it sends (one entry per round trip).
 #[derive(Clone)]
@@ -88,7 +88,7 @@ const CALLS: [(&str, &str); 5] = [
 
 #[tokio::test(flavor = "multi_thread")]
 async fn one_round_trip_per_lookup_in_process() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = SERIAL.lock().await;
     let mut fx = Fixture::new();
     fill(&mut fx);
     let config = mapping::load_config(&fx.config, &Default::default()).unwrap();
@@ -133,7 +133,7 @@ fn ro_script_calls(conn: &mut redis::Connection) -> u64 {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_binary_makes_one_script_call_and_bounded_reads() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = SERIAL.lock().await;
     let mut fx = Fixture::new();
     fill(&mut fx);
     let client = redis::Client::open(support::redis_url()).unwrap();
