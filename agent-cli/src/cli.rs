@@ -147,7 +147,8 @@ pub async fn run(cli: Cli) -> Result<(), Exit> {
             print_line(answer.trim_end())
         }
         Command::Mcp => {
-            let lookups = connect(&cli, config).await?;
+            let store = Store::connect_managed(&config.redis.url).await?;
+            let lookups = Lookups::new(config, store, cli.stale_after_ms);
             mcp::Server::new(lookups).serve_stdio().await.map_err(Exit::failure)
         }
         Command::Status { json } => {

@@ -5,11 +5,12 @@
 //! A call's text content is exactly what `agent-cli tool` prints, and the same JSON is also
 //! given as `structuredContent`. Rejected arguments and unreadable data are tool-level errors
 //! (`isError: true` with the message, so the client shows it); an unknown tool is a protocol
-//! error (`-32602`). stdout is the protocol: logs go to stderr.
+//! error (`-32602`). stdout is the protocol: logs go to stderr. The server keeps running
+//! across Redis restarts (a managed connection that reconnects).
 
 use std::sync::Arc;
 
-use redis::aio::MultiplexedConnection;
+use redis::aio::ConnectionManager;
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, Implementation, JsonObject,
     ListToolsResult, PaginatedRequestParams, ServerCapabilities, ServerConfig, Tool, ToolAnnotations,
@@ -25,13 +26,13 @@ use crate::tools;
 /// The MCP server: the declared lookups.
 #[derive(Clone)]
 pub struct Server {
-    lookups: Lookups<MultiplexedConnection>,
+    lookups: Lookups<ConnectionManager>,
     tools: Arc<Vec<Tool>>,
 }
 
 impl Server {
     /// Builds the tool list once from the configuration.
-    pub fn new(lookups: Lookups<MultiplexedConnection>) -> Self {
+    pub fn new(lookups: Lookups<ConnectionManager>) -> Self {
         let tools = tools::all(lookups.config())
             .into_iter()
             .map(|t| {

@@ -4,7 +4,7 @@
 //! Every lookup is ONE round trip: [`plan`] renders the addressed key from the lookup's
 //! declared template and the validated argument, and [`Store::read`] runs `lookup.lua` as a
 //! read-only script (`EVAL_RO` the first time on a connection, `EVALSHA_RO` afterwards; plain
-//! `EVAL`/`EVALSHA` on servers older than Redis 7). The script resolves the index, reads the
+//! `EVAL`/`EVALSHA` on servers older than Redis 7, which answer "unknown command"). The script resolves the index, reads the
 //! row or the relation's newest children, and the mapping's `sink:types` and
 //! `sink:freshness` hashes in the same atomic call, so a row and its freshness always agree.
 
@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use mapping::template::{KeyTemplate, TemplatePart};
-use redis::aio::{ConnectionLike, MultiplexedConnection};
+use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
 use redis::{ErrorKind, RedisError, ServerErrorKind, Value};
 
 use crate::args::Call;
@@ -174,6 +174,24 @@ impl Store<MultiplexedConnection> {
     }
 }
 
+impl Store<ConnectionManager> {
+    /// Connects with a connection that re-establishes itself after Redis restarts or the
+    /// network drops (for the long-running MCP server). The first connection must succeed.
+    pub async fn connect_managed(url: &str) -> Result<Self, StoreError> {
+        let shown = redact(url);
+        let client = redis::Client::open(url).map_err(|source| StoreError::Connect { url: shown.clone(), source })?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(CONNECT_TIMEOUT))
+            .set_response_timeout(Some(RESPONSE_TIMEOUT))
+            .set_number_of_retries(3)
+            .set_max_delay(Duration::from_secs(2));
+        let conn = ConnectionManager::new_with_config(client, config)
+            .await
+            .map_err(|source| StoreError::Connect { url: shown, source })?;
+        Ok(Store::with_connection(conn))
+    }
+}
+
 impl<C: ConnectionLike + Clone + Send> Store<C> {
     /// Wraps an existing connection (tests use this to count round trips).
     pub fn with_connection(conn: C) -> Self {
@@ -228,6 +246,12 @@ impl<C: ConnectionLike + Clone + Send> Store<C> {
                 Err(err) if attempts < 3 && !legacy && is_unknown_command(&err) => {
                     tracing::debug!("Redis has no EVAL_RO/EVALSHA_RO; using EVAL/EVALSHA.");
                     self.legacy.store(true, Ordering::Relaxed);
+                }
+                // A dropped connection (Redis restarted): a managed connection reconnects, so
+                // try once more; the restarted server has lost its script cache as well.
+                Err(err) if attempts < 2 && (err.is_connection_dropped() || err.is_io_error()) => {
+                    tracing::debug!(error = %err, "Redis connection lost; retrying once.");
+                    self.script_cached.store(false, Ordering::Relaxed);
                 }
                 Err(source) => {
                     return Err(StoreError::Command { what: format!("lookup script on `{}`", target_key(plan)), source })

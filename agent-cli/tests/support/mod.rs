@@ -247,3 +247,73 @@ pub fn run_tool(fx: &Fixture, name: &str, args: &str, extra: &[&str]) -> (i32, s
     };
     (out.status.code().unwrap_or(-1), json, stderr)
 }
+
+/// A redis-server of the test's own on a free port (for server-level scenarios that must not
+/// disturb a shared Redis: restarts, renamed commands). Killed when dropped.
+pub struct PrivateRedis {
+    pub port: u16,
+    pub url: String,
+    args: Vec<String>,
+    child: Option<std::process::Child>,
+    _dir: tempfile::TempDir,
+}
+
+impl PrivateRedis {
+    /// Starts `redis-server` with extra arguments (e.g. `--rename-command EVAL_RO ""`).
+    pub fn start(extra: &[&str]) -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let mut me = PrivateRedis {
+            port,
+            url: format!("redis://127.0.0.1:{port}"),
+            args: extra.iter().map(|s| (*s).to_owned()).collect(),
+            child: None,
+            _dir: tempfile::tempdir().unwrap(),
+        };
+        me.restart();
+        me
+    }
+
+    /// Starts the server (again, on the same port, empty).
+    pub fn restart(&mut self) {
+        self.stop();
+        let child = std::process::Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(self._dir.path())
+            .args(&self.args)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start redis-server ({e}): install it (apt-get install redis-server)"));
+        self.child = Some(child);
+        let client = redis::Client::open(self.url.as_str()).unwrap();
+        for _ in 0..100 {
+            if let Ok(mut c) = client.get_connection_with_timeout(std::time::Duration::from_millis(200)) {
+                if redis::cmd("PING").query::<String>(&mut c).is_ok() {
+                    return;
+                }
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        panic!("redis-server on port {} did not come up", self.port);
+    }
+
+    /// Stops the server.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// A connection to it.
+    pub fn conn(&self) -> redis::Connection {
+        redis::Client::open(self.url.as_str()).unwrap().get_connection().unwrap()
+    }
+}
+
+impl Drop for PrivateRedis {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
