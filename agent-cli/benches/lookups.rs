@@ -28,8 +28,14 @@ fn main() {
         return; // `cargo bench -- --list` / `cargo test --benches` probes
     }
     let redis_url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
-    let iterations: usize = std::env::var("BENCH_ITERATIONS").ok().and_then(|v| v.parse().ok()).unwrap_or(5_000);
-    let runs: usize = std::env::var("BENCH_PROCESS_RUNS").ok().and_then(|v| v.parse().ok()).unwrap_or(100);
+    let iterations: usize = std::env::var("BENCH_ITERATIONS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(5_000);
+    let runs: usize = std::env::var("BENCH_PROCESS_RUNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100);
 
     let client = redis::Client::open(redis_url.as_str()).expect("bad REDIS_URL");
     let mut conn = client
@@ -38,7 +44,10 @@ fn main() {
     let p = format!("b{:012x}", rand::rng().random::<u64>() >> 16);
     let dir = tempfile::tempdir().unwrap();
     let config_path = dir.path().join("connectors.yaml");
-    std::fs::File::create(&config_path).unwrap().write_all(config_yaml(&redis_url, &p).as_bytes()).unwrap();
+    std::fs::File::create(&config_path)
+        .unwrap()
+        .write_all(config_yaml(&redis_url, &p).as_bytes())
+        .unwrap();
     let (customers, orders) = (format!("customers_{p}"), format!("orders_{p}"));
 
     // One customer, 1,000 orders.
@@ -46,27 +55,52 @@ fn main() {
     let _: () = conn
         .hset_multiple(
             format!("sink:types:{customers}"),
-            &[("id", "int"), ("email", "string"), ("name", "string"), ("plan", "string"), ("mrr_cents", "int"), ("created_at", "timestamp")],
+            &[
+                ("id", "int"),
+                ("email", "string"),
+                ("name", "string"),
+                ("plan", "string"),
+                ("mrr_cents", "int"),
+                ("created_at", "timestamp"),
+            ],
         )
         .unwrap();
     let _: () = conn
         .hset_multiple(
             format!("sink:types:{orders}"),
-            &[("id", "int"), ("customer_id", "int"), ("status", "string"), ("total_cents", "int"), ("items", "json"), ("created_at", "timestamp")],
+            &[
+                ("id", "int"),
+                ("customer_id", "int"),
+                ("status", "string"),
+                ("total_cents", "int"),
+                ("items", "json"),
+                ("created_at", "timestamp"),
+            ],
         )
         .unwrap();
     let _: () = conn
         .hset_multiple(
             format!("{p}:customer:42"),
-            &[("id", "42"), ("email", email), ("name", "Jane Doe"), ("plan", "pro"), ("mrr_cents", "4900"), ("created_at", "2026-01-15T08:30:00.000000Z")],
+            &[
+                ("id", "42"),
+                ("email", email),
+                ("name", "Jane Doe"),
+                ("plan", "pro"),
+                ("mrr_cents", "4900"),
+                ("created_at", "2026-01-15T08:30:00.000000Z"),
+            ],
         )
         .unwrap();
-    let _: () = conn.set(format!("{p}:customer:email:{email}"), "42").unwrap();
+    let _: () = conn
+        .set(format!("{p}:customer:email:{email}"), "42")
+        .unwrap();
     let mut pipe = redis::pipe();
     let t0 = 1_790_000_000_000_000_i64;
     for id in 1..=1000_i64 {
         let ts = t0 + id * 1_000_000;
-        let created = chrono::DateTime::from_timestamp_micros(ts).unwrap().to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+        let created = chrono::DateTime::from_timestamp_micros(ts)
+            .unwrap()
+            .to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
         pipe.hset_multiple(
             format!("{p}:order:{id}"),
             &[
@@ -74,29 +108,47 @@ fn main() {
                 ("customer_id", "42".into()),
                 ("status", "paid".into()),
                 ("total_cents", (id * 100).to_string()),
-                ("items", format!(r#"[{{"sku":"SKU-{id}","qty":2,"price_cents":{}}}]"#, id * 50)),
+                (
+                    "items",
+                    format!(
+                        r#"[{{"sku":"SKU-{id}","qty":2,"price_cents":{}}}]"#,
+                        id * 50
+                    ),
+                ),
                 ("created_at", created),
             ],
         )
         .ignore();
-        pipe.zadd(format!("{p}:customer:42:orders"), id.to_string(), ts as f64).ignore();
+        pipe.zadd(format!("{p}:customer:42:orders"), id.to_string(), ts as f64)
+            .ignore();
     }
     let now = chrono::Utc::now().timestamp_millis();
-    pipe.hset(format!("sink:freshness:{customers}"), "source_ts_ms", now).ignore();
-    pipe.hset(format!("sink:freshness:{orders}"), "source_ts_ms", now).ignore();
+    pipe.hset(format!("sink:freshness:{customers}"), "source_ts_ms", now)
+        .ignore();
+    pipe.hset(format!("sink:freshness:{orders}"), "source_ts_ms", now)
+        .ignore();
     let _: () = pipe.query(&mut conn).unwrap();
 
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let config = mapping::load_config(&config_path, &Default::default()).expect("bench config");
     let lookups = runtime.block_on(async {
         let store = Store::connect(&redis_url).await.expect("connect");
         Lookups::new(Arc::new(config), store, None)
     });
     let by_email = format!(r#"{{"email":"{email}"}}"#);
-    println!("agent-cli lookup latency against {redis_url} ({iterations} iterations each, in process)");
+    println!(
+        "agent-cli lookup latency against {redis_url} ({iterations} iterations each, in process)"
+    );
     for (label, tool, args) in [
         ("get_customer by email", "get_customer", by_email.as_str()),
-        ("10 newest of 1,000 orders", "get_customer_orders", r#"{"customer_id":42}"#),
+        (
+            "10 newest of 1,000 orders",
+            "get_customer_orders",
+            r#"{"customer_id":42}"#,
+        ),
     ] {
         let samples = runtime.block_on(async {
             for _ in 0..200 {
@@ -113,14 +165,22 @@ fn main() {
         });
         report(label, samples);
     }
-    let out = runtime.block_on(lookups.call("get_customer_orders", r#"{"customer_id":42}"#)).unwrap();
+    let out = runtime
+        .block_on(lookups.call("get_customer_orders", r#"{"customer_id":42}"#))
+        .unwrap();
     assert_eq!(out.result.as_array().unwrap().len(), 10);
     assert_eq!(out.result[0]["id"], 1000);
 
     let bin = env!("CARGO_BIN_EXE_agent-cli");
     let spawn = || {
         let status = Command::new(bin)
-            .args(["--config", config_path.to_str().unwrap(), "tool", "get_customer", &by_email])
+            .args([
+                "--config",
+                config_path.to_str().unwrap(),
+                "tool",
+                "get_customer",
+                &by_email,
+            ])
             .env("REDIS_URL", &redis_url)
             .stdout(std::process::Stdio::null())
             .status()
@@ -145,7 +205,16 @@ fn main() {
             config_path.display()
         );
         let _ = Command::new("hyperfine")
-            .args(["--warmup", "5", "--runs", &runs.to_string(), "-N", "--style", "basic", &command])
+            .args([
+                "--warmup",
+                "5",
+                "--runs",
+                &runs.to_string(),
+                "-N",
+                "--style",
+                "basic",
+                &command,
+            ])
             .env("REDIS_URL", &redis_url)
             .status();
     } else {

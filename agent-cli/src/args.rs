@@ -37,7 +37,10 @@ pub fn parse<'a>(config: &'a Config, tool: &str, args: &str) -> Result<Call<'a>,
     let value: Value = if args.trim().is_empty() {
         Value::Object(Default::default())
     } else {
-        serde_json::from_str(args).map_err(|e| ArgError::NotJson { tool: tool.to_owned(), reason: e.to_string() })?
+        serde_json::from_str(args).map_err(|e| ArgError::NotJson {
+            tool: tool.to_owned(),
+            reason: e.to_string(),
+        })?
     };
     validate(found, &value)
 }
@@ -46,9 +49,10 @@ pub fn parse<'a>(config: &'a Config, tool: &str, args: &str) -> Result<Call<'a>,
 pub fn validate<'a>(tool: Tool<'a>, args: &Value) -> Result<Call<'a>, ArgError> {
     let name = tool.name();
     let lookup = tool.lookup;
-    let object = args
-        .as_object()
-        .ok_or_else(|| ArgError::NotObject { tool: name.to_owned(), got: json_kind(args) })?;
+    let object = args.as_object().ok_or_else(|| ArgError::NotObject {
+        tool: name.to_owned(),
+        got: json_kind(args),
+    })?;
 
     let limit_param = lookup.limit.as_ref().map(|l| l.param.as_str());
     for key in object.keys() {
@@ -65,12 +69,20 @@ pub fn validate<'a>(tool: Tool<'a>, args: &Value) -> Result<Call<'a>, ArgError> 
     let given: Vec<(&LookupParam, &Value)> = lookup
         .by
         .iter()
-        .filter_map(|p| object.get(&p.param).filter(|v| !v.is_null()).map(|v| (p, v)))
+        .filter_map(|p| {
+            object
+                .get(&p.param)
+                .filter(|v| !v.is_null())
+                .map(|v| (p, v))
+        })
         .collect();
     let (by, raw) = match given.as_slice() {
         [one] => *one,
         [] => {
-            return Err(ArgError::Missing { tool: name.to_owned(), expected: alternatives(tool) });
+            return Err(ArgError::Missing {
+                tool: name.to_owned(),
+                expected: alternatives(tool),
+            });
         }
         many => {
             let names: Vec<String> = many.iter().map(|(p, _)| format!("`{}`", p.param)).collect();
@@ -106,7 +118,12 @@ pub fn validate<'a>(tool: Tool<'a>, args: &Value) -> Result<Call<'a>, ArgError> 
         }),
     };
 
-    Ok(Call { tool, by, value, limit })
+    Ok(Call {
+        tool,
+        by,
+        value,
+        limit,
+    })
 }
 
 fn integer(tool: &str, param: &str, raw: &Value) -> Result<i64, ArgError> {
@@ -126,13 +143,20 @@ fn key_string(tool: &str, param: &str, raw: &Value) -> Result<String, ArgError> 
         got: describe(raw),
     })?;
     check_key_part(s).map_err(|problem| match problem {
-        KeyPartProblem::Empty => ArgError::Empty { tool: tool.to_owned(), param: param.to_owned() },
-        KeyPartProblem::TooLong => {
-            ArgError::TooLong { tool: tool.to_owned(), param: param.to_owned(), max: MAX_STRING_CHARS }
-        }
-        KeyPartProblem::Forbidden(what) => {
-            ArgError::ForbiddenChar { tool: tool.to_owned(), param: param.to_owned(), what }
-        }
+        KeyPartProblem::Empty => ArgError::Empty {
+            tool: tool.to_owned(),
+            param: param.to_owned(),
+        },
+        KeyPartProblem::TooLong => ArgError::TooLong {
+            tool: tool.to_owned(),
+            param: param.to_owned(),
+            max: MAX_STRING_CHARS,
+        },
+        KeyPartProblem::Forbidden(what) => ArgError::ForbiddenChar {
+            tool: tool.to_owned(),
+            param: param.to_owned(),
+            what,
+        },
     })?;
     Ok(s.to_owned())
 }
@@ -189,7 +213,12 @@ fn describe(v: &Value) -> String {
 }
 
 fn param_names(tool: Tool<'_>) -> String {
-    let mut names: Vec<String> = tool.lookup.by.iter().map(|p| format!("`{}`", p.param)).collect();
+    let mut names: Vec<String> = tool
+        .lookup
+        .by
+        .iter()
+        .map(|p| format!("`{}`", p.param))
+        .collect();
     if let Some(limit) = &tool.lookup.limit {
         names.push(format!("`{}`", limit.param));
     }
@@ -197,7 +226,12 @@ fn param_names(tool: Tool<'_>) -> String {
 }
 
 fn alternatives(tool: Tool<'_>) -> String {
-    let names: Vec<String> = tool.lookup.by.iter().map(|p| format!("`{}`", p.param)).collect();
+    let names: Vec<String> = tool
+        .lookup
+        .by
+        .iter()
+        .map(|p| format!("`{}`", p.param))
+        .collect();
     match names.as_slice() {
         [one] => one.clone(),
         _ => format!("exactly one of {}", names.join(", ")),
@@ -210,18 +244,33 @@ mod tests {
 
     #[test]
     fn emails_pass() {
-        for ok in ["jane.doe+x@example.com", "a@b.c", "o'brien@example.ie", "üñí@例え.jp", "42"] {
+        for ok in [
+            "jane.doe+x@example.com",
+            "a@b.c",
+            "o'brien@example.ie",
+            "üñí@例え.jp",
+            "42",
+        ] {
             assert_eq!(check_key_part(ok), Ok(()), "{ok}");
         }
     }
 
     #[test]
     fn key_addressing_characters_are_rejected() {
-        for bad in ["a:b", "*", "a?", "[a]", "{x}", "a}", "a b", "a\nb", "a\tb", "a\u{0}b", "a\\b", "\u{2028}"] {
-            assert!(matches!(check_key_part(bad), Err(KeyPartProblem::Forbidden(_))), "{bad:?}");
+        for bad in [
+            "a:b", "*", "a?", "[a]", "{x}", "a}", "a b", "a\nb", "a\tb", "a\u{0}b", "a\\b",
+            "\u{2028}",
+        ] {
+            assert!(
+                matches!(check_key_part(bad), Err(KeyPartProblem::Forbidden(_))),
+                "{bad:?}"
+            );
         }
         assert_eq!(check_key_part(""), Err(KeyPartProblem::Empty));
-        assert_eq!(check_key_part(&"a".repeat(MAX_STRING_CHARS + 1)), Err(KeyPartProblem::TooLong));
+        assert_eq!(
+            check_key_part(&"a".repeat(MAX_STRING_CHARS + 1)),
+            Err(KeyPartProblem::TooLong)
+        );
         assert_eq!(check_key_part(&"é".repeat(MAX_STRING_CHARS)), Ok(()));
     }
 }

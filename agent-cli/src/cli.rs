@@ -24,7 +24,12 @@ use crate::tools::{self, Format};
 #[command(name = "agent-cli", version, about, long_about = None)]
 pub struct Cli {
     /// The mapping file declaring the lookups (its `redis`, `freshness` and `lookups`).
-    #[arg(long, global = true, env = "AGENT_CLI_CONFIG", default_value = "connectors.yaml")]
+    #[arg(
+        long,
+        global = true,
+        env = "AGENT_CLI_CONFIG",
+        default_value = "connectors.yaml"
+    )]
     pub config: PathBuf,
 
     /// Redis holding the sink's read model [default: `redis.url` of the file].
@@ -118,10 +123,17 @@ pub fn main() -> ExitCode {
 }
 
 fn init_logging(for_mcp: bool) {
-    let default = if for_mcp { "agent_cli=info,rmcp=warn" } else { "warn" };
+    let default = if for_mcp {
+        "agent_cli=info,rmcp=warn"
+    } else {
+        "warn"
+    };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
 }
 
 /// Runs the parsed command.
@@ -136,20 +148,35 @@ pub async fn run(cli: Cli) -> Result<(), Exit> {
             let output = lookups.call(name, args).await?;
             print_line(&output.to_json())
         }
-        Command::Query { question, provider, model, max_rounds, verbose } => {
+        Command::Query {
+            question,
+            provider,
+            model,
+            max_rounds,
+            verbose,
+        } => {
             let llm = llm::configure(*provider, model.clone(), |k| std::env::var(k).ok())
                 .map_err(Exit::usage)?;
             let lookups = connect(&cli, config).await?;
-            let options = chat_loop::QueryOptions { max_rounds: *max_rounds, verbose: *verbose };
+            let options = chat_loop::QueryOptions {
+                max_rounds: *max_rounds,
+                verbose: *verbose,
+            };
             let answer = chat_loop::run(&lookups, &llm, question, &options)
                 .await
-                .map_err(|e| Exit { code: e.exit_code(), error: e.into() })?;
+                .map_err(|e| Exit {
+                    code: e.exit_code(),
+                    error: e.into(),
+                })?;
             print_line(answer.trim_end())
         }
         Command::Mcp => {
             let store = Store::connect_managed(&config.redis.url).await?;
             let lookups = Lookups::new(config, store, cli.stale_after_ms);
-            mcp::Server::new(lookups).serve_stdio().await.map_err(Exit::failure)
+            mcp::Server::new(lookups)
+                .serve_stdio()
+                .await
+                .map_err(Exit::failure)
         }
         Command::Status { json } => {
             let lookups = connect(&cli, config).await?;
@@ -167,7 +194,10 @@ pub async fn run(cli: Cli) -> Result<(), Exit> {
 }
 
 fn load(cli: &Cli) -> Result<Arc<Config>, Exit> {
-    let overrides = ConnectionOverrides { redis_url: cli.redis_url.clone(), ..Default::default() };
+    let overrides = ConnectionOverrides {
+        redis_url: cli.redis_url.clone(),
+        ..Default::default()
+    };
     mapping::load_config(&cli.config, &overrides)
         .map(Arc::new)
         .map_err(|errors| Exit::usage(anyhow::anyhow!("invalid configuration:\n{errors}")))
@@ -179,7 +209,9 @@ async fn connect(cli: &Cli, config: Arc<Config>) -> Result<Lookups, Exit> {
 }
 
 fn print_json(value: &serde_json::Value) -> Result<(), Exit> {
-    let text = serde_json::to_string_pretty(value).context("cannot serialise JSON").map_err(Exit::failure)?;
+    let text = serde_json::to_string_pretty(value)
+        .context("cannot serialise JSON")
+        .map_err(Exit::failure)?;
     print_line(&text)
 }
 

@@ -29,28 +29,54 @@ pub enum ArgError {
     NotObject { tool: String, got: &'static str },
     /// A key that is not a parameter of the tool.
     #[error("`{tool}` has no parameter `{param}` (parameters: {expected})")]
-    UnknownParam { tool: String, param: String, expected: String },
+    UnknownParam {
+        tool: String,
+        param: String,
+        expected: String,
+    },
     /// None of the alternative parameters was given.
     #[error("`{tool}` needs {expected}, got none")]
     Missing { tool: String, expected: String },
     /// More than one of the alternative parameters was given.
     #[error("`{tool}` needs {expected}, got {given}")]
-    Ambiguous { tool: String, expected: String, given: String },
+    Ambiguous {
+        tool: String,
+        expected: String,
+        given: String,
+    },
     /// A value of the wrong JSON type.
     #[error("`{tool}`: parameter `{param}` must be {expected}, got {got}")]
-    WrongType { tool: String, param: String, expected: &'static str, got: String },
+    WrongType {
+        tool: String,
+        param: String,
+        expected: &'static str,
+        got: String,
+    },
     /// A string parameter that is empty.
     #[error("`{tool}`: parameter `{param}` must not be empty")]
     Empty { tool: String, param: String },
     /// A string parameter that is too long.
     #[error("`{tool}`: parameter `{param}` is longer than {max} characters")]
-    TooLong { tool: String, param: String, max: usize },
+    TooLong {
+        tool: String,
+        param: String,
+        max: usize,
+    },
     /// A string parameter containing a character that could address other keys.
     #[error("`{tool}`: parameter `{param}` must not contain {what}")]
-    ForbiddenChar { tool: String, param: String, what: String },
+    ForbiddenChar {
+        tool: String,
+        param: String,
+        what: String,
+    },
     /// A limit outside `1..=max`.
     #[error("`{tool}`: parameter `{param}` must be between 1 and {max}, got {got}")]
-    OutOfRange { tool: String, param: String, max: u32, got: String },
+    OutOfRange {
+        tool: String,
+        param: String,
+        max: u32,
+        got: String,
+    },
 }
 
 /// A declared lookup whose keys cannot be derived from its templates. `mapping` validates
@@ -59,13 +85,25 @@ pub enum ArgError {
 pub enum PlanError {
     /// The lookup names an index the mapping does not declare.
     #[error("lookup `{tool}`: mapping `{mapping}` has no index `{index}`")]
-    UnknownIndex { tool: String, mapping: String, index: String },
+    UnknownIndex {
+        tool: String,
+        mapping: String,
+        index: String,
+    },
     /// The lookup names a relation the mapping does not declare.
     #[error("lookup `{tool}`: mapping `{mapping}` has no relation `{relation}`")]
-    UnknownRelation { tool: String, mapping: String, relation: String },
+    UnknownRelation {
+        tool: String,
+        mapping: String,
+        relation: String,
+    },
     /// A template that a single parameter value (or primary key) cannot fill.
     #[error("lookup `{tool}`: key template `{template}` must have exactly one field to be filled by {what}")]
-    NotSingleField { tool: String, template: String, what: &'static str },
+    NotSingleField {
+        tool: String,
+        template: String,
+        what: &'static str,
+    },
 }
 
 /// Reading from Redis failed, or what was read does not follow the layout in ARCHITECTURE.md.
@@ -126,12 +164,18 @@ pub struct Exit {
 impl Exit {
     /// A usage error (exit 2).
     pub fn usage(error: impl Into<anyhow::Error>) -> Self {
-        Exit { code: EXIT_USAGE, error: error.into() }
+        Exit {
+            code: EXIT_USAGE,
+            error: error.into(),
+        }
     }
 
     /// A failure to read or to talk to a service (exit 1).
     pub fn failure(error: impl Into<anyhow::Error>) -> Self {
-        Exit { code: EXIT_FAILURE, error: error.into() }
+        Exit {
+            code: EXIT_FAILURE,
+            error: error.into(),
+        }
     }
 
     /// The process exit code.
@@ -142,7 +186,10 @@ impl Exit {
 
 impl From<CallError> for Exit {
     fn from(err: CallError) -> Self {
-        Exit { code: err.exit_code(), error: err.into() }
+        Exit {
+            code: err.exit_code(),
+            error: err.into(),
+        }
     }
 }
 

@@ -36,7 +36,9 @@ impl Record {
         for (field, value) in pairs {
             any = true;
             let bad = |e: std::num::ParseIntError| {
-                StoreError::Malformed(format!("`{field}` in sink:freshness:{mapping} is {value:?}: {e}"))
+                StoreError::Malformed(format!(
+                    "`{field}` in sink:freshness:{mapping} is {value:?}: {e}"
+                ))
             };
             match field {
                 "source_ts_ms" => record.source_ts_ms = Some(value.parse().map_err(bad)?),
@@ -72,7 +74,11 @@ pub struct Freshness {
 /// Assesses a record at `now_ms` against `stale_after_ms`.
 pub fn assess(record: Option<&Record>, now_ms: i64, stale_after_ms: u64) -> Freshness {
     match record.and_then(Record::as_of_ms) {
-        None => Freshness { as_of: None, lag_ms: None, stale: true },
+        None => Freshness {
+            as_of: None,
+            lag_ms: None,
+            stale: true,
+        },
         Some(as_of) => {
             // A sink clock slightly ahead of ours is not "negative lag".
             let lag_ms = now_ms.saturating_sub(as_of).max(0);
@@ -103,19 +109,40 @@ mod tests {
 
     #[test]
     fn as_of_is_the_later_time() {
-        let r = Record::parse("m", [("source_ts_ms", "1000"), ("caught_up_at_ms", "5000"), ("x", "y")])
-            .unwrap()
-            .unwrap();
+        let r = Record::parse(
+            "m",
+            [
+                ("source_ts_ms", "1000"),
+                ("caught_up_at_ms", "5000"),
+                ("x", "y"),
+            ],
+        )
+        .unwrap()
+        .unwrap();
         assert_eq!(r.as_of_ms(), Some(5000));
         let f = assess(Some(&r), 7000, 1500);
-        assert_eq!(f, Freshness { as_of: Some("1970-01-01T00:00:05.000Z".into()), lag_ms: Some(2000), stale: true });
+        assert_eq!(
+            f,
+            Freshness {
+                as_of: Some("1970-01-01T00:00:05.000Z".into()),
+                lag_ms: Some(2000),
+                stale: true
+            }
+        );
         assert!(!assess(Some(&r), 6000, 1500).stale);
     }
 
     #[test]
     fn nothing_recorded_is_stale() {
         assert_eq!(Record::parse("m", []).unwrap(), None);
-        assert_eq!(assess(None, 1, 1), Freshness { as_of: None, lag_ms: None, stale: true });
+        assert_eq!(
+            assess(None, 1, 1),
+            Freshness {
+                as_of: None,
+                lag_ms: None,
+                stale: true
+            }
+        );
         let only_count = Record::parse("m", [("applied_count", "3")]).unwrap();
         assert!(assess(only_count.as_ref(), 1, 1).stale);
     }

@@ -49,7 +49,11 @@ impl<C: ConnectionLike + Clone + Send> Lookups<C> {
     /// `stale_after_ms` overrides `freshness.stale_after_ms` of the file when given.
     pub fn new(config: Arc<Config>, store: Store<C>, stale_after_ms: Option<u64>) -> Self {
         let stale_after_ms = stale_after_ms.unwrap_or(config.freshness.stale_after_ms);
-        Lookups { config, store, stale_after_ms }
+        Lookups {
+            config,
+            store,
+            stale_after_ms,
+        }
     }
 
     /// The configuration the tools come from.
@@ -74,10 +78,16 @@ impl<C: ConnectionLike + Clone + Send> Lookups<C> {
     }
 
     /// Calls a tool with parsed arguments.
-    pub async fn call_value(&self, tool: &str, args_value: &Value) -> Result<ToolOutput, CallError> {
-        let found = crate::tools::find(&self.config, tool).ok_or_else(|| crate::error::ArgError::UnknownTool {
-            tool: tool.to_owned(),
-            available: crate::tools::names(&self.config),
+    pub async fn call_value(
+        &self,
+        tool: &str,
+        args_value: &Value,
+    ) -> Result<ToolOutput, CallError> {
+        let found = crate::tools::find(&self.config, tool).ok_or_else(|| {
+            crate::error::ArgError::UnknownTool {
+                tool: tool.to_owned(),
+                available: crate::tools::names(&self.config),
+            }
         })?;
         let call = args::validate(found, args_value)?;
         self.run(&call).await
@@ -98,8 +108,12 @@ impl<C: ConnectionLike + Clone + Send> Lookups<C> {
         } else {
             rows.pop().unwrap_or(Value::Null)
         };
-        let record = Record::parse(mapping, raw.freshness.iter().map(|(f, v)| (f.as_str(), v.as_str())))?;
-        let freshness = freshness::assess(record.as_ref(), freshness::now_ms(), self.stale_after_ms);
+        let record = Record::parse(
+            mapping,
+            raw.freshness.iter().map(|(f, v)| (f.as_str(), v.as_str())),
+        )?;
+        let freshness =
+            freshness::assess(record.as_ref(), freshness::now_ms(), self.stale_after_ms);
         Ok(ToolOutput { result, freshness })
     }
 }

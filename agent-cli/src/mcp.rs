@@ -12,8 +12,9 @@ use std::sync::Arc;
 
 use redis::aio::ConnectionManager;
 use rmcp::model::{
-    CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, Implementation, JsonObject,
-    ListToolsResult, PaginatedRequestParams, ServerCapabilities, ServerConfig, Tool, ToolAnnotations,
+    CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, Implementation,
+    JsonObject, ListToolsResult, PaginatedRequestParams, ServerCapabilities, ServerConfig, Tool,
+    ToolAnnotations,
 };
 use rmcp::service::{RequestContext, RoleServer};
 use rmcp::{ErrorData as McpError, ServerHandler, ServiceExt};
@@ -40,11 +41,19 @@ impl Server {
                     Value::Object(map) => map,
                     _ => JsonObject::new(),
                 };
-                Tool::new(t.name().to_owned(), t.description(), Arc::new(schema))
-                    .with_annotations(ToolAnnotations::new().read_only(true).destructive(false).idempotent(true).open_world(false))
+                Tool::new(t.name().to_owned(), t.description(), Arc::new(schema)).with_annotations(
+                    ToolAnnotations::new()
+                        .read_only(true)
+                        .destructive(false)
+                        .idempotent(true)
+                        .open_world(false),
+                )
             })
             .collect();
-        Server { lookups, tools: Arc::new(tools) }
+        Server {
+            lookups,
+            tools: Arc::new(tools),
+        }
     }
 
     /// The tools offered.
@@ -55,29 +64,44 @@ impl Server {
     /// Serves on stdin/stdout until the client closes the stream.
     pub async fn serve_stdio(self) -> anyhow::Result<()> {
         use anyhow::Context as _;
-        let running = self.serve(rmcp::transport::stdio()).await.context("cannot start the MCP server on stdio")?;
+        let running = self
+            .serve(rmcp::transport::stdio())
+            .await
+            .context("cannot start the MCP server on stdio")?;
         tracing::info!("MCP server ready on stdio.");
-        running.waiting().await.context("MCP server stopped with an error")?;
+        running
+            .waiting()
+            .await
+            .context("MCP server stopped with an error")?;
         tracing::info!("MCP client closed the connection.");
         Ok(())
     }
 
     /// Runs one call; `Err` only for an unknown tool.
-    pub async fn call(&self, name: &str, arguments: Option<JsonObject>) -> Result<CallToolResult, McpError> {
+    pub async fn call(
+        &self,
+        name: &str,
+        arguments: Option<JsonObject>,
+    ) -> Result<CallToolResult, McpError> {
         let args = Value::Object(arguments.unwrap_or_default());
         match self.lookups.call_value(name, &args).await {
             Ok(output) => {
-                let mut result = CallToolResult::success(vec![ContentBlock::text(output.to_json())]);
+                let mut result =
+                    CallToolResult::success(vec![ContentBlock::text(output.to_json())]);
                 result.structured_content = Some(output.to_value());
                 Ok(result)
             }
-            Err(CallError::Args(crate::error::ArgError::UnknownTool { tool, available })) => Err(McpError::invalid_params(
-                format!("unknown tool `{tool}` (available: {available})"),
-                None,
-            )),
+            Err(CallError::Args(crate::error::ArgError::UnknownTool { tool, available })) => {
+                Err(McpError::invalid_params(
+                    format!("unknown tool `{tool}` (available: {available})"),
+                    None,
+                ))
+            }
             Err(err) => {
                 tracing::warn!(tool = name, error = %err, "Tool call failed.");
-                Ok(CallToolResult::error(vec![ContentBlock::text(error_text(&err))]))
+                Ok(CallToolResult::error(vec![ContentBlock::text(error_text(
+                    &err,
+                ))]))
             }
         }
     }
@@ -119,6 +143,8 @@ impl ServerHandler for Server {
         request: CallToolRequestParams,
         _context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, McpError> {
-        self.call(&request.name, request.arguments).await.map(CallToolResponse::from)
+        self.call(&request.name, request.arguments)
+            .await
+            .map(CallToolResponse::from)
     }
 }

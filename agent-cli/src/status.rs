@@ -47,7 +47,10 @@ pub async fn collect<C: ConnectionLike + Clone + Send>(
         .iter()
         .zip(records)
         .map(|(mapping, hash)| {
-            let record = Record::parse(&mapping.name, hash.iter().map(|(f, v)| (f.as_str(), v.as_str())))?;
+            let record = Record::parse(
+                &mapping.name,
+                hash.iter().map(|(f, v)| (f.as_str(), v.as_str())),
+            )?;
             let assessed = freshness::assess(record.as_ref(), now, lookups.stale_after_ms());
             let r = record.unwrap_or_default();
             Ok(MappingStatus {
@@ -69,7 +72,14 @@ pub async fn collect<C: ConnectionLike + Clone + Send>(
 
 /// The statuses as an aligned text table.
 pub fn table(statuses: &[MappingStatus], stale_after_ms: u64) -> String {
-    let header = ["MAPPING", "LAST CHANGE (SOURCE TIME)", "LAG", "APPLIED", "CAUGHT UP", "STATE"];
+    let header = [
+        "MAPPING",
+        "LAST CHANGE (SOURCE TIME)",
+        "LAG",
+        "APPLIED",
+        "CAUGHT UP",
+        "STATE",
+    ];
     let rows: Vec<[String; 6]> = statuses
         .iter()
         .map(|s| {
@@ -77,7 +87,9 @@ pub fn table(statuses: &[MappingStatus], stale_after_ms: u64) -> String {
                 s.mapping.clone(),
                 s.last_change.clone().unwrap_or_else(|| "-".into()),
                 s.lag_ms.map(human_ms).unwrap_or_else(|| "-".into()),
-                s.applied_count.map(|n| n.to_string()).unwrap_or_else(|| "-".into()),
+                s.applied_count
+                    .map(|n| n.to_string())
+                    .unwrap_or_else(|| "-".into()),
                 s.caught_up_at.clone().unwrap_or_else(|| "-".into()),
                 match (s.stale, s.as_of.is_some()) {
                     (_, false) => "no data".into(),
@@ -95,7 +107,11 @@ pub fn table(statuses: &[MappingStatus], stale_after_ms: u64) -> String {
     }
     let mut out = String::new();
     let mut line = |cells: &[&str]| {
-        let padded: Vec<String> = cells.iter().zip(widths).map(|(c, w)| format!("{c:<w$}")).collect();
+        let padded: Vec<String> = cells
+            .iter()
+            .zip(widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
         out.push_str(padded.join("  ").trim_end());
         out.push('\n');
     };
@@ -104,7 +120,10 @@ pub fn table(statuses: &[MappingStatus], stale_after_ms: u64) -> String {
         let cells: Vec<&str> = row.iter().map(String::as_str).collect();
         line(&cells);
     }
-    out.push_str(&format!("stale after {}\n", human_ms(i64::try_from(stale_after_ms).unwrap_or(i64::MAX))));
+    out.push_str(&format!(
+        "stale after {}\n",
+        human_ms(i64::try_from(stale_after_ms).unwrap_or(i64::MAX))
+    ));
     out
 }
 

@@ -14,7 +14,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use mapping::template::{KeyTemplate, TemplatePart};
-use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
+use redis::aio::{
+    ConnectionLike, ConnectionManager, ConnectionManagerConfig, MultiplexedConnection,
+};
 use redis::{ErrorKind, RedisError, ServerErrorKind, Value};
 
 use crate::args::Call;
@@ -85,42 +87,65 @@ pub fn plan(call: &Call<'_>) -> Result<ReadPlan, PlanError> {
     let lookup = call.tool.lookup;
     let tool = lookup.tool.as_str();
     let target = if let Some(relation_name) = &lookup.relation {
-        let relation = mapping.relation(relation_name).ok_or_else(|| PlanError::UnknownRelation {
-            tool: tool.to_owned(),
-            mapping: mapping.name.clone(),
-            relation: relation_name.clone(),
-        })?;
+        let relation =
+            mapping
+                .relation(relation_name)
+                .ok_or_else(|| PlanError::UnknownRelation {
+                    tool: tool.to_owned(),
+                    mapping: mapping.name.clone(),
+                    relation: relation_name.clone(),
+                })?;
         Target::Relation {
             key: fill(&relation.key, &call.value, tool)?,
             limit: call.limit.unwrap_or(DEFAULT_RELATION_LIMIT),
             row_pieces: pieces(&mapping.key, tool, "a stored primary key")?,
         }
     } else if let Some(index_name) = &call.by.index {
-        let index = mapping.index(index_name).ok_or_else(|| PlanError::UnknownIndex {
-            tool: tool.to_owned(),
-            mapping: mapping.name.clone(),
-            index: index_name.clone(),
-        })?;
+        let index = mapping
+            .index(index_name)
+            .ok_or_else(|| PlanError::UnknownIndex {
+                tool: tool.to_owned(),
+                mapping: mapping.name.clone(),
+                index: index_name.clone(),
+            })?;
         Target::Index {
             key: fill(&index.key, &call.value, tool)?,
             row_pieces: pieces(&mapping.key, tool, "a stored primary key")?,
         }
     } else {
-        Target::Row { key: fill(&mapping.key, &call.value, tool)? }
+        Target::Row {
+            key: fill(&mapping.key, &call.value, tool)?,
+        }
     };
-    Ok(ReadPlan { types_key: types_key(&mapping.name), freshness_key: freshness_key(&mapping.name), target })
+    Ok(ReadPlan {
+        types_key: types_key(&mapping.name),
+        freshness_key: freshness_key(&mapping.name),
+        target,
+    })
 }
 
 /// The literal text around the placeholders of a template with one distinct field
 /// (`customer:{id}` -> `["customer:", ""]`).
-fn pieces(template: &KeyTemplate, tool: &str, what: &'static str) -> Result<Vec<String>, PlanError> {
+fn pieces(
+    template: &KeyTemplate,
+    tool: &str,
+    what: &'static str,
+) -> Result<Vec<String>, PlanError> {
     if template.single_field().is_none() {
-        return Err(PlanError::NotSingleField { tool: tool.to_owned(), template: template.source.clone(), what });
+        return Err(PlanError::NotSingleField {
+            tool: tool.to_owned(),
+            template: template.source.clone(),
+            what,
+        });
     }
     let mut out = vec![String::new()];
     for part in &template.parts {
         match part {
-            TemplatePart::Literal(text) => out.last_mut().map(|last| last.push_str(text)).unwrap_or(()),
+            TemplatePart::Literal(text) => {
+                if let Some(last) = out.last_mut() {
+                    last.push_str(text);
+                }
+            }
             TemplatePart::Field(_) => out.push(String::new()),
         }
     }
@@ -162,7 +187,10 @@ impl Store<MultiplexedConnection> {
     /// Connects (with a timeout, so an unreachable server fails fast).
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
         let shown = redact(url);
-        let client = redis::Client::open(url).map_err(|source| StoreError::Connect { url: shown.clone(), source })?;
+        let client = redis::Client::open(url).map_err(|source| StoreError::Connect {
+            url: shown.clone(),
+            source,
+        })?;
         let config = redis::AsyncConnectionConfig::new()
             .set_connection_timeout(Some(CONNECT_TIMEOUT))
             .set_response_timeout(Some(RESPONSE_TIMEOUT));
@@ -179,7 +207,10 @@ impl Store<ConnectionManager> {
     /// network drops (for the long-running MCP server). The first connection must succeed.
     pub async fn connect_managed(url: &str) -> Result<Self, StoreError> {
         let shown = redact(url);
-        let client = redis::Client::open(url).map_err(|source| StoreError::Connect { url: shown.clone(), source })?;
+        let client = redis::Client::open(url).map_err(|source| StoreError::Connect {
+            url: shown.clone(),
+            source,
+        })?;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(CONNECT_TIMEOUT))
             .set_response_timeout(Some(RESPONSE_TIMEOUT))
@@ -230,7 +261,11 @@ impl<C: ConnectionLike + Clone + Send> Store<C> {
                 Target::Index { key, row_pieces } => {
                     cmd.arg(key).arg("index").arg(0).arg(row_pieces);
                 }
-                Target::Relation { key, limit, row_pieces } => {
+                Target::Relation {
+                    key,
+                    limit,
+                    row_pieces,
+                } => {
                     cmd.arg(key).arg("relation").arg(*limit).arg(row_pieces);
                 }
             }
@@ -240,7 +275,10 @@ impl<C: ConnectionLike + Clone + Send> Store<C> {
                     self.script_cached.store(true, Ordering::Relaxed);
                     return parse_reply(value);
                 }
-                Err(err) if attempts < 3 && err.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
+                Err(err)
+                    if attempts < 3
+                        && err.kind() == ErrorKind::Server(ServerErrorKind::NoScript) =>
+                {
                     self.script_cached.store(false, Ordering::Relaxed);
                 }
                 Err(err) if attempts < 3 && !legacy && is_unknown_command(&err) => {
@@ -254,14 +292,20 @@ impl<C: ConnectionLike + Clone + Send> Store<C> {
                     self.script_cached.store(false, Ordering::Relaxed);
                 }
                 Err(source) => {
-                    return Err(StoreError::Command { what: format!("lookup script on `{}`", target_key(plan)), source })
+                    return Err(StoreError::Command {
+                        what: format!("lookup script on `{}`", target_key(plan)),
+                        source,
+                    })
                 }
             }
         }
     }
 
     /// `sink:freshness:{mapping}` of each mapping, in one pipelined round trip.
-    pub async fn freshness_records(&self, mappings: &[&str]) -> Result<Vec<HashMap<String, String>>, StoreError> {
+    pub async fn freshness_records(
+        &self,
+        mappings: &[&str],
+    ) -> Result<Vec<HashMap<String, String>>, StoreError> {
         let mut pipe = redis::pipe();
         for name in mappings {
             pipe.cmd("HGETALL").arg(freshness_key(name));
@@ -269,7 +313,10 @@ impl<C: ConnectionLike + Clone + Send> Store<C> {
         let mut conn = self.conn.clone();
         pipe.query_async(&mut conn)
             .await
-            .map_err(|source| StoreError::Command { what: "HGETALL of the freshness records".into(), source })
+            .map_err(|source| StoreError::Command {
+                what: "HGETALL of the freshness records".into(),
+                source,
+            })
     }
 }
 
@@ -281,7 +328,9 @@ fn target_key(plan: &ReadPlan) -> &str {
 
 fn is_unknown_command(err: &RedisError) -> bool {
     err.kind() == ErrorKind::Server(ServerErrorKind::ResponseError)
-        && err.detail().is_some_and(|d| d.to_ascii_lowercase().contains("unknown command"))
+        && err
+            .detail()
+            .is_some_and(|d| d.to_ascii_lowercase().contains("unknown command"))
 }
 
 /// `redis://user:secret@host` -> `redis://user:***@host`: URLs appear in error messages.
@@ -298,39 +347,50 @@ pub fn redact(url: &str) -> String {
 
 fn parse_reply(value: Value) -> Result<RawRead, StoreError> {
     let mut parts = array(value, "lookup reply")?.into_iter();
-    let (Some(types), Some(freshness), Some(rows), None) = (parts.next(), parts.next(), parts.next(), parts.next())
+    let (Some(types), Some(freshness), Some(rows), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
     else {
-        return Err(StoreError::Malformed("lookup reply does not have 3 parts".into()));
+        return Err(StoreError::Malformed(
+            "lookup reply does not have 3 parts".into(),
+        ));
     };
     Ok(RawRead {
         types: pairs(types, "sink:types hash")?,
         freshness: pairs(freshness, "sink:freshness hash")?,
-        rows: array(rows, "rows")?.into_iter().map(|r| pairs(r, "row hash")).collect::<Result<_, _>>()?,
+        rows: array(rows, "rows")?
+            .into_iter()
+            .map(|r| pairs(r, "row hash"))
+            .collect::<Result<_, _>>()?,
     })
 }
 
 fn array(value: Value, what: &str) -> Result<Vec<Value>, StoreError> {
     match value {
         Value::Array(items) | Value::Set(items) => Ok(items),
-        other => Err(StoreError::Malformed(format!("{what}: expected an array, got {other:?}"))),
+        other => Err(StoreError::Malformed(format!(
+            "{what}: expected an array, got {other:?}"
+        ))),
     }
 }
 
 fn text(value: Value, what: &str) -> Result<String, StoreError> {
     match value {
-        Value::BulkString(bytes) => {
-            String::from_utf8(bytes).map_err(|_| StoreError::Malformed(format!("{what}: not UTF-8")))
-        }
+        Value::BulkString(bytes) => String::from_utf8(bytes)
+            .map_err(|_| StoreError::Malformed(format!("{what}: not UTF-8"))),
         Value::SimpleString(s) => Ok(s),
         Value::Int(n) => Ok(n.to_string()),
-        other => Err(StoreError::Malformed(format!("{what}: expected a string, got {other:?}"))),
+        other => Err(StoreError::Malformed(format!(
+            "{what}: expected a string, got {other:?}"
+        ))),
     }
 }
 
 fn pairs(value: Value, what: &str) -> Result<Pairs, StoreError> {
     let items = array(value, what)?;
     if items.len() % 2 != 0 {
-        return Err(StoreError::Malformed(format!("{what}: odd number of field/value items")));
+        return Err(StoreError::Malformed(format!(
+            "{what}: odd number of field/value items"
+        )));
     }
     let mut out = Vec::with_capacity(items.len() / 2);
     let mut iter = items.into_iter();
@@ -346,7 +406,10 @@ mod tests {
 
     #[test]
     fn passwords_are_redacted() {
-        assert_eq!(redact("redis://:pw@host:6379/0"), "redis://:***@host:6379/0");
+        assert_eq!(
+            redact("redis://:pw@host:6379/0"),
+            "redis://:***@host:6379/0"
+        );
         assert_eq!(redact("rediss://u:pw@h"), "rediss://u:***@h");
         assert_eq!(redact("redis://127.0.0.1:6379"), "redis://127.0.0.1:6379");
     }

@@ -41,7 +41,11 @@ impl<'a> Tool<'a> {
         let lookup = self.lookup;
         if lookup.by.len() > 1 {
             let names: Vec<String> = lookup.by.iter().map(|p| format!("`{}`", p.param)).collect();
-            format!("{} (give exactly one of {}).", lookup.description.trim_end_matches('.'), names.join(", "))
+            format!(
+                "{} (give exactly one of {}).",
+                lookup.description.trim_end_matches('.'),
+                names.join(", ")
+            )
         } else {
             lookup.description.clone()
         }
@@ -97,7 +101,9 @@ impl<'a> Tool<'a> {
                 "type": "function",
                 "function": {"name": name, "description": description, "parameters": schema},
             }),
-            Format::Anthropic => json!({"name": name, "description": description, "input_schema": schema}),
+            Format::Anthropic => {
+                json!({"name": name, "description": description, "input_schema": schema})
+            }
             Format::Mcp => json!({
                 "name": name,
                 "description": description,
@@ -113,7 +119,12 @@ pub fn all(config: &Config) -> Vec<Tool<'_>> {
     config
         .mappings
         .iter()
-        .flat_map(|mapping| mapping.lookups.iter().map(move |lookup| Tool { mapping, lookup }))
+        .flat_map(|mapping| {
+            mapping
+                .lookups
+                .iter()
+                .map(move |lookup| Tool { mapping, lookup })
+        })
         .collect()
 }
 

@@ -25,11 +25,18 @@ pub type Types<'a> = HashMap<&'a str, &'a str>;
 
 /// Indexes the types hash.
 pub fn types_of(pairs: &Pairs) -> Types<'_> {
-    pairs.iter().map(|(f, t)| (f.as_str(), t.as_str())).collect()
+    pairs
+        .iter()
+        .map(|(f, t)| (f.as_str(), t.as_str()))
+        .collect()
 }
 
 /// One row as a JSON object, fields in name order.
-pub fn typed_row(row: &Pairs, types: &Types<'_>, mapping: &str) -> Result<Map<String, Value>, StoreError> {
+pub fn typed_row(
+    row: &Pairs,
+    types: &Types<'_>,
+    mapping: &str,
+) -> Result<Map<String, Value>, StoreError> {
     let mut fields: BTreeMap<&str, Value> = types.keys().map(|f| (*f, Value::Null)).collect();
     for (field, raw) in row {
         let value = match types.get(field.as_str()).and_then(|t| t.parse::<ColumnType>().ok()) {
@@ -49,11 +56,15 @@ pub fn typed_row(row: &Pairs, types: &Types<'_>, mapping: &str) -> Result<Map<St
 /// One stored value as JSON, or why it does not parse as `ty`.
 pub fn typed_value(raw: &str, ty: ColumnType) -> Result<Value, String> {
     Ok(match ty {
-        ColumnType::Int | ColumnType::Long => {
-            Value::Number(raw.parse::<i64>().map_err(|e| format!("not an integer ({e})"))?.into())
-        }
+        ColumnType::Int | ColumnType::Long => Value::Number(
+            raw.parse::<i64>()
+                .map_err(|e| format!("not an integer ({e})"))?
+                .into(),
+        ),
         ColumnType::Float | ColumnType::Double => {
-            let x = raw.parse::<f64>().map_err(|e| format!("not a number ({e})"))?;
+            let x = raw
+                .parse::<f64>()
+                .map_err(|e| format!("not a number ({e})"))?;
             match Number::from_f64(x) {
                 Some(n) => Value::Number(n),
                 None => Value::String(raw.to_owned()),
@@ -87,7 +98,10 @@ mod tests {
     use serde_json::json;
 
     fn pairs(items: &[(&str, &str)]) -> Pairs {
-        items.iter().map(|(a, b)| ((*a).to_owned(), (*b).to_owned())).collect()
+        items
+            .iter()
+            .map(|(a, b)| ((*a).to_owned(), (*b).to_owned()))
+            .collect()
     }
 
     #[test]
@@ -135,7 +149,11 @@ mod tests {
     #[test]
     fn malformed_values_are_errors() {
         let types = pairs(&[("id", "int"), ("ok", "boolean"), ("j", "json")]);
-        for row in [pairs(&[("id", "4x")]), pairs(&[("ok", "yes")]), pairs(&[("j", "{")])] {
+        for row in [
+            pairs(&[("id", "4x")]),
+            pairs(&[("ok", "yes")]),
+            pairs(&[("j", "{")]),
+        ] {
             let err = typed_row(&row, &types_of(&types), "customers").unwrap_err();
             assert!(err.to_string().contains("malformed data in redis"), "{err}");
         }

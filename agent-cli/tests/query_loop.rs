@@ -38,27 +38,40 @@ async fn handle(
     headers: HeaderMap,
     Json(body): Json<Value>,
 ) -> (StatusCode, Json<Value>) {
-    script.received.lock().unwrap().push(Received { path: uri.path().to_owned(), headers, body });
+    script.received.lock().unwrap().push(Received {
+        path: uri.path().to_owned(),
+        headers,
+        body,
+    });
     let next = script.replies.lock().unwrap().pop_front();
     match next {
         Some((status, reply)) => (StatusCode::from_u16(status).unwrap(), Json(reply)),
         None => match script.repeat.lock().unwrap().clone() {
             Some(reply) => (StatusCode::OK, Json(reply)),
-            None => (StatusCode::INTERNAL_SERVER_ERROR, Json(json!({"error": "script exhausted"}))),
+            None => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                Json(json!({"error": "script exhausted"})),
+            ),
         },
     }
 }
 
 /// Starts the fake LLM on a free port; it lives until the test process ends.
 fn serve(replies: Vec<(u16, Value)>) -> (SocketAddr, Arc<Script>) {
-    let script = Arc::new(Script { replies: Mutex::new(replies.into()), ..Default::default() });
+    let script = Arc::new(Script {
+        replies: Mutex::new(replies.into()),
+        ..Default::default()
+    });
     let app = Router::new()
         .route("/v1/chat/completions", post(handle))
         .route("/v1/messages", post(handle))
         .with_state(script.clone());
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
         rt.block_on(async move {
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
             tx.send(listener.local_addr().unwrap()).unwrap();
@@ -71,7 +84,13 @@ fn serve(replies: Vec<(u16, Value)>) -> (SocketAddr, Arc<Script>) {
 /// `agent-cli query` with no LLM settings inherited from the environment.
 fn query_cmd(fx: &Fixture) -> assert_cmd::Command {
     let mut cmd = fx.cmd();
-    for var in ["OPENAI_API_KEY", "OPENAI_BASE_URL", "ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL", "AGENT_CLI_MODEL"] {
+    for var in [
+        "OPENAI_API_KEY",
+        "OPENAI_BASE_URL",
+        "ANTHROPIC_API_KEY",
+        "ANTHROPIC_BASE_URL",
+        "AGENT_CLI_MODEL",
+    ] {
         cmd.env_remove(var);
     }
     cmd
@@ -98,11 +117,17 @@ fn tool_output(fx: &Fixture, tool: &str, args: &str) -> Value {
 /// as_of and staleness; lag_ms only differs by the time between the two runs.
 fn assert_same_tool_output(content: &str, expected: &Value) {
     let got: Value = serde_json::from_str(content).unwrap();
-    assert!(content.starts_with("{\"result\":") && !content.contains('\n'), "compact, result first: {content}");
+    assert!(
+        content.starts_with("{\"result\":") && !content.contains('\n'),
+        "compact, result first: {content}"
+    );
     assert_eq!(got["result"], expected["result"]);
     assert_eq!(got["freshness"]["as_of"], expected["freshness"]["as_of"]);
     assert_eq!(got["freshness"]["stale"], expected["freshness"]["stale"]);
-    let (a, b) = (got["freshness"]["lag_ms"].as_i64().unwrap(), expected["freshness"]["lag_ms"].as_i64().unwrap());
+    let (a, b) = (
+        got["freshness"]["lag_ms"].as_i64().unwrap(),
+        expected["freshness"]["lag_ms"].as_i64().unwrap(),
+    );
     assert!((a - b).abs() < 10_000, "lag {a} vs {b}");
     let mut keys: Vec<&String> = got.as_object().unwrap().keys().collect();
     keys.sort();
@@ -110,7 +135,12 @@ fn assert_same_tool_output(content: &str, expected: &Value) {
 }
 
 fn tool_names(tools: &Value, pointer: &str) -> Vec<String> {
-    tools.as_array().unwrap().iter().map(|t| t.pointer(pointer).unwrap().as_str().unwrap().to_owned()).collect()
+    tools
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.pointer(pointer).unwrap().as_str().unwrap().to_owned())
+        .collect()
 }
 
 #[test]
@@ -121,10 +151,10 @@ fn openai_tool_call_then_answer() {
         (
             200,
             json!({"id": "chatcmpl-1", "object": "chat.completion", "choices": [{"index": 0, "finish_reason": "tool_calls",
-                "message": {"role": "assistant", "content": null, "tool_calls": [
-                    {"id": "call_abc123", "type": "function", "function": {"name": "get_customer", "arguments": "{\"email\":\"jane@example.com\"}"}},
-                    {"id": "call_def456", "type": "function", "function": {"name": "get_customer_orders", "arguments": "{\"customer_id\":42,\"limit\":2}"}}
-                ]}}]}),
+            "message": {"role": "assistant", "content": null, "tool_calls": [
+                {"id": "call_abc123", "type": "function", "function": {"name": "get_customer", "arguments": "{\"email\":\"jane@example.com\"}"}},
+                {"id": "call_def456", "type": "function", "function": {"name": "get_customer_orders", "arguments": "{\"customer_id\":42,\"limit\":2}"}}
+            ]}}]}),
         ),
         (
             200,
@@ -135,12 +165,21 @@ fn openai_tool_call_then_answer() {
     let out = query_cmd(&fx)
         .env("OPENAI_API_KEY", "test-key")
         .env("OPENAI_BASE_URL", format!("http://{addr}/v1"))
-        .args(["query", "What plan is jane@example.com on?", "--model", "test-model", "-v"])
+        .args([
+            "query",
+            "What plan is jane@example.com on?",
+            "--model",
+            "test-model",
+            "-v",
+        ])
         .output()
         .unwrap();
     let stderr = String::from_utf8(out.stderr).unwrap();
     assert_eq!(out.status.code(), Some(0), "{stderr}");
-    assert_eq!(String::from_utf8(out.stdout).unwrap(), "Jane Doe is on the pro plan; her latest order is #3.\n");
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap(),
+        "Jane Doe is on the pro plan; her latest order is #3.\n"
+    );
 
     let received = script.received.lock().unwrap().clone();
     assert_eq!(received.len(), 2);
@@ -148,20 +187,39 @@ fn openai_tool_call_then_answer() {
         assert_eq!(r.path, "/v1/chat/completions");
         assert_eq!(r.headers["authorization"], "Bearer test-key");
         assert_eq!(r.body["model"], "test-model");
-        assert_eq!(tool_names(&r.body["tools"], "/function/name"), ["get_customer", "get_order", "get_customer_orders"]);
+        assert_eq!(
+            tool_names(&r.body["tools"], "/function/name"),
+            ["get_customer", "get_order", "get_customer_orders"]
+        );
         assert_eq!(r.body["tools"][0]["type"], "function");
-        assert_eq!(r.body["tools"][2]["function"]["parameters"]["properties"]["limit"]["default"], 10);
+        assert_eq!(
+            r.body["tools"][2]["function"]["parameters"]["properties"]["limit"]["default"],
+            10
+        );
     }
     let first = &received[0].body["messages"];
     assert_eq!(first.as_array().unwrap().len(), 2);
     assert_eq!(first[0]["role"], "system");
     let system = first[0]["content"].as_str().unwrap();
-    assert!(system.contains("Data freshness at the start of this conversation"), "{system}");
-    assert!(system.contains(&format!("- {}: current as of ", fx.customers)), "{system}");
-    assert_eq!(first[1], json!({"role": "user", "content": "What plan is jane@example.com on?"}));
+    assert!(
+        system.contains("Data freshness at the start of this conversation"),
+        "{system}"
+    );
+    assert!(
+        system.contains(&format!("- {}: current as of ", fx.customers)),
+        "{system}"
+    );
+    assert_eq!(
+        first[1],
+        json!({"role": "user", "content": "What plan is jane@example.com on?"})
+    );
 
     let second = received[1].body["messages"].as_array().unwrap();
-    assert_eq!(second.len(), 5, "system, user, assistant, 2 tool results: {second:#?}");
+    assert_eq!(
+        second.len(),
+        5,
+        "system, user, assistant, 2 tool results: {second:#?}"
+    );
     assert_eq!(second[2]["role"], "assistant");
     assert_eq!(second[2]["tool_calls"][0]["id"], "call_abc123");
     assert_eq!(second[3]["role"], "tool");
@@ -171,17 +229,26 @@ fn openai_tool_call_then_answer() {
         &tool_output(&fx, "get_customer", r#"{"email":"jane@example.com"}"#),
     );
     assert_eq!(second[4]["tool_call_id"], "call_def456");
-    let orders = tool_output(&fx, "get_customer_orders", r#"{"customer_id":42,"limit":2}"#);
+    let orders = tool_output(
+        &fx,
+        "get_customer_orders",
+        r#"{"customer_id":42,"limit":2}"#,
+    );
     assert_same_tool_output(second[4]["content"].as_str().unwrap(), &orders);
     assert_eq!(orders["result"].as_array().unwrap().len(), 2);
 
     // -v: each tool call with its arguments, result size and latency.
     let size = second[3]["content"].as_str().unwrap().len();
     assert!(
-        stderr.contains(&format!("agent-cli: tool get_customer {{\"email\":\"jane@example.com\"}} -> {size} bytes in ")),
+        stderr.contains(&format!(
+            "agent-cli: tool get_customer {{\"email\":\"jane@example.com\"}} -> {size} bytes in "
+        )),
         "{stderr}"
     );
-    assert!(stderr.contains("agent-cli: tool get_customer_orders {\"customer_id\":42,\"limit\":2} -> "), "{stderr}");
+    assert!(
+        stderr.contains("agent-cli: tool get_customer_orders {\"customer_id\":42,\"limit\":2} -> "),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -192,11 +259,11 @@ fn anthropic_tool_use_then_answer() {
         (
             200,
             json!({"id": "msg_1", "type": "message", "role": "assistant", "model": "m", "stop_reason": "tool_use",
-                "content": [
-                    {"type": "text", "text": "Let me look that up."},
-                    {"type": "tool_use", "id": "toolu_01A", "name": "get_customer", "input": {"email": "jane@example.com"}},
-                    {"type": "tool_use", "id": "toolu_01B", "name": "get_order", "input": {"order_id": 2}}
-                ]}),
+            "content": [
+                {"type": "text", "text": "Let me look that up."},
+                {"type": "tool_use", "id": "toolu_01A", "name": "get_customer", "input": {"email": "jane@example.com"}},
+                {"type": "tool_use", "id": "toolu_01B", "name": "get_order", "input": {"order_id": 2}}
+            ]}),
         ),
         (
             200,
@@ -212,7 +279,10 @@ fn anthropic_tool_use_then_answer() {
         .unwrap();
     let stderr = String::from_utf8(out.stderr).unwrap();
     assert_eq!(out.status.code(), Some(0), "{stderr}");
-    assert_eq!(String::from_utf8(out.stdout).unwrap(), "Jane Doe is on the pro plan.\n");
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap(),
+        "Jane Doe is on the pro plan.\n"
+    );
     assert!(stderr.is_empty(), "no -v, no noise: {stderr}");
 
     let received = script.received.lock().unwrap().clone();
@@ -223,13 +293,25 @@ fn anthropic_tool_use_then_answer() {
         assert_eq!(r.headers["anthropic-version"], "2023-06-01");
         assert_eq!(r.body["model"], "claude-sonnet-4-5");
         assert!(r.body["max_tokens"].as_u64().unwrap() > 0);
-        assert_eq!(tool_names(&r.body["tools"], "/name"), ["get_customer", "get_order", "get_customer_orders"]);
-        assert_eq!(r.body["tools"][1]["input_schema"]["required"], json!(["order_id"]));
-        assert!(r.body["system"].as_str().unwrap().contains("Data freshness"));
+        assert_eq!(
+            tool_names(&r.body["tools"], "/name"),
+            ["get_customer", "get_order", "get_customer_orders"]
+        );
+        assert_eq!(
+            r.body["tools"][1]["input_schema"]["required"],
+            json!(["order_id"])
+        );
+        assert!(r.body["system"]
+            .as_str()
+            .unwrap()
+            .contains("Data freshness"));
     }
     let second = received[1].body["messages"].as_array().unwrap();
     assert_eq!(second.len(), 3);
-    assert_eq!(second[0], json!({"role": "user", "content": "What plan is jane@example.com on?"}));
+    assert_eq!(
+        second[0],
+        json!({"role": "user", "content": "What plan is jane@example.com on?"})
+    );
     assert_eq!(second[1]["role"], "assistant");
     assert_eq!(second[1]["content"][1]["id"], "toolu_01A");
     assert_eq!(second[2]["role"], "user");
@@ -243,7 +325,10 @@ fn anthropic_tool_use_then_answer() {
         &tool_output(&fx, "get_customer", r#"{"email":"jane@example.com"}"#),
     );
     assert_eq!(blocks[1]["tool_use_id"], "toolu_01B");
-    assert_same_tool_output(blocks[1]["content"].as_str().unwrap(), &tool_output(&fx, "get_order", r#"{"order_id":2}"#));
+    assert_same_tool_output(
+        blocks[1]["content"].as_str().unwrap(),
+        &tool_output(&fx, "get_order", r#"{"order_id":2}"#),
+    );
 }
 
 #[test]
@@ -258,29 +343,53 @@ fn stale_results_and_rejected_calls_are_reported_to_the_model() {
                 {"type": "tool_use", "id": "toolu_2", "name": "get_customer", "input": {"email": "x:*"}}
             ], "stop_reason": "tool_use"}),
         ),
-        (200, json!({"content": [{"type": "text", "text": "Jane is on pro (data may be 2 minutes old)."}]})),
+        (
+            200,
+            json!({"content": [{"type": "text", "text": "Jane is on pro (data may be 2 minutes old)."}]}),
+        ),
     ]);
     let out = query_cmd(&fx)
         .env("ANTHROPIC_API_KEY", "k")
         .env("ANTHROPIC_BASE_URL", format!("http://{addr}/"))
-        .args(["query", "Plan of jane@example.com?", "--provider", "anthropic", "--model", "claude-x"])
+        .args([
+            "query",
+            "Plan of jane@example.com?",
+            "--provider",
+            "anthropic",
+            "--model",
+            "claude-x",
+        ])
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let received = script.received.lock().unwrap().clone();
     let system = received[0].body["system"].as_str().unwrap();
     assert!(system.contains(", STALE"), "{system}");
-    let blocks = received[1].body["messages"][2]["content"].as_array().unwrap().clone();
+    let blocks = received[1].body["messages"][2]["content"]
+        .as_array()
+        .unwrap()
+        .clone();
     assert_eq!(blocks.len(), 3);
     let stale: Value = serde_json::from_str(blocks[0]["content"].as_str().unwrap()).unwrap();
     assert_eq!(stale["freshness"]["stale"], true);
     assert_eq!(blocks[1]["tool_use_id"], "toolu_2");
     assert_eq!(blocks[1]["is_error"], true);
     let rejected: Value = serde_json::from_str(blocks[1]["content"].as_str().unwrap()).unwrap();
-    assert_eq!(rejected["error"], "`get_customer`: parameter `email` must not contain `:` (the key separator)");
+    assert_eq!(
+        rejected["error"],
+        "`get_customer`: parameter `email` must not contain `:` (the key separator)"
+    );
     assert_eq!(blocks[2]["type"], "text");
     let note = blocks[2]["text"].as_str().unwrap();
-    assert!(note.starts_with("[agent-cli] Stale data: the result of `get_customer` (data as of "), "{note}");
+    assert!(
+        note.starts_with("[agent-cli] Stale data: the result of `get_customer` (data as of "),
+        "{note}"
+    );
     assert!(note.contains("older than 30000 ms"), "{note}");
 }
 
@@ -294,7 +403,10 @@ fn openai_stale_note_follows_the_tool_messages() {
             json!({"choices": [{"message": {"role": "assistant", "tool_calls": [
                 {"id": "c1", "type": "function", "function": {"name": "get_order", "arguments": "{\"order_id\": 1}"}}]}}]}),
         ),
-        (200, json!({"choices": [{"message": {"role": "assistant", "content": "Order 1 is paid."}}]})),
+        (
+            200,
+            json!({"choices": [{"message": {"role": "assistant", "content": "Order 1 is paid."}}]}),
+        ),
     ]);
     let out = query_cmd(&fx)
         .env("OPENAI_API_KEY", "k")
@@ -302,14 +414,25 @@ fn openai_stale_note_follows_the_tool_messages() {
         .args(["--stale-after-ms", "1000", "query", "Status of order 1?"])
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let received = script.received.lock().unwrap().clone();
     let messages = received[1].body["messages"].as_array().unwrap().clone();
     assert_eq!(messages[3]["role"], "tool");
     assert_eq!(messages[3]["tool_call_id"], "c1");
     assert_eq!(messages[4]["role"], "user");
-    assert!(messages[4]["content"].as_str().unwrap().starts_with("[agent-cli] Stale data: the result of `get_order`"));
-    assert!(received[0].body["messages"][0]["content"].as_str().unwrap().contains("older than 1000 ms counts as stale"));
+    assert!(messages[4]["content"]
+        .as_str()
+        .unwrap()
+        .starts_with("[agent-cli] Stale data: the result of `get_order`"));
+    assert!(received[0].body["messages"][0]["content"]
+        .as_str()
+        .unwrap()
+        .contains("older than 1000 ms counts as stale"));
 }
 
 #[test]
@@ -318,10 +441,19 @@ fn no_llm_configured_exits_2() {
     let out = query_cmd(&fx).args(["query", "hello"]).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
     let stderr = String::from_utf8(out.stderr).unwrap();
-    assert!(stderr.starts_with("agent-cli: no LLM configured: set OPENAI_API_KEY"), "{stderr}");
-    let out = query_cmd(&fx).env("OPENAI_API_KEY", "k").args(["query", "hello", "--provider", "anthropic"]).output().unwrap();
+    assert!(
+        stderr.starts_with("agent-cli: no LLM configured: set OPENAI_API_KEY"),
+        "{stderr}"
+    );
+    let out = query_cmd(&fx)
+        .env("OPENAI_API_KEY", "k")
+        .args(["query", "hello", "--provider", "anthropic"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8(out.stderr).unwrap().contains("--provider anthropic needs ANTHROPIC_API_KEY"));
+    assert!(String::from_utf8(out.stderr)
+        .unwrap()
+        .contains("--provider anthropic needs ANTHROPIC_API_KEY"));
 }
 
 #[test]
@@ -329,8 +461,10 @@ fn max_rounds_and_api_errors_exit_1() {
     let mut fx = Fixture::new();
     fill(&mut fx, now_ms());
     let (addr, script) = serve(vec![]);
-    *script.repeat.lock().unwrap() = Some(json!({"choices": [{"message": {"role": "assistant", "tool_calls": [
-        {"id": "again", "type": "function", "function": {"name": "get_order", "arguments": "{\"order_id\": 1}"}}]}}]}));
+    *script.repeat.lock().unwrap() = Some(
+        json!({"choices": [{"message": {"role": "assistant", "tool_calls": [
+        {"id": "again", "type": "function", "function": {"name": "get_order", "arguments": "{\"order_id\": 1}"}}]}}]}),
+    );
     let out = query_cmd(&fx)
         .env("OPENAI_API_KEY", "k")
         .env("OPENAI_BASE_URL", format!("http://{addr}/v1"))
@@ -338,10 +472,16 @@ fn max_rounds_and_api_errors_exit_1() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
-    assert_eq!(String::from_utf8(out.stderr).unwrap(), "agent-cli: no final answer after 3 rounds (raise --max-rounds)\n");
+    assert_eq!(
+        String::from_utf8(out.stderr).unwrap(),
+        "agent-cli: no final answer after 3 rounds (raise --max-rounds)\n"
+    );
     assert_eq!(script.received.lock().unwrap().len(), 3);
 
-    let (addr, _script) = serve(vec![(401, json!({"error": {"message": "invalid api key"}}))]);
+    let (addr, _script) = serve(vec![(
+        401,
+        json!({"error": {"message": "invalid api key"}}),
+    )]);
     let out = query_cmd(&fx)
         .env("OPENAI_API_KEY", "bad")
         .env("OPENAI_BASE_URL", format!("http://{addr}/v1"))
@@ -350,5 +490,8 @@ fn max_rounds_and_api_errors_exit_1() {
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8(out.stderr).unwrap();
-    assert!(stderr.contains("answered 401") && stderr.contains("invalid api key"), "{stderr}");
+    assert!(
+        stderr.contains("answered 401") && stderr.contains("invalid api key"),
+        "{stderr}"
+    );
 }

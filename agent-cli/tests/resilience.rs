@@ -18,36 +18,70 @@ fn config_for(url: &str) -> (tempfile::TempDir, mapping::Config) {
     let yaml = std::fs::read_to_string(support::default_config()).unwrap();
     let path = dir.path().join("connectors.yaml");
     std::fs::write(&path, yaml).unwrap();
-    let overrides = mapping::ConnectionOverrides { redis_url: Some(url.to_owned()), ..Default::default() };
+    let overrides = mapping::ConnectionOverrides {
+        redis_url: Some(url.to_owned()),
+        ..Default::default()
+    };
     let config = mapping::load_config(&path, &overrides).unwrap();
     (dir, config)
 }
 
 fn fill(conn: &mut redis::Connection) {
-    let _: () = conn.hset_multiple("sink:types:customers", &[("id", "int"), ("email", "string")]).unwrap();
-    let _: () = conn.hset_multiple("customer:1", &[("id", "1"), ("email", "a@example.com")]).unwrap();
+    let _: () = conn
+        .hset_multiple(
+            "sink:types:customers",
+            &[("id", "int"), ("email", "string")],
+        )
+        .unwrap();
+    let _: () = conn
+        .hset_multiple("customer:1", &[("id", "1"), ("email", "a@example.com")])
+        .unwrap();
     let _: () = conn.set("customer:email:a@example.com", "1").unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn falls_back_to_eval_without_read_only_variants() {
-    let redis = support::PrivateRedis::start(&["--rename-command", "EVAL_RO", "", "--rename-command", "EVALSHA_RO", ""]);
+    let redis = support::PrivateRedis::start(&[
+        "--rename-command",
+        "EVAL_RO",
+        "",
+        "--rename-command",
+        "EVALSHA_RO",
+        "",
+    ]);
     let mut conn = redis.conn();
     fill(&mut conn);
-    let err = redis::cmd("EVAL_RO").arg("return 1").arg(0).query::<i64>(&mut conn).unwrap_err();
+    let err = redis::cmd("EVAL_RO")
+        .arg("return 1")
+        .arg(0)
+        .query::<i64>(&mut conn)
+        .unwrap_err();
     assert!(err.to_string().contains("unknown command"), "{err}");
 
     let (_dir, config) = config_for(&redis.url);
-    let lookups = Lookups::new(Arc::new(config), Store::connect(&redis.url).await.unwrap(), None);
+    let lookups = Lookups::new(
+        Arc::new(config),
+        Store::connect(&redis.url).await.unwrap(),
+        None,
+    );
     for _ in 0..3 {
-        let out = lookups.call("get_customer", r#"{"email":"a@example.com"}"#).await.unwrap();
+        let out = lookups
+            .call("get_customer", r#"{"email":"a@example.com"}"#)
+            .await
+            .unwrap();
         assert_eq!(out.result, json!({"id": 1, "email": "a@example.com"}));
     }
-    let info: String = redis::cmd("INFO").arg("commandstats").query(&mut conn).unwrap();
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query(&mut conn)
+        .unwrap();
     let calls = |name: &str| {
         info.lines()
             .find(|l| l.starts_with(&format!("cmdstat_{name}:")))
-            .and_then(|l| l.split(&[':', ','][..]).find_map(|kv| kv.strip_prefix("calls=")))
+            .and_then(|l| {
+                l.split(&[':', ','][..])
+                    .find_map(|kv| kv.strip_prefix("calls="))
+            })
             .map_or(0, |n| n.parse::<u64>().unwrap())
     };
     // The first lookup learnt the server lacks the read-only variants; then EVAL loaded the
@@ -60,9 +94,16 @@ async fn managed_store_survives_a_redis_restart() {
     let mut redis = support::PrivateRedis::start(&[]);
     fill(&mut redis.conn());
     let (_dir, config) = config_for(&redis.url);
-    let lookups = Lookups::new(Arc::new(config), Store::connect_managed(&redis.url).await.unwrap(), None);
+    let lookups = Lookups::new(
+        Arc::new(config),
+        Store::connect_managed(&redis.url).await.unwrap(),
+        None,
+    );
     let args = r#"{"customer_id":1}"#;
-    assert_eq!(lookups.call("get_customer", args).await.unwrap().result["id"], 1);
+    assert_eq!(
+        lookups.call("get_customer", args).await.unwrap().result["id"],
+        1
+    );
 
     redis.stop();
     let err = lookups.call("get_customer", args).await.unwrap_err();

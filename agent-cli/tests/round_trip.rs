@@ -49,9 +49,17 @@ impl ConnectionLike for Counting {
         self.inner.req_packed_command(cmd)
     }
 
-    fn req_packed_commands<'a>(&'a mut self, pipeline: &'a Pipeline, offset: usize, count: usize) -> RedisFuture<'a, Vec<Value>> {
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
         self.round_trips.fetch_add(1, Ordering::SeqCst);
-        self.commands.lock().unwrap().push(format!("pipeline of {}", pipeline.cmd_iter().count()));
+        self.commands
+            .lock()
+            .unwrap()
+            .push(format!("pipeline of {}", pipeline.cmd_iter().count()));
         self.inner.req_packed_commands(pipeline, offset, count)
     }
 
@@ -94,31 +102,77 @@ async fn one_round_trip_per_lookup_in_process() {
     let config = mapping::load_config(&fx.config, &Default::default()).unwrap();
     let client = redis::Client::open(support::redis_url()).unwrap();
     let conn = client.get_multiplexed_async_connection().await.unwrap();
-    let counting = Counting { inner: conn, round_trips: Default::default(), commands: Default::default() };
-    let lookups = Lookups::new(Arc::new(config), Store::with_connection(counting.clone()), None);
+    let counting = Counting {
+        inner: conn,
+        round_trips: Default::default(),
+        commands: Default::default(),
+    };
+    let lookups = Lookups::new(
+        Arc::new(config),
+        Store::with_connection(counting.clone()),
+        None,
+    );
 
     for round in 0..2 {
         for (tool, args) in CALLS {
             let before = counting.round_trips();
             let out = lookups.call(tool, args).await.unwrap();
-            assert_eq!(counting.round_trips() - before, 1, "{tool} {args} (round {round})");
+            assert_eq!(
+                counting.round_trips() - before,
+                1,
+                "{tool} {args} (round {round})"
+            );
             assert!(!out.result.is_null(), "{tool} {args}");
         }
     }
     let commands = counting.commands.lock().unwrap().clone();
     // The script text goes over once; afterwards only its SHA.
     assert_eq!(commands[0], "EVAL_RO");
-    assert!(commands[1..].iter().all(|c| c == "EVALSHA_RO"), "{commands:?}");
+    assert!(
+        commands[1..].iter().all(|c| c == "EVALSHA_RO"),
+        "{commands:?}"
+    );
     assert_eq!(commands.len(), 2 * CALLS.len());
 
-    let orders = lookups.call("get_customer_orders", r#"{"customer_id":42}"#).await.unwrap();
-    let ids: Vec<i64> = orders.result.as_array().unwrap().iter().map(|o| o["id"].as_i64().unwrap()).collect();
+    let orders = lookups
+        .call("get_customer_orders", r#"{"customer_id":42}"#)
+        .await
+        .unwrap();
+    let ids: Vec<i64> = orders
+        .result
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["id"].as_i64().unwrap())
+        .collect();
     assert_eq!(ids, [1000, 999, 998, 997, 996, 995, 994, 993, 992, 991]);
-    let orders = lookups.call("get_customer_orders", r#"{"customer_id":42,"limit":12}"#).await.unwrap();
-    let ids: Vec<i64> = orders.result.as_array().unwrap().iter().map(|o| o["id"].as_i64().unwrap()).collect();
-    assert_eq!(ids[10..], [990, 989], "ties at 993_000: ids 993..985 descending, after 994");
-    let orders = lookups.call("get_customer_orders", r#"{"customer_id":42,"limit":9}"#).await.unwrap();
-    let ids: Vec<i64> = orders.result.as_array().unwrap().iter().map(|o| o["id"].as_i64().unwrap()).collect();
+    let orders = lookups
+        .call("get_customer_orders", r#"{"customer_id":42,"limit":12}"#)
+        .await
+        .unwrap();
+    let ids: Vec<i64> = orders
+        .result
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["id"].as_i64().unwrap())
+        .collect();
+    assert_eq!(
+        ids[10..],
+        [990, 989],
+        "ties at 993_000: ids 993..985 descending, after 994"
+    );
+    let orders = lookups
+        .call("get_customer_orders", r#"{"customer_id":42,"limit":9}"#)
+        .await
+        .unwrap();
+    let ids: Vec<i64> = orders
+        .result
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["id"].as_i64().unwrap())
+        .collect();
     assert_eq!(ids, [1000, 999, 998, 997, 996, 995, 994, 993, 992]);
 }
 
@@ -126,7 +180,10 @@ fn ro_script_calls(conn: &mut redis::Connection) -> u64 {
     let info: String = redis::cmd("INFO").arg("commandstats").query(conn).unwrap();
     info.lines()
         .filter(|l| l.starts_with("cmdstat_eval_ro:") || l.starts_with("cmdstat_evalsha_ro:"))
-        .filter_map(|l| l.split(&[':', ','][..]).find_map(|kv| kv.strip_prefix("calls=")))
+        .filter_map(|l| {
+            l.split(&[':', ','][..])
+                .find_map(|kv| kv.strip_prefix("calls="))
+        })
         .map(|n| n.parse::<u64>().unwrap())
         .sum()
 }
@@ -158,26 +215,54 @@ async fn the_binary_makes_one_script_call_and_bounded_reads() {
         };
         let before = ro_script_calls(&mut fx.conn);
         let out = fx.cmd().args(["tool", tool, args]).output().unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let after = ro_script_calls(&mut fx.conn);
         let _: String = redis::cmd("ECHO").arg(&marker).query(&mut fx.conn).unwrap();
-        let lines = tokio::time::timeout(Duration::from_secs(10), collector).await.unwrap().unwrap();
+        let lines = tokio::time::timeout(Duration::from_secs(10), collector)
+            .await
+            .unwrap()
+            .unwrap();
 
-        assert_eq!(after - before, 1, "{tool} {args}: EVAL_RO + EVALSHA_RO calls");
+        assert_eq!(
+            after - before,
+            1,
+            "{tool} {args}: EVAL_RO + EVALSHA_RO calls"
+        );
         // Other clients may be busy on a shared server: keep what touches this fixture's keys.
         let ours: Vec<&String> = lines.iter().filter(|l| l.contains(&fx.prefix)).collect();
-        let (inside, outside): (Vec<&String>, Vec<&String>) = ours.into_iter().partition(|l| l.contains(" lua] "));
-        assert_eq!(outside.len(), 1, "{tool} {args}: client commands touching the keys: {outside:#?}");
-        assert!(outside[0].contains(r#""EVAL_RO""#) || outside[0].contains(r#""EVALSHA_RO""#), "{}", outside[0]);
+        let (inside, outside): (Vec<&String>, Vec<&String>) =
+            ours.into_iter().partition(|l| l.contains(" lua] "));
+        assert_eq!(
+            outside.len(),
+            1,
+            "{tool} {args}: client commands touching the keys: {outside:#?}"
+        );
+        assert!(
+            outside[0].contains(r#""EVAL_RO""#) || outside[0].contains(r#""EVALSHA_RO""#),
+            "{}",
+            outside[0]
+        );
         // Everything the binary's connection sent, whatever the keys: that one call.
         let start = outside[0].find('[').unwrap();
         let end = outside[0].find(']').unwrap();
         let client = outside[0][start..=end].to_owned(); // `[0 127.0.0.1:58860]`
-        assert!(client.contains("127.0.0.1:") || client.contains("::1"), "{client}");
+        assert!(
+            client.contains("127.0.0.1:") || client.contains("::1"),
+            "{client}"
+        );
         let from_binary: Vec<&String> = lines.iter().filter(|l| l.contains(&client)).collect();
         assert_eq!(from_binary.len(), 1, "{tool} {args}: {from_binary:#?}");
 
-        let count = |name: &str| inside.iter().filter(|l| l.contains(&format!("] \"{name}\""))).count();
+        let count = |name: &str| {
+            inside
+                .iter()
+                .filter(|l| l.contains(&format!("] \"{name}\"")))
+                .count()
+        };
         let hgetall = count("HGETALL");
         match tool {
             "get_customer" if args.contains("email") => {
@@ -191,11 +276,21 @@ async fn the_binary_makes_one_script_call_and_bounded_reads() {
                 assert_eq!(hgetall, 2 + limit, "{inside:#?}");
                 assert_eq!(count("ZREVRANGE"), 1);
                 let zrevrange = inside.iter().find(|l| l.contains("\"ZREVRANGE\"")).unwrap();
-                assert!(zrevrange.contains(&format!("\"0\" \"{}\" \"WITHSCORES\"", limit - 1)), "{zrevrange}");
+                assert!(
+                    zrevrange.contains(&format!("\"0\" \"{}\" \"WITHSCORES\"", limit - 1)),
+                    "{zrevrange}"
+                );
                 assert_eq!(count("ZRANGEBYSCORE"), 1);
-                let zrangebyscore = inside.iter().find(|l| l.contains("\"ZRANGEBYSCORE\"")).unwrap();
+                let zrangebyscore = inside
+                    .iter()
+                    .find(|l| l.contains("\"ZRANGEBYSCORE\""))
+                    .unwrap();
                 assert!(zrangebyscore.contains("\"+inf\""), "{zrangebyscore}");
-                assert_eq!(inside.len(), hgetall + 2, "nothing else inside the script: {inside:#?}");
+                assert_eq!(
+                    inside.len(),
+                    hgetall + 2,
+                    "nothing else inside the script: {inside:#?}"
+                );
             }
         }
     }

@@ -14,17 +14,27 @@ fn default_file_yields_the_seed_tools() {
         .args(["tools", "--format", "openai"])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let tools: Value = serde_json::from_slice(&out.stdout).unwrap();
     let tools = tools.as_array().unwrap();
-    let names: Vec<&str> = tools.iter().map(|t| t["function"]["name"].as_str().unwrap()).collect();
+    let names: Vec<&str> = tools
+        .iter()
+        .map(|t| t["function"]["name"].as_str().unwrap())
+        .collect();
     assert_eq!(names, ["get_customer", "get_order", "get_customer_orders"]);
     for t in tools {
         assert_eq!(t["type"], "function");
     }
 
     let get_customer = &tools[0]["function"];
-    assert!(get_customer["description"].as_str().unwrap().starts_with("Look up a customer by ID or email address"));
+    assert!(get_customer["description"]
+        .as_str()
+        .unwrap()
+        .starts_with("Look up a customer by ID or email address"));
     let p = &get_customer["parameters"];
     assert_eq!(p["type"], "object");
     assert_eq!(p["properties"]["customer_id"]["type"], "integer");
@@ -32,19 +42,34 @@ fn default_file_yields_the_seed_tools() {
     assert_eq!(p["properties"]["email"]["type"], "string");
     assert_eq!(p["properties"]["email"]["description"], "Customer email");
     assert_eq!(p["properties"].as_object().unwrap().len(), 2);
-    assert!(p.get("required").is_none(), "exactly one of two: neither is required by itself");
-    assert_eq!((p["minProperties"].clone(), p["maxProperties"].clone()), (json!(1), json!(1)));
+    assert!(
+        p.get("required").is_none(),
+        "exactly one of two: neither is required by itself"
+    );
+    assert_eq!(
+        (p["minProperties"].clone(), p["maxProperties"].clone()),
+        (json!(1), json!(1))
+    );
 
     let get_order = &tools[1]["function"];
     assert_eq!(get_order["description"], "Look up a specific order by ID");
-    assert_eq!(get_order["parameters"]["properties"]["order_id"]["type"], "integer");
+    assert_eq!(
+        get_order["parameters"]["properties"]["order_id"]["type"],
+        "integer"
+    );
     assert_eq!(get_order["parameters"]["required"], json!(["order_id"]));
 
     let orders = &tools[2]["function"];
-    assert_eq!(orders["description"], "Get recent orders for a customer, newest first");
+    assert_eq!(
+        orders["description"],
+        "Get recent orders for a customer, newest first"
+    );
     let props = &orders["parameters"]["properties"];
     assert_eq!(props["customer_id"]["type"], "integer");
-    assert_eq!(props["limit"], json!({"type": "integer", "description": "Max orders to return", "default": 10, "minimum": 1, "maximum": 100}));
+    assert_eq!(
+        props["limit"],
+        json!({"type": "integer", "description": "Max orders to return", "default": 10, "minimum": 1, "maximum": 100})
+    );
     assert_eq!(orders["parameters"]["required"], json!(["customer_id"]));
     assert_eq!(orders["parameters"]["additionalProperties"], false);
 }
@@ -63,14 +88,20 @@ fn tool_formats_anthropic_and_mcp() {
     };
     let anthropic = run("anthropic");
     assert_eq!(anthropic[1]["name"], "get_order");
-    assert_eq!(anthropic[1]["input_schema"]["required"], json!(["order_id"]));
+    assert_eq!(
+        anthropic[1]["input_schema"]["required"],
+        json!(["order_id"])
+    );
     assert!(anthropic[1].get("type").is_none());
     let mcp = run("mcp");
     assert_eq!(mcp[2]["name"], "get_customer_orders");
     assert_eq!(mcp[2]["inputSchema"]["properties"]["limit"]["default"], 10);
     assert_eq!(mcp[2]["annotations"]["readOnlyHint"], true);
 
-    let bad = assert_cmd::Command::new(support::bin()).args(["tools", "--format", "xml"]).output().unwrap();
+    let bad = assert_cmd::Command::new(support::bin())
+        .args(["tools", "--format", "xml"])
+        .output()
+        .unwrap();
     assert_eq!(bad.status.code(), Some(2));
 }
 
@@ -92,7 +123,11 @@ fn get_customer_by_email_and_by_id() {
         "created_at": "2026-01-15T08:30:00.000000Z",
         "updated_at": null,
     });
-    for args in [r#"{"email": "jane.doe+x@example.com"}"#, r#"{"customer_id": 42}"#, r#"{"customer_id": 42, "email": null}"#] {
+    for args in [
+        r#"{"email": "jane.doe+x@example.com"}"#,
+        r#"{"customer_id": 42}"#,
+        r#"{"customer_id": 42, "email": null}"#,
+    ] {
         let (code, out, stderr) = run_tool(&fx, "get_customer", args, &[]);
         assert_eq!(code, 0, "{args}: {stderr}");
         assert_eq!(out["result"], expected, "{args}");
@@ -110,7 +145,9 @@ fn get_customer_by_email_and_by_id() {
 }
 
 fn support_rfc3339_ms(ms: i64) -> String {
-    chrono::DateTime::from_timestamp_millis(ms).unwrap().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+    chrono::DateTime::from_timestamp_millis(ms)
+        .unwrap()
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
 #[test]
@@ -119,7 +156,11 @@ fn not_found_is_null_and_exit_0() {
     fx.put_types();
     fx.put_customer(1, "a@example.com", "A", "free", 0);
     for (tool, args, expected) in [
-        ("get_customer", r#"{"email":"nobody@example.com"}"#, Value::Null),
+        (
+            "get_customer",
+            r#"{"email":"nobody@example.com"}"#,
+            Value::Null,
+        ),
         ("get_customer", r#"{"customer_id":999}"#, Value::Null),
         ("get_order", r#"{"order_id":5}"#, Value::Null),
         ("get_customer_orders", r#"{"customer_id":1}"#, json!([])),
@@ -128,7 +169,10 @@ fn not_found_is_null_and_exit_0() {
         assert_eq!(code, 0, "{tool} {args}: {stderr}");
         assert_eq!(out["result"], expected, "{tool} {args}");
         // Nothing recorded by the sink: unknown freshness is stale.
-        assert_eq!(out["freshness"], json!({"as_of": null, "lag_ms": null, "stale": true}));
+        assert_eq!(
+            out["freshness"],
+            json!({"as_of": null, "lag_ms": null, "stale": true})
+        );
     }
 }
 
@@ -170,7 +214,12 @@ fn stored_types_become_json_types() {
         ("seen_at", "timestamp"),
         ("nickname", "string"),
     ];
-    let _: () = redis::Commands::hset_multiple(&mut fx.conn, format!("sink:types:{}", fx.customers), &types).unwrap();
+    let _: () = redis::Commands::hset_multiple(
+        &mut fx.conn,
+        format!("sink:types:{}", fx.customers),
+        &types,
+    )
+    .unwrap();
     let row = [
         ("id", "9007199254740993"),
         ("ratio", "0.125"),
@@ -182,7 +231,9 @@ fn stored_types_become_json_types() {
         ("avatar", "AAEC"),
         ("seen_at", "2026-11-24T09:56:33.142906Z"),
     ];
-    let _: () = redis::Commands::hset_multiple(&mut fx.conn, format!("{}:customer:5", fx.prefix), &row).unwrap();
+    let _: () =
+        redis::Commands::hset_multiple(&mut fx.conn, format!("{}:customer:5", fx.prefix), &row)
+            .unwrap();
     let (code, out, stderr) = run_tool(&fx, "get_customer", r#"{"customer_id": 5}"#, &[]);
     assert_eq!(code, 0, "{stderr}");
     assert_eq!(
@@ -233,7 +284,12 @@ fn orders_newest_first_ties_by_id_descending_and_limit() {
     let expected_ids: Vec<i64> = expected.iter().map(|(id, _)| *id).collect();
 
     let ids = |out: &Value| -> Vec<i64> {
-        out["result"].as_array().unwrap().iter().map(|o| o["id"].as_i64().unwrap()).collect()
+        out["result"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|o| o["id"].as_i64().unwrap())
+            .collect()
     };
     // Default limit 10: the boundary (10th) falls inside the tie group.
     let (code, out, _) = run_tool(&fx, "get_customer_orders", r#"{"customer_id": 42}"#, &[]);
@@ -243,14 +299,23 @@ fn orders_newest_first_ties_by_id_descending_and_limit() {
     assert_eq!(ids(&out)[7..10], [100, 11, 10]);
     // Boundary cutting the tie group in the middle.
     for limit in [1, 7, 8, 9, 11, 13, 14, 100] {
-        let (code, out, stderr) =
-            run_tool(&fx, "get_customer_orders", &format!(r#"{{"customer_id": 42, "limit": {limit}}}"#), &[]);
+        let (code, out, stderr) = run_tool(
+            &fx,
+            "get_customer_orders",
+            &format!(r#"{{"customer_id": 42, "limit": {limit}}}"#),
+            &[],
+        );
         assert_eq!(code, 0, "{stderr}");
         let n = (limit as usize).min(expected_ids.len());
         assert_eq!(ids(&out), expected_ids[..n].to_vec(), "limit {limit}");
     }
     // Full rows, typed.
-    let (_, out, _) = run_tool(&fx, "get_customer_orders", r#"{"customer_id": 42, "limit": 1}"#, &[]);
+    let (_, out, _) = run_tool(
+        &fx,
+        "get_customer_orders",
+        r#"{"customer_id": 42, "limit": 1}"#,
+        &[],
+    );
     assert_eq!(
         out["result"],
         json!([{
@@ -267,29 +332,96 @@ fn orders_newest_first_ties_by_id_descending_and_limit() {
 fn bad_arguments_exit_2_with_a_clear_message() {
     let fx = Fixture::new();
     let cases: &[(&str, &str, &str)] = &[
-        ("get_invoice", "{}", "unknown tool `get_invoice` (available: get_customer, get_order, get_customer_orders)"),
-        ("get_customer", "{}", "`get_customer` needs exactly one of `customer_id`, `email`, got none"),
-        ("get_customer", r#"{"customer_id": 1, "email": "a@b.c"}"#, "needs exactly one of `customer_id`, `email`, got `customer_id` and `email`"),
-        ("get_customer", r#"{"customer_id": "1"}"#, "parameter `customer_id` must be an integer, got a string \"1\""),
-        ("get_customer", r#"{"customer_id": 1.5}"#, "parameter `customer_id` must be an integer, got a number 1.5"),
-        ("get_customer", r#"{"email": 5}"#, "parameter `email` must be a string, got a number 5"),
-        ("get_customer", r#"{"email": ""}"#, "parameter `email` must not be empty"),
-        ("get_customer", r#"{"id": 1}"#, "`get_customer` has no parameter `id` (parameters: `customer_id`, `email`)"),
-        ("get_customer", r#"[1]"#, "arguments of `get_customer` must be a JSON object, got an array"),
-        ("get_customer", r#"{"email": "#, "arguments of `get_customer` are not valid JSON"),
-        ("get_order", r#"{}"#, "`get_order` needs `order_id`, got none"),
-        ("get_customer_orders", r#"{"customer_id": 1, "limit": 0}"#, "parameter `limit` must be between 1 and 100, got 0"),
-        ("get_customer_orders", r#"{"customer_id": 1, "limit": 101}"#, "parameter `limit` must be between 1 and 100, got 101"),
-        ("get_customer_orders", r#"{"customer_id": 1, "limit": -3}"#, "must be between 1 and 100, got -3"),
-        ("get_customer_orders", r#"{"customer_id": 1, "limit": "5"}"#, "parameter `limit` must be an integer"),
-        ("get_customer_orders", r#"{"limit": 5}"#, "`get_customer_orders` needs `customer_id`, got none"),
+        (
+            "get_invoice",
+            "{}",
+            "unknown tool `get_invoice` (available: get_customer, get_order, get_customer_orders)",
+        ),
+        (
+            "get_customer",
+            "{}",
+            "`get_customer` needs exactly one of `customer_id`, `email`, got none",
+        ),
+        (
+            "get_customer",
+            r#"{"customer_id": 1, "email": "a@b.c"}"#,
+            "needs exactly one of `customer_id`, `email`, got `customer_id` and `email`",
+        ),
+        (
+            "get_customer",
+            r#"{"customer_id": "1"}"#,
+            "parameter `customer_id` must be an integer, got a string \"1\"",
+        ),
+        (
+            "get_customer",
+            r#"{"customer_id": 1.5}"#,
+            "parameter `customer_id` must be an integer, got a number 1.5",
+        ),
+        (
+            "get_customer",
+            r#"{"email": 5}"#,
+            "parameter `email` must be a string, got a number 5",
+        ),
+        (
+            "get_customer",
+            r#"{"email": ""}"#,
+            "parameter `email` must not be empty",
+        ),
+        (
+            "get_customer",
+            r#"{"id": 1}"#,
+            "`get_customer` has no parameter `id` (parameters: `customer_id`, `email`)",
+        ),
+        (
+            "get_customer",
+            r#"[1]"#,
+            "arguments of `get_customer` must be a JSON object, got an array",
+        ),
+        (
+            "get_customer",
+            r#"{"email": "#,
+            "arguments of `get_customer` are not valid JSON",
+        ),
+        (
+            "get_order",
+            r#"{}"#,
+            "`get_order` needs `order_id`, got none",
+        ),
+        (
+            "get_customer_orders",
+            r#"{"customer_id": 1, "limit": 0}"#,
+            "parameter `limit` must be between 1 and 100, got 0",
+        ),
+        (
+            "get_customer_orders",
+            r#"{"customer_id": 1, "limit": 101}"#,
+            "parameter `limit` must be between 1 and 100, got 101",
+        ),
+        (
+            "get_customer_orders",
+            r#"{"customer_id": 1, "limit": -3}"#,
+            "must be between 1 and 100, got -3",
+        ),
+        (
+            "get_customer_orders",
+            r#"{"customer_id": 1, "limit": "5"}"#,
+            "parameter `limit` must be an integer",
+        ),
+        (
+            "get_customer_orders",
+            r#"{"limit": 5}"#,
+            "`get_customer_orders` needs `customer_id`, got none",
+        ),
     ];
     for (tool, args, message) in cases {
         let (code, out, stderr) = run_tool(&fx, tool, args, &[]);
         assert_eq!(code, 2, "{tool} {args}: {stderr}");
         assert_eq!(out, Value::Null, "nothing on stdout for {tool} {args}");
         assert!(stderr.starts_with("agent-cli: "), "{stderr}");
-        assert!(stderr.contains(message), "{tool} {args}: expected {message:?} in {stderr:?}");
+        assert!(
+            stderr.contains(message),
+            "{tool} {args}: expected {message:?} in {stderr:?}"
+        );
     }
 }
 
@@ -299,20 +431,48 @@ fn injection_attempts_are_rejected() {
     fx.put_types();
     fx.put_customer(1, "a@example.com", "A", "free", 0);
     // A key the attempts would reach if the value were pasted into the template.
-    let _: () = redis::Commands::set(&mut fx.conn, format!("{}:customer:email:x:y", fx.prefix), "1").unwrap();
-    for email in ["x:y", "a:b", "*", "a*", "?", "[a-z]", "{x}", "a}", "a\nb", "a\r\nPING", "a b", "\t", "a\u{0}b", "a\\b"] {
+    let _: () = redis::Commands::set(
+        &mut fx.conn,
+        format!("{}:customer:email:x:y", fx.prefix),
+        "1",
+    )
+    .unwrap();
+    for email in [
+        "x:y",
+        "a:b",
+        "*",
+        "a*",
+        "?",
+        "[a-z]",
+        "{x}",
+        "a}",
+        "a\nb",
+        "a\r\nPING",
+        "a b",
+        "\t",
+        "a\u{0}b",
+        "a\\b",
+    ] {
         let args = json!({ "email": email }).to_string();
         let (code, out, stderr) = run_tool(&fx, "get_customer", &args, &[]);
         assert_eq!(code, 2, "{email:?}: {stderr}");
         assert_eq!(out, Value::Null);
-        assert!(stderr.contains("parameter `email` must not contain"), "{email:?}: {stderr}");
+        assert!(
+            stderr.contains("parameter `email` must not contain"),
+            "{email:?}: {stderr}"
+        );
     }
     let long = json!({ "email": format!("{}@example.com", "a".repeat(300)) }).to_string();
     let (code, _, stderr) = run_tool(&fx, "get_customer", &long, &[]);
     assert_eq!(code, 2);
     assert!(stderr.contains("is longer than 256 characters"), "{stderr}");
     // Legitimate addresses pass.
-    let (code, out, _) = run_tool(&fx, "get_customer", r#"{"email":"o'brien+tag@sub.example.co.uk"}"#, &[]);
+    let (code, out, _) = run_tool(
+        &fx,
+        "get_customer",
+        r#"{"email":"o'brien+tag@sub.example.co.uk"}"#,
+        &[],
+    );
     assert_eq!((code, out["result"].clone()), (0, Value::Null));
 }
 
@@ -340,7 +500,12 @@ fn freshness_as_of_lag_and_staleness() {
     assert_eq!(out["result"]["id"], 1, "stale data is still returned");
 
     // --stale-after-ms overrides the file.
-    let (_, out, _) = run_tool(&fx, "get_customer", r#"{"customer_id":1}"#, &["--stale-after-ms", "600000"]);
+    let (_, out, _) = run_tool(
+        &fx,
+        "get_customer",
+        r#"{"customer_id":1}"#,
+        &["--stale-after-ms", "600000"],
+    );
     assert_eq!(out["freshness"]["stale"], false);
 
     // Only a source time.
@@ -351,7 +516,10 @@ fn freshness_as_of_lag_and_staleness() {
 
     // Freshness is per mapping: orders have none.
     let (_, out, _) = run_tool(&fx, "get_order", r#"{"order_id":1}"#, &[]);
-    assert_eq!(out["freshness"], json!({"as_of": null, "lag_ms": null, "stale": true}));
+    assert_eq!(
+        out["freshness"],
+        json!({"as_of": null, "lag_ms": null, "stale": true})
+    );
 }
 
 #[test]
@@ -366,7 +534,10 @@ fn unreachable_redis_exits_1() {
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8(out.stderr).unwrap();
-    assert!(stderr.starts_with("agent-cli: cannot connect to redis at redis://127.0.0.1:1"), "{stderr}");
+    assert!(
+        stderr.starts_with("agent-cli: cannot connect to redis at redis://127.0.0.1:1"),
+        "{stderr}"
+    );
     assert!(out.stdout.is_empty());
     // Bad arguments are reported before connecting: still exit 2.
     let out = assert_cmd::Command::new(support::bin())
@@ -383,7 +554,13 @@ fn unreachable_redis_exits_1() {
 fn malformed_data_exits_1() {
     let mut fx = Fixture::new();
     fx.put_types();
-    let _: () = redis::Commands::hset(&mut fx.conn, format!("{}:customer:3", fx.prefix), "mrr_cents", "lots").unwrap();
+    let _: () = redis::Commands::hset(
+        &mut fx.conn,
+        format!("{}:customer:3", fx.prefix),
+        "mrr_cents",
+        "lots",
+    )
+    .unwrap();
     let (code, out, stderr) = run_tool(&fx, "get_customer", r#"{"customer_id":3}"#, &[]);
     assert_eq!(code, 1, "{stderr}");
     assert_eq!(out, Value::Null);
@@ -392,12 +569,26 @@ fn malformed_data_exits_1() {
         "{stderr}"
     );
     let customers = fx.customers.clone();
-    let _: () = redis::Commands::hset(&mut fx.conn, format!("sink:freshness:{customers}"), "source_ts_ms", "yesterday").unwrap();
+    let _: () = redis::Commands::hset(
+        &mut fx.conn,
+        format!("sink:freshness:{customers}"),
+        "source_ts_ms",
+        "yesterday",
+    )
+    .unwrap();
     let (code, _, stderr) = run_tool(&fx, "get_customer", r#"{"customer_id":4}"#, &[]);
     assert_eq!(code, 1);
-    assert!(stderr.contains("`source_ts_ms` in sink:freshness:customers_"), "{stderr}");
+    assert!(
+        stderr.contains("`source_ts_ms` in sink:freshness:customers_"),
+        "{stderr}"
+    );
     // A wrong key type (someone else's data under the name) is a Redis error: exit 1.
-    let _: () = redis::Commands::set(&mut fx.conn, format!("{}:customer:8", fx.prefix), "not a hash").unwrap();
+    let _: () = redis::Commands::set(
+        &mut fx.conn,
+        format!("{}:customer:8", fx.prefix),
+        "not a hash",
+    )
+    .unwrap();
     let _: () = redis::Commands::del(&mut fx.conn, format!("sink:freshness:{customers}")).unwrap();
     let (code, _, stderr) = run_tool(&fx, "get_customer", r#"{"customer_id":8}"#, &[]);
     assert_eq!(code, 1, "{stderr}");
@@ -409,12 +600,23 @@ fn invalid_config_exits_2() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("connectors.yaml");
     std::fs::write(&path, "mappings:\n  - name: x\n    topik: y\n").unwrap();
-    let out = assert_cmd::Command::new(support::bin()).arg("--config").arg(&path).arg("tools").output().unwrap();
+    let out = assert_cmd::Command::new(support::bin())
+        .arg("--config")
+        .arg(&path)
+        .arg("tools")
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
     let stderr = String::from_utf8(out.stderr).unwrap();
-    assert!(stderr.starts_with("agent-cli: invalid configuration:\n"), "{stderr}");
+    assert!(
+        stderr.starts_with("agent-cli: invalid configuration:\n"),
+        "{stderr}"
+    );
     assert!(stderr.contains("connectors.yaml:3:5"), "{stderr}");
-    let out = assert_cmd::Command::new(support::bin()).args(["--config", "/nonexistent.yaml", "tools"]).output().unwrap();
+    let out = assert_cmd::Command::new(support::bin())
+        .args(["--config", "/nonexistent.yaml", "tools"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
 }
 
@@ -425,7 +627,11 @@ fn status_table_and_json() {
     let customers = fx.customers.clone();
     fx.put_freshness(&customers, Some(now - 3_000), Some(now - 500));
     let out = fx.cmd().args(["status", "--json"]).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let status: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(status["stale_after_ms"], 30_000);
     let m = &status["mappings"];
@@ -450,11 +656,25 @@ fn status_table_and_json() {
     let table = String::from_utf8(out.stdout).unwrap();
     let lines: Vec<&str> = table.lines().collect();
     assert!(lines[0].starts_with("MAPPING"), "{table}");
-    assert!(lines[1].starts_with(&customers) && lines[1].ends_with("fresh"), "{table}");
-    assert!(lines[1].contains(&support_rfc3339_ms(now - 3_000)) && lines[1].contains(" 17 "), "{table}");
-    assert!(lines[2].starts_with(&fx.orders) && lines[2].ends_with("no data"), "{table}");
+    assert!(
+        lines[1].starts_with(&customers) && lines[1].ends_with("fresh"),
+        "{table}"
+    );
+    assert!(
+        lines[1].contains(&support_rfc3339_ms(now - 3_000)) && lines[1].contains(" 17 "),
+        "{table}"
+    );
+    assert!(
+        lines[2].starts_with(&fx.orders) && lines[2].ends_with("no data"),
+        "{table}"
+    );
     assert_eq!(lines[3], "stale after 30.0s");
 
-    let out = fx.cmd().env("REDIS_URL", "redis://127.0.0.1:1").arg("status").output().unwrap();
+    let out = fx
+        .cmd()
+        .env("REDIS_URL", "redis://127.0.0.1:1")
+        .arg("status")
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
 }

@@ -46,25 +46,43 @@ impl Conversation {
             "messages": self.messages,
             "tools": self.tools,
         });
-        let mut request = http.post(&self.url).header("anthropic-version", API_VERSION).json(&body);
+        let mut request = http
+            .post(&self.url)
+            .header("anthropic-version", API_VERSION)
+            .json(&body);
         if let Some(key) = &self.api_key {
             request = request.header("x-api-key", key);
         }
-        let http_err = |source| LlmError::Http { provider: PROVIDER, url: self.url.clone(), source };
+        let http_err = |source| LlmError::Http {
+            provider: PROVIDER,
+            url: self.url.clone(),
+            source,
+        };
         let response = request.send().await.map_err(http_err)?;
         let status = response.status();
         let text = response.text().await.map_err(http_err)?;
         if !status.is_success() {
-            return Err(LlmError::Api { provider: PROVIDER, url: self.url.clone(), status: status.as_u16(), body: excerpt(&text) });
+            return Err(LlmError::Api {
+                provider: PROVIDER,
+                url: self.url.clone(),
+                status: status.as_u16(),
+                body: excerpt(&text),
+            });
         }
-        let reply: Value = serde_json::from_str(&text)
-            .map_err(|e| LlmError::BadReply { provider: PROVIDER, what: format!("not JSON ({e}): {}", excerpt(&text)) })?;
+        let reply: Value = serde_json::from_str(&text).map_err(|e| LlmError::BadReply {
+            provider: PROVIDER,
+            what: format!("not JSON ({e}): {}", excerpt(&text)),
+        })?;
         let content = reply
             .get("content")
             .and_then(Value::as_array)
-            .ok_or_else(|| LlmError::BadReply { provider: PROVIDER, what: format!("no content array in {}", excerpt(&text)) })?;
+            .ok_or_else(|| LlmError::BadReply {
+                provider: PROVIDER,
+                what: format!("no content array in {}", excerpt(&text)),
+            })?;
         let parsed = parse_content(content)?;
-        self.messages.push(json!({"role": "assistant", "content": content}));
+        self.messages
+            .push(json!({"role": "assistant", "content": content}));
         Ok(parsed)
     }
 
@@ -77,7 +95,8 @@ impl Conversation {
         if let Some(note) = note {
             blocks.push(json!({"type": "text", "text": note}));
         }
-        self.messages.push(json!({"role": "user", "content": blocks}));
+        self.messages
+            .push(json!({"role": "user", "content": blocks}));
     }
 
     /// The messages so far (for tests and debugging).
@@ -93,19 +112,37 @@ fn parse_content(content: &[Value]) -> Result<Reply, LlmError> {
         match block.get("type").and_then(Value::as_str) {
             Some("tool_use") => {
                 let field = |name: &str| {
-                    block.get(name).and_then(Value::as_str).map(str::to_owned).ok_or_else(|| LlmError::BadReply {
-                        provider: PROVIDER,
-                        what: format!("tool_use block without {name}: {block}"),
-                    })
+                    block
+                        .get(name)
+                        .and_then(Value::as_str)
+                        .map(str::to_owned)
+                        .ok_or_else(|| LlmError::BadReply {
+                            provider: PROVIDER,
+                            what: format!("tool_use block without {name}: {block}"),
+                        })
                 };
                 let input = block.get("input").cloned().unwrap_or_else(|| json!({}));
-                calls.push(ToolCall { id: field("id")?, name: field("name")?, arguments: input.to_string() });
+                calls.push(ToolCall {
+                    id: field("id")?,
+                    name: field("name")?,
+                    arguments: input.to_string(),
+                });
             }
-            Some("text") => text.push(block.get("text").and_then(Value::as_str).unwrap_or("").to_owned()),
+            Some("text") => text.push(
+                block
+                    .get("text")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_owned(),
+            ),
             _ => {}
         }
     }
-    Ok(if calls.is_empty() { Reply::Answer(text.join("")) } else { Reply::ToolCalls(calls) })
+    Ok(if calls.is_empty() {
+        Reply::Answer(text.join(""))
+    } else {
+        Reply::ToolCalls(calls)
+    })
 }
 
 #[cfg(test)]
@@ -126,6 +163,9 @@ mod tests {
                 arguments: r#"{"email":"a@b.c"}"#.into()
             }])
         );
-        assert_eq!(parse_content(&[json!({"type": "text", "text": "Hi"})]).unwrap(), Reply::Answer("Hi".into()));
+        assert_eq!(
+            parse_content(&[json!({"type": "text", "text": "Hi"})]).unwrap(),
+            Reply::Answer("Hi".into())
+        );
     }
 }

@@ -57,13 +57,19 @@ pub async fn run<C: ConnectionLike + Clone + Send>(
 ) -> Result<String, LlmError> {
     let statuses = status::collect(lookups)
         .await
-        .map_err(|source| LlmError::Tool { tool: "status".into(), source })?;
+        .map_err(|source| LlmError::Tool {
+            tool: "status".into(),
+            source,
+        })?;
     let system = system_prompt(&statuses, lookups.stale_after_ms());
     let config = lookups.config();
     let mut conversation = match llm.provider {
-        Provider::Openai => {
-            Conversation::Openai(openai::Conversation::new(llm, &system, question, tools::definitions(config, Format::Openai)))
-        }
+        Provider::Openai => Conversation::Openai(openai::Conversation::new(
+            llm,
+            &system,
+            question,
+            tools::definitions(config, Format::Openai),
+        )),
         Provider::Anthropic => Conversation::Anthropic(anthropic::Conversation::new(
             llm,
             &system,
@@ -74,13 +80,20 @@ pub async fn run<C: ConnectionLike + Clone + Send>(
     let http = reqwest::Client::builder()
         .timeout(llm.timeout)
         .build()
-        .map_err(|source| LlmError::Http { provider: "HTTP client", url: llm.base_url.clone(), source })?;
+        .map_err(|source| LlmError::Http {
+            provider: "HTTP client",
+            url: llm.base_url.clone(),
+            source,
+        })?;
 
     for round in 1..=options.max_rounds {
         let started = Instant::now();
         let reply = conversation.ask(&http).await?;
         if options.verbose {
-            verbose(format_args!("round {round}: model answered in {:.0} ms", started.elapsed().as_secs_f64() * 1e3));
+            verbose(format_args!(
+                "round {round}: model answered in {:.0} ms",
+                started.elapsed().as_secs_f64() * 1e3
+            ));
         }
         let calls = match reply {
             Reply::Answer(text) => return Ok(text),
@@ -94,13 +107,20 @@ pub async fn run<C: ConnectionLike + Clone + Send>(
                 Ok(output) => {
                     if output.freshness.stale {
                         stale.push(match (&output.freshness.as_of, output.freshness.lag_ms) {
-                            (Some(as_of), Some(lag)) => format!("`{}` (data as of {as_of}, {lag} ms old)", call.name),
+                            (Some(as_of), Some(lag)) => {
+                                format!("`{}` (data as of {as_of}, {lag} ms old)", call.name)
+                            }
                             _ => format!("`{}` (no freshness recorded by the sink)", call.name),
                         });
                     }
                     (output.to_json(), false)
                 }
-                Err(CallError::Store(source)) => return Err(LlmError::Tool { tool: call.name, source }),
+                Err(CallError::Store(source)) => {
+                    return Err(LlmError::Tool {
+                        tool: call.name,
+                        source,
+                    })
+                }
                 Err(rejected) => (json!({"error": rejected.to_string()}).to_string(), true),
             };
             if options.verbose {
@@ -113,7 +133,11 @@ pub async fn run<C: ConnectionLike + Clone + Send>(
                     if is_error { " (rejected)" } else { "" }
                 ));
             }
-            results.push(ToolResult { id: call.id, content, is_error });
+            results.push(ToolResult {
+                id: call.id,
+                content,
+                is_error,
+            });
         }
         let note = (!stale.is_empty()).then(|| stale_note(&stale, lookups.stale_after_ms()));
         conversation.add_results(results, note);
@@ -150,11 +174,16 @@ pub fn system_prompt(statuses: &[MappingStatus], stale_after_ms: u64) -> String 
                 status::human_ms(lag),
                 if s.stale { ", STALE" } else { "" }
             ),
-            _ => format!("- {}: no freshness recorded yet (treat as stale)\n", s.mapping),
+            _ => format!(
+                "- {}: no freshness recorded yet (treat as stale)\n",
+                s.mapping
+            ),
         };
         prompt.push_str(&line);
     }
-    prompt.push_str(&format!("Data older than {stale_after_ms} ms counts as stale.\n"));
+    prompt.push_str(&format!(
+        "Data older than {stale_after_ms} ms counts as stale.\n"
+    ));
     prompt
 }
 

@@ -74,10 +74,18 @@ pub enum LlmError {
     },
     /// The API answered with an error status.
     #[error("{provider} API at {url} answered {status}: {body}")]
-    Api { provider: &'static str, url: String, status: u16, body: String },
+    Api {
+        provider: &'static str,
+        url: String,
+        status: u16,
+        body: String,
+    },
     /// The reply does not have the documented shape.
     #[error("unexpected {provider} reply: {what}")]
-    BadReply { provider: &'static str, what: String },
+    BadReply {
+        provider: &'static str,
+        what: String,
+    },
     /// The model kept calling tools.
     #[error("no final answer after {0} rounds (raise --max-rounds)")]
     TooManyRounds(u32),
@@ -135,7 +143,9 @@ pub fn configure(
         }
         Provider::Anthropic => {
             if anthropic_key.is_none() {
-                return Err(LlmError::NotConfigured("--provider anthropic needs ANTHROPIC_API_KEY".into()));
+                return Err(LlmError::NotConfigured(
+                    "--provider anthropic needs ANTHROPIC_API_KEY".into(),
+                ));
             }
             (anthropic_key, anthropic_base)
         }
@@ -195,21 +205,54 @@ mod tests {
     use super::*;
 
     fn env_of(pairs: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Option<String> {
-        move |name| pairs.iter().find(|(k, _)| *k == name).map(|(_, v)| (*v).to_owned())
+        move |name| {
+            pairs
+                .iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| (*v).to_owned())
+        }
     }
 
     #[test]
     fn provider_follows_the_keys() {
-        assert!(matches!(configure(None, None, env_of(&[])), Err(LlmError::NotConfigured(_))));
+        assert!(matches!(
+            configure(None, None, env_of(&[])),
+            Err(LlmError::NotConfigured(_))
+        ));
         let c = configure(None, None, env_of(&[("ANTHROPIC_API_KEY", "k")])).unwrap();
-        assert_eq!((c.provider, c.base_url.as_str()), (Provider::Anthropic, "https://api.anthropic.com"));
-        let c = configure(None, None, env_of(&[("ANTHROPIC_API_KEY", "k"), ("OPENAI_API_KEY", "o")])).unwrap();
+        assert_eq!(
+            (c.provider, c.base_url.as_str()),
+            (Provider::Anthropic, "https://api.anthropic.com")
+        );
+        let c = configure(
+            None,
+            None,
+            env_of(&[("ANTHROPIC_API_KEY", "k"), ("OPENAI_API_KEY", "o")]),
+        )
+        .unwrap();
         assert_eq!(c.provider, Provider::Openai);
-        let c = configure(Some(Provider::Anthropic), Some("m".into()), env_of(&[("ANTHROPIC_API_KEY", "k"), ("ANTHROPIC_BASE_URL", "http://x/")]))
-            .unwrap();
+        let c = configure(
+            Some(Provider::Anthropic),
+            Some("m".into()),
+            env_of(&[
+                ("ANTHROPIC_API_KEY", "k"),
+                ("ANTHROPIC_BASE_URL", "http://x/"),
+            ]),
+        )
+        .unwrap();
         assert_eq!((c.base_url.as_str(), c.model.as_str()), ("http://x", "m"));
-        assert!(configure(Some(Provider::Anthropic), None, env_of(&[("OPENAI_API_KEY", "o")])).is_err());
-        let c = configure(None, None, env_of(&[("OPENAI_BASE_URL", "http://127.0.0.1:1/v1")])).unwrap();
+        assert!(configure(
+            Some(Provider::Anthropic),
+            None,
+            env_of(&[("OPENAI_API_KEY", "o")])
+        )
+        .is_err());
+        let c = configure(
+            None,
+            None,
+            env_of(&[("OPENAI_BASE_URL", "http://127.0.0.1:1/v1")]),
+        )
+        .unwrap();
         assert_eq!((c.provider, c.api_key), (Provider::Openai, None));
     }
 }

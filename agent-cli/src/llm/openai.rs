@@ -27,7 +27,10 @@ impl Conversation {
             api_key: config.api_key.clone(),
             model: config.model.clone(),
             tools,
-            messages: vec![json!({"role": "system", "content": system}), json!({"role": "user", "content": question})],
+            messages: vec![
+                json!({"role": "system", "content": system}),
+                json!({"role": "user", "content": question}),
+            ],
         }
     }
 
@@ -43,18 +46,32 @@ impl Conversation {
         if let Some(key) = &self.api_key {
             request = request.bearer_auth(key);
         }
-        let http_err = |source| LlmError::Http { provider: PROVIDER, url: self.url.clone(), source };
+        let http_err = |source| LlmError::Http {
+            provider: PROVIDER,
+            url: self.url.clone(),
+            source,
+        };
         let response = request.send().await.map_err(http_err)?;
         let status = response.status();
         let text = response.text().await.map_err(http_err)?;
         if !status.is_success() {
-            return Err(LlmError::Api { provider: PROVIDER, url: self.url.clone(), status: status.as_u16(), body: excerpt(&text) });
+            return Err(LlmError::Api {
+                provider: PROVIDER,
+                url: self.url.clone(),
+                status: status.as_u16(),
+                body: excerpt(&text),
+            });
         }
-        let reply: Value = serde_json::from_str(&text)
-            .map_err(|e| LlmError::BadReply { provider: PROVIDER, what: format!("not JSON ({e}): {}", excerpt(&text)) })?;
+        let reply: Value = serde_json::from_str(&text).map_err(|e| LlmError::BadReply {
+            provider: PROVIDER,
+            what: format!("not JSON ({e}): {}", excerpt(&text)),
+        })?;
         let message = reply
             .pointer("/choices/0/message")
-            .ok_or_else(|| LlmError::BadReply { provider: PROVIDER, what: format!("no choices[0].message in {}", excerpt(&text)) })?;
+            .ok_or_else(|| LlmError::BadReply {
+                provider: PROVIDER,
+                what: format!("no choices[0].message in {}", excerpt(&text)),
+            })?;
         let (reply, recorded) = parse_message(message)?;
         self.messages.push(recorded);
         Ok(reply)
@@ -63,7 +80,8 @@ impl Conversation {
     /// Appends the tool results (in call order) and, if given, a note for the model.
     pub fn add_results(&mut self, results: Vec<ToolResult>, note: Option<String>) {
         for r in results {
-            self.messages.push(json!({"role": "tool", "tool_call_id": r.id, "content": r.content}));
+            self.messages
+                .push(json!({"role": "tool", "tool_call_id": r.id, "content": r.content}));
         }
         if let Some(note) = note {
             self.messages.push(json!({"role": "user", "content": note}));
@@ -78,15 +96,25 @@ impl Conversation {
 
 /// The reply, and the assistant message to keep in the conversation.
 fn parse_message(message: &Value) -> Result<(Reply, Value), LlmError> {
-    let bad = |what: String| LlmError::BadReply { provider: PROVIDER, what };
-    let content = message.get("content").and_then(Value::as_str).unwrap_or("").to_owned();
+    let bad = |what: String| LlmError::BadReply {
+        provider: PROVIDER,
+        what,
+    };
+    let content = message
+        .get("content")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_owned();
     let calls = match message.get("tool_calls") {
         None | Some(Value::Null) => Vec::new(),
         Some(Value::Array(calls)) => calls.clone(),
         Some(other) => return Err(bad(format!("tool_calls is not an array: {other}"))),
     };
     if calls.is_empty() {
-        return Ok((Reply::Answer(content.clone()), json!({"role": "assistant", "content": content})));
+        return Ok((
+            Reply::Answer(content.clone()),
+            json!({"role": "assistant", "content": content}),
+        ));
     }
     let mut parsed = Vec::with_capacity(calls.len());
     for call in &calls {
@@ -96,7 +124,11 @@ fn parse_message(message: &Value) -> Result<(Reply, Value), LlmError> {
                 .map(str::to_owned)
                 .ok_or_else(|| bad(format!("tool call without {pointer}: {call}")))
         };
-        parsed.push(ToolCall { id: field("/id")?, name: field("/function/name")?, arguments: field("/function/arguments")? });
+        parsed.push(ToolCall {
+            id: field("/id")?,
+            name: field("/function/name")?,
+            arguments: field("/function/arguments")?,
+        });
     }
     let recorded = json!({
         "role": "assistant",
@@ -118,7 +150,11 @@ mod tests {
         let (reply, recorded) = parse_message(&message).unwrap();
         assert_eq!(
             reply,
-            Reply::ToolCalls(vec![ToolCall { id: "call_1".into(), name: "get_order".into(), arguments: "{\"order_id\":3}".into() }])
+            Reply::ToolCalls(vec![ToolCall {
+                id: "call_1".into(),
+                name: "get_order".into(),
+                arguments: "{\"order_id\":3}".into()
+            }])
         );
         assert_eq!(recorded["tool_calls"][0]["id"], "call_1");
         let (reply, _) = parse_message(&json!({"role": "assistant", "content": "Done."})).unwrap();

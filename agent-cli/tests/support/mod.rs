@@ -18,7 +18,8 @@ pub fn redis_url() -> String {
 /// A synchronous connection; panics with instructions when Redis is unreachable.
 pub fn redis() -> redis::Connection {
     let url = redis_url();
-    let client = redis::Client::open(url.as_str()).unwrap_or_else(|e| panic!("bad REDIS_URL {url}: {e}"));
+    let client =
+        redis::Client::open(url.as_str()).unwrap_or_else(|e| panic!("bad REDIS_URL {url}: {e}"));
     client.get_connection_with_timeout(std::time::Duration::from_secs(3)).unwrap_or_else(|e| {
         panic!("Redis is not reachable at {url} ({e}); start it with `tests/stack/redis.sh start` or set REDIS_URL")
     })
@@ -36,7 +37,10 @@ pub fn default_config() -> PathBuf {
 
 /// Milliseconds since the epoch.
 pub fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
 }
 
 /// One test's slice of Redis: keys under a random prefix, mappings with random names.
@@ -127,14 +131,27 @@ mappings:
 "#,
             redis = redis_url()
         );
-        std::fs::File::create(&config).unwrap().write_all(yaml.as_bytes()).unwrap();
-        Fixture { prefix, customers, orders, config, _dir: dir, conn: redis() }
+        std::fs::File::create(&config)
+            .unwrap()
+            .write_all(yaml.as_bytes())
+            .unwrap();
+        Fixture {
+            prefix,
+            customers,
+            orders,
+            config,
+            _dir: dir,
+            conn: redis(),
+        }
     }
 
     /// `agent-cli --config <this fixture's file>` with `REDIS_URL` set.
     pub fn cmd(&self) -> assert_cmd::Command {
         let mut cmd = assert_cmd::Command::new(bin());
-        cmd.arg("--config").arg(&self.config).env("REDIS_URL", redis_url()).env_remove("AGENT_CLI_STALE_AFTER_MS");
+        cmd.arg("--config")
+            .arg(&self.config)
+            .env("REDIS_URL", redis_url())
+            .env_remove("AGENT_CLI_STALE_AFTER_MS");
         cmd
     }
 
@@ -158,8 +175,14 @@ mappings:
             ("created_at", "timestamp"),
             ("updated_at", "timestamp"),
         ];
-        let _: () = self.conn.hset_multiple(format!("sink:types:{}", self.customers), &customers).unwrap();
-        let _: () = self.conn.hset_multiple(format!("sink:types:{}", self.orders), &orders).unwrap();
+        let _: () = self
+            .conn
+            .hset_multiple(format!("sink:types:{}", self.customers), &customers)
+            .unwrap();
+        let _: () = self
+            .conn
+            .hset_multiple(format!("sink:types:{}", self.orders), &orders)
+            .unwrap();
     }
 
     /// A customer row and its email index entry (NULL columns are simply absent).
@@ -174,11 +197,24 @@ mappings:
             ("created_at", "2026-01-15T08:30:00.000000Z".to_owned()),
         ];
         let _: () = self.conn.hset_multiple(&key, &fields).unwrap();
-        let _: () = self.conn.set(format!("{}:customer:email:{email}", self.prefix), id.to_string()).unwrap();
+        let _: () = self
+            .conn
+            .set(
+                format!("{}:customer:email:{email}", self.prefix),
+                id.to_string(),
+            )
+            .unwrap();
     }
 
     /// An order row and its relation membership (score = created_at in epoch microseconds).
-    pub fn put_order(&mut self, id: i64, customer_id: i64, created_at_micros: i64, status: &str, total_cents: i64) {
+    pub fn put_order(
+        &mut self,
+        id: i64,
+        customer_id: i64,
+        created_at_micros: i64,
+        status: &str,
+        total_cents: i64,
+    ) {
         let key = format!("{}:order:{id}", self.prefix);
         let fields = [
             ("id", id.to_string()),
@@ -192,15 +228,27 @@ mappings:
         let _: () = self.conn.hset_multiple(&key, &fields).unwrap();
         let _: () = self
             .conn
-            .zadd(format!("{}:customer:{customer_id}:orders", self.prefix), id.to_string(), created_at_micros as f64)
+            .zadd(
+                format!("{}:customer:{customer_id}:orders", self.prefix),
+                id.to_string(),
+                created_at_micros as f64,
+            )
             .unwrap();
     }
 
     /// `sink:freshness:{mapping}`.
-    pub fn put_freshness(&mut self, mapping: &str, source_ts_ms: Option<i64>, caught_up_at_ms: Option<i64>) {
+    pub fn put_freshness(
+        &mut self,
+        mapping: &str,
+        source_ts_ms: Option<i64>,
+        caught_up_at_ms: Option<i64>,
+    ) {
         let key = format!("sink:freshness:{mapping}");
         let _: () = self.conn.del(&key).unwrap();
-        let mut fields = vec![("applied_count", "17".to_owned()), ("applied_at_ms", now_ms().to_string())];
+        let mut fields = vec![
+            ("applied_count", "17".to_owned()),
+            ("applied_at_ms", now_ms().to_string()),
+        ];
         if let Some(ts) = source_ts_ms {
             fields.push(("source_ts_ms", ts.to_string()));
         }
@@ -236,14 +284,27 @@ pub fn micros_rfc3339(micros: i64) -> String {
 }
 
 /// Runs `agent-cli tool` and returns (exit code, stdout JSON or Null, stderr).
-pub fn run_tool(fx: &Fixture, name: &str, args: &str, extra: &[&str]) -> (i32, serde_json::Value, String) {
-    let out = fx.cmd().args(extra).arg("tool").arg(name).arg(args).output().unwrap();
+pub fn run_tool(
+    fx: &Fixture,
+    name: &str,
+    args: &str,
+    extra: &[&str],
+) -> (i32, serde_json::Value, String) {
+    let out = fx
+        .cmd()
+        .args(extra)
+        .arg("tool")
+        .arg(name)
+        .arg(args)
+        .output()
+        .unwrap();
     let stdout = String::from_utf8(out.stdout).unwrap();
     let stderr = String::from_utf8(out.stderr).unwrap();
     let json = if stdout.trim().is_empty() {
         serde_json::Value::Null
     } else {
-        serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {stdout}"))
+        serde_json::from_str(&stdout)
+            .unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {stdout}"))
     };
     (out.status.code().unwrap_or(-1), json, stderr)
 }
@@ -261,7 +322,11 @@ pub struct PrivateRedis {
 impl PrivateRedis {
     /// Starts `redis-server` with extra arguments (e.g. `--rename-command EVAL_RO ""`).
     pub fn start(extra: &[&str]) -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
         let mut me = PrivateRedis {
             port,
             url: format!("redis://127.0.0.1:{port}"),
@@ -277,18 +342,31 @@ impl PrivateRedis {
     pub fn restart(&mut self) {
         self.stop();
         let child = std::process::Command::new("redis-server")
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args([
+                "--port",
+                &self.port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
             .arg("--dir")
             .arg(self._dir.path())
             .args(&self.args)
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
-            .unwrap_or_else(|e| panic!("cannot start redis-server ({e}): install it (apt-get install redis-server)"));
+            .unwrap_or_else(|e| {
+                panic!("cannot start redis-server ({e}): install it (apt-get install redis-server)")
+            });
         self.child = Some(child);
         let client = redis::Client::open(self.url.as_str()).unwrap();
         for _ in 0..100 {
-            if let Ok(mut c) = client.get_connection_with_timeout(std::time::Duration::from_millis(200)) {
+            if let Ok(mut c) =
+                client.get_connection_with_timeout(std::time::Duration::from_millis(200))
+            {
                 if redis::cmd("PING").query::<String>(&mut c).is_ok() {
                     return;
                 }
@@ -308,7 +386,10 @@ impl PrivateRedis {
 
     /// A connection to it.
     pub fn conn(&self) -> redis::Connection {
-        redis::Client::open(self.url.as_str()).unwrap().get_connection().unwrap()
+        redis::Client::open(self.url.as_str())
+            .unwrap()
+            .get_connection()
+            .unwrap()
     }
 }
 
