@@ -108,7 +108,12 @@ impl<'a> Tool<'a> {
                 "name": name,
                 "description": description,
                 "inputSchema": schema,
-                "annotations": {"readOnlyHint": true, "openWorldHint": false},
+                "annotations": {
+                    "readOnlyHint": true,
+                    "destructiveHint": false,
+                    "idempotentHint": true,
+                    "openWorldHint": false,
+                },
             }),
         }
     }

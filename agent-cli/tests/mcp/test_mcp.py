@@ -225,6 +225,17 @@ def test_lists_the_declared_tools(world):
     assert (limit["default"], limit["minimum"], limit["maximum"]) == (10, 1, 100)
     for t in tools:
         assert t.annotations.read_only_hint is True
+        assert t.annotations.destructive_hint is False
+
+    # `agent-cli tools --format mcp` prints the same definitions.
+    printed = json.loads(subprocess.run(
+        [agent_cli_bin(), "--config", world["config"], "tools", "--format", "mcp"],
+        capture_output=True, text=True, timeout=30, check=True,
+    ).stdout)
+    listed = [t.model_dump(by_alias=True, exclude_none=True) for t in tools]
+    assert [(t["name"], t["description"], t["inputSchema"], t["annotations"]) for t in printed] == [
+        (t["name"], t["description"], t["inputSchema"], t["annotations"]) for t in listed
+    ]
 
 
 def test_calls_every_tool(world):
