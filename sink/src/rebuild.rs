@@ -250,6 +250,8 @@ pub struct Report {
     pub replay: Duration,
     /// Time from start until the swap.
     pub total: Duration,
+    /// Time from start until the replay had stopped and the old state was being freed.
+    pub finished: Duration,
     /// Counts of the consume loop (including records consumed during the handover).
     pub summary: Summary,
     /// Handover attempts (1 when no live sink was ahead).
@@ -503,7 +505,7 @@ impl Context<'_> {
             }
             _ => Summary::default(),
         };
-        let (per_topic, replay, attempts) = outcome?;
+        let (per_topic, replay, total, attempts) = outcome?;
         if let Err(e) = target.flush_old_async().await {
             warn!(error = %one_line(&e), db = target.staging_db, "Freeing the old state failed; FLUSHDB it by hand.");
         }
@@ -512,7 +514,8 @@ impl Context<'_> {
             staging_db: target.staging_db,
             per_topic,
             replay,
-            total: t0.elapsed(),
+            total,
+            finished: t0.elapsed(),
             summary,
             attempts,
         };
@@ -531,7 +534,7 @@ impl Context<'_> {
         shutdown: &CancellationToken,
         started_ms: u128,
         t0: Instant,
-    ) -> Result<(BTreeMap<String, u64>, Duration, u32), RebuildError> {
+    ) -> Result<(BTreeMap<String, u64>, Duration, Duration, u32), RebuildError> {
         let progress = consumer.context().progress.clone();
         let mut ticks = tokio::time::interval(TICK);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -575,7 +578,7 @@ impl Context<'_> {
                 let meta = self.meta(started_ms, &per_topic);
                 let request = Handover { token: self.token, topics: &topics, floors: &floors, meta: &meta };
                 match self.target.handover(&request).await? {
-                    HandoverOutcome::Swapped => return Ok((per_topic, replay, attempts)),
+                    HandoverOutcome::Swapped => return Ok((per_topic, replay, t0.elapsed(), attempts)),
                     HandoverOutcome::LockLost(holder) => return Err(RebuildError::LockLost(holder)),
                     HandoverOutcome::Lagging(l) => {
                         last_lagging = l

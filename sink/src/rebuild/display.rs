@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::io::IsTerminal;
 use std::time::Duration;
 
-use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressState, ProgressStyle};
 use tokio::time::Instant;
 use tracing::info;
 
@@ -38,10 +38,14 @@ impl Display {
     pub fn new(totals: &BTreeMap<String, u64>, quiet: bool) -> Display {
         if !quiet && std::io::stderr().is_terminal() {
             let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr());
-            let style = ProgressStyle::with_template(
-                "{prefix:<30!} [{bar:30.cyan/blue}] {human_pos}/{human_len} {per_sec} ETA {eta}",
-            )
+            let width = totals.keys().map(String::len).max().unwrap_or(10).min(60);
+            let style = ProgressStyle::with_template(&format!(
+                "{{prefix:<{width}!}} [{{bar:30.cyan/blue}}] {{human_pos}}/{{human_len}} {{rate}} ETA {{eta}}"
+            ))
             .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .with_key("rate", |state: &ProgressState, w: &mut dyn std::fmt::Write| {
+                let _ = write!(w, "{:.0} events/s", state.per_sec());
+            })
             .progress_chars("=> ");
             let bars = totals
                 .iter()

@@ -1,0 +1,254 @@
+//! Throughput of `sink rebuild` against the real stack.
+//!
+//! ```text
+//! cargo run --release -p sink --bin rebuild-bench -- --events 1000000
+//! ```
+//!
+//! 1. Unless `--reuse ID` names topics of an earlier `--keep` run, generates `--events`
+//!    change events ([`sink::loadgen::workload`]: customer inserts, email-changing updates,
+//!    deletes with tombstones, order inserts, status changes, deletes), encodes them in the
+//!    Avro wire format with schemas registered in the registry and produces them to new
+//!    topics (`--partitions` each).
+//! 2. Runs [`sink::rebuild::rebuild`] (what `sink rebuild` runs) with the live state in
+//!    `--live-db` and the staging database `--staging-db`, and reports the replay's events/s
+//!    and the time from start to swap (health checks, memory check, flush and handover
+//!    included).
+//!
+//! Both databases are flushed at the end, and the topics deleted, unless `--keep`.
+//! Environment as for `sink run`: KAFKA_BOOTSTRAP_SERVERS, SCHEMA_REGISTRY_URL, REDIS_URL
+//! (its database is ignored: `--live-db` and `--staging-db` say which ones the bench uses).
+
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use clap::Parser;
+use rdkafka::admin::{AdminClient, AdminOptions};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::ClientConfig;
+use serde_json::Value as Json;
+use sink::config::{BatchSettings, SinkConfig};
+use sink::loadgen::{self, Table, WireEncoder, WireRecord};
+use sink::rebuild::{target, RebuildOptions};
+use tokio_util::sync::CancellationToken;
+
+/// Measures `sink rebuild`.
+#[derive(Debug, Parser)]
+#[command(name = "rebuild-bench")]
+struct Args {
+    /// Change events to generate.
+    #[arg(long, default_value_t = 1_000_000)]
+    events: usize,
+    /// Partitions per topic.
+    #[arg(long, default_value_t = 4)]
+    partitions: i32,
+    /// Records per Redis pipeline (`sink rebuild --batch-size`).
+    #[arg(long, default_value_t = 2000)]
+    batch_size: usize,
+    /// Linger of a started batch, in milliseconds.
+    #[arg(long, default_value_t = 5)]
+    linger_ms: u64,
+    /// Redis database of the live state.
+    #[arg(long, default_value_t = 14)]
+    live_db: i64,
+    /// Redis database the rebuild builds in.
+    #[arg(long, default_value_t = 15)]
+    staging_db: i64,
+    /// Rebuild from the topics of an earlier `--keep` run (its printed id) instead of
+    /// producing new ones.
+    #[arg(long, value_name = "ID")]
+    reuse: Option<String>,
+    /// Keep the topics and the databases.
+    #[arg(long)]
+    keep: bool,
+    /// Kafka bootstrap servers.
+    #[arg(long, env = "KAFKA_BOOTSTRAP_SERVERS", default_value = "127.0.0.1:9092")]
+    bootstrap_servers: String,
+    /// Schema registry base URL.
+    #[arg(long, env = "SCHEMA_REGISTRY_URL", default_value = "http://127.0.0.1:8081/apis/ccompat/v7")]
+    schema_registry_url: String,
+    /// Redis URL.
+    #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379")]
+    redis_url: String,
+}
+
+const CUSTOMER_KEY: &str = include_str!("../../tests/decode_data/cdc.public.customers-key.v1.id1.json");
+const CUSTOMER_VALUE: &str = include_str!("../../tests/decode_data/cdc.public.customers-value.v1.id2.json");
+const ORDER_KEY: &str = include_str!("../../tests/decode_data/cdc.public.orders-key.v1.id3.json");
+const ORDER_VALUE: &str = include_str!("../../tests/decode_data/cdc.public.orders-value.v1.id4.json");
+const CUSTOMER_SAMPLE: &str = include_str!("../../tests/decode_data/avro-customers-op_c-insert.json");
+const ORDER_SAMPLE: &str = include_str!("../../tests/decode_data/avro-orders-op_c-insert.json");
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("rebuild-bench: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(bench(&args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("rebuild-bench: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn schema_of(file: &str) -> anyhow::Result<String> {
+    let json: Json = serde_json::from_str(file)?;
+    Ok(json["schema"].to_string())
+}
+
+fn topic(id: &str, table: Table) -> String {
+    format!("rbench{id}.public.{}", table.name())
+}
+
+/// Creates the topics, registers the schemas, produces the workload.
+async fn produce(args: &Args, id: &str) -> anyhow::Result<usize> {
+    let mut encoders = Vec::new();
+    for (table, key, value) in
+        [(Table::Customers, CUSTOMER_KEY, CUSTOMER_VALUE), (Table::Orders, ORDER_KEY, ORDER_VALUE)]
+    {
+        let topic = topic(id, table);
+        loadgen::create_topic(&args.bootstrap_servers, &topic, args.partitions)
+            .await
+            .with_context(|| format!("creating {topic} at {}", args.bootstrap_servers))?;
+        let (key, value) = (schema_of(key)?, schema_of(value)?);
+        let key_id = loadgen::register(&args.schema_registry_url, &format!("{topic}-key"), &key).await?;
+        let value_id = loadgen::register(&args.schema_registry_url, &format!("{topic}-value"), &value).await?;
+        encoders.push((table, WireEncoder::new(key_id, &key)?, WireEncoder::new(value_id, &value)?));
+    }
+    let started = Instant::now();
+    let customer: Json = serde_json::from_str::<Json>(CUSTOMER_SAMPLE)?["value"].clone();
+    let order: Json = serde_json::from_str::<Json>(ORDER_SAMPLE)?["value"].clone();
+    let workload = loadgen::workload(args.events, 7, &customer, &order, 1_795_480_000_000);
+    let mut records = Vec::with_capacity(workload.events.len());
+    for event in &workload.events {
+        let (_, key, value) = encoders.iter().find(|(t, _, _)| *t == event.table).context("encoder")?;
+        records.push(WireRecord {
+            topic: topic(id, event.table),
+            key: Some(key.encode(&event.key)?),
+            value: event.value.as_ref().map(|v| value.encode(v)).transpose()?,
+            headers: Vec::new(),
+        });
+    }
+    let producer = loadgen::producer(&args.bootstrap_servers)?;
+    loadgen::produce_all(&producer, &records).await?;
+    println!(
+        "workload: {} events ({} customers, {} orders at the end), {} partitions per topic; generated and produced in {:.2?}",
+        records.len(),
+        workload.customers.len(),
+        workload.orders.len(),
+        args.partitions,
+        started.elapsed()
+    );
+    Ok(records.len())
+}
+
+fn yaml(args: &Args, id: &str, live_url: &str) -> String {
+    format!(
+        r#"kafka:
+  bootstrap_servers: "{bootstrap}"
+  group_id: "rbench{id}-group"
+  dead_letter_topic: "rbench{id}-dlq"
+schema_registry:
+  url: "{registry}"
+redis:
+  url: "{live_url}"
+mappings:
+  - name: customers
+    topic: "{customers}"
+    key: "customer:{{id}}"
+    fields: all
+    indexes:
+      - name: email
+        key: "customer:email:{{email}}"
+  - name: orders
+    topic: "{orders}"
+    key: "order:{{id}}"
+    fields: all
+    relations:
+      - name: customer_orders
+        key: "customer:{{customer_id}}:orders"
+        order_by: created_at
+"#,
+        bootstrap = args.bootstrap_servers,
+        registry = args.schema_registry_url,
+        customers = topic(id, Table::Customers),
+        orders = topic(id, Table::Orders),
+    )
+}
+
+async fn flushdb(url: &str) -> anyhow::Result<()> {
+    let client = redis::Client::open(url)?;
+    let mut conn = client.get_multiplexed_async_connection().await?;
+    redis::cmd("FLUSHDB").arg("ASYNC").query_async::<()>(&mut conn).await?;
+    Ok(())
+}
+
+async fn bench(args: &Args) -> anyhow::Result<()> {
+    let id = match &args.reuse {
+        Some(id) => id.clone(),
+        None => {
+            let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.subsec_nanos();
+            let id = format!("{nanos:08x}");
+            produce(args, &id).await?;
+            id
+        }
+    };
+    let live_url = target::with_db(&args.redis_url, args.live_db)?;
+    let staging_url = target::with_db(&args.redis_url, args.staging_db)?;
+    let config = mapping::load_config_str(&yaml(args, &id, &live_url), "rebuild-bench.yaml", &mapping::ConnectionOverrides::default())
+        .map_err(|e| anyhow::anyhow!("bench mapping does not load:\n{e}"))?;
+    let cfg = SinkConfig::new(
+        config,
+        &[],
+        BatchSettings { max_records: args.batch_size, linger: Duration::from_millis(args.linger_ms) },
+    );
+    let options = RebuildOptions {
+        staging_db: Some(args.staging_db),
+        force: false,
+        handover_timeout: Duration::from_secs(60),
+        progress: false,
+    };
+    let start = Instant::now();
+    let report = sink::rebuild::rebuild(&cfg, &options, CancellationToken::new())
+        .await
+        .context("rebuild")?;
+    let wall = start.elapsed();
+    print!("{report}");
+    let events = report.events();
+    if events == 0 {
+        bail!("the rebuild replayed nothing");
+    }
+    println!(
+        "rebuild-bench: {events} events, replay {:.2} s = {:.0} events/s; start to swap {:.2} s (wall {:.2} s) = {:.0} events/s; batch size {}, {} partitions per topic; topics id {id}",
+        report.replay.as_secs_f64(),
+        report.rate(),
+        report.total.as_secs_f64(),
+        wall.as_secs_f64(),
+        events as f64 / wall.as_secs_f64(),
+        args.batch_size,
+        args.partitions,
+    );
+    if !args.keep {
+        flushdb(&live_url).await?;
+        flushdb(&staging_url).await?;
+        let admin: AdminClient<DefaultClientContext> =
+            ClientConfig::new().set("bootstrap.servers", &args.bootstrap_servers).create()?;
+        let topics = [topic(&id, Table::Customers), topic(&id, Table::Orders)];
+        let topics: Vec<&str> = topics.iter().map(String::as_str).collect();
+        admin.delete_topics(&topics, &AdminOptions::new()).await?;
+    }
+    Ok(())
+}
