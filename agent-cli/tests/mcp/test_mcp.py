@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import secrets
 import socket
 import subprocess
@@ -178,7 +179,7 @@ def run_mcp(world, body):
         async with stdio_client(params) as (read, write):
             async with ClientSession(read, write) as session:
                 init = await session.initialize()
-                assert init.server_info.name == "agent-cli"
+                assert get(init, "server_info").name == "agent-cli"
                 assert init.capabilities.tools is not None
                 return await body(session)
 
@@ -197,12 +198,20 @@ def cli_tool(world, name, args):
     return json.loads(out.stdout)
 
 
+def get(obj, name):
+    """Attribute `name` (snake_case, SDK 2.x) or its camelCase form (SDK 1.x)."""
+    if hasattr(obj, name):
+        return getattr(obj, name)
+    camel = re.sub(r"_([a-z])", lambda m: m.group(1).upper(), name)
+    return getattr(obj, camel)
+
+
 def payload(result):
     """The JSON of a successful call: text content and structuredContent must agree."""
-    assert result.is_error is False, result.content
+    assert get(result, "is_error") is False, result.content
     assert len(result.content) == 1 and result.content[0].type == "text"
     text = json.loads(result.content[0].text)
-    assert result.structured_content == text
+    assert get(result, "structured_content") == text
     assert list(text) == ["result", "freshness"]
     assert set(text["freshness"]) == {"as_of", "lag_ms", "stale"}
     return text
@@ -217,15 +226,15 @@ def test_lists_the_declared_tools(world):
     by_name = {t.name: t for t in tools}
     gc = by_name["get_customer"]
     assert gc.description.startswith("Look up a customer by ID or email address")
-    assert gc.input_schema["properties"]["customer_id"]["type"] == "integer"
-    assert gc.input_schema["properties"]["email"]["type"] == "string"
-    assert "required" not in gc.input_schema
-    assert by_name["get_order"].input_schema["required"] == ["order_id"]
-    limit = by_name["get_customer_orders"].input_schema["properties"]["limit"]
+    assert get(gc, "input_schema")["properties"]["customer_id"]["type"] == "integer"
+    assert get(gc, "input_schema")["properties"]["email"]["type"] == "string"
+    assert "required" not in get(gc, "input_schema")
+    assert get(by_name["get_order"], "input_schema")["required"] == ["order_id"]
+    limit = get(by_name["get_customer_orders"], "input_schema")["properties"]["limit"]
     assert (limit["default"], limit["minimum"], limit["maximum"]) == (10, 1, 100)
     for t in tools:
-        assert t.annotations.read_only_hint is True
-        assert t.annotations.destructive_hint is False
+        assert get(t.annotations, "read_only_hint") is True
+        assert get(t.annotations, "destructive_hint") is False
 
     # `agent-cli tools --format mcp` prints the same definitions.
     printed = json.loads(subprocess.run(
@@ -287,7 +296,7 @@ def test_rejected_calls_are_tool_errors(world):
     results, unknown = run_mcp(world, body)
     messages = []
     for r in results:
-        assert r.is_error is True
+        assert get(r, "is_error") is True
         messages.append(r.content[0].text)
     assert messages == [
         "`get_customer`: parameter `email` must not contain `:` (the key separator)",
