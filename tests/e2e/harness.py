@@ -276,9 +276,9 @@ class Pipeline:
     """A Scenario (database, connector, topics) + a Redis database + the sink running on them."""
 
     def __init__(self, name: str, *, poll_interval_ms: int | None = None, start_sink: bool = True,
-                 timeout: float = 10.0):
+                 timeout: float = 10.0, connector_props: dict[str, str] | None = None):
         self.name = name
-        self.sc = Scenario(name, poll_interval_ms=poll_interval_ms)
+        self.sc = Scenario(name, poll_interval_ms=poll_interval_ms, connector_props=connector_props)
         self.start_sink_at_enter = start_sink
         self.timeout = timeout
         self.bootstrap = kafka_bootstrap()
