@@ -306,6 +306,9 @@ impl<C: ConnectionLike + Clone + Send> Store<C> {
         &self,
         mappings: &[&str],
     ) -> Result<Vec<HashMap<String, String>>, StoreError> {
+        if mappings.is_empty() {
+            return Ok(Vec::new());
+        }
         let mut pipe = redis::pipe();
         for name in mappings {
             pipe.cmd("HGETALL").arg(freshness_key(name));
