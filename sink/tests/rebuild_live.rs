@@ -3,7 +3,7 @@
 
 mod rebuild_support;
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -75,20 +75,25 @@ async fn live_sink_during_a_rebuild_ends_in_the_clean_state() {
 
     // Records keep arriving during the whole rebuild.
     let stop = Arc::new(AtomicBool::new(false));
+    let produced = Arc::new(AtomicU64::new(0));
     let producer = {
-        let (world, stop) = (world.clone(), stop.clone());
+        let (world, stop, produced) = (world.clone(), stop.clone(), produced.clone());
         tokio::spawn(async move {
+            let kafka = sink::loadgen::producer(&world.stack.bootstrap).expect("producer");
             let mut lsn = 10_000_000;
             let mut r = 0;
             while !stop.load(Ordering::Relaxed) {
-                world.produce(&round(&world, r, customers, &mut lsn)).await;
+                let records = round(&world, r, customers, &mut lsn);
+                sink::loadgen::produce_all(&kafka, &records).await.expect("produce");
                 r += 1;
+                produced.store(r as u64, Ordering::Relaxed);
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
             r
         })
     };
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    wait_until("records to arrive", Duration::from_secs(30), || produced.load(Ordering::Relaxed) >= 2).await;
+    let at_start = produced.load(Ordering::Relaxed);
     let rebuild_out = {
         let config = config.clone();
         let staging = staging.to_string();
@@ -99,10 +104,11 @@ async fn live_sink_during_a_rebuild_ends_in_the_clean_state() {
         .unwrap()
     };
     let stdout = assert_ok(&rebuild_out);
+    let during = produced.load(Ordering::Relaxed) - at_start;
+    assert!(during >= 2, "only {during} rounds produced during the rebuild");
     tokio::time::sleep(Duration::from_secs(1)).await;
     stop.store(true, Ordering::Relaxed);
     let rounds = producer.await.unwrap();
-    assert!(rounds > 5, "only {rounds} rounds produced during the rebuild");
     wait_applied_to_end(&world, live).await;
     terminate(&run);
     let status = run.wait().unwrap();
