@@ -104,6 +104,7 @@ async fn live_sink_during_a_rebuild_ends_in_the_clean_state() {
         .unwrap()
     };
     let stdout = assert_ok(&rebuild_out);
+    eprintln!("{stdout}");
     let during = produced.load(Ordering::Relaxed) - at_start;
     assert!(during >= 2, "only {during} rounds produced during the rebuild");
     tokio::time::sleep(Duration::from_secs(1)).await;
