@@ -15,9 +15,10 @@ use tracing::{debug, warn};
 use crate::consume::progress::Progress;
 use crate::consume::SinkConsumer;
 
-/// How long a partition whose fetch position is at its end may show no applied progress
-/// before the rest of it counts as a gap (records removed by compaction, transaction markers:
-/// offsets that never reach the sink).
+/// How long a partition whose consumer position is at its end may show no applied progress,
+/// while no other partition progresses either (nothing consumed is still waiting to be
+/// applied), before the rest of it counts as a gap (records removed by compaction,
+/// transaction markers: offsets that never reach the sink).
 const GAP_STALL: Duration = Duration::from_secs(3);
 
 /// One partition to replay.
@@ -113,6 +114,8 @@ pub struct Tracker {
     seen: Vec<(i64, Instant)>,
     /// Partitions already declared done through a gap.
     gaps: Vec<bool>,
+    /// When any partition last progressed.
+    last_progress: Instant,
 }
 
 impl Tracker {
@@ -121,7 +124,7 @@ impl Tracker {
         let now = Instant::now();
         let seen = targets.iter().map(|t| (t.low, now)).collect();
         let gaps = vec![false; targets.len()];
-        Tracker { targets, seen, gaps }
+        Tracker { targets, seen, gaps, last_progress: now }
     }
 
     /// The partitions followed.
@@ -133,12 +136,21 @@ impl Tracker {
     /// ([`Consumer::position`]), used to recognise a tail that holds no records.
     pub fn poll(&mut self, progress: &Progress, positions: &TopicPartitionList) -> Vec<PartitionState> {
         let now = Instant::now();
-        let mut states = Vec::with_capacity(self.targets.len());
-        for (i, t) in self.targets.iter().enumerate() {
-            let next = progress.next(&t.topic, t.partition).unwrap_or(t.low).max(t.low);
+        let nexts: Vec<i64> = self
+            .targets
+            .iter()
+            .map(|t| progress.next(&t.topic, t.partition).unwrap_or(t.low).max(t.low))
+            .collect();
+        for (i, &next) in nexts.iter().enumerate() {
             if next != self.seen[i].0 {
                 self.seen[i] = (next, now);
+                self.last_progress = now;
             }
+        }
+        let idle = now - self.last_progress >= GAP_STALL;
+        let mut states = Vec::with_capacity(self.targets.len());
+        for (i, t) in self.targets.iter().enumerate() {
+            let next = nexts[i];
             let mut done = next >= t.high || self.gaps[i];
             if !done {
                 let position = positions
@@ -147,7 +159,7 @@ impl Tracker {
                         Offset::Offset(o) => Some(o),
                         _ => None,
                     });
-                if position.is_some_and(|p| p >= t.high) && now - self.seen[i].1 >= GAP_STALL {
+                if position.is_some_and(|p| p >= t.high) && idle {
                     debug!(topic = %t.topic, partition = t.partition, next, high = t.high,
                         "Partition read to its end; the offsets left hold no records.");
                     self.gaps[i] = true;
@@ -204,7 +216,16 @@ mod tests {
         let mut positions = TopicPartitionList::new();
         positions.add_partition_offset("t", 2, Offset::Offset(4)).unwrap();
         assert!(!tracker.poll(&progress, &positions)[2].done);
+        // Another partition still progressing: its batches may hold partition 2's records.
         tokio::time::advance(GAP_STALL).await;
+        progress.applied("t", 3, 1);
+        let mut tracker_with_3 = Tracker::new(vec![target(2, 0, 4), target(3, 0, 9)]);
+        tracker_with_3.poll(&progress, &positions);
+        tokio::time::advance(GAP_STALL / 2).await;
+        progress.applied("t", 3, 2);
+        assert!(!tracker_with_3.poll(&progress, &positions)[0].done);
+        tokio::time::advance(GAP_STALL).await;
+        assert!(tracker_with_3.poll(&progress, &positions)[0].done);
         let s = tracker.poll(&progress, &positions);
         assert!(s[2].done);
         assert_eq!(tracker.per_topic(&s)["t"], 14);
