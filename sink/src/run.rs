@@ -6,6 +6,7 @@
 //! stop policy.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use mapping::ConfigErrors;
 use thiserror::Error;
@@ -36,7 +37,7 @@ pub enum RunError {
         url: String,
         /// What went wrong.
         #[source]
-        source: deadpool_redis::CreatePoolError,
+        source: RedisPoolError,
     },
     /// The dead-letter producer could not be created.
     #[error(transparent)]
@@ -44,6 +45,36 @@ pub enum RunError {
     /// Consuming failed.
     #[error(transparent)]
     Consume(#[from] ConsumeError),
+}
+
+/// Why the Redis pool could not be built.
+#[derive(Debug, Error)]
+pub enum RedisPoolError {
+    /// The URL does not parse.
+    #[error("invalid redis url")]
+    Url(#[source] redis::RedisError),
+    /// The pool could not be built.
+    #[error("cannot build the pool")]
+    Build(#[source] deadpool_redis::BuildError),
+}
+
+/// How long one Redis reply may take. A pipeline of a few thousand scripts takes well under
+/// a second, but redis-rs's default of 500 ms is too tight on a loaded machine: a timeout
+/// makes the whole batch go again, which takes as long again.
+pub const REDIS_RESPONSE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A pool of multiplexed Redis connections with [`REDIS_RESPONSE_TIMEOUT`].
+pub fn redis_pool(url: &str) -> Result<deadpool_redis::Pool, RunError> {
+    let fail = |source| RunError::RedisPool { url: redact_url(url), source };
+    let connection = redis::AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(Duration::from_secs(5)))
+        .set_response_timeout(Some(REDIS_RESPONSE_TIMEOUT));
+    let manager = deadpool_redis::Manager::new_with_config(url, connection)
+        .map_err(|e| fail(RedisPoolError::Url(e)))?;
+    deadpool_redis::Pool::builder(manager)
+        .runtime(deadpool_redis::Runtime::Tokio1)
+        .build()
+        .map_err(|e| fail(RedisPoolError::Build(e)))
 }
 
 /// Checks Redis, the registry and Kafka, then consumes the mapped topics in the configured
@@ -66,9 +97,7 @@ pub async fn run(
     )
     .await?;
 
-    let pool = deadpool_redis::Config::from_url(config.redis.url.as_str())
-        .create_pool(Some(deadpool_redis::Runtime::Tokio1))
-        .map_err(|source| RunError::RedisPool { url: redact_url(&config.redis.url), source })?;
+    let pool = redis_pool(&config.redis.url)?;
     let applier = Applier::new(pool, config);
     let dead_letters =
         Arc::new(DeadLetters::new(&cfg.producer_config(), &config.kafka.dead_letter_topic)?);

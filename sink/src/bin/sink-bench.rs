@@ -226,7 +226,13 @@ async fn bench(args: &Args) -> anyhow::Result<()> {
     println!("  generated+encoded in {encoded:.2?}, produced in {produced:.2?}");
 
     // 2. The sink, as `sink run` runs it, until caught up.
-    let cfg = load(&world.yaml(args, "bench"), args.batch_size)?;
+    let yaml = world.yaml(args, "bench");
+    if args.keep {
+        let path = std::env::temp_dir().join(format!("sink-bench-{id}.yaml"));
+        std::fs::write(&path, &yaml)?;
+        println!("  mapping file (kept): {}", path.display());
+    }
+    let cfg = load(&yaml, args.batch_size)?;
     let start = Instant::now();
     let summary = sink::run::run(&cfg, StopWhen::CaughtUp, CancellationToken::new())
         .await
@@ -297,8 +303,7 @@ async fn ceiling(args: &Args, cfg: &SinkConfig, records: &[WireRecord]) -> anyho
             offset: offset as i64,
         });
     }
-    let pool = deadpool_redis::Config::from_url(config.redis.url.as_str())
-        .create_pool(Some(deadpool_redis::Runtime::Tokio1))?;
+    let pool = sink::run::redis_pool(&config.redis.url)?;
     let applier = Applier::new(pool, config);
     applier.load_script().await?;
     let mut pipelines = Vec::new();
@@ -310,7 +315,11 @@ async fn ceiling(args: &Args, cfg: &SinkConfig, records: &[WireRecord]) -> anyho
         pipelines.push(pipe);
     }
     let client = redis::Client::open(config.redis.url.as_str())?;
-    let conn = client.get_multiplexed_async_connection().await?;
+    let conn = client
+        .get_multiplexed_async_connection_with_config(
+            &redis::AsyncConnectionConfig::new().set_response_timeout(Some(sink::run::REDIS_RESPONSE_TIMEOUT)),
+        )
+        .await?;
     let start = Instant::now();
     let mut replies = futures::stream::iter(pipelines.iter().map(|pipe| {
         let mut conn = conn.clone();
