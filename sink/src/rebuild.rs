@@ -178,14 +178,8 @@ pub enum RebuildError {
     #[error(transparent)]
     Target(#[from] TargetError),
     /// The staging connection pool could not be set up.
-    #[error("cannot set up a connection pool for redis at {url}")]
-    RedisPool {
-        /// The staging URL, password redacted.
-        url: String,
-        /// What went wrong.
-        #[source]
-        source: deadpool_redis::CreatePoolError,
-    },
+    #[error(transparent)]
+    RedisPool(Box<crate::run::RunError>),
     /// The dead-letter producer could not be created.
     #[error(transparent)]
     DeadLetters(#[from] DlqError),
@@ -466,9 +460,8 @@ impl Context<'_> {
         partitions::assign_from_beginning(&consumer, &targets)
             .map_err(|source| RebuildError::Kafka { what: "assigning partitions", source })?;
 
-        let pool = deadpool_redis::Config::from_url(target.staging_url.as_str())
-            .create_pool(Some(deadpool_redis::Runtime::Tokio1))
-            .map_err(|source| RebuildError::RedisPool { url: redact_url(&target.staging_url), source })?;
+        let pool = crate::run::redis_pool(&target.staging_url)
+            .map_err(|e| RebuildError::RedisPool(Box::new(e)))?;
         let pipeline = Pipeline {
             config: Arc::clone(config),
             decoder: Arc::new(Decoder::new(Arc::clone(&self.registry))),

@@ -137,8 +137,12 @@ async fn connect(url: &str) -> Result<MultiplexedConnection, TargetError> {
     let db = db_of(url)?;
     let client = redis::Client::open(url)
         .map_err(|source| TargetError::Url { url: redact_url(url), source })?;
+    // FLUSHDB SYNC of a large staging state takes longer than redis-rs's 500 ms default.
+    let config = redis::AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(std::time::Duration::from_secs(5)))
+        .set_response_timeout(Some(crate::run::REDIS_RESPONSE_TIMEOUT));
     client
-        .get_multiplexed_async_connection()
+        .get_multiplexed_async_connection_with_config(&config)
         .await
         .map_err(|source| TargetError::Command { operation: "connect", db, source })
 }
