@@ -40,7 +40,7 @@ def check_fresh(p: Pipeline, since_ms: int) -> None:
     assert set(by_name) == {"customers", "orders"}, st
     for name, m in by_name.items():
         assert m["stale"] is False, f"{name} stale: {m}"
-        assert m["lag_ms"] is not None and 0 <= m["lag_ms"] < 2000, f"{name} lag: {m}"
+        assert m["lag_ms"] is not None and 0 <= m["lag_ms"] < 3000, f"{name} lag: {m}"
         assert m["applied_count"] >= 1, m
         assert m["topic"] == p.sc.topic(name), m
     # The changes of this test were committed after `since_ms`: their source time shows.
