@@ -9,18 +9,20 @@
 //!    decoded or planned goes to the dead-letter topic ([`DeadLetters`]) and the loop moves
 //!    on. A batch is handed over when it holds `batch.max_records` records or its linger
 //!    time has passed.
-//! 2. The *apply* stage sends each batch to Redis as one pipeline ([`Applier::apply_batch`]),
-//!    first recording a mapping's column types when its value schema changed, and only then
-//!    stores the batch's offsets.
+//! 2. The *apply* stage first records a mapping's column types when its value schema
+//!    changed, then splits the batch by partition: each partition has a lane that sends its
+//!    slices to Redis one after another, each as one pipeline ([`Applier::apply_batch`]),
+//!    and stores the partition's offset once a slice is applied. Lanes run concurrently
+//!    (partitions in parallel, each in order), which keeps Redis busy.
 //!
 //! # Why delivery is at least once
 //!
 //! `enable.auto.offset.store=false`: librdkafka commits (automatically, every few seconds,
 //! and once more synchronously at shutdown) only offsets the sink stored, and the sink stores
 //! a partition's offset only after Redis applied every record up to it. Every partition is
-//! consumed, planned and applied in order (batches are applied one after another, each batch
-//! keeps the consumption order), so a stored offset never passes a record that was not
-//! applied. After a crash the records after the last commit are delivered again; the Lua
+//! consumed, planned and applied in order (one lane per partition applies its slices one
+//! after another, each in consumption order), so a stored offset never passes a record that
+//! was not applied. After a crash the records after the last commit are delivered again; the Lua
 //! scripts' position guards make replaying them harmless. Retriable failures (Redis I/O, the
 //! registry or the broker unreachable) are retried with backoff without storing anything.
 //!
@@ -31,6 +33,7 @@
 //! [`StopWhen::CaughtUp`], as soon as every assigned partition is applied up to its high
 //! watermark (used by benchmarks and a future `sink rebuild`).
 
+mod apply_stage;
 pub mod batch;
 pub mod progress;
 pub mod retry;
@@ -44,7 +47,7 @@ use futures::StreamExt;
 use mapping::Config;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::error::KafkaError;
-use rdkafka::message::{BorrowedMessage, OwnedHeaders};
+use rdkafka::message::BorrowedMessage;
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{ClientConfig, Message};
 use thiserror::Error;
@@ -53,10 +56,10 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use crate::apply::{ApplyError, Applier, BatchOutcome, PlannedChange};
+use crate::apply::{ApplyError, Applier, PlannedChange};
 use crate::config::BatchSettings;
 use crate::decode::{DecodeError, Decoder};
-use crate::dlq::{DeadLetters, DlqError, Origin};
+use crate::dlq::{DeadLetters, DlqError};
 use crate::health::one_line;
 use batch::Batch;
 use progress::{Progress, SinkContext};
@@ -170,7 +173,7 @@ pub fn subscribe(config: &ClientConfig, topics: &[&str]) -> Result<Arc<SinkConsu
 
 /// Work for the apply stage.
 #[derive(Debug)]
-enum Work {
+pub(crate) enum Work {
     /// Apply, then store the offsets.
     Batch(Batch),
     /// Every assigned partition of these mappings' topics is at its end.
@@ -191,7 +194,7 @@ pub async fn consume(
     // Stops the helpers once the consume stage is done (and the helpers when shutting down).
     let done = shutdown.child_token();
     let caught_up = CancellationToken::new();
-    let mut apply = tokio::spawn(apply_stage(
+    let mut apply = tokio::spawn(apply_stage::apply_stage(
         rx,
         Arc::clone(&consumer),
         applier,
@@ -466,7 +469,7 @@ fn decode_failure(e: &DecodeError) -> String {
 }
 
 /// Whether a failed dead letter may succeed later.
-fn dlq_retriable(e: &DlqError) -> bool {
+pub(crate) fn dlq_retriable(e: &DlqError) -> bool {
     match e {
         DlqError::Create(_) => false,
         DlqError::Send { source, .. } => !matches!(
@@ -489,124 +492,6 @@ fn log_consumer_error(e: &KafkaError) {
         }
         _ => warn!(error = %e, "Kafka consumer error."),
     }
-}
-
-/// Applies batches in order, stores their offsets, records caught-up marks.
-async fn apply_stage(
-    mut rx: mpsc::Receiver<Work>,
-    consumer: Arc<SinkConsumer>,
-    applier: Applier,
-    dead_letters: Arc<DeadLetters>,
-    progress: Progress,
-    shutdown: CancellationToken,
-) -> Result<Summary, ConsumeError> {
-    let mut summary = Summary::default();
-    while let Some(work) = rx.recv().await {
-        match work {
-            Work::Batch(mut batch) => {
-                let Some(outcome) =
-                    apply_with_retries(&applier, &dead_letters, &mut batch, &mut summary, &shutdown)
-                        .await?
-                else {
-                    return Ok(summary);
-                };
-                for ((topic, partition), last) in &batch.last_offsets {
-                    // librdkafka stores `last + 1`: the next record to read.
-                    if let Err(e) = consumer.store_offset(topic, *partition, *last) {
-                        // The partition was revoked meanwhile; its new owner re-applies.
-                        debug!(%topic, partition, offset = last, error = %e, "Offset not stored.");
-                    }
-                    progress.applied(topic, *partition, last + 1);
-                }
-                summary.records += batch.records as u64;
-                summary.changes += batch.changes.len() as u64;
-                summary.skipped += outcome.skipped as u64;
-                summary.batches += 1;
-                summary.last_applied_at = Some(std::time::Instant::now());
-                if let Some(first) = batch.changes.first() {
-                    debug!(
-                        topic = %first.topic,
-                        partition = first.partition,
-                        offset = first.offset,
-                        records = batch.records,
-                        applied = outcome.applied,
-                        skipped = outcome.skipped,
-                        "Applied batch."
-                    );
-                }
-            }
-            Work::CaughtUp(mappings) => {
-                if let Err(e) = applier.record_caught_up(&mappings).await {
-                    warn!(error = %one_line(&e), "Recording the caught-up time failed.");
-                }
-            }
-        }
-    }
-    Ok(summary)
-}
-
-/// Applies `batch` (column types first, then the changes), retrying transient failures; a
-/// change Redis rejects for good is dead-lettered and the rest of the batch sent again
-/// (harmless: every change is idempotent). `None` at shutdown.
-async fn apply_with_retries(
-    applier: &Applier,
-    dead_letters: &DeadLetters,
-    batch: &mut Batch,
-    summary: &mut Summary,
-    shutdown: &CancellationToken,
-) -> Result<Option<BatchOutcome>, ConsumeError> {
-    let mut backoff = Backoff::default();
-    loop {
-        let error = match apply_once(applier, batch).await {
-            Ok(outcome) => return Ok(Some(outcome)),
-            Err(e) => e,
-        };
-        if error.is_retriable() {
-            if !backoff.wait("Applying a batch to redis", &error, shutdown).await {
-                return Ok(None);
-            }
-            continue;
-        }
-        let culprit = error.location().and_then(|(topic, partition, offset)| {
-            batch
-                .changes
-                .iter()
-                .position(|c| c.offset == offset && c.partition == partition && &*c.topic == topic)
-        });
-        let Some(i) = culprit else {
-            return Err(ConsumeError::Apply { changes: batch.changes.len(), source: error });
-        };
-        let text = format!("redis rejected the change: {}", one_line(&error));
-        let change = &batch.changes[i];
-        let origin = Origin { topic: &change.topic, partition: change.partition, offset: change.offset };
-        warn!(
-            topic = origin.topic, partition = origin.partition, offset = origin.offset,
-            error = %text, dlq = dead_letters.topic(), "Dead-lettering a record."
-        );
-        let (key, value) = batch.raw.get(i);
-        let mut dlq_backoff = Backoff::default();
-        loop {
-            match dead_letters.send_raw(origin, key, value, None, OwnedHeaders::new(), &text).await {
-                Ok(()) => break,
-                Err(e) if dlq_retriable(&e) => {
-                    if !dlq_backoff.wait("Dead-lettering a record", &e, shutdown).await {
-                        return Ok(None);
-                    }
-                }
-                Err(e) => return Err(ConsumeError::DeadLetter(Box::new(e))),
-            }
-        }
-        summary.dead_lettered += 1;
-        batch.remove_change(i);
-    }
-}
-
-/// Column types first (a new value schema), then the changes.
-async fn apply_once(applier: &Applier, batch: &Batch) -> Result<BatchOutcome, ApplyError> {
-    for (mapping, columns) in &batch.column_types {
-        applier.record_column_types(*mapping, columns).await?;
-    }
-    applier.apply_batch(&batch.changes).await
 }
 
 /// Every [`CAUGHT_UP_INTERVAL`], checks whether the assigned partitions are applied up to

@@ -233,6 +233,7 @@ async fn bench(args: &Args) -> anyhow::Result<()> {
         println!("  mapping file (kept): {}", path.display());
     }
     let cfg = load(&yaml, args.batch_size)?;
+    let redis_before = script_time(&args.redis_url).await?;
     let start = Instant::now();
     let summary = sink::run::run(&cfg, StopWhen::CaughtUp, CancellationToken::new())
         .await
@@ -246,8 +247,16 @@ async fn bench(args: &Args) -> anyhow::Result<()> {
     };
     let busy = last.duration_since(first);
     let sink_rate = events as f64 / busy.as_secs_f64();
+    let redis_used = script_time(&args.redis_url).await?.since(redis_before);
     println!(
         "sink:    {events} events in {busy:.2?} from first record to last applied batch = {sink_rate:.0} events/s"
+    );
+    println!(
+        "         redis ran {} scripts for {:.2?} ({:.1} us each), busy {:.0}% of that time",
+        redis_used.calls,
+        redis_used.busy,
+        redis_used.busy.as_secs_f64() * 1e6 / redis_used.calls.max(1) as f64,
+        100.0 * redis_used.busy.as_secs_f64() / busy.as_secs_f64()
     );
     println!(
         "         wall time from start to caught up {wall:.2?} (health checks, group join, 1 s caught-up polling included) = {:.0} events/s; {} batches, {} no-op changes",
@@ -320,6 +329,7 @@ async fn ceiling(args: &Args, cfg: &SinkConfig, records: &[WireRecord]) -> anyho
             &redis::AsyncConnectionConfig::new().set_response_timeout(Some(sink::run::REDIS_RESPONSE_TIMEOUT)),
         )
         .await?;
+    let redis_before = script_time(&args.redis_url).await?;
     let start = Instant::now();
     let mut replies = futures::stream::iter(pipelines.iter().map(|pipe| {
         let mut conn = conn.clone();
@@ -334,17 +344,70 @@ async fn ceiling(args: &Args, cfg: &SinkConfig, records: &[WireRecord]) -> anyho
     if count != changes.len() {
         bail!("{count} replies for {} changes", changes.len());
     }
+    let used = script_time(&args.redis_url).await?.since(redis_before);
+    println!(
+        "ceiling: redis ran {} scripts for {:.2?} ({:.1} us each), busy {:.0}% of {elapsed:.2?}",
+        used.calls,
+        used.busy,
+        used.busy.as_secs_f64() * 1e6 / used.calls.max(1) as f64,
+        100.0 * used.busy.as_secs_f64() / elapsed.as_secs_f64()
+    );
     Ok(changes.len() as f64 / elapsed.as_secs_f64())
+}
+
+/// Redis's cumulative `EVALSHA` statistics (`INFO commandstats`).
+#[derive(Debug, Clone, Copy)]
+struct ScriptTime {
+    calls: u64,
+    busy: Duration,
+}
+
+impl ScriptTime {
+    fn since(self, before: ScriptTime) -> ScriptTime {
+        ScriptTime {
+            calls: self.calls.saturating_sub(before.calls),
+            busy: self.busy.saturating_sub(before.busy),
+        }
+    }
+}
+
+async fn script_time(redis_url: &str) -> anyhow::Result<ScriptTime> {
+    let client = redis::Client::open(redis_url)?;
+    let mut conn = client.get_multiplexed_async_connection().await?;
+    let info: String = redis::cmd("INFO").arg("commandstats").query_async(&mut conn).await?;
+    let line = info.lines().find(|l| l.starts_with("cmdstat_evalsha:")).unwrap_or_default();
+    let field = |name: &str| {
+        line.split([':', ','])
+            .find_map(|kv| kv.strip_prefix(name).and_then(|v| v.strip_prefix('=')))
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    Ok(ScriptTime { calls: field("calls"), busy: Duration::from_micros(field("usec")) })
 }
 
 /// Deletes every key of the run: `{prefix}:*` and the bookkeeping of its mappings.
 async fn cleanup(redis_url: &str, prefix: &str) -> anyhow::Result<()> {
     let client = redis::Client::open(redis_url)?;
-    let mut conn = client.get_multiplexed_async_connection().await?;
+    let config = redis::AsyncConnectionConfig::new().set_response_timeout(Some(sink::run::REDIS_RESPONSE_TIMEOUT));
+    let mut conn = client.get_multiplexed_async_connection_with_config(&config).await?;
     for pattern in [format!("{prefix}:*"), format!("sink:*_{prefix}*")] {
-        let keys: Vec<String> = redis::cmd("KEYS").arg(&pattern).query_async(&mut conn).await?;
-        for chunk in keys.chunks(10_000) {
-            redis::cmd("UNLINK").arg(chunk).query_async::<()>(&mut conn).await?;
+        let mut cursor = 0u64;
+        loop {
+            let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(&pattern)
+                .arg("COUNT")
+                .arg(10_000)
+                .query_async(&mut conn)
+                .await?;
+            if !keys.is_empty() {
+                redis::cmd("UNLINK").arg(&keys).query_async::<()>(&mut conn).await?;
+            }
+            if next == 0 {
+                break;
+            }
+            cursor = next;
         }
     }
     let fields: Vec<String> = redis::cmd("HKEYS").arg("sink:offsets").query_async(&mut conn).await?;

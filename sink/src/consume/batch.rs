@@ -31,8 +31,9 @@ pub struct Batch {
     pub raw: RawRecords,
     /// `(mapping, columns)` to record in `sink:types:{mapping}` before the changes.
     pub column_types: Vec<(usize, Columns)>,
-    /// Last offset consumed per partition (a handful of partitions: a vector beats a map).
-    pub last_offsets: Vec<(Partition, i64)>,
+    /// Per partition: the last offset consumed and how many records (a handful of
+    /// partitions: a vector beats a map).
+    pub partitions: Vec<PartitionMark>,
     /// Records consumed (applied, skipped or dead-lettered).
     pub records: usize,
     /// Of which dead-lettered.
@@ -70,14 +71,62 @@ impl Batch {
     pub fn note_offset(&mut self, topic: &Arc<str>, partition: i32, offset: i64) {
         self.records += 1;
         match self
-            .last_offsets
+            .partitions
             .iter_mut()
-            .find(|((t, p), _)| *p == partition && **t == **topic)
+            .find(|m| m.partition.1 == partition && *m.partition.0 == **topic)
         {
-            Some((_, last)) => *last = (*last).max(offset),
-            None => self.last_offsets.push(((Arc::clone(topic), partition), offset)),
+            Some(mark) => {
+                mark.last = mark.last.max(offset);
+                mark.records += 1;
+            }
+            None => self.partitions.push(PartitionMark {
+                partition: (Arc::clone(topic), partition),
+                last: offset,
+                records: 1,
+            }),
         }
     }
+
+    /// One batch per partition, each keeping the consumption order of its changes. Column
+    /// types are not carried over (the caller records them first).
+    pub fn split_by_partition(self) -> Vec<Batch> {
+        if self.partitions.len() == 1 {
+            let mut single = self;
+            single.column_types.clear();
+            return vec![single];
+        }
+        let mut parts: Vec<Batch> = self
+            .partitions
+            .iter()
+            .map(|mark| Batch {
+                records: mark.records,
+                partitions: vec![mark.clone()],
+                ..Batch::default()
+            })
+            .collect();
+        for (i, change) in self.changes.into_iter().enumerate() {
+            let Some(part) = parts.iter_mut().find(|b| {
+                let (topic, partition) = &b.partitions[0].partition;
+                *partition == change.partition && **topic == *change.topic
+            }) else {
+                continue;
+            };
+            let (key, value) = self.raw.get(i);
+            part.push_change(change, key, value);
+        }
+        parts
+    }
+}
+
+/// Where a batch ends in one partition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionMark {
+    /// The partition.
+    pub partition: Partition,
+    /// Last offset consumed into the batch.
+    pub last: i64,
+    /// Records of this partition in the batch.
+    pub records: usize,
 }
 
 /// Key and value bytes of many records in one buffer.
@@ -142,10 +191,44 @@ mod tests {
         batch.note_offset(&a, 0, 6);
         batch.note_offset(&b, 0, 1);
         assert_eq!(batch.records, 4);
-        assert_eq!(
-            batch.last_offsets,
-            vec![((a.clone(), 0), 6), ((a, 1), 7), ((b, 0), 1)]
-        );
+        let marks: Vec<_> =
+            batch.partitions.iter().map(|m| (m.partition.clone(), m.last, m.records)).collect();
+        assert_eq!(marks, vec![((a.clone(), 0), 6, 2), ((a, 1), 7, 1), ((b, 0), 1, 1)]);
+    }
+
+    fn change(topic: &Arc<str>, partition: i32, offset: i64) -> PlannedChange {
+        PlannedChange {
+            mapping: 0,
+            plan: mapping::Plan::Truncate { position: None },
+            source_ts_ms: None,
+            topic: Arc::clone(topic),
+            partition,
+            offset,
+        }
+    }
+
+    #[test]
+    fn splits_by_partition_in_order_with_raw_bytes() {
+        let a: Arc<str> = Arc::from("a");
+        let mut batch = Batch::default();
+        for (partition, offset) in [(0, 10), (1, 20), (0, 11), (1, 21), (0, 12)] {
+            batch.note_offset(&a, partition, offset);
+            // Offset 11 was dead-lettered: consumed, not planned.
+            if offset != 11 {
+                let key = offset.to_string();
+                batch.push_change(change(&a, partition, offset), Some(key.as_bytes()), None);
+            }
+        }
+        let parts = batch.split_by_partition();
+        assert_eq!(parts.len(), 2);
+        let offsets: Vec<Vec<i64>> =
+            parts.iter().map(|b| b.changes.iter().map(|c| c.offset).collect()).collect();
+        assert_eq!(offsets, vec![vec![10, 12], vec![20, 21]]);
+        assert_eq!(parts[0].records, 3);
+        assert_eq!(parts[0].partitions[0].last, 12);
+        assert_eq!(parts[1].records, 2);
+        assert_eq!(parts[0].raw.get(1), (Some(&b"12"[..]), None));
+        assert_eq!(parts[1].raw.get(0), (Some(&b"20"[..]), None));
     }
 
     #[test]

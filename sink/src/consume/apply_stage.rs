@@ -1,0 +1,233 @@
+//! The apply stage: batches from the consume stage go to Redis, one *lane* per partition.
+//!
+//! A batch holds records of several partitions in consumption order. The dispatcher records
+//! the column types of a new value schema first, then splits the batch by partition and
+//! hands each slice to that partition's lane. A lane applies its slices one after another
+//! (so each partition stays in order) on its own pooled connection, and stores the
+//! partition's offset once a slice is applied. Lanes run concurrently, so Redis always has
+//! a pipeline to execute while another lane's reply travels back or the next slice is being
+//! encoded; partitions never share a pipeline, so their relative order does not matter.
+//!
+//! Backpressure: each lane queues at most [`LANE_QUEUE`] slices; a full lane blocks the
+//! dispatcher, which blocks the consume stage.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use rdkafka::consumer::Consumer;
+use rdkafka::message::OwnedHeaders;
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, warn};
+
+use super::batch::{Batch, Partition};
+use super::progress::Progress;
+use super::retry::Backoff;
+use super::{dlq_retriable, ConsumeError, SinkConsumer, Summary, Work};
+use crate::apply::{ApplyError, Applier, BatchOutcome};
+use crate::dlq::{DeadLetters, Origin};
+use crate::health::one_line;
+
+/// Slices queued per lane.
+const LANE_QUEUE: usize = 2;
+
+/// What every lane shares.
+struct Shared {
+    consumer: Arc<SinkConsumer>,
+    applier: Applier,
+    dead_letters: Arc<DeadLetters>,
+    progress: Progress,
+    shutdown: CancellationToken,
+}
+
+/// Applies batches, stores their offsets, records caught-up marks; returns the counts when
+/// `rx` closes (or at shutdown), or the first fatal error of any lane.
+pub(super) async fn apply_stage(
+    mut rx: mpsc::Receiver<Work>,
+    consumer: Arc<SinkConsumer>,
+    applier: Applier,
+    dead_letters: Arc<DeadLetters>,
+    progress: Progress,
+    shutdown: CancellationToken,
+) -> Result<Summary, ConsumeError> {
+    let shared = Arc::new(Shared { consumer, applier, dead_letters, progress, shutdown });
+    let mut lanes: HashMap<Partition, mpsc::Sender<Batch>> = HashMap::new();
+    let mut running: JoinSet<Result<Summary, ConsumeError>> = JoinSet::new();
+    let mut summary = Summary::default();
+    loop {
+        tokio::select! {
+            work = rx.recv() => match work {
+                None => break,
+                Some(Work::Batch(batch)) => {
+                    if !record_types(&shared, &batch).await {
+                        break;
+                    }
+                    for slice in batch.split_by_partition() {
+                        let partition = slice.partitions[0].partition.clone();
+                        let lane = lanes.entry(partition).or_insert_with(|| {
+                            let (tx, rx) = mpsc::channel(LANE_QUEUE);
+                            running.spawn(lane(rx, Arc::clone(&shared)));
+                            tx
+                        });
+                        if lane.send(slice).await.is_err() {
+                            // The lane stopped: at shutdown or on a fatal error, reported below.
+                            break;
+                        }
+                    }
+                }
+                Some(Work::CaughtUp(mappings)) => {
+                    if let Err(e) = shared.applier.record_caught_up(&mappings).await {
+                        warn!(error = %one_line(&e), "Recording the caught-up time failed.");
+                    }
+                }
+            },
+            Some(done) = running.join_next(), if !running.is_empty() => {
+                // A lane ends early only at shutdown or on a fatal error.
+                merge(&mut summary, done)?;
+                if shared.shutdown.is_cancelled() {
+                    break;
+                }
+            }
+        }
+    }
+    drop(lanes);
+    while let Some(done) = running.join_next().await {
+        merge(&mut summary, done)?;
+    }
+    Ok(summary)
+}
+
+fn merge(
+    summary: &mut Summary,
+    done: Result<Result<Summary, ConsumeError>, tokio::task::JoinError>,
+) -> Result<(), ConsumeError> {
+    let lane = done.map_err(|_| ConsumeError::ApplyStage)??;
+    summary.records += lane.records;
+    summary.changes += lane.changes;
+    summary.skipped += lane.skipped;
+    summary.dead_lettered += lane.dead_lettered;
+    summary.batches += lane.batches;
+    summary.last_applied_at = summary.last_applied_at.max(lane.last_applied_at);
+    Ok(())
+}
+
+/// Records the column types of new value schemas before their records; `false` at shutdown.
+async fn record_types(shared: &Shared, batch: &Batch) -> bool {
+    for (mapping, columns) in &batch.column_types {
+        let mut backoff = Backoff::default();
+        while let Err(e) = shared.applier.record_column_types(*mapping, columns).await {
+            if !backoff.wait("Recording column types", &e, &shared.shutdown).await {
+                return false;
+            }
+        }
+    }
+    true
+}
+
+/// One partition: applies its slices in order and stores its offset after each.
+async fn lane(mut rx: mpsc::Receiver<Batch>, shared: Arc<Shared>) -> Result<Summary, ConsumeError> {
+    let mut summary = Summary::default();
+    while let Some(mut slice) = rx.recv().await {
+        let Some(outcome) = apply_with_retries(&shared, &mut slice, &mut summary).await? else {
+            return Ok(summary);
+        };
+        for mark in &slice.partitions {
+            let (topic, partition) = &mark.partition;
+            // librdkafka stores `last + 1`: the next record to read.
+            if let Err(e) = shared.consumer.store_offset(topic, *partition, mark.last) {
+                // The partition was revoked meanwhile; its new owner re-applies.
+                debug!(%topic, partition, offset = mark.last, error = %e, "Offset not stored.");
+            }
+            shared.progress.applied(topic, *partition, mark.last + 1);
+            debug!(
+                %topic,
+                partition,
+                offset = mark.last,
+                records = slice.records,
+                applied = outcome.applied,
+                skipped = outcome.skipped,
+                "Applied batch."
+            );
+        }
+        summary.records += slice.records as u64;
+        summary.changes += slice.changes.len() as u64;
+        summary.skipped += outcome.skipped as u64;
+        summary.batches += 1;
+        summary.last_applied_at = Some(std::time::Instant::now());
+    }
+    Ok(summary)
+}
+
+/// Applies `batch`, retrying transient failures; a change Redis rejects for good is
+/// dead-lettered and the rest of the batch sent again (harmless: every change is
+/// idempotent). `None` at shutdown.
+async fn apply_with_retries(
+    shared: &Shared,
+    batch: &mut Batch,
+    summary: &mut Summary,
+) -> Result<Option<BatchOutcome>, ConsumeError> {
+    let mut backoff = Backoff::default();
+    loop {
+        let error = match shared.applier.apply_batch(&batch.changes).await {
+            Ok(outcome) => return Ok(Some(outcome)),
+            Err(e) => e,
+        };
+        if error.is_retriable() {
+            if !backoff.wait("Applying a batch to redis", &error, &shared.shutdown).await {
+                return Ok(None);
+            }
+            continue;
+        }
+        let Some(i) = culprit(&error, batch) else {
+            return Err(ConsumeError::Apply { changes: batch.changes.len(), source: error });
+        };
+        if !dead_letter_change(shared, batch, i, &error).await? {
+            return Ok(None);
+        }
+        summary.dead_lettered += 1;
+        batch.remove_change(i);
+    }
+}
+
+/// The index of the change `error` is about.
+fn culprit(error: &ApplyError, batch: &Batch) -> Option<usize> {
+    let (topic, partition, offset) = error.location()?;
+    batch
+        .changes
+        .iter()
+        .position(|c| c.offset == offset && c.partition == partition && &*c.topic == topic)
+}
+
+/// Writes change `i` of `batch` to the dead-letter topic; `false` at shutdown.
+async fn dead_letter_change(
+    shared: &Shared,
+    batch: &Batch,
+    i: usize,
+    error: &ApplyError,
+) -> Result<bool, ConsumeError> {
+    let text = format!("redis rejected the change: {}", one_line(error));
+    let change = &batch.changes[i];
+    let origin = Origin { topic: &change.topic, partition: change.partition, offset: change.offset };
+    warn!(
+        topic = origin.topic,
+        partition = origin.partition,
+        offset = origin.offset,
+        error = %text,
+        dlq = shared.dead_letters.topic(),
+        "Dead-lettering a record."
+    );
+    let (key, value) = batch.raw.get(i);
+    let mut backoff = Backoff::default();
+    loop {
+        match shared.dead_letters.send_raw(origin, key, value, None, OwnedHeaders::new(), &text).await {
+            Ok(()) => return Ok(true),
+            Err(e) if dlq_retriable(&e) => {
+                if !backoff.wait("Dead-lettering a record", &e, &shared.shutdown).await {
+                    return Ok(false);
+                }
+            }
+            Err(e) => return Err(ConsumeError::DeadLetter(Box::new(e))),
+        }
+    }
+}
