@@ -102,6 +102,17 @@ pub enum ConsumeError {
         #[source]
         source: ApplyError,
     },
+    /// Redis rejected many changes in a row: something systematic, not a bad record.
+    #[error("redis rejected {count} changes in a row (batch of {changes}); stopping rather than dead-lettering the stream")]
+    Rejected {
+        /// Changes rejected in a row.
+        count: u32,
+        /// Changes in the batch.
+        changes: usize,
+        /// The last rejection.
+        #[source]
+        source: ApplyError,
+    },
     /// The apply task ended without reporting (it panicked).
     #[error("the apply stage stopped unexpectedly")]
     ApplyStage,

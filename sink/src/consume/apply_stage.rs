@@ -32,6 +32,12 @@ use crate::health::one_line;
 /// Slices queued per lane.
 const LANE_QUEUE: usize = 2;
 
+/// Changes Redis may reject in a row (none applied in between) before the sink stops: one
+/// bad change is dead-lettered, but a run of them means something systematic (a script
+/// that does not match the sink, keys of another application) that dead-lettering the whole
+/// stream would only hide.
+const MAX_REJECTED_IN_A_ROW: u32 = 20;
+
 /// What every lane shares.
 struct Shared {
     consumer: Arc<SinkConsumer>,
@@ -128,8 +134,11 @@ async fn record_types(shared: &Shared, batch: &Batch) -> bool {
 /// One partition: applies its slices in order and stores its offset after each.
 async fn lane(mut rx: mpsc::Receiver<Batch>, shared: Arc<Shared>) -> Result<Summary, ConsumeError> {
     let mut summary = Summary::default();
+    let mut rejected_in_a_row = 0;
     while let Some(mut slice) = rx.recv().await {
-        let Some(outcome) = apply_with_retries(&shared, &mut slice, &mut summary).await? else {
+        let Some(outcome) =
+            apply_with_retries(&shared, &mut slice, &mut summary, &mut rejected_in_a_row).await?
+        else {
             return Ok(summary);
         };
         for mark in &slice.partitions {
@@ -166,11 +175,17 @@ async fn apply_with_retries(
     shared: &Shared,
     batch: &mut Batch,
     summary: &mut Summary,
+    rejected_in_a_row: &mut u32,
 ) -> Result<Option<BatchOutcome>, ConsumeError> {
     let mut backoff = Backoff::default();
     loop {
         let error = match shared.applier.apply_batch(&batch.changes).await {
-            Ok(outcome) => return Ok(Some(outcome)),
+            Ok(outcome) => {
+                if outcome.applied + outcome.skipped > 0 {
+                    *rejected_in_a_row = 0;
+                }
+                return Ok(Some(outcome));
+            }
             Err(e) => e,
         };
         if error.is_retriable() {
@@ -182,6 +197,18 @@ async fn apply_with_retries(
         let Some(i) = culprit(&error, batch) else {
             return Err(ConsumeError::Apply { changes: batch.changes.len(), source: error });
         };
+        // The changes before the culprit were applied.
+        if i > 0 {
+            *rejected_in_a_row = 0;
+        }
+        *rejected_in_a_row += 1;
+        if *rejected_in_a_row > MAX_REJECTED_IN_A_ROW {
+            return Err(ConsumeError::Rejected {
+                count: *rejected_in_a_row,
+                changes: batch.changes.len(),
+                source: error,
+            });
+        }
         if !dead_letter_change(shared, batch, i, &error).await? {
             return Ok(None);
         }
