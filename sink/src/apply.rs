@@ -1,5 +1,5 @@
-//! Write plans -> Redis: one atomic, idempotent Lua script per change (`apply/change.lua`),
-//! a batch of changes sent as one pipeline of `EVALSHA` calls on one connection.
+//! Write plans -> Redis: atomic, idempotent Lua, several changes per script call, a batch
+//! of changes sent as one pipeline of `EVALSHA` calls on one connection.
 //!
 //! The script implements ARCHITECTURE.md's "Change semantics": it reads what the sink stored
 //! for the row (never `before`), guards by source position through `sink:rows:{mapping}`
@@ -10,9 +10,29 @@
 //! relation members hold the row's primary key text: the values of the row key template's
 //! fields, joined by `:` when there are several (`"1"` for `customer:{id}`).
 //!
+//! # Cost
+//! One script per configuration ([`script`]): `apply/change.lua` after a generated table of
+//! the mappings' static part (key names, template fields, pre-split templates), so a change
+//! only sends its own data. One `EVALSHA` applies a *chunk* of up to [`DEFAULT_CHUNK`]
+//! consecutive changes of the batch, one after another, each completely before the next,
+//! and records freshness (one server `TIME`) and the partitions' offsets once, at the end of
+//! the same call. A batch is still one pipeline; per-call overhead (script lookup, argument
+//! conversion, bookkeeping commands) is paid once per chunk instead of once per change.
+//!
+//! # Failures
+//! Every change in a chunk is atomic by itself: it makes all its reads (and everything that
+//! could fail with `WRONGTYPE`) before its first write, so a failing change leaves nothing of
+//! itself behind. The script catches its error, puts it in the chunk's reply at the change's
+//! place, and goes on with the next change, exactly as a pipeline of one script per change
+//! did; its offset is not recorded by the chunk. [`Applier::apply_batch`] reports the first
+//! failing change with its topic, partition and offset ([`ApplyError::Change`]); resending
+//! the batch is harmless. An error of the whole call (`NOSCRIPT`, `BUSY`, a bookkeeping key
+//! of the wrong type) is reported at the chunk's first change.
+//!
 //! The script touches keys it does not declare, so the sink needs a standalone Redis (not
-//! Redis Cluster). A batch is not a transaction: every change in it is atomic by itself,
-//! and the pipeline keeps their order, which is what per-partition ordering needs.
+//! Redis Cluster). A batch is not a transaction: every change in it is atomic by itself (a
+//! chunk is even atomic as a whole), and the pipeline keeps their order, which is what
+//! per-partition ordering needs.
 //!
 //! # Limits of the contract
 //! - A delete removes the row from `sink:rows`, so nothing remembers its position: when a
@@ -29,6 +49,7 @@
 
 mod args;
 mod error;
+mod script;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -41,8 +62,11 @@ use redis::Value;
 use args::MappingArgs;
 pub use error::ApplyError;
 
-/// The Lua source of the per-change script (ARGV layout documented at its top).
-pub const CHANGE_SCRIPT: &str = include_str!("apply/change.lua");
+/// Changes per script call unless [`Applier::with_chunk_size`] says otherwise.
+pub const DEFAULT_CHUNK: usize = 128;
+
+/// Arguments per script call beyond which a chunk ends early (big rows).
+const MAX_CHUNK_ARGS: usize = 16_384;
 
 /// Sets `caught_up_at_ms` of every `sink:freshness:{mapping}` named in ARGV to server time.
 const CAUGHT_UP_SCRIPT: &str = r"
@@ -89,51 +113,92 @@ pub struct Applier {
     names: Vec<String>,
     /// The config's mappings, for `stored_types`.
     config: Vec<Mapping>,
+    /// The generated apply script and its SHA1.
+    script: String,
     sha: String,
+    /// Changes per script call.
+    chunk: usize,
     caught_up: redis::Script,
     /// Whether this applier has loaded the script since start (NOSCRIPT reloads it anyway).
     loaded: AtomicBool,
 }
 
 impl Applier {
-    /// Prepares the per-mapping script arguments of `config` once.
+    /// Generates the apply script of `config` (its mappings' static part baked in).
     pub fn new(pool: Pool, config: &Config) -> Applier {
+        let script = script::generate(&config.mappings);
         Applier {
             pool,
-            mappings: config.mappings.iter().map(MappingArgs::new).collect(),
+            mappings: config
+                .mappings
+                .iter()
+                .enumerate()
+                .map(|(i, m)| MappingArgs::new(i, m))
+                .collect(),
             names: config.mappings.iter().map(|m| m.name.clone()).collect(),
-            sha: redis::Script::new(CHANGE_SCRIPT).get_hash().to_owned(),
+            sha: redis::Script::new(&script).get_hash().to_owned(),
+            script,
+            chunk: DEFAULT_CHUNK,
             caught_up: redis::Script::new(CAUGHT_UP_SCRIPT),
             loaded: AtomicBool::new(false),
             config: config.mappings.clone(),
         }
     }
 
-    /// SHA1 of [`CHANGE_SCRIPT`], as `EVALSHA` takes it.
+    /// Applies at most `changes` changes per script call (at least 1).
+    #[must_use]
+    pub fn with_chunk_size(mut self, changes: usize) -> Applier {
+        self.chunk = changes.max(1);
+        self
+    }
+
+    /// The generated Lua script (`apply/change.lua` after the mappings' static part).
+    pub fn script(&self) -> &str {
+        &self.script
+    }
+
+    /// SHA1 of [`Applier::script`], as `EVALSHA` takes it.
     pub fn script_sha(&self) -> &str {
         &self.sha
     }
 
-    /// The complete `EVALSHA` command for one change, as [`Applier::apply_batch`] sends it
-    /// (for benchmarks that want Redis's own ceiling; [`Applier::load_script`] first).
-    pub fn command(&self, change: &PlannedChange) -> Result<redis::Cmd, ApplyError> {
-        let args = self
-            .mappings
-            .get(change.mapping)
-            .ok_or_else(|| ApplyError::Invalid {
-                topic: change.topic.clone(),
-                partition: change.partition,
-                offset: change.offset,
-                reason: format!(
-                    "mapping number {} out of range ({} mappings)",
-                    change.mapping,
-                    self.mappings.len()
-                ),
-            })?;
-        args.command(&self.sha, change)
+    /// `batch` cut into the chunks [`Applier::apply_batch`] sends as one script call each:
+    /// at most the chunk size, fewer when the arguments would exceed 16,384.
+    pub fn chunks<'a>(&self, batch: &'a [PlannedChange]) -> Vec<&'a [PlannedChange]> {
+        let mut out = Vec::with_capacity(batch.len() / self.chunk + 1);
+        let (mut start, mut args) = (0, 0);
+        for (i, change) in batch.iter().enumerate() {
+            let n = self
+                .mappings
+                .get(change.mapping)
+                .map_or(0, |m| m.arg_count(change));
+            if i > start && (i - start == self.chunk || args + n > MAX_CHUNK_ARGS) {
+                out.push(&batch[start..i]);
+                (start, args) = (i, 0);
+            }
+            args += n;
+        }
+        if start < batch.len() {
+            out.push(&batch[start..]);
+        }
+        out
     }
 
-    /// Loads [`CHANGE_SCRIPT`] into the script cache (`SCRIPT LOAD`).
+    /// The complete `EVALSHA` command applying `chunk` (one of [`Applier::chunks`]), as
+    /// [`Applier::apply_batch`] sends it; its reply holds one entry per change: 1 applied,
+    /// 0 no-op, or an error. For benchmarks that want Redis's own ceiling
+    /// ([`Applier::load_script`] first).
+    pub fn chunk_command(&self, chunk: &[PlannedChange]) -> Result<redis::Cmd, ApplyError> {
+        args::chunk_command(&self.sha, &self.mappings, chunk)
+    }
+
+    /// The `EVALSHA` command applying `change` alone (a chunk of one, see
+    /// [`Applier::chunk_command`]).
+    pub fn command(&self, change: &PlannedChange) -> Result<redis::Cmd, ApplyError> {
+        self.chunk_command(std::slice::from_ref(change))
+    }
+
+    /// Loads [`Applier::script`] into the script cache (`SCRIPT LOAD`).
     pub async fn load_script(&self) -> Result<(), ApplyError> {
         let mut conn = self.pool.get().await.map_err(ApplyError::Pool)?;
         self.load_on(&mut conn, 0).await
@@ -146,7 +211,7 @@ impl Applier {
     ) -> Result<(), ApplyError> {
         let sha: String = redis::cmd("SCRIPT")
             .arg("LOAD")
-            .arg(CHANGE_SCRIPT)
+            .arg(&self.script)
             .query_async(conn)
             .await
             .map_err(|source| ApplyError::Redis {
@@ -159,7 +224,7 @@ impl Applier {
         Ok(())
     }
 
-    /// Applies `batch` in order as one pipeline on one connection.
+    /// Applies `batch` in order as one pipeline of chunk scripts on one connection.
     ///
     /// On `NOSCRIPT` (Redis restarted or flushed its scripts) the script is loaded and the
     /// whole batch sent again, which is harmless because every change is idempotent. On
@@ -169,10 +234,11 @@ impl Applier {
         if batch.is_empty() {
             return Ok(BatchOutcome::default());
         }
+        let chunks = self.chunks(batch);
         let mut pipe = redis::pipe();
         pipe.ignore_errors();
-        for change in batch {
-            pipe.add_command(self.command(change)?);
+        for chunk in &chunks {
+            pipe.add_command(self.chunk_command(chunk)?);
         }
         let mut conn = self.pool.get().await.map_err(ApplyError::Pool)?;
         if !self.loaded.load(Ordering::Relaxed) {
@@ -188,13 +254,13 @@ impl Applier {
             self.load_on(&mut conn, batch.len()).await?;
             replies = self.send(&mut conn, &pipe, batch.len()).await?;
         }
-        if replies.len() != batch.len() {
+        if replies.len() != chunks.len() {
             return Err(ApplyError::ReplyCount {
                 changes: batch.len(),
                 replies: replies.len(),
             });
         }
-        outcome(batch, replies)
+        outcome(&chunks, replies)
     }
 
     async fn send(
@@ -283,45 +349,63 @@ fn is_noscript(v: &Value) -> bool {
     matches!(v, Value::ServerError(e) if e.code() == "NOSCRIPT")
 }
 
-/// Counts the script replies; the first error wins, a retriable one over the others.
-fn outcome(batch: &[PlannedChange], replies: Vec<Value>) -> Result<BatchOutcome, ApplyError> {
+/// Counts the chunks' per-change replies; the first error wins, a retriable one over the
+/// others. An error answering a whole chunk is the error of its first change.
+fn outcome(chunks: &[&[PlannedChange]], replies: Vec<Value>) -> Result<BatchOutcome, ApplyError> {
     let mut out = BatchOutcome::default();
     let mut failure: Option<ApplyError> = None;
-    for (position, (change, reply)) in batch.iter().zip(replies).enumerate() {
-        match reply {
-            Value::Int(1) => out.applied += 1,
-            Value::Int(0) => out.skipped += 1,
-            Value::ServerError(source) => {
-                let retriable = error::is_transient_code(source.code());
-                let replace = match &failure {
-                    None => true,
-                    Some(f) => retriable && !f.is_retriable(),
-                };
-                if replace {
-                    failure = Some(ApplyError::Change {
-                        topic: change.topic.clone(),
-                        partition: change.partition,
-                        offset: change.offset,
-                        position,
-                        retriable,
-                        source,
-                    });
-                }
-            }
-            other => {
-                if failure.is_none() {
-                    failure = Some(ApplyError::Reply {
-                        topic: change.topic.clone(),
-                        partition: change.partition,
-                        offset: change.offset,
-                        reply: format!("{other:?}"),
-                    });
-                }
-            }
+    let note = |failure: &mut Option<ApplyError>, e: ApplyError| {
+        let replace = match &*failure {
+            None => true,
+            Some(f) => e.is_retriable() && !f.is_retriable(),
+        };
+        if replace {
+            *failure = Some(e);
         }
+    };
+    let mut position = 0;
+    for (chunk, reply) in chunks.iter().zip(replies) {
+        let Some(first) = chunk.first() else { continue };
+        match reply {
+            Value::Array(items) if items.len() == chunk.len() => {
+                for (offset, (change, item)) in chunk.iter().zip(items).enumerate() {
+                    match item {
+                        Value::Int(1) => out.applied += 1,
+                        Value::Int(0) => out.skipped += 1,
+                        Value::ServerError(source) => {
+                            note(&mut failure, change_error(change, position + offset, source));
+                        }
+                        other => note(&mut failure, reply_error(change, &other)),
+                    }
+                }
+            }
+            Value::ServerError(source) => note(&mut failure, change_error(first, position, source)),
+            other => note(&mut failure, reply_error(first, &other)),
+        }
+        position += chunk.len();
     }
     match failure {
         Some(e) => Err(e),
         None => Ok(out),
+    }
+}
+
+fn change_error(change: &PlannedChange, position: usize, source: redis::ServerError) -> ApplyError {
+    ApplyError::Change {
+        topic: change.topic.clone(),
+        partition: change.partition,
+        offset: change.offset,
+        position,
+        retriable: error::is_transient_code(source.code()),
+        source,
+    }
+}
+
+fn reply_error(change: &PlannedChange, reply: &Value) -> ApplyError {
+    ApplyError::Reply {
+        topic: change.topic.clone(),
+        partition: change.partition,
+        offset: change.offset,
+        reply: format!("{reply:?}"),
     }
 }

@@ -1,81 +1,75 @@
-//! The `EVALSHA` call for one change: ARGV as `change.lua` documents it. The per-mapping
-//! static part (template fields, index and relation templates) is encoded once, when the
-//! [`Applier`](super::Applier) is built; per change only the row's data is added.
+//! The `EVALSHA` call for a chunk of changes: ARGV as `change.lua` documents it. The static
+//! per-mapping part lives in the generated script ([`super::script`]); per change only the
+//! change's own data is sent.
 
 use mapping::plan::{FieldWrite, Plan, RowUpsert};
-use mapping::{Mapping, TemplatePart};
+use mapping::Mapping;
 
 use super::{ApplyError, PlannedChange};
 
-/// What the script needs to know about one mapping, encoded once.
+/// Arguments every change has before its upsert part (its length included).
+const HEAD: usize = 8;
+
+/// What the Rust side needs to know about one mapping to encode its changes.
 #[derive(Debug, Clone)]
 pub(crate) struct MappingArgs {
-    /// `mapping.name`.
-    name: String,
-    /// `ttl_seconds` as text, or empty.
-    ttl: String,
-    /// The template fields (stored names) in ARGV order.
+    /// The mapping's number in the script (1-based).
+    number: String,
+    /// The template fields (stored names) in script order.
     fields: Vec<String>,
     /// Per relation: the stored name of its `order_by` field.
     order_by: Vec<String>,
-    /// ARGV from position 9 on: nf, fields, nk, key field numbers, indexes, relations.
-    static_part: Vec<String>,
+}
+
+/// The upsert part of one change, before it is written out.
+struct UpsertArgs<'a> {
+    refs: Vec<i64>,
+    scores: Vec<String>,
+    sets: Vec<(&'a str, &'a str)>,
+    removes: Vec<&'a str>,
+}
+
+impl UpsertArgs<'_> {
+    fn len(&self) -> usize {
+        self.refs.len() + self.scores.len() + 2 + 2 * self.sets.len() + self.removes.len()
+    }
 }
 
 impl MappingArgs {
-    pub(crate) fn new(mapping: &Mapping) -> MappingArgs {
-        let mut fields: Vec<String> = Vec::new();
-        let templates = std::iter::once(&mapping.key)
-            .chain(mapping.indexes.iter().map(|i| &i.key))
-            .chain(mapping.relations.iter().map(|r| &r.key));
-        for template in templates {
-            for f in template.fields() {
-                if !fields.iter().any(|known| known == f) {
-                    fields.push(f.to_owned());
-                }
-            }
-        }
-        let number = |f: &str| {
-            fields
-                .iter()
-                .position(|known| known == f)
-                .map_or(0, |p| p + 1)
-        };
-
-        let mut s = Vec::with_capacity(8 + 2 * fields.len());
-        s.push(fields.len().to_string());
-        s.extend(fields.iter().cloned());
-        let key_fields: Vec<usize> = mapping.key.fields().map(number).collect();
-        s.push(key_fields.len().to_string());
-        s.extend(key_fields.iter().map(usize::to_string));
-        s.push(mapping.indexes.len().to_string());
-        for index in &mapping.indexes {
-            s.push(index.name.clone());
-            encode_template(&mut s, &index.key.parts, &number);
-        }
-        s.push(mapping.relations.len().to_string());
-        for relation in &mapping.relations {
-            encode_template(&mut s, &relation.key.parts, &number);
-        }
-
+    /// `index` is the mapping's position in `config.mappings`.
+    pub(crate) fn new(index: usize, mapping: &Mapping) -> MappingArgs {
         MappingArgs {
-            name: mapping.name.clone(),
-            ttl: mapping
-                .ttl_seconds
-                .map(|t| t.to_string())
-                .unwrap_or_default(),
+            number: (index + 1).to_string(),
+            fields: super::script::template_fields(mapping),
             order_by: mapping.relations.iter().map(|r| r.order_by.clone()).collect(),
-            fields,
-            static_part: s,
         }
     }
 
-    /// The complete `EVALSHA` command for `change`.
-    pub(crate) fn command(
+    /// How many arguments `change` takes.
+    pub(crate) fn arg_count(&self, change: &PlannedChange) -> usize {
+        match &change.plan {
+            Plan::Upsert(u) => {
+                let (mut sets, mut removes) = (0, 0);
+                for (_, w) in &u.fields {
+                    match w {
+                        FieldWrite::Set(_) => sets += 1,
+                        FieldWrite::Remove => removes += 1,
+                        FieldWrite::Keep => {}
+                    }
+                }
+                HEAD + self.fields.len() + self.order_by.len() + 2 + 2 * sets + removes
+            }
+            Plan::Delete(_) | Plan::Truncate { .. } => HEAD,
+        }
+    }
+
+    /// Appends `change`'s arguments to `cmd`; `slot` is the number of its offsets field.
+    pub(crate) fn push(
         &self,
-        sha: &str,
+        cmd: &mut redis::Cmd,
+        slot: usize,
         change: &PlannedChange,
-    ) -> Result<redis::Cmd, ApplyError> {
+    ) -> Result<(), ApplyError> {
         let invalid = |reason: String| ApplyError::Invalid {
             topic: change.topic.clone(),
             partition: change.partition,
@@ -90,11 +84,16 @@ impl MappingArgs {
             Plan::Delete(d) => ("d", d.row_key.as_str(), d.position),
             Plan::Truncate { position } => ("t", "", *position),
         };
-
-        let mut cmd = redis::cmd("EVALSHA");
-        cmd.arg(sha).arg(0).arg(op).arg(&self.name).arg(row);
+        if let Some(p) = position.filter(|p| *p < 0) {
+            return Err(invalid(format!("negative source position {p}")));
+        }
+        let upsert = match &change.plan {
+            Plan::Upsert(u) => Some(self.upsert_args(u)),
+            _ => None,
+        };
+        let len = HEAD + upsert.as_ref().map_or(0, UpsertArgs::len);
+        cmd.arg(len).arg(&self.number).arg(op).arg(row);
         match position {
-            Some(p) if p < 0 => return Err(invalid(format!("negative source position {p}"))),
             Some(p) => cmd.arg(p),
             None => cmd.arg(""),
         };
@@ -102,20 +101,28 @@ impl MappingArgs {
             Some(ts) if ts >= 0 => cmd.arg(ts),
             _ => cmd.arg(""),
         };
-        cmd.arg(format!("{}/{}", change.topic, change.partition))
-            .arg(change.offset)
-            .arg(&self.ttl);
-        for a in &self.static_part {
-            cmd.arg(a);
+        cmd.arg(slot).arg(change.offset);
+        if let Some(u) = upsert {
+            for r in u.refs {
+                cmd.arg(r);
+            }
+            for s in u.scores {
+                cmd.arg(s);
+            }
+            cmd.arg(u.sets.len());
+            for (name, value) in u.sets {
+                cmd.arg(name).arg(value);
+            }
+            cmd.arg(u.removes.len());
+            for name in u.removes {
+                cmd.arg(name);
+            }
         }
-        if let Plan::Upsert(u) = &change.plan {
-            self.upsert_args(&mut cmd, u);
-        }
-        Ok(cmd)
+        Ok(())
     }
 
     /// refs, scores, set pairs, removed fields.
-    fn upsert_args(&self, cmd: &mut redis::Cmd, u: &RowUpsert) {
+    fn upsert_args<'a>(&self, u: &'a RowUpsert) -> UpsertArgs<'a> {
         let mut refs = vec![0_i64; self.fields.len()];
         let mut sets: Vec<(&str, &str)> = Vec::with_capacity(u.fields.len());
         let mut removes: Vec<&str> = Vec::new();
@@ -137,30 +144,63 @@ impl MappingArgs {
                 FieldWrite::Keep => {}
             }
         }
-        for r in refs {
-            cmd.arg(r);
-        }
-        for (r, order_by) in self.order_by.iter().enumerate() {
-            match u.relation_scores.get(r).copied().flatten() {
-                Some(x) if x.is_nan() => cmd.arg("0"),
-                Some(x) => cmd.arg(format_score(x)),
+        let scores = self
+            .order_by
+            .iter()
+            .enumerate()
+            .map(|(r, order_by)| match u.relation_scores.get(r).copied().flatten() {
+                Some(x) if x.is_nan() => "0".to_owned(),
+                Some(x) => format_score(x),
                 None => match u.fields.iter().find(|(n, _)| n == order_by) {
                     // Not sent (unchanged TOASTed value) or not in the row: keep the score.
-                    None | Some((_, FieldWrite::Keep)) => cmd.arg(""),
+                    None | Some((_, FieldWrite::Keep)) => String::new(),
                     // NULL or not a number.
-                    Some(_) => cmd.arg("0"),
+                    Some(_) => "0".to_owned(),
                 },
-            };
-        }
-        cmd.arg(sets.len());
-        for (name, value) in sets {
-            cmd.arg(name).arg(value);
-        }
-        cmd.arg(removes.len());
-        for name in removes {
-            cmd.arg(name);
-        }
+            })
+            .collect();
+        UpsertArgs { refs, scores, sets, removes }
     }
+}
+
+/// The `EVALSHA` command applying `chunk` (mapping numbers index `mappings`).
+pub(crate) fn chunk_command(
+    sha: &str,
+    mappings: &[MappingArgs],
+    chunk: &[PlannedChange],
+) -> Result<redis::Cmd, ApplyError> {
+    let mut slots: Vec<(&str, i32)> = Vec::new();
+    let mut slot_of = Vec::with_capacity(chunk.len());
+    for change in chunk {
+        let key = (&*change.topic, change.partition);
+        let slot = match slots.iter().position(|s| *s == key) {
+            Some(s) => s,
+            None => {
+                slots.push(key);
+                slots.len() - 1
+            }
+        };
+        slot_of.push(slot + 1);
+    }
+    let mut cmd = redis::cmd("EVALSHA");
+    cmd.arg(sha).arg(0).arg(slots.len());
+    for (topic, partition) in &slots {
+        cmd.arg(format!("{topic}/{partition}"));
+    }
+    for (change, slot) in chunk.iter().zip(slot_of) {
+        let args = mappings.get(change.mapping).ok_or_else(|| ApplyError::Invalid {
+            topic: change.topic.clone(),
+            partition: change.partition,
+            offset: change.offset,
+            reason: format!(
+                "mapping number {} out of range ({} mappings)",
+                change.mapping,
+                mappings.len()
+            ),
+        })?;
+        args.push(&mut cmd, slot, change)?;
+    }
+    Ok(cmd)
 }
 
 /// A score as Redis parses it: plain decimal (`1795480593143715`), `inf`, `-inf`.
@@ -169,32 +209,6 @@ fn format_score(x: f64) -> String {
         return if x > 0.0 { "inf".into() } else { "-inf".into() };
     }
     format!("{x}")
-}
-
-/// `n, L0, (field number, L) x n`.
-fn encode_template(out: &mut Vec<String>, parts: &[TemplatePart], number: &impl Fn(&str) -> usize) {
-    let mut literals = vec![String::new()];
-    let mut numbers = Vec::new();
-    for part in parts {
-        match part {
-            TemplatePart::Literal(l) => {
-                if let Some(last) = literals.last_mut() {
-                    last.push_str(l);
-                }
-            }
-            TemplatePart::Field(f) => {
-                numbers.push(number(f));
-                literals.push(String::new());
-            }
-        }
-    }
-    out.push(numbers.len().to_string());
-    let mut literals = literals.into_iter();
-    out.push(literals.next().unwrap_or_default());
-    for (n, l) in numbers.into_iter().zip(literals) {
-        out.push(n.to_string());
-        out.push(l);
-    }
 }
 
 #[cfg(test)]
@@ -222,25 +236,17 @@ mod tests {
         }
     }
 
-    #[test]
-    fn static_part_layout() {
-        let a = MappingArgs::new(&mapping());
-        assert_eq!(
-            a.static_part,
-            [
-                "4", "id", "region", "ref", "customer_id", // template fields
-                "1", "1", // key fields
-                "1", "ref", "2", "order:ref:", "2", "-", "3", "", // index
-                "1", "1", "customer:", "4", ":orders", // relation
-            ]
-        );
-        assert_eq!(a.ttl, "60");
+    fn texts(cmd: &redis::Cmd) -> Vec<String> {
+        cmd.args_iter()
+            .map(|a| match a {
+                redis::Arg::Simple(b) => String::from_utf8(b.to_vec()).unwrap(),
+                _ => "<cursor>".into(),
+            })
+            .collect()
     }
 
-    #[test]
-    fn upsert_args_layout() {
-        let a = MappingArgs::new(&mapping());
-        let change = PlannedChange {
+    fn upsert(offset: i64, partition: i32) -> PlannedChange {
+        PlannedChange {
             mapping: 0,
             plan: Plan::Upsert(RowUpsert {
                 row_key: "order:3".into(),
@@ -255,53 +261,56 @@ mod tests {
             }),
             source_ts_ms: Some(99),
             topic: "cdc.orders".into(),
-            partition: 2,
-            offset: 11,
-        };
-        let cmd = a.command("sha", &change).unwrap();
-        let args: Vec<String> = cmd
-            .args_iter()
-            .map(|a| match a {
-                redis::Arg::Simple(b) => String::from_utf8(b.to_vec()).unwrap(),
-                _ => "<cursor>".into(),
-            })
-            .collect();
-        let mut expected: Vec<String> = [
-            "EVALSHA", "sha", "0", "u", "orders", "order:3", "7", "99", "cdc.orders/2", "11", "60",
-        ]
-        .map(String::from)
-        .to_vec();
-        expected.extend(a.static_part.iter().cloned());
-        expected.extend(
-            [
-                "1", "-1", "0", "2", // refs: id, region, ref, customer_id
-                "1500000000000000", // score
-                "2", "id", "3", "customer_id", "1", // sets
-                "1", "region", // removes
-            ]
-            .map(String::from),
-        );
-        assert_eq!(args, expected);
+            partition,
+            offset,
+        }
     }
 
-    #[test]
-    fn negative_position_is_invalid() {
-        let a = MappingArgs::new(&mapping());
-        let change = PlannedChange {
+    fn delete(offset: i64, position: Option<i64>) -> PlannedChange {
+        PlannedChange {
             mapping: 0,
             plan: Plan::Delete(mapping::RowDelete {
                 row_key: "order:3".into(),
-                position: Some(-1),
+                position,
             }),
             source_ts_ms: None,
             topic: "cdc.orders".into(),
             partition: 0,
-            offset: 1,
-        };
-        let err = a.command("sha", &change).unwrap_err();
+            offset,
+        }
+    }
+
+    #[test]
+    fn chunk_args_layout() {
+        let a = [MappingArgs::new(0, &mapping())];
+        let chunk = [upsert(11, 2), delete(12, None), upsert(13, 2)];
+        let cmd = chunk_command("sha", &a, &chunk).unwrap();
+        let upsert_part = [
+            "1", "-1", "0", "2", // refs: id, region, ref, customer_id
+            "1500000000000000", // score
+            "2", "id", "3", "customer_id", "1", // sets
+            "1", "region", // removes
+        ];
+        let mut expected: Vec<&str> = vec![
+            "EVALSHA", "sha", "0", "2", "cdc.orders/2", "cdc.orders/0", // offsets fields
+            "20", "1", "u", "order:3", "7", "99", "1", "11",
+        ];
+        expected.extend(upsert_part);
+        expected.extend(["8", "1", "d", "order:3", "", "", "2", "12"]);
+        expected.extend(["20", "1", "u", "order:3", "7", "99", "1", "13"]);
+        expected.extend(upsert_part);
+        assert_eq!(texts(&cmd), expected);
+        assert_eq!(a[0].arg_count(&chunk[0]), 20);
+        assert_eq!(a[0].arg_count(&chunk[1]), 8);
+    }
+
+    #[test]
+    fn negative_position_is_invalid() {
+        let a = [MappingArgs::new(0, &mapping())];
+        let err = chunk_command("sha", &a, &[upsert(1, 0), delete(2, Some(-1))]).unwrap_err();
         assert_eq!(
             err.to_string(),
-            "change at cdc.orders/0 offset 1: negative source position -1"
+            "change at cdc.orders/0 offset 2: negative source position -1"
         );
         assert!(!err.is_retriable());
     }

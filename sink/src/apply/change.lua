@@ -1,58 +1,62 @@
--- Applies ONE change to the Redis read model, atomically and idempotently
--- (ARCHITECTURE.md, "Redis layout" and "Change semantics"). Loaded once, run with
--- `EVALSHA <sha> 0 ARGV...`; the Rust side (apply/args.rs) builds the ARGV.
+-- Applies a CHUNK of consecutive changes to the Redis read model, each atomically and
+-- idempotently (ARCHITECTURE.md, "Redis layout" and "Change semantics"). Loaded once per
+-- configuration, run with `EVALSHA <sha> 0 ARGV...`; the Rust side (apply/args.rs) builds
+-- the ARGV, apply/script.rs prepends the static per-mapping part as Lua constants:
+--
+--   MAPPINGS[m] = { rows = 'sink:rows:{name}', fresh = 'sink:freshness:{name}',
+--     ttl = '60' or false, fields = { template field names, read with one HMGET },
+--     keyf = { field numbers of the row key template: the primary key text is their
+--     values joined by ':' }, indexes = { { key = 'sink:index:{name}:{index}', t = tpl } },
+--     relations = { tpl } }
+--   tpl = { n = placeholders, L0, field number, L1, ..., field number, Ln }
 --
 -- No keys are declared: the keys touched depend on stored values, so this script only runs
 -- on a standalone Redis (not Redis Cluster).
 --
--- Every read (and every command that could fail with WRONGTYPE) happens before the first
--- write, so a failing change leaves nothing half-applied.
---
 -- ARGV layout (1-based; '' means "none"):
---   [1] op: 'u' upsert, 'd' delete (position-guarded, or a tombstone when [4] is ''),
---       't' truncate
---   [2] mapping name
---   [3] row key ('' for truncate)
---   [4] source position, canonical non-negative decimal, or '' (unguarded)
---   [5] source_ts_ms, canonical non-negative decimal, or ''
---   [6] offsets field '{topic}/{partition}'   [7] Kafka offset (canonical decimal)
---   [8] ttl_seconds or ''
---   static per-mapping part, from [9]:
---     nf, then nf stored field names: the template fields (row key, index and relation
---         templates), read with one HMGET
---     nk, then nk field numbers (1-based into the nf names): the row key template's fields;
---         the row's primary key text is their values joined by ':'
---     ni, then per index: name, template
---     nr, then per relation: template
---     template = n, L0, (field number, L) x n: literal texts around n placeholders
---   upsert part (op 'u' only), right after the static part:
---     nf refs, one per template field: '0' = not written (keep stored value), '-1' = removed
---         (NULL), j > 0 = the j-th pair of the set list below
---     nr scores: a number, or '' = keep the member's current score (order_by not sent)
---     ns, then ns pairs field, value (HSET)
---     nd, then nd field names (HDEL)
+--   [1] K, then K offsets fields '{topic}/{partition}' (the chunk's partitions)
+--   then the changes, one after another, each:
+--     +0 length of this change's arguments (itself included)
+--     +1 mapping number (1-based into MAPPINGS)
+--     +2 op: 'u' upsert, 'd' delete (position-guarded, or a tombstone when +4 is ''),
+--        't' truncate
+--     +3 row key ('' for truncate)
+--     +4 source position, canonical non-negative decimal, or '' (unguarded)
+--     +5 source_ts_ms, canonical non-negative decimal, or ''
+--     +6 offsets field number (1..K)   +7 Kafka offset (canonical decimal)
+--     upsert part (op 'u' only), from +8:
+--       nf refs, one per template field: '0' = not written (keep stored value), '-1' =
+--           removed (NULL), j > 0 = the j-th pair of the set list below
+--       nr scores: a number, or '' = keep the member's current score (order_by not sent)
+--       ns, then ns pairs field, value (HSET)
+--       nd, then nd field names (HDEL)
 --
--- Bookkeeping written here (ARCHITECTURE.md): `sink:rows:{mapping}` row key -> position;
+-- Each change is applied completely before the next one. Within a change every read (and
+-- every command that could fail with WRONGTYPE) happens before its first write, so a failing
+-- change leaves nothing of itself behind; its error is caught, becomes its entry in the
+-- reply, and the chunk goes on with the next change: exactly what a pipeline of one script
+-- per change did.
+--
+-- Bookkeeping (ARCHITECTURE.md): `sink:rows:{mapping}` row key -> position;
 -- `sink:index:{mapping}:{index}` rendered index KEY (e.g. `customer:email:jane@example.com`)
--- -> position of the change that last claimed or released it; `sink:freshness:{mapping}`;
--- `sink:offsets`. A change without a position (tombstone, truncate) records the row's last
--- stored position instead, never lowering a recorded one. Truncate takes an optional
--- position in [4] (only rows stored before it are deleted); without one, every row listed in
--- `sink:rows:{mapping}` is deleted, in one script call (long for big mappings).
+-- -> position of the change that last claimed or released it. A change without a position
+-- (tombstone, truncate) records the row's last stored position instead, never lowering a
+-- recorded one. Truncate takes an optional position (only rows stored before it are
+-- deleted); without one, every row listed in `sink:rows:{mapping}` is deleted.
+-- Once per chunk, after its changes (in the same atomic call): `sink:freshness:{mapping}`
+-- of every mapping with applied changes (one server TIME; source_ts_ms as a maximum,
+-- applied_count incremented by the number applied) and `sink:offsets` (per partition, the
+-- highest offset of the chunk's changes that did not fail, recorded as a maximum).
 --
--- Returns 1 when the change was applied, 0 when it was a no-op (ordering guard, replay,
--- tombstone or delete of an absent row, truncate of an empty mapping). Freshness is only
--- recorded for applied changes, so replaying applied changes leaves every key unchanged;
--- the partition offset is recorded (as a maximum) either way.
+-- Returns one entry per change: 1 applied, 0 no-op (ordering guard, replay, tombstone or
+-- delete of an absent row, truncate of an empty mapping), or an error reply. Freshness only
+-- counts applied changes, so replaying applied changes leaves every key unchanged.
 
 -- Effects replication (the default since Redis 5; needed before 5 because TIME is not
 -- deterministic). A no-op on Redis 7.
 if redis.replicate_commands then redis.replicate_commands() end
 
 local call = redis.call
-local op, mapping, row, pos, ts = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
-local rows_key = 'sink:rows:' .. mapping
-local index_prefix = 'sink:index:' .. mapping .. ':'
 
 -- a > b for canonical non-negative decimal strings (exact beyond 2^53).
 local function gt(a, b)
@@ -66,35 +70,7 @@ local function gt(a, b)
   return false
 end
 
--- The static part.
-local i = 9
-local function take()
-  local v = ARGV[i]
-  i = i + 1
-  return v
-end
-local function template()
-  local n = tonumber(take())
-  local t = { n = n, take() }
-  for j = 1, n do
-    t[2 * j] = tonumber(take())
-    t[2 * j + 1] = take()
-  end
-  return t
-end
-local nf = tonumber(take())
-local fields = {}
-for f = 1, nf do fields[f] = take() end
-local nk = tonumber(take())
-local keyf = {}
-for k = 1, nk do keyf[k] = tonumber(take()) end
-local indexes = {}
-for x = 1, tonumber(take()) do
-  local name = take()
-  indexes[x] = { key = index_prefix .. name, t = template() }
-end
-local relations = {}
-for r = 1, tonumber(take()) do relations[r] = template() end
+local function fail(message) error({ err = message }) end
 
 -- Renders template t from vals (false/nil = field absent: no key).
 local function render(t, vals)
@@ -108,9 +84,11 @@ local function render(t, vals)
   return table.concat(parts)
 end
 
-local function primary_key(vals)
+local function primary_key(M, vals)
+  local keyf = M.keyf
+  if #keyf == 1 then return vals[keyf[1]] or nil end
   local parts = {}
-  for k = 1, nk do
+  for k = 1, #keyf do
     local v = vals[keyf[k]]
     if not v then return nil end
     parts[k] = v
@@ -118,9 +96,9 @@ local function primary_key(vals)
   return table.concat(parts, ':')
 end
 
-local function stored_values(key)
-  if nf == 0 then return {} end
-  return call('HMGET', key, unpack(fields))
+local function stored_values(M, key)
+  if #M.fields == 0 then return {} end
+  return call('HMGET', key, unpack(M.fields))
 end
 
 -- The position to record for a change at `p` (possibly '') over `recorded` (possibly
@@ -133,46 +111,46 @@ local function record_pos(p, recorded, fallback)
   return e
 end
 
-local writes = {}
-local function write(...) writes[#writes + 1] = { ... } end
-
 -- Plans the deletion of `key` (stored position `stored`, or false) by a change at `p`:
 -- the hash, its index entries (only those still naming this row and not recorded by a later
 -- change), its relation memberships and its `sink:rows` entry. Reads only.
-local function plan_delete(key, stored, p)
-  local old = stored_values(key)
-  local pk = primary_key(old)
+local function plan_delete(M, writes, key, stored, p)
+  local old = stored_values(M, key)
+  local pk = primary_key(M, old)
   if pk then
-    for _, x in ipairs(indexes) do
+    for _, x in ipairs(M.indexes) do
       local k = render(x.t, old)
       if k and call('GET', k) == pk then
         local rec = call('HGET', x.key, k)
         if p == '' or not rec or not gt(rec, p) then
-          write('DEL', k)
-          write('HSET', x.key, k, record_pos(p, rec, stored))
+          writes[#writes + 1] = { 'DEL', k }
+          writes[#writes + 1] = { 'HSET', x.key, k, record_pos(p, rec, stored) }
         end
       end
     end
-    for _, t in ipairs(relations) do
+    for _, t in ipairs(M.relations) do
       local parent = render(t, old)
       -- ZSCORE fails on a wrong type now, rather than ZREM after other writes.
-      if parent and call('ZSCORE', parent, pk) then write('ZREM', parent, pk) end
+      if parent and call('ZSCORE', parent, pk) then writes[#writes + 1] = { 'ZREM', parent, pk } end
     end
   end
-  write('DEL', key)
-  write('HDEL', rows_key, key)
+  writes[#writes + 1] = { 'DEL', key }
+  writes[#writes + 1] = { 'HDEL', M.rows, key }
 end
 
-local applied = false
-
-if op == 'u' then
-  local stored = call('HGET', rows_key, row)
-  if pos == '' or not stored or gt(pos, stored) then
-    applied = true
-    local old = stored_values(row)
-    local refs_at = i
+-- Applies the change whose arguments start at ARGV[at]; true when it changed anything.
+local function apply_one(M, at)
+  local op, row, pos = ARGV[at + 2], ARGV[at + 3], ARGV[at + 4]
+  local writes = {}
+  local applied = false
+  if op == 'u' then
+    local stored = call('HGET', M.rows, row)
+    if pos ~= '' and stored and not gt(pos, stored) then return false end
+    local fields, nf = M.fields, #M.fields
+    local old = stored_values(M, row)
+    local refs_at = at + 8
     local scores_at = refs_at + nf
-    local ns_at = scores_at + #relations
+    local ns_at = scores_at + #M.relations
     local ns = tonumber(ARGV[ns_at])
     local sets_at = ns_at + 1
     local nd_at = sets_at + 2 * ns
@@ -188,92 +166,139 @@ if op == 'u' then
         new[f] = ARGV[sets_at + 2 * ref - 1]
       end
     end
-    local pk = primary_key(new)
-    if not pk then
-      return redis.error_reply('ERR row ' .. row .. ': the row key fields have no value')
-    end
+    local pk = primary_key(M, new)
+    if not pk then fail('ERR row ' .. row .. ': the row key fields have no value') end
     local recorded_pos = record_pos(pos, stored, stored)
-    for _, x in ipairs(indexes) do
+    for _, x in ipairs(M.indexes) do
       local old_key, new_key = render(x.t, old), render(x.t, new)
       if old_key and old_key ~= new_key and call('GET', old_key) == pk then
         local rec = call('HGET', x.key, old_key)
         if pos == '' or not rec or not gt(rec, pos) then
-          write('DEL', old_key)
-          write('HSET', x.key, old_key, record_pos(pos, rec, stored))
+          writes[#writes + 1] = { 'DEL', old_key }
+          writes[#writes + 1] = { 'HSET', x.key, old_key, record_pos(pos, rec, stored) }
         end
       end
       if new_key and call('GET', new_key) ~= pk then
         local rec = call('HGET', x.key, new_key)
         if pos == '' or not rec or not gt(rec, pos) then
-          write('SET', new_key, pk)
-          write('HSET', x.key, new_key, record_pos(pos, rec, stored))
+          writes[#writes + 1] = { 'SET', new_key, pk }
+          writes[#writes + 1] = { 'HSET', x.key, new_key, record_pos(pos, rec, stored) }
         end
       end
     end
-    for r, t in ipairs(relations) do
+    for r, t in ipairs(M.relations) do
       local old_parent, new_parent = render(t, old), render(t, new)
       local score = ARGV[scores_at + r - 1]
       local old_score = false
       if old_parent and old_parent ~= new_parent then
         old_score = call('ZSCORE', old_parent, pk)
-        if old_score then write('ZREM', old_parent, pk) end
+        if old_score then writes[#writes + 1] = { 'ZREM', old_parent, pk } end
       end
       if new_parent then
         local cur = call('ZSCORE', new_parent, pk)
         if score == '' then score = cur or old_score or '0' end
         if not cur or tonumber(cur) ~= tonumber(score) then
-          write('ZADD', new_parent, score, pk)
+          writes[#writes + 1] = { 'ZADD', new_parent, score, pk }
         end
       end
     end
     -- Writes, in order: hash, expiry, row position, indexes and relations (queued above).
     if ns > 0 then call('HSET', row, unpack(ARGV, sets_at, nd_at - 1)) end
     if nd > 0 then call('HDEL', row, unpack(ARGV, nd_at + 1, nd_at + nd)) end
-    if ARGV[8] ~= '' then call('EXPIRE', row, ARGV[8]) end
-    call('HSET', rows_key, row, recorded_pos)
-  end
-elseif op == 'd' then
-  local stored = call('HGET', rows_key, row)
-  if pos == '' or not stored or gt(pos, stored) then
-    if stored or call('EXISTS', row) == 1 then
-      applied = true
-      plan_delete(row, stored, pos)
+    if M.ttl then call('EXPIRE', row, M.ttl) end
+    call('HSET', M.rows, row, recorded_pos)
+    applied = true
+  elseif op == 'd' then
+    local stored = call('HGET', M.rows, row)
+    if pos == '' or not stored or gt(pos, stored) then
+      if stored or call('EXISTS', row) == 1 then
+        applied = true
+        plan_delete(M, writes, row, stored, pos)
+      end
     end
-  end
-elseif op == 't' then
-  local all = call('HGETALL', rows_key)
-  for j = 1, #all, 2 do
-    local key, stored = all[j], all[j + 1]
-    if pos == '' or gt(pos, stored) then
-      applied = true
-      plan_delete(key, stored, pos)
-    end
-  end
-else
-  return redis.error_reply('ERR unknown op ' .. tostring(op))
-end
-
-for _, w in ipairs(writes) do call(unpack(w)) end
-
-if applied then
-  local fk = 'sink:freshness:' .. mapping
-  local now = call('TIME')
-  local applied_at = now[1] .. string.format('%03d', math.floor(tonumber(now[2]) / 1000))
-  if ts ~= '' then
-    local cur = call('HGET', fk, 'source_ts_ms')
-    if not cur or gt(ts, cur) then
-      call('HSET', fk, 'source_ts_ms', ts, 'applied_at_ms', applied_at)
-    else
-      call('HSET', fk, 'applied_at_ms', applied_at)
+  elseif op == 't' then
+    local all = call('HGETALL', M.rows)
+    for j = 1, #all, 2 do
+      local key, stored = all[j], all[j + 1]
+      if pos == '' or gt(pos, stored) then
+        applied = true
+        plan_delete(M, writes, key, stored, pos)
+      end
     end
   else
-    call('HSET', fk, 'applied_at_ms', applied_at)
+    fail('ERR unknown op ' .. tostring(op))
   end
-  call('HINCRBY', fk, 'applied_count', 1)
+  for _, w in ipairs(writes) do call(unpack(w)) end
+  return applied
 end
 
-local cur = call('HGET', 'sink:offsets', ARGV[6])
-if not cur or gt(ARGV[7], cur) then call('HSET', 'sink:offsets', ARGV[6], ARGV[7]) end
+-- The chunk.
+local nslots = tonumber(ARGV[1])
+local slots = {}
+for s = 1, nslots do slots[s] = ARGV[1 + s] end
+local top = {} -- per offsets field number: highest offset of a change that did not fail
+local count, max_ts = {}, {} -- per mapping number: applied changes, highest source_ts_ms
+local results = {}
+local at, nargs = nslots + 2, #ARGV
+while at <= nargs do
+  local len = tonumber(ARGV[at])
+  if not len or len < 8 then
+    return redis.error_reply('ERR change ' .. (#results + 1) .. ' of the chunk: bad argument count')
+  end
+  local m = tonumber(ARGV[at + 1])
+  local M = MAPPINGS[m]
+  local ok, applied
+  if M then
+    ok, applied = pcall(apply_one, M, at)
+  else
+    ok, applied = false, { err = 'ERR unknown mapping number ' .. tostring(ARGV[at + 1]) }
+  end
+  if ok then
+    if applied then
+      results[#results + 1] = 1
+      count[m] = (count[m] or 0) + 1
+      local ts = ARGV[at + 5]
+      if ts ~= '' and (not max_ts[m] or gt(ts, max_ts[m])) then max_ts[m] = ts end
+    else
+      results[#results + 1] = 0
+    end
+    local slot, offset = tonumber(ARGV[at + 6]), ARGV[at + 7]
+    if not top[slot] or gt(offset, top[slot]) then top[slot] = offset end
+  else
+    local message = applied
+    if type(message) == 'table' then message = message.err end
+    message = tostring(message)
+    -- A Lua runtime error has no error code: make it an ERR.
+    if not string.find(message, '^%u[%u%d_]* ') then message = 'ERR ' .. message end
+    results[#results + 1] = { err = message }
+  end
+  at = at + len
+end
 
-if applied then return 1 end
-return 0
+local now = false
+for m, n in pairs(count) do
+  local M = MAPPINGS[m]
+  if not now then
+    local t = call('TIME')
+    now = t[1] .. string.format('%03d', math.floor(tonumber(t[2]) / 1000))
+  end
+  local ts = max_ts[m]
+  if ts then
+    local cur = call('HGET', M.fresh, 'source_ts_ms')
+    if not cur or gt(ts, cur) then
+      call('HSET', M.fresh, 'source_ts_ms', ts, 'applied_at_ms', now)
+    else
+      call('HSET', M.fresh, 'applied_at_ms', now)
+    end
+  else
+    call('HSET', M.fresh, 'applied_at_ms', now)
+  end
+  call('HINCRBY', M.fresh, 'applied_count', n)
+end
+
+for s, offset in pairs(top) do
+  local cur = call('HGET', 'sink:offsets', slots[s])
+  if not cur or gt(offset, cur) then call('HSET', 'sink:offsets', slots[s], offset) end
+end
+
+return results
