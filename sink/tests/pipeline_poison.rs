@@ -4,50 +4,10 @@
 
 mod pipeline_support;
 
-use std::collections::HashMap;
-use std::time::{Duration, Instant};
-
-use pipeline_support::{Scenario, Table};
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::Headers;
-use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
+use pipeline_support::{read_topic, Scenario, Table};
 use redis::Commands;
 use sink::config::BatchSettings;
 use sink::loadgen::WireRecord;
-
-/// Key, value and headers of a record.
-type Letter = (Option<Vec<u8>>, Option<Vec<u8>>, HashMap<String, String>);
-
-/// Reads `count` records of partition 0 of `topic` from the beginning.
-fn read_topic(bootstrap: &str, topic: &str, count: usize) -> Vec<Letter> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .set("group.id", "unused")
-        .set("enable.auto.commit", "false")
-        .create()
-        .expect("consumer");
-    let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_offset(topic, 0, Offset::Beginning).unwrap();
-    consumer.assign(&tpl).unwrap();
-    let mut out = Vec::new();
-    let start = Instant::now();
-    while out.len() < count {
-        assert!(start.elapsed() < Duration::from_secs(30), "only {} of {count} records in {topic}", out.len());
-        if let Some(message) = consumer.poll(Duration::from_millis(200)) {
-            let message = message.expect("consume");
-            let headers = message
-                .headers()
-                .map(|h| {
-                    h.iter()
-                        .map(|h| (h.key.to_owned(), String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned()))
-                        .collect()
-                })
-                .unwrap_or_default();
-            out.push((message.key().map(<[u8]>::to_vec), message.payload().map(<[u8]>::to_vec), headers));
-        }
-    }
-    out
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn poison_records_are_dead_lettered_and_the_rest_applied() {

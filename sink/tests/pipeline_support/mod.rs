@@ -12,6 +12,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use rdkafka::consumer::Consumer;
+use rdkafka::message::Headers;
+use rdkafka::Message;
 use redis::Commands;
 use serde_json::{json, Value as Json};
 use sink::config::{BatchSettings, SinkConfig};
@@ -352,5 +355,40 @@ pub fn generate(n: usize) -> Workload {
     let customer = fixture("avro-customers-op_c-insert.json")["value"].clone();
     let order = fixture("avro-orders-op_c-insert.json")["value"].clone();
     workload(n, 42, &customer, &order, 1_795_480_000_000)
+}
+
+
+/// Key, value and headers of a record.
+pub type Letter = (Option<Vec<u8>>, Option<Vec<u8>>, std::collections::HashMap<String, String>);
+
+/// Reads `count` records of partition 0 of `topic` from the beginning.
+pub fn read_topic(bootstrap: &str, topic: &str, count: usize) -> Vec<Letter> {
+    let consumer: rdkafka::consumer::BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", "unused")
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("consumer");
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    tpl.add_partition_offset(topic, 0, rdkafka::Offset::Beginning).unwrap();
+    consumer.assign(&tpl).unwrap();
+    let mut out = Vec::new();
+    let start = Instant::now();
+    while out.len() < count {
+        assert!(start.elapsed() < Duration::from_secs(30), "only {} of {count} records in {topic}", out.len());
+        if let Some(message) = consumer.poll(Duration::from_millis(200)) {
+            let message = message.expect("consume");
+            let headers = message
+                .headers()
+                .map(|h| {
+                    h.iter()
+                        .map(|h| (h.key.to_owned(), String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned()))
+                        .collect()
+                })
+                .unwrap_or_default();
+            out.push((message.key().map(<[u8]>::to_vec), message.payload().map(<[u8]>::to_vec), headers));
+        }
+    }
+    out
 }
 
