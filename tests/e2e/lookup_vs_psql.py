@@ -76,7 +76,9 @@ def main() -> int:
         print(f"sink: {customers} customers, {total} orders in Redis after {time.monotonic() - t0:.1f} s", file=sys.stderr)
 
         url = stack("postgres.sh", "url", p.sc.db).strip()
-        psql = shutil.which("psql") or "/usr/lib/postgresql/15/bin/psql"
+        # The psql binary itself: Debian's /usr/bin/psql is postgresql-common's Perl wrapper,
+        # which alone adds ~25 ms per run here.
+        psql = str(Path(os.environ.get("PG_BIN", "/usr/lib/postgresql/15/bin")) / "psql")
         env = {k: v for k, v in os.environ.items() if not k.startswith(("AGENT_CLI_", "PG"))}
         env.update(REDIS_URL=p.db.url, RUST_LOG="warn")
         questions = [
@@ -129,7 +131,7 @@ def main() -> int:
               f"| {ms(q['median'])} | {q['mean'] / a['mean']:.2f}×, {q['median'] / a['median']:.2f}× |")
     print(f"| (psql -c 'SELECT 1': process + connection only) | | | {ms(baseline['mean'])} ± {ms(baseline['stddev'])} "
           f"| {ms(baseline['median'])} | |")
-    print(f"\n({RUNS} runs each after {WARMUP} warm-up runs; hyperfine exports in {out_dir})")
+    print(f"\n(psql: {psql}; {RUNS} runs each after {WARMUP} warm-up runs; hyperfine exports in {out_dir})")
     return 0
 
 
