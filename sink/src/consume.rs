@@ -546,19 +546,23 @@ async fn watch_caught_up(
             }
             was_caught_up = now;
         }
-        if now {
-            let mappings: Vec<usize> = config
-                .mappings
-                .iter()
-                .enumerate()
-                .filter(|(_, m)| standing.topics().contains(&m.topic.as_str()))
-                .map(|(i, _)| i)
-                .collect();
+        // Per topic, so that an idle mapping stays fresh while another one is busy.
+        let fresh_topics = standing.caught_up_topics();
+        let mappings: Vec<usize> = config
+            .mappings
+            .iter()
+            .enumerate()
+            .filter(|(_, m)| fresh_topics.contains(&m.topic.as_str()))
+            .map(|(i, _)| i)
+            .collect();
+        if !mappings.is_empty() {
             tokio::select! {
                 biased;
                 () = done.cancelled() => return,
                 _ = tx.send(Work::CaughtUp(mappings)) => {}
             }
+        }
+        if now {
             caught_up.cancel();
         }
     }

@@ -123,6 +123,19 @@ impl Standing {
         self.partitions.iter().map(|p| (p.high - p.next).max(0)).sum()
     }
 
+    /// The assigned topics whose every assigned partition is at its high watermark: their
+    /// mappings are fresh even while other topics are still busy.
+    pub fn caught_up_topics(&self) -> Vec<&str> {
+        let mut topics = self.topics();
+        topics.retain(|topic| {
+            self.partitions
+                .iter()
+                .filter(|p| p.topic == *topic)
+                .all(|p| p.next >= p.high)
+        });
+        topics
+    }
+
     /// The distinct topics assigned.
     pub fn topics(&self) -> Vec<&str> {
         let mut topics: Vec<&str> = self.partitions.iter().map(|p| p.topic.as_str()).collect();
@@ -193,6 +206,9 @@ mod tests {
         assert!(!s.caught_up());
         assert_eq!(s.lag(), 6);
         assert_eq!(s.topics(), vec!["a", "b"]);
+        assert_eq!(s.caught_up_topics(), vec!["a"]);
+        let s = Standing { partitions: vec![lag("a", 0, 5, 5), lag("a", 1, 2, 3)] };
+        assert!(s.caught_up_topics().is_empty());
     }
 
     #[test]
