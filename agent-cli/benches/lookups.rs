@@ -12,6 +12,10 @@
 //!   is measured by hyperfine as well.
 //!
 //! Keys are deleted afterwards.
+//!
+//! The same whole-process lookups next to `psql -c` answering the same question from
+//! PostgreSQL, on the same data in one run: `tests/e2e/lookup_vs_psql.sh` (figures in
+//! BENCHMARKS.md, "agent-cli lookups vs psql").
 
 use std::io::Write;
 use std::process::Command;
