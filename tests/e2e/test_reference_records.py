@@ -44,6 +44,7 @@ import copy
 import datetime as dt
 import io
 import json
+import os
 import re
 import secrets
 import struct
@@ -326,7 +327,7 @@ class RefPipeline:
         self.producer = Producer({"bootstrap.servers": self.bootstrap, "enable.idempotence": True})
 
     def start_sink(self) -> None:
-        env = {k: v for k, v in __import__("os").environ.items()
+        env = {k: v for k, v in os.environ.items()
                if k not in ("REDIS_URL", "KAFKA_BOOTSTRAP_SERVERS", "SCHEMA_REGISTRY_URL", "SINK_GROUP_ID")}
         env["RUST_LOG"] = env.get("E2E_SINK_LOG", "info")
         self.sink = Sink(self.config, env, self.tmp / "sink.log")
