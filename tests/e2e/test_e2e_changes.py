@@ -235,15 +235,6 @@ def test_null_in_column_with_default():
         assert p.converge_customer(2, timeout=5)["plan"] is None
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "Sink defect: caught_up_at_ms is recorded only when the once-a-second check finds every "
-    "assigned partition at the end of its log (sink/src/consume.rs watch_caught_up); while one "
-    "table receives a steady ~20 changes/s that check never succeeds (no 'Caught up' log line in "
-    "the whole run, no check error at debug level), so the other table, idle and fully applied, "
-    "never gets a new mark: "
-    "its lag grows by a second per second (measured: orders 12 s after 12 s) and it turns stale "
-    "after freshness.stale_after_ms. ARCHITECTURE.md: caught_up_at_ms is per mapping. strict: "
-    "once fixed this XPASSes and fails, so remove the mark."))
 def test_idle_mapping_stays_fresh_while_another_is_busy():
     with Pipeline("idle_fresh") as p:
         p.converge_customer(1, timeout=30)
