@@ -40,6 +40,9 @@ struct Args {
     /// Changes per `apply_batch` call (one pipeline).
     #[arg(long, default_value_t = 2000)]
     batch_size: usize,
+    /// Changes per script call (`Applier::with_chunk_size`); default: the applier's.
+    #[arg(long)]
+    chunk: Option<usize>,
     /// An existing Redis (its database must be empty); default: a private redis-server.
     #[arg(long)]
     redis_url: Option<String>,
@@ -258,7 +261,11 @@ async fn bench(args: &Args) -> anyhow::Result<()> {
     let events = workload.events.len();
 
     let pool = sink::run::redis_pool(&url)?;
-    let applier = Arc::new(Applier::new(pool, &config));
+    let mut applier = Applier::new(pool, &config);
+    if let Some(chunk) = args.chunk {
+        applier = applier.with_chunk_size(chunk);
+    }
+    let applier = Arc::new(applier);
     applier.load_script().await?;
     // The replay re-applies some changes: a delete forgets the row's position, so the row's
     // older upserts re-create it until the replayed delete removes it again.
