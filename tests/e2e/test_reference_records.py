@@ -312,14 +312,19 @@ class RefPipeline:
             for part in ("key", "value"):
                 schema = ref_schema(t, part)
                 self.parsed[(t, part)] = fastavro.parse_schema(schema)
-                self.ids[(t, part)] = register(self.registry, f"{self.topics[t]}-{part}", schema)
+                try:
+                    self.ids[(t, part)] = register(self.registry, f"{self.topics[t]}-{part}", schema)
+                except AssertionError:
+                    self.db.release()
+                    raise
         admin = AdminClient({"bootstrap.servers": self.bootstrap})
         futures = admin.create_topics([NewTopic(self.topics[t], 1, 1) for t in TABLES], operation_timeout=10)
         for topic, fut in futures.items():
             try:
                 fut.result(15)
-            except KafkaException as e:
-                raise AssertionError(f"kafka at {self.bootstrap}: creating {topic}: {e} ({HOW_TO_START})") from e
+            except (KafkaException, TimeoutError) as e:
+                self.db.release()
+                raise AssertionError(f"kafka at {self.bootstrap}: creating {topic}: {e!r} ({HOW_TO_START})") from e
         cfg = scenario_config(self.prefix, self.db.url, self.bootstrap, self.registry, f"ref-sink-{self.token}")
         self.dlq = cfg["kafka"]["dead_letter_topic"]
         self.config = tmp / "connectors.yaml"
