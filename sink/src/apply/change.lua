@@ -57,6 +57,7 @@
 if redis.replicate_commands then redis.replicate_commands() end
 
 local call = redis.call
+local ARGV, tonumber, unpack, ipairs = ARGV, tonumber, unpack, ipairs
 
 -- a > b for canonical non-negative decimal strings (exact beyond 2^53).
 local function gt(a, b)
@@ -74,6 +75,11 @@ local function fail(message) error({ err = message }) end
 
 -- Renders template t from vals (false/nil = field absent: no key).
 local function render(t, vals)
+  if t.n == 1 then
+    local v = vals[t[2]]
+    if not v then return nil end
+    return t[1] .. v .. t[3]
+  end
   local parts = { t[1] }
   for j = 1, t.n do
     local v = vals[t[2 * j]]

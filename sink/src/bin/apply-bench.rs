@@ -164,6 +164,8 @@ fn change(event: &loadgen::Event) -> Change {
 #[derive(Debug, Clone, Copy, Default)]
 struct Stats {
     calls: u64,
+    /// Calls of every other command (those the scripts make, mostly).
+    inner: u64,
     usec: u64,
     cpu: f64,
 }
@@ -172,6 +174,12 @@ async fn stats(conn: &mut redis::aio::MultiplexedConnection) -> anyhow::Result<S
     let info: String = redis::cmd("INFO").arg("all").query_async(conn).await?;
     let mut s = Stats::default();
     for line in info.lines() {
+        if let Some((name, rest)) = line.strip_prefix("cmdstat_").and_then(|l| l.split_once(':')) {
+            if !matches!(name, "evalsha" | "info" | "script" | "dbsize" | "flushdb") {
+                let calls = rest.split(',').find_map(|p| p.strip_prefix("calls="));
+                s.inner += calls.and_then(|c| c.parse::<u64>().ok()).unwrap_or(0);
+            }
+        }
         if let Some(rest) = line.strip_prefix("cmdstat_evalsha:") {
             for part in rest.split(',') {
                 if let Some(v) = part.strip_prefix("calls=") {
@@ -187,15 +195,25 @@ async fn stats(conn: &mut redis::aio::MultiplexedConnection) -> anyhow::Result<S
     Ok(s)
 }
 
+/// This process's CPU time in seconds (`/proc/self/stat` utime + stime, 100 Hz ticks).
+fn own_cpu() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the command name (which is in parentheses and may hold spaces).
+    let rest = stat.rsplit_once(") ").map_or("", |(_, r)| r);
+    let fields: Vec<&str> = rest.split(' ').collect();
+    let tick = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    (tick(11) + tick(12)) / 100.0
+}
+
 /// Applies every partition's changes in batches, partitions in parallel.
-async fn run(applier: &Arc<Applier>, partitions: &[Vec<PlannedChange>], batch: usize) -> anyhow::Result<(usize, usize)> {
+async fn run(applier: &Arc<Applier>, partitions: &Arc<Vec<Vec<PlannedChange>>>, batch: usize) -> anyhow::Result<(usize, usize)> {
     let mut tasks = Vec::new();
-    for changes in partitions {
-        let changes = changes.clone();
+    for p in 0..partitions.len() {
+        let partitions = partitions.clone();
         let applier = applier.clone();
         tasks.push(tokio::spawn(async move {
             let (mut applied, mut skipped) = (0, 0);
-            for chunk in changes.chunks(batch.max(1)) {
+            for chunk in partitions[p].chunks(batch.max(1)) {
                 let out = applier.apply_batch(chunk).await?;
                 applied += out.applied;
                 skipped += out.skipped;
@@ -259,6 +277,7 @@ async fn bench(args: &Args) -> anyhow::Result<()> {
         });
     }
     let events = workload.events.len();
+    let partitions = Arc::new(partitions);
 
     let pool = sink::run::redis_pool(&url)?;
     let mut applier = Applier::new(pool, &config);
@@ -271,9 +290,11 @@ async fn bench(args: &Args) -> anyhow::Result<()> {
     // older upserts re-create it until the replayed delete removes it again.
     for pass in ["apply", "replay"] {
         let before = stats(&mut admin).await?;
+        let cpu_before = own_cpu();
         let start = Instant::now();
         let (applied, skipped) = run(&applier, &partitions, args.batch_size).await?;
         let wall = start.elapsed();
+        let client_cpu = own_cpu() - cpu_before;
         let after = stats(&mut admin).await?;
         if applied + skipped != events {
             bail!("{pass}: {applied} applied + {skipped} skipped for {events} events");
@@ -283,14 +304,16 @@ async fn bench(args: &Args) -> anyhow::Result<()> {
         let cpu = after.cpu - before.cpu;
         println!(
             "apply-bench {pass}: {events} events ({applied} applied, {skipped} skipped) in {:.2} s = {:.0} events/s; \
-             redis: {calls} EVALSHA, {:.2} us EVALSHA time per event ({:.1} us per call), {:.2} us server CPU per event \
-             (busy {:.0}% of wall); {} partitions x 2 topics, batch {}",
+             redis: {calls} EVALSHA, {:.2} commands per event, {:.2} us EVALSHA time per event ({:.1} us per call), {:.2} us server CPU per event \
+             (busy {:.0}% of wall); client CPU {:.2} us per event; {} partitions x 2 topics, batch {}",
             wall.as_secs_f64(),
             events as f64 / wall.as_secs_f64(),
+            (after.inner - before.inner) as f64 / events as f64,
             usec / events as f64,
             usec / calls.max(1) as f64,
             cpu * 1e6 / events as f64,
             100.0 * cpu / wall.as_secs_f64(),
+            client_cpu * 1e6 / events as f64,
             parts,
             args.batch_size,
         );
