@@ -104,3 +104,38 @@ fn run_with_redis_down_names_redis_and_its_address_and_fails() {
         "{stderr}"
     );
 }
+
+/// `sink run` with Redis (and the registry unless `registry` is given) from the stack's
+/// environment, plus `args`.
+fn run_with(registry: Option<&str>, args: &[&str]) -> (Option<i32>, String) {
+    let redis = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    let stack_registry = std::env::var("SCHEMA_REGISTRY_URL")
+        .unwrap_or_else(|_| "http://127.0.0.1:8081/apis/ccompat/v7".into());
+    let registry = registry.unwrap_or(&stack_registry);
+    let shipped = concat!(env!("CARGO_MANIFEST_DIR"), "/../connectors.yaml");
+    let mut all = vec!["run", "--config", shipped, "--redis-url", &redis, "--schema-registry-url", registry];
+    all.extend_from_slice(args);
+    let out = sink(&all);
+    (out.status.code(), text(&out.stderr))
+}
+
+#[test]
+fn run_with_the_registry_down_names_it_and_fails() {
+    let (code, stderr) = run_with(Some("http://127.0.0.1:1/apis/ccompat/v7"), &[]);
+    assert_eq!(code, Some(1), "{stderr}");
+    let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("sink: ")).collect();
+    assert_eq!(errors.len(), 1, "{stderr}");
+    assert!(
+        errors[0].starts_with("sink: schema registry at http://127.0.0.1:1/apis/ccompat/v7 is unreachable: "),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn run_with_kafka_down_names_it_and_fails() {
+    let (code, stderr) = run_with(None, &["--bootstrap-servers", "127.0.0.1:1"]);
+    assert_eq!(code, Some(1), "{stderr}");
+    let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("sink: ")).collect();
+    assert_eq!(errors.len(), 1, "{stderr}");
+    assert!(errors[0].starts_with("sink: kafka at 127.0.0.1:1 is unreachable: "), "{stderr}");
+}
