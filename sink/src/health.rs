@@ -39,13 +39,12 @@ pub enum HealthError {
         reason: String,
     },
     /// No broker returned metadata.
-    #[error("kafka at {servers} is unreachable: {source}")]
+    #[error("kafka at {servers} is unreachable: {reason}")]
     Kafka {
         /// The bootstrap servers.
         servers: String,
-        /// What librdkafka reported.
-        #[source]
-        source: KafkaError,
+        /// What librdkafka reported, as one line.
+        reason: String,
     },
 }
 
@@ -103,7 +102,7 @@ pub async fn check_kafka(
     timeout: Duration,
 ) -> Result<BrokerReport, HealthError> {
     let servers = client.get("bootstrap.servers").unwrap_or_default().to_owned();
-    let fail = |source| HealthError::Kafka { servers: servers.clone(), source };
+    let fail = |source: KafkaError| HealthError::Kafka { servers: servers.clone(), reason: one_line(&source) };
     // A plain consumer without a group: metadata only, no group membership.
     let mut config = client.clone();
     config.remove("group.id");
