@@ -25,7 +25,7 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
 fi
 venv="${AGENT_CONTEXT_CACHE:-$HOME/.cache/agent-context}/venv"
-if [ ! -x "$venv/bin/pytest" ] || ! "$venv/bin/python" -c 'import mcp, psycopg, confluent_kafka, fastavro' 2>/dev/null; then
+if [ ! -x "$venv/bin/pytest" ] || ! "$venv/bin/python" -c 'import mcp, psycopg, confluent_kafka, fastavro, redis, yaml' 2>/dev/null; then
   python3 -m venv "$venv"
   "$venv/bin/pip" install -q -r tests/requirements.txt
 fi

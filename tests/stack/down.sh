@@ -5,7 +5,8 @@
 #
 # Each service is stopped by its own script (`<svc>.sh stop`: its process group gets SIGTERM,
 # then SIGKILL after a timeout); a pid file without a script is stopped the same way directly.
-# Dependents go first (connect, registry, kafka, postgres, redis). Idempotent.
+# Dependents go first (processes without a script, then connect, registry, kafka, postgres,
+# redis). Idempotent.
 # shellcheck disable=SC2034 # read by lib.sh
 STACK_NAME=down
 # shellcheck source=tests/stack/lib.sh
@@ -16,14 +17,16 @@ ORDER=(connect registry kafka postgres redis)
 if [[ $# -gt 0 ]]; then
     services=("$@")
 else
+    # Processes without a script of their own (the sink of pipeline.sh) depend on the
+    # services, so they stop first, while Kafka and Redis still answer.
     services=()
-    for svc in "${ORDER[@]}"; do
-        [[ -f $(pid_file "$svc") ]] && services+=("$svc")
-    done
     for f in "$STACK_RUN"/*.pid; do
         [[ -f $f ]] || continue
         svc="$(basename "$f" .pid)"
-        [[ " ${services[*]} " == *" $svc "* ]] || services+=("$svc")
+        [[ " ${ORDER[*]} " == *" $svc "* ]] || services+=("$svc")
+    done
+    for svc in "${ORDER[@]}"; do
+        [[ -f $(pid_file "$svc") ]] && services+=("$svc")
     done
 fi
 
