@@ -10,7 +10,7 @@ use std::fmt::Write as _;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 
-use deadpool_redis::{Pool, Runtime};
+use deadpool_redis::Pool;
 use mapping::{
     Change, Config, FieldSelection, FieldValue, FreshnessConfig, Index, KafkaConfig, KeyTemplate,
     Mapping, Op, RedisConfig, Relation, Row, SchemaRegistryConfig,
@@ -91,12 +91,12 @@ pub fn config(tag: &str, ttl_seconds: Option<u64>) -> Config {
     }
 }
 
-/// A pool on `REDIS_URL`; panics (the test fails) when Redis does not answer.
+/// A pool on `REDIS_URL` (the sink's, with its 30 s response timeout: the shared test Redis
+/// can be slow to answer `KEYS` under load); panics (the test fails) when Redis does not
+/// answer.
 pub async fn pool() -> Pool {
     let url = redis_url();
-    let pool = deadpool_redis::Config::from_url(&url)
-        .create_pool(Some(Runtime::Tokio1))
-        .unwrap_or_else(|e| panic!("redis pool for {url}: {e}"));
+    let pool = sink::run::redis_pool(&url).unwrap_or_else(|e| panic!("redis pool for {url}: {e}"));
     let mut conn = pool.get().await.unwrap_or_else(|e| {
         panic!("redis at {url} is unreachable ({e}); start it with tests/stack/redis.sh start or set REDIS_URL")
     });
