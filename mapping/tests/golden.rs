@@ -1,10 +1,10 @@
 //! Golden tests: every Avro record Debezium 3.6.3 produced on the reference stack
-//! (`tests/fixtures/debezium/avro-*.json`, copied from the recorded samples), turned into the
+//! (`tests/fixtures/debezium/avro-*.json` at the repository root), turned into the
 //! [`Change`] the sink's decoder produces from the same bytes, planned with the shipped
 //! `connectors.yaml`, and snapshotted with insta (`tests/snapshots/`).
 //!
 //! The sample JSON shows Avro values as plain JSON; the column types come from the recorded
-//! writer schemas next to them (`connect.name` logical types), exactly as the decoder reads
+//! writer schemas (`schemas/debezium/`, `connect.name` logical types), exactly as the decoder reads
 //! them from the registry.
 
 use std::fs;
@@ -17,8 +17,14 @@ use mapping::{
 use serde::Serialize;
 use serde_json::Value;
 
+/// The recorded records (`avro-*.json`), at the repository root.
 fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/debezium")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/debezium")
+}
+
+/// The recorded writer schemas, at the repository root.
+fn schemas_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../schemas/debezium")
 }
 
 fn config() -> Config {
@@ -118,8 +124,8 @@ fn row(schema: &Columns, v: &Value) -> Option<Row> {
 fn schemas(topic: &str) -> (Columns, Columns) {
     let find = |suffix: &str| {
         let prefix = format!("{topic}-{suffix}.");
-        let entry = fs::read_dir(fixtures())
-            .expect("fixtures")
+        let entry = fs::read_dir(schemas_dir())
+            .expect("schemas")
             .map(|e| e.expect("entry").path())
             .find(|p| {
                 p.file_name()

@@ -1,4 +1,4 @@
-"""The recorded Debezium 3.6.3 records (sink/tests/decode_data/avro-*.json), produced through the
+"""The recorded Debezium 3.6.3 records (tests/fixtures/debezium/avro-*.json), produced through the
 real broker, applied by the real `sink run` binary to the real Redis, and read back with the
 real `agent-cli tool` binary: every field of every tool's output is checked against values
 computed from the records themselves (not from SQL, not from the sink's code).
@@ -64,7 +64,8 @@ from harness import (HOW_TO_START, RedisDb, Sink, binary, kafka_bootstrap, redis
                      registry_url, run_agent_cli, scenario_config)
 from scenario import REPO
 
-REF = REPO / "sink" / "tests" / "decode_data"
+REF = REPO / "tests" / "fixtures" / "debezium"
+SCHEMAS = REPO / "schemas" / "debezium"
 TABLES = ("customers", "orders")
 CAUGHT_UP_TIMEOUT = 30.0
 STALE_AFTER_MS = 30_000  # freshness.stale_after_ms of the default connectors.yaml
@@ -79,7 +80,7 @@ def ref(name: str) -> dict:
 
 def ref_schema(table: str, part: str) -> dict:
     """The captured `{cdc.public.table}-{part}` schema (the `schema` field of the fixture)."""
-    [path] = sorted(REF.glob(f"cdc.public.{table}-{part}.v1.id*.json"))
+    [path] = sorted(SCHEMAS.glob(f"cdc.public.{table}-{part}.v1.id*.json"))
     return json.loads(path.read_text())["schema"]
 
 

@@ -48,8 +48,8 @@ struct Args {
     redis_url: Option<String>,
 }
 
-const CUSTOMER_SAMPLE: &str = include_str!("../../tests/decode_data/avro-customers-op_c-insert.json");
-const ORDER_SAMPLE: &str = include_str!("../../tests/decode_data/avro-orders-op_c-insert.json");
+const CUSTOMER_SAMPLE: &str = include_str!("../../../tests/fixtures/debezium/avro-customers-op_c-insert.json");
+const ORDER_SAMPLE: &str = include_str!("../../../tests/fixtures/debezium/avro-orders-op_c-insert.json");
 
 fn main() -> ExitCode {
     let args = Args::parse();

@@ -72,12 +72,12 @@ struct Args {
     redis_url: String,
 }
 
-const CUSTOMER_KEY: &str = include_str!("../../tests/decode_data/cdc.public.customers-key.v1.id1.json");
-const CUSTOMER_VALUE: &str = include_str!("../../tests/decode_data/cdc.public.customers-value.v1.id2.json");
-const ORDER_KEY: &str = include_str!("../../tests/decode_data/cdc.public.orders-key.v1.id3.json");
-const ORDER_VALUE: &str = include_str!("../../tests/decode_data/cdc.public.orders-value.v1.id4.json");
-const CUSTOMER_SAMPLE: &str = include_str!("../../tests/decode_data/avro-customers-op_c-insert.json");
-const ORDER_SAMPLE: &str = include_str!("../../tests/decode_data/avro-orders-op_c-insert.json");
+const CUSTOMER_KEY: &str = include_str!("../../../schemas/debezium/cdc.public.customers-key.v1.id1.json");
+const CUSTOMER_VALUE: &str = include_str!("../../../schemas/debezium/cdc.public.customers-value.v1.id2.json");
+const ORDER_KEY: &str = include_str!("../../../schemas/debezium/cdc.public.orders-key.v1.id3.json");
+const ORDER_VALUE: &str = include_str!("../../../schemas/debezium/cdc.public.orders-value.v1.id4.json");
+const CUSTOMER_SAMPLE: &str = include_str!("../../../tests/fixtures/debezium/avro-customers-op_c-insert.json");
+const ORDER_SAMPLE: &str = include_str!("../../../tests/fixtures/debezium/avro-orders-op_c-insert.json");
 
 fn main() -> ExitCode {
     let args = Args::parse();

@@ -1,11 +1,13 @@
-//! Shared by the decode integration tests: the recorded Debezium fixtures
-//! (`tests/decode_data/`, copied from the reference recording of Debezium 3.6.3), and the
+//! Shared by the decode integration tests: the recorded Debezium 3.6.3 fixtures
+//! (`schemas/debezium/` and `tests/fixtures/debezium/` at the repository root), and the
 //! real schema registry at `SCHEMA_REGISTRY_URL` where each test run registers the fixture
 //! schemas under subjects of its own.
 #![allow(dead_code)]
 
+#[path = "../reference/mod.rs"]
+mod reference;
+
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use mapping::change::{Change, FieldValue, Op, Row};
@@ -16,23 +18,11 @@ use serde_json::Value as Json;
 use sink::decode::Decoder;
 use sink::registry::Registry;
 
-/// The fixture directory.
-pub fn data_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/decode_data")
-}
-
-/// Reads a fixture file as JSON.
-pub fn read_json(name: &str) -> Json {
-    let path = data_dir().join(name);
-    let text = std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("cannot read fixture {}: {e}", path.display()));
-    serde_json::from_str(&text)
-        .unwrap_or_else(|e| panic!("fixture {} is not json: {e}", path.display()))
-}
+pub use reference::record as read_json;
 
 /// Every recorded sample (`avro-*.json`) with its file name.
 pub fn samples() -> Vec<(String, Json)> {
-    let mut names: Vec<String> = std::fs::read_dir(data_dir())
+    let mut names: Vec<String> = std::fs::read_dir(reference::records_dir())
         .expect("fixture directory")
         .filter_map(|e| e.ok()?.file_name().into_string().ok())
         .filter(|n| n.starts_with("avro-") && n.ends_with(".json"))
@@ -113,7 +103,7 @@ impl Registered {
                 "cdc.public.orders-value",
             ),
         ] {
-            let schema = read_json(file)["schema"].clone();
+            let schema = reference::schema_file(file)["schema"].clone();
             let id = register(&format!("{subject}-{run}"), &schema).await;
             ids.insert(fixture_id, id);
         }
@@ -269,7 +259,7 @@ pub fn fixture_schema(fixture_id: u32) -> (Json, apache_avro::Schema) {
         4 => "cdc.public.orders-value.v1.id4.json",
         other => panic!("no fixture schema {other}"),
     };
-    let json = read_json(file)["schema"].clone();
+    let json = reference::schema_file(file)["schema"].clone();
     let avro = apache_avro::Schema::parse(&json).expect("fixture schema parses");
     (json, avro)
 }

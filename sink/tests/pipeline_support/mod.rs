@@ -8,8 +8,11 @@
 //! service fails the test with a message saying how to start it.
 #![allow(dead_code)]
 
+#[path = "../reference/mod.rs"]
+mod reference;
+
 use std::collections::{BTreeMap, HashMap};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::Consumer;
@@ -41,19 +44,7 @@ impl Stack {
             registry: env("SCHEMA_REGISTRY_URL", "http://127.0.0.1:8081/apis/ccompat/v7"),
             redis: env("REDIS_URL", "redis://127.0.0.1:6379"),
         };
-        let timeout = Duration::from_secs(10);
-        if let Err(e) = sink::health::check_redis(&stack.redis, timeout).await {
-            panic!("{e} ({HOW_TO_START})");
-        }
-        let registry = sink::registry::Registry::new(&stack.registry).expect("registry client");
-        if let Err(e) = sink::health::check_registry(&registry).await {
-            panic!("{e} ({HOW_TO_START})");
-        }
-        let mut client = rdkafka::ClientConfig::new();
-        client.set("bootstrap.servers", &stack.bootstrap);
-        if let Err(e) = sink::health::check_kafka(&client, &[], timeout).await {
-            panic!("{e} ({HOW_TO_START})");
-        }
+        reference::check_services(&stack.bootstrap, &stack.registry, &stack.redis, HOW_TO_START).await;
         stack
     }
 
@@ -70,26 +61,16 @@ pub fn rand_id() -> String {
     format!("{:08x}", rand::random::<u32>())
 }
 
-/// The recorded fixtures (`sink/tests/decode_data/`, copied from the Debezium 3.6.3 recording).
-pub fn data_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/decode_data")
-}
+pub use reference::record as fixture;
 
-/// Reads a fixture as JSON.
-pub fn fixture(name: &str) -> Json {
-    let path = data_dir().join(name);
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-}
-
-/// The schema text of a fixture schema file.
+/// The schema text of a recorded schema file.
 pub fn schema_text(name: &str) -> String {
-    fixture(name)["schema"].to_string()
+    reference::schema_file(name)["schema"].to_string()
 }
 
 /// The customers value schema v2: v1 plus a nullable `phone` column at the end.
 pub fn customers_value_v2() -> String {
-    let mut schema = fixture("cdc.public.customers-value.v1.id2.json")["schema"].clone();
+    let mut schema = reference::schema_file("cdc.public.customers-value.v1.id2.json")["schema"].clone();
     let fields = schema["fields"][0]["type"][1]["fields"].as_array_mut().expect("before.Value fields");
     fields.push(json!({"name": "phone", "type": ["null", "string"], "default": null}));
     schema.to_string()

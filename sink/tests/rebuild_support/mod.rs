@@ -9,6 +9,9 @@
 //! test with a message saying how to start it.
 #![allow(dead_code)]
 
+#[path = "../reference/mod.rs"]
+mod reference;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -46,19 +49,7 @@ impl Stack {
             registry: env("SCHEMA_REGISTRY_URL", "http://127.0.0.1:8081/apis/ccompat/v7"),
             redis,
         };
-        let timeout = Duration::from_secs(10);
-        if let Err(e) = sink::health::check_redis(&stack.redis, timeout).await {
-            panic!("{e} ({HOW_TO_START})");
-        }
-        let registry = sink::registry::Registry::new(&stack.registry).expect("registry client");
-        if let Err(e) = sink::health::check_registry(&registry).await {
-            panic!("{e} ({HOW_TO_START})");
-        }
-        let mut client = rdkafka::ClientConfig::new();
-        client.set("bootstrap.servers", &stack.bootstrap);
-        if let Err(e) = sink::health::check_kafka(&client, &[], timeout).await {
-            panic!("{e} ({HOW_TO_START})");
-        }
+        reference::check_services(&stack.bootstrap, &stack.registry, &stack.redis, HOW_TO_START).await;
         stack
     }
 
@@ -94,18 +85,10 @@ pub fn rand_id() -> String {
     format!("{:08x}", rand::random::<u32>())
 }
 
-pub fn data_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/decode_data")
-}
-
-pub fn fixture(name: &str) -> Json {
-    let path = data_dir().join(name);
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-}
+pub use reference::record as fixture;
 
 fn schema_text(name: &str) -> String {
-    fixture(name)["schema"].to_string()
+    reference::schema_file(name)["schema"].to_string()
 }
 
 /// Encoders of one table.

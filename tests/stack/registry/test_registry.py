@@ -31,9 +31,9 @@ SCRIPT = REPO / "tests" / "stack" / "registry.sh"
 REFERENCE = Path(
     os.environ.get("DEBEZIUM_REFERENCE_DIR", "/work/shared/reference/debezium")
 ) / "schemas"
-# Fallback copies of the reference schemas live next to this file, so the test does not
-# depend on /work/shared existing on every machine.
-LOCAL_REFERENCE = Path(__file__).resolve().parent / "schemas"
+# Fallback: the repository's copy of the reference schemas, so the test does not depend on
+# /work/shared existing on every machine.
+LOCAL_REFERENCE = REPO / "schemas" / "debezium"
 
 CONFLUENT_JSON = "application/vnd.schemaregistry.v1+json"
 

@@ -1,0 +1,55 @@
+//! Shared by the decode, pipeline and rebuild test support modules: the Debezium 3.6.3
+//! reference recording (writer schemas in `schemas/debezium/`, recorded records in
+//! `tests/fixtures/debezium/`, both at the repository root) and the check that the real
+//! services are up before a test starts.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde_json::Value as Json;
+
+/// The recorded writer schemas (`<subject>.v<version>.id<id>.json`).
+pub fn schemas_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../schemas/debezium")
+}
+
+/// The recorded records (`avro-*.json`, `raw-wire-bytes.json`).
+pub fn records_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/debezium")
+}
+
+fn read_json(path: &Path) -> Json {
+    let text = std::fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("cannot read fixture {}: {e}", path.display()));
+    serde_json::from_str(&text)
+        .unwrap_or_else(|e| panic!("fixture {} is not json: {e}", path.display()))
+}
+
+/// A recorded record file (in [`records_dir`]) as JSON.
+pub fn record(name: &str) -> Json {
+    read_json(&records_dir().join(name))
+}
+
+/// A recorded schema file (in [`schemas_dir`]) as JSON: `{"subject", "version", "id", "schemaType", "schema"}`.
+pub fn schema_file(name: &str) -> Json {
+    read_json(&schemas_dir().join(name))
+}
+
+/// Panics with a message naming the service and `how_to_start` unless Redis, the registry and
+/// Kafka all answer.
+pub async fn check_services(bootstrap: &str, registry: &str, redis: &str, how_to_start: &str) {
+    let timeout = Duration::from_secs(10);
+    if let Err(e) = sink::health::check_redis(redis, timeout).await {
+        panic!("{e} ({how_to_start})");
+    }
+    let registry = sink::registry::Registry::new(registry).expect("registry client");
+    if let Err(e) = sink::health::check_registry(&registry).await {
+        panic!("{e} ({how_to_start})");
+    }
+    let mut client = rdkafka::ClientConfig::new();
+    client.set("bootstrap.servers", bootstrap);
+    if let Err(e) = sink::health::check_kafka(&client, &[], timeout).await {
+        panic!("{e} ({how_to_start})");
+    }
+}
