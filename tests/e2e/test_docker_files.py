@@ -103,9 +103,12 @@ def test_postgres_logical_wal_and_seed():
     m = re.search(r"max_replication_slots=(\d+)", cmd)
     assert m and int(m.group(1)) >= 1
     mounts = s["volumes"]
-    assert any(v.startswith("./seed.sql:/docker-entrypoint-initdb.d/") for v in mounts), mounts
-    assert (DOCKER / "seed.sql").read_text() == (STACK_CONNECT / "seed.sql").read_text(), \
-        "docker/seed.sql must be the local stack's seed (tests/stack/connect/seed.sql)"
+    # Bind-mount sources are relative to the compose file's directory (docker/).
+    seeds = [(DOCKER / v.split(":")[0]).resolve() for v in mounts
+             if v.split(":")[1].startswith("/docker-entrypoint-initdb.d/")]
+    assert seeds == [(STACK_CONNECT / "seed.sql").resolve()], \
+        f"postgres must be seeded with the local stack's seed (tests/stack/connect/seed.sql): {mounts}"
+    assert seeds[0].is_file(), seeds
 
 
 def test_kafka_listeners_consistent():
