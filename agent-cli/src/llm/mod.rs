@@ -191,6 +191,37 @@ pub struct ToolResult {
     pub is_error: bool,
 }
 
+/// Sends `request` (a JSON POST to `url`) and returns the reply parsed as JSON with its raw
+/// text (for excerpts in the caller's own errors). A transport failure is [`LlmError::Http`],
+/// a non-2xx status [`LlmError::Api`], a body that is not JSON [`LlmError::BadReply`].
+pub(crate) async fn send_json(
+    provider: &'static str,
+    url: &str,
+    request: reqwest::RequestBuilder,
+) -> Result<(serde_json::Value, String), LlmError> {
+    let http_err = |source| LlmError::Http {
+        provider,
+        url: url.to_owned(),
+        source,
+    };
+    let response = request.send().await.map_err(http_err)?;
+    let status = response.status();
+    let text = response.text().await.map_err(http_err)?;
+    if !status.is_success() {
+        return Err(LlmError::Api {
+            provider,
+            url: url.to_owned(),
+            status: status.as_u16(),
+            body: excerpt(&text),
+        });
+    }
+    let reply = serde_json::from_str(&text).map_err(|e| LlmError::BadReply {
+        provider,
+        what: format!("not JSON ({e}): {}", excerpt(&text)),
+    })?;
+    Ok((reply, text))
+}
+
 /// Shortens an error body for messages.
 pub(crate) fn excerpt(body: &str) -> String {
     let mut s: String = body.chars().take(500).collect();

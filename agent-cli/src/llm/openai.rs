@@ -5,7 +5,7 @@
 
 use serde_json::{json, Value};
 
-use super::{excerpt, LlmConfig, LlmError, Reply, ToolCall, ToolResult};
+use super::{excerpt, send_json, LlmConfig, LlmError, Reply, ToolCall, ToolResult};
 
 const PROVIDER: &str = "OpenAI";
 
@@ -46,26 +46,7 @@ impl Conversation {
         if let Some(key) = &self.api_key {
             request = request.bearer_auth(key);
         }
-        let http_err = |source| LlmError::Http {
-            provider: PROVIDER,
-            url: self.url.clone(),
-            source,
-        };
-        let response = request.send().await.map_err(http_err)?;
-        let status = response.status();
-        let text = response.text().await.map_err(http_err)?;
-        if !status.is_success() {
-            return Err(LlmError::Api {
-                provider: PROVIDER,
-                url: self.url.clone(),
-                status: status.as_u16(),
-                body: excerpt(&text),
-            });
-        }
-        let reply: Value = serde_json::from_str(&text).map_err(|e| LlmError::BadReply {
-            provider: PROVIDER,
-            what: format!("not JSON ({e}): {}", excerpt(&text)),
-        })?;
+        let (reply, text) = send_json(PROVIDER, &self.url, request).await?;
         let message = reply
             .pointer("/choices/0/message")
             .ok_or_else(|| LlmError::BadReply {
