@@ -11,27 +11,29 @@
 //!   (start-up, config load, connect, one EVAL_RO, print). With hyperfine installed the same
 //!   is measured by hyperfine as well.
 //!
-//! Keys are deleted afterwards.
+//! Keys are deleted afterwards. The key prefix, mapping names and connectors.yaml come from
+//! the integration tests' fixture (`tests/support/mod.rs`).
 //!
 //! The same whole-process lookups next to `psql -c` answering the same question from
 //! PostgreSQL, on the same data in one run: `tests/e2e/lookup_vs_psql.sh` (figures in
 //! BENCHMARKS.md, "agent-cli lookups vs psql").
 
-use std::io::Write;
 use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use agent_cli::lookup::Lookups;
 use agent_cli::store::Store;
-use rand::Rng;
 use redis::Commands;
+
+#[path = "../tests/support/mod.rs"]
+mod support;
 
 fn main() {
     if std::env::args().any(|a| a == "--list") {
         return; // `cargo bench -- --list` / `cargo test --benches` probes
     }
-    let redis_url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    let redis_url = support::redis_url();
     let iterations: usize = std::env::var("BENCH_ITERATIONS")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -41,21 +43,18 @@ fn main() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(100);
 
-    let client = redis::Client::open(redis_url.as_str()).expect("bad REDIS_URL");
-    let mut conn = client
-        .get_connection_with_timeout(Duration::from_secs(3))
-        .unwrap_or_else(|e| panic!("Redis is not reachable at {redis_url} ({e}); start it with `tests/stack/redis.sh start`"));
-    let p = format!("b{:012x}", rand::rng().random::<u64>() >> 16);
-    let dir = tempfile::tempdir().unwrap();
-    let config_path = dir.path().join("connectors.yaml");
-    std::fs::File::create(&config_path)
-        .unwrap()
-        .write_all(config_yaml(&redis_url, &p).as_bytes())
-        .unwrap();
-    let (customers, orders) = (format!("customers_{p}"), format!("orders_{p}"));
+    // The tests' fixture: a random key prefix, mappings `customers_{prefix}` and
+    // `orders_{prefix}` in a connectors.yaml of its own, the keys deleted when dropped.
+    let mut fx = support::Fixture::new();
+    let p = fx.prefix.clone();
+    let config_path = fx.config.clone();
+    let (customers, orders) = (fx.customers.clone(), fx.orders.clone());
 
-    // One customer, 1,000 orders.
+    // One customer, 1,000 orders. The types are written here rather than with
+    // `Fixture::put_types`, which adds `updated_at`: the rows have none, and a typed-but-absent
+    // column would add `"updated_at": null` to every measured answer.
     let email = "jane.doe+bench@example.com";
+    let conn = &mut fx.conn;
     let _: () = conn
         .hset_multiple(
             format!("sink:types:{customers}"),
@@ -82,22 +81,7 @@ fn main() {
             ],
         )
         .unwrap();
-    let _: () = conn
-        .hset_multiple(
-            format!("{p}:customer:42"),
-            &[
-                ("id", "42"),
-                ("email", email),
-                ("name", "Jane Doe"),
-                ("plan", "pro"),
-                ("mrr_cents", "4900"),
-                ("created_at", "2026-01-15T08:30:00.000000Z"),
-            ],
-        )
-        .unwrap();
-    let _: () = conn
-        .set(format!("{p}:customer:email:{email}"), "42")
-        .unwrap();
+    fx.put_customer(42, email, "Jane Doe", "pro", 4900);
     let mut pipe = redis::pipe();
     let t0 = 1_790_000_000_000_000_i64;
     for id in 1..=1000_i64 {
@@ -131,7 +115,7 @@ fn main() {
         .ignore();
     pipe.hset(format!("sink:freshness:{orders}"), "source_ts_ms", now)
         .ignore();
-    let _: () = pipe.query(&mut conn).unwrap();
+    let _: () = pipe.query(&mut fx.conn).unwrap();
 
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -224,13 +208,7 @@ fn main() {
     } else {
         println!("(hyperfine not installed: `apt-get install hyperfine` for its statistics too)");
     }
-
-    let mut keys: Vec<String> = conn.keys(format!("{p}:*")).unwrap();
-    for m in [&customers, &orders] {
-        keys.push(format!("sink:types:{m}"));
-        keys.push(format!("sink:freshness:{m}"));
-    }
-    let _: () = conn.del(keys).unwrap();
+    drop(fx); // deletes the keys
 }
 
 fn report(label: &str, mut samples: Vec<Duration>) {
@@ -243,54 +221,4 @@ fn report(label: &str, mut samples: Vec<Duration>) {
         pct(0.99).as_secs_f64() * 1e6,
         mean.as_secs_f64() * 1e6
     );
-}
-
-fn config_yaml(redis_url: &str, p: &str) -> String {
-    format!(
-        r#"redis:
-  url: {redis_url}
-freshness:
-  stale_after_ms: 30000
-mappings:
-  - name: customers_{p}
-    topic: cdc.{p}.customers
-    key: "{p}:customer:{{id}}"
-    fields: all
-    indexes:
-      - name: email
-        key: "{p}:customer:email:{{email}}"
-    lookups:
-      - tool: get_customer
-        description: Look up a customer by ID or email address
-        by:
-          - param: customer_id
-            type: integer
-            description: Customer ID
-          - param: email
-            type: string
-            description: Customer email
-            index: email
-  - name: orders_{p}
-    topic: cdc.{p}.orders
-    key: "{p}:order:{{id}}"
-    fields: all
-    relations:
-      - name: customer_orders
-        key: "{p}:customer:{{customer_id}}:orders"
-        order_by: created_at
-    lookups:
-      - tool: get_customer_orders
-        description: Get recent orders for a customer, newest first
-        relation: customer_orders
-        by:
-          - param: customer_id
-            type: integer
-            description: Customer ID
-        limit:
-          param: limit
-          description: Max orders to return
-          default: 10
-          max: 100
-"#
-    )
 }
