@@ -4,8 +4,8 @@
 //! schemas under subjects of its own.
 #![allow(dead_code)]
 
-#[path = "../reference/mod.rs"]
-mod reference;
+#[path = "../common/mod.rs"]
+mod common;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -18,11 +18,11 @@ use serde_json::Value as Json;
 use sink::decode::Decoder;
 use sink::registry::Registry;
 
-pub use reference::record as read_json;
+pub use common::record as read_json;
 
 /// Every recorded sample (`avro-*.json`) with its file name.
 pub fn samples() -> Vec<(String, Json)> {
-    let mut names: Vec<String> = std::fs::read_dir(reference::records_dir())
+    let mut names: Vec<String> = std::fs::read_dir(common::records_dir())
         .expect("fixture directory")
         .filter_map(|e| e.ok()?.file_name().into_string().ok())
         .filter(|n| n.starts_with("avro-") && n.ends_with(".json"))
@@ -103,7 +103,7 @@ impl Registered {
                 "cdc.public.orders-value",
             ),
         ] {
-            let schema = reference::schema_file(file)["schema"].clone();
+            let schema = common::schema_file(file)["schema"].clone();
             let id = register(&format!("{subject}-{run}"), &schema).await;
             ids.insert(fixture_id, id);
         }
@@ -259,7 +259,7 @@ pub fn fixture_schema(fixture_id: u32) -> (Json, apache_avro::Schema) {
         4 => "cdc.public.orders-value.v1.id4.json",
         other => panic!("no fixture schema {other}"),
     };
-    let json = reference::schema_file(file)["schema"].clone();
+    let json = common::schema_file(file)["schema"].clone();
     let avro = apache_avro::Schema::parse(&json).expect("fixture schema parses");
     (json, avro)
 }

@@ -8,8 +8,8 @@
 //! service fails the test with a message saying how to start it.
 #![allow(dead_code)]
 
-#[path = "../reference/mod.rs"]
-mod reference;
+#[path = "../common/mod.rs"]
+mod common;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -44,7 +44,7 @@ impl Stack {
             registry: env("SCHEMA_REGISTRY_URL", "http://127.0.0.1:8081/apis/ccompat/v7"),
             redis: env("REDIS_URL", "redis://127.0.0.1:6379"),
         };
-        reference::check_services(&stack.bootstrap, &stack.registry, &stack.redis, HOW_TO_START).await;
+        common::check_services(&stack.bootstrap, &stack.registry, &stack.redis, HOW_TO_START).await;
         stack
     }
 
@@ -57,20 +57,11 @@ impl Stack {
 }
 
 /// A fresh random id for names.
-pub fn rand_id() -> String {
-    format!("{:08x}", rand::random::<u32>())
-}
-
-pub use reference::record as fixture;
-
-/// The schema text of a recorded schema file.
-pub fn schema_text(name: &str) -> String {
-    reference::schema_file(name)["schema"].to_string()
-}
+pub use common::{rand_id, record as fixture};
 
 /// The customers value schema v2: v1 plus a nullable `phone` column at the end.
 pub fn customers_value_v2() -> String {
-    let mut schema = reference::schema_file("cdc.public.customers-value.v1.id2.json")["schema"].clone();
+    let mut schema = common::schema_file("cdc.public.customers-value.v1.id2.json")["schema"].clone();
     let fields = schema["fields"][0]["type"][1]["fields"].as_array_mut().expect("before.Value fields");
     fields.push(json!({"name": "phone", "type": ["null", "string"], "default": null}));
     schema.to_string()
@@ -106,18 +97,8 @@ impl Scenario {
         for table in [Table::Customers, Table::Orders] {
             let topic = format!("t{id}.public.{}", table.name());
             loadgen::create_topic(&stack.bootstrap, &topic, partitions).await.expect("create topic");
-            let key_text = schema_text(&format!("cdc.public.{}-key.v1.id{}.json", table.name(), if table == Table::Customers { 1 } else { 3 }));
-            let value_text = schema_text(&format!("cdc.public.{}-value.v1.id{}.json", table.name(), if table == Table::Customers { 2 } else { 4 }));
-            let key_id = loadgen::register(&stack.registry, &format!("{topic}-key"), &key_text).await.expect("register key schema");
-            let value_id = loadgen::register(&stack.registry, &format!("{topic}-value"), &value_text).await.expect("register value schema");
-            codecs.insert(
-                table,
-                TableCodec {
-                    topic,
-                    key: WireEncoder::new(key_id, &key_text).expect("key schema"),
-                    value: WireEncoder::new(value_id, &value_text).expect("value schema"),
-                },
-            );
+            let (key, value) = common::register_table(&stack.registry, &topic, table.name()).await;
+            codecs.insert(table, TableCodec { topic, key, value });
         }
         let dlq = format!("t{id}-dlq");
         loadgen::create_topic(&stack.bootstrap, &dlq, 1).await.expect("create dlq topic");

@@ -9,8 +9,8 @@
 //! test with a message saying how to start it.
 #![allow(dead_code)]
 
-#[path = "../reference/mod.rs"]
-mod reference;
+#[path = "../common/mod.rs"]
+mod common;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -49,7 +49,7 @@ impl Stack {
             registry: env("SCHEMA_REGISTRY_URL", "http://127.0.0.1:8081/apis/ccompat/v7"),
             redis,
         };
-        reference::check_services(&stack.bootstrap, &stack.registry, &stack.redis, HOW_TO_START).await;
+        common::check_services(&stack.bootstrap, &stack.registry, &stack.redis, HOW_TO_START).await;
         stack
     }
 
@@ -81,15 +81,7 @@ pub fn take_dbs(stack: &Stack, n: i64) -> Vec<i64> {
     dbs
 }
 
-pub fn rand_id() -> String {
-    format!("{:08x}", rand::random::<u32>())
-}
-
-pub use reference::record as fixture;
-
-fn schema_text(name: &str) -> String {
-    reference::schema_file(name)["schema"].to_string()
-}
+pub use common::{rand_id, record as fixture};
 
 /// Encoders of one table.
 #[derive(Debug, Clone)]
@@ -139,22 +131,14 @@ impl World {
         let stack = Stack::get().await;
         let id = rand_id();
         let mut codecs = Vec::new();
-        for (table, key_id, value_id, sample) in [
-            ("customers", 1, 2, "avro-customers-op_c-insert.json"),
-            ("orders", 3, 4, "avro-orders-op_c-insert.json"),
+        for (table, sample) in [
+            ("customers", "avro-customers-op_c-insert.json"),
+            ("orders", "avro-orders-op_c-insert.json"),
         ] {
             let topic = format!("r{id}.public.{table}");
             create_topic(&stack, &topic, partitions, settings).await;
-            let key_text = schema_text(&format!("cdc.public.{table}-key.v1.id{key_id}.json"));
-            let value_text = schema_text(&format!("cdc.public.{table}-value.v1.id{value_id}.json"));
-            let k = loadgen::register(&stack.registry, &format!("{topic}-key"), &key_text).await.expect("register key");
-            let v = loadgen::register(&stack.registry, &format!("{topic}-value"), &value_text).await.expect("register value");
-            codecs.push(Codec {
-                topic,
-                key: WireEncoder::new(k, &key_text).expect("key schema"),
-                value: WireEncoder::new(v, &value_text).expect("value schema"),
-                template: fixture(sample)["value"].clone(),
-            });
+            let (key, value) = common::register_table(&stack.registry, &topic, table).await;
+            codecs.push(Codec { topic, key, value, template: fixture(sample)["value"].clone() });
         }
         let dlq = format!("r{id}-dlq");
         create_topic(&stack, &dlq, 1, &[]).await;

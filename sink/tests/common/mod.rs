@@ -1,13 +1,14 @@
 //! Shared by the decode, pipeline and rebuild test support modules: the Debezium 3.6.3
 //! reference recording (writer schemas in `schemas/debezium/`, recorded records in
-//! `tests/fixtures/debezium/`, both at the repository root) and the check that the real
-//! services are up before a test starts.
+//! `tests/fixtures/debezium/`, both at the repository root), the recorded schemas registered
+//! for a test's own topics, and the check that the real services are up before a test starts.
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde_json::Value as Json;
+use sink::loadgen::{self, WireEncoder};
 
 /// The recorded writer schemas (`<subject>.v<version>.id<id>.json`).
 pub fn schemas_dir() -> PathBuf {
@@ -52,4 +53,33 @@ pub async fn check_services(bootstrap: &str, registry: &str, redis: &str, how_to
     if let Err(e) = sink::health::check_kafka(&client, &[], timeout).await {
         panic!("{e} ({how_to_start})");
     }
+}
+
+/// A random id for one test's topics, group and keys.
+pub fn rand_id() -> String {
+    format!("{:08x}", rand::random::<u32>())
+}
+
+/// The `schema` field of a recorded schema file, as text.
+pub fn schema_text(name: &str) -> String {
+    schema_file(name)["schema"].to_string()
+}
+
+/// Registers the recorded v1 key and value schemas of `table` (`customers` or `orders`) under
+/// `{topic}-key` and `{topic}-value` at `registry`; returns (key, value) encoders with the
+/// ids the registry assigned.
+pub async fn register_table(registry: &str, topic: &str, table: &str) -> (WireEncoder, WireEncoder) {
+    let (key_id, value_id) = match table {
+        "customers" => (1, 2),
+        "orders" => (3, 4),
+        other => panic!("no recorded schemas for table {other}"),
+    };
+    let key_text = schema_text(&format!("cdc.public.{table}-key.v1.id{key_id}.json"));
+    let value_text = schema_text(&format!("cdc.public.{table}-value.v1.id{value_id}.json"));
+    let k = loadgen::register(registry, &format!("{topic}-key"), &key_text).await.expect("register key schema");
+    let v = loadgen::register(registry, &format!("{topic}-value"), &value_text).await.expect("register value schema");
+    (
+        WireEncoder::new(k, &key_text).expect("key schema"),
+        WireEncoder::new(v, &value_text).expect("value schema"),
+    )
 }
