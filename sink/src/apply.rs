@@ -286,8 +286,7 @@ impl Applier {
         mapping: usize,
         types: &[(String, ColumnType)],
     ) -> Result<(), ApplyError> {
-        let (Some(m), Some(name)) = (self.config.get(mapping), self.names.get(mapping))
-        else {
+        let (Some(m), Some(name)) = (self.config.get(mapping), self.names.get(mapping)) else {
             return Err(self.bad_mapping(mapping));
         };
         let stored = m.stored_types(types);
@@ -373,7 +372,10 @@ fn outcome(chunks: &[&[PlannedChange]], replies: Vec<Value>) -> Result<BatchOutc
                         Value::Int(1) => out.applied += 1,
                         Value::Int(0) => out.skipped += 1,
                         Value::ServerError(source) => {
-                            note(&mut failure, change_error(change, position + offset, source));
+                            note(
+                                &mut failure,
+                                change_error(change, position + offset, source),
+                            );
                         }
                         other => note(&mut failure, reply_error(change, &other)),
                     }

@@ -10,7 +10,10 @@ use mapping::{Change, FieldValue, Op};
 use sink::apply::{Applier, ApplyError, DEFAULT_CHUNK};
 
 fn customer(op: Op, id: i64, email: &str, lsn: i64) -> (usize, Change) {
-    (CUSTOMERS, upsert(op, customer_row(id, email, "Name", T0), lsn))
+    (
+        CUSTOMERS,
+        upsert(op, customer_row(id, email, "Name", T0), lsn),
+    )
 }
 
 fn order(op: Op, id: i64, customer: Option<i64>, lsn: i64) -> (usize, Change) {
@@ -50,7 +53,11 @@ async fn every_chunk_size_leaves_the_state_of_one_script_per_change() {
         let applier = Applier::new(f.pool.clone(), &f.config).with_chunk_size(size);
         let batch = f.plan_all(&history());
         let chunks = applier.chunks(&batch);
-        assert_eq!(chunks.len(), batch.len().div_ceil(size), "chunk size {size}");
+        assert_eq!(
+            chunks.len(),
+            batch.len().div_ceil(size),
+            "chunk size {size}"
+        );
         assert!(chunks.iter().all(|c| c.len() <= size));
         let out = applier.apply_batch(&batch).await.expect("apply");
         let state = (f.dump().await, (out.applied, out.skipped));
@@ -75,7 +82,12 @@ async fn every_chunk_size_leaves_the_state_of_one_script_per_change() {
                 .map(|l| format!("{l}\n"))
                 .collect()
         };
-        assert_eq!(strip(&after), strip(&reference.as_ref().unwrap().0), "replay, chunk size {}", size + 1);
+        assert_eq!(
+            strip(&after),
+            strip(&reference.as_ref().unwrap().0),
+            "replay, chunk size {}",
+            size + 1
+        );
     }
 }
 
@@ -102,19 +114,38 @@ async fn a_failing_change_in_the_middle_of_a_chunk_is_located_and_leaves_nothing
         customer(Op::Create, 5, "c5@example.com", 105),
         customer(Op::Create, 7, "c7@example.com", 106),
     ]);
-    assert_eq!(applier.chunks(&batch).iter().map(|c| c.len()).collect::<Vec<_>>(), [3, 3, 1]);
-    let err = applier.apply_batch(&batch).await.expect_err("customer 6 must fail");
+    assert_eq!(
+        applier
+            .chunks(&batch)
+            .iter()
+            .map(|c| c.len())
+            .collect::<Vec<_>>(),
+        [3, 3, 1]
+    );
+    let err = applier
+        .apply_batch(&batch)
+        .await
+        .expect_err("customer 6 must fail");
     assert!(!err.is_retriable(), "{err}");
     assert_eq!(err.location(), Some((&*f.topics[CUSTOMERS], 0, 4)));
-    let ApplyError::Change { position, source, .. } = &err else {
+    let ApplyError::Change {
+        position, source, ..
+    } = &err
+    else {
         panic!("expected ApplyError::Change, got {err:?}");
     };
     assert_eq!((*position, source.code()), (4, "WRONGTYPE"));
 
     let state = f.dump().await;
     for id in [1, 2, 3, 4, 5, 7] {
-        assert!(state.contains(&format!("P:customer:{id} (hash)")), "customer {id}\n{state}");
-        assert!(state.contains(&format!("P:customer:email:c{id}@example.com = {id}\n")), "{state}");
+        assert!(
+            state.contains(&format!("P:customer:{id} (hash)")),
+            "customer {id}\n{state}"
+        );
+        assert!(
+            state.contains(&format!("P:customer:email:c{id}@example.com = {id}\n")),
+            "{state}"
+        );
     }
     // Nothing of customer 6: no index entry, no row position, not counted.
     assert!(state.contains("P:customer:6 = not a hash\n"), "{state}");
@@ -122,7 +153,10 @@ async fn a_failing_change_in_the_middle_of_a_chunk_is_located_and_leaves_nothing
     assert!(!state.contains("P:customer:6 = 10"), "{state}");
     assert!(state.contains("  applied_count = 6\n"), "{state}");
     // Offsets: the highest offset of a change that did not fail.
-    assert!(state.contains("sink:offsets P.cdc.public.customers/0 = 6\n"), "{state}");
+    assert!(
+        state.contains("sink:offsets P.cdc.public.customers/0 = 6\n"),
+        "{state}"
+    );
 
     // The consumer dead-letters the culprit and sends the rest again: exact results.
     let rest: Vec<_> = batch.iter().filter(|c| c.offset != 4).cloned().collect();
@@ -145,10 +179,17 @@ async fn a_failing_last_change_does_not_record_its_offset() {
         customer(Op::Create, 1, "c1@example.com", 100),
         customer(Op::Create, 2, "c2@example.com", 101),
     ]);
-    let err = f.applier.apply_batch(&batch).await.expect_err("customer 2 must fail");
+    let err = f
+        .applier
+        .apply_batch(&batch)
+        .await
+        .expect_err("customer 2 must fail");
     assert_eq!(err.location(), Some((&*f.topics[CUSTOMERS], 0, 1)));
     let state = f.dump().await;
-    assert!(state.contains("sink:offsets P.cdc.public.customers/0 = 0\n"), "{state}");
+    assert!(
+        state.contains("sink:offsets P.cdc.public.customers/0 = 0\n"),
+        "{state}"
+    );
 }
 
 /// A bookkeeping key of the wrong type fails the whole call: reported at the chunk's first
@@ -170,9 +211,18 @@ async fn an_error_of_the_whole_call_is_reported_at_the_chunk_start() {
         customer(Op::Create, 3, "c3@example.com", 102),
         order(Op::Create, 4, Some(3), 103),
     ]);
-    let err = applier.apply_batch(&batch).await.expect_err("freshness of orders");
+    let err = applier
+        .apply_batch(&batch)
+        .await
+        .expect_err("freshness of orders");
     assert!(!err.is_retriable(), "{err}");
-    let ApplyError::Change { position, offset, source, .. } = &err else {
+    let ApplyError::Change {
+        position,
+        offset,
+        source,
+        ..
+    } = &err
+    else {
         panic!("expected ApplyError::Change, got {err:?}");
     };
     assert_eq!((*position, *offset, source.code()), (2, 2, "WRONGTYPE"));

@@ -41,7 +41,11 @@ impl MappingArgs {
         MappingArgs {
             number: (index + 1).to_string(),
             fields: super::script::template_fields(mapping),
-            order_by: mapping.relations.iter().map(|r| r.order_by.clone()).collect(),
+            order_by: mapping
+                .relations
+                .iter()
+                .map(|r| r.order_by.clone())
+                .collect(),
         }
     }
 
@@ -148,18 +152,25 @@ impl MappingArgs {
             .order_by
             .iter()
             .enumerate()
-            .map(|(r, order_by)| match u.relation_scores.get(r).copied().flatten() {
-                Some(x) if x.is_nan() => "0".to_owned(),
-                Some(x) => format_score(x),
-                None => match u.fields.iter().find(|(n, _)| n == order_by) {
-                    // Not sent (unchanged TOASTed value) or not in the row: keep the score.
-                    None | Some((_, FieldWrite::Keep)) => String::new(),
-                    // NULL or not a number.
-                    Some(_) => "0".to_owned(),
+            .map(
+                |(r, order_by)| match u.relation_scores.get(r).copied().flatten() {
+                    Some(x) if x.is_nan() => "0".to_owned(),
+                    Some(x) => format_score(x),
+                    None => match u.fields.iter().find(|(n, _)| n == order_by) {
+                        // Not sent (unchanged TOASTed value) or not in the row: keep the score.
+                        None | Some((_, FieldWrite::Keep)) => String::new(),
+                        // NULL or not a number.
+                        Some(_) => "0".to_owned(),
+                    },
                 },
-            })
+            )
             .collect();
-        UpsertArgs { refs, scores, sets, removes }
+        UpsertArgs {
+            refs,
+            scores,
+            sets,
+            removes,
+        }
     }
 }
 
@@ -188,16 +199,18 @@ pub(crate) fn chunk_command(
         cmd.arg(format!("{topic}/{partition}"));
     }
     for (change, slot) in chunk.iter().zip(slot_of) {
-        let args = mappings.get(change.mapping).ok_or_else(|| ApplyError::Invalid {
-            topic: change.topic.clone(),
-            partition: change.partition,
-            offset: change.offset,
-            reason: format!(
-                "mapping number {} out of range ({} mappings)",
-                change.mapping,
-                mappings.len()
-            ),
-        })?;
+        let args = mappings
+            .get(change.mapping)
+            .ok_or_else(|| ApplyError::Invalid {
+                topic: change.topic.clone(),
+                partition: change.partition,
+                offset: change.offset,
+                reason: format!(
+                    "mapping number {} out of range ({} mappings)",
+                    change.mapping,
+                    mappings.len()
+                ),
+            })?;
         args.push(&mut cmd, slot, change)?;
     }
     Ok(cmd)
@@ -286,14 +299,34 @@ mod tests {
         let chunk = [upsert(11, 2), delete(12, None), upsert(13, 2)];
         let cmd = chunk_command("sha", &a, &chunk).unwrap();
         let upsert_part = [
-            "1", "-1", "0", "2", // refs: id, region, ref, customer_id
+            "1",
+            "-1",
+            "0",
+            "2",                // refs: id, region, ref, customer_id
             "1500000000000000", // score
-            "2", "id", "3", "customer_id", "1", // sets
-            "1", "region", // removes
+            "2",
+            "id",
+            "3",
+            "customer_id",
+            "1", // sets
+            "1",
+            "region", // removes
         ];
         let mut expected: Vec<&str> = vec![
-            "EVALSHA", "sha", "0", "2", "cdc.orders/2", "cdc.orders/0", // offsets fields
-            "20", "1", "u", "order:3", "7", "99", "1", "11",
+            "EVALSHA",
+            "sha",
+            "0",
+            "2",
+            "cdc.orders/2",
+            "cdc.orders/0", // offsets fields
+            "20",
+            "1",
+            "u",
+            "order:3",
+            "7",
+            "99",
+            "1",
+            "11",
         ];
         expected.extend(upsert_part);
         expected.extend(["8", "1", "d", "order:3", "", "", "2", "12"]);

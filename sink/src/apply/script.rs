@@ -41,14 +41,20 @@ pub(crate) fn generate(mappings: &[Mapping]) -> String {
 
 fn mapping_table(out: &mut String, m: &Mapping) {
     let fields = template_fields(m);
-    let number = |f: &str| fields.iter().position(|known| known == f).map_or(0, |p| p + 1);
+    let number = |f: &str| {
+        fields
+            .iter()
+            .position(|known| known == f)
+            .map_or(0, |p| p + 1)
+    };
     let _ = write!(
         out,
         "  {{ -- {}\n    rows = {}, fresh = {},\n    ttl = {},\n    fields = {{",
         lua_comment(&m.name),
         lua_string(&format!("sink:rows:{}", m.name)),
         lua_string(&format!("sink:freshness:{}", m.name)),
-        m.ttl_seconds.map_or_else(|| "false".to_owned(), |t| lua_string(&t.to_string())),
+        m.ttl_seconds
+            .map_or_else(|| "false".to_owned(), |t| lua_string(&t.to_string())),
     );
     let _ = write!(out, "{}", join(fields.iter().map(|f| lua_string(f))));
     let _ = write!(
@@ -64,11 +70,19 @@ fn mapping_table(out: &mut String, m: &Mapping) {
             template(&index.key.parts, &number)
         );
     }
-    out.push_str(if m.indexes.is_empty() { "},\n    relations = {" } else { "\n    },\n    relations = {" });
+    out.push_str(if m.indexes.is_empty() {
+        "},\n    relations = {"
+    } else {
+        "\n    },\n    relations = {"
+    });
     for relation in &m.relations {
         let _ = write!(out, "\n      {},", template(&relation.key.parts, &number));
     }
-    out.push_str(if m.relations.is_empty() { "},\n  },\n" } else { "\n    },\n  },\n" });
+    out.push_str(if m.relations.is_empty() {
+        "},\n  },\n"
+    } else {
+        "\n    },\n  },\n"
+    });
 }
 
 fn join(items: impl Iterator<Item = String>) -> String {
@@ -120,7 +134,9 @@ pub(crate) fn lua_string(s: &str) -> String {
 
 /// `s` safe inside a `--` comment (one line).
 fn lua_comment(s: &str) -> String {
-    s.chars().map(|c| if c.is_control() { '?' } else { c }).collect()
+    s.chars()
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect()
 }
 
 #[cfg(test)]
@@ -176,6 +192,9 @@ local MAPPINGS = {
     #[test]
     fn lua_strings_are_exact() {
         assert_eq!(lua_string("a:b{c}"), "'a:b{c}'");
-        assert_eq!(lua_string("it's \\ \n é"), "'it\\039s \\092 \\010 \\195\\169'");
+        assert_eq!(
+            lua_string("it's \\ \n é"),
+            "'it\\039s \\092 \\010 \\195\\169'"
+        );
     }
 }

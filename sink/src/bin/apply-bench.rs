@@ -48,12 +48,17 @@ struct Args {
     redis_url: Option<String>,
 }
 
-const CUSTOMER_SAMPLE: &str = include_str!("../../../tests/fixtures/debezium/avro-customers-op_c-insert.json");
-const ORDER_SAMPLE: &str = include_str!("../../../tests/fixtures/debezium/avro-orders-op_c-insert.json");
+const CUSTOMER_SAMPLE: &str =
+    include_str!("../../../tests/fixtures/debezium/avro-customers-op_c-insert.json");
+const ORDER_SAMPLE: &str =
+    include_str!("../../../tests/fixtures/debezium/avro-orders-op_c-insert.json");
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("apply-bench: cannot start the runtime: {e}");
@@ -80,7 +85,9 @@ impl Drop for Server {
 }
 
 fn start_server() -> anyhow::Result<(Server, String)> {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
     let child = std::process::Command::new("redis-server")
         .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
         .args(["--save", "", "--appendonly", "no"])
@@ -122,13 +129,17 @@ mappings:
 
 /// The decoder's view of a generated row (the reference tables' column types).
 fn row(json: &Json) -> Row {
-    let Some(object) = json.as_object() else { return Vec::new() };
+    let Some(object) = json.as_object() else {
+        return Vec::new();
+    };
     object
         .iter()
         .map(|(name, v)| {
             let value = match (name.as_str(), v) {
                 (_, Json::Null) => FieldValue::Null,
-                ("created_at" | "updated_at", v) => FieldValue::TimestampMicros(v.as_i64().unwrap_or(0)),
+                ("created_at" | "updated_at", v) => {
+                    FieldValue::TimestampMicros(v.as_i64().unwrap_or(0))
+                }
                 ("items", Json::String(s)) => FieldValue::Json(s.clone()),
                 (_, Json::String(s)) => FieldValue::String(s.clone()),
                 (_, v) => FieldValue::Int(v.as_i64().unwrap_or(0)),
@@ -141,7 +152,14 @@ fn row(json: &Json) -> Row {
 fn change(event: &loadgen::Event) -> Change {
     let key = row(&event.key);
     let Some(value) = &event.value else {
-        return Change { op: Op::Tombstone, key, before: None, after: None, position: None, source_ts_ms: None };
+        return Change {
+            op: Op::Tombstone,
+            key,
+            before: None,
+            after: None,
+            position: None,
+            source_ts_ms: None,
+        };
     };
     let op = match value["op"].as_str() {
         Some("c") => Op::Create,
@@ -174,7 +192,10 @@ async fn stats(conn: &mut redis::aio::MultiplexedConnection) -> anyhow::Result<S
     let info: String = redis::cmd("INFO").arg("all").query_async(conn).await?;
     let mut s = Stats::default();
     for line in info.lines() {
-        if let Some((name, rest)) = line.strip_prefix("cmdstat_").and_then(|l| l.split_once(':')) {
+        if let Some((name, rest)) = line
+            .strip_prefix("cmdstat_")
+            .and_then(|l| l.split_once(':'))
+        {
             if !matches!(name, "evalsha" | "info" | "script" | "dbsize" | "flushdb") {
                 let calls = rest.split(',').find_map(|p| p.strip_prefix("calls="));
                 s.inner += calls.and_then(|c| c.parse::<u64>().ok()).unwrap_or(0);
@@ -188,7 +209,10 @@ async fn stats(conn: &mut redis::aio::MultiplexedConnection) -> anyhow::Result<S
                     s.usec = v.parse()?;
                 }
             }
-        } else if let Some(v) = line.strip_prefix("used_cpu_sys:").or_else(|| line.strip_prefix("used_cpu_user:")) {
+        } else if let Some(v) = line
+            .strip_prefix("used_cpu_sys:")
+            .or_else(|| line.strip_prefix("used_cpu_user:"))
+        {
             s.cpu += v.trim().parse::<f64>()?;
         }
     }
@@ -201,12 +225,21 @@ fn own_cpu() -> f64 {
     // Fields after the command name (which is in parentheses and may hold spaces).
     let rest = stat.rsplit_once(") ").map_or("", |(_, r)| r);
     let fields: Vec<&str> = rest.split(' ').collect();
-    let tick = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    let tick = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
     (tick(11) + tick(12)) / 100.0
 }
 
 /// Applies every partition's changes in batches, partitions in parallel.
-async fn run(applier: &Arc<Applier>, partitions: &Arc<Vec<Vec<PlannedChange>>>, batch: usize) -> anyhow::Result<(usize, usize)> {
+async fn run(
+    applier: &Arc<Applier>,
+    partitions: &Arc<Vec<Vec<PlannedChange>>>,
+    batch: usize,
+) -> anyhow::Result<(usize, usize)> {
     let mut tasks = Vec::new();
     for p in 0..partitions.len() {
         let partitions = partitions.clone();
@@ -253,14 +286,21 @@ async fn bench(args: &Args) -> anyhow::Result<()> {
         bail!("the database of {url} holds {size} keys; the bench needs an empty one");
     }
 
-    let config = mapping::load_config_str(&yaml(&url), "apply-bench.yaml", &mapping::ConnectionOverrides::default())
-        .map_err(|e| anyhow::anyhow!("bench mapping does not load:\n{e}"))?;
+    let config = mapping::load_config_str(
+        &yaml(&url),
+        "apply-bench.yaml",
+        &mapping::ConnectionOverrides::default(),
+    )
+    .map_err(|e| anyhow::anyhow!("bench mapping does not load:\n{e}"))?;
     let customer: Json = serde_json::from_str::<Json>(CUSTOMER_SAMPLE)?["value"].clone();
     let order: Json = serde_json::from_str::<Json>(ORDER_SAMPLE)?["value"].clone();
     let workload = loadgen::workload(args.events, 7, &customer, &order, 1_795_480_000_000);
     let parts = args.partitions.max(1);
     let mut partitions: Vec<Vec<PlannedChange>> = vec![Vec::new(); 2 * parts as usize];
-    let topics: [Arc<str>; 2] = [Arc::from("bench.public.customers"), Arc::from("bench.public.orders")];
+    let topics: [Arc<str>; 2] = [
+        Arc::from("bench.public.customers"),
+        Arc::from("bench.public.orders"),
+    ];
     for event in &workload.events {
         let m = usize::from(event.table == Table::Orders);
         let id = event.key["id"].as_i64().unwrap_or(0);
