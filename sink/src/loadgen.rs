@@ -510,3 +510,69 @@ pub fn workload(n: usize, seed: u64, customer_template: &Json, order_template: &
     }
     w
 }
+
+/// The recorded Debezium 3.6.3 fixtures the generated workloads start from
+/// (`schemas/debezium/`, `tests/fixtures/debezium/`), embedded so the bench binaries run from
+/// anywhere.
+pub mod reference {
+    use serde_json::Value as Json;
+
+    /// Registry entry of the customers key schema.
+    pub const CUSTOMER_KEY: &str =
+        include_str!("../../schemas/debezium/cdc.public.customers-key.v1.id1.json");
+    /// Registry entry of the customers value schema.
+    pub const CUSTOMER_VALUE: &str =
+        include_str!("../../schemas/debezium/cdc.public.customers-value.v1.id2.json");
+    /// Registry entry of the orders key schema.
+    pub const ORDER_KEY: &str =
+        include_str!("../../schemas/debezium/cdc.public.orders-key.v1.id3.json");
+    /// Registry entry of the orders value schema.
+    pub const ORDER_VALUE: &str =
+        include_str!("../../schemas/debezium/cdc.public.orders-value.v1.id4.json");
+    /// A recorded customers insert.
+    pub const CUSTOMER_SAMPLE: &str =
+        include_str!("../../tests/fixtures/debezium/avro-customers-op_c-insert.json");
+    /// A recorded orders insert.
+    pub const ORDER_SAMPLE: &str =
+        include_str!("../../tests/fixtures/debezium/avro-orders-op_c-insert.json");
+
+    /// The Avro schema text of a recorded registry entry (its `schema` field).
+    pub fn schema_text(entry: &str) -> Result<String, serde_json::Error> {
+        let json: Json = serde_json::from_str(entry)?;
+        Ok(json["schema"].to_string())
+    }
+
+    /// The Debezium envelope (`value`) of a recorded record: the template of generated rows.
+    pub fn envelope_of(sample: &str) -> Result<Json, serde_json::Error> {
+        Ok(serde_json::from_str::<Json>(sample)?["value"].clone())
+    }
+}
+
+/// `main` of a bench binary: logs (`RUST_LOG`, default `warn`) to stderr, runs `bench` on a
+/// multi-threaded runtime, and prints `{name}: {err:#}` on failure.
+pub fn bench_main<F>(name: &str, bench: F) -> std::process::ExitCode
+where
+    F: std::future::Future<Output = anyhow::Result<()>>,
+{
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("{name}: cannot start the runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(bench) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("{name}: {err:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

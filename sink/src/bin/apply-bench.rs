@@ -25,7 +25,7 @@ use clap::Parser;
 use mapping::{Change, FieldValue, Op, Row};
 use serde_json::Value as Json;
 use sink::apply::{Applier, PlannedChange};
-use sink::loadgen::{self, Table};
+use sink::loadgen::{self, reference, Table};
 
 /// Measures Redis's cost per applied change.
 #[derive(Debug, Parser)]
@@ -48,30 +48,10 @@ struct Args {
     redis_url: Option<String>,
 }
 
-const CUSTOMER_SAMPLE: &str =
-    include_str!("../../../tests/fixtures/debezium/avro-customers-op_c-insert.json");
-const ORDER_SAMPLE: &str =
-    include_str!("../../../tests/fixtures/debezium/avro-orders-op_c-insert.json");
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("apply-bench: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(bench(&args)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(err) => {
-            eprintln!("apply-bench: {err:#}");
-            ExitCode::FAILURE
-        }
-    }
+    loadgen::bench_main("apply-bench", bench(&args))
 }
 
 /// A private `redis-server`, killed on drop.
@@ -292,8 +272,8 @@ async fn bench(args: &Args) -> anyhow::Result<()> {
         &mapping::ConnectionOverrides::default(),
     )
     .map_err(|e| anyhow::anyhow!("bench mapping does not load:\n{e}"))?;
-    let customer: Json = serde_json::from_str::<Json>(CUSTOMER_SAMPLE)?["value"].clone();
-    let order: Json = serde_json::from_str::<Json>(ORDER_SAMPLE)?["value"].clone();
+    let customer: Json = reference::envelope_of(reference::CUSTOMER_SAMPLE)?;
+    let order: Json = reference::envelope_of(reference::ORDER_SAMPLE)?;
     let workload = loadgen::workload(args.events, 7, &customer, &order, 1_795_480_000_000);
     let parts = args.partitions.max(1);
     let mut partitions: Vec<Vec<PlannedChange>> = vec![Vec::new(); 2 * parts as usize];

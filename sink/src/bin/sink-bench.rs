@@ -35,7 +35,7 @@ use sink::apply::{Applier, PlannedChange};
 use sink::config::{BatchSettings, SinkConfig};
 use sink::consume::StopWhen;
 use sink::decode::Decoder;
-use sink::loadgen::{self, Table, WireEncoder, WireRecord};
+use sink::loadgen::{self, reference, Table, WireEncoder, WireRecord};
 use sink::registry::Registry;
 use tokio_util::sync::CancellationToken;
 
@@ -72,43 +72,12 @@ struct Args {
     redis_url: String,
 }
 
-const CUSTOMER_KEY: &str = include_str!("../../../schemas/debezium/cdc.public.customers-key.v1.id1.json");
-const CUSTOMER_VALUE: &str = include_str!("../../../schemas/debezium/cdc.public.customers-value.v1.id2.json");
-const ORDER_KEY: &str = include_str!("../../../schemas/debezium/cdc.public.orders-key.v1.id3.json");
-const ORDER_VALUE: &str = include_str!("../../../schemas/debezium/cdc.public.orders-value.v1.id4.json");
-const CUSTOMER_SAMPLE: &str = include_str!("../../../tests/fixtures/debezium/avro-customers-op_c-insert.json");
-const ORDER_SAMPLE: &str = include_str!("../../../tests/fixtures/debezium/avro-orders-op_c-insert.json");
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("sink-bench: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(bench(&args)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(err) => {
-            eprintln!("sink-bench: {err:#}");
-            ExitCode::FAILURE
-        }
-    }
+    loadgen::bench_main("sink-bench", bench(&args))
 }
 
-/// The schema text inside a recorded schema file.
-fn schema_of(file: &str) -> anyhow::Result<String> {
-    let json: Json = serde_json::from_str(file)?;
-    Ok(json["schema"].to_string())
-}
 
 /// One bench world: topics, registered encoders, mapping file.
 struct World {
@@ -183,13 +152,13 @@ async fn bench(args: &Args) -> anyhow::Result<()> {
     let id = format!("{nanos:08x}");
     let mut world = World { id: id.clone(), topics: Vec::new(), encoders: Vec::new() };
     for (table, key, value) in
-        [(Table::Customers, CUSTOMER_KEY, CUSTOMER_VALUE), (Table::Orders, ORDER_KEY, ORDER_VALUE)]
+        [(Table::Customers, reference::CUSTOMER_KEY, reference::CUSTOMER_VALUE), (Table::Orders, reference::ORDER_KEY, reference::ORDER_VALUE)]
     {
         let topic = format!("bench{id}.public.{}", table.name());
         loadgen::create_topic(&args.bootstrap_servers, &topic, args.partitions)
             .await
             .with_context(|| format!("creating {topic} at {}", args.bootstrap_servers))?;
-        let (key, value) = (schema_of(key)?, schema_of(value)?);
+        let (key, value) = (reference::schema_text(key)?, reference::schema_text(value)?);
         let key_id = loadgen::register(&args.schema_registry_url, &format!("{topic}-key"), &key).await?;
         let value_id = loadgen::register(&args.schema_registry_url, &format!("{topic}-value"), &value).await?;
         world.encoders.push((table, WireEncoder::new(key_id, &key)?, WireEncoder::new(value_id, &value)?));
@@ -198,8 +167,8 @@ async fn bench(args: &Args) -> anyhow::Result<()> {
 
     // 1. Generate, encode, produce.
     let started = Instant::now();
-    let customer: Json = serde_json::from_str::<Json>(CUSTOMER_SAMPLE)?["value"].clone();
-    let order: Json = serde_json::from_str::<Json>(ORDER_SAMPLE)?["value"].clone();
+    let customer: Json = reference::envelope_of(reference::CUSTOMER_SAMPLE)?;
+    let order: Json = reference::envelope_of(reference::ORDER_SAMPLE)?;
     let workload = loadgen::workload(args.events, 7, &customer, &order, 1_795_480_000_000);
     let mut records = Vec::with_capacity(workload.events.len());
     for event in &workload.events {
