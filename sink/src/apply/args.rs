@@ -227,27 +227,7 @@ fn format_score(x: f64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use mapping::{FieldSelection, Index, KeyTemplate, Relation};
-
-    fn mapping() -> Mapping {
-        Mapping {
-            name: "orders".into(),
-            topic: "t".into(),
-            key: KeyTemplate::parse("order:{id}").unwrap(),
-            fields: FieldSelection::All,
-            ttl_seconds: Some(60),
-            indexes: vec![Index {
-                name: "ref".into(),
-                key: KeyTemplate::parse("order:ref:{region}-{ref}").unwrap(),
-            }],
-            relations: vec![Relation {
-                name: "customer_orders".into(),
-                key: KeyTemplate::parse("customer:{customer_id}:orders").unwrap(),
-                order_by: "created_at".into(),
-            }],
-            lookups: vec![],
-        }
-    }
+    use crate::apply::script::tests::mapping;
 
     fn texts(cmd: &redis::Cmd) -> Vec<String> {
         cmd.args_iter()

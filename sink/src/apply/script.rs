@@ -140,10 +140,12 @@ fn lua_comment(s: &str) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use mapping::{FieldSelection, Index, KeyTemplate, Relation};
 
+    /// A mapping with a TTL, a two-field index and a relation; the argument layout tests
+    /// (`args.rs`) use it too.
     pub(crate) fn mapping() -> Mapping {
         Mapping {
             name: "orders".into(),
