@@ -591,6 +591,27 @@ impl<'a> Validator<'a> {
         }
     }
 
+    /// Checks an index or relation name, and that `seen` (the mapping's names of that kind so
+    /// far) does not hold it yet.
+    fn name_unique_in_mapping<'m>(
+        &mut self,
+        name: &'m Spanned<String>,
+        what: &str,
+        seen: &mut HashMap<&'m str, &'m Span>,
+    ) {
+        self.name(name, what);
+        if let Some(first) = seen.insert(name, name.span()) {
+            self.error(
+                name.span(),
+                format!(
+                    "duplicate {what} name `{}` (first used at {}; expected unique names within the mapping)",
+                    **name,
+                    pos(first)
+                ),
+            );
+        }
+    }
+
     fn mapping(&mut self, i: usize, m: &RawMapping) -> Option<Mapping> {
         let before = self.errors.len();
         self.name(&m.name, "mapping");
@@ -625,13 +646,7 @@ impl<'a> Validator<'a> {
         let mut indexes = Vec::new();
         let mut index_names: HashMap<&str, &Span> = HashMap::new();
         for ix in &m.indexes {
-            self.name(&ix.name, "index");
-            if let Some(first) = index_names.insert(&ix.name, ix.name.span()) {
-                self.error(
-                    ix.name.span(),
-                    format!("duplicate index name `{}` (first used at {}; expected unique names within the mapping)", *ix.name, pos(first)),
-                );
-            }
+            self.name_unique_in_mapping(&ix.name, "index", &mut index_names);
             let what = format!("mapping `{}` index `{}` key", *m.name, *ix.name);
             if let Some(key) = self.template(&ix.key, &what, selected) {
                 indexes.push(Index {
@@ -644,13 +659,7 @@ impl<'a> Validator<'a> {
         let mut relations = Vec::new();
         let mut relation_names: HashMap<&str, &Span> = HashMap::new();
         for r in &m.relations {
-            self.name(&r.name, "relation");
-            if let Some(first) = relation_names.insert(&r.name, r.name.span()) {
-                self.error(
-                    r.name.span(),
-                    format!("duplicate relation name `{}` (first used at {}; expected unique names within the mapping)", *r.name, pos(first)),
-                );
-            }
+            self.name_unique_in_mapping(&r.name, "relation", &mut relation_names);
             if let Some(sel) = selected {
                 if !sel.contains(&r.order_by.as_str()) {
                     self.error(
@@ -1050,7 +1059,10 @@ mod tests {
         assert_eq!(config.kafka.group_id, "agent-context-sink");
         assert_eq!(config.kafka.dead_letter_topic, "agent-context-sink-dlq");
         assert!(config.kafka.properties.is_empty());
-        assert_eq!(config.schema_registry.url, "http://127.0.0.1:8081/apis/ccompat/v7");
+        assert_eq!(
+            config.schema_registry.url,
+            "http://127.0.0.1:8081/apis/ccompat/v7"
+        );
         assert_eq!(config.redis.url, "redis://127.0.0.1:6379");
         assert_eq!(config.freshness.stale_after_ms, 30_000);
         let names: Vec<_> = config.mappings.iter().map(|m| m.name.as_str()).collect();

@@ -149,7 +149,9 @@ pub fn plan(mapping: &Mapping, change: &Change) -> Result<Plan, PlanError> {
             row_key: key_from_kafka_key(mapping, &change.key)?,
             position: None,
         })),
-        Op::Truncate => Ok(Plan::Truncate { position: change.position }),
+        Op::Truncate => Ok(Plan::Truncate {
+            position: change.position,
+        }),
     }
 }
 
