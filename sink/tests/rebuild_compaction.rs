@@ -95,6 +95,9 @@ async fn rebuild_drops_a_row_whose_delete_compaction_removed() {
     let email: String = conn.hget("customer:8", "email").unwrap();
     assert_eq!(email, format!("f{lsn}@example.com"));
 
+    // The cleaner may go on compacting (older records of customer 8 / order 80) between the
+    // rebuild and this reference build, so the two replays can count different numbers of
+    // applied records: compare everything but `applied_count`.
     world.clean_build(reference, DEFAULT_MAPPINGS).await;
-    assert_same(&snapshot(&world.stack, live, false), &snapshot(&world.stack, reference, false), "vs clean build");
+    assert_same(&snapshot(&world.stack, live, true), &snapshot(&world.stack, reference, true), "vs clean build");
 }
