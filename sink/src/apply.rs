@@ -49,6 +49,7 @@
 
 mod args;
 mod error;
+mod owned;
 mod script;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -121,6 +122,9 @@ pub struct Applier {
     caught_up: redis::Script,
     /// Whether this applier has loaded the script since start (NOSCRIPT reloads it anyway).
     loaded: AtomicBool,
+    /// For a database only this applier writes ([`Applier::owning`]): the bookkeeping, held
+    /// here instead of read by the script.
+    owned: Option<tokio::sync::Mutex<owned::OwnedState>>,
 }
 
 impl Applier {
@@ -142,7 +146,28 @@ impl Applier {
             caught_up: redis::Script::new(CAUGHT_UP_SCRIPT),
             loaded: AtomicBool::new(false),
             config: config.mappings.clone(),
+            owned: None,
         }
+    }
+
+    /// An applier for an empty database that nobody else writes or reads until it is done
+    /// (the rebuild's staging database): it keeps the bookkeeping in memory and decides
+    /// every change as the script would, sending only the resulting writes (see
+    /// `apply/owned.rs`). Configurations it does not support (`ttl_seconds`) get the
+    /// script, as [`Applier::new`].
+    pub fn owning(pool: Pool, config: &Config) -> Applier {
+        let mut applier = Applier::new(pool, config);
+        if owned::OwnedState::supports(&config.mappings) {
+            applier.owned = Some(tokio::sync::Mutex::new(owned::OwnedState::new(
+                &config.mappings,
+            )));
+        }
+        applier
+    }
+
+    /// Whether this applier keeps the bookkeeping itself ([`Applier::owning`]).
+    pub fn is_owning(&self) -> bool {
+        self.owned.is_some()
     }
 
     /// Applies at most `changes` changes per script call (at least 1).
@@ -234,6 +259,9 @@ impl Applier {
         if batch.is_empty() {
             return Ok(BatchOutcome::default());
         }
+        if let Some(state) = &self.owned {
+            return self.apply_owned(state, batch).await;
+        }
         let chunks = self.chunks(batch);
         let mut pipe = redis::pipe();
         pipe.ignore_errors();
@@ -261,6 +289,44 @@ impl Applier {
             });
         }
         outcome(&chunks, replies)
+    }
+
+    /// [`Applier::apply_batch`] of an owning applier: decide under the lock, send the
+    /// writes, keep the decisions only if Redis took them (the lock is held throughout, so
+    /// batches reach Redis in the order they were decided).
+    async fn apply_owned(
+        &self,
+        state: &tokio::sync::Mutex<owned::OwnedState>,
+        batch: &[PlannedChange],
+    ) -> Result<BatchOutcome, ApplyError> {
+        let mut state = state.lock().await;
+        let (mut pipe, undo, outcome) = state.plan_batch(batch);
+        pipe.ignore_errors();
+        let sent = match self.pool.get().await {
+            Ok(mut conn) => pipe
+                .query_async::<Vec<Value>>(&mut conn)
+                .await
+                .map_err(|source| ApplyError::Redis {
+                    operation: "pipeline",
+                    changes: batch.len(),
+                    source,
+                }),
+            Err(e) => Err(ApplyError::Pool(e)),
+        };
+        // A server error (OOM, say) is the batch's: reported at its first change, as an
+        // error of a whole chunk script is.
+        let failed = match sent {
+            Ok(replies) => replies.into_iter().find_map(|r| match r {
+                Value::ServerError(e) => batch.first().map(|first| change_error(first, 0, e)),
+                _ => None,
+            }),
+            Err(e) => Some(e),
+        };
+        if let Some(e) = failed {
+            state.rollback(undo);
+            return Err(e);
+        }
+        outcome
     }
 
     async fn send(

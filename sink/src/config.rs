@@ -42,7 +42,12 @@ pub enum Command {
 #[derive(Debug, Clone, Args)]
 pub struct ConfigArgs {
     /// The mapping file.
-    #[arg(long, short = 'c', value_name = "PATH", default_value = "connectors.yaml")]
+    #[arg(
+        long,
+        short = 'c',
+        value_name = "PATH",
+        default_value = "connectors.yaml"
+    )]
     pub config: PathBuf,
     /// Kafka bootstrap servers (overrides `kafka.bootstrap_servers`).
     #[arg(long, value_name = "HOST:PORT,...", env = "KAFKA_BOOTSTRAP_SERVERS")]
@@ -85,7 +90,10 @@ pub struct BatchArgs {
 
 impl Default for BatchArgs {
     fn default() -> Self {
-        BatchArgs { batch_size: default_batch_size(), linger_ms: default_linger_ms() }
+        BatchArgs {
+            batch_size: default_batch_size(),
+            linger_ms: default_linger_ms(),
+        }
     }
 }
 
@@ -180,7 +188,11 @@ impl SinkConfig {
     pub fn new(config: Config, extra: &[(String, String)], batch: BatchSettings) -> SinkConfig {
         let mut kafka_properties = config.kafka.properties.clone();
         kafka_properties.extend(extra.iter().cloned());
-        SinkConfig { config: Arc::new(config), kafka_properties, batch }
+        SinkConfig {
+            config: Arc::new(config),
+            kafka_properties,
+            batch,
+        }
     }
 
     /// The consumer configuration: bootstrap servers and group from the mapping file, the
@@ -220,7 +232,11 @@ impl SinkConfig {
 
     /// Indexes of the mappings, by topic.
     pub fn topics(&self) -> Vec<&str> {
-        self.config.mappings.iter().map(|m| m.topic.as_str()).collect()
+        self.config
+            .mappings
+            .iter()
+            .map(|m| m.topic.as_str())
+            .collect()
     }
 }
 
@@ -297,15 +313,24 @@ mod tests {
             parse_property("fetch.min.bytes=1"),
             Ok(("fetch.min.bytes".to_owned(), "1".to_owned()))
         );
-        assert_eq!(parse_property("a=b=c"), Ok(("a".to_owned(), "b=c".to_owned())));
+        assert_eq!(
+            parse_property("a=b=c"),
+            Ok(("a".to_owned(), "b=c".to_owned()))
+        );
         assert!(parse_property("novalue").is_err());
         assert!(parse_property("=x").is_err());
     }
 
     #[test]
     fn passwords_are_redacted() {
-        assert_eq!(redact_url("redis://127.0.0.1:6379"), "redis://127.0.0.1:6379");
-        assert_eq!(redact_url("redis://:s3cret@host:6379/2"), "redis://:***@host:6379/2");
+        assert_eq!(
+            redact_url("redis://127.0.0.1:6379"),
+            "redis://127.0.0.1:6379"
+        );
+        assert_eq!(
+            redact_url("redis://:s3cret@host:6379/2"),
+            "redis://:***@host:6379/2"
+        );
         assert_eq!(redact_url("redis://user:pw@host"), "redis://user:***@host");
         assert_eq!(redact_url("redis://token@host"), "redis://***@host");
     }
@@ -327,7 +352,9 @@ mod tests {
             "10",
         ])
         .unwrap();
-        let Command::Run(args) = cli.command else { panic!("not run") };
+        let Command::Run(args) = cli.command else {
+            panic!("not run")
+        };
         assert_eq!(args.config.config, PathBuf::from("x.yaml"));
         assert_eq!(args.config.redis_url.as_deref(), Some("redis://h:1"));
         assert_eq!(args.config.kafka_property.len(), 2);

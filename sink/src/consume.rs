@@ -56,7 +56,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use crate::apply::{ApplyError, Applier, PlannedChange};
+use crate::apply::{Applier, ApplyError, PlannedChange};
 use crate::config::BatchSettings;
 use crate::decode::{DecodeError, Decoder};
 use crate::dlq::{DeadLetters, DlqError};
@@ -166,19 +166,27 @@ pub struct Pipeline {
 
 impl std::fmt::Debug for Pipeline {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Pipeline").field("batch", &self.batch).finish_non_exhaustive()
+        f.debug_struct("Pipeline")
+            .field("batch", &self.batch)
+            .finish_non_exhaustive()
     }
 }
 
 /// Creates the sink's consumer from `config` (see [`crate::config::SinkConfig::consumer_config`])
 /// and subscribes it to `topics`.
-pub fn subscribe(config: &ClientConfig, topics: &[&str]) -> Result<Arc<SinkConsumer>, ConsumeError> {
-    let consumer: SinkConsumer =
-        config.create_with_context(SinkContext::default()).map_err(ConsumeError::Create)?;
-    consumer.subscribe(topics).map_err(|source| ConsumeError::Subscribe {
-        topics: topics.join(","),
-        source,
-    })?;
+pub fn subscribe(
+    config: &ClientConfig,
+    topics: &[&str],
+) -> Result<Arc<SinkConsumer>, ConsumeError> {
+    let consumer: SinkConsumer = config
+        .create_with_context(SinkContext::default())
+        .map_err(ConsumeError::Create)?;
+    consumer
+        .subscribe(topics)
+        .map_err(|source| ConsumeError::Subscribe {
+            topics: topics.join(","),
+            source,
+        })?;
     Ok(Arc::new(consumer))
 }
 
@@ -198,7 +206,13 @@ pub async fn consume(
     stop: StopWhen,
     shutdown: CancellationToken,
 ) -> Result<Summary, ConsumeError> {
-    let Pipeline { config, decoder, applier, dead_letters, batch } = pipeline;
+    let Pipeline {
+        config,
+        decoder,
+        applier,
+        dead_letters,
+        batch,
+    } = pipeline;
     let progress = consumer.context().progress.clone();
     let (tx, rx) = mpsc::channel(QUEUED_BATCHES);
 
@@ -223,7 +237,9 @@ pub async fn consume(
     ));
 
     let mut stage = ConsumeStage::new(&config, &decoder, &dead_letters, batch, &shutdown);
-    let consumed = stage.run(&consumer, &tx, stop, &caught_up, &mut apply).await;
+    let consumed = stage
+        .run(&consumer, &tx, stop, &caught_up, &mut apply)
+        .await;
     done.cancel();
     if watcher.await.is_err() {
         warn!("Caught-up check panicked.");
@@ -401,7 +417,11 @@ impl<'a> ConsumeStage<'a> {
 
         let mut backoff = Backoff::default();
         let decoded = loop {
-            match self.decoder.decode(topic, message.key(), message.payload(), timestamp).await {
+            match self
+                .decoder
+                .decode(topic, message.key(), message.payload(), timestamp)
+                .await
+            {
                 Err(e) if e.is_retriable() => {
                     if !backoff.wait("Decoding a record", &e, self.shutdown).await {
                         return Ok(Step::Shutdown);
@@ -464,7 +484,10 @@ impl<'a> ConsumeStage<'a> {
                     return Ok(Step::Continue);
                 }
                 Err(e) if dlq_retriable(&e) => {
-                    if !backoff.wait("Dead-lettering a record", &e, self.shutdown).await {
+                    if !backoff
+                        .wait("Dead-lettering a record", &e, self.shutdown)
+                        .await
+                    {
                         return Ok(Step::Shutdown);
                     }
                 }
@@ -540,7 +563,10 @@ async fn watch_caught_up(
         let now = standing.caught_up();
         if now != was_caught_up {
             if now {
-                info!(partitions = standing.partitions.len(), "Caught up with every assigned partition.");
+                info!(
+                    partitions = standing.partitions.len(),
+                    "Caught up with every assigned partition."
+                );
             } else {
                 debug!(lag = standing.lag(), "Behind the end of the log.");
             }

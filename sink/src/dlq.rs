@@ -47,7 +47,9 @@ pub struct DeadLetters {
 
 impl std::fmt::Debug for DeadLetters {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DeadLetters").field("topic", &self.topic).finish_non_exhaustive()
+        f.debug_struct("DeadLetters")
+            .field("topic", &self.topic)
+            .finish_non_exhaustive()
     }
 }
 
@@ -55,7 +57,10 @@ impl DeadLetters {
     /// A producer for `topic` with the given client settings.
     pub fn new(config: &ClientConfig, topic: &str) -> Result<DeadLetters, DlqError> {
         let producer = config.create().map_err(DlqError::Create)?;
-        Ok(DeadLetters { producer, topic: topic.to_owned() })
+        Ok(DeadLetters {
+            producer,
+            topic: topic.to_owned(),
+        })
     }
 
     /// The dead-letter topic.
@@ -101,10 +106,22 @@ impl DeadLetters {
         let partition = origin.partition.to_string();
         let offset = origin.offset.to_string();
         let headers = headers
-            .insert(Header { key: "dlq.topic", value: Some(origin.topic) })
-            .insert(Header { key: "dlq.partition", value: Some(&partition) })
-            .insert(Header { key: "dlq.offset", value: Some(&offset) })
-            .insert(Header { key: "dlq.error", value: Some(error) });
+            .insert(Header {
+                key: "dlq.topic",
+                value: Some(origin.topic),
+            })
+            .insert(Header {
+                key: "dlq.partition",
+                value: Some(&partition),
+            })
+            .insert(Header {
+                key: "dlq.offset",
+                value: Some(&offset),
+            })
+            .insert(Header {
+                key: "dlq.error",
+                value: Some(error),
+            });
         let mut record: FutureRecord<'_, [u8], [u8]> =
             FutureRecord::to(&self.topic).headers(headers);
         if let Some(key) = key {

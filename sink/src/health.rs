@@ -65,7 +65,10 @@ pub fn one_line(err: &dyn std::error::Error) -> String {
 
 /// Sends `PING` to the Redis at `url` on a fresh connection.
 pub async fn check_redis(url: &str, timeout: Duration) -> Result<(), HealthError> {
-    let fail = |reason: String| HealthError::Redis { url: redact_url(url), reason };
+    let fail = |reason: String| HealthError::Redis {
+        url: redact_url(url),
+        reason,
+    };
     let client = redis::Client::open(url).map_err(|e| fail(one_line(&e)))?;
     let ping = async {
         let mut conn = client.get_multiplexed_async_connection().await?;
@@ -80,10 +83,13 @@ pub async fn check_redis(url: &str, timeout: Duration) -> Result<(), HealthError
 
 /// Asks the registry for its subjects (see [`Registry::health_check`]).
 pub async fn check_registry(registry: &Registry) -> Result<(), HealthError> {
-    registry.health_check().await.map_err(|e: RegistryError| HealthError::Registry {
-        url: registry.base_url().to_owned(),
-        reason: one_line(&e),
-    })
+    registry
+        .health_check()
+        .await
+        .map_err(|e: RegistryError| HealthError::Registry {
+            url: registry.base_url().to_owned(),
+            reason: one_line(&e),
+        })
 }
 
 /// What the broker check found.
@@ -101,8 +107,14 @@ pub async fn check_kafka(
     topics: &[String],
     timeout: Duration,
 ) -> Result<BrokerReport, HealthError> {
-    let servers = client.get("bootstrap.servers").unwrap_or_default().to_owned();
-    let fail = |source: KafkaError| HealthError::Kafka { servers: servers.clone(), reason: one_line(&source) };
+    let servers = client
+        .get("bootstrap.servers")
+        .unwrap_or_default()
+        .to_owned();
+    let fail = |source: KafkaError| HealthError::Kafka {
+        servers: servers.clone(),
+        reason: one_line(&source),
+    };
     // A plain consumer without a group: metadata only, no group membership.
     let mut config = client.clone();
     config.remove("group.id");
@@ -110,10 +122,19 @@ pub async fn check_kafka(
     let topics = topics.to_vec();
     let metadata = tokio::task::spawn_blocking(move || {
         consumer.fetch_metadata(None, timeout).map(|metadata| {
-            let existing: Vec<String> =
-                metadata.topics().iter().map(|t| t.name().to_owned()).collect();
-            let missing = topics.into_iter().filter(|t| !existing.contains(t)).collect();
-            BrokerReport { brokers: metadata.brokers().len(), missing_topics: missing }
+            let existing: Vec<String> = metadata
+                .topics()
+                .iter()
+                .map(|t| t.name().to_owned())
+                .collect();
+            let missing = topics
+                .into_iter()
+                .filter(|t| !existing.contains(t))
+                .collect();
+            BrokerReport {
+                brokers: metadata.brokers().len(),
+                missing_topics: missing,
+            }
         })
     })
     .await
@@ -136,7 +157,10 @@ pub async fn check_all(
     for topic in &report.missing_topics {
         warn!(%topic, "Mapped topic does not exist yet; it is consumed once Debezium creates it.");
     }
-    info!(brokers = report.brokers, "Redis, schema registry and Kafka are reachable.");
+    info!(
+        brokers = report.brokers,
+        "Redis, schema registry and Kafka are reachable."
+    );
     Ok(report)
 }
 
@@ -151,7 +175,10 @@ mod tests {
             .await
             .unwrap_err();
         let line = err.to_string();
-        assert!(line.starts_with("redis at redis://:***@127.0.0.1:1 is unreachable: "), "{line}");
+        assert!(
+            line.starts_with("redis at redis://:***@127.0.0.1:1 is unreachable: "),
+            "{line}"
+        );
         assert!(!line.contains('\n'), "{line}");
     }
 }

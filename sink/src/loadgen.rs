@@ -54,7 +54,11 @@ pub enum LoadgenError {
 }
 
 /// Registers `schema` (Avro JSON text) under `subject`; returns its id.
-pub async fn register(registry_url: &str, subject: &str, schema: &str) -> Result<u32, LoadgenError> {
+pub async fn register(
+    registry_url: &str,
+    subject: &str,
+    schema: &str,
+) -> Result<u32, LoadgenError> {
     let settings = SrSettings::new(registry_url.trim_end_matches('/').to_owned());
     let supplied = SuppliedSchema::new(None, SchemaType::Avro, schema.to_owned());
     post_schema(&settings, subject.to_owned(), supplied)
@@ -118,7 +122,10 @@ fn collect_named(schema: &Schema, named: &mut HashMap<String, Schema>) {
         Schema::Fixed(f) => {
             named.insert(f.name.fullname(None), schema.clone());
         }
-        Schema::Union(union) => union.variants().iter().for_each(|v| collect_named(v, named)),
+        Schema::Union(union) => union
+            .variants()
+            .iter()
+            .for_each(|v| collect_named(v, named)),
         Schema::Array(array) => collect_named(&array.items, named),
         Schema::Map(map) => collect_named(&map.types, named),
         _ => {}
@@ -126,7 +133,10 @@ fn collect_named(schema: &Schema, named: &mut HashMap<String, Schema>) {
 }
 
 fn shape(path: &str, problem: impl Into<String>) -> LoadgenError {
-    LoadgenError::Shape { path: path.to_owned(), problem: problem.into() }
+    LoadgenError::Shape {
+        path: path.to_owned(),
+        problem: problem.into(),
+    }
 }
 
 /// Whether `json` can be a value of `schema` (for picking a union branch).
@@ -151,9 +161,9 @@ fn fits(schema: &Schema, named: &HashMap<String, Schema>, json: &Json) -> bool {
         (Schema::Bytes | Schema::Fixed(_) | Schema::Decimal(_), Json::String(_)) => true,
         (Schema::Record(_) | Schema::Map(_), Json::Object(_)) => true,
         (Schema::Array(_), Json::Array(_)) => true,
-        (Schema::Ref { name }, _) => {
-            named.get(&name.fullname(None)).is_some_and(|s| fits(s, named, json))
-        }
+        (Schema::Ref { name }, _) => named
+            .get(&name.fullname(None))
+            .is_some_and(|s| fits(s, named, json)),
         _ => false,
     }
 }
@@ -165,18 +175,38 @@ fn to_avro(
     json: &Json,
     path: &str,
 ) -> Result<Value, LoadgenError> {
-    let int = |json: &Json| json.as_i64().ok_or_else(|| shape(path, format!("expected an integer, got {json}")));
+    let int = |json: &Json| {
+        json.as_i64()
+            .ok_or_else(|| shape(path, format!("expected an integer, got {json}")))
+    };
     Ok(match schema {
         Schema::Null => Value::Null,
-        Schema::Boolean => Value::Boolean(json.as_bool().ok_or_else(|| shape(path, "expected a boolean"))?),
-        Schema::Int => Value::Int(i32::try_from(int(json)?).map_err(|_| shape(path, "int out of range"))?),
-        Schema::Date => Value::Date(i32::try_from(int(json)?).map_err(|_| shape(path, "date out of range"))?),
+        Schema::Boolean => Value::Boolean(
+            json.as_bool()
+                .ok_or_else(|| shape(path, "expected a boolean"))?,
+        ),
+        Schema::Int => {
+            Value::Int(i32::try_from(int(json)?).map_err(|_| shape(path, "int out of range"))?)
+        }
+        Schema::Date => {
+            Value::Date(i32::try_from(int(json)?).map_err(|_| shape(path, "date out of range"))?)
+        }
         Schema::Long => Value::Long(int(json)?),
         Schema::TimestampMicros => Value::TimestampMicros(int(json)?),
         Schema::TimestampMillis => Value::TimestampMillis(int(json)?),
-        Schema::Float => Value::Float(json.as_f64().ok_or_else(|| shape(path, "expected a number"))? as f32),
-        Schema::Double => Value::Double(json.as_f64().ok_or_else(|| shape(path, "expected a number"))?),
-        Schema::String => Value::String(json.as_str().ok_or_else(|| shape(path, format!("expected a string, got {json}")))?.to_owned()),
+        Schema::Float => Value::Float(
+            json.as_f64()
+                .ok_or_else(|| shape(path, "expected a number"))? as f32,
+        ),
+        Schema::Double => Value::Double(
+            json.as_f64()
+                .ok_or_else(|| shape(path, "expected a number"))?,
+        ),
+        Schema::String => Value::String(
+            json.as_str()
+                .ok_or_else(|| shape(path, format!("expected a string, got {json}")))?
+                .to_owned(),
+        ),
         Schema::Bytes => Value::Bytes(
             json.as_str()
                 .ok_or_else(|| shape(path, "expected bytes as a string"))?
@@ -195,7 +225,9 @@ fn to_avro(
             Value::Union(index, Box::new(to_avro(variant, named, json, path)?))
         }
         Schema::Record(record) => {
-            let object = json.as_object().ok_or_else(|| shape(path, "expected an object"))?;
+            let object = json
+                .as_object()
+                .ok_or_else(|| shape(path, "expected an object"))?;
             let mut fields = Vec::with_capacity(record.fields.len());
             for field in &record.fields {
                 let child = format!("{path}.{}", field.name);
@@ -211,13 +243,15 @@ fn to_avro(
             Value::Record(fields)
         }
         Schema::Ref { name } => {
-            let target = named
-                .get(&name.fullname(None))
-                .ok_or_else(|| shape(path, format!("unknown named type {}", name.fullname(None))))?;
+            let target = named.get(&name.fullname(None)).ok_or_else(|| {
+                shape(path, format!("unknown named type {}", name.fullname(None)))
+            })?;
             to_avro(target, named, json, path)?
         }
         Schema::Enum(e) => {
-            let symbol = json.as_str().ok_or_else(|| shape(path, "expected an enum symbol"))?;
+            let symbol = json
+                .as_str()
+                .ok_or_else(|| shape(path, "expected an enum symbol"))?;
             let index = e
                 .symbols
                 .iter()
@@ -266,16 +300,24 @@ pub fn envelope(
             source.insert("ts_ms".into(), Json::from(ts_ms));
             source.insert("ts_us".into(), Json::from(ts_ms * 1000));
             source.insert("ts_ns".into(), Json::from(ts_ms * 1_000_000));
-            source.insert("snapshot".into(), Json::from(if op == "r" { "true" } else { "false" }));
+            source.insert(
+                "snapshot".into(),
+                Json::from(if op == "r" { "true" } else { "false" }),
+            );
         }
     }
     value
 }
 
 /// Creates `topic` with `partitions` partitions (replication 1); an existing topic is fine.
-pub async fn create_topic(bootstrap: &str, topic: &str, partitions: i32) -> Result<(), LoadgenError> {
-    let admin: AdminClient<DefaultClientContext> =
-        ClientConfig::new().set("bootstrap.servers", bootstrap).create()?;
+pub async fn create_topic(
+    bootstrap: &str,
+    topic: &str,
+    partitions: i32,
+) -> Result<(), LoadgenError> {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()?;
     let new = NewTopic::new(topic, partitions, TopicReplication::Fixed(1));
     let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
     for result in admin.create_topics([&new], &options).await? {
@@ -330,14 +372,21 @@ async fn settle(pending: &mut Vec<rdkafka::producer::DeliveryFuture>) -> Result<
 
 /// Produces `records` in order (idempotent producer: per-partition order is kept) and waits
 /// for every acknowledgement.
-pub async fn produce_all(producer: &FutureProducer, records: &[WireRecord]) -> Result<(), LoadgenError> {
+pub async fn produce_all(
+    producer: &FutureProducer,
+    records: &[WireRecord],
+) -> Result<(), LoadgenError> {
     let mut pending = Vec::with_capacity(records.len().min(100_000));
     for record in records {
         let mut headers = rdkafka::message::OwnedHeaders::new();
         for (k, v) in &record.headers {
-            headers = headers.insert(rdkafka::message::Header { key: k, value: Some(v) });
+            headers = headers.insert(rdkafka::message::Header {
+                key: k,
+                value: Some(v),
+            });
         }
-        let mut out: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&record.topic).headers(headers);
+        let mut out: FutureRecord<'_, [u8], [u8]> =
+            FutureRecord::to(&record.topic).headers(headers);
         if let Some(key) = &record.key {
             out = out.key(key);
         }
@@ -414,7 +463,10 @@ struct Lcg(u64);
 
 impl Lcg {
     fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+        self.0 = self
+            .0
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
         self.0 >> 33
     }
 
@@ -430,9 +482,18 @@ const PLANS: [&str; 3] = ["free", "pro", "enterprise"];
 /// templates: customer inserts, updates (every update changes the unique email) and deletes;
 /// order inserts (for existing customers), status updates and deletes. Positions (`lsn`) grow
 /// by event; times start at `start_ms`.
-pub fn workload(n: usize, seed: u64, customer_template: &Json, order_template: &Json, start_ms: i64) -> Workload {
+pub fn workload(
+    n: usize,
+    seed: u64,
+    customer_template: &Json,
+    order_template: &Json,
+    start_ms: i64,
+) -> Workload {
     let mut rng = Lcg(seed);
-    let mut w = Workload { events: Vec::with_capacity(n + n / 10), ..Workload::default() };
+    let mut w = Workload {
+        events: Vec::with_capacity(n + n / 10),
+        ..Workload::default()
+    };
     let mut lsn: i64 = 50_000_000;
     let mut next_customer = 1i64;
     let mut next_order = 1i64;
@@ -445,7 +506,11 @@ pub fn workload(n: usize, seed: u64, customer_template: &Json, order_template: &
         let micros = ms * 1000;
         let roll = rng.below(100);
         let push = |w: &mut Workload, table: Table, id: i64, value: Option<Json>| {
-            w.events.push(Event { table, key: serde_json::json!({ "id": id }), value });
+            w.events.push(Event {
+                table,
+                key: serde_json::json!({ "id": id }),
+                value,
+            });
         };
         if customer_ids.len() < 10 || roll < 20 {
             let id = next_customer;
@@ -561,7 +626,10 @@ where
         )
         .with_writer(std::io::stderr)
         .init();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("{name}: cannot start the runtime: {e}");

@@ -87,7 +87,10 @@ async fn cancel_on_signal(shutdown: CancellationToken) {
 /// Logs to stderr; `RUST_LOG` filters (default `info`).
 fn init_tracing() {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
 }
 
 /// Prints data; a closed pipe is not an error.

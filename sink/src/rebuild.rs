@@ -298,7 +298,10 @@ pub fn cli(args: &RebuildArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(e) => {
             eprintln!("sink: cannot start the async runtime: {e}");
@@ -345,7 +348,10 @@ async fn cancel_on_signal(shutdown: CancellationToken) {
 }
 
 fn now_ms() -> u128 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or(0)
 }
 
 /// FNV-1a of the validated mappings: equal for equal mappings, whatever the connection
@@ -367,16 +373,26 @@ pub async fn rebuild(
     shutdown: CancellationToken,
 ) -> Result<Report, RebuildError> {
     let config = &cfg.config;
-    let registry = Arc::new(Registry::new(&config.schema_registry.url).map_err(RebuildError::Registry)?);
+    let registry =
+        Arc::new(Registry::new(&config.schema_registry.url).map_err(RebuildError::Registry)?);
     let mut consumer_config = cfg.consumer_config();
     let unique = format!("{}-{}", std::process::id(), now_ms());
     consumer_config
-        .set("group.id", format!("{}-rebuild-{unique}", config.kafka.group_id))
+        .set(
+            "group.id",
+            format!("{}-rebuild-{unique}", config.kafka.group_id),
+        )
         .set("enable.auto.commit", "false")
         .set("auto.offset.reset", "earliest");
     let topics: Vec<String> = config.mappings.iter().map(|m| m.topic.clone()).collect();
-    health::check_all(&config.redis.url, &registry, &consumer_config, &topics, health::DEFAULT_TIMEOUT)
-        .await?;
+    health::check_all(
+        &config.redis.url,
+        &registry,
+        &consumer_config,
+        &topics,
+        health::DEFAULT_TIMEOUT,
+    )
+    .await?;
 
     let target = Target::connect(&config.redis.url, options.staging_db).await?;
     let token = format!("rebuild-{unique}");
@@ -389,8 +405,19 @@ pub async fn rebuild(
     );
 
     let lock_lost = CancellationToken::new();
-    let refresher = tokio::spawn(refresh_lock(target.clone(), token.clone(), lock_lost.clone()));
-    let ctx = Context { cfg, options, target: &target, token: &token, registry, lock_lost: &lock_lost };
+    let refresher = tokio::spawn(refresh_lock(
+        target.clone(),
+        token.clone(),
+        lock_lost.clone(),
+    ));
+    let ctx = Context {
+        cfg,
+        options,
+        target: &target,
+        token: &token,
+        registry,
+        lock_lost: &lock_lost,
+    };
     let result = ctx.run(consumer_config, topics, shutdown).await;
     refresher.abort();
     if result.is_err() {
@@ -426,7 +453,9 @@ struct Context<'a> {
     lock_lost: &'a CancellationToken,
 }
 
-type ConsumeTask = tokio::task::JoinHandle<Result<Summary, ConsumeError>>;
+/// The replay's consumer loop; `None` once [`Context::wait`] has seen it end (a finished
+/// `JoinHandle` must not be awaited again).
+type ConsumeTask = Option<tokio::task::JoinHandle<Result<Summary, ConsumeError>>>;
 
 impl Context<'_> {
     async fn run(
@@ -440,7 +469,10 @@ impl Context<'_> {
         let config = &self.cfg.config;
         let target = self.target;
 
-        let estimate = target.memory().await?.estimate(target.live_db, target.staging_db);
+        let estimate = target
+            .memory()
+            .await?
+            .estimate(target.live_db, target.staging_db);
         if estimate.fits() {
             info!(%estimate, "Memory check passed.");
         } else if self.options.force {
@@ -452,20 +484,30 @@ impl Context<'_> {
 
         let consumer: SinkConsumer = consumer_config
             .create_with_context(SinkContext::default())
-            .map_err(|source| RebuildError::Kafka { what: "cannot create the consumer", source })?;
+            .map_err(|source| RebuildError::Kafka {
+                what: "cannot create the consumer",
+                source,
+            })?;
         let consumer = Arc::new(consumer);
         let targets = partitions::discover(Arc::clone(&consumer), topics.clone(), KAFKA_TIMEOUT)
             .await
-            .map_err(|source| RebuildError::Kafka { what: "reading partitions and watermarks", source })?;
-        partitions::assign_from_beginning(&consumer, &targets)
-            .map_err(|source| RebuildError::Kafka { what: "assigning partitions", source })?;
+            .map_err(|source| RebuildError::Kafka {
+                what: "reading partitions and watermarks",
+                source,
+            })?;
+        partitions::assign_from_beginning(&consumer, &targets).map_err(|source| {
+            RebuildError::Kafka {
+                what: "assigning partitions",
+                source,
+            }
+        })?;
 
         let pool = crate::run::redis_pool(&target.staging_url)
             .map_err(|e| RebuildError::RedisPool(Box::new(e)))?;
         let pipeline = Pipeline {
             config: Arc::clone(config),
             decoder: Arc::new(Decoder::new(Arc::clone(&self.registry))),
-            applier: Applier::new(pool, config),
+            applier: Applier::owning(pool, config),
             dead_letters: Arc::new(DeadLetters::new(
                 &self.cfg.producer_config(),
                 &config.kafka.dead_letter_topic,
@@ -473,8 +515,12 @@ impl Context<'_> {
             batch: self.cfg.batch,
         };
         let stop = shutdown.child_token();
-        let mut task: ConsumeTask =
-            tokio::spawn(consume::consume(Arc::clone(&consumer), pipeline, StopWhen::Shutdown, stop.clone()));
+        let mut task: ConsumeTask = Some(tokio::spawn(consume::consume(
+            Arc::clone(&consumer),
+            pipeline,
+            StopWhen::Shutdown,
+            stop.clone(),
+        )));
 
         let mut tracker = Tracker::new(targets);
         let totals = tracker.totals();
@@ -486,13 +532,25 @@ impl Context<'_> {
         );
         let mut display = Display::new(&totals, !self.options.progress);
         let outcome = self
-            .replay_and_swap(&consumer, &mut tracker, &mut display, &mut task, &shutdown, started_ms, t0)
+            .replay_and_swap(
+                &consumer,
+                &mut tracker,
+                &mut display,
+                &mut task,
+                &shutdown,
+                started_ms,
+                t0,
+            )
             .await;
         display.finish();
         stop.cancel();
-        let summary = match (&outcome, task.await) {
-            (_, Ok(Ok(summary))) => summary,
-            (Ok(_), Ok(Err(e))) => {
+        let joined = match task {
+            Some(task) => Some(task.await),
+            None => None,
+        };
+        let summary = match (&outcome, joined) {
+            (_, Some(Ok(Ok(summary)))) => summary,
+            (Ok(_), Some(Ok(Err(e)))) => {
                 warn!(error = %one_line(&e), "The replay ended with an error after the swap.");
                 Summary::default()
             }
@@ -512,7 +570,11 @@ impl Context<'_> {
             summary,
             attempts,
         };
-        info!(events = report.events(), seconds = report.total.as_secs_f64(), "Rebuild swapped in.");
+        info!(
+            events = report.events(),
+            seconds = report.total.as_secs_f64(),
+            "Rebuild swapped in."
+        );
         Ok(report)
     }
 
@@ -534,9 +596,10 @@ impl Context<'_> {
         // Phase 1: the replay.
         let states = loop {
             self.wait(&mut ticks, task, shutdown).await?;
-            let positions = consumer
-                .position()
-                .map_err(|source| RebuildError::Kafka { what: "reading fetch positions", source })?;
+            let positions = consumer.position().map_err(|source| RebuildError::Kafka {
+                what: "reading fetch positions",
+                source,
+            })?;
             let states = tracker.poll(&progress, &positions);
             display.update(&tracker.per_topic(&states));
             if states.iter().all(|s| s.done) {
@@ -553,26 +616,44 @@ impl Context<'_> {
         ));
 
         // Phase 2: catch up with the live sink, then swap.
-        let topics: Vec<String> = self.cfg.config.mappings.iter().map(|m| m.topic.clone()).collect();
+        let topics: Vec<String> = self
+            .cfg
+            .config
+            .mappings
+            .iter()
+            .map(|m| m.topic.clone())
+            .collect();
         let deadline = Instant::now() + self.options.handover_timeout;
         let mut forced: BTreeMap<String, i64> = BTreeMap::new();
         let mut attempts = 0;
         let mut last_lagging: String;
         loop {
-            let positions = consumer
-                .position()
-                .map_err(|source| RebuildError::Kafka { what: "reading fetch positions", source })?;
+            let positions = consumer.position().map_err(|source| RebuildError::Kafka {
+                what: "reading fetch positions",
+                source,
+            })?;
             let states = tracker.poll(&progress, &positions);
             let live = self.target.live_offsets().await?;
-            let lagging = self.lagging(consumer, tracker.targets(), &states, &live, &mut forced).await?;
+            let lagging = self
+                .lagging(consumer, tracker.targets(), &states, &live, &mut forced)
+                .await?;
             if lagging.is_empty() {
                 attempts += 1;
                 let floors = floors(tracker.targets(), &states, &forced);
                 let meta = self.meta(started_ms, &per_topic);
-                let request = Handover { token: self.token, topics: &topics, floors: &floors, meta: &meta };
+                let request = Handover {
+                    token: self.token,
+                    topics: &topics,
+                    floors: &floors,
+                    meta: &meta,
+                };
                 match self.target.handover(&request).await? {
-                    HandoverOutcome::Swapped => return Ok((per_topic, replay, t0.elapsed(), attempts)),
-                    HandoverOutcome::LockLost(holder) => return Err(RebuildError::LockLost(holder)),
+                    HandoverOutcome::Swapped => {
+                        return Ok((per_topic, replay, t0.elapsed(), attempts))
+                    }
+                    HandoverOutcome::LockLost(holder) => {
+                        return Err(RebuildError::LockLost(holder))
+                    }
                     HandoverOutcome::Lagging(l) => {
                         last_lagging = l
                             .iter()
@@ -601,16 +682,21 @@ impl Context<'_> {
         task: &mut ConsumeTask,
         shutdown: &CancellationToken,
     ) -> Result<(), RebuildError> {
-        tokio::select! {
+        let Some(handle) = task.as_mut() else {
+            return Err(RebuildError::Stopped);
+        };
+        let ended = tokio::select! {
             biased;
-            () = shutdown.cancelled() => Err(RebuildError::Interrupted),
-            () = self.lock_lost.cancelled() => Err(RebuildError::LockLost("another process".into())),
-            result = &mut *task => match result {
-                Ok(Err(e)) => Err(RebuildError::Consume(e)),
-                _ if shutdown.is_cancelled() => Err(RebuildError::Interrupted),
-                _ => Err(RebuildError::Stopped),
-            },
-            _ = ticks.tick() => Ok(()),
+            () = shutdown.cancelled() => return Err(RebuildError::Interrupted),
+            () = self.lock_lost.cancelled() => return Err(RebuildError::LockLost("another process".into())),
+            result = handle => result,
+            _ = ticks.tick() => return Ok(()),
+        };
+        *task = None;
+        match ended {
+            Ok(Err(e)) => Err(RebuildError::Consume(e)),
+            _ if shutdown.is_cancelled() => Err(RebuildError::Interrupted),
+            _ => Err(RebuildError::Stopped),
         }
     }
 
@@ -625,16 +711,29 @@ impl Context<'_> {
         live: &BTreeMap<String, i64>,
         forced: &mut BTreeMap<String, i64>,
     ) -> Result<String, RebuildError> {
-        let mapped: BTreeSet<&str> = self.cfg.config.mappings.iter().map(|m| m.topic.as_str()).collect();
+        let mapped: BTreeSet<&str> = self
+            .cfg
+            .config
+            .mappings
+            .iter()
+            .map(|m| m.topic.as_str())
+            .collect();
         let mut behind = Vec::new();
         let mut unknown = Vec::new();
         for (field, &offset) in live {
-            let Some((topic, partition)) = field.rsplit_once('/') else { continue };
-            let Ok(partition) = partition.parse::<i32>() else { continue };
+            let Some((topic, partition)) = field.rsplit_once('/') else {
+                continue;
+            };
+            let Ok(partition) = partition.parse::<i32>() else {
+                continue;
+            };
             if !mapped.contains(topic) {
                 continue;
             }
-            let Some(i) = targets.iter().position(|t| t.partition == partition && t.topic == topic) else {
+            let Some(i) = targets
+                .iter()
+                .position(|t| t.partition == partition && t.topic == topic)
+            else {
                 unknown.push(field.clone());
                 continue;
             };
@@ -649,10 +748,17 @@ impl Context<'_> {
                 KAFKA_TIMEOUT,
             )
             .await
-            .map_err(|source| RebuildError::Kafka { what: "reading a high watermark", source })?;
+            .map_err(|source| RebuildError::Kafka {
+                what: "reading a high watermark",
+                source,
+            })?;
             if offset >= high {
                 if !self.options.force {
-                    return Err(RebuildError::LiveAhead { field: field.clone(), live: offset, high });
+                    return Err(RebuildError::LiveAhead {
+                        field: field.clone(),
+                        live: offset,
+                        high,
+                    });
                 }
                 warn!(%field, live = offset, high, "The live state records an offset beyond the log; ignored (--force).");
                 forced.insert(field.clone(), offset);
@@ -671,8 +777,14 @@ impl Context<'_> {
         let mut meta = vec![
             ("started_at_ms".to_owned(), started_ms.to_string()),
             ("finished_at_ms".to_owned(), now_ms().to_string()),
-            ("config_fingerprint".to_owned(), fingerprint(&self.cfg.config)),
-            ("events".to_owned(), per_topic.values().sum::<u64>().to_string()),
+            (
+                "config_fingerprint".to_owned(),
+                fingerprint(&self.cfg.config),
+            ),
+            (
+                "events".to_owned(),
+                per_topic.values().sum::<u64>().to_string(),
+            ),
         ];
         for (topic, n) in per_topic {
             meta.push((format!("events:{topic}"), n.to_string()));

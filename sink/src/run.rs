@@ -65,7 +65,10 @@ pub const REDIS_RESPONSE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A pool of multiplexed Redis connections with [`REDIS_RESPONSE_TIMEOUT`].
 pub fn redis_pool(url: &str) -> Result<deadpool_redis::Pool, RunError> {
-    let fail = |source| RunError::RedisPool { url: redact_url(url), source };
+    let fail = |source| RunError::RedisPool {
+        url: redact_url(url),
+        source,
+    };
     let connection = redis::AsyncConnectionConfig::new()
         .set_connection_timeout(Some(Duration::from_secs(5)))
         .set_response_timeout(Some(REDIS_RESPONSE_TIMEOUT));
@@ -85,7 +88,8 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<Summary, RunError> {
     let config = &cfg.config;
-    let registry = Arc::new(Registry::new(&config.schema_registry.url).map_err(RunError::Registry)?);
+    let registry =
+        Arc::new(Registry::new(&config.schema_registry.url).map_err(RunError::Registry)?);
     let consumer_config = cfg.consumer_config();
     let topics: Vec<String> = config.mappings.iter().map(|m| m.topic.clone()).collect();
     health::check_all(
@@ -99,8 +103,10 @@ pub async fn run(
 
     let pool = redis_pool(&config.redis.url)?;
     let applier = Applier::new(pool, config);
-    let dead_letters =
-        Arc::new(DeadLetters::new(&cfg.producer_config(), &config.kafka.dead_letter_topic)?);
+    let dead_letters = Arc::new(DeadLetters::new(
+        &cfg.producer_config(),
+        &config.kafka.dead_letter_topic,
+    )?);
     let pipeline = Pipeline {
         config: Arc::clone(config),
         decoder: Arc::new(Decoder::new(registry)),

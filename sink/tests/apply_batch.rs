@@ -11,7 +11,10 @@ use mapping::{Change, ColumnType, FieldValue, Op};
 use sink::apply::{Applier, ApplyError, PlannedChange};
 
 fn customer(op: Op, id: i64, email: &str, lsn: i64) -> (usize, Change) {
-    (CUSTOMERS, upsert(op, customer_row(id, email, "Name", T0), lsn))
+    (
+        CUSTOMERS,
+        upsert(op, customer_row(id, email, "Name", T0), lsn),
+    )
 }
 
 fn order(op: Op, id: i64, customer: Option<i64>, lsn: i64) -> (usize, Change) {
@@ -67,12 +70,23 @@ async fn replaying_any_suffix_leaves_identical_state() {
     let reference = f.dump_with(true).await;
     for start in 0..batch.len() {
         // As one batch, then change by change.
-        let out = f.applier.apply_batch(&batch[start..]).await.expect("replay");
+        let out = f
+            .applier
+            .apply_batch(&batch[start..])
+            .await
+            .expect("replay");
         assert_eq!((out.applied, out.skipped), (0, batch.len() - start));
         for change in &batch[start..] {
-            f.applier.apply_batch(std::slice::from_ref(change)).await.expect("replay");
+            f.applier
+                .apply_batch(std::slice::from_ref(change))
+                .await
+                .expect("replay");
         }
-        assert_eq!(f.dump_with(true).await, reference, "replay from change {start}");
+        assert_eq!(
+            f.dump_with(true).await,
+            reference,
+            "replay from change {start}"
+        );
     }
 }
 
@@ -88,7 +102,8 @@ async fn replaying_any_suffix_with_deletes_converges() {
     let reference = f.dump_with(true).await;
     assert_eq!(
         f.dump_data().await,
-        dedent("
+        dedent(
+            "
             P:customer:2 (hash)
               created_at = 2026-11-24T00:36:33.142906Z
               email = a@example.com
@@ -117,10 +132,14 @@ async fn replaying_any_suffix_with_deletes_converges() {
               status = shipped
               total_cents = 12000
               updated_at = 2026-11-24T00:36:33.143206Z
-        ")
+        "
+        )
     );
     for start in 0..batch.len() {
-        f.applier.apply_batch(&batch[start..]).await.expect("replay");
+        f.applier
+            .apply_batch(&batch[start..])
+            .await
+            .expect("replay");
         assert_eq!(
             without_counters(&f.dump_with(true).await),
             without_counters(&reference),
@@ -173,7 +192,10 @@ async fn a_failing_change_leaves_nothing_behind_and_is_located() {
     let err = f.applier.apply_batch(&batch).await.expect_err("must fail");
     assert!(!err.is_retriable(), "{err}");
     assert_eq!(err.location(), Some((&*f.topics[CUSTOMERS], 0, 1)));
-    let ApplyError::Change { position, source, .. } = &err else {
+    let ApplyError::Change {
+        position, source, ..
+    } = &err
+    else {
         panic!("expected ApplyError::Change, got {err:?}");
     };
     assert_eq!(*position, 1);
@@ -217,7 +239,8 @@ async fn a_failing_change_leaves_nothing_behind_and_is_located() {
 #[tokio::test]
 async fn script_is_reloaded_after_script_flush() {
     let f = Fixture::new().await;
-    f.apply(&[customer(Op::Read, 1, "a@example.com", 100)]).await;
+    f.apply(&[customer(Op::Read, 1, "a@example.com", 100)])
+        .await;
     let mut conn = f.conn().await;
     redis::cmd("SCRIPT")
         .arg("FLUSH")
@@ -231,9 +254,14 @@ async fn script_is_reloaded_after_script_flush() {
         .await
         .unwrap();
     assert_eq!(exists, [false]);
-    let out = f.apply(&[customer(Op::Update, 1, "b@example.com", 200)]).await;
+    let out = f
+        .apply(&[customer(Op::Update, 1, "b@example.com", 200)])
+        .await;
     assert_eq!((out.applied, out.skipped), (1, 0));
-    assert!(f.dump().await.contains("P:customer:email:b@example.com = 1\n"));
+    assert!(f
+        .dump()
+        .await
+        .contains("P:customer:email:b@example.com = 1\n"));
 }
 
 #[tokio::test]
@@ -241,7 +269,11 @@ async fn invalid_changes_and_unreachable_redis_are_classified() {
     let f = Fixture::new().await;
     let mut change = f.planned(CUSTOMERS, &tombstone(1));
     change.mapping = 7;
-    let err = f.applier.apply_batch(&[change]).await.expect_err("bad mapping");
+    let err = f
+        .applier
+        .apply_batch(&[change])
+        .await
+        .expect_err("bad mapping");
     assert!(!err.is_retriable());
     assert_eq!(err.location().map(|(_, p, o)| (p, o)), Some((0, 0)));
 
@@ -365,7 +397,11 @@ async fn out_of_memory_is_retriable_and_writes_nothing() {
     let mut ready = false;
     for _ in 0..100 {
         if let Ok(mut c) = pool.get().await {
-            if redis::cmd("PING").query_async::<String>(&mut c).await.is_ok() {
+            if redis::cmd("PING")
+                .query_async::<String>(&mut c)
+                .await
+                .is_ok()
+            {
                 ready = true;
                 break;
             }

@@ -10,7 +10,11 @@ use mapping::{Change, FieldValue, Op};
 fn jane(lsn: i64) -> (usize, Change) {
     (
         CUSTOMERS,
-        upsert(Op::Read, customer_row(1, "jane@example.com", "Jane Doe", T0), lsn),
+        upsert(
+            Op::Read,
+            customer_row(1, "jane@example.com", "Jane Doe", T0),
+            lsn,
+        ),
     )
 }
 
@@ -28,7 +32,9 @@ async fn snapshot_and_insert() {
         ])
         .await;
     assert_eq!((out.applied, out.skipped), (2, 0));
-    assert_state(&f, "
+    assert_state(
+        &f,
+        "
         sink:freshness:P_customers (hash)
           applied_at_ms = <ms>
           applied_count = 1
@@ -64,7 +70,9 @@ async fn snapshot_and_insert() {
           updated_at = 2026-11-24T00:36:33.143715Z
         sink:offsets P.cdc.public.customers/0 = 0
         sink:offsets P.cdc.public.orders/0 = 0
-    ").await;
+    ",
+    )
+    .await;
     // applied_at_ms is Redis server time.
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -72,7 +80,10 @@ async fn snapshot_and_insert() {
         .as_millis() as i64;
     let mut conn = f.conn().await;
     let at: i64 = redis::cmd("HGET")
-        .arg(format!("sink:freshness:{}", f.config.mappings[CUSTOMERS].name))
+        .arg(format!(
+            "sink:freshness:{}",
+            f.config.mappings[CUSTOMERS].name
+        ))
         .arg("applied_at_ms")
         .query_async(&mut conn)
         .await
@@ -93,7 +104,9 @@ async fn update_with_null_before_moves_the_email_index() {
     assert!(update.before.is_none());
     let out = f.apply(&[(CUSTOMERS, update)]).await;
     assert_eq!((out.applied, out.skipped), (1, 0));
-    assert_state(&f, "
+    assert_state(
+        &f,
+        "
         sink:freshness:P_customers (hash)
           applied_at_ms = <ms>
           applied_count = 2
@@ -113,17 +126,24 @@ async fn update_with_null_before_moves_the_email_index() {
           updated_at = 2026-11-24T00:42:22.775185Z
         P:customer:email:jane.doe@example.com = 1
         sink:offsets P.cdc.public.customers/0 = 1
-    ").await;
+    ",
+    )
+    .await;
 }
 
 #[tokio::test]
 async fn order_moves_between_customers() {
     let f = Fixture::new().await;
-    f.apply(&[order(Op::Read, 3, Some(1), T0, 100), order(Op::Read, 4, Some(1), T0 + 1, 101)]).await;
+    f.apply(&[
+        order(Op::Read, 3, Some(1), T0, 100),
+        order(Op::Read, 4, Some(1), T0 + 1, 101),
+    ])
+    .await;
     f.apply(&[order(Op::Update, 3, Some(2), T0, 200)]).await;
     assert_eq!(
         f.dump_data().await,
-        dedent("
+        dedent(
+            "
             P:customer:1:orders (zset, newest first)
               4 @ 1795480593142907
             P:customer:2:orders (zset, newest first)
@@ -144,13 +164,19 @@ async fn order_moves_between_customers() {
               status = shipped
               total_cents = 12000
               updated_at = 2026-11-24T00:36:33.142907Z
-        ")
+        "
+        )
     );
     // Moving the last order out removes the parent's sorted set; to no parent (NULL) too.
     f.apply(&[order(Op::Update, 4, None, T0 + 1, 300)]).await;
     f.apply(&[order(Op::Update, 3, Some(1), T0, 301)]).await;
     let data = f.dump_data().await;
-    assert!(data.contains("P:customer:1:orders (zset, newest first)\n  3 @ 1795480593142906\nP:order:3"), "{data}");
+    assert!(
+        data.contains(
+            "P:customer:1:orders (zset, newest first)\n  3 @ 1795480593142906\nP:order:3"
+        ),
+        "{data}"
+    );
     assert!(!data.contains("P:customer:2:orders"), "{data}");
     assert!(!data.contains("customer_id = 1\n  id = 4"), "{data}");
 }
@@ -158,13 +184,19 @@ async fn order_moves_between_customers() {
 #[tokio::test]
 async fn delete_with_replica_identity_default_cleans_up_from_stored_state() {
     let f = Fixture::new().await;
-    f.apply(&[jane(100), order(Op::Read, 2, Some(1), T0, 101)]).await;
+    f.apply(&[jane(100), order(Op::Read, 2, Some(1), T0, 101)])
+        .await;
     // `before` holds the key and Avro defaults (customer_id null, email ""): ignored.
     let out = f
-        .apply(&[(ORDERS, delete_order(2, 200)), (CUSTOMERS, delete_customer(1, 201))])
+        .apply(&[
+            (ORDERS, delete_order(2, 200)),
+            (CUSTOMERS, delete_customer(1, 201)),
+        ])
         .await;
     assert_eq!((out.applied, out.skipped), (2, 0));
-    assert_state(&f, "
+    assert_state(
+        &f,
+        "
         sink:freshness:P_customers (hash)
           applied_at_ms = <ms>
           applied_count = 2
@@ -177,14 +209,23 @@ async fn delete_with_replica_identity_default_cleans_up_from_stored_state() {
           P:customer:email:jane@example.com = 201
         sink:offsets P.cdc.public.customers/0 = 1
         sink:offsets P.cdc.public.orders/0 = 1
-    ").await;
+    ",
+    )
+    .await;
 }
 
 #[tokio::test]
 async fn tombstones() {
     let f = Fixture::new().await;
-    f.apply(&[(CUSTOMERS, upsert(Op::Create, customer_row(4, "carol@example.com", "Carol King", T0), 100))])
-        .await;
+    f.apply(&[(
+        CUSTOMERS,
+        upsert(
+            Op::Create,
+            customer_row(4, "carol@example.com", "Carol King", T0),
+            100,
+        ),
+    )])
+    .await;
     f.apply(&[(CUSTOMERS, delete_customer(4, 200))]).await;
     let after_delete = f.dump_with(true).await;
     // Tombstone after the delete: nothing to do, nothing recorded but the offset.
@@ -197,11 +238,20 @@ async fn tombstones() {
 
     // Tombstone for a row that is still present (its `d` was lost): deleted, and the index
     // entry released at the row's last known position.
-    f.apply(&[(CUSTOMERS, upsert(Op::Create, customer_row(5, "eve@example.com", "Eve", T0), 300))])
-        .await;
+    f.apply(&[(
+        CUSTOMERS,
+        upsert(
+            Op::Create,
+            customer_row(5, "eve@example.com", "Eve", T0),
+            300,
+        ),
+    )])
+    .await;
     let out = f.apply(&[(CUSTOMERS, tombstone(5))]).await;
     assert_eq!((out.applied, out.skipped), (1, 0));
-    assert_state(&f, "
+    assert_state(
+        &f,
+        "
         sink:freshness:P_customers (hash)
           applied_at_ms = <ms>
           applied_count = 4
@@ -210,7 +260,9 @@ async fn tombstones() {
           P:customer:email:carol@example.com = 200
           P:customer:email:eve@example.com = 300
         sink:offsets P.cdc.public.customers/0 = 4
-    ").await;
+    ",
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -226,7 +278,9 @@ async fn primary_key_change_is_delete_tombstone_create() {
         ])
         .await;
     assert_eq!((out.applied, out.skipped), (2, 1));
-    assert_state(&f, "
+    assert_state(
+        &f,
+        "
         sink:freshness:P_orders (hash)
           applied_at_ms = <ms>
           applied_count = 3
@@ -244,7 +298,9 @@ async fn primary_key_change_is_delete_tombstone_create() {
           total_cents = 12000
           updated_at = 2026-11-24T00:36:33.142906Z
         sink:offsets P.cdc.public.orders/0 = 3
-    ").await;
+    ",
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -252,7 +308,10 @@ async fn truncate_deletes_every_row_of_the_mapping_only() {
     let f = Fixture::new().await;
     f.apply(&[
         jane(100),
-        (CUSTOMERS, upsert(Op::Read, customer_row(2, "bob@example.com", "Bob", T0), 101)),
+        (
+            CUSTOMERS,
+            upsert(Op::Read, customer_row(2, "bob@example.com", "Bob", T0), 101),
+        ),
         order(Op::Read, 3, Some(1), T0, 102),
     ])
     .await;
@@ -261,7 +320,8 @@ async fn truncate_deletes_every_row_of_the_mapping_only() {
     let state = f.dump().await;
     assert_eq!(
         f.dump_data().await,
-        dedent("
+        dedent(
+            "
             P:customer:1:orders (zset, newest first)
               3 @ 1795480593142906
             P:order:3 (hash)
@@ -272,7 +332,8 @@ async fn truncate_deletes_every_row_of_the_mapping_only() {
               status = shipped
               total_cents = 12000
               updated_at = 2026-11-24T00:36:33.142906Z
-        "),
+        "
+        ),
         "{state}"
     );
     assert!(!state.contains("sink:rows:P_customers"), "{state}");
@@ -299,7 +360,14 @@ async fn truncate_keeps_rows_written_after_it() {
     let f = Fixture::new().await;
     f.apply(&[
         jane(100),
-        (CUSTOMERS, upsert(Op::Create, customer_row(2, "bob@example.com", "Bob", T0), 350)),
+        (
+            CUSTOMERS,
+            upsert(
+                Op::Create,
+                customer_row(2, "bob@example.com", "Bob", T0),
+                350,
+            ),
+        ),
     ])
     .await;
     let out = f.apply(&[(CUSTOMERS, truncate(300))]).await;
@@ -315,12 +383,28 @@ async fn truncate_keeps_rows_written_after_it() {
 /// order (different partitions), x ends with customer 2 and no entry of the other is lost.
 #[tokio::test]
 async fn unique_email_moving_between_customers_in_both_arrival_orders() {
-    let a_moves = || (CUSTOMERS, upsert(Op::Update, customer_row(1, "y@example.com", "A", T0), 200));
-    let b_takes = || (CUSTOMERS, upsert(Op::Update, customer_row(2, "x@example.com", "B", T0), 300));
+    let a_moves = || {
+        (
+            CUSTOMERS,
+            upsert(Op::Update, customer_row(1, "y@example.com", "A", T0), 200),
+        )
+    };
+    let b_takes = || {
+        (
+            CUSTOMERS,
+            upsert(Op::Update, customer_row(2, "x@example.com", "B", T0), 300),
+        )
+    };
     let setup = || {
         [
-            (CUSTOMERS, upsert(Op::Read, customer_row(1, "x@example.com", "A", T0), 100)),
-            (CUSTOMERS, upsert(Op::Read, customer_row(2, "z@example.com", "B", T0), 110)),
+            (
+                CUSTOMERS,
+                upsert(Op::Read, customer_row(1, "x@example.com", "A", T0), 100),
+            ),
+            (
+                CUSTOMERS,
+                upsert(Op::Read, customer_row(2, "z@example.com", "B", T0), 110),
+            ),
         ]
     };
     let mut dumps = Vec::new();
@@ -332,19 +416,29 @@ async fn unique_email_moving_between_customers_in_both_arrival_orders() {
             f.apply(&[change]).await;
         }
         let data = f.dump().await;
-        assert!(data.contains("P:customer:email:x@example.com = 2\n"), "{data}");
-        assert!(data.contains("P:customer:email:y@example.com = 1\n"), "{data}");
+        assert!(
+            data.contains("P:customer:email:x@example.com = 2\n"),
+            "{data}"
+        );
+        assert!(
+            data.contains("P:customer:email:y@example.com = 1\n"),
+            "{data}"
+        );
         assert!(!data.contains("\nP:customer:email:z@example.com"), "{data}");
         dumps.push(data);
     }
     assert_eq!(dumps[0], dumps[1]);
-    assert!(dumps[0].contains(
-        "sink:index:P_customers:email (hash)
+    assert!(
+        dumps[0].contains(
+            "sink:index:P_customers:email (hash)
   P:customer:email:x@example.com = 300
   P:customer:email:y@example.com = 200
   P:customer:email:z@example.com = 300
 "
-    ), "{}", dumps[0]);
+        ),
+        "{}",
+        dumps[0]
+    );
 }
 
 /// A late change of the previous owner (older position) must not release the entry a newer
@@ -352,14 +446,29 @@ async fn unique_email_moving_between_customers_in_both_arrival_orders() {
 #[tokio::test]
 async fn late_older_changes_do_not_steal_index_entries() {
     let f = Fixture::new().await;
-    f.apply(&[(CUSTOMERS, upsert(Op::Read, customer_row(1, "x@example.com", "A", T0), 100))]).await;
+    f.apply(&[(
+        CUSTOMERS,
+        upsert(Op::Read, customer_row(1, "x@example.com", "A", T0), 100),
+    )])
+    .await;
     // Customer 1 leaves x at 200 (applied), customer 3 claimed x at 150 but arrives late:
     // by the source, 3 released it again before 200... its claim is older than the release.
-    f.apply(&[(CUSTOMERS, upsert(Op::Update, customer_row(1, "y@example.com", "A", T0), 200))]).await;
-    f.apply(&[(CUSTOMERS, upsert(Op::Create, customer_row(3, "x@example.com", "C", T0), 150))]).await;
+    f.apply(&[(
+        CUSTOMERS,
+        upsert(Op::Update, customer_row(1, "y@example.com", "A", T0), 200),
+    )])
+    .await;
+    f.apply(&[(
+        CUSTOMERS,
+        upsert(Op::Create, customer_row(3, "x@example.com", "C", T0), 150),
+    )])
+    .await;
     let data = f.dump().await;
     assert!(!data.contains("\nP:customer:email:x@example.com"), "{data}");
-    assert!(data.contains("P:customer:email:y@example.com = 1\n"), "{data}");
+    assert!(
+        data.contains("P:customer:email:y@example.com = 1\n"),
+        "{data}"
+    );
 }
 
 #[tokio::test]
@@ -378,7 +487,8 @@ async fn toast_keeps_the_stored_value_and_null_removes_the_field() {
     f.apply(&[(ORDERS, upsert(Op::Update, row, 200))]).await;
     assert_eq!(
         f.dump_data().await,
-        dedent("
+        dedent(
+            "
             P:customer:1:orders (zset, newest first)
               3 @ 1795480593142906
             P:order:3 (hash)
@@ -388,7 +498,8 @@ async fn toast_keeps_the_stored_value_and_null_removes_the_field() {
               items = [{\"qty\": 1, \"sku\": \"HOODIE\", \"price_cents\": 12000}]
               total_cents = 99
               updated_at = 2026-11-24T00:36:33.142906Z
-        ")
+        "
+        )
     );
 }
 
@@ -427,13 +538,34 @@ P:order:3 (hash)
 #[tokio::test]
 async fn older_and_equal_positions_are_no_ops() {
     let f = Fixture::new().await;
-    f.apply(&[(CUSTOMERS, upsert(Op::Update, customer_row(1, "new@example.com", "New", T0), 200))])
-        .await;
+    f.apply(&[(
+        CUSTOMERS,
+        upsert(
+            Op::Update,
+            customer_row(1, "new@example.com", "New", T0),
+            200,
+        ),
+    )])
+    .await;
     let before = f.dump_with(true).await;
     let out = f
         .apply(&[
-            (CUSTOMERS, upsert(Op::Update, customer_row(1, "old@example.com", "Old", T0), 150)),
-            (CUSTOMERS, upsert(Op::Update, customer_row(1, "new@example.com", "New", T0), 200)),
+            (
+                CUSTOMERS,
+                upsert(
+                    Op::Update,
+                    customer_row(1, "old@example.com", "Old", T0),
+                    150,
+                ),
+            ),
+            (
+                CUSTOMERS,
+                upsert(
+                    Op::Update,
+                    customer_row(1, "new@example.com", "New", T0),
+                    200,
+                ),
+            ),
             (CUSTOMERS, delete_customer(1, 199)),
         ])
         .await;
@@ -448,13 +580,31 @@ async fn older_and_equal_positions_are_no_ops() {
 async fn positions_compare_exactly_beyond_double_precision() {
     let f = Fixture::new().await;
     let big = 9_007_199_254_740_993; // 2^53 + 1: a double cannot tell it from 2^53
-    f.apply(&[(CUSTOMERS, upsert(Op::Update, customer_row(1, "a@example.com", "A", T0), big))]).await;
+    f.apply(&[(
+        CUSTOMERS,
+        upsert(Op::Update, customer_row(1, "a@example.com", "A", T0), big),
+    )])
+    .await;
     let out = f
-        .apply(&[(CUSTOMERS, upsert(Op::Update, customer_row(1, "b@example.com", "B", T0), big - 1))])
+        .apply(&[(
+            CUSTOMERS,
+            upsert(
+                Op::Update,
+                customer_row(1, "b@example.com", "B", T0),
+                big - 1,
+            ),
+        )])
         .await;
     assert_eq!((out.applied, out.skipped), (0, 1));
     let out = f
-        .apply(&[(CUSTOMERS, upsert(Op::Update, customer_row(1, "c@example.com", "C", T0), big + 1))])
+        .apply(&[(
+            CUSTOMERS,
+            upsert(
+                Op::Update,
+                customer_row(1, "c@example.com", "C", T0),
+                big + 1,
+            ),
+        )])
         .await;
     assert_eq!((out.applied, out.skipped), (1, 0));
     assert!(f.dump().await.contains("P:customer:1 = 9007199254740994\n"));
@@ -466,5 +616,8 @@ async fn ttl_expires_row_hashes_only() {
     f.apply(&[jane(100)]).await;
     let data = f.dump().await;
     assert!(data.contains("P:customer:1 (expires) (hash)\n"), "{data}");
-    assert!(data.contains("P:customer:email:jane@example.com = 1\n"), "{data}");
+    assert!(
+        data.contains("P:customer:email:jane@example.com = 1\n"),
+        "{data}"
+    );
 }

@@ -12,7 +12,13 @@ use pipeline_support::{applied, assert_state, generate, wait_until, Scenario, Ta
 fn start(s: &Scenario, log: &std::path::Path) -> Child {
     let log = std::fs::File::create(log).expect("log file");
     Command::new(env!("CARGO_BIN_EXE_sink"))
-        .args(["run", "--config", s.config_path.to_str().unwrap(), "--batch-size", "50"])
+        .args([
+            "run",
+            "--config",
+            s.config_path.to_str().unwrap(),
+            "--batch-size",
+            "50",
+        ])
         // The killed member leaves the group after the session timeout: keep it short.
         .args(["-X", "session.timeout.ms=6000"])
         .env("RUST_LOG", "info")
@@ -33,7 +39,10 @@ fn now_ms(redis: &mut redis::Connection) -> i64 {
 }
 
 fn terminate(child: &Child) {
-    let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().expect("kill");
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill");
     assert!(status.success());
 }
 
@@ -44,14 +53,19 @@ async fn killed_and_restarted_binary_ends_in_the_source_state() {
     let records = s.encode(&w.events);
     s.produce(&records).await;
     let total = records.len() as i64;
-    let topics = [s.topic(Table::Customers).to_owned(), s.topic(Table::Orders).to_owned()];
+    let topics = [
+        s.topic(Table::Customers).to_owned(),
+        s.topic(Table::Orders).to_owned(),
+    ];
     let mut redis = s.stack.redis();
     let log = std::env::temp_dir().join(format!("sink-cli-run-{}.log", s.id));
 
     let mut first = start(&s, &log);
-    wait_until("a third of the records applied", Duration::from_secs(60), || {
-        topics.iter().map(|t| applied(&mut redis, t)).sum::<i64>() > total / 3
-    })
+    wait_until(
+        "a third of the records applied",
+        Duration::from_secs(60),
+        || topics.iter().map(|t| applied(&mut redis, t)).sum::<i64>() > total / 3,
+    )
     .await;
     first.kill().expect("SIGKILL");
     first.wait().expect("reap");
@@ -63,24 +77,37 @@ async fn killed_and_restarted_binary_ends_in_the_source_state() {
     let restarted_ms = now_ms(&mut redis);
     let mut second = start(&s, &log);
     let mappings = [s.mapping(Table::Customers), s.mapping(Table::Orders)];
-    wait_until("the restarted sink caught up", Duration::from_secs(60), || {
-        mappings.iter().all(|m| {
-            redis::cmd("HGET")
-                .arg(format!("sink:freshness:{m}"))
-                .arg("caught_up_at_ms")
-                .query::<Option<i64>>(&mut redis)
-                .ok()
-                .flatten()
-                .is_some_and(|at| at >= restarted_ms)
-        })
-    })
+    wait_until(
+        "the restarted sink caught up",
+        Duration::from_secs(60),
+        || {
+            mappings.iter().all(|m| {
+                redis::cmd("HGET")
+                    .arg(format!("sink:freshness:{m}"))
+                    .arg("caught_up_at_ms")
+                    .query::<Option<i64>>(&mut redis)
+                    .ok()
+                    .flatten()
+                    .is_some_and(|at| at >= restarted_ms)
+            })
+        },
+    )
     .await;
-    assert_eq!(topics.iter().map(|t| applied(&mut redis, t)).sum::<i64>(), total);
+    assert_eq!(
+        topics.iter().map(|t| applied(&mut redis, t)).sum::<i64>(),
+        total
+    );
     terminate(&second);
-    let status = tokio::task::spawn_blocking(move || second.wait()).await.unwrap().expect("wait");
+    let status = tokio::task::spawn_blocking(move || second.wait())
+        .await
+        .unwrap()
+        .expect("wait");
     let stderr = std::fs::read_to_string(&log).unwrap_or_default();
     assert_eq!(status.code(), Some(0), "exit after SIGTERM; log:\n{stderr}");
-    assert!(stderr.contains("offsets committed"), "final commit logged:\n{stderr}");
+    assert!(
+        stderr.contains("offsets committed"),
+        "final commit logged:\n{stderr}"
+    );
 
     assert_state(&s, &w);
     s.cleanup();

@@ -31,7 +31,10 @@ fn the_shipped_connectors_yaml_validates() {
     assert_eq!(out.status.code(), Some(0), "stderr: {}", text(&out.stderr));
     let stdout = text(&out.stdout);
     assert!(stdout.starts_with("OK: 2 mapping(s)"), "{stdout}");
-    assert!(stdout.contains("customers: cdc.public.customers -> customer:{id}"), "{stdout}");
+    assert!(
+        stdout.contains("customers: cdc.public.customers -> customer:{id}"),
+        "{stdout}"
+    );
 }
 
 #[test]
@@ -66,11 +69,23 @@ mappings:
         let rest = &line[name.len()..];
         let mut parts = rest.splitn(4, ':');
         assert_eq!(parts.next(), Some(""), "{line}");
-        assert!(parts.next().unwrap().parse::<u32>().is_ok(), "line number in {line}");
-        assert!(parts.next().unwrap().parse::<u32>().is_ok(), "column in {line}");
+        assert!(
+            parts.next().unwrap().parse::<u32>().is_ok(),
+            "line number in {line}"
+        );
+        assert!(
+            parts.next().unwrap().parse::<u32>().is_ok(),
+            "column in {line}"
+        );
     }
-    assert!(stderr.contains(&format!("{name}:6:10: ")), "the bad template is on line 6:\n{stderr}");
-    assert!(stderr.contains(&format!("{name}:8:11: duplicate mapping name")), "{stderr}");
+    assert!(
+        stderr.contains(&format!("{name}:6:10: ")),
+        "the bad template is on line 6:\n{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!("{name}:8:11: duplicate mapping name")),
+        "{stderr}"
+    );
     std::fs::remove_file(path).ok();
 }
 
@@ -78,7 +93,11 @@ mappings:
 fn a_missing_file_exits_2() {
     let out = sink(&["validate", "--config", "/nonexistent/connectors.yaml"]);
     assert_eq!(out.status.code(), Some(2));
-    assert!(text(&out.stderr).contains("/nonexistent/connectors.yaml"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("/nonexistent/connectors.yaml"),
+        "{}",
+        text(&out.stderr)
+    );
 }
 
 #[test]
@@ -87,14 +106,24 @@ fn usage_errors_exit_2() {
     assert_eq!(out.status.code(), Some(2));
     let out = sink(&["run", "-X", "novalue"]);
     assert_eq!(out.status.code(), Some(2));
-    assert!(text(&out.stderr).contains("key=value"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("key=value"),
+        "{}",
+        text(&out.stderr)
+    );
 }
 
 #[test]
 fn run_with_redis_down_names_redis_and_its_address_and_fails() {
     let shipped = concat!(env!("CARGO_MANIFEST_DIR"), "/../connectors.yaml");
     // Nothing listens on port 1.
-    let out = sink(&["run", "--config", shipped, "--redis-url", "redis://127.0.0.1:1"]);
+    let out = sink(&[
+        "run",
+        "--config",
+        shipped,
+        "--redis-url",
+        "redis://127.0.0.1:1",
+    ]);
     let stderr = text(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "stderr: {stderr}");
     let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("sink: ")).collect();
@@ -113,7 +142,15 @@ fn run_with(registry: Option<&str>, args: &[&str]) -> (Option<i32>, String) {
         .unwrap_or_else(|_| "http://127.0.0.1:8081/apis/ccompat/v7".into());
     let registry = registry.unwrap_or(&stack_registry);
     let shipped = concat!(env!("CARGO_MANIFEST_DIR"), "/../connectors.yaml");
-    let mut all = vec!["run", "--config", shipped, "--redis-url", &redis, "--schema-registry-url", registry];
+    let mut all = vec![
+        "run",
+        "--config",
+        shipped,
+        "--redis-url",
+        &redis,
+        "--schema-registry-url",
+        registry,
+    ];
     all.extend_from_slice(args);
     let out = sink(&all);
     (out.status.code(), text(&out.stderr))
@@ -126,7 +163,9 @@ fn run_with_the_registry_down_names_it_and_fails() {
     let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("sink: ")).collect();
     assert_eq!(errors.len(), 1, "{stderr}");
     assert!(
-        errors[0].starts_with("sink: schema registry at http://127.0.0.1:1/apis/ccompat/v7 is unreachable: "),
+        errors[0].starts_with(
+            "sink: schema registry at http://127.0.0.1:1/apis/ccompat/v7 is unreachable: "
+        ),
         "{stderr}"
     );
 }
@@ -137,5 +176,8 @@ fn run_with_kafka_down_names_it_and_fails() {
     assert_eq!(code, Some(1), "{stderr}");
     let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("sink: ")).collect();
     assert_eq!(errors.len(), 1, "{stderr}");
-    assert!(errors[0].starts_with("sink: kafka at 127.0.0.1:1 is unreachable: "), "{stderr}");
+    assert!(
+        errors[0].starts_with("sink: kafka at 127.0.0.1:1 is unreachable: "),
+        "{stderr}"
+    );
 }

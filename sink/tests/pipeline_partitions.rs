@@ -37,13 +37,25 @@ async fn emails_move_between_customers_on_different_partitions() {
     let mut records = Vec::new();
     let event = |s: &Scenario, op: &str, row: &Json, lsn: &mut i64| {
         *lsn += 8;
-        let value = envelope(&template, op, None, Some(row.clone()), *lsn, 1_795_480_000_000 + *lsn);
+        let value = envelope(
+            &template,
+            op,
+            None,
+            Some(row.clone()),
+            *lsn,
+            1_795_480_000_000 + *lsn,
+        );
         s.record(Table::Customers, &json!({"id": row["id"]}), Some(&value))
     };
     // 40 customers, each with its own email.
     let mut rows: BTreeMap<i64, Json> = BTreeMap::new();
     for id in 1..=40 {
-        let row = customer(id, &format!("c{id}@example.com"), &format!("Customer {id}"), None);
+        let row = customer(
+            id,
+            &format!("c{id}@example.com"),
+            &format!("Customer {id}"),
+            None,
+        );
         records.push(event(&s, "c", &row, &mut lsn));
         rows.insert(id, row);
     }
@@ -51,14 +63,24 @@ async fn emails_move_between_customers_on_different_partitions() {
     // the email customer k-1 just released (usually on another partition), and customer 1
     // takes the one customer 40 had.
     for round in 0..2 {
-        let old: BTreeMap<i64, String> =
-            rows.iter().map(|(id, r)| (*id, r["email"].as_str().unwrap().to_owned())).collect();
-        let mut update = |id: i64, email: &str, records: &mut Vec<WireRecord>, rows: &mut BTreeMap<i64, Json>| {
+        let old: BTreeMap<i64, String> = rows
+            .iter()
+            .map(|(id, r)| (*id, r["email"].as_str().unwrap().to_owned()))
+            .collect();
+        let mut update = |id: i64,
+                          email: &str,
+                          records: &mut Vec<WireRecord>,
+                          rows: &mut BTreeMap<i64, Json>| {
             let row = customer(id, email, &format!("Customer {id} r{round}"), None);
             records.push(event(&s, "u", &row, &mut lsn));
             rows.insert(id, row);
         };
-        update(1, &format!("parked-r{round}@example.com"), &mut records, &mut rows);
+        update(
+            1,
+            &format!("parked-r{round}@example.com"),
+            &mut records,
+            &mut rows,
+        );
         for id in 2..=40 {
             update(id, &old[&(id - 1)], &mut records, &mut rows);
         }
@@ -67,24 +89,44 @@ async fn emails_move_between_customers_on_different_partitions() {
     s.produce(&records).await;
 
     // Small batches: many pipelines, partitions interleaved.
-    let summary = s.run_until_caught_up(BatchSettings { max_records: 7, linger: std::time::Duration::from_millis(2) }).await;
+    let summary = s
+        .run_until_caught_up(BatchSettings {
+            max_records: 7,
+            linger: std::time::Duration::from_millis(2),
+        })
+        .await;
     assert_eq!(summary.records, records.len() as u64, "{summary:?}");
 
     let mut redis = s.stack.redis();
     let offsets: BTreeMap<String, String> = redis.hgetall("sink:offsets").unwrap();
-    let used = (0..4).filter(|p| offsets.contains_key(&format!("{}/{p}", s.topic(Table::Customers)))).count();
-    assert!(used >= 2, "records should spread over partitions: {offsets:?}");
+    let used = (0..4)
+        .filter(|p| offsets.contains_key(&format!("{}/{p}", s.topic(Table::Customers))))
+        .count();
+    assert!(
+        used >= 2,
+        "records should spread over partitions: {offsets:?}"
+    );
     for (id, row) in &rows {
-        assert_eq!(hash(&mut redis, &s.key(&format!("customer:{id}"))), expected(row), "customer {id}");
+        assert_eq!(
+            hash(&mut redis, &s.key(&format!("customer:{id}"))),
+            expected(row),
+            "customer {id}"
+        );
         let email = row["email"].as_str().unwrap();
         assert_eq!(
-            redis.get::<_, Option<String>>(s.key(&format!("customer:email:{email}"))).unwrap(),
+            redis
+                .get::<_, Option<String>>(s.key(&format!("customer:email:{email}")))
+                .unwrap(),
             Some(id.to_string()),
             "owner of {email}"
         );
     }
     let index: Vec<String> = redis.keys(s.key("customer:email:*")).unwrap();
-    assert_eq!(index.len(), rows.len(), "only current emails are indexed: {index:?}");
+    assert_eq!(
+        index.len(),
+        rows.len(),
+        "only current emails are indexed: {index:?}"
+    );
 
     s.cleanup();
 }
@@ -94,30 +136,65 @@ async fn a_new_value_schema_mid_stream_adds_the_column() {
     let s = Scenario::new(1).await;
     let topic = s.topic(Table::Customers).to_owned();
     let v2_text = customers_value_v2();
-    let v2_id = loadgen::register(&s.stack.registry, &format!("{topic}-value"), &v2_text).await.expect("register v2");
+    let v2_id = loadgen::register(&s.stack.registry, &format!("{topic}-value"), &v2_text)
+        .await
+        .expect("register v2");
     let v2 = WireEncoder::new(v2_id, &v2_text).expect("v2 schema");
     assert_ne!(v2_id, s.codecs[&Table::Customers].value.id());
 
     let template = fixture("avro-customers-op_c-insert.json")["value"].clone();
     let v1_row = customer(7, "seven@example.com", "Seven", None);
-    let v1 = envelope(&template, "c", None, Some(v1_row), 40_000_000, 1_795_480_000_000);
+    let v1 = envelope(
+        &template,
+        "c",
+        None,
+        Some(v1_row),
+        40_000_000,
+        1_795_480_000_000,
+    );
     let v2_row = customer(7, "seven@example.com", "Seven", Some("+1 555 0100"));
-    let v2_value = envelope(&template, "u", None, Some(v2_row.clone()), 40_000_100, 1_795_480_000_100);
-    let key = s.codecs[&Table::Customers].key.encode(&json!({"id": 7})).unwrap();
+    let v2_value = envelope(
+        &template,
+        "u",
+        None,
+        Some(v2_row.clone()),
+        40_000_100,
+        1_795_480_000_100,
+    );
+    let key = s.codecs[&Table::Customers]
+        .key
+        .encode(&json!({"id": 7}))
+        .unwrap();
     let records = vec![
         s.record(Table::Customers, &json!({"id": 7}), Some(&v1)),
-        WireRecord { topic: topic.clone(), key: Some(key), value: Some(v2.encode(&v2_value).unwrap()), headers: vec![] },
+        WireRecord {
+            topic: topic.clone(),
+            key: Some(key),
+            value: Some(v2.encode(&v2_value).unwrap()),
+            headers: vec![],
+        },
     ];
     s.produce(&records).await;
     s.run_until_caught_up(BatchSettings::default()).await;
 
     let mut redis = s.stack.redis();
     let stored = hash(&mut redis, &s.key("customer:7"));
-    assert_eq!(stored.get("phone").map(String::as_str), Some("+1 555 0100"), "{stored:?}");
+    assert_eq!(
+        stored.get("phone").map(String::as_str),
+        Some("+1 555 0100"),
+        "{stored:?}"
+    );
     assert_eq!(stored, expected(&v2_row));
     assert_eq!(stored["created_at"], rfc3339_micros(BASE_MICROS + 7));
-    let types = hash(&mut redis, &format!("sink:types:{}", s.mapping(Table::Customers)));
-    assert_eq!(types.get("phone").map(String::as_str), Some("string"), "{types:?}");
+    let types = hash(
+        &mut redis,
+        &format!("sink:types:{}", s.mapping(Table::Customers)),
+    );
+    assert_eq!(
+        types.get("phone").map(String::as_str),
+        Some("string"),
+        "{types:?}"
+    );
 
     s.cleanup();
 }

@@ -28,7 +28,8 @@ async fn poison_records_are_dead_lettered_and_the_rest_applied() {
         headers: vec![],
     };
     let insert = s.sample("avro-customers-op_c-insert.json");
-    s.produce(&[snapshot, garbage.clone(), unknown_id.clone(), insert]).await;
+    s.produce(&[snapshot, garbage.clone(), unknown_id.clone(), insert])
+        .await;
 
     let summary = s.run_until_caught_up(BatchSettings::default()).await;
     assert_eq!(summary.records, 4, "{summary:?}");
@@ -36,7 +37,10 @@ async fn poison_records_are_dead_lettered_and_the_rest_applied() {
 
     let mut redis = s.stack.redis();
     assert!(redis.exists::<_, bool>(s.key("customer:1")).unwrap());
-    assert!(redis.exists::<_, bool>(s.key("customer:4")).unwrap(), "the record after the poison ones was applied");
+    assert!(
+        redis.exists::<_, bool>(s.key("customer:4")).unwrap(),
+        "the record after the poison ones was applied"
+    );
 
     let letters = read_topic(&s.stack.bootstrap, &s.dlq, 2);
     let (key, value, headers) = &letters[0];
@@ -45,7 +49,10 @@ async fn poison_records_are_dead_lettered_and_the_rest_applied() {
     assert_eq!(headers["dlq.topic"], topic);
     assert_eq!(headers["dlq.partition"], "0");
     assert_eq!(headers["dlq.offset"], "1");
-    assert!(headers["dlq.error"].starts_with("cannot decode"), "{headers:?}");
+    assert!(
+        headers["dlq.error"].starts_with("cannot decode"),
+        "{headers:?}"
+    );
     assert_eq!(headers["origin"], "test", "original headers are kept");
     let (_, value, headers) = &letters[1];
     assert_eq!(value.as_deref(), unknown_id.value.as_deref());

@@ -36,8 +36,11 @@ fn after(sample: &str) -> serde_json::Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn recorded_samples_end_in_the_expected_redis_state() {
     let s = Scenario::new(1).await;
-    let records: Vec<_> =
-        CUSTOMER_SAMPLES.iter().chain(ORDER_SAMPLES.iter()).map(|name| s.sample(name)).collect();
+    let records: Vec<_> = CUSTOMER_SAMPLES
+        .iter()
+        .chain(ORDER_SAMPLES.iter())
+        .map(|name| s.sample(name))
+        .collect();
     s.produce(&records).await;
 
     let summary = s.run_until_caught_up(BatchSettings::default()).await;
@@ -49,14 +52,27 @@ async fn recorded_samples_end_in_the_expected_redis_state() {
     let jane = expected_row(&after(CUSTOMER_SAMPLES[3]), &TIMESTAMPS);
     assert_eq!(jane["name"], "Jane Q. Doe");
     assert_eq!(hash(&mut redis, &s.key("customer:1")), jane);
-    assert_eq!(redis.get::<_, Option<String>>(s.key("customer:email:jane@example.com")).unwrap(), Some("1".into()));
-    assert!(!redis.exists::<_, bool>(s.key("customer:email:jane.doe@example.com")).unwrap());
+    assert_eq!(
+        redis
+            .get::<_, Option<String>>(s.key("customer:email:jane@example.com"))
+            .unwrap(),
+        Some("1".into())
+    );
+    assert!(!redis
+        .exists::<_, bool>(s.key("customer:email:jane.doe@example.com"))
+        .unwrap());
     // Customer 4: inserted, deleted (full before image), tombstone.
     assert!(!redis.exists::<_, bool>(s.key("customer:4")).unwrap());
-    assert!(!redis.exists::<_, bool>(s.key("customer:email:carol@example.com")).unwrap());
+    assert!(!redis
+        .exists::<_, bool>(s.key("customer:email:carol@example.com"))
+        .unwrap());
 
     // Orders 1 (snapshot), 5 (insert), 3 (update); 2 deleted before we ever saw it.
-    for (id, sample) in [(1, ORDER_SAMPLES[0]), (5, ORDER_SAMPLES[1]), (3, ORDER_SAMPLES[2])] {
+    for (id, sample) in [
+        (1, ORDER_SAMPLES[0]),
+        (5, ORDER_SAMPLES[1]),
+        (3, ORDER_SAMPLES[2]),
+    ] {
         assert_eq!(
             hash(&mut redis, &s.key(&format!("order:{id}"))),
             expected_row(&after(sample), &TIMESTAMPS),
@@ -64,34 +80,77 @@ async fn recorded_samples_end_in_the_expected_redis_state() {
         );
     }
     assert!(!redis.exists::<_, bool>(s.key("order:2")).unwrap());
-    let members: Vec<(String, f64)> =
-        redis.zrange_withscores(s.key("customer:1:orders"), 0, -1).unwrap();
-    let mut expected: Vec<(String, f64)> = [(1, ORDER_SAMPLES[0]), (5, ORDER_SAMPLES[1]), (3, ORDER_SAMPLES[2])]
-        .iter()
-        .map(|(id, sample)| (id.to_string(), after(sample)["created_at"].as_f64().unwrap()))
-        .collect();
+    let members: Vec<(String, f64)> = redis
+        .zrange_withscores(s.key("customer:1:orders"), 0, -1)
+        .unwrap();
+    let mut expected: Vec<(String, f64)> = [
+        (1, ORDER_SAMPLES[0]),
+        (5, ORDER_SAMPLES[1]),
+        (3, ORDER_SAMPLES[2]),
+    ]
+    .iter()
+    .map(|(id, sample)| {
+        (
+            id.to_string(),
+            after(sample)["created_at"].as_f64().unwrap(),
+        )
+    })
+    .collect();
     expected.sort_by(|a, b| a.1.total_cmp(&b.1).then(a.0.cmp(&b.0)));
     assert_eq!(members, expected);
 
     // Bookkeeping: offsets, column types, freshness.
     let offsets: BTreeMap<String, String> = redis.hgetall("sink:offsets").unwrap();
-    assert_eq!(offsets.get(&format!("{}/0", s.topic(Table::Customers))).map(String::as_str), Some("5"));
-    assert_eq!(offsets.get(&format!("{}/0", s.topic(Table::Orders))).map(String::as_str), Some("4"));
-    let types = hash(&mut redis, &format!("sink:types:{}", s.mapping(Table::Customers)));
+    assert_eq!(
+        offsets
+            .get(&format!("{}/0", s.topic(Table::Customers)))
+            .map(String::as_str),
+        Some("5")
+    );
+    assert_eq!(
+        offsets
+            .get(&format!("{}/0", s.topic(Table::Orders)))
+            .map(String::as_str),
+        Some("4")
+    );
+    let types = hash(
+        &mut redis,
+        &format!("sink:types:{}", s.mapping(Table::Customers)),
+    );
     assert_eq!(types.get("email").map(String::as_str), Some("string"));
-    assert_eq!(types.get("created_at").map(String::as_str), Some("timestamp"));
+    assert_eq!(
+        types.get("created_at").map(String::as_str),
+        Some("timestamp")
+    );
     assert_eq!(types.get("mrr_cents").map(String::as_str), Some("int"));
-    let freshness = hash(&mut redis, &format!("sink:freshness:{}", s.mapping(Table::Customers)));
+    let freshness = hash(
+        &mut redis,
+        &format!("sink:freshness:{}", s.mapping(Table::Customers)),
+    );
     assert!(freshness.contains_key("caught_up_at_ms"), "{freshness:?}");
     assert!(freshness.contains_key("source_ts_ms"), "{freshness:?}");
 
     // Replaying the whole topic (a new group) changes nothing.
-    let before_replay = (hash(&mut redis, &s.key("customer:1")), hash(&mut redis, &s.key("order:3")));
+    let before_replay = (
+        hash(&mut redis, &s.key("customer:1")),
+        hash(&mut redis, &s.key("order:3")),
+    );
     let mut again = s.sink_config(BatchSettings::default());
-    std::sync::Arc::make_mut(&mut again.config).kafka.group_id.push_str("-replay");
+    std::sync::Arc::make_mut(&mut again.config)
+        .kafka
+        .group_id
+        .push_str("-replay");
     let shutdown = tokio_util::sync::CancellationToken::new();
-    sink::run::run(&again, sink::consume::StopWhen::CaughtUp, shutdown).await.expect("replay");
-    assert_eq!((hash(&mut redis, &s.key("customer:1")), hash(&mut redis, &s.key("order:3"))), before_replay);
+    sink::run::run(&again, sink::consume::StopWhen::CaughtUp, shutdown)
+        .await
+        .expect("replay");
+    assert_eq!(
+        (
+            hash(&mut redis, &s.key("customer:1")),
+            hash(&mut redis, &s.key("order:3"))
+        ),
+        before_replay
+    );
     assert!(!redis.exists::<_, bool>(s.key("customer:4")).unwrap());
 
     s.cleanup();

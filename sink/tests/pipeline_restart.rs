@@ -19,7 +19,10 @@ async fn stopped_mid_way_and_restarted_ends_in_the_same_state() {
     let total = records.len() as i64;
 
     // First run: small batches, stopped once about a third is applied.
-    let batch = BatchSettings { max_records: 50, linger: Duration::from_millis(1) };
+    let batch = BatchSettings {
+        max_records: 50,
+        linger: Duration::from_millis(1),
+    };
     let cfg = s.sink_config(batch);
     let shutdown = CancellationToken::new();
     let first = tokio::spawn({
@@ -27,18 +30,29 @@ async fn stopped_mid_way_and_restarted_ends_in_the_same_state() {
         async move { sink::run::run(&cfg, StopWhen::Shutdown, shutdown).await }
     });
     let mut redis = s.stack.redis();
-    let topics = [s.topic(Table::Customers).to_owned(), s.topic(Table::Orders).to_owned()];
-    wait_until("a third of the records applied", Duration::from_secs(60), || {
-        topics.iter().map(|t| applied(&mut redis, t)).sum::<i64>() > total / 3
-    })
+    let topics = [
+        s.topic(Table::Customers).to_owned(),
+        s.topic(Table::Orders).to_owned(),
+    ];
+    wait_until(
+        "a third of the records applied",
+        Duration::from_secs(60),
+        || topics.iter().map(|t| applied(&mut redis, t)).sum::<i64>() > total / 3,
+    )
     .await;
     shutdown.cancel();
     let summary = first.await.unwrap().expect("first run");
-    assert!(summary.records > 0 && (summary.records as i64) < total, "stopped mid-way: {summary:?}");
+    assert!(
+        summary.records > 0 && (summary.records as i64) < total,
+        "stopped mid-way: {summary:?}"
+    );
 
     // Second run: same group, resumes from the committed offsets.
     let second = s.run_until_caught_up(BatchSettings::default()).await;
-    assert!(second.records as i64 <= total - summary.records as i64 + 2000, "resumed, not restarted: {second:?}");
+    assert!(
+        second.records as i64 <= total - summary.records as i64 + 2000,
+        "resumed, not restarted: {second:?}"
+    );
     assert_state(&s, &w);
     s.cleanup();
 }

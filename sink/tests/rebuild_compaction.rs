@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{Message, Offset, TopicPartitionList};
-use redis::Commands;
 use rebuild_support::*;
+use redis::Commands;
 
 /// How many records of `topic` (one partition) have the key `key`, reading it all.
 fn records_with_key(bootstrap: &str, topic: &str, key: &[u8]) -> (usize, usize) {
@@ -22,9 +22,12 @@ fn records_with_key(bootstrap: &str, topic: &str, key: &[u8]) -> (usize, usize) 
         .set("enable.auto.commit", "false")
         .create()
         .expect("consumer");
-    let (_, high) = consumer.fetch_watermarks(topic, 0, Duration::from_secs(10)).expect("watermarks");
+    let (_, high) = consumer
+        .fetch_watermarks(topic, 0, Duration::from_secs(10))
+        .expect("watermarks");
     let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_offset(topic, 0, Offset::Beginning).unwrap();
+    tpl.add_partition_offset(topic, 0, Offset::Beginning)
+        .unwrap();
     consumer.assign(&tpl).expect("assign");
     let (mut matching, mut total) = (0, 0);
     let start = Instant::now();
@@ -53,28 +56,45 @@ async fn rebuild_drops_a_row_whose_delete_compaction_removed() {
     let (live, staging, reference) = (dbs[0], dbs[1], dbs[2]);
 
     // The state as it was before the delete (what a replay over old keys keeps).
-    world.produce(&[world.customer("r", 7, "c7@example.com", 100), world.customer("r", 8, "c8@example.com", 110)]).await;
-    world.produce(&[world.order("r", 70, 7, 120), world.order("r", 80, 8, 130)]).await;
+    world
+        .produce(&[
+            world.customer("r", 7, "c7@example.com", 100),
+            world.customer("r", 8, "c8@example.com", 110),
+        ])
+        .await;
+    world
+        .produce(&[world.order("r", 70, 7, 120), world.order("r", 80, 8, 130)])
+        .await;
     world.clean_build(live, DEFAULT_MAPPINGS).await;
     let mut conn = world.stack.conn(live);
     assert!(conn.exists::<_, bool>("customer:7").unwrap());
 
     // The delete, its tombstone, then more records so that segments roll and get cleaned.
-    world.produce(&[world.customer_delete(7, 200), world.tombstone(false, 7)]).await;
-    world.produce(&[world.order_delete(70, 210), world.tombstone(true, 70)]).await;
+    world
+        .produce(&[world.customer_delete(7, 200), world.tombstone(false, 7)])
+        .await;
+    world
+        .produce(&[world.order_delete(70, 210), world.tombstone(true, 70)])
+        .await;
     let key7 = world.tombstone(false, 7).key.unwrap();
     let key70 = world.tombstone(true, 70).key.unwrap();
     let start = Instant::now();
     let mut lsn = 1_000;
     loop {
         lsn += 10;
-        world.produce(&[world.customer("u", 8, &format!("f{lsn}@example.com"), lsn)]).await;
+        world
+            .produce(&[world.customer("u", 8, &format!("f{lsn}@example.com"), lsn)])
+            .await;
         world.produce(&[world.order("u", 80, 8, lsn + 1)]).await;
         tokio::time::sleep(Duration::from_millis(300)).await;
-        let (left7, total) = records_with_key(&world.stack.bootstrap, &world.customers.topic, &key7);
+        let (left7, total) =
+            records_with_key(&world.stack.bootstrap, &world.customers.topic, &key7);
         let (left70, _) = records_with_key(&world.stack.bootstrap, &world.orders.topic, &key70);
         if left7 == 0 && left70 == 0 {
-            eprintln!("compacted after {:?}: {total} customer records left", start.elapsed());
+            eprintln!(
+                "compacted after {:?}: {total} customer records left",
+                start.elapsed()
+            );
             break;
         }
         assert!(
@@ -85,13 +105,33 @@ async fn rebuild_drops_a_row_whose_delete_compaction_removed() {
     }
 
     let config = world.write_config("live", &world.yaml(live, &format!("r{}-live", world.id)));
-    assert_ok(&rebuild(&config, &["--staging-db", &staging.to_string()], Duration::from_secs(120)));
+    assert_ok(&rebuild(
+        &config,
+        &["--staging-db", &staging.to_string()],
+        Duration::from_secs(120),
+    ));
 
-    assert!(!conn.exists::<_, bool>("customer:7").unwrap(), "deleted row survived the rebuild");
-    assert!(!conn.exists::<_, bool>("customer:email:c7@example.com").unwrap(), "its index entry survived");
-    assert!(!conn.exists::<_, bool>("order:70").unwrap(), "deleted order survived");
-    assert!(!conn.exists::<_, bool>("customer:7:orders").unwrap(), "relation of the deleted rows survived");
-    assert!(!conn.hexists::<_, _, bool>("sink:rows:customers", "customer:7").unwrap());
+    assert!(
+        !conn.exists::<_, bool>("customer:7").unwrap(),
+        "deleted row survived the rebuild"
+    );
+    assert!(
+        !conn
+            .exists::<_, bool>("customer:email:c7@example.com")
+            .unwrap(),
+        "its index entry survived"
+    );
+    assert!(
+        !conn.exists::<_, bool>("order:70").unwrap(),
+        "deleted order survived"
+    );
+    assert!(
+        !conn.exists::<_, bool>("customer:7:orders").unwrap(),
+        "relation of the deleted rows survived"
+    );
+    assert!(!conn
+        .hexists::<_, _, bool>("sink:rows:customers", "customer:7")
+        .unwrap());
     let email: String = conn.hget("customer:8", "email").unwrap();
     assert_eq!(email, format!("f{lsn}@example.com"));
 
@@ -99,5 +139,9 @@ async fn rebuild_drops_a_row_whose_delete_compaction_removed() {
     // rebuild and this reference build, so the two replays can count different numbers of
     // applied records: compare everything but `applied_count`.
     world.clean_build(reference, DEFAULT_MAPPINGS).await;
-    assert_same(&snapshot(&world.stack, live, true), &snapshot(&world.stack, reference, true), "vs clean build");
+    assert_same(
+        &snapshot(&world.stack, live, true),
+        &snapshot(&world.stack, reference, true),
+        "vs clean build",
+    );
 }

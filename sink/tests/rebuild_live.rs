@@ -8,8 +8,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use redis::Commands;
 use rebuild_support::*;
+use redis::Commands;
 use sink::loadgen::WireRecord;
 
 /// Changes after the initial workload: email changes, order moves, deletes and re-inserts.
@@ -43,19 +43,29 @@ async fn wait_applied_to_end(world: &World, db: i64) {
         .expect("consumer");
     let mut ends = Vec::new();
     for topic in [&world.customers.topic, &world.orders.topic] {
-        let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10)).expect("metadata");
+        let metadata = consumer
+            .fetch_metadata(Some(topic), Duration::from_secs(10))
+            .expect("metadata");
         for p in metadata.topics()[0].partitions() {
-            let (_, high) = consumer.fetch_watermarks(topic, p.id(), Duration::from_secs(10)).expect("watermarks");
+            let (_, high) = consumer
+                .fetch_watermarks(topic, p.id(), Duration::from_secs(10))
+                .expect("watermarks");
             if high > 0 {
                 ends.push((format!("{topic}/{}", p.id()), high - 1));
             }
         }
     }
     let mut conn = world.stack.conn(db);
-    wait_until("the live sink to apply every record", Duration::from_secs(60), || {
-        let offsets: std::collections::HashMap<String, i64> = conn.hgetall("sink:offsets").unwrap();
-        ends.iter().all(|(field, last)| offsets.get(field).is_some_and(|o| o >= last))
-    })
+    wait_until(
+        "the live sink to apply every record",
+        Duration::from_secs(60),
+        || {
+            let offsets: std::collections::HashMap<String, i64> =
+                conn.hgetall("sink:offsets").unwrap();
+            ends.iter()
+                .all(|(field, last)| offsets.get(field).is_some_and(|o| o >= last))
+        },
+    )
     .await;
 }
 
@@ -69,8 +79,14 @@ async fn live_sink_during_a_rebuild_ends_in_the_clean_state() {
 
     let config = world.write_config("live", &world.yaml(live, &format!("r{}-live", world.id)));
     let path = config.to_str().unwrap().to_owned();
-    let log = std::fs::File::create(std::env::temp_dir().join(format!("rebuild-{}-run.log", world.id))).unwrap();
-    let mut run = sink(&["run", "--config", &path]).stdout(log.try_clone().unwrap()).stderr(log).spawn().expect("spawn sink run");
+    let log =
+        std::fs::File::create(std::env::temp_dir().join(format!("rebuild-{}-run.log", world.id)))
+            .unwrap();
+    let mut run = sink(&["run", "--config", &path])
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .expect("spawn sink run");
     wait_applied_to_end(&world, live).await;
 
     // Records keep arriving during the whole rebuild.
@@ -84,7 +100,9 @@ async fn live_sink_during_a_rebuild_ends_in_the_clean_state() {
             let mut r = 0;
             while !stop.load(Ordering::Relaxed) {
                 let records = round(&world, r, customers, &mut lsn);
-                sink::loadgen::produce_all(&kafka, &records).await.expect("produce");
+                sink::loadgen::produce_all(&kafka, &records)
+                    .await
+                    .expect("produce");
                 r += 1;
                 produced.store(r as u64, Ordering::Relaxed);
                 tokio::time::sleep(Duration::from_millis(20)).await;
@@ -92,13 +110,20 @@ async fn live_sink_during_a_rebuild_ends_in_the_clean_state() {
             r
         })
     };
-    wait_until("records to arrive", Duration::from_secs(30), || produced.load(Ordering::Relaxed) >= 2).await;
+    wait_until("records to arrive", Duration::from_secs(30), || {
+        produced.load(Ordering::Relaxed) >= 2
+    })
+    .await;
     let at_start = produced.load(Ordering::Relaxed);
     let rebuild_out = {
         let config = config.clone();
         let staging = staging.to_string();
         tokio::task::spawn_blocking(move || {
-            rebuild(&config, &["--staging-db", &staging, "--batch-size", "100"], Duration::from_secs(180))
+            rebuild(
+                &config,
+                &["--staging-db", &staging, "--batch-size", "100"],
+                Duration::from_secs(180),
+            )
         })
         .await
         .unwrap()
@@ -106,7 +131,10 @@ async fn live_sink_during_a_rebuild_ends_in_the_clean_state() {
     let stdout = assert_ok(&rebuild_out);
     eprintln!("{stdout}");
     let during = produced.load(Ordering::Relaxed) - at_start;
-    assert!(during >= 2, "only {during} rounds produced during the rebuild");
+    assert!(
+        during >= 2,
+        "only {during} rounds produced during the rebuild"
+    );
     tokio::time::sleep(Duration::from_secs(1)).await;
     stop.store(true, Ordering::Relaxed);
     let rounds = producer.await.unwrap();
@@ -134,35 +162,75 @@ async fn interrupted_rebuild_leaves_the_old_state_serving_and_a_rerun_works() {
     let config = world.write_config("live", &world.yaml(live, &format!("r{}-live", world.id)));
     let path = config.to_str().unwrap().to_owned();
     let staging_arg = staging.to_string();
-    let slow = ["rebuild", "--config", &path, "--staging-db", &staging_arg, "--batch-size", "5", "--linger-ms", "1"];
+    let slow = [
+        "rebuild",
+        "--config",
+        &path,
+        "--staging-db",
+        &staging_arg,
+        "--batch-size",
+        "5",
+        "--linger-ms",
+        "1",
+    ];
     let mut staged = world.stack.conn(staging);
     let mut conn = world.stack.conn(live);
 
     // SIGTERM: stops, releases the lock, exits 1 with the reason.
-    let child = sink(&slow).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().unwrap();
-    wait_until("the rebuild to write to the staging db", Duration::from_secs(60), || {
-        redis::cmd("DBSIZE").query::<i64>(&mut staged).unwrap() > 100
-    })
+    let child = sink(&slow)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_until(
+        "the rebuild to write to the staging db",
+        Duration::from_secs(60),
+        || redis::cmd("DBSIZE").query::<i64>(&mut staged).unwrap() > 100,
+    )
     .await;
     terminate(&child);
     let out = wait_output(child, Duration::from_secs(30));
     assert_eq!(out.status.code(), Some(1), "{out:?}");
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("interrupted; the live state is unchanged"), "{stderr}");
-    assert!(!conn.exists::<_, bool>("sink:rebuild:lock").unwrap(), "lock kept after SIGTERM");
-    assert_same(&snapshot(&world.stack, live, false), &before, "live state after SIGTERM");
+    assert!(
+        stderr.contains("interrupted; the live state is unchanged"),
+        "{stderr}"
+    );
+    assert!(
+        !conn.exists::<_, bool>("sink:rebuild:lock").unwrap(),
+        "lock kept after SIGTERM"
+    );
+    assert_same(
+        &snapshot(&world.stack, live, false),
+        &before,
+        "live state after SIGTERM",
+    );
 
     // SIGKILL: the lock stays until it expires; meanwhile a rerun refuses.
     let _: () = redis::cmd("FLUSHDB").query(&mut staged).unwrap();
-    let mut child = sink(&slow).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn().unwrap();
-    wait_until("the rebuild to write to the staging db", Duration::from_secs(60), || {
-        redis::cmd("DBSIZE").query::<i64>(&mut staged).unwrap() > 100
-    })
+    let mut child = sink(&slow)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_until(
+        "the rebuild to write to the staging db",
+        Duration::from_secs(60),
+        || redis::cmd("DBSIZE").query::<i64>(&mut staged).unwrap() > 100,
+    )
     .await;
     child.kill().unwrap();
     child.wait().unwrap();
-    assert_same(&snapshot(&world.stack, live, false), &before, "live state after SIGKILL");
-    let refused = rebuild(&config, &["--staging-db", &staging_arg], Duration::from_secs(60));
+    assert_same(
+        &snapshot(&world.stack, live, false),
+        &before,
+        "live state after SIGKILL",
+    );
+    let refused = rebuild(
+        &config,
+        &["--staging-db", &staging_arg],
+        Duration::from_secs(60),
+    );
     assert_eq!(refused.status.code(), Some(1), "{refused:?}");
     let stderr = String::from_utf8_lossy(&refused.stderr);
     assert!(stderr.contains("another rebuild of db"), "{stderr}");
@@ -175,6 +243,14 @@ async fn interrupted_rebuild_leaves_the_old_state_serving_and_a_rerun_works() {
     let leftover: i64 = redis::cmd("DBSIZE").query(&mut staged).unwrap();
     assert!(leftover > 0, "expected a partial state in the staging db");
     let _: () = staged.set("stray-in-staging", "x").unwrap();
-    assert_ok(&rebuild(&config, &["--staging-db", &staging_arg], Duration::from_secs(120)));
-    assert_same(&snapshot(&world.stack, live, false), &before, "state after the rerun");
+    assert_ok(&rebuild(
+        &config,
+        &["--staging-db", &staging_arg],
+        Duration::from_secs(120),
+    ));
+    assert_same(
+        &snapshot(&world.stack, live, false),
+        &before,
+        "state after the rerun",
+    );
 }

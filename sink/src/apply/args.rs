@@ -152,18 +152,9 @@ impl MappingArgs {
             .order_by
             .iter()
             .enumerate()
-            .map(
-                |(r, order_by)| match u.relation_scores.get(r).copied().flatten() {
-                    Some(x) if x.is_nan() => "0".to_owned(),
-                    Some(x) => format_score(x),
-                    None => match u.fields.iter().find(|(n, _)| n == order_by) {
-                        // Not sent (unchanged TOASTed value) or not in the row: keep the score.
-                        None | Some((_, FieldWrite::Keep)) => String::new(),
-                        // NULL or not a number.
-                        Some(_) => "0".to_owned(),
-                    },
-                },
-            )
+            .map(|(r, order_by)| {
+                relation_score(u, r, order_by).map_or_else(String::new, format_score)
+            })
             .collect();
         UpsertArgs {
             refs,
@@ -216,8 +207,22 @@ pub(crate) fn chunk_command(
     Ok(cmd)
 }
 
+/// The score of relation `r` (ordered by stored field `order_by`) that upsert `u` gives its
+/// member; `None`: keep the member's current score (the field was not sent: an unchanged
+/// TOASTed value, or not in the row). NULL, NaN and non-numbers score 0.
+pub(crate) fn relation_score(u: &RowUpsert, r: usize, order_by: &str) -> Option<f64> {
+    match u.relation_scores.get(r).copied().flatten() {
+        Some(x) if x.is_nan() => Some(0.0),
+        Some(x) => Some(x),
+        None => match u.fields.iter().find(|(n, _)| n == order_by) {
+            None | Some((_, FieldWrite::Keep)) => None,
+            Some(_) => Some(0.0),
+        },
+    }
+}
+
 /// A score as Redis parses it: plain decimal (`1795480593143715`), `inf`, `-inf`.
-fn format_score(x: f64) -> String {
+pub(crate) fn format_score(x: f64) -> String {
     if x.is_infinite() {
         return if x > 0.0 { "inf".into() } else { "-inf".into() };
     }

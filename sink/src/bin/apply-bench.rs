@@ -48,7 +48,6 @@ struct Args {
     redis_url: Option<String>,
 }
 
-
 fn main() -> ExitCode {
     let args = Args::parse();
     loadgen::bench_main("apply-bench", bench(&args))

@@ -62,22 +62,28 @@ struct Args {
     #[arg(long)]
     keep: bool,
     /// Kafka bootstrap servers.
-    #[arg(long, env = "KAFKA_BOOTSTRAP_SERVERS", default_value = "127.0.0.1:9092")]
+    #[arg(
+        long,
+        env = "KAFKA_BOOTSTRAP_SERVERS",
+        default_value = "127.0.0.1:9092"
+    )]
     bootstrap_servers: String,
     /// Schema registry base URL.
-    #[arg(long, env = "SCHEMA_REGISTRY_URL", default_value = "http://127.0.0.1:8081/apis/ccompat/v7")]
+    #[arg(
+        long,
+        env = "SCHEMA_REGISTRY_URL",
+        default_value = "http://127.0.0.1:8081/apis/ccompat/v7"
+    )]
     schema_registry_url: String,
     /// Redis URL.
     #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379")]
     redis_url: String,
 }
 
-
 fn main() -> ExitCode {
     let args = Args::parse();
     loadgen::bench_main("rebuild-bench", bench(&args))
 }
-
 
 fn topic(id: &str, table: Table) -> String {
     format!("rbench{id}.public.{}", table.name())
@@ -86,17 +92,28 @@ fn topic(id: &str, table: Table) -> String {
 /// Creates the topics, registers the schemas, produces the workload.
 async fn produce(args: &Args, id: &str) -> anyhow::Result<usize> {
     let mut encoders = Vec::new();
-    for (table, key, value) in
-        [(Table::Customers, reference::CUSTOMER_KEY, reference::CUSTOMER_VALUE), (Table::Orders, reference::ORDER_KEY, reference::ORDER_VALUE)]
-    {
+    for (table, key, value) in [
+        (
+            Table::Customers,
+            reference::CUSTOMER_KEY,
+            reference::CUSTOMER_VALUE,
+        ),
+        (Table::Orders, reference::ORDER_KEY, reference::ORDER_VALUE),
+    ] {
         let topic = topic(id, table);
         loadgen::create_topic(&args.bootstrap_servers, &topic, args.partitions)
             .await
             .with_context(|| format!("creating {topic} at {}", args.bootstrap_servers))?;
         let (key, value) = (reference::schema_text(key)?, reference::schema_text(value)?);
-        let key_id = loadgen::register(&args.schema_registry_url, &format!("{topic}-key"), &key).await?;
-        let value_id = loadgen::register(&args.schema_registry_url, &format!("{topic}-value"), &value).await?;
-        encoders.push((table, WireEncoder::new(key_id, &key)?, WireEncoder::new(value_id, &value)?));
+        let key_id =
+            loadgen::register(&args.schema_registry_url, &format!("{topic}-key"), &key).await?;
+        let value_id =
+            loadgen::register(&args.schema_registry_url, &format!("{topic}-value"), &value).await?;
+        encoders.push((
+            table,
+            WireEncoder::new(key_id, &key)?,
+            WireEncoder::new(value_id, &value)?,
+        ));
     }
     let started = Instant::now();
     let customer: Json = reference::envelope_of(reference::CUSTOMER_SAMPLE)?;
@@ -104,7 +121,10 @@ async fn produce(args: &Args, id: &str) -> anyhow::Result<usize> {
     let workload = loadgen::workload(args.events, 7, &customer, &order, 1_795_480_000_000);
     let mut records = Vec::with_capacity(workload.events.len());
     for event in &workload.events {
-        let (_, key, value) = encoders.iter().find(|(t, _, _)| *t == event.table).context("encoder")?;
+        let (_, key, value) = encoders
+            .iter()
+            .find(|(t, _, _)| *t == event.table)
+            .context("encoder")?;
         records.push(WireRecord {
             topic: topic(id, event.table),
             key: Some(key.encode(&event.key)?),
@@ -162,7 +182,10 @@ mappings:
 async fn flushdb(url: &str) -> anyhow::Result<()> {
     let client = redis::Client::open(url)?;
     let mut conn = client.get_multiplexed_async_connection().await?;
-    redis::cmd("FLUSHDB").arg("ASYNC").query_async::<()>(&mut conn).await?;
+    redis::cmd("FLUSHDB")
+        .arg("ASYNC")
+        .query_async::<()>(&mut conn)
+        .await?;
     Ok(())
 }
 
@@ -170,7 +193,9 @@ async fn bench(args: &Args) -> anyhow::Result<()> {
     let id = match &args.reuse {
         Some(id) => id.clone(),
         None => {
-            let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.subsec_nanos();
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)?
+                .subsec_nanos();
             let id = format!("{nanos:08x}");
             produce(args, &id).await?;
             id
@@ -178,12 +203,19 @@ async fn bench(args: &Args) -> anyhow::Result<()> {
     };
     let live_url = target::with_db(&args.redis_url, args.live_db)?;
     let staging_url = target::with_db(&args.redis_url, args.staging_db)?;
-    let config = mapping::load_config_str(&yaml(args, &id, &live_url), "rebuild-bench.yaml", &mapping::ConnectionOverrides::default())
-        .map_err(|e| anyhow::anyhow!("bench mapping does not load:\n{e}"))?;
+    let config = mapping::load_config_str(
+        &yaml(args, &id, &live_url),
+        "rebuild-bench.yaml",
+        &mapping::ConnectionOverrides::default(),
+    )
+    .map_err(|e| anyhow::anyhow!("bench mapping does not load:\n{e}"))?;
     let cfg = SinkConfig::new(
         config,
         &[],
-        BatchSettings { max_records: args.batch_size, linger: Duration::from_millis(args.linger_ms) },
+        BatchSettings {
+            max_records: args.batch_size,
+            linger: Duration::from_millis(args.linger_ms),
+        },
     );
     let options = RebuildOptions {
         staging_db: Some(args.staging_db),
@@ -214,8 +246,9 @@ async fn bench(args: &Args) -> anyhow::Result<()> {
     if !args.keep {
         flushdb(&live_url).await?;
         flushdb(&staging_url).await?;
-        let admin: AdminClient<DefaultClientContext> =
-            ClientConfig::new().set("bootstrap.servers", &args.bootstrap_servers).create()?;
+        let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+            .set("bootstrap.servers", &args.bootstrap_servers)
+            .create()?;
         let topics = [topic(&id, Table::Customers), topic(&id, Table::Orders)];
         let topics: Vec<&str> = topics.iter().map(String::as_str).collect();
         admin.delete_topics(&topics, &AdminOptions::new()).await?;

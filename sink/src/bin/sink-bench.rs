@@ -62,22 +62,28 @@ struct Args {
     #[arg(long)]
     keep: bool,
     /// Kafka bootstrap servers.
-    #[arg(long, env = "KAFKA_BOOTSTRAP_SERVERS", default_value = "127.0.0.1:9092")]
+    #[arg(
+        long,
+        env = "KAFKA_BOOTSTRAP_SERVERS",
+        default_value = "127.0.0.1:9092"
+    )]
     bootstrap_servers: String,
     /// Schema registry base URL.
-    #[arg(long, env = "SCHEMA_REGISTRY_URL", default_value = "http://127.0.0.1:8081/apis/ccompat/v7")]
+    #[arg(
+        long,
+        env = "SCHEMA_REGISTRY_URL",
+        default_value = "http://127.0.0.1:8081/apis/ccompat/v7"
+    )]
     schema_registry_url: String,
     /// Redis URL.
     #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379")]
     redis_url: String,
 }
 
-
 fn main() -> ExitCode {
     let args = Args::parse();
     loadgen::bench_main("sink-bench", bench(&args))
 }
-
 
 /// One bench world: topics, registered encoders, mapping file.
 struct World {
@@ -96,7 +102,11 @@ impl World {
     }
 
     fn topic(&self, table: Table) -> &str {
-        self.topics.iter().find(|(t, _)| *t == table).map(|(_, t)| t.as_str()).expect("topic")
+        self.topics
+            .iter()
+            .find(|(t, _)| *t == table)
+            .map(|(_, t)| t.as_str())
+            .expect("topic")
     }
 
     /// A mapping file like the shipped one, with keys under `{prefix}{id}:`.
@@ -138,30 +148,51 @@ mappings:
 }
 
 fn load(yaml: &str, batch_size: usize) -> anyhow::Result<SinkConfig> {
-    let config = mapping::load_config_str(yaml, "bench.yaml", &mapping::ConnectionOverrides::default())
-        .map_err(|e| anyhow::anyhow!("bench mapping does not load:\n{e}"))?;
+    let config =
+        mapping::load_config_str(yaml, "bench.yaml", &mapping::ConnectionOverrides::default())
+            .map_err(|e| anyhow::anyhow!("bench mapping does not load:\n{e}"))?;
     Ok(SinkConfig::new(
         config,
         &[],
-        BatchSettings { max_records: batch_size, linger: Duration::from_millis(5) },
+        BatchSettings {
+            max_records: batch_size,
+            linger: Duration::from_millis(5),
+        },
     ))
 }
 
 async fn bench(args: &Args) -> anyhow::Result<()> {
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.subsec_nanos();
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .subsec_nanos();
     let id = format!("{nanos:08x}");
-    let mut world = World { id: id.clone(), topics: Vec::new(), encoders: Vec::new() };
-    for (table, key, value) in
-        [(Table::Customers, reference::CUSTOMER_KEY, reference::CUSTOMER_VALUE), (Table::Orders, reference::ORDER_KEY, reference::ORDER_VALUE)]
-    {
+    let mut world = World {
+        id: id.clone(),
+        topics: Vec::new(),
+        encoders: Vec::new(),
+    };
+    for (table, key, value) in [
+        (
+            Table::Customers,
+            reference::CUSTOMER_KEY,
+            reference::CUSTOMER_VALUE,
+        ),
+        (Table::Orders, reference::ORDER_KEY, reference::ORDER_VALUE),
+    ] {
         let topic = format!("bench{id}.public.{}", table.name());
         loadgen::create_topic(&args.bootstrap_servers, &topic, args.partitions)
             .await
             .with_context(|| format!("creating {topic} at {}", args.bootstrap_servers))?;
         let (key, value) = (reference::schema_text(key)?, reference::schema_text(value)?);
-        let key_id = loadgen::register(&args.schema_registry_url, &format!("{topic}-key"), &key).await?;
-        let value_id = loadgen::register(&args.schema_registry_url, &format!("{topic}-value"), &value).await?;
-        world.encoders.push((table, WireEncoder::new(key_id, &key)?, WireEncoder::new(value_id, &value)?));
+        let key_id =
+            loadgen::register(&args.schema_registry_url, &format!("{topic}-key"), &key).await?;
+        let value_id =
+            loadgen::register(&args.schema_registry_url, &format!("{topic}-value"), &value).await?;
+        world.encoders.push((
+            table,
+            WireEncoder::new(key_id, &key)?,
+            WireEncoder::new(value_id, &value)?,
+        ));
         world.topics.push((table, topic));
     }
 
@@ -185,7 +216,10 @@ async fn bench(args: &Args) -> anyhow::Result<()> {
     loadgen::produce_all(&producer, &records).await?;
     let produced = started.elapsed() - encoded;
     let events = records.len();
-    let bytes: usize = records.iter().map(|r| r.value.as_ref().map_or(0, Vec::len)).sum();
+    let bytes: usize = records
+        .iter()
+        .map(|r| r.value.as_ref().map_or(0, Vec::len))
+        .sum();
     println!(
         "workload: {events} events ({} customers, {} orders at the end), {:.1} MiB of values, {} partitions per topic",
         workload.customers.len(),
@@ -243,15 +277,19 @@ async fn bench(args: &Args) -> anyhow::Result<()> {
             "ceiling: the same {events} changes as the applier's script calls pipelined straight to Redis ({} per pipeline, {} in flight) = {ceiling:.0} events/s",
             args.batch_size, args.in_flight
         );
-        println!("ratio:   sink / ceiling = {:.0}%", 100.0 * sink_rate / ceiling);
+        println!(
+            "ratio:   sink / ceiling = {:.0}%",
+            100.0 * sink_rate / ceiling
+        );
         if !args.keep {
             cleanup(&args.redis_url, &format!("ceil{id}")).await?;
         }
     }
     if !args.keep {
         cleanup(&args.redis_url, &format!("bench{id}")).await?;
-        let admin: AdminClient<DefaultClientContext> =
-            ClientConfig::new().set("bootstrap.servers", &args.bootstrap_servers).create()?;
+        let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+            .set("bootstrap.servers", &args.bootstrap_servers)
+            .create()?;
         let topics: Vec<&str> = world.topics.iter().map(|(_, t)| t.as_str()).collect();
         admin.delete_topics(&topics, &AdminOptions::new()).await?;
     }
@@ -271,7 +309,12 @@ async fn ceiling(args: &Args, cfg: &SinkConfig, records: &[WireRecord]) -> anyho
             .find(|(_, m)| m.topic == record.topic)
             .context("mapped topic")?;
         let decoded = decoder
-            .decode(&record.topic, record.key.as_deref(), record.value.as_deref(), Some(0))
+            .decode(
+                &record.topic,
+                record.key.as_deref(),
+                record.value.as_deref(),
+                Some(0),
+            )
             .await?;
         changes.push(PlannedChange {
             mapping,
@@ -297,7 +340,8 @@ async fn ceiling(args: &Args, cfg: &SinkConfig, records: &[WireRecord]) -> anyho
     let client = redis::Client::open(config.redis.url.as_str())?;
     let conn = client
         .get_multiplexed_async_connection_with_config(
-            &redis::AsyncConnectionConfig::new().set_response_timeout(Some(sink::run::REDIS_RESPONSE_TIMEOUT)),
+            &redis::AsyncConnectionConfig::new()
+                .set_response_timeout(Some(sink::run::REDIS_RESPONSE_TIMEOUT)),
         )
         .await?;
     let redis_before = script_time(&args.redis_url).await?;
@@ -350,22 +394,34 @@ impl ScriptTime {
 async fn script_time(redis_url: &str) -> anyhow::Result<ScriptTime> {
     let client = redis::Client::open(redis_url)?;
     let mut conn = client.get_multiplexed_async_connection().await?;
-    let info: String = redis::cmd("INFO").arg("commandstats").query_async(&mut conn).await?;
-    let line = info.lines().find(|l| l.starts_with("cmdstat_evalsha:")).unwrap_or_default();
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(&mut conn)
+        .await?;
+    let line = info
+        .lines()
+        .find(|l| l.starts_with("cmdstat_evalsha:"))
+        .unwrap_or_default();
     let field = |name: &str| {
         line.split([':', ','])
             .find_map(|kv| kv.strip_prefix(name).and_then(|v| v.strip_prefix('=')))
             .and_then(|v| v.parse::<u64>().ok())
             .unwrap_or(0)
     };
-    Ok(ScriptTime { calls: field("calls"), busy: Duration::from_micros(field("usec")) })
+    Ok(ScriptTime {
+        calls: field("calls"),
+        busy: Duration::from_micros(field("usec")),
+    })
 }
 
 /// Deletes every key of the run: `{prefix}:*` and the bookkeeping of its mappings.
 async fn cleanup(redis_url: &str, prefix: &str) -> anyhow::Result<()> {
     let client = redis::Client::open(redis_url)?;
-    let config = redis::AsyncConnectionConfig::new().set_response_timeout(Some(sink::run::REDIS_RESPONSE_TIMEOUT));
-    let mut conn = client.get_multiplexed_async_connection_with_config(&config).await?;
+    let config = redis::AsyncConnectionConfig::new()
+        .set_response_timeout(Some(sink::run::REDIS_RESPONSE_TIMEOUT));
+    let mut conn = client
+        .get_multiplexed_async_connection_with_config(&config)
+        .await?;
     for pattern in [format!("{prefix}:*"), format!("sink:*_{prefix}*")] {
         let mut cursor = 0u64;
         loop {
@@ -378,7 +434,10 @@ async fn cleanup(redis_url: &str, prefix: &str) -> anyhow::Result<()> {
                 .query_async(&mut conn)
                 .await?;
             if !keys.is_empty() {
-                redis::cmd("UNLINK").arg(&keys).query_async::<()>(&mut conn).await?;
+                redis::cmd("UNLINK")
+                    .arg(&keys)
+                    .query_async::<()>(&mut conn)
+                    .await?;
             }
             if next == 0 {
                 break;
@@ -386,10 +445,20 @@ async fn cleanup(redis_url: &str, prefix: &str) -> anyhow::Result<()> {
             cursor = next;
         }
     }
-    let fields: Vec<String> = redis::cmd("HKEYS").arg("sink:offsets").query_async(&mut conn).await?;
-    let ours: Vec<&String> = fields.iter().filter(|f| f.starts_with(&format!("bench{}", &prefix[prefix.len() - 8..]))).collect();
+    let fields: Vec<String> = redis::cmd("HKEYS")
+        .arg("sink:offsets")
+        .query_async(&mut conn)
+        .await?;
+    let ours: Vec<&String> = fields
+        .iter()
+        .filter(|f| f.starts_with(&format!("bench{}", &prefix[prefix.len() - 8..])))
+        .collect();
     if !ours.is_empty() {
-        redis::cmd("HDEL").arg("sink:offsets").arg(ours).query_async::<()>(&mut conn).await?;
+        redis::cmd("HDEL")
+            .arg("sink:offsets")
+            .arg(ours)
+            .query_async::<()>(&mut conn)
+            .await?;
     }
     Ok(())
 }

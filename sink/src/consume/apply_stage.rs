@@ -25,7 +25,7 @@ use super::batch::{Batch, Partition};
 use super::progress::Progress;
 use super::retry::Backoff;
 use super::{dlq_retriable, ConsumeError, SinkConsumer, Summary, Work};
-use crate::apply::{ApplyError, Applier, BatchOutcome};
+use crate::apply::{Applier, ApplyError, BatchOutcome};
 use crate::dlq::{DeadLetters, Origin};
 use crate::health::one_line;
 
@@ -57,7 +57,13 @@ pub(super) async fn apply_stage(
     progress: Progress,
     shutdown: CancellationToken,
 ) -> Result<Summary, ConsumeError> {
-    let shared = Arc::new(Shared { consumer, applier, dead_letters, progress, shutdown });
+    let shared = Arc::new(Shared {
+        consumer,
+        applier,
+        dead_letters,
+        progress,
+        shutdown,
+    });
     let mut lanes: HashMap<Partition, mpsc::Sender<Batch>> = HashMap::new();
     let mut running: JoinSet<Result<Summary, ConsumeError>> = JoinSet::new();
     let mut summary = Summary::default();
@@ -123,7 +129,10 @@ async fn record_types(shared: &Shared, batch: &Batch) -> bool {
     for (mapping, columns) in &batch.column_types {
         let mut backoff = Backoff::default();
         while let Err(e) = shared.applier.record_column_types(*mapping, columns).await {
-            if !backoff.wait("Recording column types", &e, &shared.shutdown).await {
+            if !backoff
+                .wait("Recording column types", &e, &shared.shutdown)
+                .await
+            {
                 return false;
             }
         }
@@ -189,13 +198,19 @@ async fn apply_with_retries(
             Err(e) => e,
         };
         if error.is_retriable() {
-            if !backoff.wait("Applying a batch to redis", &error, &shared.shutdown).await {
+            if !backoff
+                .wait("Applying a batch to redis", &error, &shared.shutdown)
+                .await
+            {
                 return Ok(None);
             }
             continue;
         }
         let Some(i) = culprit(&error, batch) else {
-            return Err(ConsumeError::Apply { changes: batch.changes.len(), source: error });
+            return Err(ConsumeError::Apply {
+                changes: batch.changes.len(),
+                source: error,
+            });
         };
         // The changes before the culprit were applied.
         if i > 0 {
@@ -235,7 +250,11 @@ async fn dead_letter_change(
 ) -> Result<bool, ConsumeError> {
     let text = format!("redis rejected the change: {}", one_line(error));
     let change = &batch.changes[i];
-    let origin = Origin { topic: &change.topic, partition: change.partition, offset: change.offset };
+    let origin = Origin {
+        topic: &change.topic,
+        partition: change.partition,
+        offset: change.offset,
+    };
     warn!(
         topic = origin.topic,
         partition = origin.partition,
@@ -247,10 +266,17 @@ async fn dead_letter_change(
     let (key, value) = batch.raw.get(i);
     let mut backoff = Backoff::default();
     loop {
-        match shared.dead_letters.send_raw(origin, key, value, None, OwnedHeaders::new(), &text).await {
+        match shared
+            .dead_letters
+            .send_raw(origin, key, value, None, OwnedHeaders::new(), &text)
+            .await
+        {
             Ok(()) => return Ok(true),
             Err(e) if dlq_retriable(&e) => {
-                if !backoff.wait("Dead-lettering a record", &e, &shared.shutdown).await {
+                if !backoff
+                    .wait("Dead-lettering a record", &e, &shared.shutdown)
+                    .await
+                {
                     return Ok(false);
                 }
             }

@@ -139,7 +139,10 @@ pub struct RawRecords {
 impl RawRecords {
     /// Room for `records` records of a typical size.
     pub fn with_capacity(records: usize) -> RawRecords {
-        RawRecords { bytes: Vec::with_capacity(records * 256), spans: Vec::with_capacity(records) }
+        RawRecords {
+            bytes: Vec::with_capacity(records * 256),
+            spans: Vec::with_capacity(records),
+        }
     }
 
     fn append(&mut self, part: Option<&[u8]>) -> Option<Range<usize>> {
@@ -191,9 +194,15 @@ mod tests {
         batch.note_offset(&a, 0, 6);
         batch.note_offset(&b, 0, 1);
         assert_eq!(batch.records, 4);
-        let marks: Vec<_> =
-            batch.partitions.iter().map(|m| (m.partition.clone(), m.last, m.records)).collect();
-        assert_eq!(marks, vec![((a.clone(), 0), 6, 2), ((a, 1), 7, 1), ((b, 0), 1, 1)]);
+        let marks: Vec<_> = batch
+            .partitions
+            .iter()
+            .map(|m| (m.partition.clone(), m.last, m.records))
+            .collect();
+        assert_eq!(
+            marks,
+            vec![((a.clone(), 0), 6, 2), ((a, 1), 7, 1), ((b, 0), 1, 1)]
+        );
     }
 
     fn change(topic: &Arc<str>, partition: i32, offset: i64) -> PlannedChange {
@@ -221,8 +230,10 @@ mod tests {
         }
         let parts = batch.split_by_partition();
         assert_eq!(parts.len(), 2);
-        let offsets: Vec<Vec<i64>> =
-            parts.iter().map(|b| b.changes.iter().map(|c| c.offset).collect()).collect();
+        let offsets: Vec<Vec<i64>> = parts
+            .iter()
+            .map(|b| b.changes.iter().map(|c| c.offset).collect())
+            .collect();
         assert_eq!(offsets, vec![vec![10, 12], vec![20, 21]]);
         assert_eq!(parts[0].records, 3);
         assert_eq!(parts[0].partitions[0].last, 12);

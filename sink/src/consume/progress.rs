@@ -120,7 +120,10 @@ impl Standing {
 
     /// Records between the sink and the end of the log, over all partitions.
     pub fn lag(&self) -> i64 {
-        self.partitions.iter().map(|p| (p.high - p.next).max(0)).sum()
+        self.partitions
+            .iter()
+            .map(|p| (p.high - p.next).max(0))
+            .sum()
     }
 
     /// The assigned topics whose every assigned partition is at its high watermark: their
@@ -193,21 +196,32 @@ mod tests {
     use super::*;
 
     fn lag(topic: &str, partition: i32, next: i64, high: i64) -> PartitionLag {
-        PartitionLag { topic: topic.to_owned(), partition, next, high }
+        PartitionLag {
+            topic: topic.to_owned(),
+            partition,
+            next,
+            high,
+        }
     }
 
     #[test]
     fn caught_up_needs_every_partition_at_the_end() {
         assert!(!Standing::default().caught_up());
-        let s = Standing { partitions: vec![lag("a", 0, 5, 5), lag("a", 1, 0, 0)] };
+        let s = Standing {
+            partitions: vec![lag("a", 0, 5, 5), lag("a", 1, 0, 0)],
+        };
         assert!(s.caught_up());
         assert_eq!(s.lag(), 0);
-        let s = Standing { partitions: vec![lag("a", 0, 5, 5), lag("b", 0, 3, 9)] };
+        let s = Standing {
+            partitions: vec![lag("a", 0, 5, 5), lag("b", 0, 3, 9)],
+        };
         assert!(!s.caught_up());
         assert_eq!(s.lag(), 6);
         assert_eq!(s.topics(), vec!["a", "b"]);
         assert_eq!(s.caught_up_topics(), vec!["a"]);
-        let s = Standing { partitions: vec![lag("a", 0, 5, 5), lag("a", 1, 2, 3)] };
+        let s = Standing {
+            partitions: vec![lag("a", 0, 5, 5), lag("a", 1, 2, 3)],
+        };
         assert!(s.caught_up_topics().is_empty());
     }
 

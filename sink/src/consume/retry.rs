@@ -26,8 +26,7 @@ pub fn policy() -> ExponentialBuilder {
 }
 
 /// The delays between attempts of one operation.
-#[derive(Debug)]
-#[derive(Default)]
+#[derive(Debug, Default)]
 pub struct Backoff {
     /// Built at the first failure: most operations never fail.
     delays: Option<ExponentialBackoff>,
@@ -44,7 +43,11 @@ impl Backoff {
         shutdown: &CancellationToken,
     ) -> bool {
         self.attempts += 1;
-        let delay = self.delays.get_or_insert_with(|| policy().build()).next().unwrap_or(MAX_DELAY);
+        let delay = self
+            .delays
+            .get_or_insert_with(|| policy().build())
+            .next()
+            .unwrap_or(MAX_DELAY);
         warn!(
             error = %crate::health::one_line(error),
             attempt = self.attempts,
@@ -83,7 +86,10 @@ mod tests {
         let waited = start.elapsed();
         assert_eq!(backoff.attempts(), 20);
         // At least the un-jittered sum of the first delays, at most 20 capped (jittered) delays.
-        assert!(waited >= Duration::from_millis(100 + 200 + 400 + 800), "{waited:?}");
+        assert!(
+            waited >= Duration::from_millis(100 + 200 + 400 + 800),
+            "{waited:?}"
+        );
         assert!(waited <= 2 * 20 * MAX_DELAY, "{waited:?}");
     }
 

@@ -59,7 +59,11 @@ impl Display {
             Display::Bars { multi, bars }
         } else {
             let now = Instant::now();
-            Display::Log { totals: totals.clone(), last: now, start: now }
+            Display::Log {
+                totals: totals.clone(),
+                last: now,
+                start: now,
+            }
         }
     }
 
@@ -73,7 +77,11 @@ impl Display {
                     }
                 }
             }
-            Display::Log { totals, last, start } => {
+            Display::Log {
+                totals,
+                last,
+                start,
+            } => {
                 if last.elapsed() < LOG_EVERY {
                     return;
                 }

@@ -65,7 +65,12 @@ pub async fn discover(
             partitions.sort_unstable();
             for partition in partitions {
                 let (low, high) = consumer.fetch_watermarks(topic, partition, timeout)?;
-                targets.push(PartitionTarget { topic: topic.clone(), partition, low, high });
+                targets.push(PartitionTarget {
+                    topic: topic.clone(),
+                    partition,
+                    low,
+                    high,
+                });
             }
         }
         Ok(targets)
@@ -75,7 +80,10 @@ pub async fn discover(
 }
 
 /// Assigns every target partition to `consumer`, reading from the beginning.
-pub fn assign_from_beginning(consumer: &SinkConsumer, targets: &[PartitionTarget]) -> KafkaResult<()> {
+pub fn assign_from_beginning(
+    consumer: &SinkConsumer,
+    targets: &[PartitionTarget],
+) -> KafkaResult<()> {
     let mut tpl = TopicPartitionList::new();
     for t in targets {
         tpl.add_partition_offset(&t.topic, t.partition, Offset::Beginning)?;
@@ -91,7 +99,9 @@ pub async fn high_watermark(
     timeout: Duration,
 ) -> KafkaResult<i64> {
     tokio::task::spawn_blocking(move || {
-        consumer.fetch_watermarks(&topic, partition, timeout).map(|(_, high)| high)
+        consumer
+            .fetch_watermarks(&topic, partition, timeout)
+            .map(|(_, high)| high)
     })
     .await
     .unwrap_or(Err(KafkaError::Canceled))
@@ -124,7 +134,12 @@ impl Tracker {
         let now = Instant::now();
         let seen = targets.iter().map(|t| (t.low, now)).collect();
         let gaps = vec![false; targets.len()];
-        Tracker { targets, seen, gaps, last_progress: now }
+        Tracker {
+            targets,
+            seen,
+            gaps,
+            last_progress: now,
+        }
     }
 
     /// The partitions followed.
@@ -134,12 +149,21 @@ impl Tracker {
 
     /// Where each target stands now. `positions` is the consumer's fetch position
     /// ([`Consumer::position`]), used to recognise a tail that holds no records.
-    pub fn poll(&mut self, progress: &Progress, positions: &TopicPartitionList) -> Vec<PartitionState> {
+    pub fn poll(
+        &mut self,
+        progress: &Progress,
+        positions: &TopicPartitionList,
+    ) -> Vec<PartitionState> {
         let now = Instant::now();
         let nexts: Vec<i64> = self
             .targets
             .iter()
-            .map(|t| progress.next(&t.topic, t.partition).unwrap_or(t.low).max(t.low))
+            .map(|t| {
+                progress
+                    .next(&t.topic, t.partition)
+                    .unwrap_or(t.low)
+                    .max(t.low)
+            })
             .collect();
         for (i, &next) in nexts.iter().enumerate() {
             if next != self.seen[i].0 {
@@ -153,12 +177,13 @@ impl Tracker {
             let next = nexts[i];
             let mut done = next >= t.high || self.gaps[i];
             if !done {
-                let position = positions
-                    .find_partition(&t.topic, t.partition)
-                    .and_then(|e| match e.offset() {
-                        Offset::Offset(o) => Some(o),
-                        _ => None,
-                    });
+                let position =
+                    positions
+                        .find_partition(&t.topic, t.partition)
+                        .and_then(|e| match e.offset() {
+                            Offset::Offset(o) => Some(o),
+                            _ => None,
+                        });
                 if position.is_some_and(|p| p >= t.high) && idle {
                     debug!(topic = %t.topic, partition = t.partition, next, high = t.high,
                         "Partition read to its end; the offsets left hold no records.");
@@ -198,7 +223,12 @@ mod tests {
     use super::*;
 
     fn target(partition: i32, low: i64, high: i64) -> PartitionTarget {
-        PartitionTarget { topic: "t".into(), partition, low, high }
+        PartitionTarget {
+            topic: "t".into(),
+            partition,
+            low,
+            high,
+        }
     }
 
     #[tokio::test(start_paused = true)]
@@ -207,14 +237,19 @@ mod tests {
         let mut tracker = Tracker::new(vec![target(0, 0, 10), target(1, 5, 5), target(2, 0, 4)]);
         let positions = TopicPartitionList::new();
         let s = tracker.poll(&progress, &positions);
-        assert_eq!(s.iter().map(|s| s.done).collect::<Vec<_>>(), vec![false, true, false]);
+        assert_eq!(
+            s.iter().map(|s| s.done).collect::<Vec<_>>(),
+            vec![false, true, false]
+        );
         progress.applied("t", 0, 10);
         progress.applied("t", 2, 3);
         let s = tracker.poll(&progress, &positions);
         assert!(s[0].done && !s[2].done);
         // Partition 2: read to offset 4 but offset 3 never arrives (a gap).
         let mut positions = TopicPartitionList::new();
-        positions.add_partition_offset("t", 2, Offset::Offset(4)).unwrap();
+        positions
+            .add_partition_offset("t", 2, Offset::Offset(4))
+            .unwrap();
         assert!(!tracker.poll(&progress, &positions)[2].done);
         // Another partition still progressing: its batches may hold partition 2's records.
         tokio::time::advance(GAP_STALL).await;

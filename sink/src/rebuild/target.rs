@@ -95,16 +95,24 @@ impl std::fmt::Debug for Target {
 
 /// The logical database a Redis URL names (0 when it names none).
 pub fn db_of(url: &str) -> Result<i64, TargetError> {
-    let client = redis::Client::open(url)
-        .map_err(|source| TargetError::Url { url: redact_url(url), source })?;
+    let client = redis::Client::open(url).map_err(|source| TargetError::Url {
+        url: redact_url(url),
+        source,
+    })?;
     Ok(client.get_connection_info().redis_settings().db())
 }
 
 /// `url` with its database replaced by `db` (`/N` path for TCP, `?db=N` for Unix sockets).
 pub fn with_db(url: &str, db: i64) -> Result<String, TargetError> {
-    let bad = |source| TargetError::Url { url: redact_url(url), source };
+    let bad = |source| TargetError::Url {
+        url: redact_url(url),
+        source,
+    };
     let mut parsed = redis::parse_redis_url(url).ok_or_else(|| {
-        bad(redis::RedisError::from((redis::ErrorKind::InvalidClientConfig, "not a redis url")))
+        bad(redis::RedisError::from((
+            redis::ErrorKind::InvalidClientConfig,
+            "not a redis url",
+        )))
     })?;
     if parsed.scheme().contains("unix") {
         let pairs: Vec<(String, String)> = parsed
@@ -135,8 +143,10 @@ pub fn with_db(url: &str, db: i64) -> Result<String, TargetError> {
 
 async fn connect(url: &str) -> Result<MultiplexedConnection, TargetError> {
     let db = db_of(url)?;
-    let client = redis::Client::open(url)
-        .map_err(|source| TargetError::Url { url: redact_url(url), source })?;
+    let client = redis::Client::open(url).map_err(|source| TargetError::Url {
+        url: redact_url(url),
+        source,
+    })?;
     // FLUSHDB SYNC of a large staging state takes longer than redis-rs's 500 ms default.
     let config = redis::AsyncConnectionConfig::new()
         .set_connection_timeout(Some(std::time::Duration::from_secs(5)))
@@ -144,7 +154,11 @@ async fn connect(url: &str) -> Result<MultiplexedConnection, TargetError> {
     client
         .get_multiplexed_async_connection_with_config(&config)
         .await
-        .map_err(|source| TargetError::Command { operation: "connect", db, source })
+        .map_err(|source| TargetError::Command {
+            operation: "connect",
+            db,
+            source,
+        })
 }
 
 impl Target {
@@ -158,28 +172,48 @@ impl Target {
         }
         let mut live = connect(live_url).await?;
         // CONFIG may be renamed or forbidden (managed Redis): then SELECT tells.
-        let databases: Result<Vec<String>, _> =
-            redis::cmd("CONFIG").arg("GET").arg("databases").query_async(&mut live).await;
+        let databases: Result<Vec<String>, _> = redis::cmd("CONFIG")
+            .arg("GET")
+            .arg("databases")
+            .query_async(&mut live)
+            .await;
         if let Ok(reply) = databases {
             if let Some(n) = reply.get(1).and_then(|n| n.parse::<i64>().ok()) {
                 if staging_db < 0 || staging_db >= n {
-                    return Err(TargetError::NoSuchDb { staging: staging_db, databases: n });
+                    return Err(TargetError::NoSuchDb {
+                        staging: staging_db,
+                        databases: n,
+                    });
                 }
             }
         }
         let staging_url = with_db(live_url, staging_db)?;
         let staging = connect(&staging_url).await?;
-        Ok(Target { live_db, staging_db, staging_url, live, staging })
+        Ok(Target {
+            live_db,
+            staging_db,
+            staging_url,
+            live,
+            staging,
+        })
     }
 
     fn live_err(&self, operation: &'static str) -> impl Fn(redis::RedisError) -> TargetError {
         let db = self.live_db;
-        move |source| TargetError::Command { operation, db, source }
+        move |source| TargetError::Command {
+            operation,
+            db,
+            source,
+        }
     }
 
     fn staging_err(&self, operation: &'static str) -> impl Fn(redis::RedisError) -> TargetError {
         let db = self.staging_db;
-        move |source| TargetError::Command { operation, db, source }
+        move |source| TargetError::Command {
+            operation,
+            db,
+            source,
+        }
     }
 
     /// Takes the rebuild lock of the live database for `token`.
@@ -197,9 +231,14 @@ impl Target {
         if set.is_some() {
             return Ok(());
         }
-        let holder: Option<String> =
-            conn.get(LOCK_KEY).await.map_err(self.live_err("GET sink:rebuild:lock"))?;
-        let ttl_ms: i64 = conn.pttl(LOCK_KEY).await.map_err(self.live_err("PTTL sink:rebuild:lock"))?;
+        let holder: Option<String> = conn
+            .get(LOCK_KEY)
+            .await
+            .map_err(self.live_err("GET sink:rebuild:lock"))?;
+        let ttl_ms: i64 = conn
+            .pttl(LOCK_KEY)
+            .await
+            .map_err(self.live_err("PTTL sink:rebuild:lock"))?;
         Err(TargetError::Locked {
             db: self.live_db,
             holder: holder.unwrap_or_else(|| "nobody (just released)".into()),
@@ -279,15 +318,24 @@ impl Target {
     /// The live database's `sink:offsets`.
     pub async fn live_offsets(&self) -> Result<BTreeMap<String, i64>, TargetError> {
         let mut conn = self.live.clone();
-        let raw: BTreeMap<String, String> =
-            conn.hgetall("sink:offsets").await.map_err(self.live_err("HGETALL sink:offsets"))?;
-        Ok(raw.into_iter().filter_map(|(k, v)| Some((k, v.parse().ok()?))).collect())
+        let raw: BTreeMap<String, String> = conn
+            .hgetall("sink:offsets")
+            .await
+            .map_err(self.live_err("HGETALL sink:offsets"))?;
+        Ok(raw
+            .into_iter()
+            .filter_map(|(k, v)| Some((k, v.parse().ok()?)))
+            .collect())
     }
 
     /// Runs the handover script (see `handover.lua`).
     pub async fn handover(&self, request: &Handover<'_>) -> Result<HandoverOutcome, TargetError> {
         let mut cmd = redis::cmd("EVAL");
-        cmd.arg(HANDOVER_SCRIPT).arg(0).arg(self.live_db).arg(self.staging_db).arg(request.token);
+        cmd.arg(HANDOVER_SCRIPT)
+            .arg(0)
+            .arg(self.live_db)
+            .arg(self.staging_db)
+            .arg(request.token);
         cmd.arg(request.topics.len());
         for t in request.topics {
             cmd.arg(t);
@@ -301,11 +349,15 @@ impl Target {
             cmd.arg(k).arg(v);
         }
         let mut conn = self.live.clone();
-        let reply: Vec<String> =
-            cmd.query_async(&mut conn).await.map_err(self.live_err("handover script"))?;
+        let reply: Vec<String> = cmd
+            .query_async(&mut conn)
+            .await
+            .map_err(self.live_err("handover script"))?;
         match reply.first().map(String::as_str) {
             Some("ok") => Ok(HandoverOutcome::Swapped),
-            Some("lock") => Ok(HandoverOutcome::LockLost(reply.get(1).cloned().unwrap_or_default())),
+            Some("lock") => Ok(HandoverOutcome::LockLost(
+                reply.get(1).cloned().unwrap_or_default(),
+            )),
             Some("lagging") => {
                 let lagging = reply[1..]
                     .chunks(3)
@@ -378,7 +430,9 @@ impl MemoryInfo {
     pub fn parse(memory: &str, keyspace: &str) -> MemoryInfo {
         let mut info = MemoryInfo::default();
         for line in memory.lines() {
-            let Some((k, v)) = line.trim().split_once(':') else { continue };
+            let Some((k, v)) = line.trim().split_once(':') else {
+                continue;
+            };
             match k {
                 "used_memory" => info.used = v.parse().unwrap_or(0),
                 "maxmemory" => info.max = v.parse().unwrap_or(0),
@@ -387,7 +441,9 @@ impl MemoryInfo {
             }
         }
         for line in keyspace.lines() {
-            let Some((db, rest)) = line.trim().split_once(':') else { continue };
+            let Some((db, rest)) = line.trim().split_once(':') else {
+                continue;
+            };
             let Some(n) = db.strip_prefix("db").and_then(|n| n.parse::<i64>().ok()) else {
                 continue;
             };
@@ -419,7 +475,13 @@ impl MemoryInfo {
         let need = self.share(live);
         let freed = self.share(staging);
         let peak = self.used.saturating_sub(freed).saturating_add(need);
-        MemoryEstimate { used: self.used, need, peak, max: self.max, evicts: self.evicts }
+        MemoryEstimate {
+            used: self.used,
+            need,
+            peak,
+            max: self.max,
+            evicts: self.evicts,
+        }
     }
 }
 
@@ -453,7 +515,11 @@ impl std::fmt::Display for MemoryEstimate {
             mib(self.used),
             mib(self.need),
             mib(self.peak),
-            if self.max == 0 { "unlimited".to_owned() } else { format!("{} MiB", mib(self.max)) },
+            if self.max == 0 {
+                "unlimited".to_owned()
+            } else {
+                format!("{} MiB", mib(self.max))
+            },
         )
     }
 }
@@ -491,15 +557,24 @@ mod tests {
         let e = info.estimate(3, 4);
         assert_eq!(e.need, 1_000_000);
         assert!(!e.fits());
-        let unlimited = MemoryInfo { max: 0, ..info.clone() };
+        let unlimited = MemoryInfo {
+            max: 0,
+            ..info.clone()
+        };
         assert!(unlimited.estimate(3, 4).fits());
         assert_eq!(info.estimate(0, 1).need, 0);
     }
 
     #[test]
     fn urls_get_the_staging_database() {
-        assert_eq!(with_db("redis://127.0.0.1:6379", 1).unwrap(), "redis://127.0.0.1:6379/1");
-        assert_eq!(with_db("redis://:pw@h:6379/3", 4).unwrap(), "redis://:pw@h:6379/4");
+        assert_eq!(
+            with_db("redis://127.0.0.1:6379", 1).unwrap(),
+            "redis://127.0.0.1:6379/1"
+        );
+        assert_eq!(
+            with_db("redis://:pw@h:6379/3", 4).unwrap(),
+            "redis://:pw@h:6379/4"
+        );
         assert_eq!(db_of("redis://h:6379/7").unwrap(), 7);
         assert_eq!(db_of("redis://h").unwrap(), 0);
         let unix = with_db("redis+unix:///tmp/r.sock?db=2", 5).unwrap();

@@ -114,10 +114,23 @@ impl Fixture {
     }
 
     pub async fn with_ttl(ttl_seconds: Option<u64>) -> Fixture {
+        Fixture::build(ttl_seconds, false).await
+    }
+
+    /// With [`Applier::owning`] (the rebuild's applier) instead of the script.
+    pub async fn owning() -> Fixture {
+        Fixture::build(None, true).await
+    }
+
+    async fn build(ttl_seconds: Option<u64>, owning: bool) -> Fixture {
         let tag = format!("t{:08x}", rand::random::<u32>());
         let config = config(&tag, ttl_seconds);
         let pool = pool().await;
-        let applier = Applier::new(pool.clone(), &config);
+        let applier = if owning {
+            Applier::owning(pool.clone(), &config)
+        } else {
+            Applier::new(pool.clone(), &config)
+        };
         Fixture {
             topics: [
                 Arc::from(config.mappings[0].topic.as_str()),

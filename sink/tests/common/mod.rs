@@ -68,7 +68,11 @@ pub fn schema_text(name: &str) -> String {
 /// Registers the recorded v1 key and value schemas of `table` (`customers` or `orders`) under
 /// `{topic}-key` and `{topic}-value` at `registry`; returns (key, value) encoders with the
 /// ids the registry assigned.
-pub async fn register_table(registry: &str, topic: &str, table: &str) -> (WireEncoder, WireEncoder) {
+pub async fn register_table(
+    registry: &str,
+    topic: &str,
+    table: &str,
+) -> (WireEncoder, WireEncoder) {
     let (key_id, value_id) = match table {
         "customers" => (1, 2),
         "orders" => (3, 4),
@@ -76,8 +80,12 @@ pub async fn register_table(registry: &str, topic: &str, table: &str) -> (WireEn
     };
     let key_text = schema_text(&format!("cdc.public.{table}-key.v1.id{key_id}.json"));
     let value_text = schema_text(&format!("cdc.public.{table}-value.v1.id{value_id}.json"));
-    let k = loadgen::register(registry, &format!("{topic}-key"), &key_text).await.expect("register key schema");
-    let v = loadgen::register(registry, &format!("{topic}-value"), &value_text).await.expect("register value schema");
+    let k = loadgen::register(registry, &format!("{topic}-key"), &key_text)
+        .await
+        .expect("register key schema");
+    let v = loadgen::register(registry, &format!("{topic}-value"), &value_text)
+        .await
+        .expect("register value schema");
     (
         WireEncoder::new(k, &key_text).expect("key schema"),
         WireEncoder::new(v, &value_text).expect("value schema"),

@@ -38,13 +38,23 @@ const HOW_TO_START: &str = "start the stack with `bash tests/stack/up.sh` and ex
 impl Stack {
     /// From the environment, checked: panics with a clear message when a service is down.
     pub async fn get() -> Stack {
-        let env = |name: &str, default: &str| std::env::var(name).unwrap_or_else(|_| default.to_owned());
+        let env =
+            |name: &str, default: &str| std::env::var(name).unwrap_or_else(|_| default.to_owned());
         let stack = Stack {
             bootstrap: env("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092"),
-            registry: env("SCHEMA_REGISTRY_URL", "http://127.0.0.1:8081/apis/ccompat/v7"),
+            registry: env(
+                "SCHEMA_REGISTRY_URL",
+                "http://127.0.0.1:8081/apis/ccompat/v7",
+            ),
             redis: env("REDIS_URL", "redis://127.0.0.1:6379"),
         };
-        common::check_services(&stack.bootstrap, &stack.registry, &stack.redis, HOW_TO_START).await;
+        common::check_services(
+            &stack.bootstrap,
+            &stack.registry,
+            &stack.redis,
+            HOW_TO_START,
+        )
+        .await;
         stack
     }
 
@@ -61,8 +71,11 @@ pub use common::{rand_id, record as fixture};
 
 /// The customers value schema v2: v1 plus a nullable `phone` column at the end.
 pub fn customers_value_v2() -> String {
-    let mut schema = common::schema_file("cdc.public.customers-value.v1.id2.json")["schema"].clone();
-    let fields = schema["fields"][0]["type"][1]["fields"].as_array_mut().expect("before.Value fields");
+    let mut schema =
+        common::schema_file("cdc.public.customers-value.v1.id2.json")["schema"].clone();
+    let fields = schema["fields"][0]["type"][1]["fields"]
+        .as_array_mut()
+        .expect("before.Value fields");
     fields.push(json!({"name": "phone", "type": ["null", "string"], "default": null}));
     schema.to_string()
 }
@@ -96,12 +109,16 @@ impl Scenario {
         let mut codecs = HashMap::new();
         for table in [Table::Customers, Table::Orders] {
             let topic = format!("t{id}.public.{}", table.name());
-            loadgen::create_topic(&stack.bootstrap, &topic, partitions).await.expect("create topic");
+            loadgen::create_topic(&stack.bootstrap, &topic, partitions)
+                .await
+                .expect("create topic");
             let (key, value) = common::register_table(&stack.registry, &topic, table.name()).await;
             codecs.insert(table, TableCodec { topic, key, value });
         }
         let dlq = format!("t{id}-dlq");
-        loadgen::create_topic(&stack.bootstrap, &dlq, 1).await.expect("create dlq topic");
+        loadgen::create_topic(&stack.bootstrap, &dlq, 1)
+            .await
+            .expect("create dlq topic");
         let scenario = Scenario {
             group: format!("t{id}-group"),
             dlq,
@@ -159,8 +176,9 @@ mappings:
 
     /// The validated configuration, as `sink run --config` would load it.
     pub fn sink_config(&self, batch: BatchSettings) -> SinkConfig {
-        let config = mapping::load_config(&self.config_path, &mapping::ConnectionOverrides::default())
-            .unwrap_or_else(|e| panic!("scenario config does not load:\n{e}"));
+        let config =
+            mapping::load_config(&self.config_path, &mapping::ConnectionOverrides::default())
+                .unwrap_or_else(|e| panic!("scenario config does not load:\n{e}"));
         SinkConfig::new(config, &[], batch)
     }
 
@@ -171,27 +189,39 @@ mappings:
             topic: codec.topic.clone(),
             key: Some(codec.key.encode(key).expect("encode key")),
             value: value.map(|v| codec.value.encode(v).expect("encode value")),
-            headers: vec![("__debezium.context.connectorLogicalName".into(), "cdc".into())],
+            headers: vec![(
+                "__debezium.context.connectorLogicalName".into(),
+                "cdc".into(),
+            )],
         }
     }
 
     /// A recorded sample re-encoded for this scenario's topics.
     pub fn sample(&self, name: &str) -> WireRecord {
         let sample = fixture(name);
-        let table = if sample["topic"] == "cdc.public.customers" { Table::Customers } else { Table::Orders };
+        let table = if sample["topic"] == "cdc.public.customers" {
+            Table::Customers
+        } else {
+            Table::Orders
+        };
         let value = (!sample["value"].is_null()).then_some(&sample["value"]);
         self.record(table, &sample["key"], value)
     }
 
     /// Encodes generated events.
     pub fn encode(&self, events: &[sink::loadgen::Event]) -> Vec<WireRecord> {
-        events.iter().map(|e| self.record(e.table, &e.key, e.value.as_ref())).collect()
+        events
+            .iter()
+            .map(|e| self.record(e.table, &e.key, e.value.as_ref()))
+            .collect()
     }
 
     /// Produces records in order and waits for the acknowledgements.
     pub async fn produce(&self, records: &[WireRecord]) {
         let producer = loadgen::producer(&self.stack.bootstrap).expect("producer");
-        loadgen::produce_all(&producer, records).await.expect("produce");
+        loadgen::produce_all(&producer, records)
+            .await
+            .expect("produce");
     }
 
     /// Runs the sink in-process until it has caught up with every partition (60 s at most).
@@ -219,7 +249,11 @@ mappings:
         let mut keys: Vec<String> = redis.keys(format!("t{}:*", self.id)).unwrap_or_default();
         for table in [Table::Customers, Table::Orders] {
             let m = self.mapping(table);
-            keys.extend(redis.keys::<_, Vec<String>>(format!("sink:*:{m}*")).unwrap_or_default());
+            keys.extend(
+                redis
+                    .keys::<_, Vec<String>>(format!("sink:*:{m}*"))
+                    .unwrap_or_default(),
+            );
         }
         if !keys.is_empty() {
             let _: Result<(), _> = redis.del(keys);
@@ -238,14 +272,19 @@ pub fn rfc3339_micros(micros: i64) -> String {
 
 /// A Redis hash as a sorted map.
 pub fn hash(redis: &mut redis::Connection, key: &str) -> BTreeMap<String, String> {
-    redis.hgetall(key).unwrap_or_else(|e| panic!("HGETALL {key}: {e}"))
+    redis
+        .hgetall(key)
+        .unwrap_or_else(|e| panic!("HGETALL {key}: {e}"))
 }
 
 /// Polls `check` every 100 ms until it returns `true` (panics after `timeout`).
 pub async fn wait_until(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) {
     let start = Instant::now();
     while !check() {
-        assert!(start.elapsed() < timeout, "timed out after {timeout:?} waiting for {what}");
+        assert!(
+            start.elapsed() < timeout,
+            "timed out after {timeout:?} waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -285,23 +324,42 @@ pub fn assert_state(s: &Scenario, w: &Workload) {
     let mut redis = s.stack.redis();
     let ts = ["created_at", "updated_at"];
     let customers: Vec<String> = redis.keys(s.key("customer:*")).unwrap();
-    let rows: Vec<&String> = customers.iter().filter(|k| k.matches(':').count() == 2 && !k.ends_with(":orders")).collect();
+    let rows: Vec<&String> = customers
+        .iter()
+        .filter(|k| k.matches(':').count() == 2 && !k.ends_with(":orders"))
+        .collect();
     assert_eq!(rows.len(), w.customers.len(), "customer rows");
     for (id, row) in &w.customers {
-        assert_eq!(hash(&mut redis, &s.key(&format!("customer:{id}"))), expected_row(row, &ts), "customer {id}");
+        assert_eq!(
+            hash(&mut redis, &s.key(&format!("customer:{id}"))),
+            expected_row(row, &ts),
+            "customer {id}"
+        );
         let email = row["email"].as_str().unwrap();
-        assert_eq!(redis.get::<_, Option<String>>(s.key(&format!("customer:email:{email}"))).unwrap(), Some(id.to_string()));
+        assert_eq!(
+            redis
+                .get::<_, Option<String>>(s.key(&format!("customer:email:{email}")))
+                .unwrap(),
+            Some(id.to_string())
+        );
     }
     let emails: Vec<String> = redis.keys(s.key("customer:email:*")).unwrap();
     assert_eq!(emails.len(), w.customers.len(), "email index entries");
     let orders: Vec<String> = redis.keys(s.key("order:*")).unwrap();
     assert_eq!(orders.len(), w.orders.len(), "order rows");
     for (id, row) in &w.orders {
-        assert_eq!(hash(&mut redis, &s.key(&format!("order:{id}"))), expected_row(row, &ts), "order {id}");
+        assert_eq!(
+            hash(&mut redis, &s.key(&format!("order:{id}"))),
+            expected_row(row, &ts),
+            "order {id}"
+        );
     }
     let mut children: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for (id, row) in &w.orders {
-        children.entry(format!("customer:{}:orders", row["customer_id"])).or_default().push(id.to_string());
+        children
+            .entry(format!("customer:{}:orders", row["customer_id"]))
+            .or_default()
+            .push(id.to_string());
     }
     let sets: Vec<String> = redis.keys(s.key("customer:*:orders")).unwrap();
     assert_eq!(sets.len(), children.len(), "relation sets");
@@ -319,9 +377,12 @@ pub fn generate(n: usize) -> Workload {
     workload(n, 42, &customer, &order, 1_795_480_000_000)
 }
 
-
 /// Key, value and headers of a record.
-pub type Letter = (Option<Vec<u8>>, Option<Vec<u8>>, std::collections::HashMap<String, String>);
+pub type Letter = (
+    Option<Vec<u8>>,
+    Option<Vec<u8>>,
+    std::collections::HashMap<String, String>,
+);
 
 /// Reads `count` records of partition 0 of `topic` from the beginning.
 pub fn read_topic(bootstrap: &str, topic: &str, count: usize) -> Vec<Letter> {
@@ -332,25 +393,38 @@ pub fn read_topic(bootstrap: &str, topic: &str, count: usize) -> Vec<Letter> {
         .create()
         .expect("consumer");
     let mut tpl = rdkafka::TopicPartitionList::new();
-    tpl.add_partition_offset(topic, 0, rdkafka::Offset::Beginning).unwrap();
+    tpl.add_partition_offset(topic, 0, rdkafka::Offset::Beginning)
+        .unwrap();
     consumer.assign(&tpl).unwrap();
     let mut out = Vec::new();
     let start = Instant::now();
     while out.len() < count {
-        assert!(start.elapsed() < Duration::from_secs(30), "only {} of {count} records in {topic}", out.len());
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "only {} of {count} records in {topic}",
+            out.len()
+        );
         if let Some(message) = consumer.poll(Duration::from_millis(200)) {
             let message = message.expect("consume");
             let headers = message
                 .headers()
                 .map(|h| {
                     h.iter()
-                        .map(|h| (h.key.to_owned(), String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned()))
+                        .map(|h| {
+                            (
+                                h.key.to_owned(),
+                                String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned(),
+                            )
+                        })
                         .collect()
                 })
                 .unwrap_or_default();
-            out.push((message.key().map(<[u8]>::to_vec), message.payload().map(<[u8]>::to_vec), headers));
+            out.push((
+                message.key().map(<[u8]>::to_vec),
+                message.payload().map(<[u8]>::to_vec),
+                headers,
+            ));
         }
     }
     out
 }
-

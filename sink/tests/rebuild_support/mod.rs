@@ -40,16 +40,26 @@ pub struct Stack {
 impl Stack {
     /// From the environment, checked: panics with a clear message when a service is down.
     pub async fn get() -> Stack {
-        let env = |name: &str, default: &str| std::env::var(name).unwrap_or_else(|_| default.to_owned());
+        let env =
+            |name: &str, default: &str| std::env::var(name).unwrap_or_else(|_| default.to_owned());
         let redis = env("REDIS_URL", "redis://127.0.0.1:6379");
         let redis = sink::rebuild::target::with_db(&redis, 0).expect("REDIS_URL");
         let redis = redis.trim_end_matches("/0").to_owned();
         let stack = Stack {
             bootstrap: env("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092"),
-            registry: env("SCHEMA_REGISTRY_URL", "http://127.0.0.1:8081/apis/ccompat/v7"),
+            registry: env(
+                "SCHEMA_REGISTRY_URL",
+                "http://127.0.0.1:8081/apis/ccompat/v7",
+            ),
             redis,
         };
-        common::check_services(&stack.bootstrap, &stack.registry, &stack.redis, HOW_TO_START).await;
+        common::check_services(
+            &stack.bootstrap,
+            &stack.registry,
+            &stack.redis,
+            HOW_TO_START,
+        )
+        .await;
         stack
     }
 
@@ -73,10 +83,15 @@ static NEXT_DB: AtomicI64 = AtomicI64::new(2);
 /// `n` consecutive databases of this test, flushed.
 pub fn take_dbs(stack: &Stack, n: i64) -> Vec<i64> {
     let first = NEXT_DB.fetch_add(n, Ordering::SeqCst);
-    assert!(first + n <= 16, "out of redis databases: run fewer rebuild tests per binary");
+    assert!(
+        first + n <= 16,
+        "out of redis databases: run fewer rebuild tests per binary"
+    );
     let dbs: Vec<i64> = (first..first + n).collect();
     for &db in &dbs {
-        let _: () = redis::cmd("FLUSHDB").query(&mut stack.conn(db)).expect("FLUSHDB");
+        let _: () = redis::cmd("FLUSHDB")
+            .query(&mut stack.conn(db))
+            .expect("FLUSHDB");
     }
     dbs
 }
@@ -113,14 +128,20 @@ pub const FAST_COMPACTION: [(&str, &str); 6] = [
 
 async fn create_topic(stack: &Stack, topic: &str, partitions: i32, settings: &[(&str, &str)]) {
     use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-    let admin: AdminClient<rdkafka::client::DefaultClientContext> =
-        rdkafka::ClientConfig::new().set("bootstrap.servers", &stack.bootstrap).create().expect("admin");
+    let admin: AdminClient<rdkafka::client::DefaultClientContext> = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &stack.bootstrap)
+        .create()
+        .expect("admin");
     let mut new = NewTopic::new(topic, partitions, TopicReplication::Fixed(1));
     for (k, v) in settings {
         new = new.set(k, v);
     }
     let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
-    for result in admin.create_topics([&new], &options).await.expect("create topics") {
+    for result in admin
+        .create_topics([&new], &options)
+        .await
+        .expect("create topics")
+    {
         result.unwrap_or_else(|(t, e)| panic!("create topic {t}: {e}"));
     }
 }
@@ -138,13 +159,24 @@ impl World {
             let topic = format!("r{id}.public.{table}");
             create_topic(&stack, &topic, partitions, settings).await;
             let (key, value) = common::register_table(&stack.registry, &topic, table).await;
-            codecs.push(Codec { topic, key, value, template: fixture(sample)["value"].clone() });
+            codecs.push(Codec {
+                topic,
+                key,
+                value,
+                template: fixture(sample)["value"].clone(),
+            });
         }
         let dlq = format!("r{id}-dlq");
         create_topic(&stack, &dlq, 1, &[]).await;
         let orders = codecs.pop().expect("orders");
         let customers = codecs.pop().expect("customers");
-        World { stack, id, dlq, customers, orders }
+        World {
+            stack,
+            id,
+            dlq,
+            customers,
+            orders,
+        }
     }
 
     /// The default mapping (the seed's key names) for Redis database `db`, group `group`.
@@ -162,7 +194,9 @@ impl World {
             self.stack.registry,
             self.stack.url(db),
         );
-        head + &mappings.replace("{customers}", &self.customers.topic).replace("{orders}", &self.orders.topic)
+        head + &mappings
+            .replace("{customers}", &self.customers.topic)
+            .replace("{orders}", &self.orders.topic)
     }
 
     /// Writes a connectors.yaml for this world; returns its path.
@@ -176,7 +210,14 @@ impl World {
     pub fn customer(&self, op: &str, id: i64, email: &str, lsn: i64) -> WireRecord {
         let after = json!({"id": id, "email": email, "name": format!("Customer {id}"), "plan": "pro",
             "mrr_cents": id * 100, "created_at": 1_795_480_942_596_973_i64, "updated_at": 1_795_480_942_596_973_i64 + lsn});
-        let value = loadgen::envelope(&self.customers.template, op, None, Some(after), lsn, 1_795_480_942_000 + lsn);
+        let value = loadgen::envelope(
+            &self.customers.template,
+            op,
+            None,
+            Some(after),
+            lsn,
+            1_795_480_942_000 + lsn,
+        );
         self.record(&self.customers, id, Some(&value))
     }
 
@@ -184,7 +225,14 @@ impl World {
     pub fn customer_delete(&self, id: i64, lsn: i64) -> WireRecord {
         let before = json!({"id": id, "email": "", "name": "", "plan": "free", "mrr_cents": 0,
             "created_at": 0, "updated_at": 0});
-        let value = loadgen::envelope(&self.customers.template, "d", Some(before), None, lsn, 1_795_480_942_000 + lsn);
+        let value = loadgen::envelope(
+            &self.customers.template,
+            "d",
+            Some(before),
+            None,
+            lsn,
+            1_795_480_942_000 + lsn,
+        );
         self.record(&self.customers, id, Some(&value))
     }
 
@@ -193,7 +241,14 @@ impl World {
         let after = json!({"id": id, "customer_id": customer_id, "status": if id % 2 == 0 { "paid" } else { "pending" },
             "total_cents": id * 7, "items": "[]", "created_at": 1_795_480_942_634_072_i64 + id * 1000,
             "updated_at": 1_795_480_942_634_072_i64 + lsn});
-        let value = loadgen::envelope(&self.orders.template, op, None, Some(after), lsn, 1_795_480_942_000 + lsn);
+        let value = loadgen::envelope(
+            &self.orders.template,
+            op,
+            None,
+            Some(after),
+            lsn,
+            1_795_480_942_000 + lsn,
+        );
         self.record(&self.orders, id, Some(&value))
     }
 
@@ -201,13 +256,24 @@ impl World {
     pub fn order_delete(&self, id: i64, lsn: i64) -> WireRecord {
         let before = json!({"id": id, "customer_id": null, "status": "pending", "total_cents": 0, "items": "",
             "created_at": 0, "updated_at": 0});
-        let value = loadgen::envelope(&self.orders.template, "d", Some(before), None, lsn, 1_795_480_942_000 + lsn);
+        let value = loadgen::envelope(
+            &self.orders.template,
+            "d",
+            Some(before),
+            None,
+            lsn,
+            1_795_480_942_000 + lsn,
+        );
         self.record(&self.orders, id, Some(&value))
     }
 
     /// A tombstone of `id` in the customers (`orders == false`) or orders topic.
     pub fn tombstone(&self, orders: bool, id: i64) -> WireRecord {
-        let codec = if orders { &self.orders } else { &self.customers };
+        let codec = if orders {
+            &self.orders
+        } else {
+            &self.customers
+        };
         self.record(codec, id, None)
     }
 
@@ -222,7 +288,9 @@ impl World {
 
     pub async fn produce(&self, records: &[WireRecord]) {
         let producer = loadgen::producer(&self.stack.bootstrap).expect("producer");
-        loadgen::produce_all(&producer, records).await.expect("produce");
+        loadgen::produce_all(&producer, records)
+            .await
+            .expect("produce");
     }
 
     /// A workload over `customers` customers and `2 * customers` orders starting at
@@ -317,7 +385,11 @@ pub fn rebuild(config: &Path, extra: &[&str], timeout: Duration) -> Output {
     let path = config.to_str().expect("utf-8 path");
     let mut args = vec!["rebuild", "--config", path];
     args.extend_from_slice(extra);
-    let child = sink(&args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn sink rebuild");
+    let child = sink(&args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn sink rebuild");
     wait_output(child, timeout)
 }
 
@@ -343,7 +415,11 @@ pub fn wait_output(mut child: Child, timeout: Duration) -> Output {
 
 /// Sends SIGTERM to a child we started.
 pub fn terminate(child: &Child) {
-    let status = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status().expect("kill");
+    let status = Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status()
+        .expect("kill");
     assert!(status.success(), "kill -TERM {}", child.id());
 }
 
@@ -402,7 +478,11 @@ pub fn snapshot(stack: &Stack, db: i64, counts: bool) -> BTreeMap<String, Conten
 }
 
 /// Asserts that two snapshots are equal, listing the differences.
-pub fn assert_same(actual: &BTreeMap<String, Content>, expected: &BTreeMap<String, Content>, what: &str) {
+pub fn assert_same(
+    actual: &BTreeMap<String, Content>,
+    expected: &BTreeMap<String, Content>,
+    what: &str,
+) {
     let mut diffs = Vec::new();
     for (k, v) in expected {
         match actual.get(k) {
@@ -421,7 +501,12 @@ pub fn assert_same(actual: &BTreeMap<String, Content>, expected: &BTreeMap<Strin
         "{what}: {} difference(s) over {} expected keys:\n{}",
         diffs.len(),
         expected.len(),
-        diffs.iter().take(40).cloned().collect::<Vec<_>>().join("\n")
+        diffs
+            .iter()
+            .take(40)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join("\n")
     );
 }
 
@@ -429,7 +514,10 @@ pub fn assert_same(actual: &BTreeMap<String, Content>, expected: &BTreeMap<Strin
 pub async fn wait_until(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) {
     let start = Instant::now();
     while !check() {
-        assert!(start.elapsed() < timeout, "timed out after {timeout:?} waiting for {what}");
+        assert!(
+            start.elapsed() < timeout,
+            "timed out after {timeout:?} waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
