@@ -108,7 +108,20 @@ pub fn format_float(f: f64) -> String {
 /// `2026-11-24T09:56:33.142906Z`. Outside chrono's range (beyond year ±262143) the number
 /// of microseconds itself is returned.
 pub fn format_timestamp_micros(micros: i64) -> String {
+    use chrono::{Datelike, Timelike};
     match DateTime::from_timestamp_micros(micros) {
+        // The common case without parsing a format string per value (the sink renders
+        // every timestamp column of every change).
+        Some(t) if (0..=9999).contains(&t.year()) && t.nanosecond() < 1_000_000_000 => format!(
+            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:06}Z",
+            t.year(),
+            t.month(),
+            t.day(),
+            t.hour(),
+            t.minute(),
+            t.second(),
+            t.nanosecond() / 1_000
+        ),
         Some(t) => t.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string(),
         None => micros.to_string(),
     }
@@ -232,6 +245,28 @@ mod tests {
             text(FieldValue::TimestampMicros(i64::MAX)),
             i64::MAX.to_string()
         );
+    }
+
+    #[test]
+    fn timestamps_match_chrono_formatting_everywhere() {
+        let chrono_text = |m: i64| {
+            DateTime::from_timestamp_micros(m)
+                .unwrap()
+                .format("%Y-%m-%dT%H:%M:%S%.6fZ")
+                .to_string()
+        };
+        // Around year 0 and year 10000 (the fast path's bounds), then a stride through
+        // both centuries' worth of odd values.
+        let mut samples = vec![
+            -62_167_219_200_000_001,
+            -62_167_219_200_000_000,
+            253_402_300_799_999_999,
+            253_402_300_800_000_000,
+        ];
+        samples.extend((0..2_000).map(|i| -4_102_444_800_000_000 + i * 4_102_444_800_123_457));
+        for m in samples {
+            assert_eq!(format_timestamp_micros(m), chrono_text(m), "micros {m}");
+        }
     }
 
     #[test]

@@ -19,6 +19,10 @@
 //! the same call. A batch is still one pipeline; per-call overhead (script lookup, argument
 //! conversion, bookkeeping commands) is paid once per chunk instead of once per change.
 //!
+//! A database that only this process writes (the rebuild's staging database) can skip the
+//! script: [`Applier::owning`] keeps the bookkeeping in memory and decides each change in
+//! Rust exactly as the script does (`apply/owned.rs`), sending only the resulting writes.
+//!
 //! # Failures
 //! Every change in a chunk is atomic by itself: it makes all its reads (and everything that
 //! could fail with `WRONGTYPE`) before its first write, so a failing change leaves nothing of

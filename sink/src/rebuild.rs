@@ -21,7 +21,8 @@
 //! 4. Replay: a consumer with a throwaway group id (nothing resumes from it) is assigned
 //!    every partition of every mapped topic from `Offset::Beginning`; the high watermarks
 //!    read now are the end of the replay. [`consume::consume`] applies the records to the
-//!    staging database until every partition is applied up to its watermark (a tail of
+//!    staging database (with [`Applier::owning`]: the bookkeeping in this process, plain
+//!    pipelined writes) until every partition is applied up to its watermark (a tail of
 //!    offsets that holds no records, such as compacted-away records or transaction markers,
 //!    counts once the fetch position passed it and nothing moved for 3 s).
 //! 5. Handover: a `sink run` may have applied records to the live database meanwhile. Its
@@ -141,6 +142,9 @@ pub struct RebuildOptions {
     pub handover_timeout: Duration,
     /// Progress bars on a terminal.
     pub progress: bool,
+    /// Apply through the change script, as `sink run` does, instead of the owning applier
+    /// (for benchmarks comparing the two; the result is the same).
+    pub with_script: bool,
 }
 
 impl Default for RebuildOptions {
@@ -150,6 +154,7 @@ impl Default for RebuildOptions {
             force: false,
             handover_timeout: Duration::from_secs(300),
             progress: false,
+            with_script: false,
         }
     }
 }
@@ -161,6 +166,7 @@ impl From<&RebuildArgs> for RebuildOptions {
             force: args.force,
             handover_timeout: Duration::from_secs(args.handover_timeout),
             progress: !args.no_progress,
+            with_script: false,
         }
     }
 }
@@ -507,7 +513,11 @@ impl Context<'_> {
         let pipeline = Pipeline {
             config: Arc::clone(config),
             decoder: Arc::new(Decoder::new(Arc::clone(&self.registry))),
-            applier: Applier::owning(pool, config),
+            applier: if self.options.with_script {
+                Applier::new(pool, config)
+            } else {
+                Applier::owning(pool, config)
+            },
             dead_letters: Arc::new(DeadLetters::new(
                 &self.cfg.producer_config(),
                 &config.kafka.dead_letter_topic,

@@ -12,7 +12,10 @@
 //! 2. Runs [`sink::rebuild::rebuild`] (what `sink rebuild` runs) with the live state in
 //!    `--live-db` and the staging database `--staging-db`, and reports the replay's events/s
 //!    and the time from start to swap (health checks, memory check, flush and handover
-//!    included).
+//!    included), and the Redis server's CPU time over the rebuild (`INFO cpu`). With
+//!    `--script` the rebuild applies through the change script, as `sink run` does, instead
+//!    of the owning applier (`sink/src/apply/owned.rs`): same topics, same result, for a
+//!    ratio measured on one machine in one session.
 //!
 //! Both databases are flushed at the end, and the topics deleted, unless `--keep`.
 //! Environment as for `sink run`: KAFKA_BOOTSTRAP_SERVERS, SCHEMA_REGISTRY_URL, REDIS_URL
@@ -78,6 +81,27 @@ struct Args {
     /// Redis URL.
     #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379")]
     redis_url: String,
+    /// Apply through the change script (as `sink run` does) instead of the owning applier
+    /// `sink rebuild` uses, to compare the two on the same topics.
+    #[arg(long)]
+    script: bool,
+}
+
+/// Redis server CPU seconds so far (`INFO cpu`: user + sys).
+async fn redis_cpu(url: &str) -> anyhow::Result<f64> {
+    let client = redis::Client::open(url)?;
+    let mut conn = client.get_multiplexed_async_connection().await?;
+    let info: String = redis::cmd("INFO").arg("cpu").query_async(&mut conn).await?;
+    let mut cpu = 0.0;
+    for line in info.lines() {
+        if let Some(v) = line
+            .strip_prefix("used_cpu_sys:")
+            .or_else(|| line.strip_prefix("used_cpu_user:"))
+        {
+            cpu += v.trim().parse::<f64>()?;
+        }
+    }
+    Ok(cpu)
 }
 
 fn main() -> ExitCode {
@@ -222,24 +246,29 @@ async fn bench(args: &Args) -> anyhow::Result<()> {
         force: false,
         handover_timeout: Duration::from_secs(60),
         progress: false,
+        with_script: args.script,
     };
+    let cpu_before = redis_cpu(&live_url).await?;
     let start = Instant::now();
     let report = sink::rebuild::rebuild(&cfg, &options, CancellationToken::new())
         .await
         .context("rebuild")?;
     let wall = start.elapsed();
+    let redis_cpu = redis_cpu(&live_url).await? - cpu_before;
     print!("{report}");
     let events = report.events();
     if events == 0 {
         bail!("the rebuild replayed nothing");
     }
     println!(
-        "rebuild-bench: {events} events, replay {:.2} s = {:.0} events/s; start to swap {:.2} s (wall {:.2} s) = {:.0} events/s; batch size {}, {} partitions per topic; topics id {id}",
+        "rebuild-bench: {events} events, replay {:.2} s = {:.0} events/s; start to swap {:.2} s (wall {:.2} s) = {:.0} events/s; redis CPU {redis_cpu:.2} s = {:.2} us per event; {} applier; batch size {}, {} partitions per topic; topics id {id}",
         report.replay.as_secs_f64(),
         report.rate(),
         report.total.as_secs_f64(),
         wall.as_secs_f64(),
         events as f64 / wall.as_secs_f64(),
+        redis_cpu * 1e6 / events as f64,
+        if args.script { "script" } else { "owning" },
         args.batch_size,
         args.partitions,
     );
