@@ -305,26 +305,46 @@ impl Applier {
     ) -> Result<BatchOutcome, ApplyError> {
         let mut state = state.lock().await;
         let (mut pipe, undo, outcome) = state.plan_batch(batch);
-        pipe.ignore_errors();
+        // One transaction: a refused batch (OOM when queued aborts the whole `EXEC`) leaves
+        // nothing behind, so sending it again after the rollback counts nothing twice.
+        pipe.atomic().ignore_errors();
         let sent = match self.pool.get().await {
-            Ok(mut conn) => pipe
-                .query_async::<Vec<Value>>(&mut conn)
-                .await
-                .map_err(|source| ApplyError::Redis {
-                    operation: "pipeline",
-                    changes: batch.len(),
-                    source,
-                }),
-            Err(e) => Err(ApplyError::Pool(e)),
+            Ok(mut conn) => pipe.query_async::<Vec<Value>>(&mut conn).await,
+            Err(e) => {
+                state.rollback(undo);
+                return Err(ApplyError::Pool(e));
+            }
         };
-        // A server error (OOM, say) is the batch's: reported at its first change, as an
-        // error of a whole chunk script is.
+        // A server error is the batch's: reported at its first change, as an error of a
+        // whole chunk script is (retriable when transient: OOM, LOADING, ...).
+        let first_error =
+            |e: redis::ServerError| batch.first().map(|first| change_error(first, 0, e));
         let failed = match sent {
             Ok(replies) => replies.into_iter().find_map(|r| match r {
-                Value::ServerError(e) => batch.first().map(|first| change_error(first, 0, e)),
+                Value::ServerError(e) => first_error(e),
                 _ => None,
             }),
-            Err(e) => Some(e),
+            Err(source)
+                if matches!(
+                    source.kind(),
+                    redis::ErrorKind::Server(redis::ServerErrorKind::ExecAbort)
+                ) =>
+            {
+                let text = source.to_string();
+                let cause = source
+                    .into_server_errors()
+                    .and_then(|errors| errors.first().map(|(_, e)| e.clone()));
+                match (cause, batch.first()) {
+                    (Some(e), _) => first_error(e),
+                    (None, Some(first)) => Some(reply_error(first, &Value::SimpleString(text))),
+                    (None, None) => None,
+                }
+            }
+            Err(source) => Some(ApplyError::Redis {
+                operation: "pipeline",
+                changes: batch.len(),
+                source,
+            }),
         };
         if let Some(e) = failed {
             state.rollback(undo);

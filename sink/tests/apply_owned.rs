@@ -202,3 +202,94 @@ async fn random_interleavings_leave_the_same_state() {
         same_state(&random_history(seed)).await;
     }
 }
+
+/// A private `redis-server` on a free port, killed on drop.
+struct PrivateRedis(std::process::Child, String);
+
+impl PrivateRedis {
+    fn start() -> PrivateRedis {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = std::process::Command::new("redis-server")
+            .args([
+                "--bind",
+                "127.0.0.1",
+                "--port",
+                &port.to_string(),
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server must be installed (tests/stack/redis.sh installs it)");
+        PrivateRedis(child, format!("redis://127.0.0.1:{port}"))
+    }
+}
+
+impl Drop for PrivateRedis {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A batch Redis refuses (OOM) is retriable, leaves nothing behind and is undone in the
+/// sink's bookkeeping: sending it again gives exactly the state of one successful send
+/// (freshness counters included), as with the script.
+#[tokio::test]
+async fn a_refused_batch_leaves_nothing_and_is_sent_again() {
+    let server = PrivateRedis::start();
+    let mut admin = loop {
+        if let Ok(c) = redis::Client::open(server.1.as_str()).and_then(|c| c.get_connection()) {
+            break c;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let lua = Fixture::new().await;
+    let owned = Fixture::owning_on(&server.1).await;
+    let c = |id, email: &str, lsn| {
+        (
+            CUSTOMERS,
+            upsert(Op::Create, customer_row(id, email, "N", T0), lsn),
+        )
+    };
+    let first = [c(1, "a@example.com", 100), c(2, "b@example.com", 110)];
+    let second = [
+        c(1, "c@example.com", 200),
+        (CUSTOMERS, delete_customer(2, 210)),
+        (ORDERS, upsert(Op::Create, order_row(3, Some(1), T0), 220)),
+    ];
+    for f in [&lua, &owned] {
+        f.apply(&first).await;
+    }
+    let planned = owned.plan_all(&second);
+    let set_max = |conn: &mut redis::Connection, v: &str| {
+        let _: () = redis::cmd("CONFIG")
+            .arg("SET")
+            .arg("maxmemory")
+            .arg(v)
+            .query(conn)
+            .unwrap();
+    };
+    set_max(&mut admin, "1");
+    let err = owned
+        .applier
+        .apply_batch(&planned)
+        .await
+        .expect_err("over maxmemory");
+    set_max(&mut admin, "0");
+    assert!(err.is_retriable(), "{err}");
+    let outcome = owned
+        .applier
+        .apply_batch(&planned)
+        .await
+        .expect("sent again");
+    assert_eq!((outcome.applied, outcome.skipped), (3, 0));
+    lua.apply(&second).await;
+    assert_eq!(lua.dump().await, owned.dump().await);
+}

@@ -122,10 +122,18 @@ impl Fixture {
         Fixture::build(None, true).await
     }
 
+    /// [`Fixture::owning`] on another Redis.
+    pub async fn owning_on(url: &str) -> Fixture {
+        Fixture::build_on(None, true, sink::run::redis_pool(url).expect("redis pool")).await
+    }
+
     async fn build(ttl_seconds: Option<u64>, owning: bool) -> Fixture {
+        Fixture::build_on(ttl_seconds, owning, pool().await).await
+    }
+
+    async fn build_on(ttl_seconds: Option<u64>, owning: bool, pool: Pool) -> Fixture {
         let tag = format!("t{:08x}", rand::random::<u32>());
         let config = config(&tag, ttl_seconds);
-        let pool = pool().await;
         let applier = if owning {
             Applier::owning(pool.clone(), &config)
         } else {
