@@ -54,6 +54,7 @@
 mod args;
 mod error;
 mod owned;
+mod owned_writer;
 mod script;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -128,7 +129,7 @@ pub struct Applier {
     loaded: AtomicBool,
     /// For a database only this applier writes ([`Applier::owning`]): the bookkeeping, held
     /// here instead of read by the script.
-    owned: Option<tokio::sync::Mutex<owned::OwnedState>>,
+    owned: Option<owned_writer::OwnedWriter>,
 }
 
 impl Applier {
@@ -158,13 +159,16 @@ impl Applier {
     /// (the rebuild's staging database): it keeps the bookkeeping in memory and decides
     /// every change as the script would, sending only the resulting writes (see
     /// `apply/owned.rs`). Configurations it does not support (`ttl_seconds`) get the
-    /// script, as [`Applier::new`].
+    /// script, as [`Applier::new`]. Call it within a Tokio runtime (it starts the task that
+    /// writes the batches in order).
     pub fn owning(pool: Pool, config: &Config) -> Applier {
         let mut applier = Applier::new(pool, config);
         if owned::OwnedState::supports(&config.mappings) {
-            applier.owned = Some(tokio::sync::Mutex::new(owned::OwnedState::new(
-                &config.mappings,
-            )));
+            let state = owned::OwnedState::new(&config.mappings);
+            applier.owned = Some(owned_writer::OwnedWriter::start(
+                state,
+                applier.pool.clone(),
+            ));
         }
         applier
     }
@@ -263,8 +267,8 @@ impl Applier {
         if batch.is_empty() {
             return Ok(BatchOutcome::default());
         }
-        if let Some(state) = &self.owned {
-            return self.apply_owned(state, batch).await;
+        if let Some(owned) = &self.owned {
+            return owned.apply(batch).await;
         }
         let chunks = self.chunks(batch);
         let mut pipe = redis::pipe();
@@ -293,64 +297,6 @@ impl Applier {
             });
         }
         outcome(&chunks, replies)
-    }
-
-    /// [`Applier::apply_batch`] of an owning applier: decide under the lock, send the
-    /// writes, keep the decisions only if Redis took them (the lock is held throughout, so
-    /// batches reach Redis in the order they were decided).
-    async fn apply_owned(
-        &self,
-        state: &tokio::sync::Mutex<owned::OwnedState>,
-        batch: &[PlannedChange],
-    ) -> Result<BatchOutcome, ApplyError> {
-        let mut state = state.lock().await;
-        let (mut pipe, undo, outcome) = state.plan_batch(batch);
-        // One transaction: a refused batch (OOM when queued aborts the whole `EXEC`) leaves
-        // nothing behind, so sending it again after the rollback counts nothing twice.
-        pipe.atomic().ignore_errors();
-        let sent = match self.pool.get().await {
-            Ok(mut conn) => pipe.query_async::<Vec<Value>>(&mut conn).await,
-            Err(e) => {
-                state.rollback(undo);
-                return Err(ApplyError::Pool(e));
-            }
-        };
-        // A server error is the batch's: reported at its first change, as an error of a
-        // whole chunk script is (retriable when transient: OOM, LOADING, ...).
-        let first_error =
-            |e: redis::ServerError| batch.first().map(|first| change_error(first, 0, e));
-        let failed = match sent {
-            Ok(replies) => replies.into_iter().find_map(|r| match r {
-                Value::ServerError(e) => first_error(e),
-                _ => None,
-            }),
-            Err(source)
-                if matches!(
-                    source.kind(),
-                    redis::ErrorKind::Server(redis::ServerErrorKind::ExecAbort)
-                ) =>
-            {
-                let text = source.to_string();
-                let cause = source
-                    .into_server_errors()
-                    .and_then(|errors| errors.first().map(|(_, e)| e.clone()));
-                match (cause, batch.first()) {
-                    (Some(e), _) => first_error(e),
-                    (None, Some(first)) => Some(reply_error(first, &Value::SimpleString(text))),
-                    (None, None) => None,
-                }
-            }
-            Err(source) => Some(ApplyError::Redis {
-                operation: "pipeline",
-                changes: batch.len(),
-                source,
-            }),
-        };
-        if let Some(e) = failed {
-            state.rollback(undo);
-            return Err(e);
-        }
-        outcome
     }
 
     async fn send(

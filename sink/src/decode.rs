@@ -17,7 +17,6 @@ pub mod value;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
-use apache_avro::reader::datum::GenericDatumReader;
 use apache_avro::types::Value;
 use mapping::change::{Change, Op, Row};
 use mapping::ColumnType;
@@ -341,9 +340,9 @@ pub fn split_frame(part: Part, bytes: &[u8]) -> Result<(u32, &[u8]), DecodeError
 fn decode_body(part: Part, writer: &WriterSchema, body: &[u8]) -> Result<Value, DecodeError> {
     let id = writer.id;
     let mut rest = body;
-    let value = GenericDatumReader::builder(&writer.avro)
-        .build()
-        .and_then(|reader| reader.read_value(&mut rest))
+    let value = writer
+        .reader
+        .read(&mut rest)
         .map_err(|source| DecodeError::Body { part, id, source })?;
     if !rest.is_empty() {
         return Err(DecodeError::TrailingBytes {

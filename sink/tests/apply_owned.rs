@@ -293,3 +293,60 @@ async fn a_refused_batch_leaves_nothing_and_is_sent_again() {
     lua.apply(&second).await;
     assert_eq!(lua.dump().await, owned.dump().await);
 }
+
+/// Batches decided while an earlier one is on its way are undone with it when Redis refuses
+/// it (they were decided on top of it) and answered "send again"; sent again in order, both
+/// give the state of one successful send each.
+#[tokio::test]
+async fn batches_decided_after_a_refused_one_are_undone_too() {
+    let server = PrivateRedis::start();
+    let mut admin = loop {
+        if let Ok(c) = redis::Client::open(server.1.as_str()).and_then(|c| c.get_connection()) {
+            break c;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let lua = Fixture::new().await;
+    let owned = Fixture::owning_on(&server.1).await;
+    let c = |id, email: &str, lsn| {
+        (
+            CUSTOMERS,
+            upsert(Op::Update, customer_row(id, email, "N", T0), lsn),
+        )
+    };
+    let first = [c(1, "a@example.com", 100), c(2, "b@example.com", 110)];
+    // The second batch moves `a` to customer 2: decided on top of the first.
+    let second = [c(1, "c@example.com", 200), c(2, "a@example.com", 210)];
+    let (p1, p2) = (owned.plan_all(&first), owned.plan_all(&second));
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("maxmemory")
+        .arg("1")
+        .query(&mut admin)
+        .unwrap();
+    let (r1, r2) = tokio::join!(
+        owned.applier.apply_batch(&p1),
+        owned.applier.apply_batch(&p2)
+    );
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("maxmemory")
+        .arg("0")
+        .query(&mut admin)
+        .unwrap();
+    let (e1, e2) = (r1.expect_err("refused"), r2.expect_err("refused or undone"));
+    assert!(e1.is_retriable() && e2.is_retriable(), "{e1} / {e2}");
+    owned
+        .applier
+        .apply_batch(&p1)
+        .await
+        .expect("first sent again");
+    owned
+        .applier
+        .apply_batch(&p2)
+        .await
+        .expect("second sent again");
+    lua.apply(&first).await;
+    lua.apply(&second).await;
+    assert_eq!(lua.dump().await, owned.dump().await);
+}

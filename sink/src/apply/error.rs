@@ -66,6 +66,15 @@ pub enum ApplyError {
         /// Replies received.
         replies: usize,
     },
+    /// The owning applier did not send this batch: a batch decided before it failed, and
+    /// both were undone. Send it again.
+    #[error(
+        "a batch of {changes} changes was not sent because an earlier batch failed; send it again"
+    )]
+    Resend {
+        /// How many changes the batch held.
+        changes: usize,
+    },
     /// The script's reply was not the 0/1 it always returns.
     #[error("unexpected reply {reply} to change at {topic}/{partition} offset {offset}")]
     Reply {
@@ -84,7 +93,7 @@ impl ApplyError {
     /// Whether resending the same batch later may succeed.
     pub fn is_retriable(&self) -> bool {
         match self {
-            ApplyError::Pool(_) | ApplyError::ReplyCount { .. } => true,
+            ApplyError::Pool(_) | ApplyError::ReplyCount { .. } | ApplyError::Resend { .. } => true,
             ApplyError::Redis { source, .. } => {
                 source.is_io_error()
                     || source.is_timeout()
@@ -119,7 +128,10 @@ impl ApplyError {
                 offset,
                 ..
             } => Some((topic, *partition, *offset)),
-            ApplyError::Pool(_) | ApplyError::Redis { .. } | ApplyError::ReplyCount { .. } => None,
+            ApplyError::Pool(_)
+            | ApplyError::Redis { .. }
+            | ApplyError::ReplyCount { .. }
+            | ApplyError::Resend { .. } => None,
         }
     }
 }
