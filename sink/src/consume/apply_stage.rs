@@ -30,7 +30,7 @@ use crate::dlq::{DeadLetters, Origin};
 use crate::health::one_line;
 
 /// Slices queued per lane.
-const LANE_QUEUE: usize = 2;
+const LANE_QUEUE: usize = 4;
 
 /// Changes Redis may reject in a row (none applied in between) before the sink stops: one
 /// bad change is dead-lettered, but a run of them means something systematic (a script
