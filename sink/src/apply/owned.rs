@@ -3,11 +3,12 @@
 //!
 //! # Why
 //!
-//! Applying a change through the Lua script costs Redis about 13 µs of CPU on the reference
-//! machine, most of it reading what the sink stored (row position, template values, index
-//! owners and positions) and writing the bookkeeping back, one small command at a time.
-//! Writing the same data with plain pipelined commands costs about 3.5 µs (BENCHMARKS.md,
-//! "Rebuild speed"). A rebuild owns its staging database: nobody else writes there and nobody
+//! Applying a change through the Lua script costs Redis 12-18 µs of CPU on the reference
+//! machine: reading what the sink stored (row position, template values, index owners and
+//! positions), the Lua around it, and writing the bookkeeping back, one small command at a
+//! time. Deciding in the sink and sending plain writes costs Redis 7-8 µs per change in the
+//! same rebuild (BENCHMARKS.md, "Rebuild speed"). A rebuild owns its staging database:
+//! nobody else writes there and nobody
 //! reads it before the swap, so the sink can keep the bookkeeping itself, decide every change
 //! exactly as the script would, and send only the resulting writes, plus the bookkeeping
 //! hashes once per batch (one multi-field `HSET`/`HDEL` per hash instead of one per change).
@@ -17,7 +18,7 @@
 //!
 //! [`OwnedState`] mirrors the script's reads: `sink:rows` (position), the row hash's template
 //! fields, index keys' values and `sink:index` positions, and the member scores of the row's
-//! relations; each decision below names the script step it copies. The tests in
+//! relations; the decisions below follow the script step by step. The tests in
 //! `sink/tests/apply_owned.rs` apply the same histories (every semantics case, random
 //! interleavings of partitions, failures) through both and compare every key. What differs
 //! on purpose: no per-change atomicity (no reader sees the staging database) and offsets and
@@ -37,17 +38,17 @@ use mapping::plan::{FieldWrite, Plan, RowUpsert};
 use mapping::{Mapping, TemplatePart};
 
 use super::args::{format_score, relation_score};
+use super::{ApplyError, BatchOutcome, PlannedChange};
 
 /// Maps keyed by row and index keys: many lookups per change, so a fast (still randomly
 /// seeded) hasher rather than SipHash.
 type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 type HashSet<K> = std::collections::HashSet<K, foldhash::fast::RandomState>;
-use super::{ApplyError, BatchOutcome, PlannedChange};
 
 /// Records freshness and offsets for a batch, as the end of a chunk script does.
 /// ARGV: M, then M × (freshness key, applied count, highest source_ts_ms or ''), then
 /// P, then P × (offsets field, offset).
-pub(crate) const BOOKKEEPING_SCRIPT: &str = r"
+const BOOKKEEPING_SCRIPT: &str = r"
 local function gt(a, b)
   if #a ~= #b then return #a > #b end
   return a > b
@@ -424,6 +425,8 @@ impl OwnedState {
         self.set_row(w, m, key, None);
     }
 
+    /// The script's `u`: guard, new template values, index and relation decisions against
+    /// the state before the change, then the writes (hash, indexes, relations, bookkeeping).
     fn upsert(&mut self, w: &mut BatchWrites, m: usize, u: &RowUpsert) -> Result<bool, String> {
         let model = Arc::clone(&self.models[m]);
         let stored = self.rows[m].get(&u.row_key);
@@ -435,128 +438,26 @@ impl OwnedState {
         }
         let none = vec![None; model.fields.len()];
         let old: &[Option<String>] = stored.map_or(&none, |s| &s.values);
-        let new: Vec<Option<String>> = model
-            .fields
-            .iter()
-            .zip(old)
-            .map(
-                |(name, old)| match u.fields.iter().find(|(n, _)| n == name).map(|(_, w)| w) {
-                    Some(FieldWrite::Set(v)) => Some(v.clone()),
-                    Some(FieldWrite::Remove) => None,
-                    Some(FieldWrite::Keep) | None => old.clone(),
-                },
-            )
-            .collect();
+        let new = new_values(&model, u, old);
         let pk = model
             .primary_key(&new)
             .ok_or_else(|| format!("row {}: the row key fields have no value", u.row_key))?;
         let stored_pos = stored.map(|s| s.position);
-        let recorded = record_pos(u.position, stored_pos, stored_pos);
+        let mut queued = Vec::new();
+        let index_writes =
+            self.index_decisions(m, old, &new, &pk, u.position, stored_pos, &mut queued);
+        let current = stored.map_or(&[][..], |s| &s.scores[..]);
+        let scores = relation_decisions(&model, u, old, &new, &pk, current, &mut queued);
 
-        // Indexes: every decision against the state before this change, then the writes.
-        let mut index_writes: Vec<(String, IndexState)> = Vec::new();
-        let mut queued: Vec<redis::Cmd> = Vec::new();
-        for (i, (_, parts)) in model.indexes.iter().enumerate() {
-            let (old_key, new_key) = (render(parts, old), render(parts, &new));
-            let hash = self.first_index[m] + i;
-            if let Some(k) = old_key.filter(|k| Some(k) != new_key.as_ref()) {
-                let (owner, rec) = self.index(&k);
-                if owner == Some(pk.as_str()) && not_later(rec, u.position) {
-                    queued.push(command(&["DEL", &k]));
-                    let position = record_pos(u.position, rec, stored_pos);
-                    index_writes.push((
-                        k,
-                        IndexState {
-                            owner: None,
-                            position,
-                            hash,
-                        },
-                    ));
-                }
-            }
-            if let Some(k) = new_key {
-                let (owner, rec) = self.index(&k);
-                if owner != Some(pk.as_str()) && not_later(rec, u.position) {
-                    queued.push(command(&["SET", &k, &pk]));
-                    let position = record_pos(u.position, rec, stored_pos);
-                    index_writes.push((
-                        k,
-                        IndexState {
-                            owner: Some(pk.clone()),
-                            position,
-                            hash,
-                        },
-                    ));
-                }
-            }
-        }
-
-        // Relations: the member moves to the parent its new values render.
-        let mut scores = Vec::with_capacity(model.relations.len());
-        for (r, (parts, order_by)) in model.relations.iter().enumerate() {
-            let (old_parent, new_parent) = (render(parts, old), render(parts, &new));
-            let current = stored.and_then(|s| s.scores.get(r).copied().flatten());
-            let mut old_score = None;
-            if let Some(op) = old_parent
-                .as_ref()
-                .filter(|op| Some(*op) != new_parent.as_ref())
-            {
-                old_score = current;
-                if old_score.is_some() {
-                    queued.push(command(&["ZREM", op, &pk]));
-                }
-            }
-            let Some(np) = new_parent else {
-                scores.push(None);
-                continue;
-            };
-            // ZSCORE new_parent pk: the stored score when the parent did not change.
-            let cur = if old_parent.as_ref() == Some(&np) {
-                current
-            } else {
-                None
-            };
-            let score = relation_score(u, r, order_by)
-                .or(cur)
-                .or(old_score)
-                .unwrap_or(0.0);
-            if cur != Some(score) {
-                queued.push(command(&["ZADD", &np, &format_score(score), &pk]));
-            }
-            scores.push(Some(score));
-        }
-
-        // Writes, in the script's order: hash, row position, indexes and relations.
-        let mut sets = u
-            .fields
-            .iter()
-            .filter(|(_, w)| matches!(w, FieldWrite::Set(_)))
-            .peekable();
-        if sets.peek().is_some() {
-            let cmd = w.pipe.cmd("HSET").arg(&u.row_key);
-            for (n, v) in sets {
-                if let FieldWrite::Set(v) = v {
-                    cmd.arg(n).arg(v);
-                }
-            }
-        }
-        let mut removes = u
-            .fields
-            .iter()
-            .filter(|(_, w)| matches!(w, FieldWrite::Remove))
-            .peekable();
-        if removes.peek().is_some() {
-            let cmd = w.pipe.cmd("HDEL").arg(&u.row_key);
-            for (n, _) in removes {
-                cmd.arg(n);
-            }
-        }
+        // Writes, in the script's order: hash, indexes and relations, bookkeeping.
+        write_hash(&mut w.pipe, u);
         for cmd in queued {
             w.pipe.add_command(cmd);
         }
         for (key, state) in index_writes {
             self.set_index(w, &key, state);
         }
+        let recorded = record_pos(u.position, stored_pos, stored_pos);
         self.set_row(
             w,
             m,
@@ -568,6 +469,58 @@ impl OwnedState {
             }),
         );
         Ok(true)
+    }
+
+    /// Per index of mapping `m`: release the old entry if it still names the row and no later
+    /// change recorded it; claim the new one unless a later change recorded it. Queues the
+    /// `DEL`/`SET`s, returns the bookkeeping to record.
+    #[allow(clippy::too_many_arguments)]
+    fn index_decisions(
+        &self,
+        m: usize,
+        old: &[Option<String>],
+        new: &[Option<String>],
+        pk: &str,
+        position: Option<i64>,
+        stored_pos: Option<i64>,
+        queued: &mut Vec<redis::Cmd>,
+    ) -> Vec<(String, IndexState)> {
+        let mut writes = Vec::new();
+        for (i, (_, parts)) in self.models[m].indexes.iter().enumerate() {
+            let (old_key, new_key) = (render(parts, old), render(parts, new));
+            let hash = self.first_index[m] + i;
+            if let Some(k) = old_key.filter(|k| Some(k) != new_key.as_ref()) {
+                let (owner, rec) = self.index(&k);
+                if owner == Some(pk) && not_later(rec, position) {
+                    queued.push(command(&["DEL", &k]));
+                    let position = record_pos(position, rec, stored_pos);
+                    writes.push((
+                        k,
+                        IndexState {
+                            owner: None,
+                            position,
+                            hash,
+                        },
+                    ));
+                }
+            }
+            if let Some(k) = new_key {
+                let (owner, rec) = self.index(&k);
+                if owner != Some(pk) && not_later(rec, position) {
+                    queued.push(command(&["SET", &k, pk]));
+                    let position = record_pos(position, rec, stored_pos);
+                    writes.push((
+                        k,
+                        IndexState {
+                            owner: Some(pk.to_owned()),
+                            position,
+                            hash,
+                        },
+                    ));
+                }
+            }
+        }
+        writes
     }
 
     /// `sink:rows` and `sink:index` entries changed by the batch (one `HSET`/`HDEL` per
@@ -639,6 +592,100 @@ impl OwnedState {
             }
         }
         w.pipe = pipe;
+    }
+}
+
+/// The row's template values after upsert `u`: set, removed (NULL), or kept from `old`
+/// (unchanged TOASTed value, or not in the row).
+fn new_values(model: &Model, u: &RowUpsert, old: &[Option<String>]) -> Vec<Option<String>> {
+    model
+        .fields
+        .iter()
+        .zip(old)
+        .map(
+            |(name, old)| match u.fields.iter().find(|(n, _)| n == name).map(|(_, w)| w) {
+                Some(FieldWrite::Set(v)) => Some(v.clone()),
+                Some(FieldWrite::Remove) => None,
+                Some(FieldWrite::Keep) | None => old.clone(),
+            },
+        )
+        .collect()
+}
+
+/// Per relation: the member leaves the parent its old values render when that changes, and
+/// is added to (or rescored in) the parent its new values render. Queues the `ZREM`/`ZADD`s,
+/// returns the member's score per relation (None: no parent). `current` holds the stored
+/// scores (the script's `ZSCORE` of the old parent).
+fn relation_decisions(
+    model: &Model,
+    u: &RowUpsert,
+    old: &[Option<String>],
+    new: &[Option<String>],
+    pk: &str,
+    current: &[Option<f64>],
+    queued: &mut Vec<redis::Cmd>,
+) -> Vec<Option<f64>> {
+    let mut scores = Vec::with_capacity(model.relations.len());
+    for (r, (parts, order_by)) in model.relations.iter().enumerate() {
+        let (old_parent, new_parent) = (render(parts, old), render(parts, new));
+        let current = current.get(r).copied().flatten();
+        let mut old_score = None;
+        if let Some(op) = old_parent
+            .as_ref()
+            .filter(|op| Some(*op) != new_parent.as_ref())
+        {
+            old_score = current;
+            if old_score.is_some() {
+                queued.push(command(&["ZREM", op, pk]));
+            }
+        }
+        let Some(np) = new_parent else {
+            scores.push(None);
+            continue;
+        };
+        // ZSCORE new_parent pk: the stored score when the parent did not change.
+        let cur = if old_parent.as_ref() == Some(&np) {
+            current
+        } else {
+            None
+        };
+        let score = relation_score(u, r, order_by)
+            .or(cur)
+            .or(old_score)
+            .unwrap_or(0.0);
+        if cur != Some(score) {
+            queued.push(command(&["ZADD", &np, &format_score(score), pk]));
+        }
+        scores.push(Some(score));
+    }
+    scores
+}
+
+/// The row hash: `HSET` of the set fields, `HDEL` of the removed ones.
+fn write_hash(pipe: &mut redis::Pipeline, u: &RowUpsert) {
+    let mut sets = u
+        .fields
+        .iter()
+        .filter(|(_, w)| matches!(w, FieldWrite::Set(_)))
+        .peekable();
+    if sets.peek().is_some() {
+        let cmd = pipe.cmd("HSET").arg(&u.row_key);
+        for (n, w) in sets {
+            if let FieldWrite::Set(v) = w {
+                cmd.arg(n).arg(v);
+            }
+        }
+    }
+    let mut removes = u
+        .fields
+        .iter()
+        .filter(|(_, w)| matches!(w, FieldWrite::Remove))
+        .peekable();
+    if removes.peek().is_some() {
+        let cmd = pipe.cmd("HDEL").arg(&u.row_key);
+        for (n, _) in removes {
+            cmd.arg(n);
+        }
     }
 }
 
