@@ -31,133 +31,23 @@
 //! `ttl_seconds` are not supported (rows expire behind the sink's back): the rebuild then
 //! uses the script ([`OwnedState::supports`]).
 
+mod bookkeeping;
+mod model;
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use mapping::plan::{FieldWrite, Plan, RowUpsert};
-use mapping::{Mapping, TemplatePart};
+use mapping::Mapping;
 
 use super::args::{format_score, relation_score};
 use super::{ApplyError, BatchOutcome, PlannedChange};
+use model::{render, Model};
 
 /// Maps keyed by row and index keys: many lookups per change, so a fast (still randomly
 /// seeded) hasher rather than SipHash.
 type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 type HashSet<K> = std::collections::HashSet<K, foldhash::fast::RandomState>;
-
-/// Records freshness and offsets for a batch, as the end of a chunk script does.
-/// ARGV: M, then M × (freshness key, applied count, highest source_ts_ms or ''), then
-/// P, then P × (offsets field, offset).
-const BOOKKEEPING_SCRIPT: &str = r"
-local function gt(a, b)
-  if #a ~= #b then return #a > #b end
-  return a > b
-end
-local i, now = 2, false
-for _ = 1, tonumber(ARGV[1]) do
-  local fresh, n, ts = ARGV[i], ARGV[i + 1], ARGV[i + 2]
-  i = i + 3
-  if not now then
-    local t = redis.call('TIME')
-    now = t[1] .. string.format('%03d', math.floor(tonumber(t[2]) / 1000))
-  end
-  local cur = ts ~= '' and redis.call('HGET', fresh, 'source_ts_ms')
-  if ts ~= '' and (not cur or gt(ts, cur)) then
-    redis.call('HSET', fresh, 'source_ts_ms', ts, 'applied_at_ms', now)
-  else
-    redis.call('HSET', fresh, 'applied_at_ms', now)
-  end
-  redis.call('HINCRBY', fresh, 'applied_count', n)
-end
-local np = tonumber(ARGV[i])
-i = i + 1
-for _ = 1, np do
-  local field, offset = ARGV[i], ARGV[i + 1]
-  i = i + 2
-  local cur = redis.call('HGET', 'sink:offsets', field)
-  if not cur or gt(offset, cur) then redis.call('HSET', 'sink:offsets', field, offset) end
-end
-return 1
-";
-
-/// One piece of a template, its placeholders as template-field numbers.
-#[derive(Debug, Clone)]
-enum Part {
-    Literal(String),
-    Field(usize),
-}
-
-/// Renders `parts` from `values`; `None` when a placeholder's value is absent (no key).
-fn render(parts: &[Part], values: &[Option<String>]) -> Option<String> {
-    let mut out = String::new();
-    for part in parts {
-        match part {
-            Part::Literal(l) => out.push_str(l),
-            Part::Field(f) => out.push_str(values.get(*f)?.as_deref()?),
-        }
-    }
-    Some(out)
-}
-
-/// What the script knows about one mapping (`MAPPINGS[m]` in `change.lua`).
-#[derive(Debug, Clone)]
-struct Model {
-    rows_key: String,
-    fresh_key: String,
-    /// Template fields (stored names), as the script numbers them.
-    fields: Vec<String>,
-    key_fields: Vec<usize>,
-    /// Per index: its bookkeeping hash and template.
-    indexes: Vec<(String, Vec<Part>)>,
-    /// Per relation: template and `order_by` field.
-    relations: Vec<(Vec<Part>, String)>,
-}
-
-impl Model {
-    fn new(m: &Mapping) -> Model {
-        let fields = super::script::template_fields(m);
-        let number = |f: &str| {
-            fields
-                .iter()
-                .position(|known| known == f)
-                .unwrap_or(usize::MAX)
-        };
-        let parts = |t: &mapping::KeyTemplate| -> Vec<Part> {
-            t.parts
-                .iter()
-                .map(|p| match p {
-                    TemplatePart::Literal(l) => Part::Literal(l.clone()),
-                    TemplatePart::Field(f) => Part::Field(number(f)),
-                })
-                .collect()
-        };
-        Model {
-            rows_key: format!("sink:rows:{}", m.name),
-            fresh_key: format!("sink:freshness:{}", m.name),
-            key_fields: m.key.fields().map(number).collect(),
-            indexes: m
-                .indexes
-                .iter()
-                .map(|i| (format!("sink:index:{}:{}", m.name, i.name), parts(&i.key)))
-                .collect(),
-            relations: m
-                .relations
-                .iter()
-                .map(|r| (parts(&r.key), r.order_by.clone()))
-                .collect(),
-            fields,
-        }
-    }
-
-    /// The primary key text: the row key's field values joined by `:`.
-    fn primary_key(&self, values: &[Option<String>]) -> Option<String> {
-        let mut parts = Vec::with_capacity(self.key_fields.len());
-        for &f in &self.key_fields {
-            parts.push(values.get(f)?.as_deref()?);
-        }
-        Some(parts.join(":"))
-    }
-}
 
 /// What the sink stored for one row: its `sink:rows` position, its hash's template fields,
 /// and per relation its member's score in the parent its values render (None: no member).
@@ -283,7 +173,7 @@ impl OwnedState {
                 }
             }
         }
-        self.write_bookkeeping(&mut w);
+        bookkeeping::write(self, &mut w);
         let result = match failure {
             Some(e) => Err(e),
             None => Ok(outcome),
@@ -521,77 +411,6 @@ impl OwnedState {
             }
         }
         writes
-    }
-
-    /// `sink:rows` and `sink:index` entries changed by the batch (one `HSET`/`HDEL` per
-    /// hash), then freshness and offsets (one script call).
-    fn write_bookkeeping(&self, w: &mut BatchWrites) {
-        const SLICE: usize = 1000;
-        let mut seen: HashSet<(usize, &str)> = HashSet::default();
-        let mut sets: HashMap<&str, Vec<(&str, String)>> = HashMap::default();
-        let mut dels: HashMap<&str, Vec<&str>> = HashMap::default();
-        for u in &w.undo {
-            match u {
-                Undo::Row(m, key, _) => {
-                    if !seen.insert((*m, key)) {
-                        continue;
-                    }
-                    let hash = self.models[*m].rows_key.as_str();
-                    match self.rows[*m].get(key) {
-                        Some(s) => sets
-                            .entry(hash)
-                            .or_default()
-                            .push((key, s.position.to_string())),
-                        None => dels.entry(hash).or_default().push(key),
-                    }
-                }
-                Undo::Index(key, _) => {
-                    if !seen.insert((usize::MAX, key)) {
-                        continue;
-                    }
-                    if let Some(s) = self.indexes.get(key) {
-                        let hash = self.index_hashes[s.hash].as_str();
-                        sets.entry(hash)
-                            .or_default()
-                            .push((key, s.position.to_string()));
-                    }
-                }
-            }
-        }
-        let mut pipe = std::mem::take(&mut w.pipe);
-        for (hash, pairs) in &sets {
-            for slice in pairs.chunks(SLICE) {
-                let cmd = pipe.cmd("HSET").arg(*hash);
-                for (f, v) in slice {
-                    cmd.arg(*f).arg(v);
-                }
-            }
-        }
-        for (hash, fields) in &dels {
-            for slice in fields.chunks(SLICE) {
-                pipe.cmd("HDEL").arg(*hash).arg(slice);
-            }
-        }
-        let fresh: Vec<usize> = (0..self.models.len())
-            .filter(|&m| w.applied[m] > 0)
-            .collect();
-        if !fresh.is_empty() || !w.offsets.is_empty() {
-            let cmd = pipe
-                .cmd("EVAL")
-                .arg(BOOKKEEPING_SCRIPT)
-                .arg(0)
-                .arg(fresh.len());
-            for m in fresh {
-                cmd.arg(&self.models[m].fresh_key)
-                    .arg(w.applied[m])
-                    .arg(w.max_ts[m].map_or_else(String::new, |t| t.to_string()));
-            }
-            cmd.arg(w.offsets.len());
-            for ((topic, partition), offset) in &w.offsets {
-                cmd.arg(format!("{topic}/{partition}")).arg(*offset);
-            }
-        }
-        w.pipe = pipe;
     }
 }
 

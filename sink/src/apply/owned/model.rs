@@ -1,0 +1,83 @@
+//! What the change script knows about a mapping, for deciding changes in the sink: template
+//! fields, row key fields, and the pre-split index and relation templates.
+
+use mapping::{Mapping, TemplatePart};
+
+/// One piece of a template, its placeholders as template-field numbers.
+#[derive(Debug, Clone)]
+pub(super) enum Part {
+    Literal(String),
+    Field(usize),
+}
+
+/// Renders `parts` from `values`; `None` when a placeholder's value is absent (no key).
+pub(super) fn render(parts: &[Part], values: &[Option<String>]) -> Option<String> {
+    let mut out = String::new();
+    for part in parts {
+        match part {
+            Part::Literal(l) => out.push_str(l),
+            Part::Field(f) => out.push_str(values.get(*f)?.as_deref()?),
+        }
+    }
+    Some(out)
+}
+
+/// What the script knows about one mapping (`MAPPINGS[m]` in `change.lua`).
+#[derive(Debug, Clone)]
+pub(super) struct Model {
+    pub(super) rows_key: String,
+    pub(super) fresh_key: String,
+    /// Template fields (stored names), as the script numbers them.
+    pub(super) fields: Vec<String>,
+    pub(super) key_fields: Vec<usize>,
+    /// Per index: its bookkeeping hash and template.
+    pub(super) indexes: Vec<(String, Vec<Part>)>,
+    /// Per relation: template and `order_by` field.
+    pub(super) relations: Vec<(Vec<Part>, String)>,
+}
+
+impl Model {
+    pub(super) fn new(m: &Mapping) -> Model {
+        let fields = crate::apply::script::template_fields(m);
+        let number = |f: &str| {
+            fields
+                .iter()
+                .position(|known| known == f)
+                .unwrap_or(usize::MAX)
+        };
+        let parts = |t: &mapping::KeyTemplate| -> Vec<Part> {
+            t.parts
+                .iter()
+                .map(|p| match p {
+                    TemplatePart::Literal(l) => Part::Literal(l.clone()),
+                    TemplatePart::Field(f) => Part::Field(number(f)),
+                })
+                .collect()
+        };
+        Model {
+            rows_key: format!("sink:rows:{}", m.name),
+            fresh_key: format!("sink:freshness:{}", m.name),
+            key_fields: m.key.fields().map(number).collect(),
+            indexes: m
+                .indexes
+                .iter()
+                .map(|i| (format!("sink:index:{}:{}", m.name, i.name), parts(&i.key)))
+                .collect(),
+            relations: m
+                .relations
+                .iter()
+                .map(|r| (parts(&r.key), r.order_by.clone()))
+                .collect(),
+            fields,
+        }
+    }
+
+    /// The primary key text: the row key's field values joined by `:`.
+    pub(super) fn primary_key(&self, values: &[Option<String>]) -> Option<String> {
+        let mut parts = Vec::with_capacity(self.key_fields.len());
+        for &f in &self.key_fields {
+            parts.push(values.get(f)?.as_deref()?);
+        }
+        Some(parts.join(":"))
+    }
+}
