@@ -428,6 +428,7 @@ fn outcome(chunks: &[&[PlannedChange]], replies: Vec<Value>) -> Result<BatchOutc
     }
 }
 
+/// The error of `change` (position `position` of its batch) that Redis answered `source`.
 fn change_error(change: &PlannedChange, position: usize, source: redis::ServerError) -> ApplyError {
     ApplyError::Change {
         topic: change.topic.clone(),
@@ -439,6 +440,7 @@ fn change_error(change: &PlannedChange, position: usize, source: redis::ServerEr
     }
 }
 
+/// An unexpected reply about `change`.
 fn reply_error(change: &PlannedChange, reply: &Value) -> ApplyError {
     ApplyError::Reply {
         topic: change.topic.clone(),

@@ -10,31 +10,20 @@ use apply_support::*;
 use mapping::{Change, ColumnType, FieldValue, Op};
 use sink::apply::{Applier, ApplyError, PlannedChange};
 
-fn customer(op: Op, id: i64, email: &str, lsn: i64) -> (usize, Change) {
-    (
-        CUSTOMERS,
-        upsert(op, customer_row(id, email, "Name", T0), lsn),
-    )
-}
-
-fn order(op: Op, id: i64, customer: Option<i64>, lsn: i64) -> (usize, Change) {
-    (ORDERS, upsert(op, order_row(id, customer, T0 + id), lsn))
-}
-
 /// A stream without deletes: snapshot, inserts, email change, order move, TOAST, NULL.
 fn history_without_deletes() -> Vec<(usize, Change)> {
     let mut toast = order_row(3, Some(2), T0 + 3);
     toast[4].1 = FieldValue::Unavailable; // items not sent
     toast[2].1 = FieldValue::Null; // status NULL
     vec![
-        customer(Op::Read, 1, "a@example.com", 100),
-        customer(Op::Read, 2, "b@example.com", 101),
-        order(Op::Read, 3, Some(1), 102),
-        order(Op::Create, 4, Some(1), 110),
-        customer(Op::Update, 1, "a2@example.com", 120),
-        order(Op::Update, 3, Some(2), 130),
+        customer_upsert(Op::Read, 1, "a@example.com", 100),
+        customer_upsert(Op::Read, 2, "b@example.com", 101),
+        order_upsert(Op::Read, 3, Some(1), 102),
+        order_upsert(Op::Create, 4, Some(1), 110),
+        customer_upsert(Op::Update, 1, "a2@example.com", 120),
+        order_upsert(Op::Update, 3, Some(2), 130),
         (ORDERS, upsert(Op::Update, toast, 140)),
-        customer(Op::Update, 2, "a@example.com", 150),
+        customer_upsert(Op::Update, 2, "a@example.com", 150),
     ]
 }
 
@@ -46,10 +35,10 @@ fn history_with_deletes() -> Vec<(usize, Change)> {
         (ORDERS, tombstone(4)),
         (ORDERS, delete_order(3, 210)),
         (ORDERS, tombstone(3)),
-        order(Op::Create, 300, Some(2), 210),
+        order_upsert(Op::Create, 300, Some(2), 210),
         (CUSTOMERS, delete_customer(1, 220)),
         (CUSTOMERS, tombstone(1)),
-        customer(Op::Create, 7, "a2@example.com", 230),
+        customer_upsert(Op::Create, 7, "a2@example.com", 230),
     ]);
     h
 }
@@ -183,11 +172,11 @@ async fn a_failing_change_leaves_nothing_behind_and_is_located() {
     let before_bad = f.dump_with(true).await;
 
     let batch = f.plan_all(&[
-        customer(Op::Create, 1, "ok1@example.com", 100),
-        customer(Op::Create, 5, "bad@example.com", 101),
-        customer(Op::Create, 6, "six@example.com", 102),
-        order(Op::Create, 8, Some(9), 103),
-        customer(Op::Create, 2, "ok2@example.com", 104),
+        customer_upsert(Op::Create, 1, "ok1@example.com", 100),
+        customer_upsert(Op::Create, 5, "bad@example.com", 101),
+        customer_upsert(Op::Create, 6, "six@example.com", 102),
+        order_upsert(Op::Create, 8, Some(9), 103),
+        customer_upsert(Op::Create, 2, "ok2@example.com", 104),
     ]);
     let err = f.applier.apply_batch(&batch).await.expect_err("must fail");
     assert!(!err.is_retriable(), "{err}");
@@ -239,7 +228,7 @@ async fn a_failing_change_leaves_nothing_behind_and_is_located() {
 #[tokio::test]
 async fn script_is_reloaded_after_script_flush() {
     let f = Fixture::new().await;
-    f.apply(&[customer(Op::Read, 1, "a@example.com", 100)])
+    f.apply(&[customer_upsert(Op::Read, 1, "a@example.com", 100)])
         .await;
     let mut conn = f.conn().await;
     redis::cmd("SCRIPT")
@@ -255,7 +244,7 @@ async fn script_is_reloaded_after_script_flush() {
         .unwrap();
     assert_eq!(exists, [false]);
     let out = f
-        .apply(&[customer(Op::Update, 1, "b@example.com", 200)])
+        .apply(&[customer_upsert(Op::Update, 1, "b@example.com", 200)])
         .await;
     assert_eq!((out.applied, out.skipped), (1, 0));
     assert!(f
@@ -344,9 +333,9 @@ async fn large_batch_in_one_pipeline() {
     let changes: Vec<(usize, Change)> = (0..2000)
         .map(|i| {
             if i % 2 == 0 {
-                customer(Op::Read, i, &format!("c{i}@example.com"), 1000 + i)
+                customer_upsert(Op::Read, i, &format!("c{i}@example.com"), 1000 + i)
             } else {
-                order(Op::Read, i, Some(i - 1), 1000 + i)
+                order_upsert(Op::Read, i, Some(i - 1), 1000 + i)
             }
         })
         .collect();
@@ -416,7 +405,7 @@ async fn out_of_memory_is_retriable_and_writes_nothing() {
 
     let f = Fixture::new().await; // for plans and config only
     let applier = Applier::new(pool.clone(), &f.config);
-    let batch = f.plan_all(&[customer(Op::Create, 1, "a@example.com", 100)]);
+    let batch = f.plan_all(&[customer_upsert(Op::Create, 1, "a@example.com", 100)]);
     let err = applier.apply_batch(&batch).await.expect_err("OOM");
     assert!(err.is_retriable(), "{err:?}");
     let ApplyError::Change { source, .. } = &err else {

@@ -9,39 +9,28 @@ use apply_support::*;
 use mapping::{Change, FieldValue, Op};
 use sink::apply::{Applier, ApplyError, DEFAULT_CHUNK};
 
-fn customer(op: Op, id: i64, email: &str, lsn: i64) -> (usize, Change) {
-    (
-        CUSTOMERS,
-        upsert(op, customer_row(id, email, "Name", T0), lsn),
-    )
-}
-
-fn order(op: Op, id: i64, customer: Option<i64>, lsn: i64) -> (usize, Change) {
-    (ORDERS, upsert(op, order_row(id, customer, T0 + id), lsn))
-}
-
 /// Every kind of change, skipped ones included (replays, tombstones after deletes).
 fn history() -> Vec<(usize, Change)> {
     let mut toast = order_row(3, Some(2), T0 + 3);
     toast[4].1 = FieldValue::Unavailable;
     toast[2].1 = FieldValue::Null;
     vec![
-        customer(Op::Read, 1, "a@example.com", 100),
-        customer(Op::Read, 2, "b@example.com", 101),
-        order(Op::Read, 3, Some(1), 102),
-        order(Op::Create, 4, Some(1), 110),
-        customer(Op::Update, 1, "a2@example.com", 120),
-        customer(Op::Update, 1, "a1@example.com", 115), // older: skipped
-        order(Op::Update, 3, Some(2), 130),
+        customer_upsert(Op::Read, 1, "a@example.com", 100),
+        customer_upsert(Op::Read, 2, "b@example.com", 101),
+        order_upsert(Op::Read, 3, Some(1), 102),
+        order_upsert(Op::Create, 4, Some(1), 110),
+        customer_upsert(Op::Update, 1, "a2@example.com", 120),
+        customer_upsert(Op::Update, 1, "a1@example.com", 115), // older: skipped
+        order_upsert(Op::Update, 3, Some(2), 130),
         (ORDERS, upsert(Op::Update, toast, 140)),
-        customer(Op::Update, 2, "a@example.com", 150),
+        customer_upsert(Op::Update, 2, "a@example.com", 150),
         (ORDERS, delete_order(4, 200)),
         (ORDERS, tombstone(4)), // skipped
         (CUSTOMERS, delete_customer(1, 220)),
         (CUSTOMERS, tombstone(1)), // skipped
-        customer(Op::Create, 7, "a2@example.com", 230),
+        customer_upsert(Op::Create, 7, "a2@example.com", 230),
         (ORDERS, truncate(240)),
-        order(Op::Create, 9, Some(7), 250),
+        order_upsert(Op::Create, 9, Some(7), 250),
     ]
 }
 
@@ -106,13 +95,13 @@ async fn a_failing_change_in_the_middle_of_a_chunk_is_located_and_leaves_nothing
         .unwrap();
     // Chunks: [1, 2, 3] [4, 6(bad), 5] [7]; customer 6 is change 4 (offset 4) of the batch.
     let batch = f.plan_all(&[
-        customer(Op::Create, 1, "c1@example.com", 100),
-        customer(Op::Create, 2, "c2@example.com", 101),
-        customer(Op::Create, 3, "c3@example.com", 102),
-        customer(Op::Create, 4, "c4@example.com", 103),
-        customer(Op::Create, 6, "c6@example.com", 104),
-        customer(Op::Create, 5, "c5@example.com", 105),
-        customer(Op::Create, 7, "c7@example.com", 106),
+        customer_upsert(Op::Create, 1, "c1@example.com", 100),
+        customer_upsert(Op::Create, 2, "c2@example.com", 101),
+        customer_upsert(Op::Create, 3, "c3@example.com", 102),
+        customer_upsert(Op::Create, 4, "c4@example.com", 103),
+        customer_upsert(Op::Create, 6, "c6@example.com", 104),
+        customer_upsert(Op::Create, 5, "c5@example.com", 105),
+        customer_upsert(Op::Create, 7, "c7@example.com", 106),
     ]);
     assert_eq!(
         applier
@@ -176,8 +165,8 @@ async fn a_failing_last_change_does_not_record_its_offset() {
         .await
         .unwrap();
     let batch = f.plan_all(&[
-        customer(Op::Create, 1, "c1@example.com", 100),
-        customer(Op::Create, 2, "c2@example.com", 101),
+        customer_upsert(Op::Create, 1, "c1@example.com", 100),
+        customer_upsert(Op::Create, 2, "c2@example.com", 101),
     ]);
     let err = f
         .applier
@@ -206,10 +195,10 @@ async fn an_error_of_the_whole_call_is_reported_at_the_chunk_start() {
         .await
         .unwrap();
     let batch = f.plan_all(&[
-        customer(Op::Create, 1, "c1@example.com", 100),
-        customer(Op::Create, 2, "c2@example.com", 101),
-        customer(Op::Create, 3, "c3@example.com", 102),
-        order(Op::Create, 4, Some(3), 103),
+        customer_upsert(Op::Create, 1, "c1@example.com", 100),
+        customer_upsert(Op::Create, 2, "c2@example.com", 101),
+        customer_upsert(Op::Create, 3, "c3@example.com", 102),
+        order_upsert(Op::Create, 4, Some(3), 103),
     ]);
     let err = applier
         .apply_batch(&batch)

@@ -204,7 +204,12 @@ async fn random_interleavings_leave_the_same_state() {
 }
 
 /// A private `redis-server` on a free port, killed on drop.
-struct PrivateRedis(std::process::Child, String);
+struct PrivateRedis {
+    child: std::process::Child,
+    url: String,
+    /// For `CONFIG SET`.
+    admin: redis::Connection,
+}
 
 impl PrivateRedis {
     fn start() -> PrivateRedis {
@@ -227,14 +232,31 @@ impl PrivateRedis {
             .stdout(std::process::Stdio::null())
             .spawn()
             .expect("redis-server must be installed (tests/stack/redis.sh installs it)");
-        PrivateRedis(child, format!("redis://127.0.0.1:{port}"))
+        let url = format!("redis://127.0.0.1:{port}");
+        let admin = loop {
+            if let Ok(c) = redis::Client::open(url.as_str()).and_then(|c| c.get_connection()) {
+                break c;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        };
+        PrivateRedis { child, url, admin }
+    }
+
+    /// `CONFIG SET maxmemory` (`1`: every write is refused; `0`: no limit).
+    fn set_maxmemory(&mut self, bytes: &str) {
+        let _: () = redis::cmd("CONFIG")
+            .arg("SET")
+            .arg("maxmemory")
+            .arg(bytes)
+            .query(&mut self.admin)
+            .unwrap();
     }
 }
 
 impl Drop for PrivateRedis {
     fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
@@ -243,15 +265,9 @@ impl Drop for PrivateRedis {
 /// (freshness counters included), as with the script.
 #[tokio::test]
 async fn a_refused_batch_leaves_nothing_and_is_sent_again() {
-    let server = PrivateRedis::start();
-    let mut admin = loop {
-        if let Ok(c) = redis::Client::open(server.1.as_str()).and_then(|c| c.get_connection()) {
-            break c;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    };
+    let mut server = PrivateRedis::start();
     let lua = Fixture::new().await;
-    let owned = Fixture::owning_on(&server.1).await;
+    let owned = Fixture::owning_on(&server.url).await;
     let c = |id, email: &str, lsn| {
         (
             CUSTOMERS,
@@ -268,21 +284,13 @@ async fn a_refused_batch_leaves_nothing_and_is_sent_again() {
         f.apply(&first).await;
     }
     let planned = owned.plan_all(&second);
-    let set_max = |conn: &mut redis::Connection, v: &str| {
-        let _: () = redis::cmd("CONFIG")
-            .arg("SET")
-            .arg("maxmemory")
-            .arg(v)
-            .query(conn)
-            .unwrap();
-    };
-    set_max(&mut admin, "1");
+    server.set_maxmemory("1");
     let err = owned
         .applier
         .apply_batch(&planned)
         .await
         .expect_err("over maxmemory");
-    set_max(&mut admin, "0");
+    server.set_maxmemory("0");
     assert!(err.is_retriable(), "{err}");
     let outcome = owned
         .applier
@@ -299,15 +307,9 @@ async fn a_refused_batch_leaves_nothing_and_is_sent_again() {
 /// give the state of one successful send each.
 #[tokio::test]
 async fn batches_decided_after_a_refused_one_are_undone_too() {
-    let server = PrivateRedis::start();
-    let mut admin = loop {
-        if let Ok(c) = redis::Client::open(server.1.as_str()).and_then(|c| c.get_connection()) {
-            break c;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    };
+    let mut server = PrivateRedis::start();
     let lua = Fixture::new().await;
-    let owned = Fixture::owning_on(&server.1).await;
+    let owned = Fixture::owning_on(&server.url).await;
     let c = |id, email: &str, lsn| {
         (
             CUSTOMERS,
@@ -318,22 +320,12 @@ async fn batches_decided_after_a_refused_one_are_undone_too() {
     // The second batch moves `a` to customer 2: decided on top of the first.
     let second = [c(1, "c@example.com", 200), c(2, "a@example.com", 210)];
     let (p1, p2) = (owned.plan_all(&first), owned.plan_all(&second));
-    let _: () = redis::cmd("CONFIG")
-        .arg("SET")
-        .arg("maxmemory")
-        .arg("1")
-        .query(&mut admin)
-        .unwrap();
+    server.set_maxmemory("1");
     let (r1, r2) = tokio::join!(
         owned.applier.apply_batch(&p1),
         owned.applier.apply_batch(&p2)
     );
-    let _: () = redis::cmd("CONFIG")
-        .arg("SET")
-        .arg("maxmemory")
-        .arg("0")
-        .query(&mut admin)
-        .unwrap();
+    server.set_maxmemory("0");
     let (e1, e2) = (r1.expect_err("refused"), r2.expect_err("refused or undone"));
     assert!(e1.is_retriable() && e2.is_retriable(), "{e1} / {e2}");
     owned

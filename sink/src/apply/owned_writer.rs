@@ -19,20 +19,13 @@ use tokio::sync::{mpsc, oneshot, Mutex};
 use super::owned::{OwnedState, UndoLog};
 use super::{ApplyError, BatchOutcome, PlannedChange};
 
-/// Where a batch starts, for errors about the whole batch.
-#[derive(Debug, Clone)]
-struct Origin {
-    topic: Arc<str>,
-    partition: i32,
-    offset: i64,
-}
-
 /// One decided batch on its way to Redis.
 struct Job {
     /// The rollback generation it was decided in.
     epoch: u64,
     pipe: redis::Pipeline,
-    origin: Option<Origin>,
+    /// The batch's first change: errors about the whole batch are reported there.
+    first: Option<PlannedChange>,
     changes: usize,
     reply: oneshot::Sender<Result<(), ApplyError>>,
 }
@@ -83,11 +76,7 @@ impl OwnedWriter {
             let job = Job {
                 epoch: inner.epoch,
                 pipe,
-                origin: batch.first().map(|c| Origin {
-                    topic: c.topic.clone(),
-                    partition: c.partition,
-                    offset: c.offset,
-                }),
+                first: batch.first().cloned(),
                 changes: batch.len(),
                 reply: tx,
             };
@@ -121,7 +110,7 @@ async fn write(shared: Arc<Shared>, pool: Pool, mut jobs: mpsc::UnboundedReceive
             }));
             continue;
         }
-        let failed = send(&pool, job.pipe, job.origin.as_ref(), job.changes).await;
+        let failed = send(&pool, job.pipe, job.first.as_ref(), job.changes).await;
         let mut inner = shared.inner.lock().await;
         match failed {
             None => {
@@ -146,7 +135,7 @@ async fn write(shared: Arc<Shared>, pool: Pool, mut jobs: mpsc::UnboundedReceive
 async fn send(
     pool: &Pool,
     mut pipe: redis::Pipeline,
-    origin: Option<&Origin>,
+    first: Option<&PlannedChange>,
     changes: usize,
 ) -> Option<ApplyError> {
     pipe.atomic().ignore_errors();
@@ -154,16 +143,7 @@ async fn send(
         Ok(conn) => conn,
         Err(e) => return Some(ApplyError::Pool(e)),
     };
-    let at = |source: redis::ServerError| {
-        origin.map(|o| ApplyError::Change {
-            topic: o.topic.clone(),
-            partition: o.partition,
-            offset: o.offset,
-            position: 0,
-            retriable: super::error::is_transient_code(source.code()),
-            source,
-        })
-    };
+    let at = |source: redis::ServerError| first.map(|c| super::change_error(c, 0, source));
     match pipe.query_async::<Vec<Value>>(&mut conn).await {
         Ok(replies) => replies.into_iter().find_map(|r| match r {
             Value::ServerError(e) => at(e),
@@ -181,12 +161,7 @@ async fn send(
                 .and_then(|errors| errors.first().map(|(_, e)| e.clone()))
             {
                 Some(e) => at(e),
-                None => origin.map(|o| ApplyError::Reply {
-                    topic: o.topic.clone(),
-                    partition: o.partition,
-                    offset: o.offset,
-                    reply: text,
-                }),
+                None => first.map(|c| super::reply_error(c, &Value::SimpleString(text))),
             }
         }
         Err(source) => Some(ApplyError::Redis {

@@ -348,6 +348,19 @@ pub fn upsert(op: Op, row: Row, lsn: i64) -> Change {
     }
 }
 
+/// An upsert of customer `id` with `email` (name "Name") for mapping `CUSTOMERS`.
+pub fn customer_upsert(op: Op, id: i64, email: &str, lsn: i64) -> (usize, Change) {
+    (
+        CUSTOMERS,
+        upsert(op, customer_row(id, email, "Name", T0), lsn),
+    )
+}
+
+/// An upsert of order `id` of `customer` (created at `T0 + id`) for mapping `ORDERS`.
+pub fn order_upsert(op: Op, id: i64, customer: Option<i64>, lsn: i64) -> (usize, Change) {
+    (ORDERS, upsert(op, order_row(id, customer, T0 + id), lsn))
+}
+
 /// `d` under REPLICA IDENTITY DEFAULT: `before` holds the key and Avro defaults.
 pub fn delete_customer(id: i64, lsn: i64) -> Change {
     Change {
