@@ -53,6 +53,7 @@
 
 mod args;
 mod error;
+mod lease;
 mod owned;
 mod owned_writer;
 mod script;
@@ -67,6 +68,8 @@ use redis::Value;
 
 use args::MappingArgs;
 pub use error::ApplyError;
+pub use lease::DEFAULT_LEASE_TTL;
+pub use owned::LoadError;
 
 /// Changes per script call unless [`Applier::with_chunk_size`] says otherwise.
 pub const DEFAULT_CHUNK: usize = 128;
@@ -168,9 +171,79 @@ impl Applier {
             applier.owned = Some(owned_writer::OwnedWriter::start(
                 state,
                 applier.pool.clone(),
+                None,
             ));
         }
         applier
+    }
+
+    /// An applier for the live database that this sink alone writes: it takes the writer's
+    /// lease (`sink:writer`), waiting while another exclusive sink holds it, loads the
+    /// bookkeeping from Redis, and from then on decides every change in memory as
+    /// [`Applier::owning`] does, keeping the lease with every batch. Readers see each batch
+    /// at once (one `MULTI`/`EXEC`). A rebuild swapping the database in, or a lapsed lease,
+    /// makes it load the bookkeeping again; another sink taking the lease makes every later
+    /// batch fail with [`ApplyError::LeaseLost`]. Configurations the owned path does not
+    /// support (`ttl_seconds`) get the shared script applier, as [`Applier::new`].
+    ///
+    /// `None` if `shutdown` is cancelled while waiting for the lease.
+    pub async fn exclusive(
+        pool: Pool,
+        config: &Config,
+        lease_ttl: std::time::Duration,
+        shutdown: &tokio_util::sync::CancellationToken,
+    ) -> Result<Option<Applier>, ApplyError> {
+        let mut applier = Applier::new(pool, config);
+        if !owned::OwnedState::supports(&config.mappings) {
+            tracing::warn!("A mapping sets ttl_seconds, which the exclusive writer does not support: applying through the shared change script instead.");
+            return Ok(Some(applier));
+        }
+        let exclusive = owned_writer::Exclusive {
+            lease: lease::Lease::new(lease_ttl),
+            mappings: config.mappings.clone(),
+        };
+        let mut conn = applier.pool.get().await.map_err(ApplyError::Pool)?;
+        let mut waiting = false;
+        let state = loop {
+            match owned_writer::load_exclusive(&mut conn, &exclusive).await {
+                Ok(state) => break state,
+                Err(ApplyError::LeaseLost { holder }) => {
+                    if !waiting {
+                        tracing::info!(%holder, "Another exclusive sink holds the redis database; standing by until its lease lapses.");
+                        waiting = true;
+                    }
+                    tokio::select! {
+                        () = shutdown.cancelled() => return Ok(None),
+                        () = tokio::time::sleep(exclusive.lease.renew_every()) => {}
+                    }
+                }
+                Err(e) => {
+                    // Best effort: a standby need not wait for the lease to lapse.
+                    let _ = exclusive.lease.release(&mut conn).await;
+                    return Err(e);
+                }
+            }
+        };
+        drop(conn);
+        tracing::info!(
+            writer = exclusive.lease.id(),
+            "Holding the exclusive lease on the redis database."
+        );
+        applier.owned = Some(owned_writer::OwnedWriter::start(
+            state,
+            applier.pool.clone(),
+            Some(exclusive),
+        ));
+        Ok(Some(applier))
+    }
+
+    /// An exclusive applier gives its lease up (others may write from now on); any other
+    /// applier does nothing. Call it after the last batch.
+    pub async fn release(&self) -> Result<(), ApplyError> {
+        match &self.owned {
+            Some(owned) => owned.release().await,
+            None => Ok(()),
+        }
     }
 
     /// Whether this applier keeps the bookkeeping itself ([`Applier::owning`]).
@@ -430,6 +503,11 @@ fn outcome(chunks: &[&[PlannedChange]], replies: Vec<Value>) -> Result<BatchOutc
 
 /// The error of `change` (position `position` of its batch) that Redis answered `source`.
 fn change_error(change: &PlannedChange, position: usize, source: redis::ServerError) -> ApplyError {
+    if source.code() == "EXCLUSIVE" {
+        return ApplyError::Excluded {
+            holder: source.details().unwrap_or_default().to_owned(),
+        };
+    }
     ApplyError::Change {
         topic: change.topic.clone(),
         partition: change.partition,

@@ -75,6 +75,55 @@ pub struct RunArgs {
     /// Batch tuning.
     #[command(flatten)]
     pub batch: BatchArgs,
+    /// Who writes the Redis database. `shared`: every change through the change script,
+    /// which reads the bookkeeping from Redis, so several sinks (a consumer group split
+    /// across processes) may write one database. `exclusive`: this sink alone; it takes a
+    /// lease (`sink:writer`; a second exclusive sink stands by until it lapses), holds the
+    /// bookkeeping in memory and sends plain writes, one transaction per batch: about half
+    /// the Redis CPU per change (README, "Writers").
+    #[arg(long, value_enum, default_value_t = WriterMode::Shared, env = "SINK_WRITER")]
+    pub writer: WriterMode,
+    /// How long an exclusive sink's lease lasts without renewal, in milliseconds: how soon a
+    /// standby takes over from a sink that died.
+    #[arg(long, value_name = "MS", default_value_t = default_lease_ms(), env = "SINK_LEASE_MS")]
+    pub lease_ms: u64,
+}
+
+/// Who writes the Redis database (`sink run --writer`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum WriterMode {
+    /// Any number of sinks, each change through the change script.
+    Shared,
+    /// This sink alone, under a lease, deciding changes in memory.
+    Exclusive,
+}
+
+/// How the running sink writes Redis.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Writer {
+    /// Through the change script ([`crate::apply::Applier::new`]).
+    Shared,
+    /// Alone, under a lease of this length ([`crate::apply::Applier::exclusive`]).
+    Exclusive {
+        /// The lease time.
+        lease: Duration,
+    },
+}
+
+impl RunArgs {
+    /// The writer these arguments ask for.
+    pub fn writer(&self) -> Writer {
+        match self.writer {
+            WriterMode::Shared => Writer::Shared,
+            WriterMode::Exclusive => Writer::Exclusive {
+                lease: Duration::from_millis(self.lease_ms),
+            },
+        }
+    }
+}
+
+fn default_lease_ms() -> u64 {
+    u64::try_from(crate::apply::DEFAULT_LEASE_TTL.as_millis()).unwrap_or(10_000)
 }
 
 /// How records are grouped into Redis pipelines.
@@ -149,6 +198,8 @@ pub struct SinkConfig {
     pub kafka_properties: BTreeMap<String, String>,
     /// Batch limits.
     pub batch: BatchSettings,
+    /// How Redis is written.
+    pub writer: Writer,
 }
 
 /// Settings the sink relies on for at-least-once delivery; applied after the user's properties
@@ -192,7 +243,15 @@ impl SinkConfig {
             config: Arc::new(config),
             kafka_properties,
             batch,
+            writer: Writer::Shared,
         }
+    }
+
+    /// The same configuration with `writer`.
+    #[must_use]
+    pub fn with_writer(mut self, writer: Writer) -> SinkConfig {
+        self.writer = writer;
+        self
     }
 
     /// The consumer configuration: bootstrap servers and group from the mapping file, the

@@ -613,6 +613,24 @@ pub mod reference {
     }
 }
 
+/// Redis server CPU seconds so far (`INFO cpu`: user + sys, reading and parsing commands
+/// included), for benchmarks that compare work per change.
+pub async fn redis_cpu_seconds(url: &str) -> anyhow::Result<f64> {
+    let client = redis::Client::open(url)?;
+    let mut conn = client.get_multiplexed_async_connection().await?;
+    let info: String = redis::cmd("INFO").arg("cpu").query_async(&mut conn).await?;
+    let mut cpu = 0.0;
+    for line in info.lines() {
+        if let Some(v) = line
+            .strip_prefix("used_cpu_sys:")
+            .or_else(|| line.strip_prefix("used_cpu_user:"))
+        {
+            cpu += v.trim().parse::<f64>()?;
+        }
+    }
+    Ok(cpu)
+}
+
 /// `main` of a bench binary: logs (`RUST_LOG`, default `warn`) to stderr, runs `bench` on a
 /// multi-threaded runtime, and prints `{name}: {err:#}` on failure.
 pub fn bench_main<F>(name: &str, bench: F) -> std::process::ExitCode

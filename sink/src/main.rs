@@ -32,7 +32,7 @@ fn main() -> ExitCode {
         Command::Rebuild(args) => sink::rebuild::cli(&args),
         Command::Run(args) => {
             let cfg = match SinkConfig::load(&args.config, args.batch.into()) {
-                Ok(cfg) => cfg,
+                Ok(cfg) => cfg.with_writer(args.writer()),
                 Err(errors) => {
                     eprintln!("{errors}");
                     return ExitCode::from(EXIT_CONFIG);

@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::info;
 
 use crate::apply::Applier;
-use crate::config::{redact_url, summary, BatchSettings, ConfigArgs, SinkConfig};
+use crate::config::{redact_url, summary, BatchSettings, ConfigArgs, SinkConfig, Writer};
 use crate::consume::{self, ConsumeError, Pipeline, StopWhen, Summary};
 use crate::decode::Decoder;
 use crate::dlq::{DeadLetters, DlqError};
@@ -42,6 +42,9 @@ pub enum RunError {
     /// The dead-letter producer could not be created.
     #[error(transparent)]
     DeadLetters(#[from] DlqError),
+    /// The exclusive writer could not take its place (lease, bookkeeping).
+    #[error("cannot start as the exclusive writer of the redis database")]
+    Exclusive(#[source] crate::apply::ApplyError),
     /// Consuming failed.
     #[error(transparent)]
     Consume(#[from] ConsumeError),
@@ -102,7 +105,18 @@ pub async fn run(
     .await?;
 
     let pool = redis_pool(&config.redis.url)?;
-    let applier = Applier::new(pool, config);
+    let applier = match cfg.writer {
+        Writer::Shared => Applier::new(pool, config),
+        Writer::Exclusive { lease } => {
+            match Applier::exclusive(pool, config, lease, &shutdown)
+                .await
+                .map_err(RunError::Exclusive)?
+            {
+                Some(applier) => applier,
+                None => return Ok(Summary::default()),
+            }
+        }
+    };
     let dead_letters = Arc::new(DeadLetters::new(
         &cfg.producer_config(),
         &config.kafka.dead_letter_topic,

@@ -238,7 +238,10 @@ local function apply_one(M, at)
   return applied
 end
 
--- The chunk.
+-- The chunk. Not while an exclusive sink holds the database (apply/lease.rs): it keeps the
+-- bookkeeping in its memory, and writes from here would go behind its back.
+local holder = call('GET', 'sink:writer')
+if holder then return redis.error_reply('EXCLUSIVE ' .. holder) end
 local nslots = tonumber(ARGV[1])
 local slots = {}
 for s = 1, nslots do slots[s] = ARGV[1 + s] end

@@ -87,6 +87,24 @@ pub enum ApplyError {
         /// The reply, debug-formatted.
         reply: String,
     },
+    /// The change script refused to run: an exclusive sink holds the database (its
+    /// `sink:writer` key). Stop that sink, or run this one with `--writer exclusive` as its
+    /// standby.
+    #[error("the redis database is held by the exclusive sink {holder} (key `sink:writer`): a shared sink must not write behind it; stop that sink or run this one with --writer exclusive")]
+    Excluded {
+        /// The holder's writer id.
+        holder: String,
+    },
+    /// This exclusive sink's lease was taken by another sink (this one stalled for longer
+    /// than the lease time): it must not write any more.
+    #[error("another sink ({holder}) took the exclusive lease on the redis database (key `sink:writer`); this sink stopped writing")]
+    LeaseLost {
+        /// The new holder's writer id.
+        holder: String,
+    },
+    /// The exclusive sink could not load its bookkeeping from Redis.
+    #[error("loading the exclusive sink's bookkeeping")]
+    Load(#[source] super::LoadError),
 }
 
 impl ApplyError {
@@ -103,7 +121,11 @@ impl ApplyError {
                     || !matches!(source.retry_method(), redis::RetryMethod::NoRetry)
             }
             ApplyError::Change { retriable, .. } => *retriable,
-            ApplyError::Invalid { .. } | ApplyError::Reply { .. } => false,
+            ApplyError::Load(e) => !matches!(e, super::LoadError::Position { .. }),
+            ApplyError::Invalid { .. }
+            | ApplyError::Reply { .. }
+            | ApplyError::Excluded { .. }
+            | ApplyError::LeaseLost { .. } => false,
         }
     }
 
@@ -131,7 +153,10 @@ impl ApplyError {
             ApplyError::Pool(_)
             | ApplyError::Redis { .. }
             | ApplyError::ReplyCount { .. }
-            | ApplyError::Resend { .. } => None,
+            | ApplyError::Resend { .. }
+            | ApplyError::Excluded { .. }
+            | ApplyError::LeaseLost { .. }
+            | ApplyError::Load(_) => None,
         }
     }
 }

@@ -32,6 +32,7 @@
 //! uses the script ([`OwnedState::supports`]).
 
 mod bookkeeping;
+mod load;
 mod model;
 
 use std::collections::BTreeMap;
@@ -42,6 +43,7 @@ use mapping::Mapping;
 
 use super::args::{format_score, relation_score};
 use super::{ApplyError, BatchOutcome, PlannedChange};
+pub use load::LoadError;
 use model::{render, Model};
 
 /// Maps keyed by row and index keys: many lookups per change, so a fast (still randomly
@@ -130,10 +132,7 @@ impl OwnedState {
 
     /// Decides `batch` in order, as the script would, and returns the writes to send with
     /// the outcome; [`OwnedState::rollback`] undoes the state change if sending fails.
-    pub(crate) fn plan_batch(
-        &mut self,
-        batch: &[PlannedChange],
-    ) -> (redis::Pipeline, UndoLog, Result<BatchOutcome, ApplyError>) {
+    pub(crate) fn plan_batch(&mut self, batch: &[PlannedChange]) -> DecidedBatch {
         let n = self.models.len();
         let mut w = BatchWrites {
             pipe: redis::pipe(),
@@ -144,7 +143,9 @@ impl OwnedState {
         };
         let mut outcome = BatchOutcome::default();
         let mut failure = None;
+        let mut starts = Vec::with_capacity(batch.len());
         for (position, change) in batch.iter().enumerate() {
+            starts.push(w.pipe.len());
             match self.apply_one(&mut w, change) {
                 Ok(applied) => {
                     if applied {
@@ -173,12 +174,21 @@ impl OwnedState {
                 }
             }
         }
+        let commands = CommandMap {
+            starts,
+            end: w.pipe.len(),
+        };
         bookkeeping::write(self, &mut w);
         let result = match failure {
             Some(e) => Err(e),
             None => Ok(outcome),
         };
-        (w.pipe, UndoLog(w.undo), result)
+        DecidedBatch {
+            pipe: w.pipe,
+            undo: UndoLog(w.undo),
+            outcome: result,
+            commands,
+        }
     }
 
     /// Undoes what [`OwnedState::plan_batch`] changed, newest first.
@@ -510,6 +520,39 @@ fn write_hash(pipe: &mut redis::Pipeline, u: &RowUpsert) {
 
 /// The state changes of one planned batch, for [`OwnedState::rollback`].
 pub(crate) struct UndoLog(Vec<Undo>);
+
+/// A batch decided by [`OwnedState::plan_batch`].
+pub(crate) struct DecidedBatch {
+    /// Its writes, bookkeeping last.
+    pub(crate) pipe: redis::Pipeline,
+    /// How to undo its decisions.
+    pub(crate) undo: UndoLog,
+    pub(crate) outcome: Result<BatchOutcome, ApplyError>,
+    /// Which change each command of `pipe` writes for.
+    pub(crate) commands: CommandMap,
+}
+
+/// Which change of a batch each command of its pipeline belongs to.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct CommandMap {
+    /// Per change, the number of its first command.
+    starts: Vec<usize>,
+    /// The number of the first bookkeeping command (after every change's).
+    end: usize,
+}
+
+impl CommandMap {
+    /// The position in the batch of the change that `command` writes for; `None` for the
+    /// bookkeeping after the last change.
+    pub(crate) fn change_of(&self, command: usize) -> Option<usize> {
+        if command >= self.end {
+            return None;
+        }
+        self.starts
+            .partition_point(|&s| s <= command)
+            .checked_sub(1)
+    }
+}
 
 fn command(parts: &[&str]) -> redis::Cmd {
     let mut cmd = redis::cmd(parts[0]);

@@ -7,16 +7,32 @@
 //! are not sent and are answered [`ApplyError::Resend`], so their lanes send them again and
 //! they are decided afresh. Each batch is one `MULTI`/`EXEC`: a refused one (OOM when queued
 //! aborts the whole transaction) leaves nothing behind, so nothing is counted twice.
+//!
+//! # Exclusive writer
+//!
+//! On the live database ([`super::Applier::exclusive`]) the task also keeps the writer's
+//! lease (`lease.rs`): each batch watches the lease key and checks that it names this
+//! writer before its transaction, and renews it inside the transaction; an idle writer
+//! renews it every third of the lease time. When the transaction is not executed because
+//! the watched key changed (a rebuild swapped the database in, or the lease lapsed and was
+//! taken again), or when a command of it failed (something else wrote a mapped key with
+//! another type), what the sink holds no longer matches the database: every batch in
+//! flight is undone and the bookkeeping is loaded again from Redis before anything else is
+//! decided. Another writer holding the lease ends this one: every later batch is answered
+//! [`ApplyError::LeaseLost`].
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use deadpool_redis::Pool;
+use mapping::Mapping;
 use redis::Value;
 use tokio::sync::{mpsc, oneshot, Mutex};
+use tracing::{info, warn};
 
-use super::owned::{OwnedState, UndoLog};
+use super::lease::{Holding, Lease, LEASE_KEY, SWAP_SENTINEL_KEY};
+use super::owned::{CommandMap, LoadError, OwnedState, UndoLog};
 use super::{ApplyError, BatchOutcome, PlannedChange};
 
 /// One decided batch on its way to Redis.
@@ -27,7 +43,26 @@ struct Job {
     /// The batch's first change: errors about the whole batch are reported there.
     first: Option<PlannedChange>,
     changes: usize,
-    reply: oneshot::Sender<Result<(), ApplyError>>,
+    reply: oneshot::Sender<Result<(), Failure>>,
+}
+
+/// Why a batch was not (completely) written.
+enum Failure {
+    /// About the whole batch.
+    Batch(ApplyError),
+    /// Command number `command` of the batch's transaction failed.
+    Command {
+        command: usize,
+        source: redis::ServerError,
+    },
+}
+
+/// What sending one transaction found.
+enum Sent {
+    Done,
+    /// Exclusive writer: the lease key changed or does not name this writer; not executed.
+    Conflict,
+    Failed(Failure),
 }
 
 /// The bookkeeping and the undo logs of batches decided but not yet confirmed, oldest first.
@@ -35,6 +70,10 @@ struct Inner {
     state: OwnedState,
     in_flight: VecDeque<UndoLog>,
     epoch: u64,
+    /// Exclusive writer: the bookkeeping must be loaded again before the next decision.
+    stale: bool,
+    /// Exclusive writer: the other writer that holds the lease now.
+    lost: Option<String>,
 }
 
 struct Shared {
@@ -43,39 +82,75 @@ struct Shared {
     epoch: AtomicU64,
 }
 
+/// What an exclusive writer needs to keep its lease and reload its bookkeeping.
+pub(crate) struct Exclusive {
+    pub(crate) lease: Lease,
+    pub(crate) mappings: Vec<Mapping>,
+}
+
 /// The owning applier's state and its writer task.
 pub(crate) struct OwnedWriter {
     shared: Arc<Shared>,
     jobs: mpsc::UnboundedSender<Job>,
+    exclusive: Option<Arc<Exclusive>>,
+    pool: Pool,
 }
 
 impl OwnedWriter {
     /// Starts the writer task (call within a Tokio runtime); it ends with the last handle.
-    pub(crate) fn start(state: OwnedState, pool: Pool) -> OwnedWriter {
+    /// `exclusive`: the live database, with the lease already held and `state` loaded.
+    pub(crate) fn start(
+        state: OwnedState,
+        pool: Pool,
+        exclusive: Option<Exclusive>,
+    ) -> OwnedWriter {
         let shared = Arc::new(Shared {
             inner: Mutex::new(Inner {
                 state,
                 in_flight: VecDeque::new(),
                 epoch: 0,
+                stale: false,
+                lost: None,
             }),
             epoch: AtomicU64::new(0),
         });
+        let exclusive = exclusive.map(Arc::new);
         let (jobs, rx) = mpsc::unbounded_channel();
-        tokio::spawn(write(Arc::clone(&shared), pool, rx));
-        OwnedWriter { shared, jobs }
+        tokio::spawn(write(
+            Arc::clone(&shared),
+            pool.clone(),
+            rx,
+            exclusive.clone(),
+        ));
+        OwnedWriter {
+            shared,
+            jobs,
+            exclusive,
+            pool,
+        }
     }
 
     /// Decides `batch`, queues its writes behind every batch decided before, and returns
     /// once Redis took them (or refused them: then the decisions are undone).
     pub(crate) async fn apply(&self, batch: &[PlannedChange]) -> Result<BatchOutcome, ApplyError> {
-        let (reply, outcome) = {
+        let (reply, outcome, commands) = {
             let mut inner = self.shared.inner.lock().await;
-            let (pipe, undo, outcome) = inner.state.plan_batch(batch);
-            inner.in_flight.push_back(undo);
+            if let Some(x) = &self.exclusive {
+                if let Some(holder) = &inner.lost {
+                    return Err(ApplyError::LeaseLost {
+                        holder: holder.clone(),
+                    });
+                }
+                if inner.stale {
+                    reload(&mut inner, &self.pool, x).await?;
+                }
+            }
+            let decided = inner.state.plan_batch(batch);
+            inner.in_flight.push_back(decided.undo);
             let (tx, rx) = oneshot::channel();
             let job = Job {
                 epoch: inner.epoch,
-                pipe,
+                pipe: decided.pipe,
                 first: batch.first().cloned(),
                 changes: batch.len(),
                 reply: tx,
@@ -88,11 +163,14 @@ impl OwnedWriter {
                     changes: batch.len(),
                 });
             }
-            (rx, outcome)
+            (rx, decided.outcome, decided.commands)
         };
         match reply.await {
             Ok(Ok(())) => outcome,
-            Ok(Err(e)) => Err(e),
+            Ok(Err(Failure::Batch(e))) => Err(e),
+            Ok(Err(Failure::Command { command, source })) => {
+                Err(command_error(batch, &commands, command, source))
+            }
             Err(_) => Err(ApplyError::Resend {
                 changes: batch.len(),
             }),
@@ -100,55 +178,260 @@ impl OwnedWriter {
     }
 }
 
-/// The writer task: sends each job in turn; on a failure undoes it and every later one.
-async fn write(shared: Arc<Shared>, pool: Pool, mut jobs: mpsc::UnboundedReceiver<Job>) {
-    while let Some(job) = jobs.recv().await {
-        if job.epoch != shared.epoch.load(Ordering::Acquire) {
-            // Decided on top of a batch that failed; already undone.
-            let _ = job.reply.send(Err(ApplyError::Resend {
-                changes: job.changes,
-            }));
-            continue;
-        }
-        let failed = send(&pool, job.pipe, job.first.as_ref(), job.changes).await;
-        let mut inner = shared.inner.lock().await;
-        match failed {
-            None => {
-                inner.in_flight.pop_front();
-                let _ = job.reply.send(Ok(()));
-            }
-            Some(e) => {
-                while let Some(undo) = inner.in_flight.pop_back() {
-                    inner.state.rollback(undo);
-                }
-                inner.epoch += 1;
-                shared.epoch.store(inner.epoch, Ordering::Release);
-                let _ = job.reply.send(Err(e));
-            }
-        }
+impl OwnedWriter {
+    /// Exclusive writer: stops writing and gives the lease up. Call it once every batch
+    /// was answered.
+    pub(crate) async fn release(&self) -> Result<(), ApplyError> {
+        let Some(x) = &self.exclusive else {
+            return Ok(());
+        };
+        let mut inner = self.shared.inner.lock().await;
+        undo_all(&self.shared, &mut inner);
+        inner.lost = Some("(released at shutdown)".to_owned());
+        let mut conn = self.pool.get().await.map_err(ApplyError::Pool)?;
+        x.lease
+            .release(&mut conn)
+            .await
+            .map(drop)
+            .map_err(|source| ApplyError::Redis {
+                operation: "lease release",
+                changes: 0,
+                source,
+            })
     }
 }
 
-/// Sends one batch as a transaction; the error, if Redis did not take all of it. A server
-/// error is the batch's, reported at its first change as an error of a whole chunk script is
-/// (retriable when transient: OOM, LOADING, ...).
+/// The error of the change that command `command` of `batch`'s transaction wrote for (the
+/// batch's first change for its bookkeeping).
+fn command_error(
+    batch: &[PlannedChange],
+    commands: &CommandMap,
+    command: usize,
+    source: redis::ServerError,
+) -> ApplyError {
+    let position = commands.change_of(command).unwrap_or(0);
+    match batch.get(position) {
+        Some(change) => super::change_error(change, position, source),
+        None => ApplyError::Resend {
+            changes: batch.len(),
+        },
+    }
+}
+
+/// The writer task: sends each job in turn; on a failure undoes it and every later one.
+async fn write(
+    shared: Arc<Shared>,
+    pool: Pool,
+    mut jobs: mpsc::UnboundedReceiver<Job>,
+    exclusive: Option<Arc<Exclusive>>,
+) {
+    loop {
+        let job = match &exclusive {
+            None => jobs.recv().await,
+            Some(x) => tokio::select! {
+                job = jobs.recv() => job,
+                () = tokio::time::sleep(x.lease.renew_every()) => {
+                    renew_idle(&shared, &pool, x).await;
+                    continue;
+                }
+            },
+        };
+        let Some(job) = job else { break };
+        if job.epoch != shared.epoch.load(Ordering::Acquire) {
+            // Decided on top of a batch that failed; already undone.
+            let _ = job.reply.send(Err(Failure::Batch(ApplyError::Resend {
+                changes: job.changes,
+            })));
+            continue;
+        }
+        let lease = exclusive.as_ref().map(|x| &x.lease);
+        let sent = send(&pool, job.pipe, job.first.as_ref(), job.changes, lease).await;
+        let mut inner = shared.inner.lock().await;
+        let failure = match sent {
+            Sent::Done => {
+                inner.in_flight.pop_front();
+                let _ = job.reply.send(Ok(()));
+                continue;
+            }
+            Sent::Conflict => {
+                info!("The redis database changed under the exclusive sink (swapped in by a rebuild, or the lease lapsed); loading its bookkeeping again.");
+                inner.stale = true;
+                Failure::Batch(ApplyError::Resend {
+                    changes: job.changes,
+                })
+            }
+            Sent::Failed(failure) => {
+                // A failed command was written around: only the database knows what holds.
+                if exclusive.is_some() && matches!(failure, Failure::Command { .. }) {
+                    inner.stale = true;
+                }
+                failure
+            }
+        };
+        undo_all(&shared, &mut inner);
+        let _ = job.reply.send(Err(failure));
+    }
+}
+
+/// Undoes every batch in flight, newest first; their jobs are answered "send again".
+fn undo_all(shared: &Shared, inner: &mut Inner) {
+    while let Some(undo) = inner.in_flight.pop_back() {
+        inner.state.rollback(undo);
+    }
+    inner.epoch += 1;
+    shared.epoch.store(inner.epoch, Ordering::Release);
+}
+
+/// Renews an idle writer's lease; a lapsed one is taken again with a reload.
+async fn renew_idle(shared: &Shared, pool: &Pool, x: &Exclusive) {
+    let holding = match pool.get().await {
+        Ok(mut conn) => x.lease.take(&mut conn).await,
+        Err(e) => {
+            warn!(error = %e, "Cannot renew the exclusive sink's lease: no redis connection.");
+            return;
+        }
+    };
+    match holding {
+        Ok(Holding::Kept) => {}
+        Ok(Holding::Taken) => {
+            info!("The exclusive sink's lease had lapsed or the database was swapped; loading the bookkeeping again.");
+            let mut inner = shared.inner.lock().await;
+            undo_all(shared, &mut inner);
+            inner.stale = true;
+        }
+        Ok(Holding::HeldBy(holder)) => {
+            let mut inner = shared.inner.lock().await;
+            undo_all(shared, &mut inner);
+            warn!(%holder, "Another sink took the exclusive lease on the redis database; this sink stops writing.");
+            inner.lost = Some(holder);
+        }
+        Err(e) => warn!(error = %e, "Cannot renew the exclusive sink's lease."),
+    }
+}
+
+/// Takes the lease again and loads the bookkeeping from the database (stale state): until
+/// it succeeds, every batch is answered with the error (retriable unless the lease is lost).
+async fn reload(inner: &mut Inner, pool: &Pool, x: &Exclusive) -> Result<(), ApplyError> {
+    let mut conn = pool.get().await.map_err(ApplyError::Pool)?;
+    match load_exclusive(&mut conn, x).await {
+        Ok(state) => {
+            inner.state = state;
+            inner.stale = false;
+            Ok(())
+        }
+        Err(ApplyError::LeaseLost { holder }) => {
+            inner.lost = Some(holder.clone());
+            Err(ApplyError::LeaseLost { holder })
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Takes (or keeps) the lease, then loads the bookkeeping of the database under a watch
+/// that notices a swap meanwhile (then loads again).
+pub(crate) async fn load_exclusive(
+    conn: &mut deadpool_redis::Connection,
+    x: &Exclusive,
+) -> Result<OwnedState, ApplyError> {
+    let redis_error = |operation| {
+        move |source| ApplyError::Redis {
+            operation,
+            changes: 0,
+            source,
+        }
+    };
+    loop {
+        if let Holding::HeldBy(holder) = x.lease.take(conn).await.map_err(redis_error("lease"))? {
+            return Err(ApplyError::LeaseLost { holder });
+        }
+        redis::cmd("WATCH")
+            .arg(SWAP_SENTINEL_KEY)
+            .query_async::<()>(conn)
+            .await
+            .map_err(redis_error("WATCH"))?;
+        let mut state = OwnedState::new(&x.mappings);
+        match state.load(conn, Some(&x.lease)).await {
+            Ok(()) => {}
+            Err(LoadError::LeaseLost(holder)) => return Err(ApplyError::LeaseLost { holder }),
+            Err(e) => {
+                let _ = redis::cmd("UNWATCH").query_async::<()>(conn).await;
+                return Err(ApplyError::Load(e));
+            }
+        }
+        let confirmed: Option<Vec<Value>> = redis::pipe()
+            .atomic()
+            .cmd("PEXPIRE")
+            .arg(LEASE_KEY)
+            .arg(x.lease.ttl_ms())
+            .query_async(conn)
+            .await
+            .map_err(redis_error("EXEC"))?;
+        if confirmed.is_some() {
+            return Ok(state);
+        }
+        info!("The redis database was swapped while the bookkeeping was loading; loading again.");
+    }
+}
+
+/// Sends one batch as a transaction. A server error is the batch's, reported at its first
+/// change as an error of a whole chunk script is (retriable when transient: OOM, LOADING,
+/// ...), or the command's. With `lease` (exclusive writer), the transaction runs only if the
+/// lease key still names this writer, and renews it.
 async fn send(
     pool: &Pool,
     mut pipe: redis::Pipeline,
     first: Option<&PlannedChange>,
     changes: usize,
-) -> Option<ApplyError> {
-    pipe.atomic().ignore_errors();
+    lease: Option<&Lease>,
+) -> Sent {
+    let redis_error = |operation, source| {
+        Sent::Failed(Failure::Batch(ApplyError::Redis {
+            operation,
+            changes,
+            source,
+        }))
+    };
     let mut conn = match pool.get().await {
         Ok(conn) => conn,
-        Err(e) => return Some(ApplyError::Pool(e)),
+        Err(e) => return Sent::Failed(Failure::Batch(ApplyError::Pool(e))),
     };
-    let at = |source: redis::ServerError| first.map(|c| super::change_error(c, 0, source));
-    match pipe.query_async::<Vec<Value>>(&mut conn).await {
-        Ok(replies) => replies.into_iter().find_map(|r| match r {
-            Value::ServerError(e) => at(e),
-            _ => None,
-        }),
+    if let Some(lease) = lease {
+        let holder: redis::RedisResult<((), Option<String>)> = redis::pipe()
+            .cmd("WATCH")
+            .arg(LEASE_KEY)
+            .cmd("GET")
+            .arg(LEASE_KEY)
+            .query_async(&mut conn)
+            .await;
+        match holder {
+            Ok((_, Some(holder))) if holder == lease.id() => {}
+            Ok(_) => {
+                let _ = redis::cmd("UNWATCH").query_async::<()>(&mut conn).await;
+                return Sent::Conflict;
+            }
+            Err(source) => return redis_error("WATCH", source),
+        }
+        pipe.cmd("PEXPIRE").arg(LEASE_KEY).arg(lease.ttl_ms());
+    }
+    pipe.atomic().ignore_errors();
+    let at = |source: redis::ServerError| {
+        Sent::Failed(match first {
+            Some(c) => Failure::Batch(super::change_error(c, 0, source)),
+            None => Failure::Batch(ApplyError::Resend { changes }),
+        })
+    };
+    match pipe.query_async::<Option<Vec<Value>>>(&mut conn).await {
+        Ok(None) => Sent::Conflict,
+        Ok(Some(replies)) => replies
+            .into_iter()
+            .enumerate()
+            .find_map(|(command, r)| match r {
+                Value::ServerError(source) => {
+                    Some(Sent::Failed(Failure::Command { command, source }))
+                }
+                _ => None,
+            })
+            .unwrap_or(Sent::Done),
         Err(source)
             if matches!(
                 source.kind(),
@@ -161,13 +444,12 @@ async fn send(
                 .and_then(|errors| errors.first().map(|(_, e)| e.clone()))
             {
                 Some(e) => at(e),
-                None => first.map(|c| super::reply_error(c, &Value::SimpleString(text))),
+                None => Sent::Failed(Failure::Batch(match first {
+                    Some(c) => super::reply_error(c, &Value::SimpleString(text)),
+                    None => ApplyError::Resend { changes },
+                })),
             }
         }
-        Err(source) => Some(ApplyError::Redis {
-            operation: "pipeline",
-            changes,
-            source,
-        }),
+        Err(source) => redis_error("pipeline", source),
     }
 }

@@ -87,23 +87,6 @@ struct Args {
     script: bool,
 }
 
-/// Redis server CPU seconds so far (`INFO cpu`: user + sys).
-async fn redis_cpu(url: &str) -> anyhow::Result<f64> {
-    let client = redis::Client::open(url)?;
-    let mut conn = client.get_multiplexed_async_connection().await?;
-    let info: String = redis::cmd("INFO").arg("cpu").query_async(&mut conn).await?;
-    let mut cpu = 0.0;
-    for line in info.lines() {
-        if let Some(v) = line
-            .strip_prefix("used_cpu_sys:")
-            .or_else(|| line.strip_prefix("used_cpu_user:"))
-        {
-            cpu += v.trim().parse::<f64>()?;
-        }
-    }
-    Ok(cpu)
-}
-
 fn main() -> ExitCode {
     let args = Args::parse();
     loadgen::bench_main("rebuild-bench", bench(&args))
@@ -248,13 +231,13 @@ async fn bench(args: &Args) -> anyhow::Result<()> {
         progress: false,
         with_script: args.script,
     };
-    let cpu_before = redis_cpu(&live_url).await?;
+    let cpu_before = loadgen::redis_cpu_seconds(&live_url).await?;
     let start = Instant::now();
     let report = sink::rebuild::rebuild(&cfg, &options, CancellationToken::new())
         .await
         .context("rebuild")?;
     let wall = start.elapsed();
-    let redis_cpu = redis_cpu(&live_url).await? - cpu_before;
+    let redis_cpu = loadgen::redis_cpu_seconds(&live_url).await? - cpu_before;
     print!("{report}");
     let events = report.events();
     if events == 0 {

@@ -15,7 +15,11 @@
 //! 3. Ceiling: the same records decoded and planned up front, then the applier's script
 //!    calls for them (`Applier::chunks`/`chunk_command`, as the sink sends them) pipelined
 //!    straight to Redis (no Kafka, no decoding), several pipelines in flight, against fresh
-//!    keys: what Redis itself sustains for this work.
+//!    keys: what Redis itself sustains for this work. With `--writer exclusive` (the sink
+//!    run as `sink run --writer exclusive`), the ceiling is the owning applier's own writes
+//!    instead: the planned batches through `Applier::owning`, several in flight.
+//!
+//! Both phases report Redis's server CPU per change (`INFO cpu`).
 //!
 //! Keys and bookkeeping of the run are deleted at the end; the topics are deleted too.
 //! Environment as for `sink run`: KAFKA_BOOTSTRAP_SERVERS, SCHEMA_REGISTRY_URL, REDIS_URL.
@@ -32,7 +36,7 @@ use rdkafka::client::DefaultClientContext;
 use rdkafka::ClientConfig;
 use serde_json::Value as Json;
 use sink::apply::{Applier, PlannedChange};
-use sink::config::{BatchSettings, SinkConfig};
+use sink::config::{BatchSettings, SinkConfig, Writer, WriterMode};
 use sink::consume::StopWhen;
 use sink::decode::Decoder;
 use sink::loadgen::{self, reference, Table, WireEncoder, WireRecord};
@@ -55,6 +59,9 @@ struct Args {
     /// Pipelines in flight when measuring the ceiling.
     #[arg(long, default_value_t = 4)]
     in_flight: usize,
+    /// How the sink writes Redis (`sink run --writer`).
+    #[arg(long, value_enum, default_value_t = WriterMode::Shared)]
+    writer: WriterMode,
     /// Skip the ceiling measurement.
     #[arg(long)]
     skip_ceiling: bool,
@@ -147,7 +154,7 @@ mappings:
     }
 }
 
-fn load(yaml: &str, batch_size: usize) -> anyhow::Result<SinkConfig> {
+fn load(yaml: &str, args: &Args) -> anyhow::Result<SinkConfig> {
     let config =
         mapping::load_config_str(yaml, "bench.yaml", &mapping::ConnectionOverrides::default())
             .map_err(|e| anyhow::anyhow!("bench mapping does not load:\n{e}"))?;
@@ -155,10 +162,16 @@ fn load(yaml: &str, batch_size: usize) -> anyhow::Result<SinkConfig> {
         config,
         &[],
         BatchSettings {
-            max_records: batch_size,
+            max_records: args.batch_size,
             linger: Duration::from_millis(5),
         },
-    ))
+    )
+    .with_writer(match args.writer {
+        WriterMode::Shared => Writer::Shared,
+        WriterMode::Exclusive => Writer::Exclusive {
+            lease: sink::apply::DEFAULT_LEASE_TTL,
+        },
+    }))
 }
 
 async fn bench(args: &Args) -> anyhow::Result<()> {
@@ -236,8 +249,9 @@ async fn bench(args: &Args) -> anyhow::Result<()> {
         std::fs::write(&path, &yaml)?;
         println!("  mapping file (kept): {}", path.display());
     }
-    let cfg = load(&yaml, args.batch_size)?;
+    let cfg = load(&yaml, args)?;
     let redis_before = script_time(&args.redis_url).await?;
+    let cpu_before = loadgen::redis_cpu_seconds(&args.redis_url).await?;
     let start = Instant::now();
     let summary = sink::run::run(&cfg, StopWhen::CaughtUp, CancellationToken::new())
         .await
@@ -252,16 +266,24 @@ async fn bench(args: &Args) -> anyhow::Result<()> {
     let busy = last.duration_since(first);
     let sink_rate = events as f64 / busy.as_secs_f64();
     let redis_used = script_time(&args.redis_url).await?.since(redis_before);
+    let cpu = loadgen::redis_cpu_seconds(&args.redis_url).await? - cpu_before;
     println!(
-        "sink:    {events} events in {busy:.2?} from first record to last applied batch = {sink_rate:.0} events/s"
+        "sink:    {events} events in {busy:.2?} from first record to last applied batch = {sink_rate:.0} events/s ({:?} writer)",
+        args.writer
     );
     println!(
-        "         redis ran {} script calls for {:.2?} ({:.1} us per change), busy {:.0}% of that time",
-        redis_used.calls,
-        redis_used.busy,
-        redis_used.busy.as_secs_f64() * 1e6 / events as f64,
-        100.0 * redis_used.busy.as_secs_f64() / busy.as_secs_f64()
+        "         redis server CPU {cpu:.2} s over the run (start-up included) = {:.1} us per change",
+        cpu * 1e6 / events as f64
     );
+    if redis_used.calls > 0 {
+        println!(
+            "         redis ran {} script calls for {:.2?} ({:.1} us per change), busy {:.0}% of that time",
+            redis_used.calls,
+            redis_used.busy,
+            redis_used.busy.as_secs_f64() * 1e6 / events as f64,
+            100.0 * redis_used.busy.as_secs_f64() / busy.as_secs_f64()
+        );
+    }
     println!(
         "         wall time from start to caught up {wall:.2?} (health checks, group join, 1 s caught-up polling included) = {:.0} events/s; {} batches, {} no-op changes",
         events as f64 / wall.as_secs_f64(),
@@ -271,10 +293,18 @@ async fn bench(args: &Args) -> anyhow::Result<()> {
 
     // 3. Ceiling: the same script calls straight to Redis.
     if !args.skip_ceiling {
-        let ceiling_cfg = load(&world.yaml(args, "ceil"), args.batch_size)?;
-        let ceiling = ceiling(args, &ceiling_cfg, &records).await?;
+        let ceiling_cfg = load(&world.yaml(args, "ceil"), args)?;
+        let changes = planned(args, &ceiling_cfg, &records).await?;
+        let ceiling = match args.writer {
+            WriterMode::Shared => script_ceiling(args, &ceiling_cfg, &changes).await?,
+            WriterMode::Exclusive => owned_ceiling(args, &ceiling_cfg, &changes).await?,
+        };
+        let how = match args.writer {
+            WriterMode::Shared => "the applier's script calls pipelined",
+            WriterMode::Exclusive => "the owning applier's transactions sent",
+        };
         println!(
-            "ceiling: the same {events} changes as the applier's script calls pipelined straight to Redis ({} per pipeline, {} in flight) = {ceiling:.0} events/s",
+            "ceiling: the same {events} changes as {how} straight to Redis ({} per batch, {} in flight) = {ceiling:.0} events/s",
             args.batch_size, args.in_flight
         );
         println!(
@@ -296,8 +326,12 @@ async fn bench(args: &Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Decodes and plans `records` up front, then times sending the script calls.
-async fn ceiling(args: &Args, cfg: &SinkConfig, records: &[WireRecord]) -> anyhow::Result<f64> {
+/// Decodes and plans `records` up front.
+async fn planned(
+    args: &Args,
+    cfg: &SinkConfig,
+    records: &[WireRecord],
+) -> anyhow::Result<Vec<PlannedChange>> {
     let config = &cfg.config;
     let decoder = Decoder::new(Arc::new(Registry::new(&args.schema_registry_url)?));
     let mut changes = Vec::with_capacity(records.len());
@@ -325,6 +359,51 @@ async fn ceiling(args: &Args, cfg: &SinkConfig, records: &[WireRecord]) -> anyho
             offset: offset as i64,
         });
     }
+    Ok(changes)
+}
+
+/// Times the owning applier alone on `changes` (fresh keys): batches of the sink's size,
+/// `--in-flight` of them at a time, decided in order.
+async fn owned_ceiling(
+    args: &Args,
+    cfg: &SinkConfig,
+    changes: &[PlannedChange],
+) -> anyhow::Result<f64> {
+    let pool = sink::run::redis_pool(&cfg.config.redis.url)?;
+    let applier = Applier::owning(pool, &cfg.config);
+    let cpu_before = loadgen::redis_cpu_seconds(&args.redis_url).await?;
+    let start = Instant::now();
+    let mut outcomes = futures::stream::iter(
+        changes
+            .chunks(args.batch_size)
+            .map(|batch| applier.apply_batch(batch)),
+    )
+    .buffered(args.in_flight.max(1));
+    let mut count = 0;
+    while let Some(outcome) = outcomes.next().await {
+        let outcome = outcome?;
+        count += outcome.applied + outcome.skipped;
+    }
+    let elapsed = start.elapsed();
+    if count != changes.len() {
+        bail!("{count} results for {} changes", changes.len());
+    }
+    let cpu = loadgen::redis_cpu_seconds(&args.redis_url).await? - cpu_before;
+    println!(
+        "ceiling: redis server CPU {cpu:.2} s ({:.1} us per change), busy {:.0}% of {elapsed:.2?}",
+        cpu * 1e6 / changes.len() as f64,
+        100.0 * cpu / elapsed.as_secs_f64()
+    );
+    Ok(changes.len() as f64 / elapsed.as_secs_f64())
+}
+
+/// Times sending the script calls for `changes`.
+async fn script_ceiling(
+    args: &Args,
+    cfg: &SinkConfig,
+    changes: &[PlannedChange],
+) -> anyhow::Result<f64> {
+    let config = &cfg.config;
     let pool = sink::run::redis_pool(&config.redis.url)?;
     let applier = Applier::new(pool, config);
     applier.load_script().await?;

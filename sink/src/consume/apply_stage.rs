@@ -64,6 +64,21 @@ pub(super) async fn apply_stage(
         progress,
         shutdown,
     });
+    let outcome = drive_lanes(&mut rx, &shared).await;
+    // An exclusive writer gives its lease up, so that a standby or a restart need not wait
+    // for it to lapse.
+    if let Err(e) = shared.applier.release().await {
+        warn!(error = %one_line(&e), "Releasing the exclusive lease failed; it lapses by itself.");
+    }
+    outcome
+}
+
+/// Hands the batches of `rx` to one lane per partition until `rx` closes (or at shutdown);
+/// the lanes' counts, or the first fatal error of any lane.
+async fn drive_lanes(
+    rx: &mut mpsc::Receiver<Work>,
+    shared: &Arc<Shared>,
+) -> Result<Summary, ConsumeError> {
     let mut lanes: HashMap<Partition, mpsc::Sender<Batch>> = HashMap::new();
     let mut running: JoinSet<Result<Summary, ConsumeError>> = JoinSet::new();
     let mut summary = Summary::default();
@@ -72,14 +87,14 @@ pub(super) async fn apply_stage(
             work = rx.recv() => match work {
                 None => break,
                 Some(Work::Batch(batch)) => {
-                    if !record_types(&shared, &batch).await {
+                    if !record_types(shared, &batch).await {
                         break;
                     }
                     for slice in batch.split_by_partition() {
                         let partition = slice.partitions[0].partition.clone();
                         let lane = lanes.entry(partition).or_insert_with(|| {
                             let (tx, rx) = mpsc::channel(LANE_QUEUE);
-                            running.spawn(lane(rx, Arc::clone(&shared)));
+                            running.spawn(lane(rx, Arc::clone(shared)));
                             tx
                         });
                         if lane.send(slice).await.is_err() {

@@ -1,0 +1,202 @@
+//! Reading the bookkeeping of a database the sink already wrote into an [`OwnedState`], so an
+//! exclusive writer can decide changes in memory from where the database stands: the same
+//! reads the change script makes, done once for every row and index key.
+//!
+//! Cost: one `HSCAN` page per 1,000 entries, then one pipelined round trip per page for the
+//! rows' template fields and relation scores (or the index keys' owners). The caller holds a
+//! watch that tells whether the database changed meanwhile ([`super::super::lease`]).
+
+use redis::aio::ConnectionLike;
+
+use super::super::lease::{Holding, Lease};
+use super::model::render;
+use super::{IndexState, OwnedState, RowState};
+
+/// Entries per `HSCAN` page and per pipelined round trip.
+const PAGE: usize = 1000;
+
+impl OwnedState {
+    /// Fills this (empty) state from the bookkeeping in Redis: `sink:rows:{mapping}` with each
+    /// row's template fields and relation scores, `sink:index:{mapping}:{index}` with each
+    /// index key's owner. With `lease`, the lease is renewed after each page (a load can
+    /// outlast it), and the load stops if another writer holds it.
+    pub(crate) async fn load<C: ConnectionLike + Send>(
+        &mut self,
+        conn: &mut C,
+        lease: Option<&Lease>,
+    ) -> Result<(), LoadError> {
+        for m in 0..self.models.len() {
+            let rows_key = self.models[m].rows_key.clone();
+            let mut cursor = 0u64;
+            loop {
+                let (next, page) = hscan(conn, &rows_key, cursor).await?;
+                self.load_rows(conn, m, page).await?;
+                renew(conn, lease).await?;
+                cursor = next;
+                if cursor == 0 {
+                    break;
+                }
+            }
+        }
+        for hash in 0..self.index_hashes.len() {
+            let key = self.index_hashes[hash].clone();
+            let mut cursor = 0u64;
+            loop {
+                let (next, page) = hscan(conn, &key, cursor).await?;
+                self.load_indexes(conn, hash, page).await?;
+                renew(conn, lease).await?;
+                cursor = next;
+                if cursor == 0 {
+                    break;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// One page of `sink:rows:{mapping}`: (row key, position) pairs.
+    async fn load_rows<C: ConnectionLike + Send>(
+        &mut self,
+        conn: &mut C,
+        m: usize,
+        page: Vec<(String, String)>,
+    ) -> Result<(), LoadError> {
+        if page.is_empty() {
+            return Ok(());
+        }
+        let model = std::sync::Arc::clone(&self.models[m]);
+        let mut values: Vec<Vec<Option<String>>> = if model.fields.is_empty() {
+            vec![Vec::new(); page.len()]
+        } else {
+            let mut pipe = redis::pipe();
+            for (row, _) in &page {
+                pipe.cmd("HMGET").arg(row).arg(&model.fields);
+            }
+            pipe.query_async(conn).await.map_err(LoadError::Redis)?
+        };
+        // Per row and relation: the parent its values render, if any, and its member's score.
+        let mut pipe = redis::pipe();
+        let mut asked = Vec::new();
+        for (i, vals) in values.iter().enumerate() {
+            let Some(pk) = model.primary_key(vals) else {
+                continue;
+            };
+            for (r, (parts, _)) in model.relations.iter().enumerate() {
+                if let Some(parent) = render(parts, vals) {
+                    pipe.cmd("ZSCORE").arg(parent).arg(&pk);
+                    asked.push((i, r));
+                }
+            }
+        }
+        let scores: Vec<Option<f64>> = if asked.is_empty() {
+            Vec::new()
+        } else {
+            pipe.query_async(conn).await.map_err(LoadError::Redis)?
+        };
+        let mut row_scores = vec![vec![None; model.relations.len()]; page.len()];
+        for ((i, r), score) in asked.into_iter().zip(scores) {
+            row_scores[i][r] = score;
+        }
+        for (((row, position), vals), scores) in
+            page.into_iter().zip(values.iter_mut()).zip(row_scores)
+        {
+            let position = parse_position(&model.rows_key, &row, &position)?;
+            self.rows[m].insert(
+                row,
+                RowState {
+                    position,
+                    values: std::mem::take(vals),
+                    scores,
+                },
+            );
+        }
+        Ok(())
+    }
+
+    /// One page of `sink:index:{mapping}:{index}`: (index key, position) pairs.
+    async fn load_indexes<C: ConnectionLike + Send>(
+        &mut self,
+        conn: &mut C,
+        hash: usize,
+        page: Vec<(String, String)>,
+    ) -> Result<(), LoadError> {
+        if page.is_empty() {
+            return Ok(());
+        }
+        let keys: Vec<&str> = page.iter().map(|(k, _)| k.as_str()).collect();
+        let owners: Vec<Option<String>> = redis::cmd("MGET")
+            .arg(&keys)
+            .query_async(conn)
+            .await
+            .map_err(LoadError::Redis)?;
+        for ((key, position), owner) in page.into_iter().zip(owners) {
+            let position = parse_position(&self.index_hashes[hash], &key, &position)?;
+            self.indexes.insert(
+                key,
+                IndexState {
+                    owner,
+                    position,
+                    hash,
+                },
+            );
+        }
+        Ok(())
+    }
+}
+
+/// Renews `lease` between pages; an error if another writer took it.
+async fn renew<C: ConnectionLike + Send>(
+    conn: &mut C,
+    lease: Option<&Lease>,
+) -> Result<(), LoadError> {
+    let Some(lease) = lease else { return Ok(()) };
+    match lease.take(conn).await.map_err(LoadError::Redis)? {
+        Holding::Kept | Holding::Taken => Ok(()),
+        Holding::HeldBy(holder) => Err(LoadError::LeaseLost(holder)),
+    }
+}
+
+async fn hscan<C: ConnectionLike + Send>(
+    conn: &mut C,
+    key: &str,
+    cursor: u64,
+) -> Result<(u64, Vec<(String, String)>), LoadError> {
+    let (next, page): (u64, Vec<(String, String)>) = redis::cmd("HSCAN")
+        .arg(key)
+        .arg(cursor)
+        .arg("COUNT")
+        .arg(PAGE)
+        .query_async(conn)
+        .await
+        .map_err(LoadError::Redis)?;
+    Ok((next, page))
+}
+
+fn parse_position(hash: &str, field: &str, text: &str) -> Result<i64, LoadError> {
+    text.parse().map_err(|_| LoadError::Position {
+        hash: hash.to_owned(),
+        field: field.to_owned(),
+        value: text.to_owned(),
+    })
+}
+
+/// Why the bookkeeping could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// Redis failed a read.
+    #[error("reading the sink's bookkeeping from redis")]
+    Redis(#[source] redis::RedisError),
+    /// A bookkeeping hash holds something that is not a position.
+    #[error("`{hash}` holds `{value}` for `{field}`, not a source position")]
+    Position {
+        /// The bookkeeping hash.
+        hash: String,
+        /// Its field (a row or index key).
+        field: String,
+        /// What it holds.
+        value: String,
+    },
+    /// Another writer took the lease meanwhile.
+    #[error("another sink ({0}) took the lease on the database while the bookkeeping was loading")]
+    LeaseLost(String),
+}
