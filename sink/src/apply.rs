@@ -177,8 +177,9 @@ impl Applier {
         applier
     }
 
-    /// An applier for the live database that this sink alone writes: it takes the writer's
-    /// lease (`sink:writer`), waiting while another exclusive sink holds it, loads the
+    /// An applier for the live database whose mappings this sink alone writes: it takes
+    /// the writer's lease (`sink:writer:{mapping}` of each mapping), waiting while another
+    /// exclusive sink holds one, loads the
     /// bookkeeping from Redis, and from then on decides every change in memory as
     /// [`Applier::owning`] does, keeping the lease with every batch. Readers see each batch
     /// at once (one `MULTI`/`EXEC`). A rebuild swapping the database in, or a lapsed lease,
@@ -199,7 +200,7 @@ impl Applier {
             return Ok(Some(applier));
         }
         let exclusive = owned_writer::Exclusive {
-            lease: lease::Lease::new(lease_ttl),
+            lease: lease::Lease::new(config.mappings.iter().map(|m| m.name.as_str()), lease_ttl),
             mappings: config.mappings.clone(),
         };
         let mut conn = applier.pool.get().await.map_err(ApplyError::Pool)?;

@@ -421,6 +421,26 @@ mod tests {
     }
 
     #[test]
+    fn cli_parses_the_writer() {
+        let parse = |extra: &[&str]| {
+            let mut argv = vec!["sink", "run"];
+            argv.extend_from_slice(extra);
+            match Cli::try_parse_from(argv).unwrap().command {
+                Command::Run(args) => args.writer(),
+                _ => panic!("not run"),
+            }
+        };
+        assert_eq!(parse(&[]), Writer::Shared);
+        assert_eq!(
+            parse(&["--writer", "exclusive", "--lease-ms", "2500"]),
+            Writer::Exclusive {
+                lease: Duration::from_millis(2500)
+            }
+        );
+        assert!(Cli::try_parse_from(["sink", "run", "--writer", "solo"]).is_err());
+    }
+
+    #[test]
     fn clap_definition_is_consistent() {
         use clap::CommandFactory;
         Cli::command().debug_assert();

@@ -7,8 +7,6 @@ mod apply_support;
 
 use apply_support::*;
 use mapping::{Change, FieldValue, Op};
-use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
 
 /// Applies `batches` to both fixtures, comparing outcomes and dumps after each batch.
 async fn same_state(batches: &[Vec<(usize, Change)>]) {
@@ -106,157 +104,10 @@ async fn semantics_cases_leave_the_same_state() {
     same_state(&batches).await;
 }
 
-/// A consistent source history (unique emails at every position) of customers and orders,
-/// each row's changes in order, rows spread over partitions delivered in a random
-/// interleaving, in random batches, with redelivered suffixes.
-fn random_history(seed: u64) -> Vec<Vec<(usize, Change)>> {
-    let mut rng = StdRng::seed_from_u64(seed);
-    let mut lsn = 1_000;
-    let mut email_of: std::collections::BTreeMap<i64, String> = Default::default();
-    let mut orders: std::collections::BTreeMap<i64, Option<i64>> = Default::default();
-    // Per partition, in source order.
-    let mut partitions: Vec<Vec<(usize, Change)>> = vec![Vec::new(); 3];
-    for _ in 0..400 {
-        lsn += 10;
-        let roll = rng.random_range(0..100);
-        if roll < 45 {
-            let id = rng.random_range(1..12_i64);
-            let taken: Vec<&String> = email_of.values().collect();
-            let free: Vec<String> = (0..14)
-                .map(|e| format!("e{e}@example.com"))
-                .filter(|e| !taken.contains(&e))
-                .collect();
-            let email = free[rng.random_range(0..free.len())].clone();
-            let op = if email_of.contains_key(&id) {
-                Op::Update
-            } else {
-                Op::Create
-            };
-            email_of.insert(id, email.clone());
-            partitions[(id % 3) as usize].push((
-                CUSTOMERS,
-                upsert(op, customer_row(id, &email, "N", T0 + lsn), lsn),
-            ));
-        } else if roll < 55 {
-            let id = rng.random_range(1..12_i64);
-            if email_of.remove(&id).is_some() {
-                let p = &mut partitions[(id % 3) as usize];
-                p.push((CUSTOMERS, delete_customer(id, lsn)));
-                p.push((CUSTOMERS, tombstone(id)));
-            }
-        } else if roll < 85 {
-            let id = rng.random_range(1..20_i64);
-            let customer = if rng.random_range(0..8) == 0 {
-                None
-            } else {
-                Some(rng.random_range(1..12_i64))
-            };
-            let op = if orders.contains_key(&id) {
-                Op::Update
-            } else {
-                Op::Create
-            };
-            orders.insert(id, customer);
-            let mut row = order_row(id, customer, T0 + rng.random_range(0..5) * 1_000_000);
-            if op == Op::Update && rng.random_range(0..4) == 0 {
-                for (name, value) in &mut row {
-                    if name == "items" || name == "created_at" {
-                        *value = FieldValue::Unavailable;
-                    }
-                }
-            }
-            partitions[(id % 3) as usize].push((ORDERS, upsert(op, row, lsn)));
-        } else if roll < 97 {
-            let id = rng.random_range(1..20_i64);
-            if orders.remove(&id).is_some() {
-                let p = &mut partitions[(id % 3) as usize];
-                p.push((ORDERS, delete_order(id, lsn)));
-                p.push((ORDERS, tombstone(id)));
-            }
-        } else {
-            orders.clear();
-            partitions[0].push((ORDERS, truncate(lsn)));
-        }
-    }
-    // Deliver: pick a partition, take a batch of its next changes; sometimes redeliver.
-    let mut next = vec![0_usize; partitions.len()];
-    let mut batches = Vec::new();
-    while next.iter().zip(&partitions).any(|(n, p)| *n < p.len()) {
-        let p = rng.random_range(0..partitions.len());
-        if next[p] >= partitions[p].len() {
-            continue;
-        }
-        if next[p] > 0 && rng.random_range(0..10) == 0 {
-            next[p] -= rng.random_range(1..=next[p].min(8));
-        }
-        let end = (next[p] + rng.random_range(1..12)).min(partitions[p].len());
-        batches.push(partitions[p][next[p]..end].to_vec());
-        next[p] = end;
-    }
-    batches
-}
-
 #[tokio::test]
 async fn random_interleavings_leave_the_same_state() {
     for seed in 1..=6 {
         same_state(&random_history(seed)).await;
-    }
-}
-
-/// A private `redis-server` on a free port, killed on drop.
-struct PrivateRedis {
-    child: std::process::Child,
-    url: String,
-    /// For `CONFIG SET`.
-    admin: redis::Connection,
-}
-
-impl PrivateRedis {
-    fn start() -> PrivateRedis {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let child = std::process::Command::new("redis-server")
-            .args([
-                "--bind",
-                "127.0.0.1",
-                "--port",
-                &port.to_string(),
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .expect("redis-server must be installed (tests/stack/redis.sh installs it)");
-        let url = format!("redis://127.0.0.1:{port}");
-        let admin = loop {
-            if let Ok(c) = redis::Client::open(url.as_str()).and_then(|c| c.get_connection()) {
-                break c;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(50));
-        };
-        PrivateRedis { child, url, admin }
-    }
-
-    /// `CONFIG SET maxmemory` (`1`: every write is refused; `0`: no limit).
-    fn set_maxmemory(&mut self, bytes: &str) {
-        let _: () = redis::cmd("CONFIG")
-            .arg("SET")
-            .arg("maxmemory")
-            .arg(bytes)
-            .query(&mut self.admin)
-            .unwrap();
-    }
-}
-
-impl Drop for PrivateRedis {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

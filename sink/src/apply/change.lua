@@ -4,6 +4,7 @@
 -- the ARGV, apply/script.rs prepends the static per-mapping part as Lua constants:
 --
 --   MAPPINGS[m] = { rows = 'sink:rows:{name}', fresh = 'sink:freshness:{name}',
+--     writer = 'sink:writer:{name}' (an exclusive sink's lease),
 --     ttl = '60' or false, fields = { template field names, read with one HMGET },
 --     keyf = { field numbers of the row key template: the primary key text is their
 --     values joined by ':' }, indexes = { { key = 'sink:index:{name}:{index}', t = tpl } },
@@ -238,10 +239,12 @@ local function apply_one(M, at)
   return applied
 end
 
--- The chunk. Not while an exclusive sink holds the database (apply/lease.rs): it keeps the
--- bookkeeping in its memory, and writes from here would go behind its back.
-local holder = call('GET', 'sink:writer')
-if holder then return redis.error_reply('EXCLUSIVE ' .. holder) end
+-- The chunk. Not while an exclusive sink holds one of the mappings (apply/lease.rs): it
+-- keeps their bookkeeping in its memory, and writes from here would go behind its back.
+for _, M in ipairs(MAPPINGS) do
+  local holder = call('GET', M.writer)
+  if holder then return redis.error_reply('EXCLUSIVE ' .. M.writer .. ' ' .. holder) end
+end
 local nslots = tonumber(ARGV[1])
 local slots = {}
 for s = 1, nslots do slots[s] = ARGV[1 + s] end

@@ -87,17 +87,17 @@ pub enum ApplyError {
         /// The reply, debug-formatted.
         reply: String,
     },
-    /// The change script refused to run: an exclusive sink holds the database (its
-    /// `sink:writer` key). Stop that sink, or run this one with `--writer exclusive` as its
-    /// standby.
-    #[error("the redis database is held by the exclusive sink {holder} (key `sink:writer`): a shared sink must not write behind it; stop that sink or run this one with --writer exclusive")]
+    /// The change script refused to run: an exclusive sink holds a mapping (its
+    /// `sink:writer:{mapping}` key). Stop that sink, or run this one with `--writer
+    /// exclusive` as its standby.
+    #[error("an exclusive sink holds this mapping in redis ({holder}): a shared sink must not write behind it; stop that sink or run this one with --writer exclusive")]
     Excluded {
-        /// The holder's writer id.
+        /// The lease key and the holder's writer id.
         holder: String,
     },
     /// This exclusive sink's lease was taken by another sink (this one stalled for longer
     /// than the lease time): it must not write any more.
-    #[error("another sink ({holder}) took the exclusive lease on the redis database (key `sink:writer`); this sink stopped writing")]
+    #[error("another sink ({holder}) holds the exclusive lease on this sink's mappings in redis (keys `sink:writer:{{mapping}}`); this sink does not write")]
     LeaseLost {
         /// The new holder's writer id.
         holder: String,

@@ -1,52 +1,62 @@
-//! The exclusive writer's lease on its Redis database: the key `sink:writer`, holding the
-//! writer's id, with an expiry the writer keeps renewing.
+//! The exclusive writer's lease on its mappings: one key per mapping,
+//! `sink:writer:{mapping}`, holding the writer's id, with an expiry the writer keeps renewing.
 //!
 //! An exclusive sink ([`super::Applier::exclusive`]) decides changes against bookkeeping it
-//! holds in memory, so it must be the only one writing the mapped keys: a second exclusive
-//! sink waits for the lease (a standby that takes over within one lease time when the holder
-//! dies), and the change script refuses to run while an exclusive writer holds the database
-//! (`EXCLUSIVE` error, see `change.lua`), so a shared sink started by mistake stops instead of
-//! writing behind the holder's back.
+//! holds in memory, so it must be the only one writing its mappings' keys: a second
+//! exclusive sink for them waits for the lease (a standby that takes over within one lease
+//! time when the holder dies), and the change script refuses to run while an exclusive
+//! writer holds one of its mappings (`EXCLUSIVE` error, see `change.lua`), so a shared sink
+//! started by mistake stops instead of writing behind the holder's back. The lease is per
+//! mapping, as the bookkeeping is: sinks of other mappings share the database freely.
 //!
-//! The key also detects what replaces the database under the writer: a rebuild's `SWAPDB`
-//! touches every watched key, and the rebuilt database has no lease key. Each batch watches
-//! it and checks that it still names this writer before its transaction (see
+//! The keys also detect what replaces the database under the writer: a rebuild's `SWAPDB`
+//! touches every watched key, and the rebuilt database holds no lease. Each batch watches
+//! them and checks that they still name this writer before its transaction (see
 //! `owned_writer.rs`).
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use redis::aio::ConnectionLike;
 
-/// The lease key.
-pub(crate) const LEASE_KEY: &str = "sink:writer";
+/// The lease key of mapping `name`.
+pub(crate) fn lease_key(name: &str) -> String {
+    format!("sink:writer:{name}")
+}
 
 /// A key nobody writes: watched while the bookkeeping is loaded, so that a `SWAPDB` during
 /// the load is noticed even though the lease is renewed meanwhile.
-pub(crate) const SWAP_SENTINEL_KEY: &str = "sink:writer:swap";
+pub(crate) const SWAP_SENTINEL_KEY: &str = "sink:swap-sentinel";
 
 /// How long the lease lasts without renewal unless configured otherwise.
 pub const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(10);
 
-/// Keeps the lease when this writer holds it, takes it when nobody does.
-/// KEYS[1] lease key; ARGV[1] writer id, ARGV[2] time to live in ms.
-/// Returns 1 (held and renewed), 2 (was free, now taken) or the id of the other holder.
+/// Keeps the lease when this writer holds all of KEYS, takes the free ones when nobody else
+/// holds any. ARGV[1] writer id, ARGV[2] time to live in ms.
+/// Returns 1 (held and renewed), 2 (some were free, now taken) or the id of another holder.
 const TAKE_SCRIPT: &str = r"
-local holder = redis.call('GET', KEYS[1])
-if holder == ARGV[1] then
-  redis.call('PEXPIRE', KEYS[1], ARGV[2])
-  return 1
+local held = 0
+for _, key in ipairs(KEYS) do
+  local holder = redis.call('GET', key)
+  if holder == ARGV[1] then
+    held = held + 1
+  elseif holder then
+    return holder
+  end
 end
-if not holder then
-  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-  return 2
+for _, key in ipairs(KEYS) do
+  redis.call('SET', key, ARGV[1], 'PX', ARGV[2])
 end
-return holder
+if held == #KEYS then return 1 end
+return 2
 ";
 
-/// Gives the lease up if this writer holds it. KEYS[1] lease key; ARGV[1] writer id.
+/// Gives up the keys of KEYS this writer holds. ARGV[1] writer id.
 const RELEASE_SCRIPT: &str = r"
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
+local n = 0
+for _, key in ipairs(KEYS) do
+  if redis.call('GET', key) == ARGV[1] then n = n + redis.call('DEL', key) end
+end
+return n
 ";
 
 /// What taking or renewing the lease found.
@@ -54,23 +64,23 @@ return 0
 pub(crate) enum Holding {
     /// This writer held it; renewed.
     Kept,
-    /// Nobody held it (first start, expired, or the database was swapped); taken now.
+    /// It was (partly) free (first start, lapsed, or the database was swapped); taken now.
     Taken,
     /// Another writer holds it.
     HeldBy(String),
 }
 
-/// This process's identity as a writer and its lease time.
+/// This process's identity as a writer, its mappings' lease keys and its lease time.
 #[derive(Debug, Clone)]
 pub(crate) struct Lease {
     id: String,
+    keys: Vec<String>,
     ttl: Duration,
-    script: redis::Script,
 }
 
 impl Lease {
-    /// A lease for a new writer: host, process id and start time name it.
-    pub(crate) fn new(ttl: Duration) -> Lease {
+    /// A lease on `mappings` for a new writer: host, process id and start time name it.
+    pub(crate) fn new<'a>(mappings: impl IntoIterator<Item = &'a str>, ttl: Duration) -> Lease {
         let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
             .map(|h| h.trim().to_owned())
             .unwrap_or_else(|_| "localhost".to_owned());
@@ -79,14 +89,19 @@ impl Lease {
             .map_or(0, |d| d.as_micros());
         Lease {
             id: format!("{host}:{}:{started:x}", std::process::id()),
+            keys: mappings.into_iter().map(lease_key).collect(),
             ttl: ttl.max(Duration::from_millis(300)),
-            script: redis::Script::new(TAKE_SCRIPT),
         }
     }
 
-    /// The value of the lease key while this writer holds it.
+    /// The value of the lease keys while this writer holds them.
     pub(crate) fn id(&self) -> &str {
         &self.id
+    }
+
+    /// The lease keys.
+    pub(crate) fn keys(&self) -> &[String] {
+        &self.keys
     }
 
     /// The lease time in milliseconds, as `PEXPIRE` takes it.
@@ -100,29 +115,32 @@ impl Lease {
         self.ttl / 3
     }
 
-    /// Gives the lease up (at shutdown, so that a standby or a restarted sink need not wait
-    /// for it to lapse); whether this writer still held it.
-    pub(crate) async fn release(&self, conn: &mut impl ConnectionLike) -> redis::RedisResult<bool> {
-        redis::Script::new(RELEASE_SCRIPT)
-            .key(LEASE_KEY)
-            .arg(&self.id)
-            .invoke_async(conn)
-            .await
+    /// Adds the renewal of every lease key to `pipe` (inside a batch's transaction).
+    pub(crate) fn renew_in(&self, pipe: &mut redis::Pipeline) {
+        for key in &self.keys {
+            pipe.cmd("PEXPIRE").arg(key).arg(self.ttl_ms());
+        }
     }
 
     /// Renews the lease if this writer holds it, takes it if it is free.
     pub(crate) async fn take(&self, conn: &mut impl ConnectionLike) -> redis::RedisResult<Holding> {
-        let reply: redis::Value = self
-            .script
-            .key(LEASE_KEY)
-            .arg(&self.id)
-            .arg(self.ttl_ms())
-            .invoke_async(conn)
-            .await?;
+        let script = redis::Script::new(TAKE_SCRIPT);
+        let mut script = script.prepare_invoke();
+        script.key(&self.keys).arg(&self.id).arg(self.ttl_ms());
+        let reply: redis::Value = script.invoke_async(conn).await?;
         Ok(match reply {
             redis::Value::Int(1) => Holding::Kept,
             redis::Value::Int(_) => Holding::Taken,
             other => Holding::HeldBy(redis::from_redis_value::<String>(other)?),
         })
+    }
+
+    /// Gives the lease up (at shutdown, so that a standby or a restarted sink need not wait
+    /// for it to lapse).
+    pub(crate) async fn release(&self, conn: &mut impl ConnectionLike) -> redis::RedisResult<()> {
+        let script = redis::Script::new(RELEASE_SCRIPT);
+        let mut script = script.prepare_invoke();
+        script.key(&self.keys).arg(&self.id);
+        script.invoke_async::<i64>(conn).await.map(drop)
     }
 }

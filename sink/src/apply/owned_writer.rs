@@ -31,7 +31,7 @@ use redis::Value;
 use tokio::sync::{mpsc, oneshot, Mutex};
 use tracing::{info, warn};
 
-use super::lease::{Holding, Lease, LEASE_KEY, SWAP_SENTINEL_KEY};
+use super::lease::{Holding, Lease, SWAP_SENTINEL_KEY};
 use super::owned::{CommandMap, LoadError, OwnedState, UndoLog};
 use super::{ApplyError, BatchOutcome, PlannedChange};
 
@@ -192,7 +192,6 @@ impl OwnedWriter {
         x.lease
             .release(&mut conn)
             .await
-            .map(drop)
             .map_err(|source| ApplyError::Redis {
                 operation: "lease release",
                 changes: 0,
@@ -358,11 +357,10 @@ pub(crate) async fn load_exclusive(
                 return Err(ApplyError::Load(e));
             }
         }
-        let confirmed: Option<Vec<Value>> = redis::pipe()
+        let mut confirm = redis::pipe();
+        x.lease.renew_in(&mut confirm);
+        let confirmed: Option<Vec<Value>> = confirm
             .atomic()
-            .cmd("PEXPIRE")
-            .arg(LEASE_KEY)
-            .arg(x.lease.ttl_ms())
             .query_async(conn)
             .await
             .map_err(redis_error("EXEC"))?;
@@ -396,22 +394,22 @@ async fn send(
         Err(e) => return Sent::Failed(Failure::Batch(ApplyError::Pool(e))),
     };
     if let Some(lease) = lease {
-        let holder: redis::RedisResult<((), Option<String>)> = redis::pipe()
+        let holders: redis::RedisResult<((), Vec<Option<String>>)> = redis::pipe()
             .cmd("WATCH")
-            .arg(LEASE_KEY)
-            .cmd("GET")
-            .arg(LEASE_KEY)
+            .arg(lease.keys())
+            .cmd("MGET")
+            .arg(lease.keys())
             .query_async(&mut conn)
             .await;
-        match holder {
-            Ok((_, Some(holder))) if holder == lease.id() => {}
+        match holders {
+            Ok((_, holders)) if holders.iter().all(|h| h.as_deref() == Some(lease.id())) => {}
             Ok(_) => {
                 let _ = redis::cmd("UNWATCH").query_async::<()>(&mut conn).await;
                 return Sent::Conflict;
             }
             Err(source) => return redis_error("WATCH", source),
         }
-        pipe.cmd("PEXPIRE").arg(LEASE_KEY).arg(lease.ttl_ms());
+        lease.renew_in(&mut pipe);
     }
     pipe.atomic().ignore_errors();
     let at = |source: redis::ServerError| {

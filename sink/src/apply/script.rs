@@ -49,10 +49,11 @@ fn mapping_table(out: &mut String, m: &Mapping) {
     };
     let _ = write!(
         out,
-        "  {{ -- {}\n    rows = {}, fresh = {},\n    ttl = {},\n    fields = {{",
+        "  {{ -- {}\n    rows = {}, fresh = {},\n    writer = {},\n    ttl = {},\n    fields = {{",
         lua_comment(&m.name),
         lua_string(&format!("sink:rows:{}", m.name)),
         lua_string(&format!("sink:freshness:{}", m.name)),
+        lua_string(&super::lease::lease_key(&m.name)),
         m.ttl_seconds
             .map_or_else(|| "false".to_owned(), |t| lua_string(&t.to_string())),
     );
@@ -176,6 +177,7 @@ pub(super) mod tests {
 local MAPPINGS = {
   { -- orders
     rows = 'sink:rows:orders', fresh = 'sink:freshness:orders',
+    writer = 'sink:writer:orders',
     ttl = '60',
     fields = {'id', 'region', 'ref', 'customer_id'},
     keyf = {1},

@@ -15,6 +15,8 @@ use mapping::{
     Change, Config, FieldSelection, FieldValue, FreshnessConfig, Index, KafkaConfig, KeyTemplate,
     Mapping, Op, RedisConfig, Relation, Row, SchemaRegistryConfig,
 };
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
 use sink::apply::{Applier, BatchOutcome, PlannedChange};
 
 /// Index of the customers mapping.
@@ -122,6 +124,50 @@ impl Fixture {
         Fixture::build(None, true).await
     }
 
+    /// With [`Applier::exclusive`] (lease time `lease`) on `pool`, once it holds the lease.
+    pub async fn exclusive_on(pool: Pool, lease: std::time::Duration) -> Fixture {
+        let script = Fixture::build_on(None, false, pool).await;
+        let applier = script.exclusive_applier(lease).await;
+        script.handed_to(applier)
+    }
+
+    /// A script fixture for `other`'s mappings and keys on `pool` (another database).
+    pub async fn build_like(other: &Fixture, pool: Pool) -> Fixture {
+        Fixture {
+            tag: other.tag.clone(),
+            config: other.config.clone(),
+            applier: Applier::new(pool.clone(), &other.config),
+            pool,
+            topics: other.topics.clone(),
+            next_offset: [AtomicI64::new(0), AtomicI64::new(0)],
+        }
+    }
+
+    /// An exclusive applier for this fixture's mappings, once it holds the lease.
+    pub async fn exclusive_applier(&self, lease: std::time::Duration) -> Applier {
+        let applier = Applier::exclusive(
+            self.pool.clone(),
+            &self.config,
+            lease,
+            &tokio_util::sync::CancellationToken::new(),
+        )
+        .await
+        .unwrap_or_else(|e| {
+            panic!(
+                "exclusive applier: {e}: {:?}",
+                std::error::Error::source(&e)
+            )
+        })
+        .expect("not cancelled");
+        assert!(applier.is_owning());
+        applier
+    }
+
+    /// The same mappings, keys and offsets, written by `applier` from now on.
+    pub fn handed_to(self, applier: Applier) -> Fixture {
+        Fixture { applier, ..self }
+    }
+
     /// [`Fixture::owning`] on another Redis.
     pub async fn owning_on(url: &str) -> Fixture {
         Fixture::build_on(None, true, sink::run::redis_pool(url).expect("redis pool")).await
@@ -196,6 +242,8 @@ impl Fixture {
                 .expect("KEYS");
             keys.append(&mut found);
         }
+        // An exclusive writer's lease is who writes, not what was written.
+        keys.retain(|k| !k.starts_with("sink:writer:"));
         keys.sort();
         let mut out = String::new();
         for key in keys {
@@ -452,4 +500,151 @@ pub async fn assert_state(f: &Fixture, expected: &str) {
         actual == expected,
         "redis state differs\n--- expected\n{expected}--- actual\n{actual}"
     );
+}
+
+/// A consistent source history (unique emails at every position) of customers and orders,
+/// each row's changes in order, rows spread over partitions delivered in a random
+/// interleaving, in random batches, with redelivered suffixes.
+pub fn random_history(seed: u64) -> Vec<Vec<(usize, Change)>> {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut lsn = 1_000;
+    let mut email_of: std::collections::BTreeMap<i64, String> = Default::default();
+    let mut orders: std::collections::BTreeMap<i64, Option<i64>> = Default::default();
+    // Per partition, in source order.
+    let mut partitions: Vec<Vec<(usize, Change)>> = vec![Vec::new(); 3];
+    for _ in 0..400 {
+        lsn += 10;
+        let roll = rng.random_range(0..100);
+        if roll < 45 {
+            let id = rng.random_range(1..12_i64);
+            let taken: Vec<&String> = email_of.values().collect();
+            let free: Vec<String> = (0..14)
+                .map(|e| format!("e{e}@example.com"))
+                .filter(|e| !taken.contains(&e))
+                .collect();
+            let email = free[rng.random_range(0..free.len())].clone();
+            let op = if email_of.contains_key(&id) {
+                Op::Update
+            } else {
+                Op::Create
+            };
+            email_of.insert(id, email.clone());
+            partitions[(id % 3) as usize].push((
+                CUSTOMERS,
+                upsert(op, customer_row(id, &email, "N", T0 + lsn), lsn),
+            ));
+        } else if roll < 55 {
+            let id = rng.random_range(1..12_i64);
+            if email_of.remove(&id).is_some() {
+                let p = &mut partitions[(id % 3) as usize];
+                p.push((CUSTOMERS, delete_customer(id, lsn)));
+                p.push((CUSTOMERS, tombstone(id)));
+            }
+        } else if roll < 85 {
+            let id = rng.random_range(1..20_i64);
+            let customer = if rng.random_range(0..8) == 0 {
+                None
+            } else {
+                Some(rng.random_range(1..12_i64))
+            };
+            let op = if orders.contains_key(&id) {
+                Op::Update
+            } else {
+                Op::Create
+            };
+            orders.insert(id, customer);
+            let mut row = order_row(id, customer, T0 + rng.random_range(0..5) * 1_000_000);
+            if op == Op::Update && rng.random_range(0..4) == 0 {
+                for (name, value) in &mut row {
+                    if name == "items" || name == "created_at" {
+                        *value = FieldValue::Unavailable;
+                    }
+                }
+            }
+            partitions[(id % 3) as usize].push((ORDERS, upsert(op, row, lsn)));
+        } else if roll < 97 {
+            let id = rng.random_range(1..20_i64);
+            if orders.remove(&id).is_some() {
+                let p = &mut partitions[(id % 3) as usize];
+                p.push((ORDERS, delete_order(id, lsn)));
+                p.push((ORDERS, tombstone(id)));
+            }
+        } else {
+            orders.clear();
+            partitions[0].push((ORDERS, truncate(lsn)));
+        }
+    }
+    // Deliver: pick a partition, take a batch of its next changes; sometimes redeliver.
+    let mut next = vec![0_usize; partitions.len()];
+    let mut batches = Vec::new();
+    while next.iter().zip(&partitions).any(|(n, p)| *n < p.len()) {
+        let p = rng.random_range(0..partitions.len());
+        if next[p] >= partitions[p].len() {
+            continue;
+        }
+        if next[p] > 0 && rng.random_range(0..10) == 0 {
+            next[p] -= rng.random_range(1..=next[p].min(8));
+        }
+        let end = (next[p] + rng.random_range(1..12)).min(partitions[p].len());
+        batches.push(partitions[p][next[p]..end].to_vec());
+        next[p] = end;
+    }
+    batches
+}
+
+/// A private `redis-server` on a free port, killed on drop.
+pub struct PrivateRedis {
+    child: std::process::Child,
+    pub url: String,
+    /// For `CONFIG SET`.
+    admin: redis::Connection,
+}
+
+impl PrivateRedis {
+    pub fn start() -> PrivateRedis {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = std::process::Command::new("redis-server")
+            .args([
+                "--bind",
+                "127.0.0.1",
+                "--port",
+                &port.to_string(),
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server must be installed (tests/stack/redis.sh installs it)");
+        let url = format!("redis://127.0.0.1:{port}");
+        let admin = loop {
+            if let Ok(c) = redis::Client::open(url.as_str()).and_then(|c| c.get_connection()) {
+                break c;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        };
+        PrivateRedis { child, url, admin }
+    }
+
+    /// `CONFIG SET maxmemory` (`1`: every write is refused; `0`: no limit).
+    pub fn set_maxmemory(&mut self, bytes: &str) {
+        let _: () = redis::cmd("CONFIG")
+            .arg("SET")
+            .arg("maxmemory")
+            .arg(bytes)
+            .query(&mut self.admin)
+            .unwrap();
+    }
+}
+
+impl Drop for PrivateRedis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }

@@ -72,7 +72,11 @@ impl OwnedState {
             for (row, _) in &page {
                 pipe.cmd("HMGET").arg(row).arg(&model.fields);
             }
-            pipe.query_async(conn).await.map_err(LoadError::Redis)?
+            replies(conn, pipe)
+                .await?
+                .into_iter()
+                .map(|v| v.unwrap_or_else(|| vec![None; model.fields.len()]))
+                .collect()
         };
         // Per row and relation: the parent its values render, if any, and its member's score.
         let mut pipe = redis::pipe();
@@ -91,7 +95,11 @@ impl OwnedState {
         let scores: Vec<Option<f64>> = if asked.is_empty() {
             Vec::new()
         } else {
-            pipe.query_async(conn).await.map_err(LoadError::Redis)?
+            replies(conn, pipe)
+                .await?
+                .into_iter()
+                .map(Option::flatten)
+                .collect()
         };
         let mut row_scores = vec![vec![None; model.relations.len()]; page.len()];
         for ((i, r), score) in asked.into_iter().zip(scores) {
@@ -142,6 +150,29 @@ impl OwnedState {
         }
         Ok(())
     }
+}
+
+/// The replies of `pipe`, `None` where a command failed: a key that something else
+/// replaced with another type reads as holding nothing (writing it will fail the change
+/// that tries, with its own error), rather than stopping the load.
+async fn replies<C: ConnectionLike + Send, T: redis::FromRedisValue>(
+    conn: &mut C,
+    mut pipe: redis::Pipeline,
+) -> Result<Vec<Option<T>>, LoadError> {
+    let values: Vec<redis::Value> = pipe
+        .ignore_errors()
+        .query_async(conn)
+        .await
+        .map_err(LoadError::Redis)?;
+    values
+        .into_iter()
+        .map(|v| match v {
+            redis::Value::ServerError(_) => Ok(None),
+            v => redis::from_redis_value(v)
+                .map(Some)
+                .map_err(|e| LoadError::Redis(e.into())),
+        })
+        .collect()
 }
 
 /// Renews `lease` between pages; an error if another writer took it.

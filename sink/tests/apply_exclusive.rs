@@ -1,0 +1,278 @@
+//! The exclusive writer (`Applier::exclusive`, `sink run --writer exclusive`): it continues
+//! from what the change script stored and leaves exactly the state the script leaves; it
+//! holds a lease per mapping that keeps other writers of those mappings out (a second
+//! exclusive writer stands by, a shared one is refused); it notices a database swapped in
+//! under it and loads it again; it stops when another writer took its lease; and a key that
+//! something else wrote with another type fails only the change that writes it.
+
+mod apply_support;
+
+use std::time::Duration;
+
+use apply_support::*;
+use mapping::{Change, Op};
+use sink::apply::{Applier, ApplyError, BatchOutcome, PlannedChange};
+use tokio_util::sync::CancellationToken;
+
+/// A short lease, so that take-overs happen within the test.
+const LEASE: Duration = Duration::from_millis(900);
+
+/// Applies `batch`, sending it again while the writer answers "send again" (a reload).
+async fn apply_until_settled(
+    applier: &Applier,
+    batch: &[PlannedChange],
+) -> Result<BatchOutcome, ApplyError> {
+    for _ in 0..20 {
+        match applier.apply_batch(batch).await {
+            Err(ApplyError::Resend { .. }) => continue,
+            other => return other,
+        }
+    }
+    panic!("still answered \"send again\" after 20 attempts");
+}
+
+/// Random histories: the first half through the script, then the exclusive writer loads
+/// the bookkeeping and applies the rest; after every batch every key equals what the script
+/// alone leaves.
+#[tokio::test]
+async fn continues_from_what_the_script_stored() {
+    for seed in 11..=14 {
+        let history = random_history(seed);
+        let half = history.len() / 2;
+        let lua = Fixture::new().await;
+        let first = Fixture::new().await;
+        for batch in &history[..half] {
+            lua.apply(batch).await;
+            first.apply(batch).await;
+        }
+        assert_eq!(lua.dump().await, first.dump().await);
+        let applier = first.exclusive_applier(LEASE).await;
+        let exclusive = first.handed_to(applier);
+        for (n, batch) in history[half..].iter().enumerate() {
+            let a = lua.apply(batch).await;
+            let b = exclusive.apply(batch).await;
+            assert_eq!(a, b, "seed {seed}, outcome of batch {}", half + n);
+            assert_eq!(
+                lua.dump().await,
+                exclusive.dump().await,
+                "seed {seed}, state after batch {} (left: script, right: exclusive): {batch:?}",
+                half + n
+            );
+        }
+        exclusive.applier.release().await.expect("release");
+    }
+}
+
+fn customer(id: i64, email: &str, lsn: i64) -> (usize, Change) {
+    (
+        CUSTOMERS,
+        upsert(Op::Create, customer_row(id, email, "N", T0 + lsn), lsn),
+    )
+}
+
+/// While an exclusive writer holds the mappings, the change script refuses to write them
+/// (a shared sink stops with `Excluded`) and a second exclusive writer waits; once the
+/// first gives the lease up, the second takes over from the stored state, and once that one
+/// gives it up too, the script writes again.
+#[tokio::test]
+async fn the_lease_keeps_other_writers_out() {
+    let holder = Fixture::exclusive_on(pool().await, LEASE).await;
+    holder.apply(&[customer(1, "a@example.com", 100)]).await;
+
+    let shared = Applier::new(holder.pool.clone(), &holder.config);
+    let refused = shared
+        .apply_batch(&holder.plan_all(&[customer(2, "b@example.com", 110)]))
+        .await
+        .expect_err("the script must refuse");
+    assert!(
+        matches!(refused, ApplyError::Excluded { .. }) && !refused.is_retriable(),
+        "{refused}"
+    );
+
+    let cancel = CancellationToken::new();
+    let (pool, config) = (holder.pool.clone(), holder.config.clone());
+    let standby = tokio::spawn({
+        let cancel = cancel.clone();
+        async move { Applier::exclusive(pool, &config, LEASE, &cancel).await }
+    });
+    // Renewed by the idle holder, the lease does not lapse: the standby keeps waiting.
+    tokio::time::sleep(LEASE * 3).await;
+    assert!(!standby.is_finished(), "the standby took a held lease");
+
+    holder.applier.release().await.expect("release");
+    let next = tokio::time::timeout(LEASE * 3, standby)
+        .await
+        .expect("the standby takes the released lease")
+        .expect("join")
+        .expect("exclusive")
+        .expect("not cancelled");
+    let successor = holder.handed_to(next);
+    // The successor loaded the first writer's row: the email moves, the old entry goes.
+    successor
+        .apply(&[(
+            CUSTOMERS,
+            upsert(Op::Update, customer_row(1, "c@example.com", "N", T0), 200),
+        )])
+        .await;
+    successor.applier.release().await.expect("release");
+    let outcome = shared
+        .apply_batch(&successor.plan_all(&[customer(2, "b@example.com", 110)]))
+        .await
+        .expect("the script writes again");
+    assert_eq!(outcome.applied, 1);
+    let lua = Fixture::new().await;
+    lua.apply(&[customer(1, "a@example.com", 100)]).await;
+    // The refused change took an offset there.
+    let _ = lua.plan_all(&[customer(2, "b@example.com", 110)]);
+    lua.apply(&[(
+        CUSTOMERS,
+        upsert(Op::Update, customer_row(1, "c@example.com", "N", T0), 200),
+    )])
+    .await;
+    lua.apply(&[customer(2, "b@example.com", 110)]).await;
+    assert_eq!(lua.dump().await, successor.dump().await);
+    cancel.cancel();
+}
+
+/// A rebuild swaps another database in under the writer (`SWAPDB`): the writer notices,
+/// loads that database's bookkeeping and applies the next batches on top of it, exactly
+/// as the script would.
+#[tokio::test]
+async fn a_database_swapped_in_is_loaded_again() {
+    let server = PrivateRedis::start();
+    let db = |n: u8| sink::run::redis_pool(&format!("{}/{n}", server.url)).expect("pool");
+    let exclusive = Fixture::exclusive_on(db(0), LEASE).await;
+    exclusive
+        .apply(&[
+            customer(1, "a@example.com", 100),
+            customer(2, "b@example.com", 110),
+        ])
+        .await;
+
+    // The "rebuilt" database: the same mappings, another history, written by the script.
+    let rebuilt = [
+        customer(1, "x@example.com", 300),
+        customer(3, "b@example.com", 310),
+        (ORDERS, upsert(Op::Create, order_row(7, Some(3), T0), 320)),
+    ];
+    let staged = Fixture::build_like(&exclusive, db(1)).await;
+    staged.apply(&rebuilt).await;
+    let lua = Fixture::new().await;
+    lua.apply(&rebuilt).await;
+
+    let mut conn = exclusive.conn().await;
+    let _: () = redis::cmd("SWAPDB")
+        .arg(0)
+        .arg(1)
+        .query_async(&mut conn)
+        .await
+        .expect("SWAPDB");
+    // Offsets as in the script's run, where the order was created before it was updated.
+    let _ = exclusive.plan_all(&rebuilt[2..]);
+    let next = [
+        (
+            CUSTOMERS,
+            upsert(Op::Update, customer_row(3, "a@example.com", "N", T0), 400),
+        ),
+        (ORDERS, upsert(Op::Update, order_row(7, Some(1), T0), 410)),
+        (CUSTOMERS, delete_customer(1, 420)),
+    ];
+    let outcome = apply_until_settled(&exclusive.applier, &exclusive.plan_all(&next))
+        .await
+        .expect("applied after the reload");
+    assert_eq!(outcome.applied, 3);
+    lua.apply(&next).await;
+    assert_eq!(lua.dump().await, exclusive.dump().await);
+}
+
+/// Another writer holding the lease (this one stalled past it) stops this writer for good.
+#[tokio::test]
+async fn a_lost_lease_stops_the_writer() {
+    let exclusive = Fixture::exclusive_on(pool().await, LEASE).await;
+    exclusive.apply(&[customer(1, "a@example.com", 100)]).await;
+    let mut conn = exclusive.conn().await;
+    let key = format!("sink:writer:{}", exclusive.config.mappings[CUSTOMERS].name);
+    let _: () = redis::cmd("SET")
+        .arg(&key)
+        .arg("another-sink")
+        .query_async(&mut conn)
+        .await
+        .expect("SET");
+    let err = apply_until_settled(
+        &exclusive.applier,
+        &exclusive.plan_all(&[customer(2, "b@example.com", 110)]),
+    )
+    .await
+    .expect_err("the lease is gone");
+    assert!(
+        matches!(&err, ApplyError::LeaseLost { holder } if holder == "another-sink")
+            && !err.is_retriable(),
+        "{err}"
+    );
+    let _: () = redis::cmd("DEL")
+        .arg(&key)
+        .query_async(&mut conn)
+        .await
+        .expect("DEL");
+    let lua = Fixture::new().await;
+    lua.apply(&[customer(1, "a@example.com", 100)]).await;
+    assert_eq!(
+        lua.dump().await,
+        exclusive.dump().await,
+        "nothing written after the loss"
+    );
+}
+
+/// A row key that something else wrote as a string fails the change writing it, reported
+/// at its offset (so the sink dead-letters it); the writer loads the database again and the
+/// rest of the batch, sent again, applies as the script applies it.
+#[tokio::test]
+async fn a_foreign_key_of_another_type_fails_its_change_only() {
+    let exclusive = Fixture::exclusive_on(pool().await, LEASE).await;
+    let mut conn = exclusive.conn().await;
+    let _: () = redis::cmd("SET")
+        .arg(format!("{}:customer:5", exclusive.tag))
+        .arg("not a hash")
+        .query_async(&mut conn)
+        .await
+        .expect("SET");
+    let batch = exclusive.plan_all(&[
+        customer(4, "d@example.com", 100),
+        customer(5, "e@example.com", 110),
+        customer(6, "f@example.com", 120),
+    ]);
+    let err = apply_until_settled(&exclusive.applier, &batch)
+        .await
+        .expect_err("customer 5 cannot be written");
+    match &err {
+        ApplyError::Change {
+            offset, retriable, ..
+        } => assert_eq!((*offset, *retriable), (batch[1].offset, false), "{err}"),
+        other => panic!("expected the change's error, got {other}"),
+    }
+    // What the sink does with it: dead-letter change 5, send the others again.
+    let rest = [batch[0].clone(), batch[2].clone()];
+    apply_until_settled(&exclusive.applier, &rest)
+        .await
+        .expect("the rest applies");
+    // And it goes on deciding from the database: customer 6 gives its email to 4.
+    exclusive
+        .apply(&[(
+            CUSTOMERS,
+            upsert(Op::Update, customer_row(4, "f@example.com", "N", T0), 200),
+        )])
+        .await;
+    let mut conn = exclusive.conn().await;
+    let owner: Option<String> = redis::cmd("GET")
+        .arg(format!("{}:customer:email:f@example.com", exclusive.tag))
+        .query_async(&mut conn)
+        .await
+        .expect("GET");
+    let old: Option<String> = redis::cmd("GET")
+        .arg(format!("{}:customer:email:d@example.com", exclusive.tag))
+        .query_async(&mut conn)
+        .await
+        .expect("GET");
+    assert_eq!((owner.as_deref(), old), (Some("4"), None));
+    exclusive.applier.release().await.expect("release");
+}
