@@ -2,8 +2,8 @@
 //! from what the change script stored and leaves exactly the state the script leaves; it
 //! holds a lease per mapping that keeps other writers of those mappings out (a second
 //! exclusive writer stands by, a shared one is refused); it notices a database swapped in
-//! under it and loads it again; it stops when another writer took its lease; and a key that
-//! something else wrote with another type fails only the change that writes it.
+//! under it and loads it again; it stops when another writer took its lease, and when
+//! another program wrote a mapped key with another type, naming the key.
 
 mod apply_support;
 
@@ -223,15 +223,16 @@ async fn a_lost_lease_stops_the_writer() {
     );
 }
 
-/// A row key that something else wrote as a string fails the change writing it, reported
-/// at its offset (so the sink dead-letters it); the writer loads the database again and the
-/// rest of the batch, sent again, applies as the script applies it.
+/// A row key that another program wrote as a string fails its command in the batch's
+/// transaction: the writer reports the command and its key, not retriable and at no offset
+/// (so the sink stops instead of dead-lettering), and the batch's other writes were applied.
 #[tokio::test]
-async fn a_foreign_key_of_another_type_fails_its_change_only() {
+async fn a_foreign_key_of_another_type_stops_the_writer_naming_it() {
     let exclusive = Fixture::exclusive_on(pool().await, LEASE).await;
+    let foreign = format!("{}:customer:5", exclusive.tag);
     let mut conn = exclusive.conn().await;
     let _: () = redis::cmd("SET")
-        .arg(format!("{}:customer:5", exclusive.tag))
+        .arg(&foreign)
         .arg("not a hash")
         .query_async(&mut conn)
         .await
@@ -245,34 +246,20 @@ async fn a_foreign_key_of_another_type_fails_its_change_only() {
         .await
         .expect_err("customer 5 cannot be written");
     match &err {
-        ApplyError::Change {
-            offset, retriable, ..
-        } => assert_eq!((*offset, *retriable), (batch[1].offset, false), "{err}"),
-        other => panic!("expected the change's error, got {other}"),
+        ApplyError::ForeignKey { command, source } => {
+            assert_eq!(command, &format!("HSET {foreign}"));
+            assert_eq!(source.code(), "WRONGTYPE");
+        }
+        other => panic!("expected the foreign key's error, got {other}"),
     }
-    // What the sink does with it: dead-letter change 5, send the others again.
-    let rest = [batch[0].clone(), batch[2].clone()];
-    apply_until_settled(&exclusive.applier, &rest)
-        .await
-        .expect("the rest applies");
-    // And it goes on deciding from the database: customer 6 gives its email to 4.
-    exclusive
-        .apply(&[(
-            CUSTOMERS,
-            upsert(Op::Update, customer_row(4, "f@example.com", "N", T0), 200),
-        )])
-        .await;
-    let mut conn = exclusive.conn().await;
-    let owner: Option<String> = redis::cmd("GET")
-        .arg(format!("{}:customer:email:f@example.com", exclusive.tag))
+    assert!(!err.is_retriable() && err.location().is_none(), "{err}");
+    let rows: Vec<Option<String>> = redis::cmd("HGET")
+        .arg(format!("{}:customer:4", exclusive.tag))
+        .arg("email")
         .query_async(&mut conn)
         .await
-        .expect("GET");
-    let old: Option<String> = redis::cmd("GET")
-        .arg(format!("{}:customer:email:d@example.com", exclusive.tag))
-        .query_async(&mut conn)
-        .await
-        .expect("GET");
-    assert_eq!((owner.as_deref(), old), (Some("4"), None));
+        .map(|v: Option<String>| vec![v])
+        .expect("HGET");
+    assert_eq!(rows, vec![Some("d@example.com".to_owned())]);
     exclusive.applier.release().await.expect("release");
 }

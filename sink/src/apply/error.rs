@@ -102,6 +102,17 @@ pub enum ApplyError {
         /// The new holder's writer id.
         holder: String,
     },
+    /// A command of an owning applier's transaction failed (another program wrote a mapped
+    /// key with another type): the rest of the transaction was executed, so the batch is
+    /// partly applied. Fix the key, then `sink rebuild`.
+    #[error("redis refused `{command} ...` in a batch's transaction: another program wrote this key with another type; the rest of the batch was applied, so fix the key and run `sink rebuild`")]
+    ForeignKey {
+        /// The command's name and key.
+        command: String,
+        /// What Redis answered.
+        #[source]
+        source: redis::ServerError,
+    },
     /// The exclusive sink could not load its bookkeeping from Redis.
     #[error("loading the exclusive sink's bookkeeping")]
     Load(#[source] super::LoadError),
@@ -125,7 +136,8 @@ impl ApplyError {
             ApplyError::Invalid { .. }
             | ApplyError::Reply { .. }
             | ApplyError::Excluded { .. }
-            | ApplyError::LeaseLost { .. } => false,
+            | ApplyError::LeaseLost { .. }
+            | ApplyError::ForeignKey { .. } => false,
         }
     }
 
@@ -156,6 +168,7 @@ impl ApplyError {
             | ApplyError::Resend { .. }
             | ApplyError::Excluded { .. }
             | ApplyError::LeaseLost { .. }
+            | ApplyError::ForeignKey { .. }
             | ApplyError::Load(_) => None,
         }
     }

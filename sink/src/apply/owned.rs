@@ -32,6 +32,7 @@
 //! uses the script ([`OwnedState::supports`]).
 
 mod bookkeeping;
+mod emit;
 mod load;
 mod model;
 
@@ -41,8 +42,9 @@ use std::sync::Arc;
 use mapping::plan::{FieldWrite, Plan, RowUpsert};
 use mapping::Mapping;
 
-use super::args::{format_score, relation_score};
+use super::args::relation_score;
 use super::{ApplyError, BatchOutcome, PlannedChange};
+use emit::Writes;
 pub use load::LoadError;
 use model::{render, Model};
 
@@ -91,7 +93,7 @@ pub(crate) struct OwnedState {
 
 /// The writes of one batch.
 struct BatchWrites {
-    pipe: redis::Pipeline,
+    writes: Writes,
     undo: Vec<Undo>,
     applied: Vec<usize>,
     max_ts: Vec<Option<i64>>,
@@ -135,7 +137,7 @@ impl OwnedState {
     pub(crate) fn plan_batch(&mut self, batch: &[PlannedChange]) -> DecidedBatch {
         let n = self.models.len();
         let mut w = BatchWrites {
-            pipe: redis::pipe(),
+            writes: Writes::default(),
             undo: Vec::new(),
             applied: vec![0; n],
             max_ts: vec![None; n],
@@ -143,9 +145,7 @@ impl OwnedState {
         };
         let mut outcome = BatchOutcome::default();
         let mut failure = None;
-        let mut starts = Vec::with_capacity(batch.len());
         for (position, change) in batch.iter().enumerate() {
-            starts.push(w.pipe.len());
             match self.apply_one(&mut w, change) {
                 Ok(applied) => {
                     if applied {
@@ -174,20 +174,17 @@ impl OwnedState {
                 }
             }
         }
-        let commands = CommandMap {
-            starts,
-            end: w.pipe.len(),
-        };
-        bookkeeping::write(self, &mut w);
+        let writes = std::mem::take(&mut w.writes);
+        let mut pipe = writes.into_pipeline();
+        bookkeeping::write(self, &w, &mut pipe);
         let result = match failure {
             Some(e) => Err(e),
             None => Ok(outcome),
         };
         DecidedBatch {
-            pipe: w.pipe,
+            pipe,
             undo: UndoLog(w.undo),
             outcome: result,
-            commands,
         }
     }
 
@@ -307,7 +304,7 @@ impl OwnedState {
     /// Writes a [`Deletion`]: index entries, relation members, the hash, the row's entry.
     fn delete(&mut self, w: &mut BatchWrites, m: usize, key: &str, deletion: Deletion) {
         for (k, hash, position) in deletion.releases {
-            w.pipe.cmd("DEL").arg(&k);
+            w.writes.delete(&k);
             self.set_index(
                 w,
                 &k,
@@ -319,9 +316,9 @@ impl OwnedState {
             );
         }
         for (parent, member) in deletion.members {
-            w.pipe.cmd("ZREM").arg(parent).arg(member);
+            w.writes.zrem(&parent, &member);
         }
-        w.pipe.cmd("DEL").arg(key);
+        w.writes.delete_row(key);
         self.set_row(w, m, key, None);
     }
 
@@ -350,9 +347,9 @@ impl OwnedState {
         let scores = relation_decisions(&model, u, old, &new, &pk, current, &mut queued);
 
         // Writes, in the script's order: hash, indexes and relations, bookkeeping.
-        write_hash(&mut w.pipe, u);
-        for cmd in queued {
-            w.pipe.add_command(cmd);
+        w.writes.write_hash(u);
+        for write in queued {
+            write.emit(&mut w.writes);
         }
         for (key, state) in index_writes {
             self.set_index(w, &key, state);
@@ -383,7 +380,7 @@ impl OwnedState {
         pk: &str,
         position: Option<i64>,
         stored_pos: Option<i64>,
-        queued: &mut Vec<redis::Cmd>,
+        queued: &mut Vec<Queued>,
     ) -> Vec<(String, IndexState)> {
         let mut writes = Vec::new();
         for (i, (_, parts)) in self.models[m].indexes.iter().enumerate() {
@@ -392,7 +389,7 @@ impl OwnedState {
             if let Some(k) = old_key.filter(|k| Some(k) != new_key.as_ref()) {
                 let (owner, rec) = self.index(&k);
                 if owner == Some(pk) && not_later(rec, position) {
-                    queued.push(command(&["DEL", &k]));
+                    queued.push(Queued::Delete(k.clone()));
                     let position = record_pos(position, rec, stored_pos);
                     writes.push((
                         k,
@@ -407,7 +404,7 @@ impl OwnedState {
             if let Some(k) = new_key {
                 let (owner, rec) = self.index(&k);
                 if owner != Some(pk) && not_later(rec, position) {
-                    queued.push(command(&["SET", &k, pk]));
+                    queued.push(Queued::Set(k.clone(), pk.to_owned()));
                     let position = record_pos(position, rec, stored_pos);
                     writes.push((
                         k,
@@ -452,7 +449,7 @@ fn relation_decisions(
     new: &[Option<String>],
     pk: &str,
     current: &[Option<f64>],
-    queued: &mut Vec<redis::Cmd>,
+    queued: &mut Vec<Queued>,
 ) -> Vec<Option<f64>> {
     let mut scores = Vec::with_capacity(model.relations.len());
     for (r, (parts, order_by)) in model.relations.iter().enumerate() {
@@ -465,7 +462,7 @@ fn relation_decisions(
         {
             old_score = current;
             if old_score.is_some() {
-                queued.push(command(&["ZREM", op, pk]));
+                queued.push(Queued::Zrem(op.clone(), pk.to_owned()));
             }
         }
         let Some(np) = new_parent else {
@@ -483,37 +480,28 @@ fn relation_decisions(
             .or(old_score)
             .unwrap_or(0.0);
         if cur != Some(score) {
-            queued.push(command(&["ZADD", &np, &format_score(score), pk]));
+            queued.push(Queued::Zadd(np.clone(), score, pk.to_owned()));
         }
         scores.push(Some(score));
     }
     scores
 }
 
-/// The row hash: `HSET` of the set fields, `HDEL` of the removed ones.
-fn write_hash(pipe: &mut redis::Pipeline, u: &RowUpsert) {
-    let mut sets = u
-        .fields
-        .iter()
-        .filter(|(_, w)| matches!(w, FieldWrite::Set(_)))
-        .peekable();
-    if sets.peek().is_some() {
-        let cmd = pipe.cmd("HSET").arg(&u.row_key);
-        for (n, w) in sets {
-            if let FieldWrite::Set(v) = w {
-                cmd.arg(n).arg(v);
-            }
-        }
-    }
-    let mut removes = u
-        .fields
-        .iter()
-        .filter(|(_, w)| matches!(w, FieldWrite::Remove))
-        .peekable();
-    if removes.peek().is_some() {
-        let cmd = pipe.cmd("HDEL").arg(&u.row_key);
-        for (n, _) in removes {
-            cmd.arg(n);
+/// A write decided before the change's hash is written (the script's queued writes).
+enum Queued {
+    Delete(String),
+    Set(String, String),
+    Zrem(String, String),
+    Zadd(String, f64, String),
+}
+
+impl Queued {
+    fn emit(self, writes: &mut Writes) {
+        match self {
+            Queued::Delete(k) => writes.delete(&k),
+            Queued::Set(k, v) => writes.set(&k, &v),
+            Queued::Zrem(parent, member) => writes.zrem(&parent, &member),
+            Queued::Zadd(parent, score, member) => writes.zadd(&parent, score, &member),
         }
     }
 }
@@ -528,38 +516,6 @@ pub(crate) struct DecidedBatch {
     /// How to undo its decisions.
     pub(crate) undo: UndoLog,
     pub(crate) outcome: Result<BatchOutcome, ApplyError>,
-    /// Which change each command of `pipe` writes for.
-    pub(crate) commands: CommandMap,
-}
-
-/// Which change of a batch each command of its pipeline belongs to.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct CommandMap {
-    /// Per change, the number of its first command.
-    starts: Vec<usize>,
-    /// The number of the first bookkeeping command (after every change's).
-    end: usize,
-}
-
-impl CommandMap {
-    /// The position in the batch of the change that `command` writes for; `None` for the
-    /// bookkeeping after the last change.
-    pub(crate) fn change_of(&self, command: usize) -> Option<usize> {
-        if command >= self.end {
-            return None;
-        }
-        self.starts
-            .partition_point(|&s| s <= command)
-            .checked_sub(1)
-    }
-}
-
-fn command(parts: &[&str]) -> redis::Cmd {
-    let mut cmd = redis::cmd(parts[0]);
-    for p in &parts[1..] {
-        cmd.arg(*p);
-    }
-    cmd
 }
 
 /// Whether a change at `p` may write an index entry recorded at `rec` (the script's

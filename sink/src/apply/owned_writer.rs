@@ -11,15 +11,19 @@
 //! # Exclusive writer
 //!
 //! On the live database ([`super::Applier::exclusive`]) the task also keeps the writer's
-//! lease (`lease.rs`): each batch watches the lease key and checks that it names this
-//! writer before its transaction, and renews it inside the transaction; an idle writer
-//! renews it every third of the lease time. When the transaction is not executed because
-//! the watched key changed (a rebuild swapped the database in, or the lease lapsed and was
-//! taken again), or when a command of it failed (something else wrote a mapped key with
-//! another type), what the sink holds no longer matches the database: every batch in
+//! lease (`lease.rs`): each batch watches the lease keys and checks that they name this
+//! writer before its transaction, and renews them inside the transaction; an idle writer
+//! renews them every third of the lease time. When the transaction is not executed because
+//! a watched key changed (a rebuild swapped the database in, or the lease lapsed and was
+//! taken again), what the sink holds no longer matches the database: every batch in
 //! flight is undone and the bookkeeping is loaded again from Redis before anything else is
 //! decided. Another writer holding the lease ends this one: every later batch is answered
 //! [`ApplyError::LeaseLost`].
+//!
+//! A command of a transaction that fails (possible only when another program wrote a
+//! mapped key with another type) is reported with its key as [`ApplyError::ForeignKey`],
+//! which stops the sink: Redis executed the rest of that transaction, so the batch is
+//! partly applied (`sink rebuild` repairs it once the key is fixed).
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -32,7 +36,7 @@ use tokio::sync::{mpsc, oneshot, Mutex};
 use tracing::{info, warn};
 
 use super::lease::{Holding, Lease, SWAP_SENTINEL_KEY};
-use super::owned::{CommandMap, LoadError, OwnedState, UndoLog};
+use super::owned::{LoadError, OwnedState, UndoLog};
 use super::{ApplyError, BatchOutcome, PlannedChange};
 
 /// One decided batch on its way to Redis.
@@ -43,18 +47,7 @@ struct Job {
     /// The batch's first change: errors about the whole batch are reported there.
     first: Option<PlannedChange>,
     changes: usize,
-    reply: oneshot::Sender<Result<(), Failure>>,
-}
-
-/// Why a batch was not (completely) written.
-enum Failure {
-    /// About the whole batch.
-    Batch(ApplyError),
-    /// Command number `command` of the batch's transaction failed.
-    Command {
-        command: usize,
-        source: redis::ServerError,
-    },
+    reply: oneshot::Sender<Result<(), ApplyError>>,
 }
 
 /// What sending one transaction found.
@@ -62,7 +55,7 @@ enum Sent {
     Done,
     /// Exclusive writer: the lease key changed or does not name this writer; not executed.
     Conflict,
-    Failed(Failure),
+    Failed(ApplyError),
 }
 
 /// The bookkeeping and the undo logs of batches decided but not yet confirmed, oldest first.
@@ -133,7 +126,7 @@ impl OwnedWriter {
     /// Decides `batch`, queues its writes behind every batch decided before, and returns
     /// once Redis took them (or refused them: then the decisions are undone).
     pub(crate) async fn apply(&self, batch: &[PlannedChange]) -> Result<BatchOutcome, ApplyError> {
-        let (reply, outcome, commands) = {
+        let (reply, outcome) = {
             let mut inner = self.shared.inner.lock().await;
             if let Some(x) = &self.exclusive {
                 if let Some(holder) = &inner.lost {
@@ -163,14 +156,11 @@ impl OwnedWriter {
                     changes: batch.len(),
                 });
             }
-            (rx, decided.outcome, decided.commands)
+            (rx, decided.outcome)
         };
         match reply.await {
             Ok(Ok(())) => outcome,
-            Ok(Err(Failure::Batch(e))) => Err(e),
-            Ok(Err(Failure::Command { command, source })) => {
-                Err(command_error(batch, &commands, command, source))
-            }
+            Ok(Err(e)) => Err(e),
             Err(_) => Err(ApplyError::Resend {
                 changes: batch.len(),
             }),
@@ -200,23 +190,6 @@ impl OwnedWriter {
     }
 }
 
-/// The error of the change that command `command` of `batch`'s transaction wrote for (the
-/// batch's first change for its bookkeeping).
-fn command_error(
-    batch: &[PlannedChange],
-    commands: &CommandMap,
-    command: usize,
-    source: redis::ServerError,
-) -> ApplyError {
-    let position = commands.change_of(command).unwrap_or(0);
-    match batch.get(position) {
-        Some(change) => super::change_error(change, position, source),
-        None => ApplyError::Resend {
-            changes: batch.len(),
-        },
-    }
-}
-
 /// The writer task: sends each job in turn; on a failure undoes it and every later one.
 async fn write(
     shared: Arc<Shared>,
@@ -238,9 +211,9 @@ async fn write(
         let Some(job) = job else { break };
         if job.epoch != shared.epoch.load(Ordering::Acquire) {
             // Decided on top of a batch that failed; already undone.
-            let _ = job.reply.send(Err(Failure::Batch(ApplyError::Resend {
+            let _ = job.reply.send(Err(ApplyError::Resend {
                 changes: job.changes,
-            })));
+            }));
             continue;
         }
         let lease = exclusive.as_ref().map(|x| &x.lease);
@@ -255,13 +228,14 @@ async fn write(
             Sent::Conflict => {
                 info!("The redis database changed under the exclusive sink (swapped in by a rebuild, or the lease lapsed); loading its bookkeeping again.");
                 inner.stale = true;
-                Failure::Batch(ApplyError::Resend {
+                ApplyError::Resend {
                     changes: job.changes,
-                })
+                }
             }
             Sent::Failed(failure) => {
-                // A failed command was written around: only the database knows what holds.
-                if exclusive.is_some() && matches!(failure, Failure::Command { .. }) {
+                // The rest of the transaction was executed around a failed command: only
+                // the database knows what holds now.
+                if exclusive.is_some() && matches!(failure, ApplyError::ForeignKey { .. }) {
                     inner.stale = true;
                 }
                 failure
@@ -383,15 +357,15 @@ async fn send(
     lease: Option<&Lease>,
 ) -> Sent {
     let redis_error = |operation, source| {
-        Sent::Failed(Failure::Batch(ApplyError::Redis {
+        Sent::Failed(ApplyError::Redis {
             operation,
             changes,
             source,
-        }))
+        })
     };
     let mut conn = match pool.get().await {
         Ok(conn) => conn,
-        Err(e) => return Sent::Failed(Failure::Batch(ApplyError::Pool(e))),
+        Err(e) => return Sent::Failed(ApplyError::Pool(e)),
     };
     if let Some(lease) = lease {
         let holders: redis::RedisResult<((), Vec<Option<String>>)> = redis::pipe()
@@ -414,8 +388,8 @@ async fn send(
     pipe.atomic().ignore_errors();
     let at = |source: redis::ServerError| {
         Sent::Failed(match first {
-            Some(c) => Failure::Batch(super::change_error(c, 0, source)),
-            None => Failure::Batch(ApplyError::Resend { changes }),
+            Some(c) => super::change_error(c, 0, source),
+            None => ApplyError::Resend { changes },
         })
     };
     match pipe.query_async::<Option<Vec<Value>>>(&mut conn).await {
@@ -424,9 +398,10 @@ async fn send(
             .into_iter()
             .enumerate()
             .find_map(|(command, r)| match r {
-                Value::ServerError(source) => {
-                    Some(Sent::Failed(Failure::Command { command, source }))
-                }
+                Value::ServerError(source) => Some(Sent::Failed(ApplyError::ForeignKey {
+                    command: describe(&pipe, command),
+                    source,
+                })),
                 _ => None,
             })
             .unwrap_or(Sent::Done),
@@ -442,12 +417,27 @@ async fn send(
                 .and_then(|errors| errors.first().map(|(_, e)| e.clone()))
             {
                 Some(e) => at(e),
-                None => Sent::Failed(Failure::Batch(match first {
+                None => Sent::Failed(match first {
                     Some(c) => super::reply_error(c, &Value::SimpleString(text)),
                     None => ApplyError::Resend { changes },
-                })),
+                }),
             }
         }
         Err(source) => redis_error("pipeline", source),
     }
+}
+
+/// Command number `n` of `pipe` as its name and first key (`HSET customer:5`).
+fn describe(pipe: &redis::Pipeline, n: usize) -> String {
+    let Some(cmd) = pipe.cmd_iter().nth(n) else {
+        return format!("command {n} of the transaction");
+    };
+    cmd.args_iter()
+        .take(2)
+        .map(|arg| match arg {
+            redis::Arg::Simple(bytes) => String::from_utf8_lossy(bytes).into_owned(),
+            _ => "?".to_owned(),
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
 }

@@ -41,7 +41,7 @@ return 1
 
 /// `sink:rows` and `sink:index` entries changed by the batch (one `HSET`/`HDEL` per
 /// hash), then freshness and offsets (one script call).
-pub(super) fn write(state: &OwnedState, w: &mut BatchWrites) {
+pub(super) fn write(state: &OwnedState, w: &BatchWrites, pipe: &mut redis::Pipeline) {
     const SLICE: usize = 1000;
     let mut seen: HashSet<(usize, &str)> = HashSet::default();
     let mut sets: HashMap<&str, Vec<(&str, String)>> = HashMap::default();
@@ -74,7 +74,6 @@ pub(super) fn write(state: &OwnedState, w: &mut BatchWrites) {
             }
         }
     }
-    let mut pipe = std::mem::take(&mut w.pipe);
     for (hash, pairs) in &sets {
         for slice in pairs.chunks(SLICE) {
             let cmd = pipe.cmd("HSET").arg(*hash);
@@ -107,5 +106,4 @@ pub(super) fn write(state: &OwnedState, w: &mut BatchWrites) {
             cmd.arg(format!("{topic}/{partition}")).arg(*offset);
         }
     }
-    w.pipe = pipe;
 }
