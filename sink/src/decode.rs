@@ -1,7 +1,9 @@
 //! Kafka record bytes -> [`Change`]: the Confluent wire format (magic byte 0, 4-byte
 //! big-endian schema id, Avro binary body), the writer schema from the [`Registry`], the
-//! Avro body decoded with apache-avro, then the Debezium envelope (`op`, `before`, `after`,
-//! `source.lsn`, `source.ts_ms`) read into typed columns.
+//! Avro body decoded, then the Debezium envelope (`op`, `before`, `after`, `source.lsn`,
+//! `source.ts_ms`) read into typed columns. Bodies are taken apart by a reader compiled per
+//! schema ([`binary`]), which skips what the sink does not use; schemas or bodies outside
+//! its scope go through apache-avro's generic decoder.
 //!
 //! A null value is a tombstone: only the key is decoded. Column types come from the writer
 //! schema's JSON (see [`schema`]); they are analysed once per schema id and cached, so a
@@ -11,6 +13,7 @@
 //! partition and offset. [`DecodeError::is_retriable`] separates an unreachable registry
 //! (retry) from a poison record (dead-letter it).
 
+mod binary;
 pub mod schema;
 pub mod value;
 
@@ -201,6 +204,10 @@ pub struct Decoder {
     registry: Arc<Registry>,
     keys: Mutex<HashMap<u32, Arc<RowSchema>>>,
     envelopes: Mutex<HashMap<u32, Arc<RowSchema>>>,
+    /// Per key schema id: its compiled reader (`None`: the generic decoder reads it).
+    key_readers: Mutex<HashMap<u32, Option<Arc<binary::RowReader>>>>,
+    /// Per value schema id: its compiled envelope reader (`None`: the generic decoder).
+    envelope_readers: Mutex<HashMap<u32, Option<Arc<binary::EnvelopeReader>>>>,
 }
 
 impl Decoder {
@@ -210,6 +217,8 @@ impl Decoder {
             registry,
             keys: Mutex::new(HashMap::new()),
             envelopes: Mutex::new(HashMap::new()),
+            key_readers: Mutex::new(HashMap::new()),
+            envelope_readers: Mutex::new(HashMap::new()),
         }
     }
 
@@ -255,8 +264,20 @@ impl Decoder {
             schema::envelope_schema(&writer.json)
         })
         .map_err(|problem| DecodeError::Shape { part, id, problem })?;
-        let record = decode_body(part, &writer, body)?;
-        let envelope = Envelope::read(id, &row_schema, record)?;
+        let fast = compiled(&self.envelope_readers, id, || {
+            binary::EnvelopeReader::compile(&writer.json, &row_schema)
+        });
+        let envelope = match fast.and_then(|reader| reader.read(body, &row_schema)) {
+            Some(e) => Envelope {
+                op: e.op,
+                before: e.before,
+                after: e.after,
+                lsn: e.lsn,
+                source_ts_ms: e.source_ts_ms,
+                ts_ms: e.ts_ms,
+            },
+            None => Envelope::read(id, &row_schema, decode_body(part, &writer, body)?)?,
+        };
         let change = Change {
             op: envelope.op,
             key: key_row,
@@ -278,6 +299,12 @@ impl Decoder {
         let writer = self.writer(topic, part, id).await?;
         let row_schema = cached(&self.keys, id, || schema::key_schema(&writer.json))
             .map_err(|problem| DecodeError::Shape { part, id, problem })?;
+        let fast = compiled(&self.key_readers, id, || {
+            binary::RowReader::for_key(&writer.json, &row_schema)
+        });
+        if let Some(row) = fast.and_then(|reader| reader.read_key(body, &row_schema)) {
+            return Ok(row);
+        }
         match decode_body(part, &writer, body)? {
             Value::Record(fields) => read_row(part, id, &row_schema, fields),
             other => Err(DecodeError::EnvelopeField {
@@ -320,6 +347,27 @@ fn cached(
         .unwrap_or_else(PoisonError::into_inner)
         .insert(id, Arc::clone(&analysed));
     Ok(analysed)
+}
+
+/// The compiled reader for schema `id`, compiled once (`None`: out of its scope).
+fn compiled<R>(
+    cache: &Mutex<HashMap<u32, Option<Arc<R>>>>,
+    id: u32,
+    compile: impl FnOnce() -> Option<R>,
+) -> Option<Arc<R>> {
+    if let Some(found) = cache
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .get(&id)
+    {
+        return found.clone();
+    }
+    let compiled = compile().map(Arc::new);
+    cache
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .insert(id, compiled.clone());
+    compiled
 }
 
 /// Splits a Confluent wire-format frame into schema id and Avro body.

@@ -117,12 +117,12 @@ impl std::fmt::Display for ShapeError {
 }
 
 /// Named types (records, enums, fixed) of one schema by full name.
-struct Names<'a> {
+pub(super) struct Names<'a> {
     defs: HashMap<String, (&'a Map<String, Json>, Option<String>)>,
 }
 
 impl<'a> Names<'a> {
-    fn collect(root: &'a Json) -> Self {
+    pub(super) fn collect(root: &'a Json) -> Self {
         let mut names = Names {
             defs: HashMap::new(),
         };
@@ -167,7 +167,7 @@ impl<'a> Names<'a> {
     }
 
     /// The definition a type name refers to, with its namespace.
-    fn resolve(
+    pub(super) fn resolve(
         &self,
         name: &str,
         ns: Option<&str>,
@@ -184,7 +184,10 @@ impl<'a> Names<'a> {
 }
 
 /// The full name of a named type and the namespace its fields are resolved in.
-fn full_name(obj: &Map<String, Json>, ns: Option<&str>) -> Option<(String, Option<String>)> {
+pub(super) fn full_name(
+    obj: &Map<String, Json>,
+    ns: Option<&str>,
+) -> Option<(String, Option<String>)> {
     let name = obj.get("name")?.as_str()?;
     if let Some((space, _)) = name.rsplit_once('.') {
         return Some((name.to_owned(), Some(space.to_owned())));
@@ -351,7 +354,7 @@ fn record_of<'a>(
     }
 }
 
-fn is_record(obj: &Map<String, Json>) -> bool {
+pub(super) fn is_record(obj: &Map<String, Json>) -> bool {
     matches!(
         obj.get("type").and_then(Json::as_str),
         Some("record" | "error")
@@ -359,7 +362,7 @@ fn is_record(obj: &Map<String, Json>) -> bool {
 }
 
 /// The top-level record of a schema and its field list.
-fn top_record(root: &Json) -> Result<(&Map<String, Json>, Option<String>), ShapeError> {
+pub(super) fn top_record(root: &Json) -> Result<(&Map<String, Json>, Option<String>), ShapeError> {
     let obj = root
         .as_object()
         .filter(|o| is_record(o))
@@ -368,7 +371,7 @@ fn top_record(root: &Json) -> Result<(&Map<String, Json>, Option<String>), Shape
     Ok((obj, ns))
 }
 
-fn field<'a>(record: &'a Map<String, Json>, name: &str) -> Option<&'a Json> {
+pub(super) fn field<'a>(record: &'a Map<String, Json>, name: &str) -> Option<&'a Json> {
     record
         .get("fields")?
         .as_array()?
