@@ -11,7 +11,11 @@ repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$repo"
 source tests/stack/lib.sh
 
-export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/agent-context/target}
+# One build directory per checkout: cargo judges a build fresh by the times of files named
+# relative to the package, so two checkouts sharing one target directory can take each
+# other's builds (tests then read the other checkout's files).
+checkout_key=$(printf '%s' "$repo" | sha1sum | cut -c1-12)
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/agent-context/target/checkouts/$checkout_key}
 export CARGO_TERM_COLOR=never
 
 step() { printf '\n==> %s\n' "$*" >&2; }
