@@ -1,5 +1,6 @@
 //! The change semantics of `change.lua`, decided in the sink against bookkeeping it holds in
-//! memory, for a database that only this process writes: the rebuild's staging database.
+//! memory, for mappings that only this process writes: the rebuild's staging database, and
+//! the live database of `sink run --writer exclusive` (which holds a lease, `lease.rs`).
 //!
 //! # Why
 //!
@@ -7,12 +8,13 @@
 //! machine: reading what the sink stored (row position, template values, index owners and
 //! positions), the Lua around it, and writing the bookkeeping back, one small command at a
 //! time. Deciding in the sink and sending plain writes costs Redis 7-8 µs per change in the
-//! same rebuild (BENCHMARKS.md, "Rebuild speed"). A rebuild owns its staging database:
-//! nobody else writes there and nobody
-//! reads it before the swap, so the sink can keep the bookkeeping itself, decide every change
-//! exactly as the script would, and send only the resulting writes, plus the bookkeeping
-//! hashes once per batch (one multi-field `HSET`/`HDEL` per hash instead of one per change).
-//! `owned_writer.rs` sends the batches, in the order they were decided.
+//! same rebuild, 4-5.5 µs once coalesced (BENCHMARKS.md). A rebuild owns its staging
+//! database (nobody else writes there and nobody reads it before the swap), an exclusive
+//! sink its mappings, so the sink can keep the bookkeeping itself, decide every change
+//! exactly as the script would, and send only the resulting writes, coalesced per key
+//! (`emit.rs`), plus the bookkeeping hashes once per batch (one multi-field `HSET`/`HDEL` per
+//! hash instead of one per change). `owned_writer.rs` sends the batches, in the order they
+//! were decided; an exclusive writer loads the bookkeeping from Redis first (`load.rs`).
 //!
 //! # Equivalence
 //!
@@ -20,16 +22,18 @@
 //! fields, index keys' values and `sink:index` positions, and the member scores of the row's
 //! relations; the decisions below follow the script step by step. The tests in
 //! `sink/tests/apply_owned.rs` apply the same histories (every semantics case, random
-//! interleavings of partitions, failures) through both and compare every key. What differs
-//! on purpose: no per-change atomicity (no reader sees the staging database) and offsets and
-//! freshness written once per batch, with the same final values.
+//! interleavings of partitions, failures) through both and compare every key, as
+//! `apply_exclusive.rs` does for an exclusive writer starting from what the script stored.
+//! What differs on purpose: a batch is one transaction (so each change is atomic too, and
+//! readers see whole batches), and offsets and freshness are written once per batch, with
+//! the same final values.
 //!
 //! # Limits
 //!
-//! Memory: the bookkeeping of every row and index key lives in the sink until the rebuild
-//! ends (about 220 bytes per row or index key in the rebuild benchmark). Mappings with
-//! `ttl_seconds` are not supported (rows expire behind the sink's back): the rebuild then
-//! uses the script ([`OwnedState::supports`]).
+//! Memory: the bookkeeping of every row and index key lives in the sink (about 220 bytes
+//! per row or index key in the rebuild benchmark). Mappings with `ttl_seconds` are not
+//! supported (rows expire behind the sink's back): those use the script
+//! ([`OwnedState::supports`]).
 
 mod bookkeeping;
 mod emit;
