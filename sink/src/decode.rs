@@ -268,14 +268,7 @@ impl Decoder {
             binary::EnvelopeReader::compile(&writer.json, &row_schema)
         });
         let envelope = match fast.and_then(|reader| reader.read(body, &row_schema)) {
-            Some(e) => Envelope {
-                op: e.op,
-                before: e.before,
-                after: e.after,
-                lsn: e.lsn,
-                source_ts_ms: e.source_ts_ms,
-                ts_ms: e.ts_ms,
-            },
+            Some(envelope) => envelope,
             None => Envelope::read(id, &row_schema, decode_body(part, &writer, body)?)?,
         };
         let change = Change {

@@ -25,8 +25,8 @@ use apache_avro::types::Value;
 use mapping::change::{Op, Row};
 use serde_json::{Map, Value as Json};
 
-use super::schema::{field, full_name, is_record, top_record, Kind, Names, RowSchema};
-use super::value;
+use super::schema::{field, full_name, record_of, top_record, Kind, Names, RowSchema};
+use super::{value, Envelope};
 
 /// Nested named types deeper than this are not compiled (a recursive schema).
 const MAX_DEPTH: usize = 16;
@@ -84,16 +84,6 @@ enum Slot {
 pub(crate) struct EnvelopeReader {
     fields: Vec<(Slot, Node)>,
     row: RowReader,
-}
-
-/// The parts of an envelope the sink uses.
-pub(crate) struct Envelope {
-    pub(crate) op: Op,
-    pub(crate) before: Option<Row>,
-    pub(crate) after: Option<Row>,
-    pub(crate) lsn: Option<i64>,
-    pub(crate) source_ts_ms: Option<i64>,
-    pub(crate) ts_ms: Option<i64>,
 }
 
 impl RowReader {
@@ -157,7 +147,7 @@ impl EnvelopeReader {
         let (envelope, ns) = top_record(root).ok()?;
         let ns = ns.as_deref();
         let row_type = field(envelope, "after").or_else(|| field(envelope, "before"))?;
-        let (record, row_ns) = nullable_record(row_type, ns, &names)?;
+        let (record, row_ns) = record_of(row_type, ns, &names)?;
         let row_reader = RowReader::compile(record, row_ns.as_deref(), &names, row)?;
         let mut fields = Vec::new();
         for f in envelope.get("fields")?.as_array()? {
@@ -311,25 +301,6 @@ fn is_primitive(name: &str) -> bool {
         name,
         "null" | "boolean" | "int" | "long" | "float" | "double" | "bytes" | "string"
     )
-}
-
-/// The record a `["null", record]` (or plain record) type stands for.
-fn nullable_record<'a>(
-    ty: &'a Json,
-    ns: Option<&str>,
-    names: &Names<'a>,
-) -> Option<(&'a Map<String, Json>, Option<String>)> {
-    match ty {
-        Json::Array(branches) => branches
-            .iter()
-            .filter(|b| b.as_str() != Some("null"))
-            .find_map(|b| nullable_record(b, ns, names)),
-        Json::String(name) => names.resolve(name, ns).filter(|(def, _)| is_record(def)),
-        Json::Object(obj) if is_record(obj) => {
-            full_name(obj, ns).map(|(_, inner_ns)| (obj, inner_ns))
-        }
-        _ => None,
-    }
 }
 
 /// How to read a type node of the schema JSON.

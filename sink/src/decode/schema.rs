@@ -332,7 +332,7 @@ fn row_of(record: &Map<String, Json>, ns: Option<&str>, names: &Names<'_>) -> Ro
 }
 
 /// The record a (possibly nullable) type node stands for.
-fn record_of<'a>(
+pub(super) fn record_of<'a>(
     node: &'a Json,
     ns: Option<&str>,
     names: &Names<'a>,
