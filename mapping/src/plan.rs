@@ -156,15 +156,18 @@ pub fn plan(mapping: &Mapping, change: &Change) -> Result<Plan, PlanError> {
 }
 
 /// The selected columns of `row` under their stored names, in stored order.
-fn select<'r>(mapping: &Mapping, row: &'r Row) -> Result<Vec<(String, &'r FieldValue)>, PlanError> {
+fn select<'a>(
+    mapping: &'a Mapping,
+    row: &'a Row,
+) -> Result<Vec<(&'a str, &'a FieldValue)>, PlanError> {
     match &mapping.fields {
-        FieldSelection::All => Ok(row.iter().map(|(name, v)| (name.clone(), v)).collect()),
+        FieldSelection::All => Ok(row.iter().map(|(name, v)| (name.as_str(), v)).collect()),
         FieldSelection::List(list) => list
             .iter()
             .map(|f| {
                 row.iter()
                     .find(|(name, _)| *name == f.from)
-                    .map(|(_, v)| (f.to.clone(), v))
+                    .map(|(_, v)| (f.to.as_str(), v))
                     .ok_or_else(|| PlanError::MissingColumn {
                         column: f.from.clone(),
                         available: row
@@ -188,7 +191,7 @@ fn upsert(mapping: &Mapping, after: &Row, position: Option<i64>) -> Result<RowUp
     }
     let fields: Vec<(String, FieldWrite)> = selected
         .iter()
-        .map(|(name, v)| (name.clone(), FieldWrite::from(render_value(v))))
+        .map(|(name, v)| ((*name).to_owned(), FieldWrite::from(render_value(v))))
         .collect();
     let row_key = render_key(&mapping.key, "row", |field| {
         fields
