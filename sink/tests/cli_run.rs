@@ -1,6 +1,8 @@
 //! `sink run` as a subprocess against the real stack: killed with SIGKILL mid-way (no final
 //! commit, so records are delivered again), restarted, stopped with SIGTERM (exit 0 after the
-//! final commit), and Redis ends in exactly the source's state.
+//! final commit), and Redis ends in exactly the source's state; with either writer (the
+//! exclusive one's restart waits for the killed one's lease to lapse, then loads what it
+//! left).
 
 mod pipeline_support;
 
@@ -9,8 +11,12 @@ use std::time::Duration;
 
 use pipeline_support::{applied, assert_state, generate, wait_until, Scenario, Table};
 
-fn start(s: &Scenario, log: &std::path::Path) -> Child {
-    let log = std::fs::File::create(log).expect("log file");
+fn start(s: &Scenario, log: &std::path::Path, extra: &[&str]) -> Child {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .expect("log file");
     Command::new(env!("CARGO_BIN_EXE_sink"))
         .args([
             "run",
@@ -21,6 +27,7 @@ fn start(s: &Scenario, log: &std::path::Path) -> Child {
         ])
         // The killed member leaves the group after the session timeout: keep it short.
         .args(["-X", "session.timeout.ms=6000"])
+        .args(extra)
         .env("RUST_LOG", "info")
         .env_remove("KAFKA_BOOTSTRAP_SERVERS")
         .env_remove("SCHEMA_REGISTRY_URL")
@@ -48,6 +55,17 @@ fn terminate(child: &Child) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_and_restarted_binary_ends_in_the_source_state() {
+    killed_restarted_and_stopped(&[]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_and_restarted_exclusive_binary_ends_in_the_source_state() {
+    killed_restarted_and_stopped(&["--writer", "exclusive", "--lease-ms", "2000"]).await;
+}
+
+/// Runs the binary with `extra` arguments: killed mid-way, restarted, stopped.
+async fn killed_restarted_and_stopped(extra: &[&str]) {
+    let exclusive = extra.contains(&"exclusive");
     let s = Scenario::new(2).await;
     let w = generate(4000);
     let records = s.encode(&w.events);
@@ -60,13 +78,23 @@ async fn killed_and_restarted_binary_ends_in_the_source_state() {
     let mut redis = s.stack.redis();
     let log = std::env::temp_dir().join(format!("sink-cli-run-{}.log", s.id));
 
-    let mut first = start(&s, &log);
+    let lease_key = format!("sink:writer:{}", s.mapping(Table::Customers));
+    let mut first = start(&s, &log, extra);
     wait_until(
         "a third of the records applied",
         Duration::from_secs(60),
         || topics.iter().map(|t| applied(&mut redis, t)).sum::<i64>() > total / 3,
     )
     .await;
+    let holder: Option<String> = redis::cmd("GET")
+        .arg(&lease_key)
+        .query(&mut redis)
+        .expect("GET");
+    assert_eq!(
+        holder.is_some(),
+        exclusive,
+        "lease held while running: {holder:?}"
+    );
     first.kill().expect("SIGKILL");
     first.wait().expect("reap");
     let at_kill: i64 = topics.iter().map(|t| applied(&mut redis, t)).sum();
@@ -75,7 +103,7 @@ async fn killed_and_restarted_binary_ends_in_the_source_state() {
     // Caught up in the second run: `sink:offsets` alone would not say it, since it keeps the
     // highest offset ever applied while the second run replays from the last commit.
     let restarted_ms = now_ms(&mut redis);
-    let mut second = start(&s, &log);
+    let mut second = start(&s, &log, extra);
     let mappings = [s.mapping(Table::Customers), s.mapping(Table::Orders)];
     wait_until(
         "the restarted sink caught up",
@@ -108,6 +136,16 @@ async fn killed_and_restarted_binary_ends_in_the_source_state() {
         stderr.contains("offsets committed"),
         "final commit logged:\n{stderr}"
     );
+    assert_eq!(
+        stderr.contains("Holding the exclusive lease"),
+        exclusive,
+        "writer as asked:\n{stderr}"
+    );
+    let holder: Option<String> = redis::cmd("GET")
+        .arg(&lease_key)
+        .query(&mut redis)
+        .expect("GET");
+    assert_eq!(holder, None, "lease released at exit");
 
     assert_state(&s, &w);
     s.cleanup();
