@@ -15,7 +15,7 @@ use sink::apply::{Applier, ApplyError, BatchOutcome, PlannedChange};
 use tokio_util::sync::CancellationToken;
 
 /// A short lease, so that take-overs happen within the test.
-const LEASE: Duration = Duration::from_millis(900);
+const LEASE: Duration = Duration::from_millis(1500);
 
 /// Applies `batch`, sending it again while the writer answers "send again" (a reload).
 async fn apply_until_settled(
@@ -115,6 +115,19 @@ async fn the_lease_keeps_other_writers_out() {
         )])
         .await;
     successor.applier.release().await.expect("release");
+    // Released for good: the idle writer's renewals (every third of the lease) do not take
+    // it back.
+    tokio::time::sleep(LEASE * 2).await;
+    let mut conn = successor.conn().await;
+    let lease: Option<String> = redis::cmd("GET")
+        .arg(format!(
+            "sink:writer:{}",
+            successor.config.mappings[CUSTOMERS].name
+        ))
+        .query_async(&mut conn)
+        .await
+        .expect("GET");
+    assert_eq!(lease, None, "the lease stays released");
     let outcome = shared
         .apply_batch(&successor.plan_all(&[customer(2, "b@example.com", 110)]))
         .await

@@ -257,6 +257,12 @@ fn undo_all(shared: &Shared, inner: &mut Inner) {
 
 /// Renews an idle writer's lease; a lapsed one is taken again with a reload.
 async fn renew_idle(shared: &Shared, pool: &Pool, x: &Exclusive) {
+    // Under the lock, so that a release (or a loss) and a renewal cannot cross: a writer
+    // that gave its lease up must not take it again.
+    let mut inner = shared.inner.lock().await;
+    if inner.lost.is_some() {
+        return;
+    }
     let holding = match pool.get().await {
         Ok(mut conn) => x.lease.take(&mut conn).await,
         Err(e) => {
@@ -268,12 +274,10 @@ async fn renew_idle(shared: &Shared, pool: &Pool, x: &Exclusive) {
         Ok(Holding::Kept) => {}
         Ok(Holding::Taken) => {
             info!("The exclusive sink's lease had lapsed or the database was swapped; loading the bookkeeping again.");
-            let mut inner = shared.inner.lock().await;
             undo_all(shared, &mut inner);
             inner.stale = true;
         }
         Ok(Holding::HeldBy(holder)) => {
-            let mut inner = shared.inner.lock().await;
             undo_all(shared, &mut inner);
             warn!(%holder, "Another sink took the exclusive lease on the redis database; this sink stops writing.");
             inner.lost = Some(holder);
