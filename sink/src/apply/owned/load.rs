@@ -26,29 +26,17 @@ impl OwnedState {
         lease: Option<&Lease>,
     ) -> Result<(), LoadError> {
         for m in 0..self.models.len() {
-            let rows_key = self.models[m].rows_key.clone();
-            let mut cursor = 0u64;
-            loop {
-                let (next, page) = hscan(conn, &rows_key, cursor).await?;
+            let mut pages = HashPages::new(self.models[m].rows_key.clone());
+            while let Some(page) = pages.next(conn).await? {
                 self.load_rows(conn, m, page).await?;
                 renew(conn, lease).await?;
-                cursor = next;
-                if cursor == 0 {
-                    break;
-                }
             }
         }
         for hash in 0..self.index_hashes.len() {
-            let key = self.index_hashes[hash].clone();
-            let mut cursor = 0u64;
-            loop {
-                let (next, page) = hscan(conn, &key, cursor).await?;
+            let mut pages = HashPages::new(self.index_hashes[hash].clone());
+            while let Some(page) = pages.next(conn).await? {
                 self.load_indexes(conn, hash, page).await?;
                 renew(conn, lease).await?;
-                cursor = next;
-                if cursor == 0 {
-                    break;
-                }
             }
         }
         Ok(())
@@ -187,20 +175,42 @@ async fn renew<C: ConnectionLike + Send>(
     }
 }
 
-async fn hscan<C: ConnectionLike + Send>(
-    conn: &mut C,
-    key: &str,
+/// The (field, value) pairs of a hash, one `HSCAN` page at a time.
+struct HashPages {
+    key: String,
     cursor: u64,
-) -> Result<(u64, Vec<(String, String)>), LoadError> {
-    let (next, page): (u64, Vec<(String, String)>) = redis::cmd("HSCAN")
-        .arg(key)
-        .arg(cursor)
-        .arg("COUNT")
-        .arg(PAGE)
-        .query_async(conn)
-        .await
-        .map_err(LoadError::Redis)?;
-    Ok((next, page))
+    done: bool,
+}
+
+impl HashPages {
+    fn new(key: String) -> HashPages {
+        HashPages {
+            key,
+            cursor: 0,
+            done: false,
+        }
+    }
+
+    /// The next page; `None` once the scan is complete.
+    async fn next<C: ConnectionLike + Send>(
+        &mut self,
+        conn: &mut C,
+    ) -> Result<Option<Vec<(String, String)>>, LoadError> {
+        if self.done {
+            return Ok(None);
+        }
+        let (next, page): (u64, Vec<(String, String)>) = redis::cmd("HSCAN")
+            .arg(&self.key)
+            .arg(self.cursor)
+            .arg("COUNT")
+            .arg(PAGE)
+            .query_async(conn)
+            .await
+            .map_err(LoadError::Redis)?;
+        self.cursor = next;
+        self.done = next == 0;
+        Ok(Some(page))
+    }
 }
 
 fn parse_position(hash: &str, field: &str, text: &str) -> Result<i64, LoadError> {
