@@ -15,10 +15,32 @@ source tests/stack/lib.sh
 # relative to the package, so two checkouts sharing one target directory can take each
 # other's builds (tests then read the other checkout's files).
 checkout_key=$(printf '%s' "$repo" | sha1sum | cut -c1-12)
-export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/agent-context/target/checkouts/$checkout_key}
+checkouts_dir="$HOME/.cache/agent-context/target/checkouts"
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$checkouts_dir/$checkout_key}
 export CARGO_TERM_COLOR=never
 
 step() { printf '\n==> %s\n' "$*" >&2; }
+
+# Every fresh clone (each CI run is one) gets a target directory of a few GB, so keep only
+# the build directories of checkouts that still exist, and of those the two used last.
+prune_build_dirs() {
+  [ -d "$checkouts_dir" ] || return 0
+  local dir kept=0
+  while IFS= read -r dir; do
+    [ "$dir" = "$CARGO_TARGET_DIR" ] && continue
+    local source
+    source=$(cat "$dir/.checkout" 2>/dev/null || true)
+    if [ -z "$source" ] || [ ! -d "$source" ] || [ $kept -ge 2 ]; then
+      printf 'removing the build directory of %s (%s)\n' "${source:-an unknown checkout}" "$dir" >&2
+      rm -rf "$dir"
+    else
+      kept=$((kept + 1))
+    fi
+  done < <(ls -dt "$checkouts_dir"/*/ 2>/dev/null | sed 's:/$::')
+}
+prune_build_dirs
+mkdir -p "$CARGO_TARGET_DIR"
+printf '%s\n' "$repo" >"$CARGO_TARGET_DIR/.checkout"
 
 step "Installing build and test dependencies (apt, pip) if missing"
 missing=()
