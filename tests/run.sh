@@ -39,6 +39,11 @@ prune_build_dirs() {
   done < <(ls -dt "$checkouts_dir"/*/ 2>/dev/null | sed 's:/$::')
 }
 prune_build_dirs
+# Cargo never deletes outdated artifacts: a directory that grew past 6 GB starts over.
+if [ -d "$CARGO_TARGET_DIR" ] && [ "$(du -sm "$CARGO_TARGET_DIR" | cut -f1)" -gt 6144 ]; then
+  printf 'removing %s: over 6 GB of builds\n' "$CARGO_TARGET_DIR" >&2
+  rm -rf "$CARGO_TARGET_DIR"
+fi
 mkdir -p "$CARGO_TARGET_DIR"
 printf '%s\n' "$repo" >"$CARGO_TARGET_DIR/.checkout"
 
