@@ -35,6 +35,7 @@
 
 mod apply_stage;
 pub mod batch;
+pub mod offsets;
 pub mod progress;
 pub mod retry;
 
@@ -62,14 +63,20 @@ use crate::decode::{DecodeError, Decoder};
 use crate::dlq::{DeadLetters, DlqError};
 use crate::health::one_line;
 use batch::Batch;
+use offsets::OffsetsClient;
 use progress::{Progress, SinkContext};
 use retry::Backoff;
 
 /// The consumer type the sink uses.
 pub type SinkConsumer = StreamConsumer<SinkContext>;
 
-/// How often the caught-up check runs.
+/// How often the caught-up check runs while the sink runs until shut down: it only keeps
+/// `caught_up_at_ms` fresh for idle tables, so once a second is plenty.
 const CAUGHT_UP_INTERVAL: Duration = Duration::from_secs(1);
+/// How often it runs when the sink stops at the end of the log ([`StopWhen::CaughtUp`]):
+/// the check is the stop's latency, and with [`offsets`] it costs one quick round trip per
+/// partition.
+const STOP_CHECK_INTERVAL: Duration = Duration::from_millis(100);
 /// Timeout of each broker request of the caught-up check.
 const CAUGHT_UP_TIMEOUT: Duration = Duration::from_secs(5);
 /// Batches decoded ahead of the one Redis is applying. Deep enough that Redis never waits
@@ -203,8 +210,12 @@ pub(crate) enum Work {
 }
 
 /// Consumes until `stop` says so, then commits the stored offsets synchronously.
+///
+/// `offsets` reads the watermarks for the caught-up check on connections of its own (see
+/// [`offsets`]).
 pub async fn consume(
     consumer: Arc<SinkConsumer>,
+    offsets: Arc<OffsetsClient>,
     pipeline: Pipeline,
     stop: StopWhen,
     shutdown: CancellationToken,
@@ -230,10 +241,19 @@ pub async fn consume(
         progress.clone(),
         shutdown.clone(),
     ));
-    let watcher = tokio::spawn(watch_caught_up(
-        Arc::clone(&consumer),
-        Arc::clone(&config),
+    let check_every = match stop {
+        StopWhen::Shutdown => CAUGHT_UP_INTERVAL,
+        StopWhen::CaughtUp => STOP_CHECK_INTERVAL,
+    };
+    let watch = CaughtUpWatch {
+        consumer: Arc::clone(&consumer),
+        offsets,
+        every: check_every,
+        config: Arc::clone(&config),
         progress,
+    };
+    let watcher = tokio::spawn(watch_caught_up(
+        watch,
         tx.clone(),
         caught_up.clone(),
         done.clone(),
@@ -531,18 +551,35 @@ fn log_consumer_error(e: &KafkaError) {
     }
 }
 
-/// Every [`CAUGHT_UP_INTERVAL`], checks whether the assigned partitions are applied up to
+/// Every `check_every`, checks whether the assigned partitions are applied up to
 /// their high watermarks; if so, tells the apply stage to record it and cancels `caught_up`.
-async fn watch_caught_up(
+/// What the caught-up check reads.
+struct CaughtUpWatch {
+    /// Its assignment (a local call).
     consumer: Arc<SinkConsumer>,
+    /// The watermarks and committed offsets (broker round trips).
+    offsets: Arc<OffsetsClient>,
+    /// How often to check.
+    every: Duration,
     config: Arc<Config>,
     progress: Progress,
+}
+
+async fn watch_caught_up(
+    watch: CaughtUpWatch,
     tx: mpsc::Sender<Work>,
     caught_up: CancellationToken,
     done: CancellationToken,
 ) {
+    let CaughtUpWatch {
+        consumer,
+        offsets,
+        every,
+        config,
+        progress,
+    } = watch;
     let topics: Vec<String> = config.mappings.iter().map(|m| m.topic.clone()).collect();
-    let mut ticks = tokio::time::interval(CAUGHT_UP_INTERVAL);
+    let mut ticks = tokio::time::interval(every);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut was_caught_up = false;
     loop {
@@ -551,10 +588,18 @@ async fn watch_caught_up(
             () = done.cancelled() => return,
             _ = ticks.tick() => {}
         }
-        let (c, p, t) = (Arc::clone(&consumer), progress.clone(), topics.clone());
-        let standing =
-            tokio::task::spawn_blocking(move || progress::check(&*c, &p, &t, CAUGHT_UP_TIMEOUT))
-                .await;
+        let assignment = match consumer.assignment() {
+            Ok(assignment) => assignment,
+            Err(e) => {
+                debug!(error = %e, "Caught-up check failed.");
+                continue;
+            }
+        };
+        let (o, p, t) = (Arc::clone(&offsets), progress.clone(), topics.clone());
+        let standing = tokio::task::spawn_blocking(move || {
+            progress::check(&assignment, &o, &p, &t, CAUGHT_UP_TIMEOUT)
+        })
+        .await;
         let standing = match standing {
             Ok(Ok(standing)) => standing,
             Ok(Err(e)) => {

@@ -91,6 +91,7 @@ use tracing::{info, warn};
 
 use crate::apply::Applier;
 use crate::config::{redact_url, BatchArgs, ConfigArgs, SinkConfig};
+use crate::consume::offsets::OffsetsClient;
 use crate::consume::progress::SinkContext;
 use crate::consume::{self, ConsumeError, Pipeline, SinkConsumer, StopWhen, Summary};
 use crate::decode::Decoder;
@@ -495,6 +496,12 @@ impl Context<'_> {
                 source,
             })?;
         let consumer = Arc::new(consumer);
+        let offsets = Arc::new(OffsetsClient::new(&consumer_config).map_err(|source| {
+            RebuildError::Kafka {
+                what: "cannot create the offsets client",
+                source,
+            }
+        })?);
         let targets = partitions::discover(Arc::clone(&consumer), topics.clone(), KAFKA_TIMEOUT)
             .await
             .map_err(|source| RebuildError::Kafka {
@@ -527,6 +534,7 @@ impl Context<'_> {
         let stop = shutdown.child_token();
         let mut task: ConsumeTask = Some(tokio::spawn(consume::consume(
             Arc::clone(&consumer),
+            Arc::clone(&offsets),
             pipeline,
             StopWhen::Shutdown,
             stop.clone(),
@@ -544,6 +552,7 @@ impl Context<'_> {
         let outcome = self
             .replay_and_swap(
                 &consumer,
+                &offsets,
                 &mut tracker,
                 &mut display,
                 &mut task,
@@ -593,6 +602,7 @@ impl Context<'_> {
     async fn replay_and_swap(
         &self,
         consumer: &Arc<SinkConsumer>,
+        offsets: &Arc<OffsetsClient>,
         tracker: &mut Tracker,
         display: &mut Display,
         task: &mut ConsumeTask,
@@ -645,7 +655,7 @@ impl Context<'_> {
             let states = tracker.poll(&progress, &positions);
             let live = self.target.live_offsets().await?;
             let lagging = self
-                .lagging(consumer, tracker.targets(), &states, &live, &mut forced)
+                .lagging(offsets, tracker.targets(), &states, &live, &mut forced)
                 .await?;
             if lagging.is_empty() {
                 attempts += 1;
@@ -715,7 +725,7 @@ impl Context<'_> {
     /// partitions the rebuild does not consume.
     async fn lagging(
         &self,
-        consumer: &Arc<SinkConsumer>,
+        offsets: &Arc<OffsetsClient>,
         targets: &[PartitionTarget],
         states: &[PartitionState],
         live: &BTreeMap<String, i64>,
@@ -752,7 +762,7 @@ impl Context<'_> {
                 continue;
             }
             let high = partitions::high_watermark(
-                Arc::clone(consumer),
+                Arc::clone(offsets),
                 topic.to_owned(),
                 partition,
                 KAFKA_TIMEOUT,

@@ -15,6 +15,7 @@ use tracing::info;
 
 use crate::apply::Applier;
 use crate::config::{redact_url, summary, BatchSettings, ConfigArgs, SinkConfig, Writer};
+use crate::consume::offsets::OffsetsClient;
 use crate::consume::{self, ConsumeError, Pipeline, StopWhen, Summary};
 use crate::decode::Decoder;
 use crate::dlq::{DeadLetters, DlqError};
@@ -130,13 +131,14 @@ pub async fn run(
     };
     let topic_refs: Vec<&str> = topics.iter().map(String::as_str).collect();
     let consumer = consume::subscribe(&consumer_config, &topic_refs)?;
+    let offsets = OffsetsClient::new(&consumer_config).map_err(ConsumeError::Create)?;
     info!(
         group = %config.kafka.group_id,
         topics = %topics.join(","),
         redis = %redact_url(&config.redis.url),
         "Consuming."
     );
-    Ok(consume::consume(consumer, pipeline, stop, shutdown).await?)
+    Ok(consume::consume(consumer, Arc::new(offsets), pipeline, stop, shutdown).await?)
 }
 
 /// Loads and validates the configuration named by `args`; the summary to print on success.

@@ -67,11 +67,15 @@ async fn a_standby_takes_over_from_a_stopped_exclusive_sink() {
     );
 
     // A second exclusive sink in the same group waits for the lease, consuming nothing.
+    // It runs until stopped: stopping when caught up could end it before the second half
+    // is produced.
+    let standby_stop = CancellationToken::new();
     let standby = tokio::spawn({
         let cfg = s
             .sink_config(BatchSettings::default())
             .with_writer(EXCLUSIVE);
-        async move { sink::run::run(&cfg, StopWhen::CaughtUp, CancellationToken::new()).await }
+        let stop = standby_stop.clone();
+        async move { sink::run::run(&cfg, StopWhen::Shutdown, stop).await }
     });
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert!(!standby.is_finished(), "the standby did not wait");
@@ -81,11 +85,14 @@ async fn a_standby_takes_over_from_a_stopped_exclusive_sink() {
     let stopped = first.await.unwrap().expect("first run");
     assert_eq!(stopped.records as usize, early.len(), "{stopped:?}");
     s.produce(late).await;
-    let resumed = tokio::time::timeout(Duration::from_secs(90), standby)
-        .await
-        .expect("the standby takes over and catches up")
-        .unwrap()
-        .expect("standby run");
+    wait_until(
+        "the standby to take over and apply the second half",
+        Duration::from_secs(90),
+        || applied_now(&mut redis) == total,
+    )
+    .await;
+    standby_stop.cancel();
+    let resumed = standby.await.unwrap().expect("standby run");
     assert_eq!(
         resumed.records as i64,
         total - stopped.records as i64,

@@ -11,10 +11,12 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
+use rdkafka::consumer::{BaseConsumer, ConsumerContext, Rebalance};
 use rdkafka::error::KafkaResult;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use tracing::{debug, info};
+
+use super::offsets::OffsetsClient;
 
 /// Next offset to apply, per `(topic, partition)`.
 #[derive(Debug, Default, Clone)]
@@ -148,22 +150,22 @@ impl Standing {
     }
 }
 
-/// Compares [`Progress`] with the high watermarks of the partitions currently assigned to
-/// `consumer` (blocking: network round trips, each bounded by `timeout`).
-pub fn check<C: Consumer<SinkContext>>(
-    consumer: &C,
+/// Compares [`Progress`] with the high watermarks of the `assignment`'s partitions of
+/// `topics` (blocking: network round trips through `offsets`, each bounded by `timeout`).
+pub fn check(
+    assignment: &TopicPartitionList,
+    offsets: &OffsetsClient,
     progress: &Progress,
     topics: &[String],
     timeout: Duration,
 ) -> KafkaResult<Standing> {
-    let assignment = consumer.assignment()?;
     let mut partitions = Vec::new();
     let mut unknown = TopicPartitionList::new();
     for elem in assignment.elements() {
         if !topics.iter().any(|t| t == elem.topic()) {
             continue;
         }
-        let (low, high) = consumer.fetch_watermarks(elem.topic(), elem.partition(), timeout)?;
+        let (low, high) = offsets.watermarks(elem.topic(), elem.partition(), timeout)?;
         let next = progress.next(elem.topic(), elem.partition());
         if next.is_none() {
             unknown.add_partition(elem.topic(), elem.partition());
@@ -176,7 +178,7 @@ pub fn check<C: Consumer<SinkContext>>(
         });
     }
     if unknown.count() > 0 {
-        let committed = consumer.committed_offsets(unknown, timeout)?;
+        let committed = offsets.committed(unknown, timeout)?;
         for elem in committed.elements() {
             if let Offset::Offset(offset) = elem.offset() {
                 if let Some(p) = partitions

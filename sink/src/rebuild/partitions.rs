@@ -12,6 +12,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use tokio::time::Instant;
 use tracing::{debug, warn};
 
+use crate::consume::offsets::OffsetsClient;
 use crate::consume::progress::Progress;
 use crate::consume::SinkConsumer;
 
@@ -93,14 +94,14 @@ pub fn assign_from_beginning(
 
 /// The current high watermark of one partition (blocking).
 pub async fn high_watermark(
-    consumer: Arc<SinkConsumer>,
+    offsets: Arc<OffsetsClient>,
     topic: String,
     partition: i32,
     timeout: Duration,
 ) -> KafkaResult<i64> {
     tokio::task::spawn_blocking(move || {
-        consumer
-            .fetch_watermarks(&topic, partition, timeout)
+        offsets
+            .watermarks(&topic, partition, timeout)
             .map(|(_, high)| high)
     })
     .await
