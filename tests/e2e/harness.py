@@ -276,8 +276,10 @@ class Pipeline:
     """A Scenario (database, connector, topics) + a Redis database + the sink running on them."""
 
     def __init__(self, name: str, *, poll_interval_ms: int | None = None, start_sink: bool = True,
-                 timeout: float = 10.0, connector_props: dict[str, str] | None = None):
+                 timeout: float = 10.0, connector_props: dict[str, str] | None = None,
+                 writer: str = "shared"):
         self.name = name
+        self.writer = writer
         self.sc = Scenario(name, poll_interval_ms=poll_interval_ms, connector_props=connector_props)
         self.start_sink_at_enter = start_sink
         self.timeout = timeout
@@ -327,6 +329,7 @@ class Pipeline:
         # The config file says it all; the stack's variables would override it.
         for k in ("REDIS_URL", "KAFKA_BOOTSTRAP_SERVERS", "SCHEMA_REGISTRY_URL", "SINK_GROUP_ID"):
             env.pop(k, None)
+        env["SINK_WRITER"] = self.writer  # `sink run --writer`
         return env
 
     def start_sink(self) -> Sink:
@@ -499,6 +502,11 @@ class Pipeline:
                 out.append(f"{k}: Redis {act[k]!r} != SQL {exp[k]!r}")
         allowed = {"sink:offsets"} | {f"sink:{kind}:{m}" for kind in ("rows", "types", "freshness")
                                        for m in MAPPING_TABLES} | {"sink:index:customers:email"}
+        if self.writer == "exclusive" and self.sink is not None and self.sink.alive():
+            # The running exclusive sink holds a lease per mapping.
+            leases = {f"sink:writer:{m}" for m in MAPPING_TABLES}
+            allowed |= leases
+            out += [f"missing lease {k} of the exclusive sink" for k in sorted(leases - book)]
         out += [f"unexpected bookkeeping key {k}" for k in sorted(book - allowed)]
         # sink:rows lists exactly the rows present.
         for m, prefix in (("customers", "customer:"), ("orders", "order:")):

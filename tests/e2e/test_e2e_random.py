@@ -1,5 +1,5 @@
 """1,000 random mixed changes through the real pipeline, under REPLICA IDENTITY DEFAULT and
-FULL, then the final state compared row by row with SQL: every customer through get_customer by
+FULL with the default writer and under DEFAULT with `sink run --writer exclusive`, then the final state compared row by row with SQL: every customer through get_customer by
 id and by email, every order through get_order, every customer's orders through
 get_customer_orders (newest first by created_at, ties by id desc), deleted rows and released
 emails answering null, and the Redis database holding exactly the keys the SQL rows call for.
@@ -216,12 +216,13 @@ def check_final_state(p: Pipeline, w: Workload) -> dict:
             "gone_orders": len(gone_orders), "gone_emails": len(gone_emails), "agent_cli_calls": len(checks)}
 
 
-@pytest.mark.parametrize("identity", ["default", "full"])
-def test_random_changes(identity):
+@pytest.mark.parametrize(("identity", "writer"),
+                         [("default", "shared"), ("full", "shared"), ("default", "exclusive")])
+def test_random_changes(identity, writer):
     seed = int(os.environ.get("E2E_SEED") or random.SystemRandom().randrange(2**32))
-    print(f"E2E_SEED={seed} identity={identity} changes={CHANGES}")
+    print(f"E2E_SEED={seed} identity={identity} writer={writer} changes={CHANGES}")
     rng = random.Random(seed)
-    with Pipeline(f"random_{identity}") as p:
+    with Pipeline(f"random_{identity}_{writer}", writer=writer) as p:
         try:
             if identity == "full":
                 p.execute("ALTER TABLE customers REPLICA IDENTITY FULL")
@@ -238,4 +239,4 @@ def test_random_changes(identity):
             assert not lagging, f"agent-cli status: {lagging}"
             print(f"ops {w.counts}; SQL {t_sql:.1f}s; checked {summary} in {time.monotonic() - t0 - t_sql:.1f}s")
         except AssertionError as e:
-            raise AssertionError(f"[E2E_SEED={seed} identity={identity}] {e}") from e
+            raise AssertionError(f"[E2E_SEED={seed} identity={identity} writer={writer}] {e}") from e
