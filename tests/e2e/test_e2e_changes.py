@@ -13,6 +13,8 @@ import pytest
 from harness import Pipeline
 
 IDENTITIES = ["default", "full"]
+# `sink run --writer`: the script path, and the exclusive writer's own decisions.
+WRITERS = ["shared", "exclusive"]
 
 
 def set_identity(p: Pipeline, identity: str) -> None:
@@ -148,9 +150,10 @@ def test_deletes(identity):
             ("alice@example.com", "bob@example.com")) for k in p.db.keys()), sorted(p.db.keys())
 
 
+@pytest.mark.parametrize("writer", WRITERS)
 @pytest.mark.parametrize("identity", IDENTITIES)
-def test_primary_key_change(identity):
-    with Pipeline(f"pk_{identity}") as p:
+def test_primary_key_change(identity, writer):
+    with Pipeline(f"pk_{identity}_{writer}", writer=writer) as p:
         set_identity(p, identity)
         p.converge_order(4, timeout=30)
         p.execute("UPDATE orders SET id = 100 WHERE id = 4")
@@ -169,8 +172,9 @@ def test_primary_key_change(identity):
         check_everything(p)
 
 
-def test_add_column_mid_stream():
-    with Pipeline("add_column") as p:
+@pytest.mark.parametrize("writer", WRITERS)
+def test_add_column_mid_stream(writer):
+    with Pipeline(f"add_column_{writer}", writer=writer) as p:
         p.converge_customer(1, timeout=30)
         p.execute("ALTER TABLE customers ADD COLUMN phone VARCHAR(32), ADD COLUMN loyalty INTEGER, "
                   "ADD COLUMN credit NUMERIC(10, 2), ADD COLUMN vip BOOLEAN, ADD COLUMN birthday DATE")
@@ -190,8 +194,9 @@ def test_add_column_mid_stream():
         check_everything(p)
 
 
-def test_truncate():
-    with Pipeline("truncate") as p:
+@pytest.mark.parametrize("writer", WRITERS)
+def test_truncate(writer):
+    with Pipeline(f"truncate_{writer}", writer=writer) as p:
         p.converge_customer_orders(1, timeout=30)
         p.execute("TRUNCATE orders")
         for oid in (1, 2, 3, 4):
@@ -215,8 +220,9 @@ def test_truncate():
         check_everything(p)
 
 
-def test_sink_restart_resumes():
-    with Pipeline("restart") as p:
+@pytest.mark.parametrize("writer", WRITERS)
+def test_sink_restart_resumes(writer):
+    with Pipeline(f"restart_{writer}", writer=writer) as p:
         p.converge_customer(1, timeout=30)
         assert p.sink.stop() == 0, p.sink.log_tail()
         p.execute("UPDATE customers SET plan = 'free' WHERE id = 1")
