@@ -5,8 +5,9 @@
 //! # Layout
 //!
 //! - [`raw`]: serde structs mirroring `connectors.yaml` as written.
-//! - [`load`]: parse (positions kept) + layer overrides (figment) + validate -> [`Config`],
-//!   every error as `connectors.yaml:LINE:COL: message`.
+//! - [`load`]: parse (positions kept) + layer overrides (figment) + validate (its own
+//!   module, `load/validate.rs`) -> [`Config`], every error as
+//!   `connectors.yaml:LINE:COL: message`.
 //! - [`change`]: the decoded Debezium event ([`Change`], [`Op`], [`FieldValue`]).
 //! - [`model`]: the validated configuration ([`Config`], [`Mapping`], [`Lookup`], ...).
 //! - [`template`]: `customer:{id}` key templates: parse, render, collision rule.
