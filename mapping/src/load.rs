@@ -20,7 +20,7 @@
 //! - templates parse (see [`crate::template`]), start with literal text, do not use the
 //!   reserved `sink:` prefix, and (when `fields` is a list) only name selected fields;
 //! - no two key templates of the file (row, index and relation keys of all mappings) may
-//!   produce the same key, by [`KeyTemplate::may_collide`]'s rule: split on `:`, same number
+//!   produce the same key, by [`crate::template::KeyTemplate::may_collide`]'s rule: split on `:`, same number
 //!   of segments, equal literal segments and overlapping placeholder segments at the same
 //!   positions;
 //! - index and relation names are unique per mapping; a relation's `order_by` is selected;
