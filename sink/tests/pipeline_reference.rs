@@ -1,6 +1,7 @@
 //! The recorded Debezium samples (snapshot, insert, both update kinds, both delete kinds,
 //! tombstones), re-encoded through schemas registered in the real registry, produced to the
-//! real broker in the captured order and applied by the real sink to the real Redis.
+//! real broker in the captured order and applied by the real sink to the real Redis, by
+//! either writer (`sink run --writer shared|exclusive`).
 
 mod pipeline_support;
 
@@ -8,7 +9,9 @@ use std::collections::BTreeMap;
 
 use pipeline_support::{expected_row, fixture, hash, Scenario, Table};
 use redis::Commands;
-use sink::config::BatchSettings;
+use sink::config::{BatchSettings, SinkConfig, Writer};
+use sink::consume::{StopWhen, Summary};
+use tokio_util::sync::CancellationToken;
 
 const CUSTOMER_SAMPLES: [&str; 6] = [
     "avro-customers-op_r-snapshot.json",
@@ -33,8 +36,29 @@ fn after(sample: &str) -> serde_json::Value {
     fixture(sample)["value"]["after"].clone()
 }
 
+/// Runs the sink as configured until it has caught up.
+async fn run_until_caught_up(cfg: &SinkConfig) -> Summary {
+    let run = sink::run::run(cfg, StopWhen::CaughtUp, CancellationToken::new());
+    match tokio::time::timeout(std::time::Duration::from_secs(60), run).await {
+        Ok(result) => result.unwrap_or_else(|e| panic!("sink failed: {e:#}")),
+        Err(_) => panic!("sink did not catch up within 60 s"),
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn recorded_samples_end_in_the_expected_redis_state() {
+    recorded_samples(Writer::Shared).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recorded_samples_end_in_the_expected_redis_state_with_the_exclusive_writer() {
+    recorded_samples(Writer::Exclusive {
+        lease: std::time::Duration::from_secs(10),
+    })
+    .await;
+}
+
+async fn recorded_samples(writer: Writer) {
     let s = Scenario::new(1).await;
     let records: Vec<_> = CUSTOMER_SAMPLES
         .iter()
@@ -43,7 +67,8 @@ async fn recorded_samples_end_in_the_expected_redis_state() {
         .collect();
     s.produce(&records).await;
 
-    let summary = s.run_until_caught_up(BatchSettings::default()).await;
+    let cfg = s.sink_config(BatchSettings::default()).with_writer(writer);
+    let summary = run_until_caught_up(&cfg).await;
     assert_eq!(summary.records, 11, "{summary:?}");
     assert_eq!(summary.dead_lettered, 0, "{summary:?}");
 
@@ -135,15 +160,13 @@ async fn recorded_samples_end_in_the_expected_redis_state() {
         hash(&mut redis, &s.key("customer:1")),
         hash(&mut redis, &s.key("order:3")),
     );
-    let mut again = s.sink_config(BatchSettings::default());
+    let mut again = cfg.clone();
     std::sync::Arc::make_mut(&mut again.config)
         .kafka
         .group_id
         .push_str("-replay");
-    let shutdown = tokio_util::sync::CancellationToken::new();
-    sink::run::run(&again, sink::consume::StopWhen::CaughtUp, shutdown)
-        .await
-        .expect("replay");
+    let replayed = run_until_caught_up(&again).await;
+    assert_eq!(replayed.records, 11, "{replayed:?}");
     assert_eq!(
         (
             hash(&mut redis, &s.key("customer:1")),
