@@ -205,6 +205,7 @@ impl Applier {
         };
         let mut conn = applier.pool.get().await.map_err(ApplyError::Pool)?;
         let mut waiting = false;
+        let mut started = std::time::Instant::now();
         let state = loop {
             match owned_writer::load_exclusive(&mut conn, &exclusive).await {
                 Ok(state) => break state,
@@ -217,6 +218,7 @@ impl Applier {
                         () = shutdown.cancelled() => return Ok(None),
                         () = tokio::time::sleep(exclusive.lease.renew_every()) => {}
                     }
+                    started = std::time::Instant::now();
                 }
                 Err(e) => {
                     // Best effort: a standby need not wait for the lease to lapse.
@@ -226,9 +228,13 @@ impl Applier {
             }
         };
         drop(conn);
+        let (rows, index_keys) = state.size();
         tracing::info!(
             writer = exclusive.lease.id(),
-            "Holding the exclusive lease on the redis database."
+            rows,
+            index_keys,
+            load_ms = started.elapsed().as_millis(),
+            "Holding the exclusive lease on the redis database; bookkeeping loaded."
         );
         applier.owned = Some(owned_writer::OwnedWriter::start(
             state,

@@ -136,6 +136,12 @@ impl OwnedState {
         }
     }
 
+    /// How much bookkeeping is held: (rows of every mapping, index keys).
+    pub(crate) fn size(&self) -> (usize, usize) {
+        let rows = self.rows.iter().map(HashMap::len).sum();
+        (rows, self.indexes.len())
+    }
+
     /// Decides `batch` in order, as the script would, and returns the writes to send with
     /// the outcome; [`OwnedState::rollback`] undoes the state change if sending fails.
     pub(crate) fn plan_batch(&mut self, batch: &[PlannedChange]) -> DecidedBatch {
