@@ -309,6 +309,22 @@ pub fn envelope(
     value
 }
 
+/// Deletes `topics` (benchmarks and tests clean up after themselves: a broker that keeps
+/// every run's topics starts slower and holds more files with each run).
+pub async fn delete_topics(bootstrap: &str, topics: &[&str]) -> Result<(), LoadgenError> {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()?;
+    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+    for result in admin.delete_topics(topics, &options).await? {
+        match result {
+            Ok(_) | Err((_, RDKafkaErrorCode::UnknownTopicOrPartition)) => {}
+            Err((_, code)) => return Err(LoadgenError::Kafka(KafkaError::AdminOp(code))),
+        }
+    }
+    Ok(())
+}
+
 /// Creates `topic` with `partitions` partitions (replication 1); an existing topic is fine.
 pub async fn create_topic(
     bootstrap: &str,

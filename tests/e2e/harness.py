@@ -244,6 +244,18 @@ class Sink:
         return self.proc.returncode
 
 
+def delete_topics(bootstrap: str, prefix: str) -> None:
+    """Deletes the topics named `prefix.*` (a test's Debezium topics and dead-letter topic),
+    so that the broker does not gather every run's topics. Best effort: a failure is printed."""
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    try:
+        topics = [t for t in admin.list_topics(timeout=5).topics if t.startswith(prefix + ".")]
+        for topic, fut in (admin.delete_topics(topics, operation_timeout=10).items() if topics else ()):
+            fut.result(15)
+    except (KafkaException, TimeoutError) as e:
+        print(f"could not delete the topics {prefix}.*: {e!r}")
+
+
 def run_agent_cli(config: Path, redis_url: str, *args: str, timeout: float = 20.0) -> subprocess.CompletedProcess:
     env = {**os.environ, "REDIS_URL": redis_url, "RUST_LOG": "warn"}
     env.pop("AGENT_CLI_CONFIG", None)
@@ -321,6 +333,8 @@ class Pipeline:
         elif self.db is not None:
             print(f"---- Redis database {self.db.url} kept for inspection (claim {CLAIM_KEY} expires in 1 h)")
         self.sc.close()
+        if exc_type is None:
+            delete_topics(self.bootstrap, self.sc.prefix)  # after the connector is gone
         if exc_type is None and code not in (None, 0):
             raise AssertionError(f"sink exited {code} after SIGTERM; log:\n{self.sink.log_tail()}")
 

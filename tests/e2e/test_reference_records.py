@@ -60,8 +60,8 @@ import yaml
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from harness import (HOW_TO_START, RedisDb, Sink, binary, kafka_bootstrap, redis_base_url,
-                     registry_url, run_agent_cli, scenario_config)
+from harness import (HOW_TO_START, RedisDb, Sink, binary, delete_topics, kafka_bootstrap,
+                     redis_base_url, registry_url, run_agent_cli, scenario_config)
 from scenario import REPO
 
 REF = REPO / "tests" / "fixtures" / "debezium"
@@ -589,6 +589,7 @@ def test_reference_records_through_sink_and_agent_cli(tmp_path: Path) -> None:
             print(f"---- sink log {p.sink.log}:\n{p.sink.log_tail()}")
         if ok:
             p.db.release()
+            delete_topics(p.bootstrap, p.prefix)
         else:
             print(f"---- Redis database {p.db.url} kept for inspection")
     assert code == 0, f"sink exited {code} after SIGTERM:\n{p.sink.log_tail()}"

@@ -26,9 +26,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use clap::Parser;
-use rdkafka::admin::{AdminClient, AdminOptions};
-use rdkafka::client::DefaultClientContext;
-use rdkafka::ClientConfig;
 use serde_json::Value as Json;
 use sink::config::{BatchSettings, SinkConfig};
 use sink::loadgen::{self, reference, Table, WireEncoder, WireRecord};
@@ -258,12 +255,9 @@ async fn bench(args: &Args) -> anyhow::Result<()> {
     if !args.keep {
         flushdb(&live_url).await?;
         flushdb(&staging_url).await?;
-        let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-            .set("bootstrap.servers", &args.bootstrap_servers)
-            .create()?;
         let topics = [topic(&id, Table::Customers), topic(&id, Table::Orders)];
         let topics: Vec<&str> = topics.iter().map(String::as_str).collect();
-        admin.delete_topics(&topics, &AdminOptions::new()).await?;
+        loadgen::delete_topics(&args.bootstrap_servers, &topics).await?;
     }
     Ok(())
 }

@@ -31,9 +31,6 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use clap::Parser;
 use futures::StreamExt;
-use rdkafka::admin::{AdminClient, AdminOptions};
-use rdkafka::client::DefaultClientContext;
-use rdkafka::ClientConfig;
 use serde_json::Value as Json;
 use sink::apply::{Applier, PlannedChange};
 use sink::config::{BatchSettings, SinkConfig, Writer, WriterMode};
@@ -317,11 +314,8 @@ async fn bench(args: &Args) -> anyhow::Result<()> {
     }
     if !args.keep {
         cleanup(&args.redis_url, &format!("bench{id}")).await?;
-        let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-            .set("bootstrap.servers", &args.bootstrap_servers)
-            .create()?;
         let topics: Vec<&str> = world.topics.iter().map(|(_, t)| t.as_str()).collect();
-        admin.delete_topics(&topics, &AdminOptions::new()).await?;
+        loadgen::delete_topics(&args.bootstrap_servers, &topics).await?;
     }
     Ok(())
 }

@@ -243,7 +243,8 @@ mappings:
         format!("{}_{}", table.name(), self.id)
     }
 
-    /// Removes every key of this scenario from Redis (best effort).
+    /// Removes every key of this scenario from Redis and deletes its topics (best effort;
+    /// a failed test leaves them for inspection).
     pub fn cleanup(&self) {
         let mut redis = self.stack.redis();
         let mut keys: Vec<String> = redis.keys(format!("t{}:*", self.id)).unwrap_or_default();
@@ -259,6 +260,16 @@ mappings:
             let _: Result<(), _> = redis.del(keys);
         }
         let _ = std::fs::remove_file(&self.config_path);
+        let topics = [
+            self.topic(Table::Customers),
+            self.topic(Table::Orders),
+            &self.dlq,
+        ];
+        // Blocking: rdkafka resolves the request on its own thread.
+        let deleted = loadgen::delete_topics(&self.stack.bootstrap, &topics);
+        if let Err(e) = futures::executor::block_on(deleted) {
+            eprintln!("could not delete the topics of scenario {}: {e}", self.id);
+        }
     }
 }
 

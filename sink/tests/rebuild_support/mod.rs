@@ -116,6 +116,18 @@ pub struct World {
     pub orders: Codec,
 }
 
+impl Drop for World {
+    /// Deletes the world's topics, also after a failed test, so the broker does not gather
+    /// every run's topics. (Blocking: rdkafka resolves the request on its own thread.)
+    fn drop(&mut self) {
+        let topics = self.topics();
+        let deleted = loadgen::delete_topics(&self.stack.bootstrap, &topics);
+        if let Err(e) = futures::executor::block_on(deleted) {
+            eprintln!("could not delete the topics of world {}: {e}", self.id);
+        }
+    }
+}
+
 /// Topic-level settings for a compacted topic that the cleaner compacts within seconds.
 pub const FAST_COMPACTION: [(&str, &str); 6] = [
     ("cleanup.policy", "compact"),
@@ -177,6 +189,11 @@ impl World {
             customers,
             orders,
         }
+    }
+
+    /// The world's topics.
+    pub fn topics(&self) -> [&str; 3] {
+        [&self.customers.topic, &self.orders.topic, &self.dlq]
     }
 
     /// The default mapping (the seed's key names) for Redis database `db`, group `group`.
