@@ -551,8 +551,6 @@ fn log_consumer_error(e: &KafkaError) {
     }
 }
 
-/// Every `check_every`, checks whether the assigned partitions are applied up to
-/// their high watermarks; if so, tells the apply stage to record it and cancels `caught_up`.
 /// What the caught-up check reads.
 struct CaughtUpWatch {
     /// Its assignment (a local call).
@@ -565,6 +563,8 @@ struct CaughtUpWatch {
     progress: Progress,
 }
 
+/// Every `watch.every`, checks whether the assigned partitions are applied up to their high
+/// watermarks; if so, tells the apply stage to record it and cancels `caught_up`.
 async fn watch_caught_up(
     watch: CaughtUpWatch,
     tx: mpsc::Sender<Work>,
