@@ -19,8 +19,13 @@ pub struct OffsetsClient(BaseConsumer);
 
 impl OffsetsClient {
     /// A client with the consumer's settings (bootstrap servers, security, `group.id` for
-    /// committed offsets). It never subscribes, so it never joins the group.
+    /// committed offsets). It never subscribes, so it never joins the group; it commits
+    /// nothing and does not carry the consumer's static membership id.
     pub fn new(config: &ClientConfig) -> KafkaResult<Self> {
+        let mut config = config.clone();
+        config
+            .set("enable.auto.commit", "false")
+            .remove("group.instance.id");
         config.create().map(OffsetsClient)
     }
 
