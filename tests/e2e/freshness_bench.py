@@ -1,10 +1,11 @@
 """Freshness benchmark: a commit in PostgreSQL -> the value visible to agent-cli.
 
-    tests/e2e/freshness_bench.py [--samples 200] [--poll-ms 20,500] [--agent-cli-runs 50]
-                                 [--profile release|debug] [--write BENCHMARKS.md]
+    tests/e2e/freshness_bench.py [--samples 200] [--poll-ms 20,500] [--writers shared,exclusive]
+                                 [--agent-cli-runs 50] [--profile release|debug]
+                                 [--write BENCHMARKS.md]
 
 On the running stack (tests/stack/up.sh redis kafka registry postgres connect) and for each
-Debezium `poll.interval.ms` given, it builds one isolated pipeline (harness.Pipeline: own
+Debezium `poll.interval.ms` and `sink run --writer` given, it builds one isolated pipeline (harness.Pipeline: own
 database, connector, topics, Redis logical database, the real `sink run` binary), then
 `--samples` times:
 
@@ -59,9 +60,10 @@ def stats(xs: list[float]) -> dict:
             "max": max(xs), "min": min(xs)}
 
 
-def run_one(poll_ms: int, samples: int, agent_cli_every: int, log=print) -> dict:
+def run_one(poll_ms: int, writer: str, samples: int, agent_cli_every: int, log=print) -> dict:
     props = {"topic.creation.default.message.timestamp.type": "LogAppendTime"}
-    with Pipeline(f"fresh{poll_ms}", poll_interval_ms=poll_ms, connector_props=props, timeout=30) as p:
+    with Pipeline(f"fresh{poll_ms}_{writer}", poll_interval_ms=poll_ms, connector_props=props, timeout=30,
+                  writer=writer) as p:
         topic = p.sc.topic("customers")
         with Probe([topic], bootstrap=p.bootstrap, registry=p.registry) as probe:
             p.converge_customer(1, timeout=60)          # the sink is up and caught up
@@ -91,11 +93,11 @@ def run_one(poll_ms: int, samples: int, agent_cli_every: int, log=print) -> dict
                 debezium.append(rec.timestamp_ms - t_commit)
                 ours.append(t_visible - rec.timestamp_ms)
             st = p.status()
-    res = {"poll_interval_ms": poll_ms, "samples": samples,
+    res = {"poll_interval_ms": poll_ms, "writer": writer, "samples": samples,
            "commit_to_redis": stats(total), "commit_to_broker": stats(debezium),
            "broker_to_redis": stats(ours), "agent_cli_process": stats(cli) if cli else None,
            "status_lag_ms": {m["mapping"]: m["lag_ms"] for m in st["mappings"]}}
-    log(f"poll.interval.ms={poll_ms}: commit->Redis p50 {res['commit_to_redis']['p50']:.1f} ms, "
+    log(f"poll.interval.ms={poll_ms} --writer {writer}: commit->Redis p50 {res['commit_to_redis']['p50']:.1f} ms, "
         f"p99 {res['commit_to_redis']['p99']:.1f} ms")
     return res
 
@@ -122,11 +124,11 @@ def markdown(results: list[dict], command: str, profile: str) -> str:
              "agent-cli reads (`customer:1`, polled). Split at the broker's append time of the change "
              "record (topic created with `LogAppendTime`): *Debezium* = commit → broker append (WAL "
              "decoding, poll loop, Avro conversion, produce); *sink* = broker append → value in Redis "
-             "(fetch, decode, Lua apply). *agent-cli process* = one whole `agent-cli tool get_customer` "
+             "(fetch, decode, apply: change script with `--writer shared`, one transaction per batch with `exclusive`). *agent-cli process* = one whole `agent-cli tool get_customer` "
              "run (spawn, config, Redis round trip, JSON out), measured apart so that process start-up "
              "is not counted in the freshness. All figures in milliseconds; percentiles are nearest-rank.",
-             "", "| poll.interval.ms | samples | stage | p50 | p90 | p99 | max |",
-             "|---:|---:|---|---:|---:|---:|---:|"]
+             "", "| poll.interval.ms | `--writer` | samples | stage | p50 | p90 | p99 | max |",
+             "|---:|---|---:|---|---:|---:|---:|---:|"]
     for r in results:
         n = r["samples"]
         for label, key in (("**commit → Redis (total)**", "commit_to_redis"),
@@ -135,18 +137,19 @@ def markdown(results: list[dict], command: str, profile: str) -> str:
                            ("agent-cli process (separate)", "agent_cli_process")):
             s = r[key]
             cnt = s["n"] if s else 0
-            lines.append(f"| {r['poll_interval_ms']} | {cnt if key == 'agent_cli_process' else n} | {label} {fmt(s)}")
+            lines.append(f"| {r['poll_interval_ms']} | {r['writer']} | {cnt if key == 'agent_cli_process' else n} "
+                         f"| {label} {fmt(s)}")
     lines += [""]
     for r in results:
         tot, dbz, ours = r["commit_to_redis"], r["commit_to_broker"], r["broker_to_redis"]
-        lines.append(f"- poll.interval.ms={r['poll_interval_ms']}: median {tot['p50']:.0f} ms from commit to "
+        lines.append(f"- poll.interval.ms={r['poll_interval_ms']}, `--writer {r['writer']}`: median {tot['p50']:.0f} ms from commit to "
                      f"Redis, of which Debezium {dbz['p50']:.0f} ms and the sink {ours['p50']:.0f} ms "
                      f"(p99 {tot['p99']:.0f} / {dbz['p99']:.0f} / {ours['p99']:.0f} ms).")
     lines += ["- Debezium's `poll.interval.ms` decides the figure: its default 500 ms costs hundreds of "
               "milliseconds per change, while the sink's share stays near 10 ms either way. The local stack "
               "and docker/ run Debezium with 20 ms.",
               "- `agent-cli status` lag right after each run (customers was written, orders was idle): "
-              + "; ".join(f"{r['poll_interval_ms']} ms: " + ", ".join(f"{k} {v} ms" for k, v in r["status_lag_ms"].items())
+              + "; ".join(f"{r['poll_interval_ms']} ms {r['writer']}: " + ", ".join(f"{k} {v} ms" for k, v in r["status_lag_ms"].items())
                           for r in results)
               + (" (the idle table stays fresh while the other is busy)."
                  if all(v < 2000 for r in results for v in r["status_lag_ms"].values())
@@ -167,6 +170,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--samples", type=int, default=200)
     ap.add_argument("--poll-ms", default="20,500", help="Debezium poll.interval.ms values, comma-separated")
+    ap.add_argument("--writers", default="shared", help="`sink run --writer` values, comma-separated")
     ap.add_argument("--agent-cli-runs", type=int, default=50, help="agent-cli processes timed per interval")
     ap.add_argument("--profile", choices=["release", "debug"], default="release")
     ap.add_argument("--write", type=Path, help="markdown file whose freshness section to replace")
@@ -180,7 +184,7 @@ def main() -> int:
             return 2
         os.environ[env] = str(target / name)
     every = max(1, a.samples // a.agent_cli_runs) if a.agent_cli_runs else 0
-    results = [run_one(int(x), a.samples, every) for x in a.poll_ms.split(",")]
+    results = [run_one(int(x), w, a.samples, every) for x in a.poll_ms.split(",") for w in a.writers.split(",")]
     shown = [x for i, x in enumerate(sys.argv[1:]) if x != "--json-out" and (i == 0 or sys.argv[i] != "--json-out")]
     command = " ".join(["tests/e2e/freshness_bench.py", *shown])
     build = "cargo build --release -p sink -p agent-cli" if a.profile == "release" else "cargo build --workspace"
