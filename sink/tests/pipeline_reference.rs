@@ -7,11 +7,9 @@ mod pipeline_support;
 
 use std::collections::BTreeMap;
 
-use pipeline_support::{expected_row, fixture, hash, Scenario, Table};
+use pipeline_support::{expected_row, fixture, hash, run_until_caught_up, Scenario, Table};
 use redis::Commands;
-use sink::config::{BatchSettings, SinkConfig, Writer};
-use sink::consume::{StopWhen, Summary};
-use tokio_util::sync::CancellationToken;
+use sink::config::{BatchSettings, Writer};
 
 const CUSTOMER_SAMPLES: [&str; 6] = [
     "avro-customers-op_r-snapshot.json",
@@ -34,15 +32,6 @@ const TIMESTAMPS: [&str; 2] = ["created_at", "updated_at"];
 
 fn after(sample: &str) -> serde_json::Value {
     fixture(sample)["value"]["after"].clone()
-}
-
-/// Runs the sink as configured until it has caught up.
-async fn run_until_caught_up(cfg: &SinkConfig) -> Summary {
-    let run = sink::run::run(cfg, StopWhen::CaughtUp, CancellationToken::new());
-    match tokio::time::timeout(std::time::Duration::from_secs(60), run).await {
-        Ok(result) => result.unwrap_or_else(|e| panic!("sink failed: {e:#}")),
-        Err(_) => panic!("sink did not catch up within 60 s"),
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

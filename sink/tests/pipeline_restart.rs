@@ -5,7 +5,7 @@ mod pipeline_support;
 
 use std::time::Duration;
 
-use pipeline_support::{applied, assert_state, generate, Scenario, Table};
+use pipeline_support::{applied, assert_state, generate, wait_until_every, Scenario, Table};
 use sink::config::BatchSettings;
 use sink::consume::StopWhen;
 use tokio_util::sync::CancellationToken;
@@ -36,14 +36,13 @@ async fn stopped_mid_way_and_restarted_ends_in_the_same_state() {
         s.topic(Table::Customers).to_owned(),
         s.topic(Table::Orders).to_owned(),
     ];
-    let started = std::time::Instant::now();
-    while topics.iter().map(|t| applied(&mut redis, t)).sum::<i64>() <= total / 3 {
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "timed out waiting for a third of the records to be applied"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    wait_until_every(
+        "a third of the records applied",
+        Duration::from_secs(60),
+        Duration::from_millis(5),
+        || topics.iter().map(|t| applied(&mut redis, t)).sum::<i64>() > total / 3,
+    )
+    .await;
     shutdown.cancel();
     let summary = first.await.unwrap().expect("first run");
     assert!(

@@ -56,6 +56,16 @@ pub async fn check_services(bootstrap: &str, registry: &str, redis: &str, how_to
 }
 
 /// A random id for one test's topics, group and keys.
+/// Deletes a test's `topics` (best effort: a failure is printed), so the broker does not
+/// gather every run's topics. Blocking: rdkafka resolves the request on its own thread, so
+/// this works from `Drop` and from inside a runtime alike.
+pub fn delete_topics(bootstrap: &str, topics: &[&str], owner: &str) {
+    let deleted = loadgen::delete_topics(bootstrap, topics);
+    if let Err(e) = futures::executor::block_on(deleted) {
+        eprintln!("could not delete the topics of {owner}: {e}");
+    }
+}
+
 pub fn rand_id() -> String {
     format!("{:08x}", rand::random::<u32>())
 }

@@ -226,13 +226,7 @@ mappings:
 
     /// Runs the sink in-process until it has caught up with every partition (60 s at most).
     pub async fn run_until_caught_up(&self, batch: BatchSettings) -> Summary {
-        let cfg = self.sink_config(batch);
-        let shutdown = CancellationToken::new();
-        let run = sink::run::run(&cfg, StopWhen::CaughtUp, shutdown.clone());
-        match tokio::time::timeout(Duration::from_secs(60), run).await {
-            Ok(result) => result.unwrap_or_else(|e| panic!("sink failed: {e:#}")),
-            Err(_) => panic!("sink did not catch up within 60 s"),
-        }
+        run_until_caught_up(&self.sink_config(batch)).await
     }
 
     pub fn key(&self, rest: &str) -> String {
@@ -265,11 +259,11 @@ mappings:
             self.topic(Table::Orders),
             &self.dlq,
         ];
-        // Blocking: rdkafka resolves the request on its own thread.
-        let deleted = loadgen::delete_topics(&self.stack.bootstrap, &topics);
-        if let Err(e) = futures::executor::block_on(deleted) {
-            eprintln!("could not delete the topics of scenario {}: {e}", self.id);
-        }
+        common::delete_topics(
+            &self.stack.bootstrap,
+            &topics,
+            &format!("scenario {}", self.id),
+        );
     }
 }
 
@@ -288,15 +282,34 @@ pub fn hash(redis: &mut redis::Connection, key: &str) -> BTreeMap<String, String
         .unwrap_or_else(|e| panic!("HGETALL {key}: {e}"))
 }
 
+/// Runs the sink with `cfg` until it has caught up (panics after 60 s).
+pub async fn run_until_caught_up(cfg: &SinkConfig) -> Summary {
+    let run = sink::run::run(cfg, StopWhen::CaughtUp, CancellationToken::new());
+    match tokio::time::timeout(Duration::from_secs(60), run).await {
+        Ok(result) => result.unwrap_or_else(|e| panic!("sink failed: {e:#}")),
+        Err(_) => panic!("sink did not catch up within 60 s"),
+    }
+}
+
 /// Polls `check` every 100 ms until it returns `true` (panics after `timeout`).
-pub async fn wait_until(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) {
+pub async fn wait_until(what: &str, timeout: Duration, check: impl FnMut() -> bool) {
+    wait_until_every(what, timeout, Duration::from_millis(100), check).await;
+}
+
+/// Polls `check` every `every` until it returns `true` (panics after `timeout`).
+pub async fn wait_until_every(
+    what: &str,
+    timeout: Duration,
+    every: Duration,
+    mut check: impl FnMut() -> bool,
+) {
     let start = Instant::now();
     while !check() {
         assert!(
             start.elapsed() < timeout,
             "timed out after {timeout:?} waiting for {what}"
         );
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        tokio::time::sleep(every).await;
     }
 }
 

@@ -118,13 +118,10 @@ pub struct World {
 
 impl Drop for World {
     /// Deletes the world's topics, also after a failed test, so the broker does not gather
-    /// every run's topics. (Blocking: rdkafka resolves the request on its own thread.)
+    /// every run's topics.
     fn drop(&mut self) {
-        let topics = self.topics();
-        let deleted = loadgen::delete_topics(&self.stack.bootstrap, &topics);
-        if let Err(e) = futures::executor::block_on(deleted) {
-            eprintln!("could not delete the topics of world {}: {e}", self.id);
-        }
+        let owner = format!("world {}", self.id);
+        common::delete_topics(&self.stack.bootstrap, &self.topics(), &owner);
     }
 }
 
