@@ -7,6 +7,7 @@
 //! when the sink has recorded nothing at all.
 
 use chrono::{DateTime, SecondsFormat, Utc};
+use mapping::layout::{self, freshness as fields};
 use serde::Serialize;
 
 use crate::error::StoreError;
@@ -37,14 +38,17 @@ impl Record {
             any = true;
             let bad = |e: std::num::ParseIntError| {
                 StoreError::Malformed(format!(
-                    "`{field}` in sink:freshness:{mapping} is {value:?}: {e}"
+                    "`{field}` in {} is {value:?}: {e}",
+                    layout::freshness_key(mapping)
                 ))
             };
             match field {
-                "source_ts_ms" => record.source_ts_ms = Some(value.parse().map_err(bad)?),
-                "applied_at_ms" => record.applied_at_ms = Some(value.parse().map_err(bad)?),
-                "applied_count" => record.applied_count = Some(value.parse().map_err(bad)?),
-                "caught_up_at_ms" => record.caught_up_at_ms = Some(value.parse().map_err(bad)?),
+                fields::SOURCE_TS_MS => record.source_ts_ms = Some(value.parse().map_err(bad)?),
+                fields::APPLIED_AT_MS => record.applied_at_ms = Some(value.parse().map_err(bad)?),
+                fields::APPLIED_COUNT => record.applied_count = Some(value.parse().map_err(bad)?),
+                fields::CAUGHT_UP_AT_MS => {
+                    record.caught_up_at_ms = Some(value.parse().map_err(bad)?);
+                }
                 _ => {}
             }
         }

@@ -1,6 +1,6 @@
 -- agent-cli: one lookup in one round trip. Read-only: run with EVALSHA_RO / EVAL_RO.
 --
--- KEYS[1]  sink:types:{mapping}
+-- KEYS[1]  sink:types:{mapping}     (names: mapping::layout)
 -- KEYS[2]  sink:freshness:{mapping}
 -- KEYS[3]  the addressed key: the row hash (mode "row"), the unique index string
 --          (mode "index") or the relation's sorted set (mode "relation")

@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use mapping::layout;
 use mapping::template::{KeyTemplate, TemplatePart};
 use redis::aio::{
     ConnectionLike, ConnectionManager, ConnectionManagerConfig, MultiplexedConnection,
@@ -32,16 +33,6 @@ pub const DEFAULT_RELATION_LIMIT: u32 = 10;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// How long one command may take.
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// `sink:types:{mapping}`.
-pub fn types_key(mapping: &str) -> String {
-    format!("sink:types:{mapping}")
-}
-
-/// `sink:freshness:{mapping}`.
-pub fn freshness_key(mapping: &str) -> String {
-    format!("sink:freshness:{mapping}")
-}
 
 /// What one lookup reads.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -118,8 +109,8 @@ pub fn plan(call: &Call<'_>) -> Result<ReadPlan, PlanError> {
         }
     };
     Ok(ReadPlan {
-        types_key: types_key(&mapping.name),
-        freshness_key: freshness_key(&mapping.name),
+        types_key: layout::types_key(&mapping.name),
+        freshness_key: layout::freshness_key(&mapping.name),
         target,
     })
 }
@@ -311,7 +302,7 @@ impl<C: ConnectionLike + Clone + Send> Store<C> {
         }
         let mut pipe = redis::pipe();
         for name in mappings {
-            pipe.cmd("HGETALL").arg(freshness_key(name));
+            pipe.cmd("HGETALL").arg(layout::freshness_key(name));
         }
         let mut conn = self.conn.clone();
         pipe.query_async(&mut conn)

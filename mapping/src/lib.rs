@@ -12,10 +12,13 @@
 //! - [`model`]: the validated configuration ([`Config`], [`Mapping`], [`Lookup`], ...).
 //! - [`template`]: `customer:{id}` key templates: parse, render, collision rule.
 //! - [`types`]: [`ColumnType`], the names kept in `sink:types:{mapping}`.
+//! - [`layout`]: the Redis layout contract: every `sink:*` bookkeeping key and field name,
+//!   used by the sink, its change script generator and agent-cli.
 //! - [`render`]: [`FieldValue`] -> stored text ([`render_value`]) and sorted-set [`score`].
 //! - [`mod@plan`]: [`Change`] + [`Mapping`] -> [`Plan`], the Redis work for one change ([`fn@plan`]).
 
 pub mod change;
+pub mod layout;
 pub mod load;
 pub mod model;
 pub mod plan;

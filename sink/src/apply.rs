@@ -63,7 +63,7 @@ use std::sync::Arc;
 
 use deadpool_redis::Pool;
 use mapping::plan::Plan;
-use mapping::{ColumnType, Config, Mapping};
+use mapping::{layout, ColumnType, Config, Mapping};
 use redis::Value;
 
 use args::MappingArgs;
@@ -77,12 +77,13 @@ pub const DEFAULT_CHUNK: usize = 128;
 /// Arguments per script call beyond which a chunk ends early (big rows).
 const MAX_CHUNK_ARGS: usize = 16_384;
 
-/// Sets `caught_up_at_ms` of every `sink:freshness:{mapping}` named in ARGV to server time.
+/// Sets field ARGV[1] (`caught_up_at_ms`) of every hash in KEYS (`sink:freshness:{mapping}`)
+/// to server time.
 const CAUGHT_UP_SCRIPT: &str = r"
 local now = redis.call('TIME')
 local ms = now[1] .. string.format('%03d', math.floor(tonumber(now[2]) / 1000))
-for _, m in ipairs(ARGV) do
-  redis.call('HSET', 'sink:freshness:' .. m, 'caught_up_at_ms', ms)
+for _, key in ipairs(KEYS) do
+  redis.call('HSET', key, ARGV[1], ms)
 end
 return ms
 ";
@@ -410,7 +411,7 @@ impl Applier {
             return Ok(());
         }
         let mut cmd = redis::cmd("HSET");
-        cmd.arg(format!("sink:types:{name}"));
+        cmd.arg(layout::types_key(name));
         for (field, ty) in &stored {
             cmd.arg(field).arg(ty.as_str());
         }
@@ -431,9 +432,10 @@ impl Applier {
             return Ok(());
         }
         let mut invocation = self.caught_up.prepare_invoke();
+        invocation.arg(layout::freshness::CAUGHT_UP_AT_MS);
         for &m in mappings {
             let name = self.names.get(m).ok_or_else(|| self.bad_mapping(m))?;
-            invocation.arg(name);
+            invocation.key(layout::freshness_key(name));
         }
         let mut conn = self.pool.get().await.map_err(ApplyError::Pool)?;
         invocation

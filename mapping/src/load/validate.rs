@@ -436,10 +436,16 @@ impl<'a> Validator<'a> {
                 span,
                 format!("{what} `{template}` starts with a placeholder (expected a literal prefix such as `customer:`)"),
             );
-        } else if template.literal_prefix().starts_with("sink:") {
+        } else if template
+            .literal_prefix()
+            .starts_with(crate::layout::RESERVED_PREFIX)
+        {
             self.error(
                 span,
-                format!("{what} `{template}` uses the reserved `sink:` prefix (expected another prefix)"),
+                format!(
+                    "{what} `{template}` uses the reserved `{}` prefix (expected another prefix)",
+                    crate::layout::RESERVED_PREFIX
+                ),
             );
         }
         if let Some(sel) = selected {

@@ -3,7 +3,7 @@
 //! change's own data is sent.
 
 use mapping::plan::{FieldWrite, Plan, RowUpsert};
-use mapping::Mapping;
+use mapping::{layout, Mapping};
 
 use super::{ApplyError, PlannedChange};
 
@@ -187,7 +187,7 @@ pub(crate) fn chunk_command(
     let mut cmd = redis::cmd("EVALSHA");
     cmd.arg(sha).arg(0).arg(slots.len());
     for (topic, partition) in &slots {
-        cmd.arg(format!("{topic}/{partition}"));
+        cmd.arg(layout::offsets_field(topic, *partition));
     }
     for (change, slot) in chunk.iter().zip(slot_of) {
         let args = mappings

@@ -1,8 +1,10 @@
 -- Applies a CHUNK of consecutive changes to the Redis read model, each atomically and
 -- idempotently (ARCHITECTURE.md, "Redis layout" and "Change semantics"). Loaded once per
 -- configuration, run with `EVALSHA <sha> 0 ARGV...`; the Rust side (apply/args.rs) builds
--- the ARGV, apply/script.rs prepends the static per-mapping part as Lua constants:
+-- the ARGV, apply/script.rs prepends the names of the Redis layout (mapping::layout) and
+-- the static per-mapping part as Lua constants:
 --
+--   OFFSETS = 'sink:offsets'; SOURCE_TS_MS, APPLIED_AT_MS, APPLIED_COUNT: freshness fields
 --   MAPPINGS[m] = { rows = 'sink:rows:{name}', fresh = 'sink:freshness:{name}',
 --     writer = 'sink:writer:{name}' (an exclusive sink's lease),
 --     ttl = '60' or false, fields = { template field names, read with one HMGET },
@@ -296,21 +298,21 @@ for m, n in pairs(count) do
   end
   local ts = max_ts[m]
   if ts then
-    local cur = call('HGET', M.fresh, 'source_ts_ms')
+    local cur = call('HGET', M.fresh, SOURCE_TS_MS)
     if not cur or gt(ts, cur) then
-      call('HSET', M.fresh, 'source_ts_ms', ts, 'applied_at_ms', now)
+      call('HSET', M.fresh, SOURCE_TS_MS, ts, APPLIED_AT_MS, now)
     else
-      call('HSET', M.fresh, 'applied_at_ms', now)
+      call('HSET', M.fresh, APPLIED_AT_MS, now)
     end
   else
-    call('HSET', M.fresh, 'applied_at_ms', now)
+    call('HSET', M.fresh, APPLIED_AT_MS, now)
   end
-  call('HINCRBY', M.fresh, 'applied_count', n)
+  call('HINCRBY', M.fresh, APPLIED_COUNT, n)
 end
 
 for s, offset in pairs(top) do
-  local cur = call('HGET', 'sink:offsets', slots[s])
-  if not cur or gt(offset, cur) then call('HSET', 'sink:offsets', slots[s], offset) end
+  local cur = call('HGET', OFFSETS, slots[s])
+  if not cur or gt(offset, cur) then call('HSET', OFFSETS, slots[s], offset) end
 end
 
 return results

@@ -16,16 +16,8 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use mapping::layout;
 use redis::aio::ConnectionLike;
-
-/// The lease key of mapping `name`.
-pub(crate) fn lease_key(name: &str) -> String {
-    format!("sink:writer:{name}")
-}
-
-/// A key nobody writes: watched while the bookkeeping is loaded, so that a `SWAPDB` during
-/// the load is noticed even though the lease is renewed meanwhile.
-pub(crate) const SWAP_SENTINEL_KEY: &str = "sink:swap-sentinel";
 
 /// How long the lease lasts without renewal unless configured otherwise.
 pub const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(10);
@@ -89,7 +81,7 @@ impl Lease {
             .map_or(0, |d| d.as_micros());
         Lease {
             id: format!("{host}:{}:{started:x}", std::process::id()),
-            keys: mappings.into_iter().map(lease_key).collect(),
+            keys: mappings.into_iter().map(layout::writer_key).collect(),
             ttl: ttl.max(Duration::from_millis(300)),
         }
     }

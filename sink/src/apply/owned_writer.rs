@@ -35,7 +35,9 @@ use redis::Value;
 use tokio::sync::{mpsc, oneshot, Mutex};
 use tracing::{info, warn};
 
-use super::lease::{Holding, Lease, SWAP_SENTINEL_KEY};
+use mapping::layout::SWAP_SENTINEL_KEY;
+
+use super::lease::{Holding, Lease};
 use super::owned::{LoadError, OwnedState, UndoLog};
 use super::{ApplyError, BatchOutcome, PlannedChange};
 

@@ -1,6 +1,9 @@
 -- Hands the rebuilt state over to the readers, atomically (see rebuild.rs, "Handover").
--- Run with `EVAL <script> 0 ARGV...` on any connection; the script selects the databases
--- itself (SELECT inside a script does not change the caller's database).
+-- Run with `EVAL <script> 3 KEYS... ARGV...` on any connection; the script selects the
+-- databases itself (SELECT inside a script does not change the caller's database).
+--
+-- KEYS (their names: mapping::layout): [1] the rebuild lock `sink:rebuild:lock`,
+--   [2] `sink:offsets`, [3] the rebuild metadata `sink:rebuild`
 --
 -- ARGV layout (1-based):
 --   [1] live db   [2] staging db   [3] lock token (the value of `sink:rebuild:lock` in the
@@ -16,6 +19,7 @@
 -- the rebuilt state has not (nothing is swapped: consume more and try again).
 
 local call = redis.call
+local LOCK, OFFSETS, META = KEYS[1], KEYS[2], KEYS[3]
 local live, staging, token = ARGV[1], ARGV[2], ARGV[3]
 local i = 4
 local topics = {}
@@ -38,15 +42,15 @@ for _ = 1, tonumber(ARGV[i]) do
 end
 
 call('SELECT', live)
-local holder = call('GET', 'sink:rebuild:lock')
+local holder = call('GET', LOCK)
 if holder ~= token then return { 'lock', tostring(holder) } end
-local live_offsets = call('HGETALL', 'sink:offsets')
+local live_offsets = call('HGETALL', OFFSETS)
 
 call('SELECT', staging)
 for _, f in ipairs(floors) do
-  local cur = call('HGET', 'sink:offsets', f[1])
+  local cur = call('HGET', OFFSETS, f[1])
   if not cur or tonumber(f[2]) > tonumber(cur) then
-    call('HSET', 'sink:offsets', f[1], f[2])
+    call('HSET', OFFSETS, f[1], f[2])
   end
 end
 local lagging = { 'lagging' }
@@ -54,7 +58,7 @@ for j = 1, #live_offsets, 2 do
   local field, offset = live_offsets[j], live_offsets[j + 1]
   local topic = string.match(field, '^(.*)/%d+$')
   if topic and topics[topic] then
-    local cur = call('HGET', 'sink:offsets', field)
+    local cur = call('HGET', OFFSETS, field)
     if not cur or tonumber(cur) < tonumber(offset) then
       lagging[#lagging + 1] = field
       lagging[#lagging + 1] = offset
@@ -64,9 +68,9 @@ for j = 1, #live_offsets, 2 do
 end
 if #lagging > 1 then return lagging end
 
-call('DEL', 'sink:rebuild')
-if #meta > 0 then call('HSET', 'sink:rebuild', unpack(meta)) end
+call('DEL', META)
+if #meta > 0 then call('HSET', META, unpack(meta)) end
 call('SELECT', live)
-call('DEL', 'sink:rebuild:lock')
+call('DEL', LOCK)
 call('SWAPDB', live, staging)
 return { 'ok' }

@@ -38,7 +38,7 @@ pub struct PartitionTarget {
 impl PartitionTarget {
     /// The `sink:offsets` field of this partition.
     pub fn field(&self) -> String {
-        format!("{}/{}", self.topic, self.partition)
+        mapping::layout::offsets_field(&self.topic, self.partition)
     }
 }
 

@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use mapping::layout::{self, REBUILD_KEY, REBUILD_LOCK_KEY};
 use redis::aio::MultiplexedConnection;
 use redis::AsyncCommands;
 use thiserror::Error;
@@ -14,11 +15,7 @@ use crate::config::redact_url;
 /// The Lua source of the handover script (ARGV layout documented at its top).
 pub const HANDOVER_SCRIPT: &str = include_str!("handover.lua");
 
-/// The lock key, in the live database: one rebuild per live database at a time.
-pub const LOCK_KEY: &str = "sink:rebuild:lock";
-/// The metadata hash written into the new state just before the swap.
-pub const META_KEY: &str = "sink:rebuild";
-/// How long the lock lives without a refresh (a killed rebuild frees it after this).
+/// How long the lock (`sink:rebuild:lock`, one rebuild per live database at a time) lives without a refresh (a killed rebuild frees it after this).
 pub const LOCK_TTL: Duration = Duration::from_secs(10);
 
 /// A Redis failure of the rebuild.
@@ -56,7 +53,7 @@ pub enum TargetError {
         databases: i64,
     },
     /// Another rebuild holds the lock.
-    #[error("another rebuild of db {db} is running (lock {LOCK_KEY} held by {holder}, expires in {ttl_ms} ms)")]
+    #[error("another rebuild of db {db} is running (lock {REBUILD_LOCK_KEY} held by {holder}, expires in {ttl_ms} ms)")]
     Locked {
         /// The live database.
         db: i64,
@@ -220,7 +217,7 @@ impl Target {
     pub async fn lock(&self, token: &str) -> Result<(), TargetError> {
         let mut conn = self.live.clone();
         let set: Option<String> = redis::cmd("SET")
-            .arg(LOCK_KEY)
+            .arg(REBUILD_LOCK_KEY)
             .arg(token)
             .arg("NX")
             .arg("PX")
@@ -232,11 +229,11 @@ impl Target {
             return Ok(());
         }
         let holder: Option<String> = conn
-            .get(LOCK_KEY)
+            .get(REBUILD_LOCK_KEY)
             .await
             .map_err(self.live_err("GET sink:rebuild:lock"))?;
         let ttl_ms: i64 = conn
-            .pttl(LOCK_KEY)
+            .pttl(REBUILD_LOCK_KEY)
             .await
             .map_err(self.live_err("PTTL sink:rebuild:lock"))?;
         Err(TargetError::Locked {
@@ -254,7 +251,7 @@ impl Target {
         );
         let mut conn = self.live.clone();
         let refreshed: i64 = script
-            .key(LOCK_KEY)
+            .key(REBUILD_LOCK_KEY)
             .arg(token)
             .arg(LOCK_TTL.as_millis() as u64)
             .invoke_async(&mut conn)
@@ -271,7 +268,7 @@ impl Target {
         );
         let mut conn = self.live.clone();
         script
-            .key(LOCK_KEY)
+            .key(REBUILD_LOCK_KEY)
             .arg(token)
             .invoke_async::<i64>(&mut conn)
             .await
@@ -319,7 +316,7 @@ impl Target {
     pub async fn live_offsets(&self) -> Result<BTreeMap<String, i64>, TargetError> {
         let mut conn = self.live.clone();
         let raw: BTreeMap<String, String> = conn
-            .hgetall("sink:offsets")
+            .hgetall(layout::OFFSETS_KEY)
             .await
             .map_err(self.live_err("HGETALL sink:offsets"))?;
         Ok(raw
@@ -332,7 +329,10 @@ impl Target {
     pub async fn handover(&self, request: &Handover<'_>) -> Result<HandoverOutcome, TargetError> {
         let mut cmd = redis::cmd("EVAL");
         cmd.arg(HANDOVER_SCRIPT)
-            .arg(0)
+            .arg(3)
+            .arg(REBUILD_LOCK_KEY)
+            .arg(layout::OFFSETS_KEY)
+            .arg(REBUILD_KEY)
             .arg(self.live_db)
             .arg(self.staging_db)
             .arg(request.token);

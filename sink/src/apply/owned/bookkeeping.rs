@@ -2,12 +2,18 @@
 //! entries (one `HSET`/`HDEL` per hash), then freshness and offsets (one script call, the
 //! same as the end of a chunk script).
 
+use std::sync::LazyLock;
+
+use mapping::layout;
+
+use super::super::script;
 use super::{BatchWrites, HashMap, HashSet, OwnedState, Undo};
 
-/// Records freshness and offsets for a batch, as the end of a chunk script does.
+/// Records freshness and offsets for a batch, as the end of a chunk script does; run after
+/// the layout's names ([`script::layout_constants`]).
 /// ARGV: M, then M × (freshness key, applied count, highest source_ts_ms or ''), then
 /// P, then P × (offsets field, offset).
-const BOOKKEEPING_SCRIPT: &str = r"
+const BOOKKEEPING_BODY: &str = r"
 local function gt(a, b)
   if #a ~= #b then return #a > #b end
   return a > b
@@ -20,24 +26,28 @@ for _ = 1, tonumber(ARGV[1]) do
     local t = redis.call('TIME')
     now = t[1] .. string.format('%03d', math.floor(tonumber(t[2]) / 1000))
   end
-  local cur = ts ~= '' and redis.call('HGET', fresh, 'source_ts_ms')
+  local cur = ts ~= '' and redis.call('HGET', fresh, SOURCE_TS_MS)
   if ts ~= '' and (not cur or gt(ts, cur)) then
-    redis.call('HSET', fresh, 'source_ts_ms', ts, 'applied_at_ms', now)
+    redis.call('HSET', fresh, SOURCE_TS_MS, ts, APPLIED_AT_MS, now)
   else
-    redis.call('HSET', fresh, 'applied_at_ms', now)
+    redis.call('HSET', fresh, APPLIED_AT_MS, now)
   end
-  redis.call('HINCRBY', fresh, 'applied_count', n)
+  redis.call('HINCRBY', fresh, APPLIED_COUNT, n)
 end
 local np = tonumber(ARGV[i])
 i = i + 1
 for _ = 1, np do
   local field, offset = ARGV[i], ARGV[i + 1]
   i = i + 2
-  local cur = redis.call('HGET', 'sink:offsets', field)
-  if not cur or gt(offset, cur) then redis.call('HSET', 'sink:offsets', field, offset) end
+  local cur = redis.call('HGET', OFFSETS, field)
+  if not cur or gt(offset, cur) then redis.call('HSET', OFFSETS, field, offset) end
 end
 return 1
 ";
+
+/// [`BOOKKEEPING_BODY`] after the layout's names.
+static BOOKKEEPING_SCRIPT: LazyLock<String> =
+    LazyLock::new(|| format!("{}{BOOKKEEPING_BODY}", script::layout_constants()));
 
 /// `sink:rows` and `sink:index` entries changed by the batch (one `HSET`/`HDEL` per
 /// hash), then freshness and offsets (one script call).
@@ -93,7 +103,7 @@ pub(super) fn write(state: &OwnedState, w: &BatchWrites, pipe: &mut redis::Pipel
     if !fresh.is_empty() || !w.offsets.is_empty() {
         let cmd = pipe
             .cmd("EVAL")
-            .arg(BOOKKEEPING_SCRIPT)
+            .arg(BOOKKEEPING_SCRIPT.as_str())
             .arg(0)
             .arg(fresh.len());
         for m in fresh {
@@ -103,7 +113,8 @@ pub(super) fn write(state: &OwnedState, w: &BatchWrites, pipe: &mut redis::Pipel
         }
         cmd.arg(w.offsets.len());
         for ((topic, partition), offset) in &w.offsets {
-            cmd.arg(format!("{topic}/{partition}")).arg(*offset);
+            cmd.arg(layout::offsets_field(topic, *partition))
+                .arg(*offset);
         }
     }
 }

@@ -1,7 +1,7 @@
 //! What the change script knows about a mapping, for deciding changes in the sink: template
 //! fields, row key fields, and the pre-split index and relation templates.
 
-use mapping::{Mapping, TemplatePart};
+use mapping::{layout, Mapping, TemplatePart};
 
 /// One piece of a template, its placeholders as template-field numbers.
 #[derive(Debug, Clone)]
@@ -55,13 +55,13 @@ impl Model {
                 .collect()
         };
         Model {
-            rows_key: format!("sink:rows:{}", m.name),
-            fresh_key: format!("sink:freshness:{}", m.name),
+            rows_key: layout::rows_key(&m.name),
+            fresh_key: layout::freshness_key(&m.name),
             key_fields: m.key.fields().map(number).collect(),
             indexes: m
                 .indexes
                 .iter()
-                .map(|i| (format!("sink:index:{}:{}", m.name, i.name), parts(&i.key)))
+                .map(|i| (layout::index_key(&m.name, &i.name), parts(&i.key)))
                 .collect(),
             relations: m
                 .relations

@@ -1,0 +1,146 @@
+//! The Redis layout contract: the name of every key the sink keeps for its own bookkeeping,
+//! and of the fields in them that more than one program reads. The sink writes them, the
+//! change script generator bakes them into its Lua, and agent-cli reads them, all from here,
+//! so that no two places can disagree (ARCHITECTURE.md, "Redis layout", documents what each
+//! key holds).
+//!
+//! Row, index and relation keys are not here: `connectors.yaml` declares them
+//! ([`crate::KeyTemplate`]). Everything here is under [`RESERVED_PREFIX`], which
+//! templates may not use. The names are a contract with data already stored in deployed
+//! databases: the tests below pin each one, and changing one needs a migration.
+
+/// The prefix of every bookkeeping key; `connectors.yaml` templates may not start with it.
+pub const RESERVED_PREFIX: &str = "sink:";
+
+/// `sink:rows:{mapping}`: hash, row key -> source position of the change that wrote it.
+pub fn rows_key(mapping: &str) -> String {
+    format!("sink:rows:{mapping}")
+}
+
+/// `sink:index:{mapping}:{index}`: hash, rendered index key -> source position of the
+/// change that last claimed or released it.
+pub fn index_key(mapping: &str, index: &str) -> String {
+    format!("sink:index:{mapping}:{index}")
+}
+
+/// `sink:types:{mapping}`: hash, stored field name -> type name ([`crate::ColumnType`]).
+pub fn types_key(mapping: &str) -> String {
+    format!("sink:types:{mapping}")
+}
+
+/// `sink:freshness:{mapping}`: hash with the fields of [`freshness`].
+pub fn freshness_key(mapping: &str) -> String {
+    format!("sink:freshness:{mapping}")
+}
+
+/// `sink:writer:{mapping}`: string, the id of the exclusive writer holding the mapping's
+/// lease (only while one does).
+pub fn writer_key(mapping: &str) -> String {
+    format!("sink:writer:{mapping}")
+}
+
+/// `sink:offsets`: hash, [`offsets_field`] -> last applied Kafka offset.
+pub const OFFSETS_KEY: &str = "sink:offsets";
+
+/// The field of a partition in [`OFFSETS_KEY`]: `{topic}/{partition}`.
+pub fn offsets_field(topic: &str, partition: i32) -> String {
+    format!("{topic}/{partition}")
+}
+
+/// `sink:rebuild`: hash, the metadata of the rebuild that produced the current state (the
+/// fields of [`rebuild`]).
+pub const REBUILD_KEY: &str = "sink:rebuild";
+
+/// `sink:rebuild:lock`: string, in the live database while a rebuild runs: its token.
+pub const REBUILD_LOCK_KEY: &str = "sink:rebuild:lock";
+
+/// `sink:swap-sentinel`: never written; an exclusive writer watches it while it loads the
+/// bookkeeping, so that a `SWAPDB` meanwhile is noticed.
+pub const SWAP_SENTINEL_KEY: &str = "sink:swap-sentinel";
+
+/// The fields of `sink:freshness:{mapping}` ([`freshness_key`]).
+pub mod freshness {
+    /// Source commit time (ms) of the last applied change, kept as a maximum.
+    pub const SOURCE_TS_MS: &str = "source_ts_ms";
+    /// Redis server time (ms) when the sink last applied a change.
+    pub const APPLIED_AT_MS: &str = "applied_at_ms";
+    /// How many changes the sink has applied.
+    pub const APPLIED_COUNT: &str = "applied_count";
+    /// Redis server time (ms) when the sink last saw the mapping's partitions at the end of
+    /// the log.
+    pub const CAUGHT_UP_AT_MS: &str = "caught_up_at_ms";
+}
+
+/// The fields of `sink:rebuild` ([`super::REBUILD_KEY`](REBUILD_KEY)).
+pub mod rebuild {
+    /// When the rebuild started (ms since the epoch).
+    pub const STARTED_AT_MS: &str = "started_at_ms";
+    /// When it handed the state over (ms since the epoch).
+    pub const FINISHED_AT_MS: &str = "finished_at_ms";
+    /// The configuration the state was built with.
+    pub const CONFIG_FINGERPRINT: &str = "config_fingerprint";
+    /// How many events it replayed.
+    pub const EVENTS: &str = "events";
+
+    /// How many events of `topic` it replayed: `events:{topic}`.
+    pub fn events_field(topic: &str) -> String {
+        format!("events:{topic}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// These names are in deployed databases: a failure here is a breaking change.
+    #[test]
+    fn key_names_are_pinned() {
+        assert_eq!(RESERVED_PREFIX, "sink:");
+        assert_eq!(rows_key("customers"), "sink:rows:customers");
+        assert_eq!(
+            index_key("customers", "email"),
+            "sink:index:customers:email"
+        );
+        assert_eq!(types_key("customers"), "sink:types:customers");
+        assert_eq!(freshness_key("customers"), "sink:freshness:customers");
+        assert_eq!(writer_key("customers"), "sink:writer:customers");
+        assert_eq!(OFFSETS_KEY, "sink:offsets");
+        assert_eq!(offsets_field("cdc.public.orders", 3), "cdc.public.orders/3");
+        assert_eq!(REBUILD_KEY, "sink:rebuild");
+        assert_eq!(REBUILD_LOCK_KEY, "sink:rebuild:lock");
+        assert_eq!(SWAP_SENTINEL_KEY, "sink:swap-sentinel");
+    }
+
+    #[test]
+    fn field_names_are_pinned() {
+        assert_eq!(freshness::SOURCE_TS_MS, "source_ts_ms");
+        assert_eq!(freshness::APPLIED_AT_MS, "applied_at_ms");
+        assert_eq!(freshness::APPLIED_COUNT, "applied_count");
+        assert_eq!(freshness::CAUGHT_UP_AT_MS, "caught_up_at_ms");
+        assert_eq!(rebuild::STARTED_AT_MS, "started_at_ms");
+        assert_eq!(rebuild::FINISHED_AT_MS, "finished_at_ms");
+        assert_eq!(rebuild::CONFIG_FINGERPRINT, "config_fingerprint");
+        assert_eq!(rebuild::EVENTS, "events");
+        assert_eq!(
+            rebuild::events_field("cdc.public.orders"),
+            "events:cdc.public.orders"
+        );
+    }
+
+    #[test]
+    fn every_key_is_under_the_reserved_prefix() {
+        for key in [
+            rows_key("m"),
+            index_key("m", "i"),
+            types_key("m"),
+            freshness_key("m"),
+            writer_key("m"),
+            OFFSETS_KEY.to_owned(),
+            REBUILD_KEY.to_owned(),
+            REBUILD_LOCK_KEY.to_owned(),
+            SWAP_SENTINEL_KEY.to_owned(),
+        ] {
+            assert!(key.starts_with(RESERVED_PREFIX), "{key}");
+        }
+    }
+}
