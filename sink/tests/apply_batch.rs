@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use apply_support::*;
 use mapping::{Change, ColumnType, FieldValue, Op};
-use sink::apply::{Applier, ApplyError, PlannedChange};
+use sink::apply::{Applier, ApplyError, ChangeScript, PlannedChange, DEFAULT_CHUNK};
 
 /// A stream without deletes: snapshot, inserts, email change, order move, TOAST, NULL.
 fn history_without_deletes() -> Vec<(usize, Change)> {
@@ -238,7 +238,7 @@ async fn script_is_reloaded_after_script_flush() {
         .unwrap();
     let exists: Vec<bool> = redis::cmd("SCRIPT")
         .arg("EXISTS")
-        .arg(f.applier.script_sha())
+        .arg(ChangeScript::new(&f.config.mappings, DEFAULT_CHUNK).sha())
         .query_async(&mut conn)
         .await
         .unwrap();

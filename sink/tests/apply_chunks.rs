@@ -1,4 +1,4 @@
-//! Several changes per script call (`Applier::chunks`) against a real Redis: any chunk size
+//! Several changes per script call (`ChangeScript::chunks`) against a real Redis: any chunk size
 //! leaves exactly the state of one script per change, a failing change in the middle of a
 //! chunk leaves nothing of itself while the others are applied, and it is reported with its
 //! own offset and batch position.
@@ -7,7 +7,12 @@ mod apply_support;
 
 use apply_support::*;
 use mapping::{Change, FieldValue, Op};
-use sink::apply::{Applier, ApplyError, DEFAULT_CHUNK};
+use sink::apply::{Applier, ApplyError, ChangeScript, ScriptWriter, DEFAULT_CHUNK};
+
+/// The shared writer of `f`'s mappings, `size` changes per script call.
+fn chunked(f: &Fixture, size: usize) -> Applier {
+    Applier::Script(ScriptWriter::new(f.pool.clone(), &f.config, size))
+}
 
 /// Every kind of change, skipped ones included (replays, tombstones after deletes).
 fn history() -> Vec<(usize, Change)> {
@@ -39,9 +44,9 @@ async fn every_chunk_size_leaves_the_state_of_one_script_per_change() {
     let mut reference: Option<(String, (usize, usize))> = None;
     for size in [1, 2, 3, 5, DEFAULT_CHUNK] {
         let f = Fixture::new().await;
-        let applier = Applier::new(f.pool.clone(), &f.config).with_chunk_size(size);
+        let applier = chunked(&f, size);
         let batch = f.plan_all(&history());
-        let chunks = applier.chunks(&batch);
+        let chunks = ChangeScript::new(&f.config.mappings, size).chunks(&batch);
         assert_eq!(
             chunks.len(),
             batch.len().div_ceil(size),
@@ -62,7 +67,7 @@ async fn every_chunk_size_leaves_the_state_of_one_script_per_change() {
         }
         // A replay in chunks of another size changes nothing but the counters of re-applied
         // changes (rows deleted later are re-created and deleted again).
-        let replay = Applier::new(f.pool.clone(), &f.config).with_chunk_size(size + 1);
+        let replay = chunked(&f, size + 1);
         replay.apply_batch(&batch).await.expect("replay");
         let after = f.dump().await;
         let strip = |s: &str| -> String {
@@ -83,7 +88,7 @@ async fn every_chunk_size_leaves_the_state_of_one_script_per_change() {
 #[tokio::test]
 async fn a_failing_change_in_the_middle_of_a_chunk_is_located_and_leaves_nothing() {
     let f = Fixture::new().await;
-    let applier = Applier::new(f.pool.clone(), &f.config).with_chunk_size(3);
+    let applier = chunked(&f, 3);
     let mut conn = f.conn().await;
     let tag = &f.tag;
     // The row hash of customer 6 holds a string: its upsert fails with WRONGTYPE.
@@ -104,7 +109,7 @@ async fn a_failing_change_in_the_middle_of_a_chunk_is_located_and_leaves_nothing
         customer_upsert(Op::Create, 7, "c7@example.com", 106),
     ]);
     assert_eq!(
-        applier
+        ChangeScript::new(&f.config.mappings, 3)
             .chunks(&batch)
             .iter()
             .map(|c| c.len())
@@ -186,7 +191,7 @@ async fn a_failing_last_change_does_not_record_its_offset() {
 #[tokio::test]
 async fn an_error_of_the_whole_call_is_reported_at_the_chunk_start() {
     let f = Fixture::new().await;
-    let applier = Applier::new(f.pool.clone(), &f.config).with_chunk_size(2);
+    let applier = chunked(&f, 2);
     let mut conn = f.conn().await;
     redis::cmd("SET")
         .arg(format!("sink:freshness:{}", f.config.mappings[ORDERS].name))
@@ -231,7 +236,11 @@ async fn wide_rows_make_shorter_chunks() {
         })
         .collect();
     let batch = f.plan_all(&changes);
-    let sizes: Vec<usize> = f.applier.chunks(&batch).iter().map(|c| c.len()).collect();
+    let sizes: Vec<usize> = ChangeScript::new(&f.config.mappings, DEFAULT_CHUNK)
+        .chunks(&batch)
+        .iter()
+        .map(|c| c.len())
+        .collect();
     assert_eq!(sizes, [5, 1]);
     let out = f.applier.apply_batch(&batch).await.expect("apply");
     assert_eq!((out.applied, out.skipped), (6, 0));

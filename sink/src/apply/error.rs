@@ -2,6 +2,8 @@
 
 use std::sync::Arc;
 
+use super::PlannedChange;
+
 /// An error applying changes to Redis.
 ///
 /// [`ApplyError::is_retriable`] separates transient trouble (connection, timeouts, a server
@@ -116,6 +118,18 @@ pub enum ApplyError {
     /// The exclusive sink could not load its bookkeeping from Redis.
     #[error("loading the exclusive sink's bookkeeping")]
     Load(#[source] super::LoadError),
+    /// `--writer exclusive` was asked for mappings with `ttl_seconds`: their rows expire
+    /// behind the writer's back, which bookkeeping held in memory cannot follow.
+    #[error(
+        "the exclusive writer does not support ttl_seconds, which {} {} set{}; run the sink with --writer shared",
+        if .mappings.len() == 1 { "mapping" } else { "mappings" },
+        .mappings.iter().map(|m| format!("`{m}`")).collect::<Vec<_>>().join(", "),
+        if .mappings.len() == 1 { "s" } else { "" },
+    )]
+    ExclusiveTtl {
+        /// The mappings that set `ttl_seconds`.
+        mappings: Vec<String>,
+    },
 }
 
 impl ApplyError {
@@ -137,7 +151,8 @@ impl ApplyError {
             | ApplyError::Reply { .. }
             | ApplyError::Excluded { .. }
             | ApplyError::LeaseLost { .. }
-            | ApplyError::ForeignKey { .. } => false,
+            | ApplyError::ForeignKey { .. }
+            | ApplyError::ExclusiveTtl { .. } => false,
         }
     }
 
@@ -169,14 +184,46 @@ impl ApplyError {
             | ApplyError::Excluded { .. }
             | ApplyError::LeaseLost { .. }
             | ApplyError::ForeignKey { .. }
-            | ApplyError::Load(_) => None,
+            | ApplyError::Load(_)
+            | ApplyError::ExclusiveTtl { .. } => None,
+        }
+    }
+
+    /// The error Redis answered about `change` (position `position` of its batch).
+    pub(crate) fn at_change(
+        change: &PlannedChange,
+        position: usize,
+        source: redis::ServerError,
+    ) -> ApplyError {
+        if source.code() == "EXCLUSIVE" {
+            return ApplyError::Excluded {
+                holder: source.details().unwrap_or_default().to_owned(),
+            };
+        }
+        ApplyError::Change {
+            topic: change.topic.clone(),
+            partition: change.partition,
+            offset: change.offset,
+            position,
+            retriable: is_transient_code(source.code()),
+            source,
+        }
+    }
+
+    /// An unexpected reply about `change`.
+    pub(crate) fn unexpected_reply(change: &PlannedChange, reply: &redis::Value) -> ApplyError {
+        ApplyError::Reply {
+            topic: change.topic.clone(),
+            partition: change.partition,
+            offset: change.offset,
+            reply: format!("{reply:?}"),
         }
     }
 }
 
 /// Server error codes that describe the server's state or configuration rather than the
 /// change (dead-lettering data because Redis is full or misconfigured would lose it).
-pub(crate) fn is_transient_code(code: &str) -> bool {
+fn is_transient_code(code: &str) -> bool {
     matches!(
         code,
         "LOADING"

@@ -1,220 +1,135 @@
-//! The apply script of one configuration: `change.lua` with the static per-mapping part
-//! (bookkeeping key names, ttl, template fields, row key fields, pre-split index and
-//! relation templates) baked in as Lua constants, so that the per-change arguments hold
-//! only the change's own data.
+//! The shared writer: changes applied by the configuration's generated change script, so
+//! that any number of sinks may write one database.
+//!
+//! - `generate.rs`: the script, `change.lua` after a generated table of the mappings' static
+//!   part (key names from [`mapping::layout`], template fields, pre-split templates), so a
+//!   change only sends its own data.
+//! - `args.rs`: a chunk of changes as the script's ARGV.
+//! - [`ChangeScript`]: the script of one configuration with its SHA1, cutting a batch into
+//!   chunks and each chunk into one `EVALSHA`.
+//! - `writer.rs`: [`ScriptWriter`], a batch as one pipeline of those calls on one
+//!   connection, and their replies as the batch's outcome.
+//!
+//! # Cost
+//! One `EVALSHA` applies a *chunk* of up to [`DEFAULT_CHUNK`] consecutive changes of the
+//! batch, one after another, each completely before the next, and records freshness (one
+//! server `TIME`) and the partitions' offsets once, at the end of the same call. Per-call
+//! overhead (script lookup, argument conversion, bookkeeping commands) is paid once per
+//! chunk instead of once per change.
+//!
+//! # Failures
+//! Every change in a chunk is atomic by itself: it makes all its reads (and everything that
+//! could fail with `WRONGTYPE`) before its first write, so a failing change leaves nothing of
+//! itself behind. The script catches its error, puts it in the chunk's reply at the change's
+//! place, and goes on with the next change, exactly as a pipeline of one script per change
+//! did; its offset is not recorded by the chunk. An error of the whole call (`NOSCRIPT`,
+//! `BUSY`, a bookkeeping key of the wrong type) is reported at the chunk's first change. A
+//! batch is not a transaction: every change in it is atomic by itself (a chunk is even
+//! atomic as a whole), and the pipeline keeps their order, which is what per-partition
+//! ordering needs.
 
-use std::fmt::Write as _;
+mod args;
+mod generate;
+mod writer;
 
-use mapping::layout::{self, freshness};
-use mapping::{Mapping, TemplatePart};
+use mapping::Mapping;
+use redis::aio::ConnectionLike;
 
-/// The Lua body, run after the generated `MAPPINGS` table (layout documented at its top).
-pub(crate) const BODY: &str = include_str!("change.lua");
+use super::{ApplyError, PlannedChange};
+use args::MappingArgs;
+pub(crate) use args::{format_score, relation_score};
+pub(crate) use generate::{layout_constants, template_fields};
+pub use writer::ScriptWriter;
 
-/// The template fields of `mapping` (row key, index and relation templates), each once, in
-/// the order the script reads them.
-pub(crate) fn template_fields(mapping: &Mapping) -> Vec<String> {
-    let mut fields: Vec<String> = Vec::new();
-    let templates = std::iter::once(&mapping.key)
-        .chain(mapping.indexes.iter().map(|i| &i.key))
-        .chain(mapping.relations.iter().map(|r| &r.key));
-    for template in templates {
-        for f in template.fields() {
-            if !fields.iter().any(|known| known == f) {
-                fields.push(f.to_owned());
+/// Changes per script call of the shared writer.
+pub const DEFAULT_CHUNK: usize = 128;
+
+/// Arguments per script call beyond which a chunk ends early (big rows).
+const MAX_CHUNK_ARGS: usize = 16_384;
+
+/// The change script of one configuration: its Lua source and SHA1, and how a batch of
+/// changes becomes its calls (chunks of at most `chunk` changes).
+#[derive(Debug, Clone)]
+pub struct ChangeScript {
+    source: String,
+    sha: String,
+    mappings: Vec<MappingArgs>,
+    chunk: usize,
+}
+
+impl ChangeScript {
+    /// Generates the script of `mappings` (their static part baked in); each call applies at
+    /// most `chunk` changes (at least 1).
+    pub fn new(mappings: &[Mapping], chunk: usize) -> ChangeScript {
+        let source = generate::generate(mappings);
+        ChangeScript {
+            sha: redis::Script::new(&source).get_hash().to_owned(),
+            source,
+            mappings: mappings
+                .iter()
+                .enumerate()
+                .map(|(i, m)| MappingArgs::new(i, m))
+                .collect(),
+            chunk: chunk.max(1),
+        }
+    }
+
+    /// The generated Lua (`apply/script/change.lua` after the mappings' static part).
+    pub fn source(&self) -> &str {
+        &self.source
+    }
+
+    /// SHA1 of [`ChangeScript::source`], as `EVALSHA` takes it.
+    pub fn sha(&self) -> &str {
+        &self.sha
+    }
+
+    /// `batch` cut into the chunks sent as one script call each: at most the chunk size,
+    /// fewer when the arguments would exceed 16,384.
+    pub fn chunks<'a>(&self, batch: &'a [PlannedChange]) -> Vec<&'a [PlannedChange]> {
+        let mut out = Vec::with_capacity(batch.len() / self.chunk + 1);
+        let (mut start, mut args) = (0, 0);
+        for (i, change) in batch.iter().enumerate() {
+            let n = self
+                .mappings
+                .get(change.mapping)
+                .map_or(0, |m| m.arg_count(change));
+            if i > start && (i - start == self.chunk || args + n > MAX_CHUNK_ARGS) {
+                out.push(&batch[start..i]);
+                (start, args) = (i, 0);
             }
+            args += n;
         }
-    }
-    fields
-}
-
-/// The names of the layout contract ([`mapping::layout`]) that are the same for every
-/// mapping, as Lua constants: `OFFSETS` and the freshness fields.
-pub(crate) fn layout_constants() -> String {
-    format!(
-        "local OFFSETS = {}\nlocal SOURCE_TS_MS, APPLIED_AT_MS, APPLIED_COUNT = {}, {}, {}\n",
-        lua_string(layout::OFFSETS_KEY),
-        lua_string(freshness::SOURCE_TS_MS),
-        lua_string(freshness::APPLIED_AT_MS),
-        lua_string(freshness::APPLIED_COUNT),
-    )
-}
-
-/// The whole script for `mappings` (script mapping number `i + 1` is `mappings[i]`).
-pub(crate) fn generate(mappings: &[Mapping]) -> String {
-    let mut out = String::from("-- Generated by sink::apply from the configuration's mappings.\n");
-    out.push_str(&layout_constants());
-    out.push_str("local MAPPINGS = {\n");
-    for m in mappings {
-        mapping_table(&mut out, m);
-    }
-    out.push_str("}\n\n");
-    out.push_str(BODY);
-    out
-}
-
-fn mapping_table(out: &mut String, m: &Mapping) {
-    let fields = template_fields(m);
-    let number = |f: &str| {
-        fields
-            .iter()
-            .position(|known| known == f)
-            .map_or(0, |p| p + 1)
-    };
-    let _ = write!(
-        out,
-        "  {{ -- {}\n    rows = {}, fresh = {},\n    writer = {},\n    ttl = {},\n    fields = {{",
-        lua_comment(&m.name),
-        lua_string(&layout::rows_key(&m.name)),
-        lua_string(&layout::freshness_key(&m.name)),
-        lua_string(&layout::writer_key(&m.name)),
-        m.ttl_seconds
-            .map_or_else(|| "false".to_owned(), |t| lua_string(&t.to_string())),
-    );
-    let _ = write!(out, "{}", join(fields.iter().map(|f| lua_string(f))));
-    let _ = write!(
-        out,
-        "}},\n    keyf = {{{}}},\n    indexes = {{",
-        join(m.key.fields().map(|f| number(f).to_string()))
-    );
-    for index in &m.indexes {
-        let _ = write!(
-            out,
-            "\n      {{ key = {}, t = {} }},",
-            lua_string(&layout::index_key(&m.name, &index.name)),
-            template(&index.key.parts, &number)
-        );
-    }
-    out.push_str(if m.indexes.is_empty() {
-        "},\n    relations = {"
-    } else {
-        "\n    },\n    relations = {"
-    });
-    for relation in &m.relations {
-        let _ = write!(out, "\n      {},", template(&relation.key.parts, &number));
-    }
-    out.push_str(if m.relations.is_empty() {
-        "},\n  },\n"
-    } else {
-        "\n    },\n  },\n"
-    });
-}
-
-fn join(items: impl Iterator<Item = String>) -> String {
-    items.collect::<Vec<_>>().join(", ")
-}
-
-/// `{ n = n, L0, field number, L1, ..., field number, Ln }`.
-fn template(parts: &[TemplatePart], number: &impl Fn(&str) -> usize) -> String {
-    let mut literals = vec![String::new()];
-    let mut numbers = Vec::new();
-    for part in parts {
-        match part {
-            TemplatePart::Literal(l) => {
-                if let Some(last) = literals.last_mut() {
-                    last.push_str(l);
-                }
-            }
-            TemplatePart::Field(f) => {
-                numbers.push(number(f));
-                literals.push(String::new());
-            }
+        if start < batch.len() {
+            out.push(&batch[start..]);
         }
-    }
-    let mut items = vec![format!("n = {}", numbers.len())];
-    let mut literals = literals.into_iter();
-    items.push(lua_string(&literals.next().unwrap_or_default()));
-    for (n, l) in numbers.into_iter().zip(literals) {
-        items.push(n.to_string());
-        items.push(lua_string(&l));
-    }
-    format!("{{ {} }}", items.join(", "))
-}
-
-/// A Lua string literal of `s`, byte for byte: printable ASCII as is, everything else
-/// (quotes, backslash, control and non-ASCII bytes) as `\ddd`.
-pub(crate) fn lua_string(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('\'');
-    for b in s.bytes() {
-        if (0x20..0x7f).contains(&b) && b != b'\'' && b != b'\\' {
-            out.push(char::from(b));
-        } else {
-            let _ = write!(out, "\\{b:03}");
-        }
-    }
-    out.push('\'');
-    out
-}
-
-/// `s` safe inside a `--` comment (one line).
-fn lua_comment(s: &str) -> String {
-    s.chars()
-        .map(|c| if c.is_control() { '?' } else { c })
-        .collect()
-}
-
-#[cfg(test)]
-pub(super) mod tests {
-    use super::*;
-    use mapping::{FieldSelection, Index, KeyTemplate, Relation};
-
-    /// A mapping with a TTL, a two-field index and a relation; the argument layout tests
-    /// (`args.rs`) use it too.
-    pub(crate) fn mapping() -> Mapping {
-        Mapping {
-            name: "orders".into(),
-            topic: "t".into(),
-            key: KeyTemplate::parse("order:{id}").unwrap(),
-            fields: FieldSelection::All,
-            ttl_seconds: Some(60),
-            indexes: vec![Index {
-                name: "ref".into(),
-                key: KeyTemplate::parse("order:ref:{region}-{ref}").unwrap(),
-            }],
-            relations: vec![Relation {
-                name: "customer_orders".into(),
-                key: KeyTemplate::parse("customer:{customer_id}:orders").unwrap(),
-                order_by: "created_at".into(),
-            }],
-            lookups: vec![],
-        }
+        out
     }
 
-    #[test]
-    fn static_part_is_baked_in() {
-        let script = generate(&[mapping()]);
-        let prelude = script.split("\n\n").next().unwrap();
-        assert_eq!(
-            prelude,
-            "-- Generated by sink::apply from the configuration's mappings.
-local OFFSETS = 'sink:offsets'
-local SOURCE_TS_MS, APPLIED_AT_MS, APPLIED_COUNT = 'source_ts_ms', 'applied_at_ms', 'applied_count'
-local MAPPINGS = {
-  { -- orders
-    rows = 'sink:rows:orders', fresh = 'sink:freshness:orders',
-    writer = 'sink:writer:orders',
-    ttl = '60',
-    fields = {'id', 'region', 'ref', 'customer_id'},
-    keyf = {1},
-    indexes = {
-      { key = 'sink:index:orders:ref', t = { n = 2, 'order:ref:', 2, '-', 3, '' } },
-    },
-    relations = {
-      { n = 1, 'customer:', 4, ':orders' },
-    },
-  },
-}"
-        );
-        assert!(script.ends_with(BODY));
+    /// The `EVALSHA` command applying `chunk` (one of [`ChangeScript::chunks`]); its reply
+    /// holds one entry per change: 1 applied, 0 no-op, or an error.
+    pub fn command(&self, chunk: &[PlannedChange]) -> Result<redis::Cmd, ApplyError> {
+        args::chunk_command(&self.sha, &self.mappings, chunk)
     }
 
-    #[test]
-    fn lua_strings_are_exact() {
-        assert_eq!(lua_string("a:b{c}"), "'a:b{c}'");
-        assert_eq!(
-            lua_string("it's \\ \n é"),
-            "'it\\039s \\092 \\010 \\195\\169'"
-        );
+    /// Loads the script into the server's script cache (`SCRIPT LOAD`); `changes` is the
+    /// size of the batch waiting for it, for the error.
+    pub async fn load(
+        &self,
+        conn: &mut (impl ConnectionLike + Send),
+        changes: usize,
+    ) -> Result<(), ApplyError> {
+        let sha: String = redis::cmd("SCRIPT")
+            .arg("LOAD")
+            .arg(&self.source)
+            .query_async(conn)
+            .await
+            .map_err(|source| ApplyError::Redis {
+                operation: "SCRIPT LOAD",
+                changes,
+                source,
+            })?;
+        debug_assert_eq!(sha, self.sha);
+        Ok(())
     }
 }

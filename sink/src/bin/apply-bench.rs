@@ -24,7 +24,7 @@ use anyhow::{bail, Context};
 use clap::Parser;
 use mapping::{Change, FieldValue, Op, Row};
 use serde_json::Value as Json;
-use sink::apply::{Applier, PlannedChange};
+use sink::apply::{Applier, ChangeScript, PlannedChange, ScriptWriter, DEFAULT_CHUNK};
 use sink::loadgen::{self, reference, Table};
 
 /// Measures Redis's cost per applied change.
@@ -40,7 +40,7 @@ struct Args {
     /// Changes per `apply_batch` call (one pipeline).
     #[arg(long, default_value_t = 2000)]
     batch_size: usize,
-    /// Changes per script call (`Applier::with_chunk_size`); default: the applier's.
+    /// Changes per script call (`ScriptWriter::new`); default: the applier's.
     #[arg(long)]
     chunk: Option<usize>,
     /// An existing Redis (its database must be empty); default: a private redis-server.
@@ -299,12 +299,11 @@ async fn bench(args: &Args) -> anyhow::Result<()> {
     let partitions = Arc::new(partitions);
 
     let pool = sink::run::redis_pool(&url)?;
-    let mut applier = Applier::new(pool, &config);
-    if let Some(chunk) = args.chunk {
-        applier = applier.with_chunk_size(chunk);
-    }
-    let applier = Arc::new(applier);
-    applier.load_script().await?;
+    let chunk = args.chunk.unwrap_or(DEFAULT_CHUNK);
+    ChangeScript::new(&config.mappings, chunk)
+        .load(&mut admin, 0)
+        .await?;
+    let applier = Arc::new(Applier::Script(ScriptWriter::new(pool, &config, chunk)));
     // The replay re-applies some changes: a delete forgets the row's position, so the row's
     // older upserts re-create it until the replayed delete removes it again.
     for pass in ["apply", "replay"] {

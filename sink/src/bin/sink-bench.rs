@@ -13,7 +13,7 @@
 //!    caught up, and reports events/s from its first record to its last applied batch, and
 //!    the wall time from start (health checks, group join, caught-up detection included).
 //! 3. Ceiling: the same records decoded and planned up front, then the applier's script
-//!    calls for them (`Applier::chunks`/`chunk_command`, as the sink sends them) pipelined
+//!    calls for them (`ChangeScript::chunks`/`command`, as the sink sends them) pipelined
 //!    straight to Redis (no Kafka, no decoding), several pipelines in flight, against fresh
 //!    keys: what Redis itself sustains for this work. With `--writer exclusive` (the sink
 //!    run as `sink run --writer exclusive`), the ceiling is the owning applier's own writes
@@ -32,7 +32,7 @@ use anyhow::{bail, Context};
 use clap::Parser;
 use futures::StreamExt;
 use serde_json::Value as Json;
-use sink::apply::{Applier, PlannedChange};
+use sink::apply::{Applier, ChangeScript, PlannedChange, DEFAULT_CHUNK};
 use sink::config::{BatchSettings, SinkConfig, Writer, WriterMode};
 use sink::consume::StopWhen;
 use sink::decode::Decoder;
@@ -399,14 +399,14 @@ async fn script_ceiling(
 ) -> anyhow::Result<f64> {
     let config = &cfg.config;
     let pool = sink::run::redis_pool(&config.redis.url)?;
-    let applier = Applier::new(pool, config);
-    applier.load_script().await?;
+    let script = ChangeScript::new(&config.mappings, DEFAULT_CHUNK);
+    script.load(&mut pool.get().await?, 0).await?;
     // The same script calls the sink sends: batches cut into the applier's chunks.
     let mut pipelines = Vec::new();
     for batch in changes.chunks(args.batch_size) {
         let mut pipe = redis::pipe();
-        for chunk in applier.chunks(batch) {
-            pipe.add_command(applier.chunk_command(chunk)?);
+        for chunk in script.chunks(batch) {
+            pipe.add_command(script.command(chunk)?);
         }
         pipelines.push(pipe);
     }

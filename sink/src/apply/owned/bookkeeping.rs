@@ -1,61 +1,44 @@
-//! The bookkeeping a batch changed, written once per batch: `sink:rows` and `sink:index`
-//! entries (one `HSET`/`HDEL` per hash), then freshness and offsets (one script call, the
-//! same as the end of a chunk script).
-
-use std::sync::LazyLock;
+//! The bookkeeping a decided batch changed, as data: its `sink:rows` and `sink:index`
+//! entries (one `HSET`/`HDEL` per hash instead of one per change), and the freshness and
+//! offsets to record once for the batch, with the same final values as the chunk scripts'.
 
 use mapping::layout;
 
-use super::super::script;
-use super::{BatchWrites, HashMap, HashSet, OwnedState, Undo};
+use super::decide::BatchWrites;
+use super::emit::{slices, Write};
+use super::state::{OwnedState, Undo};
+use super::{HashMap, HashSet};
 
-/// Records freshness and offsets for a batch, as the end of a chunk script does; run after
-/// the layout's names ([`script::layout_constants`]).
-/// ARGV: M, then M × (freshness key, applied count, highest source_ts_ms or ''), then
-/// P, then P × (offsets field, offset).
-const BOOKKEEPING_BODY: &str = r"
-local function gt(a, b)
-  if #a ~= #b then return #a > #b end
-  return a > b
-end
-local i, now = 2, false
-for _ = 1, tonumber(ARGV[1]) do
-  local fresh, n, ts = ARGV[i], ARGV[i + 1], ARGV[i + 2]
-  i = i + 3
-  if not now then
-    local t = redis.call('TIME')
-    now = t[1] .. string.format('%03d', math.floor(tonumber(t[2]) / 1000))
-  end
-  local cur = ts ~= '' and redis.call('HGET', fresh, SOURCE_TS_MS)
-  if ts ~= '' and (not cur or gt(ts, cur)) then
-    redis.call('HSET', fresh, SOURCE_TS_MS, ts, APPLIED_AT_MS, now)
-  else
-    redis.call('HSET', fresh, APPLIED_AT_MS, now)
-  end
-  redis.call('HINCRBY', fresh, APPLIED_COUNT, n)
-end
-local np = tonumber(ARGV[i])
-i = i + 1
-for _ = 1, np do
-  local field, offset = ARGV[i], ARGV[i + 1]
-  i = i + 2
-  local cur = redis.call('HGET', OFFSETS, field)
-  if not cur or gt(offset, cur) then redis.call('HSET', OFFSETS, field, offset) end
-end
-return 1
-";
+/// Entries per bookkeeping `HSET`/`HDEL` at most.
+const SLICE: usize = 1000;
 
-/// [`BOOKKEEPING_BODY`] after the layout's names.
-static BOOKKEEPING_SCRIPT: LazyLock<String> =
-    LazyLock::new(|| format!("{}{BOOKKEEPING_BODY}", script::layout_constants()));
+/// What a batch records besides its writes.
+#[derive(Debug, Default, PartialEq)]
+pub(crate) struct Bookkeeping {
+    /// `sink:rows` and `sink:index` entries set (position) or deleted.
+    pub(crate) entries: Vec<Write>,
+    /// Mappings with applied changes.
+    pub(crate) freshness: Vec<Freshness>,
+    /// `sink:offsets` fields and the batch's highest offset in each (a maximum).
+    pub(crate) offsets: Vec<(String, i64)>,
+}
 
-/// `sink:rows` and `sink:index` entries changed by the batch (one `HSET`/`HDEL` per
-/// hash), then freshness and offsets (one script call).
-pub(super) fn write(state: &OwnedState, w: &BatchWrites, pipe: &mut redis::Pipeline) {
-    const SLICE: usize = 1000;
+/// What to record in one mapping's `sink:freshness:{mapping}`.
+#[derive(Debug, PartialEq)]
+pub(crate) struct Freshness {
+    /// The hash.
+    pub(crate) key: String,
+    /// Changes applied (`applied_count` grows by this).
+    pub(crate) applied: usize,
+    /// Highest `source_ts_ms` of an applied change (`source_ts_ms` as a maximum).
+    pub(crate) source_ts_ms: Option<i64>,
+}
+
+/// The bookkeeping of batch `w`, decided on `state` (which holds the final entries).
+pub(super) fn collect(state: &OwnedState, w: &BatchWrites) -> Bookkeeping {
     let mut seen: HashSet<(usize, &str)> = HashSet::default();
-    let mut sets: HashMap<&str, Vec<(&str, String)>> = HashMap::default();
-    let mut dels: HashMap<&str, Vec<&str>> = HashMap::default();
+    let mut sets: HashMap<&str, Vec<(String, String)>> = HashMap::default();
+    let mut dels: HashMap<&str, Vec<String>> = HashMap::default();
     for u in &w.undo {
         match u {
             Undo::Row(m, key, _) => {
@@ -67,8 +50,8 @@ pub(super) fn write(state: &OwnedState, w: &BatchWrites, pipe: &mut redis::Pipel
                     Some(s) => sets
                         .entry(hash)
                         .or_default()
-                        .push((key, s.position.to_string())),
-                    None => dels.entry(hash).or_default().push(key),
+                        .push((key.clone(), s.position.to_string())),
+                    None => dels.entry(hash).or_default().push(key.clone()),
                 }
             }
             Undo::Index(key, _) => {
@@ -79,42 +62,40 @@ pub(super) fn write(state: &OwnedState, w: &BatchWrites, pipe: &mut redis::Pipel
                     let hash = state.index_hashes[s.hash].as_str();
                     sets.entry(hash)
                         .or_default()
-                        .push((key, s.position.to_string()));
+                        .push((key.clone(), s.position.to_string()));
                 }
             }
         }
     }
-    for (hash, pairs) in &sets {
-        for slice in pairs.chunks(SLICE) {
-            let cmd = pipe.cmd("HSET").arg(*hash);
-            for (f, v) in slice {
-                cmd.arg(*f).arg(v);
-            }
-        }
+    let mut entries = Vec::new();
+    for (hash, pairs) in sets {
+        entries.extend(slices(pairs, SLICE).map(|fields| Write::Hset {
+            key: hash.to_owned(),
+            fields,
+        }));
     }
-    for (hash, fields) in &dels {
-        for slice in fields.chunks(SLICE) {
-            pipe.cmd("HDEL").arg(*hash).arg(slice);
-        }
+    for (hash, fields) in dels {
+        entries.extend(slices(fields, SLICE).map(|fields| Write::Hdel {
+            key: hash.to_owned(),
+            fields,
+        }));
     }
-    let fresh: Vec<usize> = (0..state.models.len())
+    let freshness = (0..state.models.len())
         .filter(|&m| w.applied[m] > 0)
+        .map(|m| Freshness {
+            key: state.models[m].fresh_key.clone(),
+            applied: w.applied[m],
+            source_ts_ms: w.max_ts[m],
+        })
         .collect();
-    if !fresh.is_empty() || !w.offsets.is_empty() {
-        let cmd = pipe
-            .cmd("EVAL")
-            .arg(BOOKKEEPING_SCRIPT.as_str())
-            .arg(0)
-            .arg(fresh.len());
-        for m in fresh {
-            cmd.arg(&state.models[m].fresh_key)
-                .arg(w.applied[m])
-                .arg(w.max_ts[m].map_or_else(String::new, |t| t.to_string()));
-        }
-        cmd.arg(w.offsets.len());
-        for ((topic, partition), offset) in &w.offsets {
-            cmd.arg(layout::offsets_field(topic, *partition))
-                .arg(*offset);
-        }
+    let offsets = w
+        .offsets
+        .iter()
+        .map(|((topic, partition), offset)| (layout::offsets_field(topic, *partition), *offset))
+        .collect();
+    Bookkeeping {
+        entries,
+        freshness,
+        offsets,
     }
 }

@@ -1,4 +1,4 @@
-//! The writes of one decided batch, as Redis commands.
+//! The writes of one decided batch, coalesced, as data ([`Write`]).
 //!
 //! A batch is sent as one `MULTI`/`EXEC`, so readers only ever see its final effect: the
 //! writes can be *coalesced* per key (the last value of each index key, the final fields of
@@ -11,7 +11,6 @@
 
 use mapping::plan::{FieldWrite, RowUpsert};
 
-use super::super::args::format_score;
 use super::HashMap;
 
 /// Keys, fields and values per command at most (a command's size stays moderate).
@@ -98,69 +97,111 @@ impl Writes {
 
     /// The batch's commands: the coalesced effect (row deletions before the rows' new
     /// fields, which is all the order that matters within one transaction: every other key
-    /// is written once).
-    pub(crate) fn into_pipeline(self) -> redis::Pipeline {
-        let mut pipe = redis::pipe();
-        let deleted: Vec<&str> = self
-            .rows
+    /// is written once), at most [`SLICE`] keys or fields per command.
+    pub(crate) fn into_writes(self) -> Vec<Write> {
+        let Writes {
+            rows,
+            strings,
+            members,
+        } = self;
+        let mut out = Vec::new();
+        let mut deleted: Vec<String> = rows
             .iter()
             .filter(|(_, r)| r.deleted)
-            .map(|(k, _)| k.as_str())
-            .chain(
-                self.strings
-                    .iter()
-                    .filter(|(_, v)| v.is_none())
-                    .map(|(k, _)| k.as_str()),
-            )
+            .map(|(k, _)| k.clone())
             .collect();
-        for keys in deleted.chunks(SLICE) {
-            pipe.cmd("DEL").arg(keys);
+        let mut set: Vec<(String, String)> = Vec::new();
+        for (key, value) in strings {
+            match value {
+                Some(v) => set.push((key, v)),
+                None => deleted.push(key),
+            }
         }
-        for (key, row) in &self.rows {
-            let mut sets = row.fields.iter().filter(|(_, v)| v.is_some()).peekable();
-            if sets.peek().is_some() {
-                let cmd = pipe.cmd("HSET").arg(key);
-                for (f, v) in sets {
-                    cmd.arg(f).arg(v.as_deref().unwrap_or_default());
+        out.extend(slices(deleted, SLICE).map(|keys| Write::Del { keys }));
+        for (key, row) in rows {
+            let mut sets = Vec::new();
+            let mut removed = Vec::new();
+            for (field, value) in row.fields {
+                match value {
+                    Some(v) => sets.push((field, v)),
+                    // A deleted hash has no fields to remove.
+                    None if !row.deleted => removed.push(field),
+                    None => {}
                 }
             }
-            if !row.deleted {
-                let removed: Vec<&str> = row
-                    .fields
-                    .iter()
-                    .filter(|(_, v)| v.is_none())
-                    .map(|(f, _)| f.as_str())
-                    .collect();
-                if !removed.is_empty() {
-                    pipe.cmd("HDEL").arg(key).arg(removed);
+            match (sets.is_empty(), removed.is_empty()) {
+                (false, true) => out.push(Write::Hset { key, fields: sets }),
+                (true, false) => out.push(Write::Hdel {
+                    key,
+                    fields: removed,
+                }),
+                (false, false) => {
+                    out.push(Write::Hset {
+                        key: key.clone(),
+                        fields: sets,
+                    });
+                    out.push(Write::Hdel {
+                        key,
+                        fields: removed,
+                    });
                 }
+                (true, true) => {}
             }
         }
-        let set: Vec<(&str, &str)> = self
-            .strings
-            .iter()
-            .filter_map(|(k, v)| v.as_deref().map(|v| (k.as_str(), v)))
-            .collect();
-        for pairs in set.chunks(SLICE) {
-            pipe.cmd("MSET").arg(pairs);
-        }
-        for (parent, members) in &self.members {
-            let added: Vec<(String, &str)> = members
-                .iter()
-                .filter_map(|(m, s)| s.map(|s| (format_score(s), m.as_str())))
+        out.extend(slices(set, SLICE).map(|pairs| Write::Mset { pairs }));
+        for (parent, members) in members {
+            let (added, removed): (Vec<_>, Vec<_>) =
+                members.into_iter().partition(|(_, s)| s.is_some());
+            let added: Vec<(f64, String)> = added
+                .into_iter()
+                .filter_map(|(m, s)| s.map(|s| (s, m)))
                 .collect();
-            for pairs in added.chunks(SLICE) {
-                pipe.cmd("ZADD").arg(parent).arg(pairs);
+            let removed: Vec<String> = removed.into_iter().map(|(m, _)| m).collect();
+            for members in slices(added, SLICE) {
+                out.push(Write::Zadd {
+                    key: parent.clone(),
+                    members,
+                });
             }
-            let removed: Vec<&str> = members
-                .iter()
-                .filter(|(_, s)| s.is_none())
-                .map(|(m, _)| m.as_str())
-                .collect();
-            for members in removed.chunks(SLICE) {
-                pipe.cmd("ZREM").arg(parent).arg(members);
+            for members in slices(removed, SLICE) {
+                out.push(Write::Zrem {
+                    key: parent.clone(),
+                    members,
+                });
             }
         }
-        pipe
+        out
     }
+}
+
+/// One Redis command of a decided batch, as data.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Write {
+    /// `DEL keys...`: row hashes and index entries.
+    Del { keys: Vec<String> },
+    /// `HSET key field value...`: a row hash, or a bookkeeping hash.
+    Hset {
+        key: String,
+        fields: Vec<(String, String)>,
+    },
+    /// `HDEL key field...`: NULL fields of a row hash, or bookkeeping entries.
+    Hdel { key: String, fields: Vec<String> },
+    /// `MSET key value...`: index entries.
+    Mset { pairs: Vec<(String, String)> },
+    /// `ZADD key score member...`: relation members.
+    Zadd {
+        key: String,
+        members: Vec<(f64, String)>,
+    },
+    /// `ZREM key member...`: relation members.
+    Zrem { key: String, members: Vec<String> },
+}
+
+/// `items` in slices of at most `n`.
+pub(super) fn slices<T>(items: Vec<T>, n: usize) -> impl Iterator<Item = Vec<T>> {
+    let mut items = items.into_iter().peekable();
+    std::iter::from_fn(move || {
+        items.peek()?;
+        Some(items.by_ref().take(n).collect())
+    })
 }

@@ -4,13 +4,13 @@
 //!
 //! Cost: one `HSCAN` page per 1,000 entries, then one pipelined round trip per page for the
 //! rows' template fields and relation scores (or the index keys' owners). The caller holds a
-//! watch that tells whether the database changed meanwhile ([`super::super::lease`]).
+//! watch that tells whether the database changed meanwhile (`lease.rs`).
 
 use redis::aio::ConnectionLike;
 
-use super::super::lease::{Holding, Lease};
+use super::lease::{Holding, Lease};
 use super::model::render;
-use super::{IndexState, OwnedState, RowState};
+use super::state::{IndexState, OwnedState, RowState};
 
 /// Entries per `HSCAN` page and per pipelined round trip.
 const PAGE: usize = 1000;

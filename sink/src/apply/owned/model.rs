@@ -3,6 +3,8 @@
 
 use mapping::{layout, Mapping, TemplatePart};
 
+use crate::apply::script::template_fields;
+
 /// One piece of a template, its placeholders as template-field numbers.
 #[derive(Debug, Clone)]
 pub(super) enum Part {
@@ -38,7 +40,7 @@ pub(super) struct Model {
 
 impl Model {
     pub(super) fn new(m: &Mapping) -> Model {
-        let fields = crate::apply::script::template_fields(m);
+        let fields = template_fields(m);
         let number = |f: &str| {
             fields
                 .iter()

@@ -1,7 +1,7 @@
 -- Applies a CHUNK of consecutive changes to the Redis read model, each atomically and
 -- idempotently (ARCHITECTURE.md, "Redis layout" and "Change semantics"). Loaded once per
--- configuration, run with `EVALSHA <sha> 0 ARGV...`; the Rust side (apply/args.rs) builds
--- the ARGV, apply/script.rs prepends the names of the Redis layout (mapping::layout) and
+-- configuration, run with `EVALSHA <sha> 0 ARGV...`; the Rust side (apply/script/args.rs) builds
+-- the ARGV, apply/script/generate.rs prepends the names of the Redis layout (mapping::layout) and
 -- the static per-mapping part as Lua constants:
 --
 --   OFFSETS = 'sink:offsets'; SOURCE_TS_MS, APPLIED_AT_MS, APPLIED_COUNT: freshness fields
@@ -241,7 +241,7 @@ local function apply_one(M, at)
   return applied
 end
 
--- The chunk. Not while an exclusive sink holds one of the mappings (apply/lease.rs): it
+-- The chunk. Not while an exclusive sink holds one of the mappings (apply/owned/lease.rs): it
 -- keeps their bookkeeping in its memory, and writes from here would go behind its back.
 for _, M in ipairs(MAPPINGS) do
   local holder = call('GET', M.writer)

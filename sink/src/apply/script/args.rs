@@ -1,11 +1,11 @@
 //! The `EVALSHA` call for a chunk of changes: ARGV as `change.lua` documents it. The static
-//! per-mapping part lives in the generated script ([`super::script`]); per change only the
+//! per-mapping part lives in the generated script (`generate.rs`); per change only the
 //! change's own data is sent.
 
 use mapping::plan::{FieldWrite, Plan, RowUpsert};
 use mapping::{layout, Mapping};
 
-use super::{ApplyError, PlannedChange};
+use crate::apply::{ApplyError, PlannedChange};
 
 /// Arguments every change has before its upsert part (its length included).
 const HEAD: usize = 8;
@@ -40,7 +40,7 @@ impl MappingArgs {
     pub(crate) fn new(index: usize, mapping: &Mapping) -> MappingArgs {
         MappingArgs {
             number: (index + 1).to_string(),
-            fields: super::script::template_fields(mapping),
+            fields: super::generate::template_fields(mapping),
             order_by: mapping
                 .relations
                 .iter()
@@ -232,7 +232,7 @@ pub(crate) fn format_score(x: f64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::apply::script::tests::mapping;
+    use crate::apply::script::generate::tests::mapping;
 
     fn texts(cmd: &redis::Cmd) -> Vec<String> {
         cmd.args_iter()

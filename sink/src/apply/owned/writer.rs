@@ -1,4 +1,4 @@
-//! Sending the owning applier's batches: decided in order under one lock, written to Redis
+//! The owning writer: batches decided in order under one lock (`decide.rs`), written to Redis
 //! by one task in that same order, so that deciding (and encoding) the next batch overlaps
 //! with Redis executing the current one instead of waiting for its reply.
 //!
@@ -10,7 +10,7 @@
 //!
 //! # Exclusive writer
 //!
-//! On the live database ([`super::Applier::exclusive`]) the task also keeps the writer's
+//! On the live database ([`OwnedWriter::exclusive`]) the task also keeps the writer's
 //! lease (`lease.rs`): each batch watches the lease keys and checks that they name this
 //! writer before its transaction, and renews them inside the transaction; an idle writer
 //! renews them every third of the lease time. When the transaction is not executed because
@@ -28,18 +28,23 @@
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use deadpool_redis::Pool;
-use mapping::Mapping;
+use mapping::layout::SWAP_SENTINEL_KEY;
+use mapping::{Config, Mapping};
 use redis::Value;
 use tokio::sync::{mpsc, oneshot, Mutex};
+use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use mapping::layout::SWAP_SENTINEL_KEY;
-
+use super::commands;
+use super::decide::decide;
 use super::lease::{Holding, Lease};
-use super::owned::{LoadError, OwnedState, UndoLog};
-use super::{ApplyError, BatchOutcome, PlannedChange};
+use super::load::LoadError;
+use super::state::{OwnedState, UndoLog};
+use crate::apply::records::Records;
+use crate::apply::{ApplyError, BatchOutcome, PlannedChange};
 
 /// One decided batch on its way to Redis.
 struct Job {
@@ -78,25 +83,94 @@ struct Shared {
 }
 
 /// What an exclusive writer needs to keep its lease and reload its bookkeeping.
-pub(crate) struct Exclusive {
-    pub(crate) lease: Lease,
-    pub(crate) mappings: Vec<Mapping>,
+struct Exclusive {
+    lease: Lease,
+    mappings: Vec<Mapping>,
 }
 
-/// The owning applier's state and its writer task.
-pub(crate) struct OwnedWriter {
+/// Applies batches decided in this process against the bookkeeping it holds; cheap to
+/// share (`&self` everywhere).
+pub struct OwnedWriter {
     shared: Arc<Shared>,
     jobs: mpsc::UnboundedSender<Job>,
     exclusive: Option<Arc<Exclusive>>,
-    pool: Pool,
+    records: Records,
 }
 
 impl OwnedWriter {
+    /// A writer for an empty database that nobody else writes or reads until it is done
+    /// (the rebuild's staging database). `config` must have no mapping with `ttl_seconds`
+    /// (`super::with_ttl`). Call it within a Tokio runtime.
+    pub(crate) fn owning(pool: Pool, config: &Config) -> OwnedWriter {
+        OwnedWriter::start(OwnedState::new(&config.mappings), pool, config, None)
+    }
+
+    /// A writer for the live database whose mappings this sink alone writes: takes the
+    /// lease (`sink:writer:{mapping}` of each mapping), waiting while another exclusive
+    /// sink holds one, and loads the bookkeeping from Redis. Readers see each batch at once
+    /// (one `MULTI`/`EXEC`). A rebuild swapping the database in, or a lapsed lease, makes it
+    /// load the bookkeeping again; another sink taking the lease makes every later batch
+    /// fail with [`ApplyError::LeaseLost`]. `config` must have no mapping with
+    /// `ttl_seconds`.
+    ///
+    /// `None` if `shutdown` is cancelled while waiting for the lease.
+    pub(crate) async fn exclusive(
+        pool: Pool,
+        config: &Config,
+        lease_ttl: Duration,
+        shutdown: &CancellationToken,
+    ) -> Result<Option<OwnedWriter>, ApplyError> {
+        let exclusive = Exclusive {
+            lease: Lease::new(config.mappings.iter().map(|m| m.name.as_str()), lease_ttl),
+            mappings: config.mappings.clone(),
+        };
+        let mut conn = pool.get().await.map_err(ApplyError::Pool)?;
+        let mut waiting = false;
+        let mut started = Instant::now();
+        let state = loop {
+            match load_exclusive(&mut conn, &exclusive).await {
+                Ok(state) => break state,
+                Err(ApplyError::LeaseLost { holder }) => {
+                    if !waiting {
+                        info!(%holder, "Another exclusive sink holds the redis database; standing by until its lease lapses.");
+                        waiting = true;
+                    }
+                    tokio::select! {
+                        () = shutdown.cancelled() => return Ok(None),
+                        () = tokio::time::sleep(exclusive.lease.renew_every()) => {}
+                    }
+                    started = Instant::now();
+                }
+                Err(e) => {
+                    // Best effort: a standby need not wait for the lease to lapse.
+                    let _ = exclusive.lease.release(&mut conn).await;
+                    return Err(e);
+                }
+            }
+        };
+        drop(conn);
+        let (rows, index_keys) = state.size();
+        info!(
+            writer = exclusive.lease.id(),
+            rows,
+            index_keys,
+            load_ms = started.elapsed().as_millis(),
+            "Holding the exclusive lease on the redis database; bookkeeping loaded."
+        );
+        Ok(Some(OwnedWriter::start(
+            state,
+            pool,
+            config,
+            Some(exclusive),
+        )))
+    }
+
     /// Starts the writer task (call within a Tokio runtime); it ends with the last handle.
     /// `exclusive`: the live database, with the lease already held and `state` loaded.
-    pub(crate) fn start(
+    fn start(
         state: OwnedState,
         pool: Pool,
+        config: &Config,
         exclusive: Option<Exclusive>,
     ) -> OwnedWriter {
         let shared = Arc::new(Shared {
@@ -121,8 +195,12 @@ impl OwnedWriter {
             shared,
             jobs,
             exclusive,
-            pool,
+            records: Records::new(pool, &config.mappings),
         }
+    }
+
+    pub(crate) fn records(&self) -> &Records {
+        &self.records
     }
 
     /// Decides `batch`, queues its writes behind every batch decided before, and returns
@@ -137,15 +215,16 @@ impl OwnedWriter {
                     });
                 }
                 if inner.stale {
-                    reload(&mut inner, &self.pool, x).await?;
+                    reload(&mut inner, self.records.pool(), x).await?;
                 }
             }
-            let decided = inner.state.plan_batch(batch);
+            let decided = decide(&mut inner.state, batch);
+            let pipe = commands::transaction(&decided.writes, &decided.bookkeeping);
             inner.in_flight.push_back(decided.undo);
             let (tx, rx) = oneshot::channel();
             let job = Job {
                 epoch: inner.epoch,
-                pipe: decided.pipe,
+                pipe,
                 first: batch.first().cloned(),
                 changes: batch.len(),
                 reply: tx,
@@ -168,9 +247,7 @@ impl OwnedWriter {
             }),
         }
     }
-}
 
-impl OwnedWriter {
     /// Exclusive writer: stops writing and gives the lease up. Call it once every batch
     /// was answered.
     pub(crate) async fn release(&self) -> Result<(), ApplyError> {
@@ -180,7 +257,7 @@ impl OwnedWriter {
         let mut inner = self.shared.inner.lock().await;
         undo_all(&self.shared, &mut inner);
         inner.lost = Some("(released at shutdown)".to_owned());
-        let mut conn = self.pool.get().await.map_err(ApplyError::Pool)?;
+        let mut conn = self.records.pool().get().await.map_err(ApplyError::Pool)?;
         x.lease
             .release(&mut conn)
             .await
@@ -308,7 +385,7 @@ async fn reload(inner: &mut Inner, pool: &Pool, x: &Exclusive) -> Result<(), App
 
 /// Takes (or keeps) the lease, then loads the bookkeeping of the database under a watch
 /// that notices a swap meanwhile (then loads again).
-pub(crate) async fn load_exclusive(
+async fn load_exclusive(
     conn: &mut deadpool_redis::Connection,
     x: &Exclusive,
 ) -> Result<OwnedState, ApplyError> {
@@ -394,7 +471,7 @@ async fn send(
     pipe.atomic().ignore_errors();
     let at = |source: redis::ServerError| {
         Sent::Failed(match first {
-            Some(c) => super::change_error(c, 0, source),
+            Some(c) => ApplyError::at_change(c, 0, source),
             None => ApplyError::Resend { changes },
         })
     };
@@ -424,7 +501,7 @@ async fn send(
             {
                 Some(e) => at(e),
                 None => Sent::Failed(match first {
-                    Some(c) => super::reply_error(c, &Value::SimpleString(text)),
+                    Some(c) => ApplyError::unexpected_reply(c, &Value::SimpleString(text)),
                     None => ApplyError::Resend { changes },
                 }),
             }

@@ -1,7 +1,7 @@
 //! The exclusive writer's lease on its mappings: one key per mapping,
 //! `sink:writer:{mapping}`, holding the writer's id, with an expiry the writer keeps renewing.
 //!
-//! An exclusive sink ([`super::Applier::exclusive`]) decides changes against bookkeeping it
+//! An exclusive sink ([`crate::apply::Applier::exclusive`]) decides changes against bookkeeping it
 //! holds in memory, so it must be the only one writing its mappings' keys: a second
 //! exclusive sink for them waits for the lease (a standby that takes over within one lease
 //! time when the holder dies), and the change script refuses to run while an exclusive
@@ -12,7 +12,7 @@
 //! The keys also detect what replaces the database under the writer: a rebuild's `SWAPDB`
 //! touches every watched key, and the rebuilt database holds no lease. Each batch watches
 //! them and checks that they still name this writer before its transaction (see
-//! `owned_writer.rs`).
+//! `writer.rs`).
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 

@@ -1,0 +1,107 @@
+//! A decided batch as Redis commands: its writes, then its bookkeeping entries, then one
+//! script call recording freshness and offsets, for [`super::writer`] to send as one
+//! `MULTI`/`EXEC`. The only place the owning writer's decisions meet the Redis client.
+
+use std::sync::LazyLock;
+
+use super::bookkeeping::Bookkeeping;
+use super::emit::Write;
+use crate::apply::script::{format_score, layout_constants};
+
+/// Records freshness and offsets for a batch, as the end of a chunk script does; run after
+/// the layout's names ([`layout_constants`]).
+/// ARGV: M, then M × (freshness key, applied count, highest source_ts_ms or ''), then
+/// P, then P × (offsets field, offset).
+const BOOKKEEPING_BODY: &str = r"
+local function gt(a, b)
+  if #a ~= #b then return #a > #b end
+  return a > b
+end
+local i, now = 2, false
+for _ = 1, tonumber(ARGV[1]) do
+  local fresh, n, ts = ARGV[i], ARGV[i + 1], ARGV[i + 2]
+  i = i + 3
+  if not now then
+    local t = redis.call('TIME')
+    now = t[1] .. string.format('%03d', math.floor(tonumber(t[2]) / 1000))
+  end
+  local cur = ts ~= '' and redis.call('HGET', fresh, SOURCE_TS_MS)
+  if ts ~= '' and (not cur or gt(ts, cur)) then
+    redis.call('HSET', fresh, SOURCE_TS_MS, ts, APPLIED_AT_MS, now)
+  else
+    redis.call('HSET', fresh, APPLIED_AT_MS, now)
+  end
+  redis.call('HINCRBY', fresh, APPLIED_COUNT, n)
+end
+local np = tonumber(ARGV[i])
+i = i + 1
+for _ = 1, np do
+  local field, offset = ARGV[i], ARGV[i + 1]
+  i = i + 2
+  local cur = redis.call('HGET', OFFSETS, field)
+  if not cur or gt(offset, cur) then redis.call('HSET', OFFSETS, field, offset) end
+end
+return 1
+";
+
+/// [`BOOKKEEPING_BODY`] after the layout's names.
+static BOOKKEEPING_SCRIPT: LazyLock<String> =
+    LazyLock::new(|| format!("{}{BOOKKEEPING_BODY}", layout_constants()));
+
+/// The commands of a decided batch, in order: `writes`, then `bookkeeping`.
+pub(super) fn transaction(writes: &[Write], bookkeeping: &Bookkeeping) -> redis::Pipeline {
+    let mut pipe = redis::pipe();
+    for write in writes.iter().chain(&bookkeeping.entries) {
+        push(&mut pipe, write);
+    }
+    if !bookkeeping.freshness.is_empty() || !bookkeeping.offsets.is_empty() {
+        let cmd = pipe
+            .cmd("EVAL")
+            .arg(BOOKKEEPING_SCRIPT.as_str())
+            .arg(0)
+            .arg(bookkeeping.freshness.len());
+        for f in &bookkeeping.freshness {
+            cmd.arg(&f.key)
+                .arg(f.applied)
+                .arg(f.source_ts_ms.map_or_else(String::new, |t| t.to_string()));
+        }
+        cmd.arg(bookkeeping.offsets.len());
+        for (field, offset) in &bookkeeping.offsets {
+            cmd.arg(field).arg(*offset);
+        }
+    }
+    pipe
+}
+
+/// Adds `write` to `pipe` as one command.
+fn push(pipe: &mut redis::Pipeline, write: &Write) {
+    match write {
+        Write::Del { keys } => {
+            pipe.cmd("DEL").arg(keys);
+        }
+        Write::Hset { key, fields } => {
+            let cmd = pipe.cmd("HSET").arg(key);
+            for (field, value) in fields {
+                cmd.arg(field).arg(value);
+            }
+        }
+        Write::Hdel { key, fields } => {
+            pipe.cmd("HDEL").arg(key).arg(fields);
+        }
+        Write::Mset { pairs } => {
+            let cmd = pipe.cmd("MSET");
+            for (key, value) in pairs {
+                cmd.arg(key).arg(value);
+            }
+        }
+        Write::Zadd { key, members } => {
+            let cmd = pipe.cmd("ZADD").arg(key);
+            for (score, member) in members {
+                cmd.arg(format_score(*score)).arg(member);
+            }
+        }
+        Write::Zrem { key, members } => {
+            pipe.cmd("ZREM").arg(key).arg(members);
+        }
+    }
+}
