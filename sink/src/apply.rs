@@ -197,3 +197,65 @@ impl Applier {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The shipped configuration with `ttl_seconds` on its `customers` mapping.
+    fn config_with_ttl() -> Config {
+        let text = include_str!("../../connectors.yaml")
+            .replace("    # ttl_seconds: 86400", "    ttl_seconds: 86400");
+        mapping::load_config_str(&text, "connectors.yaml", &Default::default())
+            .expect("connectors.yaml")
+    }
+
+    /// A pool that never connects: nothing here may reach Redis.
+    fn unreachable_pool() -> Pool {
+        let manager = deadpool_redis::Manager::new("redis://127.0.0.1:1").expect("url");
+        Pool::builder(manager)
+            .runtime(deadpool_redis::Runtime::Tokio1)
+            .build()
+            .expect("pool")
+    }
+
+    #[tokio::test]
+    async fn the_exclusive_writer_refuses_mappings_with_a_ttl() {
+        let config = config_with_ttl();
+        let with_ttl: Vec<&str> = config
+            .mappings
+            .iter()
+            .filter(|m| m.ttl_seconds.is_some())
+            .map(|m| m.name.as_str())
+            .collect();
+        assert_eq!(with_ttl, ["customers"]);
+        let err = Applier::exclusive(
+            unreachable_pool(),
+            &config,
+            DEFAULT_LEASE_TTL,
+            &CancellationToken::new(),
+        )
+        .await
+        .err()
+        .expect("refused");
+        assert_eq!(
+            err.to_string(),
+            "the exclusive writer does not support ttl_seconds, which mapping `customers` sets; \
+             run the sink with --writer shared"
+        );
+        assert!(!err.is_retriable());
+    }
+
+    #[tokio::test]
+    async fn the_rebuild_applies_mappings_with_a_ttl_through_the_script() {
+        let config = config_with_ttl();
+        assert!(!Applier::owning(unreachable_pool(), &config).is_owning());
+        let without: Config = mapping::load_config_str(
+            include_str!("../../connectors.yaml"),
+            "connectors.yaml",
+            &Default::default(),
+        )
+        .expect("connectors.yaml");
+        assert!(Applier::owning(unreachable_pool(), &without).is_owning());
+    }
+}

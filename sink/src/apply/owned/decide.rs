@@ -400,3 +400,333 @@ fn record_pos(p: Option<i64>, recorded: Option<i64>, fallback: Option<i64>) -> i
     let e = fallback.unwrap_or(0);
     recorded.filter(|r| *r > e).unwrap_or(e)
 }
+
+#[cfg(test)]
+mod tests {
+    use mapping::{FieldSelection, Index, KeyTemplate, Mapping, Relation, RowDelete};
+
+    use super::*;
+    use crate::apply::owned::bookkeeping::Freshness;
+
+    const CUSTOMERS: usize = 0;
+    const ORDERS: usize = 1;
+
+    /// Customers with a unique email index, orders in their customer's relation.
+    fn state() -> OwnedState {
+        let customers = Mapping {
+            name: "customers".into(),
+            topic: "cdc.customers".into(),
+            key: KeyTemplate::parse("customer:{id}").unwrap(),
+            fields: FieldSelection::All,
+            ttl_seconds: None,
+            indexes: vec![Index {
+                name: "email".into(),
+                key: KeyTemplate::parse("customer:email:{email}").unwrap(),
+            }],
+            relations: vec![],
+            lookups: vec![],
+        };
+        let orders = Mapping {
+            name: "orders".into(),
+            topic: "cdc.orders".into(),
+            key: KeyTemplate::parse("order:{id}").unwrap(),
+            fields: FieldSelection::All,
+            ttl_seconds: None,
+            indexes: vec![],
+            relations: vec![Relation {
+                name: "customer_orders".into(),
+                key: KeyTemplate::parse("customer:{customer_id}:orders").unwrap(),
+                order_by: "created_at".into(),
+            }],
+            lookups: vec![],
+        };
+        OwnedState::new(&[customers, orders])
+    }
+
+    fn change(mapping: usize, plan: Plan, offset: i64) -> PlannedChange {
+        PlannedChange {
+            mapping,
+            plan,
+            source_ts_ms: Some(1000 + offset),
+            topic: if mapping == CUSTOMERS {
+                "cdc.customers"
+            } else {
+                "cdc.orders"
+            }
+            .into(),
+            partition: 0,
+            offset,
+        }
+    }
+
+    fn customer(id: u32, email: &str, position: i64, offset: i64) -> PlannedChange {
+        let plan = Plan::Upsert(RowUpsert {
+            row_key: format!("customer:{id}"),
+            position: Some(position),
+            fields: vec![
+                ("id".into(), FieldWrite::Set(id.to_string())),
+                ("email".into(), FieldWrite::Set(email.into())),
+            ],
+            relation_scores: vec![],
+        });
+        change(CUSTOMERS, plan, offset)
+    }
+
+    fn order(id: u32, customer_id: u32, score: Option<f64>, position: i64) -> PlannedChange {
+        let mut fields = vec![
+            ("id".into(), FieldWrite::Set(id.to_string())),
+            (
+                "customer_id".into(),
+                FieldWrite::Set(customer_id.to_string()),
+            ),
+        ];
+        if let Some(s) = score {
+            fields.push(("created_at".into(), FieldWrite::Set(s.to_string())));
+        }
+        let plan = Plan::Upsert(RowUpsert {
+            row_key: format!("order:{id}"),
+            position: Some(position),
+            fields,
+            relation_scores: vec![score],
+        });
+        change(ORDERS, plan, position)
+    }
+
+    fn delete(mapping: usize, row_key: &str, position: Option<i64>, offset: i64) -> PlannedChange {
+        let plan = Plan::Delete(RowDelete {
+            row_key: row_key.into(),
+            position,
+        });
+        change(mapping, plan, offset)
+    }
+
+    /// Writes as one sorted line per key or field, whatever their coalescing order.
+    fn lines(writes: &[Write]) -> Vec<String> {
+        let mut out = Vec::new();
+        for w in writes {
+            match w {
+                Write::Del { keys } => out.extend(keys.iter().map(|k| format!("DEL {k}"))),
+                Write::Hset { key, fields } => {
+                    out.extend(fields.iter().map(|(f, v)| format!("HSET {key} {f} {v}")));
+                }
+                Write::Hdel { key, fields } => {
+                    out.extend(fields.iter().map(|f| format!("HDEL {key} {f}")));
+                }
+                Write::Mset { pairs } => {
+                    out.extend(pairs.iter().map(|(k, v)| format!("SET {k} {v}")))
+                }
+                Write::Zadd { key, members } => {
+                    out.extend(members.iter().map(|(s, m)| format!("ZADD {key} {s} {m}")));
+                }
+                Write::Zrem { key, members } => {
+                    out.extend(members.iter().map(|m| format!("ZREM {key} {m}")));
+                }
+            }
+        }
+        out.sort();
+        out
+    }
+
+    fn outcome(d: &Decision) -> (usize, usize) {
+        let o = d.outcome.as_ref().expect("decided");
+        (o.applied, o.skipped)
+    }
+
+    #[test]
+    fn a_new_row_writes_its_hash_index_and_bookkeeping() {
+        let mut state = state();
+        let d = decide(&mut state, &[customer(1, "a@x", 10, 0)]);
+        assert_eq!(outcome(&d), (1, 0));
+        assert_eq!(
+            lines(&d.writes),
+            [
+                "HSET customer:1 email a@x",
+                "HSET customer:1 id 1",
+                "SET customer:email:a@x 1",
+            ]
+        );
+        assert_eq!(
+            lines(&d.bookkeeping.entries),
+            [
+                "HSET sink:index:customers:email customer:email:a@x 10",
+                "HSET sink:rows:customers customer:1 10",
+            ]
+        );
+        assert_eq!(
+            d.bookkeeping.freshness,
+            [Freshness {
+                key: "sink:freshness:customers".into(),
+                applied: 1,
+                source_ts_ms: Some(1000),
+            }]
+        );
+        assert_eq!(d.bookkeeping.offsets, [("cdc.customers/0".to_owned(), 0)]);
+        assert_eq!(state.size(), (1, 1));
+    }
+
+    #[test]
+    fn writes_are_coalesced_per_key_and_older_changes_skipped() {
+        let mut state = state();
+        let d = decide(
+            &mut state,
+            &[
+                customer(1, "a@x", 10, 0),
+                customer(1, "b@x", 20, 1),
+                customer(1, "c@x", 15, 2), // older than what is stored: no-op
+            ],
+        );
+        assert_eq!(outcome(&d), (2, 1));
+        assert_eq!(
+            lines(&d.writes),
+            [
+                "DEL customer:email:a@x",
+                "HSET customer:1 email b@x",
+                "HSET customer:1 id 1",
+                "SET customer:email:b@x 1",
+            ]
+        );
+        assert_eq!(
+            lines(&d.bookkeeping.entries),
+            [
+                "HSET sink:index:customers:email customer:email:a@x 20",
+                "HSET sink:index:customers:email customer:email:b@x 20",
+                "HSET sink:rows:customers customer:1 20",
+            ]
+        );
+        assert_eq!(d.bookkeeping.offsets, [("cdc.customers/0".to_owned(), 2)]);
+    }
+
+    #[test]
+    fn an_index_entry_claimed_later_by_another_row_stays_its() {
+        let mut state = state();
+        decide(
+            &mut state,
+            &[customer(1, "a@x", 10, 0), customer(2, "a@x", 30, 1)],
+        );
+        // Customer 1 moves away from a@x, recorded at 30 by customer 2: not released.
+        let d = decide(&mut state, &[customer(1, "b@x", 20, 2)]);
+        assert_eq!(outcome(&d), (1, 0));
+        assert_eq!(
+            lines(&d.writes),
+            [
+                "HSET customer:1 email b@x",
+                "HSET customer:1 id 1",
+                "SET customer:email:b@x 1",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_delete_releases_the_row_and_a_tombstone_of_an_absent_row_does_nothing() {
+        let mut state = state();
+        decide(&mut state, &[customer(1, "a@x", 10, 0)]);
+        let d = decide(
+            &mut state,
+            &[
+                delete(CUSTOMERS, "customer:1", Some(30), 1),
+                delete(CUSTOMERS, "customer:1", None, 2),
+            ],
+        );
+        assert_eq!(outcome(&d), (1, 1));
+        assert_eq!(
+            lines(&d.writes),
+            ["DEL customer:1", "DEL customer:email:a@x"]
+        );
+        assert_eq!(
+            lines(&d.bookkeeping.entries),
+            [
+                "HDEL sink:rows:customers customer:1",
+                "HSET sink:index:customers:email customer:email:a@x 30",
+            ]
+        );
+        assert_eq!(state.size(), (0, 1));
+    }
+
+    #[test]
+    fn a_relation_member_moves_with_its_parent_and_keeps_its_score() {
+        let mut state = state();
+        let d = decide(&mut state, &[order(3, 1, Some(5.0), 10)]);
+        assert_eq!(
+            lines(&d.writes),
+            [
+                "HSET order:3 created_at 5",
+                "HSET order:3 customer_id 1",
+                "HSET order:3 id 3",
+                "ZADD customer:1:orders 5 3",
+            ]
+        );
+        // created_at not sent (unchanged TOASTed value): the member keeps its score.
+        let d = decide(&mut state, &[order(3, 2, None, 20)]);
+        assert_eq!(
+            lines(&d.writes),
+            [
+                "HSET order:3 customer_id 2",
+                "HSET order:3 id 3",
+                "ZADD customer:2:orders 5 3",
+                "ZREM customer:1:orders 3",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_truncate_deletes_the_rows_stored_before_it() {
+        let mut state = state();
+        decide(
+            &mut state,
+            &[order(3, 1, Some(5.0), 10), order(4, 1, Some(6.0), 30)],
+        );
+        let d = decide(
+            &mut state,
+            &[change(ORDERS, Plan::Truncate { position: Some(20) }, 40)],
+        );
+        assert_eq!(outcome(&d), (1, 0));
+        assert_eq!(
+            lines(&d.writes),
+            ["DEL order:3", "ZREM customer:1:orders 3"]
+        );
+        assert_eq!(
+            lines(&d.bookkeeping.entries),
+            ["HDEL sink:rows:orders order:3"]
+        );
+    }
+
+    #[test]
+    fn a_change_that_cannot_be_decided_leaves_nothing_and_is_reported() {
+        let mut state = state();
+        let mut keyless = customer(2, "b@x", 11, 1);
+        if let Plan::Upsert(u) = &mut keyless.plan {
+            u.fields[0].1 = FieldWrite::Remove;
+        }
+        let d = decide(&mut state, &[customer(1, "a@x", 10, 0), keyless]);
+        let err = d.outcome.as_ref().expect_err("row key fields missing");
+        assert_eq!(err.location(), Some(("cdc.customers", 0, 1)));
+        assert_eq!(
+            lines(&d.writes),
+            [
+                "HSET customer:1 email a@x",
+                "HSET customer:1 id 1",
+                "SET customer:email:a@x 1",
+            ]
+        );
+        assert_eq!(d.bookkeeping.offsets, [("cdc.customers/0".to_owned(), 0)]);
+    }
+
+    #[test]
+    fn rollback_restores_the_state_the_batch_was_decided_on() {
+        let mut state = state();
+        decide(&mut state, &[customer(1, "a@x", 10, 0)]);
+        let batch = [
+            customer(1, "b@x", 20, 1),
+            delete(CUSTOMERS, "customer:1", Some(30), 2),
+        ];
+        let first = decide(&mut state, &batch);
+        state.rollback(first.undo);
+        let again = decide(&mut state, &batch);
+        assert_eq!(lines(&again.writes), lines(&first.writes));
+        assert_eq!(
+            lines(&again.bookkeeping.entries),
+            lines(&first.bookkeeping.entries)
+        );
+        assert_eq!(outcome(&again), (2, 0));
+    }
+}
