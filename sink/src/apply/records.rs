@@ -37,11 +37,6 @@ impl Records {
         }
     }
 
-    /// The pool the records are written on (the writer's).
-    pub(crate) fn pool(&self) -> &Pool {
-        &self.pool
-    }
-
     /// `HSET sink:types:{mapping}` from the columns of the mapping's value schema.
     pub(crate) async fn column_types(
         &self,

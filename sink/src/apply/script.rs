@@ -112,23 +112,14 @@ impl ChangeScript {
         args::chunk_command(&self.sha, &self.mappings, chunk)
     }
 
-    /// Loads the script into the server's script cache (`SCRIPT LOAD`); `changes` is the
-    /// size of the batch waiting for it, for the error.
-    pub async fn load(
-        &self,
-        conn: &mut (impl ConnectionLike + Send),
-        changes: usize,
-    ) -> Result<(), ApplyError> {
+    /// Loads the script into the server's script cache (`SCRIPT LOAD`); the writer does on
+    /// its first batch and after a `NOSCRIPT`.
+    pub async fn load(&self, conn: &mut (impl ConnectionLike + Send)) -> redis::RedisResult<()> {
         let sha: String = redis::cmd("SCRIPT")
             .arg("LOAD")
             .arg(&self.source)
             .query_async(conn)
-            .await
-            .map_err(|source| ApplyError::Redis {
-                operation: "SCRIPT LOAD",
-                changes,
-                source,
-            })?;
+            .await?;
         debug_assert_eq!(sha, self.sha);
         Ok(())
     }

@@ -301,7 +301,7 @@ async fn bench(args: &Args) -> anyhow::Result<()> {
     let pool = sink::run::redis_pool(&url)?;
     let chunk = args.chunk.unwrap_or(DEFAULT_CHUNK);
     ChangeScript::new(&config.mappings, chunk)
-        .load(&mut admin, 0)
+        .load(&mut admin)
         .await?;
     let applier = Arc::new(Applier::Script(ScriptWriter::new(pool, &config, chunk)));
     // The replay re-applies some changes: a delete forgets the row's position, so the row's

@@ -400,7 +400,7 @@ async fn script_ceiling(
     let config = &cfg.config;
     let pool = sink::run::redis_pool(&config.redis.url)?;
     let script = ChangeScript::new(&config.mappings, DEFAULT_CHUNK);
-    script.load(&mut pool.get().await?, 0).await?;
+    script.load(&mut pool.get().await?).await?;
     // The same script calls the sink sends: batches cut into the applier's chunks.
     let mut pipelines = Vec::new();
     for batch in changes.chunks(args.batch_size) {

@@ -94,6 +94,7 @@ pub struct OwnedWriter {
     shared: Arc<Shared>,
     jobs: mpsc::UnboundedSender<Job>,
     exclusive: Option<Arc<Exclusive>>,
+    pool: Pool,
     records: Records,
 }
 
@@ -195,7 +196,8 @@ impl OwnedWriter {
             shared,
             jobs,
             exclusive,
-            records: Records::new(pool, &config.mappings),
+            records: Records::new(pool.clone(), &config.mappings),
+            pool,
         }
     }
 
@@ -215,7 +217,7 @@ impl OwnedWriter {
                     });
                 }
                 if inner.stale {
-                    reload(&mut inner, self.records.pool(), x).await?;
+                    reload(&mut inner, &self.pool, x).await?;
                 }
             }
             let decided = decide(&mut inner.state, batch);
@@ -257,7 +259,7 @@ impl OwnedWriter {
         let mut inner = self.shared.inner.lock().await;
         undo_all(&self.shared, &mut inner);
         inner.lost = Some("(released at shutdown)".to_owned());
-        let mut conn = self.records.pool().get().await.map_err(ApplyError::Pool)?;
+        let mut conn = self.pool.get().await.map_err(ApplyError::Pool)?;
         x.lease
             .release(&mut conn)
             .await

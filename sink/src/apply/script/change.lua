@@ -1,8 +1,8 @@
 -- Applies a CHUNK of consecutive changes to the Redis read model, each atomically and
 -- idempotently (ARCHITECTURE.md, "Redis layout" and "Change semantics"). Loaded once per
--- configuration, run with `EVALSHA <sha> 0 ARGV...`; the Rust side (apply/script/args.rs) builds
--- the ARGV, apply/script/generate.rs prepends the names of the Redis layout (mapping::layout) and
--- the static per-mapping part as Lua constants:
+-- configuration, run with `EVALSHA <sha> 0 ARGV...`. The Rust side builds the ARGV
+-- (apply/script/args.rs) and prepends, as Lua constants (apply/script/generate.rs), the
+-- names of the Redis layout (mapping::layout) and the static per-mapping part:
 --
 --   OFFSETS = 'sink:offsets'; SOURCE_TS_MS, APPLIED_AT_MS, APPLIED_COUNT: freshness fields
 --   MAPPINGS[m] = { rows = 'sink:rows:{name}', fresh = 'sink:freshness:{name}',

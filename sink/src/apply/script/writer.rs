@@ -13,6 +13,7 @@ use crate::apply::{ApplyError, BatchOutcome, PlannedChange};
 
 /// Applies batches through the change script; cheap to share (`&self` everywhere).
 pub struct ScriptWriter {
+    pool: Pool,
     script: ChangeScript,
     records: Records,
     /// Whether this writer has loaded the script since start (NOSCRIPT reloads it anyway).
@@ -24,7 +25,8 @@ impl ScriptWriter {
     pub fn new(pool: Pool, config: &Config, chunk: usize) -> ScriptWriter {
         ScriptWriter {
             script: ChangeScript::new(&config.mappings, chunk),
-            records: Records::new(pool, &config.mappings),
+            records: Records::new(pool.clone(), &config.mappings),
+            pool,
             loaded: AtomicBool::new(false),
         }
     }
@@ -45,7 +47,7 @@ impl ScriptWriter {
         for chunk in &chunks {
             pipe.add_command(self.script.command(chunk)?);
         }
-        let mut conn = self.records.pool().get().await.map_err(ApplyError::Pool)?;
+        let mut conn = self.pool.get().await.map_err(ApplyError::Pool)?;
         if !self.loaded.load(Ordering::Relaxed) {
             self.load(&mut conn, batch.len()).await?;
         }
@@ -73,7 +75,14 @@ impl ScriptWriter {
         conn: &mut deadpool_redis::Connection,
         changes: usize,
     ) -> Result<(), ApplyError> {
-        self.script.load(conn, changes).await?;
+        self.script
+            .load(conn)
+            .await
+            .map_err(|source| ApplyError::Redis {
+                operation: "SCRIPT LOAD",
+                changes,
+                source,
+            })?;
         self.loaded.store(true, Ordering::Relaxed);
         Ok(())
     }
