@@ -51,6 +51,7 @@ const MAX_CHUNK_ARGS: usize = 16_384;
 /// changes becomes its calls (chunks of at most `chunk` changes).
 #[derive(Debug, Clone)]
 pub struct ChangeScript {
+    /// `change.lua` after the layout's names and the mappings' static part.
     source: String,
     sha: String,
     mappings: Vec<MappingArgs>,
@@ -72,11 +73,6 @@ impl ChangeScript {
                 .collect(),
             chunk: chunk.max(1),
         }
-    }
-
-    /// The generated Lua (`apply/script/change.lua` after the mappings' static part).
-    pub fn source(&self) -> &str {
-        &self.source
     }
 
     /// SHA1 of [`ChangeScript::source`], as `EVALSHA` takes it.
@@ -120,7 +116,7 @@ impl ChangeScript {
             .arg(&self.source)
             .query_async(conn)
             .await?;
-        debug_assert_eq!(sha, self.sha);
+        debug_assert_eq!(sha, self.sha());
         Ok(())
     }
 }
