@@ -125,7 +125,9 @@ impl Applier {
     /// the writer's lease (`sink:writer:{mapping}` of each mapping), waiting while another
     /// exclusive sink holds one, loads the bookkeeping from Redis, and from then on decides
     /// every change in memory as [`Applier::owning`] does, keeping the lease with every
-    /// batch (see [`OwnedWriter::exclusive`]).
+    /// batch. Readers see each batch at once (one `MULTI`/`EXEC`). A rebuild swapping the
+    /// database in, or a lapsed lease, makes it load the bookkeeping again; another sink
+    /// taking the lease makes every later batch fail with [`ApplyError::LeaseLost`].
     ///
     /// `None` if `shutdown` is cancelled while waiting for the lease;
     /// [`ApplyError::ExclusiveTtl`] if a mapping sets `ttl_seconds`, which only the shared

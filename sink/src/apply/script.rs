@@ -75,7 +75,7 @@ impl ChangeScript {
         }
     }
 
-    /// SHA1 of [`ChangeScript::source`], as `EVALSHA` takes it.
+    /// SHA1 of the script, as `EVALSHA` takes it.
     pub fn sha(&self) -> &str {
         &self.sha
     }
