@@ -45,7 +45,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use mapping::Config;
+use mapping::{one_line, Config};
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::BorrowedMessage;
@@ -61,7 +61,6 @@ use crate::apply::{Applier, ApplyError, PlannedChange};
 use crate::config::BatchSettings;
 use crate::decode::{DecodeError, Decoder};
 use crate::dlq::{DeadLetters, DlqError};
-use crate::health::one_line;
 use batch::Batch;
 use offsets::OffsetsClient;
 use progress::{Progress, SinkContext};

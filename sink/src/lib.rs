@@ -16,6 +16,7 @@
 
 pub mod apply;
 pub mod config;
+pub mod connection;
 pub mod consume;
 pub mod decode;
 pub mod dlq;
@@ -24,6 +25,7 @@ pub mod loadgen;
 pub mod rebuild;
 pub mod registry;
 pub mod run;
+pub mod shutdown;
 
 /// mimalloc instead of the system allocator, for every binary built on this crate (the
 /// sink, its benches and tests measure the same thing): decoding and planning allocate many

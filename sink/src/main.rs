@@ -57,31 +57,10 @@ fn run(cfg: &SinkConfig) -> anyhow::Result<()> {
         .context("cannot start the async runtime")?;
     runtime.block_on(async {
         let shutdown = CancellationToken::new();
-        tokio::spawn(cancel_on_signal(shutdown.clone()));
+        tokio::spawn(sink::shutdown::cancel_on_signal(shutdown.clone()));
         sink::run::run(cfg, StopWhen::Shutdown, shutdown).await?;
         Ok(())
     })
-}
-
-/// Cancels `shutdown` at the first SIGINT or SIGTERM.
-async fn cancel_on_signal(shutdown: CancellationToken) {
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "Cannot listen for SIGTERM.");
-                std::future::pending::<()>().await;
-            }
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        () = terminate => {}
-    }
-    tracing::info!("Shutting down.");
-    shutdown.cancel();
 }
 
 /// Logs to stderr; `RUST_LOG` filters (default `info`).

@@ -82,6 +82,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use clap::Args;
+use mapping::{one_line, redact_url};
 use rdkafka::consumer::Consumer;
 use rdkafka::error::KafkaError;
 use thiserror::Error;
@@ -90,13 +91,14 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::apply::Applier;
-use crate::config::{redact_url, BatchArgs, ConfigArgs, SinkConfig};
+use crate::config::{BatchArgs, ConfigArgs, SinkConfig};
+use crate::connection::{redis_pool, PoolError};
 use crate::consume::offsets::OffsetsClient;
 use crate::consume::progress::SinkContext;
 use crate::consume::{self, ConsumeError, Pipeline, SinkConsumer, StopWhen, Summary};
 use crate::decode::Decoder;
 use crate::dlq::{DeadLetters, DlqError};
-use crate::health::{self, one_line, HealthError};
+use crate::health::{self, HealthError};
 use crate::registry::{Registry, RegistryError};
 use display::Display;
 use partitions::{PartitionState, PartitionTarget, Tracker};
@@ -186,7 +188,7 @@ pub enum RebuildError {
     Target(#[from] TargetError),
     /// The staging connection pool could not be set up.
     #[error(transparent)]
-    RedisPool(Box<crate::run::RunError>),
+    RedisPool(#[from] PoolError),
     /// The dead-letter producer could not be created.
     #[error(transparent)]
     DeadLetters(#[from] DlqError),
@@ -318,7 +320,7 @@ pub fn cli(args: &RebuildArgs) -> ExitCode {
     let options = RebuildOptions::from(args);
     let result = runtime.block_on(async {
         let shutdown = CancellationToken::new();
-        tokio::spawn(cancel_on_signal(shutdown.clone()));
+        tokio::spawn(crate::shutdown::cancel_on_signal(shutdown.clone()));
         rebuild(&cfg, &options, shutdown).await
     });
     match result {
@@ -335,23 +337,6 @@ pub fn cli(args: &RebuildArgs) -> ExitCode {
             ExitCode::from(1)
         }
     }
-}
-
-async fn cancel_on_signal(shutdown: CancellationToken) {
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        () = terminate => {}
-    }
-    info!("Stopping the rebuild.");
-    shutdown.cancel();
 }
 
 fn now_ms() -> u128 {
@@ -515,8 +500,7 @@ impl Context<'_> {
             }
         })?;
 
-        let pool = crate::run::redis_pool(&target.staging_url)
-            .map_err(|e| RebuildError::RedisPool(Box::new(e)))?;
+        let pool = redis_pool(&target.staging_url)?;
         let pipeline = Pipeline {
             config: Arc::clone(config),
             decoder: Arc::new(Decoder::new(Arc::clone(&self.registry))),

@@ -5,16 +5,15 @@
 //! from the beginning and stops at their end) reuses the same pipeline with another start and
 //! stop policy.
 
+use mapping::{redact_url, ConfigErrors};
 use std::sync::Arc;
-use std::time::Duration;
-
-use mapping::ConfigErrors;
 use thiserror::Error;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
 use crate::apply::Applier;
-use crate::config::{redact_url, summary, BatchSettings, ConfigArgs, SinkConfig, Writer};
+use crate::config::{summary, BatchSettings, ConfigArgs, SinkConfig, Writer};
+use crate::connection::{redis_pool, PoolError};
 use crate::consume::offsets::OffsetsClient;
 use crate::consume::{self, ConsumeError, Pipeline, StopWhen, Summary};
 use crate::decode::Decoder;
@@ -32,14 +31,8 @@ pub enum RunError {
     #[error("invalid schema registry settings")]
     Registry(#[source] RegistryError),
     /// The Redis connection pool could not be set up.
-    #[error("cannot set up a connection pool for redis at {url}")]
-    RedisPool {
-        /// The Redis URL, password redacted.
-        url: String,
-        /// What went wrong.
-        #[source]
-        source: RedisPoolError,
-    },
+    #[error(transparent)]
+    RedisPool(#[from] PoolError),
     /// The dead-letter producer could not be created.
     #[error(transparent)]
     DeadLetters(#[from] DlqError),
@@ -49,39 +42,6 @@ pub enum RunError {
     /// Consuming failed.
     #[error(transparent)]
     Consume(#[from] ConsumeError),
-}
-
-/// Why the Redis pool could not be built.
-#[derive(Debug, Error)]
-pub enum RedisPoolError {
-    /// The URL does not parse.
-    #[error("invalid redis url")]
-    Url(#[source] redis::RedisError),
-    /// The pool could not be built.
-    #[error("cannot build the pool")]
-    Build(#[source] deadpool_redis::BuildError),
-}
-
-/// How long one Redis reply may take. A pipeline of a few thousand scripts takes well under
-/// a second, but redis-rs's default of 500 ms is too tight on a loaded machine: a timeout
-/// makes the whole batch go again, which takes as long again.
-pub const REDIS_RESPONSE_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// A pool of multiplexed Redis connections with [`REDIS_RESPONSE_TIMEOUT`].
-pub fn redis_pool(url: &str) -> Result<deadpool_redis::Pool, RunError> {
-    let fail = |source| RunError::RedisPool {
-        url: redact_url(url),
-        source,
-    };
-    let connection = redis::AsyncConnectionConfig::new()
-        .set_connection_timeout(Some(Duration::from_secs(5)))
-        .set_response_timeout(Some(REDIS_RESPONSE_TIMEOUT));
-    let manager = deadpool_redis::Manager::new_with_config(url, connection)
-        .map_err(|e| fail(RedisPoolError::Url(e)))?;
-    deadpool_redis::Pool::builder(manager)
-        .runtime(deadpool_redis::Runtime::Tokio1)
-        .build()
-        .map_err(|e| fail(RedisPoolError::Build(e)))
 }
 
 /// Checks Redis, the registry and Kafka, then consumes the mapped topics in the configured

@@ -298,7 +298,7 @@ async fn bench(args: &Args) -> anyhow::Result<()> {
     let events = workload.events.len();
     let partitions = Arc::new(partitions);
 
-    let pool = sink::run::redis_pool(&url)?;
+    let pool = sink::connection::redis_pool(&url)?;
     let mut applier = Applier::new(pool, &config);
     if let Some(chunk) = args.chunk {
         applier = applier.with_chunk_size(chunk);

@@ -14,6 +14,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use mapping::one_line;
 use rdkafka::consumer::Consumer;
 use rdkafka::message::OwnedHeaders;
 use tokio::sync::mpsc;
@@ -27,7 +28,6 @@ use super::retry::Backoff;
 use super::{dlq_retriable, ConsumeError, SinkConsumer, Summary, Work};
 use crate::apply::{Applier, ApplyError, BatchOutcome};
 use crate::dlq::{DeadLetters, Origin};
-use crate::health::one_line;
 
 /// Slices queued per lane.
 const LANE_QUEUE: usize = 4;

@@ -8,6 +8,7 @@
 use std::time::Duration;
 
 use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
+use mapping::one_line;
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
@@ -49,7 +50,7 @@ impl Backoff {
             .next()
             .unwrap_or(MAX_DELAY);
         warn!(
-            error = %crate::health::one_line(error),
+            error = %one_line(error),
             attempt = self.attempts,
             ?delay,
             "{what} failed; retrying."
