@@ -15,6 +15,7 @@
 //! - [`loadgen`]: realistic Debezium records in wire format, for tests and benchmarks.
 
 pub mod apply;
+pub mod cli;
 pub mod config;
 pub mod connection;
 pub mod consume;
@@ -26,6 +27,7 @@ pub mod rebuild;
 pub mod registry;
 pub mod run;
 pub mod shutdown;
+pub mod validate;
 
 /// mimalloc instead of the system allocator, for every binary built on this crate (the
 /// sink, its benches and tests measure the same thing): decoding and planning allocate many

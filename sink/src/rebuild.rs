@@ -77,11 +77,9 @@ pub mod partitions;
 pub mod target;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use clap::Args;
 use mapping::{one_line, redact_url};
 use rdkafka::consumer::Consumer;
 use rdkafka::error::KafkaError;
@@ -91,7 +89,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::apply::Applier;
-use crate::config::{BatchArgs, ConfigArgs, SinkConfig};
+use crate::config::SinkConfig;
 use crate::connection::{redis_pool, PoolError};
 use crate::consume::offsets::OffsetsClient;
 use crate::consume::progress::SinkContext;
@@ -109,45 +107,19 @@ const TICK: Duration = Duration::from_millis(100);
 /// Timeout of each broker request.
 const KAFKA_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Arguments of `sink rebuild`.
-#[derive(Debug, Clone, Args)]
-pub struct RebuildArgs {
-    /// Configuration and connection settings.
-    #[command(flatten)]
-    pub config: ConfigArgs,
-    /// Batch tuning.
-    #[command(flatten)]
-    pub batch: BatchArgs,
-    /// Redis logical database to build the new state in (default: the live database + 1).
-    /// It is flushed first.
-    #[arg(long, value_name = "N")]
-    pub staging_db: Option<i64>,
-    /// Rebuild even when Redis's maxmemory cannot hold both states (warn instead of refusing),
-    /// and hand over even when the live state records offsets beyond the end of the log.
-    #[arg(long)]
-    pub force: bool,
-    /// Give up when the live sink stays ahead this long after the replay, in seconds.
-    #[arg(long, value_name = "SECS", default_value_t = 300)]
-    pub handover_timeout: u64,
-    /// No progress bars even on a terminal (log lines instead).
-    #[arg(long)]
-    pub no_progress: bool,
-}
-
 /// What a rebuild may do besides the configuration.
 #[derive(Debug, Clone)]
 pub struct RebuildOptions {
     /// Staging database (default: live + 1).
     pub staging_db: Option<i64>,
-    /// See [`RebuildArgs::force`].
+    /// Rebuild even when Redis's maxmemory cannot hold both states (warn instead of
+    /// refusing), and hand over even when the live state records offsets beyond the end of
+    /// the log (`--force`).
     pub force: bool,
-    /// See [`RebuildArgs::handover_timeout`].
+    /// Give up when the live sink stays ahead this long after the replay.
     pub handover_timeout: Duration,
     /// Progress bars on a terminal.
     pub progress: bool,
-    /// Apply through the change script, as `sink run` does, instead of the owning applier
-    /// (for benchmarks comparing the two; the result is the same).
-    pub with_script: bool,
 }
 
 impl Default for RebuildOptions {
@@ -157,19 +129,6 @@ impl Default for RebuildOptions {
             force: false,
             handover_timeout: Duration::from_secs(300),
             progress: false,
-            with_script: false,
-        }
-    }
-}
-
-impl From<&RebuildArgs> for RebuildOptions {
-    fn from(args: &RebuildArgs) -> Self {
-        RebuildOptions {
-            staging_db: args.staging_db,
-            force: args.force,
-            handover_timeout: Duration::from_secs(args.handover_timeout),
-            progress: !args.no_progress,
-            with_script: false,
         }
     }
 }
@@ -239,6 +198,14 @@ pub enum RebuildError {
     NewPartitions(String),
 }
 
+impl RebuildError {
+    /// Whether the command line asked for something impossible (exit code 2 rather than 1):
+    /// the staging database is the live one.
+    pub fn is_usage(&self) -> bool {
+        matches!(self, RebuildError::Target(TargetError::SameDb(_)))
+    }
+}
+
 /// What a finished rebuild did.
 #[derive(Debug, Clone)]
 pub struct Report {
@@ -293,49 +260,6 @@ impl std::fmt::Display for Report {
             self.attempts,
             self.summary.dead_lettered,
         )
-    }
-}
-
-/// `sink rebuild` for the binary: loads the configuration, runs [`rebuild`] until done or
-/// SIGINT/SIGTERM, prints the summary on stdout. Exit codes: 0 swapped, 1 failed (the live
-/// state is unchanged), 2 bad configuration or usage.
-pub fn cli(args: &RebuildArgs) -> ExitCode {
-    let cfg = match SinkConfig::load(&args.config, args.batch.into()) {
-        Ok(cfg) => cfg,
-        Err(errors) => {
-            eprintln!("{errors}");
-            return ExitCode::from(2);
-        }
-    };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(e) => {
-            eprintln!("sink: cannot start the async runtime: {e}");
-            return ExitCode::from(1);
-        }
-    };
-    let options = RebuildOptions::from(args);
-    let result = runtime.block_on(async {
-        let shutdown = CancellationToken::new();
-        tokio::spawn(crate::shutdown::cancel_on_signal(shutdown.clone()));
-        rebuild(&cfg, &options, shutdown).await
-    });
-    match result {
-        Ok(report) => {
-            print!("{report}");
-            ExitCode::SUCCESS
-        }
-        Err(RebuildError::Target(e @ TargetError::SameDb(_))) => {
-            eprintln!("sink: {e}");
-            ExitCode::from(2)
-        }
-        Err(e) => {
-            eprintln!("sink: rebuild failed: {}", one_line(&e));
-            ExitCode::from(1)
-        }
     }
 }
 
@@ -504,11 +428,7 @@ impl Context<'_> {
         let pipeline = Pipeline {
             config: Arc::clone(config),
             decoder: Arc::new(Decoder::new(Arc::clone(&self.registry))),
-            applier: if self.options.with_script {
-                Applier::new(pool, config)
-            } else {
-                Applier::owning(pool, config)
-            },
+            applier: Applier::owning(pool, config),
             dead_letters: Arc::new(DeadLetters::new(
                 &self.cfg.producer_config(),
                 &config.kafka.dead_letter_topic,

@@ -5,14 +5,14 @@
 //! from the beginning and stops at their end) reuses the same pipeline with another start and
 //! stop policy.
 
-use mapping::{redact_url, ConfigErrors};
+use mapping::redact_url;
 use std::sync::Arc;
 use thiserror::Error;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
 use crate::apply::Applier;
-use crate::config::{summary, BatchSettings, ConfigArgs, SinkConfig, Writer};
+use crate::config::{SinkConfig, Writer};
 use crate::connection::{redis_pool, PoolError};
 use crate::consume::offsets::OffsetsClient;
 use crate::consume::{self, ConsumeError, Pipeline, StopWhen, Summary};
@@ -99,10 +99,4 @@ pub async fn run(
         "Consuming."
     );
     Ok(consume::consume(consumer, Arc::new(offsets), pipeline, stop, shutdown).await?)
-}
-
-/// Loads and validates the configuration named by `args`; the summary to print on success.
-pub fn validate(args: &ConfigArgs) -> Result<String, ConfigErrors> {
-    let cfg = SinkConfig::load(args, BatchSettings::default())?;
-    Ok(summary(&cfg.config))
 }
