@@ -13,7 +13,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use mapping::{one_line, ConfigErrors};
 use sink::cli::{Cli, Command, RebuildArgs, RunArgs};
-use sink::consume::StopWhen;
+use sink::pipeline::StopWhen;
 use sink::rebuild::RebuildOptions;
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;

@@ -35,9 +35,9 @@ use serde_json::Value as Json;
 use sink::apply::{Applier, PlannedChange};
 use sink::cli::WriterMode;
 use sink::config::{BatchSettings, SinkConfig, Writer};
-use sink::consume::StopWhen;
 use sink::decode::Decoder;
 use sink::loadgen::{self, reference, Table, WireEncoder, WireRecord};
+use sink::pipeline::StopWhen;
 use sink::registry::Registry;
 use tokio_util::sync::CancellationToken;
 

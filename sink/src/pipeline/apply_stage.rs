@@ -25,9 +25,9 @@ use tracing::{debug, warn};
 use super::batch::{Batch, Partition};
 use super::progress::Progress;
 use super::retry::Backoff;
-use super::{dlq_retriable, ConsumeError, SinkConsumer, Summary, Work};
+use super::{dead_letter, ConsumeError, SinkConsumer, Summary, Work};
 use crate::apply::{Applier, ApplyError, BatchOutcome};
-use crate::dlq::{DeadLetters, Origin};
+use crate::dlq::{DeadLetter, DeadLetters, Origin};
 
 /// Slices queued per lane.
 const LANE_QUEUE: usize = 4;
@@ -265,37 +265,18 @@ async fn dead_letter_change(
 ) -> Result<bool, ConsumeError> {
     let text = format!("redis rejected the change: {}", one_line(error));
     let change = &batch.changes[i];
-    let origin = Origin {
-        topic: &change.topic,
-        partition: change.partition,
-        offset: change.offset,
-    };
-    warn!(
-        topic = origin.topic,
-        partition = origin.partition,
-        offset = origin.offset,
-        error = %text,
-        dlq = shared.dead_letters.topic(),
-        "Dead-lettering a record."
-    );
     let (key, value) = batch.raw.get(i);
-    let mut backoff = Backoff::default();
-    loop {
-        match shared
-            .dead_letters
-            .send_raw(origin, key, value, None, OwnedHeaders::new(), &text)
-            .await
-        {
-            Ok(()) => return Ok(true),
-            Err(e) if dlq_retriable(&e) => {
-                if !backoff
-                    .wait("Dead-lettering a record", &e, &shared.shutdown)
-                    .await
-                {
-                    return Ok(false);
-                }
-            }
-            Err(e) => return Err(ConsumeError::DeadLetter(Box::new(e))),
-        }
-    }
+    let letter = DeadLetter {
+        origin: Origin {
+            topic: &change.topic,
+            partition: change.partition,
+            offset: change.offset,
+        },
+        key,
+        value,
+        timestamp_ms: None,
+        headers: OwnedHeaders::new(),
+        error: &text,
+    };
+    dead_letter::send(&shared.dead_letters, &letter, &shared.shutdown).await
 }

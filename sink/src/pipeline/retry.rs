@@ -18,7 +18,7 @@ const MIN_DELAY: Duration = Duration::from_millis(100);
 const MAX_DELAY: Duration = Duration::from_secs(10);
 
 /// The backoff policy: 100 ms doubling to 10 s, with jitter, forever.
-pub fn policy() -> ExponentialBuilder {
+fn policy() -> ExponentialBuilder {
     ExponentialBuilder::default()
         .with_min_delay(MIN_DELAY)
         .with_max_delay(MAX_DELAY)
@@ -61,11 +61,6 @@ impl Backoff {
             () = tokio::time::sleep(delay) => true,
         }
     }
-
-    /// Failed attempts so far.
-    pub fn attempts(&self) -> u32 {
-        self.attempts
-    }
 }
 
 #[cfg(test)]
@@ -85,7 +80,7 @@ mod tests {
             assert!(backoff.wait("test", &Down, &shutdown).await);
         }
         let waited = start.elapsed();
-        assert_eq!(backoff.attempts(), 20);
+        assert_eq!(backoff.attempts, 20);
         // At least the un-jittered sum of the first delays, at most 20 capped (jittered) delays.
         assert!(
             waited >= Duration::from_millis(100 + 200 + 400 + 800),
