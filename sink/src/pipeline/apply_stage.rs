@@ -23,11 +23,27 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use super::batch::{Batch, Partition};
-use super::progress::Progress;
+use super::dead_letter;
+use super::error::ConsumeError;
+use super::progress::{Progress, SinkConsumer};
 use super::retry::Backoff;
-use super::{dead_letter, ConsumeError, SinkConsumer, Summary, Work};
+use super::summary::Summary;
 use crate::apply::{Applier, ApplyError, BatchOutcome};
 use crate::dlq::{DeadLetter, DeadLetters, Origin};
+
+/// Work for the apply stage.
+#[derive(Debug)]
+pub(super) enum Work {
+    /// Apply, then store the offsets.
+    Batch(Batch),
+    /// Every assigned partition of these mappings' topics is at its end.
+    CaughtUp(Vec<usize>),
+}
+
+/// How the apply stage ends: its counts, or the first fatal error of any lane.
+pub(super) type ApplyResult = Result<Summary, ConsumeError>;
+/// The running apply stage.
+pub(super) type ApplyHandle = tokio::task::JoinHandle<ApplyResult>;
 
 /// Slices queued per lane.
 const LANE_QUEUE: usize = 4;

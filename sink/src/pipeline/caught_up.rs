@@ -18,9 +18,19 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
 
+use super::apply_stage::Work;
 use super::offsets::OffsetsClient;
-use super::progress::Progress;
-use super::{SinkConsumer, StopWhen, Work};
+use super::progress::{Progress, SinkConsumer};
+
+/// When the pipeline stops by itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopWhen {
+    /// Only when shutdown is requested (`sink run`).
+    Shutdown,
+    /// As soon as every assigned partition is applied up to its high watermark (or at
+    /// shutdown, whichever comes first).
+    CaughtUp,
+}
 
 /// How often the check runs while the sink runs until shut down: it only keeps
 /// `caught_up_at_ms` fresh for idle tables, so once a second is plenty.

@@ -21,10 +21,14 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use super::apply_stage::{ApplyHandle, ApplyResult, Work};
 use super::batch::Batch;
+use super::caught_up::StopWhen;
+use super::dead_letter;
+use super::error::ConsumeError;
+use super::progress::SinkConsumer;
 use super::retry::Backoff;
-use super::{dead_letter, ApplyHandle, ApplyResult, ConsumeError, SinkConsumer, StopWhen};
-use super::{Summary, Work};
+use super::summary::Summary;
 use crate::apply::PlannedChange;
 use crate::config::BatchSettings;
 use crate::decode::{DecodeError, Decoder};

@@ -5,8 +5,8 @@
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
+use super::error::ConsumeError;
 use super::retry::Backoff;
-use super::ConsumeError;
 use crate::dlq::{DeadLetter, DeadLetters};
 
 /// Writes `letter` to the dead-letter topic, retrying what may succeed later. `Ok(false)` when

@@ -48,120 +48,45 @@ mod batch;
 mod caught_up;
 mod consume_stage;
 mod dead_letter;
+mod error;
 mod offsets;
 mod progress;
 mod retry;
+mod summary;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::consumer::{CommitMode, Consumer};
 use rdkafka::error::{KafkaError, KafkaResult};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
-use thiserror::Error;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::apply::{Applier, ApplyError};
-use crate::config::SinkConfig;
+use crate::apply::Applier;
+use crate::config::{BatchSettings, SinkConfig};
 use crate::decode::Decoder;
-use crate::dlq::{DeadLetters, DlqError};
-use crate::health::{self, HealthError};
-use crate::registry::{Registry, RegistryError};
-use batch::Batch;
+use crate::dlq::DeadLetters;
+use crate::health;
+use crate::registry::Registry;
 use caught_up::CaughtUpWatch;
 use consume_stage::ConsumeStage;
+use progress::{SinkConsumer, SinkContext};
+
+pub use caught_up::StopWhen;
+pub use error::{ConsumeError, StartError};
 pub use offsets::OffsetsClient;
 pub use progress::Progress;
-use progress::SinkContext;
-
-/// The consumer type the sink uses.
-type SinkConsumer = StreamConsumer<SinkContext>;
+pub use summary::Summary;
 
 /// Batches decoded ahead of the one Redis is applying. Deep enough that Redis never waits
 /// for the next batch while the consume stage decodes: the rebuild of 1,000,000 events went
 /// from 12.1-13.9 s to 10.8-11.5 s with 8 instead of 2 (and 4 slices per lane instead of 2;
 /// BENCHMARKS.md, *Rebuild speed*).
 const QUEUED_BATCHES: usize = 8;
-
-/// Why a pipeline could not start.
-#[derive(Debug, Error)]
-pub enum StartError {
-    /// A start-up check failed (the message names the component and its address).
-    #[error(transparent)]
-    Health(#[from] HealthError),
-    /// The registry client could not be built (bad URL).
-    #[error("invalid schema registry settings")]
-    Registry(#[source] RegistryError),
-    /// The dead-letter producer could not be created.
-    #[error(transparent)]
-    DeadLetters(#[from] DlqError),
-    /// The consumer could not be created.
-    #[error("cannot create the kafka consumer")]
-    Create(#[source] KafkaError),
-    /// The subscription was refused.
-    #[error("cannot subscribe to {topics}")]
-    Subscribe {
-        /// The topics, comma-separated.
-        topics: String,
-        /// What librdkafka reported.
-        #[source]
-        source: KafkaError,
-    },
-    /// The partitions could not be assigned.
-    #[error("kafka: assigning partitions")]
-    Assign(#[source] KafkaError),
-}
-
-/// Why consuming stopped with an error.
-#[derive(Debug, Error)]
-pub enum ConsumeError {
-    /// A dead letter could not be written, for a reason retrying does not fix.
-    #[error("dead-lettering a record failed")]
-    DeadLetter(#[source] Box<DlqError>),
-    /// Redis rejected a batch for a reason retrying does not fix.
-    #[error("applying a batch of {changes} changes to redis failed")]
-    Apply {
-        /// Changes in the batch.
-        changes: usize,
-        /// What the applier reported.
-        #[source]
-        source: ApplyError,
-    },
-    /// Redis rejected many changes in a row: something systematic, not a bad record.
-    #[error("redis rejected {count} changes in a row (batch of {changes}); stopping rather than dead-lettering the stream")]
-    Rejected {
-        /// Changes rejected in a row.
-        count: u32,
-        /// Changes in the batch.
-        changes: usize,
-        /// The last rejection.
-        #[source]
-        source: ApplyError,
-    },
-    /// The apply task ended without reporting (it panicked).
-    #[error("the apply stage stopped unexpectedly")]
-    ApplyStage,
-    /// The consume task ended without reporting (it panicked).
-    #[error("the consume stage stopped unexpectedly")]
-    ConsumeStage,
-    /// The final synchronous offset commit failed.
-    #[error("final offset commit failed")]
-    Commit(#[source] KafkaError),
-}
-
-/// When the pipeline stops by itself.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StopWhen {
-    /// Only when shutdown is requested (`sink run`).
-    Shutdown,
-    /// As soon as every assigned partition is applied up to its high watermark (or at
-    /// shutdown, whichever comes first).
-    CaughtUp,
-}
 
 /// Where the consumer starts.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -170,25 +95,6 @@ pub enum Source {
     Group,
     /// Reads these `(topic, partition)`s from their beginning, outside any group.
     FromBeginning(Vec<(String, i32)>),
-}
-
-/// Counts of one pipeline run.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Summary {
-    /// Records consumed and settled (applied or dead-lettered).
-    pub records: u64,
-    /// Changes applied to Redis.
-    pub changes: u64,
-    /// Records sent to the dead-letter topic.
-    pub dead_lettered: u64,
-    /// Of the changes applied, those that were no-ops (replays, older than what is stored).
-    pub skipped: u64,
-    /// Batches applied.
-    pub batches: u64,
-    /// When the first record arrived (for throughput measurements).
-    pub first_record_at: Option<std::time::Instant>,
-    /// When the last batch was applied.
-    pub last_applied_at: Option<std::time::Instant>,
 }
 
 /// A pipeline whose services answered, with its consumer created but not yet consuming.
@@ -360,20 +266,8 @@ struct Stages {
     /// Poison records -> dead-letter topic.
     dead_letters: Arc<DeadLetters>,
     /// Batch limits.
-    batch: crate::config::BatchSettings,
+    batch: BatchSettings,
 }
-
-/// Work for the apply stage.
-#[derive(Debug)]
-enum Work {
-    /// Apply, then store the offsets.
-    Batch(Batch),
-    /// Every assigned partition of these mappings' topics is at its end.
-    CaughtUp(Vec<usize>),
-}
-
-type ApplyResult = Result<Summary, ConsumeError>;
-type ApplyHandle = JoinHandle<ApplyResult>;
 
 /// Runs the stages until `stop` says so, then commits the stored offsets synchronously.
 async fn consume(

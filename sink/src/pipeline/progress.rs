@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
-use rdkafka::consumer::{BaseConsumer, ConsumerContext, Rebalance};
+use rdkafka::consumer::{BaseConsumer, ConsumerContext, Rebalance, StreamConsumer};
 use rdkafka::error::KafkaResult;
 use rdkafka::{ClientContext, TopicPartitionList};
 use tracing::{debug, info};
@@ -41,6 +41,9 @@ impl Progress {
         map.get(&(topic.to_owned(), partition)).copied()
     }
 }
+
+/// The consumer type the sink uses.
+pub(super) type SinkConsumer = StreamConsumer<SinkContext>;
 
 /// The consumer context: logs rebalances and keeps [`Progress`] in step with the assignment.
 #[derive(Debug, Default, Clone)]

@@ -12,13 +12,33 @@ use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
 use super::display::Display;
-use super::partitions::{self, PartitionState, PartitionTarget, Tracker};
+use super::error::RebuildError;
+use super::partitions::{self, PartitionState, PartitionTarget, Tracker, KAFKA_TIMEOUT};
+use super::report::meta;
+use super::target::Target;
 use super::target::{Handover, HandoverOutcome};
-use super::{fingerprint, now_ms, Context, RebuildError, KAFKA_TIMEOUT};
+use crate::config::SinkConfig;
 use crate::pipeline::{OffsetsClient, Running};
 
 /// How often the replay's progress is checked.
 const TICK: Duration = Duration::from_millis(100);
+
+/// What every step of one rebuild reads.
+pub(super) struct Context<'a> {
+    /// The configuration being rebuilt.
+    pub cfg: &'a SinkConfig,
+    /// Hand over even when the live state records offsets beyond the log (`--force`); also
+    /// go on when the memory check fails.
+    pub force: bool,
+    /// How long the live sink may stay ahead after the replay.
+    pub handover_timeout: Duration,
+    /// The live and the staging database.
+    pub target: &'a Target,
+    /// The lock token.
+    pub token: &'a str,
+    /// Cancelled when another process took the lock.
+    pub lock_lost: &'a CancellationToken,
+}
 
 /// The replay in progress.
 pub(super) struct Replay {
@@ -90,7 +110,7 @@ impl Context<'_> {
 
         // Phase 2: catch up with the live sink, then swap.
         let topics = self.cfg.topics();
-        let deadline = Instant::now() + self.options.handover_timeout;
+        let deadline = Instant::now() + self.handover_timeout;
         let mut forced: BTreeMap<String, i64> = BTreeMap::new();
         let mut attempts = 0;
         let mut last_lagging: String;
@@ -109,7 +129,7 @@ impl Context<'_> {
             if lagging.is_empty() {
                 attempts += 1;
                 let floors = floors(replay.tracker.targets(), &states, &forced);
-                let meta = self.meta(started_ms, &per_topic);
+                let meta = meta(&self.cfg.config, started_ms, &per_topic);
                 let request = Handover {
                     token: self.token,
                     topics: &topics,
@@ -141,7 +161,7 @@ impl Context<'_> {
             }
             if Instant::now() >= deadline {
                 return Err(RebuildError::HandoverTimeout {
-                    waited: self.options.handover_timeout,
+                    waited: self.handover_timeout,
                     lagging: last_lagging,
                 });
             }
@@ -221,7 +241,7 @@ impl Context<'_> {
                 source,
             })?;
             if offset >= high {
-                if !self.options.force {
+                if !self.force {
                     return Err(RebuildError::LiveAhead {
                         field: field.clone(),
                         live: offset,
@@ -238,26 +258,6 @@ impl Context<'_> {
             return Err(RebuildError::NewPartitions(unknown.join(", ")));
         }
         Ok(behind.join(", "))
-    }
-
-    /// The `sink:rebuild` fields.
-    fn meta(&self, started_ms: u128, per_topic: &BTreeMap<String, u64>) -> Vec<(String, String)> {
-        let mut meta = vec![
-            ("started_at_ms".to_owned(), started_ms.to_string()),
-            ("finished_at_ms".to_owned(), now_ms().to_string()),
-            (
-                "config_fingerprint".to_owned(),
-                fingerprint(&self.cfg.config),
-            ),
-            (
-                "events".to_owned(),
-                per_topic.values().sum::<u64>().to_string(),
-            ),
-        ];
-        for (topic, n) in per_topic {
-            meta.push((format!("events:{topic}"), n.to_string()));
-        }
-        meta
     }
 }
 

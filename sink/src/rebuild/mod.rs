@@ -80,33 +80,32 @@
 //! progress and `report.rs` what was done.
 
 mod display;
+mod error;
 mod handover;
 mod partitions;
 mod report;
 pub mod target;
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use mapping::{one_line, redact_url};
-use rdkafka::error::KafkaError;
-use thiserror::Error;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::apply::Applier;
 use crate::config::SinkConfig;
-use crate::connection::{redis_pool, PoolError};
-use crate::pipeline::{ConsumeError, Pipeline, Source, StartError, StopWhen, Summary};
+use crate::connection::redis_pool;
+use crate::pipeline::{Pipeline, Source, StopWhen, Summary};
 use display::Display;
-use handover::Replay;
-use partitions::Tracker;
-pub use report::Report;
-use target::{MemoryEstimate, Target, TargetError, LOCK_TTL};
+use handover::{Context, Replay};
+use partitions::{Tracker, KAFKA_TIMEOUT};
+use report::now_ms;
+use target::{Target, LOCK_TTL};
 
-/// Timeout of each broker request.
-const KAFKA_TIMEOUT: Duration = Duration::from_secs(10);
+pub use error::RebuildError;
+pub use report::{fingerprint, Report};
 
 /// What a rebuild may do besides the configuration.
 #[derive(Debug, Clone)]
@@ -132,93 +131,6 @@ impl Default for RebuildOptions {
             progress: false,
         }
     }
-}
-
-/// Why a rebuild failed; in every case the live database still serves the old state.
-#[derive(Debug, Error)]
-pub enum RebuildError {
-    /// The pipeline could not start (a start-up check failed, a client could not be built).
-    #[error(transparent)]
-    Start(#[from] StartError),
-    /// Redis failed or refused.
-    #[error(transparent)]
-    Target(#[from] TargetError),
-    /// The staging connection pool could not be set up.
-    #[error(transparent)]
-    RedisPool(#[from] PoolError),
-    /// Kafka failed.
-    #[error("kafka: {what}")]
-    Kafka {
-        /// What was being done.
-        what: &'static str,
-        /// What librdkafka reported.
-        #[source]
-        source: KafkaError,
-    },
-    /// Two states do not fit under maxmemory.
-    #[error("not enough redis memory for the old and the new state side by side ({0}); free memory, raise maxmemory or pass --force")]
-    Memory(MemoryEstimate),
-    /// The replay failed.
-    #[error("the replay failed")]
-    Consume(#[source] ConsumeError),
-    /// The replay stopped without an error before it was done.
-    #[error("the replay stopped before reaching the end of the log")]
-    Stopped,
-    /// SIGINT/SIGTERM.
-    #[error("interrupted; the live state is unchanged (rerun to start over)")]
-    Interrupted,
-    /// Another process took the lock.
-    #[error("lost the rebuild lock (now held by {0}); another rebuild may be running")]
-    LockLost(String),
-    /// The live sink stayed ahead.
-    #[error("the live sink stayed ahead of the rebuild for {waited:?}: {lagging}")]
-    HandoverTimeout {
-        /// How long the rebuild waited.
-        waited: Duration,
-        /// The partitions behind, `field live>staging`.
-        lagging: String,
-    },
-    /// The live state records applied offsets the log does not have.
-    #[error("the live state records offset {live} for {field} but the log ends at {high} (topic recreated or truncated?); pass --force to hand over anyway")]
-    LiveAhead {
-        /// `{topic}/{partition}`.
-        field: String,
-        /// Offset in the live `sink:offsets`.
-        live: i64,
-        /// Current high watermark.
-        high: i64,
-    },
-    /// The live sink consumes partitions that did not exist when the rebuild started.
-    #[error("partitions were added during the rebuild ({0}); rerun it")]
-    NewPartitions(String),
-}
-
-impl RebuildError {
-    /// Whether the command line asked for something impossible (exit code 2 rather than 1):
-    /// the staging database is the live one.
-    pub fn is_usage(&self) -> bool {
-        matches!(self, RebuildError::Target(TargetError::SameDb(_)))
-    }
-}
-
-/// Milliseconds since the Unix epoch.
-fn now_ms() -> u128 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis())
-        .unwrap_or(0)
-}
-
-/// FNV-1a of the validated mappings: equal for equal mappings, whatever the connection
-/// settings.
-pub fn fingerprint(config: &mapping::Config) -> String {
-    let text = format!("{:?}", config.mappings);
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for byte in text.bytes() {
-        hash ^= u64::from(byte);
-        hash = hash.wrapping_mul(0x0100_0000_01b3);
-    }
-    format!("{hash:016x}")
 }
 
 /// Rebuilds the live database of `cfg.config.redis.url` from the log (see the module docs).
@@ -257,12 +169,13 @@ pub async fn rebuild(
     ));
     let ctx = Context {
         cfg,
-        options,
+        force: options.force,
+        handover_timeout: options.handover_timeout,
         target: &target,
         token: &token,
         lock_lost: &lock_lost,
     };
-    let result = ctx.run(pipeline, shutdown).await;
+    let result = ctx.run(pipeline, options.progress, shutdown).await;
     refresher.abort();
     if result.is_err() {
         if let Err(e) = target.unlock(&token).await {
@@ -288,22 +201,12 @@ async fn refresh_lock(target: Target, token: String, lost: CancellationToken) {
     }
 }
 
-/// What every step of one rebuild reads.
-struct Context<'a> {
-    cfg: &'a SinkConfig,
-    options: &'a RebuildOptions,
-    target: &'a Target,
-    /// The lock token.
-    token: &'a str,
-    /// Cancelled when another process took the lock.
-    lock_lost: &'a CancellationToken,
-}
-
 impl Context<'_> {
     /// Steps 3 to 6, with the lock held.
     async fn run(
         &self,
         pipeline: Pipeline,
+        progress: bool,
         shutdown: CancellationToken,
     ) -> Result<Report, RebuildError> {
         let started_ms = now_ms();
@@ -317,7 +220,7 @@ impl Context<'_> {
             .estimate(target.live_db, target.staging_db);
         if estimate.fits() {
             info!(%estimate, "Memory check passed.");
-        } else if self.options.force {
+        } else if self.force {
             warn!(%estimate, evicting_policy = estimate.evicts, "Both states may not fit under maxmemory; going on (--force).");
         } else {
             return Err(RebuildError::Memory(estimate));
@@ -361,7 +264,7 @@ impl Context<'_> {
             running,
             ended: false,
             tracker,
-            display: Display::new(&totals, !self.options.progress),
+            display: Display::new(&totals, !progress),
         };
         let outcome = self
             .replay_and_swap(&mut replay, &shutdown, started_ms, t0)

@@ -13,6 +13,9 @@ use tracing::{debug, warn};
 
 use crate::pipeline::{OffsetsClient, Progress};
 
+/// Timeout of each broker request.
+pub(super) const KAFKA_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// How long a partition whose consumer position is at its end may show no applied progress,
 /// while no other partition progresses either (nothing consumed is still waiting to be
 /// applied), before the rest of it counts as a gap (records removed by compaction,

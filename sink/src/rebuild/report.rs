@@ -1,7 +1,8 @@
-//! What a finished rebuild did, as data for callers and as the text `sink rebuild` prints.
+//! What a rebuild did: the [`Report`] for callers and the text `sink rebuild` prints, and the
+//! `sink:rebuild` fields the handover writes into the new state.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::pipeline::Summary;
 
@@ -60,4 +61,46 @@ impl std::fmt::Display for Report {
             self.summary.dead_lettered,
         )
     }
+}
+
+/// Milliseconds since the Unix epoch.
+pub(super) fn now_ms() -> u128 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or(0)
+}
+
+/// FNV-1a of the validated mappings: equal for equal mappings, whatever the connection
+/// settings.
+pub fn fingerprint(config: &mapping::Config) -> String {
+    let text = format!("{:?}", config.mappings);
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in text.bytes() {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("{hash:016x}")
+}
+
+/// The `sink:rebuild` fields: start and finish time, the mappings' fingerprint, records per
+/// topic.
+pub(super) fn meta(
+    config: &mapping::Config,
+    started_ms: u128,
+    per_topic: &BTreeMap<String, u64>,
+) -> Vec<(String, String)> {
+    let mut meta = vec![
+        ("started_at_ms".to_owned(), started_ms.to_string()),
+        ("finished_at_ms".to_owned(), now_ms().to_string()),
+        ("config_fingerprint".to_owned(), fingerprint(config)),
+        (
+            "events".to_owned(),
+            per_topic.values().sum::<u64>().to_string(),
+        ),
+    ];
+    for (topic, n) in per_topic {
+        meta.push((format!("events:{topic}"), n.to_string()));
+    }
+    meta
 }
