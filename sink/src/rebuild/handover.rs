@@ -1,7 +1,7 @@
 //! The handover: once the replay reached the end of the log as it was at the start, the
 //! rebuild keeps consuming until its offsets reach those the live sink recorded in
 //! `sink:offsets` ([`Context::lagging`]), then asks `handover.lua` to compare once more and
-//! swap atomically ([`super::target::Target::handover`]), with the offsets it settled as floors.
+//! swap atomically ([`Target::handover`]), with the offsets it settled as floors.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -15,8 +15,7 @@ use super::display::Display;
 use super::error::RebuildError;
 use super::partitions::{self, PartitionState, PartitionTarget, Tracker, KAFKA_TIMEOUT};
 use super::report::meta;
-use super::target::Target;
-use super::target::{Handover, HandoverOutcome};
+use super::target::{Handover, HandoverOutcome, Target};
 use crate::config::SinkConfig;
 use crate::pipeline::{OffsetsClient, Running};
 

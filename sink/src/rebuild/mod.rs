@@ -22,9 +22,10 @@
 //!    every partition of every mapped topic from `Offset::Beginning`; the high watermarks
 //!    read now are the end of the replay. The same [`Pipeline`] as `sink run` applies the
 //!    records to the staging database (with [`Applier::owning`]: the bookkeeping in this
-//!    process, plain pipelined writes) until every partition is applied up to its watermark (a tail of
-//!    offsets that holds no records, such as compacted-away records or transaction markers,
-//!    counts once the fetch position passed it and nothing moved for 3 s).
+//!    process, plain pipelined writes) until every partition is applied up to its watermark
+//!    (a tail of offsets that holds no records, such as compacted-away records or
+//!    transaction markers, counts once the fetch position passed it and nothing moved for
+//!    3 s).
 //! 5. Handover: a `sink run` may have applied records to the live database meanwhile. Its
 //!    change scripts record `sink:offsets` (`{topic}/{partition}` -> last applied offset) in
 //!    the same atomic step as the change, so the rebuild keeps consuming until its own
