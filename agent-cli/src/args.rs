@@ -10,10 +10,7 @@ use mapping::model::{Config, LookupParam, ParamType};
 use serde_json::Value;
 
 use crate::error::ArgError;
-use crate::tools::{self, Tool};
-
-/// Longest accepted string parameter, in characters.
-pub const MAX_STRING_CHARS: usize = 256;
+use crate::tools::{self, Tool, MAX_STRING_CHARS};
 
 /// A validated tool call: everything needed to plan the read.
 #[derive(Debug, Clone)]

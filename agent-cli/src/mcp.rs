@@ -10,6 +10,7 @@
 
 use std::sync::Arc;
 
+use mapping::one_line;
 use redis::aio::ConnectionManager;
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, Implementation,
@@ -99,24 +100,12 @@ impl Server {
             }
             Err(err) => {
                 tracing::warn!(tool = name, error = %err, "Tool call failed.");
-                Ok(CallToolResult::error(vec![ContentBlock::text(error_text(
+                Ok(CallToolResult::error(vec![ContentBlock::text(one_line(
                     &err,
                 ))]))
             }
         }
     }
-}
-
-fn error_text(err: &CallError) -> String {
-    use std::error::Error as _;
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 impl ServerHandler for Server {

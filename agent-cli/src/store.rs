@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use mapping::layout;
+use mapping::redact_url;
 use mapping::template::{KeyTemplate, TemplatePart};
 use redis::aio::{
     ConnectionLike, ConnectionManager, ConnectionManagerConfig, MultiplexedConnection,
@@ -177,7 +178,7 @@ pub struct Store<C = MultiplexedConnection> {
 impl Store<MultiplexedConnection> {
     /// Connects (with a timeout, so an unreachable server fails fast).
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
-        let shown = redact(url);
+        let shown = redact_url(url);
         let client = redis::Client::open(url).map_err(|source| StoreError::Connect {
             url: shown.clone(),
             source,
@@ -197,7 +198,7 @@ impl Store<ConnectionManager> {
     /// Connects with a connection that re-establishes itself after Redis restarts or the
     /// network drops (for the long-running MCP server). The first connection must succeed.
     pub async fn connect_managed(url: &str) -> Result<Self, StoreError> {
-        let shown = redact(url);
+        let shown = redact_url(url);
         let client = redis::Client::open(url).map_err(|source| StoreError::Connect {
             url: shown.clone(),
             source,
@@ -327,18 +328,6 @@ fn is_unknown_command(err: &RedisError) -> bool {
             .is_some_and(|d| d.to_ascii_lowercase().contains("unknown command"))
 }
 
-/// `redis://user:secret@host` -> `redis://user:***@host`: URLs appear in error messages.
-pub fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme_end), Some(at)) if at > scheme_end => {
-            let userinfo = &url[scheme_end + 3..at];
-            let user = userinfo.split(':').next().unwrap_or("");
-            format!("{}{user}:***{}", &url[..scheme_end + 3], &url[at..])
-        }
-        _ => url.to_owned(),
-    }
-}
-
 fn parse_reply(value: Value) -> Result<RawRead, StoreError> {
     let mut parts = array(value, "lookup reply")?.into_iter();
     let (Some(types), Some(freshness), Some(rows), None) =
@@ -397,16 +386,6 @@ fn pairs(value: Value, what: &str) -> Result<Pairs, StoreError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn passwords_are_redacted() {
-        assert_eq!(
-            redact("redis://:pw@host:6379/0"),
-            "redis://:***@host:6379/0"
-        );
-        assert_eq!(redact("rediss://u:pw@h"), "rediss://u:***@h");
-        assert_eq!(redact("redis://127.0.0.1:6379"), "redis://127.0.0.1:6379");
-    }
 
     #[test]
     fn reply_is_parsed() {

@@ -6,7 +6,9 @@
 use mapping::model::{Config, Lookup, Mapping, ParamType};
 use serde_json::{json, Map, Value};
 
-use crate::args::MAX_STRING_CHARS;
+/// Longest accepted string parameter, in characters: declared in every tool's schema
+/// (`maxLength`) and enforced when a call's arguments are checked (`args.rs`).
+pub const MAX_STRING_CHARS: usize = 256;
 
 /// Which API's shape to print the definitions in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

@@ -19,6 +19,19 @@ pub enum Op {
 }
 
 impl Op {
+    /// The op a Debezium `op` code (`r`, `c`, `u`, `d`, `t`) names; `None` for any other
+    /// text (a tombstone has no code: it is a record without a value).
+    pub fn from_code(code: &str) -> Option<Op> {
+        match code {
+            "r" => Some(Op::Read),
+            "c" => Some(Op::Create),
+            "u" => Some(Op::Update),
+            "d" => Some(Op::Delete),
+            "t" => Some(Op::Truncate),
+            _ => None,
+        }
+    }
+
     /// Debezium's `op` code (`r`, `c`, `u`, `d`, `t`), or `tombstone`.
     pub const fn as_str(self) -> &'static str {
         match self {
@@ -85,4 +98,18 @@ pub struct Change {
     pub position: Option<i64>,
     /// Source commit time (`source.ts_ms`); for tombstones, the Kafka record timestamp.
     pub source_ts_ms: Option<i64>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn op_codes_round_trip() {
+        for op in [Op::Read, Op::Create, Op::Update, Op::Delete, Op::Truncate] {
+            assert_eq!(Op::from_code(op.as_str()), Some(op));
+        }
+        assert_eq!(Op::from_code("tombstone"), None);
+        assert_eq!(Op::from_code("x"), None);
+    }
 }

@@ -9,6 +9,8 @@
 //!   module, `load/validate.rs`) -> [`Config`], every error as
 //!   `connectors.yaml:LINE:COL: message`.
 //! - [`change`]: the decoded Debezium event ([`Change`], [`Op`], [`FieldValue`]).
+//! - [`diagnostics`]: operator-facing text both binaries share: an error chain on one line
+//!   ([`one_line`]), URLs with the password hidden ([`redact_url`]).
 //! - [`model`]: the validated configuration ([`Config`], [`Mapping`], [`Lookup`], ...).
 //! - [`template`]: `customer:{id}` key templates: parse, render, collision rule.
 //! - [`types`]: [`ColumnType`], the names kept in `sink:types:{mapping}`.
@@ -18,6 +20,7 @@
 //! - [`mod@plan`]: [`Change`] + [`Mapping`] -> [`Plan`], the Redis work for one change ([`fn@plan`]).
 
 pub mod change;
+pub mod diagnostics;
 pub mod layout;
 pub mod load;
 pub mod model;
@@ -28,6 +31,7 @@ pub mod template;
 pub mod types;
 
 pub use change::{Change, FieldValue, Op, Row};
+pub use diagnostics::{one_line, redact_url};
 pub use load::{load_config, load_config_str, ConfigError, ConfigErrors, ConnectionOverrides};
 pub use model::{
     Config, FieldSelection, FreshnessConfig, Index, KafkaConfig, LimitParam, Lookup, LookupParam,

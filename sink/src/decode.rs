@@ -522,14 +522,7 @@ impl Envelope {
 }
 
 fn parse_op(id: u32, op: String) -> Result<Op, DecodeError> {
-    Ok(match op.as_str() {
-        "r" => Op::Read,
-        "c" => Op::Create,
-        "u" => Op::Update,
-        "d" => Op::Delete,
-        "t" => Op::Truncate,
-        _ => return Err(DecodeError::UnknownOp { id, op }),
-    })
+    Op::from_code(&op).ok_or(DecodeError::UnknownOp { id, op })
 }
 
 fn unwrap_union(value: Value) -> Value {

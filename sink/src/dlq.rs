@@ -1,17 +1,19 @@
-//! Poison records (undecodable, unmappable) go to the dead-letter topic, byte for byte, with
-//! their origin and the error in headers, so that the sink can move on and an operator can
-//! inspect or replay them later.
+//! Poison records (undecodable, unmappable, rejected by Redis) go to the dead-letter topic,
+//! byte for byte, with their origin and the error in headers, so that the sink can move on
+//! and an operator can inspect or replay them later.
 //!
 //! Headers: the record's own headers first, then `dlq.topic`, `dlq.partition`, `dlq.offset`
 //! and `dlq.error` (UTF-8 text). The key, value and timestamp are copied unchanged.
 //! [`DeadLetters::send`] waits for the broker's acknowledgement: the record's offset is stored
-//! only after its dead letter is safe.
+//! only after its dead letter is safe. The pipeline retries what [`DlqError::is_retriable`]
+//! allows.
 
 use std::time::Duration;
 
 use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Header, Headers, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::util::Timeout;
 use rdkafka::{ClientConfig, Message};
 use thiserror::Error;
@@ -68,44 +70,15 @@ impl DeadLetters {
         &self.topic
     }
 
-    /// Copies `message` to the dead-letter topic with `error` and its origin in headers, and
+    /// Writes `letter` to the dead-letter topic with its origin and error in headers, and
     /// waits for the acknowledgement.
-    pub async fn send(&self, message: &BorrowedMessage<'_>, error: &str) -> Result<(), DlqError> {
-        let origin = Origin {
-            topic: message.topic(),
-            partition: message.partition(),
-            offset: message.offset(),
-        };
-        let mut headers = OwnedHeaders::new();
-        if let Some(original) = message.headers() {
-            for header in original.iter() {
-                headers = headers.insert(header);
-            }
-        }
-        self.send_raw(
-            origin,
-            message.key(),
-            message.payload(),
-            message.timestamp().to_millis(),
-            headers,
-            error,
-        )
-        .await
-    }
-
-    /// Like [`DeadLetters::send`] for a record given by parts.
-    pub async fn send_raw(
-        &self,
-        origin: Origin<'_>,
-        key: Option<&[u8]>,
-        value: Option<&[u8]>,
-        timestamp_ms: Option<i64>,
-        headers: OwnedHeaders,
-        error: &str,
-    ) -> Result<(), DlqError> {
+    pub async fn send(&self, letter: &DeadLetter<'_>) -> Result<(), DlqError> {
+        let origin = letter.origin;
         let partition = origin.partition.to_string();
         let offset = origin.offset.to_string();
-        let headers = headers
+        let headers = letter
+            .headers
+            .clone()
             .insert(Header {
                 key: "dlq.topic",
                 value: Some(origin.topic),
@@ -120,17 +93,17 @@ impl DeadLetters {
             })
             .insert(Header {
                 key: "dlq.error",
-                value: Some(error),
+                value: Some(letter.error),
             });
         let mut record: FutureRecord<'_, [u8], [u8]> =
             FutureRecord::to(&self.topic).headers(headers);
-        if let Some(key) = key {
+        if let Some(key) = letter.key {
             record = record.key(key);
         }
-        if let Some(value) = value {
+        if let Some(value) = letter.value {
             record = record.payload(value);
         }
-        if let Some(ts) = timestamp_ms {
+        if let Some(ts) = letter.timestamp_ms {
             record = record.timestamp(ts);
         }
         self.producer
@@ -147,6 +120,65 @@ impl DeadLetters {
     /// Waits until every queued dead letter is acknowledged (at shutdown).
     pub fn flush(&self, timeout: Duration) -> Result<(), KafkaError> {
         self.producer.flush(timeout)
+    }
+}
+
+impl DlqError {
+    /// Whether sending again may succeed: not when the producer cannot be created, nor when
+    /// the broker refuses the record itself (too large, not authorised, invalid).
+    pub fn is_retriable(&self) -> bool {
+        match self {
+            DlqError::Create(_) => false,
+            DlqError::Send { source, .. } => !matches!(
+                source.rdkafka_error_code(),
+                Some(
+                    RDKafkaErrorCode::MessageSizeTooLarge
+                        | RDKafkaErrorCode::TopicAuthorizationFailed
+                        | RDKafkaErrorCode::InvalidRecord
+                )
+            ),
+        }
+    }
+}
+
+/// A poison record and why it is one.
+#[derive(Debug)]
+pub struct DeadLetter<'a> {
+    /// Where it came from.
+    pub origin: Origin<'a>,
+    /// Its key, unchanged.
+    pub key: Option<&'a [u8]>,
+    /// Its value, unchanged.
+    pub value: Option<&'a [u8]>,
+    /// Its timestamp, when known.
+    pub timestamp_ms: Option<i64>,
+    /// Its own headers; the `dlq.*` headers go after them.
+    pub headers: OwnedHeaders,
+    /// Why it is dead-lettered (`dlq.error`).
+    pub error: &'a str,
+}
+
+impl<'a> DeadLetter<'a> {
+    /// `message` as consumed, with its key, value, timestamp and headers.
+    pub fn of_message(message: &'a BorrowedMessage<'_>, error: &'a str) -> DeadLetter<'a> {
+        let mut headers = OwnedHeaders::new();
+        if let Some(original) = message.headers() {
+            for header in original.iter() {
+                headers = headers.insert(header);
+            }
+        }
+        DeadLetter {
+            origin: Origin {
+                topic: message.topic(),
+                partition: message.partition(),
+                offset: message.offset(),
+            },
+            key: message.key(),
+            value: message.payload(),
+            timestamp_ms: message.timestamp().to_millis(),
+            headers,
+            error,
+        }
     }
 }
 

@@ -7,13 +7,13 @@
 
 use std::time::Duration;
 
+use mapping::{one_line, redact_url};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::ClientConfig;
 use thiserror::Error;
 use tracing::{info, warn};
 
-use crate::config::redact_url;
 use crate::registry::{Registry, RegistryError};
 
 /// How long each check may take.
@@ -46,21 +46,6 @@ pub enum HealthError {
         /// What librdkafka reported, as one line.
         reason: String,
     },
-}
-
-/// `err` and its sources on one line, `outer: inner: innermost`.
-pub fn one_line(err: &dyn std::error::Error) -> String {
-    let mut line = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        let text = cause.to_string();
-        if !line.contains(&text) {
-            line.push_str(": ");
-            line.push_str(&text);
-        }
-        source = cause.source();
-    }
-    line
 }
 
 /// Sends `PING` to the Redis at `url` on a fresh connection.

@@ -2,28 +2,39 @@
 //! Redis read model that `connectors.yaml` describes.
 //!
 //! # Layout
-//! - [`registry`]: fetches writer schemas by id from a Confluent-compatible registry, cached.
-//! - [`decode`]: wire bytes -> [`mapping::change::Change`] (Debezium envelope, logical types).
-//! - [`apply`]: write plans -> atomic, idempotent Lua (each change on its own), one pipeline
-//!   per batch.
-//! - [`config`]: command line and layered configuration.
-//! - [`consume`]: the consumer loop: partitions in parallel, each in order; at-least-once.
+//!
+//! The data path, in the order a record takes it:
+//! - [`pipeline`]: consume -> decode -> plan -> apply, at least once; partitions in parallel,
+//!   each in order. Started by [`pipeline::Pipeline::connect`] and
+//!   [`pipeline::Pipeline::start`], the same for every subcommand.
+//! - [`decode`]: wire bytes -> [`mapping::change::Change`] (Debezium envelope, logical types),
+//!   with writer schemas from the [`registry`] (by id, cached). [`mapping::plan`] then turns a
+//!   change into a write plan.
+//! - [`apply`]: write plans -> Redis, through the change script or the exclusive writer.
 //! - [`dlq`]: poison records to the dead-letter topic.
-//! - [`health`]: start-up checks of Redis, the registry and the broker.
-//! - [`run`]: `sink run` and `sink validate`: health checks, then the consumer loop.
-//! - [`rebuild`]: `sink rebuild`: replay into a staging database, then an atomic `SWAPDB`.
+//!
+//! The process around it:
+//! - [`cli`]: the command line; [`config`]: the resolved configuration it yields.
+//! - [`run`]: `sink run`; [`rebuild`]: `sink rebuild` (replay into a staging database, then
+//!   an atomic `SWAPDB`); [`validate`]: `sink validate`.
+//! - [`health`]: start-up checks of Redis, the registry and the broker; [`connection`]:
+//!   Redis connection pools; [`shutdown`]: SIGINT/SIGTERM to a cancellation token.
 //! - [`loadgen`]: realistic Debezium records in wire format, for tests and benchmarks.
 
 pub mod apply;
+pub mod cli;
 pub mod config;
-pub mod consume;
+pub mod connection;
 pub mod decode;
 pub mod dlq;
 pub mod health;
 pub mod loadgen;
+pub mod pipeline;
 pub mod rebuild;
 pub mod registry;
 pub mod run;
+pub mod shutdown;
+pub mod validate;
 
 /// mimalloc instead of the system allocator, for every binary built on this crate (the
 /// sink, its benches and tests measure the same thing): decoding and planning allocate many

@@ -1,15 +1,20 @@
-//! The `sink` binary: parses the command line and hands over to [`sink::run`].
+//! The `sink` binary: parses the command line ([`sink::cli`]), then runs the subcommand on a
+//! tokio runtime whose shutdown token SIGINT and SIGTERM cancel ([`sink::shutdown`]), and
+//! turns its outcome into text and an exit code.
 //!
-//! Exit codes: 0 success (also after SIGINT/SIGTERM, and when stdout is a closed pipe),
-//! 1 runtime failure, 2 bad configuration or usage.
+//! Exit codes: 0 success (also after SIGINT/SIGTERM for `run`, and when stdout is a closed
+//! pipe), 1 runtime failure (for `rebuild`: also when interrupted; the live state is then
+//! unchanged), 2 bad configuration or usage.
 
+use std::future::Future;
 use std::io::Write;
 use std::process::ExitCode;
 
-use anyhow::Context;
 use clap::Parser;
-use sink::config::{Cli, Command, SinkConfig};
-use sink::consume::StopWhen;
+use mapping::{one_line, ConfigErrors};
+use sink::cli::{Cli, Command, RebuildArgs, RunArgs};
+use sink::pipeline::StopWhen;
+use sink::rebuild::RebuildOptions;
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 
@@ -22,66 +27,82 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing();
     match cli.command {
-        Command::Validate(args) => match sink::run::validate(&args) {
+        Command::Validate(args) => match sink::validate::validate(&args) {
             Ok(summary) => print_stdout(&summary),
-            Err(errors) => {
-                eprintln!("{errors}");
-                ExitCode::from(EXIT_CONFIG)
-            }
+            Err(errors) => bad_config(&errors),
         },
-        Command::Rebuild(args) => sink::rebuild::cli(&args),
-        Command::Run(args) => {
-            let cfg = match SinkConfig::load(&args.config, args.batch.into()) {
-                Ok(cfg) => cfg.with_writer(args.writer()),
-                Err(errors) => {
-                    eprintln!("{errors}");
-                    return ExitCode::from(EXIT_CONFIG);
-                }
-            };
-            match run(&cfg) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(err) => {
-                    eprintln!("sink: {err:#}");
-                    ExitCode::from(EXIT_FAILURE)
-                }
-            }
-        }
+        Command::Run(args) => run(&args),
+        Command::Rebuild(args) => rebuild(&args),
     }
 }
 
 /// `sink run`: consumes until SIGINT or SIGTERM.
-fn run(cfg: &SinkConfig) -> anyhow::Result<()> {
+fn run(args: &RunArgs) -> ExitCode {
+    let cfg = match args.load() {
+        Ok(cfg) => cfg,
+        Err(errors) => return bad_config(&errors),
+    };
+    let result =
+        with_runtime(
+            |shutdown| async move { sink::run::run(&cfg, StopWhen::Shutdown, shutdown).await },
+        );
+    match result {
+        Ok(Ok(_summary)) => ExitCode::SUCCESS,
+        Ok(Err(err)) => failure(&anyhow::Error::from(err)),
+        Err(err) => failure(&err),
+    }
+}
+
+/// `sink rebuild`: replays and swaps, then prints the report. A staging database that is
+/// the live one is a usage error; any other failure leaves the live state unchanged.
+fn rebuild(args: &RebuildArgs) -> ExitCode {
+    let cfg = match args.load() {
+        Ok(cfg) => cfg,
+        Err(errors) => return bad_config(&errors),
+    };
+    let options = RebuildOptions::from(args);
+    let result =
+        with_runtime(
+            |shutdown| async move { sink::rebuild::rebuild(&cfg, &options, shutdown).await },
+        );
+    match result {
+        Ok(Ok(report)) => print_stdout(&report.to_string()),
+        Ok(Err(err)) if err.is_usage() => {
+            eprintln!("sink: {err}");
+            ExitCode::from(EXIT_CONFIG)
+        }
+        Ok(Err(err)) => {
+            eprintln!("sink: rebuild failed: {}", one_line(&err));
+            ExitCode::from(EXIT_FAILURE)
+        }
+        Err(err) => failure(&err),
+    }
+}
+
+/// Runs `work` to completion on a multi-threaded runtime, with a shutdown token that the
+/// first SIGINT or SIGTERM cancels.
+fn with_runtime<F: Future>(work: impl FnOnce(CancellationToken) -> F) -> anyhow::Result<F::Output> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-        .context("cannot start the async runtime")?;
-    runtime.block_on(async {
+        .map_err(|e| anyhow::Error::new(e).context("cannot start the async runtime"))?;
+    Ok(runtime.block_on(async {
         let shutdown = CancellationToken::new();
-        tokio::spawn(cancel_on_signal(shutdown.clone()));
-        sink::run::run(cfg, StopWhen::Shutdown, shutdown).await?;
-        Ok(())
-    })
+        tokio::spawn(sink::shutdown::cancel_on_signal(shutdown.clone()));
+        work(shutdown).await
+    }))
 }
 
-/// Cancels `shutdown` at the first SIGINT or SIGTERM.
-async fn cancel_on_signal(shutdown: CancellationToken) {
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "Cannot listen for SIGTERM.");
-                std::future::pending::<()>().await;
-            }
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        () = terminate => {}
-    }
-    tracing::info!("Shutting down.");
-    shutdown.cancel();
+/// Prints the configuration errors, one per line; exit code 2.
+fn bad_config(errors: &ConfigErrors) -> ExitCode {
+    eprintln!("{errors}");
+    ExitCode::from(EXIT_CONFIG)
+}
+
+/// Prints `err` with its causes; exit code 1.
+fn failure(err: &anyhow::Error) -> ExitCode {
+    eprintln!("sink: {err:#}");
+    ExitCode::from(EXIT_FAILURE)
 }
 
 /// Logs to stderr; `RUST_LOG` filters (default `info`).

@@ -1,87 +1,33 @@
-//! The subcommands as library functions, so that tests drive exactly what the binary runs:
-//! [`run`] (health checks, then the consumer loop until shutdown) and [`validate`].
-//!
-//! [`run`] takes a [`StopWhen`], so another subcommand (a `rebuild` that replays the topics
-//! from the beginning and stops at their end) reuses the same pipeline with another start and
-//! stop policy.
+//! `sink run` as a library function, so that tests drive exactly what the binary runs: the
+//! pipeline subscribed to every mapped topic in the configured group, writing the live
+//! database with the configured writer, until shutdown (or, for tests and benchmarks, until
+//! it has caught up with the end of the log).
 
-use std::sync::Arc;
-use std::time::Duration;
-
-use mapping::ConfigErrors;
+use mapping::redact_url;
 use thiserror::Error;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
-use crate::apply::Applier;
-use crate::config::{redact_url, summary, BatchSettings, ConfigArgs, SinkConfig, Writer};
-use crate::consume::offsets::OffsetsClient;
-use crate::consume::{self, ConsumeError, Pipeline, StopWhen, Summary};
-use crate::decode::Decoder;
-use crate::dlq::{DeadLetters, DlqError};
-use crate::health::{self, HealthError};
-use crate::registry::{Registry, RegistryError};
+use crate::apply::{Applier, ApplyError};
+use crate::config::{SinkConfig, Writer};
+use crate::connection::{redis_pool, PoolError};
+use crate::pipeline::{ConsumeError, Pipeline, Source, StartError, StopWhen, Summary};
 
 /// Why the sink could not start or stopped with an error.
 #[derive(Debug, Error)]
 pub enum RunError {
-    /// A start-up check failed (the message names the component and its address).
+    /// The pipeline could not start (a start-up check failed, a client could not be built).
     #[error(transparent)]
-    Health(#[from] HealthError),
-    /// The registry client could not be built (bad URL).
-    #[error("invalid schema registry settings")]
-    Registry(#[source] RegistryError),
+    Start(#[from] StartError),
     /// The Redis connection pool could not be set up.
-    #[error("cannot set up a connection pool for redis at {url}")]
-    RedisPool {
-        /// The Redis URL, password redacted.
-        url: String,
-        /// What went wrong.
-        #[source]
-        source: RedisPoolError,
-    },
-    /// The dead-letter producer could not be created.
     #[error(transparent)]
-    DeadLetters(#[from] DlqError),
+    RedisPool(#[from] PoolError),
     /// The exclusive writer could not take its place (lease, bookkeeping).
     #[error("cannot start as the exclusive writer of the redis database")]
-    Exclusive(#[source] crate::apply::ApplyError),
+    Exclusive(#[source] ApplyError),
     /// Consuming failed.
     #[error(transparent)]
     Consume(#[from] ConsumeError),
-}
-
-/// Why the Redis pool could not be built.
-#[derive(Debug, Error)]
-pub enum RedisPoolError {
-    /// The URL does not parse.
-    #[error("invalid redis url")]
-    Url(#[source] redis::RedisError),
-    /// The pool could not be built.
-    #[error("cannot build the pool")]
-    Build(#[source] deadpool_redis::BuildError),
-}
-
-/// How long one Redis reply may take. A pipeline of a few thousand scripts takes well under
-/// a second, but redis-rs's default of 500 ms is too tight on a loaded machine: a timeout
-/// makes the whole batch go again, which takes as long again.
-pub const REDIS_RESPONSE_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// A pool of multiplexed Redis connections with [`REDIS_RESPONSE_TIMEOUT`].
-pub fn redis_pool(url: &str) -> Result<deadpool_redis::Pool, RunError> {
-    let fail = |source| RunError::RedisPool {
-        url: redact_url(url),
-        source,
-    };
-    let connection = redis::AsyncConnectionConfig::new()
-        .set_connection_timeout(Some(Duration::from_secs(5)))
-        .set_response_timeout(Some(REDIS_RESPONSE_TIMEOUT));
-    let manager = deadpool_redis::Manager::new_with_config(url, connection)
-        .map_err(|e| fail(RedisPoolError::Url(e)))?;
-    deadpool_redis::Pool::builder(manager)
-        .runtime(deadpool_redis::Runtime::Tokio1)
-        .build()
-        .map_err(|e| fail(RedisPoolError::Build(e)))
 }
 
 /// Checks Redis, the registry and Kafka, then consumes the mapped topics in the configured
@@ -92,19 +38,8 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<Summary, RunError> {
     let config = &cfg.config;
-    let registry =
-        Arc::new(Registry::new(&config.schema_registry.url).map_err(RunError::Registry)?);
     let consumer_config = cfg.consumer_config();
-    let topics: Vec<String> = config.mappings.iter().map(|m| m.topic.clone()).collect();
-    health::check_all(
-        &config.redis.url,
-        &registry,
-        &consumer_config,
-        &topics,
-        health::DEFAULT_TIMEOUT,
-    )
-    .await?;
-
+    let pipeline = Pipeline::connect(cfg, &consumer_config).await?;
     let pool = redis_pool(&config.redis.url)?;
     let applier = match cfg.writer {
         Writer::Shared => Applier::new(pool, config),
@@ -114,35 +49,17 @@ pub async fn run(
                 .map_err(RunError::Exclusive)?
             {
                 Some(applier) => applier,
+                // Shut down while standing by.
                 None => return Ok(Summary::default()),
             }
         }
     };
-    let dead_letters = Arc::new(DeadLetters::new(
-        &cfg.producer_config(),
-        &config.kafka.dead_letter_topic,
-    )?);
-    let pipeline = Pipeline {
-        config: Arc::clone(config),
-        decoder: Arc::new(Decoder::new(registry)),
-        applier,
-        dead_letters,
-        batch: cfg.batch,
-    };
-    let topic_refs: Vec<&str> = topics.iter().map(String::as_str).collect();
-    let consumer = consume::subscribe(&consumer_config, &topic_refs)?;
-    let offsets = OffsetsClient::new(&consumer_config).map_err(ConsumeError::Create)?;
+    let mut running = pipeline.start(Source::Group, applier, stop, shutdown)?;
     info!(
         group = %config.kafka.group_id,
-        topics = %topics.join(","),
+        topics = %cfg.topics().join(","),
         redis = %redact_url(&config.redis.url),
         "Consuming."
     );
-    Ok(consume::consume(consumer, Arc::new(offsets), pipeline, stop, shutdown).await?)
-}
-
-/// Loads and validates the configuration named by `args`; the summary to print on success.
-pub fn validate(args: &ConfigArgs) -> Result<String, ConfigErrors> {
-    let cfg = SinkConfig::load(args, BatchSettings::default())?;
-    Ok(summary(&cfg.config))
+    Ok(running.stopped().await?)
 }

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use pipeline_support::{applied, assert_state, generate, wait_until, Scenario, Table};
 use sink::config::{BatchSettings, Writer};
-use sink::consume::StopWhen;
+use sink::pipeline::StopWhen;
 use tokio_util::sync::CancellationToken;
 
 const EXCLUSIVE: Writer = Writer::Exclusive {

@@ -9,8 +9,8 @@ use pipeline_support::{fixture, Scenario, Table};
 use redis::Commands;
 use serde_json::json;
 use sink::config::BatchSettings;
-use sink::consume::{ConsumeError, StopWhen};
 use sink::loadgen::envelope;
+use sink::pipeline::{ConsumeError, StopWhen};
 use sink::run::RunError;
 use tokio_util::sync::CancellationToken;
 

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use pipeline_support::{applied, assert_state, generate, wait_until_every, Scenario, Table};
 use sink::config::BatchSettings;
-use sink::consume::StopWhen;
+use sink::pipeline::StopWhen;
 use tokio_util::sync::CancellationToken;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -298,7 +298,7 @@ async fn bench(args: &Args) -> anyhow::Result<()> {
     let events = workload.events.len();
     let partitions = Arc::new(partitions);
 
-    let pool = sink::run::redis_pool(&url)?;
+    let pool = sink::connection::redis_pool(&url)?;
     let chunk = args.chunk.unwrap_or(DEFAULT_CHUNK);
     ChangeScript::new(&config.mappings, chunk)
         .load(&mut admin)

@@ -226,7 +226,6 @@ async fn bench(args: &Args) -> anyhow::Result<()> {
         force: false,
         handover_timeout: Duration::from_secs(60),
         progress: false,
-        with_script: args.script,
     };
     let cpu_before = loadgen::redis_cpu_seconds(&live_url).await?;
     let start = Instant::now();

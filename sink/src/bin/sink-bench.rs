@@ -33,10 +33,11 @@ use clap::Parser;
 use futures::StreamExt;
 use serde_json::Value as Json;
 use sink::apply::{Applier, ChangeScript, PlannedChange, DEFAULT_CHUNK};
-use sink::config::{BatchSettings, SinkConfig, Writer, WriterMode};
-use sink::consume::StopWhen;
+use sink::cli::WriterMode;
+use sink::config::{BatchSettings, SinkConfig, Writer};
 use sink::decode::Decoder;
 use sink::loadgen::{self, reference, Table, WireEncoder, WireRecord};
+use sink::pipeline::StopWhen;
 use sink::registry::Registry;
 use tokio_util::sync::CancellationToken;
 
@@ -363,7 +364,7 @@ async fn owned_ceiling(
     cfg: &SinkConfig,
     changes: &[PlannedChange],
 ) -> anyhow::Result<f64> {
-    let pool = sink::run::redis_pool(&cfg.config.redis.url)?;
+    let pool = sink::connection::redis_pool(&cfg.config.redis.url)?;
     let applier = Applier::owning(pool, &cfg.config);
     let cpu_before = loadgen::redis_cpu_seconds(&args.redis_url).await?;
     let start = Instant::now();
@@ -398,7 +399,7 @@ async fn script_ceiling(
     changes: &[PlannedChange],
 ) -> anyhow::Result<f64> {
     let config = &cfg.config;
-    let pool = sink::run::redis_pool(&config.redis.url)?;
+    let pool = sink::connection::redis_pool(&config.redis.url)?;
     let script = ChangeScript::new(&config.mappings, DEFAULT_CHUNK);
     script.load(&mut pool.get().await?).await?;
     // The same script calls the sink sends: batches cut into the applier's chunks.
@@ -414,7 +415,7 @@ async fn script_ceiling(
     let conn = client
         .get_multiplexed_async_connection_with_config(
             &redis::AsyncConnectionConfig::new()
-                .set_response_timeout(Some(sink::run::REDIS_RESPONSE_TIMEOUT)),
+                .set_response_timeout(Some(sink::connection::REDIS_RESPONSE_TIMEOUT)),
         )
         .await?;
     let redis_before = script_time(&args.redis_url).await?;
@@ -491,7 +492,7 @@ async fn script_time(redis_url: &str) -> anyhow::Result<ScriptTime> {
 async fn cleanup(redis_url: &str, prefix: &str) -> anyhow::Result<()> {
     let client = redis::Client::open(redis_url)?;
     let config = redis::AsyncConnectionConfig::new()
-        .set_response_timeout(Some(sink::run::REDIS_RESPONSE_TIMEOUT));
+        .set_response_timeout(Some(sink::connection::REDIS_RESPONSE_TIMEOUT));
     let mut conn = client
         .get_multiplexed_async_connection_with_config(&config)
         .await?;

@@ -214,14 +214,7 @@ impl EnvelopeReader {
         if !input.0.is_empty() {
             return None;
         }
-        let op = match op?.as_str() {
-            "r" => Op::Read,
-            "c" => Op::Create,
-            "u" => Op::Update,
-            "d" => Op::Delete,
-            "t" => Op::Truncate,
-            _ => return None,
-        };
+        let op = Op::from_code(&op?)?;
         if after.is_none() && matches!(op, Op::Read | Op::Create | Op::Update) {
             return None;
         }

@@ -1,20 +1,20 @@
-//! The partitions a rebuild replays: every partition of every mapped topic, assigned manually
-//! from the beginning, with the high watermarks read at the start as the end of the replay;
-//! and [`Tracker`], which says when each of them is done.
+//! The partitions a rebuild replays: every partition of every mapped topic (the pipeline reads
+//! them from the beginning), with the high watermarks read at the start as the end of the
+//! replay; and [`Tracker`], which says when each of them is done.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rdkafka::consumer::Consumer;
 use rdkafka::error::{KafkaError, KafkaResult};
 use rdkafka::{Offset, TopicPartitionList};
 use tokio::time::Instant;
 use tracing::{debug, warn};
 
-use crate::consume::offsets::OffsetsClient;
-use crate::consume::progress::Progress;
-use crate::consume::SinkConsumer;
+use crate::pipeline::{OffsetsClient, Progress};
+
+/// Timeout of each broker request.
+pub(super) const KAFKA_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How long a partition whose consumer position is at its end may show no applied progress,
 /// while no other partition progresses either (nothing consumed is still waiting to be
@@ -46,14 +46,14 @@ impl PartitionTarget {
 /// bounded by `timeout`). A topic that does not exist has nothing to replay: it is skipped
 /// with a warning.
 pub async fn discover(
-    consumer: Arc<SinkConsumer>,
+    offsets: Arc<OffsetsClient>,
     topics: Vec<String>,
     timeout: Duration,
 ) -> KafkaResult<Vec<PartitionTarget>> {
     tokio::task::spawn_blocking(move || {
         let mut targets = Vec::new();
         for topic in &topics {
-            let metadata = consumer.fetch_metadata(Some(topic), timeout)?;
+            let metadata = offsets.metadata(topic, timeout)?;
             let Some(meta) = metadata.topics().iter().find(|t| t.name() == topic) else {
                 warn!(%topic, "Mapped topic not found; nothing to replay from it.");
                 continue;
@@ -65,7 +65,7 @@ pub async fn discover(
             let mut partitions: Vec<i32> = meta.partitions().iter().map(|p| p.id()).collect();
             partitions.sort_unstable();
             for partition in partitions {
-                let (low, high) = consumer.fetch_watermarks(topic, partition, timeout)?;
+                let (low, high) = offsets.watermarks(topic, partition, timeout)?;
                 targets.push(PartitionTarget {
                     topic: topic.clone(),
                     partition,
@@ -78,18 +78,6 @@ pub async fn discover(
     })
     .await
     .unwrap_or(Err(KafkaError::Canceled))
-}
-
-/// Assigns every target partition to `consumer`, reading from the beginning.
-pub fn assign_from_beginning(
-    consumer: &SinkConsumer,
-    targets: &[PartitionTarget],
-) -> KafkaResult<()> {
-    let mut tpl = TopicPartitionList::new();
-    for t in targets {
-        tpl.add_partition_offset(&t.topic, t.partition, Offset::Beginning)?;
-    }
-    consumer.assign(&tpl)
 }
 
 /// The current high watermark of one partition (blocking).
@@ -149,7 +137,8 @@ impl Tracker {
     }
 
     /// Where each target stands now. `positions` is the consumer's fetch position
-    /// ([`Consumer::position`]), used to recognise a tail that holds no records.
+    /// ([`crate::pipeline::Running::positions`]), used to recognise a tail that holds no
+    /// records.
     pub fn poll(
         &mut self,
         progress: &Progress,

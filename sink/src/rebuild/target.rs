@@ -10,7 +10,7 @@ use redis::aio::MultiplexedConnection;
 use redis::AsyncCommands;
 use thiserror::Error;
 
-use crate::config::redact_url;
+use mapping::redact_url;
 
 /// The Lua source of the handover script (ARGV layout documented at its top).
 pub const HANDOVER_SCRIPT: &str = include_str!("handover.lua");
@@ -147,7 +147,7 @@ async fn connect(url: &str) -> Result<MultiplexedConnection, TargetError> {
     // FLUSHDB SYNC of a large staging state takes longer than redis-rs's 500 ms default.
     let config = redis::AsyncConnectionConfig::new()
         .set_connection_timeout(Some(std::time::Duration::from_secs(5)))
-        .set_response_timeout(Some(crate::run::REDIS_RESPONSE_TIMEOUT));
+        .set_response_timeout(Some(crate::connection::REDIS_RESPONSE_TIMEOUT));
     client
         .get_multiplexed_async_connection_with_config(&config)
         .await

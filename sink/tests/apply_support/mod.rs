@@ -98,7 +98,8 @@ pub fn config(tag: &str, ttl_seconds: Option<u64>) -> Config {
 /// answer.
 pub async fn pool() -> Pool {
     let url = redis_url();
-    let pool = sink::run::redis_pool(&url).unwrap_or_else(|e| panic!("redis pool for {url}: {e}"));
+    let pool =
+        sink::connection::redis_pool(&url).unwrap_or_else(|e| panic!("redis pool for {url}: {e}"));
     let mut conn = pool.get().await.unwrap_or_else(|e| {
         panic!("redis at {url} is unreachable ({e}); start it with tests/stack/redis.sh start or set REDIS_URL")
     });
@@ -170,7 +171,12 @@ impl Fixture {
 
     /// [`Fixture::owning`] on another Redis.
     pub async fn owning_on(url: &str) -> Fixture {
-        Fixture::build_on(None, true, sink::run::redis_pool(url).expect("redis pool")).await
+        Fixture::build_on(
+            None,
+            true,
+            sink::connection::redis_pool(url).expect("redis pool"),
+        )
+        .await
     }
 
     async fn build(ttl_seconds: Option<u64>, owning: bool) -> Fixture {

@@ -21,8 +21,8 @@ use rdkafka::Message;
 use redis::Commands;
 use serde_json::{json, Value as Json};
 use sink::config::{BatchSettings, SinkConfig};
-use sink::consume::{StopWhen, Summary};
 use sink::loadgen::{self, workload, WireEncoder, WireRecord, Workload};
+use sink::pipeline::{StopWhen, Summary};
 use tokio_util::sync::CancellationToken;
 
 /// Where the services are.

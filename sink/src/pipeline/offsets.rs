@@ -1,4 +1,4 @@
-//! A Kafka client of its own for reading watermarks and committed offsets.
+//! A Kafka client of its own for reading watermarks, committed offsets and topic metadata.
 //!
 //! Kafka answers the requests of one connection in the order they arrive. On the consuming
 //! client's connection a watermark request waits behind the fetch in flight, which the broker
@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaResult;
+use rdkafka::metadata::Metadata;
 use rdkafka::{ClientConfig, TopicPartitionList};
 
 /// Reads watermarks and the group's committed offsets without joining the group.
@@ -37,6 +38,12 @@ impl OffsetsClient {
         timeout: Duration,
     ) -> KafkaResult<(i64, i64)> {
         self.0.fetch_watermarks(topic, partition, timeout)
+    }
+
+    /// The cluster's metadata of `topic`: its partitions, or why it is not available
+    /// (blocking: one broker round trip).
+    pub fn metadata(&self, topic: &str, timeout: Duration) -> KafkaResult<Metadata> {
+        self.0.fetch_metadata(Some(topic), timeout)
     }
 
     /// The group's committed offsets for `partitions` (blocking: one round trip to the

@@ -14,6 +14,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use mapping::one_line;
 use rdkafka::consumer::Consumer;
 use rdkafka::message::OwnedHeaders;
 use tokio::sync::mpsc;
@@ -22,12 +23,27 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use super::batch::{Batch, Partition};
-use super::progress::Progress;
+use super::dead_letter;
+use super::error::ConsumeError;
+use super::progress::{Progress, SinkConsumer};
 use super::retry::Backoff;
-use super::{dlq_retriable, ConsumeError, SinkConsumer, Summary, Work};
+use super::summary::Summary;
 use crate::apply::{Applier, ApplyError, BatchOutcome};
-use crate::dlq::{DeadLetters, Origin};
-use crate::health::one_line;
+use crate::dlq::{DeadLetter, DeadLetters, Origin};
+
+/// Work for the apply stage.
+#[derive(Debug)]
+pub(super) enum Work {
+    /// Apply, then store the offsets.
+    Batch(Batch),
+    /// Every assigned partition of these mappings' topics is at its end.
+    CaughtUp(Vec<usize>),
+}
+
+/// How the apply stage ends: its counts, or the first fatal error of any lane.
+pub(super) type ApplyResult = Result<Summary, ConsumeError>;
+/// The running apply stage.
+pub(super) type ApplyHandle = tokio::task::JoinHandle<ApplyResult>;
 
 /// Slices queued per lane.
 const LANE_QUEUE: usize = 4;
@@ -265,37 +281,18 @@ async fn dead_letter_change(
 ) -> Result<bool, ConsumeError> {
     let text = format!("redis rejected the change: {}", one_line(error));
     let change = &batch.changes[i];
-    let origin = Origin {
-        topic: &change.topic,
-        partition: change.partition,
-        offset: change.offset,
-    };
-    warn!(
-        topic = origin.topic,
-        partition = origin.partition,
-        offset = origin.offset,
-        error = %text,
-        dlq = shared.dead_letters.topic(),
-        "Dead-lettering a record."
-    );
     let (key, value) = batch.raw.get(i);
-    let mut backoff = Backoff::default();
-    loop {
-        match shared
-            .dead_letters
-            .send_raw(origin, key, value, None, OwnedHeaders::new(), &text)
-            .await
-        {
-            Ok(()) => return Ok(true),
-            Err(e) if dlq_retriable(&e) => {
-                if !backoff
-                    .wait("Dead-lettering a record", &e, &shared.shutdown)
-                    .await
-                {
-                    return Ok(false);
-                }
-            }
-            Err(e) => return Err(ConsumeError::DeadLetter(Box::new(e))),
-        }
-    }
+    let letter = DeadLetter {
+        origin: Origin {
+            topic: &change.topic,
+            partition: change.partition,
+            offset: change.offset,
+        },
+        key,
+        value,
+        timestamp_ms: None,
+        headers: OwnedHeaders::new(),
+        error: &text,
+    };
+    dead_letter::send(&shared.dead_letters, &letter, &shared.shutdown).await
 }

@@ -8,6 +8,7 @@
 use std::time::Duration;
 
 use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
+use mapping::one_line;
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
@@ -17,7 +18,7 @@ const MIN_DELAY: Duration = Duration::from_millis(100);
 const MAX_DELAY: Duration = Duration::from_secs(10);
 
 /// The backoff policy: 100 ms doubling to 10 s, with jitter, forever.
-pub fn policy() -> ExponentialBuilder {
+fn policy() -> ExponentialBuilder {
     ExponentialBuilder::default()
         .with_min_delay(MIN_DELAY)
         .with_max_delay(MAX_DELAY)
@@ -49,7 +50,7 @@ impl Backoff {
             .next()
             .unwrap_or(MAX_DELAY);
         warn!(
-            error = %crate::health::one_line(error),
+            error = %one_line(error),
             attempt = self.attempts,
             ?delay,
             "{what} failed; retrying."
@@ -59,11 +60,6 @@ impl Backoff {
             () = shutdown.cancelled() => false,
             () = tokio::time::sleep(delay) => true,
         }
-    }
-
-    /// Failed attempts so far.
-    pub fn attempts(&self) -> u32 {
-        self.attempts
     }
 }
 
@@ -84,7 +80,7 @@ mod tests {
             assert!(backoff.wait("test", &Down, &shutdown).await);
         }
         let waited = start.elapsed();
-        assert_eq!(backoff.attempts(), 20);
+        assert_eq!(backoff.attempts, 20);
         // At least the un-jittered sum of the first delays, at most 20 capped (jittered) delays.
         assert!(
             waited >= Duration::from_millis(100 + 200 + 400 + 800),

@@ -36,8 +36,6 @@ pub struct Batch {
     pub partitions: Vec<PartitionMark>,
     /// Records consumed (applied, skipped or dead-lettered).
     pub records: usize,
-    /// Of which dead-lettered.
-    pub dead_lettered: usize,
 }
 
 impl Batch {

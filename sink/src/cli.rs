@@ -1,0 +1,276 @@
+//! The command line: clap's argument structs, one per subcommand, and how they resolve into
+//! the configuration ([`crate::config`]) and the rebuild's options. Parsing only: `main.rs`
+//! decides what runs and with which exit code.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use mapping::{ConfigErrors, ConnectionOverrides};
+
+use crate::config::{BatchSettings, SinkConfig, Writer, DEFAULT_BATCH_SIZE, DEFAULT_LINGER_MS};
+use crate::rebuild::RebuildOptions;
+
+/// Keeps a Redis read model in sync with Debezium change events in Kafka.
+///
+/// Exit codes: 0 success (also after SIGINT/SIGTERM), 1 runtime failure (a service
+/// unreachable, Kafka or Redis failing), 2 bad configuration or usage.
+#[derive(Debug, Parser)]
+#[command(name = "sink", version, about, long_about = None)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Consume change events and apply them to Redis until SIGINT or SIGTERM.
+    Run(RunArgs),
+    /// Load and validate the configuration, print a summary; touches neither Kafka nor Redis.
+    Validate(ConfigArgs),
+    /// Replay every mapped topic from the beginning into a staging Redis database, then swap
+    /// it in atomically; exits once swapped (readers keep the old state until then).
+    Rebuild(RebuildArgs),
+}
+
+/// Where the configuration comes from and which connection settings override it.
+#[derive(Debug, Clone, Args)]
+pub struct ConfigArgs {
+    /// The mapping file.
+    #[arg(
+        long,
+        short = 'c',
+        value_name = "PATH",
+        default_value = "connectors.yaml"
+    )]
+    pub config: PathBuf,
+    /// Kafka bootstrap servers (overrides `kafka.bootstrap_servers`).
+    #[arg(long, value_name = "HOST:PORT,...", env = "KAFKA_BOOTSTRAP_SERVERS")]
+    pub bootstrap_servers: Option<String>,
+    /// Schema registry base URL (overrides `schema_registry.url`).
+    #[arg(long, value_name = "URL", env = "SCHEMA_REGISTRY_URL")]
+    pub schema_registry_url: Option<String>,
+    /// Redis URL (overrides `redis.url`).
+    #[arg(long, value_name = "URL", env = "REDIS_URL")]
+    pub redis_url: Option<String>,
+    /// Kafka consumer group id (overrides `kafka.group_id`).
+    #[arg(long, value_name = "ID", env = "SINK_GROUP_ID")]
+    pub group_id: Option<String>,
+    /// A librdkafka property, `key=value`; repeatable; overrides `kafka.properties`.
+    #[arg(short = 'X', value_name = "KEY=VALUE", value_parser = parse_property)]
+    pub kafka_property: Vec<(String, String)>,
+}
+
+impl ConfigArgs {
+    /// Loads and validates the mapping file, applying the connection overrides and the `-X`
+    /// properties.
+    pub fn load(&self, batch: BatchSettings) -> Result<SinkConfig, ConfigErrors> {
+        let overrides = ConnectionOverrides {
+            bootstrap_servers: self.bootstrap_servers.clone(),
+            schema_registry_url: self.schema_registry_url.clone(),
+            redis_url: self.redis_url.clone(),
+            group_id: self.group_id.clone(),
+        };
+        let config = mapping::load_config(&self.config, &overrides)?;
+        Ok(SinkConfig::new(config, &self.kafka_property, batch))
+    }
+}
+
+/// Arguments of `sink run`.
+#[derive(Debug, Clone, Args)]
+pub struct RunArgs {
+    /// Configuration and connection settings.
+    #[command(flatten)]
+    pub config: ConfigArgs,
+    /// Batch tuning.
+    #[command(flatten)]
+    pub batch: BatchArgs,
+    /// Who writes the Redis database. `shared`: every change through the change script,
+    /// which reads the bookkeeping from Redis, so several sinks (a consumer group split
+    /// across processes) may write one database. `exclusive`: this sink alone; it takes a
+    /// lease (`sink:writer`; a second exclusive sink stands by until it lapses), holds the
+    /// bookkeeping in memory and sends plain writes, one transaction per batch: about half
+    /// the Redis CPU per change (README, "Writers").
+    #[arg(long, value_enum, default_value_t = WriterMode::Shared, env = "SINK_WRITER")]
+    pub writer: WriterMode,
+    /// How long an exclusive sink's lease lasts without renewal, in milliseconds: how soon a
+    /// standby takes over from a sink that died.
+    #[arg(long, value_name = "MS", default_value_t = default_lease_ms(), env = "SINK_LEASE_MS")]
+    pub lease_ms: u64,
+}
+
+/// Who writes the Redis database (`sink run --writer`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum WriterMode {
+    /// Any number of sinks, each change through the change script.
+    Shared,
+    /// This sink alone, under a lease, deciding changes in memory.
+    Exclusive,
+}
+
+impl RunArgs {
+    /// The configuration these arguments name, with their batch limits and writer.
+    pub fn load(&self) -> Result<SinkConfig, ConfigErrors> {
+        Ok(self
+            .config
+            .load(self.batch.into())?
+            .with_writer(self.writer()))
+    }
+
+    /// The writer these arguments ask for.
+    pub fn writer(&self) -> Writer {
+        match self.writer {
+            WriterMode::Shared => Writer::Shared,
+            WriterMode::Exclusive => Writer::Exclusive {
+                lease: Duration::from_millis(self.lease_ms),
+            },
+        }
+    }
+}
+
+/// The lease the applier takes unless told otherwise.
+fn default_lease_ms() -> u64 {
+    u64::try_from(crate::apply::DEFAULT_LEASE_TTL.as_millis()).unwrap_or(10_000)
+}
+
+/// How records are grouped into Redis pipelines.
+#[derive(Debug, Clone, Copy, Args)]
+pub struct BatchArgs {
+    /// Largest number of records applied as one Redis pipeline.
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_BATCH_SIZE, env = "SINK_BATCH_SIZE")]
+    pub batch_size: usize,
+    /// How long a batch waits for more records once it holds one, in milliseconds.
+    #[arg(long, value_name = "MS", default_value_t = DEFAULT_LINGER_MS, env = "SINK_LINGER_MS")]
+    pub linger_ms: u64,
+}
+
+impl From<BatchArgs> for BatchSettings {
+    fn from(args: BatchArgs) -> Self {
+        BatchSettings::new(args.batch_size, Duration::from_millis(args.linger_ms))
+    }
+}
+
+/// Arguments of `sink rebuild`.
+#[derive(Debug, Clone, Args)]
+pub struct RebuildArgs {
+    /// Configuration and connection settings.
+    #[command(flatten)]
+    pub config: ConfigArgs,
+    /// Batch tuning.
+    #[command(flatten)]
+    pub batch: BatchArgs,
+    /// Redis logical database to build the new state in (default: the live database + 1).
+    /// It is flushed first.
+    #[arg(long, value_name = "N")]
+    pub staging_db: Option<i64>,
+    /// Rebuild even when Redis's maxmemory cannot hold both states (warn instead of refusing),
+    /// and hand over even when the live state records offsets beyond the end of the log.
+    #[arg(long)]
+    pub force: bool,
+    /// Give up when the live sink stays ahead this long after the replay, in seconds.
+    #[arg(long, value_name = "SECS", default_value_t = 300)]
+    pub handover_timeout: u64,
+    /// No progress bars even on a terminal (log lines instead).
+    #[arg(long)]
+    pub no_progress: bool,
+}
+
+impl RebuildArgs {
+    /// The configuration these arguments name, with their batch limits.
+    pub fn load(&self) -> Result<SinkConfig, ConfigErrors> {
+        self.config.load(self.batch.into())
+    }
+}
+
+impl From<&RebuildArgs> for RebuildOptions {
+    fn from(args: &RebuildArgs) -> Self {
+        RebuildOptions {
+            staging_db: args.staging_db,
+            force: args.force,
+            handover_timeout: Duration::from_secs(args.handover_timeout),
+            progress: !args.no_progress,
+        }
+    }
+}
+
+fn parse_property(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((key, value)) if !key.trim().is_empty() => {
+            Ok((key.trim().to_owned(), value.to_owned()))
+        }
+        _ => Err(format!("expected `key=value`, got `{s}`")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn properties_parse_as_key_value() {
+        assert_eq!(
+            parse_property("fetch.min.bytes=1"),
+            Ok(("fetch.min.bytes".to_owned(), "1".to_owned()))
+        );
+        assert_eq!(
+            parse_property("a=b=c"),
+            Ok(("a".to_owned(), "b=c".to_owned()))
+        );
+        assert!(parse_property("novalue").is_err());
+        assert!(parse_property("=x").is_err());
+    }
+
+    #[test]
+    fn cli_parses_run_with_overrides() {
+        let cli = Cli::try_parse_from([
+            "sink",
+            "run",
+            "--config",
+            "x.yaml",
+            "--redis-url",
+            "redis://h:1",
+            "-X",
+            "fetch.min.bytes=1",
+            "-X",
+            "client.id=a",
+            "--batch-size",
+            "10",
+        ])
+        .unwrap();
+        let Command::Run(args) = cli.command else {
+            panic!("not run")
+        };
+        assert_eq!(args.config.config, PathBuf::from("x.yaml"));
+        assert_eq!(args.config.redis_url.as_deref(), Some("redis://h:1"));
+        assert_eq!(args.config.kafka_property.len(), 2);
+        assert_eq!(args.batch.batch_size, 10);
+    }
+
+    #[test]
+    fn cli_parses_the_writer() {
+        let parse = |extra: &[&str]| {
+            let mut argv = vec!["sink", "run"];
+            argv.extend_from_slice(extra);
+            match Cli::try_parse_from(argv).unwrap().command {
+                Command::Run(args) => args.writer(),
+                _ => panic!("not run"),
+            }
+        };
+        assert_eq!(parse(&[]), Writer::Shared);
+        assert_eq!(
+            parse(&["--writer", "exclusive", "--lease-ms", "2500"]),
+            Writer::Exclusive {
+                lease: Duration::from_millis(2500)
+            }
+        );
+        assert!(Cli::try_parse_from(["sink", "run", "--writer", "solo"]).is_err());
+    }
+
+    #[test]
+    fn clap_definition_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}

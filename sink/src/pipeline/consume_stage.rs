@@ -1,0 +1,254 @@
+//! The consume stage: owns the message stream. One `select!` waits for shutdown, the next
+//! record, the batch's linger deadline, the caught-up signal and the apply stage's fate. Each
+//! record is decoded ([`Decoder`]) and planned ([`mapping::plan`]) as it arrives; a record
+//! that cannot be decoded or planned is dead-lettered and the loop moves on. A batch is
+//! handed to the apply stage when it holds `batch.max_records` records or its linger time has
+//! passed.
+
+use std::collections::HashMap;
+use std::pin::pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use mapping::{one_line, Config};
+use rdkafka::error::KafkaError;
+use rdkafka::message::BorrowedMessage;
+use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::Message;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use super::apply_stage::{ApplyHandle, ApplyResult, Work};
+use super::batch::Batch;
+use super::caught_up::StopWhen;
+use super::dead_letter;
+use super::error::ConsumeError;
+use super::progress::SinkConsumer;
+use super::retry::Backoff;
+use super::summary::Summary;
+use crate::apply::PlannedChange;
+use crate::config::BatchSettings;
+use crate::decode::{DecodeError, Decoder};
+use crate::dlq::{DeadLetter, DeadLetters};
+
+/// The consume stage's state.
+pub(super) struct ConsumeStage<'a> {
+    config: &'a Config,
+    decoder: &'a Decoder,
+    dead_letters: &'a DeadLetters,
+    settings: BatchSettings,
+    shutdown: &'a CancellationToken,
+    /// Mapping index and shared topic name, by topic.
+    by_topic: HashMap<String, (usize, Arc<str>)>,
+    /// Last value schema id seen per mapping.
+    schema_ids: Vec<Option<u32>>,
+    dead_lettered: u64,
+    first_record_at: Option<std::time::Instant>,
+}
+
+/// Whether to go on.
+enum Step {
+    Continue,
+    Shutdown,
+}
+
+impl<'a> ConsumeStage<'a> {
+    pub(super) fn new(
+        config: &'a Config,
+        decoder: &'a Decoder,
+        dead_letters: &'a DeadLetters,
+        settings: BatchSettings,
+        shutdown: &'a CancellationToken,
+    ) -> Self {
+        let by_topic = config
+            .mappings
+            .iter()
+            .enumerate()
+            .map(|(i, m)| (m.topic.clone(), (i, Arc::from(m.topic.as_str()))))
+            .collect();
+        ConsumeStage {
+            config,
+            decoder,
+            dead_letters,
+            settings,
+            shutdown,
+            by_topic,
+            schema_ids: vec![None; config.mappings.len()],
+            dead_lettered: 0,
+            first_record_at: None,
+        }
+    }
+
+    /// The `select!` loop; returns the apply task's result too when that task ended first
+    /// (otherwise it is still running).
+    pub(super) async fn run(
+        &mut self,
+        consumer: &SinkConsumer,
+        tx: &mpsc::Sender<Work>,
+        stop: StopWhen,
+        caught_up: &CancellationToken,
+        apply: &mut ApplyHandle,
+    ) -> Result<(Summary, Option<ApplyResult>), ConsumeError> {
+        let mut stream = consumer.stream();
+        let mut batch = Batch::with_capacity(self.settings.max_records);
+        let mut linger = pin!(tokio::time::sleep(Duration::ZERO));
+        loop {
+            tokio::select! {
+                biased;
+                () = self.shutdown.cancelled() => break,
+                () = caught_up.cancelled(), if stop == StopWhen::CaughtUp && batch.is_empty() => break,
+                result = &mut *apply => {
+                    // The apply stage only ends early on a fatal error or shutdown.
+                    let result = result.unwrap_or(Err(ConsumeError::ApplyStage));
+                    return Ok((self.summary(), Some(result)));
+                }
+                () = &mut linger, if !batch.is_empty() => {
+                    if !self.hand_over(&mut batch, tx).await {
+                        break;
+                    }
+                }
+                message = stream.next() => match message {
+                    None => break,
+                    Some(Err(e)) => log_consumer_error(&e),
+                    Some(Ok(message)) => {
+                        if batch.is_empty() {
+                            linger.as_mut().reset(Instant::now() + self.settings.linger);
+                            self.first_record_at.get_or_insert_with(std::time::Instant::now);
+                        }
+                        if let Step::Shutdown = self.consume_record(&message, &mut batch).await? {
+                            break;
+                        }
+                        if batch.records >= self.settings.max_records
+                            && !self.hand_over(&mut batch, tx).await
+                        {
+                            break;
+                        }
+                    }
+                },
+            }
+        }
+        // A partial batch is dropped: its offsets were not stored, so it is delivered again.
+        Ok((self.summary(), None))
+    }
+
+    fn summary(&self) -> Summary {
+        Summary {
+            dead_lettered: self.dead_lettered,
+            first_record_at: self.first_record_at,
+            ..Summary::default()
+        }
+    }
+
+    /// Sends the batch to the apply stage (waiting while it is busy); `false` at shutdown.
+    async fn hand_over(&self, batch: &mut Batch, tx: &mpsc::Sender<Work>) -> bool {
+        let full = std::mem::replace(batch, Batch::with_capacity(self.settings.max_records));
+        tokio::select! {
+            biased;
+            () = self.shutdown.cancelled() => false,
+            sent = tx.send(Work::Batch(full)) => sent.is_ok(),
+        }
+    }
+
+    /// Decodes and plans one record into `batch`, or dead-letters it.
+    async fn consume_record(
+        &mut self,
+        message: &BorrowedMessage<'_>,
+        batch: &mut Batch,
+    ) -> Result<Step, ConsumeError> {
+        let topic = message.topic();
+        let partition = message.partition();
+        let offset = message.offset();
+        let Some((mapping, topic_name)) = self.by_topic.get(topic) else {
+            // Not subscribed by us; cannot happen with a subscription to mapped topics only.
+            debug!(%topic, partition, offset, "Skipped a record of an unmapped topic.");
+            return Ok(Step::Continue);
+        };
+        let (mapping, topic_name) = (*mapping, Arc::clone(topic_name));
+        let timestamp = message.timestamp().to_millis();
+
+        let mut backoff = Backoff::default();
+        let decoded = loop {
+            match self
+                .decoder
+                .decode(topic, message.key(), message.payload(), timestamp)
+                .await
+            {
+                Err(e) if e.is_retriable() => {
+                    if !backoff.wait("Decoding a record", &e, self.shutdown).await {
+                        return Ok(Step::Shutdown);
+                    }
+                }
+                other => break other,
+            }
+        };
+        let decoded = match decoded {
+            Ok(decoded) => decoded,
+            Err(e) => {
+                let step = self.dead_letter(message, &decode_failure(&e)).await?;
+                batch.note_offset(&topic_name, partition, offset);
+                return Ok(step);
+            }
+        };
+        let m = &self.config.mappings[mapping];
+        match mapping::plan(m, &decoded.change) {
+            Ok(plan) => {
+                if let (Some(id), Some(columns)) = (decoded.value_schema_id, &decoded.columns) {
+                    if self.schema_ids[mapping] != Some(id) {
+                        self.schema_ids[mapping] = Some(id);
+                        batch.column_types.push((mapping, Arc::clone(columns)));
+                    }
+                }
+                let change = PlannedChange {
+                    mapping,
+                    plan,
+                    source_ts_ms: decoded.change.source_ts_ms,
+                    topic: topic_name.clone(),
+                    partition,
+                    offset,
+                };
+                batch.push_change(change, message.key(), message.payload());
+                batch.note_offset(&topic_name, partition, offset);
+                Ok(Step::Continue)
+            }
+            Err(e) => {
+                let error = format!("cannot map to {}: {}", m.name, one_line(&e));
+                let step = self.dead_letter(message, &error).await?;
+                batch.note_offset(&topic_name, partition, offset);
+                Ok(step)
+            }
+        }
+    }
+
+    /// Writes `message` to the dead-letter topic, retrying transient failures.
+    async fn dead_letter(
+        &mut self,
+        message: &BorrowedMessage<'_>,
+        error: &str,
+    ) -> Result<Step, ConsumeError> {
+        let letter = DeadLetter::of_message(message, error);
+        if !dead_letter::send(self.dead_letters, &letter, self.shutdown).await? {
+            return Ok(Step::Shutdown);
+        }
+        self.dead_lettered += 1;
+        Ok(Step::Continue)
+    }
+}
+
+/// The `dlq.error` text for a record that could not be decoded.
+fn decode_failure(e: &DecodeError) -> String {
+    format!("cannot decode: {}", one_line(e))
+}
+
+/// Consumer errors are transient from the sink's point of view (librdkafka reconnects);
+/// they are logged, not fatal.
+fn log_consumer_error(e: &KafkaError) {
+    match e.rdkafka_error_code() {
+        Some(RDKafkaErrorCode::UnknownTopicOrPartition) => {
+            info!(error = %e, "A mapped topic does not exist yet; waiting for it.");
+        }
+        _ => warn!(error = %e, "Kafka consumer error."),
+    }
+}

@@ -1,0 +1,76 @@
+//! How a pipeline fails: to start ([`StartError`]: a service down, a client that cannot be
+//! built) or while consuming ([`ConsumeError`]: what retrying cannot fix).
+
+use rdkafka::error::KafkaError;
+use thiserror::Error;
+
+use crate::apply::ApplyError;
+use crate::dlq::DlqError;
+use crate::health::HealthError;
+use crate::registry::RegistryError;
+
+/// Why a pipeline could not start.
+#[derive(Debug, Error)]
+pub enum StartError {
+    /// A start-up check failed (the message names the component and its address).
+    #[error(transparent)]
+    Health(#[from] HealthError),
+    /// The registry client could not be built (bad URL).
+    #[error("invalid schema registry settings")]
+    Registry(#[source] RegistryError),
+    /// The dead-letter producer could not be created.
+    #[error(transparent)]
+    DeadLetters(#[from] DlqError),
+    /// The consumer could not be created.
+    #[error("cannot create the kafka consumer")]
+    Create(#[source] KafkaError),
+    /// The subscription was refused.
+    #[error("cannot subscribe to {topics}")]
+    Subscribe {
+        /// The topics, comma-separated.
+        topics: String,
+        /// What librdkafka reported.
+        #[source]
+        source: KafkaError,
+    },
+    /// The partitions could not be assigned.
+    #[error("kafka: assigning partitions")]
+    Assign(#[source] KafkaError),
+}
+
+/// Why consuming stopped with an error.
+#[derive(Debug, Error)]
+pub enum ConsumeError {
+    /// A dead letter could not be written, for a reason retrying does not fix.
+    #[error("dead-lettering a record failed")]
+    DeadLetter(#[source] Box<DlqError>),
+    /// Redis rejected a batch for a reason retrying does not fix.
+    #[error("applying a batch of {changes} changes to redis failed")]
+    Apply {
+        /// Changes in the batch.
+        changes: usize,
+        /// What the applier reported.
+        #[source]
+        source: ApplyError,
+    },
+    /// Redis rejected many changes in a row: something systematic, not a bad record.
+    #[error("redis rejected {count} changes in a row (batch of {changes}); stopping rather than dead-lettering the stream")]
+    Rejected {
+        /// Changes rejected in a row.
+        count: u32,
+        /// Changes in the batch.
+        changes: usize,
+        /// The last rejection.
+        #[source]
+        source: ApplyError,
+    },
+    /// The apply task ended without reporting (it panicked).
+    #[error("the apply stage stopped unexpectedly")]
+    ApplyStage,
+    /// The consume task ended without reporting (it panicked).
+    #[error("the consume stage stopped unexpectedly")]
+    ConsumeStage,
+    /// The final synchronous offset commit failed.
+    #[error("final offset commit failed")]
+    Commit(#[source] KafkaError),
+}

@@ -1,0 +1,20 @@
+//! What a pipeline run did, counted by the stages and summed when it stops.
+
+/// Counts of one pipeline run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Summary {
+    /// Records consumed and settled (applied or dead-lettered).
+    pub records: u64,
+    /// Changes applied to Redis.
+    pub changes: u64,
+    /// Records sent to the dead-letter topic.
+    pub dead_lettered: u64,
+    /// Of the changes applied, those that were no-ops (replays, older than what is stored).
+    pub skipped: u64,
+    /// Batches applied.
+    pub batches: u64,
+    /// When the first record arrived (for throughput measurements).
+    pub first_record_at: Option<std::time::Instant>,
+    /// When the last batch was applied.
+    pub last_applied_at: Option<std::time::Instant>,
+}
