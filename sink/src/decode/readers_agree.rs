@@ -66,12 +66,22 @@ enum Type {
     TimeMicros,
     /// An array of strings: out of the compiled readers' scope.
     Array,
+    /// `connect.name` and `logicalType` disagreeing (no producer writes these; apache-avro
+    /// follows the logical type): `MicroTimestamp` marked `timestamp-millis`, Connect
+    /// `Timestamp` marked `timestamp-micros`, Debezium `Date` marked `time-millis`. Out of
+    /// the compiled readers' scope.
+    MicrosAsMillis,
+    MillisAsMicros,
+    DateAsTime,
 }
 
 impl Type {
     /// Whether the compiled readers take a column of this type apart.
     fn in_scope(self) -> bool {
-        self != Type::Array
+        !matches!(
+            self,
+            Type::Array | Type::MicrosAsMillis | Type::MillisAsMicros | Type::DateAsTime
+        )
     }
 
     /// The schema of the type; `defined` says whether `VariableScaleDecimal` was defined
@@ -150,6 +160,21 @@ impl Type {
             Type::AvroDate => logical("int", "date"),
             Type::TimeMicros => logical("long", "time-micros"),
             Type::Array => json!({"type": "array", "items": "string"}),
+            Type::MicrosAsMillis => {
+                let mut t = connect("long", "io.debezium.time.MicroTimestamp");
+                t["logicalType"] = json!("timestamp-millis");
+                t
+            }
+            Type::MillisAsMicros => {
+                let mut t = connect("long", "org.apache.kafka.connect.data.Timestamp");
+                t["logicalType"] = json!("timestamp-micros");
+                t
+            }
+            Type::DateAsTime => {
+                let mut d = connect("int", "io.debezium.time.Date");
+                d["logicalType"] = json!("time-millis");
+                d
+            }
         }
     }
 
@@ -192,10 +217,12 @@ impl Type {
                 .boxed(),
             Type::Bytes | Type::PlainDecimal(_) => bytes.prop_map(Value::Bytes).boxed(),
             Type::ConnectDate | Type::AvroDate => any::<i32>().prop_map(Value::Date).boxed(),
-            Type::ConnectTimestamp | Type::TimestampMillis => {
+            Type::ConnectTimestamp | Type::TimestampMillis | Type::MicrosAsMillis => {
                 micros.prop_map(Value::TimestampMillis).boxed()
             }
-            Type::ConnectTime => (0..86_400_000).prop_map(Value::TimeMillis).boxed(),
+            Type::ConnectTime | Type::DateAsTime => {
+                (0..86_400_000).prop_map(Value::TimeMillis).boxed()
+            }
             // At least one byte, as Debezium writes them (apache-avro cannot write an empty
             // unscaled value; the compiled reader would read one as 0, the generic decoder
             // refuses it).
@@ -213,7 +240,9 @@ impl Type {
                     ])
                 })
                 .boxed(),
-            Type::TimestampMicros => micros.prop_map(Value::TimestampMicros).boxed(),
+            Type::TimestampMicros | Type::MillisAsMicros => {
+                micros.prop_map(Value::TimestampMicros).boxed()
+            }
             Type::TimestampNanos => micros.prop_map(Value::TimestampNanos).boxed(),
             Type::LocalTimestampMicros => micros.prop_map(Value::LocalTimestampMicros).boxed(),
             Type::TimeMicros => (0..86_400_000_000_i64).prop_map(Value::TimeMicros).boxed(),
@@ -259,7 +288,12 @@ fn any_type() -> impl Strategy<Value = Type> {
             Just(Type::TimeMicros),
         ],
         // Out of scope: the whole schema goes through the generic decoder.
-        1 => Just(Type::Array),
+        1 => prop_oneof![
+            Just(Type::Array),
+            Just(Type::MicrosAsMillis),
+            Just(Type::MillisAsMicros),
+            Just(Type::DateAsTime),
+        ],
     ]
 }
 
