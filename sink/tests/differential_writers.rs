@@ -4,11 +4,12 @@
 //! (partitions interleaved, suffixes delivered again, deletes under REPLICA IDENTITY DEFAULT
 //! and FULL, primary-key changes, unique values moving between rows, parent changes,
 //! truncates, tombstones), applied through the Lua script writer and through the owned
-//! writer, must give the same outcome for every batch and leave the same Redis state
-//! (every key with its type and content, bookkeeping and offsets included; only
-//! `applied_at_ms`, a clock reading, is masked).
+//! writer, and through the script handing over halfway to an exclusive writer (which
+//! loads the bookkeeping the script stored), must give the same outcome for every batch and
+//! leave the same Redis state halfway and at the end (every key with its type and content,
+//! bookkeeping and offsets included; only `applied_at_ms`, a clock reading, is masked).
 //!
-//! Each case writes under two random key prefixes of the shared Redis (`REDIS_URL`), one
+//! Each case writes under three random key prefixes of the shared Redis (`REDIS_URL`), one
 //! per writer, and deletes its keys when it passes. 64 cases by default; `PROPTEST_CASES`
 //! sets another number. A failing case is shrunk, printed and saved to
 //! `proptest-regressions/` so the next run tries it first.
@@ -66,10 +67,12 @@ proptest! {
 async fn same_state(case: &Case) -> Result<(), TestCaseError> {
     let pool = pool().await;
     let url = redis_url();
-    let tags = [random_tag(), random_tag()];
+    // Script, owned, and script handing over to an exclusive writer halfway.
+    let tags = [random_tag(), random_tag(), random_tag()];
     let texts = tags.clone().map(|tag| yaml(&case.config, &tag, &url));
     let script = Writer::new(Kind::Script, pool.clone(), load(&texts[0]));
     let owned = Writer::new(Kind::Owned, pool.clone(), load(&texts[1]));
+    let mut handover = Writer::new(Kind::Script, pool.clone(), load(&texts[2]));
     let logs = logs(&case.config, &case.history);
     let batches = deliver(&logs, &case.history.deliveries);
     let offsets = |tag: &str| -> Vec<String> {
@@ -81,33 +84,46 @@ async fn same_state(case: &Case) -> Result<(), TestCaseError> {
     let compare = |after: usize| {
         let (pool, offsets, tags, texts) = (&pool, &offsets, &tags, &texts);
         async move {
-            let [a, b] = &tags;
-            let script = dump_tagged(pool, a, &offsets(a), false).await;
-            let owned = dump_tagged(pool, b, &offsets(b), false).await;
-            if script == owned {
-                return Ok(());
+            let script = dump_tagged(pool, &tags[0], &offsets(&tags[0]), false).await;
+            for (other, tag) in ["owned", "exclusive"].into_iter().zip(&tags[1..]) {
+                let dump = dump_tagged(pool, tag, &offsets(tag), false).await;
+                if script != dump {
+                    return Err(TestCaseError::fail(format!(
+                        "states differ after batch {after} (- script, + {other}):\n{}\nconfiguration:\n{}",
+                        diff(&script, &dump),
+                        texts[0].replace(tags[0].as_str(), "P"),
+                    )));
+                }
             }
-            Err(TestCaseError::fail(format!(
-                "states differ after batch {after} (- script, + owned):\n{}\nconfiguration:\n{}",
-                diff(&script, &owned),
-                texts[0].replace(a.as_str(), "P"),
-            )))
+            Ok(())
         }
     };
+    let half = batches.len() / 2;
     for (n, batch) in batches.iter().enumerate() {
-        let (a, b) = (script.apply(batch).await, owned.apply(batch).await);
+        if n == half && n > 0 {
+            compare(n - 1).await?;
+            handover = handover.handed_to_exclusive().await;
+        }
+        let a = script.apply(batch).await;
+        prop_assert!(a.is_ok(), "batch {} failed: {:?}", n, a);
+        let (b, c) = (owned.apply(batch).await, handover.apply(batch).await);
         prop_assert_eq!(
             &a,
             &b,
             "outcome of batch {} (left: script, right: owned)",
             n
         );
-        prop_assert!(a.is_ok(), "batch {} failed: {:?}", n, a);
-        if n + 1 == batches.len() / 2 {
-            compare(n).await?;
-        }
+        let which = if n < half { "script" } else { "exclusive" };
+        prop_assert_eq!(
+            &a,
+            &c,
+            "outcome of batch {} (left: script, right: {})",
+            n,
+            which
+        );
     }
     compare(batches.len().saturating_sub(1)).await?;
+    handover.release().await;
     for tag in &tags {
         forget(&pool, tag, &offsets(tag)).await;
     }

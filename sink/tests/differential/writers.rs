@@ -1,11 +1,13 @@
-//! Every call of this test into the sink's apply API, in one place: the two writers, and a
-//! delivered message planned and applied through either.
+//! Every call of this test into the sink's apply API, in one place: the writers, a writer
+//! handing its mappings over to an exclusive one, and a delivered message planned and
+//! applied through any of them.
 
 use std::sync::Arc;
 
 use deadpool_redis::Pool;
 use mapping::Config;
-use sink::apply::{Applier, BatchOutcome, PlannedChange};
+use sink::apply::{Applier, ApplyError, BatchOutcome, PlannedChange, DEFAULT_LEASE_TTL};
+use tokio_util::sync::CancellationToken;
 
 use super::history::Message;
 
@@ -14,13 +16,15 @@ use super::history::Message;
 pub enum Kind {
     /// The generated Lua script, deciding in Redis.
     Script,
-    /// The owned writer, deciding in memory and sending only the writes.
+    /// The owned writer, deciding in memory from an empty database and sending only the
+    /// writes.
     Owned,
 }
 
 /// One writer with the configuration its keys are under.
 pub struct Writer {
     applier: Applier,
+    pool: Pool,
     config: Config,
 }
 
@@ -28,24 +32,55 @@ impl Writer {
     /// Call within a Tokio runtime (the owned writer starts its sending task).
     pub fn new(kind: Kind, pool: Pool, config: Config) -> Writer {
         let applier = match kind {
-            Kind::Script => Applier::new(pool, &config),
-            Kind::Owned => Applier::owning(pool, &config),
+            Kind::Script => Applier::new(pool.clone(), &config),
+            Kind::Owned => Applier::owning(pool.clone(), &config),
         };
         assert_eq!(
             applier.is_owning(),
             matches!(kind, Kind::Owned),
             "{kind:?} writer"
         );
-        Writer { applier, config }
+        Writer {
+            applier,
+            pool,
+            config,
+        }
     }
 
-    /// Plans `batch` for this writer's mappings and applies it.
+    /// An exclusive writer (the owned writer of `sink run --writer exclusive`) taking this
+    /// writer's mappings over: it takes their lease and loads the bookkeeping stored so far.
+    pub async fn handed_to_exclusive(self) -> Writer {
+        let applier = Applier::exclusive(
+            self.pool.clone(),
+            &self.config,
+            DEFAULT_LEASE_TTL,
+            &CancellationToken::new(),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("exclusive writer: {e}: {:?}", std::error::Error::source(&e)))
+        .expect("not cancelled");
+        assert!(applier.is_owning(), "exclusive writer");
+        Writer { applier, ..self }
+    }
+
+    /// Gives an exclusive writer's lease up.
+    pub async fn release(&self) {
+        self.applier.release().await.expect("release the lease");
+    }
+
+    /// Plans `batch` for this writer's mappings and applies it (again while an exclusive
+    /// writer answers "send again", after reloading).
     pub async fn apply(&self, batch: &[&Message]) -> Result<BatchOutcome, String> {
         let planned: Vec<PlannedChange> = batch.iter().map(|m| self.planned(m)).collect();
-        self.applier
-            .apply_batch(&planned)
-            .await
-            .map_err(|e| format!("{e}: {:?}", std::error::Error::source(&e)))
+        for _ in 0..20 {
+            match self.applier.apply_batch(&planned).await {
+                Err(ApplyError::Resend { .. }) => continue,
+                other => {
+                    return other.map_err(|e| format!("{e}: {:?}", std::error::Error::source(&e)))
+                }
+            }
+        }
+        Err("still answered \"send again\" after 20 attempts".to_owned())
     }
 
     fn planned(&self, message: &Message) -> PlannedChange {
