@@ -1,18 +1,19 @@
-//! The two writers against each other on generated inputs: random configurations
-//! (composite primary keys, several unique indexes, renamed and subset fields, relations
-//! ordered by a timestamp, a number or nothing, several mappings) and random histories
-//! (partitions interleaved, suffixes delivered again, deletes under REPLICA IDENTITY DEFAULT
-//! and FULL, primary-key changes, unique values moving between rows, parent changes,
-//! truncates, tombstones), applied through the Lua script writer and through the owned
-//! writer, and through the script handing over halfway to an exclusive writer (which
-//! loads the bookkeeping the script stored), must give the same outcome for every batch and
-//! leave the same Redis state halfway and at the end (every key with its type and content,
+//! The writers against each other on generated inputs: random configurations (composite
+//! primary keys, several unique indexes, renamed and subset fields, relations ordered by a
+//! timestamp, a number or nothing, several mappings) and random histories (partitions
+//! interleaved, suffixes delivered again, deletes under REPLICA IDENTITY DEFAULT and FULL,
+//! primary-key changes, unique values moving between rows, parent changes, truncates,
+//! tombstones), applied through the Lua script writer, through the owned writer, and
+//! through the script handing over halfway to an exclusive writer (which loads the
+//! bookkeeping the script stored), must give the same outcome for every batch and leave
+//! the same Redis state halfway and at the end (every key with its type and content,
 //! bookkeeping and offsets included; only `applied_at_ms`, a clock reading, is masked).
 //!
 //! Each case writes under three random key prefixes of the shared Redis (`REDIS_URL`), one
 //! per writer, and deletes its keys when it passes. 64 cases by default; `PROPTEST_CASES`
-//! sets another number. A failing case is shrunk, printed and saved to
-//! `proptest-regressions/` so the next run tries it first.
+//! sets another number, `PROPTEST_RNG_SEED` fixes the seed. A failing case is shrunk,
+//! printed, and saved to `differential_writers.proptest-regressions` beside this file,
+//! which later runs try first.
 
 mod apply_support;
 mod differential;

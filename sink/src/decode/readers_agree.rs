@@ -9,7 +9,8 @@
 //! its schema is out of scope or the generic path rejects the body. The same holds for the
 //! body cut one byte short.
 //!
-//! 256 cases by default (`PROPTEST_CASES` sets another number).
+//! 256 cases by default (`PROPTEST_CASES` sets another number, `PROPTEST_RNG_SEED` fixes the
+//! seed).
 
 use apache_avro::types::Value;
 use apache_avro::Decimal;
