@@ -17,6 +17,9 @@ mod binary;
 pub mod schema;
 pub mod value;
 
+#[cfg(test)]
+mod readers_agree;
+
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 

@@ -25,7 +25,9 @@ use apache_avro::types::Value;
 use mapping::change::{Op, Row};
 use serde_json::{Map, Value as Json};
 
-use super::schema::{field, full_name, record_of, top_record, Kind, Names, RowSchema};
+use super::schema::{
+    field, full_name, logical_kind, record_of, top_record, Kind, Names, RowSchema,
+};
 use super::{value, Envelope};
 
 /// Nested named types deeper than this are not compiled (a recursive schema).
@@ -267,21 +269,27 @@ fn column_in_scope(ty: &Json, kind: Kind) -> bool {
                 .get("type")
                 .and_then(Json::as_str)
                 .is_some_and(is_primitive);
+            // apache-avro reads a logical type into a value carrying its own unit, which
+            // `convert` follows; this reader hands over the plain number, read in the
+            // column's kind. Only the same when both say the same (`connect.name` can
+            // disagree with `logicalType`).
             let logical_ok = match obj.get("logicalType").and_then(Json::as_str) {
                 None => true,
-                Some(l) => matches!(
-                    l,
-                    "timestamp-millis"
-                        | "timestamp-micros"
-                        | "timestamp-nanos"
-                        | "local-timestamp-millis"
-                        | "local-timestamp-micros"
-                        | "local-timestamp-nanos"
-                        | "date"
-                        | "time-millis"
-                        | "time-micros"
-                        | "decimal"
-                ),
+                Some(l) => {
+                    matches!(
+                        l,
+                        "timestamp-millis"
+                            | "timestamp-micros"
+                            | "timestamp-nanos"
+                            | "local-timestamp-millis"
+                            | "local-timestamp-micros"
+                            | "local-timestamp-nanos"
+                            | "date"
+                            | "time-millis"
+                            | "time-micros"
+                            | "decimal"
+                    ) && logical_kind(l, obj) == Some(kind)
+                }
             };
             primitive && logical_ok
         }

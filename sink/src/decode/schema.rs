@@ -278,7 +278,7 @@ fn connect_kind(name: &str, obj: &Map<String, Json>) -> Option<Kind> {
 }
 
 /// Avro logical types.
-fn logical_kind(logical: &str, obj: &Map<String, Json>) -> Option<Kind> {
+pub(super) fn logical_kind(logical: &str, obj: &Map<String, Json>) -> Option<Kind> {
     Some(match logical {
         "timestamp-millis" | "local-timestamp-millis" => Kind::Timestamp(TimeUnit::Millis),
         "timestamp-micros" | "local-timestamp-micros" => Kind::Timestamp(TimeUnit::Micros),

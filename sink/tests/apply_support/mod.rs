@@ -238,90 +238,8 @@ impl Fixture {
     /// Every key this test owns, with its full content, rendered as text with the tag
     /// replaced by `P`. `applied_at_ms` is shown as `<ms>` unless `exact`.
     pub async fn dump_with(&self, exact: bool) -> String {
-        let mut conn = self.conn().await;
-        let mut keys: Vec<String> = Vec::new();
-        for pattern in [format!("{}:*", self.tag), format!("sink:*{}_*", self.tag)] {
-            let mut found: Vec<String> = redis::cmd("KEYS")
-                .arg(&pattern)
-                .query_async(&mut conn)
-                .await
-                .expect("KEYS");
-            keys.append(&mut found);
-        }
-        // An exclusive writer's lease is who writes, not what was written.
-        keys.retain(|k| !k.starts_with("sink:writer:"));
-        keys.sort();
-        let mut out = String::new();
-        for key in keys {
-            let ty: String = redis::cmd("TYPE")
-                .arg(&key)
-                .query_async(&mut conn)
-                .await
-                .expect("TYPE");
-            let ttl: i64 = redis::cmd("TTL")
-                .arg(&key)
-                .query_async(&mut conn)
-                .await
-                .expect("TTL");
-            let shown = key.replace(&self.tag, "P");
-            let ttl = if ttl >= 0 { " (expires)" } else { "" };
-            match ty.as_str() {
-                "string" => {
-                    let v: String = redis::cmd("GET")
-                        .arg(&key)
-                        .query_async(&mut conn)
-                        .await
-                        .expect("GET");
-                    writeln!(out, "{shown}{ttl} = {}", v.replace(&self.tag, "P")).ok();
-                }
-                "hash" => {
-                    let h: BTreeMap<String, String> = redis::cmd("HGETALL")
-                        .arg(&key)
-                        .query_async(&mut conn)
-                        .await
-                        .expect("HGETALL");
-                    writeln!(out, "{shown}{ttl} (hash)").ok();
-                    for (f, v) in h {
-                        let v = if f == "applied_at_ms" && !exact {
-                            "<ms>".to_owned()
-                        } else {
-                            v
-                        };
-                        writeln!(out, "  {} = {v}", f.replace(&self.tag, "P")).ok();
-                    }
-                }
-                "zset" => {
-                    let z: Vec<(String, String)> = redis::cmd("ZREVRANGE")
-                        .arg(&key)
-                        .arg(0)
-                        .arg(-1)
-                        .arg("WITHSCORES")
-                        .query_async(&mut conn)
-                        .await
-                        .expect("ZREVRANGE");
-                    writeln!(out, "{shown}{ttl} (zset, newest first)").ok();
-                    for (m, s) in z {
-                        writeln!(out, "  {m} @ {s}").ok();
-                    }
-                }
-                other => {
-                    writeln!(out, "{shown} ({other})").ok();
-                }
-            }
-        }
-        for topic in &self.topics {
-            let field = format!("{topic}/0");
-            let v: Option<String> = redis::cmd("HGET")
-                .arg("sink:offsets")
-                .arg(&field)
-                .query_async(&mut conn)
-                .await
-                .expect("HGET sink:offsets");
-            if let Some(v) = v {
-                writeln!(out, "sink:offsets {} = {v}", field.replace(&self.tag, "P")).ok();
-            }
-        }
-        out
+        let offsets: Vec<String> = self.topics.iter().map(|t| format!("{t}/0")).collect();
+        dump_tagged(&self.pool, &self.tag, &offsets, exact).await
     }
 
     pub async fn dump(&self) -> String {
@@ -344,6 +262,95 @@ impl Fixture {
         }
         out
     }
+}
+
+/// Every key of `tag` (keys `{tag}:*`, bookkeeping `sink:*{tag}_*` and the `sink:offsets`
+/// fields named in `offsets`), with its full content, rendered as text with the tag replaced
+/// by `P`. `applied_at_ms` is shown as `<ms>` unless `exact`.
+pub async fn dump_tagged(pool: &Pool, tag: &str, offsets: &[String], exact: bool) -> String {
+    let mut conn = pool.get().await.expect("redis connection");
+    let mut keys: Vec<String> = Vec::new();
+    for pattern in [format!("{tag}:*"), format!("sink:*{tag}_*")] {
+        let mut found: Vec<String> = redis::cmd("KEYS")
+            .arg(&pattern)
+            .query_async(&mut conn)
+            .await
+            .expect("KEYS");
+        keys.append(&mut found);
+    }
+    // An exclusive writer's lease is who writes, not what was written.
+    keys.retain(|k| !k.starts_with("sink:writer:"));
+    keys.sort();
+    let mut out = String::new();
+    for key in keys {
+        let ty: String = redis::cmd("TYPE")
+            .arg(&key)
+            .query_async(&mut conn)
+            .await
+            .expect("TYPE");
+        let ttl: i64 = redis::cmd("TTL")
+            .arg(&key)
+            .query_async(&mut conn)
+            .await
+            .expect("TTL");
+        let shown = key.replace(tag, "P");
+        let ttl = if ttl >= 0 { " (expires)" } else { "" };
+        match ty.as_str() {
+            "string" => {
+                let v: String = redis::cmd("GET")
+                    .arg(&key)
+                    .query_async(&mut conn)
+                    .await
+                    .expect("GET");
+                writeln!(out, "{shown}{ttl} = {}", v.replace(tag, "P")).ok();
+            }
+            "hash" => {
+                let h: BTreeMap<String, String> = redis::cmd("HGETALL")
+                    .arg(&key)
+                    .query_async(&mut conn)
+                    .await
+                    .expect("HGETALL");
+                writeln!(out, "{shown}{ttl} (hash)").ok();
+                for (f, v) in h {
+                    let v = if f == "applied_at_ms" && !exact {
+                        "<ms>".to_owned()
+                    } else {
+                        v
+                    };
+                    writeln!(out, "  {} = {v}", f.replace(tag, "P")).ok();
+                }
+            }
+            "zset" => {
+                let z: Vec<(String, String)> = redis::cmd("ZREVRANGE")
+                    .arg(&key)
+                    .arg(0)
+                    .arg(-1)
+                    .arg("WITHSCORES")
+                    .query_async(&mut conn)
+                    .await
+                    .expect("ZREVRANGE");
+                writeln!(out, "{shown}{ttl} (zset, newest first)").ok();
+                for (m, s) in z {
+                    writeln!(out, "  {m} @ {s}").ok();
+                }
+            }
+            other => {
+                writeln!(out, "{shown} ({other})").ok();
+            }
+        }
+    }
+    for field in offsets {
+        let v: Option<String> = redis::cmd("HGET")
+            .arg("sink:offsets")
+            .arg(field)
+            .query_async(&mut conn)
+            .await
+            .expect("HGET sink:offsets");
+        if let Some(v) = v {
+            writeln!(out, "sink:offsets {} = {v}", field.replace(tag, "P")).ok();
+        }
+    }
+    out
 }
 
 // ---- changes mirroring /work/shared/reference/debezium/samples ----
