@@ -4,6 +4,8 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use mapping::layout::rebuild as fields;
+
 use crate::pipeline::Summary;
 
 /// What a finished rebuild did.
@@ -91,16 +93,16 @@ pub(super) fn meta(
     per_topic: &BTreeMap<String, u64>,
 ) -> Vec<(String, String)> {
     let mut meta = vec![
-        ("started_at_ms".to_owned(), started_ms.to_string()),
-        ("finished_at_ms".to_owned(), now_ms().to_string()),
-        ("config_fingerprint".to_owned(), fingerprint(config)),
+        (fields::STARTED_AT_MS.to_owned(), started_ms.to_string()),
+        (fields::FINISHED_AT_MS.to_owned(), now_ms().to_string()),
+        (fields::CONFIG_FINGERPRINT.to_owned(), fingerprint(config)),
         (
-            "events".to_owned(),
+            fields::EVENTS.to_owned(),
             per_topic.values().sum::<u64>().to_string(),
         ),
     ];
     for (topic, n) in per_topic {
-        meta.push((format!("events:{topic}"), n.to_string()));
+        meta.push((fields::events_field(topic), n.to_string()));
     }
     meta
 }
