@@ -12,7 +12,6 @@
 //! - [`health`]: start-up checks of Redis, the registry and the broker.
 //! - [`run`]: `sink run` and `sink validate`: health checks, then the consumer loop.
 //! - [`rebuild`]: `sink rebuild`: replay into a staging database, then an atomic `SWAPDB`.
-//! - [`loadgen`]: realistic Debezium records in wire format, for tests and benchmarks.
 
 pub mod apply;
 pub mod config;
@@ -20,14 +19,6 @@ pub mod consume;
 pub mod decode;
 pub mod dlq;
 pub mod health;
-pub mod loadgen;
 pub mod rebuild;
 pub mod registry;
 pub mod run;
-
-/// mimalloc instead of the system allocator, for every binary built on this crate (the
-/// sink, its benches and tests measure the same thing): decoding and planning allocate many
-/// small, short-lived values, and glibc's allocator spent about a third of the rebuild's
-/// CPU on them (BENCHMARKS.md, "Rebuild speed").
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;

@@ -10,8 +10,8 @@ use redis::Commands;
 use serde_json::json;
 use sink::config::BatchSettings;
 use sink::consume::{ConsumeError, StopWhen};
-use sink::loadgen::envelope;
 use sink::run::RunError;
+use testkit::loadgen::envelope;
 use tokio_util::sync::CancellationToken;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -22,7 +22,7 @@ use redis::Commands;
 use serde_json::{json, Value as Json};
 use sink::config::{BatchSettings, SinkConfig};
 use sink::consume::{StopWhen, Summary};
-use sink::loadgen::{self, WireEncoder, WireRecord};
+use testkit::loadgen::{self, WireEncoder, WireRecord};
 use tokio_util::sync::CancellationToken;
 
 const HOW_TO_START: &str =
