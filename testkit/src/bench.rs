@@ -1,6 +1,7 @@
 //! What every bench binary shares: its `main` (logging, runtime, error report), its command
 //! line as `cargo bench` passes it, and Redis's CPU counter the benches report per change.
 
+use std::ffi::OsString;
 use std::future::Future;
 use std::process::ExitCode;
 
@@ -8,9 +9,12 @@ use tracing_subscriber::EnvFilter;
 
 /// The bench's command line, parsed by `P`. `cargo bench` appends `--bench` to the
 /// arguments after `--`; the benches have flags of their own, so they drop it rather than
-/// accept a flag that means nothing to them.
+/// accept a flag that means nothing to them. Help and errors name the bench by its command
+/// name, not by the hashed file name cargo gives the executable.
 pub fn args<P: clap::Parser>() -> P {
-    P::parse_from(std::env::args_os().filter(|arg| arg != "--bench"))
+    let name = OsString::from(P::command().get_name());
+    let given = std::env::args_os().skip(1).filter(|arg| arg != "--bench");
+    P::parse_from(std::iter::once(name).chain(given))
 }
 
 /// `main` of a bench binary: logs (`RUST_LOG`, default `warn`) to stderr, runs `bench` on a
