@@ -19,7 +19,6 @@
 //!   an atomic `SWAPDB`); [`validate`]: `sink validate`.
 //! - [`health`]: start-up checks of Redis, the registry and the broker; [`connection`]:
 //!   Redis connection pools; [`shutdown`]: SIGINT/SIGTERM to a cancellation token.
-//! - [`loadgen`]: realistic Debezium records in wire format, for tests and benchmarks.
 
 pub mod apply;
 pub mod cli;
@@ -28,17 +27,9 @@ pub mod connection;
 pub mod decode;
 pub mod dlq;
 pub mod health;
-pub mod loadgen;
 pub mod pipeline;
 pub mod rebuild;
 pub mod registry;
 pub mod run;
 pub mod shutdown;
 pub mod validate;
-
-/// mimalloc instead of the system allocator, for every binary built on this crate (the
-/// sink, its benches and tests measure the same thing): decoding and planning allocate many
-/// small, short-lived values, and glibc's allocator spent about a third of the rebuild's
-/// CPU on them (BENCHMARKS.md, "Rebuild speed").
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;

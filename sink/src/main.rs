@@ -18,6 +18,13 @@ use sink::rebuild::RebuildOptions;
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 
+/// mimalloc instead of the system allocator: decoding and planning allocate many small,
+/// short-lived values, and glibc's allocator spent about a third of the rebuild's CPU on them
+/// (BENCHMARKS.md, "Rebuild speed"). The benches declare the same allocator, so they measure
+/// what this binary runs; the tests keep the system allocator.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Runtime failure.
 const EXIT_FAILURE: u8 = 1;
 /// Bad configuration or usage (clap uses 2 for usage errors too).

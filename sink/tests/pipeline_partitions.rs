@@ -10,7 +10,7 @@ use pipeline_support::{customers_value_v2, fixture, hash, rfc3339_micros, Scenar
 use redis::Commands;
 use serde_json::{json, Value as Json};
 use sink::config::BatchSettings;
-use sink::loadgen::{self, envelope, WireEncoder, WireRecord};
+use testkit::loadgen::{self, envelope, WireEncoder, WireRecord};
 
 const BASE_MICROS: i64 = 1_795_480_593_142_906;
 

@@ -7,7 +7,7 @@ mod pipeline_support;
 use pipeline_support::{read_topic, Scenario, Table};
 use redis::Commands;
 use sink::config::BatchSettings;
-use sink::loadgen::WireRecord;
+use testkit::loadgen::WireRecord;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn poison_records_are_dead_lettered_and_the_rest_applied() {

@@ -9,9 +9,9 @@ use pipeline_support::{fixture, Scenario, Table};
 use redis::Commands;
 use serde_json::json;
 use sink::config::BatchSettings;
-use sink::loadgen::envelope;
 use sink::pipeline::{ConsumeError, StopWhen};
 use sink::run::RunError;
+use testkit::loadgen::envelope;
 use tokio_util::sync::CancellationToken;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

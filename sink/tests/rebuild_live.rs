@@ -10,7 +10,7 @@ use std::time::Duration;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rebuild_support::*;
 use redis::Commands;
-use sink::loadgen::WireRecord;
+use testkit::loadgen::WireRecord;
 
 /// Changes after the initial workload: email changes, order moves, deletes and re-inserts.
 fn round(world: &World, r: i64, customers: i64, lsn: &mut i64) -> Vec<WireRecord> {
@@ -95,12 +95,12 @@ async fn live_sink_during_a_rebuild_ends_in_the_clean_state() {
     let producer = {
         let (world, stop, produced) = (world.clone(), stop.clone(), produced.clone());
         tokio::spawn(async move {
-            let kafka = sink::loadgen::producer(&world.stack.bootstrap).expect("producer");
+            let kafka = testkit::loadgen::producer(&world.stack.bootstrap).expect("producer");
             let mut lsn = 10_000_000;
             let mut r = 0;
             while !stop.load(Ordering::Relaxed) {
                 let records = round(&world, r, customers, &mut lsn);
-                sink::loadgen::produce_all(&kafka, &records)
+                testkit::loadgen::produce_all(&kafka, &records)
                     .await
                     .expect("produce");
                 r += 1;

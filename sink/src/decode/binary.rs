@@ -546,8 +546,8 @@ impl<'a> Input<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::loadgen::{reference, WireEncoder};
     use crate::registry::WriterSchema;
+    use testkit::loadgen::{reference, WireEncoder};
 
     /// The recorded records, encoded with the recorded schemas: the compiled readers take
     /// every one apart (none falls back) into exactly what the generic decoder gives.

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde_json::Value as Json;
-use sink::loadgen::{self, WireEncoder};
+use testkit::loadgen::{self, WireEncoder};
 
 /// The recorded writer schemas (`<subject>.v<version>.id<id>.json`).
 pub fn schemas_dir() -> PathBuf {

@@ -21,8 +21,8 @@ use rdkafka::Message;
 use redis::Commands;
 use serde_json::{json, Value as Json};
 use sink::config::{BatchSettings, SinkConfig};
-use sink::loadgen::{self, workload, WireEncoder, WireRecord, Workload};
 use sink::pipeline::{StopWhen, Summary};
+use testkit::loadgen::{self, workload, WireEncoder, WireRecord, Workload};
 use tokio_util::sync::CancellationToken;
 
 /// Where the services are.
@@ -80,7 +80,7 @@ pub fn customers_value_v2() -> String {
     schema.to_string()
 }
 
-pub use sink::loadgen::Table;
+pub use testkit::loadgen::Table;
 
 /// Encoders for one table's key and value.
 #[derive(Debug, Clone)]
@@ -209,7 +209,7 @@ mappings:
     }
 
     /// Encodes generated events.
-    pub fn encode(&self, events: &[sink::loadgen::Event]) -> Vec<WireRecord> {
+    pub fn encode(&self, events: &[testkit::loadgen::Event]) -> Vec<WireRecord> {
         events
             .iter()
             .map(|e| self.record(e.table, &e.key, e.value.as_ref()))

@@ -21,8 +21,8 @@ use std::time::{Duration, Instant};
 use redis::Commands;
 use serde_json::{json, Value as Json};
 use sink::config::{BatchSettings, SinkConfig};
-use sink::loadgen::{self, WireEncoder, WireRecord};
 use sink::pipeline::{StopWhen, Summary};
+use testkit::loadgen::{self, WireEncoder, WireRecord};
 use tokio_util::sync::CancellationToken;
 
 const HOW_TO_START: &str =

@@ -1,21 +1,18 @@
 //! Throughput of `sink rebuild` against the real stack.
 //!
 //! ```text
-//! cargo run --release -p sink --bin rebuild-bench -- --events 1000000
+//! cargo bench -p sink --bench rebuild-bench -- --events 1000000
 //! ```
 //!
 //! 1. Unless `--reuse ID` names topics of an earlier `--keep` run, generates `--events`
-//!    change events ([`sink::loadgen::workload`]: customer inserts, email-changing updates,
+//!    change events ([`testkit::loadgen::workload`]: customer inserts, email-changing updates,
 //!    deletes with tombstones, order inserts, status changes, deletes), encodes them in the
 //!    Avro wire format with schemas registered in the registry and produces them to new
 //!    topics (`--partitions` each).
 //! 2. Runs [`sink::rebuild::rebuild`] (what `sink rebuild` runs) with the live state in
 //!    `--live-db` and the staging database `--staging-db`, and reports the replay's events/s
 //!    and the time from start to swap (health checks, memory check, flush and handover
-//!    included), and the Redis server's CPU time over the rebuild (`INFO cpu`). With
-//!    `--script` the rebuild applies through the change script, as `sink run` does, instead
-//!    of the owning applier (`sink/src/apply/owned.rs`): same topics, same result, for a
-//!    ratio measured on one machine in one session.
+//!    included), and the Redis server's CPU time over the rebuild (`INFO cpu`).
 //!
 //! Both databases are flushed at the end, and the topics deleted, unless `--keep`.
 //! Environment as for `sink run`: KAFKA_BOOTSTRAP_SERVERS, SCHEMA_REGISTRY_URL, REDIS_URL
@@ -28,9 +25,13 @@ use anyhow::{bail, Context};
 use clap::Parser;
 use serde_json::Value as Json;
 use sink::config::{BatchSettings, SinkConfig};
-use sink::loadgen::{self, reference, Table, WireEncoder, WireRecord};
 use sink::rebuild::{target, RebuildOptions};
+use testkit::loadgen::{self, reference, Table, WireEncoder, WireRecord};
 use tokio_util::sync::CancellationToken;
+
+/// The sink binary's allocator (`sink/src/main.rs`), so the figures are what `sink` runs.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// Measures `sink rebuild`.
 #[derive(Debug, Parser)]
@@ -78,15 +79,11 @@ struct Args {
     /// Redis URL.
     #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379")]
     redis_url: String,
-    /// Apply through the change script (as `sink run` does) instead of the owning applier
-    /// `sink rebuild` uses, to compare the two on the same topics.
-    #[arg(long)]
-    script: bool,
 }
 
 fn main() -> ExitCode {
-    let args = Args::parse();
-    loadgen::bench_main("rebuild-bench", bench(&args))
+    let args: Args = testkit::bench::args();
+    testkit::bench::run("rebuild-bench", bench(&args))
 }
 
 fn topic(id: &str, table: Table) -> String {
@@ -227,27 +224,26 @@ async fn bench(args: &Args) -> anyhow::Result<()> {
         handover_timeout: Duration::from_secs(60),
         progress: false,
     };
-    let cpu_before = loadgen::redis_cpu_seconds(&live_url).await?;
+    let cpu_before = testkit::bench::redis_cpu_seconds(&live_url).await?;
     let start = Instant::now();
     let report = sink::rebuild::rebuild(&cfg, &options, CancellationToken::new())
         .await
         .context("rebuild")?;
     let wall = start.elapsed();
-    let redis_cpu = loadgen::redis_cpu_seconds(&live_url).await? - cpu_before;
+    let redis_cpu = testkit::bench::redis_cpu_seconds(&live_url).await? - cpu_before;
     print!("{report}");
     let events = report.events();
     if events == 0 {
         bail!("the rebuild replayed nothing");
     }
     println!(
-        "rebuild-bench: {events} events, replay {:.2} s = {:.0} events/s; start to swap {:.2} s (wall {:.2} s) = {:.0} events/s; redis CPU {redis_cpu:.2} s = {:.2} us per event; {} applier; batch size {}, {} partitions per topic; topics id {id}",
+        "rebuild-bench: {events} events, replay {:.2} s = {:.0} events/s; start to swap {:.2} s (wall {:.2} s) = {:.0} events/s; redis CPU {redis_cpu:.2} s = {:.2} us per event; owning applier; batch size {}, {} partitions per topic; topics id {id}",
         report.replay.as_secs_f64(),
         report.rate(),
         report.total.as_secs_f64(),
         wall.as_secs_f64(),
         events as f64 / wall.as_secs_f64(),
         redis_cpu * 1e6 / events as f64,
-        if args.script { "script" } else { "owning" },
         args.batch_size,
         args.partitions,
     );

@@ -2,7 +2,7 @@
 //! same work.
 //!
 //! ```text
-//! cargo run --release -p sink --bin sink-bench -- --events 200000
+//! cargo bench -p sink --bench sink-bench -- --events 200000
 //! ```
 //!
 //! 1. Generates `--events` change events (customers and orders: inserts, updates that move
@@ -36,10 +36,14 @@ use sink::apply::{Applier, ChangeScript, PlannedChange, DEFAULT_CHUNK};
 use sink::cli::WriterMode;
 use sink::config::{BatchSettings, SinkConfig, Writer};
 use sink::decode::Decoder;
-use sink::loadgen::{self, reference, Table, WireEncoder, WireRecord};
 use sink::pipeline::StopWhen;
 use sink::registry::Registry;
+use testkit::loadgen::{self, reference, Table, WireEncoder, WireRecord};
 use tokio_util::sync::CancellationToken;
+
+/// The sink binary's allocator (`sink/src/main.rs`), so the figures are what `sink` runs.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// Measures the sink end to end and Redis's ceiling for the same changes.
 #[derive(Debug, Parser)]
@@ -86,8 +90,8 @@ struct Args {
 }
 
 fn main() -> ExitCode {
-    let args = Args::parse();
-    loadgen::bench_main("sink-bench", bench(&args))
+    let args: Args = testkit::bench::args();
+    testkit::bench::run("sink-bench", bench(&args))
 }
 
 /// One bench world: topics, registered encoders, mapping file.
@@ -249,7 +253,7 @@ async fn bench(args: &Args) -> anyhow::Result<()> {
     }
     let cfg = load(&yaml, args)?;
     let redis_before = script_time(&args.redis_url).await?;
-    let cpu_before = loadgen::redis_cpu_seconds(&args.redis_url).await?;
+    let cpu_before = testkit::bench::redis_cpu_seconds(&args.redis_url).await?;
     let start = Instant::now();
     let summary = sink::run::run(&cfg, StopWhen::CaughtUp, CancellationToken::new())
         .await
@@ -264,7 +268,7 @@ async fn bench(args: &Args) -> anyhow::Result<()> {
     let busy = last.duration_since(first);
     let sink_rate = events as f64 / busy.as_secs_f64();
     let redis_used = script_time(&args.redis_url).await?.since(redis_before);
-    let cpu = loadgen::redis_cpu_seconds(&args.redis_url).await? - cpu_before;
+    let cpu = testkit::bench::redis_cpu_seconds(&args.redis_url).await? - cpu_before;
     println!(
         "sink:    {events} events in {busy:.2?} from first record to last applied batch = {sink_rate:.0} events/s ({:?} writer)",
         args.writer
@@ -366,7 +370,7 @@ async fn owned_ceiling(
 ) -> anyhow::Result<f64> {
     let pool = sink::connection::redis_pool(&cfg.config.redis.url)?;
     let applier = Applier::owning(pool, &cfg.config);
-    let cpu_before = loadgen::redis_cpu_seconds(&args.redis_url).await?;
+    let cpu_before = testkit::bench::redis_cpu_seconds(&args.redis_url).await?;
     let start = Instant::now();
     let mut outcomes = futures::stream::iter(
         changes
@@ -383,7 +387,7 @@ async fn owned_ceiling(
     if count != changes.len() {
         bail!("{count} results for {} changes", changes.len());
     }
-    let cpu = loadgen::redis_cpu_seconds(&args.redis_url).await? - cpu_before;
+    let cpu = testkit::bench::redis_cpu_seconds(&args.redis_url).await? - cpu_before;
     println!(
         "ceiling: redis server CPU {cpu:.2} s ({:.1} us per change), busy {:.0}% of {elapsed:.2?}",
         cpu * 1e6 / changes.len() as f64,

@@ -1,10 +1,10 @@
 //! Redis's cost of applying changes, isolated from Kafka, decoding and the registry.
 //!
 //! ```text
-//! cargo run --release -p sink --bin apply-bench -- --events 200000
+//! cargo bench -p sink --bench apply-bench -- --events 200000
 //! ```
 //!
-//! Generates `--events` changes ([`sink::loadgen::workload`]: customer inserts, email-changing
+//! Generates `--events` changes ([`testkit::loadgen::workload`]: customer inserts, email-changing
 //! updates, deletes with tombstones, order inserts, status changes, deletes), turns them into
 //! planned changes directly (no Avro, no registry), spreads them over `--partitions`
 //! partitions per topic by primary key, and applies them through [`Applier::apply_batch`]:
@@ -25,7 +25,11 @@ use clap::Parser;
 use mapping::{Change, FieldValue, Op, Row};
 use serde_json::Value as Json;
 use sink::apply::{Applier, ChangeScript, PlannedChange, ScriptWriter, DEFAULT_CHUNK};
-use sink::loadgen::{self, reference, Table};
+use testkit::loadgen::{self, reference, Table};
+
+/// The sink binary's allocator (`sink/src/main.rs`), so the figures are what `sink` runs.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// Measures Redis's cost per applied change.
 #[derive(Debug, Parser)]
@@ -49,8 +53,8 @@ struct Args {
 }
 
 fn main() -> ExitCode {
-    let args = Args::parse();
-    loadgen::bench_main("apply-bench", bench(&args))
+    let args: Args = testkit::bench::args();
+    testkit::bench::run("apply-bench", bench(&args))
 }
 
 /// A private `redis-server`, killed on drop.
