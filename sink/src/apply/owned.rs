@@ -32,9 +32,9 @@
 //! [`state::OwnedState`] mirrors the script's reads: `sink:rows` (position), the row hash's
 //! template fields, index keys' values and `sink:index` positions, and the member scores of
 //! the row's relations; `decide.rs` follows the script step by step. The tests in
-//! `sink/tests/apply_owned.rs` apply the same histories (every semantics case, random
+//! `sink/tests/apply/owned.rs` apply the same histories (every semantics case, random
 //! interleavings of partitions, failures) through both and compare every key, as
-//! `apply_exclusive.rs` does for an exclusive writer starting from what the script stored.
+//! `sink/tests/apply/exclusive.rs` does for an exclusive writer starting from what the script stored.
 //! What differs on purpose: a batch is one transaction (so each change is atomic too, and
 //! readers see whole batches), and offsets and freshness are written once per batch, with
 //! the same final values.

@@ -18,7 +18,7 @@
 //! any other column (arrays, maps, enums, nested records, other logical types) is not
 //! compiled, and its records go through the generic decoder. A body this reader cannot
 //! take apart (malformed, unexpected shape) also goes through the generic decoder, which
-//! then reports the error exactly as before. `sink/tests/decode_fixtures.rs` holds both
+//! then reports the error exactly as before. `sink/tests/decode/fixtures.rs` holds both
 //! paths to the recorded Debezium records.
 
 use apache_avro::types::Value;

@@ -3,9 +3,8 @@
 //! the same way, through both, and every key compared after every batch (values,
 //! bookkeeping, offsets and freshness; only `applied_at_ms`, a clock reading, is masked).
 
-mod apply_support;
 
-use apply_support::*;
+use crate::support::*;
 use mapping::{Change, FieldValue, Op};
 
 /// Applies `batches` to both fixtures, comparing outcomes and dumps after each batch.
@@ -25,7 +24,7 @@ async fn same_state(batches: &[Vec<(usize, Change)>]) {
     }
 }
 
-/// The cases of `apply_semantics.rs` in one history: snapshot, insert, email change with a
+/// The cases of `semantics.rs` in one history: snapshot, insert, email change with a
 /// null `before`, order moving between customers and to NULL, TOAST-kept values and kept
 /// scores, REPLICA IDENTITY DEFAULT deletes, tombstones (after a delete and for a present
 /// row), a primary key change, an email moving between customers in both arrival orders, a

@@ -2,11 +2,10 @@
 //! consumer relies on to retry or dead-letter. Schemas come from the real registry at
 //! `SCHEMA_REGISTRY_URL` (start it with `tests/stack/up.sh`; the test fails without it).
 
-mod decode_common;
 
 use std::sync::Arc;
 
-use decode_common::*;
+use crate::support::*;
 use serde_json::json;
 use sink::decode::{DecodeError, Decoder, Part};
 use sink::registry::{Registry, RegistryError};

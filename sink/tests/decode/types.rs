@@ -4,10 +4,9 @@
 //! `jsonb`, enums, floats, booleans and arrays, registered in the real registry at
 //! `SCHEMA_REGISTRY_URL` (start it with `tests/stack/up.sh`; the test fails without it).
 
-mod decode_common;
 
 use apache_avro::types::Value;
-use decode_common::*;
+use crate::support::*;
 use mapping::change::{FieldValue, Op};
 use mapping::ColumnType;
 use serde_json::json;

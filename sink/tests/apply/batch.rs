@@ -2,11 +2,10 @@
 //! half-applied, the script is reloaded after `SCRIPT FLUSH`, errors are classified and
 //! located, and the bookkeeping written from Rust (`sink:types`, `caught_up_at_ms`).
 
-mod apply_support;
 
 use std::time::Instant;
 
-use apply_support::*;
+use crate::support::*;
 use mapping::{Change, ColumnType, FieldValue, Op};
 use sink::apply::{Applier, ApplyError, ChangeScript, PlannedChange, DEFAULT_CHUNK};
 

@@ -5,11 +5,10 @@
 //! under it and loads it again; it stops when another writer took its lease, and when
 //! another program wrote a mapped key with another type, naming the key.
 
-mod apply_support;
 
 use std::time::Duration;
 
-use apply_support::*;
+use crate::support::*;
 use mapping::{Change, Op};
 use sink::apply::{Applier, ApplyError, BatchOutcome, PlannedChange};
 use tokio_util::sync::CancellationToken;

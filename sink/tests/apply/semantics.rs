@@ -2,9 +2,8 @@
 //! sink leaves behind, after each kind of change (changes mirror the recorded Debezium
 //! samples in /work/shared/reference/debezium/samples).
 
-mod apply_support;
 
-use apply_support::*;
+use crate::support::*;
 use mapping::{Change, FieldValue, Op};
 
 fn jane(lsn: i64) -> (usize, Change) {

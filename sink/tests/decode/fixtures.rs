@@ -3,11 +3,10 @@
 //! without it). Each run registers the recorded schemas under subjects of its own and
 //! rewrites the schema ids of the frames to the ids this registry assigned.
 
-mod decode_common;
 
 use std::sync::Arc;
 
-use decode_common::*;
+use crate::support::*;
 use mapping::change::{FieldValue, Op};
 use mapping::ColumnType;
 use serde_json::{json, Value as Json};

@@ -15,14 +15,13 @@
 //! printed, and saved to `differential_writers.proptest-regressions` beside this file,
 //! which later runs try first.
 
-mod apply_support;
-mod differential;
+use crate::differential;
 
 use deadpool_redis::Pool;
 use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
 
-use apply_support::{dump_tagged, pool, redis_url};
+use crate::support::{dump_tagged, pool, redis_url};
 use differential::config::{config_spec, load, yaml, ConfigSpec};
 use differential::history::{deliver, history_spec, logs, HistorySpec};
 use differential::writers::{Kind, Writer};

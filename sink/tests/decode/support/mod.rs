@@ -4,7 +4,7 @@
 //! schemas under subjects of its own.
 #![allow(dead_code)]
 
-#[path = "../common/mod.rs"]
+#[path = "../../common/mod.rs"]
 mod common;
 
 use std::collections::HashMap;

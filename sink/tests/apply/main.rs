@@ -1,0 +1,13 @@
+//! The apply stage against a real Redis (`REDIS_URL`): both writers, change by change and
+//! batch by batch, and against each other on generated inputs. One test binary (each links
+//! rdkafka, Avro and Redis); the modules share [`support`]'s fixture, whose random key
+//! prefixes let their tests run in parallel on one database.
+
+mod batch;
+mod chunks;
+mod differential;
+mod differential_writers;
+mod exclusive;
+mod owned;
+mod semantics;
+mod support;
