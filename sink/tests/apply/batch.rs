@@ -2,7 +2,6 @@
 //! half-applied, the script is reloaded after `SCRIPT FLUSH`, errors are classified and
 //! located, and the bookkeeping written from Rust (`sink:types`, `caught_up_at_ms`).
 
-
 use std::time::Instant;
 
 use crate::support::*;

@@ -3,7 +3,6 @@
 //! chunk leaves nothing of itself while the others are applied, and it is reported with its
 //! own offset and batch position.
 
-
 use crate::support::*;
 use mapping::{Change, FieldValue, Op};
 use sink::apply::{Applier, ApplyError, ChangeScript, ScriptWriter, DEFAULT_CHUNK};

@@ -5,7 +5,6 @@
 //! under it and loads it again; it stops when another writer took its lease, and when
 //! another program wrote a mapped key with another type, naming the key.
 
-
 use std::time::Duration;
 
 use crate::support::*;

@@ -3,7 +3,6 @@
 //! the same way, through both, and every key compared after every batch (values,
 //! bookkeeping, offsets and freshness; only `applied_at_ms`, a clock reading, is masked).
 
-
 use crate::support::*;
 use mapping::{Change, FieldValue, Op};
 

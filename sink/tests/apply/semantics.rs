@@ -2,7 +2,6 @@
 //! sink leaves behind, after each kind of change (changes mirror the recorded Debezium
 //! samples in /work/shared/reference/debezium/samples).
 
-
 use crate::support::*;
 use mapping::{Change, FieldValue, Op};
 

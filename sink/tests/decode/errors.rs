@@ -2,7 +2,6 @@
 //! consumer relies on to retry or dead-letter. Schemas come from the real registry at
 //! `SCHEMA_REGISTRY_URL` (start it with `tests/stack/up.sh`; the test fails without it).
 
-
 use std::sync::Arc;
 
 use crate::support::*;

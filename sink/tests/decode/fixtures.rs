@@ -3,7 +3,6 @@
 //! without it). Each run registers the recorded schemas under subjects of its own and
 //! rewrites the schema ids of the frames to the ids this registry assigned.
 
-
 use std::sync::Arc;
 
 use crate::support::*;

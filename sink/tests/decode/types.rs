@@ -4,9 +4,8 @@
 //! `jsonb`, enums, floats, booleans and arrays, registered in the real registry at
 //! `SCHEMA_REGISTRY_URL` (start it with `tests/stack/up.sh`; the test fails without it).
 
-
-use apache_avro::types::Value;
 use crate::support::*;
+use apache_avro::types::Value;
 use mapping::change::{FieldValue, Op};
 use mapping::ColumnType;
 use serde_json::json;

@@ -2,12 +2,15 @@
 //! entries (one `HSET`/`HDEL` per hash instead of one per change), and the freshness and
 //! offsets to record once for the batch, with the same final values as the chunk scripts'.
 
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
 use mapping::layout;
 
-use super::decide::BatchWrites;
 use super::emit::{slices, Write};
 use super::state::{OwnedState, Undo};
 use super::{HashMap, HashSet};
+use crate::apply::PlannedChange;
 
 /// Entries per bookkeeping `HSET`/`HDEL` at most.
 const SLICE: usize = 1000;
@@ -34,12 +37,52 @@ pub(crate) struct Freshness {
     pub(crate) source_ts_ms: Option<i64>,
 }
 
-/// The bookkeeping of batch `w`, decided on `state` (which holds the final entries).
-pub(super) fn collect(state: &OwnedState, w: &BatchWrites) -> Bookkeeping {
+/// What a batch's changes add up to, counted as they are decided: the freshness and
+/// offsets it records once.
+#[derive(Debug)]
+pub(super) struct Tally {
+    /// Per mapping: changes applied.
+    applied: Vec<usize>,
+    /// Per mapping: the highest `source_ts_ms` of an applied change.
+    max_ts: Vec<Option<i64>>,
+    /// Per partition: the highest offset of a change that did not fail.
+    offsets: BTreeMap<(Arc<str>, i32), i64>,
+}
+
+impl Tally {
+    /// An empty tally for `mappings` mappings.
+    pub(super) fn new(mappings: usize) -> Tally {
+        Tally {
+            applied: vec![0; mappings],
+            max_ts: vec![None; mappings],
+            offsets: BTreeMap::new(),
+        }
+    }
+
+    /// Counts `change`, decided without failing; `applied` when it changed the read model.
+    pub(super) fn count(&mut self, change: &PlannedChange, applied: bool) {
+        if applied {
+            self.applied[change.mapping] += 1;
+            if let Some(ts) = change.source_ts_ms.filter(|ts| *ts >= 0) {
+                let max = &mut self.max_ts[change.mapping];
+                *max = Some(max.map_or(ts, |m| m.max(ts)));
+            }
+        }
+        let top = self
+            .offsets
+            .entry((change.topic.clone(), change.partition))
+            .or_insert(change.offset);
+        *top = (*top).max(change.offset);
+    }
+}
+
+/// The bookkeeping of a batch whose state changes are `undo` and whose changes `tally`
+/// counted, decided on `state` (which holds the final entries).
+pub(super) fn collect(state: &OwnedState, undo: &[Undo], tally: &Tally) -> Bookkeeping {
     let mut seen: HashSet<(usize, &str)> = HashSet::default();
     let mut sets: HashMap<&str, Vec<(String, String)>> = HashMap::default();
     let mut dels: HashMap<&str, Vec<String>> = HashMap::default();
-    for u in &w.undo {
+    for u in undo {
         match u {
             Undo::Row(m, key, _) => {
                 if !seen.insert((*m, key)) {
@@ -81,14 +124,14 @@ pub(super) fn collect(state: &OwnedState, w: &BatchWrites) -> Bookkeeping {
         }));
     }
     let freshness = (0..state.models.len())
-        .filter(|&m| w.applied[m] > 0)
+        .filter(|&m| tally.applied[m] > 0)
         .map(|m| Freshness {
             key: state.models[m].fresh_key.clone(),
-            applied: w.applied[m],
-            source_ts_ms: w.max_ts[m],
+            applied: tally.applied[m],
+            source_ts_ms: tally.max_ts[m],
         })
         .collect();
-    let offsets = w
+    let offsets = tally
         .offsets
         .iter()
         .map(|((topic, partition), offset)| (layout::offsets_field(topic, *partition), *offset))

@@ -4,12 +4,11 @@
 //! (`bookkeeping.rs`) and the outcome. No I/O: `commands.rs` turns a [`Decision`] into a
 //! transaction, `writer.rs` sends it.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use mapping::plan::{FieldWrite, Plan, RowUpsert};
 
-use super::bookkeeping::{self, Bookkeeping};
+use super::bookkeeping::{self, Bookkeeping, Tally};
 use super::emit::{Write, Writes};
 use super::model::{render, Model};
 use super::state::{IndexState, OwnedState, RowState, Undo, UndoLog};
@@ -28,17 +27,11 @@ pub(crate) struct Decision {
     pub(crate) outcome: Result<BatchOutcome, ApplyError>,
 }
 
-/// A batch being decided: its writes so far, and what the bookkeeping needs.
+/// A batch being decided: its writes so far, and the state changes it made.
 pub(super) struct BatchWrites {
     writes: Writes,
     /// The state changes, oldest first.
     pub(super) undo: Vec<Undo>,
-    /// Per mapping: changes applied.
-    pub(super) applied: Vec<usize>,
-    /// Per mapping: the highest `source_ts_ms` of an applied change.
-    pub(super) max_ts: Vec<Option<i64>>,
-    /// Per partition: the highest offset of a change that did not fail.
-    pub(super) offsets: BTreeMap<(Arc<str>, i32), i64>,
 }
 
 /// What deleting one row writes, decided before anything is written.
@@ -55,14 +48,11 @@ struct Deletion {
 /// the writes. No I/O; the state is held by the caller and changed in place (copying it
 /// per batch would cost as much as the rows it holds).
 pub(crate) fn decide(state: &mut OwnedState, batch: &[PlannedChange]) -> Decision {
-    let n = state.models.len();
     let mut w = BatchWrites {
         writes: Writes::default(),
         undo: Vec::new(),
-        applied: vec![0; n],
-        max_ts: vec![None; n],
-        offsets: BTreeMap::new(),
     };
+    let mut tally = Tally::new(state.models.len());
     let mut outcome = BatchOutcome::default();
     let mut failure = None;
     for (position, change) in batch.iter().enumerate() {
@@ -70,19 +60,10 @@ pub(crate) fn decide(state: &mut OwnedState, batch: &[PlannedChange]) -> Decisio
             Ok(applied) => {
                 if applied {
                     outcome.applied += 1;
-                    w.applied[change.mapping] += 1;
-                    if let Some(ts) = change.source_ts_ms.filter(|ts| *ts >= 0) {
-                        let max = &mut w.max_ts[change.mapping];
-                        *max = Some(max.map_or(ts, |m| m.max(ts)));
-                    }
                 } else {
                     outcome.skipped += 1;
                 }
-                let top = w
-                    .offsets
-                    .entry((change.topic.clone(), change.partition))
-                    .or_insert(change.offset);
-                *top = (*top).max(change.offset);
+                tally.count(change, applied);
             }
             Err(reason) => {
                 failure.get_or_insert(ApplyError::Invalid {
@@ -95,7 +76,7 @@ pub(crate) fn decide(state: &mut OwnedState, batch: &[PlannedChange]) -> Decisio
         }
     }
     let writes = std::mem::take(&mut w.writes).into_writes();
-    let bookkeeping = bookkeeping::collect(state, &w);
+    let bookkeeping = bookkeeping::collect(state, &w.undo, &tally);
     Decision {
         writes,
         bookkeeping,
