@@ -137,10 +137,17 @@ mod tests {
 
     #[test]
     fn unknown_names() {
-        for bad in ["varchar", "decimal", "decimal(-1)", "decimal(x)", "Timestamp_micros"] {
+        for bad in [
+            "varchar",
+            "decimal",
+            "decimal(-1)",
+            "decimal(x)",
+            "Timestamp_micros",
+        ] {
             let err = bad.parse::<DeclaredType>().unwrap_err();
             assert!(
-                err.to_string().starts_with(&format!("unknown type `{bad}`")),
+                err.to_string()
+                    .starts_with(&format!("unknown type `{bad}`")),
                 "{err}"
             );
         }

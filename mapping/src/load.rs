@@ -539,7 +539,7 @@ mod tests {
         );
         assert_eq!(
             errors("mappings:\n  - name: a\n    topic: t\n    key: \"a:{id}\"\n    topics: x\n"),
-            "connectors.yaml:5:5: mappings[0]: unknown key `topics` (expected one of `name`, `topic`, `key`, `fields`, `ttl_seconds`, `indexes`, `relations`, `lookups`)"
+            "connectors.yaml:5:5: mappings[0]: unknown key `topics` (expected one of `name`, `topic`, `key`, `fields`, `types`, `ttl_seconds`, `indexes`, `relations`, `lookups`)"
         );
         let yaml = CUSTOMERS.replace("            index: email", "            indx: email");
         assert_eq!(
@@ -763,8 +763,8 @@ mod tests {
         assert_eq!(
             errors(&yaml),
             format!(
-                "connectors.yaml:22:19: column `created_at`: unknown type `timestamp` (expected one of {DECLARED_TYPE_NAMES})\n\
-                 connectors.yaml:24:10: column `n`: unknown type `decimal` (expected one of {DECLARED_TYPE_NAMES})"
+                "connectors.yaml:20:19: column `created_at`: unknown type `timestamp` (expected one of {DECLARED_TYPE_NAMES})\n\
+                 connectors.yaml:22:10: column `n`: unknown type `decimal` (expected one of {DECLARED_TYPE_NAMES})"
             )
         );
     }

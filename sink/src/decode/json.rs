@@ -201,7 +201,12 @@ impl JsonDecoder {
     pub(super) fn value(&self, topic: &str, bytes: &[u8]) -> Result<Value, JsonError> {
         let part = Part::Value;
         if let Ok(framed) = serde_json::from_slice::<WithSchema<'_>>(bytes) {
-            let schema = analysed(&self.envelopes, part, framed.schema, schema::envelope_schema)?;
+            let schema = analysed(
+                &self.envelopes,
+                part,
+                framed.schema,
+                schema::envelope_schema,
+            )?;
             let Some(payload) = parse::<Option<Payload>>(part, framed.payload.get().as_bytes())?
             else {
                 return Ok(Value {
@@ -218,7 +223,13 @@ impl JsonDecoder {
                 .map(|fields| typed_row(part, &schema, fields))
                 .transpose()?;
             return Ok(Value {
-                envelope: Some(envelope(payload.op, before, after, payload.source, payload.ts_ms)?),
+                envelope: Some(envelope(
+                    payload.op,
+                    before,
+                    after,
+                    payload.source,
+                    payload.ts_ms,
+                )?),
                 columns: Arc::clone(&schema.types),
             });
         }
@@ -229,7 +240,13 @@ impl JsonDecoder {
         // The types of the newest image: `after`, or `before` of a delete.
         let seen = after_types.or(before_types).unwrap_or_default();
         Ok(Value {
-            envelope: Some(envelope(payload.op, before, after, payload.source, payload.ts_ms)?),
+            envelope: Some(envelope(
+                payload.op,
+                before,
+                after,
+                payload.source,
+                payload.ts_ms,
+            )?),
             columns: self.remember(topic, seen),
         })
     }
@@ -248,11 +265,12 @@ impl JsonDecoder {
         for (name, json) in fields.0 {
             match declared.and_then(|d| d.get(&name)) {
                 Some(kind) => {
-                    let value = value::convert(*kind, json).map_err(|source| JsonError::Column {
-                        part,
-                        column: name.clone(),
-                        source,
-                    })?;
+                    let value =
+                        value::convert(*kind, json).map_err(|source| JsonError::Column {
+                            part,
+                            column: name.clone(),
+                            source,
+                        })?;
                     types.push((name.clone(), kind.column_type()));
                     row.push((name, value));
                 }

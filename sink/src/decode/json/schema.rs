@@ -73,8 +73,9 @@ fn kind_of(schema: &Map<String, Json>) -> Kind {
     match schema.get("type").and_then(Json::as_str) {
         Some("int8" | "int16" | "int32") => Kind::Int,
         Some("int64") => Kind::Long,
-        Some("float32") => Kind::Float,
-        Some("float64") => Kind::Double,
+        // JsonConverter's names for Connect's float32 and float64.
+        Some("float") => Kind::Float,
+        Some("double") => Kind::Double,
         Some("boolean") => Kind::Boolean,
         Some("string") => Kind::String,
         Some("bytes") => Kind::Bytes,
@@ -109,14 +110,18 @@ mod tests {
 
     #[test]
     fn connect_types_and_names() {
-        let mut amount = column("amount", "bytes", Some("org.apache.kafka.connect.data.Decimal"));
+        let mut amount = column(
+            "amount",
+            "bytes",
+            Some("org.apache.kafka.connect.data.Decimal"),
+        );
         amount["parameters"] = json!({"scale": "2", "connect.decimal.precision": "10"});
         let row = json!({"type": "struct", "optional": true, "name": "t.Value", "fields": [
             column("id", "int32", None),
             column("small", "int16", None),
             column("big", "int64", None),
-            column("f", "float32", None),
-            column("d", "float64", None),
+            column("f", "float", None),
+            column("d", "double", None),
             column("ok", "boolean", None),
             column("s", "string", None),
             column("e", "string", Some("io.debezium.data.Enum")),
@@ -139,8 +144,11 @@ mod tests {
             {"field": "op", "type": "string"},
         ]});
         let schema = envelope_schema(&envelope).unwrap();
-        let kinds: Vec<(&str, Kind)> =
-            schema.columns.iter().map(|(n, k)| (n.as_str(), *k)).collect();
+        let kinds: Vec<(&str, Kind)> = schema
+            .columns
+            .iter()
+            .map(|(n, k)| (n.as_str(), *k))
+            .collect();
         assert_eq!(
             kinds,
             vec![
@@ -176,9 +184,15 @@ mod tests {
             ShapeError::NotARecord
         );
         let no_op = json!({"type": "struct", "fields": [{"field": "after", "type": "struct", "fields": []}]});
-        assert_eq!(envelope_schema(&no_op).unwrap_err(), ShapeError::MissingField("op"));
+        assert_eq!(
+            envelope_schema(&no_op).unwrap_err(),
+            ShapeError::MissingField("op")
+        );
         let flat = json!({"type": "struct", "fields": [
             {"field": "after", "type": "string"}, {"field": "op", "type": "string"}]});
-        assert_eq!(envelope_schema(&flat).unwrap_err(), ShapeError::RowNotARecord("after"));
+        assert_eq!(
+            envelope_schema(&flat).unwrap_err(),
+            ShapeError::RowNotARecord("after")
+        );
     }
 }

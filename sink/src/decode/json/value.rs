@@ -54,7 +54,9 @@ pub fn convert(kind: Kind, value: Json) -> Result<FieldValue, JsonValueError> {
         (Kind::String, Json::String(s)) => Ok(FieldValue::String(s)),
         (Kind::Json, Json::String(s)) => Ok(FieldValue::Json(s)),
         (Kind::Timestamp(unit), Json::Number(n)) => {
-            let raw = n.as_i64().ok_or_else(|| unexpected(kind, "non-integer number"))?;
+            let raw = n
+                .as_i64()
+                .ok_or_else(|| unexpected(kind, "non-integer number"))?;
             Ok(FieldValue::TimestampMicros(avro_value::micros(raw, unit)?))
         }
         (Kind::ZonedTimestamp, Json::String(s)) => {
@@ -174,19 +176,39 @@ mod tests {
     fn kinds() {
         let cases = [
             (Kind::Int, json!(-3), FieldValue::Int(-3)),
-            (Kind::Long, json!(9_007_199_254_740_993_i64), FieldValue::Int(9_007_199_254_740_993)),
+            (
+                Kind::Long,
+                json!(9_007_199_254_740_993_i64),
+                FieldValue::Int(9_007_199_254_740_993),
+            ),
             (Kind::Boolean, json!(true), FieldValue::Boolean(true)),
             (Kind::Double, json!(0.1), FieldValue::Float(0.1)),
-            (Kind::Float, json!(0.1), FieldValue::Float(f64::from(0.1_f32))),
-            (Kind::Double, json!("-Infinity"), FieldValue::Float(f64::NEG_INFINITY)),
+            (
+                Kind::Float,
+                json!(0.1),
+                FieldValue::Float(f64::from(0.1_f32)),
+            ),
+            (
+                Kind::Double,
+                json!("-Infinity"),
+                FieldValue::Float(f64::NEG_INFINITY),
+            ),
             (Kind::String, json!("x"), FieldValue::String("x".into())),
-            (Kind::Json, json!("{\"a\": 1}"), FieldValue::Json("{\"a\": 1}".into())),
+            (
+                Kind::Json,
+                json!("{\"a\": 1}"),
+                FieldValue::Json("{\"a\": 1}".into()),
+            ),
             (
                 Kind::Timestamp(TimeUnit::Millis),
                 json!(1_795_514_193_142_i64),
                 FieldValue::TimestampMicros(1_795_514_193_142_000),
             ),
-            (Kind::Timestamp(TimeUnit::Micros), json!(-1), FieldValue::TimestampMicros(-1)),
+            (
+                Kind::Timestamp(TimeUnit::Micros),
+                json!(-1),
+                FieldValue::TimestampMicros(-1),
+            ),
             (
                 Kind::Timestamp(TimeUnit::Nanos),
                 json!(1_795_480_593_142_906_789_i64),
@@ -201,15 +223,29 @@ mod tests {
             (
                 Kind::Decimal { scale: 2 },
                 json!("+x4="),
-                FieldValue::Decimal { unscaled: vec![0xfb, 0x1e], scale: 2 },
+                FieldValue::Decimal {
+                    unscaled: vec![0xfb, 0x1e],
+                    scale: 2,
+                },
             ),
             (
                 Kind::VariableScaleDecimal,
                 json!({"scale": 3, "value": "/w=="}),
-                FieldValue::Decimal { unscaled: vec![0xff], scale: 3 },
+                FieldValue::Decimal {
+                    unscaled: vec![0xff],
+                    scale: 3,
+                },
             ),
-            (Kind::Bytes, json!("AP8Q"), FieldValue::Bytes(vec![0, 0xff, 0x10])),
-            (Kind::Other, json!(["a", "b c"]), FieldValue::Json(r#"["a","b c"]"#.into())),
+            (
+                Kind::Bytes,
+                json!("AP8Q"),
+                FieldValue::Bytes(vec![0, 0xff, 0x10]),
+            ),
+            (
+                Kind::Other,
+                json!(["a", "b c"]),
+                FieldValue::Json(r#"["a","b c"]"#.into()),
+            ),
             (Kind::Int, json!(null), FieldValue::Null),
             (Kind::Json, json!(UNAVAILABLE), FieldValue::Unavailable),
             (Kind::Other, json!([UNAVAILABLE]), FieldValue::Unavailable),
@@ -220,7 +256,11 @@ mod tests {
             ),
         ];
         for (kind, json, expected) in cases {
-            assert_eq!(convert(kind, json.clone()).unwrap(), expected, "{kind:?} {json}");
+            assert_eq!(
+                convert(kind, json.clone()).unwrap(),
+                expected,
+                "{kind:?} {json}"
+            );
         }
     }
 
@@ -229,27 +269,48 @@ mod tests {
         let err = convert(Kind::Boolean, json!(1)).unwrap_err();
         assert_eq!(err.to_string(), "expected boolean, found json number");
         let err = convert(Kind::Int, json!(1.5)).unwrap_err();
-        assert_eq!(err.to_string(), "expected int or long, found json non-integer number");
+        assert_eq!(
+            err.to_string(),
+            "expected int or long, found json non-integer number"
+        );
         let err = convert(Kind::Bytes, json!("not base64!")).unwrap_err();
         assert_eq!(err.to_string(), "invalid base64 bytes");
         let err = convert(Kind::ZonedTimestamp, json!("yesterday")).unwrap_err();
         assert_eq!(err.to_string(), "invalid zoned timestamp \"yesterday\"");
-        let err = convert(Kind::VariableScaleDecimal, json!({"scale": -1, "value": "AQ=="}));
+        let err = convert(
+            Kind::VariableScaleDecimal,
+            json!({"scale": -1, "value": "AQ=="}),
+        );
         assert_eq!(err.unwrap_err().to_string(), "invalid decimal scale -1");
     }
 
     #[test]
     fn inferred() {
-        assert_eq!(infer(json!(7)), (FieldValue::Int(7), Some(ColumnType::Long)));
-        assert_eq!(infer(json!(2.5)), (FieldValue::Float(2.5), Some(ColumnType::Double)));
+        assert_eq!(
+            infer(json!(7)),
+            (FieldValue::Int(7), Some(ColumnType::Long))
+        );
+        assert_eq!(
+            infer(json!(2.5)),
+            (FieldValue::Float(2.5), Some(ColumnType::Double))
+        );
         assert_eq!(
             infer(json!(u64::MAX)),
-            (FieldValue::String(u64::MAX.to_string()), Some(ColumnType::Decimal))
+            (
+                FieldValue::String(u64::MAX.to_string()),
+                Some(ColumnType::Decimal)
+            )
         );
-        assert_eq!(infer(json!("s")), (FieldValue::String("s".into()), Some(ColumnType::String)));
+        assert_eq!(
+            infer(json!("s")),
+            (FieldValue::String("s".into()), Some(ColumnType::String))
+        );
         assert_eq!(
             infer(json!({"a": [1]})),
-            (FieldValue::Json(r#"{"a":[1]}"#.into()), Some(ColumnType::Json))
+            (
+                FieldValue::Json(r#"{"a":[1]}"#.into()),
+                Some(ColumnType::Json)
+            )
         );
         assert_eq!(infer(json!(null)), (FieldValue::Null, None));
         assert_eq!(infer(json!(UNAVAILABLE)), (FieldValue::Unavailable, None));
