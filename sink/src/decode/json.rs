@@ -80,8 +80,9 @@ pub enum JsonError {
     },
 }
 
-/// A decoded JSON value: the envelope, or `None` for `"payload": null` (a tombstone).
-pub(super) struct Value {
+/// A decoded JSON value.
+pub(super) struct DecodedValue {
+    /// The envelope; `None` for `"payload": null` (a tombstone).
     pub(super) envelope: Option<Envelope>,
     /// The row's columns and types; stable (the same `Arc`) while they do not change.
     pub(super) columns: Columns,
@@ -198,7 +199,7 @@ impl JsonDecoder {
     }
 
     /// Decodes a JSON value into its envelope.
-    pub(super) fn value(&self, topic: &str, bytes: &[u8]) -> Result<Value, JsonError> {
+    pub(super) fn value(&self, topic: &str, bytes: &[u8]) -> Result<DecodedValue, JsonError> {
         let part = Part::Value;
         if let Ok(framed) = serde_json::from_slice::<WithSchema<'_>>(bytes) {
             let schema = analysed(
@@ -209,7 +210,7 @@ impl JsonDecoder {
             )?;
             let Some(payload) = parse::<Option<Payload>>(part, framed.payload.get().as_bytes())?
             else {
-                return Ok(Value {
+                return Ok(DecodedValue {
                     envelope: None,
                     columns: Arc::clone(&schema.types),
                 });
@@ -222,7 +223,7 @@ impl JsonDecoder {
                 .after
                 .map(|fields| typed_row(part, &schema, fields))
                 .transpose()?;
-            return Ok(Value {
+            return Ok(DecodedValue {
                 envelope: Some(envelope(
                     payload.op,
                     before,
@@ -239,7 +240,7 @@ impl JsonDecoder {
         let (after, after_types) = payload.after.map(schemaless).transpose()?.unzip();
         // The types of the newest image: `after`, or `before` of a delete.
         let seen = after_types.or(before_types).unwrap_or_default();
-        Ok(Value {
+        Ok(DecodedValue {
             envelope: Some(envelope(
                 payload.op,
                 before,
@@ -415,4 +416,110 @@ fn envelope(
         source_ts_ms,
         ts_ms,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use mapping::change::FieldValue;
+    use mapping::{load_config_str, ConnectionOverrides};
+
+    use super::*;
+
+    fn decoder(types: &str) -> JsonDecoder {
+        let yaml = format!(
+            "mappings:\n  - name: t\n    topic: t\n    key: \"t:{{id}}\"\n    types: {types}\n"
+        );
+        let config = load_config_str(&yaml, "connectors.yaml", &ConnectionOverrides::default())
+            .unwrap_or_else(|e| panic!("{e}"));
+        JsonDecoder::new(&config.mappings)
+    }
+
+    #[test]
+    fn detection() {
+        assert!(is_json(br#"{"id":1}"#));
+        assert!(!is_json(&[0, 0, 0, 0, 1]));
+        assert!(!is_json(b""));
+    }
+
+    #[test]
+    fn schemaless_rows_use_declared_types_and_keep_column_order() {
+        let d = decoder("{at: timestamp_millis}");
+        let value = br#"{"op":"c","after":{"z":1,"at":1000,"a":"x","n":null},"source":{"lsn":7,"ts_ms":9}}"#;
+        let decoded = d.value("t", value).unwrap();
+        let envelope = decoded.envelope.unwrap();
+        assert_eq!(envelope.op, Op::Create);
+        assert_eq!((envelope.lsn, envelope.source_ts_ms), (Some(7), Some(9)));
+        assert_eq!(
+            envelope.after.unwrap(),
+            vec![
+                ("z".to_owned(), FieldValue::Int(1)),
+                ("at".to_owned(), FieldValue::TimestampMicros(1_000_000)),
+                ("a".to_owned(), FieldValue::String("x".into())),
+                ("n".to_owned(), FieldValue::Null),
+            ]
+        );
+        assert_eq!(
+            &decoded.columns[..],
+            &[
+                ("z".to_owned(), ColumnType::Long),
+                ("at".to_owned(), ColumnType::Timestamp),
+                ("a".to_owned(), ColumnType::String),
+            ]
+        );
+        // Another topic: nothing declared.
+        let other = d.value("u", value).unwrap().envelope.unwrap();
+        assert_eq!(other.after.unwrap()[1].1, FieldValue::Int(1000));
+    }
+
+    #[test]
+    fn schemaless_column_types_are_handed_out_once_per_change() {
+        let d = decoder("{}");
+        let first = d
+            .value("t", br#"{"op":"c","after":{"id":1,"note":"a"}}"#)
+            .unwrap();
+        // NULL says nothing about the type: the known columns stay as they are.
+        let same = d
+            .value("t", br#"{"op":"u","after":{"id":1,"note":null}}"#)
+            .unwrap();
+        assert!(Arc::ptr_eq(&first.columns, &same.columns));
+        let added = d
+            .value("t", br#"{"op":"u","after":{"id":1,"note":"b","vip":true}}"#)
+            .unwrap();
+        assert!(!Arc::ptr_eq(&first.columns, &added.columns));
+        assert_eq!(added.columns.len(), 3);
+        let delete = d
+            .value("t", br#"{"op":"d","before":{"id":1},"after":null}"#)
+            .unwrap();
+        assert!(Arc::ptr_eq(&added.columns, &delete.columns));
+    }
+
+    #[test]
+    fn keys_and_tombstones_with_a_schema() {
+        let d = JsonDecoder::default();
+        let key = br#"{"schema":{"type":"struct","fields":[{"type":"int32","optional":false,"field":"id"}],"optional":false,"name":"k"},"payload":{"id":4}}"#;
+        assert_eq!(
+            d.key("t", key).unwrap(),
+            vec![("id".to_owned(), FieldValue::Int(4))]
+        );
+        assert_eq!(
+            d.key("t", br#"{"id":4}"#).unwrap(),
+            vec![("id".to_owned(), FieldValue::Int(4))]
+        );
+        let envelope = r#"{"type":"struct","fields":[{"type":"struct","fields":[{"type":"int32","field":"id"}],"optional":true,"field":"after"},{"type":"string","field":"op"}]}"#;
+        let tombstone = format!(r#"{{"schema":{envelope},"payload":null}}"#);
+        assert!(d
+            .value("t", tombstone.as_bytes())
+            .unwrap()
+            .envelope
+            .is_none());
+        let err = d
+            .value(
+                "t",
+                format!(r#"{{"schema":{envelope},"payload":{{"op":"r","after":null}}}}"#)
+                    .as_bytes(),
+            )
+            .err()
+            .unwrap();
+        assert!(matches!(err, JsonError::MissingAfter("r")), "{err:?}");
+    }
 }
