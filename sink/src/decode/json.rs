@@ -14,6 +14,9 @@
 pub mod schema;
 pub mod value;
 
+#[cfg(test)]
+mod agree;
+
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Arc, Mutex, PoisonError};
