@@ -194,6 +194,8 @@ impl JsonDecoder {
                 let fields = parse::<Fields>(part, framed.payload.get().as_bytes())?;
                 typed_row(part, &schema, fields)
             }
+            // Not `{"schema", "payload"}`: the payload alone (`schemas.enable=false`); what
+            // is wrong with it, if anything, is said when it is read as such.
             Err(_) => {
                 let fields = parse::<Fields>(part, bytes)?;
                 Ok(self.schemaless_row(topic, part, fields)?.0)
@@ -237,6 +239,7 @@ impl JsonDecoder {
                 columns: Arc::clone(&schema.types),
             });
         }
+        // Not `{"schema", "payload"}`: the payload alone (`schemas.enable=false`).
         let payload = parse::<Payload>(part, bytes)?;
         let schemaless = |fields| self.schemaless_row(topic, part, fields);
         let (before, before_types) = payload.before.map(schemaless).transpose()?.unzip();
