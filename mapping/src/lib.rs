@@ -9,6 +9,8 @@
 //!   module, `load/validate.rs`) -> [`Config`], every error as
 //!   `connectors.yaml:LINE:COL: message`.
 //! - [`change`]: the decoded Debezium event ([`Change`], [`Op`], [`FieldValue`]).
+//! - [`declared`]: column types a mapping declares (`types:`) for records without a schema
+//!   (Debezium's JsonConverter with `schemas.enable=false`).
 //! - [`diagnostics`]: operator-facing text both binaries share: an error chain on one line
 //!   ([`one_line`]), URLs with the password hidden ([`redact_url`]).
 //! - [`model`]: the validated configuration ([`Config`], [`Mapping`], [`Lookup`], ...).
@@ -20,6 +22,7 @@
 //! - [`mod@plan`]: [`Change`] + [`Mapping`] -> [`Plan`], the Redis work for one change ([`fn@plan`]).
 
 pub mod change;
+pub mod declared;
 pub mod diagnostics;
 pub mod layout;
 pub mod load;
@@ -31,6 +34,7 @@ pub mod template;
 pub mod types;
 
 pub use change::{Change, FieldValue, Op, Row};
+pub use declared::{DeclaredType, DeclaredTypes};
 pub use diagnostics::{one_line, redact_url};
 pub use load::{load_config, load_config_str, ConfigError, ConfigErrors, ConnectionOverrides};
 pub use model::{

@@ -366,6 +366,7 @@ fn node_mark(root: &Node, path: &[Step<'_>]) -> Option<Marker> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::declared::{DeclaredType, DECLARED_TYPE_NAMES};
     use crate::model::{FieldSelection, LimitParam, ParamType, SelectedField};
 
     /// The errors for `yaml`, one per line, or `OK`.
@@ -538,7 +539,7 @@ mod tests {
         );
         assert_eq!(
             errors("mappings:\n  - name: a\n    topic: t\n    key: \"a:{id}\"\n    topics: x\n"),
-            "connectors.yaml:5:5: mappings[0]: unknown key `topics` (expected one of `name`, `topic`, `key`, `fields`, `ttl_seconds`, `indexes`, `relations`, `lookups`)"
+            "connectors.yaml:5:5: mappings[0]: unknown key `topics` (expected one of `name`, `topic`, `key`, `fields`, `types`, `ttl_seconds`, `indexes`, `relations`, `lookups`)"
         );
         let yaml = CUSTOMERS.replace("            index: email", "            indx: email");
         assert_eq!(
@@ -745,6 +746,27 @@ mod tests {
         );
         let config = load(&format!("{CUSTOMERS}    ttl_seconds: 86400\n"));
         assert_eq!(config.mappings[0].ttl_seconds, Some(86_400));
+    }
+
+    #[test]
+    fn declared_types() {
+        let config = load(&format!(
+            "{CUSTOMERS}    types: {{created_at: timestamp_micros, credit: decimal(2), doc: json}}\n"
+        ));
+        let types = &config.mappings[0].types;
+        assert_eq!(types["created_at"], DeclaredType::TimestampMicros);
+        assert_eq!(types["credit"], DeclaredType::Decimal { scale: 2 });
+        assert_eq!(types["doc"], DeclaredType::Json);
+        assert!(load(CUSTOMERS).mappings[0].types.is_empty());
+
+        let yaml = format!("{CUSTOMERS}    types:\n      created_at: timestamp\n      ok: date\n      n: decimal\n");
+        assert_eq!(
+            errors(&yaml),
+            format!(
+                "connectors.yaml:20:19: column `created_at`: unknown type `timestamp` (expected one of {DECLARED_TYPE_NAMES})\n\
+                 connectors.yaml:22:10: column `n`: unknown type `decimal` (expected one of {DECLARED_TYPE_NAMES})"
+            )
+        );
     }
 
     #[test]

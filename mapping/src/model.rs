@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 
+use crate::declared::DeclaredTypes;
 use crate::template::KeyTemplate;
 use crate::types::ColumnType;
 
@@ -66,6 +67,9 @@ pub struct Mapping {
     pub key: KeyTemplate,
     /// Which columns are stored, under which names.
     pub fields: FieldSelection,
+    /// Types of columns in records that carry no schema (`types:`); records with a schema
+    /// take their types from it.
+    pub types: DeclaredTypes,
     /// Optional expiry of row hashes after their last change.
     pub ttl_seconds: Option<u64>,
     /// Unique secondary indexes.

@@ -289,6 +289,7 @@ mod tests {
             topic: "cdc.public.orders".into(),
             key: KeyTemplate::parse("order:{order_id}").unwrap(),
             fields,
+            types: Default::default(),
             ttl_seconds: None,
             indexes: vec![],
             relations: vec![Relation {

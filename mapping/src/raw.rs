@@ -164,6 +164,10 @@ pub struct RawMapping {
     /// `all` (the default) or a list of columns.
     #[serde(default)]
     pub fields: RawFields,
+    /// Types of columns in records without a schema (JsonConverter with
+    /// `schemas.enable=false`): column name -> type name (see `declared`).
+    #[serde(default)]
+    pub types: BTreeMap<String, Spanned<String>>,
     /// Expiry of row hashes after their last change, in seconds.
     #[serde(default)]
     pub ttl_seconds: Option<Spanned<u64>>,

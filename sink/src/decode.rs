@@ -5,6 +5,10 @@
 //! schema ([`binary`]), which skips what the sink does not use; schemas or bodies outside
 //! its scope go through apache-avro's generic decoder.
 //!
+//! A key or value that starts with `{` instead of the magic byte was written by Kafka
+//! Connect's JsonConverter and is decoded by [`json`] into the same values, with or without
+//! an embedded schema; nothing needs configuring.
+//!
 //! A null value is a tombstone: only the key is decoded. Column types come from the writer
 //! schema's JSON (see [`schema`]); they are analysed once per schema id and cached, so a
 //! new schema version (a column added) is picked up the first time a record names its id.
@@ -14,6 +18,7 @@
 //! (retry) from a poison record (dead-letter it).
 
 mod binary;
+pub mod json;
 pub mod schema;
 pub mod value;
 
@@ -25,24 +30,26 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use apache_avro::types::Value;
 use mapping::change::{Change, Op, Row};
-use mapping::ColumnType;
+use mapping::{ColumnType, Mapping};
 use thiserror::Error;
 
 use crate::registry::{Registry, RegistryError, WriterSchema};
+use json::{JsonDecoder, JsonError};
 use schema::{RowSchema, ShapeError};
 use value::{avro_type_name, ValueError};
 
 /// Length of the Confluent wire-format header: magic byte and schema id.
 const HEADER_LEN: usize = 5;
 
-/// A decoded record: the change, and what the value's writer schema says about the columns.
+/// A decoded record: the change, and what the value's schema says about the columns.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Decoded {
     /// The change event.
     pub change: Change,
-    /// Schema id of the value; `None` for tombstones.
+    /// Registry schema id of an Avro value; `None` for JSON values and tombstones.
     pub value_schema_id: Option<u32>,
-    /// Row columns and their types from the value schema; `None` for tombstones.
+    /// Row columns and their types from the value schema (for schemaless JSON: the declared
+    /// and the inferred types seen so far); `None` for tombstones.
     pub columns: Option<Arc<[(String, ColumnType)]>>,
 }
 
@@ -187,6 +194,9 @@ pub enum DecodeError {
     /// A tombstone (null value) without a key: nothing says which row it deletes.
     #[error("tombstone without a key")]
     KeylessTombstone,
+    /// A JsonConverter record that cannot be decoded.
+    #[error(transparent)]
+    Json(#[from] JsonError),
 }
 
 impl DecodeError {
@@ -211,6 +221,8 @@ pub struct Decoder {
     key_readers: Mutex<HashMap<u32, Option<Arc<binary::RowReader>>>>,
     /// Per value schema id: its compiled envelope reader (`None`: the generic decoder).
     envelope_readers: Mutex<HashMap<u32, Option<Arc<binary::EnvelopeReader>>>>,
+    /// Records written by JsonConverter.
+    json: JsonDecoder,
 }
 
 impl Decoder {
@@ -222,6 +234,16 @@ impl Decoder {
             envelopes: Mutex::new(HashMap::new()),
             key_readers: Mutex::new(HashMap::new()),
             envelope_readers: Mutex::new(HashMap::new()),
+            json: JsonDecoder::default(),
+        }
+    }
+
+    /// The same decoder reading schemaless JSON records (JsonConverter with
+    /// `schemas.enable=false`) with the column types the mappings declare (`types:`).
+    pub fn with_declared_types(self, mappings: &[Mapping]) -> Self {
+        Self {
+            json: JsonDecoder::new(mappings),
+            ..self
         }
     }
 
@@ -230,7 +252,8 @@ impl Decoder {
         &self.registry
     }
 
-    /// Decodes one Kafka record. `timestamp_ms` (the record's timestamp) becomes the
+    /// Decodes one Kafka record, Confluent Avro or JsonConverter JSON (key and value each
+    /// by their first byte). `timestamp_ms` (the record's timestamp) becomes the
     /// tombstone's `source_ts_ms`. A missing key (keyless table) gives an empty `key` row.
     pub async fn decode(
         &self,
@@ -240,14 +263,15 @@ impl Decoder {
         timestamp_ms: Option<i64>,
     ) -> Result<Decoded, DecodeError> {
         let key_row = match key {
+            Some(bytes) if json::is_json(bytes) => self.json.key(topic, bytes)?,
             Some(bytes) => self.decode_key(topic, bytes).await?,
             None => Row::new(),
         };
-        let Some(value) = value else {
+        let tombstone = |key_row| {
             if key.is_none() {
                 return Err(DecodeError::KeylessTombstone);
             }
-            return Ok(Decoded {
+            Ok(Decoded {
                 change: Change {
                     op: Op::Tombstone,
                     key: key_row,
@@ -258,8 +282,22 @@ impl Decoder {
                 },
                 value_schema_id: None,
                 columns: None,
-            });
+            })
         };
+        let Some(value) = value else {
+            return tombstone(key_row);
+        };
+        if json::is_json(value) {
+            let decoded = self.json.value(topic, value)?;
+            let Some(envelope) = decoded.envelope else {
+                return tombstone(key_row);
+            };
+            return Ok(Decoded {
+                change: envelope.into_change(key_row, timestamp_ms),
+                value_schema_id: None,
+                columns: Some(decoded.columns),
+            });
+        }
         let part = Part::Value;
         let (id, body) = split_frame(part, value)?;
         let writer = self.writer(topic, part, id).await?;
@@ -274,16 +312,8 @@ impl Decoder {
             Some(envelope) => envelope,
             None => Envelope::read(id, &row_schema, decode_body(part, &writer, body)?)?,
         };
-        let change = Change {
-            op: envelope.op,
-            key: key_row,
-            before: envelope.before,
-            after: envelope.after,
-            position: envelope.lsn,
-            source_ts_ms: envelope.source_ts_ms.or(envelope.ts_ms).or(timestamp_ms),
-        };
         Ok(Decoded {
-            change,
+            change: envelope.into_change(key_row, timestamp_ms),
             value_schema_id: Some(id),
             columns: Some(Arc::clone(&row_schema.types)),
         })
@@ -450,6 +480,19 @@ struct Envelope {
 }
 
 impl Envelope {
+    /// The change of a record with this envelope and key; `timestamp_ms` (the record's) is
+    /// the source time when the envelope gives none.
+    fn into_change(self, key: Row, timestamp_ms: Option<i64>) -> Change {
+        Change {
+            op: self.op,
+            key,
+            before: self.before,
+            after: self.after,
+            position: self.lsn,
+            source_ts_ms: self.source_ts_ms.or(self.ts_ms).or(timestamp_ms),
+        }
+    }
+
     fn read(id: u32, row_schema: &RowSchema, record: Value) -> Result<Self, DecodeError> {
         let Value::Record(fields) = record else {
             return Err(DecodeError::EnvelopeField {

@@ -269,9 +269,37 @@ def run_agent_cli(config: Path, redis_url: str, *args: str, timeout: float = 20.
 
 MAPPING_TABLES = {"customers": "customers", "orders": "orders"}
 
+# How Debezium writes the records (`Pipeline(converter=...)`): Confluent's AvroConverter (the
+# Connect worker's default), or Kafka Connect's JsonConverter set on the connector, with the
+# Connect schema embedded in each record (`json`) or without (`json_plain`, the format of
+# Debezium's tutorial).
+CONVERTERS = ("avro", "json", "json_plain")
+JSON_CONVERTER = "org.apache.kafka.connect.json.JsonConverter"
 
-def scenario_config(prefix: str, redis_url: str, bootstrap: str, registry: str, group: str) -> dict:
-    """The default connectors.yaml with the topics moved to `prefix`."""
+# What a user declares for `json_plain` (`types:` in connectors.yaml) so that the values mean
+# what the schema would have said: the seed tables' timestamps and JSONB, and the columns
+# test_add_column_mid_stream adds whose JSON alone is ambiguous (an integer column would
+# otherwise be recorded as `long`, a NUMERIC(10, 2) as its base64 text, a DATE as a number).
+JSON_PLAIN_TYPES = {
+    "customers": {"created_at": "timestamp_micros", "updated_at": "timestamp_micros",
+                  "loyalty": "int", "credit": "decimal(2)", "birthday": "date"},
+    "orders": {"items": "json", "created_at": "timestamp_micros", "updated_at": "timestamp_micros"},
+}
+
+
+def converter_props(converter: str) -> dict[str, str]:
+    """The connector properties that make Debezium write with `converter`."""
+    if converter == "avro":
+        return {}
+    enable = "true" if converter == "json" else "false"
+    return {"key.converter": JSON_CONVERTER, "value.converter": JSON_CONVERTER,
+            "key.converter.schemas.enable": enable, "value.converter.schemas.enable": enable}
+
+
+def scenario_config(prefix: str, redis_url: str, bootstrap: str, registry: str, group: str,
+                    converter: str = "avro") -> dict:
+    """The default connectors.yaml with the topics moved to `prefix` (and for `json_plain`,
+    the declared types)."""
     cfg = yaml.safe_load((REPO / "connectors.yaml").read_text())
     cfg["kafka"]["bootstrap_servers"] = bootstrap
     cfg["kafka"]["group_id"] = group
@@ -281,6 +309,8 @@ def scenario_config(prefix: str, redis_url: str, bootstrap: str, registry: str, 
     for m in cfg["mappings"]:
         assert m["topic"].startswith("cdc."), m["topic"]
         m["topic"] = prefix + m["topic"][len("cdc"):]
+        if converter == "json_plain":
+            m["types"] = JSON_PLAIN_TYPES[m["name"]]
     return cfg
 
 
@@ -289,10 +319,13 @@ class Pipeline:
 
     def __init__(self, name: str, *, poll_interval_ms: int | None = None, start_sink: bool = True,
                  timeout: float = 10.0, connector_props: dict[str, str] | None = None,
-                 writer: str = "shared"):
+                 writer: str = "shared", converter: str = "avro"):
+        assert converter in CONVERTERS, converter
         self.name = name
         self.writer = writer
-        self.sc = Scenario(name, poll_interval_ms=poll_interval_ms, connector_props=connector_props)
+        self.converter = converter
+        props = {**converter_props(converter), **(connector_props or {})}
+        self.sc = Scenario(name, poll_interval_ms=poll_interval_ms, connector_props=props)
         self.start_sink_at_enter = start_sink
         self.timeout = timeout
         self.bootstrap = kafka_bootstrap()
@@ -312,7 +345,7 @@ class Pipeline:
             except Exception as e:
                 raise AssertionError(f"scenario {self.name}: {e}\n({HOW_TO_START})") from e
             cfg = scenario_config(self.sc.prefix, self.db.url, self.bootstrap, self.registry,
-                                  f"e2e-sink-{self.sc.prefix}")
+                                  f"e2e-sink-{self.sc.prefix}", self.converter)
             self.config_path.write_text(yaml.safe_dump(cfg, sort_keys=False))
             self.wait_for_topics([self.sc.topic("customers"), self.sc.topic("orders")])
             if self.start_sink_at_enter:
@@ -558,6 +591,26 @@ class Pipeline:
                 lo, hi = c.get_watermark_offsets(TopicPartition(topic, p), timeout=5)
                 total += hi - lo
             return total
+        finally:
+            c.close()
+
+    def dead_letter_records(self, count: int, timeout: float = 10.0) -> list[tuple[bytes | None, bytes | None, dict[str, str]]]:
+        """The first `count` dead-lettered records: (key, value, headers)."""
+        topic = f"{self.sc.prefix}.dlq"
+        c = Consumer({"bootstrap.servers": self.bootstrap, "group.id": f"e2e-dlq-{secrets.token_hex(4)}",
+                      "auto.offset.reset": "earliest", "enable.auto.commit": False})
+        try:
+            c.subscribe([topic])
+            out = []
+            deadline = time.monotonic() + timeout
+            while len(out) < count:
+                assert time.monotonic() < deadline, f"{len(out)} of {count} dead letters in {topic} after {timeout}s"
+                m = c.poll(0.5)
+                if m is None or m.error() is not None:
+                    continue
+                headers = {k: (v or b"").decode() for k, v in (m.headers() or [])}
+                out.append((m.key(), m.value(), headers))
+            return out
         finally:
             c.close()
 

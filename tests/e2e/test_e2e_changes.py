@@ -9,12 +9,17 @@ from __future__ import annotations
 import time
 
 import pytest
+from confluent_kafka import Producer
 
-from harness import Pipeline
+from harness import CONVERTERS, Pipeline
 
 IDENTITIES = ["default", "full"]
 # `sink run --writer`: the script path, and the exclusive writer's own decisions.
 WRITERS = ["shared", "exclusive"]
+# Debezium's converters (harness.CONVERTERS): every scenario runs with Avro, JsonConverter with
+# the schema embedded and without it (and the mapping's `types:`), and must give the same read
+# model; the exclusive writer's runs are not repeated per converter (the decoder is the same).
+WRITER_CONVERTERS = [("shared", c) for c in CONVERTERS] + [("exclusive", "avro")]
 
 
 def set_identity(p: Pipeline, identity: str) -> None:
@@ -60,8 +65,9 @@ def check_fresh(p: Pipeline, since_ms: int, timeout: float = 10.0) -> None:
         time.sleep(0.2)
 
 
-def test_initial_snapshot():
-    with Pipeline("snapshot") as p:
+@pytest.mark.parametrize("converter", CONVERTERS)
+def test_initial_snapshot(converter):
+    with Pipeline(f"snapshot_{converter}", converter=converter) as p:
         p.converge_customer(1, timeout=30)  # the sink's start and group join included
         check_everything(p)
         assert p.tool("get_customer", {"email": "jane@example.com"})["result"]["plan"] == "pro"
@@ -72,8 +78,9 @@ def test_initial_snapshot():
         check_fresh(p, 0)
 
 
-def test_insert_and_update():
-    with Pipeline("insert_update") as p:
+@pytest.mark.parametrize("converter", CONVERTERS)
+def test_insert_and_update(converter):
+    with Pipeline(f"insert_update_{converter}", converter=converter) as p:
         p.converge_customer(1, timeout=30)
         t0 = int(time.time() * 1000)
         p.transaction([
@@ -106,9 +113,10 @@ def test_insert_and_update():
         check_fresh(p, t0)
 
 
+@pytest.mark.parametrize("converter", CONVERTERS)
 @pytest.mark.parametrize("identity", IDENTITIES)
-def test_email_change(identity):
-    with Pipeline(f"email_{identity}") as p:
+def test_email_change(identity, converter):
+    with Pipeline(f"email_{identity}_{converter}", converter=converter) as p:
         set_identity(p, identity)
         p.converge_customer(1, timeout=30)
         p.execute("UPDATE customers SET email = 'jane.doe@example.com' WHERE id = 1")
@@ -131,9 +139,10 @@ def test_email_change(identity):
         check_everything(p)
 
 
+@pytest.mark.parametrize("converter", CONVERTERS)
 @pytest.mark.parametrize("identity", IDENTITIES)
-def test_deletes(identity):
-    with Pipeline(f"delete_{identity}") as p:
+def test_deletes(identity, converter):
+    with Pipeline(f"delete_{identity}_{converter}", converter=converter) as p:
         set_identity(p, identity)
         p.converge_customer_orders(3, timeout=30)
         p.execute("DELETE FROM orders WHERE id = 4")
@@ -150,10 +159,10 @@ def test_deletes(identity):
             ("alice@example.com", "bob@example.com")) for k in p.db.keys()), sorted(p.db.keys())
 
 
-@pytest.mark.parametrize("writer", WRITERS)
+@pytest.mark.parametrize("writer,converter", WRITER_CONVERTERS)
 @pytest.mark.parametrize("identity", IDENTITIES)
-def test_primary_key_change(identity, writer):
-    with Pipeline(f"pk_{identity}_{writer}", writer=writer) as p:
+def test_primary_key_change(identity, writer, converter):
+    with Pipeline(f"pk_{identity}_{writer}_{converter}", writer=writer, converter=converter) as p:
         set_identity(p, identity)
         p.converge_order(4, timeout=30)
         p.execute("UPDATE orders SET id = 100 WHERE id = 4")
@@ -172,9 +181,9 @@ def test_primary_key_change(identity, writer):
         check_everything(p)
 
 
-@pytest.mark.parametrize("writer", WRITERS)
-def test_add_column_mid_stream(writer):
-    with Pipeline(f"add_column_{writer}", writer=writer) as p:
+@pytest.mark.parametrize("writer,converter", WRITER_CONVERTERS)
+def test_add_column_mid_stream(writer, converter):
+    with Pipeline(f"add_column_{writer}_{converter}", writer=writer, converter=converter) as p:
         p.converge_customer(1, timeout=30)
         p.execute("ALTER TABLE customers ADD COLUMN phone VARCHAR(32), ADD COLUMN loyalty INTEGER, "
                   "ADD COLUMN credit NUMERIC(10, 2), ADD COLUMN vip BOOLEAN, ADD COLUMN birthday DATE")
@@ -194,9 +203,9 @@ def test_add_column_mid_stream(writer):
         check_everything(p)
 
 
-@pytest.mark.parametrize("writer", WRITERS)
-def test_truncate(writer):
-    with Pipeline(f"truncate_{writer}", writer=writer) as p:
+@pytest.mark.parametrize("writer,converter", WRITER_CONVERTERS)
+def test_truncate(writer, converter):
+    with Pipeline(f"truncate_{writer}_{converter}", writer=writer, converter=converter) as p:
         p.converge_customer_orders(1, timeout=30)
         p.execute("TRUNCATE orders")
         for oid in (1, 2, 3, 4):
@@ -233,6 +242,31 @@ def test_sink_restart_resumes(writer):
         check_everything(p)
         st = p.status()
         assert {m["mapping"]: m["applied_count"] for m in st["mappings"]}["orders"] >= 6, st
+
+
+@pytest.mark.parametrize("converter", ["json", "json_plain"])
+def test_malformed_json_is_dead_lettered(converter):
+    """A JSON record that does not parse goes to the dead-letter topic with its origin, and
+    the changes after it are applied."""
+    with Pipeline(f"bad_json_{converter}", converter=converter) as p:
+        p.converge_customer(1, timeout=30)
+        topic = p.sc.topic("customers")
+        delivered = []
+        producer = Producer({"bootstrap.servers": p.bootstrap})
+        bad = b'{"op": "u", "after": {"id": 1, "plan": '
+        producer.produce(topic, key=b'{"id":1}', value=bad,
+                         on_delivery=lambda err, msg: delivered.append((err, msg.partition(), msg.offset())))
+        producer.flush(10)
+        [(err, partition, offset)] = delivered
+        assert err is None, err
+        p.execute("UPDATE customers SET plan = 'starter' WHERE id = 1")
+        assert p.converge_customer(1)["plan"] == "starter", "the change after the bad record"
+        [(key, value, headers)] = p.dead_letter_records(1)
+        assert (key, value) == (b'{"id":1}', bad)
+        assert (headers["dlq.topic"], headers["dlq.partition"], headers["dlq.offset"]) == (
+            topic, str(partition), str(offset)), headers
+        assert headers["dlq.error"].startswith("cannot decode: json value is not a debezium envelope"), headers
+        p.assert_redis_matches_sql()
 
 
 @pytest.mark.xfail(strict=True, reason=(

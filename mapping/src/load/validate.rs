@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use marked_yaml::{Marker, Node, Span, Spanned};
 
 use super::{at, node_mark, ConfigError, ConfigErrors, ConnectionOverrides, Connections, Step};
+use crate::declared::{DeclaredType, DeclaredTypes};
 use crate::model::{
     Config, FieldSelection, FreshnessConfig, Index, KafkaConfig, LimitParam, Lookup, LookupParam,
     Mapping, ParamType, RedisConfig, Relation, SchemaRegistryConfig, SelectedField,
@@ -281,6 +282,7 @@ impl<'a> Validator<'a> {
         };
         let selected = selected.as_deref();
         let key = self.template(&m.key, &format!("mapping `{}` row key", *m.name), selected);
+        let types = self.types(m);
         if let Some(ttl) = &m.ttl_seconds {
             if **ttl == 0 {
                 self.error(
@@ -341,11 +343,32 @@ impl<'a> Validator<'a> {
             topic: m.topic.to_string(),
             key: key?,
             fields,
+            types,
             ttl_seconds: m.ttl_seconds.as_ref().map(|t| **t),
             indexes,
             relations,
             lookups,
         })
+    }
+
+    /// `types:`: every type name must parse; column names are those of the table.
+    fn types(&mut self, m: &RawMapping) -> DeclaredTypes {
+        let mut types = DeclaredTypes::new();
+        for (column, name) in &m.types {
+            if column.is_empty() {
+                self.error(
+                    name.span(),
+                    "empty column name in `types` (expected a column of the table)".to_owned(),
+                );
+            }
+            match name.parse::<DeclaredType>() {
+                Ok(ty) => {
+                    types.insert(column.clone(), ty);
+                }
+                Err(e) => self.error(name.span(), format!("column `{column}`: {e}")),
+            }
+        }
+        types
     }
 
     fn fields(&mut self, i: usize, m: &RawMapping) -> FieldSelection {

@@ -86,7 +86,7 @@ pub struct RowSchema {
 }
 
 impl RowSchema {
-    fn new(columns: Vec<(String, Kind)>) -> Self {
+    pub(super) fn new(columns: Vec<(String, Kind)>) -> Self {
         let types = columns
             .iter()
             .map(|(name, kind)| (name.clone(), kind.column_type()))
@@ -260,6 +260,12 @@ fn kind_of_object(obj: &Map<String, Json>, ns: Option<&str>, names: &Names<'_>) 
 
 /// Debezium / Kafka Connect semantic types (`connect.name`).
 fn connect_kind(name: &str, obj: &Map<String, Json>) -> Option<Kind> {
+    semantic_kind(name, || connect_scale(obj).or_else(|| avro_scale(obj)))
+}
+
+/// The kind of a Debezium / Kafka Connect semantic type name, for Avro (`connect.name`) and
+/// JSON (the Connect schema's `name`) alike; `scale` gives a `Decimal`'s scale.
+pub(super) fn semantic_kind(name: &str, scale: impl FnOnce() -> Option<u32>) -> Option<Kind> {
     Some(match name {
         "io.debezium.time.Timestamp" | "org.apache.kafka.connect.data.Timestamp" => {
             Kind::Timestamp(TimeUnit::Millis)
@@ -271,7 +277,7 @@ fn connect_kind(name: &str, obj: &Map<String, Json>) -> Option<Kind> {
         "io.debezium.data.Json" => Kind::Json,
         "io.debezium.data.VariableScaleDecimal" => Kind::VariableScaleDecimal,
         "org.apache.kafka.connect.data.Decimal" => Kind::Decimal {
-            scale: connect_scale(obj).or_else(|| avro_scale(obj)).unwrap_or(0),
+            scale: scale().unwrap_or(0),
         },
         _ => return None,
     })

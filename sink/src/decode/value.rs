@@ -100,6 +100,11 @@ fn timestamp(unit: TimeUnit, value: Value) -> Result<i64, ValueError> {
         Value::Int(v) => (i64::from(v), unit),
         other => return Err(unexpected("timestamp", &other)),
     };
+    micros(raw, unit)
+}
+
+/// A number of `unit`s since the epoch in microseconds (nanoseconds rounded down).
+pub(super) fn micros(raw: i64, unit: TimeUnit) -> Result<i64, ValueError> {
     match unit {
         TimeUnit::Millis => raw.checked_mul(1000).ok_or(ValueError::TimestampRange {
             value: raw,
@@ -110,7 +115,8 @@ fn timestamp(unit: TimeUnit, value: Value) -> Result<i64, ValueError> {
     }
 }
 
-fn zoned(text: String) -> Result<i64, ValueError> {
+/// An ISO-8601 timestamp with an offset in microseconds since the epoch.
+pub(super) fn zoned(text: String) -> Result<i64, ValueError> {
     match chrono::DateTime::parse_from_rfc3339(&text) {
         Ok(t) => Ok(t.timestamp_micros()),
         Err(source) => Err(ValueError::ZonedTimestamp {
@@ -141,7 +147,7 @@ fn variable_scale_decimal(fields: Vec<(String, Value)>) -> Result<FieldValue, Va
     }
     match (scale, unscaled) {
         (Some(s), Some(unscaled)) => {
-            let scale = u32::try_from(s).map_err(|_| ValueError::Scale(s))?;
+            let scale = scale_of(s)?;
             Ok(FieldValue::Decimal { unscaled, scale })
         }
         _ => Err(ValueError::Unexpected {
@@ -151,7 +157,13 @@ fn variable_scale_decimal(fields: Vec<(String, Value)>) -> Result<FieldValue, Va
     }
 }
 
-fn expected(kind: Kind) -> &'static str {
+/// A decimal scale, which must not be negative.
+pub(super) fn scale_of(scale: i32) -> Result<u32, ValueError> {
+    u32::try_from(scale).map_err(|_| ValueError::Scale(scale))
+}
+
+/// What a column of `kind` holds, for messages.
+pub(super) fn expected(kind: Kind) -> &'static str {
     match kind {
         Kind::Boolean => "boolean",
         Kind::Int | Kind::Long => "int or long",

@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::apply_stage::{ApplyHandle, ApplyResult, Work};
-use super::batch::Batch;
+use super::batch::{Batch, Columns};
 use super::caught_up::StopWhen;
 use super::dead_letter;
 use super::error::ConsumeError;
@@ -43,8 +43,8 @@ pub(super) struct ConsumeStage<'a> {
     shutdown: &'a CancellationToken,
     /// Mapping index and shared topic name, by topic.
     by_topic: HashMap<String, (usize, Arc<str>)>,
-    /// Last value schema id seen per mapping.
-    schema_ids: Vec<Option<u32>>,
+    /// Last value columns and types seen per mapping.
+    columns: Vec<Option<Columns>>,
     dead_lettered: u64,
     first_record_at: Option<std::time::Instant>,
 }
@@ -76,7 +76,7 @@ impl<'a> ConsumeStage<'a> {
             settings,
             shutdown,
             by_topic,
-            schema_ids: vec![None; config.mappings.len()],
+            columns: vec![None; config.mappings.len()],
             dead_lettered: 0,
             first_record_at: None,
         }
@@ -195,9 +195,14 @@ impl<'a> ConsumeStage<'a> {
         let m = &self.config.mappings[mapping];
         match mapping::plan(m, &decoded.change) {
             Ok(plan) => {
-                if let (Some(id), Some(columns)) = (decoded.value_schema_id, &decoded.columns) {
-                    if self.schema_ids[mapping] != Some(id) {
-                        self.schema_ids[mapping] = Some(id);
+                if let Some(columns) = &decoded.columns {
+                    // The decoder hands out one `Arc` per schema (Avro schema id, JSON schema
+                    // text, schemaless columns seen): comparing pointers is the common case.
+                    let known = self.columns[mapping]
+                        .as_ref()
+                        .is_some_and(|known| Arc::ptr_eq(known, columns) || known == columns);
+                    if !known {
+                        self.columns[mapping] = Some(Arc::clone(columns));
                         batch.column_types.push((mapping, Arc::clone(columns)));
                     }
                 }

@@ -187,7 +187,7 @@ impl Pipeline {
         let stages = Stages {
             config: Arc::clone(config),
             topics: self.cfg.topics().into(),
-            decoder: Arc::new(Decoder::new(self.registry)),
+            decoder: Arc::new(Decoder::new(self.registry).with_declared_types(&config.mappings)),
             applier,
             dead_letters,
             batch: self.cfg.batch,

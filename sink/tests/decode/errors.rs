@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use crate::support::*;
 use serde_json::json;
+use sink::decode::json::JsonError;
 use sink::decode::{DecodeError, Decoder, Part};
 use sink::registry::{Registry, RegistryError};
 
@@ -62,14 +63,27 @@ async fn framing_errors() {
         "{err:?}"
     );
 
+    // A value starting with `{` is JsonConverter's: decoded as JSON, refused as an envelope.
     let json_value = br#"{"op":"c"}"#;
     let err = decode_err(&decoder, Some(&key), Some(json_value)).await;
+    assert!(
+        matches!(err, DecodeError::Json(JsonError::MissingAfter("c"))),
+        "{err:?}"
+    );
+    assert_eq!(
+        err.to_string(),
+        "op \"c\" without an `after` row in a json envelope"
+    );
+    assert!(!err.is_retriable());
+
+    let text_value = b"[1, 2]";
+    let err = decode_err(&decoder, Some(&key), Some(text_value)).await;
     assert!(
         matches!(
             err,
             DecodeError::BadMagic {
                 part: Part::Value,
-                byte: b'{'
+                byte: b'['
             }
         ),
         "{err:?}"

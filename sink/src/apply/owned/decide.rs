@@ -399,6 +399,7 @@ mod tests {
             topic: "cdc.customers".into(),
             key: KeyTemplate::parse("customer:{id}").unwrap(),
             fields: FieldSelection::All,
+            types: Default::default(),
             ttl_seconds: None,
             indexes: vec![Index {
                 name: "email".into(),
@@ -412,6 +413,7 @@ mod tests {
             topic: "cdc.orders".into(),
             key: KeyTemplate::parse("order:{id}").unwrap(),
             fields: FieldSelection::All,
+            types: Default::default(),
             ttl_seconds: None,
             indexes: vec![],
             relations: vec![Relation {

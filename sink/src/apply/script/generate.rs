@@ -168,6 +168,7 @@ pub(super) mod tests {
             topic: "t".into(),
             key: KeyTemplate::parse("order:{id}").unwrap(),
             fields: FieldSelection::All,
+            types: Default::default(),
             ttl_seconds: Some(60),
             indexes: vec![Index {
                 name: "ref".into(),

@@ -67,6 +67,7 @@ pub fn config(tag: &str, ttl_seconds: Option<u64>) -> Config {
                 topic: format!("{tag}.cdc.public.customers"),
                 key: tpl(&format!("{tag}:customer:{{id}}")),
                 fields: FieldSelection::All,
+                types: Default::default(),
                 ttl_seconds,
                 indexes: vec![Index {
                     name: "email".into(),
@@ -80,6 +81,7 @@ pub fn config(tag: &str, ttl_seconds: Option<u64>) -> Config {
                 topic: format!("{tag}.cdc.public.orders"),
                 key: tpl(&format!("{tag}:order:{{id}}")),
                 fields: FieldSelection::All,
+                types: Default::default(),
                 ttl_seconds: None,
                 indexes: vec![],
                 relations: vec![Relation {
