@@ -1,7 +1,7 @@
 """Records what real Debezium puts on the wire for the same changes through three converters:
 Confluent's AvroConverter (the stack's default), Kafka Connect's JsonConverter with
 `schemas.enable=true` and with `schemas.enable=false`. Writes
-tests/fixtures/debezium/converters.json, which sink/tests/decode_json.rs decodes (each JSON
+tests/fixtures/debezium/converters.json, which sink/tests/decode/json.rs decodes (each JSON
 record must give the same Change as the Avro record of the same change).
 
     eval "$(bash tests/stack/up.sh redis kafka registry postgres connect)"

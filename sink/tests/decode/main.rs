@@ -1,8 +1,10 @@
 //! The decoder against the real schema registry (`SCHEMA_REGISTRY_URL`): what Debezium
-//! 3.6.3 recorded, column types beyond it, and the records it must refuse. One test binary;
-//! the modules share [`support`]'s fixtures, registered under subjects of each run's own.
+//! 3.6.3 recorded (through AvroConverter and JsonConverter), column types beyond it, and
+//! the records it must refuse. One test binary; the modules share [`support`]'s fixtures,
+//! registered under subjects of each run's own.
 
 mod errors;
 mod fixtures;
+mod json;
 mod support;
 mod types;

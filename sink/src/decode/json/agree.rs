@@ -1,7 +1,7 @@
 //! Property test: a column value as Debezium's AvroConverter writes it and the same value as
 //! Kafka Connect's JsonConverter writes it convert to the same [`FieldValue`] (compared by
 //! `Debug`, so that NaN equals NaN), or both fail, for every [`Kind`]. The recorded changes
-//! in `sink/tests/decode_json.rs` cover what Debezium really sent; this covers the value
+//! in `sink/tests/decode/json.rs` cover what Debezium really sent; this covers the value
 //! ranges a recording does not reach (extreme numbers, non-finite floats, odd scales).
 
 use apache_avro::types::Value as Avro;

@@ -6,11 +6,9 @@
 //! schemas are registered in the real registry at `SCHEMA_REGISTRY_URL` under subjects of
 //! this run (the test fails without it).
 
-mod decode_common;
-
 use std::collections::HashMap;
 
-use decode_common::*;
+use crate::support::*;
 use mapping::change::{Change, FieldValue, Op};
 use mapping::{load_config_str, ColumnType, ConnectionOverrides};
 use serde_json::Value as Json;
