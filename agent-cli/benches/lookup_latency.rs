@@ -49,7 +49,9 @@ fn options() -> Options {
             "--bench" => {} // added by `cargo bench`
             "--config" => opts.config = value("--config"),
             "--seconds" => opts.seconds = Some(value("--seconds").parse().expect("--seconds")),
-            "--iterations" => opts.iterations = value("--iterations").parse().expect("--iterations"),
+            "--iterations" => {
+                opts.iterations = value("--iterations").parse().expect("--iterations")
+            }
             "--runtime" => {
                 opts.mcp_runtime = match value("--runtime").as_str() {
                     "mcp" => true,
@@ -79,8 +81,7 @@ fn main() {
     if opts.calls.is_empty() {
         return; // `cargo bench` over the whole workspace: nothing to measure without data
     }
-    let redis_url =
-        std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    let redis_url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
     let config = Arc::new(
         mapping::load_config(std::path::Path::new(&opts.config), &Default::default())
             .expect("the --config file loads"),
@@ -133,7 +134,8 @@ async fn measure<C: ConnectionLike + Clone + Send>(opts: &Options, lookups: Look
         }
         samples.sort();
         let us = |d: Duration| (d.as_secs_f64() * 1e7).round() / 10.0;
-        let pct = |q: f64| us(samples[((samples.len() as f64 * q) as usize).min(samples.len() - 1)]);
+        let pct =
+            |q: f64| us(samples[((samples.len() as f64 * q) as usize).min(samples.len() - 1)]);
         let mean = samples.iter().sum::<Duration>() / samples.len() as u32;
         println!(
             "{}",
