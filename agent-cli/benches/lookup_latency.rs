@@ -11,6 +11,9 @@
 //! calls), each timed alone, and one JSON line on stdout:
 //! `{"tool", "args", "runtime", "n", "p50_us", "p99_us", "mean_us", "max_us"}`.
 //!
+//! `--ping` adds one line for Redis `PING` over a multiplexed connection of the same runtime
+//! (tool `PING`): the round trip every lookup pays before any work.
+//!
 //! `--runtime embedded` (default) is how a program embeds agent-cli: a current-thread tokio
 //! runtime and `Store::connect` (one multiplexed connection). `--runtime mcp` is what
 //! `agent-cli mcp` builds: a 2-worker multi-thread runtime and `Store::connect_managed`.
@@ -27,6 +30,7 @@ struct Options {
     seconds: Option<f64>,
     iterations: usize,
     mcp_runtime: bool,
+    ping: bool,
     calls: Vec<(String, String)>,
 }
 
@@ -36,6 +40,7 @@ fn options() -> Options {
         seconds: None,
         iterations: 5_000,
         mcp_runtime: false,
+        ping: false,
         calls: Vec::new(),
     };
     let mut args = std::env::args().skip(1);
@@ -47,6 +52,7 @@ fn options() -> Options {
         };
         match arg.as_str() {
             "--bench" => {} // added by `cargo bench`
+            "--ping" => opts.ping = true,
             "--config" => opts.config = value("--config"),
             "--seconds" => opts.seconds = Some(value("--seconds").parse().expect("--seconds")),
             "--iterations" => {
@@ -78,7 +84,7 @@ fn main() {
         return; // `cargo bench -- --list` / `cargo test --benches` probes
     }
     let opts = options();
-    if opts.calls.is_empty() {
+    if opts.calls.is_empty() && !opts.ping {
         return; // `cargo bench` over the whole workspace: nothing to measure without data
     }
     let redis_url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
@@ -112,43 +118,77 @@ fn main() {
 
 async fn measure<C: ConnectionLike + Clone + Send>(opts: &Options, lookups: Lookups<C>) {
     let runtime = if opts.mcp_runtime { "mcp" } else { "embedded" };
-    for (tool, args) in &opts.calls {
-        for _ in 0..200 {
-            lookups.call(tool, args).await.expect("lookup");
-        }
-        let budget = opts.seconds.map(Duration::from_secs_f64);
-        let started = Instant::now();
-        let mut samples = Vec::with_capacity(opts.iterations);
-        loop {
-            let start = Instant::now();
-            let out = lookups.call(tool, args).await.expect("lookup");
-            samples.push(start.elapsed());
-            std::hint::black_box(out);
-            let done = match budget {
-                Some(b) => started.elapsed() >= b,
-                None => samples.len() >= opts.iterations,
-            };
-            if done {
-                break;
+    if opts.ping {
+        let url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+        let client = redis::Client::open(url).expect("REDIS_URL");
+        let conn = client
+            .get_multiplexed_async_connection()
+            .await
+            .expect("connect");
+        let samples = timed(opts, || {
+            let mut conn = conn.clone();
+            async move {
+                redis::cmd("PING")
+                    .query_async::<String>(&mut conn)
+                    .await
+                    .expect("PING")
             }
-        }
-        samples.sort();
-        let us = |d: Duration| (d.as_secs_f64() * 1e7).round() / 10.0;
-        let pct =
-            |q: f64| us(samples[((samples.len() as f64 * q) as usize).min(samples.len() - 1)]);
-        let mean = samples.iter().sum::<Duration>() / samples.len() as u32;
-        println!(
-            "{}",
-            serde_json::json!({
-                "tool": tool,
-                "args": args,
-                "runtime": runtime,
-                "n": samples.len(),
-                "p50_us": pct(0.50),
-                "p99_us": pct(0.99),
-                "mean_us": us(mean),
-                "max_us": us(samples[samples.len() - 1]),
-            })
-        );
+        })
+        .await;
+        report("PING", "", runtime, samples);
     }
+    for (tool, args) in &opts.calls {
+        let samples = timed(opts, || async {
+            lookups.call(tool, args).await.expect("lookup")
+        })
+        .await;
+        report(tool, args, runtime, samples);
+    }
+}
+
+/// 200 warm-up calls, then `--seconds` or `--iterations` calls, each timed alone.
+async fn timed<F, Fut, T>(opts: &Options, mut call: F) -> Vec<Duration>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = T>,
+{
+    for _ in 0..200 {
+        std::hint::black_box(call().await);
+    }
+    let budget = opts.seconds.map(Duration::from_secs_f64);
+    let started = Instant::now();
+    let mut samples = Vec::with_capacity(opts.iterations);
+    loop {
+        let start = Instant::now();
+        let out = call().await;
+        samples.push(start.elapsed());
+        std::hint::black_box(out);
+        let done = match budget {
+            Some(b) => started.elapsed() >= b,
+            None => samples.len() >= opts.iterations,
+        };
+        if done {
+            return samples;
+        }
+    }
+}
+
+fn report(tool: &str, args: &str, runtime: &str, mut samples: Vec<Duration>) {
+    samples.sort();
+    let us = |d: Duration| (d.as_secs_f64() * 1e7).round() / 10.0;
+    let pct = |q: f64| us(samples[((samples.len() as f64 * q) as usize).min(samples.len() - 1)]);
+    let mean = samples.iter().sum::<Duration>() / samples.len() as u32;
+    println!(
+        "{}",
+        serde_json::json!({
+            "tool": tool,
+            "args": args,
+            "runtime": runtime,
+            "n": samples.len(),
+            "p50_us": pct(0.50),
+            "p99_us": pct(0.99),
+            "mean_us": us(mean),
+            "max_us": us(samples[samples.len() - 1]),
+        })
+    );
 }

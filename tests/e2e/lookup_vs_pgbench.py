@@ -11,6 +11,8 @@ the knobs.
    -> p50/p99/mean), agent-cli's `lookup_latency` bench for BENCH_SECONDS (`Lookups::call`
    timed call by call), the order of the two alternating between rounds; then BENCH_MCP_CALLS
    `tools/call` per question through one MCP session with `agent-cli mcp`.
+   Per round also the round trip alone on each side (`SELECT 1` through pgbench, Redis `PING`
+   through the bench's runtime) and the Redis CPU time per script call (INFO commandstats).
 4. A markdown table per round and the ratios PostgreSQL / agent-cli of p50 and mean.
 """
 
@@ -39,10 +41,12 @@ RUNTIME = os.environ.get("BENCH_RUNTIME", "embedded")  # lookup_latency --runtim
 def pgbench(url: str, sql: str, log_prefix: Path) -> dict:
     """pgbench -M prepared -c 1 -T SECONDS on `sql`; latencies from its per-transaction log."""
     script = log_prefix.with_suffix(".sql")
-    script.write_text(sql + ";\n")
-    subprocess.run(["pgbench", "-n", "-M", "prepared", "-c", "1", "-T", str(SECONDS), "-f", str(script),
-                    "--log", f"--log-prefix={log_prefix}", url],
-                   check=True, capture_output=True, text=True)
+    # pgbench reads `:name` as a variable: quote the colons of the time format instead.
+    script.write_text(sql.replace("HH24:MI:SS", 'HH24":"MI":"SS') + ";\n")
+    r = subprocess.run(["pgbench", "-n", "-M", "prepared", "-c", "1", "-T", str(SECONDS), "-f", str(script),
+                        "--log", f"--log-prefix={log_prefix}", url], capture_output=True, text=True)
+    if r.returncode != 0:
+        raise SystemExit(f"pgbench failed ({r.returncode}):\n{r.stdout}{r.stderr}")
     # Each line: client_id transaction_no latency_us script_no epoch_s epoch_us
     latencies = sorted(int(line.split()[2]) for log in log_prefix.parent.glob(log_prefix.name + ".*")
                        if log.suffix != ".sql" for line in log.read_text().splitlines())
@@ -55,11 +59,18 @@ def summary(latencies_us: list[float]) -> dict:
     return {"n": len(xs), "p50_us": pct(0.5), "p99_us": pct(0.99), "mean_us": statistics.fmean(xs)}
 
 
-def agent(bench: Path, config: Path, env: dict, tool: str, args: dict) -> dict:
+def agent(bench: Path, config: Path, env: dict, tool: str, args: dict | None, r) -> dict:
+    """The `lookup_latency` bench on one call (`PING` alone without args), plus the Redis CPU time
+    per script call from INFO commandstats (server-wide: other clients' EVALSHA_RO count too)."""
+    call = ["--ping"] if args is None else [tool, json.dumps(args, separators=(",", ":"))]
+    before = r.info("commandstats").get("cmdstat_evalsha_ro", {})
     out = subprocess.run([str(bench), "--config", str(config), "--seconds", str(SECONDS), "--runtime", RUNTIME,
-                          tool, json.dumps(args, separators=(",", ":"))],
-                         env=env, check=True, capture_output=True, text=True).stdout
-    return json.loads(out.splitlines()[-1])
+                          *call], env=env, check=True, capture_output=True, text=True).stdout
+    after = r.info("commandstats").get("cmdstat_evalsha_ro", {})
+    res = json.loads(out.splitlines()[-1])
+    calls = after.get("calls", 0) - before.get("calls", 0)
+    res["script_us"] = (after.get("usec", 0) - before.get("usec", 0)) / calls if calls else None
+    return res
 
 
 async def mcp_round(agent_cli: Path, config: Path, env: dict, questions: list) -> list[dict]:
@@ -79,7 +90,7 @@ async def mcp_round(agent_cli: Path, config: Path, env: dict, questions: list) -
                 t = time.perf_counter()
                 r = await session.call_tool(tool, args)
                 samples.append((time.perf_counter() - t) * 1e6)
-                assert not r.isError, r
+                assert not getattr(r, "is_error", getattr(r, "isError", False)), r
             out.append(summary(samples))
     return out
 
@@ -106,34 +117,39 @@ def main() -> int:
                 raise SystemExit(f"{label}: different answers\nagent-cli: {a_out}\nPostgreSQL: {q_res}")
             print(f"{label}: same answer from agent-cli and PostgreSQL", file=sys.stderr)
 
-        results = []  # (round, label, pg, agent, mcp)
+        # The round trip alone on each side: `SELECT 1` prepared, Redis `PING`.
+        floor = ("round trip only (SELECT 1 / PING)", "PING", None, "SELECT 1")
+        results = []  # [round, load, label, pg, agent, mcp]
         for rnd in range(1, ROUNDS + 1):
             load_avg = " ".join(Path("/proc/loadavg").read_text().split()[:3])
-            for i, (label, tool, args, sql) in enumerate(questions):
+            for label, tool, args, sql in [*questions, floor]:
                 prefix = out_dir / f"pg-{rnd}-{tool}"
                 if rnd % 2:
-                    pg, ag = pgbench(url, sql, prefix), agent(bench, p.config_path, env, tool, args)
+                    pg = pgbench(url, sql, prefix)
+                    ag = agent(bench, p.config_path, env, tool, args, p.db.r)
                 else:
-                    ag, pg = agent(bench, p.config_path, env, tool, args), pgbench(url, sql, prefix)
+                    ag = agent(bench, p.config_path, env, tool, args, p.db.r)
+                    pg = pgbench(url, sql, prefix)
                 results.append([rnd, load_avg, label, pg, ag, None])
             mcp = asyncio.run(mcp_round(agent_cli, p.config_path, env, questions))
-            for row, m in zip(results[-len(questions):], mcp):
+            for row, m in zip(results[-len(questions) - 1:], mcp):
                 row[5] = m
             print(f"round {rnd} done (load {load_avg})", file=sys.stderr)
         assert p.dead_letters() == 0
 
-    us = lambda x: f"{x / 1000:.3f}"  # noqa: E731 (ms)
+    ms = lambda us: f"{us / 1000:.3f}"  # noqa: E731
     print(f"\n{ROUNDS} interleaved rounds of {SECONDS} s per side and question; agent-cli in process "
           f"(`Lookups::call`, --runtime {RUNTIME}); MCP: {MCP_CALLS} tools/call per question and round "
-          "through the MCP Python SDK; times in ms")
+          "through the MCP Python SDK; times in ms; Redis script: CPU µs per EVALSHA_RO (INFO commandstats)")
     print("\n| round (load) | question | PostgreSQL pooled p50 / p99 / mean | agent-cli in process p50 / p99 / mean "
-          "| PostgreSQL / agent-cli (p50, mean) | MCP tools/call p50 / p99 / mean |")
-    print("|---|---|---:|---:|---:|---:|")
+          "| PostgreSQL / agent-cli (p50, mean) | Redis script µs | MCP tools/call p50 / p99 / mean |")
+    print("|---|---|---:|---:|---:|---:|---:|")
     for rnd, load_avg, label, pg, ag, m in results:
-        print(f"| {rnd} ({load_avg}) | {label} | {us(pg['p50_us'])} / {us(pg['p99_us'])} / {us(pg['mean_us'])} "
-              f"| {us(ag['p50_us'])} / {us(ag['p99_us'])} / {us(ag['mean_us'])} "
-              f"| {pg['p50_us'] / ag['p50_us']:.2f}×, {pg['mean_us'] / ag['mean_us']:.2f}× "
-              f"| {us(m['p50_us'])} / {us(m['p99_us'])} / {us(m['mean_us'])} |")
+        script = f"{ag['script_us']:.1f}" if ag.get("script_us") and ag["tool"] != "PING" else ""
+        mcp = f"{ms(m['p50_us'])} / {ms(m['p99_us'])} / {ms(m['mean_us'])}" if m else ""
+        print(f"| {rnd} ({load_avg}) | {label} | {ms(pg['p50_us'])} / {ms(pg['p99_us'])} / {ms(pg['mean_us'])} "
+              f"| {ms(ag['p50_us'])} / {ms(ag['p99_us'])} / {ms(ag['mean_us'])} "
+              f"| {pg['p50_us'] / ag['p50_us']:.2f}×, {pg['mean_us'] / ag['mean_us']:.2f}× | {script} | {mcp} |")
     print(f"\n(samples: pgbench {sum(r[3]['n'] for r in results)} transactions, agent-cli "
           f"{sum(r[4]['n'] for r in results)} calls; pgbench logs in {out_dir})")
     return 0
