@@ -14,9 +14,9 @@
 //! `--ping` adds one line for Redis `PING` over a multiplexed connection of the same runtime
 //! (tool `PING`): the round trip every lookup pays before any work.
 //!
-//! `--runtime embedded` (default) is how a program embeds agent-cli: a current-thread tokio
-//! runtime and `Store::connect` (one multiplexed connection). `--runtime mcp` is what
-//! `agent-cli mcp` builds: a 2-worker multi-thread runtime and `Store::connect_managed`.
+//! Both run on a current-thread tokio runtime, as `agent-cli` does. `--runtime embedded`
+//! (default) reads through `Store::connect` (one multiplexed connection), `--runtime mcp`
+//! through `Store::connect_managed` (the reconnecting connection of `agent-cli mcp`).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -92,18 +92,11 @@ fn main() {
         mapping::load_config(std::path::Path::new(&opts.config), &Default::default())
             .expect("the --config file loads"),
     );
-    let runtime = if opts.mcp_runtime {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-    } else {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-    }
-    .expect("runtime");
-    // The task runs on the runtime's workers, as the MCP server's handlers do.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    // A spawned task, as the MCP server's handlers are.
     let handle = runtime.spawn(async move {
         if opts.mcp_runtime {
             let store = Store::connect_managed(&redis_url).await.expect("connect");

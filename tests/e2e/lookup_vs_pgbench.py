@@ -35,7 +35,7 @@ from scenario import stack
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
 SECONDS = int(os.environ.get("BENCH_SECONDS", "5"))
 MCP_CALLS = int(os.environ.get("BENCH_MCP_CALLS", "1000"))
-RUNTIME = os.environ.get("BENCH_RUNTIME", "embedded")  # lookup_latency --runtime
+RUNTIME = os.environ.get("BENCH_RUNTIME", "mcp")  # lookup_latency --runtime
 
 
 def pgbench(url: str, sql: str, log_prefix: Path) -> dict:
