@@ -96,8 +96,8 @@ pub fn main() -> ExitCode {
     init_logging(matches!(cli.command, Command::Mcp));
     // One thread for every command, the MCP server included: a lookup is one Redis round trip
     // and microseconds of CPU, so concurrent calls interleave while they wait for Redis, and a
-    // thread pool's cross-thread wake-ups made each call 3.6x slower under load (BENCHMARKS.md, "In-process
-    // lookups vs pooled PostgreSQL").
+    // thread pool's cross-thread wake-ups made each call 3.6x slower under load
+    // (BENCHMARKS.md, "In-process lookups vs pooled PostgreSQL").
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
