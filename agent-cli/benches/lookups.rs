@@ -16,7 +16,8 @@
 //!
 //! The same whole-process lookups next to `psql -c` answering the same question from
 //! PostgreSQL, on the same data in one run: `tests/e2e/lookup_vs_psql.sh` (figures in
-//! BENCHMARKS.md, "agent-cli lookups vs psql").
+//! BENCHMARKS.md, "agent-cli lookups vs psql"). In process next to a pooled PostgreSQL query
+//! (pgbench -M prepared): `tests/e2e/lookup_vs_pgbench.sh` with the `lookup_latency` bench.
 
 use std::process::Command;
 use std::sync::Arc;

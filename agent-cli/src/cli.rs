@@ -94,16 +94,14 @@ pub enum Command {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(matches!(cli.command, Command::Mcp));
-    // One lookup or one conversation needs no thread pool; the MCP server may serve calls
-    // concurrently.
-    let mut builder = if matches!(cli.command, Command::Mcp) {
-        let mut b = tokio::runtime::Builder::new_multi_thread();
-        b.worker_threads(2);
-        b
-    } else {
-        tokio::runtime::Builder::new_current_thread()
-    };
-    let runtime = match builder.enable_all().build() {
+    // One thread for every command, the MCP server included: a lookup is one Redis round trip
+    // and microseconds of CPU, so concurrent calls interleave while they wait for Redis, and a
+    // thread pool's cross-thread wake-ups made each call 3.6x slower under load
+    // (BENCHMARKS.md, "In-process lookups vs pooled PostgreSQL").
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("agent-cli: cannot start the async runtime: {e}");

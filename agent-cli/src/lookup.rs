@@ -95,7 +95,8 @@ impl<C: ConnectionLike + Clone + Send> Lookups<C> {
 
     async fn run(&self, call: &Call<'_>) -> Result<ToolOutput, CallError> {
         let plan = store::plan(call)?;
-        let raw = self.store.read(&plan).await?;
+        let reply = self.store.read(&plan).await?;
+        let raw = reply.parse()?;
         let mapping = call.tool.mapping.name.as_str();
         let types = typing::types_of(&raw.types);
         let mut rows = raw
@@ -110,7 +111,7 @@ impl<C: ConnectionLike + Clone + Send> Lookups<C> {
         };
         let record = Record::parse(
             mapping,
-            raw.freshness.iter().map(|(f, v)| (f.as_str(), v.as_str())),
+            raw.freshness.iter().map(|(f, v)| (f.as_ref(), v.as_ref())),
         )?;
         let freshness =
             freshness::assess(record.as_ref(), freshness::now_ms(), self.stale_after_ms);

@@ -7,8 +7,13 @@
 //! `EVAL`/`EVALSHA` on servers older than Redis 7, which answer "unknown command"). The script resolves the index, reads the
 //! row or the relation's newest children, and the mapping's `sink:types` and
 //! `sink:freshness` hashes in the same atomic call, so a row and its freshness always agree.
+//! It answers with one JSON text ([`Reply`]), which [`Reply::parse`] reads without copying
+//! the strings that need no unescaping.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
+use std::fmt;
+use std::marker::PhantomData;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,7 +24,8 @@ use mapping::template::{KeyTemplate, TemplatePart};
 use redis::aio::{
     ConnectionLike, ConnectionManager, ConnectionManagerConfig, MultiplexedConnection,
 };
-use redis::{ErrorKind, RedisError, ServerErrorKind, Value};
+use redis::{ErrorKind, RedisError, ServerErrorKind};
+use serde::de::{self, Deserialize, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
 use crate::args::Call;
 use crate::error::{PlanError, StoreError};
@@ -149,18 +155,23 @@ fn fill(template: &KeyTemplate, value: &str, tool: &str) -> Result<String, PlanE
     Ok(pieces(template, tool, "the parameter")?.join(value))
 }
 
-/// A stored hash as field/value pairs, in the order Redis returned them.
-pub type Pairs = Vec<(String, String)>;
+/// A stored hash as field/value pairs, in the order Redis returned them. The texts borrow from
+/// the [`Reply`] unless they had JSON escapes to undo.
+pub type Pairs<'a> = Vec<(Cow<'a, str>, Cow<'a, str>)>;
 
-/// What the lookup script returned.
+/// What the lookup script returned: the JSON text of `[types, freshness, rows]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply(Vec<u8>);
+
+/// A parsed [`Reply`].
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct RawRead {
+pub struct RawRead<'a> {
     /// `sink:types:{mapping}` (empty if the sink has not recorded types yet).
-    pub types: Pairs,
+    pub types: Pairs<'a>,
     /// `sink:freshness:{mapping}` (empty if the sink has not recorded freshness yet).
-    pub freshness: Pairs,
+    pub freshness: Pairs<'a>,
     /// The rows found: none, one, or a relation's children newest first.
-    pub rows: Vec<Pairs>,
+    pub rows: Vec<Pairs<'a>>,
 }
 
 /// A read-only handle on the sink's Redis database. Cheap to clone; clones share the
@@ -228,7 +239,7 @@ impl<C: ConnectionLike + Clone + Send> Store<C> {
 
     /// Runs one lookup: one round trip in the normal case. A second one happens only after
     /// the server lost its script cache (`NOSCRIPT`) or turned out to lack `EVAL_RO`.
-    pub async fn read(&self, plan: &ReadPlan) -> Result<RawRead, StoreError> {
+    pub async fn read(&self, plan: &ReadPlan) -> Result<Reply, StoreError> {
         let mut attempts = 0;
         loop {
             attempts += 1;
@@ -262,10 +273,10 @@ impl<C: ConnectionLike + Clone + Send> Store<C> {
                 }
             }
             let mut conn = self.conn.clone();
-            match cmd.query_async::<Value>(&mut conn).await {
-                Ok(value) => {
+            match cmd.query_async::<Vec<u8>>(&mut conn).await {
+                Ok(json) => {
                     self.script_cached.store(true, Ordering::Relaxed);
-                    return parse_reply(value);
+                    return Ok(Reply(json));
                 }
                 Err(err)
                     if attempts < 3
@@ -328,59 +339,96 @@ fn is_unknown_command(err: &RedisError) -> bool {
             .is_some_and(|d| d.to_ascii_lowercase().contains("unknown command"))
 }
 
-fn parse_reply(value: Value) -> Result<RawRead, StoreError> {
-    let mut parts = array(value, "lookup reply")?.into_iter();
-    let (Some(types), Some(freshness), Some(rows), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
-        return Err(StoreError::Malformed(
-            "lookup reply does not have 3 parts".into(),
-        ));
-    };
-    Ok(RawRead {
-        types: pairs(types, "sink:types hash")?,
-        freshness: pairs(freshness, "sink:freshness hash")?,
-        rows: array(rows, "rows")?
-            .into_iter()
-            .map(|r| pairs(r, "row hash"))
-            .collect::<Result<_, _>>()?,
-    })
-}
-
-fn array(value: Value, what: &str) -> Result<Vec<Value>, StoreError> {
-    match value {
-        Value::Array(items) | Value::Set(items) => Ok(items),
-        other => Err(StoreError::Malformed(format!(
-            "{what}: expected an array, got {other:?}"
-        ))),
+impl Reply {
+    /// Reads the script's JSON text.
+    pub fn parse(&self) -> Result<RawRead<'_>, StoreError> {
+        let (types, freshness, rows): Wire<'_> = serde_json::from_slice(&self.0)
+            .map_err(|e| StoreError::Malformed(format!("lookup reply: {e}")))?;
+        Ok(RawRead {
+            types: pairs(types, "sink:types hash")?,
+            freshness: pairs(freshness, "sink:freshness hash")?,
+            rows: rows
+                .0
+                .into_iter()
+                .map(|row| pairs(row, "row hash"))
+                .collect::<Result<_, _>>()?,
+        })
     }
 }
 
-fn text(value: Value, what: &str) -> Result<String, StoreError> {
-    match value {
-        Value::BulkString(bytes) => String::from_utf8(bytes)
-            .map_err(|_| StoreError::Malformed(format!("{what}: not UTF-8"))),
-        Value::SimpleString(s) => Ok(s),
-        Value::Int(n) => Ok(n.to_string()),
-        other => Err(StoreError::Malformed(format!(
-            "{what}: expected a string, got {other:?}"
-        ))),
-    }
-}
+/// `[types, freshness, rows]` as the script writes it.
+type Wire<'a> = (
+    LuaArray<Text<'a>>,
+    LuaArray<Text<'a>>,
+    LuaArray<LuaArray<Text<'a>>>,
+);
 
-fn pairs(value: Value, what: &str) -> Result<Pairs, StoreError> {
-    let items = array(value, what)?;
-    if items.len() % 2 != 0 {
+fn pairs<'a>(flat: LuaArray<Text<'a>>, what: &str) -> Result<Pairs<'a>, StoreError> {
+    if !flat.0.len().is_multiple_of(2) {
         return Err(StoreError::Malformed(format!(
             "{what}: odd number of field/value items"
         )));
     }
-    let mut out = Vec::with_capacity(items.len() / 2);
-    let mut iter = items.into_iter();
+    let mut out = Vec::with_capacity(flat.0.len() / 2);
+    let mut iter = flat.0.into_iter();
     while let (Some(field), Some(value)) = (iter.next(), iter.next()) {
-        out.push((text(field, what)?, text(value, what)?));
+        out.push((field.0, value.0));
     }
     Ok(out)
+}
+
+/// A JSON array as Lua's cjson writes it: an empty Lua table comes out as `{}`.
+struct LuaArray<T>(Vec<T>);
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for LuaArray<T> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct ArrayVisitor<T>(PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> Visitor<'de> for ArrayVisitor<T> {
+            type Value = LuaArray<T>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an array (or `{}` for an empty one)")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0));
+                while let Some(item) = seq.next_element()? {
+                    out.push(item);
+                }
+                Ok(LuaArray(out))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                match map.next_key::<IgnoredAny>()? {
+                    None => Ok(LuaArray(Vec::new())),
+                    Some(_) => Err(de::Error::invalid_type(de::Unexpected::Map, &self)),
+                }
+            }
+        }
+        deserializer.deserialize_any(ArrayVisitor(PhantomData))
+    }
+}
+
+/// A JSON string, borrowed from the reply when it holds no escapes.
+struct Text<'a>(Cow<'a, str>);
+
+impl<'de> Deserialize<'de> for Text<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct TextVisitor;
+        impl<'de> Visitor<'de> for TextVisitor {
+            type Value = Text<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(Text(Cow::Borrowed(v)))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(Text(Cow::Owned(v.to_owned())))
+            }
+            fn visit_string<E: de::Error>(self, v: String) -> Result<Self::Value, E> {
+                Ok(Text(Cow::Owned(v)))
+            }
+        }
+        deserializer.deserialize_str(TextVisitor)
+    }
 }
 
 #[cfg(test)]
@@ -389,16 +437,17 @@ mod tests {
 
     #[test]
     fn reply_is_parsed() {
-        let bulk = |s: &str| Value::BulkString(s.as_bytes().to_vec());
-        let reply = Value::Array(vec![
-            Value::Array(vec![bulk("id"), bulk("int")]),
-            Value::Array(vec![]),
-            Value::Array(vec![Value::Array(vec![bulk("id"), bulk("7")])]),
-        ]);
-        let raw = parse_reply(reply).unwrap();
-        assert_eq!(raw.types, vec![("id".to_owned(), "int".to_owned())]);
+        let pair = |a: &'static str, b: &'static str| (Cow::from(a), Cow::from(b));
+        let reply = Reply(br#"[["id","int"],{},[["id","7","note","a \"quote\""]]]"#.to_vec());
+        let raw = reply.parse().unwrap();
+        assert_eq!(raw.types, vec![pair("id", "int")]);
         assert!(raw.freshness.is_empty());
-        assert_eq!(raw.rows, vec![vec![("id".to_owned(), "7".to_owned())]]);
-        assert!(parse_reply(Value::Array(vec![])).is_err());
+        assert_eq!(
+            raw.rows,
+            vec![vec![pair("id", "7"), pair("note", "a \"quote\"")]]
+        );
+        assert!(Reply(b"[]".to_vec()).parse().is_err());
+        assert!(Reply(br#"[{"a":"b"},{},{}]"#.to_vec()).parse().is_err());
+        assert!(Reply(br#"[["odd"],{},{}]"#.to_vec()).parse().is_err());
     }
 }

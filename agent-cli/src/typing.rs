@@ -12,7 +12,7 @@
 //! field without a recorded type (or with a type newer than this binary) stays a string. A
 //! value that does not parse as its recorded type is malformed data: an error, never a guess.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 
 use mapping::ColumnType;
 use serde_json::{Map, Number, Value};
@@ -20,37 +20,43 @@ use serde_json::{Map, Number, Value};
 use crate::error::StoreError;
 use crate::store::Pairs;
 
-/// Field name -> recorded type name.
-pub type Types<'a> = HashMap<&'a str, &'a str>;
+/// Field name -> recorded type (`None`: a type name this binary does not know).
+pub type Types<'a> = HashMap<&'a str, Option<ColumnType>>;
 
-/// Indexes the types hash.
-pub fn types_of(pairs: &Pairs) -> Types<'_> {
+/// Indexes the types hash, parsing each type name once per lookup rather than once per row.
+pub fn types_of<'a>(pairs: &'a Pairs<'_>) -> Types<'a> {
     pairs
         .iter()
-        .map(|(f, t)| (f.as_str(), t.as_str()))
+        .map(|(f, t)| (f.as_ref(), t.parse::<ColumnType>().ok()))
         .collect()
 }
 
 /// One row as a JSON object, fields in name order.
 pub fn typed_row(
-    row: &Pairs,
+    row: &Pairs<'_>,
     types: &Types<'_>,
     mapping: &str,
 ) -> Result<Map<String, Value>, StoreError> {
-    let mut fields: BTreeMap<&str, Value> = types.keys().map(|f| (*f, Value::Null)).collect();
+    let mut fields = Map::new();
     for (field, raw) in row {
-        let value = match types.get(field.as_str()).and_then(|t| t.parse::<ColumnType>().ok()) {
+        let value = match types.get(field.as_ref()).copied().flatten() {
             Some(ty) => typed_value(raw, ty).map_err(|why| {
                 StoreError::Malformed(format!(
                     "field `{field}` of a `{mapping}` row is recorded as {ty} but holds {:?}: {why}",
                     shorten(raw)
                 ))
             })?,
-            None => Value::String(raw.clone()),
+            None => Value::String(raw.as_ref().to_owned()),
         };
-        fields.insert(field, value);
+        fields.insert(field.as_ref().to_owned(), value);
     }
-    Ok(fields.into_iter().map(|(k, v)| (k.to_owned(), v)).collect())
+    // A typed field the row lacks is a NULL column.
+    for field in types.keys() {
+        if !fields.contains_key(*field) {
+            fields.insert((*field).to_owned(), Value::Null);
+        }
+    }
+    Ok(fields)
 }
 
 /// One stored value as JSON, or why it does not parse as `ty`.
@@ -97,10 +103,10 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn pairs(items: &[(&str, &str)]) -> Pairs {
+    fn pairs(items: &[(&'static str, &'static str)]) -> Pairs<'static> {
         items
             .iter()
-            .map(|(a, b)| ((*a).to_owned(), (*b).to_owned()))
+            .map(|(a, b)| ((*a).into(), (*b).into()))
             .collect()
     }
 

@@ -44,36 +44,42 @@ ORDERS_SQL = ("SELECT coalesce(json_agg(json_build_object('id', id, 'customer_id
               f"WHERE customer_id = {CUSTOMER} ORDER BY created_at DESC, id DESC LIMIT 10) o")
 
 
+def load(p: Pipeline) -> None:
+    """Step 2 and the wait of step 3: the benchmark data, in PostgreSQL and (through the sink)
+    in Redis. Shared with lookup_vs_pgbench.py."""
+    p.execute(f"""INSERT INTO orders(customer_id, status, total_cents, items, created_at, updated_at)
+                  SELECT {CUSTOMER}, 'paid', i * 100,
+                         jsonb_build_array(jsonb_build_object('sku', 'SKU-' || i, 'qty', 2, 'price_cents', i * 50)),
+                         timestamp '2026-01-01' + i * interval '1 minute',
+                         timestamp '2026-01-01' + i * interval '1 minute'
+                  FROM generate_series(1, {ORDERS} - (SELECT count(*) FROM orders WHERE customer_id = {CUSTOMER})) i""")
+    # A realistic customers table, so that PostgreSQL looks the email up in its unique index
+    # (with the seed's 3 rows it rightly scans); Redis gets the same rows through the sink.
+    p.execute(f"""INSERT INTO customers(email, name, plan, mrr_cents)
+                  SELECT 'customer' || i || '@example.com', 'Customer ' || i, 'free', 0
+                  FROM generate_series(1, {EXTRA_CUSTOMERS}) i""")
+    p.execute("CREATE INDEX orders_customer_created ON orders(customer_id, created_at)")
+    p.execute("ANALYZE customers; ANALYZE orders")
+    [(n,)] = p.sc.query("SELECT count(*) FROM orders WHERE customer_id = %s", (CUSTOMER,))
+    assert n == ORDERS, n
+    [(total,)] = p.sc.query("SELECT count(*) FROM orders")
+    [(customers,)] = p.sc.query("SELECT count(*) FROM customers")
+    t0 = time.monotonic()
+    while p.db.r.hlen("sink:rows:orders") < total or p.db.r.hlen("sink:rows:customers") < customers:
+        if time.monotonic() - t0 > 120 or not p.sink.alive() or p.dead_letters():
+            raise SystemExit(f"the sink did not store {customers} customers and {total} orders "
+                             f"({p.dead_letters()} dead-lettered):\n{p.sink.log_tail(5)}")
+        time.sleep(0.2)
+    print(f"sink: {customers} customers, {total} orders in Redis after {time.monotonic() - t0:.1f} s", file=sys.stderr)
+
+
 def main() -> int:
     if shutil.which("hyperfine") is None:
         raise SystemExit("hyperfine not installed: apt-get install hyperfine")
     agent = binary("agent-cli")
     out_dir = Path(tempfile.mkdtemp(prefix="lookup-vs-psql-"))
     with Pipeline("lookup_vs_psql", timeout=120.0) as p:
-        p.execute(f"""INSERT INTO orders(customer_id, status, total_cents, items, created_at, updated_at)
-                      SELECT {CUSTOMER}, 'paid', i * 100,
-                             jsonb_build_array(jsonb_build_object('sku', 'SKU-' || i, 'qty', 2, 'price_cents', i * 50)),
-                             timestamp '2026-01-01' + i * interval '1 minute',
-                             timestamp '2026-01-01' + i * interval '1 minute'
-                      FROM generate_series(1, {ORDERS} - (SELECT count(*) FROM orders WHERE customer_id = {CUSTOMER})) i""")
-        # A realistic customers table, so that PostgreSQL looks the email up in its unique index
-        # (with the seed's 3 rows it rightly scans); Redis gets the same rows through the sink.
-        p.execute(f"""INSERT INTO customers(email, name, plan, mrr_cents)
-                      SELECT 'customer' || i || '@example.com', 'Customer ' || i, 'free', 0
-                      FROM generate_series(1, {EXTRA_CUSTOMERS}) i""")
-        p.execute("CREATE INDEX orders_customer_created ON orders(customer_id, created_at)")
-        p.execute("ANALYZE customers; ANALYZE orders")
-        [(n,)] = p.sc.query("SELECT count(*) FROM orders WHERE customer_id = %s", (CUSTOMER,))
-        assert n == ORDERS, n
-        [(total,)] = p.sc.query("SELECT count(*) FROM orders")
-        [(customers,)] = p.sc.query("SELECT count(*) FROM customers")
-        t0 = time.monotonic()
-        while p.db.r.hlen("sink:rows:orders") < total or p.db.r.hlen("sink:rows:customers") < customers:
-            if time.monotonic() - t0 > 120 or not p.sink.alive() or p.dead_letters():
-                raise SystemExit(f"the sink did not store {customers} customers and {total} orders "
-                                 f"({p.dead_letters()} dead-lettered):\n{p.sink.log_tail(5)}")
-            time.sleep(0.2)
-        print(f"sink: {customers} customers, {total} orders in Redis after {time.monotonic() - t0:.1f} s", file=sys.stderr)
+        load(p)
 
         url = stack("postgres.sh", "url", p.sc.db).strip()
         # The psql binary itself: Debian's /usr/bin/psql is postgresql-common's Perl wrapper,
