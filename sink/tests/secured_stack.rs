@@ -9,9 +9,11 @@
 //!   README documents), agent-cli as the read-only `agent` (`+@read +@connection +eval_ro
 //!   +evalsha_ro`), the password once from `REDIS_PASSWORD` and once in the URL.
 //!
-//! Every output stream of every run (the sink at `RUST_LOG=trace`, `sink validate`, failing
-//! runs with a wrong password, `--help`, agent-cli's `status`, `tools`, `tool`, `query` and
-//! `mcp`) is searched for each secret.
+//! The sink runs with both writers and rebuilds (as the `rebuild` user, whose ACL adds what
+//! the rebuild needs); one poison record goes to the dead-letter topic. Every output stream of
+//! every run (the sink at `RUST_LOG=trace`, `sink validate`, `sink rebuild`, failing runs with
+//! a wrong password, `--help`, the dead letter's headers, agent-cli's `status`, `tools`,
+//! `tool`, `query` and `mcp`) is searched for each secret.
 //!
 //! The secured services come from `tests/stack/up.sh` (redis.sh, kafka.sh, registry.sh), which
 //! writes their settings to the env file (`REDIS_SECURE_*`, `KAFKA_SASL_*`,
@@ -215,7 +217,7 @@ async fn produce(stack: &Stack, run: &Run) {
             .await
             .expect("create topic");
         let (key, value) = common::register_table(&stack.plain_registry, &topic, "customers").await;
-        let records: Vec<WireRecord> = (1..=ROWS)
+        let mut records: Vec<WireRecord> = (1..=ROWS)
             .map(|id| {
                 let mut after = sample["value"]["after"].clone();
                 after["id"] = json!(id);
@@ -230,10 +232,59 @@ async fn produce(stack: &Stack, run: &Run) {
                 }
             })
             .collect();
+        if codec == "zstd" {
+            // A value naming a schema id the registry does not have: dead-lettered, with its
+            // error text in the headers.
+            records.push(WireRecord {
+                topic: topic.clone(),
+                key: Some(key.encode(&json!({ "id": 999 })).expect("key")),
+                value: Some(vec![0, 0x7f, 0xff, 0xff, 0xf0, 1, 2, 3]),
+                headers: Vec::new(),
+            });
+        }
         loadgen::produce_all(&stack.producer(codec), &records)
             .await
             .unwrap_or_else(|e| panic!("produce {codec} over SASL_SSL: {e}"));
     }
+}
+
+/// The dead letters of the run (waits for `expected` of them), each as its headers and
+/// payload in one text.
+fn dead_letters(stack: &Stack, run: &Run, expected: usize) -> Vec<String> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::message::{Headers, Message};
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &stack.plain_bootstrap)
+        .set("group.id", format!("secured-{}-dlq-reader", run.id))
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .expect("dlq consumer");
+    consumer
+        .subscribe(&[&format!("secured-{}-dlq", run.id)])
+        .expect("subscribe");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut letters = Vec::new();
+    while letters.len() < expected && Instant::now() < deadline {
+        let Some(message) = consumer.poll(Duration::from_millis(500)) else {
+            continue;
+        };
+        let message = message.expect("dlq message");
+        let mut text = String::new();
+        if let Some(headers) = message.headers() {
+            for header in headers.iter() {
+                text.push_str(&format!(
+                    "{}: {}\n",
+                    header.key,
+                    String::from_utf8_lossy(header.value.unwrap_or_default())
+                ));
+            }
+        }
+        text.push_str(&String::from_utf8_lossy(
+            message.payload().unwrap_or_default(),
+        ));
+        letters.push(text);
+    }
+    letters
 }
 
 fn sink_bin() -> &'static str {
@@ -315,6 +366,10 @@ async fn sink_and_agent_cli_run_against_secured_services_without_printing_a_secr
     let openai_key = format!("sk-test-{}", common::rand_id());
     let secrets = [
         ("kafka SASL password", stack.sasl_password.clone()),
+        (
+            "redis rebuild password",
+            setting("REDIS_SECURE_REBUILD_PASSWORD"),
+        ),
         ("registry password", stack.registry_password.clone()),
         ("redis sink password", stack.sink_password.clone()),
         ("redis agent password", stack.agent_password.clone()),
@@ -399,11 +454,42 @@ async fn sink_and_agent_cli_run_against_secured_services_without_printing_a_secr
     let sink_stderr = std::fs::read_to_string(&stderr_path).unwrap();
     assert_eq!(status.code(), Some(0), "sink exit; log:\n{sink_stderr}");
     assert!(sink_stderr.contains("offsets committed"), "{sink_stderr}");
+    assert_permitted(&sink_stderr);
     run.outputs.push(("sink run (stderr)".into(), sink_stderr));
     run.outputs.push((
         "sink run (stdout)".into(),
         std::fs::read_to_string(&stdout_path).unwrap(),
     ));
+    let letters = dead_letters(&stack, &run, 1);
+    assert_eq!(letters.len(), 1, "the poison record is dead-lettered");
+    assert!(
+        letters[0].contains("40403") || letters[0].contains("not found"),
+        "{}",
+        letters[0]
+    );
+    for letter in letters {
+        run.outputs
+            .push(("dead letter headers and payload".into(), letter));
+    }
+
+    // The exclusive writer works under the same ACL (lease, transactions).
+    exclusive_run(&stack, &mut run, &mut admin).await;
+    // `sink rebuild` as the user with the rebuild's extra commands.
+    let mut rebuild = sink(&stack, &run, &["rebuild", "--no-progress"]);
+    rebuild
+        .env("REDIS_USERNAME", "rebuild")
+        .env("REDIS_PASSWORD", setting("REDIS_SECURE_REBUILD_PASSWORD"));
+    let rebuild = output(rebuild);
+    assert!(rebuild.status.success(), "{rebuild:?}");
+    assert_permitted(&String::from_utf8_lossy(&rebuild.stderr));
+    run.keep("sink rebuild", &rebuild);
+    for codec in CODECS {
+        assert_eq!(
+            row_count(&mut admin, &run, codec),
+            ROWS as usize,
+            "{codec} after rebuild"
+        );
+    }
 
     // agent-cli as the read-only user: every command.
     let status = output(agent_cli(&stack, &run, &["status", "--json"]));
@@ -457,6 +543,74 @@ async fn sink_and_agent_cli_run_against_secured_services_without_printing_a_secr
         "the secured test",
     );
     std::fs::remove_dir_all(&run.dir).ok();
+}
+
+/// Panics if a log shows a command the ACL user may not run.
+fn assert_permitted(log: &str) {
+    for refusal in ["NOPERM", "can't run this command"] {
+        assert!(!log.contains(refusal), "a command outside the ACL:\n{log}");
+    }
+}
+
+/// Server time in milliseconds.
+fn now_ms(redis: &mut redis::Connection) -> i64 {
+    let (secs, micros): (i64, i64) = redis::cmd("TIME").query(redis).expect("TIME");
+    secs * 1000 + micros / 1000
+}
+
+/// `sink run --writer exclusive` in a group of its own: takes the lease, replays every topic
+/// and catches up, stops cleanly.
+async fn exclusive_run(stack: &Stack, run: &mut Run, admin: &mut redis::Connection) {
+    let started = now_ms(admin);
+    let log = run.dir.join("exclusive.stderr");
+    let mut command = sink(
+        stack,
+        run,
+        &["run", "--writer", "exclusive", "--lease-ms", "2000"],
+    );
+    command
+        .env("SINK_GROUP_ID", format!("secured-{}-exclusive", run.id))
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap());
+    let mut child = command.spawn().expect("start exclusive sink");
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let caught_up = CODECS.iter().all(|codec| {
+            redis::cmd("HGET")
+                .arg(format!("sink:freshness:secured_{}_{codec}", run.id))
+                .arg("caught_up_at_ms")
+                .query::<Option<i64>>(admin)
+                .ok()
+                .flatten()
+                .is_some_and(|at| at >= started)
+        });
+        if caught_up {
+            break;
+        }
+        if Instant::now() > deadline || child.try_wait().unwrap().is_some() {
+            let _ = child.kill();
+            panic!(
+                "the exclusive sink did not catch up; log:\n{}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    let status = child.wait().expect("wait");
+    let stderr = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "exclusive sink exit; log:\n{stderr}"
+    );
+    assert!(stderr.contains("Holding the exclusive lease"), "{stderr}");
+    assert!(!stderr.contains("NOPERM"), "{stderr}");
+    run.outputs
+        .push(("sink run --writer exclusive (stderr)".into(), stderr));
 }
 
 /// `agent-cli query` against a one-shot OpenAI-compatible server that asks for one tool call

@@ -6,6 +6,7 @@
 #   certificates optional) and ACL users, the default user off (REDIS_SECURE_*):
 #     admin   everything (tests set up and inspect with it)
 #     sink    what `sink run` needs (README, "Security"): $REDIS_SINK_ACL
+#     rebuild what `sink rebuild` needs: $REDIS_REBUILD_ACL
 #     agent   read-only, what agent-cli needs: $REDIS_AGENT_ACL
 #
 #   redis.sh start|stop|status|url|env
@@ -28,7 +29,8 @@ REDIS_SECURE_DIR="$STACK_STATE/redis-secure"
 REDIS_SECURE_LOG="$STACK_LOGS/redis-secure.log"
 # The ACLs the README documents as each binary's minimum; the tests run the binaries as
 # these users, so a command missing here fails them.
-REDIS_SINK_ACL='~* resetchannels -@all +@read +@write +@scripting +@transaction +@connection -@dangerous'
+REDIS_SINK_ACL='~* resetchannels -@all +@read +@write +@scripting +@transaction +@connection -@dangerous +time'
+REDIS_REBUILD_ACL="$REDIS_SINK_ACL +info +flushdb +swapdb +config|get"
 REDIS_AGENT_ACL='~* resetchannels -@all +@read +@connection +eval_ro +evalsha_ro'
 
 ensure_redis() {
@@ -103,6 +105,7 @@ start_secure() {
 user default off
 user admin on >$(stack_secret redis-admin) ~* &* +@all
 user sink on >$(stack_secret redis-sink) $REDIS_SINK_ACL
+user rebuild on >$(stack_secret redis-rebuild) $REDIS_REBUILD_ACL
 user agent on >$(stack_secret redis-agent) $REDIS_AGENT_ACL
 ACL
     )
@@ -147,6 +150,7 @@ do_env() {
     printf 'export REDIS_SECURE_KEY_FILE=%q\n' "$STACK_TLS/client.key"
     printf 'export REDIS_SECURE_ADMIN_PASSWORD=%q\n' "$(stack_secret redis-admin)"
     printf 'export REDIS_SECURE_SINK_PASSWORD=%q\n' "$(stack_secret redis-sink)"
+    printf 'export REDIS_SECURE_REBUILD_PASSWORD=%q\n' "$(stack_secret redis-rebuild)"
     printf 'export REDIS_SECURE_AGENT_PASSWORD=%q\n' "$(stack_secret redis-agent)"
 }
 
