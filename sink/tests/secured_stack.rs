@@ -707,7 +707,6 @@ fn mcp(stack: &Stack, run: &Run) -> Output {
     let call = lines.next().expect("tools/call reply").unwrap();
     assert!(call.contains("c5@example.com"), "{call}");
     transcript.push(call);
-    drop(send);
     drop(stdin);
     let mut stderr = String::new();
     child
