@@ -17,9 +17,10 @@ pub struct RedisSecurityArgs {
         global = true,
         value_name = "PASSWORD",
         env = "REDIS_PASSWORD",
-        hide_env_values = true
+        hide_env_values = true,
+        value_parser = secret
     )]
-    pub redis_password: Option<String>,
+    pub redis_password: Option<Secret>,
     /// PEM file of the CA that signed the Redis server's certificate (`redis.tls.ca_file`).
     #[arg(long, global = true, value_name = "PATH", env = "REDIS_TLS_CA_FILE")]
     pub redis_tls_ca_file: Option<String>,
@@ -38,8 +39,14 @@ impl From<&RedisSecurityArgs> for SecurityOverrides {
             redis_tls_cert_file: args.redis_tls_cert_file.clone(),
             redis_tls_key_file: args.redis_tls_key_file.clone(),
             redis_username: args.redis_username.clone(),
-            redis_password: args.redis_password.clone().map(Secret::new),
+            redis_password: args.redis_password.clone(),
             ..SecurityOverrides::default()
         }
     }
+}
+
+/// Parses a secret argument straight into a [`Secret`], so that the parsed arguments'
+/// `Debug` never shows it.
+fn secret(value: &str) -> Result<Secret, std::convert::Infallible> {
+    Ok(Secret::new(value))
 }

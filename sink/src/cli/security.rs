@@ -17,9 +17,10 @@ pub struct SecurityArgs {
         long,
         value_name = "PASSWORD",
         env = "REDIS_PASSWORD",
-        hide_env_values = true
+        hide_env_values = true,
+        value_parser = secret
     )]
-    pub redis_password: Option<String>,
+    pub redis_password: Option<Secret>,
     /// PEM file of the CA that signed the Redis server's certificate (`redis.tls.ca_file`).
     #[arg(long, value_name = "PATH", env = "REDIS_TLS_CA_FILE")]
     pub redis_tls_ca_file: Option<String>,
@@ -37,17 +38,19 @@ pub struct SecurityArgs {
         long,
         value_name = "PASSWORD",
         env = "SCHEMA_REGISTRY_PASSWORD",
-        hide_env_values = true
+        hide_env_values = true,
+        value_parser = secret
     )]
-    pub schema_registry_password: Option<String>,
+    pub schema_registry_password: Option<Secret>,
     /// Schema registry `user:password` in one value, Confluent's `basic.auth.user.info`.
     #[arg(
         long,
         value_name = "USER:PASSWORD",
         env = "SCHEMA_REGISTRY_BASIC_AUTH_USER_INFO",
-        hide_env_values = true
+        hide_env_values = true,
+        value_parser = secret
     )]
-    pub schema_registry_basic_auth_user_info: Option<String>,
+    pub schema_registry_basic_auth_user_info: Option<Secret>,
     /// PEM file of a CA trusted for the registry's HTTPS (`schema_registry.ca_file`).
     #[arg(long, value_name = "PATH", env = "SCHEMA_REGISTRY_CA_FILE")]
     pub schema_registry_ca_file: Option<String>,
@@ -60,14 +63,17 @@ impl From<&SecurityArgs> for SecurityOverrides {
             redis_tls_cert_file: args.redis_tls_cert_file.clone(),
             redis_tls_key_file: args.redis_tls_key_file.clone(),
             redis_username: args.redis_username.clone(),
-            redis_password: args.redis_password.clone().map(Secret::new),
+            redis_password: args.redis_password.clone(),
             schema_registry_username: args.schema_registry_username.clone(),
-            schema_registry_password: args.schema_registry_password.clone().map(Secret::new),
-            schema_registry_basic_auth_user_info: args
-                .schema_registry_basic_auth_user_info
-                .clone()
-                .map(Secret::new),
+            schema_registry_password: args.schema_registry_password.clone(),
+            schema_registry_basic_auth_user_info: args.schema_registry_basic_auth_user_info.clone(),
             schema_registry_ca_file: args.schema_registry_ca_file.clone(),
         }
     }
+}
+
+/// Parses a secret argument straight into a [`Secret`], so that the parsed arguments'
+/// `Debug` never shows it.
+fn secret(value: &str) -> Result<Secret, std::convert::Infallible> {
+    Ok(Secret::new(value))
 }
