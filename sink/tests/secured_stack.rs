@@ -15,6 +15,10 @@
 //! a wrong password, `--help`, the dead letter's headers, agent-cli's `status`, `tools`,
 //! `tool`, `query` and `mcp`) is searched for each secret.
 //!
+//! Two smaller tests give the registry its credentials every way (URL userinfo, explicit
+//! user and password; the CA file is needed) and connect to Kafka with every SASL mechanism
+//! (PLAIN, SCRAM-SHA-256, SCRAM-SHA-512), wrong passwords refused and not shown.
+//!
 //! The secured services come from `tests/stack/up.sh` (redis.sh, kafka.sh, registry.sh), which
 //! writes their settings to the env file (`REDIS_SECURE_*`, `KAFKA_SASL_*`,
 //! `SCHEMA_REGISTRY_AUTH_*`); a missing setting fails the test.
@@ -721,4 +725,94 @@ fn mcp(stack: &Stack, run: &Run) -> Output {
         stdout: transcript.join("\n").into_bytes(),
         stderr: stderr.into_bytes(),
     }
+}
+
+/// Every way of giving the registry's credentials reaches it; a wrong password is refused
+/// with a message that names the registry but not the password.
+#[tokio::test]
+async fn registry_credentials_work_every_way_and_wrong_ones_are_not_shown() {
+    use mapping::SchemaRegistryConfig;
+    use sink::registry::Registry;
+    let stack = Stack::from_env();
+    let with_ca = |config: SchemaRegistryConfig| SchemaRegistryConfig {
+        ca_file: Some(stack.registry_ca.clone().into()),
+        ..config
+    };
+    let in_url = stack.registry_url.replacen(
+        "https://",
+        &format!(
+            "https://{}:{}@",
+            stack.registry_user, stack.registry_password
+        ),
+        1,
+    );
+    let explicit = SchemaRegistryConfig {
+        username: Some(stack.registry_user.clone()),
+        password: Some(Secret::new(&stack.registry_password)),
+        ..SchemaRegistryConfig::from_url(&stack.registry_url)
+    };
+    for (way, config) in [
+        (
+            "userinfo in the url",
+            SchemaRegistryConfig::from_url(&in_url),
+        ),
+        ("username and password", explicit.clone()),
+    ] {
+        let registry = Registry::new(with_ca(config)).expect("registry client");
+        registry
+            .health_check()
+            .await
+            .unwrap_or_else(|e| panic!("{way}: {}", mapping::one_line(&e)));
+    }
+    // Without the CA the proxy's certificate is not trusted.
+    let untrusted = Registry::new(explicit.clone()).expect("registry client");
+    let err = untrusted.health_check().await.unwrap_err();
+    assert!(err.is_retriable(), "{err:?}");
+
+    let wrong = SchemaRegistryConfig {
+        password: Some(Secret::new("wrong-password-123")),
+        ..explicit
+    };
+    let err = Registry::new(with_ca(wrong))
+        .expect("registry client")
+        .health_check()
+        .await
+        .unwrap_err();
+    let text = format!("{} {err:?}", mapping::one_line(&err));
+    assert!(text.contains("401"), "{text}");
+    for secret in ["wrong-password-123", stack.registry_password.as_str()] {
+        assert!(!text.contains(secret), "{text}");
+    }
+}
+
+/// The SASL_SSL listener takes PLAIN, SCRAM-SHA-256 and SCRAM-SHA-512; a wrong password
+/// fails the start-up check without showing it.
+#[tokio::test]
+async fn kafka_sasl_mechanisms_connect_and_wrong_passwords_are_not_shown() {
+    let stack = Stack::from_env();
+    let client = |mechanism: &str, password: &str| {
+        let mut client = ClientConfig::new();
+        client
+            .set("bootstrap.servers", &stack.sasl_bootstrap)
+            .set("security.protocol", "SASL_SSL")
+            .set("sasl.mechanism", mechanism)
+            .set("sasl.username", &stack.sasl_user)
+            .set("sasl.password", password)
+            .set("ssl.ca.location", &stack.kafka_ca);
+        client
+    };
+    let timeout = Duration::from_secs(10);
+    for mechanism in ["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] {
+        let report =
+            sink::health::check_kafka(&client(mechanism, &stack.sasl_password), &[], timeout)
+                .await
+                .unwrap_or_else(|e| panic!("{mechanism}: {e}"));
+        assert_eq!(report.brokers, 1, "{mechanism}");
+    }
+    let err =
+        sink::health::check_kafka(&client("SCRAM-SHA-512", "wrong-password-456"), &[], timeout)
+            .await
+            .unwrap_err();
+    let text = format!("{err} {err:?}");
+    assert!(!text.contains("wrong-password-456"), "{text}");
 }
