@@ -11,6 +11,8 @@
 //! Validation rules:
 //! - connection settings are not empty; the registry URL is `http(s)://`, the Redis URL
 //!   `redis://`, `rediss://`, `unix://` or `redis+unix://`; `stale_after_ms` > 0;
+//! - credentials and certificate files (`redis.tls`, the registry's basic auth and CA) follow
+//!   the rules in `load/validate/security.rs`; a URL in a message is always redacted;
 //! - at least one mapping; mapping names, topics and tool names are unique across the file;
 //!   names of mappings, indexes and relations are letters, digits, `_` and `-` (they are
 //!   parts of `sink:` keys); topics are valid Kafka topic names and differ from the
