@@ -384,6 +384,11 @@ async fn sink_and_agent_cli_run_against_secured_services_without_printing_a_secr
     // `sink validate` and `--help` with every secret in the environment.
     let validate = output(sink(&stack, &run, &["validate"]));
     assert!(validate.status.success(), "{validate:?}");
+    let summary = String::from_utf8_lossy(&validate.stdout);
+    assert!(
+        summary.contains("(basic auth as registry, ca ") && summary.contains("(as sink, ca "),
+        "{summary}"
+    );
     run.keep("sink validate", &validate);
     let mut help = sink(&stack, &run, &["run", "--help"]);
     help.env(
