@@ -93,7 +93,7 @@ def test_pipeline_up_twice_status_down():
         assert tool.returncode == 0, tool.stderr
         assert json.loads(tool.stdout)["result"]["plan"] == sql.stdout.strip()
         pids = our_pids(state)
-        assert len(pids) == 6, f"5 services and the sink have pid files: {pids}"
+        assert len(pids) == 8, f"5 services, the secured redis, the registry's auth proxy and the sink have pid files: {pids}"
     finally:
         down = run(env, "down", timeout=180)
     assert down.returncode == 0, "pipeline.sh down failed"
