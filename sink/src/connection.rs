@@ -133,3 +133,31 @@ pub fn redis_pool(redis: impl Into<RedisConfig>) -> Result<deadpool_redis::Pool,
         .build()
         .map_err(|e| fail(PoolErrorKind::Build(e)))
 }
+
+#[cfg(test)]
+mod tests {
+    use mapping::{RedisTls, Secret};
+
+    use super::*;
+
+    #[test]
+    fn unreadable_certificate_files_are_named_and_secrets_are_not() {
+        let config = RedisConfig {
+            url: "rediss://sink:url-secret@127.0.0.1:6380".into(),
+            tls: RedisTls {
+                ca_file: Some("/nonexistent/ca.pem".into()),
+                ..RedisTls::default()
+            },
+            username: None,
+            password: Some(Secret::new("env-secret")),
+        };
+        let err = redis_pool(&config).unwrap_err();
+        let text = mapping::one_line(&err);
+        assert_eq!(
+            text,
+            "cannot set up a connection pool for redis at rediss://sink:***@127.0.0.1:6380: \
+             cannot read redis.tls.ca_file /nonexistent/ca.pem: No such file or directory (os error 2)"
+        );
+        assert!(!format!("{err:?}").contains("secret"), "{err:?}");
+    }
+}

@@ -526,6 +526,11 @@ async fn sink_and_agent_cli_run_against_secured_services_without_printing_a_secr
         assert_eq!(answer["result"]["email"], "c7@example.com", "{answer}");
         run.keep(&format!("agent-cli tool ({codec})"), &call);
     }
+    let mut help = agent_cli(&stack, &run, &["--help"]);
+    help.env("REDIS_PASSWORD", &stack.agent_password);
+    let help = output(help);
+    assert!(help.status.success(), "{help:?}");
+    run.keep("agent-cli --help", &help);
     let query = query(&stack, &run, &openai_key);
     run.keep("agent-cli query", &query);
     let mcp = mcp(&stack, &run);
