@@ -51,6 +51,12 @@ step "Installing build and test dependencies (apt, pip) if missing"
 missing=()
 [ -e /usr/include/x86_64-linux-gnu/curl/curl.h ] || [ -e /usr/include/curl/curl.h ] || missing+=(libcurl4-openssl-dev)
 command -v cmake >/dev/null || missing+=(cmake)
+# librdkafka's TLS and SASL SCRAM link the system OpenSSL; the stack makes test certificates
+# with openssl and checks the TLS Redis with redis-cli.
+[ -e /usr/include/openssl/ssl.h ] || missing+=(libssl-dev)
+command -v pkg-config >/dev/null || missing+=(pkg-config)
+command -v openssl >/dev/null || missing+=(openssl)
+command -v redis-cli >/dev/null || missing+=(redis-tools)
 if [ ${#missing[@]} -gt 0 ]; then
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"

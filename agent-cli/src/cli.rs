@@ -18,6 +18,10 @@ use crate::status;
 use crate::store::Store;
 use crate::tools::{self, Format};
 
+mod security;
+
+pub use security::RedisSecurityArgs;
+
 /// Lookups over the sink's Redis read model, as LLM tools: print their definitions, call
 /// them, answer a question with an LLM, or serve them over MCP.
 #[derive(Debug, Parser)]
@@ -33,8 +37,12 @@ pub struct Cli {
     pub config: PathBuf,
 
     /// Redis holding the sink's read model [default: `redis.url` of the file].
-    #[arg(long, global = true, env = "REDIS_URL")]
+    #[arg(long, global = true, env = "REDIS_URL", hide_env_values = true)]
     pub redis_url: Option<String>,
+
+    /// Redis credentials and certificates.
+    #[command(flatten)]
+    pub redis_security: RedisSecurityArgs,
 
     /// Mark results stale when older than this [default: `freshness.stale_after_ms` of the file].
     #[arg(long, global = true, env = "AGENT_CLI_STALE_AFTER_MS")]
@@ -169,7 +177,7 @@ pub async fn run(cli: Cli) -> Result<(), Exit> {
             print_line(answer.trim_end())
         }
         Command::Mcp => {
-            let store = Store::connect_managed(&config.redis.url).await?;
+            let store = Store::connect_managed(&config.redis).await?;
             let lookups = Lookups::new(config, store, cli.stale_after_ms);
             mcp::Server::new(lookups)
                 .serve_stdio()
@@ -194,6 +202,7 @@ pub async fn run(cli: Cli) -> Result<(), Exit> {
 fn load(cli: &Cli) -> Result<Arc<Config>, Exit> {
     let overrides = ConnectionOverrides {
         redis_url: cli.redis_url.clone(),
+        security: (&cli.redis_security).into(),
         ..Default::default()
     };
     mapping::load_config(&cli.config, &overrides)
@@ -202,7 +211,7 @@ fn load(cli: &Cli) -> Result<Arc<Config>, Exit> {
 }
 
 async fn connect(cli: &Cli, config: Arc<Config>) -> Result<Lookups, Exit> {
-    let store = Store::connect(&config.redis.url).await?;
+    let store = Store::connect(&config.redis).await?;
     Ok(Lookups::new(config, store, cli.stale_after_ms))
 }
 

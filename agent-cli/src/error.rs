@@ -116,6 +116,13 @@ pub enum StoreError {
         #[source]
         source: redis::RedisError,
     },
+    /// No client for the configuration (URL, certificate files).
+    #[error("cannot connect to redis at {url}")]
+    Client {
+        url: String,
+        #[source]
+        source: crate::connect::ConnectError,
+    },
     /// A command failed (I/O, timeout, server error).
     #[error("redis {what} failed")]
     Command {

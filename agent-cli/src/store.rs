@@ -19,8 +19,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use mapping::layout;
-use mapping::redact_url;
 use mapping::template::{KeyTemplate, TemplatePart};
+use mapping::{redact_url, RedisConfig};
 use redis::aio::{
     ConnectionLike, ConnectionManager, ConnectionManagerConfig, MultiplexedConnection,
 };
@@ -186,14 +186,20 @@ pub struct Store<C = MultiplexedConnection> {
     legacy: Arc<AtomicBool>,
 }
 
+/// A client for `redis` and its URL as it may be shown.
+fn client(redis: &RedisConfig) -> Result<(redis::Client, String), StoreError> {
+    let shown = redact_url(&redis.url);
+    match crate::connect::redis_client(redis) {
+        Ok(client) => Ok((client, shown)),
+        Err(source) => Err(StoreError::Client { url: shown, source }),
+    }
+}
+
 impl Store<MultiplexedConnection> {
-    /// Connects (with a timeout, so an unreachable server fails fast).
-    pub async fn connect(url: &str) -> Result<Self, StoreError> {
-        let shown = redact_url(url);
-        let client = redis::Client::open(url).map_err(|source| StoreError::Connect {
-            url: shown.clone(),
-            source,
-        })?;
+    /// Connects to `redis` (a [`RedisConfig`] or a bare URL) with a timeout, so an
+    /// unreachable server fails fast.
+    pub async fn connect(redis: impl Into<RedisConfig>) -> Result<Self, StoreError> {
+        let (client, shown) = client(&redis.into())?;
         let config = redis::AsyncConnectionConfig::new()
             .set_connection_timeout(Some(CONNECT_TIMEOUT))
             .set_response_timeout(Some(RESPONSE_TIMEOUT));
@@ -206,14 +212,10 @@ impl Store<MultiplexedConnection> {
 }
 
 impl Store<ConnectionManager> {
-    /// Connects with a connection that re-establishes itself after Redis restarts or the
+    /// Connects to `redis` with a connection that re-establishes itself after Redis restarts or the
     /// network drops (for the long-running MCP server). The first connection must succeed.
-    pub async fn connect_managed(url: &str) -> Result<Self, StoreError> {
-        let shown = redact_url(url);
-        let client = redis::Client::open(url).map_err(|source| StoreError::Connect {
-            url: shown.clone(),
-            source,
-        })?;
+    pub async fn connect_managed(redis: impl Into<RedisConfig>) -> Result<Self, StoreError> {
+        let (client, shown) = client(&redis.into())?;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(CONNECT_TIMEOUT))
             .set_response_timeout(Some(RESPONSE_TIMEOUT))

@@ -12,7 +12,9 @@
 //! - [`declared`]: column types a mapping declares (`types:`) for records without a schema
 //!   (Debezium's JsonConverter with `schemas.enable=false`).
 //! - [`diagnostics`]: operator-facing text both binaries share: an error chain on one line
-//!   ([`one_line`]), URLs with the password hidden ([`redact_url`]).
+//!   ([`one_line`]), URLs and client properties with their secrets hidden ([`redact_url`],
+//!   [`redact_property`]).
+//! - [`secret`]: [`Secret`], a value whose `Debug`/`Display` print `***`.
 //! - [`model`]: the validated configuration ([`Config`], [`Mapping`], [`Lookup`], ...).
 //! - [`template`]: `customer:{id}` key templates: parse, render, collision rule.
 //! - [`types`]: [`ColumnType`], the names kept in `sink:types:{mapping}`.
@@ -30,18 +32,24 @@ pub mod model;
 pub mod plan;
 pub mod raw;
 pub mod render;
+pub mod secret;
 pub mod template;
 pub mod types;
 
 pub use change::{Change, FieldValue, Op, Row};
 pub use declared::{DeclaredType, DeclaredTypes};
-pub use diagnostics::{one_line, redact_url};
-pub use load::{load_config, load_config_str, ConfigError, ConfigErrors, ConnectionOverrides};
+pub use diagnostics::{
+    is_secret_property, one_line, redact_properties, redact_property, redact_url,
+};
+pub use load::{
+    load_config, load_config_str, ConfigError, ConfigErrors, ConnectionOverrides, SecurityOverrides,
+};
 pub use model::{
     Config, FieldSelection, FreshnessConfig, Index, KafkaConfig, LimitParam, Lookup, LookupParam,
-    Mapping, ParamType, RedisConfig, Relation, SchemaRegistryConfig, SelectedField,
+    Mapping, ParamType, RedisConfig, RedisTls, Relation, SchemaRegistryConfig, SelectedField,
 };
 pub use plan::{plan, FieldWrite, Plan, PlanError, RowDelete, RowUpsert};
 pub use render::{check_value, render_value, score, Rendered, ValueError};
+pub use secret::Secret;
 pub use template::{KeyTemplate, TemplateError, TemplatePart};
 pub use types::{ColumnType, UnknownColumnType};

@@ -11,6 +11,8 @@
 //! Validation rules:
 //! - connection settings are not empty; the registry URL is `http(s)://`, the Redis URL
 //!   `redis://`, `rediss://`, `unix://` or `redis+unix://`; `stale_after_ms` > 0;
+//! - credentials and certificate files (`redis.tls`, the registry's basic auth and CA) follow
+//!   the rules in `load/validate/security.rs`; a URL in a message is always redacted;
 //! - at least one mapping; mapping names, topics and tool names are unique across the file;
 //!   names of mappings, indexes and relations are letters, digits, `_` and `-` (they are
 //!   parts of `sink:` keys); topics are valid Kafka topic names and differ from the
@@ -43,6 +45,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::model::Config;
 use crate::raw::RawConfig;
+use crate::secret::Secret;
 use validate::Validator;
 
 mod validate;
@@ -63,6 +66,34 @@ pub struct ConnectionOverrides {
     /// Replaces `kafka.group_id` (`SINK_GROUP_ID`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub group_id: Option<String>,
+    /// Credentials and certificates, applied by the validator rather than layered by figment
+    /// (so secrets never pass through figment's values).
+    #[serde(skip)]
+    pub security: SecurityOverrides,
+}
+
+/// Credentials and certificate files given outside the file; each `Some` replaces the
+/// file's value (or, for Redis credentials, the URL's).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SecurityOverrides {
+    /// Replaces `redis.tls.ca_file` (`REDIS_TLS_CA_FILE`).
+    pub redis_tls_ca_file: Option<String>,
+    /// Replaces `redis.tls.cert_file` (`REDIS_TLS_CERT_FILE`).
+    pub redis_tls_cert_file: Option<String>,
+    /// Replaces `redis.tls.key_file` (`REDIS_TLS_KEY_FILE`).
+    pub redis_tls_key_file: Option<String>,
+    /// Replaces the Redis URL's user (`REDIS_USERNAME`).
+    pub redis_username: Option<String>,
+    /// Replaces the Redis URL's password (`REDIS_PASSWORD`).
+    pub redis_password: Option<Secret>,
+    /// Replaces `schema_registry.username` (`SCHEMA_REGISTRY_USERNAME`).
+    pub schema_registry_username: Option<String>,
+    /// Replaces `schema_registry.password` (`SCHEMA_REGISTRY_PASSWORD`).
+    pub schema_registry_password: Option<Secret>,
+    /// Replaces `schema_registry.basic_auth_user_info` (`SCHEMA_REGISTRY_BASIC_AUTH_USER_INFO`).
+    pub schema_registry_basic_auth_user_info: Option<Secret>,
+    /// Replaces `schema_registry.ca_file` (`SCHEMA_REGISTRY_CA_FILE`).
+    pub schema_registry_ca_file: Option<String>,
 }
 
 /// The connection settings figment layers (same names as [`ConnectionOverrides`]).
@@ -487,6 +518,7 @@ mod tests {
             schema_registry_url: Some("http://env:8081".into()),
             redis_url: Some("redis://env:6379/2".into()),
             group_id: None,
+            security: SecurityOverrides::default(),
         };
         let config = load_config_str(&yaml, "connectors.yaml", &overrides).unwrap();
         assert_eq!(config.kafka.bootstrap_servers, "env:9092");

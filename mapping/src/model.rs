@@ -2,8 +2,12 @@
 //! `connectors.yaml` has been loaded and checked (see `load`). Nothing here does I/O.
 
 use std::collections::BTreeMap;
+use std::fmt;
+use std::path::PathBuf;
 
 use crate::declared::DeclaredTypes;
+use crate::diagnostics::{redact_properties, redact_url, split_userinfo};
+use crate::secret::Secret;
 use crate::template::KeyTemplate;
 use crate::types::ColumnType;
 
@@ -23,7 +27,7 @@ pub struct Config {
 }
 
 /// Kafka settings.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Clone, PartialEq)]
 pub struct KafkaConfig {
     /// `bootstrap.servers`.
     pub bootstrap_servers: String,
@@ -35,18 +39,139 @@ pub struct KafkaConfig {
     pub properties: BTreeMap<String, String>,
 }
 
+impl fmt::Debug for KafkaConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KafkaConfig")
+            .field("bootstrap_servers", &self.bootstrap_servers)
+            .field("group_id", &self.group_id)
+            .field("dead_letter_topic", &self.dead_letter_topic)
+            .field("properties", &redact_properties(&self.properties))
+            .finish()
+    }
+}
+
 /// Schema registry settings.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SchemaRegistryConfig {
-    /// Base URL, e.g. `http://127.0.0.1:8081` or Apicurio's `.../apis/ccompat/v7`.
+    /// Base URL, e.g. `http://127.0.0.1:8081` or Apicurio's `.../apis/ccompat/v7`, without
+    /// credentials: a `user:password@` written in the URL is moved to `username`/`password`,
+    /// so the URL can be shown as is.
     pub url: String,
+    /// HTTP basic auth user.
+    pub username: Option<String>,
+    /// HTTP basic auth password.
+    pub password: Option<Secret>,
+    /// PEM file of a CA trusted for HTTPS in addition to the system roots.
+    pub ca_file: Option<PathBuf>,
+}
+
+impl SchemaRegistryConfig {
+    /// The registry at `url`; a `user:password@` in it becomes the credentials.
+    pub fn from_url(url: &str) -> SchemaRegistryConfig {
+        let (url, credentials) = split_userinfo(url);
+        let (username, password) = credentials.map_or((None, None), |(user, password)| {
+            (Some(user), password.map(Secret::new))
+        });
+        SchemaRegistryConfig {
+            url,
+            username,
+            password,
+            ca_file: None,
+        }
+    }
+}
+
+/// A bare URL names a registry with no settings beyond it (tests, tools).
+impl From<&str> for SchemaRegistryConfig {
+    fn from(url: &str) -> Self {
+        SchemaRegistryConfig::from_url(url)
+    }
+}
+
+impl From<&String> for SchemaRegistryConfig {
+    fn from(url: &String) -> Self {
+        SchemaRegistryConfig::from_url(url)
+    }
+}
+
+impl From<&SchemaRegistryConfig> for SchemaRegistryConfig {
+    fn from(config: &SchemaRegistryConfig) -> Self {
+        config.clone()
+    }
 }
 
 /// Redis settings.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Clone, PartialEq)]
 pub struct RedisConfig {
-    /// `redis://host:port[/db]`.
+    /// `redis://` or `rediss://` URL, possibly with `user:password@` (show it only through
+    /// [`redact_url`]).
     pub url: String,
+    /// Certificates for `rediss://`.
+    pub tls: RedisTls,
+    /// ACL user (`REDIS_USERNAME`); replaces the URL's.
+    pub username: Option<String>,
+    /// Password (`REDIS_PASSWORD`); replaces the URL's.
+    pub password: Option<Secret>,
+}
+
+impl RedisConfig {
+    /// The Redis at `url`, with no settings beyond what the URL says.
+    pub fn from_url(url: impl Into<String>) -> RedisConfig {
+        RedisConfig {
+            url: url.into(),
+            tls: RedisTls::default(),
+            username: None,
+            password: None,
+        }
+    }
+}
+
+/// A bare URL names a Redis with no settings beyond it (tests, tools, defaults).
+impl From<&str> for RedisConfig {
+    fn from(url: &str) -> Self {
+        RedisConfig::from_url(url)
+    }
+}
+
+impl From<String> for RedisConfig {
+    fn from(url: String) -> Self {
+        RedisConfig::from_url(url)
+    }
+}
+
+impl From<&String> for RedisConfig {
+    fn from(url: &String) -> Self {
+        RedisConfig::from_url(url.as_str())
+    }
+}
+
+impl From<&RedisConfig> for RedisConfig {
+    fn from(config: &RedisConfig) -> Self {
+        config.clone()
+    }
+}
+
+impl fmt::Debug for RedisConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisConfig")
+            .field("url", &redact_url(&self.url))
+            .field("tls", &self.tls)
+            .field("username", &self.username)
+            .field("password", &self.password)
+            .finish()
+    }
+}
+
+/// PEM files for a `rediss://` connection; unset files mean the system roots and no client
+/// certificate.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RedisTls {
+    /// CA that signed the server's certificate, trusted instead of the system roots.
+    pub ca_file: Option<PathBuf>,
+    /// Client certificate (set together with `key_file`).
+    pub cert_file: Option<PathBuf>,
+    /// The client certificate's private key.
+    pub key_file: Option<PathBuf>,
 }
 
 /// Freshness settings.

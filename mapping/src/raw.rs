@@ -104,15 +104,34 @@ impl Default for RawKafka {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawSchemaRegistry {
-    /// Base URL; overridden by `SCHEMA_REGISTRY_URL`.
+    /// Base URL; overridden by `SCHEMA_REGISTRY_URL`. May carry `user:password@`.
     #[serde(default = "default_schema_registry_url")]
     pub url: Spanned<String>,
+    /// HTTP basic auth user; overridden by `SCHEMA_REGISTRY_USERNAME`.
+    #[serde(default)]
+    pub username: Option<Spanned<String>>,
+    /// HTTP basic auth password; overridden by `SCHEMA_REGISTRY_PASSWORD`. Better given
+    /// through the environment than written here.
+    #[serde(default)]
+    pub password: Option<Spanned<String>>,
+    /// Confluent's `basic.auth.user.info`: `user:password` in one value; overridden by
+    /// `SCHEMA_REGISTRY_BASIC_AUTH_USER_INFO`.
+    #[serde(default)]
+    pub basic_auth_user_info: Option<Spanned<String>>,
+    /// PEM file of the CA that signed the registry's HTTPS certificate (added to the system
+    /// roots); overridden by `SCHEMA_REGISTRY_CA_FILE`.
+    #[serde(default)]
+    pub ca_file: Option<Spanned<String>>,
 }
 
 impl Default for RawSchemaRegistry {
     fn default() -> Self {
         RawSchemaRegistry {
             url: default_schema_registry_url(),
+            username: None,
+            password: None,
+            basic_auth_user_info: None,
+            ca_file: None,
         }
     }
 }
@@ -121,17 +140,36 @@ impl Default for RawSchemaRegistry {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawRedis {
-    /// `redis://host:port[/db]`; overridden by `REDIS_URL`.
+    /// `redis://[user:password@]host:port[/db]` or `rediss://...`; overridden by `REDIS_URL`.
     #[serde(default = "default_redis_url")]
     pub url: Spanned<String>,
+    /// Certificates for a `rediss://` URL.
+    #[serde(default)]
+    pub tls: RawRedisTls,
 }
 
 impl Default for RawRedis {
     fn default() -> Self {
         RawRedis {
             url: default_redis_url(),
+            tls: RawRedisTls::default(),
         }
     }
+}
+
+/// `redis.tls:`: PEM files; each overridden by its `REDIS_TLS_*_FILE` variable.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRedisTls {
+    /// CA that signed the server's certificate (instead of the system roots).
+    #[serde(default)]
+    pub ca_file: Option<Spanned<String>>,
+    /// Client certificate, for servers that require one (`tls-auth-clients yes`).
+    #[serde(default)]
+    pub cert_file: Option<Spanned<String>>,
+    /// The client certificate's private key.
+    #[serde(default)]
+    pub key_file: Option<Spanned<String>>,
 }
 
 /// `freshness:`.

@@ -6,10 +6,15 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use mapping::{ConfigErrors, ConnectionOverrides};
+use mapping::{ConfigError, ConfigErrors, ConnectionOverrides};
 
 use crate::config::{BatchSettings, SinkConfig, Writer, DEFAULT_BATCH_SIZE, DEFAULT_LINGER_MS};
+use crate::properties;
 use crate::rebuild::RebuildOptions;
+
+mod security;
+
+pub use security::SecurityArgs;
 
 /// Keeps a Redis read model in sync with Debezium change events in Kafka.
 ///
@@ -50,17 +55,26 @@ pub struct ConfigArgs {
     #[arg(long, value_name = "HOST:PORT,...", env = "KAFKA_BOOTSTRAP_SERVERS")]
     pub bootstrap_servers: Option<String>,
     /// Schema registry base URL (overrides `schema_registry.url`).
-    #[arg(long, value_name = "URL", env = "SCHEMA_REGISTRY_URL")]
+    #[arg(
+        long,
+        value_name = "URL",
+        env = "SCHEMA_REGISTRY_URL",
+        hide_env_values = true
+    )]
     pub schema_registry_url: Option<String>,
     /// Redis URL (overrides `redis.url`).
-    #[arg(long, value_name = "URL", env = "REDIS_URL")]
+    #[arg(long, value_name = "URL", env = "REDIS_URL", hide_env_values = true)]
     pub redis_url: Option<String>,
     /// Kafka consumer group id (overrides `kafka.group_id`).
     #[arg(long, value_name = "ID", env = "SINK_GROUP_ID")]
     pub group_id: Option<String>,
-    /// A librdkafka property, `key=value`; repeatable; overrides `kafka.properties`.
+    /// A librdkafka property, `key=value`; repeatable; overrides `kafka.properties`. A value
+    /// `${env:NAME}` or `${file:PATH}` is read from that variable or file (for secrets).
     #[arg(short = 'X', value_name = "KEY=VALUE", value_parser = parse_property)]
     pub kafka_property: Vec<(String, String)>,
+    /// Credentials and certificates.
+    #[command(flatten)]
+    pub security: SecurityArgs,
 }
 
 impl ConfigArgs {
@@ -72,9 +86,16 @@ impl ConfigArgs {
             schema_registry_url: self.schema_registry_url.clone(),
             redis_url: self.redis_url.clone(),
             group_id: self.group_id.clone(),
+            security: (&self.security).into(),
         };
         let config = mapping::load_config(&self.config, &overrides)?;
-        Ok(SinkConfig::new(config, &self.kafka_property, batch))
+        let mut cfg = SinkConfig::new(config, &self.kafka_property, batch);
+        cfg.kafka_properties =
+            properties::resolve(&cfg.kafka_properties).map_err(|e| ConfigError::File {
+                file: self.config.display().to_string(),
+                message: mapping::one_line(&e),
+            })?;
+        Ok(cfg)
     }
 }
 

@@ -56,17 +56,33 @@ impl Default for BatchSettings {
     }
 }
 
-/// Everything the running sink needs: the validated mapping plus runtime settings.
-#[derive(Debug, Clone)]
+/// Everything the running sink needs: the validated mapping plus runtime settings. Its
+/// `Debug` hides secret property values.
+#[derive(Clone)]
 pub struct SinkConfig {
     /// The validated `connectors.yaml` with connection overrides applied.
     pub config: Arc<Config>,
-    /// `kafka.properties` with the `-X` properties applied over them.
+    /// `kafka.properties` with the `-X` properties applied over them (references resolved by
+    /// [`crate::properties`] when loaded through [`crate::cli`]).
     pub kafka_properties: BTreeMap<String, String>,
     /// Batch limits.
     pub batch: BatchSettings,
     /// How Redis is written.
     pub writer: Writer,
+}
+
+impl std::fmt::Debug for SinkConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SinkConfig")
+            .field("config", &self.config)
+            .field(
+                "kafka_properties",
+                &mapping::redact_properties(&self.kafka_properties),
+            )
+            .field("batch", &self.batch)
+            .field("writer", &self.writer)
+            .finish()
+    }
 }
 
 /// Settings the sink relies on for at-least-once delivery; applied after the user's properties

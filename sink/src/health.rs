@@ -7,13 +7,14 @@
 
 use std::time::Duration;
 
-use mapping::{one_line, redact_url};
+use mapping::{one_line, redact_url, RedisConfig};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::ClientConfig;
 use thiserror::Error;
 use tracing::{info, warn};
 
+use crate::connection::redis_client;
 use crate::registry::{Registry, RegistryError};
 
 /// How long each check may take.
@@ -48,13 +49,18 @@ pub enum HealthError {
     },
 }
 
-/// Sends `PING` to the Redis at `url` on a fresh connection.
-pub async fn check_redis(url: &str, timeout: Duration) -> Result<(), HealthError> {
+/// Sends `PING` to `redis` (a [`RedisConfig`] or a bare URL) on a fresh connection, with the
+/// configured credentials and TLS.
+pub async fn check_redis(
+    redis: impl Into<RedisConfig>,
+    timeout: Duration,
+) -> Result<(), HealthError> {
+    let redis = redis.into();
     let fail = |reason: String| HealthError::Redis {
-        url: redact_url(url),
+        url: redact_url(&redis.url),
         reason,
     };
-    let client = redis::Client::open(url).map_err(|e| fail(one_line(&e)))?;
+    let client = redis_client(&redis).map_err(|e| fail(one_line(&e)))?;
     let ping = async {
         let mut conn = client.get_multiplexed_async_connection().await?;
         redis::cmd("PING").query_async::<String>(&mut conn).await
@@ -130,13 +136,13 @@ pub async fn check_kafka(
 /// Runs every check in order (Redis, registry, Kafka) and stops at the first failure;
 /// warns about mapped topics that do not exist yet.
 pub async fn check_all(
-    redis_url: &str,
+    redis: &RedisConfig,
     registry: &Registry,
     consumer_config: &ClientConfig,
     topics: &[String],
     timeout: Duration,
 ) -> Result<BrokerReport, HealthError> {
-    check_redis(redis_url, timeout).await?;
+    check_redis(redis, timeout).await?;
     check_registry(registry).await?;
     let report = check_kafka(consumer_config, topics, timeout).await?;
     for topic in &report.missing_topics {

@@ -14,11 +14,14 @@
 //! - [`dlq`]: poison records to the dead-letter topic.
 //!
 //! The process around it:
-//! - [`cli`]: the command line; [`config`]: the resolved configuration it yields.
+//! - [`cli`]: the command line; [`config`]: the resolved configuration it yields;
+//!   [`properties`]: librdkafka property values read from the environment or a file.
 //! - [`run`]: `sink run`; [`rebuild`]: `sink rebuild` (replay into a staging database, then
 //!   an atomic `SWAPDB`); [`validate`]: `sink validate`.
 //! - [`health`]: start-up checks of Redis, the registry and the broker; [`connection`]:
-//!   Redis connection pools; [`shutdown`]: SIGINT/SIGTERM to a cancellation token.
+//!   Redis clients (URL, ACL user, TLS) and connection pools; [`shutdown`]: SIGINT/SIGTERM to
+//!   a cancellation token. [`properties`]: `${env:NAME}` and `${file:PATH}` in Kafka
+//!   properties.
 
 pub mod apply;
 pub mod cli;
@@ -28,6 +31,7 @@ pub mod decode;
 pub mod dlq;
 pub mod health;
 pub mod pipeline;
+pub mod properties;
 pub mod rebuild;
 pub mod registry;
 pub mod run;

@@ -7,6 +7,10 @@
 //! drops the custom attributes Debezium puts on primitive types (`connect.name`,
 //! `connect.parameters.scale`) and [`crate::decode`] needs them to know what a `long` means.
 //!
+//! Credentials (`schema_registry.{username,password}` and the ways to give them, see
+//! [`mapping::SchemaRegistryConfig`]) are sent as HTTP basic auth; the base URL this module
+//! keeps and shows never holds them. `schema_registry.ca_file` adds a CA for HTTPS.
+//!
 //! Concurrent requests for the same uncached id share one fetch (a `tokio::sync::OnceCell`
 //! per id). Failures are not cached, so a registry that comes back is picked up.
 //!
@@ -19,9 +23,11 @@
 
 use std::collections::HashMap;
 use std::error::Error as _;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use mapping::SchemaRegistryConfig;
 use schema_registry_converter::async_impl::schema_registry::{
     get_all_subjects, get_schema_by_id, SrSettings,
 };
@@ -71,6 +77,24 @@ pub enum RegistryError {
         /// What went wrong.
         #[source]
         source: HttpError,
+    },
+    /// `schema_registry.ca_file` cannot be read.
+    #[error("cannot read schema_registry.ca_file {path}")]
+    CaFile {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// `schema_registry.ca_file` holds no usable PEM certificate.
+    #[error("schema_registry.ca_file {path} is not a pem certificate bundle")]
+    Certificate {
+        /// The file.
+        path: PathBuf,
+        /// What the HTTP client reported.
+        #[source]
+        source: reqwest::Error,
     },
 }
 
@@ -188,18 +212,43 @@ impl std::fmt::Debug for Registry {
 }
 
 impl Registry {
-    /// A client for the registry at `base_url` (which may carry a path, as Apicurio's
-    /// `http://host:8080/apis/ccompat/v7`), with [`DEFAULT_TIMEOUT`] per request.
-    pub fn new(base_url: &str) -> Result<Self, RegistryError> {
-        Self::with_timeout(base_url, DEFAULT_TIMEOUT)
+    /// A client for the registry `config` names (a [`SchemaRegistryConfig`] or a bare URL,
+    /// which may carry a path, as Apicurio's `http://host:8080/apis/ccompat/v7`), with its
+    /// credentials and CA, and [`DEFAULT_TIMEOUT`] per request.
+    pub fn new(config: impl Into<SchemaRegistryConfig>) -> Result<Self, RegistryError> {
+        Self::with_timeout(config, DEFAULT_TIMEOUT)
     }
 
     /// Like [`Registry::new`] with another per-request timeout.
-    pub fn with_timeout(base_url: &str, timeout: Duration) -> Result<Self, RegistryError> {
-        let base_url = base_url.trim_end_matches('/').to_owned();
-        let settings = SrSettings::new_builder(base_url.clone())
-            .set_timeout(timeout)
-            .build()
+    pub fn with_timeout(
+        config: impl Into<SchemaRegistryConfig>,
+        timeout: Duration,
+    ) -> Result<Self, RegistryError> {
+        let config = config.into();
+        let base_url = config.url.trim_end_matches('/').to_owned();
+        let mut builder = SrSettings::new_builder(base_url.clone());
+        builder.set_timeout(timeout);
+        if let Some(user) = &config.username {
+            builder.set_basic_authorization(user, config.password.as_ref().map(|p| p.expose()));
+        }
+        let mut http = reqwest::Client::builder();
+        if let Some(path) = &config.ca_file {
+            let pem = std::fs::read(path).map_err(|source| RegistryError::CaFile {
+                path: path.clone(),
+                source,
+            })?;
+            let certificates = reqwest::Certificate::from_pem_bundle(&pem).map_err(|source| {
+                RegistryError::Certificate {
+                    path: path.clone(),
+                    source,
+                }
+            })?;
+            for certificate in certificates {
+                http = http.add_root_certificate(certificate);
+            }
+        }
+        let settings = builder
+            .build_with(http)
             .map_err(|e| RegistryError::Client {
                 url: base_url.clone(),
                 source: HttpError(e),

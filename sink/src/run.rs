@@ -40,7 +40,7 @@ pub async fn run(
     let config = &cfg.config;
     let consumer_config = cfg.consumer_config();
     let pipeline = Pipeline::connect(cfg, &consumer_config).await?;
-    let pool = redis_pool(&config.redis.url)?;
+    let pool = redis_pool(&config.redis)?;
     let applier = match cfg.writer {
         Writer::Shared => Applier::new(pool, config),
         Writer::Exclusive { lease } => {

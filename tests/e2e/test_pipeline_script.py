@@ -18,8 +18,9 @@ REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "tests" / "stack" / "pipeline.sh"
 # Below Linux's ephemeral range (32768-60999): a port in it can be held for a moment by any
 # outgoing connection's local end, and the server's bind then fails.
-PORTS = {"REDIS_PORT": 26379, "KAFKA_PORT": 29092, "KAFKA_CONTROLLER_PORT": 29093, "REGISTRY_PORT": 28081,
-         "REGISTRY_MGMT_PORT": 29081, "PGPORT": 25432, "CONNECT_PORT": 28083}
+PORTS = {"REDIS_PORT": 26379, "REDIS_TLS_PORT": 26380, "KAFKA_PORT": 29092, "KAFKA_CONTROLLER_PORT": 29093,
+         "KAFKA_SASL_PORT": 29094, "REGISTRY_PORT": 28081, "REGISTRY_MGMT_PORT": 29081,
+         "REGISTRY_AUTH_PORT": 28085, "PGPORT": 25432, "CONNECT_PORT": 28083}
 # Settings of the stack run.sh started, which must not leak into the second one.
 STACK_VARS = ("REDIS_URL", "KAFKA_BOOTSTRAP_SERVERS", "SCHEMA_REGISTRY_URL", "CONNECT_URL", "DATABASE_URL",
               "PGHOST", "PGUSER", "PGPASSWORD", "SINK_GROUP_ID", "AGENT_CLI_CONFIG")
@@ -92,7 +93,7 @@ def test_pipeline_up_twice_status_down():
         assert tool.returncode == 0, tool.stderr
         assert json.loads(tool.stdout)["result"]["plan"] == sql.stdout.strip()
         pids = our_pids(state)
-        assert len(pids) == 6, f"5 services and the sink have pid files: {pids}"
+        assert len(pids) == 8, f"5 services, the secured redis, the registry's auth proxy and the sink have pid files: {pids}"
     finally:
         down = run(env, "down", timeout=180)
     assert down.returncode == 0, "pipeline.sh down failed"

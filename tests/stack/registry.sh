@@ -13,12 +13,20 @@
 # Apicurio 3.3 is compiled for Java 21, so this needs a Java >= 21: $REGISTRY_JAVA_HOME,
 # else $JAVA_HOME if new enough, else the newest /usr/lib/jvm/* that is (e.g. temurin-25).
 #
+# Apicurio authenticates only through an OIDC server, so the authenticated registry the tests
+# need is registry/auth_proxy.py in front of it: HTTPS (certificates from tls.sh) and HTTP
+# basic auth as user `registry` on REGISTRY_AUTH_PORT (SCHEMA_REGISTRY_AUTH_* in `env`).
+#
 # Environment: REGISTRY_PORT (8081), REGISTRY_MGMT_PORT (9081, Quarkus health/metrics),
-# REGISTRY_VERSION (3.3.3), REGISTRY_JAVA_HOME, REGISTRY_JAVA_OPTS (extra JVM flags).
-# Log: $STACK_STATE/logs/registry.log (includes one access-log line per request).
+# REGISTRY_AUTH_PORT (8085), REGISTRY_VERSION (3.3.3), REGISTRY_JAVA_HOME, REGISTRY_JAVA_OPTS
+# (extra JVM flags).
+# Log: $STACK_STATE/logs/registry.log (includes one access-log line per request),
+# registry-auth.log (the proxy).
 STACK_NAME=registry
 # shellcheck source=tests/stack/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+# shellcheck source=tests/stack/tls.sh
+source "$(dirname "${BASH_SOURCE[0]}")/tls.sh"
 
 REGISTRY_HOST=127.0.0.1
 REGISTRY_PORT="${REGISTRY_PORT:-8081}"
@@ -28,8 +36,57 @@ REGISTRY_HOME="$STACK_CACHE/registry/apicurio-registry-$REGISTRY_VERSION"
 REGISTRY_LOG="$STACK_LOGS/registry.log"
 REGISTRY_CCOMPAT_PATH=/apis/ccompat/v7
 REGISTRY_START_TIMEOUT_S="${REGISTRY_START_TIMEOUT_S:-120}"
+REGISTRY_AUTH_PORT="${REGISTRY_AUTH_PORT:-8085}"
+REGISTRY_AUTH_USER=registry
 
 registry_url() { printf 'http://%s:%s%s\n' "$REGISTRY_HOST" "$REGISTRY_PORT" "$REGISTRY_CCOMPAT_PATH"; }
+auth_url() { printf 'https://%s:%s%s\n' "$REGISTRY_HOST" "$REGISTRY_AUTH_PORT" "$REGISTRY_CCOMPAT_PATH"; }
+
+# auth_ready: the proxy answers an authenticated request.
+auth_ready() {
+    curl -fsS -m 2 -o /dev/null --cacert "$STACK_TLS/ca.pem" \
+        -u "$REGISTRY_AUTH_USER:$(stack_secret registry)" "$(auth_url)/subjects" 2>/dev/null
+}
+
+# start_auth_proxy: registry/auth_proxy.py in front of the registry.
+start_auth_proxy() {
+    local pid
+    if pid="$(svc_pid registry-auth)"; then
+        auth_ready || die "our registry auth proxy (pid $pid) does not answer at $(auth_url)"
+        return 0
+    fi
+    ensure_tls
+    stack_secret registry >/dev/null
+    if port_open "$REGISTRY_HOST" "$REGISTRY_AUTH_PORT"; then
+        die "port $REGISTRY_AUTH_PORT is taken by a process we did not start: $(port_owner "$REGISTRY_AUTH_PORT")"
+    fi
+    pid="$(start_daemon registry-auth "$STACK_LOGS/registry-auth.log" python3 \
+        "$STACK_DIR/registry/auth_proxy.py" --listen "$REGISTRY_HOST:$REGISTRY_AUTH_PORT" \
+        --upstream "http://$REGISTRY_HOST:$REGISTRY_PORT" \
+        --cert "$STACK_TLS/server.pem" --key "$STACK_TLS/server.key" \
+        --user "$REGISTRY_AUTH_USER" --password-file "$STACK_TLS/registry.secret" 8>&- 9>&-)"
+    for _ in $(seq 100); do
+        auth_ready && break
+        pid_running "$pid" || die "registry auth proxy exited; see $STACK_LOGS/registry-auth.log"
+        sleep 0.1
+    done
+    auth_ready || die "registry auth proxy does not answer at $(auth_url)"
+    log "auth proxy (HTTPS, basic auth) started (pid $pid) at $(auth_url)"
+}
+
+do_env() {
+    printf 'export SCHEMA_REGISTRY_URL=%q\n' "$(registry_url)"
+    svc_pid registry-auth >/dev/null 2>&1 || return 0
+    printf 'export SCHEMA_REGISTRY_AUTH_URL=%q\n' "$(auth_url)"
+    printf 'export SCHEMA_REGISTRY_AUTH_CA_FILE=%q\n' "$STACK_TLS/ca.pem"
+    printf 'export SCHEMA_REGISTRY_AUTH_USERNAME=%q\n' "$REGISTRY_AUTH_USER"
+    printf 'export SCHEMA_REGISTRY_AUTH_PASSWORD=%q\n' "$(stack_secret registry)"
+}
+
+do_stop() {
+    stop_daemon registry-auth 10
+    stop_daemon registry 30
+}
 
 # java_major JAVA: the feature version of that java binary (17, 21, 25, ...).
 java_major() {
@@ -113,6 +170,7 @@ do_start() {
     if pid="$(svc_pid registry)"; then
         registry_ready || die "our registry (pid $pid) runs but $(registry_url)/subjects does not answer"
         log "already running (pid $pid) at $(registry_url)"
+        start_auth_proxy
         return 0
     fi
     command -v curl >/dev/null || apt_install curl
@@ -152,6 +210,7 @@ do_start() {
         sleep 0.1
     done
     log "started (pid $pid) at $(registry_url) in $(($(now_ms) - t0)) ms"
+    start_auth_proxy
 }
 
 do_status() {
@@ -166,10 +225,10 @@ do_status() {
 
 case "${1:-}" in
 start) with_lock registry do_start ;;
-stop) with_lock registry stop_daemon registry 30 ;;
+stop) with_lock registry do_stop ;;
 status) do_status ;;
 url) registry_url ;;
-env) printf 'export SCHEMA_REGISTRY_URL=%q\n' "$(registry_url)" ;;
+env) do_env ;;
 fetch) with_lock registry ensure_registry ;;
 *) usage_die "$0 start|stop|status|url|env|fetch" ;;
 esac

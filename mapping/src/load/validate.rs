@@ -7,12 +7,15 @@ use marked_yaml::{Marker, Node, Span, Spanned};
 
 use super::{at, node_mark, ConfigError, ConfigErrors, ConnectionOverrides, Connections, Step};
 use crate::declared::{DeclaredType, DeclaredTypes};
+use crate::diagnostics::redact_url;
 use crate::model::{
     Config, FieldSelection, FreshnessConfig, Index, KafkaConfig, LimitParam, Lookup, LookupParam,
-    Mapping, ParamType, RedisConfig, Relation, SchemaRegistryConfig, SelectedField,
+    Mapping, ParamType, Relation, SelectedField,
 };
 use crate::raw::{RawConfig, RawField, RawFields, RawLookup, RawMapping};
 use crate::template::{KeyTemplate, TemplatePart};
+
+mod security;
 
 fn is_name(s: &str, extra: &[u8]) -> bool {
     !s.is_empty()
@@ -174,6 +177,12 @@ impl<'a> Validator<'a> {
             mappings.push(self.mapping(i, m));
         }
 
+        let schema_registry = self.schema_registry(
+            &raw.schema_registry,
+            &connections.schema_registry_url,
+            &overrides.security,
+        );
+        let redis = self.redis(&raw.redis, connections.redis_url, &overrides.security);
         if !self.errors.is_empty() {
             self.errors.sort_by_key(ConfigError::position);
             return Err(ConfigErrors {
@@ -187,12 +196,8 @@ impl<'a> Validator<'a> {
                 dead_letter_topic: dlq.to_string(),
                 properties: raw.kafka.properties.clone(),
             },
-            schema_registry: SchemaRegistryConfig {
-                url: connections.schema_registry_url,
-            },
-            redis: RedisConfig {
-                url: connections.redis_url,
-            },
+            schema_registry,
+            redis,
             freshness: FreshnessConfig {
                 stale_after_ms: *raw.freshness.stale_after_ms,
             },
@@ -213,7 +218,8 @@ impl<'a> Validator<'a> {
             Some("empty (expected a value)".to_owned())
         } else if !schemes.is_empty() && !schemes.iter().any(|s| value.starts_with(s)) {
             Some(format!(
-                "`{value}` is not a supported url (expected one starting with {})",
+                "`{}` is not a supported url (expected one starting with {})",
+                redact_url(value),
                 schemes.join(" or ")
             ))
         } else {

@@ -123,9 +123,9 @@ impl Pipeline {
     ) -> Result<Pipeline, StartError> {
         let config = &cfg.config;
         let registry =
-            Arc::new(Registry::new(&config.schema_registry.url).map_err(StartError::Registry)?);
+            Arc::new(Registry::new(&config.schema_registry).map_err(StartError::Registry)?);
         health::check_all(
-            &config.redis.url,
+            &config.redis,
             &registry,
             consumer_config,
             &cfg.topics(),

@@ -152,7 +152,7 @@ pub async fn rebuild(
         .set("auto.offset.reset", "earliest");
     let pipeline = Pipeline::connect(cfg, &consumer_config).await?;
 
-    let target = Target::connect(&config.redis.url, options.staging_db).await?;
+    let target = Target::connect(&config.redis, options.staging_db).await?;
     let token = format!("rebuild-{unique}");
     target.lock(&token).await?;
     info!(
@@ -244,7 +244,7 @@ impl Context<'_> {
                 .map(|t| (t.topic.clone(), t.partition))
                 .collect(),
         );
-        let pool = redis_pool(&target.staging_url)?;
+        let pool = redis_pool(&target.staging_redis)?;
         let stop = shutdown.child_token();
         let running = pipeline.start(
             source,

@@ -10,7 +10,9 @@ use redis::aio::MultiplexedConnection;
 use redis::AsyncCommands;
 use thiserror::Error;
 
-use mapping::redact_url;
+use mapping::{redact_url, RedisConfig};
+
+use crate::connection::{redis_client, ClientError};
 
 /// The Lua source of the handover script (ARGV layout documented at its top).
 pub const HANDOVER_SCRIPT: &str = include_str!("handover.lua");
@@ -29,6 +31,15 @@ pub enum TargetError {
         /// What the client reported.
         #[source]
         source: redis::RedisError,
+    },
+    /// No client for the configuration (certificates, URL).
+    #[error("cannot connect to redis at {url}")]
+    Client {
+        /// The URL, password redacted.
+        url: String,
+        /// What went wrong.
+        #[source]
+        source: ClientError,
     },
     /// A command failed.
     #[error("redis {operation} on db {db}")]
@@ -74,8 +85,8 @@ pub struct Target {
     pub live_db: i64,
     /// The staging database number.
     pub staging_db: i64,
-    /// `redis.url` with the staging database.
-    pub staging_url: String,
+    /// The live Redis settings with the staging database in the URL.
+    pub staging_redis: RedisConfig,
     live: MultiplexedConnection,
     staging: MultiplexedConnection,
 }
@@ -85,7 +96,7 @@ impl std::fmt::Debug for Target {
         f.debug_struct("Target")
             .field("live_db", &self.live_db)
             .field("staging_db", &self.staging_db)
-            .field("staging_url", &redact_url(&self.staging_url))
+            .field("staging_redis", &self.staging_redis)
             .finish_non_exhaustive()
     }
 }
@@ -138,10 +149,10 @@ pub fn with_db(url: &str, db: i64) -> Result<String, TargetError> {
     }
 }
 
-async fn connect(url: &str) -> Result<MultiplexedConnection, TargetError> {
-    let db = db_of(url)?;
-    let client = redis::Client::open(url).map_err(|source| TargetError::Url {
-        url: redact_url(url),
+async fn connect(redis: &RedisConfig) -> Result<MultiplexedConnection, TargetError> {
+    let db = db_of(&redis.url)?;
+    let client = redis_client(redis).map_err(|source| TargetError::Client {
+        url: redact_url(&redis.url),
         source,
     })?;
     // FLUSHDB SYNC of a large staging state takes longer than redis-rs's 500 ms default.
@@ -159,15 +170,19 @@ async fn connect(url: &str) -> Result<MultiplexedConnection, TargetError> {
 }
 
 impl Target {
-    /// Connects to the live database of `live_url` and to `staging_db` (default: live + 1),
+    /// Connects to the live database of `live` and to `staging_db` (default: live + 1),
     /// checking that they differ and that the server has the staging database.
-    pub async fn connect(live_url: &str, staging_db: Option<i64>) -> Result<Target, TargetError> {
-        let live_db = db_of(live_url)?;
+    pub async fn connect(
+        live: impl Into<RedisConfig>,
+        staging_db: Option<i64>,
+    ) -> Result<Target, TargetError> {
+        let live_redis = live.into();
+        let live_db = db_of(&live_redis.url)?;
         let staging_db = staging_db.unwrap_or(live_db + 1);
         if staging_db == live_db {
             return Err(TargetError::SameDb(staging_db));
         }
-        let mut live = connect(live_url).await?;
+        let mut live = connect(&live_redis).await?;
         // CONFIG may be renamed or forbidden (managed Redis): then SELECT tells.
         let databases: Result<Vec<String>, _> = redis::cmd("CONFIG")
             .arg("GET")
@@ -184,12 +199,15 @@ impl Target {
                 }
             }
         }
-        let staging_url = with_db(live_url, staging_db)?;
-        let staging = connect(&staging_url).await?;
+        let staging_redis = RedisConfig {
+            url: with_db(&live_redis.url, staging_db)?,
+            ..live_redis
+        };
+        let staging = connect(&staging_redis).await?;
         Ok(Target {
             live_db,
             staging_db,
-            staging_url,
+            staging_redis,
             live,
             staging,
         })

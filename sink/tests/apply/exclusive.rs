@@ -151,7 +151,7 @@ async fn the_lease_keeps_other_writers_out() {
 #[tokio::test]
 async fn a_database_swapped_in_is_loaded_again() {
     let server = PrivateRedis::start();
-    let db = |n: u8| sink::connection::redis_pool(&format!("{}/{n}", server.url)).expect("pool");
+    let db = |n: u8| sink::connection::redis_pool(format!("{}/{n}", server.url)).expect("pool");
     let exclusive = Fixture::exclusive_on(db(0), LEASE).await;
     exclusive
         .apply(&[

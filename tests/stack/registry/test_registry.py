@@ -107,6 +107,7 @@ def registry(tmp_path_factory: pytest.TempPathFactory):
         AGENT_CONTEXT_STATE=str(state),
         REGISTRY_PORT=str(free_port()),
         REGISTRY_MGMT_PORT=str(free_port()),
+        REGISTRY_AUTH_PORT=str(free_port()),
     )
     start = subprocess.run(
         ["bash", str(SCRIPT), "start"], env=env, capture_output=True, text=True, timeout=900

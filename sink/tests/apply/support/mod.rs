@@ -54,10 +54,8 @@ pub fn config(tag: &str, ttl_seconds: Option<u64>) -> Config {
             dead_letter_topic: "dlq".into(),
             properties: BTreeMap::new(),
         },
-        schema_registry: SchemaRegistryConfig {
-            url: "http://127.0.0.1:8081".into(),
-        },
-        redis: RedisConfig { url: redis_url() },
+        schema_registry: SchemaRegistryConfig::from_url("http://127.0.0.1:8081"),
+        redis: RedisConfig::from_url(redis_url()),
         freshness: FreshnessConfig {
             stale_after_ms: 30_000,
         },
