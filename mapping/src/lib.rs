@@ -17,12 +17,15 @@
 //! - [`layout`]: the Redis layout contract: every `sink:*` bookkeeping key and field name,
 //!   used by the sink, its change script generator and agent-cli.
 //! - [`render`]: [`FieldValue`] -> stored text ([`render_value`]) and sorted-set [`score`].
+//! - [`lsn`]: PostgreSQL log sequence numbers (`16/B374D848` <-> `u64`), the watermark's
+//!   position.
 //! - [`mod@plan`]: [`Change`] + [`Mapping`] -> [`Plan`], the Redis work for one change ([`fn@plan`]).
 
 pub mod change;
 pub mod diagnostics;
 pub mod layout;
 pub mod load;
+pub mod lsn;
 pub mod model;
 pub mod plan;
 pub mod raw;
@@ -35,7 +38,7 @@ pub use diagnostics::{one_line, redact_url};
 pub use load::{load_config, load_config_str, ConfigError, ConfigErrors, ConnectionOverrides};
 pub use model::{
     Config, FieldSelection, FreshnessConfig, Index, KafkaConfig, LimitParam, Lookup, LookupParam,
-    Mapping, ParamType, RedisConfig, Relation, SchemaRegistryConfig, SelectedField,
+    Mapping, ParamType, RedisConfig, Relation, SchemaRegistryConfig, SelectedField, Source,
 };
 pub use plan::{plan, FieldWrite, Plan, PlanError, RowDelete, RowUpsert};
 pub use render::{check_value, render_value, score, Rendered, ValueError};
