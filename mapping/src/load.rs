@@ -912,8 +912,13 @@ mod tests {
         assert_eq!(source.heartbeat_topic, "cdc.public.dbz_heartbeat");
         assert_eq!(source.stale_after_ms, 7000);
         assert_eq!(source.mappings, ["customers"]);
-        assert_eq!(config.source_of("customers").map(|s| s.name.as_str()), Some("cdc"));
-        assert!(config.source_for_heartbeat("cdc.public.dbz_heartbeat").is_some());
+        assert_eq!(
+            config.source_of("customers").map(|s| s.name.as_str()),
+            Some("cdc")
+        );
+        assert!(config
+            .source_for_heartbeat("cdc.public.dbz_heartbeat")
+            .is_some());
         assert!(load(CUSTOMERS).sources.is_empty());
 
         let two = format!(
@@ -926,9 +931,12 @@ mod tests {
              connectors.yaml:5:11: duplicate source name `a` (first used at 2:11; expected unique names)\n\
              connectors.yaml:8:11: mapping `customers` names no source (expected `source:` with one of `a`, `a`)"
         );
-        let unknown = format!(
-            "sources:\n  - name: a\n    heartbeat_topic: hb\n{CUSTOMERS}    source: b\n"
+        let unknown =
+            format!("sources:\n  - name: a\n    heartbeat_topic: hb\n{CUSTOMERS}    source: b\n");
+        assert!(
+            errors(&unknown).contains("unknown source `b` (expected one of `a`)"),
+            "{}",
+            errors(&unknown)
         );
-        assert!(errors(&unknown).contains("unknown source `b` (expected one of `a`)"), "{}", errors(&unknown));
     }
 }
