@@ -7,9 +7,15 @@
 //! (`isError: true` with the message, so the client shows it); an unknown tool is a protocol
 //! error (`-32602`). stdout is the protocol: logs go to stderr. The server keeps running
 //! across Redis restarts (a managed connection that reconnects).
+//!
+//! Every tool also takes the optional arguments `after_lsn` (a PostgreSQL LSN such as
+//! `0/1A2B3C4`) and `wait_ms`: read-your-writes, as `agent-cli tool --after-lsn`
+//! ([`crate::watermark::ReadAfter`]).
 
 use std::sync::Arc;
+use std::time::Duration;
 
+use mapping::lsn::Lsn;
 use mapping::one_line;
 use redis::aio::ConnectionManager;
 use rmcp::model::{
@@ -24,6 +30,7 @@ use serde_json::Value;
 use crate::error::CallError;
 use crate::lookup::Lookups;
 use crate::tools;
+use crate::watermark::ReadAfter;
 
 /// The MCP server: the declared lookups.
 #[derive(Clone)]
@@ -39,7 +46,7 @@ impl Server {
             .into_iter()
             .map(|t| {
                 let schema: JsonObject = match t.input_schema() {
-                    Value::Object(map) => map,
+                    Value::Object(map) => with_read_after(map),
                     _ => JsonObject::new(),
                 };
                 Tool::new(t.name().to_owned(), t.description(), Arc::new(schema)).with_annotations(
@@ -84,8 +91,17 @@ impl Server {
         name: &str,
         arguments: Option<JsonObject>,
     ) -> Result<CallToolResult, McpError> {
-        let args = Value::Object(arguments.unwrap_or_default());
-        match self.lookups.call_value(name, &args).await {
+        let mut arguments = arguments.unwrap_or_default();
+        let after = match read_after(&mut arguments) {
+            Ok(after) => after,
+            Err(message) => return Ok(CallToolResult::error(vec![ContentBlock::text(message)])),
+        };
+        let args = Value::Object(arguments);
+        match self
+            .lookups
+            .call_value_after(name, &args, after.as_ref())
+            .await
+        {
             Ok(output) => {
                 let mut result =
                     CallToolResult::success(vec![ContentBlock::text(output.to_json())]);
@@ -108,14 +124,70 @@ impl Server {
     }
 }
 
+/// The argument naming the LSN to wait for.
+const AFTER_LSN: &str = "after_lsn";
+/// The argument bounding the wait.
+const WAIT_MS: &str = "wait_ms";
+
+/// A tool's input schema with the optional `after_lsn` and `wait_ms` arguments.
+fn with_read_after(mut schema: JsonObject) -> JsonObject {
+    if let Some(Value::Object(properties)) = schema.get_mut("properties") {
+        properties.insert(
+            AFTER_LSN.into(),
+            serde_json::json!({
+                "type": "string",
+                "description": "Read-your-writes: answer only once every change up to this PostgreSQL LSN (SELECT pg_current_wal_lsn() after the commit, e.g. 0/1A2B3C4) is in the cache",
+                "pattern": "^[0-9A-Fa-f]{1,8}/[0-9A-Fa-f]{1,8}$",
+            }),
+        );
+        properties.insert(
+            WAIT_MS.into(),
+            serde_json::json!({
+                "type": "integer",
+                "description": "How long to wait for after_lsn, in milliseconds; then the answer is marked stale",
+                "minimum": 0,
+                "default": crate::watermark::DEFAULT_WAIT.as_millis() as u64,
+            }),
+        );
+    }
+    // `maxProperties` counts the lookup's own parameters: leave room for these two.
+    if let Some(max) = schema.get("maxProperties").and_then(Value::as_u64) {
+        schema.insert("maxProperties".into(), Value::from(max + 2));
+    }
+    schema
+}
+
+/// Takes `after_lsn` and `wait_ms` out of a call's arguments.
+fn read_after(arguments: &mut JsonObject) -> Result<Option<ReadAfter>, String> {
+    let wait = match arguments.remove(WAIT_MS) {
+        None => crate::watermark::DEFAULT_WAIT,
+        Some(v) => Duration::from_millis(
+            v.as_u64()
+                .ok_or_else(|| format!("`{WAIT_MS}` is {v} (expected a non-negative integer)"))?,
+        ),
+    };
+    match arguments.remove(AFTER_LSN) {
+        None => Ok(None),
+        Some(Value::String(text)) => {
+            let lsn: Lsn = text
+                .parse()
+                .map_err(|e: mapping::lsn::BadLsn| e.to_string())?;
+            Ok(Some(ReadAfter { lsn, wait }))
+        }
+        Some(v) => Err(format!(
+            "`{AFTER_LSN}` is {v} (expected a string like \"0/1A2B3C4\")"
+        )),
+    }
+}
+
 impl ServerHandler for Server {
     fn get_info(&self) -> ServerConfig {
         ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
             .with_server_info(Implementation::new("agent-cli", env!("CARGO_PKG_VERSION")))
             .with_instructions(
                 "Read-only lookups over a Redis cache that change data capture keeps in sync with \
-                 the production database. Every result carries `freshness` (as_of, lag_ms, stale); \
-                 when `stale` is true the data may be out of date.",
+                 the production database. Every result carries `freshness` (as_of, lag_ms, stale, and a reason when stale); \
+                 when `stale` is true the data may be out of date. Pass `after_lsn` to read your own writes.",
             )
     }
 

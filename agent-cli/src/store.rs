@@ -293,6 +293,19 @@ impl<C: ConnectionLike + Clone + Send> Store<C> {
         }
     }
 
+    /// One hash (`HGETALL`), e.g. a source's `sink:watermark:{source}`.
+    pub async fn hash(&self, key: &str) -> Result<Pairs, StoreError> {
+        let mut conn = self.conn.clone();
+        redis::cmd("HGETALL")
+            .arg(key)
+            .query_async(&mut conn)
+            .await
+            .map_err(|source| StoreError::Command {
+                what: format!("HGETALL {key}"),
+                source,
+            })
+    }
+
     /// `sink:freshness:{mapping}` of each mapping, in one pipelined round trip.
     pub async fn freshness_records(
         &self,
