@@ -281,6 +281,9 @@ def scenario_config(prefix: str, redis_url: str, bootstrap: str, registry: str, 
     for m in cfg["mappings"]:
         assert m["topic"].startswith("cdc."), m["topic"]
         m["topic"] = prefix + m["topic"][len("cdc"):]
+    for s in cfg.get("sources", []):
+        assert s["heartbeat_topic"].startswith("cdc."), s["heartbeat_topic"]
+        s["heartbeat_topic"] = prefix + s["heartbeat_topic"][len("cdc"):]
     return cfg
 
 
