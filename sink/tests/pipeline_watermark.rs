@@ -7,7 +7,6 @@
 //! then `sink:rows:{mapping}` over and over: every change at or below the watermark's LSN
 //! must already be in Redis.
 
-mod common;
 mod pipeline_support;
 
 use std::collections::HashMap;
@@ -27,13 +26,22 @@ const PER_ROUND: i64 = 300;
 const ROWS: i64 = 120;
 const BASE_MICROS: i64 = 1_795_480_593_142_906;
 
+/// A recorded writer schema (`schemas/debezium/`), as text.
+fn schema_text(name: &str) -> String {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../schemas/debezium")
+        .join(name);
+    let file: Json = serde_json::from_str(&std::fs::read_to_string(&path).expect("schema file"))
+        .expect("schema file json");
+    file["schema"].to_string()
+}
+
 /// The recorded customers value schema with the row replaced by the heartbeat table's
 /// columns `(id int, ts string, confirmed_lsn long)`.
 fn heartbeat_value_schema() -> String {
-    let mut schema: Json = serde_json::from_str(&common::schema_text(
-        "cdc.public.customers-value.v1.id2.json",
-    ))
-    .expect("schema json");
+    let mut schema: Json =
+        serde_json::from_str(&schema_text("cdc.public.customers-value.v1.id2.json"))
+            .expect("schema json");
     let fields = schema["fields"].as_array_mut().expect("envelope fields");
     let before = fields
         .iter_mut()
@@ -97,7 +105,7 @@ async fn the_watermark_never_runs_ahead_of_data_on_other_partitions() {
     loadgen::create_topic(&s.stack.bootstrap, &heartbeat_topic, 1)
         .await
         .expect("create heartbeat topic");
-    let key_text = common::schema_text("cdc.public.customers-key.v1.id1.json");
+    let key_text = schema_text("cdc.public.customers-key.v1.id1.json");
     let value_text = heartbeat_value_schema();
     let key_id = loadgen::register(
         &s.stack.registry,
@@ -250,5 +258,7 @@ async fn the_watermark_never_runs_ahead_of_data_on_other_partitions() {
         .del(mapping::layout::watermark_key(&format!("src_{}", s.id)))
         .unwrap_or(());
     s.cleanup();
-    common::delete_topics(&s.stack.bootstrap, &[&heartbeat_topic], "watermark test");
+    if let Err(e) = loadgen::delete_topics(&s.stack.bootstrap, &[&heartbeat_topic]).await {
+        eprintln!("could not delete {heartbeat_topic}: {e}");
+    }
 }

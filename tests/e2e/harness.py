@@ -519,6 +519,8 @@ class Pipeline:
                 out.append(f"{k}: Redis {act[k]!r} != SQL {exp[k]!r}")
         allowed = {"sink:offsets"} | {f"sink:{kind}:{m}" for kind in ("rows", "types", "freshness")
                                        for m in MAPPING_TABLES} | {"sink:index:customers:email"}
+        # The source watermark of the default connectors.yaml's source (ARCHITECTURE.md).
+        allowed |= {"sink:watermark:cdc"}
         if self.writer == "exclusive" and self.sink is not None and self.sink.alive():
             # The running exclusive sink holds a lease per mapping.
             leases = {f"sink:writer:{m}" for m in MAPPING_TABLES}
