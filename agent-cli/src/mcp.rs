@@ -30,7 +30,7 @@ use serde_json::Value;
 use crate::error::CallError;
 use crate::lookup::Lookups;
 use crate::tools;
-use crate::watermark::ReadAfter;
+use crate::watermark::{self, ReadAfter};
 
 /// The MCP server: the declared lookups.
 #[derive(Clone)]
@@ -45,8 +45,8 @@ impl Server {
         let tools = tools::all(lookups.config())
             .into_iter()
             .map(|t| {
-                let schema: JsonObject = match t.input_schema() {
-                    Value::Object(map) => with_read_after(map),
+                let schema: JsonObject = match t.mcp_input_schema() {
+                    Value::Object(map) => map,
                     _ => JsonObject::new(),
                 };
                 Tool::new(t.name().to_owned(), t.description(), Arc::new(schema)).with_annotations(
@@ -124,49 +124,18 @@ impl Server {
     }
 }
 
-/// The argument naming the LSN to wait for.
-const AFTER_LSN: &str = "after_lsn";
-/// The argument bounding the wait.
-const WAIT_MS: &str = "wait_ms";
-
-/// A tool's input schema with the optional `after_lsn` and `wait_ms` arguments.
-fn with_read_after(mut schema: JsonObject) -> JsonObject {
-    if let Some(Value::Object(properties)) = schema.get_mut("properties") {
-        properties.insert(
-            AFTER_LSN.into(),
-            serde_json::json!({
-                "type": "string",
-                "description": "Read-your-writes: answer only once every change up to this PostgreSQL LSN (SELECT pg_current_wal_lsn() after the commit, e.g. 0/1A2B3C4) is in the cache",
-                "pattern": "^[0-9A-Fa-f]{1,8}/[0-9A-Fa-f]{1,8}$",
-            }),
-        );
-        properties.insert(
-            WAIT_MS.into(),
-            serde_json::json!({
-                "type": "integer",
-                "description": "How long to wait for after_lsn, in milliseconds; then the answer is marked stale",
-                "minimum": 0,
-                "default": crate::watermark::DEFAULT_WAIT.as_millis() as u64,
-            }),
-        );
-    }
-    // `maxProperties` counts the lookup's own parameters: leave room for these two.
-    if let Some(max) = schema.get("maxProperties").and_then(Value::as_u64) {
-        schema.insert("maxProperties".into(), Value::from(max + 2));
-    }
-    schema
-}
-
 /// Takes `after_lsn` and `wait_ms` out of a call's arguments.
 fn read_after(arguments: &mut JsonObject) -> Result<Option<ReadAfter>, String> {
-    let wait = match arguments.remove(WAIT_MS) {
+    let wait = match arguments.remove(watermark::WAIT_MS_ARG) {
         None => crate::watermark::DEFAULT_WAIT,
-        Some(v) => Duration::from_millis(
-            v.as_u64()
-                .ok_or_else(|| format!("`{WAIT_MS}` is {v} (expected a non-negative integer)"))?,
-        ),
+        Some(v) => Duration::from_millis(v.as_u64().ok_or_else(|| {
+            format!(
+                "`{}` is {v} (expected a non-negative integer)",
+                watermark::WAIT_MS_ARG
+            )
+        })?),
     };
-    match arguments.remove(AFTER_LSN) {
+    match arguments.remove(watermark::AFTER_LSN_ARG) {
         None => Ok(None),
         Some(Value::String(text)) => {
             let lsn: Lsn = text
@@ -175,7 +144,8 @@ fn read_after(arguments: &mut JsonObject) -> Result<Option<ReadAfter>, String> {
             Ok(Some(ReadAfter { lsn, wait }))
         }
         Some(v) => Err(format!(
-            "`{AFTER_LSN}` is {v} (expected a string like \"0/1A2B3C4\")"
+            "`{}` is {v} (expected a string like \"0/1A2B3C4\")",
+            watermark::AFTER_LSN_ARG
         )),
     }
 }

@@ -69,7 +69,7 @@ def current_lsn(p: Pipeline) -> str:
 
 
 def test_idle_database_stays_fresh_and_after_lsn_reads_the_commit():
-    with Pipeline("watermark_idle") as p:
+    with Pipeline("watermark_idle", watermark=True) as p:
         lower_bound(p)
         wait_fresh(p)
         # Idle for longer than the bound: heartbeats keep the watermark moving.
@@ -103,7 +103,7 @@ def test_idle_database_stays_fresh_and_after_lsn_reads_the_commit():
 
 
 def test_stopped_connector_turns_every_answer_stale_then_fresh_again():
-    with Pipeline("watermark_stop") as p:
+    with Pipeline("watermark_stop", watermark=True) as p:
         lower_bound(p)
         before = wait_fresh(p)["result"]["plan"]
         connect_rest("PUT", f"/connectors/{p.sc.connector}/stop")

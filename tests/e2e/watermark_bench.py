@@ -28,7 +28,7 @@ def summary(values: list[float]) -> str:
 
 
 def main(samples: int) -> None:
-    with Pipeline("watermark_bench") as p:
+    with Pipeline("watermark_bench", watermark=True) as p:
         r = redis_lib.Redis.from_url(p.db.url, decode_responses=True)
         deadline = time.monotonic() + 60
         while not r.hget("sink:watermark:cdc", "lsn"):
