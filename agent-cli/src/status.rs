@@ -285,6 +285,34 @@ mod tests {
     use super::*;
 
     #[test]
+    fn sources_come_first_with_their_state() {
+        let statuses = Statuses {
+            sources: vec![SourceStatus {
+                source: "cdc".into(),
+                heartbeat_topic: "cdc.public.dbz_heartbeat".into(),
+                watermark_lsn: Some("0/1A2B".into()),
+                as_of: Some("2026-12-06T09:00:00.000Z".into()),
+                lag_ms: Some(41_000),
+                heartbeat_age_ms: Some(41_500),
+                stale: true,
+                reason: Some("no change or heartbeat from source \"cdc\" for 41 s".into()),
+                stale_after_ms: 30_000,
+            }],
+            mappings: Vec::new(),
+        };
+        let text = table(&statuses, 30_000);
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(lines[0].starts_with("SOURCE"), "{text}");
+        assert!(lines[1].starts_with("cdc"), "{text}");
+        assert!(lines[1].contains("0/1A2B"), "{text}");
+        assert!(
+            lines[1].ends_with("STALE: no change or heartbeat from source \"cdc\" for 41 s"),
+            "{text}"
+        );
+        assert!(text.contains("MAPPING"), "{text}");
+    }
+
+    #[test]
     fn durations_read_well() {
         assert_eq!(human_ms(850), "850ms");
         assert_eq!(human_ms(12_345), "12.3s");
