@@ -34,10 +34,13 @@ SLACK_MS = 2500
 REASON = re.compile(r'^no change or heartbeat from source "cdc" for \d+ s$')
 
 
-def lower_bound(p: Pipeline) -> None:
+def start(p: Pipeline) -> None:
+    """Lowers the source's bound in the scenario's connectors.yaml, then starts the sink (which
+    must not read the file while it is rewritten)."""
     cfg = yaml.safe_load(p.config_path.read_text())
     cfg["sources"][0]["stale_after_ms"] = STALE_AFTER_MS
     p.config_path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    p.start_sink()
 
 
 def freshness(p: Pipeline, tool: str, args: dict, *extra: str) -> dict:
@@ -69,8 +72,8 @@ def current_lsn(p: Pipeline) -> str:
 
 
 def test_idle_database_stays_fresh_and_after_lsn_reads_the_commit():
-    with Pipeline("watermark_idle", watermark=True) as p:
-        lower_bound(p)
+    with Pipeline("watermark_idle", watermark=True, start_sink=False) as p:
+        start(p)
         wait_fresh(p)
         # Idle for longer than the bound: heartbeats keep the watermark moving.
         time.sleep((STALE_AFTER_MS + 2000) / 1000)
@@ -103,8 +106,8 @@ def test_idle_database_stays_fresh_and_after_lsn_reads_the_commit():
 
 
 def test_stopped_connector_turns_every_answer_stale_then_fresh_again():
-    with Pipeline("watermark_stop", watermark=True) as p:
-        lower_bound(p)
+    with Pipeline("watermark_stop", watermark=True, start_sink=False) as p:
+        start(p)
         before = wait_fresh(p)["result"]["plan"]
         connect_rest("PUT", f"/connectors/{p.sc.connector}/stop")
         stopped_at = time.monotonic()
