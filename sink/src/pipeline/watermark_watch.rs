@@ -29,8 +29,6 @@ use super::watermark::{Heartbeat, Pending, SourceTracker};
 const CHECK_INTERVAL: Duration = Duration::from_millis(100);
 /// Timeout of each broker request.
 const KAFKA_TIMEOUT: Duration = Duration::from_secs(5);
-/// How long the last pass waits for the apply stage to take a watermark.
-const LAST_SEND: Duration = Duration::from_secs(1);
 /// Heartbeats queued between the consume stage and the watcher; when full, the consume stage
 /// drops heartbeats (the watermark then advances with a later one), never waits.
 pub(super) const HEARTBEAT_QUEUE: usize = 64;
@@ -45,13 +43,6 @@ pub(super) struct WatermarkWatch {
     pub progress: Progress,
     /// Whether the group's committed offsets count as applied (`sink run`, not a rebuild).
     pub trust_committed: bool,
-}
-
-/// Hands a consumed heartbeat to its source's tracker.
-fn observe(sources: &mut [SourceState], heartbeat: Heartbeat) {
-    if let Some(state) = sources.get_mut(heartbeat.source) {
-        state.tracker.observe(heartbeat);
-    }
 }
 
 /// One source's state.
@@ -81,84 +72,56 @@ impl WatermarkWatch {
         loop {
             tokio::select! {
                 biased;
-                () = done.cancelled() => break,
+                () = done.cancelled() => return,
                 heartbeat = heartbeats.recv() => match heartbeat {
                     Some(h) => {
-                        observe(&mut sources, h);
+                        if let Some(state) = sources.get_mut(h.source) {
+                            state.tracker.observe(h);
+                        }
                         continue;
                     }
                     None => return,
                 },
                 _ = ticks.tick() => {}
             }
-            if !this.pass(&mut sources, &tx, Some(&done)).await {
-                return;
-            }
-        }
-        // The pipeline stops (a rebuild at the end of the log, or shutdown): one last pass, so
-        // that what was applied is covered, e.g. a rebuilt state carries its own watermark.
-        while let Ok(h) = heartbeats.try_recv() {
-            observe(&mut sources, h);
-        }
-        this.pass(&mut sources, &tx, None).await;
-    }
-
-    /// Proves what it can for every source and sends the watermarks proven to the apply stage;
-    /// `false` when the watcher should stop. The last pass (`done` is `None`) waits at most
-    /// [`LAST_SEND`] for the apply stage.
-    async fn pass(
-        self: &Arc<Self>,
-        sources: &mut [SourceState],
-        tx: &mpsc::Sender<Work>,
-        done: Option<&CancellationToken>,
-    ) -> bool {
-        for (i, state) in sources.iter_mut().enumerate() {
-            if state.pending.is_none() {
-                if let Some(watermark) = state.tracker.candidate() {
-                    // After the heartbeat was consumed: its confirmed records are in the log.
-                    match self.blocking(move |w| w.targets(i)).await {
-                        Some(Ok(targets)) => state.pending = Some(Pending { watermark, targets }),
-                        Some(Err(e)) => debug!(error = %e, "Reading high watermarks failed."),
-                        None => return false,
+            for (i, state) in sources.iter_mut().enumerate() {
+                if state.pending.is_none() {
+                    if let Some(watermark) = state.tracker.candidate() {
+                        // After the heartbeat was consumed: its confirmed records are in the log.
+                        match this.blocking(move |w| w.targets(i)).await {
+                            Some(Ok(targets)) => {
+                                state.pending = Some(Pending { watermark, targets });
+                            }
+                            Some(Err(e)) => debug!(error = %e, "Reading high watermarks failed."),
+                            None => return,
+                        }
                     }
                 }
-            }
-            let Some(pending) = state.pending.clone() else {
-                continue;
-            };
-            match self.blocking(move |w| w.reached(&pending)).await {
-                Some(Ok(true)) => {}
-                Some(Ok(false)) => continue,
-                Some(Err(e)) => {
-                    debug!(error = %e, "Reading committed offsets failed.");
+                let Some(pending) = state.pending.clone() else {
+                    continue;
+                };
+                let reached = match this.blocking(move |w| w.reached(&pending)).await {
+                    Some(Ok(reached)) => reached,
+                    Some(Err(e)) => {
+                        debug!(error = %e, "Reading committed offsets failed.");
+                        continue;
+                    }
+                    None => return,
+                };
+                if !reached {
                     continue;
                 }
-                None => return false,
-            }
-            let Some(Pending { watermark, .. }) = state.pending.take() else {
-                continue;
-            };
-            let work = Work::Watermark {
-                source: self.config.sources[i].name.clone(),
-                watermark,
-            };
-            match done {
-                Some(done) => tokio::select! {
+                let Some(Pending { watermark, .. }) = state.pending.take() else {
+                    continue;
+                };
+                let source = this.config.sources[i].name.clone();
+                tokio::select! {
                     biased;
-                    () = done.cancelled() => return false,
-                    _ = tx.send(work) => {}
-                },
-                None => {
-                    if tokio::time::timeout(LAST_SEND, tx.send(work))
-                        .await
-                        .is_err()
-                    {
-                        return false;
-                    }
+                    () = done.cancelled() => return,
+                    _ = tx.send(Work::Watermark { source, watermark }) => {}
                 }
             }
         }
-        true
     }
 
     /// Runs `f` on a blocking thread; `None` if it panicked.
