@@ -17,14 +17,15 @@ every call) so that the tests take seconds, not minutes.
 from __future__ import annotations
 
 import json
-import os
 import re
+import subprocess
 import time
 import urllib.request
 
+import redis as redis_lib
 import yaml
 
-from harness import Pipeline
+from harness import Pipeline, RedisDb, binary, redis_base_url
 from scenario import stack
 
 STALE_AFTER_MS = 4000
@@ -138,3 +139,29 @@ def test_stopped_connector_turns_every_answer_stale_then_fresh_again():
                 break
             assert time.monotonic() < deadline, f"not fresh with the new value after resume: {out}"
             time.sleep(0.2)
+
+
+def test_a_rebuilt_state_carries_a_watermark():
+    """`sink rebuild` swaps in a state with a watermark of its own: built by the rebuild from the
+    heartbeats it replays, or the live one carried over by the handover (valid because the
+    rebuilt state holds every offset the live state had applied)."""
+    with Pipeline("watermark_rebuild", watermark=True, start_sink=False) as p:
+        start(p)
+        wait_fresh(p)
+        p.execute("UPDATE customers SET plan = 'before-rebuild' WHERE id = 3")
+        p.converge_customer(3, timeout=20)
+        live = redis_lib.Redis.from_url(p.db.url, decode_responses=True)
+        before = int(live.hget("sink:watermark:cdc", "lsn"))
+        staging = RedisDb(redis_base_url())  # claimed like the pipeline's own database
+        try:
+            r = subprocess.run([str(binary("sink")), "rebuild", "--config", str(p.config_path),
+                                "--staging-db", staging.url.rsplit("/", 1)[1], "--no-progress"],
+                               capture_output=True, text=True, timeout=120, env=p.sink_env())
+        finally:
+            staging.release()
+        assert r.returncode == 0, r.stderr
+        after = live.hgetall("sink:watermark:cdc")
+        assert after and int(after["lsn"]) >= before, (before, after)
+        out = freshness(p, "get_customer", {"customer_id": 3})
+        assert out["result"]["plan"] == "before-rebuild" and not out["freshness"]["stale"], out
+
