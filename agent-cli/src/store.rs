@@ -40,7 +40,9 @@ const RESPONSE_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct ReadPlan {
     /// `sink:types:{mapping}` of the mapping whose rows are returned.
     pub types_key: String,
-    /// `sink:freshness:{mapping}` of that mapping.
+    /// The hash freshness comes from: `sink:freshness:{mapping}` of that mapping, or its
+    /// source's watermark `sink:watermark:{source}` (the lookup sets it when the mapping has
+    /// a source).
     pub freshness_key: String,
     /// The addressed key and how to get from it to rows.
     pub target: Target,
@@ -157,7 +159,7 @@ pub type Pairs = Vec<(String, String)>;
 pub struct RawRead {
     /// `sink:types:{mapping}` (empty if the sink has not recorded types yet).
     pub types: Pairs,
-    /// `sink:freshness:{mapping}` (empty if the sink has not recorded freshness yet).
+    /// The hash of [`ReadPlan::freshness_key`] (empty if the sink has not recorded it yet).
     pub freshness: Pairs,
     /// The rows found: none, one, or a relation's children newest first.
     pub rows: Vec<Pairs>,
