@@ -39,7 +39,8 @@ pub struct Cli {
     #[arg(long, global = true, env = "REDIS_URL")]
     pub redis_url: Option<String>,
 
-    /// Mark results stale when older than this [default: `freshness.stale_after_ms` of the file].
+    /// Mark results stale when older than this [default: the mapping's source's
+    /// `stale_after_ms`, else `freshness.stale_after_ms` of the file].
     #[arg(long, global = true, env = "AGENT_CLI_STALE_AFTER_MS")]
     pub stale_after_ms: Option<u64>,
 
@@ -65,8 +66,7 @@ pub enum Command {
         /// Arguments as a JSON object, e.g. '{"email": "jane@example.com"}'.
         #[arg(default_value = "{}")]
         args: String,
-        /// Read-your-writes: answer only once everything up to this PostgreSQL LSN is in
-        /// Redis (`SELECT pg_current_wal_lsn()` right after your commit), e.g. `0/1A2B3C4`.
+        /// Read-your-writes (`--after-lsn`, `--wait-ms`).
         #[command(flatten)]
         after: AfterLsn,
     },
