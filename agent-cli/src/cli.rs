@@ -5,9 +5,11 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
+use mapping::lsn::Lsn;
 use mapping::{Config, ConnectionOverrides};
 
 use crate::error::Exit;
@@ -17,6 +19,7 @@ use crate::mcp;
 use crate::status;
 use crate::store::Store;
 use crate::tools::{self, Format};
+use crate::watermark::{self, ReadAfter};
 
 mod security;
 
@@ -44,7 +47,8 @@ pub struct Cli {
     #[command(flatten)]
     pub redis_security: RedisSecurityArgs,
 
-    /// Mark results stale when older than this [default: `freshness.stale_after_ms` of the file].
+    /// Mark results stale when older than this [default: the mapping's source's
+    /// `stale_after_ms`, else `freshness.stale_after_ms` of the file].
     #[arg(long, global = true, env = "AGENT_CLI_STALE_AFTER_MS")]
     pub stale_after_ms: Option<u64>,
 
@@ -63,13 +67,16 @@ pub enum Command {
         format: Format,
     },
     /// Call one tool and print exactly what the LLM would see:
-    /// {"result": ..., "freshness": {"as_of", "lag_ms", "stale"}}.
+    /// {"result": ..., "freshness": {"as_of", "lag_ms", "stale", "reason"}}.
     Tool {
         /// Tool name, e.g. `get_customer`.
         name: String,
         /// Arguments as a JSON object, e.g. '{"email": "jane@example.com"}'.
         #[arg(default_value = "{}")]
         args: String,
+        /// Read-your-writes (`--after-lsn`, `--wait-ms`).
+        #[command(flatten)]
+        after: AfterLsn,
     },
     /// Answer one question with an LLM that calls the tools (OpenAI or Anthropic API).
     Query {
@@ -87,15 +94,41 @@ pub enum Command {
         /// Print each tool call (arguments, result size, latency) to stderr.
         #[arg(short, long)]
         verbose: bool,
+        /// Every tool call reads at least the state of this LSN (see `tool --after-lsn`).
+        #[command(flatten)]
+        after: AfterLsn,
     },
     /// Serve the tools over MCP on stdin/stdout (logs on stderr).
     Mcp,
-    /// Freshness of every mapping: last change, lag, applied count, caught-up time.
+    /// Freshness of every source (watermark, heartbeat age) and mapping (last change, lag,
+    /// applied count, caught-up time).
     Status {
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
     },
+}
+
+/// `--after-lsn` and `--wait-ms`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct AfterLsn {
+    /// Wait until the source watermark has passed this PostgreSQL LSN (`0/1A2B3C4`, from
+    /// `SELECT pg_current_wal_lsn()` after the commit), then answer; after `--wait-ms` answer
+    /// anyway with `stale: true` and a reason (exit code 0).
+    #[arg(long, value_name = "PG_LSN")]
+    pub after_lsn: Option<Lsn>,
+    /// How long `--after-lsn` waits, in milliseconds.
+    #[arg(long, value_name = "N", default_value_t = watermark::DEFAULT_WAIT.as_millis() as u64, requires = "after_lsn")]
+    pub wait_ms: u64,
+}
+
+impl AfterLsn {
+    fn read_after(&self) -> Option<ReadAfter> {
+        self.after_lsn.map(|lsn| ReadAfter {
+            lsn,
+            wait: Duration::from_millis(self.wait_ms),
+        })
+    }
 }
 
 /// Parses the command line, runs, and turns the outcome into an exit code.
@@ -147,10 +180,10 @@ pub async fn run(cli: Cli) -> Result<(), Exit> {
     let config = load(&cli)?;
     match &cli.command {
         Command::Tools { format } => print_json(&tools::definitions(&config, *format)),
-        Command::Tool { name, args } => {
+        Command::Tool { name, args, after } => {
             // Reject bad arguments before touching Redis (exit 2 even when it is down).
             crate::args::parse(&config, name, args).map_err(Exit::usage)?;
-            let lookups = connect(&cli, config).await?;
+            let lookups = connect(&cli, config).await?.read_after(after.read_after());
             let output = lookups.call(name, args).await?;
             print_line(&output.to_json())
         }
@@ -160,10 +193,11 @@ pub async fn run(cli: Cli) -> Result<(), Exit> {
             model,
             max_rounds,
             verbose,
+            after,
         } => {
             let llm = llm::configure(*provider, model.clone(), |k| std::env::var(k).ok())
                 .map_err(Exit::usage)?;
-            let lookups = connect(&cli, config).await?;
+            let lookups = connect(&cli, config).await?.read_after(after.read_after());
             let options = chat_loop::QueryOptions {
                 max_rounds: *max_rounds,
                 verbose: *verbose,
@@ -190,7 +224,8 @@ pub async fn run(cli: Cli) -> Result<(), Exit> {
             if *json {
                 print_json(&serde_json::json!({
                     "stale_after_ms": lookups.stale_after_ms(),
-                    "mappings": statuses,
+                    "sources": statuses.sources,
+                    "mappings": statuses.mappings,
                 }))
             } else {
                 print_text(&status::table(&statuses, lookups.stale_after_ms()))

@@ -1,10 +1,13 @@
-//! Freshness of the read model, from `sink:freshness:{mapping}`.
+//! Freshness of the read model, from `sink:freshness:{mapping}`: what mappings without a
+//! source (no `sources:` in `connectors.yaml`) report. With a source, freshness comes from its
+//! watermark instead ([`crate::watermark`]).
 //!
-//! The data is known to be current as of the later of two times the sink records: the source
+//! Here the data is known to be current as of the later of two times the sink records: the source
 //! commit time of the last change it applied (`source_ts_ms`) and the last time it saw its
 //! partitions at the end of the log (`caught_up_at_ms`: nothing newer existed then). The lag
 //! is the time since then; a result is stale when the lag exceeds the configured bound, or
-//! when the sink has recorded nothing at all.
+//! when the sink has recorded nothing at all. This says how far the sink is behind the
+//! *Kafka log*, not the database: a stopped connector goes unnoticed.
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use mapping::layout::{self, freshness as fields};
@@ -73,6 +76,9 @@ pub struct Freshness {
     pub lag_ms: Option<i64>,
     /// Lag above the bound, or unknown.
     pub stale: bool,
+    /// Why it is stale, in a few words (only when it is, and only from a source watermark).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 /// Assesses a record at `now_ms` against `stale_after_ms`.
@@ -82,6 +88,7 @@ pub fn assess(record: Option<&Record>, now_ms: i64, stale_after_ms: u64) -> Fres
             as_of: None,
             lag_ms: None,
             stale: true,
+            reason: None,
         },
         Some(as_of) => {
             // A sink clock slightly ahead of ours is not "negative lag".
@@ -90,6 +97,7 @@ pub fn assess(record: Option<&Record>, now_ms: i64, stale_after_ms: u64) -> Fres
                 as_of: Some(rfc3339_ms(as_of)),
                 lag_ms: Some(lag_ms),
                 stale: u64::try_from(lag_ms).map_or(true, |lag| lag > stale_after_ms),
+                reason: None,
             }
         }
     }
@@ -130,7 +138,8 @@ mod tests {
             Freshness {
                 as_of: Some("1970-01-01T00:00:05.000Z".into()),
                 lag_ms: Some(2000),
-                stale: true
+                stale: true,
+                reason: None,
             }
         );
         assert!(!assess(Some(&r), 6000, 1500).stale);
@@ -144,7 +153,8 @@ mod tests {
             Freshness {
                 as_of: None,
                 lag_ms: None,
-                stale: true
+                stale: true,
+                reason: None,
             }
         );
         let only_count = Record::parse("m", [("applied_count", "3")]).unwrap();

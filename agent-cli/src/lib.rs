@@ -15,7 +15,9 @@
 //! - [`connect`]: the Redis client for the configuration (URL, ACL user, `rediss://` files).
 //! - [`store`]: Redis reads (the Lua script, one round trip per lookup).
 //! - [`typing`]: stored text -> typed JSON using `sink:types:{mapping}`.
-//! - [`freshness`]: `sink:freshness:{mapping}` -> as-of time, lag and staleness.
+//! - [`freshness`]: `sink:freshness:{mapping}` -> as-of time, lag and staleness (mappings
+//!   without a source).
+//! - [`watermark`]: `sink:watermark:{source}` -> the same with a reason; `--after-lsn` waits.
 //! - [`lookup`]: a tool call end to end (validate, plan, read, type), shared by every front end.
 //! - [`llm`]: the one-shot function-calling loop over OpenAI- and Anthropic-style APIs.
 //! - [`mcp`]: the MCP server on stdio (rmcp).
@@ -34,3 +36,4 @@ pub mod status;
 pub mod store;
 pub mod tools;
 pub mod typing;
+pub mod watermark;

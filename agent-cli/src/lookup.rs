@@ -4,7 +4,8 @@
 
 use std::sync::Arc;
 
-use mapping::model::Config;
+use mapping::layout;
+use mapping::model::{Config, Source};
 use redis::aio::{ConnectionLike, MultiplexedConnection};
 use serde::Serialize;
 use serde_json::Value;
@@ -14,6 +15,7 @@ use crate::error::CallError;
 use crate::freshness::{self, Freshness, Record};
 use crate::store::{self, Store};
 use crate::typing;
+use crate::watermark::{self, ReadAfter};
 
 /// What a tool returns: `{"result": ..., "freshness": {...}}`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -43,17 +45,36 @@ pub struct Lookups<C = MultiplexedConnection> {
     config: Arc<Config>,
     store: Store<C>,
     stale_after_ms: u64,
+    /// `--stale-after-ms`: replaces every source's bound too.
+    stale_override: Option<u64>,
+    /// `--after-lsn`: every call waits for this position.
+    read_after: Option<ReadAfter>,
 }
 
 impl<C: ConnectionLike + Clone + Send> Lookups<C> {
     /// `stale_after_ms` overrides `freshness.stale_after_ms` of the file when given.
     pub fn new(config: Arc<Config>, store: Store<C>, stale_after_ms: Option<u64>) -> Self {
+        let stale_override = stale_after_ms;
         let stale_after_ms = stale_after_ms.unwrap_or(config.freshness.stale_after_ms);
         Lookups {
             config,
             store,
             stale_after_ms,
+            stale_override,
+            read_after: None,
         }
+    }
+
+    /// Every call reads at least the state of `read_after.lsn` (waiting for it up to
+    /// `read_after.wait`), `--after-lsn`.
+    pub fn read_after(mut self, read_after: Option<ReadAfter>) -> Self {
+        self.read_after = read_after;
+        self
+    }
+
+    /// The bound in force for `source`.
+    pub fn source_stale_after_ms(&self, source: &Source) -> u64 {
+        self.stale_override.unwrap_or(source.stale_after_ms)
     }
 
     /// The configuration the tools come from.
@@ -74,7 +95,7 @@ impl<C: ConnectionLike + Clone + Send> Lookups<C> {
     /// Calls a tool with JSON argument text.
     pub async fn call(&self, tool: &str, args_json: &str) -> Result<ToolOutput, CallError> {
         let call = args::parse(&self.config, tool, args_json)?;
-        self.run(&call).await
+        self.run(&call, self.read_after.as_ref()).await
     }
 
     /// Calls a tool with parsed arguments.
@@ -83,6 +104,18 @@ impl<C: ConnectionLike + Clone + Send> Lookups<C> {
         tool: &str,
         args_value: &Value,
     ) -> Result<ToolOutput, CallError> {
+        self.call_value_after(tool, args_value, self.read_after.as_ref())
+            .await
+    }
+
+    /// [`Lookups::call_value`], reading at least the state of `after` (the MCP tools'
+    /// `after_lsn` argument).
+    pub async fn call_value_after(
+        &self,
+        tool: &str,
+        args_value: &Value,
+        after: Option<&ReadAfter>,
+    ) -> Result<ToolOutput, CallError> {
         let found = crate::tools::find(&self.config, tool).ok_or_else(|| {
             crate::error::ArgError::UnknownTool {
                 tool: tool.to_owned(),
@@ -90,14 +123,26 @@ impl<C: ConnectionLike + Clone + Send> Lookups<C> {
             }
         })?;
         let call = args::validate(found, args_value)?;
-        self.run(&call).await
+        self.run(&call, after).await
     }
 
-    async fn run(&self, call: &Call<'_>) -> Result<ToolOutput, CallError> {
-        let plan = store::plan(call)?;
+    async fn run(
+        &self,
+        call: &Call<'_>,
+        after: Option<&ReadAfter>,
+    ) -> Result<ToolOutput, CallError> {
+        let mut plan = store::plan(call)?;
+        let mapping = call.tool.mapping.name.as_str();
+        let source = self.config.source_of(mapping);
+        if let Some(source) = source {
+            // The lookup script reads the watermark with the rows, in the same atomic call.
+            plan.freshness_key = layout::watermark_key(&source.name);
+            if let Some(after) = after {
+                watermark::wait_for(&self.store, source, after).await?;
+            }
+        }
         let reply = self.store.read(&plan).await?;
         let raw = reply.parse()?;
-        let mapping = call.tool.mapping.name.as_str();
         let types = typing::types_of(&raw.types);
         let mut rows = raw
             .rows
@@ -109,12 +154,28 @@ impl<C: ConnectionLike + Clone + Send> Lookups<C> {
         } else {
             rows.pop().unwrap_or(Value::Null)
         };
-        let record = Record::parse(
-            mapping,
-            raw.freshness.iter().map(|(f, v)| (f.as_ref(), v.as_ref())),
-        )?;
-        let freshness =
-            freshness::assess(record.as_ref(), freshness::now_ms(), self.stale_after_ms);
+        let pairs = raw.freshness.iter().map(|(f, v)| (f.as_ref(), v.as_ref()));
+        let now = freshness::now_ms();
+        let freshness = match source {
+            Some(source) => watermark::assess(
+                source,
+                watermark::Record::parse(&source.name, pairs)?.as_ref(),
+                now,
+                self.source_stale_after_ms(source),
+                after,
+            ),
+            None => {
+                let record = Record::parse(mapping, pairs)?;
+                let mut freshness = freshness::assess(record.as_ref(), now, self.stale_after_ms);
+                if after.is_some() {
+                    freshness.stale = true;
+                    freshness.reason = Some(format!(
+                        "mapping `{mapping}` has no source with a heartbeat in the configuration, so an LSN cannot be waited for"
+                    ));
+                }
+                freshness
+            }
+        };
         Ok(ToolOutput { result, freshness })
     }
 }

@@ -7,9 +7,15 @@
 //! (`isError: true` with the message, so the client shows it); an unknown tool is a protocol
 //! error (`-32602`). stdout is the protocol: logs go to stderr. The server keeps running
 //! across Redis restarts (a managed connection that reconnects).
+//!
+//! Every tool also takes the optional arguments `after_lsn` (a PostgreSQL LSN such as
+//! `0/1A2B3C4`) and `wait_ms`: read-your-writes, as `agent-cli tool --after-lsn`
+//! ([`crate::watermark::ReadAfter`]).
 
 use std::sync::Arc;
+use std::time::Duration;
 
+use mapping::lsn::Lsn;
 use mapping::one_line;
 use redis::aio::ConnectionManager;
 use rmcp::model::{
@@ -24,6 +30,7 @@ use serde_json::Value;
 use crate::error::CallError;
 use crate::lookup::Lookups;
 use crate::tools;
+use crate::watermark::{self, ReadAfter};
 
 /// The MCP server: the declared lookups.
 #[derive(Clone)]
@@ -38,7 +45,7 @@ impl Server {
         let tools = tools::all(lookups.config())
             .into_iter()
             .map(|t| {
-                let schema: JsonObject = match t.input_schema() {
+                let schema: JsonObject = match t.mcp_input_schema() {
                     Value::Object(map) => map,
                     _ => JsonObject::new(),
                 };
@@ -84,8 +91,17 @@ impl Server {
         name: &str,
         arguments: Option<JsonObject>,
     ) -> Result<CallToolResult, McpError> {
-        let args = Value::Object(arguments.unwrap_or_default());
-        match self.lookups.call_value(name, &args).await {
+        let mut arguments = arguments.unwrap_or_default();
+        let after = match read_after(&mut arguments) {
+            Ok(after) => after,
+            Err(message) => return Ok(CallToolResult::error(vec![ContentBlock::text(message)])),
+        };
+        let args = Value::Object(arguments);
+        match self
+            .lookups
+            .call_value_after(name, &args, after.as_ref())
+            .await
+        {
             Ok(output) => {
                 let mut result =
                     CallToolResult::success(vec![ContentBlock::text(output.to_json())]);
@@ -108,14 +124,40 @@ impl Server {
     }
 }
 
+/// Takes `after_lsn` and `wait_ms` out of a call's arguments.
+fn read_after(arguments: &mut JsonObject) -> Result<Option<ReadAfter>, String> {
+    let wait = match arguments.remove(watermark::WAIT_MS_ARG) {
+        None => crate::watermark::DEFAULT_WAIT,
+        Some(v) => Duration::from_millis(v.as_u64().ok_or_else(|| {
+            format!(
+                "`{}` is {v} (expected a non-negative integer)",
+                watermark::WAIT_MS_ARG
+            )
+        })?),
+    };
+    match arguments.remove(watermark::AFTER_LSN_ARG) {
+        None => Ok(None),
+        Some(Value::String(text)) => {
+            let lsn: Lsn = text
+                .parse()
+                .map_err(|e: mapping::lsn::BadLsn| e.to_string())?;
+            Ok(Some(ReadAfter { lsn, wait }))
+        }
+        Some(v) => Err(format!(
+            "`{}` is {v} (expected a string like \"0/1A2B3C4\")",
+            watermark::AFTER_LSN_ARG
+        )),
+    }
+}
+
 impl ServerHandler for Server {
     fn get_info(&self) -> ServerConfig {
         ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
             .with_server_info(Implementation::new("agent-cli", env!("CARGO_PKG_VERSION")))
             .with_instructions(
                 "Read-only lookups over a Redis cache that change data capture keeps in sync with \
-                 the production database. Every result carries `freshness` (as_of, lag_ms, stale); \
-                 when `stale` is true the data may be out of date.",
+                 the production database. Every result carries `freshness` (as_of, lag_ms, stale, and a reason when stale); \
+                 when `stale` is true the data may be out of date. Pass `after_lsn` to read your own writes.",
             )
     }
 

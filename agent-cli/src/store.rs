@@ -46,7 +46,9 @@ const RESPONSE_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct ReadPlan {
     /// `sink:types:{mapping}` of the mapping whose rows are returned.
     pub types_key: String,
-    /// `sink:freshness:{mapping}` of that mapping.
+    /// The hash freshness comes from: `sink:freshness:{mapping}` of that mapping, or its
+    /// source's watermark `sink:watermark:{source}` (the lookup sets it when the mapping has
+    /// a source).
     pub freshness_key: String,
     /// The addressed key and how to get from it to rows.
     pub target: Target,
@@ -168,7 +170,7 @@ pub struct Reply(Vec<u8>);
 pub struct RawRead<'a> {
     /// `sink:types:{mapping}` (empty if the sink has not recorded types yet).
     pub types: Pairs<'a>,
-    /// `sink:freshness:{mapping}` (empty if the sink has not recorded freshness yet).
+    /// The hash of [`ReadPlan::freshness_key`] (empty if the sink has not recorded it yet).
     pub freshness: Pairs<'a>,
     /// The rows found: none, one, or a relation's children newest first.
     pub rows: Vec<Pairs<'a>>,
@@ -304,6 +306,19 @@ impl<C: ConnectionLike + Clone + Send> Store<C> {
                 }
             }
         }
+    }
+
+    /// One hash (`HGETALL`), e.g. a source's `sink:watermark:{source}`.
+    pub async fn hash(&self, key: &str) -> Result<Vec<(String, String)>, StoreError> {
+        let mut conn = self.conn.clone();
+        redis::cmd("HGETALL")
+            .arg(key)
+            .query_async(&mut conn)
+            .await
+            .map_err(|source| StoreError::Command {
+                what: format!("HGETALL {key}"),
+                source,
+            })
     }
 
     /// `sink:freshness:{mapping}` of each mapping, in one pipelined round trip.

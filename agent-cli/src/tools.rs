@@ -6,6 +6,8 @@
 use mapping::model::{Config, Lookup, Mapping, ParamType};
 use serde_json::{json, Map, Value};
 
+use crate::watermark;
+
 /// Longest accepted string parameter, in characters: declared in every tool's schema
 /// (`maxLength`) and enforced when a call's arguments are checked (`args.rs`).
 pub const MAX_STRING_CHARS: usize = 256;
@@ -51,6 +53,36 @@ impl<'a> Tool<'a> {
         } else {
             lookup.description.clone()
         }
+    }
+
+    /// [`Tool::input_schema`] plus the optional read-your-writes arguments every MCP tool
+    /// takes (`after_lsn`, `wait_ms`: [`crate::watermark::ReadAfter`]).
+    pub fn mcp_input_schema(&self) -> Value {
+        let mut schema = self.input_schema();
+        if let Some(Value::Object(properties)) = schema.get_mut("properties") {
+            properties.insert(
+                watermark::AFTER_LSN_ARG.into(),
+                json!({
+                    "type": "string",
+                    "description": "Read-your-writes: answer only once every change up to this PostgreSQL LSN (SELECT pg_current_wal_lsn() after the commit, e.g. 0/1A2B3C4) is in the cache",
+                    "pattern": "^[0-9A-Fa-f]{1,8}/[0-9A-Fa-f]{1,8}$",
+                }),
+            );
+            properties.insert(
+                watermark::WAIT_MS_ARG.into(),
+                json!({
+                    "type": "integer",
+                    "description": "How long to wait for after_lsn, in milliseconds; then the answer is marked stale",
+                    "minimum": 0,
+                    "default": watermark::DEFAULT_WAIT.as_millis() as u64,
+                }),
+            );
+        }
+        // `maxProperties` counts the lookup's own parameters: leave room for these two.
+        if let Some(max) = schema.get("maxProperties").and_then(Value::as_u64) {
+            schema["maxProperties"] = Value::from(max + 2);
+        }
+        schema
     }
 
     /// The JSON Schema of the tool's arguments.
@@ -109,7 +141,7 @@ impl<'a> Tool<'a> {
             Format::Mcp => json!({
                 "name": name,
                 "description": description,
-                "inputSchema": schema,
+                "inputSchema": self.mcp_input_schema(),
                 "annotations": {
                     "readOnlyHint": true,
                     "destructiveHint": false,

@@ -33,6 +33,12 @@ pub fn freshness_key(mapping: &str) -> String {
     format!("sink:freshness:{mapping}")
 }
 
+/// `sink:watermark:{source}`: hash with the fields of [`watermark`]: the source position and
+/// commit time up to which every change of the source is in this database.
+pub fn watermark_key(source: &str) -> String {
+    format!("sink:watermark:{source}")
+}
+
 /// `sink:writer:{mapping}`: string, the id of the exclusive writer holding the mapping's
 /// lease (only while one does).
 pub fn writer_key(mapping: &str) -> String {
@@ -71,6 +77,19 @@ pub mod freshness {
     pub const CAUGHT_UP_AT_MS: &str = "caught_up_at_ms";
 }
 
+/// The fields of `sink:watermark:{source}` ([`watermark_key`]). Only ever moves forward.
+pub mod watermark {
+    /// The source position (PostgreSQL LSN as a decimal number) up to which every change
+    /// is applied.
+    pub const LSN: &str = "lsn";
+    /// Source commit time (ms) before which every change is applied.
+    pub const TS_MS: &str = "ts_ms";
+    /// Source commit time (ms) of the heartbeat that confirmed [`LSN`].
+    pub const HEARTBEAT_TS_MS: &str = "heartbeat_ts_ms";
+    /// Redis server time (ms) when the sink last advanced the watermark.
+    pub const UPDATED_AT_MS: &str = "updated_at_ms";
+}
+
 /// The fields of `sink:rebuild` ([`super::REBUILD_KEY`](REBUILD_KEY)).
 pub mod rebuild {
     /// When the rebuild started (ms since the epoch).
@@ -104,6 +123,7 @@ mod tests {
         assert_eq!(types_key("customers"), "sink:types:customers");
         assert_eq!(freshness_key("customers"), "sink:freshness:customers");
         assert_eq!(writer_key("customers"), "sink:writer:customers");
+        assert_eq!(watermark_key("cdc"), "sink:watermark:cdc");
         assert_eq!(OFFSETS_KEY, "sink:offsets");
         assert_eq!(offsets_field("cdc.public.orders", 3), "cdc.public.orders/3");
         assert_eq!(REBUILD_KEY, "sink:rebuild");
@@ -117,6 +137,10 @@ mod tests {
         assert_eq!(freshness::APPLIED_AT_MS, "applied_at_ms");
         assert_eq!(freshness::APPLIED_COUNT, "applied_count");
         assert_eq!(freshness::CAUGHT_UP_AT_MS, "caught_up_at_ms");
+        assert_eq!(watermark::LSN, "lsn");
+        assert_eq!(watermark::TS_MS, "ts_ms");
+        assert_eq!(watermark::HEARTBEAT_TS_MS, "heartbeat_ts_ms");
+        assert_eq!(watermark::UPDATED_AT_MS, "updated_at_ms");
         assert_eq!(rebuild::STARTED_AT_MS, "started_at_ms");
         assert_eq!(rebuild::FINISHED_AT_MS, "finished_at_ms");
         assert_eq!(rebuild::CONFIG_FINGERPRINT, "config_fingerprint");
@@ -135,6 +159,7 @@ mod tests {
             types_key("m"),
             freshness_key("m"),
             writer_key("m"),
+            watermark_key("s"),
             OFFSETS_KEY.to_owned(),
             REBUILD_KEY.to_owned(),
             REBUILD_LOCK_KEY.to_owned(),

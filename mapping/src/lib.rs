@@ -21,6 +21,8 @@
 //! - [`layout`]: the Redis layout contract: every `sink:*` bookkeeping key and field name,
 //!   used by the sink, its change script generator and agent-cli.
 //! - [`render`]: [`FieldValue`] -> stored text ([`render_value`]) and sorted-set [`score`].
+//! - [`lsn`]: PostgreSQL log sequence numbers (`16/B374D848` <-> `u64`), the watermark's
+//!   position.
 //! - [`mod@plan`]: [`Change`] + [`Mapping`] -> [`Plan`], the Redis work for one change ([`fn@plan`]).
 
 pub mod change;
@@ -28,6 +30,7 @@ pub mod declared;
 pub mod diagnostics;
 pub mod layout;
 pub mod load;
+pub mod lsn;
 pub mod model;
 pub mod plan;
 pub mod raw;
@@ -47,6 +50,7 @@ pub use load::{
 pub use model::{
     Config, FieldSelection, FreshnessConfig, Index, KafkaConfig, LimitParam, Lookup, LookupParam,
     Mapping, ParamType, RedisConfig, RedisTls, Relation, SchemaRegistryConfig, SelectedField,
+    Source,
 };
 pub use plan::{plan, FieldWrite, Plan, PlanError, RowDelete, RowUpsert};
 pub use render::{check_value, render_value, score, Rendered, ValueError};

@@ -32,7 +32,10 @@
 //!   `index` names an index of the mapping and is not combined with `relation`; a parameter
 //!   without `index` fills a template with exactly one field (the row key, or the relation
 //!   key for relation lookups); `relation` names a relation of the mapping; `limit` only with
-//!   `relation`, with 1 <= default <= max and a name distinct from the `by` parameters.
+//!   `relation`, with 1 <= default <= max and a name distinct from the `by` parameters;
+//! - sources: unique names (letters, digits, `_`, `-`), heartbeat topics valid, distinct,
+//!   neither mapped nor the dead-letter topic, `stale_after_ms` > 0; a mapping's `source`
+//!   names a declared source and may be left out when there is exactly one.
 
 use std::fmt;
 use std::path::Path;
@@ -567,11 +570,11 @@ mod tests {
     fn unknown_keys_are_errors() {
         assert_eq!(
             errors(&format!("foo: 1\n{CUSTOMERS}")),
-            "connectors.yaml:1:1: unknown key `foo` (expected one of `kafka`, `schema_registry`, `redis`, `freshness`, `mappings`)"
+            "connectors.yaml:1:1: unknown key `foo` (expected one of `kafka`, `schema_registry`, `redis`, `freshness`, `sources`, `mappings`)"
         );
         assert_eq!(
             errors("mappings:\n  - name: a\n    topic: t\n    key: \"a:{id}\"\n    topics: x\n"),
-            "connectors.yaml:5:5: mappings[0]: unknown key `topics` (expected one of `name`, `topic`, `key`, `fields`, `types`, `ttl_seconds`, `indexes`, `relations`, `lookups`)"
+            "connectors.yaml:5:5: mappings[0]: unknown key `topics` (expected one of `name`, `topic`, `key`, `fields`, `types`, `ttl_seconds`, `indexes`, `relations`, `lookups`, `source`)"
         );
         let yaml = CUSTOMERS.replace("            index: email", "            indx: email");
         assert_eq!(
@@ -949,6 +952,45 @@ mod tests {
              connectors.yaml:21:10: invalid mapping `orders` row key `order:{id`: unclosed `{` at offset 6 (expected `{field}`)\n\
              connectors.yaml:32:19: unknown parameter type `number` (expected `integer` or `string`)\n\
              connectors.yaml:37:20: default 200 exceeds max 100 (expected default <= max)"
+        );
+    }
+
+    #[test]
+    fn sources_default_to_the_only_one_and_are_checked() {
+        let yaml = format!(
+            "freshness:\n  stale_after_ms: 7000\nsources:\n  - name: cdc\n    heartbeat_topic: cdc.public.dbz_heartbeat\n{CUSTOMERS}"
+        );
+        let config = load(&yaml);
+        assert_eq!(config.sources.len(), 1);
+        let source = &config.sources[0];
+        assert_eq!(source.heartbeat_topic, "cdc.public.dbz_heartbeat");
+        assert_eq!(source.stale_after_ms, 7000);
+        assert_eq!(source.mappings, ["customers"]);
+        assert_eq!(
+            config.source_of("customers").map(|s| s.name.as_str()),
+            Some("cdc")
+        );
+        assert!(config
+            .source_for_heartbeat("cdc.public.dbz_heartbeat")
+            .is_some());
+        assert!(load(CUSTOMERS).sources.is_empty());
+
+        let two = format!(
+            "sources:\n  - name: a\n    heartbeat_topic: cdc.public.customers\n    stale_after_ms: 0\n  - name: a\n    heartbeat_topic: hb\n{CUSTOMERS}"
+        );
+        assert_eq!(
+            errors(&two),
+            "connectors.yaml:3:22: heartbeat topic `cdc.public.customers` is mapped at 9:12 (expected a topic that carries only heartbeats)\n\
+             connectors.yaml:4:21: stale_after_ms is 0 (expected a positive number of milliseconds)\n\
+             connectors.yaml:5:11: duplicate source name `a` (first used at 2:11; expected unique names)\n\
+             connectors.yaml:8:11: mapping `customers` names no source (expected `source:` with one of `a`, `a`)"
+        );
+        let unknown =
+            format!("sources:\n  - name: a\n    heartbeat_topic: hb\n{CUSTOMERS}    source: b\n");
+        assert!(
+            errors(&unknown).contains("unknown source `b` (expected one of `a`)"),
+            "{}",
+            errors(&unknown)
         );
     }
 }

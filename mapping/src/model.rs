@@ -22,6 +22,8 @@ pub struct Config {
     pub redis: RedisConfig,
     /// How old data may be before agent-cli calls it stale.
     pub freshness: FreshnessConfig,
+    /// Source databases with a heartbeat (empty: freshness comes from the sink's own marks).
+    pub sources: Vec<Source>,
     /// One entry per mapped topic, in file order.
     pub mappings: Vec<Mapping>,
 }
@@ -181,6 +183,21 @@ pub struct FreshnessConfig {
     pub stale_after_ms: u64,
 }
 
+/// A source database whose heartbeats travel the same path as its data, giving the
+/// watermark `sink:watermark:{name}` (ARCHITECTURE.md, "Source watermark").
+#[derive(Debug, Clone, PartialEq)]
+pub struct Source {
+    /// Unique name, e.g. `cdc`.
+    pub name: String,
+    /// Topic of the heartbeat table's change events; consumed, never mapped to rows.
+    pub heartbeat_topic: String,
+    /// A watermark older than this makes results stale.
+    pub stale_after_ms: u64,
+    /// The mappings it covers (names, in file order): their partitions are the ones the
+    /// watermark waits for.
+    pub mappings: Vec<String>,
+}
+
 /// How one topic's rows become Redis keys.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Mapping {
@@ -319,9 +336,21 @@ impl Config {
             .flat_map(|m| m.lookups.iter().map(move |l| (m, l)))
     }
 
-    /// Every topic the sink subscribes to, in file order.
+    /// Every mapped topic, in file order.
     pub fn topics(&self) -> impl Iterator<Item = &str> {
         self.mappings.iter().map(|m| m.topic.as_str())
+    }
+
+    /// The source whose watermark covers mapping `name`, if sources are declared.
+    pub fn source_of(&self, name: &str) -> Option<&Source> {
+        self.sources
+            .iter()
+            .find(|s| s.mappings.iter().any(|m| m == name))
+    }
+
+    /// The source whose heartbeats `topic` carries.
+    pub fn source_for_heartbeat(&self, topic: &str) -> Option<&Source> {
+        self.sources.iter().find(|s| s.heartbeat_topic == topic)
     }
 }
 

@@ -67,6 +67,9 @@ pub struct RawConfig {
     /// Staleness threshold for agent-cli; optional.
     #[serde(default)]
     pub freshness: RawFreshness,
+    /// The source databases whose heartbeats give the watermark; optional.
+    #[serde(default)]
+    pub sources: Vec<RawSource>,
     /// One entry per mapped topic.
     pub mappings: Vec<RawMapping>,
 }
@@ -189,6 +192,20 @@ impl Default for RawFreshness {
     }
 }
 
+/// One entry of `sources:`: a source database and the topic carrying its heartbeats.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSource {
+    /// Unique source name; used in `sink:watermark:{name}` and in `source:` of mappings.
+    pub name: Spanned<String>,
+    /// Kafka topic of the heartbeat table's change events (e.g. `cdc.public.dbz_heartbeat`).
+    pub heartbeat_topic: Spanned<String>,
+    /// Results whose watermark is older than this are stale; defaults to
+    /// `freshness.stale_after_ms`.
+    #[serde(default)]
+    pub stale_after_ms: Option<Spanned<u64>>,
+}
+
 /// One entry of `mappings:`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -218,6 +235,9 @@ pub struct RawMapping {
     /// Tools offered to agents.
     #[serde(default)]
     pub lookups: Vec<RawLookup>,
+    /// The source (`sources:`) whose watermark covers the mapping; defaults to the only one.
+    #[serde(default)]
+    pub source: Option<Spanned<String>>,
 }
 
 /// `fields:`: `all` or a list.

@@ -15,7 +15,9 @@
 //! position >= the incoming one makes the change a no-op), write the hash, release old
 //! unique-index entries only if they still name this row and claim new ones unless
 //! `sink:index:{mapping}:{index}` records a later position, move relation members between
-//! parents, and record freshness and the partitions' offsets. Index entries and relation
+//! parents, and record freshness and the partitions' offsets. A source's watermark
+//! (`sink:watermark:{source}`) is written after the batches it covers
+//! ([`Applier::record_watermark`]). Index entries and relation
 //! members hold the row's primary key text: the values of the row key template's fields,
 //! joined by `:` when there are several (`"1"` for `customer:{id}`). Every bookkeeping key
 //! name comes from [`mapping::layout`].
@@ -60,6 +62,7 @@ use tokio_util::sync::CancellationToken;
 pub use error::ApplyError;
 pub use owned::{LoadError, OwnedWriter, DEFAULT_LEASE_TTL};
 use records::Records;
+pub use records::Watermark;
 pub use script::{ChangeScript, ScriptWriter, DEFAULT_CHUNK};
 
 /// One planned change with where it came from.
@@ -190,6 +193,17 @@ impl Applier {
     /// mapping: the sink has seen the end of the log of their partitions.
     pub async fn record_caught_up(&self, mappings: &[usize]) -> Result<(), ApplyError> {
         self.records().caught_up(mappings).await
+    }
+
+    /// Moves the watermark of `source` (`sink:watermark:{source}`) forward to `watermark`;
+    /// whether it moved (an equal or later one may be stored already). Call it only once
+    /// every change the watermark covers is applied.
+    pub async fn record_watermark(
+        &self,
+        source: &str,
+        watermark: &Watermark,
+    ) -> Result<bool, ApplyError> {
+        self.records().watermark(source, watermark).await
     }
 
     fn records(&self) -> &Records {

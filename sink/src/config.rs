@@ -168,6 +168,18 @@ impl SinkConfig {
             .map(|m| m.topic.clone())
             .collect()
     }
+
+    /// Every topic the sink consumes: the mapped ones, then the sources' heartbeat topics.
+    pub fn consumed_topics(&self) -> Vec<String> {
+        let mut topics = self.topics();
+        topics.extend(
+            self.config
+                .sources
+                .iter()
+                .map(|s| s.heartbeat_topic.clone()),
+        );
+        topics
+    }
 }
 
 /// Properties that only mean something to a consumer.

@@ -42,6 +42,7 @@ async fn swaps_only_when_the_rebuilt_state_is_not_behind() {
         topics: &topics,
         floors: &floors,
         meta: &meta,
+        watermarks: &[],
     };
     assert_eq!(
         target.handover(&request).await.unwrap(),
@@ -69,6 +70,7 @@ async fn swaps_only_when_the_rebuilt_state_is_not_behind() {
         topics: &topics,
         floors: &floors,
         meta: &meta,
+        watermarks: &[],
     };
     assert_eq!(
         target.handover(&intruder).await.unwrap(),
@@ -83,6 +85,7 @@ async fn swaps_only_when_the_rebuilt_state_is_not_behind() {
         topics: &topics,
         floors: &floors,
         meta: &meta,
+        watermarks: &[],
     };
     assert_eq!(
         target.handover(&request).await.unwrap(),

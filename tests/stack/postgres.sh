@@ -242,6 +242,23 @@ EOF
     log "dropped database $db"
 }
 
+# ensure_heartbeat DB: a database seeded before the source watermark (ARCHITECTURE.md) gets the
+# heartbeat table of the seed, in the publication: Debezium's heartbeat.action.query
+# (connect/connector.properties) writes it, and its task fails without it.
+ensure_heartbeat() {
+    pg_psql -d "$1" -v ON_ERROR_STOP=1 >/dev/null <<'SQL' || die "adding the heartbeat table to $1 failed"
+SET client_min_messages = warning;
+CREATE TABLE IF NOT EXISTS dbz_heartbeat(id INTEGER PRIMARY KEY, ts TIMESTAMPTZ NOT NULL, confirmed_lsn BIGINT);
+DO $$ BEGIN
+  IF EXISTS (SELECT 1 FROM pg_publication WHERE pubname = 'agent_context')
+     AND NOT EXISTS (SELECT 1 FROM pg_publication_tables
+                     WHERE pubname = 'agent_context' AND tablename = 'dbz_heartbeat') THEN
+    ALTER PUBLICATION agent_context ADD TABLE dbz_heartbeat;
+  END IF;
+END $$;
+SQL
+}
+
 # do_seed DB: create DB from the seed unless it exists.
 do_seed() {
     local db="$1"
@@ -250,6 +267,7 @@ do_seed() {
     [[ -r $PG_SEED_SQL ]] || die "seed file $PG_SEED_SQL not readable"
     if db_exists "$db"; then
         log "database $db exists (not re-seeded; use: postgres.sh reset $db)"
+        ensure_heartbeat "$db"
         return 0
     fi
     pg_psql -d postgres -c "create database \"$db\""

@@ -61,7 +61,7 @@ pub async fn run<C: ConnectionLike + Clone + Send>(
             tool: "status".into(),
             source,
         })?;
-    let system = system_prompt(&statuses, lookups.stale_after_ms());
+    let system = system_prompt(&statuses.mappings, lookups.stale_after_ms());
     let config = lookups.config();
     let mut conversation = match llm.provider {
         Provider::Openai => Conversation::Openai(openai::Conversation::new(

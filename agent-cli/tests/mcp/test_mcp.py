@@ -320,3 +320,25 @@ def test_unreachable_redis_fails_at_start(world):
     assert out.returncode == 1
     assert out.stdout == ""
     assert "cannot connect to redis at redis://127.0.0.1:1" in out.stderr
+
+
+def test_after_lsn_is_an_optional_argument_of_every_tool(world):
+    async def body(session):
+        tools = (await session.list_tools()).tools
+        return tools, [
+            await session.call_tool("get_customer", {"customer_id": 42, "after_lsn": "0/0", "wait_ms": 0}),
+            await session.call_tool("get_customer", {"customer_id": 42, "after_lsn": "nope"}),
+        ]
+
+    tools, (waited, bad) = run_mcp(world, body)
+    for t in tools:
+        schema = get(t, "input_schema")
+        assert schema["properties"]["after_lsn"]["type"] == "string", t.name
+        assert schema["properties"]["wait_ms"]["type"] == "integer", t.name
+    out = json.loads(waited.content[0].text)
+    assert out["result"]["id"] == 42
+    # This world's connectors.yaml declares no source: an LSN cannot be waited for.
+    assert out["freshness"]["stale"] is True
+    assert "no source with a heartbeat" in out["freshness"]["reason"]
+    assert get(bad, "is_error") is True
+    assert "`nope` is not a PostgreSQL LSN" in bad.content[0].text

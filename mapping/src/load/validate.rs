@@ -10,7 +10,7 @@ use crate::declared::{DeclaredType, DeclaredTypes};
 use crate::diagnostics::redact_url;
 use crate::model::{
     Config, FieldSelection, FreshnessConfig, Index, KafkaConfig, LimitParam, Lookup, LookupParam,
-    Mapping, ParamType, Relation, SelectedField,
+    Mapping, ParamType, Relation, SelectedField, Source,
 };
 use crate::raw::{RawConfig, RawField, RawFields, RawLookup, RawMapping};
 use crate::template::{KeyTemplate, TemplatePart};
@@ -176,6 +176,7 @@ impl<'a> Validator<'a> {
             }
             mappings.push(self.mapping(i, m));
         }
+        let sources = self.sources(raw, &topics);
 
         let schema_registry = self.schema_registry(
             &raw.schema_registry,
@@ -201,8 +202,117 @@ impl<'a> Validator<'a> {
             freshness: FreshnessConfig {
                 stale_after_ms: *raw.freshness.stale_after_ms,
             },
+            sources,
             mappings: mappings.into_iter().flatten().collect(),
         })
+    }
+
+    /// `sources:` and each mapping's `source:`: unique names valid in `sink:` keys, heartbeat
+    /// topics that are valid, distinct and neither mapped nor the dead-letter topic; a
+    /// mapping names a declared source, or leaves it out when there is exactly one.
+    fn sources(&mut self, raw: &RawConfig, mapped: &HashMap<&str, &Span>) -> Vec<Source> {
+        let mut sources: Vec<Source> = Vec::new();
+        let mut names: HashMap<&str, &Span> = HashMap::new();
+        let mut topics: HashMap<&str, &Span> = HashMap::new();
+        for s in &raw.sources {
+            self.name(&s.name, "source");
+            if let Some(first) = names.insert(&s.name, s.name.span()) {
+                self.error(
+                    s.name.span(),
+                    format!(
+                        "duplicate source name `{}` (first used at {}; expected unique names)",
+                        *s.name,
+                        pos(first)
+                    ),
+                );
+            }
+            let topic = &s.heartbeat_topic;
+            if !is_topic_name(topic) {
+                self.error(
+                    topic.span(),
+                    format!(
+                        "invalid topic name `{}` (expected up to 249 letters, digits, `.`, `_`, `-`)",
+                        **topic
+                    ),
+                );
+            } else if let Some(at) = mapped.get(topic.as_str()) {
+                self.error(
+                    topic.span(),
+                    format!(
+                        "heartbeat topic `{}` is mapped at {} (expected a topic that carries only heartbeats)",
+                        **topic,
+                        pos(at)
+                    ),
+                );
+            } else if **topic == *raw.kafka.dead_letter_topic {
+                self.error(
+                    topic.span(),
+                    format!("heartbeat topic `{}` is the dead-letter topic", **topic),
+                );
+            } else if let Some(first) = topics.insert(topic, topic.span()) {
+                self.error(
+                    topic.span(),
+                    format!(
+                        "heartbeat topic `{}` is already used at {} (expected one per source)",
+                        **topic,
+                        pos(first)
+                    ),
+                );
+            }
+            let stale_after_ms = match &s.stale_after_ms {
+                Some(ms) if **ms == 0 => {
+                    self.error(
+                        ms.span(),
+                        "stale_after_ms is 0 (expected a positive number of milliseconds)"
+                            .to_owned(),
+                    );
+                    0
+                }
+                Some(ms) => **ms,
+                None => *raw.freshness.stale_after_ms,
+            };
+            sources.push(Source {
+                name: s.name.to_string(),
+                heartbeat_topic: topic.to_string(),
+                stale_after_ms,
+                mappings: Vec::new(),
+            });
+        }
+        for m in &raw.mappings {
+            let index = match &m.source {
+                Some(name) => {
+                    let found = sources.iter().position(|s| s.name == **name);
+                    if found.is_none() {
+                        self.error(
+                            name.span(),
+                            format!(
+                                "unknown source `{}` (expected one of {})",
+                                **name,
+                                list(sources.iter().map(|s| s.name.as_str()))
+                            ),
+                        );
+                    }
+                    found
+                }
+                None if sources.len() == 1 => Some(0),
+                None if sources.is_empty() => None,
+                None => {
+                    self.error(
+                        m.name.span(),
+                        format!(
+                            "mapping `{}` names no source (expected `source:` with one of {})",
+                            *m.name,
+                            list(sources.iter().map(|s| s.name.as_str()))
+                        ),
+                    );
+                    None
+                }
+            };
+            if let Some(i) = index {
+                sources[i].mappings.push(m.name.to_string());
+            }
+        }
+        sources
     }
 
     /// Checks a layered connection setting; `schemes` lists accepted URL prefixes.

@@ -28,7 +28,7 @@ use super::error::ConsumeError;
 use super::progress::{Progress, SinkConsumer};
 use super::retry::Backoff;
 use super::summary::Summary;
-use crate::apply::{Applier, ApplyError, BatchOutcome};
+use crate::apply::{Applier, ApplyError, BatchOutcome, Watermark};
 use crate::dlq::{DeadLetter, DeadLetters, Origin};
 
 /// Work for the apply stage.
@@ -38,6 +38,13 @@ pub(super) enum Work {
     Batch(Batch),
     /// Every assigned partition of these mappings' topics is at its end.
     CaughtUp(Vec<usize>),
+    /// Every change this watermark of `source` covers is applied: record it.
+    Watermark {
+        /// The source's name.
+        source: String,
+        /// Its new watermark.
+        watermark: Watermark,
+    },
 }
 
 /// How the apply stage ends: its counts, or the first fatal error of any lane.
@@ -122,6 +129,13 @@ async fn drive_lanes(
                 Some(Work::CaughtUp(mappings)) => {
                     if let Err(e) = shared.applier.record_caught_up(&mappings).await {
                         warn!(error = %one_line(&e), "Recording the caught-up time failed.");
+                    }
+                }
+                Some(Work::Watermark { source, watermark }) => {
+                    // Not retried: the next heartbeat brings a later one.
+                    match shared.applier.record_watermark(&source, &watermark).await {
+                        Ok(moved) => debug!(%source, lsn = watermark.lsn, ts_ms = watermark.ts_ms, moved, "Recorded the source watermark."),
+                        Err(e) => warn!(%source, error = %one_line(&e), "Recording the source watermark failed."),
                     }
                 }
             },

@@ -1,7 +1,8 @@
 //! The consume stage: owns the message stream. One `select!` waits for shutdown, the next
 //! record, the batch's linger deadline, the caught-up signal and the apply stage's fate. Each
 //! record is decoded ([`Decoder`]) and planned ([`mapping::plan`]) as it arrives; a record
-//! that cannot be decoded or planned is dead-lettered and the loop moves on. A batch is
+//! that cannot be decoded or planned is dead-lettered and the loop moves on. A record of a
+//! heartbeat topic is decoded and handed to the watermark watcher; it maps to no rows. A batch is
 //! handed to the apply stage when it holds `batch.max_records` records or its linger time has
 //! passed.
 
@@ -29,6 +30,7 @@ use super::error::ConsumeError;
 use super::progress::SinkConsumer;
 use super::retry::Backoff;
 use super::summary::Summary;
+use super::watermark::Heartbeat;
 use crate::apply::PlannedChange;
 use crate::config::BatchSettings;
 use crate::decode::{DecodeError, Decoder};
@@ -45,6 +47,10 @@ pub(super) struct ConsumeStage<'a> {
     by_topic: HashMap<String, (usize, Arc<str>)>,
     /// Last value columns and types seen per mapping.
     columns: Vec<Option<Columns>>,
+    /// Source index and shared topic name, by heartbeat topic.
+    heartbeat_topics: HashMap<String, (usize, Arc<str>)>,
+    /// Consumed heartbeats, to the watermark watcher.
+    heartbeats: mpsc::Sender<Heartbeat>,
     dead_lettered: u64,
     first_record_at: Option<std::time::Instant>,
 }
@@ -62,12 +68,24 @@ impl<'a> ConsumeStage<'a> {
         dead_letters: &'a DeadLetters,
         settings: BatchSettings,
         shutdown: &'a CancellationToken,
+        heartbeats: mpsc::Sender<Heartbeat>,
     ) -> Self {
         let by_topic = config
             .mappings
             .iter()
             .enumerate()
             .map(|(i, m)| (m.topic.clone(), (i, Arc::from(m.topic.as_str()))))
+            .collect();
+        let heartbeat_topics = config
+            .sources
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                (
+                    s.heartbeat_topic.clone(),
+                    (i, Arc::from(s.heartbeat_topic.as_str())),
+                )
+            })
             .collect();
         ConsumeStage {
             config,
@@ -76,6 +94,8 @@ impl<'a> ConsumeStage<'a> {
             settings,
             shutdown,
             by_topic,
+            heartbeat_topics,
+            heartbeats,
             columns: vec![None; config.mappings.len()],
             dead_lettered: 0,
             first_record_at: None,
@@ -161,6 +181,12 @@ impl<'a> ConsumeStage<'a> {
         let topic = message.topic();
         let partition = message.partition();
         let offset = message.offset();
+        if let Some((source, topic_name)) = self.heartbeat_topics.get(topic) {
+            let (source, topic_name) = (*source, Arc::clone(topic_name));
+            let step = self.consume_heartbeat(message, source).await?;
+            batch.note_offset(&topic_name, partition, offset);
+            return Ok(step);
+        }
         let Some((mapping, topic_name)) = self.by_topic.get(topic) else {
             // Not subscribed by us; cannot happen with a subscription to mapped topics only.
             debug!(%topic, partition, offset, "Skipped a record of an unmapped topic.");
@@ -224,6 +250,54 @@ impl<'a> ConsumeStage<'a> {
                 batch.note_offset(&topic_name, partition, offset);
                 Ok(step)
             }
+        }
+    }
+
+    /// Decodes a heartbeat-table record and hands it to the watermark watcher (dropped when
+    /// the watcher is behind: a later heartbeat serves as well); dead-letters it when it
+    /// cannot be decoded. It maps to no rows; its offset is stored with the batch.
+    async fn consume_heartbeat(
+        &mut self,
+        message: &BorrowedMessage<'_>,
+        source: usize,
+    ) -> Result<Step, ConsumeError> {
+        let mut backoff = Backoff::default();
+        let decoded = loop {
+            match self
+                .decoder
+                .decode(
+                    message.topic(),
+                    message.key(),
+                    message.payload(),
+                    message.timestamp().to_millis(),
+                )
+                .await
+            {
+                Err(e) if e.is_retriable() => {
+                    if !backoff
+                        .wait("Decoding a heartbeat", &e, self.shutdown)
+                        .await
+                    {
+                        return Ok(Step::Shutdown);
+                    }
+                }
+                other => break other,
+            }
+        };
+        match decoded {
+            Ok(decoded) => {
+                if let Some(heartbeat) = Heartbeat::from_change(source, &decoded.change) {
+                    if self.heartbeats.try_send(heartbeat).is_err() {
+                        debug!(
+                            topic = message.topic(),
+                            offset = message.offset(),
+                            "Heartbeat dropped: the watermark watcher is busy."
+                        );
+                    }
+                }
+                Ok(Step::Continue)
+            }
+            Err(e) => self.dead_letter(message, &decode_failure(&e)).await,
         }
     }
 

@@ -22,7 +22,9 @@
 //! Beside them, the caught-up watcher (`caught_up.rs`) compares the applied [`Progress`] with
 //! the high watermarks, read on a Kafka client of its own ([`OffsetsClient`]). Transient
 //! failures are retried with backoff (`retry.rs`); poison records are dead-lettered
-//! (`dead_letter.rs`).
+//! (`dead_letter.rs`). Records of a source's heartbeat topic map to no rows: the consume stage
+//! hands them to the watermark watcher (`watermark_watch.rs`, rule in `watermark.rs`), which
+//! has the apply stage record `sink:watermark:{source}` once every change it covers is applied.
 //!
 //! # Why delivery is at least once
 //!
@@ -53,6 +55,8 @@ mod offsets;
 mod progress;
 mod retry;
 mod summary;
+mod watermark;
+mod watermark_watch;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -75,6 +79,7 @@ use crate::registry::Registry;
 use caught_up::CaughtUpWatch;
 use consume_stage::ConsumeStage;
 use progress::{SinkConsumer, SinkContext};
+use watermark_watch::WatermarkWatch;
 
 pub use caught_up::StopWhen;
 pub use error::{ConsumeError, StartError};
@@ -128,7 +133,7 @@ impl Pipeline {
             &config.redis,
             &registry,
             consumer_config,
-            &cfg.topics(),
+            &cfg.consumed_topics(),
             health::DEFAULT_TIMEOUT,
         )
         .await?;
@@ -164,9 +169,10 @@ impl Pipeline {
             &self.cfg.producer_config(),
             &config.kafka.dead_letter_topic,
         )?);
+        let trust_committed = source == Source::Group;
         match source {
             Source::Group => {
-                let topics = self.cfg.topics();
+                let topics = self.cfg.consumed_topics();
                 let topics: Vec<&str> = topics.iter().map(String::as_str).collect();
                 self.consumer
                     .subscribe(&topics)
@@ -191,6 +197,7 @@ impl Pipeline {
             applier,
             dead_letters,
             batch: self.cfg.batch,
+            trust_committed,
         };
         let task = tokio::spawn(consume(
             Arc::clone(&self.consumer),
@@ -267,6 +274,8 @@ struct Stages {
     dead_letters: Arc<DeadLetters>,
     /// Batch limits.
     batch: BatchSettings,
+    /// Whether the group's committed offsets count as applied for the watermark.
+    trust_committed: bool,
 }
 
 /// Runs the stages until `stop` says so, then commits the stored offsets synchronously.
@@ -284,6 +293,7 @@ async fn consume(
         applier,
         dead_letters,
         batch,
+        trust_committed,
     } = stages;
     let progress = consumer.context().progress.clone();
     let (tx, rx) = mpsc::channel(QUEUED_BATCHES);
@@ -299,6 +309,14 @@ async fn consume(
         progress.clone(),
         shutdown.clone(),
     ));
+    let (heartbeat_tx, heartbeat_rx) = mpsc::channel(watermark_watch::HEARTBEAT_QUEUE);
+    let watermarks = WatermarkWatch {
+        config: Arc::clone(&config),
+        offsets: Arc::clone(&offsets),
+        progress: progress.clone(),
+        trust_committed,
+    };
+    let watermarker = tokio::spawn(watermarks.run(heartbeat_rx, tx.clone(), done.clone()));
     let watch = CaughtUpWatch {
         consumer: Arc::clone(&consumer),
         offsets,
@@ -307,13 +325,23 @@ async fn consume(
     };
     let watcher = tokio::spawn(watch.run(stop, tx.clone(), caught_up.clone(), done.clone()));
 
-    let mut stage = ConsumeStage::new(&config, &decoder, &dead_letters, batch, &shutdown);
+    let mut stage = ConsumeStage::new(
+        &config,
+        &decoder,
+        &dead_letters,
+        batch,
+        &shutdown,
+        heartbeat_tx,
+    );
     let consumed = stage
         .run(&consumer, &tx, stop, &caught_up, &mut apply)
         .await;
     done.cancel();
     if watcher.await.is_err() {
         warn!("Caught-up check panicked.");
+    }
+    if watermarker.await.is_err() {
+        warn!("Watermark watcher panicked.");
     }
     drop(tx);
     let (mut summary, finished) = match consumed {

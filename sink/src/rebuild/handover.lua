@@ -13,6 +13,10 @@
 --       -> last offset consumed and applied or dead-lettered); the staging `sink:offsets`
 --       is raised to them first
 --   nm, then nm pairs field, value: the `sink:rebuild` metadata written into the new state
+--   nw, then nw keys: the sources' watermarks (`sink:watermark:{source}`); once no partition
+--       lags, a live watermark ahead of the staging one is carried over (ARCHITECTURE.md,
+--       "Source watermark": it covers only offsets the live state had applied, and the rebuilt
+--       state holds at least those)
 --
 -- Returns {'ok'} after `SWAPDB live staging`; {'lock', holder} when the lock no longer holds
 -- this token; {'lagging', field, live, staging, ...} when the live sink has applied a record
@@ -41,10 +45,21 @@ for _ = 1, tonumber(ARGV[i]) do
   i = i + 2
 end
 
+i = i + 1
+local watermarks = {}
+for _ = 1, tonumber(ARGV[i]) do
+  i = i + 1
+  watermarks[#watermarks + 1] = ARGV[i]
+end
+
 call('SELECT', live)
 local holder = call('GET', LOCK)
 if holder ~= token then return { 'lock', tostring(holder) } end
 local live_offsets = call('HGETALL', OFFSETS)
+local live_watermarks = {}
+for j, key in ipairs(watermarks) do
+  live_watermarks[j] = call('HGETALL', key)
+end
 
 call('SELECT', staging)
 for _, f in ipairs(floors) do
@@ -67,6 +82,20 @@ for j = 1, #live_offsets, 2 do
   end
 end
 if #lagging > 1 then return lagging end
+
+for j, key in ipairs(watermarks) do
+  local fields = live_watermarks[j]
+  local live_lsn
+  for k = 1, #fields, 2 do
+    if fields[k] == 'lsn' then live_lsn = tonumber(fields[k + 1]) end
+  end
+  -- 'lsn': mapping::layout::watermark::LSN
+  local staged = tonumber(call('HGET', key, 'lsn'))
+  if live_lsn and (not staged or staged < live_lsn) then
+    call('DEL', key)
+    call('HSET', key, unpack(fields))
+  end
+end
 
 call('DEL', META)
 if #meta > 0 then call('HSET', META, unpack(meta)) end

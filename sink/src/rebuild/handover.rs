@@ -109,6 +109,13 @@ impl Context<'_> {
 
         // Phase 2: catch up with the live sink, then swap.
         let topics = self.cfg.topics();
+        let watermarks: Vec<String> = self
+            .cfg
+            .config
+            .sources
+            .iter()
+            .map(|s| mapping::layout::watermark_key(&s.name))
+            .collect();
         let deadline = Instant::now() + self.handover_timeout;
         let mut forced: BTreeMap<String, i64> = BTreeMap::new();
         let mut attempts = 0;
@@ -134,6 +141,7 @@ impl Context<'_> {
                     topics: &topics,
                     floors: &floors,
                     meta: &meta,
+                    watermarks: &watermarks,
                 };
                 match self.target.handover(&request).await? {
                     HandoverOutcome::Swapped => {

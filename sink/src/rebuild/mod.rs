@@ -230,7 +230,7 @@ impl Context<'_> {
 
         let targets = partitions::discover(
             Arc::clone(pipeline.offsets()),
-            self.cfg.topics(),
+            self.cfg.consumed_topics(),
             KAFKA_TIMEOUT,
         )
         .await

@@ -366,6 +366,10 @@ impl Target {
         for (k, v) in request.meta {
             cmd.arg(k).arg(v);
         }
+        cmd.arg(request.watermarks.len());
+        for key in request.watermarks {
+            cmd.arg(key);
+        }
         let mut conn = self.live.clone();
         let reply: Vec<String> = cmd
             .query_async(&mut conn)
@@ -406,6 +410,8 @@ pub struct Handover<'a> {
     pub floors: &'a [(String, i64)],
     /// `sink:rebuild` fields.
     pub meta: &'a [(String, String)],
+    /// `sink:watermark:{source}` of every source: the live one is carried over when ahead.
+    pub watermarks: &'a [String],
 }
 
 /// A partition where the live state is ahead of the rebuilt one.
