@@ -9,7 +9,9 @@ mod pipeline_support;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use pipeline_support::{applied, assert_state, generate, wait_until, Scenario, Table};
+use pipeline_support::{
+    applied, assert_state, generate, wait_until, wait_until_every, Scenario, Table,
+};
 
 fn start(s: &Scenario, log: &std::path::Path, extra: &[&str]) -> Child {
     let log = std::fs::OpenOptions::new()
@@ -22,8 +24,10 @@ fn start(s: &Scenario, log: &std::path::Path, extra: &[&str]) -> Child {
             "run",
             "--config",
             s.config_path.to_str().unwrap(),
+            // One record per batch, so that the kill lands mid-way even on a fast machine
+            // (batches of 50 applied all 4,000 records between two polls).
             "--batch-size",
-            "50",
+            "1",
         ])
         // The killed member leaves the group after the session timeout: keep it short.
         .args(["-X", "session.timeout.ms=6000"])
@@ -80,9 +84,10 @@ async fn killed_restarted_and_stopped(extra: &[&str]) {
 
     let lease_key = format!("sink:writer:{}", s.mapping(Table::Customers));
     let mut first = start(&s, &log, extra);
-    wait_until(
+    wait_until_every(
         "a third of the records applied",
         Duration::from_secs(60),
+        Duration::from_millis(5),
         || topics.iter().map(|t| applied(&mut redis, t)).sum::<i64>() > total / 3,
     )
     .await;
