@@ -121,7 +121,7 @@ pub enum StoreError {
     Client {
         url: String,
         #[source]
-        source: crate::connect::ConnectError,
+        source: redis_connect::ClientError,
     },
     /// A command failed (I/O, timeout, server error).
     #[error("redis {what} failed")]

@@ -12,7 +12,6 @@
 //! - [`cli`]: the command line (clap derive) and the subcommands' entry points.
 //! - [`tools`]: tool definitions from the mapping, in OpenAI, Anthropic and MCP format.
 //! - [`args`]: validation of a tool call's JSON arguments.
-//! - [`connect`]: the Redis client for the configuration (URL, ACL user, `rediss://` files).
 //! - [`store`]: Redis reads (the Lua script, one round trip per lookup).
 //! - [`typing`]: stored text -> typed JSON using `sink:types:{mapping}`.
 //! - [`freshness`]: `sink:freshness:{mapping}` -> as-of time, lag and staleness (mappings
@@ -26,7 +25,6 @@
 
 pub mod args;
 pub mod cli;
-pub mod connect;
 pub mod error;
 pub mod freshness;
 pub mod llm;

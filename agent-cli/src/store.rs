@@ -191,7 +191,7 @@ pub struct Store<C = MultiplexedConnection> {
 /// A client for `redis` and its URL as it may be shown.
 fn client(redis: &RedisConfig) -> Result<(redis::Client, String), StoreError> {
     let shown = redact_url(&redis.url);
-    match crate::connect::redis_client(redis) {
+    match redis_connect::client(redis) {
         Ok(client) => Ok((client, shown)),
         Err(source) => Err(StoreError::Client { url: shown, source }),
     }

@@ -1,7 +1,8 @@
-//! The Redis client for the configured [`RedisConfig`]: its URL, the ACL user and password
-//! from `REDIS_USERNAME`/`REDIS_PASSWORD` (replacing the URL's), and for `rediss://` the CA
-//! and client certificate of `redis.tls`. agent-cli needs only a read-only ACL user
-//! (`+@read +@connection +eval_ro +evalsha_ro`; README, "Security").
+//! The Redis client both binaries connect with, made from the validated [`RedisConfig`]: its
+//! URL, the ACL user and password from `REDIS_USERNAME`/`REDIS_PASSWORD` (replacing the
+//! URL's), and for `rediss://` the CA and client certificate of `redis.tls`. A crate of its
+//! own because `mapping` does no I/O (this reads certificate files) and the sink and agent-cli
+//! must connect alike (README, "Security").
 
 use std::path::{Path, PathBuf};
 
@@ -11,7 +12,7 @@ use thiserror::Error;
 
 /// A Redis client could not be made from the configuration.
 #[derive(Debug, Error)]
-pub enum ConnectError {
+pub enum ClientError {
     /// The URL does not parse (the client's message never repeats the URL).
     #[error("invalid redis url")]
     Url(#[source] redis::RedisError),
@@ -31,13 +32,15 @@ pub enum ConnectError {
     Tls(#[source] redis::RedisError),
 }
 
-/// A client for `config`; connects nowhere yet.
-pub fn redis_client(config: &RedisConfig) -> Result<redis::Client, ConnectError> {
+/// A client for `config`: its URL, with `REDIS_USERNAME`/`REDIS_PASSWORD` replacing the URL's
+/// credentials and, for `rediss://`, the configured CA and client certificate. Connects
+/// nowhere yet.
+pub fn client(config: &RedisConfig) -> Result<redis::Client, ClientError> {
     let mut info = config
         .url
         .as_str()
         .into_connection_info()
-        .map_err(ConnectError::Url)?;
+        .map_err(ClientError::Url)?;
     let mut settings = info.redis_settings().clone();
     if let Some(user) = &config.username {
         settings = settings.set_username(user);
@@ -48,10 +51,10 @@ pub fn redis_client(config: &RedisConfig) -> Result<redis::Client, ConnectError>
     info = info.set_redis_settings(settings);
     let tls = &config.tls;
     if tls.ca_file.is_none() && tls.cert_file.is_none() {
-        return redis::Client::open(info).map_err(ConnectError::Url);
+        return redis::Client::open(info).map_err(ClientError::Url);
     }
     let read = |setting, path: &Path| {
-        std::fs::read(path).map_err(|source| ConnectError::ReadFile {
+        std::fs::read(path).map_err(|source| ClientError::ReadFile {
             setting,
             path: path.to_owned(),
             source,
@@ -75,5 +78,5 @@ pub fn redis_client(config: &RedisConfig) -> Result<redis::Client, ConnectError>
             root_cert,
         },
     )
-    .map_err(ConnectError::Tls)
+    .map_err(ClientError::Tls)
 }
