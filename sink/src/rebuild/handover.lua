@@ -2,6 +2,9 @@
 -- Run with `EVAL <script> 3 KEYS... ARGV...` on any connection; the script selects the
 -- databases itself (SELECT inside a script does not change the caller's database).
 --
+-- WATERMARK_LSN, the watermark hashes' LSN field, is a constant the sink puts before this
+-- text (mapping::layout::watermark::LSN).
+--
 -- KEYS (their names: mapping::layout): [1] the rebuild lock `sink:rebuild:lock`,
 --   [2] `sink:offsets`, [3] the rebuild metadata `sink:rebuild`
 --
@@ -87,10 +90,9 @@ for j, key in ipairs(watermarks) do
   local fields = live_watermarks[j]
   local live_lsn
   for k = 1, #fields, 2 do
-    if fields[k] == 'lsn' then live_lsn = tonumber(fields[k + 1]) end
+    if fields[k] == WATERMARK_LSN then live_lsn = tonumber(fields[k + 1]) end
   end
-  -- 'lsn': mapping::layout::watermark::LSN
-  local staged = tonumber(call('HGET', key, 'lsn'))
+  local staged = tonumber(call('HGET', key, WATERMARK_LSN))
   if live_lsn and (not staged or staged < live_lsn) then
     call('DEL', key)
     call('HSET', key, unpack(fields))

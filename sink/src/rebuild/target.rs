@@ -15,7 +15,16 @@ use mapping::{redact_url, RedisConfig};
 use crate::connection::{redis_client, ClientError};
 
 /// The Lua source of the handover script (ARGV layout documented at its top).
-pub const HANDOVER_SCRIPT: &str = include_str!("handover.lua");
+const HANDOVER_SCRIPT: &str = include_str!("handover.lua");
+
+/// [`HANDOVER_SCRIPT`] after the layout names it reads, as constants (a handover runs once
+/// per rebuild, so the text is put together then).
+fn handover_script() -> String {
+    format!(
+        "local WATERMARK_LSN = '{}'\n{HANDOVER_SCRIPT}",
+        layout::watermark::LSN
+    )
+}
 
 /// How long the lock (`sink:rebuild:lock`, one rebuild per live database at a time) lives without a refresh (a killed rebuild frees it after this).
 pub const LOCK_TTL: Duration = Duration::from_secs(10);
@@ -346,7 +355,7 @@ impl Target {
     /// Runs the handover script (see `handover.lua`).
     pub async fn handover(&self, request: &Handover<'_>) -> Result<HandoverOutcome, TargetError> {
         let mut cmd = redis::cmd("EVAL");
-        cmd.arg(HANDOVER_SCRIPT)
+        cmd.arg(handover_script())
             .arg(3)
             .arg(REBUILD_LOCK_KEY)
             .arg(layout::OFFSETS_KEY)
