@@ -19,7 +19,7 @@ use crate::mcp;
 use crate::status;
 use crate::store::Store;
 use crate::tools::{self, Format};
-use crate::watermark::{self, ReadAfter};
+use crate::watermark::ReadAfter;
 
 mod security;
 
@@ -118,7 +118,7 @@ pub struct AfterLsn {
     #[arg(long, value_name = "PG_LSN")]
     pub after_lsn: Option<Lsn>,
     /// How long `--after-lsn` waits, in milliseconds.
-    #[arg(long, value_name = "N", default_value_t = watermark::DEFAULT_WAIT.as_millis() as u64, requires = "after_lsn")]
+    #[arg(long, value_name = "N", default_value_t = tools::DEFAULT_WAIT.as_millis() as u64, requires = "after_lsn")]
     pub wait_ms: u64,
 }
 

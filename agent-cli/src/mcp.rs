@@ -30,7 +30,7 @@ use serde_json::Value;
 use crate::error::CallError;
 use crate::lookup::Lookups;
 use crate::tools;
-use crate::watermark::{self, ReadAfter};
+use crate::watermark::ReadAfter;
 
 /// The MCP server: the declared lookups.
 #[derive(Clone)]
@@ -126,16 +126,16 @@ impl Server {
 
 /// Takes `after_lsn` and `wait_ms` out of a call's arguments.
 fn read_after(arguments: &mut JsonObject) -> Result<Option<ReadAfter>, String> {
-    let wait = match arguments.remove(watermark::WAIT_MS_ARG) {
-        None => crate::watermark::DEFAULT_WAIT,
+    let wait = match arguments.remove(tools::WAIT_MS_ARG) {
+        None => tools::DEFAULT_WAIT,
         Some(v) => Duration::from_millis(v.as_u64().ok_or_else(|| {
             format!(
                 "`{}` is {v} (expected a non-negative integer)",
-                watermark::WAIT_MS_ARG
+                tools::WAIT_MS_ARG
             )
         })?),
     };
-    match arguments.remove(watermark::AFTER_LSN_ARG) {
+    match arguments.remove(tools::AFTER_LSN_ARG) {
         None => Ok(None),
         Some(Value::String(text)) => {
             let lsn: Lsn = text
@@ -145,7 +145,7 @@ fn read_after(arguments: &mut JsonObject) -> Result<Option<ReadAfter>, String> {
         }
         Some(v) => Err(format!(
             "`{}` is {v} (expected a string like \"0/1A2B3C4\")",
-            watermark::AFTER_LSN_ARG
+            tools::AFTER_LSN_ARG
         )),
     }
 }

@@ -3,10 +3,18 @@
 //! three shapes clients expect: OpenAI Chat Completions `tools`, Anthropic Messages `tools`
 //! and MCP `tools/list` entries.
 
+use std::time::Duration;
+
 use mapping::model::{Config, Lookup, Mapping, ParamType};
 use serde_json::{json, Map, Value};
 
-use crate::watermark;
+/// How long `--after-lsn` (the `after_lsn` argument) waits by default
+/// ([`crate::watermark::wait_for`]).
+pub const DEFAULT_WAIT: Duration = Duration::from_millis(5_000);
+/// The MCP tools' argument naming the LSN to wait for (`--after-lsn`).
+pub const AFTER_LSN_ARG: &str = "after_lsn";
+/// The MCP tools' argument bounding the wait (`--wait-ms`).
+pub const WAIT_MS_ARG: &str = "wait_ms";
 
 /// Longest accepted string parameter, in characters: declared in every tool's schema
 /// (`maxLength`) and enforced when a call's arguments are checked (`args.rs`).
@@ -61,7 +69,7 @@ impl<'a> Tool<'a> {
         let mut schema = self.input_schema();
         if let Some(Value::Object(properties)) = schema.get_mut("properties") {
             properties.insert(
-                watermark::AFTER_LSN_ARG.into(),
+                AFTER_LSN_ARG.into(),
                 json!({
                     "type": "string",
                     "description": "Read-your-writes: answer only once every change up to this PostgreSQL LSN (SELECT pg_current_wal_lsn() after the commit, e.g. 0/1A2B3C4) is in the cache",
@@ -69,12 +77,12 @@ impl<'a> Tool<'a> {
                 }),
             );
             properties.insert(
-                watermark::WAIT_MS_ARG.into(),
+                WAIT_MS_ARG.into(),
                 json!({
                     "type": "integer",
                     "description": "How long to wait for after_lsn, in milliseconds; then the answer is marked stale",
                     "minimum": 0,
-                    "default": watermark::DEFAULT_WAIT.as_millis() as u64,
+                    "default": DEFAULT_WAIT.as_millis() as u64,
                 }),
             );
         }

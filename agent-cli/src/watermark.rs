@@ -21,12 +21,6 @@ use crate::error::StoreError;
 use crate::freshness::{rfc3339_ms, Freshness};
 use crate::store::Store;
 
-/// How long `--after-lsn` waits by default.
-pub const DEFAULT_WAIT: Duration = Duration::from_millis(5_000);
-/// The MCP tools' argument naming the LSN to wait for (`--after-lsn`).
-pub const AFTER_LSN_ARG: &str = "after_lsn";
-/// The MCP tools' argument bounding the wait (`--wait-ms`).
-pub const WAIT_MS_ARG: &str = "wait_ms";
 /// How often it reads the watermark while waiting.
 const POLL: Duration = Duration::from_millis(20);
 
