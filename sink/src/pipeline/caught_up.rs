@@ -21,6 +21,7 @@ use tracing::{debug, info};
 use super::apply_stage::Work;
 use super::offsets::OffsetsClient;
 use super::progress::{Progress, SinkConsumer};
+use crate::readiness::Readiness;
 
 /// When the pipeline stops by itself.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,6 +53,8 @@ pub(super) struct CaughtUpWatch {
     pub topics: Arc<[String]>,
     /// Where the apply stage stands.
     pub progress: Progress,
+    /// Told once every partition has caught up.
+    pub readiness: Readiness,
 }
 
 impl CaughtUpWatch {
@@ -70,6 +73,7 @@ impl CaughtUpWatch {
             offsets,
             topics,
             progress,
+            readiness,
         } = self;
         let every = match stop {
             StopWhen::Shutdown => CAUGHT_UP_INTERVAL,
@@ -107,6 +111,7 @@ impl CaughtUpWatch {
             let now = standing.caught_up();
             if now != was_caught_up {
                 if now {
+                    readiness.mark_caught_up();
                     info!(
                         partitions = standing.partitions.len(),
                         "Caught up with every assigned partition."

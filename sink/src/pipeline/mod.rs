@@ -75,6 +75,7 @@ use crate::config::{BatchSettings, SinkConfig};
 use crate::decode::Decoder;
 use crate::dlq::DeadLetters;
 use crate::health;
+use crate::readiness::Readiness;
 use crate::registry::Registry;
 use caught_up::CaughtUpWatch;
 use consume_stage::ConsumeStage;
@@ -108,6 +109,7 @@ pub struct Pipeline {
     registry: Arc<Registry>,
     consumer: Arc<SinkConsumer>,
     offsets: Arc<OffsetsClient>,
+    readiness: Readiness,
 }
 
 impl std::fmt::Debug for Pipeline {
@@ -146,7 +148,14 @@ impl Pipeline {
             registry,
             consumer: Arc::new(consumer),
             offsets: Arc::new(offsets),
+            readiness: Readiness::new(),
         })
+    }
+
+    /// Whether the pipeline is ready (`GET /ready`); clones share the state, so take it
+    /// before [`Pipeline::start`].
+    pub fn readiness(&self) -> &Readiness {
+        &self.readiness
     }
 
     /// The client that reads watermarks and committed offsets (and topic metadata) without
@@ -198,6 +207,7 @@ impl Pipeline {
             dead_letters,
             batch: self.cfg.batch,
             trust_committed,
+            readiness: self.readiness,
         };
         let task = tokio::spawn(consume(
             Arc::clone(&self.consumer),
@@ -276,6 +286,8 @@ struct Stages {
     batch: BatchSettings,
     /// Whether the group's committed offsets count as applied for the watermark.
     trust_committed: bool,
+    /// What `GET /ready` reports.
+    readiness: Readiness,
 }
 
 /// Runs the stages until `stop` says so, then commits the stored offsets synchronously.
@@ -294,6 +306,7 @@ async fn consume(
         dead_letters,
         batch,
         trust_committed,
+        readiness,
     } = stages;
     let progress = consumer.context().progress.clone();
     let (tx, rx) = mpsc::channel(QUEUED_BATCHES);
@@ -322,6 +335,7 @@ async fn consume(
         offsets,
         topics,
         progress,
+        readiness,
     };
     let watcher = tokio::spawn(watch.run(stop, tx.clone(), caught_up.clone(), done.clone()));
 
