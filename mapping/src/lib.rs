@@ -48,9 +48,9 @@ pub use load::{
     load_config, load_config_str, ConfigError, ConfigErrors, ConnectionOverrides, SecurityOverrides,
 };
 pub use model::{
-    Config, FieldSelection, FreshnessConfig, Index, KafkaConfig, LimitParam, Lookup, LookupParam,
-    Mapping, ParamType, RedisConfig, RedisTls, Relation, SchemaRegistryConfig, SelectedField,
-    Source,
+    BatchConfig, Config, FieldSelection, FreshnessConfig, Index, KafkaConfig, LimitParam, Lookup,
+    LookupParam, Mapping, ParamType, RedisConfig, RedisTls, Relation, SchemaRegistryConfig,
+    SelectedField, Source, DEFAULT_BATCH_MAX_BYTES,
 };
 pub use plan::{plan, FieldWrite, Plan, PlanError, RowDelete, RowUpsert};
 pub use render::{check_value, render_value, score, Rendered, ValueError};

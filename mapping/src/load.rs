@@ -11,6 +11,7 @@
 //! Validation rules:
 //! - connection settings are not empty; the registry URL is `http(s)://`, the Redis URL
 //!   `redis://`, `rediss://`, `unix://` or `redis+unix://`; `stale_after_ms` > 0;
+//!   `batch.max_bytes` is a positive size (`16777216`, `16MiB`);
 //! - credentials and certificate files (`redis.tls`, the registry's basic auth and CA) follow
 //!   the rules in `load/validate/security.rs`; a URL in a message is always redacted;
 //! - at least one mapping; mapping names, topics and tool names are unique across the file;
@@ -570,7 +571,7 @@ mod tests {
     fn unknown_keys_are_errors() {
         assert_eq!(
             errors(&format!("foo: 1\n{CUSTOMERS}")),
-            "connectors.yaml:1:1: unknown key `foo` (expected one of `kafka`, `schema_registry`, `redis`, `freshness`, `sources`, `mappings`)"
+            "connectors.yaml:1:1: unknown key `foo` (expected one of `kafka`, `schema_registry`, `redis`, `freshness`, `batch`, `sources`, `mappings`)"
         );
         assert_eq!(
             errors("mappings:\n  - name: a\n    topic: t\n    key: \"a:{id}\"\n    topics: x\n"),
@@ -781,6 +782,26 @@ mod tests {
         );
         let config = load(&format!("{CUSTOMERS}    ttl_seconds: 86400\n"));
         assert_eq!(config.mappings[0].ttl_seconds, Some(86_400));
+    }
+
+    #[test]
+    fn batch_max_bytes_is_a_positive_size() {
+        assert_eq!(
+            load(CUSTOMERS).batch.max_bytes,
+            crate::model::DEFAULT_BATCH_MAX_BYTES
+        );
+        let sized = |text: &str| load(&format!("batch:\n  max_bytes: {text}\n{CUSTOMERS}"));
+        assert_eq!(sized("1048576").batch.max_bytes, 1_048_576);
+        assert_eq!(sized("4MiB").batch.max_bytes, 4 * 1024 * 1024);
+        assert_eq!(sized("\"512 KB\"").batch.max_bytes, 512_000);
+        assert_eq!(
+            errors(&format!("batch:\n  max_bytes: 0\n{CUSTOMERS}")),
+            "connectors.yaml:2:14: max_bytes is 0 (expected a positive size such as 16MiB)"
+        );
+        assert_eq!(
+            errors(&format!("batch:\n  max_bytes: lots\n{CUSTOMERS}")),
+            "connectors.yaml:2:14: max_bytes `lots` is not a size (expected bytes such as 16777216 or 16MiB)"
+        );
     }
 
     #[test]

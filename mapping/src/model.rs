@@ -22,6 +22,8 @@ pub struct Config {
     pub redis: RedisConfig,
     /// How old data may be before agent-cli calls it stale.
     pub freshness: FreshnessConfig,
+    /// The sink's batch limits from the file (sink only).
+    pub batch: BatchConfig,
     /// Source databases with a heartbeat (empty: freshness comes from the sink's own marks).
     pub sources: Vec<Source>,
     /// One entry per mapped topic, in file order.
@@ -181,6 +183,27 @@ pub struct RedisTls {
 pub struct FreshnessConfig {
     /// A result older than this is marked stale.
     pub stale_after_ms: u64,
+}
+
+/// Bytes of record keys and values per batch unless told otherwise: a batch of the default
+/// 2,000 records of up to 8 KiB each fits, and the consume stage's queue of batches stays
+/// within a few hundred MiB however large the records are.
+pub const DEFAULT_BATCH_MAX_BYTES: u64 = 16 * 1024 * 1024;
+
+/// `batch:` settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BatchConfig {
+    /// At most this many bytes of record keys and values per batch (at least 1); a record
+    /// larger than that forms a batch of its own.
+    pub max_bytes: u64,
+}
+
+impl Default for BatchConfig {
+    fn default() -> Self {
+        BatchConfig {
+            max_bytes: DEFAULT_BATCH_MAX_BYTES,
+        }
+    }
 }
 
 /// A source database whose heartbeats travel the same path as its data, giving the

@@ -67,6 +67,9 @@ pub struct RawConfig {
     /// Staleness threshold for agent-cli; optional.
     #[serde(default)]
     pub freshness: RawFreshness,
+    /// The sink's batch limits; optional.
+    #[serde(default)]
+    pub batch: RawBatch,
     /// The source databases whose heartbeats give the watermark; optional.
     #[serde(default)]
     pub sources: Vec<RawSource>,
@@ -190,6 +193,17 @@ impl Default for RawFreshness {
             stale_after_ms: default_stale_after_ms_spanned(),
         }
     }
+}
+
+/// `batch:`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBatch {
+    /// At most this many bytes of record keys and values per batch, as a number of bytes or
+    /// with a unit (`16MiB`, `512KB`); default [`crate::model::DEFAULT_BATCH_MAX_BYTES`];
+    /// overridden by `SINK_BATCH_MAX_BYTES`.
+    #[serde(default)]
+    pub max_bytes: Option<Spanned<String>>,
 }
 
 /// One entry of `sources:`: a source database and the topic carrying its heartbeats.

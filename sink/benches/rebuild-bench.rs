@@ -213,10 +213,7 @@ async fn bench(args: &Args) -> anyhow::Result<()> {
     let cfg = SinkConfig::new(
         config,
         &[],
-        BatchSettings {
-            max_records: args.batch_size,
-            linger: Duration::from_millis(args.linger_ms),
-        },
+        BatchSettings::new(args.batch_size, Duration::from_millis(args.linger_ms)),
     );
     let options = RebuildOptions {
         staging_db: Some(args.staging_db),

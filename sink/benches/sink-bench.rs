@@ -163,10 +163,7 @@ fn load(yaml: &str, args: &Args) -> anyhow::Result<SinkConfig> {
     Ok(SinkConfig::new(
         config,
         &[],
-        BatchSettings {
-            max_records: args.batch_size,
-            linger: Duration::from_millis(5),
-        },
+        BatchSettings::new(args.batch_size, Duration::from_millis(5)),
     )
     .with_writer(match args.writer {
         WriterMode::Shared => Writer::Shared,

@@ -5,6 +5,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use bytesize::ByteSize;
 use clap::{Args, Parser, Subcommand};
 use mapping::{ConfigError, ConfigErrors, ConnectionOverrides};
 
@@ -79,8 +80,9 @@ pub struct ConfigArgs {
 
 impl ConfigArgs {
     /// Loads and validates the mapping file, applying the connection overrides and the `-X`
-    /// properties.
-    pub fn load(&self, batch: BatchSettings) -> Result<SinkConfig, ConfigErrors> {
+    /// properties; `batch`'s limits, or the defaults without it, with the byte bound from the
+    /// file (`batch.max_bytes`) unless `batch` overrides it.
+    pub fn load(&self, batch: Option<&BatchArgs>) -> Result<SinkConfig, ConfigErrors> {
         let overrides = ConnectionOverrides {
             bootstrap_servers: self.bootstrap_servers.clone(),
             schema_registry_url: self.schema_registry_url.clone(),
@@ -89,6 +91,10 @@ impl ConfigArgs {
             security: (&self.security).into(),
         };
         let config = mapping::load_config(&self.config, &overrides)?;
+        let batch = match batch {
+            Some(args) => args.settings(&config.batch),
+            None => BatchSettings::default().with_max_bytes(config.batch.max_bytes),
+        };
         let mut cfg = SinkConfig::new(config, &self.kafka_property, batch);
         cfg.kafka_properties =
             properties::resolve(&cfg.kafka_properties).map_err(|e| ConfigError::File {
@@ -136,7 +142,7 @@ impl RunArgs {
     pub fn load(&self) -> Result<SinkConfig, ConfigErrors> {
         Ok(self
             .config
-            .load(self.batch.into())?
+            .load(Some(&self.batch))?
             .with_writer(self.writer()))
     }
 
@@ -165,11 +171,31 @@ pub struct BatchArgs {
     /// How long a batch waits for more records once it holds one, in milliseconds.
     #[arg(long, value_name = "MS", default_value_t = DEFAULT_LINGER_MS, env = "SINK_LINGER_MS")]
     pub linger_ms: u64,
+    /// Largest number of bytes of record keys and values per batch, e.g. `16MiB` (overrides
+    /// `batch.max_bytes`; default 16 MiB). A larger record forms a batch of its own.
+    #[arg(long, value_name = "SIZE", value_parser = parse_positive_size, env = "SINK_BATCH_MAX_BYTES")]
+    pub batch_max_bytes: Option<ByteSize>,
 }
 
-impl From<BatchArgs> for BatchSettings {
-    fn from(args: BatchArgs) -> Self {
-        BatchSettings::new(args.batch_size, Duration::from_millis(args.linger_ms))
+impl BatchArgs {
+    /// The limits these arguments set, the byte bound from `file` unless given here.
+    pub fn settings(&self, file: &mapping::BatchConfig) -> BatchSettings {
+        let max_bytes = self
+            .batch_max_bytes
+            .map_or(file.max_bytes, |size| size.as_u64());
+        BatchSettings::new(self.batch_size, Duration::from_millis(self.linger_ms))
+            .with_max_bytes(max_bytes)
+    }
+}
+
+/// A byte size above zero: `16777216`, `16MiB`, `512 KB`.
+pub fn parse_positive_size(s: &str) -> Result<ByteSize, String> {
+    match s.trim().parse::<ByteSize>() {
+        Ok(size) if size.as_u64() > 0 => Ok(size),
+        Ok(_) => Err("expected a size above 0".to_owned()),
+        Err(_) => Err(format!(
+            "`{s}` is not a size (expected bytes such as 16777216 or 16MiB)"
+        )),
     }
 }
 
@@ -201,7 +227,7 @@ pub struct RebuildArgs {
 impl RebuildArgs {
     /// The configuration these arguments name, with their batch limits.
     pub fn load(&self) -> Result<SinkConfig, ConfigErrors> {
-        self.config.load(self.batch.into())
+        self.config.load(Some(&self.batch))
     }
 }
 
@@ -267,6 +293,23 @@ mod tests {
         assert_eq!(args.config.redis_url.as_deref(), Some("redis://h:1"));
         assert_eq!(args.config.kafka_property.len(), 2);
         assert_eq!(args.batch.batch_size, 10);
+    }
+
+    #[test]
+    fn batch_max_bytes_overrides_the_file() {
+        let parse = |extra: &[&str]| {
+            let cli = Cli::try_parse_from([&["sink", "run"], extra].concat()).unwrap();
+            let Command::Run(args) = cli.command else {
+                panic!("not run")
+            };
+            args.batch
+                .settings(&mapping::BatchConfig { max_bytes: 1000 })
+        };
+        assert_eq!(parse(&[]).max_bytes, 1000);
+        assert_eq!(parse(&["--batch-max-bytes", "2KiB"]).max_bytes, 2048);
+        assert_eq!(parse(&["--batch-max-bytes", "300"]).max_bytes, 300);
+        assert!(parse_positive_size("0").is_err());
+        assert!(parse_positive_size("big").is_err());
     }
 
     #[test]

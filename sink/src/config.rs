@@ -38,15 +38,28 @@ pub struct BatchSettings {
     pub max_records: usize,
     /// A started batch is flushed after this long even if not full.
     pub linger: Duration,
+    /// At most this many bytes of record keys and values per batch (at least 1); a record
+    /// larger than that forms a batch of its own (`batch.max_bytes`).
+    pub max_bytes: usize,
 }
 
 impl BatchSettings {
-    /// At most `max_records` records per batch (at least 1), flushed after `linger`.
+    /// At most `max_records` records per batch (at least 1), flushed after `linger`, with the
+    /// default byte bound.
     pub fn new(max_records: usize, linger: Duration) -> BatchSettings {
         BatchSettings {
             max_records: max_records.max(1),
             linger,
+            max_bytes: usize::try_from(mapping::DEFAULT_BATCH_MAX_BYTES).unwrap_or(usize::MAX),
         }
+    }
+
+    /// The same limits with at most `max_bytes` bytes of keys and values per batch (at
+    /// least 1; saturated on a 32-bit machine).
+    #[must_use]
+    pub fn with_max_bytes(mut self, max_bytes: u64) -> BatchSettings {
+        self.max_bytes = usize::try_from(max_bytes).unwrap_or(usize::MAX).max(1);
+        self
     }
 }
 

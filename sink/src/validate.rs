@@ -4,11 +4,10 @@
 use mapping::{redact_url, Config, ConfigErrors, RedisConfig, SchemaRegistryConfig};
 
 use crate::cli::ConfigArgs;
-use crate::config::BatchSettings;
 
 /// Loads and validates the configuration named by `args`; the summary to print on success.
 pub fn validate(args: &ConfigArgs) -> Result<String, ConfigErrors> {
-    let cfg = args.load(BatchSettings::default())?;
+    let cfg = args.load(None)?;
     Ok(summary(&cfg.config))
 }
 
@@ -25,6 +24,10 @@ fn summary(config: &Config) -> String {
         registry_auth(&config.schema_registry),
         redact_url(&config.redis.url),
         redis_auth(&config.redis),
+    ));
+    out.push_str(&format!(
+        "  batches of at most {} bytes of keys and values\n",
+        config.batch.max_bytes
     ));
     for m in &config.mappings {
         out.push_str(&format!(

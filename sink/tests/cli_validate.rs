@@ -101,9 +101,50 @@ fn a_missing_file_exits_2() {
 }
 
 #[test]
+fn a_zero_or_unreadable_batch_max_bytes_is_refused_with_its_position() {
+    let shipped =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../connectors.yaml"))
+            .unwrap();
+    for (value, message) in [
+        ("0", "max_bytes is 0"),
+        ("lots", "max_bytes `lots` is not a size"),
+    ] {
+        let path = temp_file(
+            "connectors.yaml",
+            &format!("batch:\n  max_bytes: {value}\n{shipped}"),
+        );
+        let out = sink(&["validate", "--config", path.to_str().unwrap()]);
+        let stderr = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "stderr: {stderr}");
+        assert!(
+            stderr.contains(&format!("{}:2:14: {message}", path.display())),
+            "{stderr}"
+        );
+    }
+    let path = temp_file(
+        "connectors.yaml",
+        &format!("batch:\n  max_bytes: 4MiB\n{shipped}"),
+    );
+    let out = sink(&["validate", "--config", path.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("batches of at most 4194304 bytes"),
+        "{}",
+        text(&out.stdout)
+    );
+}
+
+#[test]
 fn usage_errors_exit_2() {
     let out = sink(&["run", "--no-such-flag"]);
     assert_eq!(out.status.code(), Some(2));
+    let out = sink(&["run", "--batch-max-bytes", "0"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("expected a size above 0"),
+        "{}",
+        text(&out.stderr)
+    );
     let out = sink(&["run", "-X", "novalue"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(

@@ -90,10 +90,7 @@ async fn emails_move_between_customers_on_different_partitions() {
 
     // Small batches: many pipelines, partitions interleaved.
     let summary = s
-        .run_until_caught_up(BatchSettings {
-            max_records: 7,
-            linger: std::time::Duration::from_millis(2),
-        })
+        .run_until_caught_up(BatchSettings::new(7, std::time::Duration::from_millis(2)))
         .await;
     assert_eq!(summary.records, records.len() as u64, "{summary:?}");
 

@@ -21,10 +21,7 @@ async fn stopped_mid_way_and_restarted_ends_in_the_same_state() {
     // First run: one record per batch, stopped once a third is applied. A batch of one takes
     // a Redis round trip, so the 4,000 records take seconds; with batches of 50 the sink
     // applied all of them within one 100 ms poll (seen in CI) and was never stopped mid-way.
-    let batch = BatchSettings {
-        max_records: 1,
-        linger: Duration::from_millis(1),
-    };
+    let batch = BatchSettings::new(1, Duration::from_millis(1));
     let cfg = s.sink_config(batch);
     let shutdown = CancellationToken::new();
     let first = tokio::spawn({

@@ -9,8 +9,8 @@ use super::{at, node_mark, ConfigError, ConfigErrors, ConnectionOverrides, Conne
 use crate::declared::{DeclaredType, DeclaredTypes};
 use crate::diagnostics::redact_url;
 use crate::model::{
-    Config, FieldSelection, FreshnessConfig, Index, KafkaConfig, LimitParam, Lookup, LookupParam,
-    Mapping, ParamType, Relation, SelectedField, Source,
+    BatchConfig, Config, FieldSelection, FreshnessConfig, Index, KafkaConfig, LimitParam, Lookup,
+    LookupParam, Mapping, ParamType, Relation, SelectedField, Source,
 };
 use crate::raw::{RawConfig, RawField, RawFields, RawLookup, RawMapping};
 use crate::template::{KeyTemplate, TemplatePart};
@@ -127,6 +127,7 @@ impl<'a> Validator<'a> {
                 "stale_after_ms is 0 (expected a positive number of milliseconds)".to_owned(),
             );
         }
+        let batch = self.batch(raw);
         if raw.mappings.is_empty() {
             let mark = node_mark(self.root, &[Step::Key("mappings")]);
             self.error_at(mark, "no mappings (expected at least one entry)".to_owned());
@@ -202,9 +203,39 @@ impl<'a> Validator<'a> {
             freshness: FreshnessConfig {
                 stale_after_ms: *raw.freshness.stale_after_ms,
             },
+            batch,
             sources,
             mappings: mappings.into_iter().flatten().collect(),
         })
+    }
+
+    /// `batch:`: `max_bytes` is a positive byte size (a number of bytes, or with a unit).
+    fn batch(&mut self, raw: &RawConfig) -> BatchConfig {
+        let Some(max_bytes) = &raw.batch.max_bytes else {
+            return BatchConfig::default();
+        };
+        match max_bytes.trim().parse::<bytesize::ByteSize>() {
+            Ok(size) if size.as_u64() > 0 => BatchConfig {
+                max_bytes: size.as_u64(),
+            },
+            Ok(_) => {
+                self.error(
+                    max_bytes.span(),
+                    "max_bytes is 0 (expected a positive size such as 16MiB)".to_owned(),
+                );
+                BatchConfig::default()
+            }
+            Err(_) => {
+                self.error(
+                    max_bytes.span(),
+                    format!(
+                        "max_bytes `{}` is not a size (expected bytes such as 16777216 or 16MiB)",
+                        **max_bytes
+                    ),
+                );
+                BatchConfig::default()
+            }
+        }
     }
 
     /// `sources:` and each mapping's `source:`: unique names valid in `sink:` keys, heartbeat

@@ -5,6 +5,11 @@
 //! The raw key and value bytes of each planned change are kept in one buffer per batch (no
 //! allocation per record), so that a change Redis rejects for good can still be
 //! dead-lettered byte for byte.
+//!
+//! A batch is bounded by records and by bytes ([`BatchSettings`]): it is full at
+//! `max_records` records or `max_bytes` bytes of held keys and values, and a record that would
+//! take it past `max_bytes` starts the next batch instead ([`Batch::has_room_for`]). A record
+//! larger than `max_bytes` on its own still forms a batch of one, so nothing is ever stuck.
 
 use std::ops::Range;
 use std::sync::Arc;
@@ -12,6 +17,7 @@ use std::sync::Arc;
 use mapping::ColumnType;
 
 use crate::apply::PlannedChange;
+use crate::config::BatchSettings;
 
 /// A topic partition, with the topic name shared between all records of the topic.
 pub type Partition = (Arc<str>, i32);
@@ -63,6 +69,24 @@ impl Batch {
     /// Whether nothing was consumed into this batch.
     pub fn is_empty(&self) -> bool {
         self.records == 0
+    }
+
+    /// Bytes of keys and values held for the planned changes.
+    pub fn bytes(&self) -> usize {
+        self.raw.bytes.len()
+    }
+
+    /// Whether a record of `bytes` key and value bytes may join without taking the batch past
+    /// `limits.max_bytes`; always when the batch holds no bytes yet (a large record forms a
+    /// batch of its own).
+    pub fn has_room_for(&self, bytes: usize, limits: &BatchSettings) -> bool {
+        self.bytes() == 0 || self.bytes().saturating_add(bytes) <= limits.max_bytes
+    }
+
+    /// Whether the batch is to be handed over now: `limits.max_records` records or
+    /// `limits.max_bytes` bytes.
+    pub fn is_full(&self, limits: &BatchSettings) -> bool {
+        self.records >= limits.max_records || self.bytes() >= limits.max_bytes
     }
 
     /// Notes that `offset` of `topic`/`partition` was consumed.
@@ -238,6 +262,54 @@ mod tests {
         assert_eq!(parts[1].records, 2);
         assert_eq!(parts[0].raw.get(1), (Some(&b"12"[..]), None));
         assert_eq!(parts[1].raw.get(0), (Some(&b"20"[..]), None));
+    }
+
+    /// Cuts records of `sizes` bytes into batches as the consume stage does; the sizes of
+    /// each batch.
+    fn cut(sizes: &[usize], limits: &BatchSettings) -> Vec<Vec<usize>> {
+        let topic: Arc<str> = Arc::from("t");
+        let mut batches = Vec::new();
+        let mut batch = Batch::default();
+        let mut current = Vec::new();
+        for (offset, &size) in (0..).zip(sizes) {
+            if !batch.is_empty() && !batch.has_room_for(size, limits) {
+                batches.push(std::mem::take(&mut current));
+                batch = Batch::default();
+            }
+            batch.push_change(change(&topic, 0, offset), None, Some(&vec![0; size]));
+            batch.note_offset(&topic, 0, offset);
+            current.push(size);
+            if batch.is_full(limits) {
+                batches.push(std::mem::take(&mut current));
+                batch = Batch::default();
+            }
+        }
+        if !current.is_empty() {
+            batches.push(current);
+        }
+        batches
+    }
+
+    #[test]
+    fn batches_are_bounded_by_bytes_and_records() {
+        let limits = BatchSettings::new(3, std::time::Duration::ZERO).with_max_bytes(100);
+        // Bytes: 40 + 40 fit, a third 40 would pass 100 and starts the next batch.
+        assert_eq!(
+            cut(&[40, 40, 40, 40], &limits),
+            vec![vec![40, 40], vec![40, 40]]
+        );
+        // Records: three small ones fill a batch.
+        assert_eq!(cut(&[1, 1, 1, 1], &limits), vec![vec![1, 1, 1], vec![1]]);
+        // Exactly the bound is full.
+        assert_eq!(cut(&[60, 40, 10], &limits), vec![vec![60, 40], vec![10]]);
+        // A record above the bound forms a batch of its own, before and after others.
+        assert_eq!(
+            cut(&[10, 500, 10], &limits),
+            vec![vec![10], vec![500], vec![10]]
+        );
+        // A bound of one byte: one record per batch.
+        let one = limits.with_max_bytes(1);
+        assert_eq!(cut(&[5, 5], &one), vec![vec![5], vec![5]]);
     }
 
     #[test]

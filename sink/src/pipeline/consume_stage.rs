@@ -3,8 +3,9 @@
 //! record is decoded ([`Decoder`]) and planned ([`mapping::plan`]) as it arrives; a record
 //! that cannot be decoded or planned is dead-lettered and the loop moves on. A record of a
 //! heartbeat topic is decoded and handed to the watermark watcher; it maps to no rows. A batch is
-//! handed to the apply stage when it holds `batch.max_records` records or its linger time has
-//! passed.
+//! handed to the apply stage when it holds `batch.max_records` records or `batch.max_bytes`
+//! bytes (a record that would pass the byte bound starts the next batch), or its linger time
+//! has passed.
 
 use std::collections::HashMap;
 use std::pin::pin;
@@ -134,6 +135,11 @@ impl<'a> ConsumeStage<'a> {
                     None => break,
                     Some(Err(e)) => log_consumer_error(&e),
                     Some(Ok(message)) => {
+                        if !batch.has_room_for(record_bytes(&message), &self.settings)
+                            && !self.hand_over(&mut batch, tx).await
+                        {
+                            break;
+                        }
                         if batch.is_empty() {
                             linger.as_mut().reset(Instant::now() + self.settings.linger);
                             self.first_record_at.get_or_insert_with(std::time::Instant::now);
@@ -141,7 +147,7 @@ impl<'a> ConsumeStage<'a> {
                         if let Step::Shutdown = self.consume_record(&message, &mut batch).await? {
                             break;
                         }
-                        if batch.records >= self.settings.max_records
+                        if batch.is_full(&self.settings)
                             && !self.hand_over(&mut batch, tx).await
                         {
                             break;
@@ -314,6 +320,11 @@ impl<'a> ConsumeStage<'a> {
         self.dead_lettered += 1;
         Ok(Step::Continue)
     }
+}
+
+/// Key and value bytes of `message`, as a batch holds them.
+fn record_bytes(message: &BorrowedMessage<'_>) -> usize {
+    message.key().map_or(0, <[u8]>::len) + message.payload().map_or(0, <[u8]>::len)
 }
 
 /// The `dlq.error` text for a record that could not be decoded.

@@ -12,7 +12,7 @@
 //!    ([`crate::decode::Decoder`]) and planned ([`mapping::plan`]) as it arrives; a record that
 //!    cannot be decoded or planned goes to the dead-letter topic ([`crate::dlq`]) and the loop
 //!    moves on. A batch (`batch.rs`) is handed over when it holds `batch.max_records` records
-//!    or its linger time has passed.
+//!    or `batch.max_bytes` bytes of keys and values, or its linger time has passed.
 //! 2. The *apply* stage (`apply_stage.rs`) first records a mapping's column types when its
 //!    value schema changed, then splits the batch by partition: each partition has a lane that
 //!    sends its slices to Redis one after another, each as one pipeline

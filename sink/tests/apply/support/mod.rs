@@ -59,6 +59,7 @@ pub fn config(tag: &str, ttl_seconds: Option<u64>) -> Config {
         freshness: FreshnessConfig {
             stale_after_ms: 30_000,
         },
+        batch: mapping::BatchConfig::default(),
         sources: Vec::new(),
         mappings: vec![
             Mapping {
