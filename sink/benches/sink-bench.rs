@@ -169,6 +169,7 @@ fn load(yaml: &str, args: &Args) -> anyhow::Result<SinkConfig> {
         WriterMode::Shared => Writer::Shared,
         WriterMode::Exclusive => Writer::Exclusive {
             lease: sink::apply::DEFAULT_LEASE_TTL,
+            max_memory: sink::apply::DEFAULT_MAX_WRITER_MEMORY,
         },
     }))
 }

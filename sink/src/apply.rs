@@ -60,7 +60,9 @@ use mapping::{ColumnType, Config};
 use tokio_util::sync::CancellationToken;
 
 pub use error::ApplyError;
-pub use owned::{LoadError, OwnedWriter, DEFAULT_LEASE_TTL};
+pub use owned::{
+    LoadError, MemoryBound, OwnedWriter, DEFAULT_LEASE_TTL, DEFAULT_MAX_WRITER_MEMORY,
+};
 use records::Records;
 pub use records::Watermark;
 pub use script::{ChangeScript, ScriptWriter, DEFAULT_CHUNK};
@@ -131,6 +133,8 @@ impl Applier {
     /// batch. Readers see each batch at once (one `MULTI`/`EXEC`). A rebuild swapping the
     /// database in, or a lapsed lease, makes it load the bookkeeping again; another sink
     /// taking the lease makes every later batch fail with [`ApplyError::LeaseLost`].
+    /// Bookkeeping that takes more than `max_memory` bytes, at start or grown past it by a
+    /// batch, fails with [`ApplyError::WriterMemory`] (README, *Exclusive writer memory*).
     ///
     /// `None` if `shutdown` is cancelled while waiting for the lease;
     /// [`ApplyError::ExclusiveTtl`] if a mapping sets `ttl_seconds`, which only the shared
@@ -139,6 +143,7 @@ impl Applier {
         pool: Pool,
         config: &Config,
         lease_ttl: Duration,
+        max_memory: u64,
         shutdown: &CancellationToken,
     ) -> Result<Option<Applier>, ApplyError> {
         let with_ttl = owned::with_ttl(&config.mappings);
@@ -147,7 +152,7 @@ impl Applier {
                 mappings: with_ttl.into_iter().map(str::to_owned).collect(),
             });
         }
-        let writer = OwnedWriter::exclusive(pool, config, lease_ttl, shutdown).await?;
+        let writer = OwnedWriter::exclusive(pool, config, lease_ttl, max_memory, shutdown).await?;
         Ok(writer.map(Applier::Owned))
     }
 
@@ -249,6 +254,7 @@ mod tests {
             unreachable_pool(),
             &config,
             DEFAULT_LEASE_TTL,
+            DEFAULT_MAX_WRITER_MEMORY,
             &CancellationToken::new(),
         )
         .await

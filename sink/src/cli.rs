@@ -20,7 +20,8 @@ pub use security::SecurityArgs;
 /// Keeps a Redis read model in sync with Debezium change events in Kafka.
 ///
 /// Exit codes: 0 success (also after SIGINT/SIGTERM), 1 runtime failure (a service
-/// unreachable, Kafka or Redis failing), 2 bad configuration or usage.
+/// unreachable, Kafka or Redis failing), 2 bad configuration or usage (also: an exclusive
+/// writer's bookkeeping above --max-writer-memory).
 #[derive(Debug, Parser)]
 #[command(name = "sink", version, about, long_about = None)]
 pub struct Cli {
@@ -126,6 +127,17 @@ pub struct RunArgs {
     /// standby takes over from a sink that died.
     #[arg(long, value_name = "MS", default_value_t = default_lease_ms(), env = "SINK_LEASE_MS")]
     pub lease_ms: u64,
+    /// The most memory an exclusive sink's bookkeeping may take, e.g. `512MiB` or `4GiB`
+    /// (README, "Exclusive writer memory"). Above it the sink refuses to start, or stops
+    /// once a batch took it there, with exit code 2.
+    #[arg(
+        long,
+        value_name = "SIZE",
+        value_parser = parse_positive_size,
+        default_value = "1GiB",
+        env = "SINK_MAX_WRITER_MEMORY"
+    )]
+    pub max_writer_memory: ByteSize,
 }
 
 /// Who writes the Redis database (`sink run --writer`).
@@ -152,6 +164,7 @@ impl RunArgs {
             WriterMode::Shared => Writer::Shared,
             WriterMode::Exclusive => Writer::Exclusive {
                 lease: Duration::from_millis(self.lease_ms),
+                max_memory: self.max_writer_memory.as_u64(),
             },
         }
     }
@@ -326,7 +339,15 @@ mod tests {
         assert_eq!(
             parse(&["--writer", "exclusive", "--lease-ms", "2500"]),
             Writer::Exclusive {
-                lease: Duration::from_millis(2500)
+                lease: Duration::from_millis(2500),
+                max_memory: crate::apply::DEFAULT_MAX_WRITER_MEMORY,
+            }
+        );
+        assert_eq!(
+            parse(&["--writer", "exclusive", "--max-writer-memory", "512MiB"]),
+            Writer::Exclusive {
+                lease: crate::apply::DEFAULT_LEASE_TTL,
+                max_memory: 512 * 1024 * 1024,
             }
         );
         assert!(Cli::try_parse_from(["sink", "run", "--writer", "solo"]).is_err());

@@ -20,6 +20,8 @@ pub enum Writer {
     Exclusive {
         /// The lease time.
         lease: Duration,
+        /// The most memory the bookkeeping may take, in bytes (`--max-writer-memory`).
+        max_memory: u64,
     },
 }
 

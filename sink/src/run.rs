@@ -30,6 +30,21 @@ pub enum RunError {
     Consume(#[from] ConsumeError),
 }
 
+impl RunError {
+    /// Whether the configuration must change before the sink can run (exit code 2): the
+    /// exclusive writer's bookkeeping is above `--max-writer-memory`, at start or grown there.
+    pub fn is_config(&self) -> bool {
+        matches!(
+            self,
+            RunError::Exclusive(ApplyError::WriterMemory(_))
+                | RunError::Consume(ConsumeError::Apply {
+                    source: ApplyError::WriterMemory(_),
+                    ..
+                })
+        )
+    }
+}
+
 /// Checks Redis, the registry and Kafka, then consumes the mapped topics in the configured
 /// group until `stop` says so (or `shutdown` is cancelled), and commits.
 pub async fn run(
@@ -43,8 +58,8 @@ pub async fn run(
     let pool = redis_pool(&config.redis)?;
     let applier = match cfg.writer {
         Writer::Shared => Applier::new(pool, config),
-        Writer::Exclusive { lease } => {
-            match Applier::exclusive(pool, config, lease, &shutdown)
+        Writer::Exclusive { lease, max_memory } => {
+            match Applier::exclusive(pool, config, lease, max_memory, &shutdown)
                 .await
                 .map_err(RunError::Exclusive)?
             {

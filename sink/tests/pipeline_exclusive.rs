@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 const EXCLUSIVE: Writer = Writer::Exclusive {
     lease: Duration::from_secs(2),
+    max_memory: sink::apply::DEFAULT_MAX_WRITER_MEMORY,
 };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

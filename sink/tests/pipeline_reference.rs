@@ -43,6 +43,7 @@ async fn recorded_samples_end_in_the_expected_redis_state() {
 async fn recorded_samples_end_in_the_expected_redis_state_with_the_exclusive_writer() {
     recorded_samples(Writer::Exclusive {
         lease: std::time::Duration::from_secs(10),
+        max_memory: sink::apply::DEFAULT_MAX_WRITER_MEMORY,
     })
     .await;
 }

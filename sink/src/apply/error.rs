@@ -115,6 +115,10 @@ pub enum ApplyError {
         #[source]
         source: redis::ServerError,
     },
+    /// The exclusive writer's bookkeeping takes more memory than `--max-writer-memory`
+    /// allows: at start, or grown past it by the last batch (it takes no further batch).
+    #[error(transparent)]
+    WriterMemory(super::owned::MemoryBound),
     /// The exclusive sink could not load its bookkeeping from Redis.
     #[error("loading the exclusive sink's bookkeeping")]
     Load(#[source] super::LoadError),
@@ -146,12 +150,16 @@ impl ApplyError {
                     || !matches!(source.retry_method(), redis::RetryMethod::NoRetry)
             }
             ApplyError::Change { retriable, .. } => *retriable,
-            ApplyError::Load(e) => !matches!(e, super::LoadError::Position { .. }),
+            ApplyError::Load(e) => !matches!(
+                e,
+                super::LoadError::Position { .. } | super::LoadError::TooLarge(_)
+            ),
             ApplyError::Invalid { .. }
             | ApplyError::Reply { .. }
             | ApplyError::Excluded { .. }
             | ApplyError::LeaseLost { .. }
             | ApplyError::ForeignKey { .. }
+            | ApplyError::WriterMemory(_)
             | ApplyError::ExclusiveTtl { .. } => false,
         }
     }
@@ -185,6 +193,7 @@ impl ApplyError {
             | ApplyError::LeaseLost { .. }
             | ApplyError::ForeignKey { .. }
             | ApplyError::Load(_)
+            | ApplyError::WriterMemory(_)
             | ApplyError::ExclusiveTtl { .. } => None,
         }
     }

@@ -41,9 +41,10 @@
 //!
 //! # Limits
 //!
-//! Memory: the bookkeeping of every row and index key lives in the sink (about 220 bytes
-//! per row or index key in the rebuild benchmark). Mappings with `ttl_seconds` are not
-//! supported (rows expire behind the sink's back): see [`with_ttl`].
+//! Memory: the bookkeeping of every row and index key lives in the sink (README, *Exclusive
+//! writer memory*, for the figures); an exclusive writer refuses to hold more than
+//! `--max-writer-memory` ([`MemoryBound`]). Mappings with `ttl_seconds` are not supported
+//! (rows expire behind the sink's back): see [`with_ttl`].
 
 mod bookkeeping;
 mod commands;
@@ -58,6 +59,29 @@ mod writer;
 use mapping::Mapping;
 
 pub use lease::DEFAULT_LEASE_TTL;
+
+/// The most memory an exclusive writer's bookkeeping may take unless told otherwise
+/// (`--max-writer-memory`): about four million rows with an index key each (README,
+/// *Exclusive writer memory*).
+pub const DEFAULT_MAX_WRITER_MEMORY: u64 = 1 << 30;
+
+/// Bookkeeping that takes more memory than `--max-writer-memory` allows.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "the exclusive writer's bookkeeping for {rows} rows and {index_keys} index keys takes about {} of memory, more than --max-writer-memory {} allows; raise it (--max-writer-memory or SINK_MAX_WRITER_MEMORY) or run the sink with --writer shared",
+    bytesize::ByteSize::b(*.estimate).display().iec(),
+    bytesize::ByteSize::b(*.bound).display().iec(),
+)]
+pub struct MemoryBound {
+    /// Rows of every mapping.
+    pub rows: usize,
+    /// Index keys of every mapping.
+    pub index_keys: usize,
+    /// The estimated bytes ([`state::OwnedState::memory`]).
+    pub estimate: u64,
+    /// `--max-writer-memory`.
+    pub bound: u64,
+}
 pub use load::LoadError;
 pub use writer::OwnedWriter;
 

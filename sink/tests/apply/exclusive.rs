@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use crate::support::*;
 use mapping::{Change, Op};
-use sink::apply::{Applier, ApplyError, BatchOutcome, PlannedChange};
+use sink::apply::{Applier, ApplyError, BatchOutcome, PlannedChange, DEFAULT_MAX_WRITER_MEMORY};
 use tokio_util::sync::CancellationToken;
 
 /// A short lease, so that take-overs happen within the test.
@@ -91,7 +91,7 @@ async fn the_lease_keeps_other_writers_out() {
     let (pool, config) = (holder.pool.clone(), holder.config.clone());
     let standby = tokio::spawn({
         let cancel = cancel.clone();
-        async move { Applier::exclusive(pool, &config, LEASE, &cancel).await }
+        async move { Applier::exclusive(pool, &config, LEASE, DEFAULT_MAX_WRITER_MEMORY, &cancel).await }
     });
     // Renewed by the idle holder, the lease does not lapse: the standby keeps waiting.
     tokio::time::sleep(LEASE * 3).await;

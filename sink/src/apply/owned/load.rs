@@ -11,6 +11,7 @@ use redis::aio::ConnectionLike;
 use super::lease::{Holding, Lease};
 use super::model::render;
 use super::state::{IndexState, OwnedState, RowState};
+use super::MemoryBound;
 
 /// Entries per `HSCAN` page and per pipelined round trip.
 const PAGE: usize = 1000;
@@ -19,16 +20,20 @@ impl OwnedState {
     /// Fills this (empty) state from the bookkeeping in Redis: `sink:rows:{mapping}` with each
     /// row's template fields and relation scores, `sink:index:{mapping}:{index}` with each
     /// index key's owner. With `lease`, the lease is renewed after each page (a load can
-    /// outlast it), and the load stops if another writer holds it.
+    /// outlast it), and the load stops if another writer holds it. The load stops as soon as
+    /// the state holds more than `max_memory` bytes ([`OwnedState::memory`]), with the
+    /// estimate for every entry in Redis ([`LoadError::TooLarge`]).
     pub(crate) async fn load<C: ConnectionLike + Send>(
         &mut self,
         conn: &mut C,
         lease: Option<&Lease>,
+        max_memory: usize,
     ) -> Result<(), LoadError> {
         for m in 0..self.models.len() {
             let mut pages = HashPages::new(self.models[m].rows_key.clone());
             while let Some(page) = pages.next(conn).await? {
                 self.load_rows(conn, m, page).await?;
+                self.check_memory(conn, max_memory).await?;
                 renew(conn, lease).await?;
             }
         }
@@ -36,10 +41,46 @@ impl OwnedState {
             let mut pages = HashPages::new(self.index_hashes[hash].clone());
             while let Some(page) = pages.next(conn).await? {
                 self.load_indexes(conn, hash, page).await?;
+                self.check_memory(conn, max_memory).await?;
                 renew(conn, lease).await?;
             }
         }
         Ok(())
+    }
+
+    /// [`LoadError::TooLarge`] once the state holds more than `max_memory` bytes, with the
+    /// entries in Redis (`HLEN` of every bookkeeping hash) and the memory they would take at
+    /// the loaded entries' average.
+    async fn check_memory<C: ConnectionLike + Send>(
+        &self,
+        conn: &mut C,
+        max_memory: usize,
+    ) -> Result<(), LoadError> {
+        let memory = self.memory();
+        if memory <= max_memory {
+            return Ok(());
+        }
+        let mut pipe = redis::pipe();
+        for model in &self.models {
+            pipe.cmd("HLEN").arg(&model.rows_key);
+        }
+        for hash in &self.index_hashes {
+            pipe.cmd("HLEN").arg(hash);
+        }
+        let lengths: Vec<usize> = pipe.query_async(conn).await.map_err(LoadError::Redis)?;
+        let (rows, index_keys) = lengths.split_at(self.models.len());
+        let (rows, index_keys): (usize, usize) = (rows.iter().sum(), index_keys.iter().sum());
+        let (loaded_rows, loaded_index_keys) = self.size();
+        let loaded = (loaded_rows + loaded_index_keys).max(1);
+        let total = (rows + index_keys).max(loaded);
+        let estimate =
+            u64::try_from(memory as u128 * total as u128 / loaded as u128).unwrap_or(u64::MAX);
+        Err(LoadError::TooLarge(MemoryBound {
+            rows: rows.max(loaded_rows),
+            index_keys: index_keys.max(loaded_index_keys),
+            estimate,
+            bound: max_memory as u64,
+        }))
     }
 
     /// One page of `sink:rows:{mapping}`: (row key, position) pairs.
@@ -97,7 +138,8 @@ impl OwnedState {
             page.into_iter().zip(values.iter_mut()).zip(row_scores)
         {
             let position = parse_position(&model.rows_key, &row, &position)?;
-            self.rows[m].insert(
+            self.load_row(
+                m,
                 row,
                 RowState {
                     position,
@@ -127,7 +169,7 @@ impl OwnedState {
             .map_err(LoadError::Redis)?;
         for ((key, position), owner) in page.into_iter().zip(owners) {
             let position = parse_position(&self.index_hashes[hash], &key, &position)?;
-            self.indexes.insert(
+            self.load_index(
                 key,
                 IndexState {
                     owner,
@@ -237,6 +279,9 @@ pub enum LoadError {
         /// What it holds.
         value: String,
     },
+    /// The bookkeeping takes more memory than `--max-writer-memory` allows.
+    #[error(transparent)]
+    TooLarge(MemoryBound),
     /// Another writer took the lease meanwhile.
     #[error("another sink ({0}) took the lease on the database while the bookkeeping was loading")]
     LeaseLost(String),

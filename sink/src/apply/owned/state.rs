@@ -2,7 +2,17 @@
 //! from Redis: per row its `sink:rows` position, its hash's template fields and its relation
 //! scores; per index key its owner and `sink:index` position. Every change to it is logged
 //! so that a batch Redis refuses can be undone.
+//!
+//! # Memory
+//!
+//! [`OwnedState::memory`] estimates the bytes it holds, for `--max-writer-memory`: every
+//! entry's heap allocations (its key, template values and scores, each rounded up to the
+//! allocator's 8-byte granularity), counted as entries come and go, plus the hash tables at
+//! their current capacity (a slot per bucket and a control byte). What the allocator keeps
+//! beyond that is not counted: README, *Exclusive writer memory*, gives the estimate against
+//! the process's measured growth.
 
+use std::mem::size_of;
 use std::sync::Arc;
 
 use mapping::Mapping;
@@ -50,6 +60,8 @@ pub(crate) struct OwnedState {
     pub(super) index_hashes: Vec<String>,
     /// Per mapping: the number of its first index in `index_hashes`.
     pub(super) first_index: Vec<usize>,
+    /// Heap bytes of the entries of `rows` and `indexes` (see [`OwnedState::memory`]).
+    pub(super) heap: usize,
 }
 
 impl OwnedState {
@@ -68,7 +80,13 @@ impl OwnedState {
             indexes: HashMap::default(),
             index_hashes,
             first_index,
+            heap: 0,
         }
+    }
+
+    /// Estimated bytes held: the entries' heap allocations and the hash tables (module doc).
+    pub(crate) fn memory(&self) -> usize {
+        self.heap + self.rows.iter().map(table_bytes).sum::<usize>() + table_bytes(&self.indexes)
     }
 
     /// How much bookkeeping is held: (rows of every mapping, index keys).
@@ -81,17 +99,11 @@ impl OwnedState {
     pub(crate) fn rollback(&mut self, UndoLog(undo): UndoLog) {
         for u in undo.into_iter().rev() {
             match u {
-                Undo::Row(m, key, Some(state)) => {
-                    self.rows[m].insert(key, state);
+                Undo::Row(m, key, state) => {
+                    self.replace_row(m, &key, state);
                 }
-                Undo::Row(m, key, None) => {
-                    self.rows[m].remove(&key);
-                }
-                Undo::Index(key, Some(state)) => {
-                    self.indexes.insert(key, state);
-                }
-                Undo::Index(key, None) => {
-                    self.indexes.remove(&key);
+                Undo::Index(key, state) => {
+                    self.replace_index(&key, state);
                 }
             }
         }
@@ -104,21 +116,60 @@ impl OwnedState {
         key: &str,
         state: Option<RowState>,
     ) {
+        let old = self.replace_row(m, key, state);
+        undo.push(Undo::Row(m, key.to_owned(), old));
+    }
+
+    pub(super) fn set_index(&mut self, undo: &mut Vec<Undo>, key: &str, state: IndexState) {
+        let old = self.replace_index(key, Some(state));
+        undo.push(Undo::Index(key.to_owned(), old));
+    }
+
+    /// Sets (or with `None` removes) row `key` of mapping `m`, keeping [`OwnedState::heap`];
+    /// the previous state.
+    fn replace_row(&mut self, m: usize, key: &str, state: Option<RowState>) -> Option<RowState> {
+        let added = state.as_ref().map_or(0, |s| row_bytes(key.len(), s));
         let rows = &mut self.rows[m];
         let old = match (state, rows.get_mut(key)) {
             (Some(s), Some(slot)) => Some(std::mem::replace(slot, s)),
             (Some(s), None) => rows.insert(key.to_owned(), s),
             (None, _) => rows.remove(key),
         };
-        undo.push(Undo::Row(m, key.to_owned(), old));
+        let removed = old.as_ref().map_or(0, |s| row_bytes(key.len(), s));
+        self.heap = self.heap + added - removed;
+        old
     }
 
-    pub(super) fn set_index(&mut self, undo: &mut Vec<Undo>, key: &str, state: IndexState) {
-        let old = match self.indexes.get_mut(key) {
-            Some(slot) => Some(std::mem::replace(slot, state)),
-            None => self.indexes.insert(key.to_owned(), state),
+    /// Sets (or with `None` removes) index key `key`, keeping [`OwnedState::heap`]; the
+    /// previous state.
+    fn replace_index(&mut self, key: &str, state: Option<IndexState>) -> Option<IndexState> {
+        let added = state.as_ref().map_or(0, |s| index_bytes(key.len(), s));
+        let old = match (state, self.indexes.get_mut(key)) {
+            (Some(s), Some(slot)) => Some(std::mem::replace(slot, s)),
+            (Some(s), None) => self.indexes.insert(key.to_owned(), s),
+            (None, _) => self.indexes.remove(key),
         };
-        undo.push(Undo::Index(key.to_owned(), old));
+        let removed = old.as_ref().map_or(0, |s| index_bytes(key.len(), s));
+        self.heap = self.heap + added - removed;
+        old
+    }
+
+    /// Adds row `key` of mapping `m` as loaded from Redis (`HSCAN` may repeat a key).
+    pub(super) fn load_row(&mut self, m: usize, key: String, state: RowState) {
+        let key_len = key.len();
+        self.heap += row_bytes(key_len, &state);
+        if let Some(old) = self.rows[m].insert(key, state) {
+            self.heap -= row_bytes(key_len, &old);
+        }
+    }
+
+    /// Adds index key `key` as loaded from Redis (`HSCAN` may repeat a key).
+    pub(super) fn load_index(&mut self, key: String, state: IndexState) {
+        let key_len = key.len();
+        self.heap += index_bytes(key_len, &state);
+        if let Some(old) = self.indexes.insert(key, state) {
+            self.heap -= index_bytes(key_len, &old);
+        }
     }
 
     pub(super) fn index(&self, key: &str) -> (Option<&str>, Option<i64>) {
@@ -126,4 +177,42 @@ impl OwnedState {
             .get(key)
             .map_or((None, None), |s| (s.owner.as_deref(), Some(s.position)))
     }
+}
+
+/// Heap bytes of one allocation of `len` bytes: none when empty, else rounded up to the
+/// allocator's 8-byte granularity.
+const fn allocation(len: usize) -> usize {
+    if len == 0 {
+        0
+    } else {
+        len.div_ceil(8) * 8
+    }
+}
+
+/// Heap bytes of a row entry whose key is `key_len` bytes long.
+fn row_bytes(key_len: usize, row: &RowState) -> usize {
+    let values: usize = row
+        .values
+        .iter()
+        .map(|v| v.as_ref().map_or(0, |s| allocation(s.len())))
+        .sum();
+    allocation(key_len)
+        + allocation(row.values.len() * size_of::<Option<String>>())
+        + values
+        + allocation(row.scores.len() * size_of::<Option<f64>>())
+}
+
+/// Heap bytes of an index entry whose key is `key_len` bytes long.
+fn index_bytes(key_len: usize, index: &IndexState) -> usize {
+    allocation(key_len) + index.owner.as_ref().map_or(0, |o| allocation(o.len()))
+}
+
+/// Bytes of a hash table's own allocation at its current capacity: hashbrown keeps a bucket
+/// per 7/8 of an entry (a power of two), each a slot and a control byte.
+fn table_bytes<K, V>(map: &HashMap<K, V>) -> usize {
+    if map.capacity() == 0 {
+        return 0;
+    }
+    let buckets = (map.capacity() * 8 / 7).next_power_of_two();
+    buckets * (size_of::<(K, V)>() + 1)
 }

@@ -43,6 +43,7 @@ use super::decide::decide;
 use super::lease::{Holding, Lease};
 use super::load::LoadError;
 use super::state::{OwnedState, UndoLog};
+use super::MemoryBound;
 use crate::apply::records::Records;
 use crate::apply::{ApplyError, BatchOutcome, PlannedChange};
 
@@ -86,6 +87,8 @@ struct Shared {
 struct Exclusive {
     lease: Lease,
     mappings: Vec<Mapping>,
+    /// `--max-writer-memory`: the most the bookkeeping may take ([`OwnedState::memory`]).
+    max_memory: usize,
 }
 
 /// Applies batches decided in this process against the bookkeeping it holds; cheap to
@@ -112,18 +115,22 @@ impl OwnedWriter {
     /// (one `MULTI`/`EXEC`). A rebuild swapping the database in, or a lapsed lease, makes it
     /// load the bookkeeping again; another sink taking the lease makes every later batch
     /// fail with [`ApplyError::LeaseLost`]. `config` must have no mapping with
-    /// `ttl_seconds`.
+    /// `ttl_seconds`. Bookkeeping that takes more than `max_memory` bytes, when loaded or
+    /// before a batch is decided, fails with [`ApplyError::WriterMemory`] (the writer takes
+    /// no further batch).
     ///
     /// `None` if `shutdown` is cancelled while waiting for the lease.
     pub(crate) async fn exclusive(
         pool: Pool,
         config: &Config,
         lease_ttl: Duration,
+        max_memory: u64,
         shutdown: &CancellationToken,
     ) -> Result<Option<OwnedWriter>, ApplyError> {
         let exclusive = Exclusive {
             lease: Lease::new(config.mappings.iter().map(|m| m.name.as_str()), lease_ttl),
             mappings: config.mappings.clone(),
+            max_memory: usize::try_from(max_memory).unwrap_or(usize::MAX),
         };
         let mut conn = pool.get().await.map_err(ApplyError::Pool)?;
         let mut waiting = false;
@@ -155,6 +162,8 @@ impl OwnedWriter {
             writer = exclusive.lease.id(),
             rows,
             index_keys,
+            memory_bytes = state.memory(),
+            max_memory_bytes = exclusive.max_memory,
             load_ms = started.elapsed().as_millis(),
             "Holding the exclusive lease on the redis database; bookkeeping loaded."
         );
@@ -218,6 +227,16 @@ impl OwnedWriter {
                 }
                 if inner.stale {
                     reload(&mut inner, &self.pool, x).await?;
+                }
+                let memory = inner.state.memory();
+                if memory > x.max_memory {
+                    let (rows, index_keys) = inner.state.size();
+                    return Err(ApplyError::WriterMemory(MemoryBound {
+                        rows,
+                        index_keys,
+                        estimate: memory as u64,
+                        bound: x.max_memory as u64,
+                    }));
                 }
             }
             let decided = decide(&mut inner.state, batch);
@@ -408,9 +427,13 @@ async fn load_exclusive(
             .await
             .map_err(redis_error("WATCH"))?;
         let mut state = OwnedState::new(&x.mappings);
-        match state.load(conn, Some(&x.lease)).await {
+        match state.load(conn, Some(&x.lease), x.max_memory).await {
             Ok(()) => {}
             Err(LoadError::LeaseLost(holder)) => return Err(ApplyError::LeaseLost { holder }),
+            Err(LoadError::TooLarge(bound)) => {
+                let _ = redis::cmd("UNWATCH").query_async::<()>(conn).await;
+                return Err(ApplyError::WriterMemory(bound));
+            }
             Err(e) => {
                 let _ = redis::cmd("UNWATCH").query_async::<()>(conn).await;
                 return Err(ApplyError::Load(e));

@@ -54,6 +54,7 @@ impl Writer {
             self.pool.clone(),
             &self.config,
             DEFAULT_LEASE_TTL,
+            sink::apply::DEFAULT_MAX_WRITER_MEMORY,
             &CancellationToken::new(),
         )
         .await

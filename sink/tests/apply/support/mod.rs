@@ -152,6 +152,7 @@ impl Fixture {
             self.pool.clone(),
             &self.config,
             lease,
+            sink::apply::DEFAULT_MAX_WRITER_MEMORY,
             &tokio_util::sync::CancellationToken::new(),
         )
         .await
