@@ -15,6 +15,11 @@
 //!
 //! Runs against a private `redis-server` on a free port (started and stopped here) unless
 //! `--redis-url` names one, whose database must then be empty (it is flushed at the end).
+//!
+//! Last, the memory of `sink run --writer exclusive`'s bookkeeping: a fresh process (this
+//! bench again, with `--load-bookkeeping`) loads what the applied workload left in Redis as an
+//! exclusive writer does, and reports the process's resident memory growth and the writer's
+//! estimate (`--max-writer-memory` bounds the estimate), per row and index key.
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -50,11 +55,18 @@ struct Args {
     /// An existing Redis (its database must be empty); default: a private redis-server.
     #[arg(long)]
     redis_url: Option<String>,
+    /// Only load the bookkeeping in this Redis as an exclusive writer and report memory (the
+    /// bench runs itself with it).
+    #[arg(long, value_name = "URL", hide = true)]
+    load_bookkeeping: Option<String>,
 }
 
 fn main() -> ExitCode {
     let args: Args = testkit::bench::args();
-    testkit::bench::run("apply-bench", bench(&args))
+    match &args.load_bookkeeping {
+        Some(url) => testkit::bench::run("apply-bench", load_bookkeeping(url)),
+        None => testkit::bench::run("apply-bench", bench(&args)),
+    }
 }
 
 /// A private `redis-server`, killed on drop.
@@ -340,6 +352,70 @@ async fn bench(args: &Args) -> anyhow::Result<()> {
             args.batch_size,
         );
     }
+    let status = std::process::Command::new(std::env::current_exe()?)
+        .args(["--load-bookkeeping", &url])
+        .status()
+        .context("run the bookkeeping load")?;
+    if !status.success() {
+        bail!("the bookkeeping load failed: {status}");
+    }
     redis::cmd("FLUSHDB").query_async::<()>(&mut admin).await?;
+    Ok(())
+}
+
+/// This process's resident memory in bytes (`/proc/self/statm`, 4 KiB pages).
+fn resident_bytes() -> usize {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
+    let pages: usize = statm
+        .split(' ')
+        .nth(1)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    pages * 4096
+}
+
+/// Loads the bookkeeping in `url` as `sink run --writer exclusive` does (in a fresh process)
+/// and reports its memory: resident growth and the writer's estimate.
+async fn load_bookkeeping(url: &str) -> anyhow::Result<()> {
+    let config = mapping::load_config_str(
+        &yaml(url),
+        "apply-bench.yaml",
+        &mapping::ConnectionOverrides::default(),
+    )
+    .map_err(|e| anyhow::anyhow!("bench mapping does not load:\n{e}"))?;
+    let mut admin = redis::Client::open(url)?
+        .get_multiplexed_async_connection()
+        .await?;
+    let mut lengths = redis::pipe();
+    for key in [
+        "sink:rows:customers",
+        "sink:rows:orders",
+        "sink:index:customers:email",
+    ] {
+        lengths.cmd("HLEN").arg(key);
+    }
+    let lengths: Vec<usize> = lengths.query_async(&mut admin).await?;
+    let (rows, index_keys) = (lengths[0] + lengths[1], lengths[2]);
+    let pool = sink::connection::redis_pool(url)?;
+    let before = resident_bytes();
+    let applier = Applier::exclusive(
+        pool,
+        &config,
+        sink::apply::DEFAULT_LEASE_TTL,
+        u64::MAX,
+        &tokio_util::sync::CancellationToken::new(),
+    )
+    .await?
+    .context("no lease")?;
+    let grown = resident_bytes().saturating_sub(before);
+    let estimate = applier.bookkeeping_memory().await.unwrap_or(0);
+    applier.release().await?;
+    let entries = (rows + index_keys).max(1);
+    println!(
+        "apply-bench bookkeeping: {rows} rows + {index_keys} index keys; estimate {estimate} bytes = {:.0} per row or index key; \
+         resident growth {grown} bytes = {:.0} per row or index key",
+        estimate as f64 / entries as f64,
+        grown as f64 / entries as f64,
+    );
     Ok(())
 }

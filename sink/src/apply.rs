@@ -134,7 +134,7 @@ impl Applier {
     /// database in, or a lapsed lease, makes it load the bookkeeping again; another sink
     /// taking the lease makes every later batch fail with [`ApplyError::LeaseLost`].
     /// Bookkeeping that takes more than `max_memory` bytes, at start or grown past it by a
-    /// batch, fails with [`ApplyError::WriterMemory`] (README, *Exclusive writer memory*).
+    /// batch, fails with [`ApplyError::WriterMemory`] (README, *Bounded resources*).
     ///
     /// `None` if `shutdown` is cancelled while waiting for the lease;
     /// [`ApplyError::ExclusiveTtl`] if a mapping sets `ttl_seconds`, which only the shared
@@ -180,6 +180,15 @@ impl Applier {
         match self {
             Applier::Script(writer) => writer.apply(batch).await,
             Applier::Owned(writer) => writer.apply(batch).await,
+        }
+    }
+
+    /// The estimated bytes an owning applier's bookkeeping takes in memory (what
+    /// `--max-writer-memory` bounds); `None` for the shared writer, which holds none.
+    pub async fn bookkeeping_memory(&self) -> Option<usize> {
+        match self {
+            Applier::Script(_) => None,
+            Applier::Owned(writer) => Some(writer.memory().await),
         }
     }
 

@@ -128,7 +128,7 @@ pub struct RunArgs {
     #[arg(long, value_name = "MS", default_value_t = default_lease_ms(), env = "SINK_LEASE_MS")]
     pub lease_ms: u64,
     /// The most memory an exclusive sink's bookkeeping may take, e.g. `512MiB` or `4GiB`
-    /// (README, "Exclusive writer memory"). Above it the sink refuses to start, or stops
+    /// (README, "Bounded resources"). Above it the sink refuses to start, or stops
     /// once a batch took it there, with exit code 2.
     #[arg(
         long,

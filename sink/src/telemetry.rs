@@ -25,6 +25,10 @@ pub const SOURCE_WATERMARK_AGE_SECONDS: &str = "sink_source_watermark_age_second
 /// Labels: `topic`.
 pub const OFFSET_RESETS: &str = "sink_offset_resets_total";
 
+/// Gauge: estimated bytes of the exclusive writer's bookkeeping in memory, bounded by
+/// `--max-writer-memory`.
+pub const WRITER_MEMORY_BYTES: &str = "sink_writer_memory_bytes";
+
 /// Sets `sink_paused{reason}`.
 pub fn set_paused(reason: crate::readiness::PauseReason, paused: bool) {
     metrics::gauge!(PAUSED, "reason" => reason.as_str()).set(if paused { 1.0 } else { 0.0 });
@@ -60,6 +64,11 @@ pub fn describe() {
         SOURCE_WATERMARK_AGE_SECONDS,
         Unit::Seconds,
         "Seconds since the source commit the watermark confirms."
+    );
+    describe_gauge!(
+        WRITER_MEMORY_BYTES,
+        Unit::Bytes,
+        "Estimated bytes of the exclusive writer's bookkeeping in memory."
     );
     describe_counter!(
         OFFSET_RESETS,

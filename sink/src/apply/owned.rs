@@ -61,8 +61,8 @@ use mapping::Mapping;
 pub use lease::DEFAULT_LEASE_TTL;
 
 /// The most memory an exclusive writer's bookkeeping may take unless told otherwise
-/// (`--max-writer-memory`): about four million rows with an index key each (README,
-/// *Exclusive writer memory*).
+/// (`--max-writer-memory`): about 2.5 million rows with an index key each (README,
+/// *Bounded resources*).
 pub const DEFAULT_MAX_WRITER_MEMORY: u64 = 1 << 30;
 
 /// Bookkeeping that takes more memory than `--max-writer-memory` allows.

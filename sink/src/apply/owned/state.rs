@@ -9,7 +9,7 @@
 //! entry's heap allocations (its key, template values and scores, each rounded up to the
 //! allocator's 8-byte granularity), counted as entries come and go, plus the hash tables at
 //! their current capacity (a slot per bucket and a control byte). What the allocator keeps
-//! beyond that is not counted: README, *Exclusive writer memory*, gives the estimate against
+//! beyond that is not counted: README, *Bounded resources*, gives the estimate against
 //! the process's measured growth.
 
 use std::mem::size_of;
@@ -215,4 +215,99 @@ fn table_bytes<K, V>(map: &HashMap<K, V>) -> usize {
     }
     let buckets = (map.capacity() * 8 / 7).next_power_of_two();
     buckets * (size_of::<(K, V)>() + 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use mapping::{FieldSelection, Index, KeyTemplate};
+
+    use super::*;
+
+    fn state() -> OwnedState {
+        OwnedState::new(&[Mapping {
+            name: "customers".into(),
+            topic: "cdc.customers".into(),
+            key: KeyTemplate::parse("customer:{id}").unwrap(),
+            fields: FieldSelection::All,
+            types: Default::default(),
+            ttl_seconds: None,
+            indexes: vec![Index {
+                name: "email".into(),
+                key: KeyTemplate::parse("customer:email:{email}").unwrap(),
+            }],
+            relations: vec![],
+            lookups: vec![],
+        }])
+    }
+
+    /// The entries' heap bytes counted from scratch.
+    fn recount(state: &OwnedState) -> usize {
+        let rows: usize = state
+            .rows
+            .iter()
+            .flat_map(|rows| rows.iter().map(|(k, r)| row_bytes(k.len(), r)))
+            .sum();
+        let indexes: usize = state
+            .indexes
+            .iter()
+            .map(|(k, i)| index_bytes(k.len(), i))
+            .sum();
+        rows + indexes
+    }
+
+    fn row(position: i64, email: &str) -> RowState {
+        RowState {
+            position,
+            values: vec![Some("1".into()), Some(email.into())],
+            scores: vec![],
+        }
+    }
+
+    fn index(owner: &str) -> IndexState {
+        IndexState {
+            owner: Some(owner.into()),
+            position: 1,
+            hash: 0,
+        }
+    }
+
+    #[test]
+    fn table_slots_are_as_documented() {
+        // README, "Bounded resources": 81 bytes per row slot, 65 per index key slot.
+        assert_eq!(size_of::<(String, RowState)>() + 1, 81);
+        assert_eq!(size_of::<(String, IndexState)>() + 1, 65);
+    }
+
+    #[test]
+    fn memory_follows_every_change_and_its_rollback() {
+        let mut state = state();
+        assert_eq!(state.memory(), 0);
+        let mut undo = Vec::new();
+        state.set_row(&mut undo, 0, "customer:1", Some(row(1, "a@example.com")));
+        state.set_index(&mut undo, "customer:email:a@example.com", index("1"));
+        // "customer:1" (10 -> 16), values 2 * 24, "1" (8), "a@example.com" (13 -> 16);
+        // the index key (28 -> 32) and its owner (8).
+        assert_eq!(state.heap, 16 + 48 + 8 + 16 + 32 + 8);
+        assert_eq!(state.heap, recount(&state));
+        assert!(state.memory() > state.heap, "the tables count too");
+        state.set_row(
+            &mut undo,
+            0,
+            "customer:1",
+            Some(row(2, "a-much-longer@example.com")),
+        );
+        assert_eq!(state.heap, recount(&state));
+        state.set_row(&mut undo, 0, "customer:1", None);
+        assert_eq!(state.heap, recount(&state));
+        state.rollback(UndoLog(undo));
+        assert_eq!(state.heap, 0);
+        assert_eq!(state.size(), (0, 0));
+
+        // A key loaded twice (HSCAN may repeat one) is counted once.
+        state.load_row(0, "customer:1".into(), row(1, "a@example.com"));
+        state.load_row(0, "customer:1".into(), row(1, "a@example.com"));
+        state.load_index("customer:email:a@example.com".into(), index("1"));
+        state.load_index("customer:email:a@example.com".into(), index("1"));
+        assert_eq!(state.heap, 16 + 48 + 8 + 16 + 32 + 8);
+    }
 }

@@ -46,6 +46,7 @@ use super::state::{OwnedState, UndoLog};
 use super::MemoryBound;
 use crate::apply::records::Records;
 use crate::apply::{ApplyError, BatchOutcome, PlannedChange};
+use crate::telemetry;
 
 /// One decided batch on its way to Redis.
 struct Job {
@@ -210,6 +211,11 @@ impl OwnedWriter {
         }
     }
 
+    /// The bookkeeping's estimated bytes ([`OwnedState::memory`]).
+    pub(crate) async fn memory(&self) -> usize {
+        self.shared.inner.lock().await.state.memory()
+    }
+
     pub(crate) fn records(&self) -> &Records {
         &self.records
     }
@@ -229,6 +235,7 @@ impl OwnedWriter {
                     reload(&mut inner, &self.pool, x).await?;
                 }
                 let memory = inner.state.memory();
+                metrics::gauge!(telemetry::WRITER_MEMORY_BYTES).set(memory as f64);
                 if memory > x.max_memory {
                     let (rows, index_keys) = inner.state.size();
                     return Err(ApplyError::WriterMemory(MemoryBound {
