@@ -315,3 +315,45 @@ pub struct Origin<'a> {
     /// Offset.
     pub offset: i64,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn size_errors_of_the_producer_and_the_broker_are_too_large() {
+        let error = |code| KafkaError::MessageProduction(code);
+        assert!(is_too_large(&error(RDKafkaErrorCode::MessageSizeTooLarge)));
+        assert!(is_too_large(&error(RDKafkaErrorCode::MessageBatchTooLarge)));
+        assert!(!is_too_large(&error(RDKafkaErrorCode::MessageTimedOut)));
+        assert!(!is_too_large(&error(
+            RDKafkaErrorCode::TopicAuthorizationFailed
+        )));
+    }
+
+    #[test]
+    fn texts_are_cut_at_a_character_boundary() {
+        assert_eq!(cut("short"), "short");
+        let long = "é".repeat(KEPT_BYTES);
+        let kept = cut(&long);
+        assert!(kept.len() <= KEPT_BYTES && kept.len() >= KEPT_BYTES - 1);
+        assert!(long.starts_with(kept));
+    }
+
+    #[test]
+    fn the_size_counts_key_value_and_own_headers() {
+        let letter = DeadLetter {
+            origin: Origin {
+                topic: "t",
+                partition: 0,
+                offset: 1,
+            },
+            key: Some(b"key"),
+            value: Some(&[0; 100]),
+            timestamp_ms: None,
+            headers: OwnedHeaders::new().insert(text("origin", "test")),
+            error: "cannot decode",
+        };
+        assert_eq!(letter.size(), 3 + 100 + 6 + 4);
+    }
+}
