@@ -102,17 +102,17 @@ fn a_missing_file_exits_2() {
 
 #[test]
 fn a_zero_or_unreadable_batch_max_bytes_is_refused_with_its_position() {
-    let shipped =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../connectors.yaml"))
-            .unwrap();
+    let yaml = |max_bytes: &str| {
+        format!(
+            "batch:\n  max_bytes: {max_bytes}\nmappings:\n  - name: customers\n    \
+             topic: cdc.public.customers\n    key: \"customer:{{id}}\"\n    fields: all\n"
+        )
+    };
     for (value, message) in [
         ("0", "max_bytes is 0"),
         ("lots", "max_bytes `lots` is not a size"),
     ] {
-        let path = temp_file(
-            "connectors.yaml",
-            &format!("batch:\n  max_bytes: {value}\n{shipped}"),
-        );
+        let path = temp_file("connectors.yaml", &yaml(value));
         let out = sink(&["validate", "--config", path.to_str().unwrap()]);
         let stderr = text(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "stderr: {stderr}");
@@ -121,10 +121,7 @@ fn a_zero_or_unreadable_batch_max_bytes_is_refused_with_its_position() {
             "{stderr}"
         );
     }
-    let path = temp_file(
-        "connectors.yaml",
-        &format!("batch:\n  max_bytes: 4MiB\n{shipped}"),
-    );
+    let path = temp_file("connectors.yaml", &yaml("4MiB"));
     let out = sink(&["validate", "--config", path.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     assert!(
