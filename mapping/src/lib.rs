@@ -49,8 +49,8 @@ pub use load::{
 };
 pub use model::{
     Config, FieldSelection, FreshnessConfig, Index, KafkaConfig, LimitParam, Lookup, LookupParam,
-    Mapping, ParamType, RedisConfig, RedisTls, Relation, SchemaRegistryConfig, SelectedField,
-    Source,
+    Mapping, ParamType, RedisConfig, RedisMemory, RedisTls, Relation, SchemaRegistryConfig,
+    SelectedField, Source,
 };
 pub use plan::{plan, FieldWrite, Plan, PlanError, RowDelete, RowUpsert};
 pub use render::{check_value, render_value, score, Rendered, ValueError};

@@ -11,6 +11,7 @@
 //! Validation rules:
 //! - connection settings are not empty; the registry URL is `http(s)://`, the Redis URL
 //!   `redis://`, `rediss://`, `unix://` or `redis+unix://`; `stale_after_ms` > 0;
+//!   `redis.pause_at_memory_share` is above 0 and at most 1;
 //! - credentials and certificate files (`redis.tls`, the registry's basic auth and CA) follow
 //!   the rules in `load/validate/security.rs`; a URL in a message is always redacted;
 //! - at least one mapping; mapping names, topics and tool names are unique across the file;
@@ -781,6 +782,23 @@ mod tests {
         );
         let config = load(&format!("{CUSTOMERS}    ttl_seconds: 86400\n"));
         assert_eq!(config.mappings[0].ttl_seconds, Some(86_400));
+    }
+
+    #[test]
+    fn pause_at_memory_share_is_a_share() {
+        assert_eq!(load(CUSTOMERS).redis_memory.pause_at_share, 0.95);
+        let config = load(&format!(
+            "redis:\n  pause_at_memory_share: 0.8\n{CUSTOMERS}"
+        ));
+        assert_eq!(config.redis_memory.pause_at_share, 0.8);
+        let config = load(&format!("redis:\n  pause_at_memory_share: 1\n{CUSTOMERS}"));
+        assert_eq!(config.redis_memory.pause_at_share, 1.0);
+        for bad in ["0", "1.5", "-0.1"] {
+            assert_eq!(
+                errors(&format!("redis:\n  pause_at_memory_share: {bad}\n{CUSTOMERS}")),
+                format!("connectors.yaml:2:26: pause_at_memory_share is {} (expected a share of maxmemory above 0 and at most 1, e.g. 0.95)", bad.parse::<f64>().unwrap())
+            );
+        }
     }
 
     #[test]

@@ -4,7 +4,8 @@
 //!
 //! Exit codes: 0 success (also after SIGINT/SIGTERM for `run`, and when stdout is a closed
 //! pipe), 1 runtime failure (for `rebuild`: also when interrupted; the live state is then
-//! unchanged), 2 bad configuration or usage.
+//! unchanged), 2 bad configuration or usage (also a Redis whose `maxmemory-policy` may evict
+//! the sink's keys).
 
 use std::future::Future;
 use std::io::Write;
@@ -55,6 +56,10 @@ fn run(args: &RunArgs) -> ExitCode {
         );
     match result {
         Ok(Ok(_summary)) => ExitCode::SUCCESS,
+        Ok(Err(err)) if err.is_refusal() => {
+            eprintln!("sink: {}", one_line(&err));
+            ExitCode::from(EXIT_CONFIG)
+        }
         Ok(Err(err)) => failure(&anyhow::Error::from(err)),
         Err(err) => failure(&err),
     }

@@ -30,6 +30,14 @@ pub enum RunError {
     Consume(#[from] ConsumeError),
 }
 
+impl RunError {
+    /// Whether Redis is configured in a way the sink refuses to run with (exit code 2, like
+    /// a bad configuration): an evicting `maxmemory-policy`.
+    pub fn is_refusal(&self) -> bool {
+        matches!(self, RunError::Start(e) if e.is_refusal())
+    }
+}
+
 /// Checks Redis, the registry and Kafka, then consumes the mapped topics in the configured
 /// group until `stop` says so (or `shutdown` is cancelled), and commits.
 pub async fn run(

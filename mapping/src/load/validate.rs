@@ -10,7 +10,7 @@ use crate::declared::{DeclaredType, DeclaredTypes};
 use crate::diagnostics::redact_url;
 use crate::model::{
     Config, FieldSelection, FreshnessConfig, Index, KafkaConfig, LimitParam, Lookup, LookupParam,
-    Mapping, ParamType, Relation, SelectedField, Source,
+    Mapping, ParamType, RedisMemory, Relation, SelectedField, Source,
 };
 use crate::raw::{RawConfig, RawField, RawFields, RawLookup, RawMapping};
 use crate::template::{KeyTemplate, TemplatePart};
@@ -127,6 +127,7 @@ impl<'a> Validator<'a> {
                 "stale_after_ms is 0 (expected a positive number of milliseconds)".to_owned(),
             );
         }
+        let redis_memory = self.redis_memory(raw);
         if raw.mappings.is_empty() {
             let mark = node_mark(self.root, &[Step::Key("mappings")]);
             self.error_at(mark, "no mappings (expected at least one entry)".to_owned());
@@ -199,12 +200,32 @@ impl<'a> Validator<'a> {
             },
             schema_registry,
             redis,
+            redis_memory,
             freshness: FreshnessConfig {
                 stale_after_ms: *raw.freshness.stale_after_ms,
             },
             sources,
             mappings: mappings.into_iter().flatten().collect(),
         })
+    }
+
+    /// `redis.pause_at_memory_share`: a share of `maxmemory` above 0 and at most 1.
+    fn redis_memory(&mut self, raw: &RawConfig) -> RedisMemory {
+        let Some(share) = &raw.redis.pause_at_memory_share else {
+            return RedisMemory::default();
+        };
+        if !RedisMemory::is_valid_share(**share) {
+            self.error(
+                share.span(),
+                format!(
+                    "pause_at_memory_share is {} (expected a share of maxmemory above 0 and at most 1, e.g. 0.95)",
+                    **share
+                ),
+            );
+        }
+        RedisMemory {
+            pause_at_share: **share,
+        }
     }
 
     /// `sources:` and each mapping's `source:`: unique names valid in `sink:` keys, heartbeat
