@@ -22,7 +22,7 @@ use crate::config::MemorySettings;
 use crate::connection::{redis_client, redis_pool, PoolError};
 use crate::readiness::Readiness;
 
-pub use guard::MemoryGuard;
+pub use guard::{MemoryGuard, CHECK_INTERVAL};
 pub use info::MemoryInfo;
 pub use policy::{Eviction, PolicyError};
 

@@ -162,7 +162,8 @@ impl ApplyError {
     pub fn is_out_of_memory(&self) -> bool {
         match self {
             ApplyError::Change { source, .. } => source.code() == "OOM",
-            ApplyError::Redis { source, .. } => is_out_of_memory(source),
+            ApplyError::Redis { source, .. }
+            | ApplyError::Load(super::LoadError::Redis(source)) => is_out_of_memory(source),
             _ => false,
         }
     }
