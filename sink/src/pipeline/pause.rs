@@ -57,9 +57,9 @@ impl Pauses {
 
     /// The apply stage stopped taking batches, or took the one that waited.
     pub(super) fn set_backlog(&mut self, consumer: &SinkConsumer, behind: bool) {
-        if behind != self.backlog {
+        if behind && !self.backlog {
             debug!(
-                behind,
+                after = ?BACKLOG_PAUSE_AFTER,
                 "The apply stage is not taking batches; pausing the partitions meanwhile."
             );
         }
