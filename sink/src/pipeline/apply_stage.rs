@@ -134,14 +134,18 @@ async fn drive_lanes(
                     }
                 }
                 Some(Work::CaughtUp(mappings)) => {
-                    if let Err(e) = shared.applier.record_caught_up(&mappings).await {
-                        warn!(error = %one_line(&e), "Recording the caught-up time failed.");
+                    match shared.applier.record_caught_up(&mappings).await {
+                        Ok(()) => {}
+                        // Redis is full: the guard says so once; the next mark comes in a second.
+                        Err(e) if shared.memory.note_failure(&e) => debug!(error = %one_line(&e), "Recording the caught-up time failed."),
+                        Err(e) => warn!(error = %one_line(&e), "Recording the caught-up time failed."),
                     }
                 }
                 Some(Work::Watermark { source, watermark }) => {
                     // Not retried: the next heartbeat brings a later one.
                     match shared.applier.record_watermark(&source, &watermark).await {
                         Ok(moved) => debug!(%source, lsn = watermark.lsn, ts_ms = watermark.ts_ms, moved, "Recorded the source watermark."),
+                        Err(e) if shared.memory.note_failure(&e) => debug!(%source, error = %one_line(&e), "Recording the source watermark failed."),
                         Err(e) => warn!(%source, error = %one_line(&e), "Recording the source watermark failed."),
                     }
                 }
