@@ -136,8 +136,9 @@ impl std::fmt::Debug for Pipeline {
 
 impl Pipeline {
     /// Checks Redis, the registry and Kafka (warning about mapped topics that do not exist
-    /// yet) and Redis's eviction policy ([`memory::start`]), then creates the consumer with `consumer_config` (see
-    /// [`SinkConfig::consumer_config`]) and the client that reads its offsets.
+    /// yet) and Redis's eviction policy ([`memory::start`]), then creates the consumer with
+    /// `consumer_config` (see [`SinkConfig::consumer_config`]) and the client that reads its
+    /// offsets.
     pub async fn connect(
         cfg: &SinkConfig,
         consumer_config: &ClientConfig,
@@ -335,7 +336,11 @@ async fn consume(
     // Stops the helpers once the consume stage is done (and the helpers when shutting down).
     let done = shutdown.child_token();
     let caught_up = CancellationToken::new();
-    let memory_watch = tokio::spawn(memory.clone().watch(done.clone()));
+    // Watches Redis memory until this function returns: after the consume stage, lanes may
+    // still wait for room to apply what they hold.
+    let memory_watch = shutdown.child_token();
+    tokio::spawn(memory.clone().watch(memory_watch.clone()));
+    let _memory_watch = memory_watch.drop_guard();
     let mut apply = tokio::spawn(apply_stage::apply_stage(
         rx,
         Arc::clone(&consumer),
@@ -380,9 +385,6 @@ async fn consume(
     }
     if watermarker.await.is_err() {
         warn!("Watermark watcher panicked.");
-    }
-    if memory_watch.await.is_err() {
-        warn!("Redis memory watch panicked.");
     }
     drop(tx);
     let (mut summary, finished) = match consumed {
