@@ -5,6 +5,9 @@
 //!   ready, `sink_paused{reason="redis_memory"}` 1, `OOM`s counted), stay members of their
 //!   consumer groups for longer than `max.poll.interval.ms`, and once `maxmemory` is raised
 //!   resume and apply every change exactly, with nothing dead-lettered;
+//! - a Redis that stops answering (SIGSTOP) for longer than `max.poll.interval.ms`: the sink
+//!   keeps its group membership (the consume stage pauses and keeps polling), then applies
+//!   everything;
 //! - an evicting `maxmemory-policy` is refused (exit code 2, the message naming the policy and
 //!   the fix) by `sink run` and `sink rebuild`, and accepted with `--allow-eviction`;
 //!   `volatile-*` only when a mapping sets `ttl_seconds`; read from `INFO` when the sink's ACL
@@ -352,6 +355,54 @@ async fn a_full_redis_pauses_both_writers_keeps_their_groups_and_loses_nothing()
     assert_state(&exclusive.scenario, &exclusive.workload);
     shared.scenario.cleanup();
     exclusive.scenario.cleanup();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_stalled_redis_keeps_the_group_membership_and_loses_nothing() {
+    let redis = PrivateRedis::start("noeviction", &[]);
+    let shutdown = CancellationToken::new();
+    let sink = Sink::start(&redis.url, 6000, false, 0.95, &shutdown).await;
+    let bootstrap = sink.scenario.stack.bootstrap.clone();
+    wait_for(
+        "the group to form and some records applied",
+        Duration::from_secs(30),
+        || sink.applied() > 0 && group_members(&bootstrap, &sink.scenario.group).len() == 1,
+    )
+    .await;
+    let member = group_members(&bootstrap, &sink.scenario.group);
+
+    // Redis stops answering (SIGSTOP) for longer than max.poll.interval.ms: the apply queue
+    // fills up, the consume stage pauses the partitions and keeps polling.
+    let signal = |name: &str| {
+        let status = Command::new("kill")
+            .args([name, &redis.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill {name}");
+    };
+    signal("-STOP");
+    tokio::time::sleep(MAX_POLL_INTERVAL * 3 / 2).await;
+    let during = group_members(&bootstrap, &sink.scenario.group);
+    signal("-CONT");
+    assert_eq!(
+        during, member,
+        "the member left or rejoined the group while redis stalled"
+    );
+    assert!(
+        sink.applied() < sink.total,
+        "everything was applied before the stall"
+    );
+
+    wait_for("everything applied", Duration::from_secs(60), || {
+        sink.applied() == sink.total
+    })
+    .await;
+    shutdown.cancel();
+    let summary = sink.task.await.unwrap();
+    assert_eq!(summary.records as i64, sink.total, "{summary:?}");
+    assert_eq!(summary.dead_lettered, 0, "{summary:?}");
+    assert_state(&sink.scenario, &sink.workload);
+    sink.scenario.cleanup();
 }
 
 /// A connectors.yaml for `redis` whose topics need not exist (the checks run before
