@@ -20,6 +20,7 @@ use tracing::info;
 
 use crate::config::MemorySettings;
 use crate::connection::{redis_client, redis_pool, PoolError};
+use crate::health::DEFAULT_TIMEOUT;
 use crate::readiness::Readiness;
 
 pub use guard::{MemoryGuard, CHECK_INTERVAL};
@@ -55,11 +56,19 @@ pub async fn start(
     readiness: &Readiness,
 ) -> Result<MemoryGuard, MemoryError> {
     let client = redis_client(redis).map_err(|e| PolicyError::connect(redis, &e))?;
-    let mut conn = client
-        .get_multiplexed_async_connection()
+    let check = async {
+        let mut conn = client
+            .get_multiplexed_async_connection()
+            .await
+            .map_err(|e| PolicyError::connect(redis, &e))?;
+        policy::check(&mut conn, redis, mappings, settings.allow_eviction).await
+    };
+    let policy = tokio::time::timeout(DEFAULT_TIMEOUT, check)
         .await
-        .map_err(|e| PolicyError::connect(redis, &e))?;
-    let policy = policy::check(&mut conn, redis, mappings, settings.allow_eviction).await?;
+        .map_err(|_| PolicyError::Connect {
+            url: mapping::redact_url(&redis.url),
+            reason: format!("no answer within {DEFAULT_TIMEOUT:?}"),
+        })??;
     info!(
         maxmemory_policy = %policy,
         pause_at_memory_share = settings.pause_at_share,
