@@ -49,8 +49,8 @@ pub use load::{
 };
 pub use model::{
     BatchConfig, Config, FieldSelection, FreshnessConfig, Index, KafkaConfig, LimitParam, Lookup,
-    LookupParam, Mapping, ParamType, RedisConfig, RedisTls, Relation, SchemaRegistryConfig,
-    SelectedField, Source, DEFAULT_BATCH_MAX_BYTES,
+    LookupParam, Mapping, ParamType, RedisConfig, RedisMemory, RedisTls, Relation,
+    SchemaRegistryConfig, SelectedField, Source, DEFAULT_BATCH_MAX_BYTES,
 };
 pub use plan::{plan, FieldWrite, Plan, PlanError, RowDelete, RowUpsert};
 pub use render::{check_value, render_value, score, Rendered, ValueError};

@@ -12,6 +12,7 @@
 //! - connection settings are not empty; the registry URL is `http(s)://`, the Redis URL
 //!   `redis://`, `rediss://`, `unix://` or `redis+unix://`; `stale_after_ms` > 0;
 //!   `batch.max_bytes` is a positive size (`16777216`, `16MiB`);
+//!   `redis.pause_at_memory_share` is above 0 and at most 1;
 //! - credentials and certificate files (`redis.tls`, the registry's basic auth and CA) follow
 //!   the rules in `load/validate/security.rs`; a URL in a message is always redacted;
 //! - at least one mapping; mapping names, topics and tool names are unique across the file;
@@ -802,6 +803,23 @@ mod tests {
             errors(&format!("batch:\n  max_bytes: lots\n{CUSTOMERS}")),
             "connectors.yaml:2:14: max_bytes `lots` is not a size (expected bytes such as 16777216 or 16MiB)"
         );
+    }
+
+    #[test]
+    fn pause_at_memory_share_is_a_share() {
+        assert_eq!(load(CUSTOMERS).redis_memory.pause_at_share, 0.95);
+        let config = load(&format!(
+            "redis:\n  pause_at_memory_share: 0.8\n{CUSTOMERS}"
+        ));
+        assert_eq!(config.redis_memory.pause_at_share, 0.8);
+        let config = load(&format!("redis:\n  pause_at_memory_share: 1\n{CUSTOMERS}"));
+        assert_eq!(config.redis_memory.pause_at_share, 1.0);
+        for bad in ["0", "1.5", "-0.1"] {
+            assert_eq!(
+                errors(&format!("redis:\n  pause_at_memory_share: {bad}\n{CUSTOMERS}")),
+                format!("connectors.yaml:2:26: pause_at_memory_share is {} (expected a share of maxmemory above 0 and at most 1, e.g. 0.95)", bad.parse::<f64>().unwrap())
+            );
+        }
     }
 
     #[test]

@@ -20,6 +20,8 @@ pub struct Config {
     pub schema_registry: SchemaRegistryConfig,
     /// Redis connection (both binaries).
     pub redis: RedisConfig,
+    /// When the sink stops writing for lack of Redis memory (sink only).
+    pub redis_memory: RedisMemory,
     /// How old data may be before agent-cli calls it stale.
     pub freshness: FreshnessConfig,
     /// The sink's batch limits from the file (sink only).
@@ -101,6 +103,29 @@ impl From<&String> for SchemaRegistryConfig {
 impl From<&SchemaRegistryConfig> for SchemaRegistryConfig {
     fn from(config: &SchemaRegistryConfig) -> Self {
         config.clone()
+    }
+}
+
+/// How the sink guards Redis memory (`redis.pause_at_memory_share`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RedisMemory {
+    /// The sink pauses consumption while `used_memory` exceeds this share of `maxmemory`
+    /// (above 0, at most 1; no check when `maxmemory` is 0).
+    pub pause_at_share: f64,
+}
+
+impl Default for RedisMemory {
+    fn default() -> Self {
+        RedisMemory {
+            pause_at_share: crate::raw::DEFAULT_PAUSE_AT_MEMORY_SHARE,
+        }
+    }
+}
+
+impl RedisMemory {
+    /// Whether `share` is a usable `pause_at_share`: above 0 and at most 1.
+    pub fn is_valid_share(share: f64) -> bool {
+        share > 0.0 && share <= 1.0
     }
 }
 

@@ -42,6 +42,10 @@ pub fn default_redis_url() -> Spanned<String> {
     unspanned("redis://127.0.0.1:6379".to_owned())
 }
 
+/// Default `redis.pause_at_memory_share`: the sink pauses consumption when Redis's
+/// `used_memory` passes 95% of `maxmemory`, leaving room for the batches already in flight.
+pub const DEFAULT_PAUSE_AT_MEMORY_SHARE: f64 = 0.95;
+
 /// Default staleness threshold: 30 seconds.
 pub const fn default_stale_after_ms() -> u64 {
     30_000
@@ -152,6 +156,10 @@ pub struct RawRedis {
     /// Certificates for a `rediss://` URL.
     #[serde(default)]
     pub tls: RawRedisTls,
+    /// The sink pauses consumption when `used_memory` exceeds this share of `maxmemory`
+    /// (sink only; default [`DEFAULT_PAUSE_AT_MEMORY_SHARE`]).
+    #[serde(default)]
+    pub pause_at_memory_share: Option<Spanned<f64>>,
 }
 
 impl Default for RawRedis {
@@ -159,6 +167,7 @@ impl Default for RawRedis {
         RawRedis {
             url: default_redis_url(),
             tls: RawRedisTls::default(),
+            pause_at_memory_share: None,
         }
     }
 }

@@ -9,7 +9,9 @@ use bytesize::ByteSize;
 use clap::{Args, Parser, Subcommand};
 use mapping::{ConfigError, ConfigErrors, ConnectionOverrides};
 
-use crate::config::{BatchSettings, SinkConfig, Writer, DEFAULT_BATCH_SIZE, DEFAULT_LINGER_MS};
+use crate::config::{
+    BatchSettings, MemorySettings, SinkConfig, Writer, DEFAULT_BATCH_SIZE, DEFAULT_LINGER_MS,
+};
 use crate::properties;
 use crate::rebuild::RebuildOptions;
 
@@ -21,7 +23,8 @@ pub use security::SecurityArgs;
 ///
 /// Exit codes: 0 success (also after SIGINT/SIGTERM), 1 runtime failure (a service
 /// unreachable, Kafka or Redis failing), 2 bad configuration or usage (also: an exclusive
-/// writer's bookkeeping above --max-writer-memory).
+/// writer's bookkeeping above --max-writer-memory; a Redis whose maxmemory-policy may evict
+/// the sink's keys).
 #[derive(Debug, Parser)]
 #[command(name = "sink", version, about, long_about = None)]
 pub struct Cli {
@@ -115,6 +118,9 @@ pub struct RunArgs {
     /// Batch tuning.
     #[command(flatten)]
     pub batch: BatchArgs,
+    /// Redis memory.
+    #[command(flatten)]
+    pub memory: MemoryArgs,
     /// Who writes the Redis database. `shared`: every change through the change script,
     /// which reads the bookkeeping from Redis, so several sinks (a consumer group split
     /// across processes) may write one database. `exclusive`: this sink alone; it takes a
@@ -152,10 +158,9 @@ pub enum WriterMode {
 impl RunArgs {
     /// The configuration these arguments name, with their batch limits and writer.
     pub fn load(&self) -> Result<SinkConfig, ConfigErrors> {
-        Ok(self
-            .config
-            .load(Some(&self.batch))?
-            .with_writer(self.writer()))
+        let cfg = self.config.load(Some(&self.batch))?;
+        let memory = self.memory.resolve(&cfg);
+        Ok(cfg.with_writer(self.writer()).with_memory(memory))
     }
 
     /// The writer these arguments ask for.
@@ -212,6 +217,32 @@ pub fn parse_positive_size(s: &str) -> Result<ByteSize, String> {
     }
 }
 
+/// How Redis memory is guarded (README, "Redis memory").
+#[derive(Debug, Clone, Copy, Args)]
+pub struct MemoryArgs {
+    /// Start even when Redis's maxmemory-policy may evict the sink's keys (`allkeys-*`, or
+    /// `volatile-*` with mappings that set ttl_seconds), with a warning instead of exit code 2.
+    /// Evicted rows are lost silently.
+    #[arg(long, env = "SINK_ALLOW_EVICTION")]
+    pub allow_eviction: bool,
+    /// Pause consumption while Redis's used_memory exceeds this share of maxmemory, above 0
+    /// and at most 1 (overrides `redis.pause_at_memory_share`, default 0.95).
+    #[arg(long, value_name = "SHARE", env = "SINK_PAUSE_AT_MEMORY_SHARE", value_parser = parse_share)]
+    pub pause_at_memory_share: Option<f64>,
+}
+
+impl MemoryArgs {
+    /// The settings of `cfg` with these arguments applied.
+    fn resolve(&self, cfg: &SinkConfig) -> MemorySettings {
+        MemorySettings {
+            pause_at_share: self
+                .pause_at_memory_share
+                .unwrap_or(cfg.memory.pause_at_share),
+            allow_eviction: self.allow_eviction,
+        }
+    }
+}
+
 /// Arguments of `sink rebuild`.
 #[derive(Debug, Clone, Args)]
 pub struct RebuildArgs {
@@ -221,6 +252,9 @@ pub struct RebuildArgs {
     /// Batch tuning.
     #[command(flatten)]
     pub batch: BatchArgs,
+    /// Redis memory.
+    #[command(flatten)]
+    pub memory: MemoryArgs,
     /// Redis logical database to build the new state in (default: the live database + 1).
     /// It is flushed first.
     #[arg(long, value_name = "N")]
@@ -240,7 +274,9 @@ pub struct RebuildArgs {
 impl RebuildArgs {
     /// The configuration these arguments name, with their batch limits.
     pub fn load(&self) -> Result<SinkConfig, ConfigErrors> {
-        self.config.load(Some(&self.batch))
+        let cfg = self.config.load(Some(&self.batch))?;
+        let memory = self.memory.resolve(&cfg);
+        Ok(cfg.with_memory(memory))
     }
 }
 
@@ -252,6 +288,15 @@ impl From<&RebuildArgs> for RebuildOptions {
             handover_timeout: Duration::from_secs(args.handover_timeout),
             progress: !args.no_progress,
         }
+    }
+}
+
+fn parse_share(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(share) if mapping::RedisMemory::is_valid_share(share) => Ok(share),
+        _ => Err(format!(
+            "expected a share of maxmemory above 0 and at most 1 (e.g. 0.95), got `{s}`"
+        )),
     }
 }
 
@@ -351,6 +396,31 @@ mod tests {
             }
         );
         assert!(Cli::try_parse_from(["sink", "run", "--writer", "solo"]).is_err());
+    }
+
+    #[test]
+    fn cli_parses_the_memory_settings() {
+        let parse = |extra: &[&str]| {
+            let mut argv = vec!["sink", "run"];
+            argv.extend_from_slice(extra);
+            match Cli::try_parse_from(argv).unwrap().command {
+                Command::Run(args) => args.memory,
+                _ => panic!("not run"),
+            }
+        };
+        let defaults = parse(&[]);
+        assert!(!defaults.allow_eviction);
+        assert_eq!(defaults.pause_at_memory_share, None);
+        let set = parse(&["--allow-eviction", "--pause-at-memory-share", "0.8"]);
+        assert!(set.allow_eviction);
+        assert_eq!(set.pause_at_memory_share, Some(0.8));
+        for bad in ["0", "1.01", "x"] {
+            assert!(
+                Cli::try_parse_from(["sink", "run", "--pause-at-memory-share", bad]).is_err(),
+                "{bad}"
+            );
+        }
+        assert!(Cli::try_parse_from(["sink", "rebuild", "--allow-eviction"]).is_ok());
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! The resolved configuration of the running sink: the validated mapping (`connectors.yaml`,
 //! loaded by [`mapping::load_config`] with the connection overrides applied) plus what only the
 //! sink needs: extra librdkafka properties (`-X key=value`, applied over `kafka.properties`),
-//! batch limits, the writer, and the librdkafka client configurations derived from all of
+//! batch limits, the writer, the Redis memory settings, and the librdkafka client configurations derived from all of
 //! that. The command line that fills it in is [`crate::cli`].
 
 use std::collections::BTreeMap;
@@ -71,6 +71,27 @@ impl Default for BatchSettings {
     }
 }
 
+/// How the sink treats Redis memory (README, "Redis memory").
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct MemorySettings {
+    /// Pause consumption while `used_memory` exceeds this share of `maxmemory`
+    /// (`redis.pause_at_memory_share`, or `--pause-at-memory-share`).
+    pub pause_at_share: f64,
+    /// Start even when `maxmemory-policy` may evict the sink's keys, with a warning
+    /// (`--allow-eviction`).
+    pub allow_eviction: bool,
+}
+
+impl MemorySettings {
+    /// What `connectors.yaml` says (`redis.pause_at_memory_share`); eviction refused.
+    pub fn from_config(config: &Config) -> MemorySettings {
+        MemorySettings {
+            pause_at_share: config.redis_memory.pause_at_share,
+            allow_eviction: false,
+        }
+    }
+}
+
 /// Everything the running sink needs: the validated mapping plus runtime settings. Its
 /// `Debug` hides secret property values.
 #[derive(Clone)]
@@ -84,6 +105,8 @@ pub struct SinkConfig {
     pub batch: BatchSettings,
     /// How Redis is written.
     pub writer: Writer,
+    /// How Redis memory is guarded.
+    pub memory: MemorySettings,
 }
 
 impl std::fmt::Debug for SinkConfig {
@@ -96,6 +119,7 @@ impl std::fmt::Debug for SinkConfig {
             )
             .field("batch", &self.batch)
             .field("writer", &self.writer)
+            .field("memory", &self.memory)
             .finish()
     }
 }
@@ -126,6 +150,7 @@ impl SinkConfig {
         let mut kafka_properties = config.kafka.properties.clone();
         kafka_properties.extend(extra.iter().cloned());
         SinkConfig {
+            memory: MemorySettings::from_config(&config),
             config: Arc::new(config),
             kafka_properties,
             batch,
@@ -137,6 +162,13 @@ impl SinkConfig {
     #[must_use]
     pub fn with_writer(mut self, writer: Writer) -> SinkConfig {
         self.writer = writer;
+        self
+    }
+
+    /// The same configuration with `memory`.
+    #[must_use]
+    pub fn with_memory(mut self, memory: MemorySettings) -> SinkConfig {
+        self.memory = memory;
         self
     }
 

@@ -18,6 +18,8 @@
 //!   [`properties`]: librdkafka property values read from the environment or a file.
 //! - [`run`]: `sink run`; [`rebuild`]: `sink rebuild` (replay into a staging database, then
 //!   an atomic `SWAPDB`); [`validate`]: `sink validate`.
+//! - [`memory`]: Redis memory: the `maxmemory-policy` check at start, and the guard that
+//!   pauses consumption while Redis is full.
 //! - [`health`]: start-up checks of Redis, the registry and the broker; [`connection`]:
 //!   Redis clients (URL, ACL user, TLS) and connection pools; [`shutdown`]: SIGINT/SIGTERM to
 //!   a cancellation token. [`properties`]: `${env:NAME}` and `${file:PATH}` in Kafka
@@ -30,6 +32,7 @@ pub mod connection;
 pub mod decode;
 pub mod dlq;
 pub mod health;
+pub mod memory;
 pub mod pipeline;
 pub mod properties;
 pub mod readiness;

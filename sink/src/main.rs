@@ -5,7 +5,8 @@
 //! Exit codes: 0 success (also after SIGINT/SIGTERM for `run`, and when stdout is a closed
 //! pipe), 1 runtime failure (for `rebuild`: also when interrupted; the live state is then
 //! unchanged), 2 bad configuration or usage (for `run`: also an exclusive writer's
-//! bookkeeping above `--max-writer-memory`).
+//! bookkeeping above `--max-writer-memory`; also a Redis whose `maxmemory-policy` may evict
+//! the sink's keys).
 
 use std::future::Future;
 use std::io::Write;
@@ -56,7 +57,7 @@ fn run(args: &RunArgs) -> ExitCode {
         );
     match result {
         Ok(Ok(_summary)) => ExitCode::SUCCESS,
-        Ok(Err(err)) if err.is_config() => {
+        Ok(Err(err)) if err.is_config() || err.is_refusal() => {
             eprintln!("sink: {:#}", anyhow::Error::from(err));
             ExitCode::from(EXIT_CONFIG)
         }

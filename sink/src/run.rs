@@ -3,14 +3,15 @@
 //! database with the configured writer, until shutdown (or, for tests and benchmarks, until
 //! it has caught up with the end of the log).
 
-use mapping::redact_url;
+use mapping::{one_line, redact_url};
 use thiserror::Error;
 use tokio_util::sync::CancellationToken;
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::apply::{Applier, ApplyError};
 use crate::config::{SinkConfig, Writer};
 use crate::connection::{redis_pool, PoolError};
+use crate::memory;
 use crate::pipeline::{ConsumeError, Pipeline, Source, StartError, StopWhen, Summary};
 
 /// Why the sink could not start or stopped with an error.
@@ -43,6 +44,12 @@ impl RunError {
                 })
         )
     }
+
+    /// Whether Redis is configured in a way the sink refuses to run with (exit code 2, like
+    /// a bad configuration): an evicting `maxmemory-policy`.
+    pub fn is_refusal(&self) -> bool {
+        matches!(self, RunError::Start(e) if e.is_refusal())
+    }
 }
 
 /// Checks Redis, the registry and Kafka, then consumes the mapped topics in the configured
@@ -58,16 +65,23 @@ pub async fn run(
     let pool = redis_pool(&config.redis)?;
     let applier = match cfg.writer {
         Writer::Shared => Applier::new(pool, config),
-        Writer::Exclusive { lease, max_memory } => {
-            match Applier::exclusive(pool, config, lease, max_memory, &shutdown)
-                .await
-                .map_err(RunError::Exclusive)?
-            {
-                Some(applier) => applier,
+        Writer::Exclusive { lease, max_memory } => loop {
+            match Applier::exclusive(pool.clone(), config, lease, max_memory, &shutdown).await {
+                Ok(Some(applier)) => break applier,
                 // Shut down while standing by.
-                None => return Ok(Summary::default()),
+                Ok(None) => return Ok(Summary::default()),
+                // Redis is full: taking the lease is a write. Wait for room rather than exit
+                // (and be restarted into the same full Redis).
+                Err(e) if e.is_out_of_memory() => {
+                    warn!(error = %one_line(&e), "Redis is full; the exclusive writer waits for room to take its lease.");
+                    tokio::select! {
+                        () = shutdown.cancelled() => return Ok(Summary::default()),
+                        () = tokio::time::sleep(memory::CHECK_INTERVAL) => {}
+                    }
+                }
+                Err(e) => return Err(RunError::Exclusive(e)),
             }
-        }
+        },
     };
     let mut running = pipeline.start(Source::Group, applier, stop, shutdown)?;
     info!(

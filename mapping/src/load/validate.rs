@@ -10,7 +10,7 @@ use crate::declared::{DeclaredType, DeclaredTypes};
 use crate::diagnostics::redact_url;
 use crate::model::{
     BatchConfig, Config, FieldSelection, FreshnessConfig, Index, KafkaConfig, LimitParam, Lookup,
-    LookupParam, Mapping, ParamType, Relation, SelectedField, Source,
+    LookupParam, Mapping, ParamType, RedisMemory, Relation, SelectedField, Source,
 };
 use crate::raw::{RawConfig, RawField, RawFields, RawLookup, RawMapping};
 use crate::template::{KeyTemplate, TemplatePart};
@@ -128,6 +128,7 @@ impl<'a> Validator<'a> {
             );
         }
         let batch = self.batch(raw);
+        let redis_memory = self.redis_memory(raw);
         if raw.mappings.is_empty() {
             let mark = node_mark(self.root, &[Step::Key("mappings")]);
             self.error_at(mark, "no mappings (expected at least one entry)".to_owned());
@@ -200,6 +201,7 @@ impl<'a> Validator<'a> {
             },
             schema_registry,
             redis,
+            redis_memory,
             freshness: FreshnessConfig {
                 stale_after_ms: *raw.freshness.stale_after_ms,
             },
@@ -235,6 +237,25 @@ impl<'a> Validator<'a> {
                 );
                 BatchConfig::default()
             }
+        }
+    }
+
+    /// `redis.pause_at_memory_share`: a share of `maxmemory` above 0 and at most 1.
+    fn redis_memory(&mut self, raw: &RawConfig) -> RedisMemory {
+        let Some(share) = &raw.redis.pause_at_memory_share else {
+            return RedisMemory::default();
+        };
+        if !RedisMemory::is_valid_share(**share) {
+            self.error(
+                share.span(),
+                format!(
+                    "pause_at_memory_share is {} (expected a share of maxmemory above 0 and at most 1, e.g. 0.95)",
+                    **share
+                ),
+            );
+        }
+        RedisMemory {
+            pause_at_share: **share,
         }
     }
 

@@ -147,6 +147,7 @@ impl ApplyError {
                     || source.is_connection_dropped()
                     || source.is_connection_refusal()
                     || source.code().is_some_and(is_transient_code)
+                    || is_out_of_memory(source)
                     || !matches!(source.retry_method(), redis::RetryMethod::NoRetry)
             }
             ApplyError::Change { retriable, .. } => *retriable,
@@ -161,6 +162,17 @@ impl ApplyError {
             | ApplyError::ForeignKey { .. }
             | ApplyError::WriterMemory(_)
             | ApplyError::ExclusiveTtl { .. } => false,
+        }
+    }
+
+    /// Whether Redis refused the write for lack of memory (`OOM`: `used_memory` above
+    /// `maxmemory` under `noeviction`), also when it aborted a transaction for it.
+    pub fn is_out_of_memory(&self) -> bool {
+        match self {
+            ApplyError::Change { source, .. } => source.code() == "OOM",
+            ApplyError::Redis { source, .. }
+            | ApplyError::Load(super::LoadError::Redis(source)) => is_out_of_memory(source),
+            _ => false,
         }
     }
 
@@ -228,6 +240,15 @@ impl ApplyError {
             reply: format!("{reply:?}"),
         }
     }
+}
+
+/// `OOM`, on its own or as the reason Redis discarded a transaction (`EXECABORT`).
+fn is_out_of_memory(error: &redis::RedisError) -> bool {
+    error.code() == Some("OOM")
+        || error
+            .clone()
+            .into_server_errors()
+            .is_some_and(|errors| errors.iter().any(|(_, e)| e.code() == "OOM"))
 }
 
 /// Server error codes that describe the server's state or configuration rather than the

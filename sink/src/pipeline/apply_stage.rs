@@ -9,7 +9,10 @@
 //! encoded; partitions never share a pipeline, so their relative order does not matter.
 //!
 //! Backpressure: each lane queues at most [`LANE_QUEUE`] slices; a full lane blocks the
-//! dispatcher, which blocks the consume stage.
+//! dispatcher, which fills the queue of the consume stage (which then pauses the partitions).
+//! A slice Redis refuses for lack of memory (`OOM`) tells the [`MemoryGuard`] (which pauses
+//! consumption) and waits until Redis has room, then goes again: nothing is dead-lettered or
+//! skipped for it, and its offsets are stored only once it is applied.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -30,6 +33,7 @@ use super::retry::Backoff;
 use super::summary::Summary;
 use crate::apply::{Applier, ApplyError, BatchOutcome, Watermark};
 use crate::dlq::{DeadLetter, DeadLetters, Origin};
+use crate::memory::MemoryGuard;
 
 /// Work for the apply stage.
 #[derive(Debug)]
@@ -67,6 +71,7 @@ struct Shared {
     applier: Applier,
     dead_letters: Arc<DeadLetters>,
     progress: Progress,
+    memory: MemoryGuard,
     shutdown: CancellationToken,
 }
 
@@ -78,6 +83,7 @@ pub(super) async fn apply_stage(
     applier: Applier,
     dead_letters: Arc<DeadLetters>,
     progress: Progress,
+    memory: MemoryGuard,
     shutdown: CancellationToken,
 ) -> Result<Summary, ConsumeError> {
     let shared = Arc::new(Shared {
@@ -85,6 +91,7 @@ pub(super) async fn apply_stage(
         applier,
         dead_letters,
         progress,
+        memory,
         shutdown,
     });
     let outcome = drive_lanes(&mut rx, &shared).await;
@@ -127,14 +134,18 @@ async fn drive_lanes(
                     }
                 }
                 Some(Work::CaughtUp(mappings)) => {
-                    if let Err(e) = shared.applier.record_caught_up(&mappings).await {
-                        warn!(error = %one_line(&e), "Recording the caught-up time failed.");
+                    match shared.applier.record_caught_up(&mappings).await {
+                        Ok(()) => {}
+                        // Redis is full: the guard says so once; the next mark comes in a second.
+                        Err(e) if shared.memory.note_failure(&e) => debug!(error = %one_line(&e), "Recording the caught-up time failed."),
+                        Err(e) => warn!(error = %one_line(&e), "Recording the caught-up time failed."),
                     }
                 }
                 Some(Work::Watermark { source, watermark }) => {
                     // Not retried: the next heartbeat brings a later one.
                     match shared.applier.record_watermark(&source, &watermark).await {
                         Ok(moved) => debug!(%source, lsn = watermark.lsn, ts_ms = watermark.ts_ms, moved, "Recorded the source watermark."),
+                        Err(e) if shared.memory.note_failure(&e) => debug!(%source, error = %one_line(&e), "Recording the source watermark failed."),
                         Err(e) => warn!(%source, error = %one_line(&e), "Recording the source watermark failed."),
                     }
                 }
@@ -174,6 +185,9 @@ async fn record_types(shared: &Shared, batch: &Batch) -> bool {
     for (mapping, columns) in &batch.column_types {
         let mut backoff = Backoff::default();
         while let Err(e) = shared.applier.record_column_types(*mapping, columns).await {
+            if shared.memory.note_failure(&e) && !wait_for_room(shared).await {
+                return false;
+            }
             if !backoff
                 .wait("Recording column types", &e, &shared.shutdown)
                 .await
@@ -243,6 +257,9 @@ async fn apply_with_retries(
             Err(e) => e,
         };
         if error.is_retriable() {
+            if shared.memory.note_failure(&error) && !wait_for_room(shared).await {
+                return Ok(None);
+            }
             if !backoff
                 .wait("Applying a batch to redis", &error, &shared.shutdown)
                 .await
@@ -274,6 +291,16 @@ async fn apply_with_retries(
         }
         summary.dead_lettered += 1;
         batch.remove_change(i);
+    }
+}
+
+/// Waits until Redis has room again after it refused a write for lack of memory (the
+/// consume stage has paused the partitions meanwhile); `false` at shutdown.
+async fn wait_for_room(shared: &Shared) -> bool {
+    tokio::select! {
+        biased;
+        () = shared.shutdown.cancelled() => false,
+        () = shared.memory.has_room() => true,
     }
 }
 

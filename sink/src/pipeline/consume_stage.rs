@@ -5,7 +5,8 @@
 //! heartbeat topic is decoded and handed to the watermark watcher; it maps to no rows. A batch is
 //! handed to the apply stage when it holds `batch.max_records` records or `batch.max_bytes`
 //! bytes (a record that would pass the byte bound starts the next batch), or its linger time
-//! has passed.
+//! has passed. The stage also pauses and resumes the partitions (`pause.rs`): while Redis is
+//! full, and while the apply stage does not take batches; it polls the consumer throughout.
 
 use std::collections::HashMap;
 use std::pin::pin;
@@ -18,7 +19,7 @@ use rdkafka::error::KafkaError;
 use rdkafka::message::BorrowedMessage;
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::Message;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
@@ -28,6 +29,7 @@ use super::batch::{Batch, Columns};
 use super::caught_up::StopWhen;
 use super::dead_letter;
 use super::error::ConsumeError;
+use super::pause::{Pauses, BACKLOG_PAUSE_AFTER};
 use super::progress::SinkConsumer;
 use super::retry::Backoff;
 use super::summary::Summary;
@@ -52,6 +54,8 @@ pub(super) struct ConsumeStage<'a> {
     heartbeat_topics: HashMap<String, (usize, Arc<str>)>,
     /// Consumed heartbeats, to the watermark watcher.
     heartbeats: mpsc::Sender<Heartbeat>,
+    /// Whether Redis is full ([`crate::memory::MemoryGuard::subscribe`]).
+    memory_full: watch::Receiver<bool>,
     dead_lettered: u64,
     first_record_at: Option<std::time::Instant>,
 }
@@ -70,6 +74,7 @@ impl<'a> ConsumeStage<'a> {
         settings: BatchSettings,
         shutdown: &'a CancellationToken,
         heartbeats: mpsc::Sender<Heartbeat>,
+        memory_full: watch::Receiver<bool>,
     ) -> Self {
         let by_topic = config
             .mappings
@@ -97,6 +102,7 @@ impl<'a> ConsumeStage<'a> {
             by_topic,
             heartbeat_topics,
             heartbeats,
+            memory_full,
             columns: vec![None; config.mappings.len()],
             dead_lettered: 0,
             first_record_at: None,
@@ -105,6 +111,12 @@ impl<'a> ConsumeStage<'a> {
 
     /// The `select!` loop; returns the apply task's result too when that task ended first
     /// (otherwise it is still running).
+    ///
+    /// The consumer is polled all the time, also while a batch waits for room in the apply
+    /// queue, so that the group keeps this member (`max.poll.interval.ms`): records keep
+    /// filling the next batch, and once that one is full too, the stream rests until the
+    /// waiting batch is taken or [`BACKLOG_PAUSE_AFTER`] has passed; then the partitions are
+    /// paused (`pause.rs`) and polling goes on. While Redis is full they are paused as well.
     pub(super) async fn run(
         &mut self,
         consumer: &SinkConsumer,
@@ -115,30 +127,70 @@ impl<'a> ConsumeStage<'a> {
     ) -> Result<(Summary, Option<ApplyResult>), ConsumeError> {
         let mut stream = consumer.stream();
         let mut batch = Batch::with_capacity(self.settings.max_records);
+        // A batch for the apply stage, handed over as soon as its queue has room.
+        let mut ready: Option<Batch> = None;
         let mut linger = pin!(tokio::time::sleep(Duration::ZERO));
+        // When a batch that still waits for the apply stage pauses the partitions.
+        let mut backlog = pin!(tokio::time::sleep(Duration::ZERO));
+        let mut pauses = Pauses::default();
+        let full_now = *self.memory_full.borrow_and_update();
+        pauses.set_memory(consumer, full_now);
+        let mut memory_open = true;
         loop {
+            let batch_full = batch.is_full(&self.settings);
             tokio::select! {
                 biased;
                 () = self.shutdown.cancelled() => break,
-                () = caught_up.cancelled(), if stop == StopWhen::CaughtUp && batch.is_empty() => break,
+                () = caught_up.cancelled(), if stop == StopWhen::CaughtUp && batch.is_empty() && ready.is_none() => break,
                 result = &mut *apply => {
                     // The apply stage only ends early on a fatal error or shutdown.
                     let result = result.unwrap_or(Err(ConsumeError::ApplyStage));
                     return Ok((self.summary(), Some(result)));
                 }
-                () = &mut linger, if !batch.is_empty() => {
-                    if !self.hand_over(&mut batch, tx).await {
-                        break;
+                changed = self.memory_full.changed(), if memory_open => match changed {
+                    Ok(()) => {
+                        let full = *self.memory_full.borrow_and_update();
+                        pauses.set_memory(consumer, full);
+                    }
+                    Err(_) => memory_open = false,
+                },
+                permit = tx.reserve(), if ready.is_some() => {
+                    // An error means the apply stage stopped: at shutdown, or with an error
+                    // that the branch above reports.
+                    let Ok(permit) = permit else { break };
+                    if let Some(waiting) = ready.take() {
+                        permit.send(Work::Batch(waiting));
+                    }
+                    if pauses.backlog() {
+                        pauses.set_backlog(consumer, false);
+                    }
+                    if batch_full {
+                        ready = Some(self.take(&mut batch));
+                        backlog.as_mut().reset(Instant::now() + BACKLOG_PAUSE_AFTER);
                     }
                 }
-                message = stream.next() => match message {
+                () = &mut backlog, if ready.is_some() && !pauses.backlog() => {
+                    pauses.set_backlog(consumer, true);
+                }
+                () = &mut linger, if !batch.is_empty() && ready.is_none() => {
+                    ready = Some(self.take(&mut batch));
+                    backlog.as_mut().reset(Instant::now() + BACKLOG_PAUSE_AFTER);
+                }
+                message = stream.next(), if !batch_full || pauses.is_paused() => match message {
                     None => break,
                     Some(Err(e)) => log_consumer_error(&e),
                     Some(Ok(message)) => {
+                        if pauses.is_paused() {
+                            pauses.arrived_while_paused(consumer);
+                        }
+                        // A record that would take the batch past its byte bound starts the
+                        // next one (unless a batch already waits: then this one runs over by
+                        // at most this record).
                         if !batch.has_room_for(record_bytes(&message), &self.settings)
-                            && !self.hand_over(&mut batch, tx).await
+                            && ready.is_none()
                         {
-                            break;
+                            ready = Some(self.take(&mut batch));
+                            backlog.as_mut().reset(Instant::now() + BACKLOG_PAUSE_AFTER);
                         }
                         if batch.is_empty() {
                             linger.as_mut().reset(Instant::now() + self.settings.linger);
@@ -147,16 +199,16 @@ impl<'a> ConsumeStage<'a> {
                         if let Step::Shutdown = self.consume_record(&message, &mut batch).await? {
                             break;
                         }
-                        if batch.is_full(&self.settings)
-                            && !self.hand_over(&mut batch, tx).await
-                        {
-                            break;
+                        if batch.is_full(&self.settings) && ready.is_none() {
+                            ready = Some(self.take(&mut batch));
+                            backlog.as_mut().reset(Instant::now() + BACKLOG_PAUSE_AFTER);
                         }
                     }
                 },
             }
         }
-        // A partial batch is dropped: its offsets were not stored, so it is delivered again.
+        // Partial and waiting batches are dropped: their offsets were not stored, so they
+        // are delivered again.
         Ok((self.summary(), None))
     }
 
@@ -168,14 +220,9 @@ impl<'a> ConsumeStage<'a> {
         }
     }
 
-    /// Sends the batch to the apply stage (waiting while it is busy); `false` at shutdown.
-    async fn hand_over(&self, batch: &mut Batch, tx: &mpsc::Sender<Work>) -> bool {
-        let full = std::mem::replace(batch, Batch::with_capacity(self.settings.max_records));
-        tokio::select! {
-            biased;
-            () = self.shutdown.cancelled() => false,
-            sent = tx.send(Work::Batch(full)) => sent.is_ok(),
-        }
+    /// The batch so far; `batch` starts anew.
+    fn take(&self, batch: &mut Batch) -> Batch {
+        std::mem::replace(batch, Batch::with_capacity(self.settings.max_records))
     }
 
     /// Decodes and plans one record into `batch`, or dead-letters it.

@@ -7,6 +7,7 @@ use thiserror::Error;
 use crate::apply::ApplyError;
 use crate::dlq::DlqError;
 use crate::health::HealthError;
+use crate::memory::MemoryError;
 use crate::registry::RegistryError;
 
 /// Why a pipeline could not start.
@@ -15,6 +16,9 @@ pub enum StartError {
     /// A start-up check failed (the message names the component and its address).
     #[error(transparent)]
     Health(#[from] HealthError),
+    /// Redis's eviction policy is refused, or the memory checks could not start.
+    #[error(transparent)]
+    Memory(#[from] MemoryError),
     /// The registry client could not be built (bad URL).
     #[error("invalid schema registry settings")]
     Registry(#[source] RegistryError),
@@ -36,6 +40,14 @@ pub enum StartError {
     /// The partitions could not be assigned.
     #[error("kafka: assigning partitions")]
     Assign(#[source] KafkaError),
+}
+
+impl StartError {
+    /// Whether Redis is configured in a way the sink refuses (exit code 2): an evicting
+    /// `maxmemory-policy`.
+    pub fn is_refusal(&self) -> bool {
+        matches!(self, StartError::Memory(e) if e.is_refusal())
+    }
 }
 
 /// Why consuming stopped with an error.

@@ -25,6 +25,10 @@
 //! (`dead_letter.rs`). Records of a source's heartbeat topic map to no rows: the consume stage
 //! hands them to the watermark watcher (`watermark_watch.rs`, rule in `watermark.rs`), which
 //! has the apply stage record `sink:watermark:{source}` once every change it covers is applied.
+//! The Redis memory guard ([`MemoryGuard`]) says whether Redis has room: while it is full
+//! (an `OOM` reply, or `used_memory` above the configured share of `maxmemory`) the consume
+//! stage pauses the assigned partitions, still polling the consumer so that the group keeps
+//! it, and a lane whose slice Redis refused waits for room, then sends the slice again.
 //!
 //! # Why delivery is at least once
 //!
@@ -35,7 +39,14 @@
 //! after another, each in consumption order), so a stored offset never passes a record that
 //! was not applied. After a crash the records after the last commit are delivered again; the
 //! writers' position guards make replaying them harmless. Retriable failures (Redis I/O, the
-//! registry or the broker unreachable) are retried with backoff without storing anything.
+//! registry or the broker unreachable, Redis out of memory) are retried with backoff without
+//! storing anything.
+//!
+//! Pausing a partition (Redis full, or the apply stage too far behind; `pause.rs`) loses
+//! nothing and repeats nothing: librdkafka drops the records it had prefetched for it (a
+//! version barrier set by the pause call itself, so none reaches the sink afterwards) and,
+//! on resume, fetches again from the position after the last record it handed to the sink.
+//! Every record handed over is kept (in a batch), so the partition goes on exactly after it.
 //!
 //! # Start and stop
 //!
@@ -52,6 +63,7 @@ mod consume_stage;
 mod dead_letter;
 mod error;
 mod offsets;
+mod pause;
 mod progress;
 mod retry;
 mod summary;
@@ -75,6 +87,7 @@ use crate::config::{BatchSettings, SinkConfig};
 use crate::decode::Decoder;
 use crate::dlq::DeadLetters;
 use crate::health;
+use crate::memory::{self, MemoryGuard};
 use crate::readiness::Readiness;
 use crate::registry::Registry;
 use caught_up::CaughtUpWatch;
@@ -110,6 +123,7 @@ pub struct Pipeline {
     consumer: Arc<SinkConsumer>,
     offsets: Arc<OffsetsClient>,
     readiness: Readiness,
+    memory: MemoryGuard,
 }
 
 impl std::fmt::Debug for Pipeline {
@@ -122,8 +136,9 @@ impl std::fmt::Debug for Pipeline {
 
 impl Pipeline {
     /// Checks Redis, the registry and Kafka (warning about mapped topics that do not exist
-    /// yet), then creates the consumer with `consumer_config` (see
-    /// [`SinkConfig::consumer_config`]) and the client that reads its offsets.
+    /// yet) and Redis's eviction policy ([`memory::start`]), then creates the consumer with
+    /// `consumer_config` (see [`SinkConfig::consumer_config`]) and the client that reads its
+    /// offsets.
     pub async fn connect(
         cfg: &SinkConfig,
         consumer_config: &ClientConfig,
@@ -139,6 +154,8 @@ impl Pipeline {
             health::DEFAULT_TIMEOUT,
         )
         .await?;
+        let readiness = Readiness::new();
+        let memory = memory::start(&config.redis, &config.mappings, cfg.memory, &readiness).await?;
         let consumer: SinkConsumer = consumer_config
             .create_with_context(SinkContext::default())
             .map_err(StartError::Create)?;
@@ -148,7 +165,8 @@ impl Pipeline {
             registry,
             consumer: Arc::new(consumer),
             offsets: Arc::new(offsets),
-            readiness: Readiness::new(),
+            readiness,
+            memory,
         })
     }
 
@@ -208,6 +226,7 @@ impl Pipeline {
             batch: self.cfg.batch,
             trust_committed,
             readiness: self.readiness,
+            memory: self.memory,
         };
         let task = tokio::spawn(consume(
             Arc::clone(&self.consumer),
@@ -288,6 +307,8 @@ struct Stages {
     trust_committed: bool,
     /// What `GET /ready` reports.
     readiness: Readiness,
+    /// Whether Redis has room.
+    memory: MemoryGuard,
 }
 
 /// Runs the stages until `stop` says so, then commits the stored offsets synchronously.
@@ -307,6 +328,7 @@ async fn consume(
         batch,
         trust_committed,
         readiness,
+        memory,
     } = stages;
     let progress = consumer.context().progress.clone();
     let (tx, rx) = mpsc::channel(QUEUED_BATCHES);
@@ -314,12 +336,18 @@ async fn consume(
     // Stops the helpers once the consume stage is done (and the helpers when shutting down).
     let done = shutdown.child_token();
     let caught_up = CancellationToken::new();
+    // Watches Redis memory until this function returns: after the consume stage, lanes may
+    // still wait for room to apply what they hold.
+    let memory_watch = shutdown.child_token();
+    tokio::spawn(memory.clone().watch(memory_watch.clone()));
+    let _memory_watch = memory_watch.drop_guard();
     let mut apply = tokio::spawn(apply_stage::apply_stage(
         rx,
         Arc::clone(&consumer),
         applier,
         Arc::clone(&dead_letters),
         progress.clone(),
+        memory.clone(),
         shutdown.clone(),
     ));
     let (heartbeat_tx, heartbeat_rx) = mpsc::channel(watermark_watch::HEARTBEAT_QUEUE);
@@ -346,6 +374,7 @@ async fn consume(
         batch,
         &shutdown,
         heartbeat_tx,
+        memory.subscribe(),
     );
     let consumed = stage
         .run(&consumer, &tx, stop, &caught_up, &mut apply)

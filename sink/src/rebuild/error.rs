@@ -70,8 +70,12 @@ pub enum RebuildError {
 
 impl RebuildError {
     /// Whether the command line asked for something impossible (exit code 2 rather than 1):
-    /// the staging database is the live one.
+    /// the staging database is the live one, or Redis has an evicting `maxmemory-policy`.
     pub fn is_usage(&self) -> bool {
-        matches!(self, RebuildError::Target(TargetError::SameDb(_)))
+        match self {
+            RebuildError::Target(TargetError::SameDb(_)) => true,
+            RebuildError::Start(e) => e.is_refusal(),
+            _ => false,
+        }
     }
 }

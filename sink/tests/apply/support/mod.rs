@@ -56,6 +56,7 @@ pub fn config(tag: &str, ttl_seconds: Option<u64>) -> Config {
         },
         schema_registry: SchemaRegistryConfig::from_url("http://127.0.0.1:8081"),
         redis: RedisConfig::from_url(redis_url()),
+        redis_memory: Default::default(),
         freshness: FreshnessConfig {
             stale_after_ms: 30_000,
         },
