@@ -60,7 +60,7 @@ use mapping::{ColumnType, Config};
 use tokio_util::sync::CancellationToken;
 
 pub use error::ApplyError;
-pub use owned::{LoadError, OwnedWriter, DEFAULT_LEASE_TTL};
+pub use owned::{LoadError, OwnedWriter, WriterId, DEFAULT_LEASE_TTL};
 use records::Records;
 pub use records::Watermark;
 pub use script::{ChangeScript, ScriptWriter, DEFAULT_CHUNK};
@@ -132,12 +132,16 @@ impl Applier {
     /// database in, or a lapsed lease, makes it load the bookkeeping again; another sink
     /// taking the lease makes every later batch fail with [`ApplyError::LeaseLost`].
     ///
+    /// `writer` is the lease holder's identity: an applier with the same one (the next
+    /// configuration's, after a reload) keeps the lease instead of waiting for it.
+    ///
     /// `None` if `shutdown` is cancelled while waiting for the lease;
     /// [`ApplyError::ExclusiveTtl`] if a mapping sets `ttl_seconds`, which only the shared
     /// writer supports.
     pub async fn exclusive(
         pool: Pool,
         config: &Config,
+        writer: &WriterId,
         lease_ttl: Duration,
         shutdown: &CancellationToken,
     ) -> Result<Option<Applier>, ApplyError> {
@@ -147,12 +151,13 @@ impl Applier {
                 mappings: with_ttl.into_iter().map(str::to_owned).collect(),
             });
         }
-        let writer = OwnedWriter::exclusive(pool, config, lease_ttl, shutdown).await?;
+        let writer = OwnedWriter::exclusive(pool, config, writer, lease_ttl, shutdown).await?;
         Ok(writer.map(Applier::Owned))
     }
 
     /// An exclusive applier gives its lease up (others may write from now on); any other
-    /// applier does nothing. Call it after the last batch.
+    /// applier does nothing. Call it after the last batch, when no applier of the same
+    /// [`WriterId`] takes over.
     pub async fn release(&self) -> Result<(), ApplyError> {
         match self {
             Applier::Script(_) => Ok(()),
@@ -248,6 +253,7 @@ mod tests {
         let err = Applier::exclusive(
             unreachable_pool(),
             &config,
+            &WriterId::new(),
             DEFAULT_LEASE_TTL,
             &CancellationToken::new(),
         )

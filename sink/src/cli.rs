@@ -120,6 +120,10 @@ pub struct RunArgs {
     /// standby takes over from a sink that died.
     #[arg(long, value_name = "MS", default_value_t = default_lease_ms(), env = "SINK_LEASE_MS")]
     pub lease_ms: u64,
+    /// Reload the configuration when the file changes, as on SIGHUP (README, "Reloading the
+    /// configuration").
+    #[arg(long, env = "SINK_WATCH_CONFIG")]
+    pub watch_config: bool,
 }
 
 /// Who writes the Redis database (`sink run --writer`).

@@ -16,8 +16,9 @@
 //! The process around it:
 //! - [`cli`]: the command line; [`config`]: the resolved configuration it yields;
 //!   [`properties`]: librdkafka property values read from the environment or a file.
-//! - [`run`]: `sink run`; [`rebuild`]: `sink rebuild` (replay into a staging database, then
-//!   an atomic `SWAPDB`); [`validate`]: `sink validate`.
+//! - [`run`]: `sink run`, with [`reload`]: the configuration re-read on SIGHUP;
+//!   [`rebuild`]: `sink rebuild` (replay into a staging database, then an atomic `SWAPDB`);
+//!   [`validate`]: `sink validate`.
 //! - [`health`]: start-up checks of Redis, the registry and the broker; [`connection`]:
 //!   Redis clients (URL, ACL user, TLS) and connection pools; [`shutdown`]: SIGINT/SIGTERM to
 //!   a cancellation token. [`properties`]: `${env:NAME}` and `${file:PATH}` in Kafka
@@ -35,6 +36,7 @@ pub mod properties;
 pub mod readiness;
 pub mod rebuild;
 pub mod registry;
+pub mod reload;
 pub mod run;
 pub mod shutdown;
 pub mod telemetry;

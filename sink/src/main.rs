@@ -1,6 +1,7 @@
 //! The `sink` binary: parses the command line ([`sink::cli`]), then runs the subcommand on a
-//! tokio runtime whose shutdown token SIGINT and SIGTERM cancel ([`sink::shutdown`]), and
-//! turns its outcome into text and an exit code.
+//! tokio runtime whose shutdown token SIGINT and SIGTERM cancel ([`sink::shutdown`]; SIGHUP
+//! reloads `sink run`'s configuration, [`sink::reload`]), and turns its outcome into text and
+//! an exit code.
 //!
 //! Exit codes: 0 success (also after SIGINT/SIGTERM for `run`, and when stdout is a closed
 //! pipe), 1 runtime failure (for `rebuild`: also when interrupted; the live state is then
@@ -15,6 +16,7 @@ use mapping::{one_line, ConfigErrors};
 use sink::cli::{Cli, Command, RebuildArgs, RunArgs};
 use sink::pipeline::StopWhen;
 use sink::rebuild::RebuildOptions;
+use sink::reload::Triggers;
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 
@@ -43,19 +45,23 @@ fn main() -> ExitCode {
     }
 }
 
-/// `sink run`: consumes until SIGINT or SIGTERM.
+/// `sink run`: consumes until SIGINT or SIGTERM, reloading the configuration on SIGHUP (and,
+/// with `--watch-config`, when the file changes).
 fn run(args: &RunArgs) -> ExitCode {
     let cfg = match args.load() {
         Ok(cfg) => cfg,
         Err(errors) => return bad_config(&errors),
     };
-    let result =
-        with_runtime(
-            |shutdown| async move { sink::run::run(&cfg, StopWhen::Shutdown, shutdown).await },
-        );
-    match result {
-        Ok(Ok(_summary)) => ExitCode::SUCCESS,
-        Ok(Err(err)) => failure(&anyhow::Error::from(err)),
+    let result = with_runtime(|shutdown| async move {
+        let watch = args.watch_config.then_some(args.config.config.as_path());
+        let triggers = Triggers::listen(watch)?;
+        let summary =
+            sink::run::run_reloading(&cfg, || args.load(), triggers, StopWhen::Shutdown, shutdown)
+                .await?;
+        anyhow::Ok(summary)
+    });
+    match result.and_then(|outcome| outcome) {
+        Ok(_summary) => ExitCode::SUCCESS,
         Err(err) => failure(&err),
     }
 }

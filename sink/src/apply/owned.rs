@@ -57,7 +57,7 @@ mod writer;
 
 use mapping::Mapping;
 
-pub use lease::DEFAULT_LEASE_TTL;
+pub use lease::{WriterId, DEFAULT_LEASE_TTL};
 pub use load::LoadError;
 pub use writer::OwnedWriter;
 

@@ -40,7 +40,7 @@ use tracing::{info, warn};
 
 use super::commands;
 use super::decide::decide;
-use super::lease::{Holding, Lease};
+use super::lease::{Holding, Lease, WriterId};
 use super::load::LoadError;
 use super::state::{OwnedState, UndoLog};
 use crate::apply::records::Records;
@@ -114,15 +114,21 @@ impl OwnedWriter {
     /// fail with [`ApplyError::LeaseLost`]. `config` must have no mapping with
     /// `ttl_seconds`.
     ///
+    /// `writer` names the holder: a writer with the same id takes over its lease at once.
     /// `None` if `shutdown` is cancelled while waiting for the lease.
     pub(crate) async fn exclusive(
         pool: Pool,
         config: &Config,
+        writer: &WriterId,
         lease_ttl: Duration,
         shutdown: &CancellationToken,
     ) -> Result<Option<OwnedWriter>, ApplyError> {
         let exclusive = Exclusive {
-            lease: Lease::new(config.mappings.iter().map(|m| m.name.as_str()), lease_ttl),
+            lease: Lease::new(
+                writer,
+                config.mappings.iter().map(|m| m.name.as_str()),
+                lease_ttl,
+            ),
             mappings: config.mappings.clone(),
         };
         let mut conn = pool.get().await.map_err(ApplyError::Pool)?;

@@ -150,6 +150,7 @@ impl Fixture {
         let applier = Applier::exclusive(
             self.pool.clone(),
             &self.config,
+            &sink::apply::WriterId::new(),
             lease,
             &tokio_util::sync::CancellationToken::new(),
         )
