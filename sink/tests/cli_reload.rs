@@ -85,10 +85,7 @@ async fn wait_for_log(log: &Path, text: &str, n: usize) {
 }
 
 fn exists(redis: &mut redis::Connection, key: &str) -> bool {
-    redis::cmd("EXISTS")
-        .arg(key)
-        .query(redis)
-        .expect("EXISTS")
+    redis::cmd("EXISTS").arg(key).query(redis).expect("EXISTS")
 }
 
 async fn wait_for_key(redis: &mut redis::Connection, key: &str) {
@@ -102,7 +99,12 @@ async fn stop(child: Child, log: &Path) {
         .await
         .unwrap()
         .expect("wait");
-    assert_eq!(status.code(), Some(0), "exit after SIGTERM:\n{}", log_text(log));
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "exit after SIGTERM:\n{}",
+        log_text(log)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -177,11 +179,21 @@ async fn sighup_refuses_bad_files_and_applies_ttls_and_new_mappings() {
         redis::cmd("TTL").arg(key).query(redis).expect("TTL")
     };
     let expiry = ttl(&mut redis, &s.key("customer:4"));
-    assert!((3500..=3600).contains(&expiry), "ttl of a new row: {expiry}");
-    assert_eq!(ttl(&mut redis, &s.key("customer:1")), -1, "old rows keep no expiry");
+    assert!(
+        (3500..=3600).contains(&expiry),
+        "ttl of a new row: {expiry}"
+    );
+    assert_eq!(
+        ttl(&mut redis, &s.key("customer:1")),
+        -1,
+        "old rows keep no expiry"
+    );
 
     // (b) A new mapping: its topic is consumed from the beginning, without a restart.
-    assert!(!exists(&mut redis, &s.key("order:10")), "orders were not mapped");
+    assert!(
+        !exists(&mut redis, &s.key("order:10")),
+        "orders were not mapped"
+    );
     write_config(&s, &s.yaml());
     signal(&sink, "HUP");
     wait_for_log(&log, "Configuration reloaded", 2).await;
@@ -234,13 +246,23 @@ async fn the_exclusive_writer_keeps_its_lease_across_a_reload_with_a_new_mapping
     s.produce(&[customer(&s, 2, 102), order(&s, 11, 103)]).await;
     wait_for_key(&mut redis, &s.key("customer:2")).await;
     wait_for_key(&mut redis, &s.key("order:11")).await;
-    assert_eq!(lease(&mut redis, Table::Customers).as_deref(), Some(&*holder));
+    assert_eq!(
+        lease(&mut redis, Table::Customers).as_deref(),
+        Some(&*holder)
+    );
     assert_eq!(lease(&mut redis, Table::Orders).as_deref(), Some(&*holder));
 
     stop(sink, &log).await;
     let text = log_text(&log);
-    assert!(!text.contains("standing by"), "no wait for its own lease:\n{text}");
-    assert_eq!(lease(&mut redis, Table::Customers), None, "released at exit");
+    assert!(
+        !text.contains("standing by"),
+        "no wait for its own lease:\n{text}"
+    );
+    assert_eq!(
+        lease(&mut redis, Table::Customers),
+        None,
+        "released at exit"
+    );
     assert_eq!(lease(&mut redis, Table::Orders), None, "released at exit");
     s.cleanup();
     std::fs::remove_file(log).ok();
