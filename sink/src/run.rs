@@ -15,7 +15,9 @@
 //! except what the writers' position guards already make harmless. An exclusive writer keeps
 //! its lease throughout: the next applier has the same [`WriterId`], takes over the lease
 //! keys before the old writer is dropped, and loads the bookkeeping (of the new mappings
-//! too) from Redis. A refused file changes nothing.
+//! too) from Redis. A refused file changes nothing. Every pipeline reports into the first
+//! one's [`crate::readiness::Readiness`], and each reload counts in
+//! `sink_config_reloads_total{outcome}`.
 
 use std::sync::Arc;
 
@@ -30,6 +32,7 @@ use crate::config::{SinkConfig, Writer};
 use crate::connection::{redis_pool, PoolError};
 use crate::pipeline::{ConsumeError, Pipeline, Source, StartError, StopWhen, Summary};
 use crate::reload::{self, Refused, Triggers};
+use crate::telemetry;
 
 /// Why the sink could not start or stopped with an error.
 #[derive(Debug, Error)]
@@ -72,6 +75,7 @@ pub async fn run_reloading(
     let mut cfg = cfg.clone();
     let mut pool = redis_pool(&cfg.config.redis)?;
     let mut pipeline = Pipeline::connect(&cfg, &cfg.consumer_config()).await?;
+    let readiness = pipeline.readiness().clone();
     let Some(mut applier) = new_applier(&cfg, pool.clone(), &writer, &shutdown).await? else {
         // Shut down while standing by.
         return Ok(Summary::default());
@@ -102,10 +106,13 @@ pub async fn run_reloading(
                     info!(trigger = trigger.as_str(), "Reloading the configuration.");
                     match prepare(&cfg, load(), &pool).await {
                         Ok(next) => break next,
-                        Err(refused) => warn!(
-                            error = %one_line(&refused),
-                            "Configuration reload refused; running on the previous configuration."
-                        ),
+                        Err(refused) => {
+                            metrics::counter!(telemetry::CONFIG_RELOADS, "outcome" => "refused").increment(1);
+                            warn!(
+                                error = %one_line(&refused),
+                                "Configuration reload refused; running on the previous configuration."
+                            );
+                        }
                     }
                 }
             }
@@ -128,7 +135,8 @@ pub async fn run_reloading(
         // An exclusive writer's lease keys name `writer`, which the new applier holds now.
         applier = next_applier;
         cfg = next;
-        pipeline = next_pipeline;
+        pipeline = next_pipeline.with_readiness(readiness.clone());
+        metrics::counter!(telemetry::CONFIG_RELOADS, "outcome" => "applied").increment(1);
         info!(
             mappings = cfg.config.mappings.len(),
             "Configuration reloaded; consuming with it."

@@ -25,6 +25,10 @@ pub const SOURCE_WATERMARK_AGE_SECONDS: &str = "sink_source_watermark_age_second
 /// Labels: `topic`.
 pub const OFFSET_RESETS: &str = "sink_offset_resets_total";
 
+/// Counter: configuration reloads (SIGHUP, `--watch-config`). Labels: `outcome` (`applied`,
+/// `refused`): alert on refusals, which leave the sink on its previous configuration.
+pub const CONFIG_RELOADS: &str = "sink_config_reloads_total";
+
 /// Sets `sink_paused{reason}`.
 pub fn set_paused(reason: crate::readiness::PauseReason, paused: bool) {
     metrics::gauge!(PAUSED, "reason" => reason.as_str()).set(if paused { 1.0 } else { 0.0 });
@@ -60,6 +64,10 @@ pub fn describe() {
         SOURCE_WATERMARK_AGE_SECONDS,
         Unit::Seconds,
         "Seconds since the source commit the watermark confirms."
+    );
+    describe_counter!(
+        CONFIG_RELOADS,
+        "Configuration reloads, applied or refused (the sink then runs on the previous one)."
     );
     describe_counter!(
         OFFSET_RESETS,

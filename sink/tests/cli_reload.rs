@@ -267,3 +267,31 @@ async fn the_exclusive_writer_keeps_its_lease_across_a_reload_with_a_new_mapping
     s.cleanup();
     std::fs::remove_file(log).ok();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_config_reloads_when_the_file_changes() {
+    let s = Scenario::new(1).await;
+    let log = std::env::temp_dir().join(format!("sink-reload-w-{}.log", s.id));
+    let mut redis = s.stack.redis();
+    write_config(&s, &customers_only(&s));
+    let sink = start(&s, &log, &["--watch-config"]);
+    wait_for_log(&log, "Consuming.", 1).await;
+    s.produce(&[customer(&s, 1, 100), order(&s, 10, 101)]).await;
+    wait_for_key(&mut redis, &s.key("customer:1")).await;
+    assert!(!exists(&mut redis, &s.key("order:10")), "orders are not mapped");
+
+    write_config(&s, &s.yaml());
+    wait_for_log(&log, "Configuration reloaded", 1).await;
+    wait_for_key(&mut redis, &s.key("order:10")).await;
+
+    stop(sink, &log).await;
+    let text = log_text(&log);
+    let reloads: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("Reloading the configuration"))
+        .collect();
+    assert_eq!(reloads.len(), 1, "one reload per burst of file events:\n{text}");
+    assert!(reloads[0].contains("file change"), "{}", reloads[0]);
+    s.cleanup();
+    std::fs::remove_file(log).ok();
+}

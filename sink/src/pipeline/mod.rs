@@ -158,6 +158,14 @@ impl Pipeline {
         &self.readiness
     }
 
+    /// The pipeline reports into `readiness` instead of a new one: `sink run` keeps one
+    /// across the pipelines of its configuration reloads, so `GET /ready` follows them all.
+    #[must_use]
+    pub fn with_readiness(mut self, readiness: Readiness) -> Pipeline {
+        self.readiness = readiness;
+        self
+    }
+
     /// The client that reads watermarks and committed offsets (and topic metadata) without
     /// joining the group.
     pub fn offsets(&self) -> &Arc<OffsetsClient> {
