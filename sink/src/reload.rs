@@ -23,6 +23,7 @@ use mapping::{layout, ConfigErrors, RedisConfig};
 use redis::IntoConnectionInfo;
 use thiserror::Error;
 
+use crate::apply::WriterId;
 use crate::config::{SinkConfig, Writer};
 
 pub use key_changes::{key_changes, KeyChange};
@@ -47,10 +48,12 @@ pub enum Refused {
          run the sink with --writer shared"
     )]
     ExclusiveTtl(String),
-    /// Whether a removed mapping has rows could not be read.
-    #[error("cannot tell whether the rows of removed mapping `{mapping}` exist")]
+    /// What the reload must know from Redis could not be read.
+    #[error("cannot read {what} of mapping `{mapping}`")]
     Redis {
-        /// The removed mapping.
+        /// `whether rows exist` or `the lease`.
+        what: &'static str,
+        /// The mapping.
         mapping: String,
         /// What Redis answered.
         #[source]
@@ -59,6 +62,15 @@ pub enum Refused {
     /// The Redis pool could not give a connection for that check.
     #[error("cannot reach redis to vet the new configuration")]
     Pool(#[source] deadpool_redis::PoolError),
+    /// Another exclusive sink holds the lease of a mapping the new file adds: this sink
+    /// would stand by for it, applying nothing meanwhile.
+    #[error("exclusive sink `{holder}` holds the lease of added mapping `{mapping}`")]
+    LeaseHeld {
+        /// The added mapping.
+        mapping: String,
+        /// The other writer's id.
+        holder: String,
+    },
     /// The pipeline could not be set up with it (a service unreachable, a client not built).
     #[error("cannot start the pipeline with the new configuration")]
     Start(#[source] crate::pipeline::StartError),
@@ -99,6 +111,43 @@ pub async fn vet(
     Ok(next.with_writer(current.writer))
 }
 
+/// Exclusive writer `writer`: refuses `next` when another exclusive sink holds the lease
+/// (`sink:writer:{mapping}`) of a mapping it adds.
+pub async fn check_leases(
+    current: &SinkConfig,
+    next: &SinkConfig,
+    writer: &WriterId,
+    pool: &Pool,
+) -> Result<(), Refused> {
+    let added = next
+        .config
+        .mappings
+        .iter()
+        .filter(|m| current.config.mapping(&m.name).is_none());
+    let mut conn = pool.get().await.map_err(Refused::Pool)?;
+    for mapping in added {
+        let holder: Option<String> = redis::cmd("GET")
+            .arg(layout::writer_key(&mapping.name))
+            .query_async(&mut conn)
+            .await
+            .map_err(|source| Refused::Redis {
+                what: "the lease",
+                mapping: mapping.name.clone(),
+                source,
+            })?;
+        match holder {
+            Some(holder) if holder != writer.as_str() => {
+                return Err(Refused::LeaseHeld {
+                    mapping: mapping.name.clone(),
+                    holder,
+                })
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
 /// Whether the sink stored rows of `mapping` (`sink:rows:{mapping}` exists).
 async fn has_rows(pool: &Pool, mapping: &str) -> Result<bool, Refused> {
     let mut conn = pool.get().await.map_err(Refused::Pool)?;
@@ -107,6 +156,7 @@ async fn has_rows(pool: &Pool, mapping: &str) -> Result<bool, Refused> {
         .query_async::<bool>(&mut conn)
         .await
         .map_err(|source| Refused::Redis {
+            what: "whether rows exist",
             mapping: mapping.to_owned(),
             source,
         })

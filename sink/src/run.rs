@@ -104,7 +104,7 @@ pub async fn run_reloading(
                 }
                 trigger = triggers.next() => {
                     info!(trigger = trigger.as_str(), "Reloading the configuration.");
-                    match prepare(&cfg, load(), &pool).await {
+                    match prepare(&cfg, load(), &writer, &pool).await {
                         Ok(next) => break next,
                         Err(refused) => {
                             metrics::counter!(telemetry::CONFIG_RELOADS, "outcome" => "refused").increment(1);
@@ -126,6 +126,11 @@ pub async fn run_reloading(
                 release(&applier).await;
                 return Err(e.into());
             }
+        }
+        if shutdown.is_cancelled() {
+            // Shut down while the new configuration was prepared.
+            release(&applier).await;
+            return Ok(total);
         }
         // The same database (vetted), perhaps with new credentials or certificates.
         pool = redis_pool(&next.config.redis)?;
@@ -166,9 +171,13 @@ async fn new_applier(
 async fn prepare(
     current: &SinkConfig,
     loaded: Result<SinkConfig, ConfigErrors>,
+    writer: &WriterId,
     pool: &Pool,
 ) -> Result<(SinkConfig, Pipeline), Refused> {
     let next = reload::vet(current, loaded.map_err(Refused::Invalid)?, pool).await?;
+    if let Writer::Exclusive { .. } = next.writer {
+        reload::check_leases(current, &next, writer, pool).await?;
+    }
     let pipeline = Pipeline::connect(&next, &next.consumer_config())
         .await
         .map_err(Refused::Start)?;

@@ -2,7 +2,8 @@
 //! is refused with its `file:line:col` and the sink goes on with the old mapping; a
 //! key-changing file is refused with the `sink rebuild` advice; a TTL applies to rows written
 //! afterwards; a new mapping's topic is consumed without a restart (with either writer; the
-//! exclusive one keeps its lease and extends it to the new mapping).
+//! exclusive one keeps its lease and extends it to the new mapping, unless another exclusive
+//! sink holds that one); `--watch-config` reloads on a file change.
 
 mod pipeline_support;
 
@@ -239,7 +240,28 @@ async fn the_exclusive_writer_keeps_its_lease_across_a_reload_with_a_new_mapping
     let holder = lease(&mut redis, Table::Customers).expect("lease held");
     assert_eq!(lease(&mut redis, Table::Orders), None);
 
+    // Another exclusive sink holds the new mapping: refused, rather than standing by.
+    let orders_lease = format!("sink:writer:{}", s.mapping(Table::Orders));
+    let _: () = redis::cmd("SET")
+        .arg(&orders_lease)
+        .arg("another-sink")
+        .arg("PX")
+        .arg(60_000)
+        .query(&mut redis)
+        .expect("SET");
     write_config(&s, &s.yaml());
+    signal(&sink, "HUP");
+    wait_for_log(&log, "Configuration reload refused", 1).await;
+    assert!(
+        log_text(&log).contains("exclusive sink `another-sink` holds the lease"),
+        "{}",
+        log_text(&log)
+    );
+    let _: () = redis::cmd("DEL")
+        .arg(&orders_lease)
+        .query(&mut redis)
+        .expect("DEL");
+
     signal(&sink, "HUP");
     wait_for_log(&log, "Configuration reloaded", 1).await;
     wait_for_key(&mut redis, &s.key("order:10")).await;
@@ -278,7 +300,10 @@ async fn watch_config_reloads_when_the_file_changes() {
     wait_for_log(&log, "Consuming.", 1).await;
     s.produce(&[customer(&s, 1, 100), order(&s, 10, 101)]).await;
     wait_for_key(&mut redis, &s.key("customer:1")).await;
-    assert!(!exists(&mut redis, &s.key("order:10")), "orders are not mapped");
+    assert!(
+        !exists(&mut redis, &s.key("order:10")),
+        "orders are not mapped"
+    );
 
     write_config(&s, &s.yaml());
     wait_for_log(&log, "Configuration reloaded", 1).await;
@@ -290,7 +315,11 @@ async fn watch_config_reloads_when_the_file_changes() {
         .lines()
         .filter(|l| l.contains("Reloading the configuration"))
         .collect();
-    assert_eq!(reloads.len(), 1, "one reload per burst of file events:\n{text}");
+    assert_eq!(
+        reloads.len(),
+        1,
+        "one reload per burst of file events:\n{text}"
+    );
     assert!(reloads[0].contains("file change"), "{}", reloads[0]);
     s.cleanup();
     std::fs::remove_file(log).ok();

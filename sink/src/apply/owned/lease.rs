@@ -79,6 +79,11 @@ impl WriterId {
             .map_or(0, |d| d.as_micros());
         WriterId(format!("{host}:{}:{started:x}", std::process::id()))
     }
+
+    /// The value of the lease keys this writer holds.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
 }
 
 impl Default for WriterId {
