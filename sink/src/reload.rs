@@ -85,9 +85,9 @@ pub async fn vet(
     pool: &Pool,
 ) -> Result<SinkConfig, Refused> {
     let same_redis = same_database(&current.config.redis, &next.config.redis);
-    let mut changes = key_changes(&current.config, &next.config, same_redis);
-    let mut kept = Vec::with_capacity(changes.len());
-    for change in changes.drain(..) {
+    let mut kept = Vec::new();
+    for change in key_changes(&current.config, &next.config, same_redis) {
+        // A removed mapping that never wrote a row leaves nothing behind.
         if let KeyChange::RemovedMapping { mapping } = &change {
             if !has_rows(pool, mapping).await? {
                 continue;
@@ -192,7 +192,62 @@ fn one_line_errors(errors: &ConfigErrors) -> String {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
+    use crate::config::BatchSettings;
+
+    const SHIPPED: &str = include_str!("../../connectors.yaml");
+
+    fn sink_config(text: &str, writer: Writer) -> SinkConfig {
+        let config =
+            mapping::load_config_str(text, "connectors.yaml", &Default::default()).expect("loads");
+        SinkConfig::new(config, &[], BatchSettings::default()).with_writer(writer)
+    }
+
+    /// A pool that never connects: these checks must not need Redis.
+    fn unreachable_pool() -> Pool {
+        let manager = deadpool_redis::Manager::new("redis://127.0.0.1:1").expect("url");
+        Pool::builder(manager)
+            .runtime(deadpool_redis::Runtime::Tokio1)
+            .build()
+            .expect("pool")
+    }
+
+    #[tokio::test]
+    async fn vetting_keeps_the_writer_and_refuses_key_changes_and_exclusive_ttls() {
+        let exclusive = Writer::Exclusive {
+            lease: Duration::from_secs(10),
+        };
+        let current = sink_config(SHIPPED, exclusive);
+        let pool = unreachable_pool();
+
+        let lookup = SHIPPED.replace("tool: get_order\n", "tool: find_order\n");
+        let accepted = vet(&current, sink_config(&lookup, Writer::Shared), &pool)
+            .await
+            .expect("a new lookup applies");
+        assert_eq!(accepted.writer, exclusive);
+
+        let rekeyed = SHIPPED.replace("key: \"order:{id}\"", "key: \"o:{id}\"");
+        let refused = vet(&current, sink_config(&rekeyed, exclusive), &pool)
+            .await
+            .expect_err("key change");
+        assert!(matches!(refused, Refused::KeyChanging(_)));
+        assert!(
+            refused.to_string().contains("run `sink rebuild`"),
+            "{refused}"
+        );
+
+        let ttl = SHIPPED.replace("    # ttl_seconds: 86400", "    ttl_seconds: 86400");
+        let refused = vet(&current, sink_config(&ttl, exclusive), &pool)
+            .await
+            .expect_err("exclusive ttl");
+        assert!(matches!(refused, Refused::ExclusiveTtl(ref m) if m == "customers"));
+        let shared = sink_config(SHIPPED, Writer::Shared);
+        assert!(vet(&shared, sink_config(&ttl, Writer::Shared), &pool)
+            .await
+            .is_ok());
+    }
 
     #[test]
     fn the_database_is_the_server_the_db_and_the_user() {
