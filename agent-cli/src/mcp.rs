@@ -108,7 +108,9 @@ impl Server {
     /// Re-reads the configuration at every trigger; a change of the tools is announced to
     /// the client.
     async fn reload_on(self, mut reloads: Reloads, peer: Peer<RoleServer>) {
-        while reloads.triggers.next().await.is_some() {
+        loop {
+            let trigger = reloads.triggers.next().await;
+            tracing::info!(trigger = trigger.as_str(), "Reloading the configuration.");
             let current = self.catalog();
             let config = match reload::vet(current.lookups.config(), (reloads.load)()) {
                 Ok(config) => config,

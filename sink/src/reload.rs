@@ -7,7 +7,8 @@
 //!
 //! - `key_changes.rs`: the pure rule of what a reload may not change (the keys of rows
 //!   already written), [`key_changes`].
-//! - `trigger.rs`: what asks for a reload ([`Triggers`]: the signal and the file watch).
+//! - What asks for a reload (the signal, the file watch) is the `config-reload` crate's
+//!   [`Triggers`], shared with agent-cli.
 //!
 //! # What is refused
 //!
@@ -16,7 +17,6 @@
 //! writer, a mapping with `ttl_seconds`. The sink then keeps running on what it runs.
 
 mod key_changes;
-mod trigger;
 
 use deadpool_redis::Pool;
 use mapping::{layout, ConfigErrors, RedisConfig};
@@ -26,8 +26,8 @@ use thiserror::Error;
 use crate::apply::WriterId;
 use crate::config::{SinkConfig, Writer};
 
+pub use config_reload::{Trigger, TriggerError, Triggers};
 pub use key_changes::{key_changes, KeyChange};
-pub use trigger::{Trigger, TriggerError, Triggers, WATCH_DEBOUNCE};
 
 /// Why a re-read configuration was not applied.
 #[derive(Debug, Error)]

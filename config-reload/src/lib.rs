@@ -1,7 +1,8 @@
-//! What asks `sink run` to reload its configuration: `SIGHUP`, and with `--watch-config` a
-//! change of the file. File events come in bursts (an editor writes, renames, changes
-//! modes), so they are debounced into one reload; requests that arrive while one is pending
-//! coalesce into it.
+//! What asks `sink run` and `agent-cli mcp` to re-read `connectors.yaml`: `SIGHUP`, and with
+//! `--watch-config` a change of the file. A crate of its own so that both binaries reload
+//! alike. File events come in bursts (an editor writes, renames, changes modes), so they are
+//! debounced into one reload; requests that arrive while one is pending coalesce into it
+//! (the pending reload reads the file as it is then).
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
