@@ -11,7 +11,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use pipeline_support::{fixture, wait_until, Scenario, Table};
+use pipeline_support::{applied, assert_state, fixture, generate, wait_until, Scenario, Table};
 use serde_json::json;
 use testkit::loadgen::WireRecord;
 
@@ -321,6 +321,90 @@ async fn watch_config_reloads_when_the_file_changes() {
         "one reload per burst of file events:\n{text}"
     );
     assert!(reloads[0].contains("file change"), "{}", reloads[0]);
+    s.cleanup();
+    std::fs::remove_file(log).ok();
+}
+
+/// `line` without its ANSI colour codes.
+fn plain(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            chars.by_ref().find(|c| c.is_ascii_alphabetic());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// The `records=N` of every "offsets committed" line: what each pipeline settled.
+fn settled(log: &str) -> Vec<u64> {
+    log.lines()
+        .filter(|l| l.contains("offsets committed"))
+        .filter_map(|l| {
+            let l = plain(l);
+            let at = l.find(" records=")? + " records=".len();
+            let digits: String = l[at..].chars().take_while(char::is_ascii_digit).collect();
+            digits.parse().ok()
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reloads_under_load_lose_nothing_and_apply_nothing_twice() {
+    let s = Scenario::new(2).await;
+    let log = std::env::temp_dir().join(format!("sink-reload-l-{}.log", s.id));
+    let mut redis = s.stack.redis();
+    let w = generate(4000);
+    let records = s.encode(&w.events);
+    let total = records.len() as i64;
+    let topics = [
+        s.topic(Table::Customers).to_owned(),
+        s.topic(Table::Orders).to_owned(),
+    ];
+    let progress =
+        |redis: &mut redis::Connection| -> i64 { topics.iter().map(|t| applied(redis, t)).sum() };
+    // One record per batch, so that the reloads land mid-stream.
+    let sink = start(&s, &log, &["--batch-size", "1"]);
+    wait_for_log(&log, "Consuming.", 1).await;
+    s.produce(&records).await;
+
+    let mut mid_stream = Vec::new();
+    for (n, stale_after_ms) in [10_000, 20_000, 30_000].into_iter().enumerate() {
+        // A change that applies (freshness is agent-cli's), so the pipeline is drained and
+        // started again.
+        write_config(
+            &s,
+            &format!(
+                "{}freshness:\n  stale_after_ms: {stale_after_ms}\n",
+                s.yaml()
+            ),
+        );
+        signal(&sink, "HUP");
+        wait_for_log(&log, "Configuration reloaded", n + 1).await;
+        mid_stream.push(progress(&mut redis));
+    }
+    wait_until("every record applied", TIMEOUT, || {
+        progress(&mut redis) == total
+    })
+    .await;
+    stop(sink, &log).await;
+
+    let text = log_text(&log);
+    assert!(
+        mid_stream[0] < total,
+        "the first reload came after the last record ({mid_stream:?} of {total})"
+    );
+    let settled = settled(&text);
+    assert_eq!(settled.len(), 4, "four pipelines:\n{text}");
+    assert_eq!(
+        settled.iter().sum::<u64>(),
+        total as u64,
+        "every record settled exactly once across the reloads ({settled:?})"
+    );
+    assert_state(&s, &w);
     s.cleanup();
     std::fs::remove_file(log).ok();
 }
