@@ -3,7 +3,8 @@
 //! key-changing file is refused with the `sink rebuild` advice; a TTL applies to rows written
 //! afterwards; a new mapping's topic is consumed without a restart (with either writer; the
 //! exclusive one keeps its lease and extends it to the new mapping, unless another exclusive
-//! sink holds that one); `--watch-config` reloads on a file change.
+//! sink holds that one); `--watch-config` reloads on a file change; reloads mid-stream settle
+//! every record exactly once across the pipelines and leave Redis in the source state.
 
 mod pipeline_support;
 
