@@ -79,7 +79,7 @@ impl Server {
 
     /// Offers the lookups of `config` from now on (calls already running finish with the
     /// old ones); whether the tool list changed.
-    pub fn reconfigure(&self, config: Arc<Config>) -> bool {
+    fn reconfigure(&self, config: Arc<Config>) -> bool {
         let current = self.catalog();
         let next = Catalog::new(current.lookups.with_config(config));
         let changed = next.tools != current.tools;
