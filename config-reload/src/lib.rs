@@ -141,3 +141,38 @@ fn watch_file(file: &Path, tx: mpsc::Sender<Trigger>) -> Result<RecommendedWatch
     });
     Ok(watcher)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const WAIT: Duration = Duration::from_secs(5);
+
+    /// One test: a SIGHUP reaches every listener of the process, so the two cases must
+    /// not run concurrently.
+    #[tokio::test]
+    async fn a_burst_of_file_changes_or_a_sighup_asks_for_one_reload() {
+        let dir = std::env::temp_dir().join(format!("config-reload-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let file = dir.join("connectors.yaml");
+        std::fs::write(&file, "a: 1\n").expect("write");
+        let mut triggers = Triggers::listen(Some(&file)).expect("listen");
+        std::fs::write(dir.join("other.yaml"), "ignored\n").expect("write");
+        for n in 0..5 {
+            std::fs::write(&file, format!("a: {n}\n")).expect("write");
+        }
+        let trigger = tokio::time::timeout(WAIT, triggers.next()).await;
+        assert_eq!(trigger.ok(), Some(Trigger::FileChanged));
+        let again = tokio::time::timeout(WATCH_DEBOUNCE * 3, triggers.next()).await;
+        assert!(again.is_err(), "one reload per burst, got {again:?}");
+
+        let status = std::process::Command::new("kill")
+            .args(["-HUP", &std::process::id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success());
+        let trigger = tokio::time::timeout(WAIT, triggers.next()).await;
+        assert_eq!(trigger.ok(), Some(Trigger::Signal));
+        std::fs::remove_dir_all(dir).ok();
+    }
+}
