@@ -16,6 +16,7 @@ use crate::error::Exit;
 use crate::llm::{self, chat_loop, Provider};
 use crate::lookup::Lookups;
 use crate::mcp;
+use crate::reload::Triggers;
 use crate::status;
 use crate::store::Store;
 use crate::tools::{self, Format};
@@ -98,8 +99,13 @@ pub enum Command {
         #[command(flatten)]
         after: AfterLsn,
     },
-    /// Serve the tools over MCP on stdin/stdout (logs on stderr).
-    Mcp,
+    /// Serve the tools over MCP on stdin/stdout (logs on stderr). SIGHUP reloads the
+    /// configuration: new or changed lookups apply, and the client is told the tools changed.
+    Mcp {
+        /// Reload the configuration when the file changes, as on SIGHUP.
+        #[arg(long, env = "AGENT_CLI_WATCH_CONFIG")]
+        watch_config: bool,
+    },
     /// Freshness of every source (watermark, heartbeat age) and mapping (last change, lag,
     /// applied count, caught-up time).
     Status {
@@ -134,7 +140,7 @@ impl AfterLsn {
 /// Parses the command line, runs, and turns the outcome into an exit code.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(matches!(cli.command, Command::Mcp));
+    init_logging(matches!(cli.command, Command::Mcp { .. }));
     // One thread for every command, the MCP server included: a lookup is one Redis round trip
     // and microseconds of CPU, so concurrent calls interleave while they wait for Redis, and a
     // thread pool's cross-thread wake-ups made each call 3.6x slower under load
@@ -210,11 +216,18 @@ pub async fn run(cli: Cli) -> Result<(), Exit> {
                 })?;
             print_line(answer.trim_end())
         }
-        Command::Mcp => {
+        Command::Mcp { watch_config } => {
             let store = Store::connect_managed(&config.redis).await?;
             let lookups = Lookups::new(config, store, cli.stale_after_ms);
+            let triggers = Triggers::listen(watch_config.then_some(cli.config.as_path()))
+                .map_err(Exit::failure)?;
+            let (path, overrides) = (cli.config.clone(), overrides(&cli));
+            let reloads = mcp::Reloads {
+                triggers,
+                load: Box::new(move || mapping::load_config(&path, &overrides)),
+            };
             mcp::Server::new(lookups)
-                .serve_stdio()
+                .serve_stdio(reloads)
                 .await
                 .map_err(Exit::failure)
         }
@@ -235,14 +248,18 @@ pub async fn run(cli: Cli) -> Result<(), Exit> {
 }
 
 fn load(cli: &Cli) -> Result<Arc<Config>, Exit> {
-    let overrides = ConnectionOverrides {
+    mapping::load_config(&cli.config, &overrides(cli))
+        .map(Arc::new)
+        .map_err(|errors| Exit::usage(anyhow::anyhow!("invalid configuration:\n{errors}")))
+}
+
+/// The connection settings the command line gives.
+fn overrides(cli: &Cli) -> ConnectionOverrides {
+    ConnectionOverrides {
         redis_url: cli.redis_url.clone(),
         security: (&cli.redis_security).into(),
         ..Default::default()
-    };
-    mapping::load_config(&cli.config, &overrides)
-        .map(Arc::new)
-        .map_err(|errors| Exit::usage(anyhow::anyhow!("invalid configuration:\n{errors}")))
+    }
 }
 
 async fn connect(cli: &Cli, config: Arc<Config>) -> Result<Lookups, Exit> {

@@ -19,7 +19,8 @@
 //! - [`watermark`]: `sink:watermark:{source}` -> the same with a reason; `--after-lsn` waits.
 //! - [`lookup`]: a tool call end to end (validate, plan, read, type), shared by every front end.
 //! - [`llm`]: the one-shot function-calling loop over OpenAI- and Anthropic-style APIs.
-//! - [`mcp`]: the MCP server on stdio (rmcp).
+//! - [`mcp`]: the MCP server on stdio (rmcp); [`reload`]: its configuration re-read on
+//!   SIGHUP.
 //! - [`status`]: freshness per mapping, for people and scripts.
 //! - [`error`]: error types and exit codes.
 
@@ -30,6 +31,7 @@ pub mod freshness;
 pub mod llm;
 pub mod lookup;
 pub mod mcp;
+pub mod reload;
 pub mod status;
 pub mod store;
 pub mod tools;

@@ -65,6 +65,20 @@ impl<C: ConnectionLike + Clone + Send> Lookups<C> {
         }
     }
 
+    /// The same store, overrides and `--after-lsn` with another configuration (a reload of
+    /// `agent-cli mcp`); `freshness.stale_after_ms` is the new file's unless overridden.
+    pub fn with_config(&self, config: Arc<Config>) -> Self {
+        Lookups {
+            stale_after_ms: self
+                .stale_override
+                .unwrap_or(config.freshness.stale_after_ms),
+            config,
+            store: self.store.clone(),
+            stale_override: self.stale_override,
+            read_after: self.read_after,
+        }
+    }
+
     /// Every call reads at least the state of `read_after.lsn` (waiting for it up to
     /// `read_after.wait`), `--after-lsn`.
     pub fn read_after(mut self, read_after: Option<ReadAfter>) -> Self {

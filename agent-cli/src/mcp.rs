@@ -8,81 +8,129 @@
 //! error (`-32602`). stdout is the protocol: logs go to stderr. The server keeps running
 //! across Redis restarts (a managed connection that reconnects).
 //!
+//! The tools follow the configuration: on `SIGHUP` (and with `--watch-config` when the file
+//! changes) it is read again ([`crate::reload`]); a valid file replaces the lookups, and when
+//! the tool list changed the client gets `notifications/tools/list_changed` (the server
+//! declares `tools.listChanged`), so its next `tools/list` shows the new tools. An invalid
+//! file is refused on stderr and the tools stay as they were.
+//!
 //! Every tool also takes the optional arguments `after_lsn` (a PostgreSQL LSN such as
 //! `0/1A2B3C4`) and `wait_ms`: read-your-writes, as `agent-cli tool --after-lsn`
 //! ([`crate::watermark::ReadAfter`]).
 
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
 use mapping::lsn::Lsn;
-use mapping::one_line;
+use mapping::{one_line, Config, ConfigErrors};
 use redis::aio::ConnectionManager;
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, Implementation,
     JsonObject, ListToolsResult, PaginatedRequestParams, ServerCapabilities, ServerConfig, Tool,
     ToolAnnotations,
 };
-use rmcp::service::{RequestContext, RoleServer};
+use rmcp::service::{Peer, RequestContext, RoleServer};
 use rmcp::{ErrorData as McpError, ServerHandler, ServiceExt};
 use serde_json::Value;
 
 use crate::error::CallError;
 use crate::lookup::Lookups;
+use crate::reload::{self, Triggers};
 use crate::tools;
 use crate::watermark::ReadAfter;
 
-/// The MCP server: the declared lookups.
+/// The MCP server: the declared lookups, replaced as a whole when the configuration is
+/// reloaded (clones share them).
 #[derive(Clone)]
 pub struct Server {
+    catalog: Arc<RwLock<Arc<Catalog>>>,
+}
+
+/// One configuration's lookups and the tools they offer.
+struct Catalog {
     lookups: Lookups<ConnectionManager>,
-    tools: Arc<Vec<Tool>>,
+    tools: Vec<Tool>,
+}
+
+/// What re-reads the configuration for [`Server::serve_stdio`].
+pub struct Reloads {
+    /// When to re-read.
+    pub triggers: Triggers,
+    /// Loads the file as at start-up.
+    pub load: Box<dyn Fn() -> Result<Config, ConfigErrors> + Send>,
 }
 
 impl Server {
-    /// Builds the tool list once from the configuration.
+    /// Builds the tool list from the configuration.
     pub fn new(lookups: Lookups<ConnectionManager>) -> Self {
-        let tools = tools::all(lookups.config())
-            .into_iter()
-            .map(|t| {
-                let schema: JsonObject = match t.mcp_input_schema() {
-                    Value::Object(map) => map,
-                    _ => JsonObject::new(),
-                };
-                Tool::new(t.name().to_owned(), t.description(), Arc::new(schema)).with_annotations(
-                    ToolAnnotations::new()
-                        .read_only(true)
-                        .destructive(false)
-                        .idempotent(true)
-                        .open_world(false),
-                )
-            })
-            .collect();
         Server {
-            lookups,
-            tools: Arc::new(tools),
+            catalog: Arc::new(RwLock::new(Arc::new(Catalog::new(lookups)))),
         }
     }
 
-    /// The tools offered.
-    pub fn tools(&self) -> &[Tool] {
-        &self.tools
+    /// The tools offered now.
+    pub fn tools(&self) -> Vec<Tool> {
+        self.catalog().tools.clone()
     }
 
-    /// Serves on stdin/stdout until the client closes the stream.
-    pub async fn serve_stdio(self) -> anyhow::Result<()> {
+    fn catalog(&self) -> Arc<Catalog> {
+        Arc::clone(&self.catalog.read().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    /// Offers the lookups of `config` from now on (calls already running finish with the
+    /// old ones); whether the tool list changed.
+    fn reconfigure(&self, config: Arc<Config>) -> bool {
+        let current = self.catalog();
+        let next = Catalog::new(current.lookups.with_config(config));
+        let changed = next.tools != current.tools;
+        *self.catalog.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(next);
+        changed
+    }
+
+    /// Serves on stdin/stdout until the client closes the stream, reloading the
+    /// configuration when `reloads` asks.
+    pub async fn serve_stdio(self, reloads: Reloads) -> anyhow::Result<()> {
         use anyhow::Context as _;
         let running = self
+            .clone()
             .serve(rmcp::transport::stdio())
             .await
             .context("cannot start the MCP server on stdio")?;
         tracing::info!("MCP server ready on stdio.");
-        running
-            .waiting()
-            .await
-            .context("MCP server stopped with an error")?;
+        let reloading = tokio::spawn(self.reload_on(reloads, running.peer().clone()));
+        let stopped = running.waiting().await;
+        reloading.abort();
+        stopped.context("MCP server stopped with an error")?;
         tracing::info!("MCP client closed the connection.");
         Ok(())
+    }
+
+    /// Re-reads the configuration at every trigger; a change of the tools is announced to
+    /// the client.
+    async fn reload_on(self, mut reloads: Reloads, peer: Peer<RoleServer>) {
+        loop {
+            let trigger = reloads.triggers.next().await;
+            tracing::info!(trigger = trigger.as_str(), "Reloading the configuration.");
+            let current = self.catalog();
+            let config = match reload::vet(current.lookups.config(), (reloads.load)()) {
+                Ok(config) => config,
+                Err(refused) => {
+                    tracing::warn!(error = %refused, "Configuration reload refused; keeping the previous tools.");
+                    continue;
+                }
+            };
+            let changed = self.reconfigure(Arc::new(config));
+            tracing::info!(
+                tools = self.catalog().tools.len(),
+                changed,
+                "Configuration reloaded."
+            );
+            if changed {
+                if let Err(e) = peer.notify_tool_list_changed().await {
+                    tracing::warn!(error = %e, "Cannot tell the client that the tools changed.");
+                }
+            }
+        }
     }
 
     /// Runs one call; `Err` only for an unknown tool.
@@ -91,13 +139,14 @@ impl Server {
         name: &str,
         arguments: Option<JsonObject>,
     ) -> Result<CallToolResult, McpError> {
+        let catalog = self.catalog();
         let mut arguments = arguments.unwrap_or_default();
         let after = match read_after(&mut arguments) {
             Ok(after) => after,
             Err(message) => return Ok(CallToolResult::error(vec![ContentBlock::text(message)])),
         };
         let args = Value::Object(arguments);
-        match self
+        match catalog
             .lookups
             .call_value_after(name, &args, after.as_ref())
             .await
@@ -121,6 +170,29 @@ impl Server {
                 ))]))
             }
         }
+    }
+}
+
+impl Catalog {
+    /// The tools of `lookups`' configuration.
+    fn new(lookups: Lookups<ConnectionManager>) -> Catalog {
+        let tools = tools::all(lookups.config())
+            .into_iter()
+            .map(|t| {
+                let schema: JsonObject = match t.mcp_input_schema() {
+                    Value::Object(map) => map,
+                    _ => JsonObject::new(),
+                };
+                Tool::new(t.name().to_owned(), t.description(), Arc::new(schema)).with_annotations(
+                    ToolAnnotations::new()
+                        .read_only(true)
+                        .destructive(false)
+                        .idempotent(true)
+                        .open_world(false),
+                )
+            })
+            .collect();
+        Catalog { lookups, tools }
     }
 }
 
@@ -152,7 +224,12 @@ fn read_after(arguments: &mut JsonObject) -> Result<Option<ReadAfter>, String> {
 
 impl ServerHandler for Server {
     fn get_info(&self) -> ServerConfig {
-        ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
+        ServerConfig::new(
+            ServerCapabilities::builder()
+                .enable_tools()
+                .enable_tool_list_changed()
+                .build(),
+        )
             .with_server_info(Implementation::new("agent-cli", env!("CARGO_PKG_VERSION")))
             .with_instructions(
                 "Read-only lookups over a Redis cache that change data capture keeps in sync with \
@@ -166,7 +243,7 @@ impl ServerHandler for Server {
         _request: Option<PaginatedRequestParams>,
         _context: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, McpError> {
-        Ok(ListToolsResult::with_all_items(self.tools.as_ref().clone()))
+        Ok(ListToolsResult::with_all_items(self.tools()))
     }
 
     async fn call_tool(

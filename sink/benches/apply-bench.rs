@@ -401,6 +401,7 @@ async fn load_bookkeeping(url: &str) -> anyhow::Result<()> {
     let applier = Applier::exclusive(
         pool,
         &config,
+        &sink::apply::WriterId::new(),
         sink::apply::DEFAULT_LEASE_TTL,
         u64::MAX,
         &tokio_util::sync::CancellationToken::new(),

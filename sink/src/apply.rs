@@ -61,7 +61,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use error::ApplyError;
 pub use owned::{
-    LoadError, MemoryBound, OwnedWriter, DEFAULT_LEASE_TTL, DEFAULT_MAX_WRITER_MEMORY,
+    LoadError, MemoryBound, OwnedWriter, WriterId, DEFAULT_LEASE_TTL, DEFAULT_MAX_WRITER_MEMORY,
 };
 use records::Records;
 pub use records::Watermark;
@@ -136,12 +136,16 @@ impl Applier {
     /// Bookkeeping that takes more than `max_memory` bytes, at start or grown past it by a
     /// batch, fails with [`ApplyError::WriterMemory`] (README, *Bounded resources*).
     ///
+    /// `writer` is the lease holder's identity: an applier with the same one (the next
+    /// configuration's, after a reload) keeps the lease instead of waiting for it.
+    ///
     /// `None` if `shutdown` is cancelled while waiting for the lease;
     /// [`ApplyError::ExclusiveTtl`] if a mapping sets `ttl_seconds`, which only the shared
     /// writer supports.
     pub async fn exclusive(
         pool: Pool,
         config: &Config,
+        writer: &WriterId,
         lease_ttl: Duration,
         max_memory: u64,
         shutdown: &CancellationToken,
@@ -152,12 +156,14 @@ impl Applier {
                 mappings: with_ttl.into_iter().map(str::to_owned).collect(),
             });
         }
-        let writer = OwnedWriter::exclusive(pool, config, lease_ttl, max_memory, shutdown).await?;
+        let writer =
+            OwnedWriter::exclusive(pool, config, writer, lease_ttl, max_memory, shutdown).await?;
         Ok(writer.map(Applier::Owned))
     }
 
     /// An exclusive applier gives its lease up (others may write from now on); any other
-    /// applier does nothing. Call it after the last batch.
+    /// applier does nothing. Call it after the last batch, when no applier of the same
+    /// [`WriterId`] takes over.
     pub async fn release(&self) -> Result<(), ApplyError> {
         match self {
             Applier::Script(_) => Ok(()),
@@ -262,6 +268,7 @@ mod tests {
         let err = Applier::exclusive(
             unreachable_pool(),
             &config,
+            &WriterId::new(),
             DEFAULT_LEASE_TTL,
             DEFAULT_MAX_WRITER_MEMORY,
             &CancellationToken::new(),

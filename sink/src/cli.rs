@@ -144,6 +144,11 @@ pub struct RunArgs {
         env = "SINK_MAX_WRITER_MEMORY"
     )]
     pub max_writer_memory: ByteSize,
+
+    /// Reload the configuration when the file changes, as on SIGHUP (README, "Reloading the
+    /// configuration").
+    #[arg(long, env = "SINK_WATCH_CONFIG")]
+    pub watch_config: bool,
 }
 
 /// Who writes the Redis database (`sink run --writer`).

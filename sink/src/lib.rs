@@ -16,8 +16,9 @@
 //! The process around it:
 //! - [`cli`]: the command line; [`config`]: the resolved configuration it yields;
 //!   [`properties`]: librdkafka property values read from the environment or a file.
-//! - [`run`]: `sink run`; [`rebuild`]: `sink rebuild` (replay into a staging database, then
-//!   an atomic `SWAPDB`); [`validate`]: `sink validate`.
+//! - [`run`]: `sink run`, with [`reload`]: the configuration re-read on SIGHUP;
+//!   [`rebuild`]: `sink rebuild` (replay into a staging database, then an atomic `SWAPDB`);
+//!   [`validate`]: `sink validate`.
 //! - [`memory`]: Redis memory: the `maxmemory-policy` check at start, and the guard that
 //!   pauses consumption while Redis is full.
 //! - [`health`]: start-up checks of Redis, the registry and the broker; [`connection`]:
@@ -38,6 +39,7 @@ pub mod properties;
 pub mod readiness;
 pub mod rebuild;
 pub mod registry;
+pub mod reload;
 pub mod run;
 pub mod shutdown;
 pub mod telemetry;

@@ -1,6 +1,7 @@
 //! The `sink` binary: parses the command line ([`sink::cli`]), then runs the subcommand on a
-//! tokio runtime whose shutdown token SIGINT and SIGTERM cancel ([`sink::shutdown`]), and
-//! turns its outcome into text and an exit code.
+//! tokio runtime whose shutdown token SIGINT and SIGTERM cancel ([`sink::shutdown`]; SIGHUP
+//! reloads `sink run`'s configuration, [`sink::reload`]), and turns its outcome into text and
+//! an exit code.
 //!
 //! Exit codes: 0 success (also after SIGINT/SIGTERM for `run`, and when stdout is a closed
 //! pipe), 1 runtime failure (for `rebuild`: also when interrupted; the live state is then
@@ -17,6 +18,7 @@ use mapping::{one_line, ConfigErrors};
 use sink::cli::{Cli, Command, RebuildArgs, RunArgs};
 use sink::pipeline::StopWhen;
 use sink::rebuild::RebuildOptions;
+use sink::reload::Triggers;
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 
@@ -45,17 +47,22 @@ fn main() -> ExitCode {
     }
 }
 
-/// `sink run`: consumes until SIGINT or SIGTERM.
+/// `sink run`: consumes until SIGINT or SIGTERM, reloading the configuration on SIGHUP (and,
+/// with `--watch-config`, when the file changes).
 fn run(args: &RunArgs) -> ExitCode {
     let cfg = match args.load() {
         Ok(cfg) => cfg,
         Err(errors) => return bad_config(&errors),
     };
-    let result =
-        with_runtime(
-            |shutdown| async move { sink::run::run(&cfg, StopWhen::Shutdown, shutdown).await },
-        );
-    match result {
+    let result = with_runtime(|shutdown| async move {
+        let watch = args.watch_config.then_some(args.config.config.as_path());
+        let triggers = Triggers::listen(watch)?;
+        anyhow::Ok(
+            sink::run::run_reloading(&cfg, || args.load(), triggers, StopWhen::Shutdown, shutdown)
+                .await,
+        )
+    });
+    match result.and_then(|outcome| outcome) {
         Ok(Ok(_summary)) => ExitCode::SUCCESS,
         Ok(Err(err)) if err.is_config() || err.is_refusal() => {
             eprintln!("sink: {:#}", anyhow::Error::from(err));

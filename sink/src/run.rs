@@ -2,17 +2,38 @@
 //! pipeline subscribed to every mapped topic in the configured group, writing the live
 //! database with the configured writer, until shutdown (or, for tests and benchmarks, until
 //! it has caught up with the end of the log).
+//!
+//! # Reloads
+//!
+//! [`run_reloading`] also re-reads the configuration when [`Triggers`] asks. A file that
+//! [`reload::vet`] accepts and whose services answer is applied between two pipelines: the
+//! running one is drained (it stops consuming, applies the batches it queued, and commits the
+//! offsets it stored; a partial batch is dropped unapplied, so it is delivered again), its
+//! consumer leaves the group, and a new pipeline with the new configuration and a new
+//! applier joins it and resumes from the committed offsets. Every partition thus continues
+//! exactly after its last applied record: nothing is lost, and nothing is applied twice
+//! except what the writers' position guards already make harmless. An exclusive writer keeps
+//! its lease throughout: the next applier has the same [`WriterId`], takes over the lease
+//! keys before the old writer is dropped, and loads the bookkeeping (of the new mappings
+//! too) from Redis. A refused file changes nothing. Every pipeline reports into the first
+//! one's [`crate::readiness::Readiness`], and each reload counts in
+//! `sink_config_reloads_total{outcome}`.
 
-use mapping::{one_line, redact_url};
+use std::sync::Arc;
+
+use deadpool_redis::Pool;
+use mapping::{one_line, redact_url, ConfigErrors};
 use thiserror::Error;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::apply::{Applier, ApplyError};
+use crate::apply::{Applier, ApplyError, WriterId};
 use crate::config::{SinkConfig, Writer};
 use crate::connection::{redis_pool, PoolError};
 use crate::memory;
 use crate::pipeline::{ConsumeError, Pipeline, Source, StartError, StopWhen, Summary};
+use crate::reload::{self, Refused, Triggers};
+use crate::telemetry;
 
 /// Why the sink could not start or stopped with an error.
 #[derive(Debug, Error)]
@@ -59,23 +80,124 @@ pub async fn run(
     stop: StopWhen,
     shutdown: CancellationToken,
 ) -> Result<Summary, RunError> {
-    let config = &cfg.config;
-    let consumer_config = cfg.consumer_config();
-    let pipeline = Pipeline::connect(cfg, &consumer_config).await?;
-    let pool = redis_pool(&config.redis)?;
+    run_reloading(cfg, || Ok(cfg.clone()), Triggers::never(), stop, shutdown).await
+}
+
+/// [`run`], re-reading the configuration with `load` whenever `triggers` asks and applying
+/// what [`reload::vet`] accepts (see the module documentation); a refusal is logged and the
+/// sink keeps running as it was.
+pub async fn run_reloading(
+    cfg: &SinkConfig,
+    load: impl Fn() -> Result<SinkConfig, ConfigErrors>,
+    mut triggers: Triggers,
+    stop: StopWhen,
+    shutdown: CancellationToken,
+) -> Result<Summary, RunError> {
+    let writer = WriterId::new();
+    let mut cfg = cfg.clone();
+    let mut pool = redis_pool(&cfg.config.redis)?;
+    let mut pipeline = Pipeline::connect(&cfg, &cfg.consumer_config()).await?;
+    let readiness = pipeline.readiness().clone();
+    let Some(mut applier) = new_applier(&cfg, pool.clone(), &writer, &shutdown).await? else {
+        // Shut down while standing by.
+        return Ok(Summary::default());
+    };
+    let mut total = Summary::default();
+    loop {
+        let generation = shutdown.child_token();
+        let mut running = pipeline.start(
+            Source::Group,
+            Arc::clone(&applier),
+            stop,
+            generation.clone(),
+        )?;
+        info!(
+            group = %cfg.config.kafka.group_id,
+            topics = %cfg.topics().join(","),
+            redis = %redact_url(&cfg.config.redis.url),
+            "Consuming."
+        );
+        let (next, next_pipeline) = loop {
+            tokio::select! {
+                stopped = running.stopped() => {
+                    release(&applier).await;
+                    total += stopped?;
+                    return Ok(total);
+                }
+                trigger = triggers.next() => {
+                    info!(trigger = trigger.as_str(), "Reloading the configuration.");
+                    match prepare(&cfg, load(), &writer, &pool).await {
+                        Ok(next) => break next,
+                        Err(refused) => {
+                            metrics::counter!(telemetry::CONFIG_RELOADS, "outcome" => "refused").increment(1);
+                            warn!(
+                                error = %one_line(&refused),
+                                "Configuration reload refused; running on the previous configuration."
+                            );
+                        }
+                    }
+                }
+            }
+        };
+        generation.cancel();
+        let stopped = running.stopped().await;
+        drop(running);
+        match stopped {
+            Ok(summary) => total += summary,
+            Err(e) => {
+                release(&applier).await;
+                return Err(e.into());
+            }
+        }
+        if shutdown.is_cancelled() {
+            // Shut down while the new configuration was prepared.
+            release(&applier).await;
+            return Ok(total);
+        }
+        // The same database (vetted), perhaps with new credentials or certificates.
+        pool = redis_pool(&next.config.redis)?;
+        let Some(next_applier) = new_applier(&next, pool.clone(), &writer, &shutdown).await? else {
+            return Ok(total);
+        };
+        // An exclusive writer's lease keys name `writer`, which the new applier holds now.
+        applier = next_applier;
+        cfg = next;
+        pipeline = next_pipeline.with_readiness(readiness.clone());
+        metrics::counter!(telemetry::CONFIG_RELOADS, "outcome" => "applied").increment(1);
+        info!(
+            mappings = cfg.config.mappings.len(),
+            "Configuration reloaded; consuming with it."
+        );
+    }
+}
+
+/// The applier `cfg` asks for; `None` if shut down while standing by for the lease.
+async fn new_applier(
+    cfg: &SinkConfig,
+    pool: Pool,
+    writer: &WriterId,
+    shutdown: &CancellationToken,
+) -> Result<Option<Arc<Applier>>, RunError> {
     let applier = match cfg.writer {
-        Writer::Shared => Applier::new(pool, config),
+        Writer::Shared => Some(Applier::new(pool, &cfg.config)),
         Writer::Exclusive { lease, max_memory } => loop {
-            match Applier::exclusive(pool.clone(), config, lease, max_memory, &shutdown).await {
-                Ok(Some(applier)) => break applier,
-                // Shut down while standing by.
-                Ok(None) => return Ok(Summary::default()),
+            match Applier::exclusive(
+                pool.clone(),
+                &cfg.config,
+                writer,
+                lease,
+                max_memory,
+                shutdown,
+            )
+            .await
+            {
+                Ok(applier) => break applier,
                 // Redis is full: taking the lease is a write. Wait for room rather than exit
                 // (and be restarted into the same full Redis).
                 Err(e) if e.is_out_of_memory() => {
                     warn!(error = %one_line(&e), "Redis is full; the exclusive writer waits for room to take its lease.");
                     tokio::select! {
-                        () = shutdown.cancelled() => return Ok(Summary::default()),
+                        () = shutdown.cancelled() => return Ok(None),
                         () = tokio::time::sleep(memory::CHECK_INTERVAL) => {}
                     }
                 }
@@ -83,12 +205,30 @@ pub async fn run(
             }
         },
     };
-    let mut running = pipeline.start(Source::Group, applier, stop, shutdown)?;
-    info!(
-        group = %config.kafka.group_id,
-        topics = %cfg.topics().join(","),
-        redis = %redact_url(&config.redis.url),
-        "Consuming."
-    );
-    Ok(running.stopped().await?)
+    Ok(applier.map(Arc::new))
+}
+
+/// Vets a re-read configuration and connects a pipeline for it, while the current one runs.
+async fn prepare(
+    current: &SinkConfig,
+    loaded: Result<SinkConfig, ConfigErrors>,
+    writer: &WriterId,
+    pool: &Pool,
+) -> Result<(SinkConfig, Pipeline), Refused> {
+    let next = reload::vet(current, loaded.map_err(Refused::Invalid)?, pool).await?;
+    if let Writer::Exclusive { .. } = next.writer {
+        reload::check_leases(current, &next, writer, pool).await?;
+    }
+    let pipeline = Pipeline::connect(&next, &next.consumer_config())
+        .await
+        .map_err(Refused::Start)?;
+    Ok((next, pipeline))
+}
+
+/// An exclusive applier gives its lease up at the end, so that a standby or a restart need
+/// not wait for it to lapse.
+async fn release(applier: &Applier) {
+    if let Err(e) = applier.release().await {
+        warn!(error = %one_line(&e), "Releasing the exclusive lease failed; it lapses by itself.");
+    }
 }

@@ -28,6 +28,9 @@ pub const OFFSET_RESETS: &str = "sink_offset_resets_total";
 /// Gauge: estimated bytes of the exclusive writer's bookkeeping in memory, bounded by
 /// `--max-writer-memory`.
 pub const WRITER_MEMORY_BYTES: &str = "sink_writer_memory_bytes";
+/// Counter: configuration reloads (SIGHUP, `--watch-config`). Labels: `outcome` (`applied`,
+/// `refused`): alert on refusals, which leave the sink on its previous configuration.
+pub const CONFIG_RELOADS: &str = "sink_config_reloads_total";
 
 /// Sets `sink_paused{reason}`.
 pub fn set_paused(reason: crate::readiness::PauseReason, paused: bool) {
@@ -69,6 +72,10 @@ pub fn describe() {
         WRITER_MEMORY_BYTES,
         Unit::Bytes,
         "Estimated bytes of the exclusive writer's bookkeeping in memory."
+    );
+    describe_counter!(
+        CONFIG_RELOADS,
+        "Configuration reloads, applied or refused (the sink then runs on the previous one)."
     );
     describe_counter!(
         OFFSET_RESETS,

@@ -68,7 +68,7 @@ const MAX_REJECTED_IN_A_ROW: u32 = 20;
 /// What every lane shares.
 struct Shared {
     consumer: Arc<SinkConsumer>,
-    applier: Applier,
+    applier: Arc<Applier>,
     dead_letters: Arc<DeadLetters>,
     progress: Progress,
     memory: MemoryGuard,
@@ -80,7 +80,7 @@ struct Shared {
 pub(super) async fn apply_stage(
     mut rx: mpsc::Receiver<Work>,
     consumer: Arc<SinkConsumer>,
-    applier: Applier,
+    applier: Arc<Applier>,
     dead_letters: Arc<DeadLetters>,
     progress: Progress,
     memory: MemoryGuard,
@@ -94,13 +94,7 @@ pub(super) async fn apply_stage(
         memory,
         shutdown,
     });
-    let outcome = drive_lanes(&mut rx, &shared).await;
-    // An exclusive writer gives its lease up, so that a standby or a restart need not wait
-    // for it to lapse.
-    if let Err(e) = shared.applier.release().await {
-        warn!(error = %one_line(&e), "Releasing the exclusive lease failed; it lapses by itself.");
-    }
-    outcome
+    drive_lanes(&mut rx, &shared).await
 }
 
 /// Hands the batches of `rx` to one lane per partition until `rx` closes (or at shutdown);

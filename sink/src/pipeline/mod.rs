@@ -176,6 +176,14 @@ impl Pipeline {
         &self.readiness
     }
 
+    /// The pipeline reports into `readiness` instead of a new one: `sink run` keeps one
+    /// across the pipelines of its configuration reloads, so `GET /ready` follows them all.
+    #[must_use]
+    pub fn with_readiness(mut self, readiness: Readiness) -> Pipeline {
+        self.readiness = readiness;
+        self
+    }
+
     /// The client that reads watermarks and committed offsets (and topic metadata) without
     /// joining the group.
     pub fn offsets(&self) -> &Arc<OffsetsClient> {
@@ -183,11 +191,13 @@ impl Pipeline {
     }
 
     /// Points the consumer at `source` and starts the stages, `applier` writing Redis, until
-    /// `stop` says so or `shutdown` is cancelled.
+    /// `stop` says so or `shutdown` is cancelled. The caller keeps the applier's lifecycle:
+    /// an exclusive one keeps its lease when the pipeline stops, for the caller to release
+    /// ([`Applier::release`]) or hand to the next pipeline (a configuration reload).
     pub fn start(
         self,
         source: Source,
-        applier: Applier,
+        applier: impl Into<Arc<Applier>>,
         stop: StopWhen,
         shutdown: CancellationToken,
     ) -> Result<Running, StartError> {
@@ -221,7 +231,7 @@ impl Pipeline {
             config: Arc::clone(config),
             topics: self.cfg.topics().into(),
             decoder: Arc::new(Decoder::new(self.registry).with_declared_types(&config.mappings)),
-            applier,
+            applier: applier.into(),
             dead_letters,
             batch: self.cfg.batch,
             trust_committed,
@@ -298,7 +308,7 @@ struct Stages {
     /// Record bytes -> change.
     decoder: Arc<Decoder>,
     /// Plans -> Redis.
-    applier: Applier,
+    applier: Arc<Applier>,
     /// Poison records -> dead-letter topic.
     dead_letters: Arc<DeadLetters>,
     /// Batch limits.

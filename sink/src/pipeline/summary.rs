@@ -18,3 +18,17 @@ pub struct Summary {
     /// When the last batch was applied.
     pub last_applied_at: Option<std::time::Instant>,
 }
+
+/// Counts of consecutive runs (`sink run` across configuration reloads): sums, the first
+/// record of the earlier and the last batch of the later.
+impl std::ops::AddAssign for Summary {
+    fn add_assign(&mut self, later: Summary) {
+        self.records += later.records;
+        self.changes += later.changes;
+        self.dead_lettered += later.dead_lettered;
+        self.skipped += later.skipped;
+        self.batches += later.batches;
+        self.first_record_at = self.first_record_at.or(later.first_record_at);
+        self.last_applied_at = later.last_applied_at.or(self.last_applied_at);
+    }
+}

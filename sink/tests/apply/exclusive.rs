@@ -91,7 +91,17 @@ async fn the_lease_keeps_other_writers_out() {
     let (pool, config) = (holder.pool.clone(), holder.config.clone());
     let standby = tokio::spawn({
         let cancel = cancel.clone();
-        async move { Applier::exclusive(pool, &config, LEASE, DEFAULT_MAX_WRITER_MEMORY, &cancel).await }
+        async move {
+            Applier::exclusive(
+                pool,
+                &config,
+                &sink::apply::WriterId::new(),
+                LEASE,
+                DEFAULT_MAX_WRITER_MEMORY,
+                &cancel,
+            )
+            .await
+        }
     });
     // Renewed by the idle holder, the lease does not lapse: the standby keeps waiting.
     tokio::time::sleep(LEASE * 3).await;

@@ -167,6 +167,7 @@ impl Sink {
             Applier::exclusive(
                 pool,
                 &cfg.config,
+                &sink::apply::WriterId::new(),
                 Duration::from_secs(2),
                 sink::apply::DEFAULT_MAX_WRITER_MEMORY,
                 shutdown,

@@ -62,6 +62,36 @@ pub(crate) enum Holding {
     HeldBy(String),
 }
 
+/// An exclusive writer's identity: the value of the lease keys it holds. `sink run` keeps
+/// one across configuration reloads, so that the writer of the next configuration holds
+/// the lease of the last one without a gap (see [`crate::run`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WriterId(String);
+
+impl WriterId {
+    /// A new identity: host, process id and the current time name it.
+    pub fn new() -> WriterId {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_owned())
+            .unwrap_or_else(|_| "localhost".to_owned());
+        let started = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_micros());
+        WriterId(format!("{host}:{}:{started:x}", std::process::id()))
+    }
+
+    /// The value of the lease keys this writer holds.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl Default for WriterId {
+    fn default() -> Self {
+        WriterId::new()
+    }
+}
+
 /// This process's identity as a writer, its mappings' lease keys and its lease time.
 #[derive(Debug, Clone)]
 pub(crate) struct Lease {
@@ -71,16 +101,14 @@ pub(crate) struct Lease {
 }
 
 impl Lease {
-    /// A lease on `mappings` for a new writer: host, process id and start time name it.
-    pub(crate) fn new<'a>(mappings: impl IntoIterator<Item = &'a str>, ttl: Duration) -> Lease {
-        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-            .map(|h| h.trim().to_owned())
-            .unwrap_or_else(|_| "localhost".to_owned());
-        let started = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_micros());
+    /// A lease on `mappings` for `writer`.
+    pub(crate) fn new<'a>(
+        writer: &WriterId,
+        mappings: impl IntoIterator<Item = &'a str>,
+        ttl: Duration,
+    ) -> Lease {
         Lease {
-            id: format!("{host}:{}:{started:x}", std::process::id()),
+            id: writer.0.clone(),
             keys: mappings.into_iter().map(layout::writer_key).collect(),
             ttl: ttl.max(Duration::from_millis(300)),
         }

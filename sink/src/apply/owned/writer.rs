@@ -40,7 +40,7 @@ use tracing::{info, warn};
 
 use super::commands;
 use super::decide::decide;
-use super::lease::{Holding, Lease};
+use super::lease::{Holding, Lease, WriterId};
 use super::load::LoadError;
 use super::state::{OwnedState, UndoLog};
 use super::MemoryBound;
@@ -120,16 +120,22 @@ impl OwnedWriter {
     /// before a batch is decided, fails with [`ApplyError::WriterMemory`] (the writer takes
     /// no further batch).
     ///
+    /// `writer` names the holder: a writer with the same id takes over its lease at once.
     /// `None` if `shutdown` is cancelled while waiting for the lease.
     pub(crate) async fn exclusive(
         pool: Pool,
         config: &Config,
+        writer: &WriterId,
         lease_ttl: Duration,
         max_memory: u64,
         shutdown: &CancellationToken,
     ) -> Result<Option<OwnedWriter>, ApplyError> {
         let exclusive = Exclusive {
-            lease: Lease::new(config.mappings.iter().map(|m| m.name.as_str()), lease_ttl),
+            lease: Lease::new(
+                writer,
+                config.mappings.iter().map(|m| m.name.as_str()),
+                lease_ttl,
+            ),
             mappings: config.mappings.clone(),
             max_memory: usize::try_from(max_memory).unwrap_or(usize::MAX),
         };

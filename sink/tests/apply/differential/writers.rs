@@ -53,6 +53,7 @@ impl Writer {
         let applier = Applier::exclusive(
             self.pool.clone(),
             &self.config,
+            &sink::apply::WriterId::new(),
             DEFAULT_LEASE_TTL,
             sink::apply::DEFAULT_MAX_WRITER_MEMORY,
             &CancellationToken::new(),

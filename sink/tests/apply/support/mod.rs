@@ -152,6 +152,7 @@ impl Fixture {
         let applier = Applier::exclusive(
             self.pool.clone(),
             &self.config,
+            &sink::apply::WriterId::new(),
             lease,
             sink::apply::DEFAULT_MAX_WRITER_MEMORY,
             &tokio_util::sync::CancellationToken::new(),
