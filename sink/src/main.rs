@@ -12,9 +12,10 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use mapping::{one_line, ConfigErrors};
-use sink::cli::{Cli, Command, RebuildArgs, RunArgs};
+use sink::cli::{Cli, Command, LogFormat, RebuildArgs, RunArgs};
 use sink::pipeline::StopWhen;
 use sink::rebuild::RebuildOptions;
+use sink::telemetry::{exporter, server::MetricsServer};
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 
@@ -32,7 +33,7 @@ const EXIT_CONFIG: u8 = 2;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing();
+    init_tracing(cli.log_format);
     match cli.command {
         Command::Validate(args) => match sink::validate::validate(&args) {
             Ok(summary) => print_stdout(&summary),
@@ -43,21 +44,34 @@ fn main() -> ExitCode {
     }
 }
 
-/// `sink run`: consumes until SIGINT or SIGTERM.
+/// `sink run`: consumes until SIGINT or SIGTERM. A metrics address that cannot be bound is
+/// a configuration error, found before any service is contacted.
 fn run(args: &RunArgs) -> ExitCode {
     let cfg = match args.load() {
         Ok(cfg) => cfg,
         Err(errors) => return bad_config(&errors),
     };
-    let result =
-        with_runtime(
-            |shutdown| async move { sink::run::run(&cfg, StopWhen::Shutdown, shutdown).await },
-        );
+    let metrics = match args.metrics_addr.as_deref().map(metrics_server).transpose() {
+        Ok(metrics) => metrics,
+        Err(err) => {
+            eprintln!("sink: {err:#}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let result = with_runtime(|shutdown| async move {
+        sink::run::run_serving(&cfg, StopWhen::Shutdown, shutdown, metrics).await
+    });
     match result {
         Ok(Ok(_summary)) => ExitCode::SUCCESS,
         Ok(Err(err)) => failure(&anyhow::Error::from(err)),
         Err(err) => failure(&err),
     }
+}
+
+/// Installs the Prometheus recorder and binds `addr` to serve it.
+fn metrics_server(addr: &str) -> anyhow::Result<MetricsServer> {
+    let handle = exporter::install()?;
+    Ok(MetricsServer::bind(addr, handle)?)
 }
 
 /// `sink rebuild`: replays and swaps, then prints the report. A staging database that is
@@ -112,13 +126,16 @@ fn failure(err: &anyhow::Error) -> ExitCode {
     ExitCode::from(EXIT_FAILURE)
 }
 
-/// Logs to stderr; `RUST_LOG` filters (default `info`).
-fn init_tracing() {
+/// Logs to stderr as `format` says; `RUST_LOG` filters (default `info`).
+fn init_tracing(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    tracing_subscriber::fmt()
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => logs.init(),
+        LogFormat::Json => logs.json().init(),
+    }
 }
 
 /// Prints data; a closed pipe is not an error.

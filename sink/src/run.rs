@@ -1,7 +1,8 @@
 //! `sink run` as a library function, so that tests drive exactly what the binary runs: the
 //! pipeline subscribed to every mapped topic in the configured group, writing the live
 //! database with the configured writer, until shutdown (or, for tests and benchmarks, until
-//! it has caught up with the end of the log).
+//! it has caught up with the end of the log); with `--metrics-addr`, serving `/metrics`,
+//! `/health` and `/ready` from start to stop.
 
 use mapping::redact_url;
 use thiserror::Error;
@@ -12,6 +13,7 @@ use crate::apply::{Applier, ApplyError};
 use crate::config::{SinkConfig, Writer};
 use crate::connection::{redis_pool, PoolError};
 use crate::pipeline::{ConsumeError, Pipeline, Source, StartError, StopWhen, Summary};
+use crate::telemetry::server::{MetricsServer, ServeError, Serving};
 
 /// Why the sink could not start or stopped with an error.
 #[derive(Debug, Error)]
@@ -28,6 +30,9 @@ pub enum RunError {
     /// Consuming failed.
     #[error(transparent)]
     Consume(#[from] ConsumeError),
+    /// The metrics endpoint could not start.
+    #[error(transparent)]
+    Metrics(#[from] ServeError),
 }
 
 /// Checks Redis, the registry and Kafka, then consumes the mapped topics in the configured
@@ -37,9 +42,41 @@ pub async fn run(
     stop: StopWhen,
     shutdown: CancellationToken,
 ) -> Result<Summary, RunError> {
+    run_serving(cfg, stop, shutdown, None).await
+}
+
+/// [`run`], serving `metrics` (when given) from before the start-up checks until the
+/// pipeline stopped; `/ready` follows the pipeline's readiness.
+pub async fn run_serving(
+    cfg: &SinkConfig,
+    stop: StopWhen,
+    shutdown: CancellationToken,
+    metrics: Option<MetricsServer>,
+) -> Result<Summary, RunError> {
+    let serving = match metrics {
+        Some(server) => Some(server.spawn(shutdown.clone())?),
+        None => None,
+    };
+    let outcome = consume(cfg, stop, shutdown, serving.as_ref()).await;
+    if let Some(serving) = serving {
+        serving.stop().await;
+    }
+    outcome
+}
+
+/// The pipeline from connect to stop, its readiness handed to `serving`.
+async fn consume(
+    cfg: &SinkConfig,
+    stop: StopWhen,
+    shutdown: CancellationToken,
+    serving: Option<&Serving>,
+) -> Result<Summary, RunError> {
     let config = &cfg.config;
     let consumer_config = cfg.consumer_config();
     let pipeline = Pipeline::connect(cfg, &consumer_config).await?;
+    if let Some(serving) = serving {
+        serving.watch(pipeline.readiness());
+    }
     let pool = redis_pool(&config.redis)?;
     let applier = match cfg.writer {
         Writer::Shared => Applier::new(pool, config),

@@ -13,6 +13,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Instant;
 
 use mapping::one_line;
 use rdkafka::consumer::Consumer;
@@ -30,6 +31,9 @@ use super::retry::Backoff;
 use super::summary::Summary;
 use crate::apply::{Applier, ApplyError, BatchOutcome, Watermark};
 use crate::dlq::{DeadLetter, DeadLetters, Origin};
+use crate::readiness::Readiness;
+use crate::telemetry::applied::ApplyMetrics;
+use crate::telemetry::{self, watermark_age, DeadLetterReason};
 
 /// Work for the apply stage.
 #[derive(Debug)]
@@ -61,6 +65,23 @@ const LANE_QUEUE: usize = 4;
 /// stream would only hide.
 const MAX_REJECTED_IN_A_ROW: u32 = 20;
 
+/// What the apply stage reports to.
+pub(super) struct Observers {
+    /// Changes applied and batch latency.
+    pub metrics: ApplyMetrics,
+    /// Told whether Redis answers.
+    pub readiness: Readiness,
+}
+
+impl Observers {
+    /// Counts a Redis failure; an unanswered command makes the sink not ready.
+    fn redis_failed(&self, error: &ApplyError) {
+        if telemetry::redis::count(error).is_unreachable() {
+            self.readiness.set_redis_reachable(false);
+        }
+    }
+}
+
 /// What every lane shares.
 struct Shared {
     consumer: Arc<SinkConsumer>,
@@ -68,6 +89,7 @@ struct Shared {
     dead_letters: Arc<DeadLetters>,
     progress: Progress,
     shutdown: CancellationToken,
+    observers: Observers,
 }
 
 /// Applies batches, stores their offsets, records caught-up marks; returns the counts when
@@ -79,6 +101,7 @@ pub(super) async fn apply_stage(
     dead_letters: Arc<DeadLetters>,
     progress: Progress,
     shutdown: CancellationToken,
+    observers: Observers,
 ) -> Result<Summary, ConsumeError> {
     let shared = Arc::new(Shared {
         consumer,
@@ -86,6 +109,7 @@ pub(super) async fn apply_stage(
         dead_letters,
         progress,
         shutdown,
+        observers,
     });
     let outcome = drive_lanes(&mut rx, &shared).await;
     // An exclusive writer gives its lease up, so that a standby or a restart need not wait
@@ -128,14 +152,21 @@ async fn drive_lanes(
                 }
                 Some(Work::CaughtUp(mappings)) => {
                     if let Err(e) = shared.applier.record_caught_up(&mappings).await {
+                        shared.observers.redis_failed(&e);
                         warn!(error = %one_line(&e), "Recording the caught-up time failed.");
                     }
                 }
                 Some(Work::Watermark { source, watermark }) => {
                     // Not retried: the next heartbeat brings a later one.
                     match shared.applier.record_watermark(&source, &watermark).await {
-                        Ok(moved) => debug!(%source, lsn = watermark.lsn, ts_ms = watermark.ts_ms, moved, "Recorded the source watermark."),
-                        Err(e) => warn!(%source, error = %one_line(&e), "Recording the source watermark failed."),
+                        Ok(moved) => {
+                            watermark_age::recorded(&source, watermark.ts_ms);
+                            debug!(%source, lsn = watermark.lsn, ts_ms = watermark.ts_ms, moved, "Recorded the source watermark.");
+                        }
+                        Err(e) => {
+                            shared.observers.redis_failed(&e);
+                            warn!(%source, error = %one_line(&e), "Recording the source watermark failed.");
+                        }
                     }
                 }
             },
@@ -174,6 +205,7 @@ async fn record_types(shared: &Shared, batch: &Batch) -> bool {
     for (mapping, columns) in &batch.column_types {
         let mut backoff = Backoff::default();
         while let Err(e) = shared.applier.record_column_types(*mapping, columns).await {
+            shared.observers.redis_failed(&e);
             if !backoff
                 .wait("Recording column types", &e, &shared.shutdown)
                 .await
@@ -233,8 +265,15 @@ async fn apply_with_retries(
 ) -> Result<Option<BatchOutcome>, ConsumeError> {
     let mut backoff = Backoff::default();
     loop {
+        let started = Instant::now();
         let error = match shared.applier.apply_batch(&batch.changes).await {
             Ok(outcome) => {
+                let observers = &shared.observers;
+                observers.readiness.set_redis_reachable(true);
+                observers.metrics.slice_applied(
+                    started.elapsed(),
+                    batch.changes.iter().map(|c| (c.mapping, c.op)),
+                );
                 if outcome.applied + outcome.skipped > 0 {
                     *rejected_in_a_row = 0;
                 }
@@ -242,6 +281,7 @@ async fn apply_with_retries(
             }
             Err(e) => e,
         };
+        shared.observers.redis_failed(&error);
         if error.is_retriable() {
             if !backoff
                 .wait("Applying a batch to redis", &error, &shared.shutdown)
@@ -308,5 +348,11 @@ async fn dead_letter_change(
         headers: OwnedHeaders::new(),
         error: &text,
     };
-    dead_letter::send(&shared.dead_letters, &letter, &shared.shutdown).await
+    dead_letter::send(
+        &shared.dead_letters,
+        &letter,
+        DeadLetterReason::Apply,
+        &shared.shutdown,
+    )
+    .await
 }

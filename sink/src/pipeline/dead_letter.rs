@@ -8,13 +8,15 @@ use tracing::warn;
 use super::error::ConsumeError;
 use super::retry::Backoff;
 use crate::dlq::{DeadLetter, DeadLetters};
+use crate::telemetry::{self, DeadLetterReason};
 
-/// Writes `letter` to the dead-letter topic, retrying what may succeed later. `Ok(false)` when
-/// shutdown interrupted the retries (the record was not dead-lettered; its offset must not be
-/// stored).
+/// Writes `letter` to the dead-letter topic, retrying what may succeed later, and counts it
+/// under `reason`. `Ok(false)` when shutdown interrupted the retries (the record was not
+/// dead-lettered; its offset must not be stored).
 pub(super) async fn send(
     dead_letters: &DeadLetters,
     letter: &DeadLetter<'_>,
+    reason: DeadLetterReason,
     shutdown: &CancellationToken,
 ) -> Result<bool, ConsumeError> {
     let origin = letter.origin;
@@ -29,7 +31,10 @@ pub(super) async fn send(
     let mut backoff = Backoff::default();
     loop {
         match dead_letters.send(letter).await {
-            Ok(()) => return Ok(true),
+            Ok(()) => {
+                telemetry::dead_lettered(origin.topic, reason);
+                return Ok(true);
+            }
             Err(e) if e.is_retriable() => {
                 if !backoff.wait("Dead-lettering a record", &e, shutdown).await {
                     return Ok(false);

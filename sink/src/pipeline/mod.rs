@@ -77,6 +77,8 @@ use crate::dlq::DeadLetters;
 use crate::health;
 use crate::readiness::Readiness;
 use crate::registry::Registry;
+use crate::telemetry::applied::ApplyMetrics;
+use apply_stage::Observers;
 use caught_up::CaughtUpWatch;
 use consume_stage::ConsumeStage;
 use progress::{SinkConsumer, SinkContext};
@@ -314,6 +316,10 @@ async fn consume(
     // Stops the helpers once the consume stage is done (and the helpers when shutting down).
     let done = shutdown.child_token();
     let caught_up = CancellationToken::new();
+    let observers = Observers {
+        metrics: ApplyMetrics::new(config.mappings.iter().map(|m| m.name.as_str())),
+        readiness: readiness.clone(),
+    };
     let mut apply = tokio::spawn(apply_stage::apply_stage(
         rx,
         Arc::clone(&consumer),
@@ -321,6 +327,7 @@ async fn consume(
         Arc::clone(&dead_letters),
         progress.clone(),
         shutdown.clone(),
+        observers,
     ));
     let (heartbeat_tx, heartbeat_rx) = mpsc::channel(watermark_watch::HEARTBEAT_QUEUE);
     let watermarks = WatermarkWatch {
