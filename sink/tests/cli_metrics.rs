@@ -1,0 +1,308 @@
+//! `sink run --metrics-addr` as a subprocess against the real stack: after a known workload
+//! (creates, updates, deletes with their tombstones, on two topics of two partitions each)
+//! and one poison record, `GET /metrics`, parsed with a Prometheus text-format parser, counts
+//! exactly what was applied and dead-lettered, with no lag left; `/health` and `/ready`
+//! answer 200; every log line is JSON (`--log-format json`); SIGTERM stops the endpoint with
+//! the sink. A metrics address that is taken stops the sink at start-up with exit code 2.
+
+mod pipeline_support;
+
+use std::collections::BTreeMap;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use pipeline_support::{generate, Scenario, Table};
+use prometheus_parse::{Sample, Scrape, Value};
+use serde_json::Value as Json;
+use testkit::loadgen::WireRecord;
+
+/// A free local port (the race with other processes is tolerable in a test).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+fn sink(config: &std::path::Path, args: &[&str], log: &std::path::Path) -> Child {
+    let log = std::fs::File::create(log).expect("log file");
+    Command::new(env!("CARGO_BIN_EXE_sink"))
+        .arg("run")
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .env("RUST_LOG", "info")
+        .env_remove("KAFKA_BOOTSTRAP_SERVERS")
+        .env_remove("SCHEMA_REGISTRY_URL")
+        .env_remove("REDIS_URL")
+        .env_remove("SINK_GROUP_ID")
+        .env_remove("SINK_METRICS_ADDR")
+        .env_remove("SINK_LOG_FORMAT")
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("start sink")
+}
+
+/// `GET url`: status and body, or `None` while nothing listens.
+async fn get(url: &str) -> Option<(u16, String)> {
+    let response = reqwest::get(url).await.ok()?;
+    let status = response.status().as_u16();
+    Some((status, response.text().await.ok()?))
+}
+
+/// The value of a counter, gauge or untyped sample.
+fn scalar(sample: &Sample) -> f64 {
+    match sample.value {
+        Value::Counter(v) | Value::Gauge(v) | Value::Untyped(v) => v,
+        ref other => panic!("{} is not a scalar: {other:?}", sample.metric),
+    }
+}
+
+/// The samples of `metric` whose labels include `labels`, by their label values.
+fn series<'a>(
+    scrape: &'a Scrape,
+    metric: &str,
+    labels: &[&str],
+) -> BTreeMap<Vec<String>, &'a Sample> {
+    scrape
+        .samples
+        .iter()
+        .filter(|s| s.metric == metric)
+        .map(|s| {
+            let key = labels
+                .iter()
+                .map(|l| s.labels.get(l).unwrap_or_default().to_owned())
+                .collect();
+            (key, s)
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_a_known_workload_and_the_endpoints_answer() {
+    let s = Scenario::new(2).await;
+    let w = generate(600);
+    let mut records = s.encode(&w.events);
+    let customers = s.topic(Table::Customers).to_owned();
+    records.push(WireRecord {
+        topic: customers.clone(),
+        key: Some(b"not avro".to_vec()),
+        value: Some(b"\x00poison".to_vec()),
+        headers: vec![],
+    });
+    s.produce(&records).await;
+
+    // What the workload holds, per mapping and op (a tombstone has no envelope).
+    let mut expected: BTreeMap<Vec<String>, f64> = BTreeMap::new();
+    for event in &w.events {
+        let op = match &event.value {
+            Some(envelope) => envelope["op"].as_str().expect("op").to_owned(),
+            None => "tombstone".to_owned(),
+        };
+        *expected
+            .entry(vec![s.mapping(event.table), op])
+            .or_default() += 1.0;
+    }
+    assert!(
+        ["c", "u", "d", "tombstone"]
+            .iter()
+            .all(|op| expected.keys().any(|k| k[1] == *op)),
+        "the workload has every op: {expected:?}"
+    );
+
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let log = std::env::temp_dir().join(format!("sink-cli-metrics-{}.log", s.id));
+    let mut child = sink(
+        &s.config_path,
+        &[
+            "--metrics-addr",
+            &format!("127.0.0.1:{port}"),
+            "--log-format",
+            "json",
+        ],
+        &log,
+    );
+
+    // Ready once it has caught up; alive meanwhile.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let mut not_ready = Vec::new();
+    loop {
+        match get(&format!("{base}/ready")).await {
+            Some((200, body)) => {
+                assert_eq!(body, "ready\n");
+                break;
+            }
+            Some((503, body)) => {
+                assert!(body.starts_with("not ready: "), "{body}");
+                not_ready.push(body);
+            }
+            Some(other) => panic!("/ready answered {other:?}"),
+            None => {}
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            let log = std::fs::read_to_string(&log).unwrap_or_default();
+            panic!("sink exited with {status} before it was ready:\n{log}");
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not ready after 60 s: {:?}",
+            not_ready.last()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        get(&format!("{base}/health")).await,
+        Some((200, "ok\n".to_owned()))
+    );
+
+    let (status, text) = get(&format!("{base}/metrics")).await.expect("scrape");
+    assert_eq!(status, 200);
+    let scrape = Scrape::parse(text.lines().map(|l| Ok(l.to_owned()))).expect("prometheus text");
+    let context = || format!("scrape:\n{text}");
+
+    // Every change applied, per mapping and op; the other ops are exported at 0.
+    let applied = series(&scrape, "sink_events_applied_total", &["mapping", "op"]);
+    for mapping in [s.mapping(Table::Customers), s.mapping(Table::Orders)] {
+        for op in ["r", "c", "u", "d", "t", "tombstone"] {
+            let key = vec![mapping.clone(), op.to_owned()];
+            let sample = applied
+                .get(&key)
+                .unwrap_or_else(|| panic!("no series for {key:?}; {}", context()));
+            assert!(matches!(sample.value, Value::Counter(_)), "{sample:?}");
+            assert_eq!(
+                scalar(sample),
+                expected.get(&key).copied().unwrap_or(0.0),
+                "applied {key:?}"
+            );
+        }
+    }
+
+    // The poison record, once, under its origin topic.
+    let letters = series(&scrape, "sink_dead_letters_total", &["topic", "reason"]);
+    let counted: Vec<(Vec<String>, f64)> = letters
+        .iter()
+        .map(|(k, s)| (k.clone(), scalar(s)))
+        .collect();
+    assert_eq!(
+        counted,
+        vec![(vec![customers.clone(), "decode".to_owned()], 1.0)],
+        "{}",
+        context()
+    );
+
+    // No lag on any of the four partitions.
+    let lag = series(
+        &scrape,
+        "sink_consumer_lag_records",
+        &["topic", "partition"],
+    );
+    let mut partitions: Vec<(Vec<String>, f64)> =
+        lag.iter().map(|(k, s)| (k.clone(), scalar(s))).collect();
+    partitions.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut want: Vec<(Vec<String>, f64)> = [&customers, s.topic(Table::Orders)]
+        .iter()
+        .flat_map(|t| (0..2).map(move |p| (vec![t.to_string(), p.to_string()], 0.0)))
+        .collect();
+    want.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(partitions, want, "{}", context());
+
+    // Batches were timed, in buckets.
+    let histogram = scrape
+        .samples
+        .iter()
+        .find(|s| s.metric == "sink_apply_batch_seconds")
+        .unwrap_or_else(|| panic!("no histogram; {}", context()));
+    let Value::Histogram(buckets) = &histogram.value else {
+        panic!("not a histogram: {histogram:?}");
+    };
+    let total = buckets
+        .iter()
+        .find(|b| b.less_than.is_infinite())
+        .expect("+Inf bucket")
+        .count;
+    assert!(total > 0.0, "{}", context());
+    let count = scrape
+        .samples
+        .iter()
+        .find(|s| s.metric == "sink_apply_batch_seconds_count")
+        .map(scalar);
+    assert_eq!(count, Some(total));
+
+    let paused = series(&scrape, "sink_paused", &["reason"]);
+    assert_eq!(
+        paused
+            .get(&vec!["redis_memory".to_owned()])
+            .map(|s| scalar(s)),
+        Some(0.0),
+        "{}",
+        context()
+    );
+    let redis_errors: f64 = series(&scrape, "sink_redis_errors_total", &["kind"])
+        .values()
+        .map(|s| scalar(s))
+        .sum();
+    assert_eq!(redis_errors, 0.0, "{}", context());
+
+    // SIGTERM: exit 0, and the endpoint is gone with the sink.
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    let status = tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .unwrap()
+        .expect("wait");
+    let stderr = std::fs::read_to_string(&log).unwrap_or_default();
+    assert_eq!(status.code(), Some(0), "exit after SIGTERM; log:\n{stderr}");
+    assert_eq!(get(&format!("{base}/health")).await, None);
+
+    // Every log line is one JSON object.
+    let lines: Vec<Json> = stderr
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    let messages: Vec<&str> = lines
+        .iter()
+        .map(|l| l["fields"]["message"].as_str().unwrap_or_default())
+        .collect();
+    for expected in [
+        "Consuming.",
+        "Dead-lettering a record.",
+        "Consumer stopped; offsets committed.",
+    ] {
+        assert!(messages.contains(&expected), "{expected} in {messages:?}");
+    }
+    let letter = lines
+        .iter()
+        .find(|l| l["fields"]["message"] == "Dead-lettering a record.")
+        .expect("dead-letter line");
+    assert_eq!(letter["level"], "WARN");
+    assert_eq!(letter["fields"]["topic"], customers.as_str());
+
+    let _ = std::fs::remove_file(&log);
+    s.cleanup();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_taken_metrics_address_is_a_start_up_error() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = taken.local_addr().expect("addr").to_string();
+    let config = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../connectors.yaml");
+    let log =
+        std::env::temp_dir().join(format!("sink-cli-metrics-taken-{}.log", std::process::id()));
+    let mut child = sink(&config, &["--metrics-addr", &addr], &log);
+    let status = tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .unwrap()
+        .expect("wait");
+    let stderr = std::fs::read_to_string(&log).unwrap_or_default();
+    assert_eq!(status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains(&format!("sink: cannot listen for metrics on {addr}: ")),
+        "{stderr}"
+    );
+    let _ = std::fs::remove_file(&log);
+}
