@@ -239,6 +239,8 @@ async fn metrics_count_a_known_workload_and_the_endpoints_answer() {
         "{}",
         context()
     );
+    let ready = scrape.samples.iter().find(|s| s.metric == "sink_ready");
+    assert_eq!(ready.map(scalar), Some(1.0), "{}", context());
     let redis_errors: f64 = series(&scrape, "sink_redis_errors_total", &["kind"])
         .values()
         .map(|s| scalar(s))

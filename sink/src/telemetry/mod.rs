@@ -40,6 +40,9 @@ pub const REDIS_ERRORS: &str = "sink_redis_errors_total";
 pub const PAUSED: &str = "sink_paused";
 /// Gauge: seconds since the source's last confirmed watermark commit. Labels: `source`.
 pub const SOURCE_WATERMARK_AGE_SECONDS: &str = "sink_source_watermark_age_seconds";
+/// Gauge: 1 while `GET /ready` answers 200, else 0 (set at each scrape, so that dashboards
+/// and alerts see readiness without probing `/ready`).
+pub const READY: &str = "sink_ready";
 /// Counter: partitions the sink moved back to what Redis says was applied (self-healing).
 /// Labels: `topic`.
 pub const OFFSET_RESETS: &str = "sink_offset_resets_total";
@@ -103,6 +106,10 @@ pub fn describe() {
         SOURCE_WATERMARK_AGE_SECONDS,
         Unit::Seconds,
         "Seconds since the source commit the watermark confirms."
+    );
+    describe_gauge!(
+        READY,
+        "1 while the sink is ready (Redis reachable, not paused, caught up once), else 0."
     );
     describe_counter!(
         OFFSET_RESETS,

@@ -22,7 +22,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use super::watermark_age;
+use super::{watermark_age, READY};
 use crate::readiness::Readiness;
 
 /// How often the recorder drops old histogram samples between scrapes.
@@ -158,6 +158,8 @@ struct Endpoint {
 
 async fn metrics(State(endpoint): State<Endpoint>) -> impl IntoResponse {
     watermark_age::refresh();
+    let ready = endpoint.readiness.get().is_some_and(|r| r.check().is_ok());
+    metrics::gauge!(READY).set(if ready { 1.0 } else { 0.0 });
     (
         [(header::CONTENT_TYPE, PROMETHEUS_TEXT)],
         endpoint.handle.render(),
