@@ -1,9 +1,10 @@
 //! `sink run --metrics-addr` as a subprocess against the real stack: after a known workload
-//! (creates, updates, deletes with their tombstones, on two topics of two partitions each)
-//! and one poison record, `GET /metrics`, parsed with a Prometheus text-format parser, counts
-//! exactly what was applied and dead-lettered, with no lag left; `/health` and `/ready`
-//! answer 200; every log line is JSON (`--log-format json`); SIGTERM stops the endpoint with
-//! the sink. A metrics address that is taken stops the sink at start-up with exit code 2.
+//! (creates, updates, deletes with their tombstones, on two topics of two partitions each),
+//! one poison record and two heartbeats of a source, `GET /metrics`, parsed with a Prometheus
+//! text-format parser, counts exactly what was applied and dead-lettered, with no lag left and
+//! the watermark's age; `/health` and `/ready` answer 200; every log line is JSON
+//! (`--log-format json`); SIGTERM stops the endpoint with the sink. A metrics address that is
+//! taken stops the sink at start-up with exit code 2.
 
 mod pipeline_support;
 
@@ -11,10 +12,81 @@ use std::collections::BTreeMap;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use pipeline_support::{generate, Scenario, Table};
+use pipeline_support::{fixture, generate, Scenario, Table};
 use prometheus_parse::{Sample, Scrape, Value};
-use serde_json::Value as Json;
-use testkit::loadgen::WireRecord;
+use serde_json::{json, Value as Json};
+use testkit::loadgen::{self, envelope, WireEncoder, WireRecord};
+
+/// How long before the test the heartbeat that the watermark confirms was committed.
+const WATERMARK_AGE_S: i64 = 42;
+
+/// A recorded writer schema (`schemas/debezium/`), as text.
+fn schema_text(name: &str) -> String {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../schemas/debezium")
+        .join(name);
+    let file: Json = serde_json::from_str(&std::fs::read_to_string(&path).expect("schema file"))
+        .expect("schema file json");
+    file["schema"].to_string()
+}
+
+/// Registers a heartbeat table's schemas for `topic` (the customers envelope with the row
+/// `(id int, ts string, confirmed_lsn long)`) and encodes two heartbeats: the first committed
+/// [`WATERMARK_AGE_S`] ago, the second confirming the first's LSN, so that the watermark
+/// claims the first's commit time.
+async fn heartbeats(registry: &str, topic: &str) -> Vec<WireRecord> {
+    let key_text = schema_text("cdc.public.customers-key.v1.id1.json");
+    let mut value: Json =
+        serde_json::from_str(&schema_text("cdc.public.customers-value.v1.id2.json"))
+            .expect("schema json");
+    let before = value["fields"]
+        .as_array_mut()
+        .expect("envelope fields")
+        .iter_mut()
+        .find(|f| f["name"] == "before")
+        .expect("before");
+    let row = before["type"]
+        .as_array_mut()
+        .expect("union")
+        .iter_mut()
+        .find(|t| t.is_object())
+        .expect("row record");
+    row["fields"] = json!([
+        {"name": "id", "type": "int"},
+        {"name": "ts", "type": "string"},
+        {"name": "confirmed_lsn", "type": ["null", "long"], "default": null},
+    ]);
+    let value_text = value.to_string();
+    let key_id = loadgen::register(registry, &format!("{topic}-key"), &key_text)
+        .await
+        .expect("register key");
+    let value_id = loadgen::register(registry, &format!("{topic}-value"), &value_text)
+        .await
+        .expect("register value");
+    let key = WireEncoder::new(key_id, &key_text).expect("key schema");
+    let value = WireEncoder::new(value_id, &value_text).expect("value schema");
+    let template = fixture("avro-customers-op_c-insert.json")["value"].clone();
+    let committed_ms = chrono::Utc::now().timestamp_millis() - WATERMARK_AGE_S * 1000;
+    [
+        (1_000, None, committed_ms),
+        (1_008, Some(1_000), committed_ms + 1_000),
+    ]
+    .into_iter()
+    .map(|(lsn, confirmed, ts_ms)| {
+        let row = json!({"id": 1, "ts": "2026-12-06T09:00:00Z", "confirmed_lsn": confirmed});
+        WireRecord {
+            topic: topic.to_owned(),
+            key: Some(key.encode(&json!({"id": 1})).expect("key")),
+            value: Some(
+                value
+                    .encode(&envelope(&template, "u", None, Some(row), lsn, ts_ms))
+                    .expect("value"),
+            ),
+            headers: Vec::new(),
+        }
+    })
+    .collect()
+}
 
 /// A free local port (the race with other processes is tolerable in a test).
 fn free_port() -> u16 {
@@ -91,7 +163,19 @@ async fn metrics_count_a_known_workload_and_the_endpoints_answer() {
         value: Some(b"\x00poison".to_vec()),
         headers: vec![],
     });
+    let source = format!("src_{}", s.id);
+    let heartbeat_topic = format!("t{}.public.dbz_heartbeat", s.id);
+    loadgen::create_topic(&s.stack.bootstrap, &heartbeat_topic, 1)
+        .await
+        .expect("create heartbeat topic");
+    records.extend(heartbeats(&s.stack.registry, &heartbeat_topic).await);
     s.produce(&records).await;
+    let config = std::env::temp_dir().join(format!("sink-cli-metrics-{}.yaml", s.id));
+    let yaml = format!(
+        "{}sources:\n  - name: {source}\n    heartbeat_topic: \"{heartbeat_topic}\"\n",
+        s.yaml()
+    );
+    std::fs::write(&config, yaml).expect("write connectors.yaml");
 
     // What the workload holds, per mapping and op (a tombstone has no envelope).
     let mut expected: BTreeMap<Vec<String>, f64> = BTreeMap::new();
@@ -114,8 +198,9 @@ async fn metrics_count_a_known_workload_and_the_endpoints_answer() {
     let port = free_port();
     let base = format!("http://127.0.0.1:{port}");
     let log = std::env::temp_dir().join(format!("sink-cli-metrics-{}.log", s.id));
+    let started = std::time::Instant::now();
     let mut child = sink(
-        &s.config_path,
+        &config,
         &[
             "--metrics-addr",
             &format!("127.0.0.1:{port}"),
@@ -157,10 +242,42 @@ async fn metrics_count_a_known_workload_and_the_endpoints_answer() {
         Some((200, "ok\n".to_owned()))
     );
 
-    let (status, text) = get(&format!("{base}/metrics")).await.expect("scrape");
-    assert_eq!(status, 200);
-    let scrape = Scrape::parse(text.lines().map(|l| Ok(l.to_owned()))).expect("prometheus text");
+    // The watermark is recorded once the data before the heartbeat is applied: soon after
+    // the catch-up.
+    let mut scrape;
+    let mut text;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let (status, body) = get(&format!("{base}/metrics")).await.expect("scrape");
+        assert_eq!(status, 200);
+        text = body;
+        scrape = Scrape::parse(text.lines().map(|l| Ok(l.to_owned()))).expect("prometheus text");
+        if scrape
+            .samples
+            .iter()
+            .any(|s| s.metric == "sink_source_watermark_age_seconds")
+        {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no watermark age after 30 s:\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     let context = || format!("scrape:\n{text}");
+
+    // The age of the first heartbeat's commit, measured at the scrape.
+    let ages = series(&scrape, "sink_source_watermark_age_seconds", &["source"]);
+    let age = ages
+        .get(&vec![source.clone()])
+        .map(|s| scalar(s))
+        .unwrap_or_else(|| panic!("no age for {source}; {}", context()));
+    let elapsed = started.elapsed().as_secs_f64();
+    assert!(
+        (WATERMARK_AGE_S as f64..WATERMARK_AGE_S as f64 + elapsed + 2.0).contains(&age),
+        "age {age} s, expected {WATERMARK_AGE_S} s plus at most the {elapsed} s since"
+    );
 
     // Every change applied, per mapping and op; the other ops are exported at 0.
     let applied = series(&scrape, "sink_events_applied_total", &["mapping", "op"]);
@@ -192,7 +309,8 @@ async fn metrics_count_a_known_workload_and_the_endpoints_answer() {
         context()
     );
 
-    // No lag on any of the four partitions.
+    // No lag on any of the four data partitions (the caught-up check leaves the heartbeat
+    // topic out).
     let lag = series(
         &scrape,
         "sink_consumer_lag_records",
@@ -201,7 +319,7 @@ async fn metrics_count_a_known_workload_and_the_endpoints_answer() {
     let mut partitions: Vec<(Vec<String>, f64)> =
         lag.iter().map(|(k, s)| (k.clone(), scalar(s))).collect();
     partitions.sort_by(|a, b| a.0.cmp(&b.0));
-    let mut want: Vec<(Vec<String>, f64)> = [&customers, s.topic(Table::Orders)]
+    let mut want: Vec<(Vec<String>, f64)> = [customers.as_str(), s.topic(Table::Orders)]
         .iter()
         .flat_map(|t| (0..2).map(move |p| (vec![t.to_string(), p.to_string()], 0.0)))
         .collect();
@@ -285,7 +403,15 @@ async fn metrics_count_a_known_workload_and_the_endpoints_answer() {
     assert_eq!(letter["fields"]["topic"], customers.as_str());
 
     let _ = std::fs::remove_file(&log);
+    let _ = std::fs::remove_file(&config);
+    let mut redis = s.stack.redis();
+    let _: () =
+        redis::Commands::del(&mut redis, mapping::layout::watermark_key(&source)).unwrap_or(());
     s.cleanup();
+    let topics = [heartbeat_topic.as_str()];
+    if let Err(e) = loadgen::delete_topics(&s.stack.bootstrap, &topics).await {
+        eprintln!("could not delete {heartbeat_topic}: {e}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
