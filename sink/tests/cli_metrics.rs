@@ -123,6 +123,78 @@ async fn get(url: &str) -> Option<(u16, String)> {
     Some((status, response.text().await.ok()?))
 }
 
+/// Waits until `/ready` answers 200 (60 s at most); any other answer than 503 with reasons,
+/// or the sink exiting, fails.
+async fn wait_ready(base: &str, child: &mut Child, log: &std::path::Path) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let mut not_ready = Vec::new();
+    loop {
+        match get(&format!("{base}/ready")).await {
+            Some((200, body)) => {
+                assert_eq!(body, "ready\n");
+                return;
+            }
+            Some((503, body)) => {
+                assert!(body.starts_with("not ready: "), "{body}");
+                not_ready.push(body);
+            }
+            Some(other) => panic!("/ready answered {other:?}"),
+            None => {}
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            let log = std::fs::read_to_string(log).unwrap_or_default();
+            panic!("sink exited with {status} before it was ready:\n{log}");
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not ready after 60 s: {:?}",
+            not_ready.last()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// `GET /metrics`, parsed.
+async fn scrape(base: &str) -> (Scrape, String) {
+    let (status, text) = get(&format!("{base}/metrics")).await.expect("scrape");
+    assert_eq!(status, 200);
+    let scrape = Scrape::parse(text.lines().map(|l| Ok(l.to_owned()))).expect("prometheus text");
+    (scrape, text)
+}
+
+/// A private `redis-server` on `port`, killed when dropped.
+struct PrivateRedis(Child);
+
+impl PrivateRedis {
+    fn start(port: u16) -> PrivateRedis {
+        let server = Command::new("redis-server")
+            .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("redis-server must be installed (tests/stack/redis.sh installs it)");
+        let url = format!("redis://127.0.0.1:{port}");
+        let client = redis::Client::open(url.as_str()).expect("redis url");
+        for _ in 0..100 {
+            let pong = client
+                .get_connection()
+                .and_then(|mut c| redis::cmd("PING").query::<String>(&mut c));
+            if pong.is_ok() {
+                return PrivateRedis(server);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("private redis-server on {url} did not answer");
+    }
+}
+
+impl Drop for PrivateRedis {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// The value of a counter, gauge or untyped sample.
 fn scalar(sample: &Sample) -> f64 {
     match sample.value {
@@ -211,32 +283,7 @@ async fn metrics_count_a_known_workload_and_the_endpoints_answer() {
     );
 
     // Ready once it has caught up; alive meanwhile.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    let mut not_ready = Vec::new();
-    loop {
-        match get(&format!("{base}/ready")).await {
-            Some((200, body)) => {
-                assert_eq!(body, "ready\n");
-                break;
-            }
-            Some((503, body)) => {
-                assert!(body.starts_with("not ready: "), "{body}");
-                not_ready.push(body);
-            }
-            Some(other) => panic!("/ready answered {other:?}"),
-            None => {}
-        }
-        if let Ok(Some(status)) = child.try_wait() {
-            let log = std::fs::read_to_string(&log).unwrap_or_default();
-            panic!("sink exited with {status} before it was ready:\n{log}");
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "not ready after 60 s: {:?}",
-            not_ready.last()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_ready(&base, &mut child, &log).await;
     assert_eq!(
         get(&format!("{base}/health")).await,
         Some((200, "ok\n".to_owned()))
@@ -248,10 +295,7 @@ async fn metrics_count_a_known_workload_and_the_endpoints_answer() {
     let mut text;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
-        let (status, body) = get(&format!("{base}/metrics")).await.expect("scrape");
-        assert_eq!(status, 200);
-        text = body;
-        scrape = Scrape::parse(text.lines().map(|l| Ok(l.to_owned()))).expect("prometheus text");
+        (scrape, text) = self::scrape(&base).await;
         if scrape
             .samples
             .iter()
@@ -433,4 +477,83 @@ async fn a_taken_metrics_address_is_a_start_up_error() {
         "{stderr}"
     );
     let _ = std::fs::remove_file(&log);
+}
+
+/// Redis stops answering: `/ready` says so and `sink_redis_errors_total{kind="io"}` counts the
+/// failures while `/health` stays 200; once Redis answers again the sink is ready again and
+/// applies what arrived meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_redis_makes_the_sink_not_ready_until_it_answers() {
+    let s = Scenario::new(1).await;
+    let redis_port = free_port();
+    let mut redis = Some(PrivateRedis::start(redis_port));
+    let private_url = format!("redis://127.0.0.1:{redis_port}");
+    let config = std::env::temp_dir().join(format!("sink-cli-metrics-redis-{}.yaml", s.id));
+    std::fs::write(&config, s.yaml().replace(&s.stack.redis, &private_url)).expect("config");
+    let w = generate(100);
+    let records = s.encode(&w.events);
+    let (before, after) = records.split_at(records.len() / 2);
+    s.produce(before).await;
+
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let log = std::env::temp_dir().join(format!("sink-cli-metrics-redis-{}.log", s.id));
+    let mut child = sink(
+        &config,
+        &["--metrics-addr", &format!("127.0.0.1:{port}")],
+        &log,
+    );
+    wait_ready(&base, &mut child, &log).await;
+
+    drop(redis.take());
+    s.produce(after).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let body = get(&format!("{base}/ready")).await.expect("/ready answers");
+        if body == (503, "not ready: redis is unreachable\n".to_owned()) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "still {body:?} 30 s after redis stopped"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        get(&format!("{base}/health")).await,
+        Some((200, "ok\n".to_owned()))
+    );
+    let (scraped, text) = scrape(&base).await;
+    let errors = series(&scraped, "sink_redis_errors_total", &["kind"]);
+    let io = errors.get(&vec!["io".to_owned()]).map(|s| scalar(s));
+    assert!(io.is_some_and(|n| n >= 1.0), "io errors counted:\n{text}");
+    let ready = scraped.samples.iter().find(|s| s.metric == "sink_ready");
+    assert_eq!(ready.map(scalar), Some(0.0), "{text}");
+
+    // Back: ready again, and every change applied (the new Redis is empty, so the ones after
+    // the outage are what it holds).
+    let _redis = PrivateRedis::start(redis_port);
+    wait_ready(&base, &mut child, &log).await;
+    let applied = || async {
+        let (scraped, _) = scrape(&base).await;
+        series(&scraped, "sink_events_applied_total", &["mapping", "op"])
+            .values()
+            .map(|s| scalar(s))
+            .sum::<f64>()
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while applied().await < records.len() as f64 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not every change applied after the outage"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(applied().await, records.len() as f64);
+
+    let _ = child.kill();
+    let _ = child.wait();
+    let _ = std::fs::remove_file(&log);
+    let _ = std::fs::remove_file(&config);
+    s.cleanup();
 }
