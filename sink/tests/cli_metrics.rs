@@ -167,12 +167,14 @@ struct PrivateRedis(Child);
 
 impl PrivateRedis {
     fn start(port: u16) -> PrivateRedis {
-        let server = Command::new("redis-server")
-            .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
-            .args(["--save", "", "--appendonly", "no"])
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("redis-server must be installed (tests/stack/redis.sh installs it)");
+        let server = PrivateRedis(
+            Command::new("redis-server")
+                .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
+                .args(["--save", "", "--appendonly", "no"])
+                .stdout(Stdio::null())
+                .spawn()
+                .expect("redis-server must be installed (tests/stack/redis.sh installs it)"),
+        );
         let url = format!("redis://127.0.0.1:{port}");
         let client = redis::Client::open(url.as_str()).expect("redis url");
         for _ in 0..100 {
@@ -180,7 +182,7 @@ impl PrivateRedis {
                 .get_connection()
                 .and_then(|mut c| redis::cmd("PING").query::<String>(&mut c));
             if pong.is_ok() {
-                return PrivateRedis(server);
+                return server;
             }
             std::thread::sleep(Duration::from_millis(50));
         }
