@@ -481,9 +481,9 @@ async fn a_taken_metrics_address_is_a_start_up_error() {
     let _ = std::fs::remove_file(&log);
 }
 
-/// Redis stops answering: `/ready` says so and `sink_redis_errors_total{kind="io"}` counts the
-/// failures while `/health` stays 200; once Redis answers again the sink is ready again and
-/// applies what arrived meanwhile.
+/// Redis stops answering, once while the sink is idle and once while changes arrive: `/ready`
+/// says so and `sink_redis_errors_total{kind="io"}` counts the failures while `/health` stays
+/// 200; once Redis answers again the sink is ready again and applies what arrived meanwhile.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unreachable_redis_makes_the_sink_not_ready_until_it_answers() {
     let s = Scenario::new(1).await;
@@ -507,20 +507,17 @@ async fn an_unreachable_redis_makes_the_sink_not_ready_until_it_answers() {
     );
     wait_ready(&base, &mut child, &log).await;
 
+    // Idle: the caught-up marks the sink records every second notice the outage, and the
+    // first one Redis answers again ends it.
+    drop(redis.take());
+    wait_unreachable(&base).await;
+    redis = Some(PrivateRedis::start(redis_port));
+    wait_ready(&base, &mut child, &log).await;
+
+    // Busy: changes arrive while Redis is down.
     drop(redis.take());
     s.produce(after).await;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let body = get(&format!("{base}/ready")).await.expect("/ready answers");
-        if body == (503, "not ready: redis is unreachable\n".to_owned()) {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "still {body:?} 30 s after redis stopped"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_unreachable(&base).await;
     assert_eq!(
         get(&format!("{base}/health")).await,
         Some((200, "ok\n".to_owned()))
@@ -534,7 +531,7 @@ async fn an_unreachable_redis_makes_the_sink_not_ready_until_it_answers() {
 
     // Back: ready again, and every change applied (the new Redis is empty, so the ones after
     // the outage are what it holds).
-    let _redis = PrivateRedis::start(redis_port);
+    redis = Some(PrivateRedis::start(redis_port));
     wait_ready(&base, &mut child, &log).await;
     let applied = || async {
         let (scraped, _) = scrape(&base).await;
@@ -555,7 +552,24 @@ async fn an_unreachable_redis_makes_the_sink_not_ready_until_it_answers() {
 
     let _ = child.kill();
     let _ = child.wait();
+    drop(redis);
     let _ = std::fs::remove_file(&log);
     let _ = std::fs::remove_file(&config);
     s.cleanup();
+}
+
+/// Waits until `/ready` says Redis is unreachable (30 s at most).
+async fn wait_unreachable(base: &str) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let body = get(&format!("{base}/ready")).await.expect("/ready answers");
+        if body == (503, "not ready: redis is unreachable\n".to_owned()) {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "still {body:?} 30 s after redis stopped"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }

@@ -74,6 +74,12 @@ pub(super) struct Observers {
 }
 
 impl Observers {
+    /// Redis answered: it is reachable again (an idle sink learns it from the caught-up
+    /// marks it records every second).
+    fn redis_answered(&self) {
+        self.readiness.set_redis_reachable(true);
+    }
+
     /// Counts a Redis failure; an unanswered command makes the sink not ready.
     fn redis_failed(&self, error: &ApplyError) {
         if telemetry::redis::count(error).is_unreachable() {
@@ -151,15 +157,19 @@ async fn drive_lanes(
                     }
                 }
                 Some(Work::CaughtUp(mappings)) => {
-                    if let Err(e) = shared.applier.record_caught_up(&mappings).await {
-                        shared.observers.redis_failed(&e);
-                        warn!(error = %one_line(&e), "Recording the caught-up time failed.");
+                    match shared.applier.record_caught_up(&mappings).await {
+                        Ok(()) => shared.observers.redis_answered(),
+                        Err(e) => {
+                            shared.observers.redis_failed(&e);
+                            warn!(error = %one_line(&e), "Recording the caught-up time failed.");
+                        }
                     }
                 }
                 Some(Work::Watermark { source, watermark }) => {
                     // Not retried: the next heartbeat brings a later one.
                     match shared.applier.record_watermark(&source, &watermark).await {
                         Ok(moved) => {
+                            shared.observers.redis_answered();
                             watermark_age::recorded(&source, watermark.ts_ms);
                             debug!(%source, lsn = watermark.lsn, ts_ms = watermark.ts_ms, moved, "Recorded the source watermark.");
                         }
@@ -269,7 +279,7 @@ async fn apply_with_retries(
         let error = match shared.applier.apply_batch(&batch.changes).await {
             Ok(outcome) => {
                 let observers = &shared.observers;
-                observers.readiness.set_redis_reachable(true);
+                observers.redis_answered();
                 observers.metrics.slice_applied(
                     started.elapsed(),
                     batch.changes.iter().map(|c| (c.mapping, c.op)),
