@@ -4,7 +4,7 @@
 //!
 //! Exit codes: 0 success (also after SIGINT/SIGTERM for `run`, and when stdout is a closed
 //! pipe), 1 runtime failure (for `rebuild`: also when interrupted; the live state is then
-//! unchanged), 2 bad configuration or usage.
+//! unchanged), 2 bad configuration or usage (also a `--metrics-addr` that cannot be bound).
 
 use std::future::Future;
 use std::io::Write;
