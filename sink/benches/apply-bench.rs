@@ -304,6 +304,7 @@ async fn bench(args: &Args) -> anyhow::Result<()> {
         let change = change(event);
         list.push(PlannedChange {
             mapping: m,
+            op: change.op,
             plan: mapping::plan(&config.mappings[m], &change)?,
             source_ts_ms: change.source_ts_ms,
             topic: topics[m].clone(),

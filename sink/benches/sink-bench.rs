@@ -349,6 +349,7 @@ async fn planned(
             .await?;
         changes.push(PlannedChange {
             mapping,
+            op: decoded.change.op,
             plan: mapping::plan(m, &decoded.change)?,
             source_ts_ms: decoded.change.source_ts_ms,
             topic: Arc::from(record.topic.as_str()),

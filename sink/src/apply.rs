@@ -72,6 +72,8 @@ pub use script::{ChangeScript, ScriptWriter, DEFAULT_CHUNK};
 pub struct PlannedChange {
     /// Index into `config.mappings`.
     pub mapping: usize,
+    /// The Debezium operation (the `op` label of `sink_events_applied_total`).
+    pub op: mapping::Op,
     /// The Redis work.
     pub plan: Plan,
     /// Source commit time (`source.ts_ms`), recorded as freshness.

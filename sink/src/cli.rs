@@ -31,6 +31,25 @@ pub struct Cli {
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
+    /// How log lines on stderr look: `text` for people, `json` (one object per line) for log
+    /// shippers.
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        default_value_t = LogFormat::Text,
+        env = "SINK_LOG_FORMAT"
+    )]
+    pub log_format: LogFormat,
+}
+
+/// How log lines look (`--log-format`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line: `timestamp`, `level`, `fields` (with `message`), `target`.
+    Json,
 }
 
 /// The subcommands.
@@ -149,6 +168,11 @@ pub struct RunArgs {
     /// configuration").
     #[arg(long, env = "SINK_WATCH_CONFIG")]
     pub watch_config: bool,
+
+    /// Serve `GET /metrics` (Prometheus), `/health` and `/ready` on this address, e.g.
+    /// `0.0.0.0:9464`. Off unless given.
+    #[arg(long, value_name = "HOST:PORT", env = "SINK_METRICS_ADDR")]
+    pub metrics_addr: Option<String>,
 }
 
 /// Who writes the Redis database (`sink run --writer`).
@@ -426,6 +450,28 @@ mod tests {
             );
         }
         assert!(Cli::try_parse_from(["sink", "rebuild", "--allow-eviction"]).is_ok());
+    }
+
+    #[test]
+    fn cli_parses_the_metrics_address_and_log_format() {
+        let cli = Cli::try_parse_from(["sink", "run", "--metrics-addr", "127.0.0.1:9464"]).unwrap();
+        assert_eq!(cli.log_format, LogFormat::Text);
+        let Command::Run(args) = cli.command else {
+            panic!("not run")
+        };
+        assert_eq!(args.metrics_addr.as_deref(), Some("127.0.0.1:9464"));
+
+        // Global: before or after the subcommand, for every subcommand.
+        for argv in [
+            &["sink", "--log-format", "json", "validate"][..],
+            &["sink", "rebuild", "--log-format", "json"][..],
+        ] {
+            assert_eq!(
+                Cli::try_parse_from(argv).unwrap().log_format,
+                LogFormat::Json
+            );
+        }
+        assert!(Cli::try_parse_from(["sink", "--log-format", "xml", "run"]).is_err());
     }
 
     #[test]

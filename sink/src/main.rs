@@ -6,8 +6,8 @@
 //! Exit codes: 0 success (also after SIGINT/SIGTERM for `run`, and when stdout is a closed
 //! pipe), 1 runtime failure (for `rebuild`: also when interrupted; the live state is then
 //! unchanged), 2 bad configuration or usage (for `run`: also an exclusive writer's
-//! bookkeeping above `--max-writer-memory`; also a Redis whose `maxmemory-policy` may evict
-//! the sink's keys).
+//! bookkeeping above `--max-writer-memory`, a Redis whose `maxmemory-policy` may evict the
+//! sink's keys, a `--metrics-addr` that cannot be bound).
 
 use std::future::Future;
 use std::io::Write;
@@ -15,10 +15,11 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use mapping::{one_line, ConfigErrors};
-use sink::cli::{Cli, Command, RebuildArgs, RunArgs};
+use sink::cli::{Cli, Command, LogFormat, RebuildArgs, RunArgs};
 use sink::pipeline::StopWhen;
 use sink::rebuild::RebuildOptions;
 use sink::reload::Triggers;
+use sink::telemetry::{exporter, server::MetricsServer};
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 
@@ -36,7 +37,7 @@ const EXIT_CONFIG: u8 = 2;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing();
+    init_tracing(cli.log_format);
     match cli.command {
         Command::Validate(args) => match sink::validate::validate(&args) {
             Ok(summary) => print_stdout(&summary),
@@ -48,18 +49,33 @@ fn main() -> ExitCode {
 }
 
 /// `sink run`: consumes until SIGINT or SIGTERM, reloading the configuration on SIGHUP (and,
-/// with `--watch-config`, when the file changes).
+/// with `--watch-config`, when the file changes). A metrics address that cannot be bound is
+/// a configuration error, found before any service is contacted.
 fn run(args: &RunArgs) -> ExitCode {
     let cfg = match args.load() {
         Ok(cfg) => cfg,
         Err(errors) => return bad_config(&errors),
     };
+    let metrics = match args.metrics_addr.as_deref().map(metrics_server).transpose() {
+        Ok(metrics) => metrics,
+        Err(err) => {
+            eprintln!("sink: {err:#}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
     let result = with_runtime(|shutdown| async move {
         let watch = args.watch_config.then_some(args.config.config.as_path());
         let triggers = Triggers::listen(watch)?;
         anyhow::Ok(
-            sink::run::run_reloading(&cfg, || args.load(), triggers, StopWhen::Shutdown, shutdown)
-                .await,
+            sink::run::run_reloading(
+                &cfg,
+                || args.load(),
+                triggers,
+                StopWhen::Shutdown,
+                shutdown,
+                metrics,
+            )
+            .await,
         )
     });
     match result.and_then(|outcome| outcome) {
@@ -71,6 +87,12 @@ fn run(args: &RunArgs) -> ExitCode {
         Ok(Err(err)) => failure(&anyhow::Error::from(err)),
         Err(err) => failure(&err),
     }
+}
+
+/// Installs the Prometheus recorder and binds `addr` to serve it.
+fn metrics_server(addr: &str) -> anyhow::Result<MetricsServer> {
+    let handle = exporter::install()?;
+    Ok(MetricsServer::bind(addr, handle)?)
 }
 
 /// `sink rebuild`: replays and swaps, then prints the report. A staging database that is
@@ -125,13 +147,16 @@ fn failure(err: &anyhow::Error) -> ExitCode {
     ExitCode::from(EXIT_FAILURE)
 }
 
-/// Logs to stderr; `RUST_LOG` filters (default `info`).
-fn init_tracing() {
+/// Logs to stderr as `format` says; `RUST_LOG` filters (default `info`).
+fn init_tracing(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    tracing_subscriber::fmt()
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => logs.init(),
+        LogFormat::Json => logs.json().init(),
+    }
 }
 
 /// Prints data; a closed pipe is not an error.

@@ -62,7 +62,7 @@ impl Readiness {
     /// just pinged it). Exports `sink_paused{reason} 0` for every reason.
     pub fn new() -> Readiness {
         for reason in PauseReason::ALL {
-            telemetry::set_paused(reason, false);
+            export_paused(reason, false);
         }
         Readiness {
             inner: Arc::new(Inner {
@@ -93,14 +93,14 @@ impl Readiness {
     /// Marks the partitions paused for `reason`; `true` if they were not already.
     pub fn pause(&self, reason: PauseReason) -> bool {
         let newly = self.paused_set().insert(reason);
-        telemetry::set_paused(reason, true);
+        export_paused(reason, true);
         newly
     }
 
     /// Clears `reason`; `true` if it was set.
     pub fn resume(&self, reason: PauseReason) -> bool {
         let was = self.paused_set().remove(&reason);
-        telemetry::set_paused(reason, false);
+        export_paused(reason, false);
         was
     }
 
@@ -130,6 +130,15 @@ impl Readiness {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
     }
+}
+
+/// Sets `sink_paused{reason}`.
+fn export_paused(reason: PauseReason, paused: bool) {
+    metrics::gauge!(telemetry::PAUSED, "reason" => reason.as_str()).set(if paused {
+        1.0
+    } else {
+        0.0
+    });
 }
 
 /// Why the sink is not ready, for the body of `GET /ready`.

@@ -1,7 +1,8 @@
 //! `sink run` as a library function, so that tests drive exactly what the binary runs: the
 //! pipeline subscribed to every mapped topic in the configured group, writing the live
 //! database with the configured writer, until shutdown (or, for tests and benchmarks, until
-//! it has caught up with the end of the log).
+//! it has caught up with the end of the log); with `--metrics-addr`, serving `/metrics`,
+//! `/health` and `/ready` from start to stop.
 //!
 //! # Reloads
 //!
@@ -34,6 +35,7 @@ use crate::memory;
 use crate::pipeline::{ConsumeError, Pipeline, Source, StartError, StopWhen, Summary};
 use crate::reload::{self, Refused, Triggers};
 use crate::telemetry;
+use crate::telemetry::server::{MetricsServer, ServeError, Serving};
 
 /// Why the sink could not start or stopped with an error.
 #[derive(Debug, Error)]
@@ -50,6 +52,9 @@ pub enum RunError {
     /// Consuming failed.
     #[error(transparent)]
     Consume(#[from] ConsumeError),
+    /// The metrics endpoint could not start.
+    #[error(transparent)]
+    Metrics(#[from] ServeError),
 }
 
 impl RunError {
@@ -80,24 +85,59 @@ pub async fn run(
     stop: StopWhen,
     shutdown: CancellationToken,
 ) -> Result<Summary, RunError> {
-    run_reloading(cfg, || Ok(cfg.clone()), Triggers::never(), stop, shutdown).await
+    run_reloading(
+        cfg,
+        || Ok(cfg.clone()),
+        Triggers::never(),
+        stop,
+        shutdown,
+        None,
+    )
+    .await
 }
 
 /// [`run`], re-reading the configuration with `load` whenever `triggers` asks and applying
-/// what [`reload::vet`] accepts (see the module documentation); a refusal is logged and the
-/// sink keeps running as it was.
+/// what [`reload::vet`] accepts (see the module documentation; a refusal is logged and the
+/// sink keeps running as it was), and serving `metrics` (when given) from before the
+/// start-up checks until the last pipeline stopped; `/ready` follows the pipelines'
+/// readiness.
 pub async fn run_reloading(
+    cfg: &SinkConfig,
+    load: impl Fn() -> Result<SinkConfig, ConfigErrors>,
+    triggers: Triggers,
+    stop: StopWhen,
+    shutdown: CancellationToken,
+    metrics: Option<MetricsServer>,
+) -> Result<Summary, RunError> {
+    let serving = match metrics {
+        Some(server) => Some(server.spawn(shutdown.clone())?),
+        None => None,
+    };
+    let outcome = consume(cfg, load, triggers, stop, shutdown, serving.as_ref()).await;
+    if let Some(serving) = serving {
+        serving.stop().await;
+    }
+    outcome
+}
+
+/// The pipelines from the first connect to the last stop, one per configuration; their
+/// shared readiness handed to `serving`.
+async fn consume(
     cfg: &SinkConfig,
     load: impl Fn() -> Result<SinkConfig, ConfigErrors>,
     mut triggers: Triggers,
     stop: StopWhen,
     shutdown: CancellationToken,
+    serving: Option<&Serving>,
 ) -> Result<Summary, RunError> {
     let writer = WriterId::new();
     let mut cfg = cfg.clone();
     let mut pool = redis_pool(&cfg.config.redis)?;
     let mut pipeline = Pipeline::connect(&cfg, &cfg.consumer_config()).await?;
     let readiness = pipeline.readiness().clone();
+    if let Some(serving) = serving {
+        serving.watch(&readiness);
+    }
     let Some(mut applier) = new_applier(&cfg, pool.clone(), &writer, &shutdown).await? else {
         // Shut down while standing by.
         return Ok(Summary::default());

@@ -4,7 +4,10 @@ No Docker engine here, so nothing is started: the compose file is parsed and its
 ports, environment and wiring are checked; docker/connect/pg-avro.json must equal the local
 stack's connector properties (tests/stack/connect/connector.properties, converters from
 worker.properties) except for the differences documented in DOCKER_ONLY / LOCAL_ONLY /
-DIFFERENT below; the build image must be new enough for the locked dependencies.
+DIFFERENT below; the build image must be new enough for the locked dependencies. The
+monitoring files (Prometheus scrape config, Grafana provisioning and dashboard) must parse,
+be mounted where the services read them, and query only metrics the sink exports
+(sink/src/telemetry/mod.rs).
 """
 
 from __future__ import annotations
@@ -19,6 +22,8 @@ import yaml
 REPO = Path(__file__).resolve().parents[2]
 DOCKER = REPO / "docker"
 STACK_CONNECT = REPO / "tests" / "stack" / "connect"
+TELEMETRY = REPO / "sink" / "src" / "telemetry" / "mod.rs"
+DASHBOARD = DOCKER / "grafana" / "dashboards" / "sink.json"
 
 # Properties whose values legitimately differ, and why.
 DIFFERENT = {
@@ -86,7 +91,7 @@ def test_services_and_ports():
     c = compose()
     s = c["services"]
     assert set(s) == {"postgres", "kafka", "schema-registry", "connect", "connect-init", "redis", "sink",
-                      "agent-cli"}, sorted(s)
+                      "agent-cli", "prometheus", "grafana"}, sorted(s)
     assert published(s["postgres"]) == {5432: 5432}
     assert published(s["schema-registry"]) == {8081: 8081}
     assert published(s["connect"]) == {8083: 8083}
@@ -233,3 +238,97 @@ def test_topics_match_the_default_mapping():
         prefix, schema, table = m["topic"].split(".")
         assert prefix == docker["topic.prefix"], m["topic"]
         assert f"{schema}.{table}" in tables, m["topic"]
+
+
+def exported_metrics() -> tuple[set[str], set[str]]:
+    """The metric names the sink exports (constants of sink/src/telemetry/mod.rs), and which of
+    them are histograms."""
+    source = TELEMETRY.read_text()
+    consts = dict(re.findall(r'pub const (\w+): &str = "(\w+)";', source))
+    histograms = {consts[c] for c in re.findall(r"describe_histogram!\(\s*(\w+)", source)}
+    assert consts and histograms <= set(consts.values()), (consts, histograms)
+    return set(consts.values()), histograms
+
+
+def mounts(service: dict) -> dict[str, Path]:
+    """container path -> host path (relative to docker/) of the bind mounts."""
+    out = {}
+    for v in service.get("volumes", []):
+        host, container = v.split(":")[:2]
+        out[container] = (DOCKER / host).resolve()
+    return out
+
+
+def metrics_port(sink: dict) -> int:
+    command = sink["command"]
+    addr = command[command.index("--metrics-addr") + 1]
+    host, _, port = addr.rpartition(":")
+    assert host == "0.0.0.0", f"in a container the endpoint must listen on every interface: {addr}"
+    return int(port)
+
+
+def test_sink_serves_metrics_and_prometheus_scrapes_it():
+    s = compose()["services"]
+    port = metrics_port(s["sink"])
+    assert published(s["sink"]) == {port: port}
+    prom = s["prometheus"]
+    config_file = prom["command"][0].removeprefix("--config.file=")
+    host_file = mounts(prom)[config_file]
+    assert host_file.is_file(), host_file
+    config = yaml.safe_load(host_file.read_text())
+    jobs = {job["job_name"]: job for job in config["scrape_configs"]}
+    sink_job = jobs["sink"]
+    assert sink_job.get("metrics_path", "/metrics") == "/metrics"
+    targets = [t for sc in sink_job["static_configs"] for t in sc["targets"]]
+    assert targets == [f"sink:{port}"], targets
+    assert published(prom) == {9090: 9090}
+
+
+def test_grafana_provisions_the_datasource_and_the_dashboard():
+    s = compose()["services"]
+    grafana = s["grafana"]
+    m = mounts(grafana)
+    provisioning = m["/etc/grafana/provisioning"]
+    assert provisioning.is_dir(), provisioning
+    datasources = [d for f in sorted((provisioning / "datasources").glob("*.yaml"))
+                   for d in yaml.safe_load(f.read_text())["datasources"]]
+    assert [d["url"] for d in datasources] == [f"http://prometheus:{next(iter(published(s['prometheus'])))}"]
+    uid = datasources[0]["uid"]
+    providers = [p for f in sorted((provisioning / "dashboards").glob("*.yaml"))
+                 for p in yaml.safe_load(f.read_text())["providers"]]
+    assert len(providers) == 1
+    dashboards_dir = providers[0]["options"]["path"]
+    assert m[dashboards_dir] == DASHBOARD.parent.resolve(), "the provider reads the mounted dashboards"
+    home = env(grafana)["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"]
+    assert home == f"{dashboards_dir}/{DASHBOARD.name}"
+    dashboard = json.loads(DASHBOARD.read_text())
+    panels = dashboard["panels"]
+    assert len({p["id"] for p in panels}) == len(panels), "panel ids are unique"
+    for p in panels:
+        assert p["datasource"]["uid"] == uid, p["title"]
+        assert all(t["datasource"]["uid"] == uid for t in p["targets"]), p["title"]
+        assert set(p["gridPos"]) == {"x", "y", "w", "h"}, p["title"]
+
+
+def test_dashboard_queries_only_exported_metrics():
+    exported, histograms = exported_metrics()
+    allowed = exported | {f"{h}_{suffix}" for h in histograms for suffix in ("bucket", "sum", "count")}
+    exprs = [t["expr"] for p in json.loads(DASHBOARD.read_text())["panels"] for t in p["targets"]]
+    assert exprs
+    used = set()
+    for expr in exprs:
+        assert expr.count("(") == expr.count(")"), expr
+        for name in re.findall(r"\bsink_\w+", expr):
+            assert name in allowed, f"{name} in {expr!r} is not a metric the sink exports"
+            used.add(re.sub(r"_(bucket|sum|count)$", "", name) if name not in exported else name)
+        # Histograms are queried through their buckets, sum or count, never by the bare name.
+        for h in histograms:
+            assert not re.search(rf"\b{h}\b(?!_)", expr), expr
+    assert used == exported, f"metrics without a panel: {sorted(exported - used)}"
+
+
+def test_readme_documents_every_metric():
+    exported, _ = exported_metrics()
+    readme = (REPO / "README.md").read_text()
+    missing = sorted(m for m in exported if f"`{m}" not in readme)
+    assert not missing, f"README.md does not document {missing}"

@@ -22,7 +22,6 @@ use tracing::{info, warn};
 use super::info::MemoryInfo;
 use crate::apply::ApplyError;
 use crate::readiness::{PauseReason, Readiness};
-use crate::telemetry;
 
 /// How often `INFO memory` is read: cheap for Redis, and short against how long Redis
 /// takes to fill up from the share to `maxmemory`.
@@ -76,13 +75,12 @@ impl MemoryGuard {
         *self.inner.full.borrow()
     }
 
-    /// Looks at a failed apply: when Redis refused it for lack of memory, counts it
-    /// (`sink_redis_errors_total{kind="oom"}`) and pauses. Whether it was that.
+    /// Looks at a failed apply: when Redis refused it for lack of memory, pauses (the apply
+    /// stage counts it in `sink_redis_errors_total{kind="oom"}`). Whether it was that.
     pub fn note_failure(&self, error: &ApplyError) -> bool {
         if !error.is_out_of_memory() {
             return false;
         }
-        metrics::counter!(telemetry::REDIS_ERRORS, "kind" => "oom").increment(1);
         self.set(true, None);
         true
     }

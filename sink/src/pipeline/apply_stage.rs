@@ -16,6 +16,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Instant;
 
 use mapping::one_line;
 use rdkafka::consumer::Consumer;
@@ -34,6 +35,9 @@ use super::summary::Summary;
 use crate::apply::{Applier, ApplyError, BatchOutcome, Watermark};
 use crate::dlq::{DeadLetter, DeadLetters, Origin};
 use crate::memory::MemoryGuard;
+use crate::readiness::Readiness;
+use crate::telemetry::applied::ApplyMetrics;
+use crate::telemetry::{self, watermark_age, DeadLetterReason};
 
 /// Work for the apply stage.
 #[derive(Debug)]
@@ -65,6 +69,29 @@ const LANE_QUEUE: usize = 4;
 /// stream would only hide.
 const MAX_REJECTED_IN_A_ROW: u32 = 20;
 
+/// What the apply stage reports to.
+pub(super) struct Observers {
+    /// Changes applied and batch latency.
+    pub metrics: ApplyMetrics,
+    /// Told whether Redis answers.
+    pub readiness: Readiness,
+}
+
+impl Observers {
+    /// Redis answered: it is reachable again (an idle sink learns it from the caught-up
+    /// marks it records every second).
+    fn redis_answered(&self) {
+        self.readiness.set_redis_reachable(true);
+    }
+
+    /// Counts a Redis failure; an unanswered command makes the sink not ready.
+    fn redis_failed(&self, error: &ApplyError) {
+        if telemetry::redis::count(error).is_unreachable() {
+            self.readiness.set_redis_reachable(false);
+        }
+    }
+}
+
 /// What every lane shares.
 struct Shared {
     consumer: Arc<SinkConsumer>,
@@ -73,6 +100,7 @@ struct Shared {
     progress: Progress,
     memory: MemoryGuard,
     shutdown: CancellationToken,
+    observers: Observers,
 }
 
 /// Applies batches, stores their offsets, records caught-up marks; returns the counts when
@@ -85,6 +113,7 @@ pub(super) async fn apply_stage(
     progress: Progress,
     memory: MemoryGuard,
     shutdown: CancellationToken,
+    observers: Observers,
 ) -> Result<Summary, ConsumeError> {
     let shared = Arc::new(Shared {
         consumer,
@@ -93,6 +122,7 @@ pub(super) async fn apply_stage(
         progress,
         memory,
         shutdown,
+        observers,
     });
     drive_lanes(&mut rx, &shared).await
 }
@@ -129,18 +159,34 @@ async fn drive_lanes(
                 }
                 Some(Work::CaughtUp(mappings)) => {
                     match shared.applier.record_caught_up(&mappings).await {
-                        Ok(()) => {}
-                        // Redis is full: the guard says so once; the next mark comes in a second.
-                        Err(e) if shared.memory.note_failure(&e) => debug!(error = %one_line(&e), "Recording the caught-up time failed."),
-                        Err(e) => warn!(error = %one_line(&e), "Recording the caught-up time failed."),
+                        Ok(()) => shared.observers.redis_answered(),
+                        Err(e) => {
+                            shared.observers.redis_failed(&e);
+                            // Redis is full: the guard says so once; the next mark comes in a second.
+                            if shared.memory.note_failure(&e) {
+                                debug!(error = %one_line(&e), "Recording the caught-up time failed.");
+                            } else {
+                                warn!(error = %one_line(&e), "Recording the caught-up time failed.");
+                            }
+                        }
                     }
                 }
                 Some(Work::Watermark { source, watermark }) => {
                     // Not retried: the next heartbeat brings a later one.
                     match shared.applier.record_watermark(&source, &watermark).await {
-                        Ok(moved) => debug!(%source, lsn = watermark.lsn, ts_ms = watermark.ts_ms, moved, "Recorded the source watermark."),
-                        Err(e) if shared.memory.note_failure(&e) => debug!(%source, error = %one_line(&e), "Recording the source watermark failed."),
-                        Err(e) => warn!(%source, error = %one_line(&e), "Recording the source watermark failed."),
+                        Ok(moved) => {
+                            shared.observers.redis_answered();
+                            watermark_age::recorded(&source, watermark.ts_ms);
+                            debug!(%source, lsn = watermark.lsn, ts_ms = watermark.ts_ms, moved, "Recorded the source watermark.");
+                        }
+                        Err(e) => {
+                            shared.observers.redis_failed(&e);
+                            if shared.memory.note_failure(&e) {
+                                debug!(%source, error = %one_line(&e), "Recording the source watermark failed.");
+                            } else {
+                                warn!(%source, error = %one_line(&e), "Recording the source watermark failed.");
+                            }
+                        }
                     }
                 }
             },
@@ -179,6 +225,7 @@ async fn record_types(shared: &Shared, batch: &Batch) -> bool {
     for (mapping, columns) in &batch.column_types {
         let mut backoff = Backoff::default();
         while let Err(e) = shared.applier.record_column_types(*mapping, columns).await {
+            shared.observers.redis_failed(&e);
             if shared.memory.note_failure(&e) && !wait_for_room(shared).await {
                 return false;
             }
@@ -241,8 +288,15 @@ async fn apply_with_retries(
 ) -> Result<Option<BatchOutcome>, ConsumeError> {
     let mut backoff = Backoff::default();
     loop {
+        let started = Instant::now();
         let error = match shared.applier.apply_batch(&batch.changes).await {
             Ok(outcome) => {
+                let observers = &shared.observers;
+                observers.redis_answered();
+                observers.metrics.slice_applied(
+                    started.elapsed(),
+                    batch.changes.iter().map(|c| (c.mapping, c.op)),
+                );
                 if outcome.applied + outcome.skipped > 0 {
                     *rejected_in_a_row = 0;
                 }
@@ -250,6 +304,7 @@ async fn apply_with_retries(
             }
             Err(e) => e,
         };
+        shared.observers.redis_failed(&error);
         if error.is_retriable() {
             if shared.memory.note_failure(&error) && !wait_for_room(shared).await {
                 return Ok(None);
@@ -329,5 +384,11 @@ async fn dead_letter_change(
         headers: OwnedHeaders::new(),
         error: &text,
     };
-    dead_letter::send(&shared.dead_letters, &letter, &shared.shutdown).await
+    dead_letter::send(
+        &shared.dead_letters,
+        &letter,
+        DeadLetterReason::Apply,
+        &shared.shutdown,
+    )
+    .await
 }

@@ -230,6 +230,7 @@ mod tests {
     fn change(topic: &Arc<str>, partition: i32, offset: i64) -> PlannedChange {
         PlannedChange {
             mapping: 0,
+            op: mapping::Op::Truncate,
             plan: mapping::Plan::Truncate { position: None },
             source_ts_ms: None,
             topic: Arc::clone(topic),

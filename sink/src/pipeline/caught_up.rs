@@ -22,6 +22,7 @@ use super::apply_stage::Work;
 use super::offsets::OffsetsClient;
 use super::progress::{Progress, SinkConsumer};
 use crate::readiness::Readiness;
+use crate::telemetry::lag::LagGauges;
 
 /// When the pipeline stops by itself.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -82,6 +83,7 @@ impl CaughtUpWatch {
         let mut ticks = tokio::time::interval(every);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut was_caught_up = false;
+        let mut lag = LagGauges::default();
         loop {
             tokio::select! {
                 biased;
@@ -108,6 +110,12 @@ impl CaughtUpWatch {
                 }
                 Err(_) => return,
             };
+            lag.set(
+                standing
+                    .partitions
+                    .iter()
+                    .map(|p| (p.topic.as_str(), p.partition, p.high - p.next)),
+            );
             let now = standing.caught_up();
             if now != was_caught_up {
                 if now {

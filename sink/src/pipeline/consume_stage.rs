@@ -38,6 +38,7 @@ use crate::apply::PlannedChange;
 use crate::config::BatchSettings;
 use crate::decode::{DecodeError, Decoder};
 use crate::dlq::{DeadLetter, DeadLetters};
+use crate::telemetry::DeadLetterReason;
 
 /// The consume stage's state.
 pub(super) struct ConsumeStage<'a> {
@@ -266,7 +267,9 @@ impl<'a> ConsumeStage<'a> {
         let decoded = match decoded {
             Ok(decoded) => decoded,
             Err(e) => {
-                let step = self.dead_letter(message, &decode_failure(&e)).await?;
+                let step = self
+                    .dead_letter(message, &decode_failure(&e), DeadLetterReason::Decode)
+                    .await?;
                 batch.note_offset(&topic_name, partition, offset);
                 return Ok(step);
             }
@@ -287,6 +290,7 @@ impl<'a> ConsumeStage<'a> {
                 }
                 let change = PlannedChange {
                     mapping,
+                    op: decoded.change.op,
                     plan,
                     source_ts_ms: decoded.change.source_ts_ms,
                     topic: topic_name.clone(),
@@ -299,7 +303,9 @@ impl<'a> ConsumeStage<'a> {
             }
             Err(e) => {
                 let error = format!("cannot map to {}: {}", m.name, one_line(&e));
-                let step = self.dead_letter(message, &error).await?;
+                let step = self
+                    .dead_letter(message, &error, DeadLetterReason::Plan)
+                    .await?;
                 batch.note_offset(&topic_name, partition, offset);
                 Ok(step)
             }
@@ -350,7 +356,10 @@ impl<'a> ConsumeStage<'a> {
                 }
                 Ok(Step::Continue)
             }
-            Err(e) => self.dead_letter(message, &decode_failure(&e)).await,
+            Err(e) => {
+                self.dead_letter(message, &decode_failure(&e), DeadLetterReason::Decode)
+                    .await
+            }
         }
     }
 
@@ -359,9 +368,10 @@ impl<'a> ConsumeStage<'a> {
         &mut self,
         message: &BorrowedMessage<'_>,
         error: &str,
+        reason: DeadLetterReason,
     ) -> Result<Step, ConsumeError> {
         let letter = DeadLetter::of_message(message, error);
-        if !dead_letter::send(self.dead_letters, &letter, self.shutdown).await? {
+        if !dead_letter::send(self.dead_letters, &letter, reason, self.shutdown).await? {
             return Ok(Step::Shutdown);
         }
         self.dead_lettered += 1;

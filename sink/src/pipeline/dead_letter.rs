@@ -10,13 +10,15 @@ use tracing::{error, warn};
 use super::error::ConsumeError;
 use super::retry::Backoff;
 use crate::dlq::{DeadLetter, DeadLetters, Delivery};
+use crate::telemetry::{self, DeadLetterReason};
 
-/// Writes `letter` to the dead-letter topic, retrying what may succeed later. `Ok(false)` when
-/// shutdown interrupted the retries (the record was not dead-lettered; its offset must not be
-/// stored).
+/// Writes `letter` to the dead-letter topic, retrying what may succeed later, and counts it
+/// under `reason`. `Ok(false)` when shutdown interrupted the retries (the record was not
+/// dead-lettered; its offset must not be stored).
 pub(super) async fn send(
     dead_letters: &DeadLetters,
     letter: &DeadLetter<'_>,
+    reason: DeadLetterReason,
     shutdown: &CancellationToken,
 ) -> Result<bool, ConsumeError> {
     let origin = letter.origin;
@@ -31,8 +33,12 @@ pub(super) async fn send(
     let mut backoff = Backoff::default();
     loop {
         match dead_letters.send(letter).await {
-            Ok(Delivery::Whole) => return Ok(true),
+            Ok(Delivery::Whole) => {
+                telemetry::dead_lettered(origin.topic, reason);
+                return Ok(true);
+            }
             Ok(Delivery::HeadersOnly { size }) => {
+                telemetry::dead_lettered(origin.topic, reason);
                 error!(
                     topic = %origin.topic,
                     partition = origin.partition,

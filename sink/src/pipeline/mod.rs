@@ -90,6 +90,8 @@ use crate::health;
 use crate::memory::{self, MemoryGuard};
 use crate::readiness::Readiness;
 use crate::registry::Registry;
+use crate::telemetry::applied::ApplyMetrics;
+use apply_stage::Observers;
 use caught_up::CaughtUpWatch;
 use consume_stage::ConsumeStage;
 use progress::{SinkConsumer, SinkContext};
@@ -351,6 +353,10 @@ async fn consume(
     let memory_watch = shutdown.child_token();
     tokio::spawn(memory.clone().watch(memory_watch.clone()));
     let _memory_watch = memory_watch.drop_guard();
+    let observers = Observers {
+        metrics: ApplyMetrics::new(config.mappings.iter().map(|m| m.name.as_str())),
+        readiness: readiness.clone(),
+    };
     let mut apply = tokio::spawn(apply_stage::apply_stage(
         rx,
         Arc::clone(&consumer),
@@ -359,6 +365,7 @@ async fn consume(
         progress.clone(),
         memory.clone(),
         shutdown.clone(),
+        observers,
     ));
     let (heartbeat_tx, heartbeat_rx) = mpsc::channel(watermark_watch::HEARTBEAT_QUEUE);
     let watermarks = WatermarkWatch {

@@ -427,8 +427,14 @@ mod tests {
     }
 
     fn change(mapping: usize, plan: Plan, offset: i64) -> PlannedChange {
+        let op = match plan {
+            Plan::Upsert(_) => mapping::Op::Update,
+            Plan::Delete(_) => mapping::Op::Delete,
+            Plan::Truncate { .. } => mapping::Op::Truncate,
+        };
         PlannedChange {
             mapping,
+            op,
             plan,
             source_ts_ms: Some(1000 + offset),
             topic: if mapping == CUSTOMERS {

@@ -246,6 +246,7 @@ mod tests {
     fn upsert(offset: i64, partition: i32) -> PlannedChange {
         PlannedChange {
             mapping: 0,
+            op: mapping::Op::Update,
             plan: Plan::Upsert(RowUpsert {
                 row_key: "order:3".into(),
                 position: Some(7),
@@ -267,6 +268,7 @@ mod tests {
     fn delete(offset: i64, position: Option<i64>) -> PlannedChange {
         PlannedChange {
             mapping: 0,
+            op: mapping::Op::Delete,
             plan: Plan::Delete(mapping::RowDelete {
                 row_key: "order:3".into(),
                 position,

@@ -91,6 +91,7 @@ impl Writer {
             .unwrap_or_else(|e| panic!("plan {:?}: {e}", message.change));
         PlannedChange {
             mapping: message.table,
+            op: message.change.op,
             plan,
             source_ts_ms: message.change.source_ts_ms,
             topic: Arc::from(mapping.topic.as_str()),

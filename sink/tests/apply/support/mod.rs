@@ -215,6 +215,7 @@ impl Fixture {
             .unwrap_or_else(|e| panic!("plan {change:?}: {e}"));
         PlannedChange {
             mapping: m,
+            op: change.op,
             plan,
             source_ts_ms: change.source_ts_ms,
             topic: self.topics[m].clone(),

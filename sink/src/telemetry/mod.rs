@@ -3,10 +3,29 @@
 //!
 //! Code records through the [`metrics`] facade (`metrics::counter!(telemetry::EVENTS_APPLIED,
 //! ...)`), so recording costs an atomic add and nothing at all when no exporter is installed
-//! (tests, `sink rebuild` without `--metrics-addr`). Labels are low-cardinality by design:
-//! mapping, op, topic, partition, reason, kind; never anything per row.
+//! (tests, `sink rebuild`). Labels are low-cardinality by design: mapping, op, topic,
+//! partition, reason, kind, source; never anything per row.
+//!
+//! # Layout
+//!
+//! - [`exporter`]: installs the Prometheus recorder (`sink run --metrics-addr`).
+//! - [`server`]: `GET /metrics`, `/health` and `/ready` over HTTP.
+//! - [`applied`]: the apply stage's per-mapping counters and its batch-latency histogram,
+//!   registered once so that the hot path does no label lookups.
+//! - [`lag`]: the consumer lag per assigned partition.
+//! - [`redis`]: `sink_redis_errors_total` and what kind of failure an apply error is.
+//! - [`watermark_age`]: the age of each source's confirmed watermark, refreshed per scrape.
+//! - here: the names, their descriptions, and the dead-letter counter.
 
-/// Counter: changes applied to Redis. Labels: `mapping`, `op` (`c`, `u`, `d`, `r`, `t`).
+pub mod applied;
+pub mod exporter;
+pub mod lag;
+pub mod redis;
+pub mod server;
+pub mod watermark_age;
+
+/// Counter: changes applied to Redis. Labels: `mapping`, `op` (`c`, `u`, `d`, `r`, `t`, or
+/// `tombstone`).
 pub const EVENTS_APPLIED: &str = "sink_events_applied_total";
 /// Counter: records sent to the dead-letter topic. Labels: `topic` (origin), `reason`.
 pub const DEAD_LETTERS: &str = "sink_dead_letters_total";
@@ -15,12 +34,15 @@ pub const APPLY_BATCH_SECONDS: &str = "sink_apply_batch_seconds";
 /// Gauge: records between the applied position and the high watermark. Labels: `topic`,
 /// `partition`.
 pub const CONSUMER_LAG_RECORDS: &str = "sink_consumer_lag_records";
-/// Counter: failed Redis commands. Labels: `kind` (`io`, `oom`, `script`, `other`...).
+/// Counter: failed Redis commands. Labels: `kind` (see [`redis::RedisErrorKind`]).
 pub const REDIS_ERRORS: &str = "sink_redis_errors_total";
 /// Gauge: 1 while the partitions are paused for `reason`, else 0. Labels: `reason`.
 pub const PAUSED: &str = "sink_paused";
 /// Gauge: seconds since the source's last confirmed watermark commit. Labels: `source`.
 pub const SOURCE_WATERMARK_AGE_SECONDS: &str = "sink_source_watermark_age_seconds";
+/// Gauge: 1 while `GET /ready` answers 200, else 0 (set at each scrape, so that dashboards
+/// and alerts see readiness without probing `/ready`).
+pub const READY: &str = "sink_ready";
 /// Counter: partitions the sink moved back to what Redis says was applied (self-healing).
 /// Labels: `topic`.
 pub const OFFSET_RESETS: &str = "sink_offset_resets_total";
@@ -32,9 +54,33 @@ pub const WRITER_MEMORY_BYTES: &str = "sink_writer_memory_bytes";
 /// `refused`): alert on refusals, which leave the sink on its previous configuration.
 pub const CONFIG_RELOADS: &str = "sink_config_reloads_total";
 
-/// Sets `sink_paused{reason}`.
-pub fn set_paused(reason: crate::readiness::PauseReason, paused: bool) {
-    metrics::gauge!(PAUSED, "reason" => reason.as_str()).set(if paused { 1.0 } else { 0.0 });
+/// Why a record was dead-lettered (the `reason` label of `sink_dead_letters_total`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeadLetterReason {
+    /// The record could not be decoded (not Avro, unknown schema id, bad envelope).
+    Decode,
+    /// The change could not be mapped to rows (a key field missing, a bad value).
+    Plan,
+    /// Redis rejected the change for good.
+    Apply,
+}
+
+impl DeadLetterReason {
+    /// The label value.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            DeadLetterReason::Decode => "decode",
+            DeadLetterReason::Plan => "plan",
+            DeadLetterReason::Apply => "apply",
+        }
+    }
+}
+
+/// Counts a record of `topic` written to the dead-letter topic (rare: the label lookup is
+/// fine here).
+pub fn dead_lettered(topic: &str, reason: DeadLetterReason) {
+    metrics::counter!(DEAD_LETTERS, "topic" => topic.to_owned(), "reason" => reason.as_str())
+        .increment(1);
 }
 
 /// Registers every metric's description and unit with the installed recorder (call once,
@@ -76,6 +122,10 @@ pub fn describe() {
     describe_counter!(
         CONFIG_RELOADS,
         "Configuration reloads, applied or refused (the sink then runs on the previous one)."
+    );
+    describe_gauge!(
+        READY,
+        "1 while the sink is ready (Redis reachable, not paused, caught up once), else 0."
     );
     describe_counter!(
         OFFSET_RESETS,
