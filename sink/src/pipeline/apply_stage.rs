@@ -92,39 +92,31 @@ impl Observers {
     }
 }
 
-/// What every lane shares.
-struct Shared {
-    consumer: Arc<SinkConsumer>,
-    applier: Arc<Applier>,
-    dead_letters: Arc<DeadLetters>,
-    progress: Progress,
-    memory: MemoryGuard,
-    shutdown: CancellationToken,
-    observers: Observers,
+/// What the apply stage works with; every lane shares it.
+pub(super) struct Shared {
+    /// Stores the offsets of applied slices.
+    pub consumer: Arc<SinkConsumer>,
+    /// Writes Redis.
+    pub applier: Arc<Applier>,
+    /// Takes the changes Redis rejects for good.
+    pub dead_letters: Arc<DeadLetters>,
+    /// Where each partition stands.
+    pub progress: Progress,
+    /// Says when Redis is full, and when it has room again.
+    pub memory: MemoryGuard,
+    /// Stops the retries.
+    pub shutdown: CancellationToken,
+    /// Metrics and readiness.
+    pub observers: Observers,
 }
 
 /// Applies batches, stores their offsets, records caught-up marks; returns the counts when
 /// `rx` closes (or at shutdown), or the first fatal error of any lane.
 pub(super) async fn apply_stage(
     mut rx: mpsc::Receiver<Work>,
-    consumer: Arc<SinkConsumer>,
-    applier: Arc<Applier>,
-    dead_letters: Arc<DeadLetters>,
-    progress: Progress,
-    memory: MemoryGuard,
-    shutdown: CancellationToken,
-    observers: Observers,
+    shared: Shared,
 ) -> Result<Summary, ConsumeError> {
-    let shared = Arc::new(Shared {
-        consumer,
-        applier,
-        dead_letters,
-        progress,
-        memory,
-        shutdown,
-        observers,
-    });
-    drive_lanes(&mut rx, &shared).await
+    drive_lanes(&mut rx, &Arc::new(shared)).await
 }
 
 /// Hands the batches of `rx` to one lane per partition until `rx` closes (or at shutdown);

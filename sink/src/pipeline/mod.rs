@@ -359,13 +359,15 @@ async fn consume(
     };
     let mut apply = tokio::spawn(apply_stage::apply_stage(
         rx,
-        Arc::clone(&consumer),
-        applier,
-        Arc::clone(&dead_letters),
-        progress.clone(),
-        memory.clone(),
-        shutdown.clone(),
-        observers,
+        apply_stage::Shared {
+            consumer: Arc::clone(&consumer),
+            applier,
+            dead_letters: Arc::clone(&dead_letters),
+            progress: progress.clone(),
+            memory: memory.clone(),
+            shutdown: shutdown.clone(),
+            observers,
+        },
     ));
     let (heartbeat_tx, heartbeat_rx) = mpsc::channel(watermark_watch::HEARTBEAT_QUEUE);
     let watermarks = WatermarkWatch {
