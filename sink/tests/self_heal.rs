@@ -249,3 +249,146 @@ async fn shared_writer_heals_a_flush_while_running() {
 async fn exclusive_writer_heals_a_flush_while_running() {
     heals_a_flush_while_running(EXCLUSIVE).await;
 }
+
+/// A `redis-server` of this test without persistence on a free port, which the test can
+/// restart empty; killed on drop.
+struct EphemeralRedis {
+    port: u16,
+    child: std::process::Child,
+}
+
+impl EphemeralRedis {
+    fn start() -> EphemeralRedis {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        EphemeralRedis {
+            port,
+            child: EphemeralRedis::spawn(port),
+        }
+    }
+
+    fn spawn(port: u16) -> std::process::Child {
+        let child = std::process::Command::new("redis-server")
+            .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server must be installed (tests/stack/redis.sh installs it)");
+        let url = format!("redis://127.0.0.1:{port}");
+        let started = Instant::now();
+        while redis::Client::open(url.as_str())
+            .and_then(|c| c.get_connection())
+            .is_err()
+        {
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "redis-server on {port} did not answer"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        child
+    }
+
+    /// Redis URL without a database.
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Kills the server (everything it held is gone) and starts an empty one on its port.
+    fn restart_empty(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.child = EphemeralRedis::spawn(self.port);
+    }
+}
+
+impl Drop for EphemeralRedis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// [`state`] without `sink:offsets:run`, whose values name the server run.
+fn state_across_servers(world: &World, db: i64) -> std::collections::BTreeMap<String, Content> {
+    let mut state = state(world, db);
+    state.remove(mapping::layout::OFFSETS_RUN_KEY);
+    state
+}
+
+async fn heals_an_empty_restart_while_running(writer: Writer) {
+    metrics();
+    let mut world = World::new(2, &[]).await;
+    let reference = take_dbs(&world.stack, 1)[0];
+    let records = world.workload(300, 1_000);
+    world.produce(&records).await;
+    world.clean_build(reference, DEFAULT_MAPPINGS).await;
+    let expected = state_across_servers(&world, reference);
+
+    // From here on the world's Redis is the test's own server.
+    let mut server = EphemeralRedis::start();
+    world.stack.redis = server.url();
+    let live = 0;
+    let stop = CancellationToken::new();
+    let cfg = config(&world, live, &format!("r{}-heal", world.id), writer);
+    let running = tokio::spawn({
+        let stop = stop.clone();
+        async move { sink::run::run(&cfg, StopWhen::Shutdown, stop).await }
+    });
+    wait_until("the sink to apply the log", Duration::from_secs(60), || {
+        state_across_servers(&world, live) == expected
+    })
+    .await;
+
+    let before = resets_of(&world);
+    server.restart_empty();
+    let restarted = Instant::now();
+    wait_until(
+        "the sink to notice the restart and replay",
+        Duration::from_secs(60),
+        || state_across_servers(&world, live) == expected,
+    )
+    .await;
+    let healed_in = restarted.elapsed();
+    assert!(!running.is_finished(), "the sink stopped instead of healing");
+    assert_eq!(resets_of(&world) - before, 4, "one reset per partition");
+    let mut conn = world.stack.conn(live);
+    let info: String = redis::cmd("INFO").arg("server").query(&mut conn).unwrap();
+    let run_id = info
+        .lines()
+        .find_map(|l| l.strip_prefix("run_id:"))
+        .expect("run_id")
+        .trim()
+        .to_owned();
+    let marks: std::collections::BTreeMap<String, String> =
+        conn.hgetall(mapping::layout::OFFSETS_RUN_KEY).unwrap();
+    assert_eq!(marks.len(), 4, "{marks:?}");
+    assert!(marks.values().all(|r| *r == run_id), "{marks:?} vs {run_id}");
+    stop.cancel();
+    let summary = running
+        .await
+        .expect("sink task")
+        .unwrap_or_else(|e| panic!("sink run failed: {e:#}"));
+    assert_eq!(
+        summary.records as usize,
+        2 * records.len(),
+        "applied once, then replayed once: {summary:?}"
+    );
+    println!(
+        "{writer:?}: healed {} records in {:.1} s after an empty restart",
+        records.len(),
+        healed_in.as_secs_f64()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shared_writer_heals_an_empty_restart_while_running() {
+    heals_an_empty_restart_while_running(Writer::Shared).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exclusive_writer_heals_an_empty_restart_while_running() {
+    heals_an_empty_restart_while_running(EXCLUSIVE).await;
+}
