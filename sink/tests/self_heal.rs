@@ -352,7 +352,10 @@ async fn heals_an_empty_restart_while_running(writer: Writer) {
     )
     .await;
     let healed_in = restarted.elapsed();
-    assert!(!running.is_finished(), "the sink stopped instead of healing");
+    assert!(
+        !running.is_finished(),
+        "the sink stopped instead of healing"
+    );
     assert_eq!(resets_of(&world) - before, 4, "one reset per partition");
     let mut conn = world.stack.conn(live);
     let info: String = redis::cmd("INFO").arg("server").query(&mut conn).unwrap();
@@ -365,7 +368,10 @@ async fn heals_an_empty_restart_while_running(writer: Writer) {
     let marks: std::collections::BTreeMap<String, String> =
         conn.hgetall(mapping::layout::OFFSETS_RUN_KEY).unwrap();
     assert_eq!(marks.len(), 4, "{marks:?}");
-    assert!(marks.values().all(|r| *r == run_id), "{marks:?} vs {run_id}");
+    assert!(
+        marks.values().all(|r| *r == run_id),
+        "{marks:?} vs {run_id}"
+    );
     stop.cancel();
     let summary = running
         .await
