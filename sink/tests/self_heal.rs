@@ -104,6 +104,24 @@ fn state(world: &World, db: i64) -> std::collections::BTreeMap<String, Content> 
     state
 }
 
+/// Customers of the running tests' workload (about 4.4 records each): 300, or
+/// `SELF_HEAL_CUSTOMERS` for measuring how long healing takes (RELIABILITY.md).
+fn customers() -> i64 {
+    std::env::var("SELF_HEAL_CUSTOMERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(300)
+}
+
+/// `sink:offsets` of database `db`: where each partition's applied records end.
+fn offsets(world: &World, db: i64) -> std::collections::BTreeMap<String, String> {
+    world
+        .stack
+        .conn(db)
+        .hgetall(mapping::layout::OFFSETS_KEY)
+        .expect("HGETALL sink:offsets")
+}
+
 /// Resets of both of the world's topics.
 fn resets_of(world: &World) -> u64 {
     resets(&world.customers.topic) + resets(&world.orders.topic)
@@ -191,10 +209,12 @@ async fn heals_a_flush_while_running(writer: Writer) {
     let world = World::new(2, &[]).await;
     let dbs = take_dbs(&world.stack, 2);
     let (live, reference) = (dbs[0], dbs[1]);
-    let records = world.workload(300, 1_000);
+    let records = world.workload(customers(), 1_000);
     world.produce(&records).await;
     world.clean_build(reference, DEFAULT_MAPPINGS).await;
-    let expected = snapshot(&world.stack, reference, true);
+    let expected = state(&world, reference);
+    let end = offsets(&world, reference);
+    let patience = Duration::from_secs(60 + records.len() as u64 / 1_000);
 
     let stop = CancellationToken::new();
     let cfg = config(&world, live, &format!("r{}-heal", world.id), writer);
@@ -202,21 +222,23 @@ async fn heals_a_flush_while_running(writer: Writer) {
         let stop = stop.clone();
         async move { sink::run::run(&cfg, StopWhen::Shutdown, stop).await }
     });
-    wait_until("the sink to apply the log", Duration::from_secs(60), || {
-        state(&world, live) == expected
+    wait_until("the sink to apply the log", patience, || {
+        offsets(&world, live) == end
     })
     .await;
+    assert_same(&state(&world, live), &expected, "applied once");
 
     let before = resets_of(&world);
     flushdb(&world, live);
     let flushed = Instant::now();
-    wait_until(
-        "the sink to notice the flush and replay",
-        Duration::from_secs(60),
-        || state(&world, live) == expected,
-    )
+    // Offsets are recorded atomically with the changes they cover: once every partition's
+    // is back at the end, the replay is complete.
+    wait_until("the sink to notice the flush and replay", patience, || {
+        offsets(&world, live) == end
+    })
     .await;
     let healed_in = flushed.elapsed();
+    assert_same(&state(&world, live), &expected, "healed");
     assert!(
         !running.is_finished(),
         "the sink stopped instead of healing"
@@ -322,10 +344,12 @@ async fn heals_an_empty_restart_while_running(writer: Writer) {
     metrics();
     let mut world = World::new(2, &[]).await;
     let reference = take_dbs(&world.stack, 1)[0];
-    let records = world.workload(300, 1_000);
+    let records = world.workload(customers(), 1_000);
     world.produce(&records).await;
     world.clean_build(reference, DEFAULT_MAPPINGS).await;
     let expected = state_across_servers(&world, reference);
+    let end = offsets(&world, reference);
+    let patience = Duration::from_secs(60 + records.len() as u64 / 1_000);
 
     // From here on the world's Redis is the test's own server.
     let mut server = EphemeralRedis::start();
@@ -337,21 +361,27 @@ async fn heals_an_empty_restart_while_running(writer: Writer) {
         let stop = stop.clone();
         async move { sink::run::run(&cfg, StopWhen::Shutdown, stop).await }
     });
-    wait_until("the sink to apply the log", Duration::from_secs(60), || {
-        state_across_servers(&world, live) == expected
+    wait_until("the sink to apply the log", patience, || {
+        offsets(&world, live) == end
     })
     .await;
+    assert_same(
+        &state_across_servers(&world, live),
+        &expected,
+        "applied once",
+    );
 
     let before = resets_of(&world);
     server.restart_empty();
     let restarted = Instant::now();
     wait_until(
         "the sink to notice the restart and replay",
-        Duration::from_secs(60),
-        || state_across_servers(&world, live) == expected,
+        patience,
+        || offsets(&world, live) == end,
     )
     .await;
     let healed_in = restarted.elapsed();
+    assert_same(&state_across_servers(&world, live), &expected, "healed");
     assert!(
         !running.is_finished(),
         "the sink stopped instead of healing"
