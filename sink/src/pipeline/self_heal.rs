@@ -46,9 +46,12 @@ pub(super) enum PlaceError {
     /// Redis did not answer (or refused).
     #[error("cannot read sink:offsets from redis")]
     Redis(#[source] redis::RedisError),
-    /// The broker did not answer.
-    #[error("cannot read the committed offsets or watermarks of {topic}/{partition}")]
-    Kafka {
+    /// The group coordinator did not answer.
+    #[error("cannot read the group's committed offsets")]
+    Committed(#[source] rdkafka::error::KafkaError),
+    /// The partition's leader did not answer.
+    #[error("cannot read the earliest offset of {topic}/{partition}")]
+    Watermarks {
         /// Topic.
         topic: String,
         /// Partition.
@@ -149,8 +152,9 @@ impl SelfHeal {
     /// The start offset of every partition of `tpl` (an assignment) the group committed an
     /// offset for: `min(committed, sink:offsets + 1)` where Redis's marker names the current
     /// server run, the earliest offset otherwise (then the stale field is dropped and the
-    /// marker set). Partitions without a committed offset are left to `auto.offset.reset`. Blocking:
-    /// round trips to Redis and the broker, each bounded by [`TIMEOUT`].
+    /// marker set). Partitions without a committed offset are left to `auto.offset.reset`
+    /// (earliest). Blocking: round trips to Redis and the broker, each bounded by
+    /// [`TIMEOUT`].
     ///
     /// On an error nothing is decided: the consumer resumes from the committed offsets and
     /// the next [`watch`] check that reaches Redis has the pipeline start again.
@@ -167,6 +171,7 @@ impl SelfHeal {
         result
     }
 
+    /// [`SelfHeal::place`] before a failure is noted.
     fn try_place<C: ConsumerContext>(
         &self,
         consumer: &BaseConsumer<C>,
@@ -180,17 +185,9 @@ impl SelfHeal {
         if partitions.is_empty() {
             return Ok(Vec::new());
         }
-        let kafka = |(topic, partition): &(String, i32)| {
-            let (topic, partition) = (topic.clone(), *partition);
-            move |source| PlaceError::Kafka {
-                topic,
-                partition,
-                source,
-            }
-        };
         let committed: BTreeMap<(String, i32), i64> = consumer
             .committed_offsets(tpl.clone(), TIMEOUT)
-            .map_err(kafka(&partitions[0]))?
+            .map_err(PlaceError::Committed)?
             .elements()
             .iter()
             .filter_map(|e| match e.offset() {
@@ -211,7 +208,11 @@ impl SelfHeal {
                 None => {
                     consumer
                         .fetch_watermarks(&p.0, p.1, TIMEOUT)
-                        .map_err(kafka(p))?
+                        .map_err(|source| PlaceError::Watermarks {
+                            topic: p.0.clone(),
+                            partition: p.1,
+                            source,
+                        })?
                         .0
                 }
             };
