@@ -11,7 +11,7 @@ use tracing::info;
 use crate::apply::{Applier, ApplyError};
 use crate::config::{SinkConfig, Writer};
 use crate::connection::{redis_pool, PoolError};
-use crate::pipeline::{ConsumeError, Pipeline, Source, StartError, StopWhen, Summary};
+use crate::pipeline::{Backoff, ConsumeError, Pipeline, Source, StartError, StopWhen, Summary};
 
 /// Why the sink could not start or stopped with an error.
 #[derive(Debug, Error)]
@@ -41,12 +41,30 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<Summary, RunError> {
     let mut total = Summary::default();
+    let mut restarting = false;
+    let mut backoff = Backoff::default();
     loop {
-        let summary = run_once(cfg, stop, shutdown.clone()).await?;
+        let summary = match run_once(cfg, stop, shutdown.clone()).await {
+            Ok(summary) => summary,
+            // The process was healthy a moment ago: a service down now (Redis restarting,
+            // the registry away) is waited for, as the running pipeline would.
+            Err(RunError::Start(e)) if restarting => {
+                if backoff
+                    .wait("Starting the pipeline again", &e, &shutdown)
+                    .await
+                {
+                    continue;
+                }
+                return Ok(total);
+            }
+            Err(e) => return Err(e),
+        };
         total.absorb(&summary);
         if !summary.bookkeeping_lost || shutdown.is_cancelled() {
             return Ok(total);
         }
+        restarting = true;
+        backoff = Backoff::default();
         info!(
             "Starting the pipeline again; every assigned partition resumes from what redis holds."
         );

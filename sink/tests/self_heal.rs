@@ -318,10 +318,12 @@ impl EphemeralRedis {
         format!("redis://127.0.0.1:{}", self.port)
     }
 
-    /// Kills the server (everything it held is gone) and starts an empty one on its port.
-    fn restart_empty(&mut self) {
+    /// Kills the server (everything it held is gone) and, after `down`, starts an empty one
+    /// on its port.
+    fn restart_empty(&mut self, down: Duration) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        std::thread::sleep(down);
         self.child = EphemeralRedis::spawn(self.port);
     }
 }
@@ -372,7 +374,8 @@ async fn heals_an_empty_restart_while_running(writer: Writer) {
     );
 
     let before = resets_of(&world);
-    server.restart_empty();
+    // Down for 2 s (the sink's batches and checks fail meanwhile), then back empty.
+    server.restart_empty(Duration::from_secs(2));
     let restarted = Instant::now();
     wait_until(
         "the sink to notice the restart and replay",
