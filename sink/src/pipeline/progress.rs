@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use rdkafka::consumer::{
-    BaseConsumer, Consumer, ConsumerContext, RebalanceProtocol, StreamConsumer,
+    BaseConsumer, CommitMode, Consumer, ConsumerContext, RebalanceProtocol, StreamConsumer,
 };
 use rdkafka::error::KafkaResult;
 use rdkafka::types::RDKafkaRespErr;
@@ -108,8 +108,19 @@ impl SinkContext {
             info!(partitions = %describe(tpl), "Partitions assigned.");
             return;
         }
+        // The group's committed offsets now say what Redis says: other sinks of the group
+        // count them as applied (the watermark), and so does a restart before the next commit.
+        let mut committed = TopicPartitionList::new();
         for s in &rewound {
             metrics::counter!(telemetry::OFFSET_RESETS, "topic" => s.topic.clone()).increment(1);
+            if let Err(e) =
+                committed.add_partition_offset(&s.topic, s.partition, Offset::Offset(s.start))
+            {
+                warn!(topic = %s.topic, partition = s.partition, error = %e, "Cannot commit a start offset.");
+            }
+        }
+        if let Err(e) = consumer.commit(&committed, CommitMode::Async) {
+            warn!(error = %e, "Committing the start offsets failed; the next commit corrects them.");
         }
         let moved = rewound
             .iter()
