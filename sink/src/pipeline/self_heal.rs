@@ -5,7 +5,7 @@
 //! replica, an eviction). The change scripts record `sink:offsets` (`{topic}/{partition}` ->
 //! last applied offset) atomically with each change, so `sink:offsets` is exactly what the
 //! database holds, *if* it survived. Whether it did is what `sink:offsets:run`
-//! ([`layout::OFFSETS_RUN_KEY`]) tells: per partition, the `run_id` of the Redis server run
+//! ([`OFFSETS_RUN_KEY`]) tells: per partition, the `run_id` of the Redis server run
 //! under which the field was known whole. A loss either removes the marker with the data (a
 //! flush, an empty restart, an eviction) or changes the server's `run_id` (any restart or
 //! failover), and writers never write the marker, so writes that land after a loss (a batch
@@ -19,8 +19,10 @@
 //!   assigned partitions were marked under and that their markers are still there; when not,
 //!   it stops the pipeline so that `sink run` starts it again, and the new assignment rewinds.
 //!
-//! A replay from the earliest offset converges to the exact state: the writers' position
-//! guards make records older than what survived no-ops, and re-create what was lost.
+//! A replay from the earliest offset converges to what a clean replay gives: the writers'
+//! position guards make records older than what survived no-ops, and re-create what was
+//! lost. (Writes that landed between a loss and its detection can leave later positions in
+//! the index bookkeeping, never other keys: RELIABILITY.md, *Self-healing*.)
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, PoisonError};
