@@ -344,10 +344,12 @@ async fn exclusive_writer_heals_a_flush_while_running() {
     heals_a_flush_while_running(EXCLUSIVE).await;
 }
 
-/// A `redis-server` of this test without persistence on a free port, which the test can
-/// restart empty; killed on drop.
+/// A `redis-server` of this test on a free port, saving only when told (`SAVE`) into a
+/// directory of its own, which the test can restart empty or from the saved file; killed
+/// (and its directory removed) on drop.
 struct EphemeralRedis {
     port: u16,
+    dir: std::path::PathBuf,
     child: std::process::Child,
 }
 
@@ -357,16 +359,17 @@ impl EphemeralRedis {
             .and_then(|l| l.local_addr())
             .expect("a free port")
             .port();
-        EphemeralRedis {
-            port,
-            child: EphemeralRedis::spawn(port),
-        }
+        let dir = std::env::temp_dir().join(format!("sink-self-heal-redis-{port}"));
+        std::fs::create_dir_all(&dir).expect("redis dir");
+        let child = EphemeralRedis::spawn(port, &dir);
+        EphemeralRedis { port, dir, child }
     }
 
-    fn spawn(port: u16) -> std::process::Child {
+    fn spawn(port: u16, dir: &std::path::Path) -> std::process::Child {
         let child = std::process::Command::new("redis-server")
             .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
-            .args(["--save", "", "--appendonly", "no"])
+            .args(["--save", "", "--appendonly", "no", "--dir"])
+            .arg(dir)
             .stdout(std::process::Stdio::null())
             .spawn()
             .expect("redis-server must be installed (tests/stack/redis.sh installs it)");
@@ -374,6 +377,7 @@ impl EphemeralRedis {
         let started = Instant::now();
         while redis::Client::open(url.as_str())
             .and_then(|c| c.get_connection())
+            .and_then(|mut c| redis::cmd("DBSIZE").query::<i64>(&mut c))
             .is_err()
         {
             assert!(
@@ -390,13 +394,27 @@ impl EphemeralRedis {
         format!("redis://127.0.0.1:{}", self.port)
     }
 
-    /// Kills the server (everything it held is gone) and, after `down`, starts an empty one
-    /// on its port.
-    fn restart_empty(&mut self, down: Duration) {
+    /// Writes the dataset to its file now (`SAVE`).
+    fn save(&self) {
+        let mut conn = redis::Client::open(self.url())
+            .and_then(|c| c.get_connection())
+            .expect("redis connection");
+        let _: () = redis::cmd("SAVE").query(&mut conn).expect("SAVE");
+    }
+
+    /// Kills the server (what it did not save is gone) and, after `down`, starts it again
+    /// on its port, loading the last saved file if there is one.
+    fn restart(&mut self, down: Duration) {
         let _ = self.child.kill();
         let _ = self.child.wait();
         std::thread::sleep(down);
-        self.child = EphemeralRedis::spawn(self.port);
+        self.child = EphemeralRedis::spawn(self.port, &self.dir);
+    }
+
+    /// [`EphemeralRedis::restart`] without a saved file: everything it held is gone.
+    fn restart_empty(&mut self, down: Duration) {
+        let _ = std::fs::remove_file(self.dir.join("dump.rdb"));
+        self.restart(down);
     }
 }
 
@@ -404,6 +422,7 @@ impl Drop for EphemeralRedis {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
@@ -597,4 +616,70 @@ async fn shared_writer_heals_a_flush_mid_apply() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exclusive_writer_heals_a_flush_mid_apply() {
     heals_a_flush_mid_apply(EXCLUSIVE).await;
+}
+
+/// A restart from a file older than what Redis acknowledged (the last `SAVE` before a crash,
+/// or a failover to a replica that saw only that much): the markers survive, but under the
+/// old `run_id`, so every partition is replayed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shared_writer_heals_a_restart_from_an_older_file() {
+    metrics();
+    let mut world = World::new(2, &[]).await;
+    let shared_redis = world.stack.redis.clone();
+    let reference = take_dbs(&world.stack, 1)[0];
+    let records = world.workload(300, 1_000);
+    let (early, late) = records.split_at(records.len() / 2);
+    let total = records.len() as i64;
+
+    let mut server = EphemeralRedis::start();
+    world.stack.redis = server.url();
+    let live = 0;
+    let stop = CancellationToken::new();
+    let cfg = config(&world, live, &format!("r{}-heal", world.id), Writer::Shared);
+    let running = tokio::spawn({
+        let stop = stop.clone();
+        async move { sink::run::run(&cfg, StopWhen::Shutdown, stop).await }
+    });
+    world.produce(early).await;
+    wait_until("the first half applied", Duration::from_secs(60), || {
+        applied_records(&world, live) == early.len() as i64
+    })
+    .await;
+    server.save();
+    world.produce(late).await;
+    wait_until("the second half applied", Duration::from_secs(60), || {
+        applied_records(&world, live) == total
+    })
+    .await;
+
+    let before = resets_of(&world);
+    server.restart(Duration::from_secs(1));
+    assert!(
+        applied_records(&world, live) < total,
+        "the file holds everything"
+    );
+    wait_until(
+        "the sink to notice the restart and replay",
+        Duration::from_secs(60),
+        || resets_of(&world) > before && applied_records(&world, live) == total,
+    )
+    .await;
+    assert!(
+        !running.is_finished(),
+        "the sink stopped instead of healing"
+    );
+    let healed = state_across_servers(&world, live);
+
+    world.stack.redis = shared_redis;
+    world.clean_build(reference, DEFAULT_MAPPINGS).await;
+    assert_same(
+        &healed,
+        &state_across_servers(&world, reference),
+        "healed from the older file",
+    );
+    stop.cancel();
+    running
+        .await
+        .expect("sink task")
+        .unwrap_or_else(|e| panic!("sink run failed: {e:#}"));
 }
