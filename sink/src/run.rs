@@ -32,7 +32,7 @@ use crate::apply::{Applier, ApplyError, WriterId};
 use crate::config::{SinkConfig, Writer};
 use crate::connection::{redis_pool, PoolError};
 use crate::memory;
-use crate::pipeline::{ConsumeError, Pipeline, Source, StartError, StopWhen, Summary};
+use crate::pipeline::{Backoff, ConsumeError, Pipeline, Source, StartError, StopWhen, Summary};
 use crate::reload::{self, Refused, Triggers};
 use crate::telemetry;
 use crate::telemetry::server::{MetricsServer, ServeError, Serving};
@@ -79,7 +79,10 @@ impl RunError {
 }
 
 /// Checks Redis, the registry and Kafka, then consumes the mapped topics in the configured
-/// group until `stop` says so (or `shutdown` is cancelled), and commits.
+/// group until `stop` says so (or `shutdown` is cancelled), and commits. When Redis loses
+/// writes it had acknowledged, the pipeline stops and starts again in this process, so that
+/// every partition resumes from what Redis holds (`pipeline/self_heal.rs`); the summary
+/// counts every such run.
 pub async fn run(
     cfg: &SinkConfig,
     stop: StopWhen,
@@ -143,7 +146,7 @@ async fn consume(
         return Ok(Summary::default());
     };
     let mut total = Summary::default();
-    loop {
+    'pipelines: loop {
         let generation = shutdown.child_token();
         let mut running = pipeline.start(
             Source::Group,
@@ -160,9 +163,32 @@ async fn consume(
         let (next, next_pipeline) = loop {
             tokio::select! {
                 stopped = running.stopped() => {
-                    release(&applier).await;
-                    total += stopped?;
-                    return Ok(total);
+                    let summary = match stopped {
+                        Ok(summary) => summary,
+                        Err(e) => {
+                            release(&applier).await;
+                            return Err(e.into());
+                        }
+                    };
+                    let lost = summary.bookkeeping_lost;
+                    total += summary;
+                    if !lost || shutdown.is_cancelled() {
+                        release(&applier).await;
+                        return Ok(total);
+                    }
+                    // Redis lost writes it had acknowledged (`pipeline/self_heal.rs`): the
+                    // same configuration again, every partition from what Redis holds.
+                    info!("Starting the pipeline again; every assigned partition resumes from what redis holds.");
+                    drop(running);
+                    let Some((healed, healed_applier)) =
+                        reconnect(&cfg, pool.clone(), &writer, &shutdown).await?
+                    else {
+                        release(&applier).await;
+                        return Ok(total);
+                    };
+                    applier = healed_applier;
+                    pipeline = healed.with_readiness(readiness.clone());
+                    continue 'pipelines;
                 }
                 trigger = triggers.next() => {
                     info!(trigger = trigger.as_str(), "Reloading the configuration.");
@@ -246,6 +272,37 @@ async fn new_applier(
         },
     };
     Ok(applier.map(Arc::new))
+}
+
+/// A pipeline and an applier for `cfg` again, after Redis lost writes; `None` at shutdown.
+/// The process was healthy a moment ago, so a service that is down now (Redis restarting,
+/// the registry away) is waited for with backoff, as the running pipeline would. An
+/// exclusive applier of the same `writer` takes the lease again (or stands by, if another
+/// sink took it meanwhile) and loads the bookkeeping Redis now holds.
+async fn reconnect(
+    cfg: &SinkConfig,
+    pool: Pool,
+    writer: &WriterId,
+    shutdown: &CancellationToken,
+) -> Result<Option<(Pipeline, Arc<Applier>)>, RunError> {
+    let mut backoff = Backoff::default();
+    let pipeline = loop {
+        match Pipeline::connect(cfg, &cfg.consumer_config()).await {
+            Ok(pipeline) => break pipeline,
+            Err(e) => {
+                if !backoff
+                    .wait("Starting the pipeline again", &e, shutdown)
+                    .await
+                {
+                    return Ok(None);
+                }
+            }
+        }
+    };
+    let Some(applier) = new_applier(cfg, pool, writer, shutdown).await? else {
+        return Ok(None);
+    };
+    Ok(Some((pipeline, applier)))
 }
 
 /// Vets a re-read configuration and connects a pipeline for it, while the current one runs.

@@ -556,7 +556,7 @@ class Pipeline:
                 out.append(f"{k}: Redis {act[k]!r} != SQL {exp[k]!r}")
             elif act[k] != exp[k]:
                 out.append(f"{k}: Redis {act[k]!r} != SQL {exp[k]!r}")
-        allowed = {"sink:offsets"} | {f"sink:{kind}:{m}" for kind in ("rows", "types", "freshness")
+        allowed = {"sink:offsets", "sink:offsets:run"} | {f"sink:{kind}:{m}" for kind in ("rows", "types", "freshness")
                                        for m in MAPPING_TABLES} | {"sink:index:customers:email"}
         if self.watermark:
             # The source watermark of the default connectors.yaml's source (ARCHITECTURE.md).

@@ -55,6 +55,17 @@
 //! ([`Source::FromBeginning`], `sink rebuild`), and spawns the stages. The [`Running`]
 //! pipeline stops on shutdown or, with [`StopWhen::CaughtUp`], as soon as every assigned
 //! partition is applied up to its high watermark; it then commits the stored offsets.
+//!
+//! # Self-healing
+//!
+//! Redis, not the committed offsets, decides where a group's partition starts
+//! (`self_heal.rs`): the consumer context sets each assigned partition's start to
+//! `min(committed, sink:offsets + 1)`, or to its earliest offset when Redis cannot vouch for
+//! `sink:offsets`, and records it as the partition's [`Progress`], so that the caught-up check
+//! and the watermark never count the higher committed offset as applied. With
+//! [`Source::Group`] a watcher checks once a second that Redis still holds what it
+//! acknowledged; when not, it stops the pipeline as at shutdown and reports
+//! [`Summary::bookkeeping_lost`], and `sink run` starts a new one, whose assignment rewinds.
 
 mod apply_stage;
 mod batch;
@@ -66,6 +77,7 @@ mod offsets;
 mod pause;
 mod progress;
 mod retry;
+mod self_heal;
 mod summary;
 mod watermark;
 mod watermark_watch;
@@ -84,6 +96,7 @@ use tracing::{info, warn};
 
 use crate::apply::Applier;
 use crate::config::{BatchSettings, SinkConfig};
+use crate::connection::redis_client;
 use crate::decode::Decoder;
 use crate::dlq::DeadLetters;
 use crate::health;
@@ -95,12 +108,15 @@ use apply_stage::Observers;
 use caught_up::CaughtUpWatch;
 use consume_stage::ConsumeStage;
 use progress::{SinkConsumer, SinkContext};
+use self_heal::SelfHeal;
 use watermark_watch::WatermarkWatch;
 
 pub use caught_up::StopWhen;
 pub use error::{ConsumeError, StartError};
 pub use offsets::OffsetsClient;
 pub use progress::Progress;
+pub(crate) use retry::Backoff;
+pub(crate) use self_heal::server_run_id;
 pub use summary::Summary;
 
 /// Batches decoded ahead of the one Redis is applying. Deep enough that Redis never waits
@@ -158,8 +174,9 @@ impl Pipeline {
         .await?;
         let readiness = Readiness::new();
         let memory = memory::start(&config.redis, &config.mappings, cfg.memory, &readiness).await?;
+        let heal = SelfHeal::new(redis_client(&config.redis).map_err(StartError::RedisClient)?);
         let consumer: SinkConsumer = consumer_config
-            .create_with_context(SinkContext::default())
+            .create_with_context(SinkContext::new(Arc::new(heal)))
             .map_err(StartError::Create)?;
         let offsets = OffsetsClient::new(consumer_config).map_err(StartError::Create)?;
         Ok(Pipeline {
@@ -315,7 +332,9 @@ struct Stages {
     dead_letters: Arc<DeadLetters>,
     /// Batch limits.
     batch: BatchSettings,
-    /// Whether the group's committed offsets count as applied for the watermark.
+    /// Whether the group's committed offsets count as applied for the watermark (for
+    /// partitions of other group members; this process's own start from [`Progress`]), and
+    /// whether Redis is watched for lost writes (`sink run`, not a rebuild).
     trust_committed: bool,
     /// What `GET /ready` reports.
     readiness: Readiness,
@@ -345,8 +364,20 @@ async fn consume(
     let progress = consumer.context().progress.clone();
     let (tx, rx) = mpsc::channel(QUEUED_BATCHES);
 
+    // Also cancelled when Redis lost what it acknowledged: the stages then stop as at
+    // shutdown, and `sink run` starts the pipeline again.
+    let shutdown = shutdown.child_token();
     // Stops the helpers once the consume stage is done (and the helpers when shutting down).
     let done = shutdown.child_token();
+    // Only the group's committed offsets can claim more than Redis holds; a rebuild starts
+    // from the beginning.
+    let healer = trust_committed.then(|| {
+        tokio::spawn(self_heal::watch(
+            Arc::clone(&consumer.context().heal),
+            shutdown.clone(),
+            done.clone(),
+        ))
+    });
     let caught_up = CancellationToken::new();
     // Watches Redis memory until this function returns: after the consume stage, lanes may
     // still wait for room to apply what they hold.
@@ -405,6 +436,10 @@ async fn consume(
     if watermarker.await.is_err() {
         warn!("Watermark watcher panicked.");
     }
+    let bookkeeping_lost = match healer {
+        Some(healer) => healer.await.ok().flatten().is_some(),
+        None => false,
+    };
     drop(tx);
     let (mut summary, finished) = match consumed {
         Ok(consumed) => consumed,
@@ -423,6 +458,7 @@ async fn consume(
     summary.records = applied.records;
     summary.dead_lettered += applied.dead_lettered;
     summary.last_applied_at = applied.last_applied_at;
+    summary.bookkeeping_lost = bookkeeping_lost;
     if let Err(e) = dead_letters.flush(Duration::from_secs(10)) {
         warn!(error = %e, "Flushing dead letters failed.");
     }

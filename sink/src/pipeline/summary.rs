@@ -17,10 +17,14 @@ pub struct Summary {
     pub first_record_at: Option<std::time::Instant>,
     /// When the last batch was applied.
     pub last_applied_at: Option<std::time::Instant>,
+    /// The pipeline stopped because Redis lost writes it had acknowledged (`self_heal.rs`):
+    /// start it again, and every assigned partition resumes from what Redis holds.
+    pub bookkeeping_lost: bool,
 }
 
-/// Counts of consecutive runs (`sink run` across configuration reloads): sums, the first
-/// record of the earlier and the last batch of the later.
+/// Counts of consecutive runs (`sink run` across configuration reloads, and started again
+/// after [`Summary::bookkeeping_lost`]): sums, the first record of the earlier and the last
+/// batch (and whether Redis lost writes) of the later.
 impl std::ops::AddAssign for Summary {
     fn add_assign(&mut self, later: Summary) {
         self.records += later.records;
@@ -30,5 +34,6 @@ impl std::ops::AddAssign for Summary {
         self.batches += later.batches;
         self.first_record_at = self.first_record_at.or(later.first_record_at);
         self.last_applied_at = later.last_applied_at.or(self.last_applied_at);
+        self.bookkeeping_lost = later.bookkeeping_lost;
     }
 }
