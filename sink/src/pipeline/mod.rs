@@ -161,6 +161,17 @@ impl Pipeline {
         cfg: &SinkConfig,
         consumer_config: &ClientConfig,
     ) -> Result<Pipeline, StartError> {
+        Pipeline::connect_reporting_to(cfg, consumer_config, Readiness::new()).await
+    }
+
+    /// [`Pipeline::connect`], the pipeline (and its Redis memory guard) reporting into
+    /// `readiness` instead of a new one: `sink run` keeps one across the pipelines of its
+    /// configuration reloads and self-healing restarts, so `GET /ready` follows them all.
+    pub async fn connect_reporting_to(
+        cfg: &SinkConfig,
+        consumer_config: &ClientConfig,
+        readiness: Readiness,
+    ) -> Result<Pipeline, StartError> {
         let config = &cfg.config;
         let registry =
             Arc::new(Registry::new(&config.schema_registry).map_err(StartError::Registry)?);
@@ -172,7 +183,6 @@ impl Pipeline {
             health::DEFAULT_TIMEOUT,
         )
         .await?;
-        let readiness = Readiness::new();
         let memory = memory::start(&config.redis, &config.mappings, cfg.memory, &readiness).await?;
         let heal = SelfHeal::new(redis_client(&config.redis).map_err(StartError::RedisClient)?);
         let consumer: SinkConsumer = consumer_config
@@ -193,14 +203,6 @@ impl Pipeline {
     /// before [`Pipeline::start`].
     pub fn readiness(&self) -> &Readiness {
         &self.readiness
-    }
-
-    /// The pipeline reports into `readiness` instead of a new one: `sink run` keeps one
-    /// across the pipelines of its configuration reloads, so `GET /ready` follows them all.
-    #[must_use]
-    pub fn with_readiness(mut self, readiness: Readiness) -> Pipeline {
-        self.readiness = readiness;
-        self
     }
 
     /// The client that reads watermarks and committed offsets (and topic metadata) without
@@ -374,6 +376,7 @@ async fn consume(
     let healer = trust_committed.then(|| {
         tokio::spawn(self_heal::watch(
             Arc::clone(&consumer.context().heal),
+            memory.clone(),
             shutdown.clone(),
             done.clone(),
         ))

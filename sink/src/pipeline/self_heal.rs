@@ -37,6 +37,8 @@ use thiserror::Error;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
+use crate::memory::MemoryGuard;
+
 /// How often the running check asks Redis (`INFO server` and one `HMGET`).
 const CHECK_INTERVAL: Duration = Duration::from_secs(1);
 /// Bound of each Redis and Kafka round trip of an assignment (it blocks the consumer's poll).
@@ -337,8 +339,14 @@ impl SelfHeal {
 /// Checks Redis every [`CHECK_INTERVAL`] until `done`; on a loss, logs it and cancels
 /// `rewind` (which stops the pipeline) and returns it. A check that cannot reach Redis is
 /// skipped: the apply stage's retries deal with an outage, and the next check decides.
+///
+/// While `memory` says Redis is full, a placement that could not be verified (its marker
+/// write refused with `OOM`) waits: a new pipeline would be refused the same way, and
+/// restarting it over and over would only make its consumer leave and rejoin the group. The
+/// partitions are paused meanwhile; once Redis has room the pipeline starts again.
 pub(super) async fn watch(
     heal: Arc<SelfHeal>,
+    memory: MemoryGuard,
     rewind: CancellationToken,
     done: CancellationToken,
 ) -> Option<Loss> {
@@ -370,6 +378,9 @@ pub(super) async fn watch(
         };
         match heal.check(c).await {
             Ok(None) => {}
+            Ok(Some(Loss::Unverified)) if memory.is_full() => {
+                debug!("Partitions placed without their markers; waiting for redis to have room.");
+            }
             Ok(Some(loss)) => {
                 warn!(
                     %loss,

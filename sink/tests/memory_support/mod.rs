@@ -8,10 +8,8 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use sink::apply::Applier;
-use sink::config::{BatchSettings, SinkConfig};
-use sink::connection::redis_pool;
-use sink::pipeline::{Pipeline, Source, StopWhen, Summary};
+use sink::config::{BatchSettings, SinkConfig, Writer};
+use sink::pipeline::{StopWhen, Summary};
 use sink::readiness::{PauseReason, Readiness};
 use tokio_util::sync::CancellationToken;
 
@@ -157,31 +155,23 @@ impl Sink {
             cfg.kafka_properties.insert(key.to_owned(), value);
         }
         cfg.memory.pause_at_share = share;
-        let pipeline = Pipeline::connect(&cfg, &cfg.consumer_config())
-            .await
-            .expect("pipeline connects");
-        let readiness = pipeline.readiness().clone();
-        let pool = redis_pool(&cfg.config.redis).unwrap();
-        let applier = if exclusive {
+        if exclusive {
             // A short lease, so that it lapses while Redis refuses its renewal (OOM).
-            Applier::exclusive(
-                pool,
-                &cfg.config,
-                &sink::apply::WriterId::new(),
-                Duration::from_secs(2),
-                sink::apply::DEFAULT_MAX_WRITER_MEMORY,
-                shutdown,
-            )
-            .await
-            .expect("exclusive writer")
-            .expect("not shut down")
-        } else {
-            Applier::new(pool, &cfg.config)
-        };
-        let mut running = pipeline
-            .start(Source::Group, applier, StopWhen::Shutdown, shutdown.clone())
-            .expect("pipeline starts");
-        let task = tokio::spawn(async move { running.stopped().await.expect("sink runs") });
+            cfg.writer = Writer::Exclusive {
+                lease: Duration::from_secs(2),
+                max_memory: sink::apply::DEFAULT_MAX_WRITER_MEMORY,
+            };
+        }
+        // As `sink run` runs it: started again in-process when Redis cannot vouch for what
+        // it holds (`pipeline/self_heal.rs`).
+        let readiness = Readiness::new();
+        let (observed, shutdown) = (readiness.clone(), shutdown.clone());
+        let task = tokio::spawn(async move {
+            sink::run::run_reporting_to(&cfg, StopWhen::Shutdown, shutdown, readiness)
+                .await
+                .expect("sink runs")
+        });
+        let readiness = observed;
         Sink {
             scenario,
             workload,
