@@ -3,7 +3,9 @@
 //! and an operator can inspect or replay them later.
 //!
 //! Headers: the record's own headers first, then `dlq.topic`, `dlq.partition`, `dlq.offset`
-//! and `dlq.error` (UTF-8 text). The key, value and timestamp are copied unchanged.
+//! and `dlq.error` (UTF-8 text). The key, value and timestamp are copied unchanged; only a
+//! record too large for the dead-letter topic is written without its value, with
+//! `dlq.value-omitted` giving the value's size (it stays readable at its origin).
 //! [`DeadLetters::send`] waits for the broker's acknowledgement: the record's offset is stored
 //! only after its dead letter is safe. The pipeline retries what [`DlqError::is_retriable`]
 //! allows.
@@ -17,10 +19,15 @@ use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::util::Timeout;
 use rdkafka::{ClientConfig, Message};
 use thiserror::Error;
+use tracing::warn;
 
 /// How long one dead letter may wait in the producer queue before the send fails (and is
 /// retried by the caller).
 const SEND_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Header of a dead letter written without its value because it was too large for the
+/// dead-letter topic: the value's size in bytes. The value is at the letter's origin.
+pub const VALUE_OMITTED_HEADER: &str = "dlq.value-omitted";
 
 /// Why a dead letter could not be written.
 #[derive(Debug, Error)]
@@ -71,12 +78,40 @@ impl DeadLetters {
     }
 
     /// Writes `letter` to the dead-letter topic with its origin and error in headers, and
-    /// waits for the acknowledgement.
+    /// waits for the acknowledgement. A letter too large for the producer or the topic (a
+    /// source record near the broker's limit, plus the `dlq.*` headers) is written without its
+    /// value, with [`VALUE_OMITTED_HEADER`]: refusing it for good would stop the sink at the
+    /// same record after every restart, and the value is still at its origin.
     pub async fn send(&self, letter: &DeadLetter<'_>) -> Result<(), DlqError> {
+        match self.send_as(letter, letter.value, None).await {
+            Err(e) if e.is_too_large() && letter.value.is_some() => {
+                let size = letter.value.map_or(0, <[u8]>::len);
+                warn!(
+                    topic = %letter.origin.topic,
+                    partition = letter.origin.partition,
+                    offset = letter.origin.offset,
+                    size,
+                    dlq = %self.topic,
+                    "Dead letter too large: writing it without its value."
+                );
+                self.send_as(letter, None, Some(&size.to_string())).await
+            }
+            sent => sent,
+        }
+    }
+
+    /// Sends `letter` with `value` in place of its own and, when given, the size of the value
+    /// left out.
+    async fn send_as(
+        &self,
+        letter: &DeadLetter<'_>,
+        value: Option<&[u8]>,
+        omitted: Option<&str>,
+    ) -> Result<(), DlqError> {
         let origin = letter.origin;
         let partition = origin.partition.to_string();
         let offset = origin.offset.to_string();
-        let headers = letter
+        let mut headers = letter
             .headers
             .clone()
             .insert(Header {
@@ -95,12 +130,18 @@ impl DeadLetters {
                 key: "dlq.error",
                 value: Some(letter.error),
             });
+        if let Some(size) = omitted {
+            headers = headers.insert(Header {
+                key: VALUE_OMITTED_HEADER,
+                value: Some(size),
+            });
+        }
         let mut record: FutureRecord<'_, [u8], [u8]> =
             FutureRecord::to(&self.topic).headers(headers);
         if let Some(key) = letter.key {
             record = record.key(key);
         }
-        if let Some(value) = letter.value {
+        if let Some(value) = value {
             record = record.payload(value);
         }
         if let Some(ts) = letter.timestamp_ms {
@@ -124,6 +165,12 @@ impl DeadLetters {
 }
 
 impl DlqError {
+    /// Whether the producer or the broker refused the record as too large.
+    fn is_too_large(&self) -> bool {
+        matches!(self, DlqError::Send { source, .. }
+            if source.rdkafka_error_code() == Some(RDKafkaErrorCode::MessageSizeTooLarge))
+    }
+
     /// Whether sending again may succeed: not when the producer cannot be created, nor when
     /// the broker refuses the record itself (too large, not authorised, invalid).
     pub fn is_retriable(&self) -> bool {
