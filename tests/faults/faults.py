@@ -274,6 +274,7 @@ class Suite:
             log(f"SIGKILL {kill.slot} (pid {kill.pid}{', lease holder' if kill.lease_holder else ''})")
             if kill.lease_holder:
                 kill.takeover_s = self.wait_takeover(sup, kill.pid)
+                log(f"lease taken over by another exclusive sink after {kill.takeover_s} s")
 
     def wait_takeover(self, sup: sinks.Supervisor, dead: int, timeout: float = 30.0) -> float | None:
         start = time.monotonic()
@@ -326,6 +327,7 @@ class Suite:
             "takeovers_s": [k.takeover_s for k in sup.kills if k.lease_holder],
             "kills_of_lease_holder": sum(1 for k in sup.kills if k.lease_holder),
             "unplanned_exits": [asdict(e) for e in sup.exits],
+            "unplanned_exits_by_reason": exit_reasons(sup.exits),
             "starts": {s.name: s.starts for s in sup.slots},
             "exit_codes_at_stop": codes,
             "converged": converged,
@@ -404,6 +406,21 @@ class Suite:
         self.sv.stop()
 
 
+def exit_reasons(exits: list[sinks.Exit]) -> dict[str, int]:
+    """Unplanned exits counted by the sink's error line (`sink: ...`), shortened to its kind."""
+    out: dict[str, int] = {}
+    for e in exits:
+        errors = [line for line in e.log_tail.splitlines() if line.startswith("sink: ")]
+        reason = errors[-1] if errors else f"exit {e.code} without an error line"
+        for marker in (" is unreachable", "cannot start as the exclusive writer"):
+            if marker in reason:
+                reason = reason[: reason.index(marker) + len(marker)]
+                break
+        reason = reason.replace("redis://", "").split("/apis")[0][:160]
+        out[reason] = out.get(reason, 0) + 1
+    return out
+
+
 def summary(report: dict) -> str:
     w = report.get("workload", {})
     s = report.get("sinks", {})
@@ -414,8 +431,9 @@ def summary(report: dict) -> str:
     if s:
         lines.append(f"  kills (SIGKILL): {s['kills']}; of the exclusive lease holder: {s['kills_of_lease_holder']}, "
                      f"standby takeover in {s['takeovers_s']} s")
-        lines.append(f"  unplanned exits (restarted by the supervisor): {len(s['unplanned_exits'])} "
-                     f"{[(e['slot'], e['code'], round(e['at_s'])) for e in s['unplanned_exits']]}")
+        lines.append(f"  unplanned exits (restarted by the supervisor): {len(s['unplanned_exits'])}")
+        for reason, n in s["unplanned_exits_by_reason"].items():
+            lines.append(f"    {n} x {reason}")
         lines.append(f"  exit codes at SIGTERM: {s['exit_codes_at_stop']}")
     for f in report.get("faults", []):
         lines.append(f"  fault {f['fault']} at {f['at_s']} s, took {f['took_s']} s")
