@@ -53,6 +53,14 @@ pub fn offsets_field(topic: &str, partition: i32) -> String {
     format!("{topic}/{partition}")
 }
 
+/// `sink:offsets:run`: hash, [`offsets_field`] -> the `run_id` of the Redis server (`INFO
+/// server`) under which the partition's field in [`OFFSETS_KEY`] was known to cover the
+/// database. A field that is missing, or names another server run, means Redis lost writes
+/// since (a flush, a restart, a failover): the sink then replays that partition from its
+/// earliest offset instead of trusting [`OFFSETS_KEY`] (ARCHITECTURE.md, "Self-healing").
+/// Writers never touch it; only a partition's assignment and a rebuild's handover set it.
+pub const OFFSETS_RUN_KEY: &str = "sink:offsets:run";
+
 /// `sink:rebuild`: hash, the metadata of the rebuild that produced the current state (the
 /// fields of [`rebuild`]).
 pub const REBUILD_KEY: &str = "sink:rebuild";
@@ -126,6 +134,7 @@ mod tests {
         assert_eq!(watermark_key("cdc"), "sink:watermark:cdc");
         assert_eq!(OFFSETS_KEY, "sink:offsets");
         assert_eq!(offsets_field("cdc.public.orders", 3), "cdc.public.orders/3");
+        assert_eq!(OFFSETS_RUN_KEY, "sink:offsets:run");
         assert_eq!(REBUILD_KEY, "sink:rebuild");
         assert_eq!(REBUILD_LOCK_KEY, "sink:rebuild:lock");
         assert_eq!(SWAP_SENTINEL_KEY, "sink:swap-sentinel");
@@ -161,6 +170,7 @@ mod tests {
             writer_key("m"),
             watermark_key("s"),
             OFFSETS_KEY.to_owned(),
+            OFFSETS_RUN_KEY.to_owned(),
             REBUILD_KEY.to_owned(),
             REBUILD_LOCK_KEY.to_owned(),
             SWAP_SENTINEL_KEY.to_owned(),

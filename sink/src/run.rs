@@ -31,8 +31,30 @@ pub enum RunError {
 }
 
 /// Checks Redis, the registry and Kafka, then consumes the mapped topics in the configured
-/// group until `stop` says so (or `shutdown` is cancelled), and commits.
+/// group until `stop` says so (or `shutdown` is cancelled), and commits. When Redis loses
+/// writes it had acknowledged, the pipeline stops and starts again in this process, so that
+/// every partition resumes from what Redis holds (`pipeline/self_heal.rs`); the summary
+/// counts every such run.
 pub async fn run(
+    cfg: &SinkConfig,
+    stop: StopWhen,
+    shutdown: CancellationToken,
+) -> Result<Summary, RunError> {
+    let mut total = Summary::default();
+    loop {
+        let summary = run_once(cfg, stop, shutdown.clone()).await?;
+        total.absorb(&summary);
+        if !summary.bookkeeping_lost || shutdown.is_cancelled() {
+            return Ok(total);
+        }
+        info!(
+            "Starting the pipeline again; every assigned partition resumes from what redis holds."
+        );
+    }
+}
+
+/// One pipeline from start-up checks to stop.
+async fn run_once(
     cfg: &SinkConfig,
     stop: StopWhen,
     shutdown: CancellationToken,

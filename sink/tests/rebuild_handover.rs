@@ -43,6 +43,7 @@ async fn swaps_only_when_the_rebuilt_state_is_not_behind() {
         floors: &floors,
         meta: &meta,
         watermarks: &[],
+        partitions: &[],
     };
     assert_eq!(
         target.handover(&request).await.unwrap(),
@@ -71,6 +72,7 @@ async fn swaps_only_when_the_rebuilt_state_is_not_behind() {
         floors: &floors,
         meta: &meta,
         watermarks: &[],
+        partitions: &[],
     };
     assert_eq!(
         target.handover(&intruder).await.unwrap(),
@@ -86,6 +88,7 @@ async fn swaps_only_when_the_rebuilt_state_is_not_behind() {
         floors: &floors,
         meta: &meta,
         watermarks: &[],
+        partitions: &[],
     };
     assert_eq!(
         target.handover(&request).await.unwrap(),

@@ -21,6 +21,9 @@ pub enum StartError {
     /// The dead-letter producer could not be created.
     #[error(transparent)]
     DeadLetters(#[from] DlqError),
+    /// No Redis client for the configuration (for the start offsets, `self_heal.rs`).
+    #[error("cannot make a redis client from redis.url and redis.tls")]
+    RedisClient(#[source] crate::connection::ClientError),
     /// The consumer could not be created.
     #[error("cannot create the kafka consumer")]
     Create(#[source] KafkaError),

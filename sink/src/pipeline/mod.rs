@@ -54,6 +54,7 @@ mod error;
 mod offsets;
 mod progress;
 mod retry;
+mod self_heal;
 mod summary;
 mod watermark;
 mod watermark_watch;
@@ -72,6 +73,7 @@ use tracing::{info, warn};
 
 use crate::apply::Applier;
 use crate::config::{BatchSettings, SinkConfig};
+use crate::connection::redis_client;
 use crate::decode::Decoder;
 use crate::dlq::DeadLetters;
 use crate::health;
@@ -80,12 +82,14 @@ use crate::registry::Registry;
 use caught_up::CaughtUpWatch;
 use consume_stage::ConsumeStage;
 use progress::{SinkConsumer, SinkContext};
+use self_heal::SelfHeal;
 use watermark_watch::WatermarkWatch;
 
 pub use caught_up::StopWhen;
 pub use error::{ConsumeError, StartError};
 pub use offsets::OffsetsClient;
 pub use progress::Progress;
+pub(crate) use self_heal::server_run_id;
 pub use summary::Summary;
 
 /// Batches decoded ahead of the one Redis is applying. Deep enough that Redis never waits
@@ -139,8 +143,9 @@ impl Pipeline {
             health::DEFAULT_TIMEOUT,
         )
         .await?;
+        let heal = SelfHeal::new(redis_client(&config.redis).map_err(StartError::RedisClient)?);
         let consumer: SinkConsumer = consumer_config
-            .create_with_context(SinkContext::default())
+            .create_with_context(SinkContext::new(Arc::new(heal)))
             .map_err(StartError::Create)?;
         let offsets = OffsetsClient::new(consumer_config).map_err(StartError::Create)?;
         Ok(Pipeline {
@@ -311,8 +316,20 @@ async fn consume(
     let progress = consumer.context().progress.clone();
     let (tx, rx) = mpsc::channel(QUEUED_BATCHES);
 
+    // Also cancelled when Redis lost what it acknowledged: the stages then stop as at
+    // shutdown, and `sink run` starts the pipeline again.
+    let shutdown = shutdown.child_token();
     // Stops the helpers once the consume stage is done (and the helpers when shutting down).
     let done = shutdown.child_token();
+    // Only the group's committed offsets can claim more than Redis holds; a rebuild starts
+    // from the beginning.
+    let healer = trust_committed.then(|| {
+        tokio::spawn(self_heal::watch(
+            Arc::clone(&consumer.context().heal),
+            shutdown.clone(),
+            done.clone(),
+        ))
+    });
     let caught_up = CancellationToken::new();
     let mut apply = tokio::spawn(apply_stage::apply_stage(
         rx,
@@ -357,6 +374,10 @@ async fn consume(
     if watermarker.await.is_err() {
         warn!("Watermark watcher panicked.");
     }
+    let bookkeeping_lost = match healer {
+        Some(healer) => healer.await.ok().flatten().is_some(),
+        None => false,
+    };
     drop(tx);
     let (mut summary, finished) = match consumed {
         Ok(consumed) => consumed,
@@ -375,6 +396,7 @@ async fn consume(
     summary.records = applied.records;
     summary.dead_lettered += applied.dead_lettered;
     summary.last_applied_at = applied.last_applied_at;
+    summary.bookkeeping_lost = bookkeeping_lost;
     if let Err(e) = dead_letters.flush(Duration::from_secs(10)) {
         warn!(error = %e, "Flushing dead letters failed.");
     }

@@ -1,15 +1,26 @@
 //! Where the sink stands in each assigned partition: [`Progress`] holds the next offset to
-//! apply per partition, updated by the apply stage after Redis succeeded and cleared by the
-//! consumer context ([`SinkContext`]) when a partition is revoked. The caught-up check and a
-//! rebuild's tracker read it.
+//! apply per partition, set by the consumer context ([`SinkContext`]) to where an assigned
+//! partition starts, moved on by the apply stage after Redis succeeded, and cleared when a
+//! partition is revoked. The caught-up check and a rebuild's tracker read it.
+//!
+//! The context also decides where each assigned partition starts: it asks Redis
+//! (`self_heal.rs`) in the rebalance callback and hands librdkafka the assignment with those
+//! offsets, the way librdkafka expects start offsets to be set (a seek right after `assign`
+//! races with the fetcher starting).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
-use rdkafka::consumer::{BaseConsumer, ConsumerContext, Rebalance, StreamConsumer};
+use rdkafka::consumer::{
+    BaseConsumer, Consumer, ConsumerContext, RebalanceProtocol, StreamConsumer,
+};
 use rdkafka::error::KafkaResult;
-use rdkafka::{ClientContext, TopicPartitionList};
-use tracing::{debug, info};
+use rdkafka::types::RDKafkaRespErr;
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use tracing::{debug, info, warn};
+
+use super::self_heal::{PartitionStart, SelfHeal};
+use crate::telemetry;
 
 /// Next offset to apply, per `(topic, partition)`.
 #[derive(Debug, Default, Clone)]
@@ -25,6 +36,13 @@ impl Progress {
                 map.insert((topic.to_owned(), partition), next);
             }
         }
+    }
+
+    /// Records that `topic`/`partition` starts at `next` (assigned): everything before it is
+    /// applied, and nothing after it, whatever the group committed.
+    pub fn start(&self, topic: &str, partition: i32, next: i64) {
+        let mut map = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        map.insert((topic.to_owned(), partition), next);
     }
 
     /// Forgets the partitions in `tpl` (revoked: another consumer may move them on).
@@ -45,24 +63,112 @@ impl Progress {
 /// The consumer type the sink uses.
 pub(super) type SinkConsumer = StreamConsumer<SinkContext>;
 
-/// The consumer context: logs rebalances and keeps [`Progress`] in step with the assignment.
-#[derive(Debug, Default, Clone)]
+/// The consumer context: starts each assigned partition where Redis says (`self_heal.rs`),
+/// logs rebalances and keeps [`Progress`] in step with the assignment.
+#[derive(Debug, Clone)]
 pub struct SinkContext {
     /// Shared with the apply stage and the caught-up check.
     pub progress: Progress,
+    /// Where assigned partitions start, and whether Redis keeps what it acknowledged.
+    pub(super) heal: Arc<SelfHeal>,
+}
+
+impl SinkContext {
+    /// A context asking `heal` where assigned partitions start.
+    pub(super) fn new(heal: Arc<SelfHeal>) -> SinkContext {
+        SinkContext {
+            progress: Progress::default(),
+            heal,
+        }
+    }
+
+    /// Sets the start of every partition of `tpl` from Redis and logs the assignment in one
+    /// line, naming the partitions moved back.
+    fn place(&self, consumer: &BaseConsumer<Self>, tpl: &mut TopicPartitionList) {
+        let starts = match self.heal.place(consumer, tpl) {
+            Ok(starts) => starts,
+            Err(e) => {
+                warn!(
+                    partitions = %describe(tpl),
+                    error = %e,
+                    "Partitions assigned; resuming from the committed offsets until redis can be asked."
+                );
+                return;
+            }
+        };
+        for s in &starts {
+            if let Err(e) = tpl.set_partition_offset(&s.topic, s.partition, Offset::Offset(s.start))
+            {
+                warn!(topic = %s.topic, partition = s.partition, error = %e, "Cannot set a start offset.");
+            }
+            self.progress.start(&s.topic, s.partition, s.start);
+        }
+        let rewound: Vec<&PartitionStart> = starts.iter().filter(|s| s.rewound()).collect();
+        if rewound.is_empty() {
+            info!(partitions = %describe(tpl), "Partitions assigned.");
+            return;
+        }
+        for s in &rewound {
+            metrics::counter!(telemetry::OFFSET_RESETS, "topic" => s.topic.clone()).increment(1);
+        }
+        let moved = rewound
+            .iter()
+            .map(|s| {
+                let from = s.committed.unwrap_or(s.start);
+                format!("{}/{} {from}->{}", s.topic, s.partition, s.start)
+            })
+            .collect::<Vec<_>>()
+            .join(",");
+        warn!(
+            partitions = %describe(tpl),
+            %moved,
+            "Partitions assigned; redis holds less than the group committed, so these resume from what redis holds."
+        );
+    }
 }
 
 impl ClientContext for SinkContext {}
 
 impl ConsumerContext for SinkContext {
-    fn pre_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        match rebalance {
-            Rebalance::Revoke(tpl) => {
-                info!(partitions = %describe(tpl), "Partitions revoked.");
-                self.progress.forget(tpl);
+    /// Replaces the default only to set the start offsets in the assignment before it is
+    /// applied; assigns and unassigns as the default does.
+    fn rebalance(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        err: RDKafkaRespErr,
+        tpl: &mut TopicPartitionList,
+    ) {
+        let cooperative = matches!(
+            consumer.rebalance_protocol(),
+            RebalanceProtocol::Cooperative
+        );
+        let result = match err {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                self.place(consumer, tpl);
+                if cooperative {
+                    consumer.incremental_assign(tpl)
+                } else {
+                    consumer.assign(tpl)
+                }
             }
-            Rebalance::Assign(tpl) => info!(partitions = %describe(tpl), "Partitions assigned."),
-            Rebalance::Error(e) => info!(error = %e, "Rebalance failed."),
+            other => {
+                if other == RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS {
+                    info!(partitions = %describe(tpl), "Partitions revoked.");
+                } else {
+                    let code: rdkafka::types::RDKafkaErrorCode = other.into();
+                    info!(error = %code, "Rebalance failed.");
+                }
+                self.progress.forget(tpl);
+                self.heal.forget(tpl);
+                if cooperative {
+                    consumer.incremental_unassign(tpl)
+                } else {
+                    consumer.unassign()
+                }
+            }
+        };
+        if let Err(e) = result {
+            warn!(error = %e, "Applying the rebalance failed.");
         }
     }
 

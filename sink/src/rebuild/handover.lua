@@ -6,7 +6,7 @@
 -- text (mapping::layout::watermark::LSN).
 --
 -- KEYS (their names: mapping::layout): [1] the rebuild lock `sink:rebuild:lock`,
---   [2] `sink:offsets`, [3] the rebuild metadata `sink:rebuild`
+--   [2] `sink:offsets`, [3] the rebuild metadata `sink:rebuild`, [4] `sink:offsets:run`
 --
 -- ARGV layout (1-based):
 --   [1] live db   [2] staging db   [3] lock token (the value of `sink:rebuild:lock` in the
@@ -20,13 +20,16 @@
 --       lags, a live watermark ahead of the staging one is carried over (ARCHITECTURE.md,
 --       "Source watermark": it covers only offsets the live state had applied, and the rebuilt
 --       state holds at least those)
+--   the server's run_id, then np, then np fields: every partition the rebuild replayed; the
+--       new state marks each as whole under this run (`sink:offsets:run`), so that sinks
+--       trust its `sink:offsets` instead of replaying (pipeline/self_heal.rs)
 --
 -- Returns {'ok'} after `SWAPDB live staging`; {'lock', holder} when the lock no longer holds
 -- this token; {'lagging', field, live, staging, ...} when the live sink has applied a record
 -- the rebuilt state has not (nothing is swapped: consume more and try again).
 
 local call = redis.call
-local LOCK, OFFSETS, META = KEYS[1], KEYS[2], KEYS[3]
+local LOCK, OFFSETS, META, RUNS = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local live, staging, token = ARGV[1], ARGV[2], ARGV[3]
 local i = 4
 local topics = {}
@@ -53,6 +56,16 @@ local watermarks = {}
 for _ = 1, tonumber(ARGV[i]) do
   i = i + 1
   watermarks[#watermarks + 1] = ARGV[i]
+end
+
+i = i + 1
+local run_id = ARGV[i]
+i = i + 1
+local marks = {}
+for _ = 1, tonumber(ARGV[i]) do
+  i = i + 1
+  marks[#marks + 1] = ARGV[i]
+  marks[#marks + 1] = run_id
 end
 
 call('SELECT', live)
@@ -101,6 +114,8 @@ end
 
 call('DEL', META)
 if #meta > 0 then call('HSET', META, unpack(meta)) end
+call('DEL', RUNS)
+if #marks > 0 then call('HSET', RUNS, unpack(marks)) end
 call('SELECT', live)
 call('DEL', LOCK)
 call('SWAPDB', live, staging)

@@ -136,12 +136,19 @@ impl Context<'_> {
                 attempts += 1;
                 let floors = floors(replay.tracker.targets(), &states, &forced);
                 let meta = meta(&self.cfg.config, started_ms, &per_topic);
+                let partitions: Vec<String> = replay
+                    .tracker
+                    .targets()
+                    .iter()
+                    .map(PartitionTarget::field)
+                    .collect();
                 let request = Handover {
                     token: self.token,
                     topics: &topics,
                     floors: &floors,
                     meta: &meta,
                     watermarks: &watermarks,
+                    partitions: &partitions,
                 };
                 match self.target.handover(&request).await? {
                     HandoverOutcome::Swapped => {

@@ -356,10 +356,11 @@ impl Target {
     pub async fn handover(&self, request: &Handover<'_>) -> Result<HandoverOutcome, TargetError> {
         let mut cmd = redis::cmd("EVAL");
         cmd.arg(handover_script())
-            .arg(3)
+            .arg(4)
             .arg(REBUILD_LOCK_KEY)
             .arg(layout::OFFSETS_KEY)
             .arg(REBUILD_KEY)
+            .arg(layout::OFFSETS_RUN_KEY)
             .arg(self.live_db)
             .arg(self.staging_db)
             .arg(request.token);
@@ -380,6 +381,13 @@ impl Target {
             cmd.arg(key);
         }
         let mut conn = self.live.clone();
+        let run_id = crate::pipeline::server_run_id(&mut conn)
+            .await
+            .map_err(self.live_err("INFO server"))?;
+        cmd.arg(run_id).arg(request.partitions.len());
+        for field in request.partitions {
+            cmd.arg(field);
+        }
         let reply: Vec<String> = cmd
             .query_async(&mut conn)
             .await
@@ -421,6 +429,8 @@ pub struct Handover<'a> {
     pub meta: &'a [(String, String)],
     /// `sink:watermark:{source}` of every source: the live one is carried over when ahead.
     pub watermarks: &'a [String],
+    /// `{topic}/{partition}` of every partition replayed: marked whole in `sink:offsets:run`.
+    pub partitions: &'a [String],
 }
 
 /// A partition where the live state is ahead of the rebuilt one.

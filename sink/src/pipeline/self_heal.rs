@@ -1,0 +1,433 @@
+//! Self-healing offsets: Redis, not Kafka, says where each partition resumes.
+//!
+//! The group's committed offsets only say what Redis *acknowledged*; Redis may lose
+//! acknowledged writes (a restart without persistence, a `FLUSHALL`, a failover to a lagging
+//! replica, an eviction). The change scripts record `sink:offsets` (`{topic}/{partition}` ->
+//! last applied offset) atomically with each change, so `sink:offsets` is exactly what the
+//! database holds, *if* it survived. Whether it did is what `sink:offsets:run`
+//! ([`layout::OFFSETS_RUN_KEY`]) tells: per partition, the `run_id` of the Redis server run
+//! under which the field was known whole. A loss either removes the marker with the data (a
+//! flush, an empty restart, an eviction) or changes the server's `run_id` (any restart or
+//! failover), and writers never write the marker, so writes that land after a loss (a batch
+//! retried against the restarted server) cannot make a lost partition look whole.
+//!
+//! - On every assignment ([`SelfHeal::place`], from the consumer's rebalance callback) each
+//!   partition starts at `min(committed, sink:offsets + 1)` when its marker names the current
+//!   run, and at its earliest offset otherwise; the latter drops the stale `sink:offsets`
+//!   field and sets the marker in one transaction, so the decision survives a crash.
+//! - While running, [`watch`] checks once a second that the server's `run_id` is the one the
+//!   assigned partitions were marked under and that their markers are still there; when not,
+//!   it stops the pipeline so that `sink run` starts it again, and the new assignment rewinds.
+//!
+//! A replay from the earliest offset converges to the exact state: the writers' position
+//! guards make records older than what survived no-ops, and re-create what was lost.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use mapping::layout::{offsets_field, OFFSETS_KEY, OFFSETS_RUN_KEY};
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
+use rdkafka::{Offset, TopicPartitionList};
+use redis::aio::{ConnectionLike, MultiplexedConnection};
+use redis::{AsyncConnectionConfig, RedisResult};
+use thiserror::Error;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, warn};
+
+/// How often the running check asks Redis (`INFO server` and one `HMGET`).
+const CHECK_INTERVAL: Duration = Duration::from_secs(1);
+/// Bound of each Redis and Kafka round trip of an assignment (it blocks the consumer's poll).
+const TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Why the start offsets of an assignment could not be decided from Redis.
+#[derive(Debug, Error)]
+pub(super) enum PlaceError {
+    /// Redis did not answer (or refused).
+    #[error("cannot read sink:offsets from redis")]
+    Redis(#[source] redis::RedisError),
+    /// The broker did not answer.
+    #[error("cannot read the committed offsets or watermarks of {topic}/{partition}")]
+    Kafka {
+        /// Topic.
+        topic: String,
+        /// Partition.
+        partition: i32,
+        /// The broker's error.
+        #[source]
+        source: rdkafka::error::KafkaError,
+    },
+}
+
+/// Where one assigned partition starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct PartitionStart {
+    /// Topic.
+    pub topic: String,
+    /// Partition.
+    pub partition: i32,
+    /// The offset to consume first.
+    pub start: i64,
+    /// The group's committed offset, when it has one.
+    pub committed: Option<i64>,
+}
+
+impl PartitionStart {
+    /// Whether Redis moved the partition back from where the group would have resumed.
+    pub fn rewound(&self) -> bool {
+        self.committed.is_some_and(|c| self.start < c)
+    }
+}
+
+/// Why the running check stopped the pipeline.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Loss {
+    /// The Redis server is another run than the one the partitions were marked under.
+    Restarted {
+        /// The run the markers name.
+        marked: String,
+        /// The server's run now.
+        now: String,
+    },
+    /// Markers of assigned partitions are missing or name another run.
+    Markers {
+        /// The partitions' `sink:offsets` fields.
+        fields: Vec<String>,
+    },
+    /// An assignment started from the committed offsets because Redis or the broker did not
+    /// answer; now that Redis does, the assignment is made again.
+    Unverified,
+}
+
+impl std::fmt::Display for Loss {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Loss::Restarted { marked, now } => {
+                write!(
+                    f,
+                    "the redis server's run_id changed from {marked} to {now}"
+                )
+            }
+            Loss::Markers { fields } => write!(
+                f,
+                "{} of sink:offsets:run vanished (or name another run)",
+                fields.join(",")
+            ),
+            Loss::Unverified => f.write_str("the last assignment could not ask redis"),
+        }
+    }
+}
+
+/// What this process marked in `sink:offsets:run`.
+#[derive(Debug, Default)]
+struct Marks {
+    /// The server run the partitions were marked under.
+    run_id: String,
+    /// Assigned partitions with their marker set.
+    partitions: BTreeSet<(String, i32)>,
+    /// An assignment started from the committed offsets without asking Redis.
+    unverified: bool,
+}
+
+/// Decides start offsets from Redis and checks that Redis keeps what it acknowledged.
+#[derive(Debug)]
+pub(super) struct SelfHeal {
+    /// The live database.
+    client: redis::Client,
+    marks: Mutex<Marks>,
+}
+
+impl SelfHeal {
+    /// For the database `client` connects to (nothing is connected yet).
+    pub fn new(client: redis::Client) -> SelfHeal {
+        SelfHeal {
+            client,
+            marks: Mutex::new(Marks::default()),
+        }
+    }
+
+    /// The start offset of every partition of `tpl` (an assignment): `min(committed,
+    /// sink:offsets + 1)` where Redis's marker names the current server run, the earliest
+    /// offset otherwise (then the stale field is dropped and the marker set). Blocking:
+    /// round trips to Redis and the broker, each bounded by [`TIMEOUT`].
+    ///
+    /// On an error nothing is decided: the consumer resumes from the committed offsets and
+    /// the next [`watch`] check that reaches Redis has the pipeline start again.
+    pub fn place<C: ConsumerContext>(
+        &self,
+        consumer: &BaseConsumer<C>,
+        tpl: &TopicPartitionList,
+    ) -> Result<Vec<PartitionStart>, PlaceError> {
+        let result = self.try_place(consumer, tpl);
+        let mut marks = self.marks.lock().unwrap_or_else(PoisonError::into_inner);
+        if result.is_err() {
+            marks.unverified = true;
+        }
+        result
+    }
+
+    fn try_place<C: ConsumerContext>(
+        &self,
+        consumer: &BaseConsumer<C>,
+        tpl: &TopicPartitionList,
+    ) -> Result<Vec<PartitionStart>, PlaceError> {
+        let partitions: Vec<(String, i32)> = tpl
+            .elements()
+            .iter()
+            .map(|e| (e.topic().to_owned(), e.partition()))
+            .collect();
+        if partitions.is_empty() {
+            return Ok(Vec::new());
+        }
+        let kafka = |(topic, partition): &(String, i32)| {
+            let (topic, partition) = (topic.clone(), *partition);
+            move |source| PlaceError::Kafka {
+                topic,
+                partition,
+                source,
+            }
+        };
+        let committed: BTreeMap<(String, i32), i64> = consumer
+            .committed_offsets(tpl.clone(), TIMEOUT)
+            .map_err(kafka(&partitions[0]))?
+            .elements()
+            .iter()
+            .filter_map(|e| match e.offset() {
+                Offset::Offset(o) => Some(((e.topic().to_owned(), e.partition()), o)),
+                _ => None,
+            })
+            .collect();
+        let (run_id, applied) = self.claim(&partitions).map_err(PlaceError::Redis)?;
+        let mut starts = Vec::with_capacity(partitions.len());
+        for (p, next) in partitions.iter().zip(applied) {
+            let committed = committed.get(p).copied();
+            let start = match next {
+                Some(next) => committed.map_or(next, |c| c.min(next)),
+                None => {
+                    consumer
+                        .fetch_watermarks(&p.0, p.1, TIMEOUT)
+                        .map_err(kafka(p))?
+                        .0
+                }
+            };
+            starts.push(PartitionStart {
+                topic: p.0.clone(),
+                partition: p.1,
+                start,
+                committed,
+            });
+        }
+        let mut marks = self.marks.lock().unwrap_or_else(PoisonError::into_inner);
+        if marks.run_id != run_id {
+            marks.partitions.clear();
+        }
+        marks.run_id = run_id;
+        marks.partitions.extend(partitions);
+        marks.unverified = false;
+        Ok(starts)
+    }
+
+    /// Reads the markers and `sink:offsets` of `partitions`; marks the untrusted ones, dropping
+    /// their stale offsets, in one transaction. Returns the server's run and, per partition,
+    /// the next offset Redis says to apply (`None`: replay from the earliest offset).
+    fn claim(&self, partitions: &[(String, i32)]) -> RedisResult<(String, Vec<Option<i64>>)> {
+        let mut conn = self.client.get_connection_with_timeout(TIMEOUT)?;
+        conn.set_read_timeout(Some(TIMEOUT))?;
+        conn.set_write_timeout(Some(TIMEOUT))?;
+        let info = redis::cmd("INFO").arg("server").query::<String>(&mut conn);
+        let run_id = server_run(info)?;
+        let fields: Vec<String> = partitions
+            .iter()
+            .map(|(t, p)| offsets_field(t, *p))
+            .collect();
+        let (runs, offsets): (Vec<Option<String>>, Vec<Option<String>>) = redis::pipe()
+            .cmd("HMGET")
+            .arg(OFFSETS_RUN_KEY)
+            .arg(&fields)
+            .cmd("HMGET")
+            .arg(OFFSETS_KEY)
+            .arg(&fields)
+            .query(&mut conn)?;
+        let mut untrusted = Vec::new();
+        let next = fields
+            .iter()
+            .zip(runs.iter().zip(&offsets))
+            .map(|(field, (run, offset))| {
+                let applied = offset.as_deref().and_then(|o| o.parse::<i64>().ok());
+                match applied {
+                    Some(applied) if run.as_deref() == Some(run_id.as_str()) => Some(applied + 1),
+                    // Marked, nothing applied yet: nothing to trust either way.
+                    None if run.as_deref() == Some(run_id.as_str()) => None,
+                    _ => {
+                        untrusted.push(field.as_str());
+                        None
+                    }
+                }
+            })
+            .collect();
+        if !untrusted.is_empty() {
+            let mut pipe = redis::pipe();
+            pipe.atomic();
+            pipe.cmd("HDEL").arg(OFFSETS_KEY).arg(&untrusted).ignore();
+            let mut hset = redis::cmd("HSET");
+            hset.arg(OFFSETS_RUN_KEY);
+            for field in &untrusted {
+                hset.arg(field).arg(&run_id);
+            }
+            pipe.add_command(hset).ignore();
+            pipe.query::<()>(&mut conn)?;
+        }
+        Ok((run_id, next))
+    }
+
+    /// Forgets the partitions of `tpl` (revoked).
+    pub fn forget(&self, tpl: &TopicPartitionList) {
+        let mut marks = self.marks.lock().unwrap_or_else(PoisonError::into_inner);
+        for e in tpl.elements() {
+            marks
+                .partitions
+                .remove(&(e.topic().to_owned(), e.partition()));
+        }
+    }
+
+    /// One running check: `None` while Redis keeps what this process marked.
+    async fn check(&self, conn: &mut MultiplexedConnection) -> RedisResult<Option<Loss>> {
+        let now = server_run_id(conn).await?;
+        let (marked, fields, unverified) = {
+            let marks = self.marks.lock().unwrap_or_else(PoisonError::into_inner);
+            let fields: Vec<String> = marks
+                .partitions
+                .iter()
+                .map(|(t, p)| offsets_field(t, *p))
+                .collect();
+            (marks.run_id.clone(), fields, marks.unverified)
+        };
+        if unverified {
+            return Ok(Some(Loss::Unverified));
+        }
+        if fields.is_empty() {
+            return Ok(None);
+        }
+        if now != marked {
+            return Ok(Some(Loss::Restarted { marked, now }));
+        }
+        let runs: Vec<Option<String>> = redis::cmd("HMGET")
+            .arg(OFFSETS_RUN_KEY)
+            .arg(&fields)
+            .query_async(conn)
+            .await?;
+        let lost: Vec<String> = fields
+            .into_iter()
+            .zip(runs)
+            .filter(|(_, run)| run.as_deref() != Some(marked.as_str()))
+            .map(|(field, _)| field)
+            .collect();
+        Ok((!lost.is_empty()).then_some(Loss::Markers { fields: lost }))
+    }
+}
+
+/// Checks Redis every [`CHECK_INTERVAL`] until `done`; on a loss, logs it and cancels
+/// `rewind` (which stops the pipeline) and returns it. A check that cannot reach Redis is
+/// skipped: the apply stage's retries deal with an outage, and the next check decides.
+pub(super) async fn watch(
+    heal: Arc<SelfHeal>,
+    rewind: CancellationToken,
+    done: CancellationToken,
+) -> Option<Loss> {
+    let config = AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(TIMEOUT))
+        .set_response_timeout(Some(TIMEOUT));
+    let mut conn: Option<MultiplexedConnection> = None;
+    let mut ticks = tokio::time::interval(CHECK_INTERVAL);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            biased;
+            () = done.cancelled() => return None,
+            _ = ticks.tick() => {}
+        }
+        let c = match &mut conn {
+            Some(c) => c,
+            None => match heal
+                .client
+                .get_multiplexed_async_connection_with_config(&config)
+                .await
+            {
+                Ok(c) => conn.insert(c),
+                Err(e) => {
+                    debug!(error = %e, "Bookkeeping check cannot reach redis.");
+                    continue;
+                }
+            },
+        };
+        match heal.check(c).await {
+            Ok(None) => {}
+            Ok(Some(loss)) => {
+                warn!(
+                    %loss,
+                    "Redis lost writes it had acknowledged; stopping the pipeline to resume every assigned partition from what redis holds."
+                );
+                rewind.cancel();
+                return Some(loss);
+            }
+            Err(e) => {
+                debug!(error = %e, "Bookkeeping check failed.");
+                conn = None;
+            }
+        }
+    }
+}
+
+/// The `run_id` of the Redis server `conn` talks to (see [`server_run`]).
+pub(crate) async fn server_run_id(conn: &mut impl ConnectionLike) -> RedisResult<String> {
+    let info = redis::cmd("INFO")
+        .arg("server")
+        .query_async::<String>(conn)
+        .await;
+    server_run(info)
+}
+
+/// The `run_id` in an `INFO server` reply. A server that refuses `INFO` (an ACL without
+/// `+info`) counts as one run that never changes: only vanished markers are noticed then.
+fn server_run(info: RedisResult<String>) -> RedisResult<String> {
+    match info {
+        Ok(info) => Ok(parse_run_id(&info).unwrap_or_default().to_owned()),
+        Err(e) if e.is_io_error() || e.is_timeout() || e.is_connection_dropped() => Err(e),
+        Err(e) => {
+            debug!(error = %e, "INFO server refused; restarts are noticed by vanished markers only.");
+            Ok(String::new())
+        }
+    }
+}
+
+/// The value of the `run_id:` line of an `INFO server` reply.
+fn parse_run_id(info: &str) -> Option<&str> {
+    info.lines()
+        .find_map(|line| line.strip_prefix("run_id:"))
+        .map(str::trim)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn run_id_is_read_from_info_server() {
+        let info = "# Server\r\nredis_version:7.2.4\r\nrun_id:0a1b2c\r\ntcp_port:6379\r\n";
+        assert_eq!(parse_run_id(info), Some("0a1b2c"));
+        assert_eq!(parse_run_id("# Server\r\n"), None);
+    }
+
+    #[test]
+    fn rewound_only_when_behind_the_committed_offset() {
+        let start = |start, committed| PartitionStart {
+            topic: "t".into(),
+            partition: 0,
+            start,
+            committed,
+        };
+        assert!(start(3, Some(10)).rewound());
+        assert!(!start(10, Some(10)).rewound());
+        assert!(!start(0, None).rewound());
+    }
+}

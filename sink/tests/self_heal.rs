@@ -1,0 +1,251 @@
+//! Self-healing offsets against the real stack, with both writers: Redis, not the group's
+//! committed offsets, says where each partition resumes.
+//!
+//! - At assignment: a database restored to an older image (a failover to a lagging replica)
+//!   resumes from its own `sink:offsets`, a flushed one from the earliest offset, although
+//!   the group committed the end of the log; both end key for key equal to a clean replay.
+//! - While running: a `FLUSHDB` under a caught-up sink is noticed within seconds, the sink
+//!   replays in-process and ends key for key equal to the clean replay.
+//!
+//! Each test uses Redis databases of its own (`rebuild_support::take_dbs`) and counts the
+//! rewinds through `sink_offset_resets_total`, rendered by the Prometheus recorder.
+
+mod rebuild_support;
+
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use rebuild_support::*;
+use redis::Commands;
+use sink::config::{BatchSettings, SinkConfig, Writer};
+use sink::pipeline::{StopWhen, Summary};
+use tokio_util::sync::CancellationToken;
+
+const EXCLUSIVE: Writer = Writer::Exclusive {
+    lease: Duration::from_secs(2),
+};
+
+/// The process-wide recorder (installed once per test binary).
+fn metrics() -> &'static PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE.get_or_init(|| {
+        PrometheusBuilder::new()
+            .install_recorder()
+            .expect("install the prometheus recorder")
+    })
+}
+
+/// `sink_offset_resets_total{topic}` so far.
+fn resets(topic: &str) -> u64 {
+    let prefix = format!("{}{{topic=\"{topic}\"}} ", sink::telemetry::OFFSET_RESETS);
+    metrics()
+        .render()
+        .lines()
+        .find_map(|line| line.strip_prefix(&prefix))
+        .map_or(0, |n| n.trim().parse().expect("counter value"))
+}
+
+/// The sink's configuration for database `db`, group `group`, with `writer`.
+fn config(world: &World, db: i64, group: &str, writer: Writer) -> SinkConfig {
+    let path = world.write_config(&format!("heal-{group}"), &world.yaml(db, group));
+    let config = mapping::load_config(&path, &mapping::ConnectionOverrides::default())
+        .unwrap_or_else(|e| panic!("config does not load:\n{e}"));
+    SinkConfig::new(config, &[], BatchSettings::default()).with_writer(writer)
+}
+
+/// `sink run` until caught up.
+async fn run_caught_up(cfg: &SinkConfig) -> Summary {
+    let run = sink::run::run(cfg, StopWhen::CaughtUp, CancellationToken::new());
+    match tokio::time::timeout(Duration::from_secs(120), run).await {
+        Ok(result) => result.unwrap_or_else(|e| panic!("sink run failed: {e:#}")),
+        Err(_) => panic!("sink run did not catch up within 120 s"),
+    }
+}
+
+/// Every key of database `db` as `DUMP` images.
+fn image(world: &World, db: i64) -> Vec<(String, Vec<u8>)> {
+    let mut conn = world.stack.conn(db);
+    let keys: Vec<String> = conn.keys("*").expect("KEYS");
+    keys.into_iter()
+        .map(|key| {
+            let dump: Vec<u8> = redis::cmd("DUMP").arg(&key).query(&mut conn).expect("DUMP");
+            (key, dump)
+        })
+        .collect()
+}
+
+/// Replaces database `db` with `image` (what a failover to a replica that saw only `image`
+/// leaves: the same server, an older state).
+fn restore(world: &World, db: i64, image: &[(String, Vec<u8>)]) {
+    let mut conn = world.stack.conn(db);
+    let _: () = redis::cmd("FLUSHDB").query(&mut conn).expect("FLUSHDB");
+    for (key, dump) in image {
+        let _: () = redis::cmd("RESTORE")
+            .arg(key)
+            .arg(0)
+            .arg(dump)
+            .query(&mut conn)
+            .expect("RESTORE");
+    }
+}
+
+fn flushdb(world: &World, db: i64) {
+    let _: () = redis::cmd("FLUSHDB")
+        .query(&mut world.stack.conn(db))
+        .expect("FLUSHDB");
+}
+
+/// The state of database `db` as [`snapshot`] takes it, without the exclusive writer's
+/// lease (held while it runs, gone once it stopped).
+fn state(world: &World, db: i64) -> std::collections::BTreeMap<String, Content> {
+    let mut state = snapshot(&world.stack, db, true);
+    state.retain(|key, _| !key.starts_with("sink:writer:"));
+    state
+}
+
+/// Resets of both of the world's topics.
+fn resets_of(world: &World) -> u64 {
+    resets(&world.customers.topic) + resets(&world.orders.topic)
+}
+
+async fn resumes_from_what_redis_holds_at_assignment(writer: Writer) {
+    metrics();
+    let world = World::new(2, &[]).await;
+    let dbs = take_dbs(&world.stack, 2);
+    let (live, reference) = (dbs[0], dbs[1]);
+    let records = world.workload(300, 1_000);
+    let (early, late) = records.split_at(records.len() / 2);
+    let group = format!("r{}-heal", world.id);
+    let cfg = config(&world, live, &group, writer);
+
+    world.produce(early).await;
+    let first = run_caught_up(&cfg).await;
+    assert_eq!(first.records as usize, early.len(), "{first:?}");
+    let older = image(&world, live);
+    world.produce(late).await;
+    let second = run_caught_up(&cfg).await;
+    assert_eq!(second.records as usize, late.len(), "{second:?}");
+    world.clean_build(reference, DEFAULT_MAPPINGS).await;
+    let expected = snapshot(&world.stack, reference, true);
+    assert_same(
+        &snapshot(&world.stack, live, true),
+        &expected,
+        "after both halves",
+    );
+
+    // Redis lags the group: it holds only the first half, the group committed the end.
+    restore(&world, live, &older);
+    assert_ne!(
+        snapshot(&world.stack, live, true),
+        expected,
+        "no lag planted"
+    );
+    let before = resets_of(&world);
+    let healed = run_caught_up(&cfg).await;
+    assert_eq!(
+        healed.records as usize,
+        late.len(),
+        "resumed from sink:offsets + 1, not from the committed end or the beginning: {healed:?}"
+    );
+    assert_same(
+        &snapshot(&world.stack, live, true),
+        &expected,
+        "after resuming from the older image",
+    );
+    assert!(
+        resets_of(&world) > before,
+        "no sink_offset_resets_total counted"
+    );
+
+    // Redis lost everything while the sink was stopped: a replay from the earliest offsets.
+    flushdb(&world, live);
+    let before = resets_of(&world);
+    let replayed = run_caught_up(&cfg).await;
+    assert_eq!(replayed.records as usize, records.len(), "{replayed:?}");
+    assert_same(
+        &snapshot(&world.stack, live, true),
+        &expected,
+        "after the replay of a flushed database",
+    );
+    // Every partition of both topics holds records, so every one moved back.
+    assert_eq!(resets_of(&world) - before, 4, "one reset per partition");
+
+    // Nothing lost now: the next start trusts Redis and the group alike.
+    let idle = run_caught_up(&cfg).await;
+    assert_eq!(idle.records, 0, "{idle:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shared_writer_resumes_from_what_redis_holds_at_assignment() {
+    resumes_from_what_redis_holds_at_assignment(Writer::Shared).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exclusive_writer_resumes_from_what_redis_holds_at_assignment() {
+    resumes_from_what_redis_holds_at_assignment(EXCLUSIVE).await;
+}
+
+async fn heals_a_flush_while_running(writer: Writer) {
+    metrics();
+    let world = World::new(2, &[]).await;
+    let dbs = take_dbs(&world.stack, 2);
+    let (live, reference) = (dbs[0], dbs[1]);
+    let records = world.workload(300, 1_000);
+    world.produce(&records).await;
+    world.clean_build(reference, DEFAULT_MAPPINGS).await;
+    let expected = snapshot(&world.stack, reference, true);
+
+    let stop = CancellationToken::new();
+    let cfg = config(&world, live, &format!("r{}-heal", world.id), writer);
+    let running = tokio::spawn({
+        let stop = stop.clone();
+        async move { sink::run::run(&cfg, StopWhen::Shutdown, stop).await }
+    });
+    wait_until("the sink to apply the log", Duration::from_secs(60), || {
+        state(&world, live) == expected
+    })
+    .await;
+
+    let before = resets_of(&world);
+    flushdb(&world, live);
+    let flushed = Instant::now();
+    wait_until(
+        "the sink to notice the flush and replay",
+        Duration::from_secs(60),
+        || state(&world, live) == expected,
+    )
+    .await;
+    let healed_in = flushed.elapsed();
+    assert!(
+        !running.is_finished(),
+        "the sink stopped instead of healing"
+    );
+    assert_eq!(resets_of(&world) - before, 4, "one reset per partition");
+    stop.cancel();
+    let summary = running
+        .await
+        .expect("sink task")
+        .unwrap_or_else(|e| panic!("sink run failed: {e:#}"));
+    assert_same(&state(&world, live), &expected, "after shutdown");
+    assert_eq!(
+        summary.records as usize,
+        2 * records.len(),
+        "applied once, then replayed once: {summary:?}"
+    );
+    println!(
+        "{writer:?}: healed {} records in {:.1} s after FLUSHDB",
+        records.len(),
+        healed_in.as_secs_f64()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shared_writer_heals_a_flush_while_running() {
+    heals_a_flush_while_running(Writer::Shared).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exclusive_writer_heals_a_flush_while_running() {
+    heals_a_flush_while_running(EXCLUSIVE).await;
+}
