@@ -6,8 +6,10 @@ with scores, sets, lists). TTLs are not compared. What legitimately differs betw
 was killed and restarted and one that ran once is left out, and only that:
 - `sink:freshness:{mapping}`: `applied_count` counts redelivered changes again, and
   `applied_at_ms`, `caught_up_at_ms` are wall-clock times; `source_ts_ms` is compared;
-- `sink:writer:{mapping}` (an exclusive sink's lease, gone after a clean stop) and
-  `sink:rebuild` (written only by the replay, which is a rebuild).
+- `sink:writer:{mapping}` (an exclusive sink's lease, gone after a clean stop),
+  `sink:rebuild` (written only by the replay, which is a rebuild) and `sink:offsets:run`
+  (the `run_id` of the Redis server process under which each partition's offset was marked
+  whole: a property of the server's life, not of the data).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ VOLATILE_FRESHNESS_FIELDS = {"applied_count", "applied_at_ms", "caught_up_at_ms"
 
 
 def ignored(key: str) -> bool:
-    return key.startswith("sink:writer:") or key == "sink:rebuild"
+    return key.startswith("sink:writer:") or key in ("sink:rebuild", "sink:offsets:run")
 
 
 def dump(url: str) -> dict[str, tuple[str, Any]]:
@@ -68,8 +70,19 @@ class Comparison:
         lines = []
         for name, keys in (("lost", self.lost), ("extra", self.extra), ("different", self.different)):
             for key in keys[:limit]:
-                lines.append(f"{name}: {key}: run={_short(run.get(key))} replay={_short(replay.get(key))}")
+                a, b = run.get(key), replay.get(key)
+                if a and b and a[0] == b[0] == "hash":
+                    lines.append(f"{name}: {key}: hash fields (run / replay): {_hash_diff(a[1], b[1])}")
+                else:
+                    lines.append(f"{name}: {key}: run={_short(a)} replay={_short(b)}")
         return lines
+
+
+def _hash_diff(run: dict, replay: dict, limit: int = 8) -> str:
+    fields = sorted(f for f in set(run) | set(replay) if run.get(f) != replay.get(f))
+    shown = [f"{f.decode(errors='replace')}: {run.get(f)} / {replay.get(f)}" for f in fields[:limit]]
+    more = f" (+{len(fields) - limit} more)" if len(fields) > limit else ""
+    return f"{len(fields)} differ: " + "; ".join(shown) + more
 
 
 def _short(value: Any) -> str:

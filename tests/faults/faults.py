@@ -67,9 +67,9 @@ class Profile:
 
 FAULTS = ("redis-restart", "broker-restart", "registry-down", "redis-empty")
 PROFILES = {
-    "short": Profile(changes=20_000, poison=12, partitions=4, produce_s=40, kills=4, kill_every_s=(3.0, 6.0),
-                     faults=((6, "redis-restart"), (24, "broker-restart"), (36, "registry-down"))),
-    "full": Profile(changes=100_000, poison=60, partitions=6, produce_s=150, kills=22, kill_every_s=(2.0, 5.0),
+    "short": Profile(changes=20_000, poison=12, partitions=4, produce_s=45, kills=4, kill_every_s=(3.0, 6.0),
+                     faults=((5, "redis-restart"), (18, "broker-restart"), (30, "redis-empty"), (38, "registry-down"))),
+    "full": Profile(changes=100_000, poison=60, partitions=6, produce_s=150, kills=22, kill_every_s=(1.5, 3.5),
                     faults=((20, "redis-restart"), (55, "broker-restart"), (90, "registry-down"),
                             (130, "redis-empty"))),
 }
@@ -157,6 +157,7 @@ class Production:
             while True:
                 try:
                     self.producer.produce(self.topics[record.table], key=record.key, value=record.value,
+                                          timestamp=record.timestamp_ms,
                                           headers=[("__debezium.context.connectorLogicalName", b"cdc")],
                                           on_delivery=self._on_delivery(record))
                     break

@@ -79,6 +79,9 @@ class Record:
     table: str
     key: bytes | None
     value: bytes | None
+    # The record's timestamp: a few milliseconds after the commit, as Debezium's producer
+    # stamps it (a tombstone's `source_ts_ms` is this; it has no envelope).
+    timestamp_ms: int = 0
     # Poison records: what is wrong with them (`None` for a valid change).
     poison: str | None = None
 
@@ -180,7 +183,7 @@ class Generator:
 
     def _emit(self, table: str, row_id: int, envelope: dict | None, kind: str) -> None:
         value = None if envelope is None else self.codecs.encode_value(table, envelope)
-        self.out.records.append(Record(table, self.codecs.encode_key(table, row_id), value))
+        self.out.records.append(Record(table, self.codecs.encode_key(table, row_id), value, self.now_us // 1000 + 3))
         self.out.changes += 1
         self.out.count(kind)
 
@@ -384,13 +387,14 @@ class Generator:
             value = frame(self.codecs.wrong_shape_id, self.codecs.wrong_shape, {"op": 3, "after": "not a row"})
         else:
             value = json.dumps({"op": 42, "after": "not a row", "payload": None}).encode()
-        self.out.records.append(Record(table, key, value, poison=kind))
+        self.out.records.append(Record(table, key, value, self.now_us // 1000 + 3, poison=kind))
 
     def oversized(self) -> None:
         """About 1 MB of noise behind a valid header: undecodable, and as large as the
         broker takes."""
         value = b"\x00" + struct.pack(">I", self.codecs.ids["orders"][1]) + self.rng.randbytes(OVERSIZED_BYTES)
-        self.out.records.append(Record("orders", self.codecs.encode_key("orders", 1), value, poison="oversized"))
+        self.out.records.append(Record("orders", self.codecs.encode_key("orders", 1), value, self.now_us // 1000 + 3,
+                                       poison="oversized"))
 
 
 def generate(codecs: Codecs, seed: int, changes: int, poison: int) -> Workload:
