@@ -214,8 +214,11 @@ class Suite:
         topics = [f"{self.run_id}.public.{t}" for t in workload.TABLES]
         self.dlqs = {w: f"{self.run_id}.dlq.{w}" for w in (*DBS, "replay")}
         admin = AdminClient({"bootstrap.servers": self.sv.bootstrap})
-        new = [NewTopic(t, self.profile.partitions, 1) for t in topics]
-        new += [NewTopic(t, 1, 1, config={"max.message.bytes": "2000000"}) for t in self.dlqs.values()]
+        # Kept forever: the records carry their source commit times (weeks before now, as a
+        # replayed history's would), which time-based retention would delete at once.
+        keep = {"retention.ms": "-1"}
+        new = [NewTopic(t, self.profile.partitions, 1, config=keep) for t in topics]
+        new += [NewTopic(t, 1, 1, config={**keep, "max.message.bytes": "2000000"}) for t in self.dlqs.values()]
         for topic, fut in admin.create_topics(new, operation_timeout=30).items():
             fut.result(60)
         self.topics = dict(zip(workload.TABLES, topics))
