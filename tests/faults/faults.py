@@ -192,6 +192,9 @@ def lags(bootstrap: str, group: str, topics: list[str], partitions: int) -> int:
 
 
 class Suite:
+    """One run of the suite: its services, topics, sinks, faults and verdicts; `report` holds
+    every count the summary prints."""
+
     def __init__(self, args: argparse.Namespace):
         self.args = args
         self.profile = PROFILES[args.profile]
@@ -281,6 +284,8 @@ class Suite:
                 log(f"lease taken over by another exclusive sink after {kill.takeover_s} s")
 
     def wait_takeover(self, sup: sinks.Supervisor, dead: int, timeout: float = 30.0) -> float | None:
+        """Seconds until a live exclusive sink other than `dead` holds the lease (`None`: not
+        within `timeout`)."""
         start = time.monotonic()
         while time.monotonic() - start < timeout:
             holder = sinks.lease_holder(self.sv.redis_url(DBS["exclusive"]), MAPPINGS[0])
@@ -345,6 +350,8 @@ class Suite:
         return ok
 
     def wait_converged(self, timeout: float = 300.0) -> dict[str, float | None]:
+        """When (seconds into the run) each writer's group had committed the end of every
+        partition; `None` for a group still behind after `timeout`."""
         topics = list(self.topics.values())
         out: dict[str, float | None] = {}
         start = time.monotonic()
@@ -361,6 +368,8 @@ class Suite:
         return out
 
     def verify(self, poison: dict) -> bool:
+        """Replays the log into an empty database, compares both writers' databases with it
+        and checks the dead-letter topics; records everything in the report."""
         log("replaying the log into an empty database (sink rebuild)")
         t = time.monotonic()
         r = subprocess.run([self.args.sink_bin, "rebuild", "--config", str(self.configs["replay"]),
