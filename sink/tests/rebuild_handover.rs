@@ -1,7 +1,8 @@
 //! The handover script (`rebuild/handover.lua`) against real Redis: it swaps only when the
 //! rebuilt state has applied at least what the live sink has, in every partition of a mapped
 //! topic, and only for the lock's holder; otherwise it changes nothing but the staging
-//! offsets it is told the rebuild settled.
+//! offsets it is told the rebuild settled. The swapped-in state vouches for its offsets
+//! (`sink:offsets:run`), so that sinks trust them instead of replaying.
 
 mod rebuild_support;
 
@@ -81,14 +82,17 @@ async fn swaps_only_when_the_rebuilt_state_is_not_behind() {
     assert_eq!(l.get::<_, String>("customer:1").unwrap(), "old");
 
     // Caught up (the unmapped topic's offsets do not count): swapped, metadata written,
-    // lock gone, the old state in the staging db.
+    // lock gone, the old state in the staging db, every replayed partition marked whole
+    // under the server's run (a stale marker of the staging db dropped).
+    let _: () = s.hset("sink:offsets:run", "gone/0", "old-run").unwrap();
+    let replayed = ["a/0".to_owned(), "a/1".to_owned()];
     let request = Handover {
         token: "me",
         topics: &topics,
         floors: &floors,
         meta: &meta,
         watermarks: &[],
-        partitions: &[],
+        partitions: &replayed,
     };
     assert_eq!(
         target.handover(&request).await.unwrap(),
@@ -103,6 +107,18 @@ async fn swaps_only_when_the_rebuilt_state_is_not_behind() {
     assert_eq!(
         offsets,
         BTreeMap::from([("a/0".into(), "10".into()), ("a/1".into(), "5".into())])
+    );
+    let info: String = redis::cmd("INFO").arg("server").query(&mut l).unwrap();
+    let run_id = info
+        .lines()
+        .find_map(|line| line.strip_prefix("run_id:"))
+        .expect("run_id")
+        .trim()
+        .to_owned();
+    let marks: BTreeMap<String, String> = l.hgetall("sink:offsets:run").unwrap();
+    assert_eq!(
+        marks,
+        BTreeMap::from([("a/0".into(), run_id.clone()), ("a/1".into(), run_id)])
     );
 }
 

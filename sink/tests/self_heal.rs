@@ -104,6 +104,24 @@ fn state(world: &World, db: i64) -> std::collections::BTreeMap<String, Content> 
     state
 }
 
+/// Customers of the running tests' workload (about 4.4 records each): 300, or
+/// `SELF_HEAL_CUSTOMERS` for measuring how long healing takes (RELIABILITY.md).
+fn customers() -> i64 {
+    std::env::var("SELF_HEAL_CUSTOMERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(300)
+}
+
+/// `sink:offsets` of database `db`: where each partition's applied records end.
+fn offsets(world: &World, db: i64) -> std::collections::BTreeMap<String, String> {
+    world
+        .stack
+        .conn(db)
+        .hgetall(mapping::layout::OFFSETS_KEY)
+        .expect("HGETALL sink:offsets")
+}
+
 /// Resets of both of the world's topics.
 fn resets_of(world: &World) -> u64 {
     resets(&world.customers.topic) + resets(&world.orders.topic)
@@ -191,10 +209,12 @@ async fn heals_a_flush_while_running(writer: Writer) {
     let world = World::new(2, &[]).await;
     let dbs = take_dbs(&world.stack, 2);
     let (live, reference) = (dbs[0], dbs[1]);
-    let records = world.workload(300, 1_000);
+    let records = world.workload(customers(), 1_000);
     world.produce(&records).await;
     world.clean_build(reference, DEFAULT_MAPPINGS).await;
-    let expected = snapshot(&world.stack, reference, true);
+    let expected = state(&world, reference);
+    let end = offsets(&world, reference);
+    let patience = Duration::from_secs(60 + records.len() as u64 / 1_000);
 
     let stop = CancellationToken::new();
     let cfg = config(&world, live, &format!("r{}-heal", world.id), writer);
@@ -202,21 +222,23 @@ async fn heals_a_flush_while_running(writer: Writer) {
         let stop = stop.clone();
         async move { sink::run::run(&cfg, StopWhen::Shutdown, stop).await }
     });
-    wait_until("the sink to apply the log", Duration::from_secs(60), || {
-        state(&world, live) == expected
+    wait_until("the sink to apply the log", patience, || {
+        offsets(&world, live) == end
     })
     .await;
+    assert_same(&state(&world, live), &expected, "applied once");
 
     let before = resets_of(&world);
     flushdb(&world, live);
     let flushed = Instant::now();
-    wait_until(
-        "the sink to notice the flush and replay",
-        Duration::from_secs(60),
-        || state(&world, live) == expected,
-    )
+    // Offsets are recorded atomically with the changes they cover: once every partition's
+    // is back at the end, the replay is complete.
+    wait_until("the sink to notice the flush and replay", patience, || {
+        offsets(&world, live) == end
+    })
     .await;
     let healed_in = flushed.elapsed();
+    assert_same(&state(&world, live), &expected, "healed");
     assert!(
         !running.is_finished(),
         "the sink stopped instead of healing"
@@ -248,4 +270,230 @@ async fn shared_writer_heals_a_flush_while_running() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exclusive_writer_heals_a_flush_while_running() {
     heals_a_flush_while_running(EXCLUSIVE).await;
+}
+
+/// A `redis-server` of this test without persistence on a free port, which the test can
+/// restart empty; killed on drop.
+struct EphemeralRedis {
+    port: u16,
+    child: std::process::Child,
+}
+
+impl EphemeralRedis {
+    fn start() -> EphemeralRedis {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        EphemeralRedis {
+            port,
+            child: EphemeralRedis::spawn(port),
+        }
+    }
+
+    fn spawn(port: u16) -> std::process::Child {
+        let child = std::process::Command::new("redis-server")
+            .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server must be installed (tests/stack/redis.sh installs it)");
+        let url = format!("redis://127.0.0.1:{port}");
+        let started = Instant::now();
+        while redis::Client::open(url.as_str())
+            .and_then(|c| c.get_connection())
+            .is_err()
+        {
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "redis-server on {port} did not answer"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        child
+    }
+
+    /// Redis URL without a database.
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Kills the server (everything it held is gone) and starts an empty one on its port.
+    fn restart_empty(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.child = EphemeralRedis::spawn(self.port);
+    }
+}
+
+impl Drop for EphemeralRedis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// [`state`] without `sink:offsets:run`, whose values name the server run.
+fn state_across_servers(world: &World, db: i64) -> std::collections::BTreeMap<String, Content> {
+    let mut state = state(world, db);
+    state.remove(mapping::layout::OFFSETS_RUN_KEY);
+    state
+}
+
+async fn heals_an_empty_restart_while_running(writer: Writer) {
+    metrics();
+    let mut world = World::new(2, &[]).await;
+    let reference = take_dbs(&world.stack, 1)[0];
+    let records = world.workload(customers(), 1_000);
+    world.produce(&records).await;
+    world.clean_build(reference, DEFAULT_MAPPINGS).await;
+    let expected = state_across_servers(&world, reference);
+    let end = offsets(&world, reference);
+    let patience = Duration::from_secs(60 + records.len() as u64 / 1_000);
+
+    // From here on the world's Redis is the test's own server.
+    let mut server = EphemeralRedis::start();
+    world.stack.redis = server.url();
+    let live = 0;
+    let stop = CancellationToken::new();
+    let cfg = config(&world, live, &format!("r{}-heal", world.id), writer);
+    let running = tokio::spawn({
+        let stop = stop.clone();
+        async move { sink::run::run(&cfg, StopWhen::Shutdown, stop).await }
+    });
+    wait_until("the sink to apply the log", patience, || {
+        offsets(&world, live) == end
+    })
+    .await;
+    assert_same(
+        &state_across_servers(&world, live),
+        &expected,
+        "applied once",
+    );
+
+    let before = resets_of(&world);
+    server.restart_empty();
+    let restarted = Instant::now();
+    wait_until(
+        "the sink to notice the restart and replay",
+        patience,
+        || offsets(&world, live) == end,
+    )
+    .await;
+    let healed_in = restarted.elapsed();
+    assert_same(&state_across_servers(&world, live), &expected, "healed");
+    assert!(
+        !running.is_finished(),
+        "the sink stopped instead of healing"
+    );
+    assert_eq!(resets_of(&world) - before, 4, "one reset per partition");
+    let mut conn = world.stack.conn(live);
+    let info: String = redis::cmd("INFO").arg("server").query(&mut conn).unwrap();
+    let run_id = info
+        .lines()
+        .find_map(|l| l.strip_prefix("run_id:"))
+        .expect("run_id")
+        .trim()
+        .to_owned();
+    let marks: std::collections::BTreeMap<String, String> =
+        conn.hgetall(mapping::layout::OFFSETS_RUN_KEY).unwrap();
+    assert_eq!(marks.len(), 4, "{marks:?}");
+    assert!(
+        marks.values().all(|r| *r == run_id),
+        "{marks:?} vs {run_id}"
+    );
+    stop.cancel();
+    let summary = running
+        .await
+        .expect("sink task")
+        .unwrap_or_else(|e| panic!("sink run failed: {e:#}"));
+    assert_eq!(
+        summary.records as usize,
+        2 * records.len(),
+        "applied once, then replayed once: {summary:?}"
+    );
+    println!(
+        "{writer:?}: healed {} records in {:.1} s after an empty restart",
+        records.len(),
+        healed_in.as_secs_f64()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shared_writer_heals_an_empty_restart_while_running() {
+    heals_an_empty_restart_while_running(Writer::Shared).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exclusive_writer_heals_an_empty_restart_while_running() {
+    heals_an_empty_restart_while_running(EXCLUSIVE).await;
+}
+
+/// Records applied so far per `sink:offsets` (sum of last offset + 1 over partitions).
+fn applied_records(world: &World, db: i64) -> i64 {
+    offsets(world, db)
+        .values()
+        .map(|o| o.parse::<i64>().expect("offset") + 1)
+        .sum()
+}
+
+/// A flush while batches are in flight: batches applied after the flush record
+/// `sink:offsets` again, but not the markers, so the sink still replays everything.
+async fn heals_a_flush_mid_apply(writer: Writer) {
+    metrics();
+    let world = World::new(2, &[]).await;
+    let dbs = take_dbs(&world.stack, 2);
+    let (live, reference) = (dbs[0], dbs[1]);
+    let records = world.workload(2_000, 1_000);
+    world.produce(&records).await;
+    world.clean_build(reference, DEFAULT_MAPPINGS).await;
+    let expected = state(&world, reference);
+    let end = offsets(&world, reference);
+
+    let stop = CancellationToken::new();
+    let path = world.write_config("mid", &world.yaml(live, &format!("r{}-mid", world.id)));
+    let config = mapping::load_config(&path, &mapping::ConnectionOverrides::default())
+        .unwrap_or_else(|e| panic!("config does not load:\n{e}"));
+    // Small batches, so that the flush lands between them.
+    let batch = BatchSettings::new(50, Duration::from_millis(5));
+    let cfg = SinkConfig::new(config, &[], batch).with_writer(writer);
+    let running = tokio::spawn({
+        let stop = stop.clone();
+        async move { sink::run::run(&cfg, StopWhen::Shutdown, stop).await }
+    });
+    let total = records.len() as i64;
+    wait_until("the sink to apply a part", Duration::from_secs(60), || {
+        applied_records(&world, live) > total / 4
+    })
+    .await;
+    let before = resets_of(&world);
+    flushdb(&world, live);
+    assert!(
+        applied_records(&world, live) < total,
+        "applied everything before the flush"
+    );
+    // Batches after the flush may bring `sink:offsets` to the end before the sink notices;
+    // the rewind drops those fields first, so the end after it is the replay's.
+    wait_until(
+        "the sink to notice the flush and replay",
+        Duration::from_secs(90),
+        || resets_of(&world) > before && offsets(&world, live) == end,
+    )
+    .await;
+    assert_same(&state(&world, live), &expected, "healed");
+    stop.cancel();
+    running
+        .await
+        .expect("sink task")
+        .unwrap_or_else(|e| panic!("sink run failed: {e:#}"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shared_writer_heals_a_flush_mid_apply() {
+    heals_a_flush_mid_apply(Writer::Shared).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exclusive_writer_heals_a_flush_mid_apply() {
+    heals_a_flush_mid_apply(EXCLUSIVE).await;
 }

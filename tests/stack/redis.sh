@@ -29,8 +29,8 @@ REDIS_SECURE_DIR="$STACK_STATE/redis-secure"
 REDIS_SECURE_LOG="$STACK_LOGS/redis-secure.log"
 # The ACLs the README documents as each binary's minimum; the tests run the binaries as
 # these users, so a command missing here fails them.
-REDIS_SINK_ACL='~* resetchannels -@all +@read +@write +@scripting +@transaction +@connection -@dangerous +time'
-REDIS_REBUILD_ACL="$REDIS_SINK_ACL +info +flushdb +swapdb +config|get"
+REDIS_SINK_ACL='~* resetchannels -@all +@read +@write +@scripting +@transaction +@connection -@dangerous +time +info'
+REDIS_REBUILD_ACL="$REDIS_SINK_ACL +flushdb +swapdb +config|get"
 REDIS_AGENT_ACL='~* resetchannels -@all +@read +@connection +eval_ro +evalsha_ro'
 
 ensure_redis() {

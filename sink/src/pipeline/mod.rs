@@ -44,6 +44,17 @@
 //! ([`Source::FromBeginning`], `sink rebuild`), and spawns the stages. The [`Running`]
 //! pipeline stops on shutdown or, with [`StopWhen::CaughtUp`], as soon as every assigned
 //! partition is applied up to its high watermark; it then commits the stored offsets.
+//!
+//! # Self-healing
+//!
+//! Redis, not the committed offsets, decides where a group's partition starts
+//! (`self_heal.rs`): the consumer context sets each assigned partition's start to
+//! `min(committed, sink:offsets + 1)`, or to its earliest offset when Redis cannot vouch for
+//! `sink:offsets`, and records it as the partition's [`Progress`], so that the caught-up check
+//! and the watermark never count the higher committed offset as applied. With
+//! [`Source::Group`] a watcher checks once a second that Redis still holds what it
+//! acknowledged; when not, it stops the pipeline as at shutdown and reports
+//! [`Summary::bookkeeping_lost`], and `sink run` starts a new one, whose assignment rewinds.
 
 mod apply_stage;
 mod batch;
@@ -289,7 +300,9 @@ struct Stages {
     dead_letters: Arc<DeadLetters>,
     /// Batch limits.
     batch: BatchSettings,
-    /// Whether the group's committed offsets count as applied for the watermark.
+    /// Whether the group's committed offsets count as applied for the watermark (for
+    /// partitions of other group members; this process's own start from [`Progress`]), and
+    /// whether Redis is watched for lost writes (`sink run`, not a rebuild).
     trust_committed: bool,
     /// What `GET /ready` reports.
     readiness: Readiness,

@@ -113,10 +113,7 @@ impl SinkContext {
         }
         let moved = rewound
             .iter()
-            .map(|s| {
-                let from = s.committed.unwrap_or(s.start);
-                format!("{}/{} {from}->{}", s.topic, s.partition, s.start)
-            })
+            .map(|s| format!("{}/{} {}->{}", s.topic, s.partition, s.committed, s.start))
             .collect::<Vec<_>>()
             .join(",");
         warn!(

@@ -68,14 +68,14 @@ pub(super) struct PartitionStart {
     pub partition: i32,
     /// The offset to consume first.
     pub start: i64,
-    /// The group's committed offset, when it has one.
-    pub committed: Option<i64>,
+    /// The group's committed offset.
+    pub committed: i64,
 }
 
 impl PartitionStart {
     /// Whether Redis moved the partition back from where the group would have resumed.
     pub fn rewound(&self) -> bool {
-        self.committed.is_some_and(|c| self.start < c)
+        self.start < self.committed
     }
 }
 
@@ -146,9 +146,10 @@ impl SelfHeal {
         }
     }
 
-    /// The start offset of every partition of `tpl` (an assignment): `min(committed,
-    /// sink:offsets + 1)` where Redis's marker names the current server run, the earliest
-    /// offset otherwise (then the stale field is dropped and the marker set). Blocking:
+    /// The start offset of every partition of `tpl` (an assignment) the group committed an
+    /// offset for: `min(committed, sink:offsets + 1)` where Redis's marker names the current
+    /// server run, the earliest offset otherwise (then the stale field is dropped and the
+    /// marker set). Partitions without a committed offset are left to `auto.offset.reset`. Blocking:
     /// round trips to Redis and the broker, each bounded by [`TIMEOUT`].
     ///
     /// On an error nothing is decided: the consumer resumes from the committed offsets and
@@ -200,9 +201,13 @@ impl SelfHeal {
         let (run_id, applied) = self.claim(&partitions).map_err(PlaceError::Redis)?;
         let mut starts = Vec::with_capacity(partitions.len());
         for (p, next) in partitions.iter().zip(applied) {
-            let committed = committed.get(p).copied();
+            // Without a committed offset the group starts where `auto.offset.reset` says
+            // (earliest): never later than Redis.
+            let Some(&committed) = committed.get(p) else {
+                continue;
+            };
             let start = match next {
-                Some(next) => committed.map_or(next, |c| c.min(next)),
+                Some(next) => committed.min(next),
                 None => {
                     consumer
                         .fetch_watermarks(&p.0, p.1, TIMEOUT)
@@ -426,8 +431,7 @@ mod tests {
             start,
             committed,
         };
-        assert!(start(3, Some(10)).rewound());
-        assert!(!start(10, Some(10)).rewound());
-        assert!(!start(0, None).rewound());
+        assert!(start(3, 10).rewound());
+        assert!(!start(10, 10).rewound());
     }
 }
