@@ -79,5 +79,8 @@ eval "$(bash tests/stack/up.sh redis kafka registry postgres connect)"
 step "Rust tests (unit, golden, integration against the real services)"
 cargo test --workspace --locked --no-fail-fast
 
+step "Fault suite, short profile (its own Redis, Kafka and registry on ports 26100-26106)"
+bash tests/faults/run.sh --profile short
+
 step "Python tests (MCP client, registry, end-to-end through PostgreSQL and Debezium)"
 pytest -q -p no:cacheprovider agent-cli/tests tests

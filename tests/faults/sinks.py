@@ -1,0 +1,176 @@
+"""The real `sink run` processes under test, and the supervisor that restarts them.
+
+A *slot* is one sink process position (`shared-1`, `exclusive-2`, ...): the supervisor keeps a
+process running in every slot, as systemd's `Restart=always` or a Kubernetes Deployment would.
+A process the suite killed is restarted after a short random delay; one that exited on its own
+(an unplanned exit: it found a service unreachable at start, lost its lease, or failed) is
+recorded with its exit code and the end of its log, then restarted after a second.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import redis
+
+
+@dataclass
+class Exit:
+    """A sink process that ended without being killed by the suite."""
+
+    slot: str
+    code: int
+    at_s: float
+    log_tail: str
+
+
+@dataclass
+class Slot:
+    name: str
+    writer: str  # shared | exclusive
+    args: list[str]
+    log: Path
+    proc: subprocess.Popen | None = None
+    killed: bool = False  # the current process was killed by the suite
+    restart_at: float = 0.0
+    starts: int = 0
+
+
+@dataclass
+class Kill:
+    slot: str
+    writer: str
+    pid: int
+    at_s: float
+    lease_holder: bool  # exclusive: the killed process held the lease
+    takeover_s: float | None = None  # exclusive: until another process held the lease
+
+
+class Supervisor:
+    """Runs the sink slots, kills on request, restarts whatever ended."""
+
+    def __init__(self, binary: Path, env: dict[str, str], logs: Path, rng: random.Random, t0: float):
+        self.binary = binary
+        self.env = env
+        self.logs = logs
+        self.rng = rng
+        self.t0 = t0
+        self.slots: list[Slot] = []
+        self.exits: list[Exit] = []
+        self.kills: list[Kill] = []
+        self.lock = threading.Lock()
+        self.stopping = False
+        self.thread: threading.Thread | None = None
+
+    def add(self, name: str, writer: str, args: list[str]) -> None:
+        self.slots.append(Slot(name, writer, args, self.logs / f"{name}.log"))
+
+    def _spawn(self, slot: Slot) -> None:
+        with open(slot.log, "ab") as log:
+            log.write(f"\n===== start {slot.starts + 1} at {time.monotonic() - self.t0:.1f} s\n".encode())
+            log.flush()
+            slot.proc = subprocess.Popen([str(self.binary), *slot.args], env=self.env, stdin=subprocess.DEVNULL,
+                                         stdout=log, stderr=subprocess.STDOUT)
+        slot.starts += 1
+        slot.killed = False
+
+    def start(self) -> None:
+        for slot in self.slots:
+            self._spawn(slot)
+        self.thread = threading.Thread(target=self._watch, name="supervisor", daemon=True)
+        self.thread.start()
+
+    def _watch(self) -> None:
+        while not self.stopping:
+            with self.lock:
+                now = time.monotonic()
+                for slot in self.slots:
+                    if slot.proc is None:
+                        if now >= slot.restart_at:
+                            self._spawn(slot)
+                        continue
+                    code = slot.proc.poll()
+                    if code is None:
+                        continue
+                    if not slot.killed:
+                        self.exits.append(Exit(slot.name, code, now - self.t0, tail(slot.log)))
+                        slot.restart_at = now + 1.0
+                    else:
+                        slot.restart_at = now + self.rng.uniform(0.0, 1.5)
+                    slot.proc = None
+            time.sleep(0.05)
+
+    def kill(self, writer: str, holder_pid: int | None) -> Kill | None:
+        """SIGKILLs a running sink of `writer`: the lease holder when given (exclusive), else a
+        random one."""
+        with self.lock:
+            running = [s for s in self.slots if s.writer == writer and s.proc is not None and s.proc.poll() is None]
+            if not running:
+                return None
+            target = next((s for s in running if s.proc.pid == holder_pid), None) or self.rng.choice(running)
+            target.killed = True
+            target.proc.send_signal(signal.SIGKILL)
+            kill = Kill(target.name, writer, target.proc.pid, time.monotonic() - self.t0,
+                        lease_holder=holder_pid is not None and target.proc.pid == holder_pid)
+            self.kills.append(kill)
+            return kill
+
+    def pids(self, writer: str) -> set[int]:
+        with self.lock:
+            return {s.proc.pid for s in self.slots if s.writer == writer and s.proc is not None and s.proc.poll() is None}
+
+    def stop(self, timeout: float = 60.0) -> dict[str, int]:
+        """SIGTERM to every sink; their exit codes (a sink stops cleanly with 0)."""
+        self.stopping = True
+        if self.thread:
+            self.thread.join()
+        codes = {}
+        for slot in self.slots:
+            if slot.proc is not None and slot.proc.poll() is None:
+                slot.proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        for slot in self.slots:
+            if slot.proc is None:
+                continue
+            try:
+                codes[slot.name] = slot.proc.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                slot.proc.kill()
+                codes[slot.name] = slot.proc.wait()
+        return codes
+
+
+def lease_holder(redis_url: str, mapping: str) -> int | None:
+    """The pid of the exclusive sink holding `mapping`'s lease (`sink:writer:{mapping}` holds
+    `host:pid:start`), if any."""
+    try:
+        value = redis.Redis.from_url(redis_url, socket_timeout=2).get(f"sink:writer:{mapping}")
+    except redis.RedisError:
+        return None
+    if not value:
+        return None
+    parts = value.decode().rsplit(":", 2)
+    return int(parts[1]) if len(parts) == 3 and parts[1].isdigit() else None
+
+
+def tail(path: Path, lines: int = 15) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+def environment(extra: dict[str, str]) -> dict[str, str]:
+    """The sinks' environment: no settings of the shared stack, logs at info."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("KAFKA_", "REDIS_", "SCHEMA_REGISTRY", "SINK_"))}
+    env.setdefault("RUST_LOG", "info")
+    env.update(extra)
+    return env
