@@ -392,17 +392,19 @@ class Suite:
                 self.report["comparison"][writer] = {
                     "keys_replay": result.keys, "keys_compared": result.compared, "lost": len(result.lost),
                     "extra": len(result.extra), "different": len(result.different),
+                    "index_positions_different": len(result.index_positions),
                     "examples": result.describe(run, replay)}
                 ok &= result.ok
                 log(f"{writer}: {result.compared} keys compared: {len(result.lost)} lost, "
-                    f"{len(result.extra)} extra, {len(result.different)} different")
+                    f"{len(result.extra)} extra, {len(result.different)} different "
+                    f"(and {len(result.index_positions)} index position hashes differing: open finding)")
                 for line in result.describe(run, replay):
                     log(f"  {line}")
             letters = compare.read_topic(self.sv.bootstrap, self.dlqs[writer])
             check = compare.check_dead_letters(letters, poison)
             self.report["dead_letters"][writer] = {
                 "letters": check.letters, "poison": check.poison, "covered": check.covered,
-                "value_omitted": check.value_omitted,
+                "headers_only": check.value_omitted,
                 "missing": check.missing[:10], "not_poison": check.not_poison[:10], "altered": check.altered[:10]}
             ok &= check.ok
             log(f"{writer}: {check.letters} dead letters, {check.covered} of {check.poison} poison records "
@@ -452,10 +454,11 @@ def summary(report: dict) -> str:
         lines.append(f"  fault {f['fault']} at {f['at_s']} s, took {f['took_s']} s")
     for writer, c in report.get("comparison", {}).items():
         lines.append(f"  {writer}: {c['keys_compared']} keys compared with the replay ({c['keys_replay']} there): "
-                     f"{c['lost']} lost, {c['extra']} extra, {c['different']} different")
+                     f"{c['lost']} lost, {c['extra']} extra, {c['different']} different, "
+                     f"{c.get('index_positions_different', 0)} index position hashes differing")
     for writer, d in report.get("dead_letters", {}).items():
         lines.append(f"  {writer} dead letters: {d['letters']} records; {d['covered']} of {d['poison']} poison records "
-                     f"with their origin ({d['value_omitted']} too large, written without the value); "
+                     f"with their origin ({d['headers_only']} too large, sent headers only); "
                      f"{len(d['not_poison'])} valid records; {len(d['missing'])} missing")
     return "\n".join(lines)
 
