@@ -132,6 +132,21 @@ pub enum DecodeError {
         #[source]
         source: apache_avro::Error,
     },
+    /// The Avro body does not take apart by its writer schema: it ends early, or a length,
+    /// count, union branch, enum index, boolean or text is invalid. Checked before the
+    /// generic decoder reads it, which would allocate what a length says first.
+    #[error(
+        "{part} body is malformed for its writer schema {id} at byte {offset}: it ends early, \
+         or a length, count, union branch or value there is invalid"
+    )]
+    Malformed {
+        /// Key or value.
+        part: Part,
+        /// The schema id.
+        id: u32,
+        /// Where in the body (after the 5-byte header) the value that could not be read ends.
+        offset: usize,
+    },
     /// Bytes left over after the Avro body.
     #[error("{part} has {count} bytes after the avro body of schema {id}")]
     TrailingBytes {
@@ -221,6 +236,9 @@ pub struct Decoder {
     key_readers: Mutex<HashMap<u32, Option<Arc<binary::RowReader>>>>,
     /// Per value schema id: its compiled envelope reader (`None`: the generic decoder).
     envelope_readers: Mutex<HashMap<u32, Option<Arc<binary::EnvelopeReader>>>>,
+    /// Per schema id: the layout a body is checked against before the generic decoder reads
+    /// it (`None`: a schema the check does not follow).
+    layouts: Mutex<HashMap<u32, Option<Arc<binary::BodyLayout>>>>,
     /// Records written by JsonConverter.
     json: JsonDecoder,
 }
@@ -234,6 +252,7 @@ impl Decoder {
             envelopes: Mutex::new(HashMap::new()),
             key_readers: Mutex::new(HashMap::new()),
             envelope_readers: Mutex::new(HashMap::new()),
+            layouts: Mutex::new(HashMap::new()),
             json: JsonDecoder::default(),
         }
     }
@@ -262,9 +281,37 @@ impl Decoder {
         value: Option<&[u8]>,
         timestamp_ms: Option<i64>,
     ) -> Result<Decoded, DecodeError> {
+        let key_writer = self.avro_writer(topic, Part::Key, key).await?;
+        let value_writer = self.avro_writer(topic, Part::Value, value).await?;
+        self.decode_with(topic, key, value, timestamp_ms, |id| {
+            [&key_writer, &value_writer]
+                .into_iter()
+                .flatten()
+                .find(|writer| writer.id == id)
+                .cloned()
+                .ok_or(RegistryError::NotFound { id })
+        })
+    }
+
+    /// Decodes one record as [`Decoder::decode`] does, with the writer schemas `writer`
+    /// gives by id instead of the registry's: decoding without I/O, for records whose
+    /// schemas are at hand (fetched beforehand, or read from files).
+    pub fn decode_with(
+        &self,
+        topic: &str,
+        key: Option<&[u8]>,
+        value: Option<&[u8]>,
+        timestamp_ms: Option<i64>,
+        writer: impl Fn(u32) -> Result<Arc<WriterSchema>, RegistryError>,
+    ) -> Result<Decoded, DecodeError> {
+        let writer =
+            |part, id| writer(id).map_err(|source| DecodeError::Schema { part, id, source });
         let key_row = match key {
             Some(bytes) if json::is_json(bytes) => self.json.key(topic, bytes)?,
-            Some(bytes) => self.decode_key(topic, bytes).await?,
+            Some(bytes) => {
+                let (id, body) = split_frame(Part::Key, bytes)?;
+                self.decode_key(&*writer(Part::Key, id)?, body)?
+            }
             None => Row::new(),
         };
         let tombstone = |key_row| {
@@ -300,7 +347,7 @@ impl Decoder {
         }
         let part = Part::Value;
         let (id, body) = split_frame(part, value)?;
-        let writer = self.writer(topic, part, id).await?;
+        let writer = writer(part, id)?;
         let row_schema = cached(&self.envelopes, id, || {
             schema::envelope_schema(&writer.json)
         })
@@ -310,7 +357,7 @@ impl Decoder {
         });
         let envelope = match fast.and_then(|reader| reader.read(body, &row_schema)) {
             Some(envelope) => envelope,
-            None => Envelope::read(id, &row_schema, decode_body(part, &writer, body)?)?,
+            None => Envelope::read(id, &row_schema, self.generic(part, &writer, body)?)?,
         };
         Ok(Decoded {
             change: envelope.into_change(key_row, timestamp_ms),
@@ -319,10 +366,8 @@ impl Decoder {
         })
     }
 
-    async fn decode_key(&self, topic: &str, bytes: &[u8]) -> Result<Row, DecodeError> {
-        let part = Part::Key;
-        let (id, body) = split_frame(part, bytes)?;
-        let writer = self.writer(topic, part, id).await?;
+    fn decode_key(&self, writer: &WriterSchema, body: &[u8]) -> Result<Row, DecodeError> {
+        let (part, id) = (Part::Key, writer.id);
         let row_schema = cached(&self.keys, id, || schema::key_schema(&writer.json))
             .map_err(|problem| DecodeError::Shape { part, id, problem })?;
         let fast = compiled(&self.key_readers, id, || {
@@ -331,7 +376,7 @@ impl Decoder {
         if let Some(row) = fast.and_then(|reader| reader.read_key(body, &row_schema)) {
             return Ok(row);
         }
-        match decode_body(part, &writer, body)? {
+        match self.generic(part, writer, body)? {
             Value::Record(fields) => read_row(part, id, &row_schema, fields),
             other => Err(DecodeError::EnvelopeField {
                 id,
@@ -341,13 +386,32 @@ impl Decoder {
         }
     }
 
-    async fn writer(
+    /// A body through apache-avro's generic decoder, once its layout checks out.
+    fn generic(
+        &self,
+        part: Part,
+        writer: &WriterSchema,
+        body: &[u8],
+    ) -> Result<Value, DecodeError> {
+        let layout = compiled(&self.layouts, writer.id, || {
+            binary::BodyLayout::compile(&writer.json)
+        });
+        decode_body(part, writer, layout.as_deref(), body)
+    }
+
+    /// The writer schema of an Avro key or value from the registry; `None` for a JSON or
+    /// missing one.
+    async fn avro_writer(
         &self,
         topic: &str,
         part: Part,
-        id: u32,
-    ) -> Result<Arc<WriterSchema>, DecodeError> {
-        self.registry.schema(id).await.map_err(|source| {
+        bytes: Option<&[u8]>,
+    ) -> Result<Option<Arc<WriterSchema>>, DecodeError> {
+        let Some(bytes) = bytes.filter(|bytes| !json::is_json(bytes)) else {
+            return Ok(None);
+        };
+        let (id, _) = split_frame(part, bytes)?;
+        self.registry.schema(id).await.map(Some).map_err(|source| {
             tracing::debug!(topic, schema_id = id, %part, "Writer schema unavailable.");
             DecodeError::Schema { part, id, source }
         })
@@ -411,8 +475,24 @@ pub fn split_frame(part: Part, bytes: &[u8]) -> Result<(u32, &[u8]), DecodeError
     Ok((u32::from_be_bytes(id), body))
 }
 
-fn decode_body(part: Part, writer: &WriterSchema, body: &[u8]) -> Result<Value, DecodeError> {
+/// A body through apache-avro's generic decoder, checked against `layout` first (when the
+/// schema has one) so that a malformed body is refused before the decoder allocates for it.
+fn decode_body(
+    part: Part,
+    writer: &WriterSchema,
+    layout: Option<&binary::BodyLayout>,
+    body: &[u8],
+) -> Result<Value, DecodeError> {
     let id = writer.id;
+    match layout.map(|layout| layout.check(body)) {
+        Some(Err(binary::Misfit::Malformed { offset })) => {
+            return Err(DecodeError::Malformed { part, id, offset })
+        }
+        Some(Err(binary::Misfit::Trailing { count })) => {
+            return Err(DecodeError::TrailingBytes { part, id, count })
+        }
+        Some(Ok(())) | None => {}
+    }
     let mut rest = body;
     let value = writer
         .reader

@@ -644,7 +644,7 @@ fn check_envelope(
     in_scope: bool,
     body: &[u8],
 ) -> Result<(), TestCaseError> {
-    let generic = decode_body(Part::Value, writer, body)
+    let generic = decode_body(Part::Value, writer, None, body)
         .and_then(|record| Envelope::read(writer.id, row, record));
     match (reader.and_then(|r| r.read(body, row)), &generic) {
         (Some(fast), Ok(generic)) => prop_assert_eq!(parts(&fast), parts(generic)),
@@ -672,7 +672,7 @@ fn check_key(
     in_scope: bool,
     body: &[u8],
 ) -> Result<(), TestCaseError> {
-    let generic = decode_body(Part::Key, writer, body).and_then(|record| match record {
+    let generic = decode_body(Part::Key, writer, None, body).and_then(|record| match record {
         Value::Record(fields) => read_row(Part::Key, writer.id, row, fields),
         other => panic!("key decoded as {other:?}"),
     });
