@@ -144,7 +144,8 @@ pub enum DecodeError {
         part: Part,
         /// The schema id.
         id: u32,
-        /// Where in the body (after the 5-byte header) the value that could not be read ends.
+        /// How far into the body (after the 5-byte header) reading got before a value could
+        /// not be read.
         offset: usize,
     },
     /// Bytes left over after the Avro body.
@@ -690,7 +691,107 @@ fn optional_long(id: u32, field: &'static str, value: Value) -> Result<Option<i6
 
 #[cfg(test)]
 mod tests {
+    use mapping::change::FieldValue;
+    use serde_json::json;
+
     use super::*;
+
+    /// Decodes a record whose key and value bodies are framed with schema ids 1 and 2.
+    fn decode_bodies(
+        key_schema: &serde_json::Value,
+        value_schema: &serde_json::Value,
+        key: &[u8],
+        value: Option<&[u8]>,
+    ) -> Result<Decoded, DecodeError> {
+        let registry = Registry::new("http://127.0.0.1:9").unwrap();
+        let writers = [
+            Arc::new(WriterSchema::parse(1, key_schema.to_string()).unwrap()),
+            Arc::new(WriterSchema::parse(2, value_schema.to_string()).unwrap()),
+        ];
+        let key = [&[0, 0, 0, 0, 1][..], key].concat();
+        let value = value.map(|body| [&[0, 0, 0, 0, 2][..], body].concat());
+        Decoder::new(Arc::new(registry)).decode_with(
+            "t",
+            Some(&key),
+            value.as_deref(),
+            None,
+            |id| Ok(Arc::clone(&writers[id as usize - 1])),
+        )
+    }
+
+    fn key_of(ty: serde_json::Value) -> serde_json::Value {
+        json!({"type": "record", "name": "Key", "fields": [{"name": "k", "type": ty}]})
+    }
+
+    /// Found by fuzzing: apache-avro allocates what a length says before reading (up to
+    /// 512 MiB); six bytes of a key made it allocate 400 MB. The layout check refuses the
+    /// length first.
+    #[test]
+    fn a_length_beyond_the_body_is_refused_before_it_is_allocated() {
+        // An array column: out of the compiled readers' scope, read by the generic decoder.
+        let schema = key_of(json!({"type": "array", "items": "string"}));
+        let mut body = vec![0x02]; // one item
+        body.extend([0x80, 0xb4, 0xc4, 0xfd, 0x02]); // a string of 400,000,000 bytes
+        let err = decode_bodies(&schema, &schema, &body, None).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                DecodeError::Malformed {
+                    part: Part::Key,
+                    id: 1,
+                    offset: 6
+                }
+            ),
+            "{err:?}"
+        );
+    }
+
+    /// Found by fuzzing: apache-avro reads a string, boolean or union index at the end of
+    /// the body as null, so a key cut short was decoded into a row with a NULL column.
+    #[test]
+    fn a_body_cut_short_is_refused_not_read_as_nulls() {
+        let schema = key_of(json!("string"));
+        let err = decode_bodies(&schema, &schema, &[], None).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                DecodeError::Malformed {
+                    part: Part::Key,
+                    id: 1,
+                    offset: 0
+                }
+            ),
+            "{err:?}"
+        );
+        let whole = decode_bodies(&schema, &schema, &[0x02, b'a'], None).unwrap();
+        assert_eq!(
+            whole.change.key,
+            vec![("k".to_owned(), FieldValue::String("a".into()))]
+        );
+
+        // An envelope missing its last field (the union index of `ts_ms`).
+        let envelope = json!({"type": "record", "name": "Envelope", "fields": [
+            {"name": "after", "type": ["null", {"type": "record", "name": "Value",
+                "fields": [{"name": "k", "type": "string"}]}]},
+            {"name": "op", "type": "string"},
+            {"name": "ts_ms", "type": ["null", "long"]}]});
+        let body = [0x02, 0x02, b'a', 0x02, b'c'];
+        let err = decode_bodies(&schema, &envelope, &[0x02, b'a'], Some(&body)).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                DecodeError::Malformed {
+                    part: Part::Value,
+                    id: 2,
+                    offset: 5
+                }
+            ),
+            "{err:?}"
+        );
+        let whole = [&body[..], &[0x02, 0x04]].concat();
+        let decoded = decode_bodies(&schema, &envelope, &[0x02, b'a'], Some(&whole)).unwrap();
+        assert_eq!(decoded.change.source_ts_ms, Some(2));
+    }
 
     #[test]
     fn frames() {

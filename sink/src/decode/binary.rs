@@ -623,7 +623,7 @@ pub(crate) enum Misfit {
     /// A value could not be read at this byte offset: the body ends early, or a length,
     /// count, union branch, enum index, boolean or UTF-8 text there is invalid.
     Malformed {
-        /// Where the value that could not be read ends (or the body does).
+        /// How far into the body reading got before a value could not be read.
         offset: usize,
     },
     /// The body is longer than its values.
@@ -780,8 +780,79 @@ mod tests {
         assert_eq!(Input::new(&zigzag(i64::from(i32::MAX) + 1)).int(), None);
     }
 
+    /// Found by fuzzing: an array of a type that takes no bytes (`null`) with a count of
+    /// 2^62 in nine bytes made the skip loop for ever; a count beyond what the rest of the
+    /// body can hold is refused at once.
     #[test]
-    fn blocks_with_sizes_are_skipped_whole() {
+    fn counts_are_bounded_by_the_body() {
+        let nulls = Node::Array(Box::new(Node::Null));
+        let endless = [zigzag(1 << 62), zigzag(0)].concat();
+        assert_eq!(Input::new(&endless).skip(&nulls), None);
+        let allowed = [zigzag(MAX_EMPTY_ITEMS as i64), zigzag(0)].concat();
+        assert_eq!(Input::new(&allowed).skip(&nulls), Some(()));
+        let one_over = [zigzag(MAX_EMPTY_ITEMS as i64), zigzag(1), zigzag(0)].concat();
+        assert_eq!(Input::new(&one_over).skip(&nulls), None);
+
+        let longs = Node::Array(Box::new(Node::Long));
+        let claimed = [zigzag(3), zigzag(1), zigzag(2), zigzag(0)].concat();
+        assert_eq!(
+            Input::new(&claimed).skip(&longs),
+            None,
+            "3 items, 3 bytes left"
+        );
+        let exact = [zigzag(2), zigzag(1), zigzag(2), zigzag(0)].concat();
+        assert_eq!(Input::new(&exact).skip(&longs), Some(()));
+        assert_eq!(
+            Input::new(&[zigzag(i64::MIN), zigzag(0)].concat()).skip(&longs),
+            None
+        );
+    }
+
+    #[test]
+    fn skipped_values_are_checked_as_the_generic_decoder_reads_them() {
+        assert_eq!(Input::new(&[2]).skip(&Node::Boolean), None);
+        assert_eq!(
+            Input::new(&[0x02, 0xff]).skip(&Node::String),
+            None,
+            "not UTF-8"
+        );
+        assert_eq!(Input::new(&[0x02, 0xff]).skip(&Node::Bytes), Some(()));
+        assert_eq!(Input::new(&zigzag(2)).skip(&Node::Enum(2)), None);
+        assert_eq!(Input::new(&zigzag(1)).skip(&Node::Enum(2)), Some(()));
+        let wide = zigzag(i64::from(i32::MAX) + 1);
+        assert_eq!(Input::new(&wide).skip(&Node::Int), None);
+        assert_eq!(Input::new(&wide).skip(&Node::Long), Some(()));
+    }
+
+    #[test]
+    fn layouts_check_whole_bodies() {
+        let schema = serde_json::json!({"type": "record", "name": "R", "fields": [
+            {"name": "a", "type": {"type": "map", "values": "long"}},
+            {"name": "b", "type": ["null", {"type": "fixed", "name": "F", "size": 2}]},
+            {"name": "c", "type": "F"}]});
+        let layout = BodyLayout::compile(&schema).unwrap();
+        let body = [
+            zigzag(1),
+            vec![0x02, b'x'],
+            zigzag(7),
+            zigzag(0),
+            zigzag(1),
+            vec![1, 2, 3, 4],
+        ]
+        .concat();
+        assert_eq!(layout.check(&body), Ok(()));
+        assert_eq!(
+            layout.check(&body[..body.len() - 1]),
+            Err(Misfit::Malformed { offset: 8 })
+        );
+        assert_eq!(
+            layout.check(&[&body[..], &[0]].concat()),
+            Err(Misfit::Trailing { count: 1 })
+        );
+    }
+
+    #[test]
+    fn blocks_with_sizes_are_read_item_by_item() {
         // An array of longs in two blocks, the second with its byte size: [1, 2] [3].
         let mut body = zigzag(2);
         body.extend(zigzag(1));
