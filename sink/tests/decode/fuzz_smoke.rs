@@ -83,9 +83,11 @@ impl Harness {
     }
 }
 
-/// The recorded records as (key, value) bytes: Avro from both fixtures, JsonConverter
-/// with and without schemas.
-fn recorded() -> Vec<(Option<Vec<u8>>, Option<Vec<u8>>)> {
+/// A record's key and value bytes.
+type Bytes = (Option<Vec<u8>>, Option<Vec<u8>>);
+
+/// The recorded records: Avro from both fixtures, JsonConverter with and without schemas.
+fn recorded() -> Vec<Bytes> {
     let hex = |v: &Json| v.as_str().filter(|s| !s.is_empty()).map(unhex);
     let text = |v: &Json| v.as_str().map(|s| s.as_bytes().to_vec());
     let mut records: Vec<_> = read_json("raw-wire-bytes.json")
