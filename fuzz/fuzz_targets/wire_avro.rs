@@ -39,7 +39,9 @@ static TARGET: LazyLock<Target> = LazyLock::new(|| {
 impl Target {
     fn decode(&self, key: Option<&[u8]>, value: Option<&[u8]>) -> bool {
         self.decoder
-            .decode_with("cdc.public.t", key, value, Some(0), |id| self.schemas.get(id))
+            .decode_with("cdc.public.t", key, value, Some(0), |id| {
+                self.schemas.get(id)
+            })
             .is_ok()
     }
 }

@@ -53,19 +53,35 @@ impl Schemas {
     pub fn reference() -> Self {
         let mut schemas = HashMap::new();
         let entries = [
-            (1, include_str!("../../schemas/debezium/cdc.public.customers-key.v1.id1.json")),
-            (2, include_str!("../../schemas/debezium/cdc.public.customers-value.v1.id2.json")),
-            (3, include_str!("../../schemas/debezium/cdc.public.orders-key.v1.id3.json")),
-            (4, include_str!("../../schemas/debezium/cdc.public.orders-value.v1.id4.json")),
+            (
+                1,
+                include_str!("../../schemas/debezium/cdc.public.customers-key.v1.id1.json"),
+            ),
+            (
+                2,
+                include_str!("../../schemas/debezium/cdc.public.customers-value.v1.id2.json"),
+            ),
+            (
+                3,
+                include_str!("../../schemas/debezium/cdc.public.orders-key.v1.id3.json"),
+            ),
+            (
+                4,
+                include_str!("../../schemas/debezium/cdc.public.orders-value.v1.id4.json"),
+            ),
         ];
         for (id, entry) in entries {
             let entry: Json = serde_json::from_str(entry).expect("registry entry");
             schemas.insert(id, parse(id, entry["schema"].to_string()));
         }
-        let converters: Json =
-            serde_json::from_str(include_str!("../../tests/fixtures/debezium/converters.json"))
-                .expect("converters fixture");
-        for (id, schema) in converters["avro_schemas"].as_object().expect("avro_schemas") {
+        let converters: Json = serde_json::from_str(include_str!(
+            "../../tests/fixtures/debezium/converters.json"
+        ))
+        .expect("converters fixture");
+        for (id, schema) in converters["avro_schemas"]
+            .as_object()
+            .expect("avro_schemas")
+        {
             let id = id.parse().expect("numeric schema id");
             schemas.insert(id, parse(id, schema.to_string()));
         }
