@@ -670,7 +670,8 @@ fn case() -> impl Strategy<Value = (Layout, Record)> {
     })
 }
 
-/// What both paths must agree on.
+/// What both paths must agree on (compared by their `Debug` text, which is exact for
+/// floats and equal for the NaN a changed byte can make).
 type Parts<'a> = (
     mapping::Op,
     &'a Option<mapping::Row>,
@@ -697,7 +698,10 @@ fn check_envelope(
     let generic = decode_body(Part::Value, writer, layout.as_ref(), body)
         .and_then(|record| Envelope::read(writer.id, row, record));
     match (reader.and_then(|r| r.read(body, row)), &generic) {
-        (Some(fast), Ok(generic)) => prop_assert_eq!(parts(&fast), parts(generic)),
+        (Some(fast), Ok(generic)) => prop_assert_eq!(
+            format!("{:?}", parts(&fast)),
+            format!("{:?}", parts(generic))
+        ),
         (Some(fast), Err(e)) => {
             return Err(TestCaseError::fail(format!(
                 "the compiled reader read {:?}, the generic decoder failed: {e:#}",
@@ -729,7 +733,9 @@ fn check_key(
             other => panic!("key decoded as {other:?}"),
         });
     match (reader.and_then(|r| r.read_key(body, row)), &generic) {
-        (Some(fast), Ok(generic)) => prop_assert_eq!(&fast, generic),
+        (Some(fast), Ok(generic)) => {
+            prop_assert_eq!(format!("{fast:?}"), format!("{generic:?}"))
+        }
         (Some(fast), Err(e)) => {
             return Err(TestCaseError::fail(format!(
                 "the compiled reader read key {fast:?}, the generic decoder failed: {e:#}"
