@@ -780,7 +780,7 @@ mod tests {
         assert_eq!(Input::new(&zigzag(i64::from(i32::MAX) + 1)).int(), None);
     }
 
-    /// Found by fuzzing: an array of a type that takes no bytes (`null`) with a count of
+    /// An array of a type that takes no bytes (`null`) with a count of
     /// 2^62 in nine bytes made the skip loop for ever; a count beyond what the rest of the
     /// body can hold is refused at once.
     #[test]
