@@ -132,6 +132,22 @@ pub enum DecodeError {
         #[source]
         source: apache_avro::Error,
     },
+    /// The Avro body does not take apart by its writer schema: it ends early, or a length,
+    /// count, union branch, enum index, boolean or text is invalid. Checked before the
+    /// generic decoder reads it, which would allocate what a length says first.
+    #[error(
+        "{part} body is malformed for its writer schema {id} at byte {offset}: it ends early, \
+         or a length, count, union branch or value there is invalid"
+    )]
+    Malformed {
+        /// Key or value.
+        part: Part,
+        /// The schema id.
+        id: u32,
+        /// How far into the body (after the 5-byte header) reading got before a value could
+        /// not be read.
+        offset: usize,
+    },
     /// Bytes left over after the Avro body.
     #[error("{part} has {count} bytes after the avro body of schema {id}")]
     TrailingBytes {
@@ -221,6 +237,9 @@ pub struct Decoder {
     key_readers: Mutex<HashMap<u32, Option<Arc<binary::RowReader>>>>,
     /// Per value schema id: its compiled envelope reader (`None`: the generic decoder).
     envelope_readers: Mutex<HashMap<u32, Option<Arc<binary::EnvelopeReader>>>>,
+    /// Per schema id: the layout a body is checked against before the generic decoder reads
+    /// it (`None`: a schema the check does not follow).
+    layouts: Mutex<HashMap<u32, Option<Arc<binary::BodyLayout>>>>,
     /// Records written by JsonConverter.
     json: JsonDecoder,
 }
@@ -234,6 +253,7 @@ impl Decoder {
             envelopes: Mutex::new(HashMap::new()),
             key_readers: Mutex::new(HashMap::new()),
             envelope_readers: Mutex::new(HashMap::new()),
+            layouts: Mutex::new(HashMap::new()),
             json: JsonDecoder::default(),
         }
     }
@@ -262,9 +282,37 @@ impl Decoder {
         value: Option<&[u8]>,
         timestamp_ms: Option<i64>,
     ) -> Result<Decoded, DecodeError> {
+        let key_writer = self.avro_writer(topic, Part::Key, key).await?;
+        let value_writer = self.avro_writer(topic, Part::Value, value).await?;
+        self.decode_with(topic, key, value, timestamp_ms, |id| {
+            [&key_writer, &value_writer]
+                .into_iter()
+                .flatten()
+                .find(|writer| writer.id == id)
+                .cloned()
+                .ok_or(RegistryError::NotFound { id })
+        })
+    }
+
+    /// Decodes one record as [`Decoder::decode`] does, with the writer schemas `writer`
+    /// gives by id instead of the registry's: decoding without I/O, for records whose
+    /// schemas are at hand (fetched beforehand, or read from files).
+    pub fn decode_with(
+        &self,
+        topic: &str,
+        key: Option<&[u8]>,
+        value: Option<&[u8]>,
+        timestamp_ms: Option<i64>,
+        writer: impl Fn(u32) -> Result<Arc<WriterSchema>, RegistryError>,
+    ) -> Result<Decoded, DecodeError> {
+        let writer =
+            |part, id| writer(id).map_err(|source| DecodeError::Schema { part, id, source });
         let key_row = match key {
             Some(bytes) if json::is_json(bytes) => self.json.key(topic, bytes)?,
-            Some(bytes) => self.decode_key(topic, bytes).await?,
+            Some(bytes) => {
+                let (id, body) = split_frame(Part::Key, bytes)?;
+                self.decode_key(&*writer(Part::Key, id)?, body)?
+            }
             None => Row::new(),
         };
         let tombstone = |key_row| {
@@ -300,7 +348,7 @@ impl Decoder {
         }
         let part = Part::Value;
         let (id, body) = split_frame(part, value)?;
-        let writer = self.writer(topic, part, id).await?;
+        let writer = writer(part, id)?;
         let row_schema = cached(&self.envelopes, id, || {
             schema::envelope_schema(&writer.json)
         })
@@ -310,7 +358,7 @@ impl Decoder {
         });
         let envelope = match fast.and_then(|reader| reader.read(body, &row_schema)) {
             Some(envelope) => envelope,
-            None => Envelope::read(id, &row_schema, decode_body(part, &writer, body)?)?,
+            None => Envelope::read(id, &row_schema, self.generic(part, &writer, body)?)?,
         };
         Ok(Decoded {
             change: envelope.into_change(key_row, timestamp_ms),
@@ -319,10 +367,8 @@ impl Decoder {
         })
     }
 
-    async fn decode_key(&self, topic: &str, bytes: &[u8]) -> Result<Row, DecodeError> {
-        let part = Part::Key;
-        let (id, body) = split_frame(part, bytes)?;
-        let writer = self.writer(topic, part, id).await?;
+    fn decode_key(&self, writer: &WriterSchema, body: &[u8]) -> Result<Row, DecodeError> {
+        let (part, id) = (Part::Key, writer.id);
         let row_schema = cached(&self.keys, id, || schema::key_schema(&writer.json))
             .map_err(|problem| DecodeError::Shape { part, id, problem })?;
         let fast = compiled(&self.key_readers, id, || {
@@ -331,7 +377,7 @@ impl Decoder {
         if let Some(row) = fast.and_then(|reader| reader.read_key(body, &row_schema)) {
             return Ok(row);
         }
-        match decode_body(part, &writer, body)? {
+        match self.generic(part, writer, body)? {
             Value::Record(fields) => read_row(part, id, &row_schema, fields),
             other => Err(DecodeError::EnvelopeField {
                 id,
@@ -341,13 +387,32 @@ impl Decoder {
         }
     }
 
-    async fn writer(
+    /// A body through apache-avro's generic decoder, once its layout checks out.
+    fn generic(
+        &self,
+        part: Part,
+        writer: &WriterSchema,
+        body: &[u8],
+    ) -> Result<Value, DecodeError> {
+        let layout = compiled(&self.layouts, writer.id, || {
+            binary::BodyLayout::compile(&writer.json)
+        });
+        decode_body(part, writer, layout.as_deref(), body)
+    }
+
+    /// The writer schema of an Avro key or value from the registry; `None` for a JSON or
+    /// missing one.
+    async fn avro_writer(
         &self,
         topic: &str,
         part: Part,
-        id: u32,
-    ) -> Result<Arc<WriterSchema>, DecodeError> {
-        self.registry.schema(id).await.map_err(|source| {
+        bytes: Option<&[u8]>,
+    ) -> Result<Option<Arc<WriterSchema>>, DecodeError> {
+        let Some(bytes) = bytes.filter(|bytes| !json::is_json(bytes)) else {
+            return Ok(None);
+        };
+        let (id, _) = split_frame(part, bytes)?;
+        self.registry.schema(id).await.map(Some).map_err(|source| {
             tracing::debug!(topic, schema_id = id, %part, "Writer schema unavailable.");
             DecodeError::Schema { part, id, source }
         })
@@ -411,8 +476,24 @@ pub fn split_frame(part: Part, bytes: &[u8]) -> Result<(u32, &[u8]), DecodeError
     Ok((u32::from_be_bytes(id), body))
 }
 
-fn decode_body(part: Part, writer: &WriterSchema, body: &[u8]) -> Result<Value, DecodeError> {
+/// A body through apache-avro's generic decoder, checked against `layout` first (when the
+/// schema has one) so that a malformed body is refused before the decoder allocates for it.
+fn decode_body(
+    part: Part,
+    writer: &WriterSchema,
+    layout: Option<&binary::BodyLayout>,
+    body: &[u8],
+) -> Result<Value, DecodeError> {
     let id = writer.id;
+    match layout.map(|layout| layout.check(body)) {
+        Some(Err(binary::Misfit::Malformed { offset })) => {
+            return Err(DecodeError::Malformed { part, id, offset })
+        }
+        Some(Err(binary::Misfit::Trailing { count })) => {
+            return Err(DecodeError::TrailingBytes { part, id, count })
+        }
+        Some(Ok(())) | None => {}
+    }
     let mut rest = body;
     let value = writer
         .reader
@@ -610,7 +691,109 @@ fn optional_long(id: u32, field: &'static str, value: Value) -> Result<Option<i6
 
 #[cfg(test)]
 mod tests {
+    use mapping::change::FieldValue;
+    use serde_json::json;
+
     use super::*;
+
+    /// Decodes a record whose key and value bodies are framed with schema ids 1 and 2.
+    fn decode_bodies(
+        key_schema: &serde_json::Value,
+        value_schema: &serde_json::Value,
+        key: &[u8],
+        value: Option<&[u8]>,
+    ) -> Result<Decoded, DecodeError> {
+        let registry = Registry::new("http://127.0.0.1:9").unwrap();
+        let writers = [
+            Arc::new(WriterSchema::parse(1, key_schema.to_string()).unwrap()),
+            Arc::new(WriterSchema::parse(2, value_schema.to_string()).unwrap()),
+        ];
+        let key = [&[0, 0, 0, 0, 1][..], key].concat();
+        let value = value.map(|body| [&[0, 0, 0, 0, 2][..], body].concat());
+        Decoder::new(Arc::new(registry)).decode_with(
+            "t",
+            Some(&key),
+            value.as_deref(),
+            None,
+            |id| Ok(Arc::clone(&writers[id as usize - 1])),
+        )
+    }
+
+    fn key_of(ty: serde_json::Value) -> serde_json::Value {
+        json!({"type": "record", "name": "Key", "fields": [{"name": "k", "type": ty}]})
+    }
+
+    /// apache-avro allocates what a length says before reading (up to 512 MiB): six bytes
+    /// of a key made it allocate 400 MB (`wire_avro` finds such inputs within seconds when
+    /// the check is off). The layout check refuses the length first.
+    #[test]
+    fn a_length_beyond_the_body_is_refused_before_it_is_allocated() {
+        // An array column: out of the compiled readers' scope, read by the generic decoder.
+        let schema = key_of(json!({"type": "array", "items": "string"}));
+        let mut body = vec![0x02]; // one item
+        body.extend([0x80, 0xb4, 0xc4, 0xfd, 0x02]); // a string of 400,067,840 bytes
+        let err = decode_bodies(&schema, &schema, &body, None).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                DecodeError::Malformed {
+                    part: Part::Key,
+                    id: 1,
+                    offset: 6
+                }
+            ),
+            "{err:?}"
+        );
+    }
+
+    /// apache-avro reads a string whose bytes are cut off, a boolean or a union index at
+    /// the end of the body as null: a key cut short was decoded into a row with a NULL
+    /// column, an envelope cut before its last field was accepted.
+    #[test]
+    fn a_body_cut_short_is_refused_not_read_as_nulls() {
+        let schema = key_of(json!("string"));
+        // A string of 2 bytes, 1 there.
+        let err = decode_bodies(&schema, &schema, &[0x04, b'a'], None).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                DecodeError::Malformed {
+                    part: Part::Key,
+                    id: 1,
+                    offset: 1
+                }
+            ),
+            "{err:?}"
+        );
+        let whole = decode_bodies(&schema, &schema, &[0x02, b'a'], None).unwrap();
+        assert_eq!(
+            whole.change.key,
+            vec![("k".to_owned(), FieldValue::String("a".into()))]
+        );
+
+        // An envelope missing its last field (the union index of `ts_ms`).
+        let envelope = json!({"type": "record", "name": "Envelope", "fields": [
+            {"name": "after", "type": ["null", {"type": "record", "name": "Value",
+                "fields": [{"name": "k", "type": "string"}]}]},
+            {"name": "op", "type": "string"},
+            {"name": "ts_ms", "type": ["null", "long"]}]});
+        let body = [0x02, 0x02, b'a', 0x02, b'c'];
+        let err = decode_bodies(&schema, &envelope, &[0x02, b'a'], Some(&body)).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                DecodeError::Malformed {
+                    part: Part::Value,
+                    id: 2,
+                    offset: 5
+                }
+            ),
+            "{err:?}"
+        );
+        let whole = [&body[..], &[0x02, 0x04]].concat();
+        let decoded = decode_bodies(&schema, &envelope, &[0x02, b'a'], Some(&whole)).unwrap();
+        assert_eq!(decoded.change.source_ts_ms, Some(2));
+    }
 
     #[test]
     fn frames() {

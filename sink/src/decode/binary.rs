@@ -45,7 +45,8 @@ enum Node {
     Bytes,
     String,
     Fixed(usize),
-    Enum,
+    /// The number of symbols.
+    Enum(usize),
     Array(Box<Node>),
     Map(Box<Node>),
     Union(Vec<Node>),
@@ -126,9 +127,9 @@ impl RowReader {
 
     /// Reads a whole key body into its row; `None` if it does not take it apart exactly.
     pub(crate) fn read_key(&self, body: &[u8], row: &RowSchema) -> Option<Row> {
-        let mut input = Input(body);
+        let mut input = Input::new(body);
         let out = self.read(&mut input, row)?;
-        input.0.is_empty().then_some(out)
+        input.rest.is_empty().then_some(out)
     }
 
     fn read(&self, input: &mut Input<'_>, row: &RowSchema) -> Option<Row> {
@@ -184,7 +185,7 @@ impl EnvelopeReader {
     /// Takes a whole value body apart; `None` if it does not do so exactly (the generic
     /// decoder then decides, and reports any error).
     pub(crate) fn read(&self, body: &[u8], row: &RowSchema) -> Option<Envelope> {
-        let mut input = Input(body);
+        let mut input = Input::new(body);
         let (mut op, mut before, mut after) = (None, None, None);
         let (mut lsn, mut source_ts_ms, mut ts_ms) = (None, None, None);
         for (slot, node) in &self.fields {
@@ -213,7 +214,7 @@ impl EnvelopeReader {
                 Slot::Skip => input.skip(node)?,
             }
         }
-        if !input.0.is_empty() {
+        if !input.rest.is_empty() {
             return None;
         }
         let op = Op::from_code(&op?)?;
@@ -375,7 +376,7 @@ fn named_node(
             })
             .collect::<Option<Vec<_>>>()
             .map(Node::Record),
-        "enum" => Some(Node::Enum),
+        "enum" => Some(Node::Enum(def.get("symbols")?.as_array()?.len())),
         "fixed" => usize::try_from(def.get("size")?.as_u64()?)
             .ok()
             .map(Node::Fixed),
@@ -383,16 +384,33 @@ fn named_node(
     }
 }
 
+/// Array items of a type that takes no bytes (`null`, an empty record) one body may hold.
+/// Every other item takes at least one byte, so a body can only claim as many as it has
+/// bytes; without a bound, a count of a few bytes would make the generic decoder build
+/// millions of values (hundreds of megabytes) and this reader loop as long.
+const MAX_EMPTY_ITEMS: usize = 4096;
+
 /// The rest of a body.
-struct Input<'a>(&'a [u8]);
+struct Input<'a> {
+    rest: &'a [u8],
+    /// How many more items that take no bytes the body may hold.
+    empty_items: usize,
+}
 
 impl<'a> Input<'a> {
+    fn new(body: &'a [u8]) -> Self {
+        Input {
+            rest: body,
+            empty_items: MAX_EMPTY_ITEMS,
+        }
+    }
+
     /// A zig-zag varint (Avro `int` and `long`).
     fn long(&mut self) -> Option<i64> {
         let mut n: u64 = 0;
         for shift in (0..64).step_by(7) {
-            let (&byte, rest) = self.0.split_first()?;
-            self.0 = rest;
+            let (&byte, rest) = self.rest.split_first()?;
+            self.rest = rest;
             n |= u64::from(byte & 0x7f) << shift;
             if byte & 0x80 == 0 {
                 return Some(((n >> 1) as i64) ^ -((n & 1) as i64));
@@ -410,11 +428,8 @@ impl<'a> Input<'a> {
     }
 
     fn take(&mut self, n: usize) -> Option<&'a [u8]> {
-        if self.0.len() < n {
-            return None;
-        }
-        let (head, rest) = self.0.split_at(n);
-        self.0 = rest;
+        let (head, rest) = self.rest.split_at_checked(n)?;
+        self.rest = rest;
         Some(head)
     }
 
@@ -479,19 +494,30 @@ impl<'a> Input<'a> {
                     .map(|(name, node)| Some((name.clone(), self.value(node)?)))
                     .collect::<Option<Vec<_>>>()?,
             ),
-            Node::Fixed(_) | Node::Enum | Node::Array(_) | Node::Map(_) => return None,
+            Node::Fixed(_) | Node::Enum(_) | Node::Array(_) | Node::Map(_) => return None,
         })
     }
 
-    /// Skips a value of any type.
+    /// Skips a value of any type, checking it as apache-avro's generic decoder reads it
+    /// (a boolean is 0 or 1, a string UTF-8, an int and an enum index in range), so that
+    /// what this reader skips the generic decoder would accept.
     fn skip(&mut self, node: &Node) -> Option<()> {
         match node {
             Node::Null => {}
             Node::Boolean => {
-                self.take(1)?;
+                let [0 | 1] = self.take(1)? else {
+                    return None;
+                };
             }
-            Node::Int | Node::Long | Node::Enum => {
+            Node::Int => {
+                self.int()?;
+            }
+            Node::Long => {
                 self.long()?;
+            }
+            Node::Enum(symbols) => {
+                let index = usize::try_from(self.int()?).ok()?;
+                (index < *symbols).then_some(())?;
             }
             Node::Float => {
                 self.take(4)?;
@@ -499,8 +525,11 @@ impl<'a> Input<'a> {
             Node::Double => {
                 self.take(8)?;
             }
-            Node::Bytes | Node::String => {
+            Node::Bytes => {
                 self.bytes()?;
+            }
+            Node::String => {
+                self.string()?;
             }
             Node::Fixed(n) => {
                 self.take(*n)?;
@@ -514,9 +543,9 @@ impl<'a> Input<'a> {
                     self.skip(node)?;
                 }
             }
-            Node::Array(items) => self.skip_blocks(|input| input.skip(items))?,
-            Node::Map(values) => self.skip_blocks(|input| {
-                input.bytes()?;
+            Node::Array(items) => self.skip_blocks(items.min_len(), |input| input.skip(items))?,
+            Node::Map(values) => self.skip_blocks(1 + values.min_len(), |input| {
+                input.string()?;
                 input.skip(values)
             })?,
         }
@@ -524,21 +553,104 @@ impl<'a> Input<'a> {
     }
 
     /// Array or map blocks: a count (negative: followed by the block's size in bytes), the
-    /// items, until a count of 0.
-    fn skip_blocks(&mut self, mut item: impl FnMut(&mut Self) -> Option<()>) -> Option<()> {
+    /// items, until a count of 0. Every item is read, as the generic decoder reads them (it
+    /// does not use the size either). A count the rest of the body cannot hold (each item
+    /// takes at least `item_len` bytes) is refused before reading any item.
+    fn skip_blocks(
+        &mut self,
+        item_len: usize,
+        mut item: impl FnMut(&mut Self) -> Option<()>,
+    ) -> Option<()> {
         loop {
-            let count = self.long()?;
-            if count == 0 {
-                return Some(());
-            }
-            if count < 0 {
-                let size = usize::try_from(self.long()?).ok()?;
-                self.take(size)?;
-                continue;
+            let count = match self.long()? {
+                0 => return Some(()),
+                count if count < 0 => {
+                    self.long()?;
+                    count.checked_neg()?
+                }
+                count => count,
+            };
+            let count = usize::try_from(count).ok()?;
+            if item_len == 0 {
+                self.empty_items = self.empty_items.checked_sub(count)?;
+            } else if count > self.rest.len() / item_len {
+                return None;
             }
             for _ in 0..count {
                 item(self)?;
             }
+        }
+    }
+}
+
+impl Node {
+    /// The fewest bytes a value of this type takes.
+    fn min_len(&self) -> usize {
+        match self {
+            Node::Null => 0,
+            Node::Boolean
+            | Node::Int
+            | Node::Long
+            | Node::Bytes
+            | Node::String
+            | Node::Enum(_)
+            | Node::Array(_)
+            | Node::Map(_)
+            | Node::Union(_) => 1,
+            Node::Float => 4,
+            Node::Double => 8,
+            Node::Fixed(n) => *n,
+            Node::Record(fields) => fields
+                .iter()
+                .fold(0, |sum, (_, node)| sum.saturating_add(node.min_len())),
+        }
+    }
+}
+
+/// The layout of every value of one writer schema, to check a body before apache-avro's
+/// generic decoder reads it. That decoder allocates what a length or count says before
+/// reading (a string's bytes, an array's items, up to 512 MiB each), so a few bytes of a
+/// poison record could claim hundreds of megabytes; and it reads a body that ends early as
+/// if the missing values were null. A body that passes this check has every length and
+/// count within it and nothing missing, so the generic decoder allocates in proportion to
+/// the body.
+#[derive(Debug, Clone)]
+pub(crate) struct BodyLayout(Node);
+
+/// Why a body does not fit its [`BodyLayout`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Misfit {
+    /// A value could not be read at this byte offset: the body ends early, or a length,
+    /// count, union branch, enum index, boolean or UTF-8 text there is invalid.
+    Malformed {
+        /// How far into the body reading got before a value could not be read.
+        offset: usize,
+    },
+    /// The body is longer than its values.
+    Trailing {
+        /// How many bytes are left over.
+        count: usize,
+    },
+}
+
+impl BodyLayout {
+    /// The layout of a writer schema's JSON; `None` for a schema this reader does not
+    /// follow (recursive, or nested deeper than it compiles).
+    pub(crate) fn compile(root: &Json) -> Option<BodyLayout> {
+        node_of(root, None, &Names::collect(root), 0).map(BodyLayout)
+    }
+
+    /// Whether `body` holds exactly one value of the schema.
+    pub(crate) fn check(&self, body: &[u8]) -> Result<(), Misfit> {
+        let mut input = Input::new(body);
+        if input.skip(&self.0).is_none() {
+            return Err(Misfit::Malformed {
+                offset: body.len() - input.rest.len(),
+            });
+        }
+        match input.rest.len() {
+            0 => Ok(()),
+            count => Err(Misfit::Trailing { count }),
         }
     }
 }
@@ -660,16 +772,87 @@ mod tests {
             1_795_480_593_142_906,
         ] {
             let bytes = zigzag(v);
-            let mut input = Input(&bytes);
+            let mut input = Input::new(&bytes);
             assert_eq!(input.long(), Some(v), "{v}");
-            assert!(input.0.is_empty());
+            assert!(input.rest.is_empty());
         }
-        assert_eq!(Input(&[0x80]).long(), None, "truncated");
-        assert_eq!(Input(&zigzag(i64::from(i32::MAX) + 1)).int(), None);
+        assert_eq!(Input::new(&[0x80]).long(), None, "truncated");
+        assert_eq!(Input::new(&zigzag(i64::from(i32::MAX) + 1)).int(), None);
+    }
+
+    /// An array of a type that takes no bytes (`null`) with a count of
+    /// 2^62 in nine bytes made the skip loop for ever; a count beyond what the rest of the
+    /// body can hold is refused at once.
+    #[test]
+    fn counts_are_bounded_by_the_body() {
+        let nulls = Node::Array(Box::new(Node::Null));
+        let endless = [zigzag(1 << 62), zigzag(0)].concat();
+        assert_eq!(Input::new(&endless).skip(&nulls), None);
+        let allowed = [zigzag(MAX_EMPTY_ITEMS as i64), zigzag(0)].concat();
+        assert_eq!(Input::new(&allowed).skip(&nulls), Some(()));
+        let one_over = [zigzag(MAX_EMPTY_ITEMS as i64), zigzag(1), zigzag(0)].concat();
+        assert_eq!(Input::new(&one_over).skip(&nulls), None);
+
+        let longs = Node::Array(Box::new(Node::Long));
+        let claimed = [zigzag(3), zigzag(1), zigzag(2), zigzag(0)].concat();
+        assert_eq!(
+            Input::new(&claimed).skip(&longs),
+            None,
+            "3 items, 3 bytes left"
+        );
+        let exact = [zigzag(2), zigzag(1), zigzag(2), zigzag(0)].concat();
+        assert_eq!(Input::new(&exact).skip(&longs), Some(()));
+        assert_eq!(
+            Input::new(&[zigzag(i64::MIN), zigzag(0)].concat()).skip(&longs),
+            None
+        );
     }
 
     #[test]
-    fn blocks_with_sizes_are_skipped_whole() {
+    fn skipped_values_are_checked_as_the_generic_decoder_reads_them() {
+        assert_eq!(Input::new(&[2]).skip(&Node::Boolean), None);
+        assert_eq!(
+            Input::new(&[0x02, 0xff]).skip(&Node::String),
+            None,
+            "not UTF-8"
+        );
+        assert_eq!(Input::new(&[0x02, 0xff]).skip(&Node::Bytes), Some(()));
+        assert_eq!(Input::new(&zigzag(2)).skip(&Node::Enum(2)), None);
+        assert_eq!(Input::new(&zigzag(1)).skip(&Node::Enum(2)), Some(()));
+        let wide = zigzag(i64::from(i32::MAX) + 1);
+        assert_eq!(Input::new(&wide).skip(&Node::Int), None);
+        assert_eq!(Input::new(&wide).skip(&Node::Long), Some(()));
+    }
+
+    #[test]
+    fn layouts_check_whole_bodies() {
+        let schema = serde_json::json!({"type": "record", "name": "R", "fields": [
+            {"name": "a", "type": {"type": "map", "values": "long"}},
+            {"name": "b", "type": ["null", {"type": "fixed", "name": "F", "size": 2}]},
+            {"name": "c", "type": "F"}]});
+        let layout = BodyLayout::compile(&schema).unwrap();
+        let body = [
+            zigzag(1),
+            vec![0x02, b'x'],
+            zigzag(7),
+            zigzag(0),
+            zigzag(1),
+            vec![1, 2, 3, 4],
+        ]
+        .concat();
+        assert_eq!(layout.check(&body), Ok(()));
+        assert_eq!(
+            layout.check(&body[..body.len() - 1]),
+            Err(Misfit::Malformed { offset: 8 })
+        );
+        assert_eq!(
+            layout.check(&[&body[..], &[0]].concat()),
+            Err(Misfit::Trailing { count: 1 })
+        );
+    }
+
+    #[test]
+    fn blocks_with_sizes_are_read_item_by_item() {
         // An array of longs in two blocks, the second with its byte size: [1, 2] [3].
         let mut body = zigzag(2);
         body.extend(zigzag(1));
@@ -679,8 +862,8 @@ mod tests {
         body.extend(zigzag(3));
         body.extend(zigzag(0));
         body.push(0x2a);
-        let mut input = Input(&body);
+        let mut input = Input::new(&body);
         input.skip(&Node::Array(Box::new(Node::Long))).unwrap();
-        assert_eq!(input.0, [0x2a]);
+        assert_eq!(input.rest, [0x2a]);
     }
 }

@@ -115,16 +115,17 @@ async fn body_errors() {
     let (key, value, _) = insert_frames(&registered);
     let id = registered.id(2);
 
+    // Cut short: refused before the generic decoder reads it (which would take the missing
+    // values for nulls).
     let truncated = &value[..value.len() / 2];
     let err = decode_err(&decoder, Some(&key), Some(truncated)).await;
     assert!(
-        matches!(err, DecodeError::Body { part: Part::Value, id: i, .. } if i == id),
+        matches!(err, DecodeError::Malformed { part: Part::Value, id: i, offset } if i == id && offset == truncated.len() - 5),
         "{err:?}"
     );
-    assert_eq!(
-        err.to_string(),
-        format!("value body does not match its writer schema {id}")
-    );
+    assert!(err.to_string().starts_with(&format!(
+        "value body is malformed for its writer schema {id} at byte "
+    )));
     assert!(!err.is_retriable());
 
     let mut trailing = value.clone();
@@ -150,6 +151,7 @@ async fn body_errors() {
         matches!(
             err,
             DecodeError::Body { .. }
+                | DecodeError::Malformed { .. }
                 | DecodeError::TrailingBytes { .. }
                 | DecodeError::Column { .. }
         ),

@@ -5,6 +5,7 @@
 
 mod errors;
 mod fixtures;
+mod fuzz_smoke;
 mod json;
 mod support;
 mod types;
