@@ -11,7 +11,7 @@
 //! Validation rules:
 //! - connection settings are not empty; the registry URL is `http(s)://`, the Redis URL
 //!   `redis://`, `rediss://`, `unix://` or `redis+unix://`; `stale_after_ms` > 0;
-//!   `batch.max_bytes` is a positive size (`16777216`, `16MiB`);
+//!   `batch.max_bytes` is a positive size (`16777216`, `16MiB`), `batch.max_records` at least 1;
 //!   `redis.pause_at_memory_share` is above 0 and at most 1;
 //! - credentials and certificate files (`redis.tls`, the registry's basic auth and CA) follow
 //!   the rules in `load/validate/security.rs`; a URL in a message is always redacted;
@@ -783,6 +783,21 @@ mod tests {
         );
         let config = load(&format!("{CUSTOMERS}    ttl_seconds: 86400\n"));
         assert_eq!(config.mappings[0].ttl_seconds, Some(86_400));
+    }
+
+    #[test]
+    fn batch_records_and_linger_come_from_the_file_when_given() {
+        let batch = load(CUSTOMERS).batch;
+        assert_eq!((batch.max_records, batch.linger_ms), (None, None));
+        let batch = load(&format!(
+            "batch:\n  max_records: 500\n  linger_ms: 0\n{CUSTOMERS}"
+        ))
+        .batch;
+        assert_eq!((batch.max_records, batch.linger_ms), (Some(500), Some(0)));
+        assert_eq!(
+            errors(&format!("batch:\n  max_records: 0\n{CUSTOMERS}")),
+            "connectors.yaml:2:16: max_records is 0 (expected at least 1 record per batch)"
+        );
     }
 
     #[test]

@@ -221,12 +221,19 @@ pub struct BatchConfig {
     /// At most this many bytes of record keys and values per batch (at least 1); a record
     /// larger than that forms a batch of its own.
     pub max_bytes: u64,
+    /// At most this many records per batch (at least 1), when the file says; the sink's
+    /// default otherwise.
+    pub max_records: Option<usize>,
+    /// How long a batch waits for company, in milliseconds, when the file says.
+    pub linger_ms: Option<u64>,
 }
 
 impl Default for BatchConfig {
     fn default() -> Self {
         BatchConfig {
             max_bytes: DEFAULT_BATCH_MAX_BYTES,
+            max_records: None,
+            linger_ms: None,
         }
     }
 }

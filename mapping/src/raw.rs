@@ -213,6 +213,13 @@ pub struct RawBatch {
     /// overridden by `SINK_BATCH_MAX_BYTES`.
     #[serde(default)]
     pub max_bytes: Option<Spanned<String>>,
+    /// At most this many records per batch; overridden by `--batch-size`.
+    #[serde(default)]
+    pub max_records: Option<Spanned<u64>>,
+    /// How long a batch waits for more records once it holds one, in milliseconds;
+    /// overridden by `--linger-ms`.
+    #[serde(default)]
+    pub linger_ms: Option<Spanned<u64>>,
 }
 
 /// One entry of `sources:`: a source database and the topic carrying its heartbeats.

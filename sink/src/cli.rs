@@ -116,7 +116,7 @@ impl ConfigArgs {
         let config = mapping::load_config(&self.config, &overrides)?;
         let batch = match batch {
             Some(args) => args.settings(&config.batch),
-            None => BatchSettings::default().with_max_bytes(config.batch.max_bytes),
+            None => BatchArgs::default().settings(&config.batch),
         };
         let mut cfg = SinkConfig::new(config, &self.kafka_property, batch);
         cfg.kafka_properties =
@@ -210,14 +210,16 @@ fn default_lease_ms() -> u64 {
 }
 
 /// How records are grouped into Redis pipelines.
-#[derive(Debug, Clone, Copy, Args)]
+#[derive(Debug, Clone, Copy, Default, Args)]
 pub struct BatchArgs {
-    /// Largest number of records applied as one Redis pipeline.
-    #[arg(long, value_name = "N", default_value_t = DEFAULT_BATCH_SIZE, env = "SINK_BATCH_SIZE")]
-    pub batch_size: usize,
-    /// How long a batch waits for more records once it holds one, in milliseconds.
-    #[arg(long, value_name = "MS", default_value_t = DEFAULT_LINGER_MS, env = "SINK_LINGER_MS")]
-    pub linger_ms: u64,
+    /// Largest number of records applied as one Redis pipeline (overrides
+    /// `batch.max_records`; default 2000).
+    #[arg(long, value_name = "N", env = "SINK_BATCH_SIZE")]
+    pub batch_size: Option<usize>,
+    /// How long a batch waits for more records once it holds one, in milliseconds
+    /// (overrides `batch.linger_ms`; default 5).
+    #[arg(long, value_name = "MS", env = "SINK_LINGER_MS")]
+    pub linger_ms: Option<u64>,
     /// Largest number of bytes of record keys and values per batch, e.g. `16MiB` (overrides
     /// `batch.max_bytes`; default 16 MiB). A larger record forms a batch of its own.
     #[arg(long, value_name = "SIZE", value_parser = parse_positive_size, env = "SINK_BATCH_MAX_BYTES")]
@@ -225,13 +227,21 @@ pub struct BatchArgs {
 }
 
 impl BatchArgs {
-    /// The limits these arguments set, the byte bound from `file` unless given here.
+    /// The limits these arguments set; what they leave out comes from `file` (`batch:` in
+    /// connectors.yaml, re-read on reload), then from the defaults.
     pub fn settings(&self, file: &mapping::BatchConfig) -> BatchSettings {
         let max_bytes = self
             .batch_max_bytes
             .map_or(file.max_bytes, |size| size.as_u64());
-        BatchSettings::new(self.batch_size, Duration::from_millis(self.linger_ms))
-            .with_max_bytes(max_bytes)
+        let max_records = self
+            .batch_size
+            .or(file.max_records)
+            .unwrap_or(DEFAULT_BATCH_SIZE);
+        let linger_ms = self
+            .linger_ms
+            .or(file.linger_ms)
+            .unwrap_or(DEFAULT_LINGER_MS);
+        BatchSettings::new(max_records, Duration::from_millis(linger_ms)).with_max_bytes(max_bytes)
     }
 }
 
@@ -379,7 +389,36 @@ mod tests {
         assert_eq!(args.config.config, PathBuf::from("x.yaml"));
         assert_eq!(args.config.redis_url.as_deref(), Some("redis://h:1"));
         assert_eq!(args.config.kafka_property.len(), 2);
-        assert_eq!(args.batch.batch_size, 10);
+        assert_eq!(args.batch.batch_size, Some(10));
+    }
+
+    #[test]
+    fn batch_flags_override_the_file_which_overrides_the_defaults() {
+        let file = mapping::BatchConfig {
+            max_records: Some(500),
+            linger_ms: Some(0),
+            ..mapping::BatchConfig::default()
+        };
+        let settings = BatchArgs::default().settings(&file);
+        assert_eq!(
+            (settings.max_records, settings.linger),
+            (500, Duration::ZERO)
+        );
+        let flags = BatchArgs {
+            batch_size: Some(10),
+            linger_ms: Some(7),
+            ..BatchArgs::default()
+        };
+        let settings = flags.settings(&file);
+        assert_eq!(
+            (settings.max_records, settings.linger),
+            (10, Duration::from_millis(7))
+        );
+        let settings = BatchArgs::default().settings(&mapping::BatchConfig::default());
+        assert_eq!(
+            (settings.max_records, settings.linger),
+            (DEFAULT_BATCH_SIZE, Duration::from_millis(DEFAULT_LINGER_MS))
+        );
     }
 
     #[test]
@@ -389,8 +428,10 @@ mod tests {
             let Command::Run(args) = cli.command else {
                 panic!("not run")
             };
-            args.batch
-                .settings(&mapping::BatchConfig { max_bytes: 1000 })
+            args.batch.settings(&mapping::BatchConfig {
+                max_bytes: 1000,
+                ..mapping::BatchConfig::default()
+            })
         };
         assert_eq!(parse(&[]).max_bytes, 1000);
         assert_eq!(parse(&["--batch-max-bytes", "2KiB"]).max_bytes, 2048);

@@ -184,6 +184,9 @@ async fn consume(
             group = %cfg.config.kafka.group_id,
             topics = %cfg.topics().join(","),
             redis = %redact_url(&cfg.config.redis.url),
+            batch_records = cfg.batch.max_records,
+            batch_bytes = cfg.batch.max_bytes,
+            linger_ms = cfg.batch.linger.as_millis(),
             "Consuming."
         );
         let (next, next_pipeline) = loop {

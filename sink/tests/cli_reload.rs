@@ -86,6 +86,20 @@ async fn wait_for_log(log: &Path, text: &str, n: usize) {
     .await;
 }
 
+/// `line` without its terminal colour codes (`ESC [ ... m`).
+fn without_colours(line: &str) -> String {
+    let mut plain = String::with_capacity(line.len());
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            chars.by_ref().find(|&c| c == 'm');
+        } else {
+            plain.push(c);
+        }
+    }
+    plain
+}
+
 fn exists(redis: &mut redis::Connection, key: &str) -> bool {
     redis::cmd("EXISTS").arg(key).query(redis).expect("EXISTS")
 }
@@ -164,17 +178,29 @@ async fn sighup_refuses_bad_files_and_applies_ttls_and_new_mappings() {
     wait_for_key(&mut redis, &s.key("customer:3")).await;
     assert!(!exists(&mut redis, &s.key("client:3")));
 
-    // (d) A TTL applies to the rows written from then on.
+    // (d) A TTL applies to the rows written from then on, and batch limits at once.
+    let with_ttl = customers_only(&s).replacen(
+        "    fields: all\n",
+        "    fields: all\n    ttl_seconds: 3600\n",
+        1,
+    );
     write_config(
         &s,
-        &customers_only(&s).replacen(
-            "    fields: all\n",
-            "    fields: all\n    ttl_seconds: 3600\n",
-            1,
-        ),
+        &format!("batch:\n  max_records: 7\n  linger_ms: 1\n{with_ttl}"),
     );
     signal(&sink, "HUP");
     wait_for_log(&log, "Configuration reloaded", 1).await;
+    // The first pipeline's line, and the reloaded one's.
+    wait_for_log(&log, "Consuming.", 2).await;
+    let consuming = log_text(&log)
+        .lines()
+        .rfind(|l| l.contains("Consuming."))
+        .map(without_colours)
+        .unwrap_or_default();
+    assert!(
+        consuming.contains("batch_records=7") && consuming.contains("linger_ms=1"),
+        "the reloaded batch limits: {consuming}"
+    );
     s.produce(&[customer(&s, 4, 104)]).await;
     wait_for_key(&mut redis, &s.key("customer:4")).await;
     let ttl = |redis: &mut redis::Connection, key: &str| -> i64 {

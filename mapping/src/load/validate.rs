@@ -211,33 +211,43 @@ impl<'a> Validator<'a> {
         })
     }
 
-    /// `batch:`: `max_bytes` is a positive byte size (a number of bytes, or with a unit).
+    /// `batch:`: `max_bytes` is a positive byte size (a number of bytes, or with a unit),
+    /// `max_records` at least 1; `linger_ms` any number of milliseconds.
     fn batch(&mut self, raw: &RawConfig) -> BatchConfig {
-        let Some(max_bytes) = &raw.batch.max_bytes else {
-            return BatchConfig::default();
+        let mut batch = BatchConfig {
+            linger_ms: raw.batch.linger_ms.as_ref().map(|ms| **ms),
+            ..BatchConfig::default()
         };
-        match max_bytes.trim().parse::<bytesize::ByteSize>() {
-            Ok(size) if size.as_u64() > 0 => BatchConfig {
-                max_bytes: size.as_u64(),
-            },
-            Ok(_) => {
-                self.error(
-                    max_bytes.span(),
-                    "max_bytes is 0 (expected a positive size such as 16MiB)".to_owned(),
-                );
-                BatchConfig::default()
-            }
-            Err(_) => {
-                self.error(
-                    max_bytes.span(),
+        if let Some(records) = &raw.batch.max_records {
+            match usize::try_from(**records) {
+                Ok(n) if n > 0 => batch.max_records = Some(n),
+                _ => self.error(
+                    records.span(),
                     format!(
-                        "max_bytes `{}` is not a size (expected bytes such as 16777216 or 16MiB)",
-                        **max_bytes
+                        "max_records is {} (expected at least 1 record per batch)",
+                        **records
                     ),
-                );
-                BatchConfig::default()
+                ),
             }
         }
+        let Some(max_bytes) = &raw.batch.max_bytes else {
+            return batch;
+        };
+        match max_bytes.trim().parse::<bytesize::ByteSize>() {
+            Ok(size) if size.as_u64() > 0 => batch.max_bytes = size.as_u64(),
+            Ok(_) => self.error(
+                max_bytes.span(),
+                "max_bytes is 0 (expected a positive size such as 16MiB)".to_owned(),
+            ),
+            Err(_) => self.error(
+                max_bytes.span(),
+                format!(
+                    "max_bytes `{}` is not a size (expected bytes such as 16777216 or 16MiB)",
+                    **max_bytes
+                ),
+            ),
+        }
+        batch
     }
 
     /// `redis.pause_at_memory_share`: a share of `maxmemory` above 0 and at most 1.
