@@ -16,7 +16,7 @@ pub use config_reload::{Trigger, TriggerError, Triggers};
 #[derive(Debug, Error)]
 pub enum Refused {
     /// The file does not load; each error as `file:line:col: what`, on one line.
-    #[error("invalid configuration: {}", one_line(.0))]
+    #[error("invalid configuration: {}", .0.one_line())]
     Invalid(ConfigErrors),
     /// It names another Redis (or other credentials or certificates for it).
     #[error("the redis settings changed; restart `agent-cli mcp` to connect with them")]
@@ -30,15 +30,6 @@ pub fn vet(current: &Config, next: Result<Config, ConfigErrors>) -> Result<Confi
         return Err(Refused::Redis);
     }
     Ok(next)
-}
-
-fn one_line(errors: &ConfigErrors) -> String {
-    errors
-        .to_string()
-        .lines()
-        .filter(|l| !l.trim().is_empty())
-        .collect::<Vec<_>>()
-        .join("; ")
 }
 
 #[cfg(test)]

@@ -180,6 +180,17 @@ impl fmt::Display for ConfigErrors {
     }
 }
 
+impl ConfigErrors {
+    /// Every error on one line, `; `-separated: for a log line (a refused reload).
+    pub fn one_line(&self) -> String {
+        self.to_string()
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+}
+
 impl std::error::Error for ConfigErrors {}
 
 impl From<ConfigError> for ConfigErrors {

@@ -33,7 +33,7 @@ pub use key_changes::{key_changes, KeyChange};
 #[derive(Debug, Error)]
 pub enum Refused {
     /// The file does not load; each error as `file:line:col: what`, joined on one line.
-    #[error("invalid configuration: {}", one_line_errors(.0))]
+    #[error("invalid configuration: {}", .0.one_line())]
     Invalid(ConfigErrors),
     /// It would change the keys of existing rows.
     #[error(
@@ -178,16 +178,6 @@ fn same_database(a: &RedisConfig, b: &RedisConfig) -> bool {
         (Some(a), Some(b)) => a == b,
         _ => false,
     }
-}
-
-/// Every error of `errors`, `; `-separated: a refused reload is one log line.
-fn one_line_errors(errors: &ConfigErrors) -> String {
-    errors
-        .to_string()
-        .lines()
-        .filter(|l| !l.trim().is_empty())
-        .collect::<Vec<_>>()
-        .join("; ")
 }
 
 #[cfg(test)]
