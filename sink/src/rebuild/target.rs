@@ -469,20 +469,15 @@ pub struct MemoryInfo {
 }
 
 impl MemoryInfo {
-    /// Parses the text of `INFO memory` and `INFO keyspace`.
+    /// Parses the text of `INFO memory` (as the memory guard does) and `INFO keyspace`.
     pub fn parse(memory: &str, keyspace: &str) -> MemoryInfo {
-        let mut info = MemoryInfo::default();
-        for line in memory.lines() {
-            let Some((k, v)) = line.trim().split_once(':') else {
-                continue;
-            };
-            match k {
-                "used_memory" => info.used = v.parse().unwrap_or(0),
-                "maxmemory" => info.max = v.parse().unwrap_or(0),
-                "maxmemory_policy" => info.evicts = v != "noeviction",
-                _ => {}
-            }
-        }
+        let figures = crate::memory::MemoryInfo::parse(memory);
+        let mut info = MemoryInfo {
+            used: figures.used,
+            max: figures.max,
+            evicts: figures.policy.is_some_and(|policy| policy != "noeviction"),
+            keys: BTreeMap::new(),
+        };
         for line in keyspace.lines() {
             let Some((db, rest)) = line.trim().split_once(':') else {
                 continue;
