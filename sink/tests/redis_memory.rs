@@ -2,8 +2,8 @@
 //! untouched) with the shared Kafka and schema registry: a workload larger than `maxmemory`
 //! under `noeviction` makes both writers pause (readiness not ready,
 //! `sink_paused{reason="redis_memory"}` 1, `OOM`s counted); they stay members of their consumer
-//! groups for longer than `max.poll.interval.ms`, and once `maxmemory` is raised they resume
-//! and apply every change exactly once, with nothing dead-lettered.
+//! groups for longer than `max.poll.interval.ms` (`GET /ready` answers 503 meanwhile), and once
+//! `maxmemory` is raised they resume and apply every change, with nothing dead-lettered.
 //!
 //! Alone in its test binary: `sink_paused` is one gauge per process, which every new
 //! pipeline's readiness sets to 0.
@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use memory_support::{group_members, records_in, wait_for, PrivateRedis, Sink, MAX_POLL_INTERVAL};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use pipeline_support::assert_state;
+use sink::telemetry::server::MetricsServer;
 use tokio_util::sync::CancellationToken;
 
 /// The metrics recorded in this test binary, as `GET /metrics` renders them (installed once,
@@ -40,6 +41,15 @@ fn metric(name: &str, label: (&str, &str)) -> Option<f64> {
         .map(|value| value.parse().expect("a number"))
 }
 
+/// Status and body of a GET.
+async fn get(url: &str) -> (u16, String) {
+    let response = reqwest::get(url)
+        .await
+        .expect("the metrics endpoint answers");
+    let status = response.status().as_u16();
+    (status, response.text().await.expect("a body"))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_full_redis_pauses_both_writers_keeps_their_groups_and_loses_nothing() {
     metrics();
@@ -55,6 +65,11 @@ async fn a_full_redis_pauses_both_writers_keeps_their_groups_and_loses_nothing()
     let exclusive = Sink::start(&redis.url, 6000, true, 0.95, &shutdown).await;
     let shared = Sink::start(&redis.url, 6000, false, 0.95, &shutdown).await;
     let sinks = [&shared, &exclusive];
+    // `GET /ready` and `/metrics` as `sink run --metrics-addr` serves them, for the shared sink.
+    let server = MetricsServer::bind("127.0.0.1:0", metrics().clone()).expect("bind");
+    let base = format!("http://{}", server.local_addr());
+    let serving = server.spawn(shutdown.clone()).expect("serve");
+    serving.watch(&shared.readiness);
 
     wait_for("both sinks to pause", Duration::from_secs(60), || {
         sinks.iter().all(|s| s.is_paused())
@@ -67,6 +82,14 @@ async fn a_full_redis_pauses_both_writers_keeps_their_groups_and_loses_nothing()
         );
     }
     assert_eq!(metric("sink_paused", ("reason", "redis_memory")), Some(1.0));
+    let (status, body) = get(&format!("{base}/ready")).await;
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("paused (redis_memory)"), "{body}");
+    let (_, scraped) = get(&format!("{base}/metrics")).await;
+    assert!(
+        scraped.contains("sink_paused{reason=\"redis_memory\"} 1"),
+        "{scraped}"
+    );
     wait_for("an OOM reply", Duration::from_secs(30), || {
         metric("sink_redis_errors_total", ("kind", "oom")).is_some_and(|n| n >= 1.0)
     })
@@ -128,6 +151,18 @@ async fn a_full_redis_pauses_both_writers_keeps_their_groups_and_loses_nothing()
     )
     .await;
     assert_eq!(metric("sink_paused", ("reason", "redis_memory")), Some(0.0));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (status, body) = get(&format!("{base}/ready")).await;
+        if status == 200 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not ready after resuming: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     shutdown.cancel();
     let (shared_summary, exclusive_summary) = (shared.task, exclusive.task);
     for (summary, s, total) in [
