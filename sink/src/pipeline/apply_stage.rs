@@ -29,6 +29,7 @@ use tracing::{debug, warn};
 use super::batch::{Batch, Partition};
 use super::dead_letter;
 use super::error::ConsumeError;
+use super::in_flight::InFlight;
 use super::progress::{Progress, SinkConsumer};
 use super::retry::Backoff;
 use super::summary::Summary;
@@ -108,6 +109,8 @@ pub(super) struct Shared {
     pub shutdown: CancellationToken,
     /// Metrics and readiness.
     pub observers: Observers,
+    /// Told when a slice's records are applied, so the consume stage knows Redis is idle.
+    pub in_flight: InFlight,
 }
 
 /// Applies batches, stores their offsets, records caught-up marks; returns the counts when
@@ -260,6 +263,7 @@ async fn lane(mut rx: mpsc::Receiver<Batch>, shared: Arc<Shared>) -> Result<Summ
                 "Applied batch."
             );
         }
+        shared.in_flight.applied(slice.records);
         summary.records += slice.records as u64;
         summary.changes += slice.changes.len() as u64;
         summary.skipped += outcome.skipped as u64;

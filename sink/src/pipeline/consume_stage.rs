@@ -4,8 +4,9 @@
 //! that cannot be decoded or planned is dead-lettered and the loop moves on. A record of a
 //! heartbeat topic is decoded and handed to the watermark watcher; it maps to no rows. A batch is
 //! handed to the apply stage when it holds `batch.max_records` records or `batch.max_bytes`
-//! bytes (a record that would pass the byte bound starts the next batch), or its linger time
-//! has passed. The stage also pauses and resumes the partitions (`pause.rs`): while Redis is
+//! bytes (a record that would pass the byte bound starts the next batch), at once when the
+//! apply stage has nothing in flight and no further record is at hand (`in_flight.rs`), or
+//! when its linger time has passed while Redis is busy. The stage also pauses and resumes the partitions (`pause.rs`): while Redis is
 //! full, and while the apply stage does not take batches; it polls the consumer throughout.
 
 use std::collections::HashMap;
@@ -29,6 +30,7 @@ use super::batch::{Batch, Columns};
 use super::caught_up::StopWhen;
 use super::dead_letter;
 use super::error::ConsumeError;
+use super::in_flight::{self, InFlight};
 use super::pause::{Pauses, BACKLOG_PAUSE_AFTER};
 use super::progress::SinkConsumer;
 use super::retry::Backoff;
@@ -57,6 +59,8 @@ pub(super) struct ConsumeStage<'a> {
     heartbeats: mpsc::Sender<Heartbeat>,
     /// Whether Redis is full ([`crate::memory::MemoryGuard::subscribe`]).
     memory_full: watch::Receiver<bool>,
+    /// Records handed to the apply stage and not yet applied.
+    in_flight: InFlight,
     dead_lettered: u64,
     first_record_at: Option<std::time::Instant>,
 }
@@ -76,6 +80,7 @@ impl<'a> ConsumeStage<'a> {
         shutdown: &'a CancellationToken,
         heartbeats: mpsc::Sender<Heartbeat>,
         memory_full: watch::Receiver<bool>,
+        in_flight: InFlight,
     ) -> Self {
         let by_topic = config
             .mappings
@@ -104,6 +109,7 @@ impl<'a> ConsumeStage<'a> {
             heartbeat_topics,
             heartbeats,
             memory_full,
+            in_flight,
             columns: vec![None; config.mappings.len()],
             dead_lettered: 0,
             first_record_at: None,
@@ -118,6 +124,10 @@ impl<'a> ConsumeStage<'a> {
     /// filling the next batch, and once that one is full too, the stream rests until the
     /// waiting batch is taken or [`BACKLOG_PAUSE_AFTER`] has passed; then the partitions are
     /// paused (`pause.rs`) and polling goes on. While Redis is full they are paused as well.
+    ///
+    /// A partial batch is handed over as soon as the stream has no record at hand and nothing
+    /// is in flight (the idle branch comes after the stream's in the biased `select!`, so
+    /// records already fetched join first); while Redis is busy it gathers until linger.
     pub(super) async fn run(
         &mut self,
         consumer: &SinkConsumer,
@@ -137,6 +147,7 @@ impl<'a> ConsumeStage<'a> {
         let full_now = *self.memory_full.borrow_and_update();
         pauses.set_memory(consumer, full_now);
         let mut memory_open = true;
+        let mut in_flight = self.in_flight.subscribe();
         loop {
             let batch_full = batch.is_full(&self.settings);
             tokio::select! {
@@ -160,6 +171,7 @@ impl<'a> ConsumeStage<'a> {
                     // that the branch above reports.
                     let Ok(permit) = permit else { break };
                     if let Some(waiting) = ready.take() {
+                        self.in_flight.handed_over(waiting.records);
                         permit.send(Work::Batch(waiting));
                     }
                     if pauses.backlog() {
@@ -206,6 +218,10 @@ impl<'a> ConsumeStage<'a> {
                         }
                     }
                 },
+                () = in_flight::wait_idle(&mut in_flight), if !batch.is_empty() && ready.is_none() => {
+                    ready = Some(self.take(&mut batch));
+                    backlog.as_mut().reset(Instant::now() + BACKLOG_PAUSE_AFTER);
+                }
             }
         }
         // Partial and waiting batches are dropped: their offsets were not stored, so they

@@ -12,7 +12,10 @@
 //!    ([`crate::decode::Decoder`]) and planned ([`mapping::plan`]) as it arrives; a record that
 //!    cannot be decoded or planned goes to the dead-letter topic ([`crate::dlq`]) and the loop
 //!    moves on. A batch (`batch.rs`) is handed over when it holds `batch.max_records` records
-//!    or `batch.max_bytes` bytes of keys and values, or its linger time has passed.
+//!    or `batch.max_bytes` bytes of keys and values; a partial batch goes at once when the
+//!    apply stage has nothing in flight and no further record is at hand, and otherwise when
+//!    its linger time has passed (`in_flight.rs`: send at once when Redis is idle, gather
+//!    while it is busy).
 //! 2. The *apply* stage (`apply_stage.rs`) first records a mapping's column types when its
 //!    value schema changed, then splits the batch by partition: each partition has a lane that
 //!    sends its slices to Redis one after another, each as one pipeline
@@ -73,6 +76,7 @@ mod caught_up;
 mod consume_stage;
 mod dead_letter;
 mod error;
+mod in_flight;
 mod offsets;
 mod pause;
 mod progress;
@@ -107,6 +111,7 @@ use crate::telemetry::applied::ApplyMetrics;
 use apply_stage::Observers;
 use caught_up::CaughtUpWatch;
 use consume_stage::ConsumeStage;
+use in_flight::InFlight;
 use progress::{SinkConsumer, SinkContext};
 use self_heal::SelfHeal;
 use watermark_watch::WatermarkWatch;
@@ -365,6 +370,7 @@ async fn consume(
     } = stages;
     let progress = consumer.context().progress.clone();
     let (tx, rx) = mpsc::channel(QUEUED_BATCHES);
+    let in_flight = InFlight::default();
 
     // Also cancelled when Redis lost what it acknowledged: the stages then stop as at
     // shutdown, and `sink run` starts the pipeline again.
@@ -401,6 +407,7 @@ async fn consume(
             memory: memory.clone(),
             shutdown: shutdown.clone(),
             observers,
+            in_flight: in_flight.clone(),
         },
     ));
     let (heartbeat_tx, heartbeat_rx) = mpsc::channel(watermark_watch::HEARTBEAT_QUEUE);
@@ -428,6 +435,7 @@ async fn consume(
         &shutdown,
         heartbeat_tx,
         memory.subscribe(),
+        in_flight,
     );
     let consumed = stage
         .run(&consumer, &tx, stop, &caught_up, &mut apply)
