@@ -216,8 +216,8 @@ pub struct BatchArgs {
     /// `batch.max_records`; default 2000).
     #[arg(long, value_name = "N", env = "SINK_BATCH_SIZE")]
     pub batch_size: Option<usize>,
-    /// How long a batch waits for more records once it holds one, in milliseconds
-    /// (overrides `batch.linger_ms`; default 5).
+    /// How long a batch waits for more records while Redis is busy, in milliseconds
+    /// (overrides `batch.linger_ms`; default 5). While Redis is idle a batch goes at once.
     #[arg(long, value_name = "MS", env = "SINK_LINGER_MS")]
     pub linger_ms: Option<u64>,
     /// Largest number of bytes of record keys and values per batch, e.g. `16MiB` (overrides

@@ -38,7 +38,8 @@ pub const DEFAULT_LINGER_MS: u64 = 5;
 pub struct BatchSettings {
     /// At most this many records per batch (at least 1).
     pub max_records: usize,
-    /// A started batch is flushed after this long even if not full.
+    /// While Redis is busy, a started batch is flushed after this long even if not full
+    /// (while it is idle, at once: `pipeline/in_flight.rs`).
     pub linger: Duration,
     /// At most this many bytes of record keys and values per batch (at least 1); a record
     /// larger than that forms a batch of its own (`batch.max_bytes`).
