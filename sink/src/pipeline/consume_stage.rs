@@ -59,8 +59,6 @@ pub(super) struct ConsumeStage<'a> {
     heartbeats: mpsc::Sender<Heartbeat>,
     /// Whether Redis is full ([`crate::memory::MemoryGuard::subscribe`]).
     memory_full: watch::Receiver<bool>,
-    /// Records handed to the apply stage and not yet applied.
-    in_flight: InFlight,
     dead_lettered: u64,
     first_record_at: Option<std::time::Instant>,
 }
@@ -80,7 +78,6 @@ impl<'a> ConsumeStage<'a> {
         shutdown: &'a CancellationToken,
         heartbeats: mpsc::Sender<Heartbeat>,
         memory_full: watch::Receiver<bool>,
-        in_flight: InFlight,
     ) -> Self {
         let by_topic = config
             .mappings
@@ -109,7 +106,6 @@ impl<'a> ConsumeStage<'a> {
             heartbeat_topics,
             heartbeats,
             memory_full,
-            in_flight,
             columns: vec![None; config.mappings.len()],
             dead_lettered: 0,
             first_record_at: None,
@@ -128,6 +124,7 @@ impl<'a> ConsumeStage<'a> {
     /// A partial batch is handed over as soon as the stream has no record at hand and nothing
     /// is in flight (the idle branch comes after the stream's in the biased `select!`, so
     /// records already fetched join first); while Redis is busy it gathers until linger.
+    /// `handed_over` counts the records given to the apply stage and not yet applied.
     pub(super) async fn run(
         &mut self,
         consumer: &SinkConsumer,
@@ -135,6 +132,7 @@ impl<'a> ConsumeStage<'a> {
         stop: StopWhen,
         caught_up: &CancellationToken,
         apply: &mut ApplyHandle,
+        handed_over: &InFlight,
     ) -> Result<(Summary, Option<ApplyResult>), ConsumeError> {
         let mut stream = consumer.stream();
         let mut batch = Batch::with_capacity(self.settings.max_records);
@@ -147,7 +145,7 @@ impl<'a> ConsumeStage<'a> {
         let full_now = *self.memory_full.borrow_and_update();
         pauses.set_memory(consumer, full_now);
         let mut memory_open = true;
-        let mut in_flight = self.in_flight.subscribe();
+        let mut in_flight = handed_over.subscribe();
         loop {
             let batch_full = batch.is_full(&self.settings);
             tokio::select! {
@@ -171,7 +169,7 @@ impl<'a> ConsumeStage<'a> {
                     // that the branch above reports.
                     let Ok(permit) = permit else { break };
                     if let Some(waiting) = ready.take() {
-                        self.in_flight.handed_over(waiting.records);
+                        handed_over.handed_over(waiting.records);
                         permit.send(Work::Batch(waiting));
                     }
                     if pauses.backlog() {

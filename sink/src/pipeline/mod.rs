@@ -435,10 +435,9 @@ async fn consume(
         &shutdown,
         heartbeat_tx,
         memory.subscribe(),
-        in_flight,
     );
     let consumed = stage
-        .run(&consumer, &tx, stop, &caught_up, &mut apply)
+        .run(&consumer, &tx, stop, &caught_up, &mut apply, &in_flight)
         .await;
     done.cancel();
     if watcher.await.is_err() {
