@@ -111,6 +111,14 @@ impl Applier {
         Applier::Script(ScriptWriter::new(pool, config, DEFAULT_CHUNK))
     }
 
+    /// The shared writer of a pipeline whose assignment marks its partitions (`sink run`):
+    /// as [`Applier::new`], but every script call refuses a partition whose self-healing
+    /// marker is gone or names another Redis server run ([`ApplyError::BookkeepingLost`],
+    /// retriable: the pipeline's self-heal watcher stops the pipeline meanwhile).
+    pub fn guarded(pool: Pool, config: &Config) -> Applier {
+        Applier::Script(ScriptWriter::guarded(pool, config, DEFAULT_CHUNK))
+    }
+
     /// An applier for an empty database that nobody else writes or reads until it is done
     /// (the rebuild's staging database): it keeps the bookkeeping in memory and decides
     /// every change as the script would, sending only the resulting writes. Mappings with

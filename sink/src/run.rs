@@ -274,7 +274,7 @@ async fn new_applier(
     shutdown: &CancellationToken,
 ) -> Result<Option<Arc<Applier>>, RunError> {
     let applier = match cfg.writer {
-        Writer::Shared => Some(Applier::new(pool, &cfg.config)),
+        Writer::Shared => Some(Applier::guarded(pool, &cfg.config)),
         Writer::Exclusive { lease, max_memory } => loop {
             match Applier::exclusive(
                 pool.clone(),

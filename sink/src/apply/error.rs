@@ -134,13 +134,28 @@ pub enum ApplyError {
         /// The mappings that set `ttl_seconds`.
         mappings: Vec<String>,
     },
+    /// A guarded writer refused a batch: a partition's self-healing marker (its field of
+    /// `sink:offsets:run`) is gone or names another Redis server run, so Redis lost what
+    /// this partition had applied. Nothing of the refused call was written. Never the
+    /// change's fault (never dead-lettered): retried until the pipeline's self-heal watcher
+    /// stops it and the next assignment resumes the partition from what Redis holds.
+    #[error("redis lost the bookkeeping of partition `{field}` (its `sink:offsets:run` marker is {marker}); the batch is not applied: the sink resumes the partition from what redis holds")]
+    BookkeepingLost {
+        /// The partition's offsets field (`{topic}/{partition}`).
+        field: String,
+        /// What the marker holds: `unmarked`, or the run id it names.
+        marker: String,
+    },
 }
 
 impl ApplyError {
     /// Whether resending the same batch later may succeed.
     pub fn is_retriable(&self) -> bool {
         match self {
-            ApplyError::Pool(_) | ApplyError::ReplyCount { .. } | ApplyError::Resend { .. } => true,
+            ApplyError::Pool(_)
+            | ApplyError::ReplyCount { .. }
+            | ApplyError::Resend { .. }
+            | ApplyError::BookkeepingLost { .. } => true,
             ApplyError::Redis { source, .. } => {
                 source.is_io_error()
                     || source.is_timeout()
@@ -206,7 +221,8 @@ impl ApplyError {
             | ApplyError::ForeignKey { .. }
             | ApplyError::Load(_)
             | ApplyError::WriterMemory(_)
-            | ApplyError::ExclusiveTtl { .. } => None,
+            | ApplyError::ExclusiveTtl { .. }
+            | ApplyError::BookkeepingLost { .. } => None,
         }
     }
 
@@ -216,6 +232,14 @@ impl ApplyError {
         position: usize,
         source: redis::ServerError,
     ) -> ApplyError {
+        if source.code() == "BOOKKEEPING" {
+            let details = source.details().unwrap_or_default();
+            let (field, marker) = details.split_once(' ').unwrap_or((details, ""));
+            return ApplyError::BookkeepingLost {
+                field: field.to_owned(),
+                marker: marker.to_owned(),
+            };
+        }
         if source.code() == "EXCLUSIVE" {
             return ApplyError::Excluded {
                 holder: source.details().unwrap_or_default().to_owned(),

@@ -31,6 +31,14 @@ impl ScriptWriter {
         }
     }
 
+    /// [`ScriptWriter::new`] whose script calls refuse partitions without their
+    /// self-healing marker ([`ChangeScript::guarded`]).
+    pub fn guarded(pool: Pool, config: &Config, chunk: usize) -> ScriptWriter {
+        let mut writer = ScriptWriter::new(pool, config, chunk);
+        writer.script = writer.script.guarded();
+        writer
+    }
+
     pub(crate) fn records(&self) -> &Records {
         &self.records
     }
