@@ -111,14 +111,6 @@ impl Applier {
         Applier::Script(ScriptWriter::new(pool, config, DEFAULT_CHUNK))
     }
 
-    /// The shared writer of a pipeline whose assignment marks its partitions (`sink run`):
-    /// as [`Applier::new`], but every script call refuses a partition whose self-healing
-    /// marker is gone or names another Redis server run ([`ApplyError::BookkeepingLost`],
-    /// retriable: the pipeline's self-heal watcher stops the pipeline meanwhile).
-    pub fn guarded(pool: Pool, config: &Config) -> Applier {
-        Applier::Script(ScriptWriter::guarded(pool, config, DEFAULT_CHUNK))
-    }
-
     /// An applier for an empty database that nobody else writes or reads until it is done
     /// (the rebuild's staging database): it keeps the bookkeeping in memory and decides
     /// every change as the script would, sending only the resulting writes. Mappings with
@@ -178,6 +170,19 @@ impl Applier {
         match self {
             Applier::Script(_) => Ok(()),
             Applier::Owned(writer) => writer.release().await,
+        }
+    }
+
+    /// The same applier, refusing a batch while one of its partitions' self-healing markers
+    /// (`sink:offsets:run`) is gone or names another Redis server run
+    /// ([`ApplyError::BookkeepingLost`], retriable: the pipeline's self-heal watcher stops
+    /// the pipeline meanwhile). For `sink run`, whose assignment marks its partitions; a
+    /// database without markers by design (a rebuild's staging database, a test applying
+    /// directly) keeps the unguarded applier.
+    pub fn with_marker_guard(self) -> Applier {
+        match self {
+            Applier::Script(writer) => Applier::Script(writer.guarded()),
+            Applier::Owned(writer) => Applier::Owned(writer.guarded()),
         }
     }
 

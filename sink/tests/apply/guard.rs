@@ -2,8 +2,7 @@
 //! applies a partition's changes only while its `sink:offsets:run` marker names the Redis
 //! server's current run. A marker gone (a flush, an empty restart) or naming another run (a
 //! restart from an older file) makes it refuse the whole chunk, writing nothing, with a
-//! retriable error that is about no change (never dead-lettered); an unguarded writer (a
-//! rebuild's staging database, these fixtures) applies regardless.
+//! retriable error that is about no change (never dead-lettered). Both writers.
 
 use crate::support::*;
 use mapping::{layout, Op};
@@ -67,18 +66,33 @@ async fn assert_refused(f: &Fixture, guarded: &Applier, changes: &[(usize, mappi
 }
 
 #[tokio::test]
-async fn guarded_writer_refuses_partitions_whose_marker_is_gone_or_stale() {
+async fn guarded_shared_writer_refuses_partitions_whose_marker_is_gone_or_stale() {
     let f = Fixture::new().await;
-    let guarded = Applier::guarded(f.pool.clone(), &f.config);
-    let run = run_id(&f).await;
+    let guarded = Applier::new(f.pool.clone(), &f.config).with_marker_guard();
+    refuses_partitions_whose_marker_is_gone_or_stale(&f, &guarded).await;
+}
+
+#[tokio::test]
+async fn guarded_exclusive_writer_refuses_partitions_whose_marker_is_gone_or_stale() {
+    let f = Fixture::new().await;
+    let guarded = f
+        .exclusive_applier(std::time::Duration::from_secs(5))
+        .await
+        .with_marker_guard();
+    refuses_partitions_whose_marker_is_gone_or_stale(&f, &guarded).await;
+    guarded.release().await.expect("release the lease");
+}
+
+async fn refuses_partitions_whose_marker_is_gone_or_stale(f: &Fixture, guarded: &Applier) {
+    let run = run_id(f).await;
     let first = [
         customer_upsert(Op::Read, 1, "a@example.com", 100),
         order_upsert(Op::Read, 3, Some(1), 102),
     ];
     // Never marked (no assignment vouched for this database).
-    assert_refused(&f, &guarded, &first).await;
+    assert_refused(f, guarded, &first).await;
 
-    mark(&f, Some(&run)).await;
+    mark(f, Some(&run)).await;
     let out = guarded
         .apply_batch(&f.plan_all(&first))
         .await
@@ -90,29 +104,27 @@ async fn guarded_writer_refuses_partitions_whose_marker_is_gone_or_stale() {
         customer_upsert(Op::Update, 1, "b@example.com", 300),
         order_upsert(Op::Update, 3, Some(1), 302),
     ];
-    mark(&f, None).await;
-    assert_refused(&f, &guarded, &later).await;
+    mark(f, None).await;
+    assert_refused(f, guarded, &later).await;
 
     // Restarted from an older file: the markers name the previous run.
-    mark(&f, Some("0000000000000000000000000000000000000000")).await;
-    assert_refused(&f, &guarded, &later).await;
+    mark(f, Some("0000000000000000000000000000000000000000")).await;
+    assert_refused(f, guarded, &later).await;
 
     // Only one partition of the chunk unmarked: the whole chunk is refused.
-    mark(&f, Some(&run)).await;
+    mark(f, Some(&run)).await;
     let _: () = f
         .conn()
         .await
-        .hdel(layout::OFFSETS_RUN_KEY, &fields(&f)[1])
+        .hdel(layout::OFFSETS_RUN_KEY, &fields(f)[1])
         .await
         .expect("HDEL");
-    assert_refused(&f, &guarded, &later).await;
+    assert_refused(f, guarded, &later).await;
 
-    // The unguarded writer (the fixture's) applies where the guarded one refuses.
-    let out = f.apply(&later).await;
-    assert_eq!(out.applied, 2);
+    mark(f, None).await;
     let mut conn = f.conn().await;
     let _: () = conn
-        .hdel(layout::OFFSETS_RUN_KEY, fields(&f))
+        .hdel(layout::OFFSETS_RUN_KEY, fields(f))
         .await
         .expect("HDEL");
 }

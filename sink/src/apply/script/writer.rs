@@ -31,12 +31,11 @@ impl ScriptWriter {
         }
     }
 
-    /// [`ScriptWriter::new`] whose script calls refuse partitions without their
-    /// self-healing marker ([`ChangeScript::guarded`]).
-    pub fn guarded(pool: Pool, config: &Config, chunk: usize) -> ScriptWriter {
-        let mut writer = ScriptWriter::new(pool, config, chunk);
-        writer.script = writer.script.guarded();
-        writer
+    /// The same writer, its script calls refusing partitions without their self-healing
+    /// marker ([`ChangeScript::guarded`]).
+    pub fn guarded(mut self) -> ScriptWriter {
+        self.script = self.script.guarded();
+        self
     }
 
     pub(crate) fn records(&self) -> &Records {
