@@ -175,8 +175,7 @@ impl Applier {
 
     /// The same applier, refusing a batch while one of its partitions' self-healing markers
     /// (`sink:offsets:run`) is gone or names another Redis server run
-    /// ([`ApplyError::BookkeepingLost`], retriable: the pipeline's self-heal watcher stops
-    /// the pipeline meanwhile). For `sink run`, whose assignment marks its partitions; a
+    /// ([`ApplyError::BookkeepingLost`]: the pipeline drops the batch and starts again). For `sink run`, whose assignment marks its partitions; a
     /// database without markers by design (a rebuild's staging database, a test applying
     /// directly) keeps the unguarded applier.
     pub fn with_marker_guard(self) -> Applier {

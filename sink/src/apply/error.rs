@@ -137,8 +137,9 @@ pub enum ApplyError {
     /// A guarded writer refused a batch: a partition's self-healing marker (its field of
     /// `sink:offsets:run`) is gone or names another Redis server run, so Redis lost what
     /// this partition had applied. Nothing of the refused call was written. Never the
-    /// change's fault (never dead-lettered): retried until the pipeline's self-heal watcher
-    /// stops it and the next assignment resumes the partition from what Redis holds.
+    /// change's fault (never dead-lettered), and not retriable: a later assignment may mark
+    /// the partition again, and the batch resent then would land ahead of the replay. The
+    /// pipeline drops it and starts again, resuming the partition from what Redis holds.
     #[error("redis lost the bookkeeping of partition `{field}` (its `sink:offsets:run` marker is {marker}); the batch is not applied: the sink resumes the partition from what redis holds")]
     BookkeepingLost {
         /// The partition's offsets field (`{topic}/{partition}`).
@@ -152,10 +153,7 @@ impl ApplyError {
     /// Whether resending the same batch later may succeed.
     pub fn is_retriable(&self) -> bool {
         match self {
-            ApplyError::Pool(_)
-            | ApplyError::ReplyCount { .. }
-            | ApplyError::Resend { .. }
-            | ApplyError::BookkeepingLost { .. } => true,
+            ApplyError::Pool(_) | ApplyError::ReplyCount { .. } | ApplyError::Resend { .. } => true,
             ApplyError::Redis { source, .. } => {
                 source.is_io_error()
                     || source.is_timeout()
@@ -176,7 +174,8 @@ impl ApplyError {
             | ApplyError::LeaseLost { .. }
             | ApplyError::ForeignKey { .. }
             | ApplyError::WriterMemory(_)
-            | ApplyError::ExclusiveTtl { .. } => false,
+            | ApplyError::ExclusiveTtl { .. }
+            | ApplyError::BookkeepingLost { .. } => false,
         }
     }
 

@@ -2,7 +2,7 @@
 //! applies a partition's changes only while its `sink:offsets:run` marker names the Redis
 //! server's current run. A marker gone (a flush, an empty restart) or naming another run (a
 //! restart from an older file) makes it refuse the whole chunk, writing nothing, with a
-//! retriable error that is about no change (never dead-lettered). Both writers.
+//! error that is about no change (never dead-lettered) and not retriable. Both writers.
 
 use crate::support::*;
 use mapping::{layout, Op};
@@ -56,7 +56,10 @@ async fn assert_refused(f: &Fixture, guarded: &Applier, changes: &[(usize, mappi
         matches!(error, ApplyError::BookkeepingLost { .. }),
         "{error:?}"
     );
-    assert!(error.is_retriable(), "retried until the pipeline restarts");
+    assert!(
+        !error.is_retriable(),
+        "never resent: the pipeline drops it and restarts"
+    );
     assert_eq!(
         error.location(),
         None,
