@@ -173,6 +173,18 @@ impl Applier {
         }
     }
 
+    /// The same applier, refusing a batch while one of its partitions' self-healing markers
+    /// (`sink:offsets:run`) is gone or names another Redis server run
+    /// ([`ApplyError::BookkeepingLost`]: the pipeline drops the batch and starts again). For `sink run`, whose assignment marks its partitions; a
+    /// database without markers by design (a rebuild's staging database, a test applying
+    /// directly) keeps the unguarded applier.
+    pub fn with_marker_guard(self) -> Applier {
+        match self {
+            Applier::Script(writer) => Applier::Script(writer.guarded()),
+            Applier::Owned(writer) => Applier::Owned(writer.guarded()),
+        }
+    }
+
     /// Whether this applier keeps the bookkeeping itself ([`Applier::Owned`]).
     pub fn is_owning(&self) -> bool {
         matches!(self, Applier::Owned(_))

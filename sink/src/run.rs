@@ -300,7 +300,9 @@ async fn new_applier(
             }
         },
     };
-    Ok(applier.map(Arc::new))
+    // The pipeline's assignment marks its partitions: batches of a partition whose marker
+    // vanished (Redis lost its data) are refused until the pipeline restarts and rewinds.
+    Ok(applier.map(|a| Arc::new(a.with_marker_guard())))
 }
 
 /// A pipeline and an applier for `cfg` again, after Redis lost writes; `None` at shutdown.

@@ -134,6 +134,19 @@ pub enum ApplyError {
         /// The mappings that set `ttl_seconds`.
         mappings: Vec<String>,
     },
+    /// A guarded writer refused a batch: a partition's self-healing marker (its field of
+    /// `sink:offsets:run`) is gone or names another Redis server run, so Redis lost what
+    /// this partition had applied. Nothing of the refused call was written. Never the
+    /// change's fault (never dead-lettered), and not retriable: a later assignment may mark
+    /// the partition again, and the batch resent then would land ahead of the replay. The
+    /// pipeline drops it and starts again, resuming the partition from what Redis holds.
+    #[error("redis lost the bookkeeping of partition `{field}` (its `sink:offsets:run` marker is {marker}); the batch is not applied: the sink resumes the partition from what redis holds")]
+    BookkeepingLost {
+        /// The partition's offsets field (`{topic}/{partition}`).
+        field: String,
+        /// What the marker holds: `unmarked`, or the run id it names.
+        marker: String,
+    },
 }
 
 impl ApplyError {
@@ -161,7 +174,8 @@ impl ApplyError {
             | ApplyError::LeaseLost { .. }
             | ApplyError::ForeignKey { .. }
             | ApplyError::WriterMemory(_)
-            | ApplyError::ExclusiveTtl { .. } => false,
+            | ApplyError::ExclusiveTtl { .. }
+            | ApplyError::BookkeepingLost { .. } => false,
         }
     }
 
@@ -206,7 +220,8 @@ impl ApplyError {
             | ApplyError::ForeignKey { .. }
             | ApplyError::Load(_)
             | ApplyError::WriterMemory(_)
-            | ApplyError::ExclusiveTtl { .. } => None,
+            | ApplyError::ExclusiveTtl { .. }
+            | ApplyError::BookkeepingLost { .. } => None,
         }
     }
 
@@ -216,6 +231,14 @@ impl ApplyError {
         position: usize,
         source: redis::ServerError,
     ) -> ApplyError {
+        if source.code() == "BOOKKEEPING" {
+            let details = source.details().unwrap_or_default();
+            let (field, marker) = details.split_once(' ').unwrap_or((details, ""));
+            return ApplyError::BookkeepingLost {
+                field: field.to_owned(),
+                marker: marker.to_owned(),
+            };
+        }
         if source.code() == "EXCLUSIVE" {
             return ApplyError::Excluded {
                 holder: source.details().unwrap_or_default().to_owned(),

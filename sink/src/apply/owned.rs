@@ -52,6 +52,7 @@ mod decide;
 mod emit;
 mod lease;
 mod load;
+mod markers;
 mod model;
 mod state;
 mod writer;

@@ -56,6 +56,8 @@ pub struct ChangeScript {
     sha: String,
     mappings: Vec<MappingArgs>,
     chunk: usize,
+    /// Whether each call refuses partitions without their self-healing marker.
+    guard: bool,
 }
 
 impl ChangeScript {
@@ -72,7 +74,18 @@ impl ChangeScript {
                 .map(|(i, m)| MappingArgs::new(i, m))
                 .collect(),
             chunk: chunk.max(1),
+            guard: false,
         }
+    }
+
+    /// The same script whose calls refuse (`BOOKKEEPING` error) a chunk holding a partition
+    /// whose self-healing marker in `sink:offsets:run` is gone or names another Redis
+    /// server run (ARCHITECTURE.md, *Self-healing*). For a pipeline whose assignment marks
+    /// its partitions (`sink run`); a database that holds no markers by design (a rebuild's
+    /// staging database, a test applying directly) keeps the default, unguarded one.
+    pub fn guarded(mut self) -> ChangeScript {
+        self.guard = true;
+        self
     }
 
     /// SHA1 of the script, as `EVALSHA` takes it.
@@ -105,7 +118,7 @@ impl ChangeScript {
     /// The `EVALSHA` command applying `chunk` (one of [`ChangeScript::chunks`]); its reply
     /// holds one entry per change: 1 applied, 0 no-op, or an error.
     pub fn command(&self, chunk: &[PlannedChange]) -> Result<redis::Cmd, ApplyError> {
-        args::chunk_command(&self.sha, &self.mappings, chunk)
+        args::chunk_command(&self.sha, &self.mappings, chunk, self.guard)
     }
 
     /// Loads the script into the server's script cache (`SCRIPT LOAD`); the writer does on

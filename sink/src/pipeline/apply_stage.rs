@@ -212,6 +212,7 @@ fn merge(
     summary.dead_lettered += lane.dead_lettered;
     summary.batches += lane.batches;
     summary.last_applied_at = summary.last_applied_at.max(lane.last_applied_at);
+    summary.bookkeeping_lost |= lane.bookkeeping_lost;
     Ok(())
 }
 
@@ -301,6 +302,19 @@ async fn apply_with_retries(
             Err(e) => e,
         };
         shared.observers.redis_failed(&error);
+        if let ApplyError::BookkeepingLost { .. } = error {
+            // The writer's marker guard (ARCHITECTURE.md, *Self-healing*): never retried, for
+            // a later assignment may mark the partition again and a retried batch would then
+            // land ahead of the replay. Dropped with every batch queued behind it (no offset
+            // stored), and the pipeline stops to start again from what Redis holds.
+            warn!(
+                error = %one_line(&error),
+                "Redis lost this partition's bookkeeping; dropping the batches in flight and starting the pipeline again."
+            );
+            summary.bookkeeping_lost = true;
+            shared.shutdown.cancel();
+            return Ok(None);
+        }
         if error.is_retriable() {
             if shared.memory.note_failure(&error) && !wait_for_room(shared).await {
                 return Ok(None);

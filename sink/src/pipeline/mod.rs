@@ -468,7 +468,7 @@ async fn consume(
     summary.records = applied.records;
     summary.dead_lettered += applied.dead_lettered;
     summary.last_applied_at = applied.last_applied_at;
-    summary.bookkeeping_lost = bookkeeping_lost;
+    summary.bookkeeping_lost = bookkeeping_lost || applied.bookkeeping_lost;
     if let Err(e) = dead_letters.flush(Duration::from_secs(10)) {
         warn!(error = %e, "Flushing dead letters failed.");
     }

@@ -49,6 +49,7 @@ impl RedisErrorKind {
             ApplyError::Excluded { .. }
             | ApplyError::LeaseLost { .. }
             | ApplyError::Load(crate::apply::LoadError::LeaseLost(_)) => RedisErrorKind::Lease,
+            ApplyError::BookkeepingLost { .. } => RedisErrorKind::Other,
             ApplyError::Invalid { .. }
             | ApplyError::Reply { .. }
             | ApplyError::Resend { .. }

@@ -42,6 +42,7 @@ use super::commands;
 use super::decide::decide;
 use super::lease::{Holding, Lease, WriterId};
 use super::load::LoadError;
+use super::markers;
 use super::state::{OwnedState, UndoLog};
 use super::MemoryBound;
 use crate::apply::records::Records;
@@ -56,6 +57,8 @@ struct Job {
     /// The batch's first change: errors about the whole batch are reported there.
     first: Option<PlannedChange>,
     changes: usize,
+    /// The offsets fields whose self-healing markers must hold (empty: unguarded).
+    markers: Vec<String>,
     reply: oneshot::Sender<Result<(), ApplyError>>,
 }
 
@@ -100,9 +103,19 @@ pub struct OwnedWriter {
     exclusive: Option<Arc<Exclusive>>,
     pool: Pool,
     records: Records,
+    /// Whether each batch's partitions must hold their self-healing markers.
+    guard: bool,
 }
 
 impl OwnedWriter {
+    /// The same writer, sending a batch only while each of its partitions is marked in
+    /// `sink:offsets:run` under the server's current run ([`ApplyError::BookkeepingLost`]
+    /// otherwise): for a pipeline whose assignment marks its partitions (`sink run`).
+    pub(crate) fn guarded(mut self) -> OwnedWriter {
+        self.guard = true;
+        self
+    }
+
     /// A writer for an empty database that nobody else writes or reads until it is done
     /// (the rebuild's staging database). `config` must have no mapping with `ttl_seconds`
     /// (`super::with_ttl`). Call it within a Tokio runtime.
@@ -214,6 +227,7 @@ impl OwnedWriter {
             exclusive,
             records: Records::new(pool.clone(), &config.mappings),
             pool,
+            guard: false,
         }
     }
 
@@ -261,6 +275,11 @@ impl OwnedWriter {
                 pipe,
                 first: batch.first().cloned(),
                 changes: batch.len(),
+                markers: if self.guard {
+                    markers::fields(batch)
+                } else {
+                    Vec::new()
+                },
                 reply: tx,
             };
             if self.jobs.send(job).is_err() {
@@ -330,7 +349,15 @@ async fn write(
             continue;
         }
         let lease = exclusive.as_ref().map(|x| &x.lease);
-        let sent = send(&pool, job.pipe, job.first.as_ref(), job.changes, lease).await;
+        let sent = send(
+            &pool,
+            job.pipe,
+            job.first.as_ref(),
+            job.changes,
+            lease,
+            &job.markers,
+        )
+        .await;
         let mut inner = shared.inner.lock().await;
         let failure = match sent {
             Sent::Done => {
@@ -469,13 +496,15 @@ async fn load_exclusive(
 /// Sends one batch as a transaction. A server error is the batch's, reported at its first
 /// change as an error of a whole chunk script is (retriable when transient: OOM, LOADING,
 /// ...), or the command's. With `lease` (exclusive writer), the transaction runs only if the
-/// lease key still names this writer, and renews it.
+/// lease key still names this writer, and renews it; with `markers`, only while those
+/// partitions hold their self-healing markers (checked under the lease keys' watch).
 async fn send(
     pool: &Pool,
     mut pipe: redis::Pipeline,
     first: Option<&PlannedChange>,
     changes: usize,
     lease: Option<&Lease>,
+    markers: &[String],
 ) -> Sent {
     let redis_error = |operation, source| {
         Sent::Failed(ApplyError::Redis {
@@ -503,6 +532,12 @@ async fn send(
                 return Sent::Conflict;
             }
             Err(source) => return redis_error("WATCH", source),
+        }
+        if !markers.is_empty() {
+            if let Err(e) = markers::check(&mut conn, markers, changes).await {
+                let _ = redis::cmd("UNWATCH").query_async::<()>(&mut conn).await;
+                return Sent::Failed(e);
+            }
         }
         lease.renew_in(&mut pipe);
     }

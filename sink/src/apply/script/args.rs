@@ -170,6 +170,7 @@ pub(crate) fn chunk_command(
     sha: &str,
     mappings: &[MappingArgs],
     chunk: &[PlannedChange],
+    guard: bool,
 ) -> Result<redis::Cmd, ApplyError> {
     let mut slots: Vec<(&str, i32)> = Vec::new();
     let mut slot_of = Vec::with_capacity(chunk.len());
@@ -189,6 +190,7 @@ pub(crate) fn chunk_command(
     for (topic, partition) in &slots {
         cmd.arg(layout::offsets_field(topic, *partition));
     }
+    cmd.arg(if guard { "1" } else { "" });
     for (change, slot) in chunk.iter().zip(slot_of) {
         let args = mappings
             .get(change.mapping)
@@ -284,7 +286,7 @@ mod tests {
     fn chunk_args_layout() {
         let a = [MappingArgs::new(0, &mapping())];
         let chunk = [upsert(11, 2), delete(12, None), upsert(13, 2)];
-        let cmd = chunk_command("sha", &a, &chunk).unwrap();
+        let cmd = chunk_command("sha", &a, &chunk, true).unwrap();
         let upsert_part = [
             "1",
             "-1",
@@ -306,6 +308,7 @@ mod tests {
             "2",
             "cdc.orders/2",
             "cdc.orders/0", // offsets fields
+            "1",            // marker guard
             "20",
             "1",
             "u",
@@ -327,7 +330,8 @@ mod tests {
     #[test]
     fn negative_position_is_invalid() {
         let a = [MappingArgs::new(0, &mapping())];
-        let err = chunk_command("sha", &a, &[upsert(1, 0), delete(2, Some(-1))]).unwrap_err();
+        let err =
+            chunk_command("sha", &a, &[upsert(1, 0), delete(2, Some(-1))], false).unwrap_err();
         assert_eq!(
             err.to_string(),
             "change at cdc.orders/0 offset 2: negative source position -1"

@@ -31,6 +31,13 @@ impl ScriptWriter {
         }
     }
 
+    /// The same writer, its script calls refusing partitions without their self-healing
+    /// marker ([`ChangeScript::guarded`]).
+    pub fn guarded(mut self) -> ScriptWriter {
+        self.script = self.script.guarded();
+        self
+    }
+
     pub(crate) fn records(&self) -> &Records {
         &self.records
     }
