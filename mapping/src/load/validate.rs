@@ -15,6 +15,7 @@ use crate::model::{
 use crate::raw::{RawConfig, RawField, RawFields, RawLookup, RawMapping};
 use crate::template::{KeyTemplate, TemplatePart};
 
+mod relation_filters;
 mod security;
 
 fn is_name(s: &str, extra: &[u8]) -> bool {
@@ -508,10 +509,11 @@ impl<'a> Validator<'a> {
 
         let mut lookups = Vec::new();
         for (j, l) in m.lookups.iter().enumerate() {
-            if let Some(lookup) = self.lookup(i, j, m, l, key.as_ref(), &relations) {
+            if let Some(lookup) = self.lookup(i, j, m, l, key.as_ref(), &relations, selected) {
                 lookups.push(lookup);
             }
         }
+        relations.extend(relation_filters::derived_relations(&relations, &lookups));
 
         if self.errors.len() > before {
             return None;
@@ -685,6 +687,7 @@ impl<'a> Validator<'a> {
         l: &RawLookup,
         row_key: Option<&KeyTemplate>,
         relations: &[Relation],
+        selected: Option<&[&str]>,
     ) -> Option<Lookup> {
         let before = self.errors.len();
         if !(is_name(&l.tool, b"-") && l.tool.len() <= 64) {
@@ -853,12 +856,19 @@ impl<'a> Validator<'a> {
                 max: *lim.max,
             }
         });
+        if let Some(lim) = &l.limit {
+            params.entry(&lim.param).or_insert(lim.param.span());
+        }
+        let found = relation.and_then(Result::ok);
+        let (filters, range) = self.relation_filters(l, found, selected, &mut params);
         (self.errors.len() == before).then(|| Lookup {
             tool: l.tool.to_string(),
             description: l.description.to_string(),
             by,
             relation: l.relation.as_ref().map(|r| r.to_string()),
             limit,
+            filters,
+            range,
         })
     }
 }
