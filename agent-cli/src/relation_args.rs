@@ -8,12 +8,13 @@
 
 use chrono::DateTime;
 use mapping::layout;
-use mapping::model::{Lookup, Relation};
-use serde_json::{Map, Value};
+use mapping::model::{Lookup, Mapping, Relation};
+use serde_json::{json, Map, Value};
 
 use crate::args::{key_string, Call};
 use crate::error::{ArgError, PlanError};
 use crate::store::{Target, DEFAULT_RELATION_LIMIT};
+use crate::tools::MAX_STRING_CHARS;
 
 /// The filters and range a call gave (all optional).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -40,6 +41,42 @@ pub fn is_param(lookup: &Lookup, key: &str) -> bool {
             .range
             .as_ref()
             .is_some_and(|r| r.since == key || r.until == key)
+}
+
+/// Adds the JSON Schemas of the lookup's filter and range parameters to `properties` (all
+/// optional): filters are strings (integers and booleans are accepted as their text), range
+/// bounds `date-time` strings.
+pub fn describe(lookup: &Lookup, mapping: &Mapping, properties: &mut Map<String, Value>) {
+    for f in &lookup.filters {
+        properties.insert(
+            f.param.clone(),
+            json!({
+                "type": "string",
+                "description": format!("{} (exact value of `{}`)", f.description.trim_end_matches('.'), f.field),
+                "minLength": 1,
+                "maxLength": MAX_STRING_CHARS,
+            }),
+        );
+    }
+    let Some(range) = &lookup.range else { return };
+    let order_by = lookup
+        .relation
+        .as_ref()
+        .and_then(|r| mapping.relation(r))
+        .map_or("the order", |r| r.order_by.as_str());
+    for (param, side) in [
+        (&range.since, "at or after"),
+        (&range.until, "at or before"),
+    ] {
+        properties.insert(
+            param.clone(),
+            json!({
+                "type": "string",
+                "format": "date-time",
+                "description": format!("Only rows whose `{order_by}` is {side} this time (RFC 3339, e.g. 2026-11-24T00:00:00Z)"),
+            }),
+        );
+    }
 }
 
 /// Reads the filter and range arguments of `object` (`null` counts as absent).

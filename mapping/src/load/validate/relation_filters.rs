@@ -53,7 +53,11 @@ impl Validator<'_> {
             if let Some(first) = fields.insert(&f.field, f.field.span()) {
                 self.error(
                     f.field.span(),
-                    format!("field `{}` is filtered twice (first at {}; expected one filter per field)", *f.field, pos(first)),
+                    format!(
+                        "field `{}` is filtered twice (first at {}; expected one filter per field)",
+                        *f.field,
+                        pos(first)
+                    ),
                 );
             }
             if let Some(rel) = relation {
@@ -108,13 +112,20 @@ impl Validator<'_> {
         if !(is_name(param, b"-") && param.len() <= 64) {
             self.error(
                 param.span(),
-                format!("invalid parameter name `{}` (expected 1-64 letters, digits, `_` or `-`)", **param),
+                format!(
+                    "invalid parameter name `{}` (expected 1-64 letters, digits, `_` or `-`)",
+                    **param
+                ),
             );
         }
         if let Some(first) = params.insert(param.as_str(), param.span()) {
             self.error(
                 param.span(),
-                format!("duplicate parameter `{}` (first at {}; expected unique parameter names)", **param, pos(first)),
+                format!(
+                    "duplicate parameter `{}` (first at {}; expected unique parameter names)",
+                    **param,
+                    pos(first)
+                ),
             );
         }
     }
@@ -127,7 +138,11 @@ impl Validator<'_> {
 pub(super) fn derived_relations(relations: &[Relation], lookups: &[Lookup]) -> Vec<Relation> {
     let mut derived: Vec<Relation> = Vec::new();
     for l in lookups {
-        let Some(rel) = l.relation.as_ref().and_then(|r| relations.iter().find(|x| &x.name == r)) else {
+        let Some(rel) = l
+            .relation
+            .as_ref()
+            .and_then(|r| relations.iter().find(|x| &x.name == r))
+        else {
             continue;
         };
         for subset in 1..(1u32 << l.filters.len()) {
