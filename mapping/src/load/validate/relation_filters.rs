@@ -170,3 +170,138 @@ pub(super) fn derived_relations(relations: &[Relation], lookups: &[Lookup]) -> V
     }
     derived
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::load::{load_config_str, ConnectionOverrides};
+    use crate::model::Config;
+
+    const DEFAULT: &str = include_str!("../../../../connectors.yaml");
+
+    fn load(yaml: &str) -> Result<Config, String> {
+        load_config_str(yaml, "connectors.yaml", &ConnectionOverrides::default())
+            .map_err(|e| e.to_string())
+    }
+
+    /// The default file with the orders lookup's `filters`/`range` lines replaced.
+    fn edited(from: &str, to: &str) -> String {
+        assert!(DEFAULT.contains(from), "{from}");
+        DEFAULT.replace(from, to)
+    }
+
+    const FILTER: &str =
+        "          - { param: status, field: status, description: Only orders with this status }\n";
+
+    #[test]
+    fn the_default_file_declares_a_status_filtered_relation() {
+        let config = load(DEFAULT).unwrap();
+        let orders = &config.mappings[1];
+        let (_, lookup) = config.lookup("get_customer_orders").unwrap();
+        assert_eq!(lookup.filters[0].param, "status");
+        assert_eq!(lookup.filters[0].field, "status");
+        let range = lookup.range.as_ref().unwrap();
+        assert_eq!(
+            (range.since.as_str(), range.until.as_str()),
+            ("created_after", "created_before")
+        );
+        let derived = orders.relation("customer_orders.status").unwrap();
+        assert_eq!(
+            derived.key.source,
+            "customer:{customer_id}:orders:status:{status}"
+        );
+        assert_eq!(derived.order_by, "created_at");
+        assert_eq!(orders.relations.len(), 2);
+    }
+
+    #[test]
+    fn two_filters_make_three_relations() {
+        let yaml = edited(
+            FILTER,
+            &format!(
+                "{FILTER}          - {{ param: total, field: total_cents, description: Total }}\n"
+            ),
+        );
+        let config = load(&yaml).unwrap();
+        let names: Vec<&str> = config.mappings[1]
+            .relations
+            .iter()
+            .map(|r| r.name.as_str())
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "customer_orders",
+                "customer_orders.status",
+                "customer_orders.total_cents",
+                "customer_orders.status.total_cents"
+            ]
+        );
+    }
+
+    #[test]
+    fn filters_and_ranges_are_checked() {
+        let dup_field = edited(
+            FILTER,
+            &format!("{FILTER}          - {{ param: state, field: status, description: Again }}\n"),
+        );
+        let err = load(&dup_field).unwrap_err();
+        assert!(
+            err.contains("field `status` is filtered twice (first at"),
+            "{err}"
+        );
+        assert!(err.starts_with("connectors.yaml:"), "{err}");
+
+        let clash = edited("{ since: created_after,", "{ since: limit,");
+        let err = load(&clash).unwrap_err();
+        assert!(err.contains("duplicate parameter `limit`"), "{err}");
+
+        let clash = edited("param: status, field", "param: customer_id, field");
+        assert!(load(&clash)
+            .unwrap_err()
+            .contains("duplicate parameter `customer_id`"));
+
+        let parent = edited("field: status,", "field: customer_id,");
+        let err = load(&parent).unwrap_err();
+        assert!(err.contains("which is already in relation key"), "{err}");
+
+        // A filter or range on a row lookup.
+        let on_row = edited(
+            "            description: Order ID\n      - tool: get_customer_orders",
+            "            description: Order ID\n        range: { since: a, until: b }\n        filters:\n          - { param: s, field: status, description: S }\n      - tool: get_customer_orders",
+        );
+        let err = load(&on_row).unwrap_err();
+        assert!(
+            err.contains("filter `s` in a lookup without `relation`"),
+            "{err}"
+        );
+        assert!(
+            err.contains("`range` in a lookup without `relation`"),
+            "{err}"
+        );
+
+        let unknown = edited(
+            "{ since: created_after, until: created_before }",
+            "{ since: a, upto: b }",
+        );
+        assert!(load(&unknown).unwrap_err().contains("unknown key `upto`"));
+    }
+
+    #[test]
+    fn a_filter_on_an_unselected_field_is_refused_with_its_position() {
+        let yaml = edited(
+            "    key: \"order:{id}\"\n    fields: all",
+            "    key: \"order:{id}\"\n    fields: [id, customer_id, created_at]",
+        );
+        let err = load(&yaml).unwrap_err();
+        assert!(
+            err.contains("filter `status` names field `status`, which `fields` does not select"),
+            "{err}"
+        );
+        let line = DEFAULT
+            .lines()
+            .position(|l| l.contains("param: status, field: status"))
+            .unwrap()
+            + 1;
+        assert!(err.contains(&format!("connectors.yaml:{line}:")), "{err}");
+    }
+}
