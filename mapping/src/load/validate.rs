@@ -509,8 +509,15 @@ impl<'a> Validator<'a> {
 
         let mut lookups = Vec::new();
         for (j, l) in m.lookups.iter().enumerate() {
-            if let Some(lookup) = self.lookup(i, j, m, l, key.as_ref(), &relations, selected) {
-                lookups.push(lookup);
+            let relation =
+                (l.relation.as_ref()).and_then(|r| relations.iter().find(|x| x.name == **r));
+            let (filters, range) = self.relation_filters(l, relation, selected);
+            if let Some(lookup) = self.lookup(i, j, m, l, key.as_ref(), &relations) {
+                lookups.push(Lookup {
+                    filters,
+                    range,
+                    ..lookup
+                });
             }
         }
         relations.extend(relation_filters::derived_relations(&relations, &lookups));
@@ -687,7 +694,6 @@ impl<'a> Validator<'a> {
         l: &RawLookup,
         row_key: Option<&KeyTemplate>,
         relations: &[Relation],
-        selected: Option<&[&str]>,
     ) -> Option<Lookup> {
         let before = self.errors.len();
         if !(is_name(&l.tool, b"-") && l.tool.len() <= 64) {
@@ -856,19 +862,15 @@ impl<'a> Validator<'a> {
                 max: *lim.max,
             }
         });
-        if let Some(lim) = &l.limit {
-            params.entry(&lim.param).or_insert(lim.param.span());
-        }
-        let found = relation.and_then(Result::ok);
-        let (filters, range) = self.relation_filters(l, found, selected, &mut params);
         (self.errors.len() == before).then(|| Lookup {
             tool: l.tool.to_string(),
             description: l.description.to_string(),
             by,
             relation: l.relation.as_ref().map(|r| r.to_string()),
             limit,
-            filters,
-            range,
+            // Checked and set by `relation_filters`.
+            filters: Vec::new(),
+            range: None,
         })
     }
 }

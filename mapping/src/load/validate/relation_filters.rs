@@ -22,16 +22,25 @@ use crate::template::KeyTemplate;
 pub(super) const MAX_FILTERS: usize = 3;
 
 impl Validator<'_> {
-    /// Checks `filters` and `range` of `l` (whose other parameters are `params`, name -> span)
-    /// against its relation `relation` (`None`: not a relation lookup) and the selected fields
-    /// (`None`: `fields: all`).
-    pub(super) fn relation_filters<'r>(
+    /// Checks `filters` and `range` of `l` against its relation `relation` (`None`: not a
+    /// relation lookup or an unknown one, which `lookup` reports), the selected fields
+    /// (`None`: `fields: all`) and the lookup's other parameter names.
+    pub(super) fn relation_filters(
         &mut self,
-        l: &'r RawLookup,
+        l: &RawLookup,
         relation: Option<&Relation>,
         selected: Option<&[&str]>,
-        params: &mut HashMap<&'r str, &'r Span>,
     ) -> (Vec<LookupFilter>, Option<RangeParams>) {
+        // `by` and `limit` names: their own clashes are reported by `lookup`.
+        let mut params: HashMap<&str, &Span> = HashMap::new();
+        for p in
+            l.by.iter()
+                .map(|p| &p.param)
+                .chain(l.limit.as_ref().map(|x| &x.param))
+        {
+            params.entry(p.as_str()).or_insert(p.span());
+        }
+        let params = &mut params;
         let mut filters = Vec::new();
         let mut fields: HashMap<&str, &Span> = HashMap::new();
         for f in &l.filters {
