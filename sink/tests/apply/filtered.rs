@@ -47,7 +47,7 @@ fn m(id: &str, created: i64) -> (String, f64) {
 async fn filtered_relations_are_exact_in_both_writers() {
     let lua = Fixture::new().await.with_status_filter();
     let owned = Fixture::owning().await.with_status_filter();
-    let batches = vec![
+    let batches = [
         vec![
             order(Op::Read, 1, Some(1), "pending", 10, 100),
             order(Op::Read, 2, Some(1), "paid", 20, 110),
