@@ -10,6 +10,7 @@ use mapping::model::{Config, LookupParam, ParamType};
 use serde_json::Value;
 
 use crate::error::ArgError;
+use crate::relation_args::{self, RelationArgs};
 use crate::tools::{self, Tool, MAX_STRING_CHARS};
 
 /// A validated tool call: everything needed to plan the read.
@@ -23,6 +24,8 @@ pub struct Call<'a> {
     pub value: String,
     /// For relation lookups: how many children to return.
     pub limit: Option<u32>,
+    /// For relation lookups: the filters and range given.
+    pub relation_args: RelationArgs,
 }
 
 /// Finds the tool and validates the JSON argument text.
@@ -53,7 +56,9 @@ pub fn validate<'a>(tool: Tool<'a>, args: &Value) -> Result<Call<'a>, ArgError> 
 
     let limit_param = lookup.limit.as_ref().map(|l| l.param.as_str());
     for key in object.keys() {
-        let known = lookup.by.iter().any(|p| &p.param == key) || limit_param == Some(key.as_str());
+        let known = lookup.by.iter().any(|p| &p.param == key)
+            || limit_param == Some(key.as_str())
+            || relation_args::is_param(lookup, key);
         if !known {
             return Err(ArgError::UnknownParam {
                 tool: name.to_owned(),
@@ -115,11 +120,13 @@ pub fn validate<'a>(tool: Tool<'a>, args: &Value) -> Result<Call<'a>, ArgError> 
         }),
     };
 
+    let relation_args = relation_args::parse(name, lookup, object)?;
     Ok(Call {
         tool,
         by,
         value,
         limit,
+        relation_args,
     })
 }
 
@@ -132,7 +139,7 @@ fn integer(tool: &str, param: &str, raw: &Value) -> Result<i64, ArgError> {
     })
 }
 
-fn key_string(tool: &str, param: &str, raw: &Value) -> Result<String, ArgError> {
+pub(crate) fn key_string(tool: &str, param: &str, raw: &Value) -> Result<String, ArgError> {
     let s = raw.as_str().ok_or_else(|| ArgError::WrongType {
         tool: tool.to_owned(),
         param: param.to_owned(),
@@ -218,6 +225,12 @@ fn param_names(tool: Tool<'_>) -> String {
         .collect();
     if let Some(limit) = &tool.lookup.limit {
         names.push(format!("`{}`", limit.param));
+    }
+    for f in &tool.lookup.filters {
+        names.push(format!("`{}`", f.param));
+    }
+    if let Some(r) = &tool.lookup.range {
+        names.push(format!("`{}`, `{}`", r.since, r.until));
     }
     names.join(", ")
 }

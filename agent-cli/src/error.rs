@@ -77,6 +77,14 @@ pub enum ArgError {
         max: u32,
         got: String,
     },
+    /// A range bound that is not an RFC 3339 time.
+    #[error("`{tool}`: parameter `{param}` must be an RFC 3339 time such as 2026-11-24T00:00:00Z, got {got} ({reason})")]
+    BadTime {
+        tool: String,
+        param: String,
+        got: String,
+        reason: String,
+    },
 }
 
 /// A declared lookup whose keys cannot be derived from its templates. `mapping` validates

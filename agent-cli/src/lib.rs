@@ -12,6 +12,7 @@
 //! - [`cli`]: the command line (clap derive) and the subcommands' entry points.
 //! - [`tools`]: tool definitions from the mapping, in OpenAI, Anthropic and MCP format.
 //! - [`args`]: validation of a tool call's JSON arguments.
+//! - [`relation_args`]: a relation lookup's optional filters and time range.
 //! - [`store`]: Redis reads (the Lua script, one round trip per lookup).
 //! - [`typing`]: stored text -> typed JSON using `sink:types:{mapping}`.
 //! - [`freshness`]: `sink:freshness:{mapping}` -> as-of time, lag and staleness (mappings
@@ -31,6 +32,7 @@ pub mod freshness;
 pub mod llm;
 pub mod lookup;
 pub mod mcp;
+pub mod relation_args;
 pub mod reload;
 pub mod status;
 pub mod store;

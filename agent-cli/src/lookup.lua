@@ -8,6 +8,7 @@
 -- ARGV[2]  limit (relation; 0 otherwise)
 -- ARGV[3..] (index, relation) the row key template's literal pieces around its placeholder:
 --          the row key is these pieces joined by the primary key
+--          (mode "range": ARGV[3] highest score, ARGV[4] lowest score, ARGV[5..] the pieces)
 --
 -- Returns the JSON text of [types, freshness, rows]: the two bookkeeping hashes as flat
 -- field/value arrays and the found rows, each a flat field/value array (no rows: not found).
@@ -90,6 +91,37 @@ elseif mode == 'relation' then
   end
   for i = 1, math.min(limit, #members) do
     push_row(row_key(members[i][1]))
+  end
+elseif mode == 'range' then
+  -- A relation's children scored within inclusive bounds (`range:`; also filtered relations).
+  -- ARGV[3] highest score, ARGV[4] lowest ('+inf'/'-inf' when open), ARGV[5..] row key pieces.
+  -- Bounded like 'relation': at most `limit` members, plus those tied with the last one.
+  local limit, max, min = tonumber(ARGV[2]), ARGV[3], ARGV[4]
+  local function range_row_key(id)
+    local parts = {ARGV[5]}
+    for i = 6, #ARGV do
+      parts[#parts + 1] = id
+      parts[#parts + 1] = ARGV[i]
+    end
+    return table.concat(parts)
+  end
+  local window = redis.call('ZREVRANGEBYSCORE', KEYS[3], max, min, 'WITHSCORES', 'LIMIT', 0, limit)
+  local first, last, step = 1, #window - 1, 2
+  if #window / 2 == limit then
+    window = redis.call('ZRANGEBYSCORE', KEYS[3], window[#window], max, 'WITHSCORES')
+    first, last, step = #window - 1, 1, -2
+  end
+  local members, tied = {}, false
+  for i = first, last, step do
+    local score = tonumber(window[i + 1])
+    tied = tied or (#members > 0 and members[#members][2] == score)
+    members[#members + 1] = {window[i], score}
+  end
+  if tied then
+    table.sort(members, newest_first)
+  end
+  for i = 1, math.min(limit, #members) do
+    push_row(range_row_key(members[i][1]))
   end
 else
   return redis.error_reply('agent-cli lookup: unknown mode ' .. tostring(mode))

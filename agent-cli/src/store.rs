@@ -79,6 +79,17 @@ pub enum Target {
         /// As for [`Target::Index`], for the child rows.
         row_pieces: Vec<String>,
     },
+    /// A relation's children whose scores are within a range (`range:` of the lookup).
+    RelationRange {
+        /// Sorted set key (a filtered relation's when the call gave filters).
+        key: String,
+        /// How many children, newest first.
+        limit: u32,
+        /// Inclusive score bounds.
+        range: crate::relation_args::ScoreRange,
+        /// As for [`Target::Index`], for the child rows.
+        row_pieces: Vec<String>,
+    },
 }
 
 /// Renders the keys of a validated call, only from templates its lookup declares.
@@ -95,10 +106,14 @@ pub fn plan(call: &Call<'_>) -> Result<ReadPlan, PlanError> {
                     mapping: mapping.name.clone(),
                     relation: relation_name.clone(),
                 })?;
-        Target::Relation {
-            key: fill(&relation.key, &call.value, tool)?,
-            limit: call.limit.unwrap_or(DEFAULT_RELATION_LIMIT),
-            row_pieces: pieces(&mapping.key, tool, "a stored primary key")?,
+        let row_pieces = || pieces(&mapping.key, tool, "a stored primary key");
+        match crate::relation_args::target(call, relation, row_pieces)? {
+            Some(filtered) => filtered,
+            None => Target::Relation {
+                key: fill(&relation.key, &call.value, tool)?,
+                limit: call.limit.unwrap_or(DEFAULT_RELATION_LIMIT),
+                row_pieces: row_pieces()?,
+            },
         }
     } else if let Some(index_name) = &call.by.index {
         let index = mapping
@@ -275,6 +290,19 @@ impl<C: ConnectionLike + Clone + Send> Store<C> {
                 } => {
                     cmd.arg(key).arg("relation").arg(*limit).arg(row_pieces);
                 }
+                Target::RelationRange {
+                    key,
+                    limit,
+                    range,
+                    row_pieces,
+                } => {
+                    cmd.arg(key)
+                        .arg("range")
+                        .arg(*limit)
+                        .arg(&range.max)
+                        .arg(&range.min)
+                        .arg(row_pieces);
+                }
             }
             let mut conn = self.conn.clone();
             match cmd.query_async::<Vec<u8>>(&mut conn).await {
@@ -346,6 +374,7 @@ impl<C: ConnectionLike + Clone + Send> Store<C> {
 fn target_key(plan: &ReadPlan) -> &str {
     match &plan.target {
         Target::Row { key } | Target::Index { key, .. } | Target::Relation { key, .. } => key,
+        Target::RelationRange { key, .. } => key,
     }
 }
 

@@ -121,6 +121,7 @@ impl<'a> Tool<'a> {
                 }),
             );
         }
+        crate::relation_args::describe(lookup, self.mapping, &mut properties);
         let mut schema = Map::new();
         schema.insert("type".into(), json!("object"));
         schema.insert("properties".into(), Value::Object(properties));

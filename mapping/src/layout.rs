@@ -45,6 +45,31 @@ pub fn writer_key(mapping: &str) -> String {
     format!("sink:writer:{mapping}")
 }
 
+/// The key template of a relation filtered by equality on `fields` (a lookup's `filters`,
+/// in declaration order): the relation's own template followed by `:{field}:{{field}}` per
+/// field, e.g. `customer:{customer_id}:orders:status:{status}`. The sink maintains it as one
+/// more relation (same members and scores, only the rows whose fields have those values), so
+/// agent-cli reads a filtered relation exactly like an unfiltered one. Declared by
+/// `connectors.yaml` through the relation's key, hence outside [`RESERVED_PREFIX`].
+pub fn filtered_relation_key(relation_key: &str, fields: &[&str]) -> String {
+    let mut key = relation_key.to_owned();
+    for field in fields {
+        key.push_str(&format!(":{field}:{{{field}}}"));
+    }
+    key
+}
+
+/// The name of that filtered relation: `{relation}.{field}` per field (`.` cannot occur in a
+/// declared relation name, so it never clashes with one).
+pub fn filtered_relation_name(relation: &str, fields: &[&str]) -> String {
+    let mut name = relation.to_owned();
+    for field in fields {
+        name.push('.');
+        name.push_str(field);
+    }
+    name
+}
+
 /// `sink:offsets`: hash, [`offsets_field`] -> last applied Kafka offset.
 pub const OFFSETS_KEY: &str = "sink:offsets";
 
@@ -177,5 +202,21 @@ mod tests {
         ] {
             assert!(key.starts_with(RESERVED_PREFIX), "{key}");
         }
+    }
+
+    #[test]
+    fn filtered_relation_names_are_pinned() {
+        assert_eq!(
+            filtered_relation_key("customer:{customer_id}:orders", &["status"]),
+            "customer:{customer_id}:orders:status:{status}"
+        );
+        assert_eq!(
+            filtered_relation_key("c:{id}:o", &["status", "region"]),
+            "c:{id}:o:status:{status}:region:{region}"
+        );
+        assert_eq!(
+            filtered_relation_name("customer_orders", &["status", "region"]),
+            "customer_orders.status.region"
+        );
     }
 }

@@ -328,6 +328,31 @@ pub struct Lookup {
     pub relation: Option<String>,
     /// The limit parameter of a relation lookup.
     pub limit: Option<LimitParam>,
+    /// Equality filters of a relation lookup, each an optional parameter.
+    pub filters: Vec<LookupFilter>,
+    /// Inclusive bounds on the relation's `order_by`, as optional RFC 3339 parameters.
+    pub range: Option<RangeParams>,
+}
+
+/// An optional equality filter of a relation lookup, answered from a filtered relation the
+/// sink maintains ([`crate::layout::filtered_relation_key`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct LookupFilter {
+    /// Parameter name.
+    pub param: String,
+    /// Stored field it compares.
+    pub field: String,
+    /// Its description.
+    pub description: String,
+}
+
+/// The parameter names of a relation lookup's `range`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RangeParams {
+    /// Lower bound parameter (inclusive).
+    pub since: String,
+    /// Upper bound parameter (inclusive).
+    pub until: String,
 }
 
 /// JSON type of a lookup parameter.

@@ -395,6 +395,34 @@ pub struct RawLookup {
     /// Limit parameter of a relation lookup.
     #[serde(default)]
     pub limit: Option<RawLimit>,
+    /// Equality filters of a relation lookup (optional parameters).
+    #[serde(default)]
+    pub filters: Vec<RawFilter>,
+    /// Inclusive bounds on the relation's `order_by` (RFC 3339 parameters).
+    #[serde(default)]
+    pub range: Option<RawRange>,
+}
+
+/// One entry of a lookup's `filters:`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawFilter {
+    /// Parameter name.
+    pub param: Spanned<String>,
+    /// Stored field compared for equality.
+    pub field: Spanned<String>,
+    /// Parameter description for the model.
+    pub description: Spanned<String>,
+}
+
+/// A lookup's `range:`: the names of its two bound parameters.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRange {
+    /// Parameter of the lower bound (inclusive).
+    pub since: Spanned<String>,
+    /// Parameter of the upper bound (inclusive).
+    pub until: Spanned<String>,
 }
 
 /// One entry of `by:`.

@@ -518,6 +518,9 @@ class Pipeline:
             if o["customer_id"] is not None:
                 rel = out.setdefault(f"customer:{o['customer_id']}:orders", {})
                 rel[str(o["id"])] = float(epoch_micros(o["created_at"]))
+                if o["status"] is not None:  # the lookup's `filters: status` relation
+                    key = f"customer:{o['customer_id']}:orders:status:{o['status']}"
+                    out.setdefault(key, {})[str(o["id"])] = float(epoch_micros(o["created_at"]))
         return out
 
     def actual_redis(self) -> tuple[dict[str, Any], set[str]]:

@@ -286,6 +286,9 @@ class Model:
         for oid, row in self.rows["orders"].items():
             if row["customer_id"] is not None:
                 out.setdefault(f"customer:{row['customer_id']}:orders", {})[str(oid)] = float(row["created_at"])
+                if row.get("status") is not None:  # the lookup's `filters: status` relation
+                    out.setdefault(f"customer:{row['customer_id']}:orders:status:{row['status']}", {})[
+                        str(oid)] = float(row["created_at"])
         return out
 
     def stored(self, table: str, field: str, v: Any) -> str:

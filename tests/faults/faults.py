@@ -107,6 +107,14 @@ mappings:
     fields: all
     relations:
       - {{ name: customer_orders, key: "customer:{{customer_id}}:orders", order_by: created_at }}
+    lookups:
+      # Its `filters` make the sink keep customer:{{customer_id}}:orders:status:{{status}} too,
+      # compared with the clean replay like every key.
+      - tool: get_customer_orders
+        description: Orders of a customer
+        relation: customer_orders
+        by: [{{ param: customer_id, type: integer, description: Customer ID }}]
+        filters: [{{ param: status, field: status, description: Status }}]
 """
 
 

@@ -15,6 +15,7 @@ use crate::model::{
 use crate::raw::{RawConfig, RawField, RawFields, RawLookup, RawMapping};
 use crate::template::{KeyTemplate, TemplatePart};
 
+mod relation_filters;
 mod security;
 
 fn is_name(s: &str, extra: &[u8]) -> bool {
@@ -508,10 +509,18 @@ impl<'a> Validator<'a> {
 
         let mut lookups = Vec::new();
         for (j, l) in m.lookups.iter().enumerate() {
+            let relation =
+                (l.relation.as_ref()).and_then(|r| relations.iter().find(|x| x.name == **r));
+            let (filters, range) = self.relation_filters(l, relation, selected);
             if let Some(lookup) = self.lookup(i, j, m, l, key.as_ref(), &relations) {
-                lookups.push(lookup);
+                lookups.push(Lookup {
+                    filters,
+                    range,
+                    ..lookup
+                });
             }
         }
+        relations.extend(relation_filters::derived_relations(&relations, &lookups));
 
         if self.errors.len() > before {
             return None;
@@ -859,6 +868,9 @@ impl<'a> Validator<'a> {
             by,
             relation: l.relation.as_ref().map(|r| r.to_string()),
             limit,
+            // Checked and set by `relation_filters`.
+            filters: Vec::new(),
+            range: None,
         })
     }
 }

@@ -8,6 +8,7 @@ mod chunks;
 mod differential;
 mod differential_writers;
 mod exclusive;
+mod filtered;
 mod guard;
 mod owned;
 mod semantics;

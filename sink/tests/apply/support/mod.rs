@@ -169,6 +169,28 @@ impl Fixture {
         applier
     }
 
+    /// The orders' relation filtered by `status` too (what a lookup's `filters:` on
+    /// `status` makes the loader add, `mapping::layout::filtered_relation_key`), written by a
+    /// new applier of the same kind.
+    pub fn with_status_filter(mut self) -> Fixture {
+        let orders = &mut self.config.mappings[ORDERS];
+        let base = orders.relations[0].clone();
+        orders.relations.push(Relation {
+            name: mapping::layout::filtered_relation_name(&base.name, &["status"]),
+            key: tpl(&mapping::layout::filtered_relation_key(
+                &base.key.source,
+                &["status"],
+            )),
+            order_by: base.order_by,
+        });
+        let applier = if self.applier.is_owning() {
+            Applier::owning(self.pool.clone(), &self.config)
+        } else {
+            Applier::new(self.pool.clone(), &self.config)
+        };
+        Fixture { applier, ..self }
+    }
+
     /// The same mappings, keys and offsets, written by `applier` from now on.
     pub fn handed_to(self, applier: Applier) -> Fixture {
         Fixture { applier, ..self }
