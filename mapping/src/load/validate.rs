@@ -15,6 +15,7 @@ use crate::model::{
 use crate::raw::{RawConfig, RawField, RawFields, RawLookup, RawMapping};
 use crate::template::{KeyTemplate, TemplatePart};
 
+mod aggregate;
 mod security;
 
 fn is_name(s: &str, extra: &[u8]) -> bool {
@@ -506,8 +507,11 @@ impl<'a> Validator<'a> {
             }
         }
 
+        let aggregates = self.aggregates(m, selected);
+
         let mut lookups = Vec::new();
         for (j, l) in m.lookups.iter().enumerate() {
+            self.lookup_aggregate(m, l, &aggregates);
             if let Some(lookup) = self.lookup(i, j, m, l, key.as_ref(), &relations) {
                 lookups.push(lookup);
             }
@@ -526,6 +530,7 @@ impl<'a> Validator<'a> {
             indexes,
             relations,
             lookups,
+            aggregates,
         })
     }
 
@@ -687,6 +692,8 @@ impl<'a> Validator<'a> {
         relations: &[Relation],
     ) -> Option<Lookup> {
         let before = self.errors.len();
+        // An aggregate lookup's parameters fill the aggregate key (`lookup_aggregate`).
+        let row_key = row_key.filter(|_| l.aggregate.is_none());
         if !(is_name(&l.tool, b"-") && l.tool.len() <= 64) {
             self.error(
                 l.tool.span(),
@@ -859,6 +866,7 @@ impl<'a> Validator<'a> {
             by,
             relation: l.relation.as_ref().map(|r| r.to_string()),
             limit,
+            aggregate: l.aggregate.as_ref().map(|a| a.to_string()),
         })
     }
 }

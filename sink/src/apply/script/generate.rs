@@ -180,6 +180,7 @@ pub(super) mod tests {
                 order_by: "created_at".into(),
             }],
             lookups: vec![],
+            aggregates: vec![],
         }
     }
 

@@ -76,6 +76,7 @@ pub fn config(tag: &str, ttl_seconds: Option<u64>) -> Config {
                 }],
                 relations: vec![],
                 lookups: vec![],
+                aggregates: vec![],
             },
             Mapping {
                 name: format!("{tag}_orders"),
@@ -91,6 +92,7 @@ pub fn config(tag: &str, ttl_seconds: Option<u64>) -> Config {
                     order_by: "created_at".into(),
                 }],
                 lookups: vec![],
+                aggregates: vec![],
             },
         ],
     }
