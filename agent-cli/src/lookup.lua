@@ -91,6 +91,9 @@ elseif mode == 'relation' then
   for i = 1, math.min(limit, #members) do
     push_row(row_key(members[i][1]))
   end
+elseif mode == 'aggregate' then
+  -- An aggregate's hash (mapping::layout::aggregate), as one "row"; absent: no rows.
+  push_row(KEYS[3])
 else
   return redis.error_reply('agent-cli lookup: unknown mode ' .. tostring(mode))
 end
