@@ -134,6 +134,18 @@ pub enum ApplyError {
         /// The mappings that set `ttl_seconds`.
         mappings: Vec<String>,
     },
+    /// `--writer exclusive` was asked for mappings with `aggregates`, which only the change
+    /// script maintains so far.
+    #[error(
+        "the exclusive writer does not maintain aggregates, which {} {} declare{}; run the sink with --writer shared",
+        if .mappings.len() == 1 { "mapping" } else { "mappings" },
+        .mappings.iter().map(|m| format!("`{m}`")).collect::<Vec<_>>().join(", "),
+        if .mappings.len() == 1 { "s" } else { "" },
+    )]
+    ExclusiveAggregates {
+        /// The mappings with aggregates.
+        mappings: Vec<String>,
+    },
 }
 
 impl ApplyError {
@@ -161,7 +173,8 @@ impl ApplyError {
             | ApplyError::LeaseLost { .. }
             | ApplyError::ForeignKey { .. }
             | ApplyError::WriterMemory(_)
-            | ApplyError::ExclusiveTtl { .. } => false,
+            | ApplyError::ExclusiveTtl { .. }
+            | ApplyError::ExclusiveAggregates { .. } => false,
         }
     }
 
@@ -206,7 +219,8 @@ impl ApplyError {
             | ApplyError::ForeignKey { .. }
             | ApplyError::Load(_)
             | ApplyError::WriterMemory(_)
-            | ApplyError::ExclusiveTtl { .. } => None,
+            | ApplyError::ExclusiveTtl { .. }
+            | ApplyError::ExclusiveAggregates { .. } => None,
         }
     }
 

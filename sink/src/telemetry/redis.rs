@@ -54,6 +54,7 @@ impl RedisErrorKind {
             | ApplyError::Resend { .. }
             | ApplyError::Load(_)
             | ApplyError::ExclusiveTtl { .. }
+            | ApplyError::ExclusiveAggregates { .. }
             | ApplyError::WriterMemory(_) => RedisErrorKind::Other,
         }
     }
