@@ -147,3 +147,29 @@ async fn decimal_sums_are_exact_beyond_doubles() {
         )
     );
 }
+
+#[tokio::test]
+async fn owned_writers_leave_aggregates_to_the_script() {
+    let f = Fixture::new().await.with_order_stats();
+    // The rebuild's applier falls back to the change script, which keeps the aggregates.
+    let rebuild = sink::apply::Applier::owning(f.pool.clone(), &f.config);
+    assert!(!rebuild.is_owning());
+    let f = f.handed_to(rebuild);
+    f.apply(&[order(Op::Create, 1, 9, "paid", FieldValue::Int(5), 1000)])
+        .await;
+    assert!(stats(&f).await.contains("sum:total_cents = 5"));
+    let refused = sink::apply::Applier::exclusive(
+        f.pool.clone(),
+        &f.config,
+        &sink::apply::WriterId::new(),
+        std::time::Duration::from_secs(10),
+        sink::apply::DEFAULT_MAX_WRITER_MEMORY,
+        &tokio_util::sync::CancellationToken::new(),
+    )
+    .await;
+    let message = refused.err().map(|e| e.to_string()).unwrap_or_default();
+    assert!(
+        message.contains("the exclusive writer does not maintain aggregates"),
+        "{message}"
+    );
+}
