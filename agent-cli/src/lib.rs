@@ -25,6 +25,7 @@
 //! - [`status`]: freshness per mapping, for people and scripts.
 //! - [`error`]: error types and exit codes.
 
+pub mod aggregate;
 pub mod args;
 pub mod cli;
 pub mod error;

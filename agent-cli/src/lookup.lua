@@ -123,6 +123,9 @@ elseif mode == 'range' then
   for i = 1, math.min(limit, #members) do
     push_row(range_row_key(members[i][1]))
   end
+elseif mode == 'aggregate' then
+  -- An aggregate's hash (mapping::layout::aggregate), as one "row"; absent: no rows.
+  push_row(KEYS[3])
 else
   return redis.error_reply('agent-cli lookup: unknown mode ' .. tostring(mode))
 end

@@ -157,13 +157,17 @@ impl<C: ConnectionLike + Clone + Send> Lookups<C> {
         }
         let reply = self.store.read(&plan).await?;
         let raw = reply.parse()?;
+        let aggregate =
+            (call.tool.lookup.aggregate.as_deref()).and_then(|a| call.tool.mapping.aggregate(a));
         let types = typing::types_of(&raw.types);
         let mut rows = raw
             .rows
             .iter()
             .map(|row| typing::typed_row(row, &types, mapping).map(Value::Object))
             .collect::<Result<Vec<_>, _>>()?;
-        let result = if call.tool.lookup.relation.is_some() {
+        let result = if let Some(aggregate) = aggregate {
+            crate::aggregate::figures(aggregate, raw.rows.first().map(|r| r.as_slice()))
+        } else if call.tool.lookup.relation.is_some() {
             Value::Array(rows)
         } else {
             rows.pop().unwrap_or(Value::Null)

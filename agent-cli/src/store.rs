@@ -90,6 +90,11 @@ pub enum Target {
         /// As for [`Target::Index`], for the child rows.
         row_pieces: Vec<String>,
     },
+    /// An aggregate's hash, e.g. `customer:1:order_stats` (`crate::aggregate` shapes it).
+    Aggregate {
+        /// Aggregate key.
+        key: String,
+    },
 }
 
 /// Renders the keys of a validated call, only from templates its lookup declares.
@@ -97,7 +102,15 @@ pub fn plan(call: &Call<'_>) -> Result<ReadPlan, PlanError> {
     let mapping = call.tool.mapping;
     let lookup = call.tool.lookup;
     let tool = lookup.tool.as_str();
-    let target = if let Some(relation_name) = &lookup.relation {
+    let aggregate = lookup
+        .aggregate
+        .as_deref()
+        .and_then(|a| mapping.aggregate(a));
+    let target = if let Some(aggregate) = aggregate {
+        Target::Aggregate {
+            key: fill(&aggregate.key, &call.value, tool)?,
+        }
+    } else if let Some(relation_name) = &lookup.relation {
         let relation =
             mapping
                 .relation(relation_name)
@@ -303,6 +316,9 @@ impl<C: ConnectionLike + Clone + Send> Store<C> {
                         .arg(&range.min)
                         .arg(row_pieces);
                 }
+                Target::Aggregate { key } => {
+                    cmd.arg(key).arg("aggregate");
+                }
             }
             let mut conn = self.conn.clone();
             match cmd.query_async::<Vec<u8>>(&mut conn).await {
@@ -373,8 +389,11 @@ impl<C: ConnectionLike + Clone + Send> Store<C> {
 
 fn target_key(plan: &ReadPlan) -> &str {
     match &plan.target {
-        Target::Row { key } | Target::Index { key, .. } | Target::Relation { key, .. } => key,
-        Target::RelationRange { key, .. } => key,
+        Target::Row { key }
+        | Target::Index { key, .. }
+        | Target::Relation { key, .. }
+        | Target::RelationRange { key, .. }
+        | Target::Aggregate { key } => key,
     }
 }
 

@@ -189,7 +189,12 @@ fn openai_tool_call_then_answer() {
         assert_eq!(r.body["model"], "test-model");
         assert_eq!(
             tool_names(&r.body["tools"], "/function/name"),
-            ["get_customer", "get_order", "get_customer_orders"]
+            [
+                "get_customer",
+                "get_order",
+                "get_customer_orders",
+                "get_customer_order_stats"
+            ]
         );
         assert_eq!(r.body["tools"][0]["type"], "function");
         assert_eq!(
@@ -303,7 +308,12 @@ fn anthropic_tool_use_then_answer() {
         assert!(r.body["max_tokens"].as_u64().unwrap() > 0);
         assert_eq!(
             tool_names(&r.body["tools"], "/name"),
-            ["get_customer", "get_order", "get_customer_orders"]
+            [
+                "get_customer",
+                "get_order",
+                "get_customer_orders",
+                "get_customer_order_stats"
+            ]
         );
         assert_eq!(
             r.body["tools"][1]["input_schema"]["required"],

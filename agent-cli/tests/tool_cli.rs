@@ -335,7 +335,7 @@ fn bad_arguments_exit_2_with_a_clear_message() {
         (
             "get_invoice",
             "{}",
-            "unknown tool `get_invoice` (available: get_customer, get_order, get_customer_orders)",
+            "unknown tool `get_invoice` (available: get_customer, get_order, get_customer_orders, get_customer_order_stats)",
         ),
         (
             "get_customer",
@@ -677,4 +677,45 @@ fn status_table_and_json() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
+}
+
+#[test]
+fn order_stats_come_typed_in_one_lookup() {
+    let mut fx = Fixture::new();
+    let stats = [
+        ("count", "3"),
+        ("sum:total_cents", "53200"),
+        ("group_count:paid", "2"),
+        ("group_sum:total_cents:paid", "14700"),
+        ("group_count:pending", "1"),
+        ("group_sum:total_cents:pending", "38500.5"),
+    ];
+    let _: () = redis::Commands::hset_multiple(
+        &mut fx.conn,
+        format!("{}:customer:1:order_stats", fx.prefix),
+        &stats,
+    )
+    .unwrap();
+    let (code, out, stderr) =
+        run_tool(&fx, "get_customer_order_stats", r#"{"customer_id":1}"#, &[]);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(
+        out["result"],
+        json!({
+            "count": 3,
+            "sum_total_cents": 53200,
+            "by_status": {
+                "paid": {"count": 2, "sum_total_cents": 14700},
+                "pending": {"count": 1, "sum_total_cents": "38500.5"}
+            }
+        })
+    );
+    assert!(out["freshness"].is_object());
+    let (code, out, stderr) =
+        run_tool(&fx, "get_customer_order_stats", r#"{"customer_id":2}"#, &[]);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(
+        out["result"],
+        json!({"count": 0, "sum_total_cents": 0, "by_status": {}})
+    );
 }

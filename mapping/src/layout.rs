@@ -140,6 +140,30 @@ pub mod rebuild {
     }
 }
 
+/// The fields of an aggregate's hash, at the key its `key:` template renders
+/// (`customer:{customer_id}:order_stats`; [`crate::Aggregate`]). Stored field names have no
+/// `:`, so a group value (any text) is always the last segment and needs no escaping.
+pub mod aggregate {
+    /// How many rows count under the parent.
+    pub const COUNT: &str = "count";
+
+    /// The exact sum of stored field `field` over the parent's rows: `sum:{field}`.
+    pub fn sum_field(field: &str) -> String {
+        format!("sum:{field}")
+    }
+
+    /// How many of the parent's rows have group value `value`: `group_count:{value}`.
+    pub fn group_count_field(value: &str) -> String {
+        format!("group_count:{value}")
+    }
+
+    /// The sum of `field` over the parent's rows with group value `value`:
+    /// `group_sum:{field}:{value}`.
+    pub fn group_sum_field(field: &str, value: &str) -> String {
+        format!("group_sum:{field}:{value}")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -182,6 +206,13 @@ mod tests {
         assert_eq!(
             rebuild::events_field("cdc.public.orders"),
             "events:cdc.public.orders"
+        );
+        assert_eq!(aggregate::COUNT, "count");
+        assert_eq!(aggregate::sum_field("total_cents"), "sum:total_cents");
+        assert_eq!(aggregate::group_count_field("a:b"), "group_count:a:b");
+        assert_eq!(
+            aggregate::group_sum_field("total_cents", "paid"),
+            "group_sum:total_cents:paid"
         );
     }
 

@@ -25,6 +25,7 @@
 //!   position.
 //! - [`mod@plan`]: [`Change`] + [`Mapping`] -> [`Plan`], the Redis work for one change ([`fn@plan`]).
 
+pub mod aggregate;
 pub mod change;
 pub mod declared;
 pub mod diagnostics;
@@ -39,6 +40,7 @@ pub mod secret;
 pub mod template;
 pub mod types;
 
+pub use aggregate::Aggregate;
 pub use change::{Change, FieldValue, Op, Row};
 pub use declared::{DeclaredType, DeclaredTypes};
 pub use diagnostics::{

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::path::PathBuf;
 
+use crate::aggregate::Aggregate;
 use crate::declared::DeclaredTypes;
 use crate::diagnostics::{redact_properties, redact_url, split_userinfo};
 use crate::secret::Secret;
@@ -275,6 +276,8 @@ pub struct Mapping {
     pub relations: Vec<Relation>,
     /// Lookups offered to agents as tools.
     pub lookups: Vec<Lookup>,
+    /// Per-parent figures maintained by the sink.
+    pub aggregates: Vec<Aggregate>,
 }
 
 /// Column selection.
@@ -328,6 +331,8 @@ pub struct Lookup {
     pub relation: Option<String>,
     /// The limit parameter of a relation lookup.
     pub limit: Option<LimitParam>,
+    /// When set, the lookup returns the figures of this aggregate of the mapping.
+    pub aggregate: Option<String>,
     /// Equality filters of a relation lookup, each an optional parameter.
     pub filters: Vec<LookupFilter>,
     /// Inclusive bounds on the relation's `order_by`, as optional RFC 3339 parameters.
@@ -472,6 +477,11 @@ impl Mapping {
     /// The relation by name.
     pub fn relation(&self, name: &str) -> Option<&Relation> {
         self.relations.iter().find(|r| r.name == name)
+    }
+
+    /// The aggregate by name.
+    pub fn aggregate(&self, name: &str) -> Option<&Aggregate> {
+        self.aggregates.iter().find(|a| a.name == name)
     }
 }
 

@@ -298,6 +298,7 @@ mod tests {
                 order_by: "created".into(),
             }],
             lookups: vec![],
+            aggregates: vec![],
         }
     }
 

@@ -265,6 +265,9 @@ pub struct RawMapping {
     /// Tools offered to agents.
     #[serde(default)]
     pub lookups: Vec<RawLookup>,
+    /// Per-parent counts and sums maintained by the sink.
+    #[serde(default)]
+    pub aggregates: Vec<RawAggregate>,
     /// The source (`sources:`) whose watermark covers the mapping; defaults to the only one.
     #[serde(default)]
     pub source: Option<Spanned<String>>,
@@ -401,6 +404,9 @@ pub struct RawLookup {
     /// Inclusive bounds on the relation's `order_by` (RFC 3339 parameters).
     #[serde(default)]
     pub range: Option<RawRange>,
+    /// Aggregate (`aggregates:`) whose figures the lookup returns.
+    #[serde(default)]
+    pub aggregate: Option<Spanned<String>>,
 }
 
 /// One entry of a lookup's `filters:`.
@@ -423,6 +429,25 @@ pub struct RawRange {
     pub since: Spanned<String>,
     /// Parameter of the upper bound (inclusive).
     pub until: Spanned<String>,
+}
+
+/// One entry of `aggregates:`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAggregate {
+    /// Unique within the mapping.
+    pub name: Spanned<String>,
+    /// Parent key template, e.g. `customer:{customer_id}:order_stats`.
+    pub key: Spanned<String>,
+    /// Whether to count the children.
+    #[serde(default)]
+    pub count: Option<Spanned<bool>>,
+    /// Stored numeric fields to sum.
+    #[serde(default)]
+    pub sum: Vec<Spanned<String>>,
+    /// Stored field whose values split the figures into groups.
+    #[serde(default)]
+    pub group_by: Option<Spanned<String>>,
 }
 
 /// One entry of `by:`.

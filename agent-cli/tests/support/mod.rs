@@ -109,6 +109,12 @@ mappings:
       - name: customer_orders
         key: "{prefix}:customer:{{customer_id}}:orders"
         order_by: created_at
+    aggregates:
+      - name: customer_order_stats
+        key: "{prefix}:customer:{{customer_id}}:order_stats"
+        count: true
+        sum: [total_cents]
+        group_by: status
     lookups:
       - tool: get_order
         description: Look up a specific order by ID
@@ -128,6 +134,10 @@ mappings:
           description: Max orders to return
           default: 10
           max: 100
+      - tool: get_customer_order_stats
+        description: Count and total of a customer's orders, overall and by status
+        aggregate: customer_order_stats
+        by: [{{ param: customer_id, type: integer, description: Customer ID }}]
 "#,
             redis = redis_url()
         );

@@ -16,6 +16,7 @@ use crate::raw::{RawConfig, RawField, RawFields, RawLookup, RawMapping};
 use crate::template::{KeyTemplate, TemplatePart};
 
 mod relation_filters;
+mod aggregate;
 mod security;
 
 fn is_name(s: &str, extra: &[u8]) -> bool {
@@ -507,8 +508,11 @@ impl<'a> Validator<'a> {
             }
         }
 
+        let aggregates = self.aggregates(m, selected);
+
         let mut lookups = Vec::new();
         for (j, l) in m.lookups.iter().enumerate() {
+            self.lookup_aggregate(m, l, &aggregates);
             let relation =
                 (l.relation.as_ref()).and_then(|r| relations.iter().find(|x| x.name == **r));
             let (filters, range) = self.relation_filters(l, relation, selected);
@@ -535,6 +539,7 @@ impl<'a> Validator<'a> {
             indexes,
             relations,
             lookups,
+            aggregates,
         })
     }
 
@@ -696,6 +701,8 @@ impl<'a> Validator<'a> {
         relations: &[Relation],
     ) -> Option<Lookup> {
         let before = self.errors.len();
+        // An aggregate lookup's parameters fill the aggregate key (`lookup_aggregate`).
+        let row_key = row_key.filter(|_| l.aggregate.is_none());
         if !(is_name(&l.tool, b"-") && l.tool.len() <= 64) {
             self.error(
                 l.tool.span(),
@@ -871,6 +878,7 @@ impl<'a> Validator<'a> {
             // Checked and set by `relation_filters`.
             filters: Vec::new(),
             range: None,
+            aggregate: l.aggregate.as_ref().map(|a| a.to_string()),
         })
     }
 }

@@ -147,6 +147,18 @@ pub enum ApplyError {
         /// What the marker holds: `unmarked`, or the run id it names.
         marker: String,
     },
+    /// `--writer exclusive` was asked for mappings with `aggregates`, which only the change
+    /// script maintains so far.
+    #[error(
+        "the exclusive writer does not maintain aggregates, which {} {} declare{}; run the sink with --writer shared",
+        if .mappings.len() == 1 { "mapping" } else { "mappings" },
+        .mappings.iter().map(|m| format!("`{m}`")).collect::<Vec<_>>().join(", "),
+        if .mappings.len() == 1 { "s" } else { "" },
+    )]
+    ExclusiveAggregates {
+        /// The mappings with aggregates.
+        mappings: Vec<String>,
+    },
 }
 
 impl ApplyError {
@@ -175,7 +187,8 @@ impl ApplyError {
             | ApplyError::ForeignKey { .. }
             | ApplyError::WriterMemory(_)
             | ApplyError::ExclusiveTtl { .. }
-            | ApplyError::BookkeepingLost { .. } => false,
+            | ApplyError::BookkeepingLost { .. }
+            | ApplyError::ExclusiveAggregates { .. } => false,
         }
     }
 
@@ -221,7 +234,8 @@ impl ApplyError {
             | ApplyError::Load(_)
             | ApplyError::WriterMemory(_)
             | ApplyError::ExclusiveTtl { .. }
-            | ApplyError::BookkeepingLost { .. } => None,
+            | ApplyError::BookkeepingLost { .. }
+            | ApplyError::ExclusiveAggregates { .. } => None,
         }
     }
 

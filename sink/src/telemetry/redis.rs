@@ -55,6 +55,7 @@ impl RedisErrorKind {
             | ApplyError::Resend { .. }
             | ApplyError::Load(_)
             | ApplyError::ExclusiveTtl { .. }
+            | ApplyError::ExclusiveAggregates { .. }
             | ApplyError::WriterMemory(_) => RedisErrorKind::Other,
         }
     }

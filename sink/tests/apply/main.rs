@@ -3,6 +3,7 @@
 //! rdkafka, Avro and Redis); the modules share [`support`]'s fixture, whose random key
 //! prefixes let their tests run in parallel on one database.
 
+mod aggregates;
 mod batch;
 mod chunks;
 mod differential;

@@ -407,6 +407,7 @@ mod tests {
             }],
             relations: vec![],
             lookups: vec![],
+            aggregates: vec![],
         };
         let orders = Mapping {
             name: "orders".into(),
@@ -422,6 +423,7 @@ mod tests {
                 order_by: "created_at".into(),
             }],
             lookups: vec![],
+            aggregates: vec![],
         };
         OwnedState::new(&[customers, orders])
     }

@@ -237,6 +237,7 @@ mod tests {
             }],
             relations: vec![],
             lookups: vec![],
+            aggregates: vec![],
         }])
     }
 

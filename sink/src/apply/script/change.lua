@@ -125,8 +125,9 @@ end
 -- Plans the deletion of `key` (stored position `stored`, or false) by a change at `p`:
 -- the hash, its index entries (only those still naming this row and not recorded by a later
 -- change), its relation memberships and its `sink:rows` entry. Reads only.
-local function plan_delete(M, writes, key, stored, p)
+local function plan_delete(M, writes, key, stored, p, deltas)
   local old = stored_values(M, key)
+  agg_collect(M, deltas, old, -1, render)
   local pk = primary_key(M, old)
   if pk then
     for _, x in ipairs(M.indexes) do
@@ -153,6 +154,7 @@ end
 local function apply_one(M, at)
   local op, row, pos = ARGV[at + 2], ARGV[at + 3], ARGV[at + 4]
   local writes = {}
+  local deltas = {} -- aggregate figures to change (aggregate.lua)
   local applied = false
   if op == 'u' then
     local stored = call('HGET', M.rows, row)
@@ -213,6 +215,9 @@ local function apply_one(M, at)
         end
       end
     end
+    agg_collect(M, deltas, old, -1, render)
+    agg_collect(M, deltas, new, 1, render)
+    agg_plan(deltas, writes)
     -- Writes, in order: hash, expiry, row position, indexes and relations (queued above).
     if ns > 0 then call('HSET', row, unpack(ARGV, sets_at, nd_at - 1)) end
     if nd > 0 then call('HDEL', row, unpack(ARGV, nd_at + 1, nd_at + nd)) end
@@ -224,7 +229,7 @@ local function apply_one(M, at)
     if pos == '' or not stored or gt(pos, stored) then
       if stored or call('EXISTS', row) == 1 then
         applied = true
-        plan_delete(M, writes, row, stored, pos)
+        plan_delete(M, writes, row, stored, pos, deltas)
       end
     end
   elseif op == 't' then
@@ -233,12 +238,13 @@ local function apply_one(M, at)
       local key, stored = all[j], all[j + 1]
       if pos == '' or gt(pos, stored) then
         applied = true
-        plan_delete(M, writes, key, stored, pos)
+        plan_delete(M, writes, key, stored, pos, deltas)
       end
     end
   else
     fail('ERR unknown op ' .. tostring(op))
   end
+  if op ~= 'u' then agg_plan(deltas, writes) end
   for _, w in ipairs(writes) do call(unpack(w)) end
   return applied
 end

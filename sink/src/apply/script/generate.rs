@@ -5,11 +5,14 @@
 
 use std::fmt::Write as _;
 
-use mapping::layout::{self, freshness};
+use mapping::layout::{self, aggregate, freshness};
 use mapping::{Mapping, TemplatePart};
 
 /// The Lua body, run after the generated `MAPPINGS` table (layout documented at its top).
 pub(crate) const BODY: &str = include_str!("change.lua");
+
+/// The aggregate functions change.lua calls, generated before it.
+const AGGREGATE: &str = include_str!("aggregate.lua");
 
 /// The template fields of `mapping` (row key, index and relation templates), each once, in
 /// the order the script reads them.
@@ -17,12 +20,15 @@ pub(crate) fn template_fields(mapping: &Mapping) -> Vec<String> {
     let mut fields: Vec<String> = Vec::new();
     let templates = std::iter::once(&mapping.key)
         .chain(mapping.indexes.iter().map(|i| &i.key))
-        .chain(mapping.relations.iter().map(|r| &r.key));
-    for template in templates {
-        for f in template.fields() {
-            if !fields.iter().any(|known| known == f) {
-                fields.push(f.to_owned());
-            }
+        .chain(mapping.relations.iter().map(|r| &r.key))
+        .chain(mapping.aggregates.iter().map(|a| &a.key));
+    let aggregated = mapping
+        .aggregates
+        .iter()
+        .flat_map(|a| a.sum.iter().chain(&a.group_by).map(String::as_str));
+    for f in templates.flat_map(|t| t.fields()).chain(aggregated) {
+        if !fields.iter().any(|known| known == f) {
+            fields.push(f.to_owned());
         }
     }
     fields
@@ -51,6 +57,14 @@ pub(crate) fn generate(mappings: &[Mapping]) -> String {
         mapping_table(&mut out, m);
     }
     out.push_str("}\n\n");
+    let _ = writeln!(
+        out,
+        "local AGG_COUNT, AGG_GROUP_COUNT = {}, {}",
+        lua_string(aggregate::COUNT),
+        lua_string(&aggregate::group_count_field(""))
+    );
+    out.push_str(AGGREGATE);
+    out.push('\n');
     out.push_str(BODY);
     out
 }
@@ -96,10 +110,34 @@ fn mapping_table(out: &mut String, m: &Mapping) {
         let _ = write!(out, "\n      {},", template(&relation.key.parts, &number));
     }
     out.push_str(if m.relations.is_empty() {
-        "},\n  },\n"
+        "},\n"
     } else {
-        "\n    },\n  },\n"
+        "\n    },\n"
     });
+    aggregates_table(out, m, &number);
+    out.push_str("  },\n");
+}
+
+/// `aggregates = { ... },` of a mapping that has aggregates (aggregate.lua's header).
+fn aggregates_table(out: &mut String, m: &Mapping, number: &impl Fn(&str) -> usize) {
+    if m.aggregates.is_empty() {
+        return;
+    }
+    out.push_str("    aggregates = {");
+    for a in &m.aggregates {
+        let _ = write!(
+            out,
+            "\n      {{ t = {}, sums = {{{}}}, sum_fields = {{{}}}, group_sum_prefixes = {{{}}}, group = {} }},",
+            template(&a.key.parts, number),
+            join(a.sum.iter().map(|f| number(f).to_string())),
+            join(a.sum.iter().map(|f| lua_string(&aggregate::sum_field(f)))),
+            join(a.sum.iter().map(|f| lua_string(&aggregate::group_sum_field(f, "")))),
+            a.group_by
+                .as_deref()
+                .map_or_else(|| "false".to_owned(), |g| number(g).to_string()),
+        );
+    }
+    out.push_str("\n    },\n");
 }
 
 fn join(items: impl Iterator<Item = String>) -> String {
@@ -181,6 +219,7 @@ pub(super) mod tests {
                 order_by: "created_at".into(),
             }],
             lookups: vec![],
+            aggregates: vec![],
         }
     }
 

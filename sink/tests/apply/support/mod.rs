@@ -76,6 +76,7 @@ pub fn config(tag: &str, ttl_seconds: Option<u64>) -> Config {
                 }],
                 relations: vec![],
                 lookups: vec![],
+                aggregates: vec![],
             },
             Mapping {
                 name: format!("{tag}_orders"),
@@ -91,6 +92,7 @@ pub fn config(tag: &str, ttl_seconds: Option<u64>) -> Config {
                     order_by: "created_at".into(),
                 }],
                 lookups: vec![],
+                aggregates: vec![],
             },
         ],
     }
@@ -687,5 +689,28 @@ impl Drop for PrivateRedis {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// The aggregate of the default `connectors.yaml` (`customer_order_stats`), under `tag`.
+pub fn order_stats(tag: &str) -> mapping::Aggregate {
+    mapping::Aggregate {
+        name: "customer_order_stats".into(),
+        key: tpl(&format!("{tag}:customer:{{customer_id}}:order_stats")),
+        count: true,
+        sum: vec!["total_cents".into()],
+        group_by: Some("status".into()),
+    }
+}
+
+impl Fixture {
+    /// This fixture's mappings with [`order_stats`] on the orders, written by a new script
+    /// applier (the owned writer keeps no aggregates yet).
+    pub fn with_order_stats(mut self) -> Fixture {
+        self.config.mappings[ORDERS]
+            .aggregates
+            .push(order_stats(&self.tag));
+        let applier = Applier::new(self.pool.clone(), &self.config);
+        Fixture { applier, ..self }
     }
 }
