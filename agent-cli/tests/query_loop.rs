@@ -404,7 +404,7 @@ fn stale_results_and_rejected_calls_are_reported_to_the_model() {
     let rejected: Value = serde_json::from_str(blocks[1]["content"].as_str().unwrap()).unwrap();
     assert_eq!(
         rejected["error"],
-        "`get_customer`: parameter `email` must not contain `:` (the key separator)"
+        "`get_customer`: parameter `email` must not contain `:` (the key separator, which could address another key)"
     );
     assert_eq!(blocks[2]["type"], "text");
     let note = blocks[2]["text"].as_str().unwrap();

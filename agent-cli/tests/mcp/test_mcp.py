@@ -299,7 +299,7 @@ def test_rejected_calls_are_tool_errors(world):
         assert get(r, "is_error") is True
         messages.append(r.content[0].text)
     assert messages == [
-        "`get_customer`: parameter `email` must not contain `:` (the key separator)",
+        "`get_customer`: parameter `email` must not contain `:` (the key separator, which could address another key)",
         "`get_customer` needs exactly one of `customer_id`, `email`, got none",
         "`get_customer` needs exactly one of `customer_id`, `email`, got `customer_id` and `email`",
         "`get_customer_orders`: parameter `limit` must be between 1 and 100, got 1000",
