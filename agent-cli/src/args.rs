@@ -1,13 +1,7 @@
 //! Validation of a tool call's JSON arguments against the declared lookup.
 //!
 //! A value reaches a key template only after it passed here: integers must be JSON integers,
-//! strings must be short and free of anything that could make the rendered key address a
-//! different key. A string fills exactly one placeholder by plain concatenation (no second
-//! expansion) and is sent as a binary-safe bulk string, never used as a pattern, so the only
-//! character that can reach another key is `:`, the separator between key segments (`1:orders`
-//! would turn `customer:{id}` into a relation key). Spaces, glob characters, braces and any other
-//! printable character are looked up literally; control characters are refused because they are
-//! not printable text, not because they could address another key.
+//! strings must pass [`crate::key_part`].
 //! Exactly one of a lookup's alternative parameters must be given; a `null` value counts as
 //! absent, which is how some models spell "not given".
 
@@ -15,8 +9,9 @@ use mapping::model::{Config, LookupParam, ParamType};
 use serde_json::Value;
 
 use crate::error::ArgError;
+use crate::key_part::{describe, json_kind, key_string};
 use crate::relation_args::{self, RelationArgs};
-use crate::tools::{self, Tool, MAX_STRING_CHARS};
+use crate::tools::{self, Tool};
 
 /// A validated tool call: everything needed to plan the read.
 #[derive(Debug, Clone)]
@@ -144,80 +139,6 @@ fn integer(tool: &str, param: &str, raw: &Value) -> Result<i64, ArgError> {
     })
 }
 
-pub(crate) fn key_string(tool: &str, param: &str, raw: &Value) -> Result<String, ArgError> {
-    let s = raw.as_str().ok_or_else(|| ArgError::WrongType {
-        tool: tool.to_owned(),
-        param: param.to_owned(),
-        expected: "a string",
-        got: describe(raw),
-    })?;
-    check_key_part(s).map_err(|problem| match problem {
-        KeyPartProblem::Empty => ArgError::Empty {
-            tool: tool.to_owned(),
-            param: param.to_owned(),
-        },
-        KeyPartProblem::TooLong => ArgError::TooLong {
-            tool: tool.to_owned(),
-            param: param.to_owned(),
-            max: MAX_STRING_CHARS,
-        },
-        KeyPartProblem::Forbidden(what) => ArgError::ForbiddenChar {
-            tool: tool.to_owned(),
-            param: param.to_owned(),
-            what,
-        },
-    })?;
-    Ok(s.to_owned())
-}
-
-/// Why a string cannot be placed into a key.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum KeyPartProblem {
-    /// Nothing to look up.
-    Empty,
-    /// Longer than [`MAX_STRING_CHARS`].
-    TooLong,
-    /// Contains a character that could address other keys; says which.
-    Forbidden(String),
-}
-
-/// Checks that a string may fill a key template's placeholder.
-pub fn check_key_part(s: &str) -> Result<(), KeyPartProblem> {
-    if s.is_empty() {
-        return Err(KeyPartProblem::Empty);
-    }
-    if s.chars().count() > MAX_STRING_CHARS {
-        return Err(KeyPartProblem::TooLong);
-    }
-    for c in s.chars() {
-        let what = match c {
-            ':' => "`:` (the key separator, which could address another key)".to_owned(),
-            c if c.is_control() => format!("control characters (U+{:04X})", u32::from(c)),
-            _ => continue,
-        };
-        return Err(KeyPartProblem::Forbidden(what));
-    }
-    Ok(())
-}
-
-fn json_kind(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
-}
-
-fn describe(v: &Value) -> String {
-    let text = v.to_string();
-    let shown: String = text.chars().take(40).collect();
-    let ellipsis = if shown.len() < text.len() { "..." } else { "" };
-    format!("{} {shown}{ellipsis}", json_kind(v))
-}
-
 fn param_names(tool: Tool<'_>) -> String {
     let mut names: Vec<String> = tool
         .lookup
@@ -247,67 +168,5 @@ fn alternatives(tool: Tool<'_>) -> String {
     match names.as_slice() {
         [one] => one.clone(),
         _ => format!("exactly one of {}", names.join(", ")),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn emails_pass() {
-        for ok in [
-            "jane.doe+x@example.com",
-            "a@b.c",
-            "o'brien@example.ie",
-            "üñí@例え.jp",
-            "42",
-        ] {
-            assert_eq!(check_key_part(ok), Ok(()), "{ok}");
-        }
-    }
-
-    #[test]
-    fn printable_text_with_spaces_passes() {
-        for ok in [
-            "Jane Doe",
-            " leading and trailing ",
-            "*",
-            "a?",
-            "[a-z]",
-            "{x}",
-            "a}",
-            "a\\b",
-            "\u{2028}",
-            "\u{a0}",
-            "100% \"quoted\" & <tagged>",
-        ] {
-            assert_eq!(check_key_part(ok), Ok(()), "{ok:?}");
-        }
-    }
-
-    #[test]
-    fn key_addressing_and_control_characters_are_rejected() {
-        for bad in [
-            "a:b",
-            ":",
-            "1:orders",
-            "a\nb",
-            "a\tb",
-            "a\r\nPING",
-            "a\u{0}b",
-            "\u{7f}",
-        ] {
-            assert!(
-                matches!(check_key_part(bad), Err(KeyPartProblem::Forbidden(_))),
-                "{bad:?}"
-            );
-        }
-        assert_eq!(check_key_part(""), Err(KeyPartProblem::Empty));
-        assert_eq!(
-            check_key_part(&"a".repeat(MAX_STRING_CHARS + 1)),
-            Err(KeyPartProblem::TooLong)
-        );
-        assert_eq!(check_key_part(&"é".repeat(MAX_STRING_CHARS)), Ok(()));
     }
 }

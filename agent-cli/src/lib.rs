@@ -30,6 +30,7 @@ pub mod args;
 pub mod cli;
 pub mod error;
 pub mod freshness;
+pub mod key_part;
 pub mod llm;
 pub mod lookup;
 pub mod mcp;

@@ -7,14 +7,11 @@
 //! way the script reads at most `limit` members plus those tied with the last one.
 
 use chrono::DateTime;
-use mapping::layout;
-use mapping::model::{Lookup, Mapping, Relation};
+use mapping::model::{Lookup, Mapping};
 use serde_json::{json, Map, Value};
 
-use crate::args::{key_string, Call};
-use crate::error::{ArgError, PlanError};
-use crate::store::{Target, DEFAULT_RELATION_LIMIT};
-use crate::tools::MAX_STRING_CHARS;
+use crate::error::ArgError;
+use crate::key_part::{key_string, MAX_STRING_CHARS};
 
 /// The filters and range a call gave (all optional).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -125,60 +122,4 @@ fn micros(tool: &str, param: &str, raw: &Value) -> Result<i64, ArgError> {
     let text = raw.as_str().ok_or_else(|| bad("not a string".to_owned()))?;
     let time = DateTime::parse_from_rfc3339(text).map_err(|e| bad(e.to_string()))?;
     Ok(time.timestamp_micros())
-}
-
-/// The read of a relation call with filters or a range (`None`: neither given, the plain
-/// relation read applies). `relation` is the lookup's declared relation, `row_pieces` gives
-/// the child row key's pieces.
-pub fn target(
-    call: &Call<'_>,
-    relation: &Relation,
-    row_pieces: impl FnOnce() -> Result<Vec<String>, PlanError>,
-) -> Result<Option<Target>, PlanError> {
-    let args = &call.relation_args;
-    if args.filters.is_empty() && args.range.is_none() {
-        return Ok(None);
-    }
-    let mapping = call.tool.mapping;
-    let tool = call.tool.lookup.tool.as_str();
-    let fields: Vec<&str> = args.filters.iter().map(|(f, _)| f.as_str()).collect();
-    let filtered;
-    let template = if fields.is_empty() {
-        &relation.key
-    } else {
-        let name = layout::filtered_relation_name(&relation.name, &fields);
-        filtered = mapping
-            .relation(&name)
-            .ok_or_else(|| PlanError::UnknownRelation {
-                tool: tool.to_owned(),
-                mapping: mapping.name.clone(),
-                relation: name.clone(),
-            })?;
-        &filtered.key
-    };
-    let key = template
-        .render(|field| {
-            Some(
-                args.filters
-                    .iter()
-                    .find(|(f, _)| f == field)
-                    .map_or(call.value.as_str(), |(_, v)| v.as_str()),
-            )
-        })
-        .unwrap_or_default();
-    let limit = call.limit.unwrap_or(DEFAULT_RELATION_LIMIT);
-    let row_pieces = row_pieces()?;
-    Ok(Some(match &args.range {
-        None => Target::Relation {
-            key,
-            limit,
-            row_pieces,
-        },
-        Some(range) => Target::RelationRange {
-            key,
-            limit,
-            range: range.clone(),
-            row_pieces,
-        },
-    }))
 }

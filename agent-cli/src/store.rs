@@ -19,6 +19,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use mapping::layout;
+use mapping::model::Relation;
 use mapping::template::{KeyTemplate, TemplatePart};
 use mapping::{redact_url, RedisConfig};
 use redis::aio::{
@@ -29,6 +30,7 @@ use serde::de::{self, Deserialize, Deserializer, IgnoredAny, MapAccess, SeqAcces
 
 use crate::args::Call;
 use crate::error::{PlanError, StoreError};
+use crate::relation_args::ScoreRange;
 
 /// The lookup script (see the file for its KEYS/ARGV contract).
 pub const LOOKUP_SCRIPT: &str = include_str!("lookup.lua");
@@ -86,7 +88,7 @@ pub enum Target {
         /// How many children, newest first.
         limit: u32,
         /// Inclusive score bounds.
-        range: crate::relation_args::ScoreRange,
+        range: ScoreRange,
         /// As for [`Target::Index`], for the child rows.
         row_pieces: Vec<String>,
     },
@@ -120,7 +122,7 @@ pub fn plan(call: &Call<'_>) -> Result<ReadPlan, PlanError> {
                     relation: relation_name.clone(),
                 })?;
         let row_pieces = || pieces(&mapping.key, tool, "a stored primary key");
-        match crate::relation_args::target(call, relation, row_pieces)? {
+        match filtered_or_ranged(call, relation, row_pieces)? {
             Some(filtered) => filtered,
             None => Target::Relation {
                 key: fill(&relation.key, &call.value, tool)?,
@@ -385,6 +387,62 @@ impl<C: ConnectionLike + Clone + Send> Store<C> {
                 source,
             })
     }
+}
+
+/// The read of a relation call with filters or a range (`None`: neither given, the plain
+/// relation read applies). `relation` is the lookup's declared relation, `row_pieces` gives
+/// the child row key's pieces.
+fn filtered_or_ranged(
+    call: &Call<'_>,
+    relation: &Relation,
+    row_pieces: impl FnOnce() -> Result<Vec<String>, PlanError>,
+) -> Result<Option<Target>, PlanError> {
+    let args = &call.relation_args;
+    if args.filters.is_empty() && args.range.is_none() {
+        return Ok(None);
+    }
+    let mapping = call.tool.mapping;
+    let tool = call.tool.lookup.tool.as_str();
+    let fields: Vec<&str> = args.filters.iter().map(|(f, _)| f.as_str()).collect();
+    let filtered;
+    let template = if fields.is_empty() {
+        &relation.key
+    } else {
+        let name = layout::filtered_relation_name(&relation.name, &fields);
+        filtered = mapping
+            .relation(&name)
+            .ok_or_else(|| PlanError::UnknownRelation {
+                tool: tool.to_owned(),
+                mapping: mapping.name.clone(),
+                relation: name.clone(),
+            })?;
+        &filtered.key
+    };
+    let key = template
+        .render(|field| {
+            Some(
+                args.filters
+                    .iter()
+                    .find(|(f, _)| f == field)
+                    .map_or(call.value.as_str(), |(_, v)| v.as_str()),
+            )
+        })
+        .unwrap_or_default();
+    let limit = call.limit.unwrap_or(DEFAULT_RELATION_LIMIT);
+    let row_pieces = row_pieces()?;
+    Ok(Some(match &args.range {
+        None => Target::Relation {
+            key,
+            limit,
+            row_pieces,
+        },
+        Some(range) => Target::RelationRange {
+            key,
+            limit,
+            range: range.clone(),
+            row_pieces,
+        },
+    }))
 }
 
 fn target_key(plan: &ReadPlan) -> &str {

@@ -8,6 +8,8 @@ use std::time::Duration;
 use mapping::model::{Config, Lookup, Mapping, ParamType};
 use serde_json::{json, Map, Value};
 
+use crate::key_part::MAX_STRING_CHARS;
+
 /// How long `--after-lsn` (the `after_lsn` argument) waits by default
 /// ([`crate::watermark::wait_for`]).
 pub const DEFAULT_WAIT: Duration = Duration::from_millis(5_000);
@@ -15,10 +17,6 @@ pub const DEFAULT_WAIT: Duration = Duration::from_millis(5_000);
 pub const AFTER_LSN_ARG: &str = "after_lsn";
 /// The MCP tools' argument bounding the wait (`--wait-ms`).
 pub const WAIT_MS_ARG: &str = "wait_ms";
-
-/// Longest accepted string parameter, in characters: declared in every tool's schema
-/// (`maxLength`) and enforced when a call's arguments are checked (`args.rs`).
-pub const MAX_STRING_CHARS: usize = 256;
 
 /// Which API's shape to print the definitions in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

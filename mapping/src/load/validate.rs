@@ -15,8 +15,8 @@ use crate::model::{
 use crate::raw::{RawConfig, RawField, RawFields, RawLookup, RawMapping};
 use crate::template::{KeyTemplate, TemplatePart};
 
-mod relation_filters;
 mod aggregate;
+mod relation_filters;
 mod security;
 
 fn is_name(s: &str, extra: &[u8]) -> bool {
