@@ -22,9 +22,10 @@ local freshness = redis.call('HGETALL', KEYS[2])
 local mode = ARGV[1]
 local rows = {}
 
-local function row_key(id)
-  local parts = {ARGV[3]}
-  for i = 4, #ARGV do
+-- The row key of primary key `id`: the pieces ARGV[from..] joined by it.
+local function row_key(id, from)
+  local parts = {ARGV[from]}
+  for i = from + 1, #ARGV do
     parts[#parts + 1] = id
     parts[#parts + 1] = ARGV[i]
   end
@@ -61,68 +62,53 @@ local function newest_first(p, q)
   return id_first(p[1], q[1])
 end
 
+-- Pushes the rows of the newest `limit` members of `window` (descending, WITHSCORES). Bounded:
+-- if the window is full, its last member may tie with members beyond it, so `tied_from(score)`
+-- fetches everything scored at or above the boundary (ascending). With distinct scores the
+-- order is final; ties (ordered by member bytes, not by `id_first`) need the sort. Row keys
+-- are built from the pieces ARGV[pieces_from..].
+local function push_newest(window, limit, tied_from, pieces_from)
+  local first, last, step = 1, #window - 1, 2
+  if #window / 2 == limit then
+    window = tied_from(window[#window])
+    first, last, step = #window - 1, 1, -2
+  end
+  local members, tied = {}, false
+  for i = first, last, step do
+    local score = tonumber(window[i + 1])
+    tied = tied or (#members > 0 and members[#members][2] == score)
+    members[#members + 1] = {window[i], score}
+  end
+  if tied then
+    table.sort(members, newest_first)
+  end
+  for i = 1, math.min(limit, #members) do
+    push_row(row_key(members[i][1], pieces_from))
+  end
+end
+
 if mode == 'row' then
   push_row(KEYS[3])
 elseif mode == 'index' then
   local id = redis.call('GET', KEYS[3])
   if id then
-    push_row(row_key(id))
+    push_row(row_key(id, 3))
   end
 elseif mode == 'relation' then
+  -- The newest `limit` children. ARGV[3..] row key pieces.
   local limit = tonumber(ARGV[2])
-  -- Bounded: the newest `limit` members; if that filled the window, the last one may tie with
-  -- members beyond it, so take everything scored at or above the boundary score as well.
   local window = redis.call('ZREVRANGE', KEYS[3], 0, limit - 1, 'WITHSCORES')
-  -- Newest first: ZREVRANGE answers descending, ZRANGEBYSCORE ascending. With distinct scores
-  -- that order is final; ties (ordered by member bytes, not by `id_first`) need the sort.
-  local first, last, step = 1, #window - 1, 2
-  if #window / 2 == limit then
-    window = redis.call('ZRANGEBYSCORE', KEYS[3], window[#window], '+inf', 'WITHSCORES')
-    first, last, step = #window - 1, 1, -2
-  end
-  local members, tied = {}, false
-  for i = first, last, step do
-    local score = tonumber(window[i + 1])
-    tied = tied or (#members > 0 and members[#members][2] == score)
-    members[#members + 1] = {window[i], score}
-  end
-  if tied then
-    table.sort(members, newest_first)
-  end
-  for i = 1, math.min(limit, #members) do
-    push_row(row_key(members[i][1]))
-  end
+  push_newest(window, limit, function(boundary)
+    return redis.call('ZRANGEBYSCORE', KEYS[3], boundary, '+inf', 'WITHSCORES')
+  end, 3)
 elseif mode == 'range' then
   -- A relation's children scored within inclusive bounds (`range:`; also filtered relations).
   -- ARGV[3] highest score, ARGV[4] lowest ('+inf'/'-inf' when open), ARGV[5..] row key pieces.
-  -- Bounded like 'relation': at most `limit` members, plus those tied with the last one.
   local limit, max, min = tonumber(ARGV[2]), ARGV[3], ARGV[4]
-  local function range_row_key(id)
-    local parts = {ARGV[5]}
-    for i = 6, #ARGV do
-      parts[#parts + 1] = id
-      parts[#parts + 1] = ARGV[i]
-    end
-    return table.concat(parts)
-  end
   local window = redis.call('ZREVRANGEBYSCORE', KEYS[3], max, min, 'WITHSCORES', 'LIMIT', 0, limit)
-  local first, last, step = 1, #window - 1, 2
-  if #window / 2 == limit then
-    window = redis.call('ZRANGEBYSCORE', KEYS[3], window[#window], max, 'WITHSCORES')
-    first, last, step = #window - 1, 1, -2
-  end
-  local members, tied = {}, false
-  for i = first, last, step do
-    local score = tonumber(window[i + 1])
-    tied = tied or (#members > 0 and members[#members][2] == score)
-    members[#members + 1] = {window[i], score}
-  end
-  if tied then
-    table.sort(members, newest_first)
-  end
-  for i = 1, math.min(limit, #members) do
-    push_row(range_row_key(members[i][1]))
-  end
+  push_newest(window, limit, function(boundary)
+    return redis.call('ZRANGEBYSCORE', KEYS[3], boundary, max, 'WITHSCORES')
+  end, 5)
 elseif mode == 'aggregate' then
   -- An aggregate's hash (mapping::layout::aggregate), as one "row"; absent: no rows.
   push_row(KEYS[3])
