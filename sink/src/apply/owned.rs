@@ -46,9 +46,11 @@
 //! `--max-writer-memory` ([`MemoryBound`]). Mappings with `ttl_seconds` are not supported
 //! (rows expire behind the sink's back): see [`with_ttl`].
 
+mod aggregates;
 mod bookkeeping;
 mod commands;
 mod decide;
+mod decimal;
 mod emit;
 mod lease;
 mod load;
@@ -90,16 +92,6 @@ pub use writer::OwnedWriter;
 /// seeded) hasher rather than SipHash.
 type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 type HashSet<K> = std::collections::HashSet<K, foldhash::fast::RandomState>;
-
-/// The names of the mappings with `aggregates`, which the owning writer does not maintain
-/// yet (the change script does, so a rebuild applies them through it).
-pub(crate) fn with_aggregates(mappings: &[Mapping]) -> Vec<&str> {
-    mappings
-        .iter()
-        .filter(|m| !m.aggregates.is_empty())
-        .map(|m| m.name.as_str())
-        .collect()
-}
 
 /// The names of the mappings that set `ttl_seconds`, which an owning writer cannot apply:
 /// their rows expire behind its back, so the bookkeeping it holds would go wrong.
