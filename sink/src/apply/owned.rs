@@ -6,7 +6,9 @@
 //! # Layout
 //!
 //! - `state.rs`: [`state::OwnedState`], the bookkeeping in memory, with its undo log.
-//! - `decide.rs`: the pure decision, batch + state -> writes and bookkeeping as data.
+//! - `decide.rs`: the pure decision, batch + state -> writes and bookkeeping as data;
+//!   `aggregates.rs` its part for `aggregates:` (the figures per parent, held in the state),
+//!   with the exact decimal text sums of `decimal.rs`.
 //! - `emit.rs`: the batch's writes coalesced per key; `bookkeeping.rs`: its `sink:rows`,
 //!   `sink:index`, freshness and offsets records.
 //! - `commands.rs`: a decision as the commands of one transaction.
@@ -30,8 +32,9 @@
 //! # Equivalence
 //!
 //! [`state::OwnedState`] mirrors the script's reads: `sink:rows` (position), the row hash's
-//! template fields, index keys' values and `sink:index` positions, and the member scores of
-//! the row's relations; `decide.rs` follows the script step by step. The tests in
+//! template fields, index keys' values and `sink:index` positions, the member scores of
+//! the row's relations, and the aggregate hashes' figures; `decide.rs` follows the script
+//! step by step. The tests in
 //! `sink/tests/apply/owned.rs` apply the same histories (every semantics case, random
 //! interleavings of partitions, failures) through both and compare every key, as
 //! `sink/tests/apply/exclusive.rs` does for an exclusive writer starting from what the script stored.

@@ -130,19 +130,23 @@ async fn random_interleavings_leave_the_same_aggregates() {
 
 /// A batch Redis refuses (OOM) is retriable, leaves nothing behind and is undone in the
 /// sink's bookkeeping: sending it again gives exactly the state of one successful send
-/// (freshness counters included), as with the script.
+/// (freshness counters and aggregate figures included), as with the script.
 #[tokio::test]
 async fn a_refused_batch_leaves_nothing_and_is_sent_again() {
     let mut server = PrivateRedis::start();
-    let lua = Fixture::new().await;
-    let owned = Fixture::owning_on(&server.url).await;
+    let lua = Fixture::new().await.with_order_stats();
+    let owned = Fixture::owning_on(&server.url).await.with_order_stats();
     let c = |id, email: &str, lsn| {
         (
             CUSTOMERS,
             upsert(Op::Create, customer_row(id, email, "N", T0), lsn),
         )
     };
-    let first = [c(1, "a@example.com", 100), c(2, "b@example.com", 110)];
+    let first = [
+        c(1, "a@example.com", 100),
+        c(2, "b@example.com", 110),
+        (ORDERS, upsert(Op::Create, order_row(4, Some(1), T0), 120)),
+    ];
     let second = [
         c(1, "c@example.com", 200),
         (CUSTOMERS, delete_customer(2, 210)),

@@ -358,4 +358,20 @@ mod tests {
         state.load_index("customer:email:a@example.com".into(), index("1"));
         assert_eq!(state.heap, 16 + 48 + 8 + 16 + 32 + 8);
     }
+
+    #[test]
+    fn aggregate_figures_are_counted_and_rolled_back() {
+        let mut state = state();
+        let mut undo = Vec::new();
+        let figures = |count: &str| vec![("count".to_owned(), count.to_owned())];
+        state.set_aggregate(&mut undo, "customer:1:stats", Some(figures("1")));
+        // The key (16 -> 16), one (String, String) slot (48), "count" (8) and "1" (8).
+        assert_eq!(state.heap, 16 + 48 + 8 + 8);
+        state.set_aggregate(&mut undo, "customer:1:stats", Some(figures("12")));
+        state.set_aggregate(&mut undo, "customer:1:stats", None);
+        assert_eq!(state.heap, 0);
+        state.rollback(UndoLog(undo));
+        assert_eq!(state.heap, 0);
+        assert!(state.aggregates.is_empty());
+    }
 }
