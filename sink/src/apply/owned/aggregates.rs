@@ -203,8 +203,10 @@ impl OwnedState {
                 continue;
             }
             let mut deltas = Deltas::default();
-            for row in self.rows[m].values() {
-                deltas.collect(&self.models[m], &row.values, false)?;
+            for (key, row) in &self.rows[m] {
+                deltas
+                    .collect(&self.models[m], &row.values, false)
+                    .map_err(|e| format!("row {key}: {e}"))?;
             }
             let planned = self.plan_aggregates(deltas)?;
             self.apply_aggregates(&mut Writes::default(), &mut Vec::new(), planned);
