@@ -118,14 +118,6 @@ impl Applier {
     /// within a Tokio runtime (it starts the task that writes the batches in order).
     pub fn owning(pool: Pool, config: &Config) -> Applier {
         let with_ttl = owned::with_ttl(&config.mappings);
-        let with_aggregates = owned::with_aggregates(&config.mappings);
-        if !with_aggregates.is_empty() {
-            tracing::info!(
-                mappings = %with_aggregates.join(","),
-                "Mappings with aggregates are applied through the change script, not decided in memory."
-            );
-            return Applier::new(pool, config);
-        }
         if with_ttl.is_empty() {
             return Applier::Owned(OwnedWriter::owning(pool, config));
         }
@@ -164,12 +156,6 @@ impl Applier {
         if !with_ttl.is_empty() {
             return Err(ApplyError::ExclusiveTtl {
                 mappings: with_ttl.into_iter().map(str::to_owned).collect(),
-            });
-        }
-        let with_aggregates = owned::with_aggregates(&config.mappings);
-        if !with_aggregates.is_empty() {
-            return Err(ApplyError::ExclusiveAggregates {
-                mappings: with_aggregates.into_iter().map(str::to_owned).collect(),
             });
         }
         let writer =

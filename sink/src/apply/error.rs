@@ -147,18 +147,6 @@ pub enum ApplyError {
         /// What the marker holds: `unmarked`, or the run id it names.
         marker: String,
     },
-    /// `--writer exclusive` was asked for mappings with `aggregates`, which only the change
-    /// script maintains so far.
-    #[error(
-        "the exclusive writer does not maintain aggregates, which {} {} declare{}; run the sink with --writer shared",
-        if .mappings.len() == 1 { "mapping" } else { "mappings" },
-        .mappings.iter().map(|m| format!("`{m}`")).collect::<Vec<_>>().join(", "),
-        if .mappings.len() == 1 { "s" } else { "" },
-    )]
-    ExclusiveAggregates {
-        /// The mappings with aggregates.
-        mappings: Vec<String>,
-    },
 }
 
 impl ApplyError {
@@ -178,7 +166,9 @@ impl ApplyError {
             ApplyError::Change { retriable, .. } => *retriable,
             ApplyError::Load(e) => !matches!(
                 e,
-                super::LoadError::Position { .. } | super::LoadError::TooLarge(_)
+                super::LoadError::Position { .. }
+                    | super::LoadError::TooLarge(_)
+                    | super::LoadError::Aggregate(_)
             ),
             ApplyError::Invalid { .. }
             | ApplyError::Reply { .. }
@@ -187,8 +177,7 @@ impl ApplyError {
             | ApplyError::ForeignKey { .. }
             | ApplyError::WriterMemory(_)
             | ApplyError::ExclusiveTtl { .. }
-            | ApplyError::BookkeepingLost { .. }
-            | ApplyError::ExclusiveAggregates { .. } => false,
+            | ApplyError::BookkeepingLost { .. } => false,
         }
     }
 
@@ -234,8 +223,7 @@ impl ApplyError {
             | ApplyError::Load(_)
             | ApplyError::WriterMemory(_)
             | ApplyError::ExclusiveTtl { .. }
-            | ApplyError::BookkeepingLost { .. }
-            | ApplyError::ExclusiveAggregates { .. } => None,
+            | ApplyError::BookkeepingLost { .. } => None,
         }
     }
 

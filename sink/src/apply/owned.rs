@@ -6,7 +6,9 @@
 //! # Layout
 //!
 //! - `state.rs`: [`state::OwnedState`], the bookkeeping in memory, with its undo log.
-//! - `decide.rs`: the pure decision, batch + state -> writes and bookkeeping as data.
+//! - `decide.rs`: the pure decision, batch + state -> writes and bookkeeping as data;
+//!   `aggregates.rs` its part for `aggregates:` (the figures per parent, held in the state),
+//!   with the exact decimal text sums of `decimal.rs`.
 //! - `emit.rs`: the batch's writes coalesced per key; `bookkeeping.rs`: its `sink:rows`,
 //!   `sink:index`, freshness and offsets records.
 //! - `commands.rs`: a decision as the commands of one transaction.
@@ -30,8 +32,9 @@
 //! # Equivalence
 //!
 //! [`state::OwnedState`] mirrors the script's reads: `sink:rows` (position), the row hash's
-//! template fields, index keys' values and `sink:index` positions, and the member scores of
-//! the row's relations; `decide.rs` follows the script step by step. The tests in
+//! template fields, index keys' values and `sink:index` positions, the member scores of
+//! the row's relations, and the aggregate hashes' figures; `decide.rs` follows the script
+//! step by step. The tests in
 //! `sink/tests/apply/owned.rs` apply the same histories (every semantics case, random
 //! interleavings of partitions, failures) through both and compare every key, as
 //! `sink/tests/apply/exclusive.rs` does for an exclusive writer starting from what the script stored.
@@ -46,9 +49,11 @@
 //! `--max-writer-memory` ([`MemoryBound`]). Mappings with `ttl_seconds` are not supported
 //! (rows expire behind the sink's back): see [`with_ttl`].
 
+mod aggregates;
 mod bookkeeping;
 mod commands;
 mod decide;
+mod decimal;
 mod emit;
 mod lease;
 mod load;
@@ -90,16 +95,6 @@ pub use writer::OwnedWriter;
 /// seeded) hasher rather than SipHash.
 type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 type HashSet<K> = std::collections::HashSet<K, foldhash::fast::RandomState>;
-
-/// The names of the mappings with `aggregates`, which the owning writer does not maintain
-/// yet (the change script does, so a rebuild applies them through it).
-pub(crate) fn with_aggregates(mappings: &[Mapping]) -> Vec<&str> {
-    mappings
-        .iter()
-        .filter(|m| !m.aggregates.is_empty())
-        .map(|m| m.name.as_str())
-        .collect()
-}
 
 /// The names of the mappings that set `ttl_seconds`, which an owning writer cannot apply:
 /// their rows expire behind its back, so the bookkeeping it holds would go wrong.

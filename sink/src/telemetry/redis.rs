@@ -55,7 +55,6 @@ impl RedisErrorKind {
             | ApplyError::Resend { .. }
             | ApplyError::Load(_)
             | ApplyError::ExclusiveTtl { .. }
-            | ApplyError::ExclusiveAggregates { .. }
             | ApplyError::WriterMemory(_) => RedisErrorKind::Other,
         }
     }

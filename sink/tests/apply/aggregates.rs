@@ -1,6 +1,8 @@
-//! Aggregates (`aggregates:`) kept by the change script against a real Redis: exact after
+//! Aggregates (`aggregates:`) kept by both writers against a real Redis: exact after
 //! amount, status and parent changes, deletes under REPLICA IDENTITY DEFAULT, replays,
-//! decimals beyond a double's precision and truncate; an emptied parent loses its hash.
+//! decimals beyond a double's precision and truncate; an emptied parent loses its hash. The
+//! same expectations hold for the change script and the owning writer; an exclusive writer
+//! continues the figures the script stored.
 
 use mapping::{FieldValue, Op};
 
@@ -44,7 +46,11 @@ async fn stats(f: &Fixture) -> String {
 
 #[tokio::test]
 async fn aggregates_follow_every_change_exactly() {
-    let f = Fixture::new().await.with_order_stats();
+    follow_every_change(Fixture::new().await.with_order_stats()).await;
+    follow_every_change(Fixture::owning().await.with_order_stats()).await;
+}
+
+async fn follow_every_change(f: Fixture) {
     let first = [
         order(Op::Create, 1, 1, "paid", FieldValue::Int(100), 1000),
         order(Op::Create, 2, 1, "pending", FieldValue::Int(250), 1010),
@@ -99,7 +105,11 @@ async fn aggregates_follow_every_change_exactly() {
 
 #[tokio::test]
 async fn decimal_sums_are_exact_beyond_doubles() {
-    let f = Fixture::new().await.with_order_stats();
+    exact_beyond_doubles(Fixture::new().await.with_order_stats()).await;
+    exact_beyond_doubles(Fixture::owning().await.with_order_stats()).await;
+}
+
+async fn exact_beyond_doubles(f: Fixture) {
     let decimal = |unscaled: i64, scale| FieldValue::Decimal {
         unscaled: unscaled.to_be_bytes().to_vec(),
         scale,
@@ -148,28 +158,49 @@ async fn decimal_sums_are_exact_beyond_doubles() {
     );
 }
 
+/// The exclusive writer takes over from what the script stored: it counts the figures from
+/// the rows it loads, then moves an order to another customer, empties a group and a parent,
+/// and leaves what the script alone leaves.
 #[tokio::test]
-async fn owned_writers_leave_aggregates_to_the_script() {
-    let f = Fixture::new().await.with_order_stats();
-    // The rebuild's applier falls back to the change script, which keeps the aggregates.
-    let rebuild = sink::apply::Applier::owning(f.pool.clone(), &f.config);
-    assert!(!rebuild.is_owning());
-    let f = f.handed_to(rebuild);
-    f.apply(&[order(Op::Create, 1, 9, "paid", FieldValue::Int(5), 1000)])
+async fn an_exclusive_writer_continues_the_scripts_aggregates() {
+    let lua = Fixture::new().await.with_order_stats();
+    let first = Fixture::new().await.with_order_stats();
+    let before = [
+        order(Op::Create, 1, 1, "paid", FieldValue::Int(100), 1000),
+        order(Op::Create, 2, 1, "pending", FieldValue::Int(250), 1010),
+        order(Op::Create, 3, 2, "paid", FieldValue::Int(7), 1020),
+    ];
+    lua.apply(&before).await;
+    first.apply(&before).await;
+    let applier = first
+        .exclusive_applier(std::time::Duration::from_secs(10))
         .await;
-    assert!(stats(&f).await.contains("sum:total_cents = 5"));
-    let refused = sink::apply::Applier::exclusive(
-        f.pool.clone(),
-        &f.config,
-        &sink::apply::WriterId::new(),
-        std::time::Duration::from_secs(10),
-        sink::apply::DEFAULT_MAX_WRITER_MEMORY,
-        &tokio_util::sync::CancellationToken::new(),
-    )
-    .await;
-    let message = refused.err().map(|e| e.to_string()).unwrap_or_default();
-    assert!(
-        message.contains("the exclusive writer does not maintain aggregates"),
-        "{message}"
+    let exclusive = first.handed_to(applier);
+    let after = [
+        vec![order(Op::Update, 3, 1, "pending", FieldValue::Int(8), 1030)],
+        vec![(ORDERS, delete_order(2, 1040))],
+        vec![order(Op::Update, 1, 3, "refunded", FieldValue::Null, 1050)],
+    ];
+    for (n, batch) in after.iter().enumerate() {
+        assert_eq!(lua.apply(batch).await, exclusive.apply(batch).await);
+        assert_eq!(lua.dump().await, exclusive.dump().await, "after batch {n}");
+    }
+    assert_eq!(
+        stats(&exclusive).await,
+        dedent(
+            "
+            P:customer:1:order_stats (hash)
+              count = 1
+              group_count:pending = 1
+              group_sum:total_cents:pending = 8
+              sum:total_cents = 8
+            P:customer:3:order_stats (hash)
+              count = 1
+              group_count:refunded = 1
+              group_sum:total_cents:refunded = 0
+              sum:total_cents = 0
+            "
+        )
     );
+    exclusive.applier.release().await.expect("release");
 }

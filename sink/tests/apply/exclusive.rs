@@ -35,10 +35,32 @@ async fn apply_until_settled(
 #[tokio::test]
 async fn continues_from_what_the_script_stored() {
     for seed in 11..=14 {
-        let history = random_history(seed);
+        continue_from_the_script(seed, false).await;
+    }
+}
+
+/// The same with the orders' aggregate: the exclusive writer counts the figures from the
+/// rows it loads and keeps them exactly as the script does.
+#[tokio::test]
+async fn continues_the_aggregates_the_script_stored() {
+    for seed in 15..=17 {
+        continue_from_the_script(seed, true).await;
+    }
+}
+
+async fn continue_from_the_script(seed: u64, stats: bool) {
+    {
+        let history = if stats {
+            with_varied_orders(random_history(seed))
+        } else {
+            random_history(seed)
+        };
         let half = history.len() / 2;
-        let lua = Fixture::new().await;
-        let first = Fixture::new().await;
+        let (mut lua, mut first) = (Fixture::new().await, Fixture::new().await);
+        if stats {
+            lua = lua.with_order_stats();
+            first = first.with_order_stats();
+        }
         for batch in &history[..half] {
             lua.apply(batch).await;
             first.apply(batch).await;

@@ -8,8 +8,17 @@ use mapping::{Change, FieldValue, Op};
 
 /// Applies `batches` to both fixtures, comparing outcomes and dumps after each batch.
 async fn same_state(batches: &[Vec<(usize, Change)>]) {
-    let lua = Fixture::new().await;
-    let owned = Fixture::owning().await;
+    same_state_of(Fixture::new().await, Fixture::owning().await, batches).await;
+}
+
+/// [`same_state`] with the orders' aggregate (`order_stats`) kept by both writers too.
+async fn same_state_with_stats(batches: &[Vec<(usize, Change)>]) {
+    let lua = Fixture::new().await.with_order_stats();
+    let owned = Fixture::owning().await.with_order_stats();
+    same_state_of(lua, owned, batches).await;
+}
+
+async fn same_state_of(lua: Fixture, owned: Fixture, batches: &[Vec<(usize, Change)>]) {
     assert!(owned.applier.is_owning() && !lua.applier.is_owning());
     for (n, batch) in batches.iter().enumerate() {
         let a = lua.apply(batch).await;
@@ -100,6 +109,7 @@ async fn semantics_cases_leave_the_same_state() {
         ],
     ];
     same_state(&batches).await;
+    same_state_with_stats(&batches).await;
 }
 
 #[tokio::test]
@@ -109,21 +119,34 @@ async fn random_interleavings_leave_the_same_state() {
     }
 }
 
+/// Aggregates through amount, status and parent changes, deletes, truncates and replays of
+/// random histories: the owning writer's figures equal the script's, key for key.
+#[tokio::test]
+async fn random_interleavings_leave_the_same_aggregates() {
+    for seed in 21..=24 {
+        same_state_with_stats(&with_varied_orders(random_history(seed))).await;
+    }
+}
+
 /// A batch Redis refuses (OOM) is retriable, leaves nothing behind and is undone in the
 /// sink's bookkeeping: sending it again gives exactly the state of one successful send
-/// (freshness counters included), as with the script.
+/// (freshness counters and aggregate figures included), as with the script.
 #[tokio::test]
 async fn a_refused_batch_leaves_nothing_and_is_sent_again() {
     let mut server = PrivateRedis::start();
-    let lua = Fixture::new().await;
-    let owned = Fixture::owning_on(&server.url).await;
+    let lua = Fixture::new().await.with_order_stats();
+    let owned = Fixture::owning_on(&server.url).await.with_order_stats();
     let c = |id, email: &str, lsn| {
         (
             CUSTOMERS,
             upsert(Op::Create, customer_row(id, email, "N", T0), lsn),
         )
     };
-    let first = [c(1, "a@example.com", 100), c(2, "b@example.com", 110)];
+    let first = [
+        c(1, "a@example.com", 100),
+        c(2, "b@example.com", 110),
+        (ORDERS, upsert(Op::Create, order_row(4, Some(1), T0), 120)),
+    ];
     let second = [
         c(1, "c@example.com", 200),
         (CUSTOMERS, delete_customer(2, 210)),

@@ -108,6 +108,8 @@ pub(super) fn collect(state: &OwnedState, undo: &[Undo], tally: &Tally) -> Bookk
                         .push((key.clone(), s.position.to_string()));
                 }
             }
+            // Aggregate figures are written with the batch's writes, not as bookkeeping.
+            Undo::Aggregate(..) => {}
         }
     }
     let mut entries = Vec::new();

@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use mapping::plan::{FieldWrite, Plan, RowUpsert};
 
+use super::aggregates::{Deltas, Planned};
 use super::bookkeeping::{self, Bookkeeping, Tally};
 use super::emit::{Write, Writes};
 use super::model::{render, Model};
@@ -106,25 +107,50 @@ impl OwnedState {
                 if d.position.is_some_and(|p| p <= stored.position) {
                     return Ok(false);
                 }
+                let aggregates = self.removal(m, [stored])?;
                 let deletion = self.deletion(m, stored, d.position);
                 self.delete(w, m, &d.row_key, deletion);
+                self.apply_aggregates(&mut w.writes, &mut w.undo, aggregates);
                 Ok(true)
             }
             Plan::Truncate { position } => {
                 // Every decision against the state before the truncate, as the script's
                 // queued writes.
-                let doomed: Vec<(String, Deletion)> = self.rows[m]
-                    .iter()
-                    .filter(|(_, s)| position.is_none_or(|p| p > s.position))
+                let doomed = || {
+                    self.rows[m]
+                        .iter()
+                        .filter(|(_, s)| position.is_none_or(|p| p > s.position))
+                };
+                let aggregates = self.removal(m, doomed().map(|(_, s)| s))?;
+                let doomed: Vec<(String, Deletion)> = doomed()
                     .map(|(k, s)| (k.clone(), self.deletion(m, s, *position)))
                     .collect();
                 let applied = !doomed.is_empty();
                 for (key, deletion) in doomed {
                     self.delete(w, m, &key, deletion);
                 }
+                self.apply_aggregates(&mut w.writes, &mut w.undo, aggregates);
                 Ok(applied)
             }
         }
+    }
+
+    /// What removing `rows` of mapping `m` does to its aggregates, decided before anything
+    /// is written (the script's `agg_collect` of each row's stored values, then `agg_plan`).
+    fn removal<'a>(
+        &self,
+        m: usize,
+        rows: impl IntoIterator<Item = &'a RowState>,
+    ) -> Result<Vec<Planned>, String> {
+        let model = &self.models[m];
+        if model.aggregates.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut deltas = Deltas::default();
+        for row in rows {
+            deltas.collect(model, &row.values, true)?;
+        }
+        self.plan_aggregates(deltas)
     }
 
     /// The script's `plan_delete`: index entries still naming the row (unless a later change
@@ -202,6 +228,12 @@ impl OwnedState {
             self.index_decisions(m, old, &new, &pk, u.position, stored_pos, &mut queued);
         let current = stored.map_or(&[][..], |s| &s.scores[..]);
         let scores = relation_decisions(&model, u, old, &new, &pk, current, &mut queued);
+        let mut deltas = Deltas::default();
+        let aggregates = deltas
+            .collect(&model, old, true)
+            .and_then(|()| deltas.collect(&model, &new, false))
+            .and_then(|()| self.plan_aggregates(deltas))
+            .map_err(|e| format!("row {}: {e}", u.row_key))?;
 
         // Writes, in the script's order: hash, indexes and relations, bookkeeping.
         w.writes.write_hash(u);
@@ -211,6 +243,7 @@ impl OwnedState {
         for (key, state) in index_writes {
             self.set_index(&mut w.undo, &key, state);
         }
+        self.apply_aggregates(&mut w.writes, &mut w.undo, aggregates);
         let recorded = record_pos(u.position, stored_pos, stored_pos);
         self.set_row(
             &mut w.undo,

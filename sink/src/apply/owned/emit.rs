@@ -60,6 +60,14 @@ impl Writes {
         }
     }
 
+    /// Sets (`None`: removes) one field of a hash (an aggregate's figures).
+    pub(crate) fn write_field(&mut self, key: &str, field: &str, value: Option<&str>) {
+        self.rows
+            .entry(key.to_owned())
+            .or_default()
+            .set(field, value);
+    }
+
     /// Deletes a row hash.
     pub(crate) fn delete_row(&mut self, key: &str) {
         let row = self.rows.entry(key.to_owned()).or_default();

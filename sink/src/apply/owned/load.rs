@@ -22,7 +22,8 @@ impl OwnedState {
     /// index key's owner. With `lease`, the lease is renewed after each page (a load can
     /// outlast it), and the load stops if another writer holds it. The load stops as soon as
     /// the state holds more than `max_memory` bytes ([`OwnedState::memory`]), with the
-    /// estimate for every entry in Redis ([`LoadError::TooLarge`]).
+    /// estimate for every entry in Redis ([`LoadError::TooLarge`]). The aggregates' figures
+    /// are counted from the loaded rows, whose sum the stored hashes hold.
     pub(crate) async fn load<C: ConnectionLike + Send>(
         &mut self,
         conn: &mut C,
@@ -45,7 +46,8 @@ impl OwnedState {
                 renew(conn, lease).await?;
             }
         }
-        Ok(())
+        self.count_aggregates().map_err(LoadError::Aggregate)?;
+        self.check_memory(conn, max_memory).await
     }
 
     /// [`LoadError::TooLarge`] once the state holds more than `max_memory` bytes, with the
@@ -282,6 +284,10 @@ pub enum LoadError {
     /// The bookkeeping takes more memory than `--max-writer-memory` allows.
     #[error(transparent)]
     TooLarge(MemoryBound),
+    /// A stored row holds a summed value that is not a number (the change script would
+    /// refuse its next change too).
+    #[error("counting the aggregates of the stored rows: {0}")]
+    Aggregate(String),
     /// Another writer took the lease meanwhile.
     #[error("another sink ({0}) took the lease on the database while the bookkeeping was loading")]
     LeaseLost(String),

@@ -1,5 +1,5 @@
 //! What the change script knows about a mapping, for deciding changes in the sink: template
-//! fields, row key fields, and the pre-split index and relation templates.
+//! fields, row key fields, and the pre-split index, relation and aggregate templates.
 
 use mapping::{layout, Mapping, TemplatePart};
 
@@ -36,6 +36,19 @@ pub(super) struct Model {
     pub(super) indexes: Vec<(String, Vec<Part>)>,
     /// Per relation: template and `order_by` field.
     pub(super) relations: Vec<(Vec<Part>, String)>,
+    /// Per aggregate: what the script's `M.aggregates` holds.
+    pub(super) aggregates: Vec<AggregateModel>,
+}
+
+/// What the script knows about one aggregate (`M.aggregates[i]` in `change.lua`).
+#[derive(Debug, Clone)]
+pub(super) struct AggregateModel {
+    /// The parent key template.
+    pub(super) parent: Vec<Part>,
+    /// Per summed field: its template-field number and stored name.
+    pub(super) sums: Vec<(usize, String)>,
+    /// The `group_by` field's template-field number.
+    pub(super) group: Option<usize>,
 }
 
 impl Model {
@@ -69,6 +82,15 @@ impl Model {
                 .relations
                 .iter()
                 .map(|r| (parts(&r.key), r.order_by.clone()))
+                .collect(),
+            aggregates: m
+                .aggregates
+                .iter()
+                .map(|a| AggregateModel {
+                    parent: parts(&a.key),
+                    sums: a.sum.iter().map(|f| (number(f), f.clone())).collect(),
+                    group: a.group_by.as_deref().map(number),
+                })
                 .collect(),
             fields,
         }

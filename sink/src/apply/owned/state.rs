@@ -17,6 +17,7 @@ use std::sync::Arc;
 
 use mapping::Mapping;
 
+use super::aggregates::Figures;
 use super::model::Model;
 use super::HashMap;
 
@@ -43,6 +44,7 @@ pub(super) struct IndexState {
 pub(super) enum Undo {
     Row(usize, String, Option<RowState>),
     Index(String, Option<IndexState>),
+    Aggregate(String, Option<Figures>),
 }
 
 /// The state changes of one decided batch, for [`OwnedState::rollback`]; also the list of
@@ -60,7 +62,10 @@ pub(crate) struct OwnedState {
     pub(super) index_hashes: Vec<String>,
     /// Per mapping: the number of its first index in `index_hashes`.
     pub(super) first_index: Vec<usize>,
-    /// Heap bytes of the entries of `rows` and `indexes` (see [`OwnedState::memory`]).
+    /// Aggregate parent key -> its hash's figures (`aggregates.rs`).
+    pub(super) aggregates: HashMap<String, Figures>,
+    /// Heap bytes of the entries of `rows`, `indexes` and `aggregates` (see
+    /// [`OwnedState::memory`]).
     pub(super) heap: usize,
 }
 
@@ -80,13 +85,17 @@ impl OwnedState {
             indexes: HashMap::default(),
             index_hashes,
             first_index,
+            aggregates: HashMap::default(),
             heap: 0,
         }
     }
 
     /// Estimated bytes held: the entries' heap allocations and the hash tables (module doc).
     pub(crate) fn memory(&self) -> usize {
-        self.heap + self.rows.iter().map(table_bytes).sum::<usize>() + table_bytes(&self.indexes)
+        self.heap
+            + self.rows.iter().map(table_bytes).sum::<usize>()
+            + table_bytes(&self.indexes)
+            + table_bytes(&self.aggregates)
     }
 
     /// How much bookkeeping is held: (rows of every mapping, index keys).
@@ -104,6 +113,9 @@ impl OwnedState {
                 }
                 Undo::Index(key, state) => {
                     self.replace_index(&key, state);
+                }
+                Undo::Aggregate(key, figures) => {
+                    self.replace_aggregate(&key, figures);
                 }
             }
         }
@@ -123,6 +135,32 @@ impl OwnedState {
     pub(super) fn set_index(&mut self, undo: &mut Vec<Undo>, key: &str, state: IndexState) {
         let old = self.replace_index(key, Some(state));
         undo.push(Undo::Index(key.to_owned(), old));
+    }
+
+    pub(super) fn set_aggregate(
+        &mut self,
+        undo: &mut Vec<Undo>,
+        key: &str,
+        figures: Option<Figures>,
+    ) {
+        let old = self.replace_aggregate(key, figures);
+        undo.push(Undo::Aggregate(key.to_owned(), old));
+    }
+
+    /// Sets (or with `None` removes) the figures of aggregate key `key`, keeping
+    /// [`OwnedState::heap`]; the previous figures.
+    fn replace_aggregate(&mut self, key: &str, figures: Option<Figures>) -> Option<Figures> {
+        let added = figures
+            .as_ref()
+            .map_or(0, |f| aggregate_bytes(key.len(), f));
+        let old = match (figures, self.aggregates.get_mut(key)) {
+            (Some(f), Some(slot)) => Some(std::mem::replace(slot, f)),
+            (Some(f), None) => self.aggregates.insert(key.to_owned(), f),
+            (None, _) => self.aggregates.remove(key),
+        };
+        let removed = old.as_ref().map_or(0, |f| aggregate_bytes(key.len(), f));
+        self.heap = self.heap + added - removed;
+        old
     }
 
     /// Sets (or with `None` removes) row `key` of mapping `m`, keeping [`OwnedState::heap`];
@@ -205,6 +243,15 @@ fn row_bytes(key_len: usize, row: &RowState) -> usize {
 /// Heap bytes of an index entry whose key is `key_len` bytes long.
 fn index_bytes(key_len: usize, index: &IndexState) -> usize {
     allocation(key_len) + index.owner.as_ref().map_or(0, |o| allocation(o.len()))
+}
+
+/// Heap bytes of an aggregate key's figures, the key being `key_len` bytes long.
+fn aggregate_bytes(key_len: usize, figures: &Figures) -> usize {
+    let fields: usize = figures
+        .iter()
+        .map(|(f, v)| allocation(f.len()) + allocation(v.len()))
+        .sum();
+    allocation(key_len) + allocation(figures.len() * size_of::<(String, String)>()) + fields
 }
 
 /// Bytes of a hash table's own allocation at its current capacity: hashbrown keeps a bucket
@@ -310,5 +357,21 @@ mod tests {
         state.load_index("customer:email:a@example.com".into(), index("1"));
         state.load_index("customer:email:a@example.com".into(), index("1"));
         assert_eq!(state.heap, 16 + 48 + 8 + 16 + 32 + 8);
+    }
+
+    #[test]
+    fn aggregate_figures_are_counted_and_rolled_back() {
+        let mut state = state();
+        let mut undo = Vec::new();
+        let figures = |count: &str| vec![("count".to_owned(), count.to_owned())];
+        state.set_aggregate(&mut undo, "customer:1:stats", Some(figures("1")));
+        // The key (16 -> 16), one (String, String) slot (48), "count" (8) and "1" (8).
+        assert_eq!(state.heap, 16 + 48 + 8 + 8);
+        state.set_aggregate(&mut undo, "customer:1:stats", Some(figures("12")));
+        state.set_aggregate(&mut undo, "customer:1:stats", None);
+        assert_eq!(state.heap, 0);
+        state.rollback(UndoLog(undo));
+        assert_eq!(state.heap, 0);
+        assert!(state.aggregates.is_empty());
     }
 }

@@ -2,7 +2,8 @@
 //! the mapping crate's loader (the path the sink takes): one mapping per table, composite or
 //! single-column primary keys, up to three unique indexes (one of them composite), up to two
 //! relations ordered by a timestamp, by an integer or by text (no score: "without order"),
-//! and `fields: all` or a subset of the columns with renamed key, index and order fields.
+//! `fields: all` or a subset of the columns with renamed key, index and order fields, and
+//! optionally an aggregate per parent (count and sum of `code`, maybe grouped by `label`).
 
 use std::fmt::Write as _;
 
@@ -37,6 +38,16 @@ pub struct TableSpec {
     pub fields: Fields,
     pub indexes: Vec<IndexKind>,
     pub relations: Vec<RelationSpec>,
+    pub aggregate: Option<AggregateSpec>,
+}
+
+/// An aggregate counting the rows and summing `code` per parent.
+#[derive(Debug, Clone, Copy)]
+pub struct AggregateSpec {
+    /// Parent key from `(parent_id, region)` instead of `(parent_id)`.
+    pub by_region: bool,
+    /// `group_by: label`.
+    pub grouped: bool,
 }
 
 /// `fields:` of a mapping.
@@ -109,14 +120,17 @@ fn table_spec() -> impl Strategy<Value = TableSpec> {
         fields,
         indexes,
         prop::collection::vec(relation, 0..=2),
+        prop::option::of((any::<bool>(), any::<bool>())),
     )
         .prop_map(
-            |(composite, partitions, fields, indexes, relations)| TableSpec {
+            |(composite, partitions, fields, indexes, relations, aggregate)| TableSpec {
                 composite,
                 partitions,
                 fields,
                 indexes,
                 relations,
+                aggregate: aggregate
+                    .map(|(by_region, grouped)| AggregateSpec { by_region, grouped }),
             },
         )
 }
@@ -142,7 +156,8 @@ impl TableSpec {
     /// The columns the templates and `order_by`s name.
     fn needed(&self) -> Vec<&'static str> {
         let mut out = vec!["id"];
-        if self.composite || self.relations.iter().any(|r| r.by_region) {
+        let by_region = self.aggregate.is_some_and(|a| a.by_region);
+        if self.composite || by_region || self.relations.iter().any(|r| r.by_region) {
             out.push("region");
         }
         for ix in &self.indexes {
@@ -159,6 +174,12 @@ impl TableSpec {
                 Order::Code => "code",
                 Order::Label => "label",
             });
+        }
+        if let Some(a) = self.aggregate {
+            out.extend(["parent_id", "code"]);
+            if a.grouped {
+                out.push("label");
+            }
         }
         out
     }
@@ -242,6 +263,21 @@ pub fn yaml(spec: &ConfigSpec, tag: &str, redis_url: &str) -> String {
                 "      - name: r{r}\n        key: \"{key}\"\n        order_by: {order_by}"
             )
             .ok();
+        }
+        if let Some(a) = table.aggregate {
+            let key = if a.by_region {
+                format!("{tag}:m{t}:stats:{{parent_id}}:{{region}}")
+            } else {
+                format!("{tag}:m{t}:stats:{{parent_id}}")
+            };
+            writeln!(
+                y,
+                "    aggregates:\n      - name: stats\n        key: \"{key}\"\n        count: true\n        sum: [code]"
+            )
+            .ok();
+            if a.grouped {
+                writeln!(y, "        group_by: label").ok();
+            }
         }
     }
     y

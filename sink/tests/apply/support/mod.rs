@@ -704,13 +704,56 @@ pub fn order_stats(tag: &str) -> mapping::Aggregate {
 }
 
 impl Fixture {
-    /// This fixture's mappings with [`order_stats`] on the orders, written by a new script
-    /// applier (the owned writer keeps no aggregates yet).
+    /// This fixture's mappings with [`order_stats`] on the orders, written by a new applier
+    /// of the same kind (script or owning).
     pub fn with_order_stats(mut self) -> Fixture {
         self.config.mappings[ORDERS]
             .aggregates
             .push(order_stats(&self.tag));
-        let applier = Applier::new(self.pool.clone(), &self.config);
+        let applier = if self.applier.is_owning() {
+            Applier::owning(self.pool.clone(), &self.config)
+        } else {
+            Applier::new(self.pool.clone(), &self.config)
+        };
         Fixture { applier, ..self }
     }
+}
+
+/// `history` with every order upsert's status and amount varied by its position (status
+/// paid, pending, refunded or NULL; amount an integer, a decimal with cents, or NULL), so
+/// that aggregates see amount, group and parent changes; a redelivered change keeps its
+/// values.
+pub fn with_varied_orders(mut history: Vec<Vec<(usize, Change)>>) -> Vec<Vec<(usize, Change)>> {
+    for (m, change) in history.iter_mut().flatten() {
+        let (Some(p), Some(row)) = (change.position, change.after.as_mut()) else {
+            continue;
+        };
+        if *m != ORDERS {
+            continue;
+        }
+        for (name, value) in row.iter_mut() {
+            match name.as_str() {
+                "status" => {
+                    *value = match p % 7 {
+                        0 => FieldValue::Null,
+                        n => FieldValue::String(
+                            ["paid", "pending", "refunded"][n as usize % 3].into(),
+                        ),
+                    }
+                }
+                "total_cents" => {
+                    *value = match p % 5 {
+                        0 => FieldValue::Null,
+                        1 | 2 => FieldValue::Int(p % 1000 - 300),
+                        _ => FieldValue::Decimal {
+                            unscaled: (p * 7 % 100_003).to_be_bytes().to_vec(),
+                            scale: 2,
+                        },
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    history
 }
