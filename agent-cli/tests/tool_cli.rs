@@ -25,7 +25,15 @@ fn default_file_yields_the_seed_tools() {
         .iter()
         .map(|t| t["function"]["name"].as_str().unwrap())
         .collect();
-    assert_eq!(names, ["get_customer", "get_order", "get_customer_orders"]);
+    assert_eq!(
+        names,
+        [
+            "get_customer",
+            "get_order",
+            "get_customer_orders",
+            "get_customer_order_stats"
+        ]
+    );
     for t in tools {
         assert_eq!(t["type"], "function");
     }

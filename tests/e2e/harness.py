@@ -264,6 +264,25 @@ def run_agent_cli(config: Path, redis_url: str, *args: str, timeout: float = 20.
                           capture_output=True, text=True, timeout=timeout)
 
 
+def order_stats(orders: Any) -> dict[str, dict[str, str]]:
+    """The `customer:{customer_id}:order_stats` hashes of the default connectors.yaml's aggregate
+    (mapping::layout::aggregate), from the order rows: count and sum of total_cents, overall and
+    per status; only customers with orders have one."""
+    out: dict[str, dict[str, int]] = {}
+    for o in orders:
+        if o["customer_id"] is None:
+            continue
+        h = out.setdefault(f"customer:{o['customer_id']}:order_stats", {})
+        cents = int(o["total_cents"] or 0)
+        h["count"] = h.get("count", 0) + 1
+        h["sum:total_cents"] = h.get("sum:total_cents", 0) + cents
+        if o["status"] is not None:
+            h[f"group_count:{o['status']}"] = h.get(f"group_count:{o['status']}", 0) + 1
+            key = f"group_sum:total_cents:{o['status']}"
+            h[key] = h.get(key, 0) + cents
+    return {k: {f: str(v) for f, v in h.items()} for k, h in out.items()}
+
+
 # ---------------------------------------------------------------- the pipeline
 
 
@@ -521,6 +540,7 @@ class Pipeline:
                 if o["status"] is not None:  # the lookup's `filters: status` relation
                     key = f"customer:{o['customer_id']}:orders:status:{o['status']}"
                     out.setdefault(key, {})[str(o["id"])] = float(epoch_micros(o["created_at"]))
+        out.update(order_stats(self.rows("SELECT customer_id, status, total_cents FROM orders")))
         return out
 
     def actual_redis(self) -> tuple[dict[str, Any], set[str]]:

@@ -61,7 +61,7 @@ from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from harness import (HOW_TO_START, RedisDb, Sink, binary, delete_topics, kafka_bootstrap,
-                     redis_base_url, registry_url, run_agent_cli, scenario_config)
+                     order_stats, redis_base_url, registry_url, run_agent_cli, scenario_config)
 from scenario import REPO
 
 REF = REPO / "tests" / "fixtures" / "debezium"
@@ -289,6 +289,7 @@ class Model:
                 if row.get("status") is not None:  # the lookup's `filters: status` relation
                     out.setdefault(f"customer:{row['customer_id']}:orders:status:{row['status']}", {})[
                         str(oid)] = float(row["created_at"])
+        out.update(order_stats(self.rows["orders"].values()))
         return out
 
     def stored(self, table: str, field: str, v: Any) -> str:

@@ -107,6 +107,10 @@ mappings:
     fields: all
     relations:
       - {{ name: customer_orders, key: "customer:{{customer_id}}:orders", order_by: created_at }}
+    # Compared with the clean replay like every key: exact figures under every fault.
+    aggregates:
+      - {{ name: customer_order_stats, key: "customer:{{customer_id}}:order_stats", count: true,
+           sum: [total_cents], group_by: status }}
     lookups:
       # Its `filters` make the sink keep customer:{{customer_id}}:orders:status:{{status}} too,
       # compared with the clean replay like every key.
