@@ -31,6 +31,7 @@ use tracing::{info, warn};
 use crate::apply::{Applier, ApplyError, WriterId};
 use crate::config::{SinkConfig, Writer};
 use crate::connection::{redis_pool, PoolError};
+use crate::health::HealthError;
 use crate::memory;
 use crate::pipeline::{Backoff, ConsumeError, Pipeline, Source, StartError, StopWhen, Summary};
 use crate::readiness::Readiness;
@@ -322,6 +323,10 @@ async fn reconnect(
         match Pipeline::connect_reporting_to(cfg, &cfg.consumer_config(), readiness.clone()).await {
             Ok(pipeline) => break pipeline,
             Err(e) => {
+                // No apply stage runs to notice the outage meanwhile: /ready says it.
+                if matches!(e, StartError::Health(HealthError::Redis { .. })) {
+                    readiness.set_redis_reachable(false);
+                }
                 if !backoff
                     .wait("Starting the pipeline again", &e, shutdown)
                     .await
