@@ -10,6 +10,13 @@
 --          the row key is these pieces joined by the primary key
 --          (mode "range": ARGV[3] highest score, ARGV[4] lowest score, ARGV[5..] the pieces)
 --
+-- Includes (modes "row" and "index", `include:` of the lookup): KEYS[4..] hold, per include,
+-- the child mapping's sink:types and freshness hash; the LAST ARGV is then the JSON text of
+-- {"id": primary key (mode "row"), "includes": [{"limit", "key": relation key pieces,
+-- "rows": child row key pieces}, ...]} (pieces joined by the found row's primary key), and
+-- the reply gets a fourth element: per include [types, freshness, rows newest first], read
+-- only when the row was found.
+--
 -- Returns the JSON text of [types, freshness, rows]: the two bookkeeping hashes as flat
 -- field/value arrays and the found rows, each a flat field/value array (no rows: not found).
 -- cjson writes an empty Lua table as `{}`: the reader takes that for an empty array. One JSON
@@ -21,10 +28,16 @@ local types = redis.call('HGETALL', KEYS[1])
 local freshness = redis.call('HGETALL', KEYS[2])
 local mode = ARGV[1]
 local rows = {}
+local include_spec = nil
+if #KEYS > 3 then
+  include_spec = cjson.decode(ARGV[#ARGV])
+end
+-- The last ARGV that is a row key piece (the include spec follows it).
+local last_piece = #ARGV - (include_spec and 1 or 0)
 
 local function row_key(id)
   local parts = {ARGV[3]}
-  for i = 4, #ARGV do
+  for i = 4, last_piece do
     parts[#parts + 1] = id
     parts[#parts + 1] = ARGV[i]
   end
@@ -61,23 +74,16 @@ local function newest_first(p, q)
   return id_first(p[1], q[1])
 end
 
-if mode == 'row' then
-  push_row(KEYS[3])
-elseif mode == 'index' then
-  local id = redis.call('GET', KEYS[3])
-  if id then
-    push_row(row_key(id))
-  end
-elseif mode == 'relation' then
-  local limit = tonumber(ARGV[2])
+-- The primary keys of a relation's `limit` newest children, newest first.
+local function newest_ids(key, limit)
   -- Bounded: the newest `limit` members; if that filled the window, the last one may tie with
   -- members beyond it, so take everything scored at or above the boundary score as well.
-  local window = redis.call('ZREVRANGE', KEYS[3], 0, limit - 1, 'WITHSCORES')
+  local window = redis.call('ZREVRANGE', key, 0, limit - 1, 'WITHSCORES')
   -- Newest first: ZREVRANGE answers descending, ZRANGEBYSCORE ascending. With distinct scores
   -- that order is final; ties (ordered by member bytes, not by `id_first`) need the sort.
   local first, last, step = 1, #window - 1, 2
   if #window / 2 == limit then
-    window = redis.call('ZRANGEBYSCORE', KEYS[3], window[#window], '+inf', 'WITHSCORES')
+    window = redis.call('ZRANGEBYSCORE', key, window[#window], '+inf', 'WITHSCORES')
     first, last, step = #window - 1, 1, -2
   end
   local members, tied = {}, false
@@ -89,8 +95,52 @@ elseif mode == 'relation' then
   if tied then
     table.sort(members, newest_first)
   end
+  local ids = {}
   for i = 1, math.min(limit, #members) do
-    push_row(row_key(members[i][1]))
+    ids[i] = members[i][1]
+  end
+  return ids
+end
+
+-- Each include's [types, freshness, rows] for the found row's primary key `id`.
+local function read_includes(id)
+  local out = {}
+  for n, inc in ipairs(include_spec.includes) do
+    local key = table.concat(inc.key, id)
+    local children = {}
+    for _, child in ipairs(newest_ids(key, tonumber(inc.limit))) do
+      local h = redis.call('HGETALL', table.concat(inc.rows, child))
+      if #h > 0 then
+        children[#children + 1] = h
+      end
+    end
+    out[n] = {
+      redis.call('HGETALL', KEYS[2 + 2 * n]),
+      redis.call('HGETALL', KEYS[3 + 2 * n]),
+      children,
+    }
+  end
+  return out
+end
+
+local found_id = nil
+if mode == 'row' then
+  push_row(KEYS[3])
+  if include_spec and #rows > 0 then
+    found_id = include_spec.id
+  end
+elseif mode == 'index' then
+  local id = redis.call('GET', KEYS[3])
+  if id then
+    push_row(row_key(id))
+    if #rows > 0 then
+      found_id = id
+    end
+  end
+elseif mode == 'relation' then
+  local limit = tonumber(ARGV[2])
+  for _, id in ipairs(newest_ids(KEYS[3], limit)) do
+    push_row(row_key(id))
   end
 elseif mode == 'range' then
   -- A relation's children scored within inclusive bounds (`range:`; also filtered relations).
@@ -130,4 +180,11 @@ else
   return redis.error_reply('agent-cli lookup: unknown mode ' .. tostring(mode))
 end
 
+if include_spec then
+  local included = {}
+  if found_id then
+    included = read_includes(found_id)
+  end
+  return cjson.encode({types, freshness, rows, included})
+end
 return cjson.encode({types, freshness, rows})
