@@ -130,3 +130,143 @@ impl Validator<'_> {
         out
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::load::{load_config_str, ConnectionOverrides};
+    use crate::model::{Config, Include};
+
+    const DEFAULT: &str = include_str!("../../../../connectors.yaml");
+    const INCLUDE: &str =
+        "          - { relation: customer_orders, as: recent_orders, limit: 3 }\n";
+
+    fn load(yaml: &str) -> Result<Config, String> {
+        load_config_str(yaml, "connectors.yaml", &ConnectionOverrides::default())
+            .map_err(|e| e.to_string())
+    }
+
+    fn edited(from: &str, to: &str) -> String {
+        assert_eq!(DEFAULT.matches(from).count(), 1, "{from}");
+        DEFAULT.replace(from, to)
+    }
+
+    /// The default file's `get_customer` include replaced by `to`; the error text.
+    fn refused(to: &str) -> String {
+        load(&edited(INCLUDE, to)).unwrap_err()
+    }
+
+    /// 1-based line of the first line of the default file containing `text`.
+    fn line_of(yaml: &str, text: &str) -> usize {
+        yaml.lines().position(|l| l.contains(text)).unwrap() + 1
+    }
+
+    #[test]
+    fn the_default_file_includes_recent_orders() {
+        let config = load(DEFAULT).unwrap();
+        let (_, lookup) = config.lookup("get_customer").unwrap();
+        assert_eq!(
+            lookup.include,
+            [Include {
+                relation: "customer_orders".into(),
+                mapping: "orders".into(),
+                as_field: "recent_orders".into(),
+                limit: 3,
+            }]
+        );
+        let (_, orders) = config.lookup("get_customer_orders").unwrap();
+        assert!(orders.include.is_empty());
+    }
+
+    #[test]
+    fn an_unknown_relation_is_refused_with_its_position() {
+        let yaml = edited(
+            INCLUDE,
+            "          - { relation: customer_invoices, as: recent_orders, limit: 3 }\n",
+        );
+        let err = load(&yaml).unwrap_err();
+        let line = line_of(&yaml, "relation: customer_invoices");
+        assert!(
+            err.contains(&format!("connectors.yaml:{line}:"))
+                && err.contains("unknown relation `customer_invoices` (expected a relation of a mapping: one of `orders.customer_orders`"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn limits_and_names_are_checked() {
+        let err =
+            refused("          - { relation: customer_orders, as: recent_orders, limit: 0 }\n");
+        assert!(
+            err.contains("include limit is 0 (expected 1 to 100)"),
+            "{err}"
+        );
+        let err =
+            refused("          - { relation: customer_orders, as: recent_orders, limit: 101 }\n");
+        assert!(
+            err.contains("include limit is 101 (expected 1 to 100)"),
+            "{err}"
+        );
+        let err = refused(&format!(
+            "{INCLUDE}          - {{ relation: customer_orders, as: recent_orders, limit: 5 }}\n"
+        ));
+        assert!(
+            err.contains("duplicate include `as: recent_orders` (first at"),
+            "{err}"
+        );
+        let err = refused("          - { relation: customer_orders, as: \"a b\", limit: 3 }\n");
+        assert!(err.contains("invalid `as` name `a b`"), "{err}");
+        let err =
+            refused("          - { relation: customer_orders, as: x, limit: 3, order: asc }\n");
+        assert!(err.contains("unknown key `order`"), "{err}");
+    }
+
+    #[test]
+    fn as_must_not_name_a_selected_field() {
+        let yaml = edited(
+            "    key: \"customer:{id}\"\n    # `all`",
+            "    key: \"customer:{id}\"\n    fields: [id, email, name, recent_orders]\n    # `all`",
+        )
+        .replacen("    fields: all\n", "", 1);
+        let err = load(&yaml).unwrap_err();
+        assert!(
+            err.contains("include `as: recent_orders` names a field `fields` already selects"),
+            "{err}"
+        );
+        assert!(
+            err.contains(&format!(
+                "connectors.yaml:{}:",
+                line_of(&yaml, "as: recent_orders")
+            )),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn only_row_lookups_include() {
+        let yaml = edited(
+            "        relation: customer_orders\n        by:",
+            &format!(
+                "        relation: customer_orders\n        include:\n{}        by:",
+                INCLUDE.replace("recent_orders", "more")
+            ),
+        );
+        let err = load(&yaml).unwrap_err();
+        assert!(
+            err.contains("include `more` in a lookup that returns no single row (expected `include` only on row lookups"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_relation_key_with_two_placeholders_is_refused() {
+        let yaml = edited(
+            "        key: \"customer:{customer_id}:orders\"",
+            "        key: \"customer:{customer_id}:orders:{status}\"",
+        );
+        let err = load(&yaml).unwrap_err();
+        assert!(
+            err.contains("relation `customer_orders` has key `customer:{customer_id}:orders:{status}`, which does not have exactly one placeholder"),
+            "{err}"
+        );
+    }
+}
