@@ -2,10 +2,14 @@
 //! fills it: the found customer carries its newest orders (typed with the orders' types,
 //! newest first, ties by id descending, at most `limit`) by id and by email, an empty array
 //! without orders, `null` when the customer is not found, freshness of the staler mapping,
-//! and the tool description names the included field.
+//! the tool description names the included field, and the whole answer is ONE script call
+//! whose reads are bounded by the include's limit (observed with `MONITOR`).
 
 mod support;
 
+use std::time::Duration;
+
+use futures::StreamExt;
 use serde_json::{json, Value};
 use support::{micros_rfc3339, now_ms, run_tool, Fixture};
 
@@ -150,4 +154,55 @@ fn the_tool_description_names_the_included_rows() {
             && description.contains("relation `customer_orders`"),
         "{description}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn one_script_call_with_bounded_reads() {
+    let mut fx = fixture();
+    fx.put_customer(42, "jane@example.com", "Jane", "pro", 4900);
+    for id in 1..=50 {
+        fx.put_order(id, 42, T0 + id * 1_000_000, "paid", id);
+    }
+    let client = redis::Client::open(support::redis_url()).unwrap();
+    let monitor = client.get_async_monitor().await.unwrap();
+    let marker = format!("{}-done", fx.prefix);
+    let collector = {
+        let marker = marker.clone();
+        tokio::spawn(async move {
+            let mut stream = monitor.into_on_message::<String>();
+            let mut lines = Vec::new();
+            while let Some(line) = stream.next().await {
+                if line.contains(&marker) {
+                    break;
+                }
+                lines.push(line);
+            }
+            lines
+        })
+    };
+    let out = call(&fx, json!({"email": "jane@example.com"}));
+    assert_eq!(order_ids(&out), [50, 49, 48]);
+    let _: String = redis::cmd("ECHO").arg(&marker).query(&mut fx.conn).unwrap();
+    let lines = tokio::time::timeout(Duration::from_secs(10), collector)
+        .await
+        .unwrap()
+        .unwrap();
+    // Other clients may be busy on a shared server: keep what touches this fixture's keys.
+    let ours: Vec<&String> = lines.iter().filter(|l| l.contains(&fx.prefix)).collect();
+    let (inside, outside): (Vec<&String>, Vec<&String>) =
+        ours.into_iter().partition(|l| l.contains(" lua] "));
+    assert_eq!(outside.len(), 1, "client commands: {outside:#?}");
+    assert!(outside[0].contains(r#""EVAL_RO""#), "{}", outside[0]);
+    let count = |name: &str| {
+        inside
+            .iter()
+            .filter(|l| l.contains(&format!("] \"{name}\"")))
+            .count()
+    };
+    // The index, the customer's types, freshness and row, the orders' types and freshness,
+    // and the 3 orders; one window of the relation, plus the boundary ties.
+    assert_eq!(count("GET"), 1, "{inside:#?}");
+    assert_eq!(count("HGETALL"), 8, "{inside:#?}");
+    assert_eq!(count("ZREVRANGE"), 1, "{inside:#?}");
+    assert_eq!(count("ZRANGEBYSCORE"), 1, "{inside:#?}");
 }
