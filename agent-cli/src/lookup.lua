@@ -14,8 +14,8 @@
 -- the child mapping's sink:types and freshness hash; the LAST ARGV is then the JSON text of
 -- {"id": primary key (mode "row"), "includes": [{"limit", "key": relation key pieces,
 -- "rows": child row key pieces}, ...]} (pieces joined by the found row's primary key), and
--- the reply gets a fourth element: per include [types, freshness, rows newest first], read
--- only when the row was found.
+-- the reply gets a fourth element: per include [types, freshness, rows newest first] (no
+-- rows when the row was not found).
 --
 -- Returns the JSON text of [types, freshness, rows]: the two bookkeeping hashes as flat
 -- field/value arrays and the found rows, each a flat field/value array (no rows: not found).
@@ -102,16 +102,19 @@ local function newest_ids(key, limit)
   return ids
 end
 
--- Each include's [types, freshness, rows] for the found row's primary key `id`.
+-- Each include's [types, freshness, rows] for the found row's primary key `id` (nil: not
+-- found, no rows; the freshness still counts for the answer).
 local function read_includes(id)
   local out = {}
   for n, inc in ipairs(include_spec.includes) do
-    local key = table.concat(inc.key, id)
     local children = {}
-    for _, child in ipairs(newest_ids(key, tonumber(inc.limit))) do
-      local h = redis.call('HGETALL', table.concat(inc.rows, child))
-      if #h > 0 then
-        children[#children + 1] = h
+    if id then
+      local key = table.concat(inc.key, id)
+      for _, child in ipairs(newest_ids(key, tonumber(inc.limit))) do
+        local h = redis.call('HGETALL', table.concat(inc.rows, child))
+        if #h > 0 then
+          children[#children + 1] = h
+        end
       end
     end
     out[n] = {
@@ -181,10 +184,6 @@ else
 end
 
 if include_spec then
-  local included = {}
-  if found_id then
-    included = read_includes(found_id)
-  end
-  return cjson.encode({types, freshness, rows, included})
+  return cjson.encode({types, freshness, rows, read_includes(found_id)})
 end
 return cjson.encode({types, freshness, rows})

@@ -205,8 +205,8 @@ pub struct RawRead<'a> {
     pub freshness: Pairs<'a>,
     /// The rows found: none, one, or a relation's children newest first.
     pub rows: Vec<Pairs<'a>>,
-    /// Per include of [`ReadPlan::includes`], the children of the found row (empty when the
-    /// plan has none or no row was found).
+    /// Per include of [`ReadPlan::includes`], its mapping's bookkeeping and the found row's
+    /// children (none when no row was found; no entries when the plan has no includes).
     pub included: Vec<RawInclude<'a>>,
 }
 
