@@ -65,7 +65,7 @@ pub fn describe(includes: &[Include]) -> String {
         .iter()
         .map(|i| {
             format!(
-                " The answer also holds `{}`: up to {} newest {} rows of relation `{}`, newest first (an empty array when there are none).",
+                " The answer also holds `{}`: up to {} newest `{}` rows of relation `{}`, newest first (an empty array when there are none).",
                 i.as_field, i.limit, i.mapping, i.relation
             )
         })
@@ -137,4 +137,59 @@ pub fn attach(
         row.insert(include.as_field.clone(), Value::Array(children));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn recent_orders() -> Include {
+        Include {
+            relation: "customer_orders".into(),
+            mapping: "orders".into(),
+            as_field: "recent_orders".into(),
+            limit: 3,
+        }
+    }
+
+    #[test]
+    fn the_spec_carries_the_pieces_in_include_order() {
+        let read = IncludeRead {
+            types_key: "sink:types:orders".into(),
+            freshness_key: "sink:freshness:orders".into(),
+            limit: 3,
+            relation_pieces: vec!["customer:".into(), ":orders".into()],
+            row_pieces: vec!["order:".into(), String::new()],
+        };
+        let spec = Includes {
+            id: Some("42".into()),
+            reads: vec![read],
+        };
+        let value: Value = serde_json::from_str(&spec.spec_json()).unwrap();
+        assert_eq!(
+            value,
+            serde_json::json!({"id": "42", "includes": [
+                {"limit": 3, "key": ["customer:", ":orders"], "rows": ["order:", ""]}
+            ]})
+        );
+    }
+
+    #[test]
+    fn the_description_names_field_limit_and_relation() {
+        assert_eq!(describe(&[]), "");
+        let text = describe(&[recent_orders()]);
+        assert!(
+            text.starts_with(" The answer also holds `recent_orders`: up to 3 newest `orders` rows of relation `customer_orders`"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_reply_without_an_include_s_rows_is_malformed() {
+        let mut row = Map::new();
+        let err = attach(&mut row, &[recent_orders()], &[]).unwrap_err();
+        assert!(err.to_string().contains("include `recent_orders`"), "{err}");
+        attach(&mut row, &[recent_orders()], &[RawInclude::default()]).unwrap();
+        assert_eq!(row["recent_orders"], Value::Array(Vec::new()));
+    }
 }

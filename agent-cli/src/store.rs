@@ -579,6 +579,16 @@ mod tests {
             raw.rows,
             vec![vec![pair("id", "7"), pair("note", "a \"quote\"")]]
         );
+        assert!(raw.included.is_empty());
+        // With includes: a fourth element, one [types, freshness, rows] per include.
+        let reply = Reply(br#"[{},{},{},[[["id","int"],{},[["id","9"]]],[{},{},{}]]]"#.to_vec());
+        let raw = reply.parse().unwrap();
+        assert!(raw.rows.is_empty());
+        assert_eq!(raw.included.len(), 2);
+        assert_eq!(raw.included[0].types, vec![pair("id", "int")]);
+        assert_eq!(raw.included[0].rows, vec![vec![pair("id", "9")]]);
+        assert_eq!(raw.included[1], RawInclude::default());
+        assert!(Reply(br#"[{},{},{},[[{},{}]]]"#.to_vec()).parse().is_err());
         assert!(Reply(b"[]".to_vec()).parse().is_err());
         assert!(Reply(br#"[{"a":"b"},{},{}]"#.to_vec()).parse().is_err());
         assert!(Reply(br#"[["odd"],{},{}]"#.to_vec()).parse().is_err());
