@@ -103,6 +103,20 @@ pub fn assess(record: Option<&Record>, now_ms: i64, stale_after_ms: u64) -> Fres
     }
 }
 
+/// The freshness of an answer read from two mappings (a row and its `include:` rows): the
+/// staler of the two, i.e. the one with the larger lag (unknown counts as the largest); stale
+/// when either is, with the first reason either gives.
+pub fn staler(a: Freshness, b: Freshness) -> Freshness {
+    let lag = |f: &Freshness| f.lag_ms.unwrap_or(i64::MAX);
+    let stale = a.stale || b.stale;
+    let (mut older, other) = if lag(&b) > lag(&a) { (b, a) } else { (a, b) };
+    older.stale = stale;
+    if older.reason.is_none() {
+        older.reason = other.reason;
+    }
+    older
+}
+
 /// Milliseconds since the epoch as RFC 3339 UTC with milliseconds.
 pub fn rfc3339_ms(ms: i64) -> String {
     DateTime::<Utc>::from_timestamp_millis(ms)
@@ -159,6 +173,28 @@ mod tests {
         );
         let only_count = Record::parse("m", [("applied_count", "3")]).unwrap();
         assert!(assess(only_count.as_ref(), 1, 1).stale);
+    }
+
+    #[test]
+    fn staler_takes_the_larger_lag_and_either_staleness() {
+        let at = |lag: Option<i64>, stale: bool, reason: Option<&str>| Freshness {
+            as_of: lag.map(|l| rfc3339_ms(10_000 - l)),
+            lag_ms: lag,
+            stale,
+            reason: reason.map(str::to_owned),
+        };
+        let fresh = at(Some(10), false, None);
+        let older = at(Some(900), false, None);
+        assert_eq!(staler(fresh.clone(), older.clone()), older);
+        assert_eq!(staler(older.clone(), fresh.clone()), older);
+        let unknown = at(None, true, Some("no watermark"));
+        assert_eq!(staler(fresh.clone(), unknown.clone()), unknown);
+        // The newer one's staleness (e.g. an unreached `--after-lsn`) is kept.
+        let waited = at(Some(10), true, Some("not reached"));
+        assert_eq!(
+            staler(waited, older),
+            at(Some(900), true, Some("not reached"))
+        );
     }
 
     #[test]

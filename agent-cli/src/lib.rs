@@ -14,6 +14,7 @@
 //! - [`args`]: validation of a tool call's JSON arguments.
 //! - [`relation_args`]: a relation lookup's optional filters and time range.
 //! - [`store`]: Redis reads (the Lua script, one round trip per lookup).
+//! - [`include`]: a row lookup's related rows (`include:`), read in the same round trip.
 //! - [`typing`]: stored text -> typed JSON using `sink:types:{mapping}`.
 //! - [`freshness`]: `sink:freshness:{mapping}` -> as-of time, lag and staleness (mappings
 //!   without a source).
@@ -30,6 +31,7 @@ pub mod args;
 pub mod cli;
 pub mod error;
 pub mod freshness;
+pub mod include;
 pub mod key_part;
 pub mod llm;
 pub mod lookup;

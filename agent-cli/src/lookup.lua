@@ -10,6 +10,13 @@
 --          the row key is these pieces joined by the primary key
 --          (mode "range": ARGV[3] highest score, ARGV[4] lowest score, ARGV[5..] the pieces)
 --
+-- Includes (modes "row" and "index", `include:` of the lookup): KEYS[4..] hold, per include,
+-- the child mapping's sink:types and freshness hash; the LAST ARGV is then the JSON text of
+-- {"id": primary key (mode "row"), "includes": [{"limit", "key": relation key pieces,
+-- "rows": child row key pieces}, ...]} (pieces joined by the found row's primary key), and
+-- the reply gets a fourth element: per include [types, freshness, rows newest first] (no
+-- rows when the row was not found).
+--
 -- Returns the JSON text of [types, freshness, rows]: the two bookkeeping hashes as flat
 -- field/value arrays and the found rows, each a flat field/value array (no rows: not found).
 -- cjson writes an empty Lua table as `{}`: the reader takes that for an empty array. One JSON
@@ -21,11 +28,17 @@ local types = redis.call('HGETALL', KEYS[1])
 local freshness = redis.call('HGETALL', KEYS[2])
 local mode = ARGV[1]
 local rows = {}
+local include_spec = nil
+if #KEYS > 3 then
+  include_spec = cjson.decode(ARGV[#ARGV])
+end
+-- The last ARGV that is a row key piece (the include spec follows it).
+local last_piece = #ARGV - (include_spec and 1 or 0)
 
--- The row key of primary key `id`: the pieces ARGV[from..] joined by it.
+-- The row key of primary key `id`: the pieces ARGV[from..last_piece] joined by it.
 local function row_key(id, from)
   local parts = {ARGV[from]}
-  for i = from + 1, #ARGV do
+  for i = from + 1, last_piece do
     parts[#parts + 1] = id
     parts[#parts + 1] = ARGV[i]
   end
@@ -62,12 +75,12 @@ local function newest_first(p, q)
   return id_first(p[1], q[1])
 end
 
--- Pushes the rows of the newest `limit` members of `window` (descending, WITHSCORES). Bounded:
--- if the window is full, its last member may tie with members beyond it, so `tied_from(score)`
--- fetches everything scored at or above the boundary (ascending). With distinct scores the
--- order is final; ties (ordered by member bytes, not by `id_first`) need the sort. Row keys
--- are built from the pieces ARGV[pieces_from..].
-local function push_newest(window, limit, tied_from, pieces_from)
+-- The primary keys of the newest `limit` members of `window` (descending, WITHSCORES), newest
+-- first. Bounded: if the window is full, its last member may tie with members beyond it, so
+-- `tied_from(score)` fetches everything scored at or above the boundary (ascending). With
+-- distinct scores the order is final; ties (ordered by member bytes, not by `id_first`) need
+-- the sort.
+local function newest_in(window, limit, tied_from)
   local first, last, step = 1, #window - 1, 2
   if #window / 2 == limit then
     window = tied_from(window[#window])
@@ -82,33 +95,75 @@ local function push_newest(window, limit, tied_from, pieces_from)
   if tied then
     table.sort(members, newest_first)
   end
+  local ids = {}
   for i = 1, math.min(limit, #members) do
-    push_row(row_key(members[i][1], pieces_from))
+    ids[i] = members[i][1]
   end
+  return ids
 end
 
+-- The primary keys of the `limit` newest children in sorted set `key`, newest first.
+local function newest_ids(key, limit)
+  return newest_in(redis.call('ZREVRANGE', key, 0, limit - 1, 'WITHSCORES'), limit, function(boundary)
+    return redis.call('ZRANGEBYSCORE', key, boundary, '+inf', 'WITHSCORES')
+  end)
+end
+
+-- Each include's [types, freshness, rows] for the found row's primary key `id` (nil: not
+-- found, no rows; the freshness still counts for the answer).
+local function read_includes(id)
+  local out = {}
+  for n, inc in ipairs(include_spec.includes) do
+    local children = {}
+    if id then
+      local key = table.concat(inc.key, id)
+      for _, child in ipairs(newest_ids(key, tonumber(inc.limit))) do
+        local h = redis.call('HGETALL', table.concat(inc.rows, child))
+        if #h > 0 then
+          children[#children + 1] = h
+        end
+      end
+    end
+    out[n] = {
+      redis.call('HGETALL', KEYS[2 + 2 * n]),
+      redis.call('HGETALL', KEYS[3 + 2 * n]),
+      children,
+    }
+  end
+  return out
+end
+
+local found_id = nil
 if mode == 'row' then
   push_row(KEYS[3])
+  if include_spec and #rows > 0 then
+    found_id = include_spec.id
+  end
 elseif mode == 'index' then
   local id = redis.call('GET', KEYS[3])
   if id then
     push_row(row_key(id, 3))
+    if #rows > 0 then
+      found_id = id
+    end
   end
 elseif mode == 'relation' then
-  -- The newest `limit` children. ARGV[3..] row key pieces.
   local limit = tonumber(ARGV[2])
-  local window = redis.call('ZREVRANGE', KEYS[3], 0, limit - 1, 'WITHSCORES')
-  push_newest(window, limit, function(boundary)
-    return redis.call('ZRANGEBYSCORE', KEYS[3], boundary, '+inf', 'WITHSCORES')
-  end, 3)
+  for _, id in ipairs(newest_ids(KEYS[3], limit)) do
+    push_row(row_key(id, 3))
+  end
 elseif mode == 'range' then
   -- A relation's children scored within inclusive bounds (`range:`; also filtered relations).
   -- ARGV[3] highest score, ARGV[4] lowest ('+inf'/'-inf' when open), ARGV[5..] row key pieces.
+  -- Bounded like 'relation': at most `limit` members, plus those tied with the last one.
   local limit, max, min = tonumber(ARGV[2]), ARGV[3], ARGV[4]
   local window = redis.call('ZREVRANGEBYSCORE', KEYS[3], max, min, 'WITHSCORES', 'LIMIT', 0, limit)
-  push_newest(window, limit, function(boundary)
+  local ids = newest_in(window, limit, function(boundary)
     return redis.call('ZRANGEBYSCORE', KEYS[3], boundary, max, 'WITHSCORES')
-  end, 5)
+  end)
+  for _, id in ipairs(ids) do
+    push_row(row_key(id, 5))
+  end
 elseif mode == 'aggregate' then
   -- An aggregate's hash (mapping::layout::aggregate), as one "row"; absent: no rows.
   push_row(KEYS[3])
@@ -116,4 +171,7 @@ else
   return redis.error_reply('agent-cli lookup: unknown mode ' .. tostring(mode))
 end
 
+if include_spec then
+  return cjson.encode({types, freshness, rows, read_includes(found_id)})
+end
 return cjson.encode({types, freshness, rows})

@@ -13,6 +13,7 @@ use serde_json::Value;
 use crate::args::{self, Call};
 use crate::error::CallError;
 use crate::freshness::{self, Freshness, Record};
+use crate::include;
 use crate::store::{self, Store};
 use crate::typing;
 use crate::watermark::{self, ReadAfter};
@@ -155,6 +156,10 @@ impl<C: ConnectionLike + Clone + Send> Lookups<C> {
                 watermark::wait_for(&self.store, source, after).await?;
             }
         }
+        let includes = &call.tool.lookup.include;
+        if !includes.is_empty() {
+            plan.includes = Some(self.include_plan(call, &plan.target, source, after).await?);
+        }
         let reply = self.store.read(&plan).await?;
         let raw = reply.parse()?;
         let aggregate =
@@ -170,11 +175,60 @@ impl<C: ConnectionLike + Clone + Send> Lookups<C> {
         } else if call.tool.lookup.relation.is_some() {
             Value::Array(rows)
         } else {
-            rows.pop().unwrap_or(Value::Null)
+            let mut row = rows.pop().unwrap_or(Value::Null);
+            if let Value::Object(fields) = &mut row {
+                include::attach(fields, includes, &raw.included)?;
+            }
+            row
         };
-        let pairs = raw.freshness.iter().map(|(f, v)| (f.as_ref(), v.as_ref()));
         let now = freshness::now_ms();
-        let freshness = match source {
+        let mut freshness = self.freshness(mapping, &raw.freshness, now, after)?;
+        // Included rows come from other mappings: the answer is as fresh as the stalest.
+        for (include, read) in includes.iter().zip(&raw.included) {
+            let child = self.freshness(&include.mapping, &read.freshness, now, after)?;
+            freshness = freshness::staler(freshness, child);
+        }
+        Ok(ToolOutput { result, freshness })
+    }
+
+    /// What the script reads for the lookup's `include:` (a row or index lookup): the found
+    /// row's primary key is the call's value when the lookup addresses the row by its key.
+    /// With `after`, also waits for the watermark of every other source the includes read.
+    async fn include_plan(
+        &self,
+        call: &Call<'_>,
+        target: &store::Target,
+        source: Option<&Source>,
+        after: Option<&ReadAfter>,
+    ) -> Result<include::Includes, CallError> {
+        let lookup = call.tool.lookup;
+        let reads = include::reads(&self.config, &lookup.tool, &lookup.include)?;
+        if let Some(after) = after {
+            let mut waited: Vec<&str> = source.iter().map(|s| s.name.as_str()).collect();
+            for inc in &lookup.include {
+                if let Some(other) = self.config.source_of(&inc.mapping) {
+                    if !waited.contains(&other.name.as_str()) {
+                        watermark::wait_for(&self.store, other, after).await?;
+                        waited.push(&other.name);
+                    }
+                }
+            }
+        }
+        let id = matches!(target, store::Target::Row { .. }).then(|| call.value.clone());
+        Ok(include::Includes { id, reads })
+    }
+
+    /// The freshness of `mapping` from its freshness hash as read (`pairs`).
+    fn freshness(
+        &self,
+        mapping: &str,
+        pairs: &store::Pairs<'_>,
+        now: i64,
+        after: Option<&ReadAfter>,
+    ) -> Result<Freshness, CallError> {
+        let pairs = pairs.iter().map(|(f, v)| (f.as_ref(), v.as_ref()));
+        let source = self.config.source_of(mapping);
+        Ok(match source {
             Some(source) => watermark::assess(
                 source,
                 watermark::Record::parse(&source.name, pairs)?.as_ref(),
@@ -193,7 +247,6 @@ impl<C: ConnectionLike + Clone + Send> Lookups<C> {
                 }
                 freshness
             }
-        };
-        Ok(ToolOutput { result, freshness })
+        })
     }
 }

@@ -54,6 +54,8 @@ pub struct ReadPlan {
     pub freshness_key: String,
     /// The addressed key and how to get from it to rows.
     pub target: Target,
+    /// `include:` of a row lookup (the lookup sets it): related rows read with the row.
+    pub includes: Option<crate::include::Includes>,
 }
 
 /// The addressed key of a lookup.
@@ -151,12 +153,13 @@ pub fn plan(call: &Call<'_>) -> Result<ReadPlan, PlanError> {
         types_key: layout::types_key(&mapping.name),
         freshness_key: layout::freshness_key(&mapping.name),
         target,
+        includes: None,
     })
 }
 
 /// The literal text around the placeholders of a template with one distinct field
 /// (`customer:{id}` -> `["customer:", ""]`).
-fn pieces(
+pub(crate) fn pieces(
     template: &KeyTemplate,
     tool: &str,
     what: &'static str,
@@ -203,6 +206,20 @@ pub struct RawRead<'a> {
     /// The hash of [`ReadPlan::freshness_key`] (empty if the sink has not recorded it yet).
     pub freshness: Pairs<'a>,
     /// The rows found: none, one, or a relation's children newest first.
+    pub rows: Vec<Pairs<'a>>,
+    /// Per include of [`ReadPlan::includes`], its mapping's bookkeeping and the found row's
+    /// children (none when no row was found; no entries when the plan has no includes).
+    pub included: Vec<RawInclude<'a>>,
+}
+
+/// What the script read for one include.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RawInclude<'a> {
+    /// The child mapping's `sink:types` hash.
+    pub types: Pairs<'a>,
+    /// The child mapping's freshness hash ([`crate::include::IncludeRead::freshness_key`]).
+    pub freshness: Pairs<'a>,
+    /// The children, newest first.
     pub rows: Vec<Pairs<'a>>,
 }
 
@@ -290,37 +307,45 @@ impl<C: ConnectionLike + Clone + Send> Store<C> {
             } else {
                 cmd.arg(LOOKUP_SCRIPT);
             }
-            cmd.arg(3).arg(&plan.types_key).arg(&plan.freshness_key);
+            let includes = plan.includes.as_ref();
+            let include_keys = includes.map_or(&[][..], |i| i.reads.as_slice());
+            cmd.arg(3 + 2 * include_keys.len())
+                .arg(&plan.types_key)
+                .arg(&plan.freshness_key)
+                .arg(target_key(plan));
+            for read in include_keys {
+                cmd.arg(&read.types_key).arg(&read.freshness_key);
+            }
             match &plan.target {
-                Target::Row { key } => {
-                    cmd.arg(key).arg("row");
+                Target::Row { .. } => {
+                    cmd.arg("row");
                 }
-                Target::Index { key, row_pieces } => {
-                    cmd.arg(key).arg("index").arg(0).arg(row_pieces);
+                Target::Index { row_pieces, .. } => {
+                    cmd.arg("index").arg(0).arg(row_pieces);
                 }
                 Target::Relation {
-                    key,
-                    limit,
-                    row_pieces,
+                    limit, row_pieces, ..
                 } => {
-                    cmd.arg(key).arg("relation").arg(*limit).arg(row_pieces);
+                    cmd.arg("relation").arg(*limit).arg(row_pieces);
                 }
                 Target::RelationRange {
-                    key,
                     limit,
                     range,
                     row_pieces,
+                    ..
                 } => {
-                    cmd.arg(key)
-                        .arg("range")
+                    cmd.arg("range")
                         .arg(*limit)
                         .arg(&range.max)
                         .arg(&range.min)
                         .arg(row_pieces);
                 }
-                Target::Aggregate { key } => {
-                    cmd.arg(key).arg("aggregate");
+                Target::Aggregate { .. } => {
+                    cmd.arg("aggregate");
                 }
+            }
+            if let Some(includes) = includes.filter(|i| !i.reads.is_empty()) {
+                cmd.arg(includes.spec_json());
             }
             let mut conn = self.conn.clone();
             match cmd.query_async::<Vec<u8>>(&mut conn).await {
@@ -464,27 +489,70 @@ fn is_unknown_command(err: &RedisError) -> bool {
 
 impl Reply {
     /// Reads the script's JSON text.
-    pub fn parse(&self) -> Result<RawRead<'_>, StoreError> {
-        let (types, freshness, rows): Wire<'_> = serde_json::from_slice(&self.0)
+    pub fn parse<'a>(&'a self) -> Result<RawRead<'a>, StoreError> {
+        let Wire(types, freshness, rows, included) = serde_json::from_slice(&self.0)
             .map_err(|e| StoreError::Malformed(format!("lookup reply: {e}")))?;
+        let rows_of = |rows: LuaArray<LuaArray<Text<'a>>>, what: &str| {
+            rows.0
+                .into_iter()
+                .map(|row| pairs(row, what))
+                .collect::<Result<Vec<_>, _>>()
+        };
         Ok(RawRead {
             types: pairs(types, "sink:types hash")?,
             freshness: pairs(freshness, "sink:freshness hash")?,
-            rows: rows
+            rows: rows_of(rows, "row hash")?,
+            included: included
                 .0
                 .into_iter()
-                .map(|row| pairs(row, "row hash"))
-                .collect::<Result<_, _>>()?,
+                .map(|(types, freshness, rows)| {
+                    Ok(RawInclude {
+                        types: pairs(types, "included sink:types hash")?,
+                        freshness: pairs(freshness, "included freshness hash")?,
+                        rows: rows_of(rows, "included row hash")?,
+                    })
+                })
+                .collect::<Result<_, StoreError>>()?,
         })
     }
 }
 
-/// `[types, freshness, rows]` as the script writes it.
-type Wire<'a> = (
+/// One include's `[types, freshness, rows]` as the script writes it.
+type WireInclude<'a> = (
     LuaArray<Text<'a>>,
     LuaArray<Text<'a>>,
     LuaArray<LuaArray<Text<'a>>>,
 );
+
+/// `[types, freshness, rows]`, or `[types, freshness, rows, includes]` when the plan has
+/// includes, as the script writes it.
+struct Wire<'a>(
+    LuaArray<Text<'a>>,
+    LuaArray<Text<'a>>,
+    LuaArray<LuaArray<Text<'a>>>,
+    LuaArray<WireInclude<'a>>,
+);
+
+impl<'de> Deserialize<'de> for Wire<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct WireVisitor;
+        impl<'de> Visitor<'de> for WireVisitor {
+            type Value = Wire<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("[types, freshness, rows] or [types, freshness, rows, includes]")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                let missing = |n| de::Error::invalid_length(n, &self);
+                let types = seq.next_element()?.ok_or_else(|| missing(0))?;
+                let freshness = seq.next_element()?.ok_or_else(|| missing(1))?;
+                let rows = seq.next_element()?.ok_or_else(|| missing(2))?;
+                let included = seq.next_element()?.unwrap_or(LuaArray(Vec::new()));
+                Ok(Wire(types, freshness, rows, included))
+            }
+        }
+        deserializer.deserialize_seq(WireVisitor)
+    }
+}
 
 fn pairs<'a>(flat: LuaArray<Text<'a>>, what: &str) -> Result<Pairs<'a>, StoreError> {
     if !flat.0.len().is_multiple_of(2) {
@@ -569,6 +637,16 @@ mod tests {
             raw.rows,
             vec![vec![pair("id", "7"), pair("note", "a \"quote\"")]]
         );
+        assert!(raw.included.is_empty());
+        // With includes: a fourth element, one [types, freshness, rows] per include.
+        let reply = Reply(br#"[{},{},{},[[["id","int"],{},[["id","9"]]],[{},{},{}]]]"#.to_vec());
+        let raw = reply.parse().unwrap();
+        assert!(raw.rows.is_empty());
+        assert_eq!(raw.included.len(), 2);
+        assert_eq!(raw.included[0].types, vec![pair("id", "int")]);
+        assert_eq!(raw.included[0].rows, vec![vec![pair("id", "9")]]);
+        assert_eq!(raw.included[1], RawInclude::default());
+        assert!(Reply(br#"[{},{},{},[[{},{}]]]"#.to_vec()).parse().is_err());
         assert!(Reply(b"[]".to_vec()).parse().is_err());
         assert!(Reply(br#"[{"a":"b"},{},{}]"#.to_vec()).parse().is_err());
         assert!(Reply(br#"[["odd"],{},{}]"#.to_vec()).parse().is_err());

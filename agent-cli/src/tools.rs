@@ -47,9 +47,10 @@ impl<'a> Tool<'a> {
     /// The description shown to the model: the file's text, plus the "exactly one" rule when
     /// the lookup has alternative parameters (JSON Schema's `oneOf` is not accepted at the top
     /// level of tool schemas by every provider, so the rule is also stated in words).
+    /// With `include:`, it also names the fields that hold the related rows.
     pub fn description(&self) -> String {
         let lookup = self.lookup;
-        if lookup.by.len() > 1 {
+        let text = if lookup.by.len() > 1 {
             let names: Vec<String> = lookup.by.iter().map(|p| format!("`{}`", p.param)).collect();
             format!(
                 "{} (give exactly one of {}).",
@@ -58,7 +59,8 @@ impl<'a> Tool<'a> {
             )
         } else {
             lookup.description.clone()
-        }
+        };
+        text + &crate::include::describe(&lookup.include)
     }
 
     /// [`Tool::input_schema`] plus the optional read-your-writes arguments every MCP tool

@@ -37,6 +37,17 @@ fn fill(conn: &mut redis::Connection) {
         .hset_multiple("customer:1", &[("id", "1"), ("email", "a@example.com")])
         .unwrap();
     let _: () = conn.set("customer:email:a@example.com", "1").unwrap();
+    // An order, which the default file's `get_customer` includes as `recent_orders`.
+    let _: () = conn
+        .hset_multiple("sink:types:orders", &[("id", "int")])
+        .unwrap();
+    let _: () = conn.hset_multiple("order:7", &[("id", "7")]).unwrap();
+    let _: () = conn.zadd("customer:1:orders", "7", 1.0).unwrap();
+}
+
+/// What `get_customer` answers for the filled customer.
+fn customer_one() -> serde_json::Value {
+    json!({"id": 1, "email": "a@example.com", "recent_orders": [{"id": 7}]})
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -69,7 +80,7 @@ async fn falls_back_to_eval_without_read_only_variants() {
             .call("get_customer", r#"{"email":"a@example.com"}"#)
             .await
             .unwrap();
-        assert_eq!(out.result, json!({"id": 1, "email": "a@example.com"}));
+        assert_eq!(out.result, customer_one());
     }
     let info: String = redis::cmd("INFO")
         .arg("commandstats")
@@ -116,7 +127,7 @@ async fn managed_store_survives_a_redis_restart() {
     loop {
         match lookups.call("get_customer", args).await {
             Ok(out) => {
-                assert_eq!(out.result, json!({"id": 1, "email": "a@example.com"}));
+                assert_eq!(out.result, customer_one());
                 break;
             }
             Err(e) if Instant::now() < deadline => {

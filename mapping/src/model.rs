@@ -337,6 +337,22 @@ pub struct Lookup {
     pub filters: Vec<LookupFilter>,
     /// Inclusive bounds on the relation's `order_by`, as optional RFC 3339 parameters.
     pub range: Option<RangeParams>,
+    /// Related rows a row lookup returns inside the found row (`include:`).
+    pub include: Vec<Include>,
+}
+
+/// One `include:` entry of a row lookup: the newest rows of another mapping's relation whose
+/// key the found row's primary key fills, returned in the row under `as_field`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Include {
+    /// The relation's name.
+    pub relation: String,
+    /// The mapping that declares the relation (whose rows, types and freshness it reads).
+    pub mapping: String,
+    /// Field of the found row that holds the related rows (`as:`).
+    pub as_field: String,
+    /// At most this many related rows.
+    pub limit: u32,
 }
 
 /// An optional equality filter of a relation lookup, answered from a filtered relation the

@@ -407,6 +407,22 @@ pub struct RawLookup {
     /// Aggregate (`aggregates:`) whose figures the lookup returns.
     #[serde(default)]
     pub aggregate: Option<Spanned<String>>,
+    /// Related rows returned inside the found row (row lookups only).
+    #[serde(default)]
+    pub include: Vec<RawInclude>,
+}
+
+/// One entry of a row lookup's `include:`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawInclude {
+    /// Relation of another mapping whose key the found row's primary key fills.
+    pub relation: Spanned<String>,
+    /// Field of the answer that holds the related rows.
+    #[serde(rename = "as")]
+    pub as_field: Spanned<String>,
+    /// At most this many related rows, newest first.
+    pub limit: Spanned<u32>,
 }
 
 /// One entry of a lookup's `filters:`.

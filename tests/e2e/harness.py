@@ -287,6 +287,8 @@ def order_stats(orders: Any) -> dict[str, dict[str, str]]:
 
 
 MAPPING_TABLES = {"customers": "customers", "orders": "orders"}
+# get_customer's `include` in the default connectors.yaml: its newest orders, at most this many.
+RECENT_ORDERS = 3
 
 # How Debezium writes the records (`Pipeline(converter=...)`): Confluent's AvroConverter (the
 # Connect worker's default), or Kafka Connect's JsonConverter set on the connector, with the
@@ -443,11 +445,18 @@ class Pipeline:
 
     def sql_customer(self, customer_id: int) -> dict | None:
         rows = self.rows("SELECT * FROM customers WHERE id = %s", (customer_id,))
-        return {k: json_value(v) for k, v in rows[0].items()} if rows else None
+        return self.with_recent_orders(rows[0]) if rows else None
 
     def sql_customer_by_email(self, email: str) -> dict | None:
         rows = self.rows("SELECT * FROM customers WHERE email = %s", (email,))
-        return {k: json_value(v) for k, v in rows[0].items()} if rows else None
+        return self.with_recent_orders(rows[0]) if rows else None
+
+    def with_recent_orders(self, row: dict) -> dict:
+        """A customer row as get_customer answers it: with the default connectors.yaml's
+        `include` (its RECENT_ORDERS newest orders as `recent_orders`)."""
+        customer = {k: json_value(v) for k, v in row.items()}
+        customer["recent_orders"] = self.sql_customer_orders(customer["id"], RECENT_ORDERS)
+        return customer
 
     def sql_order(self, order_id: int) -> dict | None:
         rows = self.rows("SELECT * FROM orders WHERE id = %s", (order_id,))

@@ -69,6 +69,10 @@ SCHEMAS = REPO / "schemas" / "debezium"
 TABLES = ("customers", "orders")
 CAUGHT_UP_TIMEOUT = 30.0
 STALE_AFTER_MS = 30_000  # freshness.stale_after_ms of the default connectors.yaml
+# get_customer's `include` in the default connectors.yaml: its 3 newest orders as
+# `recent_orders`, so its answer is as fresh as the staler of customers and orders.
+RECENT_ORDERS = 3
+INCLUDED_MAPPINGS = {"get_customer": ["orders"]}
 
 
 def ref(name: str) -> dict:
@@ -260,12 +264,18 @@ class Model:
         return out
 
     def customer(self, cid: int) -> dict | None:
-        return self.render("customers", self.rows["customers"].get(cid))
+        return self.with_recent_orders(self.render("customers", self.rows["customers"].get(cid)))
 
     def customer_by_email(self, email: str) -> dict | None:
         rows = [r for r in self.rows["customers"].values() if r["email"] == email]
         assert len(rows) <= 1
-        return self.render("customers", rows[0]) if rows else None
+        return self.with_recent_orders(self.render("customers", rows[0])) if rows else None
+
+    def with_recent_orders(self, customer: dict | None) -> dict | None:
+        """A found customer as get_customer answers it: with its included newest orders."""
+        if customer is not None:
+            customer["recent_orders"] = self.customer_orders(customer["id"], RECENT_ORDERS)
+        return customer
 
     def order(self, oid: int) -> dict | None:
         return self.render("orders", self.rows["orders"].get(oid))
@@ -431,11 +441,13 @@ def freshness_bounds(r: redis.Redis, mapping: str) -> int:
 def call(p: RefPipeline, mapping: str, name: str, args: dict) -> Any:
     """One tool call; checks the freshness object against sink:freshness read around the call;
     returns the result."""
-    lo = freshness_bounds(p.db.r, mapping)
+    # With includes, as_of is the staler (earlier) of the mappings' own: within the minima.
+    mappings = [mapping, *INCLUDED_MAPPINGS.get(name, [])]
+    lo = min(freshness_bounds(p.db.r, m) for m in mappings)
     t0 = int(time.time() * 1000)
     out = p.tool(name, args)
     t1 = int(time.time() * 1000)
-    hi = freshness_bounds(p.db.r, mapping)
+    hi = min(freshness_bounds(p.db.r, m) for m in mappings)
     assert set(out) == {"result", "freshness"}, out
     fr = out["freshness"]
     assert set(fr) == {"as_of", "lag_ms", "stale"}, fr

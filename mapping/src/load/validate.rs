@@ -16,6 +16,7 @@ use crate::raw::{RawConfig, RawField, RawFields, RawLookup, RawMapping};
 use crate::template::{KeyTemplate, TemplatePart};
 
 mod aggregate;
+mod include;
 mod relation_filters;
 mod security;
 
@@ -180,6 +181,7 @@ impl<'a> Validator<'a> {
             }
             mappings.push(self.mapping(i, m));
         }
+        self.includes(raw, &mut mappings);
         let sources = self.sources(raw, &topics);
 
         let schema_registry = self.schema_registry(
@@ -878,6 +880,8 @@ impl<'a> Validator<'a> {
             // Checked and set by `relation_filters`.
             filters: Vec::new(),
             range: None,
+            // Checked and set by `include`, once every mapping is known.
+            include: Vec::new(),
             aggregate: l.aggregate.as_ref().map(|a| a.to_string()),
         })
     }

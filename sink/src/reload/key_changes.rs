@@ -350,7 +350,13 @@ mod tests {
     #[test]
     fn a_removed_mapping_or_another_topic_is_listed() {
         let start = SHIPPED.find("  - name: orders").expect("orders mapping");
-        let without_orders = load(&SHIPPED[..start]);
+        // Without orders, get_customer's `include` of their relation goes too.
+        let without_orders: String = SHIPPED[..start]
+            .lines()
+            .filter(|l| !l.contains("include:") && !l.contains("as: recent_orders"))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let without_orders = load(&without_orders);
         assert_eq!(
             changes(&without_orders),
             [KeyChange::RemovedMapping {
