@@ -9,11 +9,10 @@
 
 use mapping::layout;
 use mapping::model::{Config, Include, Mapping};
-use serde_json::{Map, Value};
+use serde_json::Value;
 
-use crate::error::{PlanError, StoreError};
-use crate::store::{pieces, RawInclude};
-use crate::typing;
+use crate::error::PlanError;
+use crate::template_pieces::pieces;
 
 /// What the lookup script reads for one include.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -112,33 +111,6 @@ pub fn reads(
         .collect()
 }
 
-/// Puts each include's typed children, newest first, into `row` under its `as` field.
-pub fn attach(
-    row: &mut Map<String, Value>,
-    includes: &[Include],
-    read: &[RawInclude<'_>],
-) -> Result<(), StoreError> {
-    for (n, include) in includes.iter().enumerate() {
-        let children = match read.get(n) {
-            Some(raw) => {
-                let types = typing::types_of(&raw.types);
-                raw.rows
-                    .iter()
-                    .map(|r| typing::typed_row(r, &types, &include.mapping).map(Value::Object))
-                    .collect::<Result<Vec<_>, _>>()?
-            }
-            None => {
-                return Err(StoreError::Malformed(format!(
-                    "lookup reply: no rows for include `{}`",
-                    include.as_field
-                )))
-            }
-        };
-        row.insert(include.as_field.clone(), Value::Array(children));
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -182,14 +154,5 @@ mod tests {
             text.starts_with(" The answer also holds `recent_orders`: up to 3 newest `orders` rows of relation `customer_orders`"),
             "{text}"
         );
-    }
-
-    #[test]
-    fn a_reply_without_an_include_s_rows_is_malformed() {
-        let mut row = Map::new();
-        let err = attach(&mut row, &[recent_orders()], &[]).unwrap_err();
-        assert!(err.to_string().contains("include `recent_orders`"), "{err}");
-        attach(&mut row, &[recent_orders()], &[RawInclude::default()]).unwrap();
-        assert_eq!(row["recent_orders"], Value::Array(Vec::new()));
     }
 }

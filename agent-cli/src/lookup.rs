@@ -14,6 +14,7 @@ use crate::args::{self, Call};
 use crate::error::CallError;
 use crate::freshness::{self, Freshness, Record};
 use crate::include;
+use crate::included_rows;
 use crate::store::{self, Store};
 use crate::typing;
 use crate::watermark::{self, ReadAfter};
@@ -177,7 +178,7 @@ impl<C: ConnectionLike + Clone + Send> Lookups<C> {
         } else {
             let mut row = rows.pop().unwrap_or(Value::Null);
             if let Value::Object(fields) = &mut row {
-                include::attach(fields, includes, &raw.included)?;
+                included_rows::attach(fields, includes, &raw.included)?;
             }
             row
         };

@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use mapping::layout;
 use mapping::model::Relation;
-use mapping::template::{KeyTemplate, TemplatePart};
+use mapping::template::KeyTemplate;
 use mapping::{redact_url, RedisConfig};
 use redis::aio::{
     ConnectionLike, ConnectionManager, ConnectionManagerConfig, MultiplexedConnection,
@@ -31,6 +31,7 @@ use serde::de::{self, Deserialize, Deserializer, IgnoredAny, MapAccess, SeqAcces
 use crate::args::Call;
 use crate::error::{PlanError, StoreError};
 use crate::relation_args::ScoreRange;
+use crate::template_pieces::pieces;
 
 /// The lookup script (see the file for its KEYS/ARGV contract).
 pub const LOOKUP_SCRIPT: &str = include_str!("lookup.lua");
@@ -155,34 +156,6 @@ pub fn plan(call: &Call<'_>) -> Result<ReadPlan, PlanError> {
         target,
         includes: None,
     })
-}
-
-/// The literal text around the placeholders of a template with one distinct field
-/// (`customer:{id}` -> `["customer:", ""]`).
-pub(crate) fn pieces(
-    template: &KeyTemplate,
-    tool: &str,
-    what: &'static str,
-) -> Result<Vec<String>, PlanError> {
-    if template.single_field().is_none() {
-        return Err(PlanError::NotSingleField {
-            tool: tool.to_owned(),
-            template: template.source.clone(),
-            what,
-        });
-    }
-    let mut out = vec![String::new()];
-    for part in &template.parts {
-        match part {
-            TemplatePart::Literal(text) => {
-                if let Some(last) = out.last_mut() {
-                    last.push_str(text);
-                }
-            }
-            TemplatePart::Field(_) => out.push(String::new()),
-        }
-    }
-    Ok(out)
 }
 
 /// The template with its (single distinct) field replaced by `value`.

@@ -11,11 +11,8 @@ use mapping::layout::aggregate;
 use super::decimal;
 use super::emit::Writes;
 use super::model::{render, Model};
-use super::state::{OwnedState, Undo};
+use super::state::{Figures, OwnedState, Undo};
 use super::HashMap;
-
-/// The fields of one parent's aggregate hash: field -> exact decimal text.
-pub(super) type Figures = Vec<(String, String)>;
 
 /// What a change (or a truncate) adds to each parent's fields, in first-touched order.
 #[derive(Default)]

@@ -17,9 +17,12 @@ use std::sync::Arc;
 
 use mapping::Mapping;
 
-use super::aggregates::Figures;
 use super::model::Model;
 use super::HashMap;
+
+/// The fields of one parent's aggregate hash: field -> exact decimal text (`aggregates.rs`
+/// keeps them).
+pub(super) type Figures = Vec<(String, String)>;
 
 /// What the sink stored for one row: its `sink:rows` position, its hash's template fields,
 /// and per relation its member's score in the parent its values render (None: no member).
