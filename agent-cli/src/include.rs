@@ -112,10 +112,11 @@ pub fn reads(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn recent_orders() -> Include {
+    /// The shipped file's include of `get_customer`.
+    pub(crate) fn recent_orders() -> Include {
         Include {
             relation: "customer_orders".into(),
             mapping: "orders".into(),

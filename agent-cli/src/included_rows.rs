@@ -39,15 +39,7 @@ pub fn attach(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn recent_orders() -> Include {
-        Include {
-            relation: "customer_orders".into(),
-            mapping: "orders".into(),
-            as_field: "recent_orders".into(),
-            limit: 3,
-        }
-    }
+    use crate::include::tests::recent_orders;
 
     #[test]
     fn a_reply_without_an_include_s_rows_is_malformed() {

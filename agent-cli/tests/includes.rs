@@ -7,9 +7,6 @@
 
 mod support;
 
-use std::time::Duration;
-
-use futures::StreamExt;
 use serde_json::{json, Value};
 use support::{micros_rfc3339, now_ms, run_tool, Fixture};
 
@@ -164,30 +161,9 @@ async fn one_script_call_with_bounded_reads() {
     for id in 1..=50 {
         fx.put_order(id, 42, T0 + id * 1_000_000, "paid", id);
     }
-    let client = redis::Client::open(support::redis_url()).unwrap();
-    let monitor = client.get_async_monitor().await.unwrap();
-    let marker = format!("{}-done", fx.prefix);
-    let collector = {
-        let marker = marker.clone();
-        tokio::spawn(async move {
-            let mut stream = monitor.into_on_message::<String>();
-            let mut lines = Vec::new();
-            while let Some(line) = stream.next().await {
-                if line.contains(&marker) {
-                    break;
-                }
-                lines.push(line);
-            }
-            lines
-        })
-    };
-    let out = call(&fx, json!({"email": "jane@example.com"}));
+    let (out, lines) =
+        support::monitor_while(&mut fx, |fx| call(fx, json!({"email": "jane@example.com"}))).await;
     assert_eq!(order_ids(&out), [50, 49, 48]);
-    let _: String = redis::cmd("ECHO").arg(&marker).query(&mut fx.conn).unwrap();
-    let lines = tokio::time::timeout(Duration::from_secs(10), collector)
-        .await
-        .unwrap()
-        .unwrap();
     // Other clients may be busy on a shared server: keep what touches this fixture's keys.
     let ours: Vec<&String> = lines.iter().filter(|l| l.contains(&fx.prefix)).collect();
     let (inside, outside): (Vec<&String>, Vec<&String>) =

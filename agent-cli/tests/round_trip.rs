@@ -9,11 +9,9 @@ mod support;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use agent_cli::lookup::Lookups;
 use agent_cli::store::Store;
-use futures::StreamExt;
 use redis::aio::{ConnectionLike, MultiplexedConnection};
 use redis::{Arg, Cmd, Pipeline, RedisFuture, Value};
 use support::Fixture;
@@ -197,35 +195,17 @@ async fn the_binary_makes_one_script_call_and_bounded_reads() {
 
     for (tool, args) in CALLS {
         // Watch the server while the binary runs one lookup.
-        let monitor = client.get_async_monitor().await.unwrap();
-        let marker = format!("{}-done", fx.prefix);
-        let collector = {
-            let marker = marker.clone();
-            tokio::spawn(async move {
-                let mut stream = monitor.into_on_message::<String>();
-                let mut lines = Vec::new();
-                while let Some(line) = stream.next().await {
-                    if line.contains(&marker) {
-                        break;
-                    }
-                    lines.push(line);
-                }
-                lines
-            })
-        };
-        let before = ro_script_calls(&mut fx.conn);
-        let out = fx.cmd().args(["tool", tool, args]).output().unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let after = ro_script_calls(&mut fx.conn);
-        let _: String = redis::cmd("ECHO").arg(&marker).query(&mut fx.conn).unwrap();
-        let lines = tokio::time::timeout(Duration::from_secs(10), collector)
-            .await
-            .unwrap()
-            .unwrap();
+        let ((before, after), lines) = support::monitor_while(&mut fx, |fx| {
+            let before = ro_script_calls(&mut fx.conn);
+            let out = fx.cmd().args(["tool", tool, args]).output().unwrap();
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            (before, ro_script_calls(&mut fx.conn))
+        })
+        .await;
 
         assert_eq!(
             after - before,

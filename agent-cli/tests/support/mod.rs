@@ -408,3 +408,38 @@ impl Drop for PrivateRedis {
         self.stop();
     }
 }
+
+/// Runs `run` while the server's `MONITOR` records, and returns its result with every line
+/// recorded meanwhile (all clients: callers keep what names their fixture's prefix). The
+/// recording ends at a marker `ECHO` sent after `run`, so it holds everything `run` caused.
+pub async fn monitor_while<T>(
+    fx: &mut Fixture,
+    run: impl FnOnce(&mut Fixture) -> T,
+) -> (T, Vec<String>) {
+    use futures::StreamExt;
+
+    let client = redis::Client::open(redis_url()).unwrap();
+    let monitor = client.get_async_monitor().await.unwrap();
+    let marker = format!("{}-done", fx.prefix);
+    let collector = {
+        let marker = marker.clone();
+        tokio::spawn(async move {
+            let mut stream = monitor.into_on_message::<String>();
+            let mut lines = Vec::new();
+            while let Some(line) = stream.next().await {
+                if line.contains(&marker) {
+                    break;
+                }
+                lines.push(line);
+            }
+            lines
+        })
+    };
+    let out = run(fx);
+    let _: String = redis::cmd("ECHO").arg(&marker).query(&mut fx.conn).unwrap();
+    let lines = tokio::time::timeout(std::time::Duration::from_secs(10), collector)
+        .await
+        .unwrap()
+        .unwrap();
+    (out, lines)
+}
