@@ -98,7 +98,6 @@ async fn one_round_trip_per_lookup_in_process() {
     let mut fx = Fixture::new();
     fill(&mut fx);
     let config = mapping::load_config(&fx.config, &Default::default()).unwrap();
-    let client = redis::Client::open(support::redis_url()).unwrap();
     let conn = client.get_multiplexed_async_connection().await.unwrap();
     let counting = Counting {
         inner: conn,
@@ -191,7 +190,6 @@ async fn the_binary_makes_one_script_call_and_bounded_reads() {
     let _serial = SERIAL.lock().await;
     let mut fx = Fixture::new();
     fill(&mut fx);
-    let client = redis::Client::open(support::redis_url()).unwrap();
 
     for (tool, args) in CALLS {
         // Watch the server while the binary runs one lookup.
