@@ -98,6 +98,7 @@ async fn one_round_trip_per_lookup_in_process() {
     let mut fx = Fixture::new();
     fill(&mut fx);
     let config = mapping::load_config(&fx.config, &Default::default()).unwrap();
+    let client = redis::Client::open(support::redis_url()).unwrap();
     let conn = client.get_multiplexed_async_connection().await.unwrap();
     let counting = Counting {
         inner: conn,
