@@ -70,6 +70,21 @@ pub fn filtered_relation_name(relation: &str, fields: &[&str]) -> String {
     name
 }
 
+/// `sink:search:{mapping}:{search}`: sorted set, one member per row whose searched field has a
+/// value, all scored 0 so that `ZRANGEBYLEX` answers a prefix ([`crate::search`] says what a
+/// member holds).
+pub fn search_key(mapping: &str, search: &str) -> String {
+    format!("sink:search:{mapping}:{search}")
+}
+
+/// `sink:search:{mapping}:{search}:members`: hash, row key -> the row's member of
+/// [`search_key`]. Lets the change script remove a row's member without folding its old value
+/// (Lua has no Unicode lower case), also on deletes whose before image holds only the key.
+/// Names cannot contain `:`, so it never clashes with another search's sorted set.
+pub fn search_members_key(mapping: &str, search: &str) -> String {
+    format!("sink:search:{mapping}:{search}:members")
+}
+
 /// `sink:offsets`: hash, [`offsets_field`] -> last applied Kafka offset.
 pub const OFFSETS_KEY: &str = "sink:offsets";
 
@@ -187,6 +202,14 @@ mod tests {
         assert_eq!(REBUILD_KEY, "sink:rebuild");
         assert_eq!(REBUILD_LOCK_KEY, "sink:rebuild:lock");
         assert_eq!(SWAP_SENTINEL_KEY, "sink:swap-sentinel");
+        assert_eq!(
+            search_key("customers", "name_prefix"),
+            "sink:search:customers:name_prefix"
+        );
+        assert_eq!(
+            search_members_key("customers", "name_prefix"),
+            "sink:search:customers:name_prefix:members"
+        );
     }
 
     #[test]
@@ -225,6 +248,8 @@ mod tests {
             freshness_key("m"),
             writer_key("m"),
             watermark_key("s"),
+            search_key("m", "s"),
+            search_members_key("m", "s"),
             OFFSETS_KEY.to_owned(),
             OFFSETS_RUN_KEY.to_owned(),
             REBUILD_KEY.to_owned(),

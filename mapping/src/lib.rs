@@ -21,6 +21,7 @@
 //! - [`layout`]: the Redis layout contract: every `sink:*` bookkeeping key and field name,
 //!   used by the sink, its change script generator and agent-cli.
 //! - [`render`]: [`FieldValue`] -> stored text ([`render_value`]) and sorted-set [`score`].
+//! - [`search`]: prefix searches: the folding and the sorted-set members both writers keep.
 //! - [`lsn`]: PostgreSQL log sequence numbers (`16/B374D848` <-> `u64`), the watermark's
 //!   position.
 //! - [`mod@plan`]: [`Change`] + [`Mapping`] -> [`Plan`], the Redis work for one change ([`fn@plan`]).
@@ -36,6 +37,7 @@ pub mod model;
 pub mod plan;
 pub mod raw;
 pub mod render;
+pub mod search;
 pub mod secret;
 pub mod template;
 pub mod types;

@@ -587,7 +587,7 @@ mod tests {
         );
         assert_eq!(
             errors("mappings:\n  - name: a\n    topic: t\n    key: \"a:{id}\"\n    topics: x\n"),
-            "connectors.yaml:5:5: mappings[0]: unknown key `topics` (expected one of `name`, `topic`, `key`, `fields`, `types`, `ttl_seconds`, `indexes`, `relations`, `lookups`, `aggregates`, `source`)"
+            "connectors.yaml:5:5: mappings[0]: unknown key `topics` (expected one of `name`, `topic`, `key`, `fields`, `types`, `ttl_seconds`, `indexes`, `relations`, `lookups`, `aggregates`, `search`, `source`)"
         );
         let yaml = CUSTOMERS.replace("            index: email", "            indx: email");
         assert_eq!(

@@ -278,6 +278,17 @@ pub struct Mapping {
     pub lookups: Vec<Lookup>,
     /// Per-parent figures maintained by the sink.
     pub aggregates: Vec<Aggregate>,
+    /// Case-insensitive prefix searches maintained by the sink.
+    pub search: Vec<Search>,
+}
+
+/// A case-insensitive prefix search over one stored field (`search:`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Search {
+    /// Name, unique within the mapping; lookups name it.
+    pub name: String,
+    /// Stored field (its name in the row hash).
+    pub field: String,
 }
 
 /// Column selection.
@@ -339,6 +350,8 @@ pub struct Lookup {
     pub range: Option<RangeParams>,
     /// Related rows a row lookup returns inside the found row (`include:`).
     pub include: Vec<Include>,
+    /// For search lookups: the search whose matches are returned.
+    pub search: Option<String>,
 }
 
 /// One `include:` entry of a row lookup: the newest rows of another mapping's relation whose

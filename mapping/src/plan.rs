@@ -16,6 +16,7 @@ use serde::Serialize;
 use crate::change::{Change, FieldValue, Op, Row};
 use crate::model::{FieldSelection, Mapping};
 use crate::render::{check_value, render_value, score, Rendered, ValueError};
+use crate::search;
 use crate::template::KeyTemplate;
 
 /// The Redis work for one change.
@@ -45,6 +46,10 @@ pub struct RowUpsert {
     /// One per `mapping.relations` entry, in order: the score of the `order_by` field, `None`
     /// when it is NULL, unavailable or not numeric.
     pub relation_scores: Vec<Option<f64>>,
+    /// One per `mapping.search` entry, in order: the row's new member of the search's sorted
+    /// set ([`crate::search::member`]), `Remove` when the field is NULL, `Keep` when its value
+    /// was not sent (the stored member stays).
+    pub search_members: Vec<FieldWrite>,
 }
 
 /// What to do with one hash field.
@@ -213,12 +218,41 @@ fn upsert(mapping: &Mapping, after: &Row, position: Option<i64>) -> Result<RowUp
                 .and_then(|(_, v)| score(v))
         })
         .collect();
+    let search_members = search_members(mapping, &selected, &row_key);
     Ok(RowUpsert {
         row_key,
         position,
         fields,
         relation_scores,
+        search_members,
     })
+}
+
+/// The row's member of each search of `mapping` (see [`RowUpsert::search_members`]).
+fn search_members(
+    mapping: &Mapping,
+    selected: &[(&str, &FieldValue)],
+    row_key: &str,
+) -> Vec<FieldWrite> {
+    let value = |field: &str| {
+        selected
+            .iter()
+            .find(|(name, _)| *name == field)
+            .map(|(_, v)| *v)
+    };
+    // The row key rendered, so every key field is in `selected`.
+    let key: Vec<&FieldValue> = mapping.key.fields().filter_map(value).collect();
+    mapping
+        .search
+        .iter()
+        .map(|s| match value(&s.field).map(render_value) {
+            Some(Rendered::Value(text)) => {
+                FieldWrite::Set(search::member(&text, key.iter().copied(), row_key))
+            }
+            Some(Rendered::Null) => FieldWrite::Remove,
+            Some(Rendered::Unavailable) | None => FieldWrite::Keep,
+        })
+        .collect()
 }
 
 /// The Debezium column a stored field comes from (for error messages).
@@ -299,6 +333,7 @@ mod tests {
             }],
             lookups: vec![],
             aggregates: vec![],
+            search: vec![],
         }
     }
 
@@ -354,7 +389,34 @@ mod tests {
                     ("note".into(), FieldWrite::Keep),
                 ],
                 relation_scores: vec![Some(1_000_000.0)],
+                search_members: vec![],
             })
+        );
+    }
+
+    #[test]
+    fn upsert_plans_each_search_member() {
+        use crate::model::Search;
+        let mut m = renamed();
+        m.search = ["order_id", "customer_id", "note", "created"]
+            .iter()
+            .map(|f| Search {
+                name: format!("by_{f}"),
+                field: (*f).into(),
+            })
+            .collect();
+        let Ok(Plan::Upsert(u)) = plan(&m, &change(Op::Update, Some(row()))) else {
+            panic!("not an upsert");
+        };
+        let id = "8000000000000003";
+        assert_eq!(
+            u.search_members,
+            [
+                FieldWrite::Set(format!("3\0{id}\0order:3")),
+                FieldWrite::Remove,
+                FieldWrite::Keep,
+                FieldWrite::Set(format!("1970-01-01t00:00:01.000000z\0{id}\0order:3")),
+            ]
         );
     }
 

@@ -268,6 +268,9 @@ pub struct RawMapping {
     /// Per-parent counts and sums maintained by the sink.
     #[serde(default)]
     pub aggregates: Vec<RawAggregate>,
+    /// Case-insensitive prefix searches over stored fields.
+    #[serde(default)]
+    pub search: Vec<RawSearch>,
     /// The source (`sources:`) whose watermark covers the mapping; defaults to the only one.
     #[serde(default)]
     pub source: Option<Spanned<String>>,
@@ -410,6 +413,9 @@ pub struct RawLookup {
     /// Related rows returned inside the found row (row lookups only).
     #[serde(default)]
     pub include: Vec<RawInclude>,
+    /// Search (of `search:`) whose matches the lookup returns.
+    #[serde(default)]
+    pub search: Option<Spanned<String>>,
 }
 
 /// One entry of a row lookup's `include:`.
@@ -464,6 +470,16 @@ pub struct RawAggregate {
     /// Stored field whose values split the figures into groups.
     #[serde(default)]
     pub group_by: Option<Spanned<String>>,
+}
+
+/// One entry of `search:`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSearch {
+    /// Search name, unique within the mapping.
+    pub name: Spanned<String>,
+    /// Stored field whose lower-cased value is searched by prefix.
+    pub field: Spanned<String>,
 }
 
 /// One entry of `by:`.

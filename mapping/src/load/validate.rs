@@ -18,6 +18,7 @@ use crate::template::{KeyTemplate, TemplatePart};
 mod aggregate;
 mod include;
 mod relation_filters;
+mod search;
 mod security;
 
 fn is_name(s: &str, extra: &[u8]) -> bool {
@@ -511,6 +512,7 @@ impl<'a> Validator<'a> {
         }
 
         let aggregates = self.aggregates(m, selected);
+        let search = self.searches(m, selected);
 
         let mut lookups = Vec::new();
         for (j, l) in m.lookups.iter().enumerate() {
@@ -542,6 +544,7 @@ impl<'a> Validator<'a> {
             relations,
             lookups,
             aggregates,
+            search,
         })
     }
 
@@ -705,6 +708,7 @@ impl<'a> Validator<'a> {
         let before = self.errors.len();
         // An aggregate lookup's parameters fill the aggregate key (`lookup_aggregate`).
         let row_key = row_key.filter(|_| l.aggregate.is_none());
+        self.search_lookup(i, j, m, l);
         if !(is_name(&l.tool, b"-") && l.tool.len() <= 64) {
             self.error(
                 l.tool.span(),
@@ -793,6 +797,8 @@ impl<'a> Validator<'a> {
                 );
             }
             match (&p.index, &relation) {
+                // The search rules check a search lookup's parameter.
+                _ if l.search.is_some() => {}
                 (Some(ix), Some(_)) => self.error(
                     ix.span(),
                     format!("parameter `{}` has an `index` in a relation lookup (expected a parameter that fills the relation key)", *p.param),
@@ -834,7 +840,7 @@ impl<'a> Validator<'a> {
             });
         }
         let limit = l.limit.as_ref().map(|lim| {
-            if l.relation.is_none() {
+            if l.relation.is_none() && l.search.is_none() {
                 self.error(
                     lim.param.span(),
                     "`limit` in a lookup without `relation` (expected `limit` only on relation lookups)"
@@ -883,6 +889,7 @@ impl<'a> Validator<'a> {
             // Checked and set by `include`, once every mapping is known.
             include: Vec::new(),
             aggregate: l.aggregate.as_ref().map(|a| a.to_string()),
+            search: l.search.as_ref().map(|s| s.to_string()),
         })
     }
 }

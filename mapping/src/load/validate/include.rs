@@ -47,10 +47,10 @@ impl Validator<'_> {
         let mut names: HashMap<&str, &Span> = HashMap::new();
         let mut out = Vec::new();
         for inc in &l.include {
-            if l.relation.is_some() || l.aggregate.is_some() {
+            if l.relation.is_some() || l.aggregate.is_some() || l.search.is_some() {
                 self.error(
                     inc.relation.span(),
-                    format!("include `{}` in a lookup that returns no single row (expected `include` only on row lookups, without `relation` or `aggregate`)", *inc.as_field),
+                    format!("include `{}` in a lookup that returns no single row (expected `include` only on row lookups, without `relation`, `aggregate` or `search`)", *inc.as_field),
                 );
             }
             let declaring: Vec<&RawMapping> = (raw.mappings.iter())

@@ -441,6 +441,7 @@ mod tests {
             relations: vec![],
             lookups: vec![],
             aggregates: vec![],
+            search: vec![],
         };
         let orders = Mapping {
             name: "orders".into(),
@@ -457,6 +458,7 @@ mod tests {
             }],
             lookups: vec![],
             aggregates: vec![],
+            search: vec![],
         };
         OwnedState::new(&[customers, orders])
     }

@@ -288,6 +288,7 @@ mod tests {
             relations: vec![],
             lookups: vec![],
             aggregates: vec![],
+            search: vec![],
         }])
     }
 

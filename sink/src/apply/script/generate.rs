@@ -220,6 +220,7 @@ pub(super) mod tests {
             }],
             lookups: vec![],
             aggregates: vec![],
+            search: vec![],
         }
     }
 

@@ -77,6 +77,7 @@ pub fn config(tag: &str, ttl_seconds: Option<u64>) -> Config {
                 relations: vec![],
                 lookups: vec![],
                 aggregates: vec![],
+                search: vec![],
             },
             Mapping {
                 name: format!("{tag}_orders"),
@@ -93,6 +94,7 @@ pub fn config(tag: &str, ttl_seconds: Option<u64>) -> Config {
                 }],
                 lookups: vec![],
                 aggregates: vec![],
+                search: vec![],
             },
         ],
     }
