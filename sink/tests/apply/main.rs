@@ -12,5 +12,6 @@ mod exclusive;
 mod filtered;
 mod guard;
 mod owned;
+mod search;
 mod semantics;
 mod support;

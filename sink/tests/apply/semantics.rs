@@ -47,6 +47,10 @@ async fn snapshot_and_insert() {
           P:customer:1 = 22547280
         sink:rows:P_orders (hash)
           P:order:3 = 22547400
+        sink:search:P_customers:name_prefix (zset, newest first)
+          jane doe\\08000000000000001\\0P:customer:1 @ 0
+        sink:search:P_customers:name_prefix:members (hash)
+          P:customer:1 = jane doe\\08000000000000001\\0P:customer:1
         P:customer:1 (hash)
           created_at = 2026-11-24T00:36:33.142906Z
           email = jane@example.com
@@ -114,6 +118,10 @@ async fn update_with_null_before_moves_the_email_index() {
           P:customer:email:jane@example.com = 22550208
         sink:rows:P_customers (hash)
           P:customer:1 = 22550208
+        sink:search:P_customers:name_prefix (zset, newest first)
+          jane doe\\08000000000000001\\0P:customer:1 @ 0
+        sink:search:P_customers:name_prefix:members (hash)
+          P:customer:1 = jane doe\\08000000000000001\\0P:customer:1
         P:customer:1 (hash)
           created_at = 2026-11-24T00:36:33.142906Z
           email = jane.doe@example.com

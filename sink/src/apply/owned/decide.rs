@@ -41,6 +41,8 @@ struct Deletion {
     releases: Vec<(String, usize, i64)>,
     /// Relation members to remove: (parent, member).
     members: Vec<(String, String)>,
+    /// Search members to remove: (search number, member).
+    search_members: Vec<(usize, String)>,
 }
 
 /// Decides `batch` in order, exactly as the change script would, against `state` and
@@ -160,6 +162,12 @@ impl OwnedState {
         let mut out = Deletion {
             releases: Vec::new(),
             members: Vec::new(),
+            search_members: stored
+                .search_members
+                .iter()
+                .enumerate()
+                .filter_map(|(s, member)| Some((s, member.clone()?)))
+                .collect(),
         };
         let Some(pk) = model.primary_key(&stored.values) else {
             return out;
@@ -201,6 +209,12 @@ impl OwnedState {
         for (parent, member) in deletion.members {
             w.writes.zrem(&parent, &member);
         }
+        let model = Arc::clone(&self.models[m]);
+        for (s, member) in deletion.search_members {
+            let search = &model.searches[s];
+            w.writes.zrem(&search.zset, &member);
+            w.writes.write_field(&search.members, key, None);
+        }
         w.writes.delete_row(key);
         self.set_row(&mut w.undo, m, key, None);
     }
@@ -228,6 +242,9 @@ impl OwnedState {
             self.index_decisions(m, old, &new, &pk, u.position, stored_pos, &mut queued);
         let current = stored.map_or(&[][..], |s| &s.scores[..]);
         let scores = relation_decisions(&model, u, old, &new, &pk, current, &mut queued);
+        let no_members = vec![None; model.searches.len()].into_boxed_slice();
+        let old_members = stored.map_or(&no_members, |s| &s.search_members);
+        let search_members = search_decisions(&model, u, old_members, &mut queued);
         let mut deltas = Deltas::default();
         let aggregates = deltas
             .collect(&model, old, true)
@@ -253,6 +270,7 @@ impl OwnedState {
                 position: recorded,
                 values: new,
                 scores,
+                search_members,
             }),
         );
         Ok(true)
@@ -377,12 +395,53 @@ fn relation_decisions(
     scores
 }
 
+/// Per search: the row's member after upsert `u` (set, removed when the field is NULL, kept
+/// when its value was not sent), queuing the `ZREM` of the old member, the `ZADD` of the new
+/// one and the members hash entry when it changes.
+fn search_decisions(
+    model: &Model,
+    u: &RowUpsert,
+    old: &[Option<String>],
+    queued: &mut Vec<Queued>,
+) -> Box<[Option<String>]> {
+    model
+        .searches
+        .iter()
+        .enumerate()
+        .map(|(s, search)| {
+            let old = old.get(s).cloned().flatten();
+            let new = match u.search_members.get(s) {
+                Some(FieldWrite::Set(member)) => Some(member.clone()),
+                Some(FieldWrite::Remove) => None,
+                Some(FieldWrite::Keep) | None => return old,
+            };
+            if old != new {
+                if let Some(old) = old {
+                    queued.push(Queued::Zrem(search.zset.clone(), old));
+                }
+                let entry = new.clone();
+                if let Some(member) = &new {
+                    queued.push(Queued::Zadd(search.zset.clone(), 0.0, member.clone()));
+                }
+                queued.push(Queued::Field(
+                    search.members.clone(),
+                    u.row_key.clone(),
+                    entry,
+                ));
+            }
+            new
+        })
+        .collect()
+}
+
 /// A write decided before the change's hash is written (the script's queued writes).
 enum Queued {
     Delete(String),
     Set(String, String),
     Zrem(String, String),
     Zadd(String, f64, String),
+    /// A bookkeeping hash field: set, or removed with `None`.
+    Field(String, String, Option<String>),
 }
 
 impl Queued {
@@ -392,6 +451,7 @@ impl Queued {
             Queued::Set(k, v) => writes.set(&k, &v),
             Queued::Zrem(parent, member) => writes.zrem(&parent, &member),
             Queued::Zadd(parent, score, member) => writes.zadd(&parent, score, &member),
+            Queued::Field(key, field, value) => writes.write_field(&key, &field, value.as_deref()),
         }
     }
 }
@@ -494,6 +554,7 @@ mod tests {
                 ("email".into(), FieldWrite::Set(email.into())),
             ],
             relation_scores: vec![],
+            search_members: vec![],
         });
         change(CUSTOMERS, plan, offset)
     }
@@ -514,6 +575,7 @@ mod tests {
             position: Some(position),
             fields,
             relation_scores: vec![score],
+            search_members: vec![],
         });
         change(ORDERS, plan, position)
     }

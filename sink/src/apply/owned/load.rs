@@ -136,8 +136,12 @@ impl OwnedState {
         for ((i, r), score) in asked.into_iter().zip(scores) {
             row_scores[i][r] = score;
         }
-        for (((row, position), vals), scores) in
-            page.into_iter().zip(values.iter_mut()).zip(row_scores)
+        let mut members = self.load_search_members(conn, &model, &page).await?;
+        for ((((row, position), vals), scores), search_members) in page
+            .into_iter()
+            .zip(values.iter_mut())
+            .zip(row_scores)
+            .zip(members.drain(..))
         {
             let position = parse_position(&model.rows_key, &row, &position)?;
             self.load_row(
@@ -147,10 +151,35 @@ impl OwnedState {
                     position,
                     values: std::mem::take(vals),
                     scores,
+                    search_members,
                 },
             );
         }
         Ok(())
+    }
+
+    /// Per row of `page`, its member of each search of `model` (the members hashes), in one
+    /// pipelined round trip when the mapping has searches.
+    async fn load_search_members<C: ConnectionLike + Send>(
+        &self,
+        conn: &mut C,
+        model: &super::model::Model,
+        page: &[(String, String)],
+    ) -> Result<Vec<Box<[Option<String>]>>, LoadError> {
+        if model.searches.is_empty() {
+            return Ok(vec![Box::default(); page.len()]);
+        }
+        let mut pipe = redis::pipe();
+        for (row, _) in page {
+            for search in &model.searches {
+                pipe.cmd("HGET").arg(&search.members).arg(row);
+            }
+        }
+        let replies: Vec<Option<Option<String>>> = replies(conn, pipe).await?;
+        Ok(replies
+            .chunks(model.searches.len())
+            .map(|row| row.iter().map(|m| m.clone().flatten()).collect())
+            .collect())
     }
 
     /// One page of `sink:index:{mapping}:{index}`: (index key, position) pairs.

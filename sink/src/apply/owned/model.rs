@@ -38,6 +38,17 @@ pub(super) struct Model {
     pub(super) relations: Vec<(Vec<Part>, String)>,
     /// Per aggregate: what the script's `M.aggregates` holds.
     pub(super) aggregates: Vec<AggregateModel>,
+    /// Per search: its sorted set and its members hash (the script's `M.searches`).
+    pub(super) searches: Vec<SearchModel>,
+}
+
+/// Where one search's members live (`M.searches[i]` in `change.lua`).
+#[derive(Debug, Clone)]
+pub(super) struct SearchModel {
+    /// `sink:search:{mapping}:{search}`.
+    pub(super) zset: String,
+    /// `sink:search:{mapping}:{search}:members`.
+    pub(super) members: String,
 }
 
 /// What the script knows about one aggregate (`M.aggregates[i]` in `change.lua`).
@@ -90,6 +101,14 @@ impl Model {
                     parent: parts(&a.key),
                     sums: a.sum.iter().map(|f| (number(f), f.clone())).collect(),
                     group: a.group_by.as_deref().map(number),
+                })
+                .collect(),
+            searches: m
+                .search
+                .iter()
+                .map(|s| SearchModel {
+                    zset: layout::search_key(&m.name, &s.name),
+                    members: layout::search_members_key(&m.name, &s.name),
                 })
                 .collect(),
             fields,

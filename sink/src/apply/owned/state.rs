@@ -31,6 +31,8 @@ pub(super) struct RowState {
     pub(super) position: i64,
     pub(super) values: Vec<Option<String>>,
     pub(super) scores: Vec<Option<f64>>,
+    /// Per search of the mapping: the row's member of its sorted set (`mapping::search`).
+    pub(super) search_members: Box<[Option<String>]>,
 }
 
 /// What the sink stored for one index key: its value (the owner), its `sink:index`
@@ -241,6 +243,12 @@ fn row_bytes(key_len: usize, row: &RowState) -> usize {
         + allocation(row.values.len() * size_of::<Option<String>>())
         + values
         + allocation(row.scores.len() * size_of::<Option<f64>>())
+        + allocation(row.search_members.len() * size_of::<Option<String>>())
+        + row
+            .search_members
+            .iter()
+            .map(|m| m.as_ref().map_or(0, |s| allocation(s.len())))
+            .sum::<usize>()
 }
 
 /// Heap bytes of an index entry whose key is `key_len` bytes long.
@@ -312,6 +320,7 @@ mod tests {
             position,
             values: vec![Some("1".into()), Some(email.into())],
             scores: vec![],
+            search_members: Box::default(),
         }
     }
 

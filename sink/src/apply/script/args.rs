@@ -19,19 +19,27 @@ pub(crate) struct MappingArgs {
     fields: Vec<String>,
     /// Per relation: the stored name of its `order_by` field.
     order_by: Vec<String>,
+    /// How many searches (`search:`) the mapping has.
+    searches: usize,
 }
 
 /// The upsert part of one change, before it is written out.
 struct UpsertArgs<'a> {
     refs: Vec<i64>,
     scores: Vec<String>,
+    searches: Vec<String>,
     sets: Vec<(&'a str, &'a str)>,
     removes: Vec<&'a str>,
 }
 
 impl UpsertArgs<'_> {
     fn len(&self) -> usize {
-        self.refs.len() + self.scores.len() + 2 + 2 * self.sets.len() + self.removes.len()
+        self.refs.len()
+            + self.scores.len()
+            + self.searches.len()
+            + 2
+            + 2 * self.sets.len()
+            + self.removes.len()
     }
 }
 
@@ -46,6 +54,7 @@ impl MappingArgs {
                 .iter()
                 .map(|r| r.order_by.clone())
                 .collect(),
+            searches: mapping.search.len(),
         }
     }
 
@@ -61,7 +70,12 @@ impl MappingArgs {
                         FieldWrite::Keep => {}
                     }
                 }
-                HEAD + self.fields.len() + self.order_by.len() + 2 + 2 * sets + removes
+                HEAD + self.fields.len()
+                    + self.order_by.len()
+                    + self.searches
+                    + 2
+                    + 2 * sets
+                    + removes
             }
             Plan::Delete(_) | Plan::Truncate { .. } => HEAD,
         }
@@ -113,6 +127,9 @@ impl MappingArgs {
             for s in u.scores {
                 cmd.arg(s);
             }
+            for s in u.searches {
+                cmd.arg(s);
+            }
             cmd.arg(u.sets.len());
             for (name, value) in u.sets {
                 cmd.arg(name).arg(value);
@@ -125,7 +142,7 @@ impl MappingArgs {
         Ok(())
     }
 
-    /// refs, scores, set pairs, removed fields.
+    /// refs, scores, search members, set pairs, removed fields.
     fn upsert_args<'a>(&self, u: &'a RowUpsert) -> UpsertArgs<'a> {
         let mut refs = vec![0_i64; self.fields.len()];
         let mut sets: Vec<(&str, &str)> = Vec::with_capacity(u.fields.len());
@@ -156,9 +173,18 @@ impl MappingArgs {
                 relation_score(u, r, order_by).map_or_else(String::new, format_score)
             })
             .collect();
+        // 'k' keep the stored member, 'r' remove it, 's' + the new member.
+        let searches = (0..self.searches)
+            .map(|i| match u.search_members.get(i) {
+                Some(FieldWrite::Set(member)) => format!("s{member}"),
+                Some(FieldWrite::Remove) => "r".to_owned(),
+                Some(FieldWrite::Keep) | None => "k".to_owned(),
+            })
+            .collect();
         UpsertArgs {
             refs,
             scores,
+            searches,
             sets,
             removes,
         }
@@ -259,6 +285,7 @@ mod tests {
                     ("customer_id".into(), FieldWrite::Set("1".into())),
                 ],
                 relation_scores: vec![Some(1.5e15)],
+                search_members: vec![],
             }),
             source_ts_ms: Some(99),
             topic: "cdc.orders".into(),

@@ -10,7 +10,8 @@
 --     ttl = '60' or false, fields = { template field names, read with one HMGET },
 --     keyf = { field numbers of the row key template: the primary key text is their
 --     values joined by ':' }, indexes = { { key = 'sink:index:{name}:{index}', t = tpl } },
---     relations = { tpl } }
+--     relations = { tpl },
+--     searches = { { zset = 'sink:search:{name}:{search}', members = '...:members' } } }
 --   tpl = { n = placeholders, L0, field number, L1, ..., field number, Ln }
 --
 -- No keys are declared: the keys touched depend on stored values, so this script only runs
@@ -33,6 +34,8 @@
 --       nf refs, one per template field: '0' = not written (keep stored value), '-1' =
 --           removed (NULL), j > 0 = the j-th pair of the set list below
 --       nr scores: a number, or '' = keep the member's current score (order_by not sent)
+--       one per search: 'k' keep the row's member, 'r' remove it (field NULL), or 's' followed
+--           by the new member (mapping::search: folded value, sortable key, row key)
 --       ns, then ns pairs field, value (HSET)
 --       nd, then nd field names (HDEL)
 --
@@ -124,7 +127,7 @@ end
 
 -- Plans the deletion of `key` (stored position `stored`, or false) by a change at `p`:
 -- the hash, its index entries (only those still naming this row and not recorded by a later
--- change), its relation memberships and its `sink:rows` entry. Reads only.
+-- change), its relation memberships, its search members and its `sink:rows` entry. Reads only.
 local function plan_delete(M, writes, key, stored, p, deltas)
   local old = stored_values(M, key)
   agg_collect(M, deltas, old, -1, render)
@@ -146,6 +149,13 @@ local function plan_delete(M, writes, key, stored, p, deltas)
       if parent and call('ZSCORE', parent, pk) then writes[#writes + 1] = { 'ZREM', parent, pk } end
     end
   end
+  for _, x in ipairs(M.searches) do
+    local cur = call('HGET', x.members, key)
+    if cur then
+      writes[#writes + 1] = { 'ZREM', x.zset, cur }
+      writes[#writes + 1] = { 'HDEL', x.members, key }
+    end
+  end
   writes[#writes + 1] = { 'DEL', key }
   writes[#writes + 1] = { 'HDEL', M.rows, key }
 end
@@ -163,7 +173,8 @@ local function apply_one(M, at)
     local old = stored_values(M, row)
     local refs_at = at + 8
     local scores_at = refs_at + nf
-    local ns_at = scores_at + #M.relations
+    local searches_at = scores_at + #M.relations
+    local ns_at = searches_at + #M.searches
     local ns = tonumber(ARGV[ns_at])
     local sets_at = ns_at + 1
     local nd_at = sets_at + 2 * ns
@@ -212,6 +223,22 @@ local function apply_one(M, at)
         if score == '' then score = cur or old_score or '0' end
         if not cur or tonumber(cur) ~= tonumber(score) then
           writes[#writes + 1] = { 'ZADD', new_parent, score, pk }
+        end
+      end
+    end
+    for s, x in ipairs(M.searches) do
+      local arg = ARGV[searches_at + s - 1]
+      if arg ~= 'k' then
+        local cur = call('HGET', x.members, row)
+        local member = arg ~= 'r' and string.sub(arg, 2) or false
+        if cur ~= member then
+          if cur then writes[#writes + 1] = { 'ZREM', x.zset, cur } end
+          if member then
+            writes[#writes + 1] = { 'ZADD', x.zset, 0, member }
+            writes[#writes + 1] = { 'HSET', x.members, row, member }
+          else
+            writes[#writes + 1] = { 'HDEL', x.members, row }
+          end
         end
       end
     end

@@ -115,7 +115,22 @@ fn mapping_table(out: &mut String, m: &Mapping) {
         "\n    },\n"
     });
     aggregates_table(out, m, &number);
+    searches_table(out, m);
     out.push_str("  },\n");
+}
+
+/// `searches = { { zset = ..., members = ... }, ... },` (`change.lua`'s search upkeep).
+fn searches_table(out: &mut String, m: &Mapping) {
+    out.push_str("    searches = {");
+    for s in &m.search {
+        let _ = write!(
+            out,
+            " {{ zset = {}, members = {} }},",
+            lua_string(&layout::search_key(&m.name, &s.name)),
+            lua_string(&layout::search_members_key(&m.name, &s.name)),
+        );
+    }
+    out.push_str(" },\n");
 }
 
 /// `aggregates = { ... },` of a mapping that has aggregates (aggregate.lua's header).
