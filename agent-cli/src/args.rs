@@ -9,7 +9,7 @@ use mapping::model::{Config, LookupParam, ParamType};
 use serde_json::Value;
 
 use crate::error::ArgError;
-use crate::key_part::{describe, json_kind, key_string};
+use crate::key_part::{describe, json_kind, key_string, prefix_string};
 use crate::relation_args::{self, RelationArgs};
 use crate::tools::{self, Tool};
 
@@ -20,7 +20,8 @@ pub struct Call<'a> {
     pub tool: Tool<'a>,
     /// Which of its parameters was given.
     pub by: &'a LookupParam,
-    /// The parameter's value as it goes into the key (integers in canonical decimal form).
+    /// The parameter's value as it goes into the key (integers in canonical decimal form), or
+    /// a search lookup's prefix.
     pub value: String,
     /// For relation lookups: how many children to return.
     pub limit: Option<u32>,
@@ -97,6 +98,7 @@ pub fn validate<'a>(tool: Tool<'a>, args: &Value) -> Result<Call<'a>, ArgError> 
     };
     let value = match by.r#type {
         ParamType::Integer => integer(name, &by.param, raw)?.to_string(),
+        ParamType::String if lookup.search.is_some() => prefix_string(name, &by.param, raw)?,
         ParamType::String => key_string(name, &by.param, raw)?,
     };
 

@@ -17,13 +17,28 @@ pub const MAX_STRING_CHARS: usize = 256;
 
 /// `raw` as a string that may fill a placeholder, or the error naming `tool` and `param`.
 pub(crate) fn key_string(tool: &str, param: &str, raw: &Value) -> Result<String, ArgError> {
+    checked_string(tool, param, raw, check_key_part)
+}
+
+/// `raw` as a search prefix: like [`key_string`], except that `:` is allowed, because a
+/// prefix only bounds a `ZRANGEBYLEX` range of one declared sorted set and never becomes a key.
+pub(crate) fn prefix_string(tool: &str, param: &str, raw: &Value) -> Result<String, ArgError> {
+    checked_string(tool, param, raw, check_prefix)
+}
+
+fn checked_string(
+    tool: &str,
+    param: &str,
+    raw: &Value,
+    check: fn(&str) -> Result<(), KeyPartProblem>,
+) -> Result<String, ArgError> {
     let s = raw.as_str().ok_or_else(|| ArgError::WrongType {
         tool: tool.to_owned(),
         param: param.to_owned(),
         expected: "a string",
         got: describe(raw),
     })?;
-    check_key_part(s).map_err(|problem| match problem {
+    check(s).map_err(|problem| match problem {
         KeyPartProblem::Empty => ArgError::Empty {
             tool: tool.to_owned(),
             param: param.to_owned(),
@@ -55,6 +70,15 @@ pub enum KeyPartProblem {
 
 /// Checks that a string may fill a key template's placeholder.
 pub fn check_key_part(s: &str) -> Result<(), KeyPartProblem> {
+    check_text(s, true)
+}
+
+/// Checks a search prefix: printable text, `:` included.
+pub fn check_prefix(s: &str) -> Result<(), KeyPartProblem> {
+    check_text(s, false)
+}
+
+fn check_text(s: &str, refuse_separator: bool) -> Result<(), KeyPartProblem> {
     if s.is_empty() {
         return Err(KeyPartProblem::Empty);
     }
@@ -63,7 +87,9 @@ pub fn check_key_part(s: &str) -> Result<(), KeyPartProblem> {
     }
     for c in s.chars() {
         let what = match c {
-            ':' => "`:` (the key separator, which could address another key)".to_owned(),
+            ':' if refuse_separator => {
+                "`:` (the key separator, which could address another key)".to_owned()
+            }
             c if c.is_control() => format!("control characters (U+{:04X})", u32::from(c)),
             _ => continue,
         };
@@ -126,6 +152,17 @@ mod tests {
         ] {
             assert_eq!(check_key_part(ok), Ok(()), "{ok:?}");
         }
+    }
+
+    #[test]
+    fn a_search_prefix_may_hold_the_separator_but_no_control_character() {
+        assert_eq!(check_prefix("Re: invoices"), Ok(()));
+        assert_eq!(check_prefix(":"), Ok(()));
+        assert!(matches!(
+            check_prefix("a\u{0}b"),
+            Err(KeyPartProblem::Forbidden(_))
+        ));
+        assert_eq!(check_prefix(""), Err(KeyPartProblem::Empty));
     }
 
     #[test]

@@ -3,7 +3,8 @@
 -- KEYS[1]  sink:types:{mapping}     (names: mapping::layout)
 -- KEYS[2]  sink:freshness:{mapping}
 -- KEYS[3]  the addressed key: the row hash (mode "row"), the unique index string
---          (mode "index") or the relation's sorted set (mode "relation")
+--          (mode "index"), the relation's sorted set (mode "relation") or a search's
+--          sorted set (mode "search": ARGV[3] is the folded prefix; mapping::search)
 -- ARGV[1]  mode
 -- ARGV[2]  limit (relation; 0 otherwise)
 -- ARGV[3..] (index, relation) the row key template's literal pieces around its placeholder:
@@ -163,6 +164,16 @@ elseif mode == 'range' then
   end)
   for _, id in ipairs(ids) do
     push_row(row_key(id, 5))
+  end
+elseif mode == 'search' then
+  -- The first `limit` members whose folded value starts with the prefix, in member order
+  -- (folded value, then primary key). UTF-8 text never holds the byte 0xFF, so it bounds
+  -- every text that starts with the prefix. A member's row key follows its last NUL.
+  local prefix = ARGV[3]
+  local members = redis.call('ZRANGEBYLEX', KEYS[3], '[' .. prefix, '[' .. prefix .. '\255',
+    'LIMIT', 0, tonumber(ARGV[2]))
+  for _, member in ipairs(members) do
+    push_row(string.match(member, '%z([^%z]*)$'))
   end
 elseif mode == 'aggregate' then
   -- An aggregate's hash (mapping::layout::aggregate), as one "row"; absent: no rows.

@@ -22,7 +22,8 @@ use crate::watermark::{self, ReadAfter};
 /// What a tool returns: `{"result": ..., "freshness": {...}}`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ToolOutput {
-    /// An object (single-row lookup), `null` (not found) or an array (relation lookup).
+    /// An object (single-row lookup), `null` (not found) or an array (relation or search
+    /// lookup).
     pub result: Value,
     /// How current the data is.
     pub freshness: Freshness,
@@ -173,7 +174,7 @@ impl<C: ConnectionLike + Clone + Send> Lookups<C> {
             .collect::<Result<Vec<_>, _>>()?;
         let result = if let Some(aggregate) = aggregate {
             crate::aggregate::figures(aggregate, raw.rows.first().map(|r| r.as_slice()))
-        } else if call.tool.lookup.relation.is_some() {
+        } else if call.tool.lookup.relation.is_some() || call.tool.lookup.search.is_some() {
             Value::Array(rows)
         } else {
             let mut row = rows.pop().unwrap_or(Value::Null);

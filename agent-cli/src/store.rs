@@ -100,6 +100,17 @@ pub enum Target {
         /// Aggregate key.
         key: String,
     },
+    /// A prefix search's sorted set (`mapping::search`), e.g.
+    /// `sink:search:customers:name_prefix`: the first rows whose folded field starts with
+    /// the folded prefix, by folded value then primary key.
+    Search {
+        /// Sorted set key.
+        key: String,
+        /// The prefix, folded as the sink folds values.
+        prefix: String,
+        /// How many rows at most.
+        limit: u32,
+    },
 }
 
 /// Renders the keys of a validated call, only from templates its lookup declares.
@@ -111,7 +122,13 @@ pub fn plan(call: &Call<'_>) -> Result<ReadPlan, PlanError> {
         .aggregate
         .as_deref()
         .and_then(|a| mapping.aggregate(a));
-    let target = if let Some(aggregate) = aggregate {
+    let target = if let Some(search) = &lookup.search {
+        Target::Search {
+            key: layout::search_key(&mapping.name, search),
+            prefix: mapping::search::fold(&call.value),
+            limit: call.limit.unwrap_or(DEFAULT_RELATION_LIMIT),
+        }
+    } else if let Some(aggregate) = aggregate {
         Target::Aggregate {
             key: fill(&aggregate.key, &call.value, tool)?,
         }
@@ -316,6 +333,9 @@ impl<C: ConnectionLike + Clone + Send> Store<C> {
                 Target::Aggregate { .. } => {
                     cmd.arg("aggregate");
                 }
+                Target::Search { prefix, limit, .. } => {
+                    cmd.arg("search").arg(*limit).arg(prefix);
+                }
             }
             if let Some(includes) = includes.filter(|i| !i.reads.is_empty()) {
                 cmd.arg(includes.spec_json());
@@ -449,7 +469,8 @@ fn target_key(plan: &ReadPlan) -> &str {
         | Target::Index { key, .. }
         | Target::Relation { key, .. }
         | Target::RelationRange { key, .. }
-        | Target::Aggregate { key } => key,
+        | Target::Aggregate { key }
+        | Target::Search { key, .. } => key,
     }
 }
 

@@ -29,6 +29,7 @@ fn default_file_yields_the_seed_tools() {
         names,
         [
             "get_customer",
+            "find_customers",
             "get_order",
             "get_customer_orders",
             "get_customer_order_stats"
@@ -59,7 +60,21 @@ fn default_file_yields_the_seed_tools() {
         (json!(1), json!(1))
     );
 
-    let get_order = &tools[1]["function"];
+    let find = &tools[1]["function"];
+    assert_eq!(
+        find["description"],
+        "Find customers whose name starts with the given text (case-insensitive)"
+    );
+    assert_eq!(
+        find["parameters"]["properties"],
+        json!({
+            "name_prefix": {"type": "string", "description": "Start of the name", "minLength": 1, "maxLength": 256},
+            "limit": {"type": "integer", "description": "Max customers", "default": 10, "minimum": 1, "maximum": 50},
+        })
+    );
+    assert_eq!(find["parameters"]["required"], json!(["name_prefix"]));
+
+    let get_order = &tools[2]["function"];
     assert_eq!(get_order["description"], "Look up a specific order by ID");
     assert_eq!(
         get_order["parameters"]["properties"]["order_id"]["type"],
@@ -67,7 +82,7 @@ fn default_file_yields_the_seed_tools() {
     );
     assert_eq!(get_order["parameters"]["required"], json!(["order_id"]));
 
-    let orders = &tools[2]["function"];
+    let orders = &tools[3]["function"];
     assert_eq!(
         orders["description"],
         "Get recent orders for a customer, newest first"
@@ -95,16 +110,18 @@ fn tool_formats_anthropic_and_mcp() {
         serde_json::from_slice(&out.stdout).unwrap()
     };
     let anthropic = run("anthropic");
-    assert_eq!(anthropic[1]["name"], "get_order");
+    assert_eq!(anthropic[2]["name"], "get_order");
     assert_eq!(
-        anthropic[1]["input_schema"]["required"],
+        anthropic[2]["input_schema"]["required"],
         json!(["order_id"])
     );
-    assert!(anthropic[1].get("type").is_none());
+    assert!(anthropic[2].get("type").is_none());
     let mcp = run("mcp");
-    assert_eq!(mcp[2]["name"], "get_customer_orders");
-    assert_eq!(mcp[2]["inputSchema"]["properties"]["limit"]["default"], 10);
-    assert_eq!(mcp[2]["annotations"]["readOnlyHint"], true);
+    assert_eq!(mcp[3]["name"], "get_customer_orders");
+    assert_eq!(mcp[3]["inputSchema"]["properties"]["limit"]["default"], 10);
+    assert_eq!(mcp[3]["annotations"]["readOnlyHint"], true);
+    assert_eq!(mcp[1]["name"], "find_customers");
+    assert_eq!(mcp[1]["inputSchema"]["properties"]["limit"]["maximum"], 50);
 
     let bad = assert_cmd::Command::new(support::bin())
         .args(["tools", "--format", "xml"])

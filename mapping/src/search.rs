@@ -106,7 +106,7 @@ mod tests {
 
     #[test]
     fn byte_order_is_folded_value_then_primary_key() {
-        let mut members = vec![
+        let mut members = [
             row("jane", 10),
             row("Jane", 2),
             row("JANET", 1),

@@ -31,12 +31,14 @@ fn summary(config: &Config) -> String {
     ));
     for m in &config.mappings {
         out.push_str(&format!(
-            "  {}: {} -> {} ({} index(es), {} relation(s), {} lookup(s))\n",
+            "  {}: {} -> {} ({} index(es), {} relation(s), {} aggregate(s), {} search(es), {} lookup(s))\n",
             m.name,
             m.topic,
             m.key.source,
             m.indexes.len(),
             m.relations.len(),
+            m.aggregates.len(),
+            m.search.len(),
             m.lookups.len(),
         ));
     }

@@ -32,7 +32,12 @@ fn the_shipped_connectors_yaml_validates() {
     let stdout = text(&out.stdout);
     assert!(stdout.starts_with("OK: 2 mapping(s)"), "{stdout}");
     assert!(
-        stdout.contains("customers: cdc.public.customers -> customer:{id}"),
+        stdout.contains("customers: cdc.public.customers -> customer:{id} (1 index(es), 0 relation(s), 0 aggregate(s), 1 search(es), 2 lookup(s))"),
+        "{stdout}"
+    );
+    // The status-filtered relation counts: `filters:` on get_customer_orders derives it.
+    assert!(
+        stdout.contains("orders: cdc.public.orders -> order:{id} (0 index(es), 2 relation(s), 1 aggregate(s), 0 search(es), 3 lookup(s))"),
         "{stdout}"
     );
 }
