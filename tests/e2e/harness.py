@@ -283,6 +283,19 @@ def order_stats(orders: Any) -> dict[str, dict[str, str]]:
     return {k: {f: str(v) for f, v in h.items()} for k, h in out.items()}
 
 
+# The default connectors.yaml's prefix search (`search: name_prefix` on customers): its sorted
+# set and members hash (mapping::layout::search_key, search_members_key).
+SEARCH_KEY = "sink:search:customers:name_prefix"
+SEARCH_MEMBERS_KEY = "sink:search:customers:name_prefix:members"
+
+
+def search_member(name: str, customer_id: int) -> str:
+    """A customer's member of the name search (mapping::search::member): the lower-cased name,
+    the id as 16 hex digits with its sign bit flipped, the row key, separated by NUL."""
+    sortable = (customer_id + 2**63) % 2**64
+    return f"{name.lower()}\0{sortable:016x}\0customer:{customer_id}"
+
+
 # ---------------------------------------------------------------- the pipeline
 
 
@@ -458,6 +471,14 @@ class Pipeline:
         customer["recent_orders"] = self.sql_customer_orders(customer["id"], RECENT_ORDERS)
         return customer
 
+    def sql_find_customers(self, prefix: str, limit: int) -> list[dict]:
+        """find_customers' answer: customers whose lower-cased name starts with the lower-cased
+        prefix, by lower-cased name (code point order) then id, at most `limit`."""
+        rows = self.rows("SELECT * FROM customers WHERE name IS NOT NULL")
+        hits = [r for r in rows if r["name"].lower().startswith(prefix.lower())]
+        hits.sort(key=lambda r: (r["name"].lower(), r["id"]))
+        return [{k: json_value(v) for k, v in r.items()} for r in hits[:limit]]
+
     def sql_order(self, order_id: int) -> dict | None:
         rows = self.rows("SELECT * FROM orders WHERE id = %s", (order_id,))
         return {k: json_value(v) for k, v in rows[0].items()} if rows else None
@@ -532,6 +553,12 @@ class Pipeline:
                                                {"customer_id": customer_id, "limit": limit})["result"],
                              lambda: self.sql_customer_orders(customer_id, limit), timeout)
 
+    def converge_find_customers(self, prefix: str, limit: int = 50, timeout: float | None = None) -> Any:
+        return self.converge(f"find_customers name_prefix={prefix!r} limit={limit}",
+                             lambda: self.tool("find_customers",
+                                               {"name_prefix": prefix, "limit": limit})["result"],
+                             lambda: self.sql_find_customers(prefix, limit), timeout)
+
     # ------------------------------------------------------------ the whole state
 
     def expected_redis(self) -> dict[str, Any]:
@@ -598,13 +625,32 @@ class Pipeline:
             leases = {f"sink:writer:{m}" for m in MAPPING_TABLES}
             allowed |= leases
             out += [f"missing lease {k} of the exclusive sink" for k in sorted(leases - book)]
+        allowed |= {SEARCH_KEY, SEARCH_MEMBERS_KEY}
         out += [f"unexpected bookkeeping key {k}" for k in sorted(book - allowed)]
+        out += self.search_differences()
         # sink:rows lists exactly the rows present.
         for m, prefix in (("customers", "customer:"), ("orders", "order:")):
             listed = set(self.db.r.hkeys(f"sink:rows:{m}"))
             rows = {k for k in exp if k.startswith(prefix) and k.count(":") == 1}
             if listed != rows:
                 out.append(f"sink:rows:{m} lists {sorted(listed - rows)} without a row and misses {sorted(rows - listed)}")
+        return out
+
+    def search_differences(self) -> list[str]:
+        """The name search's sorted set and members hash against the SQL rows: one member per
+        customer with a name, scored 0, and the hash naming each row's member."""
+        expected = {f"customer:{c['id']}": search_member(c["name"], c["id"])
+                    for c in self.rows("SELECT id, name FROM customers WHERE name IS NOT NULL")}
+        out = []
+        members = dict(self.db.r.zrange(SEARCH_KEY, 0, -1, withscores=True))
+        want = {m: 0.0 for m in expected.values()}
+        if members != want:
+            out.append(f"{SEARCH_KEY}: extra {sorted(set(members) - set(want))[:5]}, "
+                       f"missing {sorted(set(want) - set(members))[:5]}")
+        recorded = self.db.r.hgetall(SEARCH_MEMBERS_KEY)
+        if recorded != expected:
+            wrong = sorted(k for k in set(recorded) | set(expected) if recorded.get(k) != expected.get(k))
+            out.append(f"{SEARCH_MEMBERS_KEY} differs for {wrong[:5]}")
         return out
 
     def assert_redis_matches_sql(self, timeout: float | None = None) -> None:

@@ -109,6 +109,10 @@ def test_insert_and_update(converter):
         assert [o["id"] for o in p.converge_customer_orders(2)] == [11]
         assert p.converge_customer_orders(3) == []
         assert p.converge_order(4)["customer_id"] is None
+        # The rename moved Jane in the name search; "dora" was inserted above.
+        assert [c["id"] for c in p.converge_find_customers("JANE q")] == [1]
+        assert p.converge_find_customers("jane doe") == []
+        assert [c["name"] for c in p.converge_find_customers("d", 10)] == ["Dora"]
         check_everything(p)
         check_fresh(p, t0)
 
@@ -150,6 +154,8 @@ def test_deletes(identity, converter):
         assert p.converge_customer_orders(3) == []
         p.execute("DELETE FROM customers WHERE id = 3")
         assert p.converge_customer(3) is None
+        # Also under REPLICA IDENTITY DEFAULT, whose before image holds only the key.
+        assert p.converge_find_customers("alice") == []
         assert p.converge_email("alice@example.com") is None
         p.transaction(["DELETE FROM orders WHERE id = 2", "DELETE FROM customers WHERE id = 2"])
         assert p.converge_customer(2) is None
@@ -174,6 +180,7 @@ def test_primary_key_change(identity, writer, converter):
         assert p.converge_customer(200)["email"] == "bob@example.com"
         assert p.converge_customer(2) is None
         assert p.converge_email("bob@example.com")["id"] == 200
+        assert [c["id"] for c in p.converge_find_customers("BOB")] == [200]
         # Key and parent at once.
         p.execute("UPDATE orders SET id = 300, customer_id = 200 WHERE id = 3")
         assert [o["id"] for o in p.converge_customer_orders(200)] == [300]

@@ -24,6 +24,10 @@ from harness import Pipeline
 
 CHANGES = int(os.environ.get("E2E_CHANGES", "1000"))
 PLANS = ["free", "pro", "team", "enterprise"]
+# Customer names: some fold together, some only beyond ASCII (find_customers is case-insensitive
+# in Unicode), and the prefixes find_customers is checked with at the end.
+NAMES = ["Jane", "JANE", "jane doe", "Janet", "Ågot", "ÅSA", "Élodie", "Zoë", "Re: Bob"]
+SEARCHES = ["j", "JAN", "jane ", "å", "ÉL", "zo", "re: ", "x"]
 STATUSES = ["pending", "paid", "shipped", "refunded", "cancelled"]
 # A few fixed instants, so that orders of one customer often tie on created_at.
 INSTANTS = [dt.datetime(2026, 1, 1, 12, 0, 0), dt.datetime(2026, 1, 1, 12, 0, 0, 1),
@@ -67,7 +71,7 @@ class Workload:
 
     def insert_customer(self) -> list:
         return [("INSERT INTO customers(email, name, plan, mrr_cents) VALUES (%s, %s, %s, %s)",
-                 (self.email(), f"Customer {self.n}", self.rng.choice(PLANS), self.rng.randrange(0, 50000)))]
+                 (self.email(), f"{NAMES[self.n % len(NAMES)]} {self.n}", self.rng.choice(PLANS), self.rng.randrange(0, 50000)))]
 
     def insert_orders(self) -> list:
         customers = self.ids("customers")
@@ -90,9 +94,9 @@ class Workload:
         customers = self.ids("customers")
         if not customers:
             return self.insert_customer()
+        plan, mrr, n = self.rng.choice(PLANS), self.rng.randrange(0, 50000), self.rng.randrange(1000)
         return [("UPDATE customers SET plan = %s, mrr_cents = %s, name = %s, updated_at = NOW() WHERE id = %s",
-                 (self.rng.choice(PLANS), self.rng.randrange(0, 50000), f"Renamed {self.rng.randrange(1000)}",
-                  self.rng.choice(customers)))]
+                 (plan, mrr, f"{NAMES[n % len(NAMES)]} {n}", self.rng.choice(customers)))]
 
     def change_email(self) -> list:
         rows = self.p.sc.query("SELECT id, email FROM customers")
@@ -206,7 +210,8 @@ def check_final_state(p: Pipeline, w: Workload) -> dict:
               + [lambda o=o: p.converge_order(o) for o in orders]
               + [lambda c=c: p.converge_customer(c) for c in gone_customers]
               + [lambda o=o: p.converge_order(o) for o in gone_orders]
-              + [lambda e=e: p.converge_email(e) for e in gone_emails])
+              + [lambda e=e: p.converge_email(e) for e in gone_emails]
+              + [lambda q=q: p.converge_find_customers(q) for q in SEARCHES])
     with ThreadPoolExecutor(4) as pool:
         for f in [pool.submit(c) for c in checks]:
             f.result()

@@ -101,6 +101,9 @@ mappings:
     fields: all
     indexes:
       - {{ name: email, key: "customer:email:{{email}}" }}
+    # Its sorted set and members hash are compared with the clean replay like every key.
+    search:
+      - {{ name: name_prefix, field: name }}
   - name: orders
     topic: "{run_id}.public.orders"
     key: "order:{{id}}"

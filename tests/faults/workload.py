@@ -251,6 +251,9 @@ class Generator:
         row["mrr_cents"] = self.rng.randrange(0, 50_000)
         row["plan"] = self.rng.choice(PLANS + (None,))
         row["updated_at"] = self.now_us
+        # Renamed from the update's own position (no draw: the random stream stays as it was),
+        # so the name search's members move under every fault too.
+        row["name"] = f"{('Jane', 'JANE', 'Ågot', 'åsa')[self.now_us % 4]} {row_id}"
         self._emit("customers", row_id, self._envelope("customers", "u", before, dict(row)), "customer update")
 
     def swap_emails(self) -> None:
