@@ -12,8 +12,17 @@ use rebuild_support::*;
 use redis::Commands;
 
 /// Plants what a broken or outdated state holds: a missing row, missing index and relation
-/// entries, a stray row with bookkeeping, a stale index entry, a key of an older mapping.
+/// entries, a stray row with bookkeeping, a stale index entry, a key of an older mapping, a
+/// stray search member and a lost aggregate.
 fn corrupt(conn: &mut redis::Connection) {
+    let _: () = conn
+        .zadd(
+            "sink:search:customers:name_prefix",
+            "ghost\08000000000001869f\0customer:99999",
+            0,
+        )
+        .unwrap();
+    let _: () = conn.del("customer:1:order_stats").unwrap();
     let _: () = conn
         .del(&["customer:2", "order:3", "customer:email:c4@example.com"])
         .unwrap();

@@ -357,7 +357,8 @@ impl World {
     }
 }
 
-/// The default mapping file's mappings, for this world's topics.
+/// The default mapping file's mappings, for this world's topics (with its name search and
+/// order aggregate, which a rebuild must restore like every other key).
 pub const DEFAULT_MAPPINGS: &str = r#"mappings:
   - name: customers
     topic: "{customers}"
@@ -366,6 +367,8 @@ pub const DEFAULT_MAPPINGS: &str = r#"mappings:
     indexes:
       - name: email
         key: "customer:email:{email}"
+    search:
+      - { name: name_prefix, field: name }
   - name: orders
     topic: "{orders}"
     key: "order:{id}"
@@ -374,6 +377,12 @@ pub const DEFAULT_MAPPINGS: &str = r#"mappings:
       - name: customer_orders
         key: "customer:{customer_id}:orders"
         order_by: created_at
+    aggregates:
+      - name: customer_order_stats
+        key: "customer:{customer_id}:order_stats"
+        count: true
+        sum: [total_cents]
+        group_by: status
 "#;
 
 /// The `sink` binary, without the environment variables that would override the file.
