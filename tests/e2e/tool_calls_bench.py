@@ -39,7 +39,7 @@ ORDERS = int(os.environ.get("BENCH_ORDERS", "250"))
 STATUSES = ("paid", "pending", "shipped")
 NOW = dt.datetime(2026, 12, 6, 12, 0, 0)
 WEEK_START = NOW - dt.timedelta(days=7)
-SEARCH_NAMES = [  # prefix search is not built yet: kept so the data is ready for it
+SEARCH_NAMES = [  # "Jan…": three start with it whatever the case; János and Jansen do not
    "Jan Novák", "Janet Smith", "JÁNOS Kovács", "Jana Dvořák", "Bob Jansen"]
 
 
@@ -200,6 +200,13 @@ def sql_pending_last_week(p: Pipeline) -> list[int]:
     return [r["id"] for r in rows]
 
 
+def sql_name_prefix(p: Pipeline, prefix: str) -> list[int]:
+    """find_customers' order: lower-cased name, then id."""
+    rows = p.rows("SELECT id, name FROM customers WHERE name IS NOT NULL")
+    hits = sorted((r["name"].lower(), r["id"]) for r in rows if r["name"].lower().startswith(prefix.lower()))
+    return [i for _, i in hits]
+
+
 def sql_newest_orders(p: Pipeline, n: int) -> list[int]:
     rows = p.rows("SELECT id FROM orders WHERE customer_id = 1 ORDER BY created_at DESC, id DESC LIMIT %s", (n,))
     return [r["id"] for r in rows]
@@ -219,6 +226,8 @@ def main() -> int:
         p.converge("order stats", lambda: p.tool("get_customer_order_stats", {"customer_id": 1})["result"],
                    lambda: stats, timeout=120.0)
         p.converge_customer_orders(1, limit=100, timeout=120.0)
+        jan = sql_name_prefix(p, "jan")
+        p.converge_find_customers("jan", timeout=120.0)
         p.sink.stop()
         r = redis.Redis.from_url(p.db.url, decode_responses=True)
         p.tool("get_order", {"order_id": 1})  # loads the lookup script into Redis's cache
@@ -253,7 +262,9 @@ def main() -> int:
              ([[("get_customer", {"email": "jane@example.com"})]],
               lambda res: res[0]["result"]["id"] == 1
                           and [o["id"] for o in res[0]["result"]["recent_orders"]] == newest3)),
-            ("name prefix search", "Find the customer called Jan...", None, None),
+            ("name prefix search", "Find the customer called Jan...", None,
+             ([[("find_customers", {"name_prefix": "Jan"})]],
+              lambda res: [c["id"] for c in res[0]["result"]] == jan)),
         ]
         for short, question, before, after in questions:
             for variant, spec in (("before", before), ("after", after)):
