@@ -91,6 +91,15 @@ pub enum ArgError {
 /// lookups at load time, so this means the two disagree; it is reported, never guessed at.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PlanError {
+    /// A `range` on a relation whose `order_by` field the sink recorded with a type that is no
+    /// time: the RFC 3339 bounds would be compared with its plain numbers.
+    #[error("lookup `{tool}`: `range` needs a timestamp or date `order_by`, but field `{field}` of mapping `{mapping}` holds {found} values")]
+    RangeNeedsTime {
+        tool: String,
+        mapping: String,
+        field: String,
+        found: mapping::ColumnType,
+    },
     /// The lookup names an index the mapping does not declare.
     #[error("lookup `{tool}`: mapping `{mapping}` has no index `{index}`")]
     UnknownIndex {

@@ -6,12 +6,13 @@ use std::sync::Arc;
 
 use mapping::layout;
 use mapping::model::{Config, Source};
+use mapping::ColumnType;
 use redis::aio::{ConnectionLike, MultiplexedConnection};
 use serde::Serialize;
 use serde_json::Value;
 
 use crate::args::{self, Call};
-use crate::error::CallError;
+use crate::error::{CallError, PlanError};
 use crate::freshness::{self, Freshness, Record};
 use crate::include;
 use crate::included_rows;
@@ -167,6 +168,9 @@ impl<C: ConnectionLike + Clone + Send> Lookups<C> {
         let aggregate =
             (call.tool.lookup.aggregate.as_deref()).and_then(|a| call.tool.mapping.aggregate(a));
         let types = typing::types_of(&raw.types);
+        if call.relation_args.range.is_some() {
+            range_needs_time(call, &types)?;
+        }
         let mut rows = raw
             .rows
             .iter()
@@ -250,5 +254,26 @@ impl<C: ConnectionLike + Clone + Send> Lookups<C> {
                 freshness
             }
         })
+    }
+}
+
+/// A `range` compares epoch microseconds with the relation's scores, which are epoch
+/// microseconds only for a timestamp or date `order_by` (mapping::score): refuse a call whose
+/// relation is ordered by another type the sink recorded, rather than answer a wrong range.
+/// An `order_by` the types hash does not name yet (nothing applied) passes.
+fn range_needs_time(call: &Call<'_>, types: &typing::Types<'_>) -> Result<(), PlanError> {
+    let mapping = call.tool.mapping;
+    let Some(relation) = (call.tool.lookup.relation.as_deref()).and_then(|r| mapping.relation(r))
+    else {
+        return Ok(());
+    };
+    match types.get(relation.order_by.as_str()).copied().flatten() {
+        None | Some(ColumnType::Timestamp | ColumnType::Date) => Ok(()),
+        Some(found) => Err(PlanError::RangeNeedsTime {
+            tool: call.tool.lookup.tool.clone(),
+            mapping: mapping.name.clone(),
+            field: relation.order_by.clone(),
+            found,
+        }),
     }
 }

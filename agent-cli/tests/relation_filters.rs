@@ -202,6 +202,24 @@ fn a_bound_that_is_not_rfc_3339_is_refused_clearly() {
 }
 
 #[test]
+fn a_range_on_a_relation_not_ordered_by_time_is_refused() {
+    let mut fx = fixture();
+    // The sink recorded `created_at` as a plain number: epoch-microsecond bounds would be
+    // compared with its values.
+    let _: () = fx
+        .conn
+        .hset(format!("sink:types:{}", fx.orders), "created_at", "long")
+        .unwrap();
+    let args = json!({"customer_id": 42, "created_after": "2026-01-01T00:00:00Z"});
+    let (code, out, stderr) = run_tool(&fx, "get_customer_orders", &args.to_string(), &[]);
+    assert_eq!(code, 2, "{out} {stderr}");
+    assert!(
+        stderr.contains("`range` needs a timestamp or date `order_by`, but field `created_at`"),
+        "{stderr}"
+    );
+}
+
+#[test]
 fn the_default_file_describes_filters_and_range() {
     for (format, path) in [
         ("openai", "/function/parameters"),
