@@ -419,14 +419,13 @@ fn search_decisions(
                 if let Some(old) = old {
                     queued.push(Queued::Zrem(search.zset.clone(), old));
                 }
-                let entry = new.clone();
                 if let Some(member) = &new {
                     queued.push(Queued::Zadd(search.zset.clone(), 0.0, member.clone()));
                 }
                 queued.push(Queued::Field(
                     search.members.clone(),
                     u.row_key.clone(),
-                    entry,
+                    new.clone(),
                 ));
             }
             new
