@@ -22,6 +22,8 @@ use testkit::loadgen::{self, envelope, WireEncoder, WireRecord};
 use tokio_util::sync::CancellationToken;
 
 const ROUNDS: usize = 15;
+/// Rounds produced only once the watermark reached the previous one.
+const PACED_ROUNDS: usize = 3;
 const PER_ROUND: i64 = 300;
 const ROWS: i64 = 120;
 const BASE_MICROS: i64 = 1_795_480_593_142_906;
@@ -170,6 +172,10 @@ async fn the_watermark_never_runs_ahead_of_data_on_other_partitions() {
         }
     });
 
+    // Stops the checker however the test ends: a panic would otherwise leave its blocking
+    // task polling, and the runtime waits for blocking tasks, so the test would hang.
+    let stop_checker = done.clone().drop_guard();
+
     let template = fixture("avro-customers-op_c-insert.json")["value"].clone();
     let producer = loadgen::producer(&s.stack.bootstrap).expect("producer");
     let mut lsn: i64 = 40_000_000;
@@ -192,7 +198,9 @@ async fn the_watermark_never_runs_ahead_of_data_on_other_partitions() {
         ),
         headers: Vec::new(),
     };
-    for _ in 0..ROUNDS {
+    let rows_key = mapping::layout::rows_key(&s.mapping(Table::Customers));
+    let mut rows_redis = s.stack.redis();
+    for round in 0..ROUNDS {
         let mut records = Vec::new();
         let mut batch = Vec::new();
         for n in 0..PER_ROUND {
@@ -223,6 +231,23 @@ async fn the_watermark_never_runs_ahead_of_data_on_other_partitions() {
         loadgen::produce_all(&producer, &[heartbeat(lsn, confirmed)])
             .await
             .expect("produce heartbeat");
+        // The first rounds wait until the sink stored their last change, so that the
+        // watermark moves in steps the checker can see even when the sink joins its group
+        // late (it would otherwise take the whole backlog at once); the rest come as fast as
+        // they can.
+        if round < PACED_ROUNDS {
+            let (last_lsn, last_id) = *produced.lock().unwrap().last().expect("a change");
+            let row = s.key(&format!("customer:{last_id}"));
+            pipeline_support::wait_until(
+                "the sink stores the round's last change",
+                Duration::from_secs(60),
+                || {
+                    let stored: Option<i64> = rows_redis.hget(&rows_key, &row).unwrap_or(None);
+                    stored >= Some(last_lsn)
+                },
+            )
+            .await;
+        }
     }
     // One more heartbeat confirming the last one: the watermark must reach the end.
     let last = lsn;
@@ -246,7 +271,7 @@ async fn the_watermark_never_runs_ahead_of_data_on_other_partitions() {
         },
     )
     .await;
-    done.cancel();
+    drop(stop_checker);
     let seen = checker.await.expect("checker");
     shutdown.cancel();
     sink.await.expect("sink task").expect("sink");
