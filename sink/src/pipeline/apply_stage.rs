@@ -33,7 +33,7 @@ use super::in_flight::InFlight;
 use super::progress::{Progress, SinkConsumer};
 use super::retry::Backoff;
 use super::summary::Summary;
-use crate::apply::{Applier, ApplyError, BatchOutcome, Watermark};
+use crate::apply::{Applier, ApplyError, BatchOutcome, Fences, Watermark};
 use crate::dlq::{DeadLetter, DeadLetters, Origin};
 use crate::memory::MemoryGuard;
 use crate::readiness::Readiness;
@@ -237,14 +237,40 @@ async fn record_types(shared: &Shared, batch: &Batch) -> bool {
 }
 
 /// One partition: applies its slices in order and stores its offset after each.
+///
+/// A slice that the writers refuse because it was read under an assignment of the partition
+/// that another one has superseded since ([`ApplyError::Superseded`]: a rebalance, by this
+/// process or another) is dropped, and so are the later slices of that assignment without
+/// asking Redis: nothing is stored for them, and the partition's current owner applies their
+/// records from where its assignment starts. The pipeline goes on (a restart would make the
+/// consumer leave and rejoin the group: another rebalance, and more refusals).
 async fn lane(mut rx: mpsc::Receiver<Batch>, shared: Arc<Shared>) -> Result<Summary, ConsumeError> {
     let mut summary = Summary::default();
     let mut rejected_in_a_row = 0;
+    // The fences of the assignment the writers found superseded.
+    let mut superseded: Option<Fences> = None;
     while let Some(mut slice) = rx.recv().await {
-        let Some(outcome) =
-            apply_with_retries(&shared, &mut slice, &mut summary, &mut rejected_in_a_row).await?
-        else {
-            return Ok(summary);
+        let fences = slice.fences();
+        if superseded.as_ref() == Some(&fences) {
+            drop_superseded(&shared, &slice, None);
+            continue;
+        }
+        let outcome = match apply_with_retries(
+            &shared,
+            &mut slice,
+            &fences,
+            &mut summary,
+            &mut rejected_in_a_row,
+        )
+        .await?
+        {
+            None => return Ok(summary),
+            Some(Landed::Applied(outcome)) => outcome,
+            Some(Landed::Superseded(error)) => {
+                drop_superseded(&shared, &slice, Some(&error));
+                superseded = Some(fences);
+                continue;
+            }
         };
         for mark in &slice.partitions {
             let (topic, partition) = &mark.partition;
@@ -274,19 +300,51 @@ async fn lane(mut rx: mpsc::Receiver<Batch>, shared: Arc<Shared>) -> Result<Summ
     Ok(summary)
 }
 
-/// Applies `batch`, retrying transient failures; a change Redis rejects for good is
-/// dead-lettered and the rest of the batch sent again (harmless: every change is
+/// Drops `slice`, read under a superseded assignment of its partition (`refusal`: the
+/// writer's, for its first slice; later ones of the same assignment are not sent).
+fn drop_superseded(shared: &Shared, slice: &Batch, refusal: Option<&ApplyError>) {
+    shared.in_flight.applied(slice.records);
+    let Some(mark) = slice.partitions.first() else {
+        return;
+    };
+    let (topic, partition) = &mark.partition;
+    metrics::counter!(telemetry::SUPERSEDED_RECORDS, "topic" => topic.to_string())
+        .increment(slice.records as u64);
+    match refusal {
+        Some(error) => warn!(
+            %topic,
+            partition,
+            records = slice.records,
+            last = mark.last,
+            error = %one_line(error),
+            "Dropping the batches read under a superseded assignment of the partition; its current assignment applies them."
+        ),
+        None => debug!(%topic, partition, records = slice.records, last = mark.last, "Dropped a batch read under a superseded assignment."),
+    }
+}
+
+/// How a slice ended, short of shutdown.
+enum Landed {
+    /// Applied (some changes perhaps dead-lettered).
+    Applied(BatchOutcome),
+    /// Refused: read under an assignment of the partition that another one superseded.
+    Superseded(ApplyError),
+}
+
+/// Applies `batch`, read under `fences`, retrying transient failures; a change Redis rejects
+/// for good is dead-lettered and the rest of the batch sent again (harmless: every change is
 /// idempotent). `None` at shutdown.
 async fn apply_with_retries(
     shared: &Shared,
     batch: &mut Batch,
+    fences: &Fences,
     summary: &mut Summary,
     rejected_in_a_row: &mut u32,
-) -> Result<Option<BatchOutcome>, ConsumeError> {
+) -> Result<Option<Landed>, ConsumeError> {
     let mut backoff = Backoff::default();
     loop {
         let started = Instant::now();
-        let error = match shared.applier.apply_batch(&batch.changes).await {
+        let error = match shared.applier.apply_fenced(&batch.changes, fences).await {
             Ok(outcome) => {
                 let observers = &shared.observers;
                 observers.redis_answered();
@@ -297,12 +355,21 @@ async fn apply_with_retries(
                 if outcome.applied + outcome.skipped > 0 {
                     *rejected_in_a_row = 0;
                 }
-                return Ok(Some(outcome));
+                return Ok(Some(Landed::Applied(outcome)));
             }
             Err(e) => e,
         };
         shared.observers.redis_failed(&error);
-        if let ApplyError::BookkeepingLost { .. } = error {
+        if let ApplyError::Superseded { .. } = error {
+            if !own_assignment_superseded(shared, batch) {
+                return Ok(Some(Landed::Superseded(error)));
+            }
+            // This process still holds the assignment the batch was read under, yet another
+            // marked the partition: it was expelled from the group without hearing of it yet,
+            // or its assignment could not ask Redis. As when Redis lost the bookkeeping: start
+            // again, with a new assignment.
+        }
+        if let ApplyError::BookkeepingLost { .. } | ApplyError::Superseded { .. } = error {
             // The writer's marker guard (ARCHITECTURE.md, *Self-healing*): never retried, for
             // a later assignment may mark the partition again and a retried batch would then
             // land ahead of the replay. Dropped with every batch queued behind it (no offset
@@ -351,6 +418,16 @@ async fn apply_with_retries(
         summary.dead_lettered += 1;
         batch.remove_change(i);
     }
+}
+
+/// Whether `batch` was read under what this process still takes for the partition's current
+/// assignment (the same fence, or none known for either).
+fn own_assignment_superseded(shared: &Shared, batch: &Batch) -> bool {
+    let assignments = &shared.consumer.context().assignments;
+    batch
+        .fences
+        .iter()
+        .all(|((topic, partition), fence)| assignments.current(topic, *partition) == *fence)
 }
 
 /// Waits until Redis has room again after it refused a write for lack of memory (the

@@ -76,6 +76,7 @@ mod caught_up;
 mod consume_stage;
 mod dead_letter;
 mod error;
+mod fencing;
 mod in_flight;
 mod offsets;
 mod pause;
