@@ -343,7 +343,7 @@ mod tests {
         let old: Option<Arc<str>> = Some(Arc::from("r:old"));
         let new: Option<Arc<str>> = Some(Arc::from("r:new"));
         let mut batch = Batch::default();
-        let mut read = |batch: &mut Batch, partition, offset, fence: &Option<Arc<str>>| {
+        let read = |batch: &mut Batch, partition: i32, offset: i64, fence: &Option<Arc<str>>| {
             let dropped = batch.enter(&a, partition, fence.clone());
             let key = offset.to_string();
             batch.push_change(change(&a, partition, offset), Some(key.as_bytes()), None);
