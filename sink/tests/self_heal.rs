@@ -98,17 +98,10 @@ fn flushdb(world: &World, db: i64) {
 }
 
 /// The state of database `db` as [`snapshot`] takes it, without the exclusive writer's
-/// lease (held while it runs, gone once it stopped), and with the markers of
-/// `sink:offsets:run` reduced to the server run they name (their fencing token is fresh for
-/// every assignment).
+/// lease (held while it runs, gone once it stopped).
 fn state(world: &World, db: i64) -> std::collections::BTreeMap<String, Content> {
     let mut state = snapshot(&world.stack, db, true);
     state.retain(|key, _| !key.starts_with("sink:writer:"));
-    if let Some(Content::Hash(marks)) = state.get_mut(mapping::layout::OFFSETS_RUN_KEY) {
-        for mark in marks.values_mut() {
-            *mark = sink::apply::run_of(mark).to_owned();
-        }
-    }
     state
 }
 
@@ -182,9 +175,9 @@ async fn resumes_from_what_redis_holds_at_assignment(writer: Writer) {
     let second = run_caught_up(&cfg).await;
     assert_eq!(second.records as usize, late.len(), "{second:?}");
     world.clean_build(reference, DEFAULT_MAPPINGS).await;
-    let expected = state(&world, reference);
+    let expected = snapshot(&world.stack, reference, true);
     assert_same(
-        &state(&world, live),
+        &snapshot(&world.stack, live, true),
         &expected,
         "after both halves",
     );
@@ -193,7 +186,7 @@ async fn resumes_from_what_redis_holds_at_assignment(writer: Writer) {
     let held_at_end = offsets(&world, live);
     restore(&world, live, &older);
     assert_ne!(
-        state(&world, live),
+        snapshot(&world.stack, live, true),
         expected,
         "no lag planted"
     );
@@ -247,7 +240,7 @@ async fn resumes_from_what_redis_holds_at_assignment(writer: Writer) {
         "resumed from sink:offsets + 1, not from the committed end or the beginning: {healed:?}"
     );
     assert_same(
-        &state(&world, live),
+        &snapshot(&world.stack, live, true),
         &expected,
         "after resuming from the older image",
     );
@@ -262,7 +255,7 @@ async fn resumes_from_what_redis_holds_at_assignment(writer: Writer) {
     let replayed = run_caught_up(&cfg).await;
     assert_eq!(replayed.records as usize, records.len(), "{replayed:?}");
     assert_same(
-        &state(&world, live),
+        &snapshot(&world.stack, live, true),
         &expected,
         "after the replay of a flushed database",
     );
