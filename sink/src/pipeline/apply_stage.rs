@@ -479,3 +479,218 @@ async fn dead_letter_change(
     )
     .await
 }
+
+#[cfg(test)]
+mod tests {
+    //! A lane against the Redis of `REDIS_URL` (tests/stack), with a guarded shared writer and
+    //! slices of one partition read under two assignments.
+
+    use mapping::change::{Change, FieldValue};
+    use mapping::{layout, Op};
+    use rdkafka::{ClientConfig, TopicPartitionList};
+    use redis::AsyncCommands;
+
+    use super::*;
+    use crate::apply::marker;
+    use crate::config::MemorySettings;
+    use crate::connection::{redis_client, redis_pool};
+    use crate::pipeline::progress::SinkContext;
+    use crate::pipeline::self_heal::{server_run_id, SelfHeal};
+
+    /// A lane's world: one mapping (topic `{tag}`, rows `{tag}:{id}`) in the test Redis.
+    struct World {
+        tag: String,
+        config: mapping::Config,
+        shared: Arc<Shared>,
+        pool: deadpool_redis::Pool,
+        run: String,
+    }
+
+    impl World {
+        async fn new() -> World {
+            let url =
+                std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+            let tag = format!("lane{:08x}", rand::random::<u32>());
+            let yaml = format!(
+                "mappings:\n  - name: {tag}\n    topic: {tag}\n    key: \"{tag}:{{id}}\"\n"
+            );
+            let mut config = mapping::load_config_str(&yaml, "connectors.yaml", &Default::default())
+                .unwrap_or_else(|e| panic!("{e}"));
+            config.redis = mapping::RedisConfig::from_url(url.as_str());
+            let pool = redis_pool(&config.redis).expect("pool");
+            let mut conn = pool.get().await.unwrap_or_else(|e| {
+                panic!("redis at {url} is unreachable ({e}); start it with tests/stack/redis.sh")
+            });
+            let run = server_run_id(&mut conn).await.expect("INFO server");
+            let readiness = Readiness::new();
+            let settings = MemorySettings::from_config(&config);
+            let memory = crate::memory::start(&config.redis, &config.mappings, settings, &readiness)
+                .await
+                .expect("memory guard");
+            // Never connects: the lane only stores offsets (refused: nothing is assigned).
+            let mut kafka = ClientConfig::new();
+            kafka
+                .set("bootstrap.servers", "127.0.0.1:1")
+                .set("group.id", &tag)
+                .set("enable.auto.offset.store", "false");
+            let heal = SelfHeal::new(redis_client(&config.redis).expect("client"));
+            let consumer: SinkConsumer = kafka
+                .create_with_context(SinkContext::new(Arc::new(heal)))
+                .expect("consumer");
+            let shared = Shared {
+                progress: consumer.context().progress.clone(),
+                consumer: Arc::new(consumer),
+                applier: Arc::new(Applier::new(pool.clone(), &config).with_marker_guard()),
+                dead_letters: Arc::new(DeadLetters::new(&kafka, "dlq").expect("dead letters")),
+                memory,
+                shutdown: CancellationToken::new(),
+                observers: Observers {
+                    metrics: ApplyMetrics::new([tag.as_str()]),
+                    readiness,
+                },
+                in_flight: InFlight::default(),
+            };
+            World {
+                tag,
+                config,
+                shared: Arc::new(shared),
+                pool,
+                run,
+            }
+        }
+
+        /// This process's current assignment of partition 0 is the one marked `marker`.
+        fn assigned(&self, marker: &str) {
+            let mut tpl = TopicPartitionList::new();
+            tpl.add_partition(&self.tag, 0);
+            self.shared
+                .consumer
+                .context()
+                .assignments
+                .assigned(&tpl, Some(marker));
+        }
+
+        /// What Redis holds as partition 0's marker: `marker` (an assignment marked it).
+        async fn mark(&self, marker: &str) {
+            let field = layout::offsets_field(&self.tag, 0);
+            let mut conn = self.pool.get().await.expect("conn");
+            let _: () = conn
+                .hset(layout::OFFSETS_RUN_KEY, &field, marker)
+                .await
+                .expect("HSET");
+        }
+
+        /// A slice of partition 0 upserting row `id` at `offset`, read under `fence`.
+        fn slice(&self, id: i64, offset: i64, fence: &str) -> Batch {
+            let change = Change {
+                op: Op::Create,
+                key: vec![("id".into(), FieldValue::Int(id))],
+                before: None,
+                after: Some(vec![("id".into(), FieldValue::Int(id))]),
+                position: Some(100 + offset),
+                source_ts_ms: None,
+            };
+            let topic: Arc<str> = Arc::from(self.tag.as_str());
+            let plan = mapping::plan(&self.config.mappings[0], &change).expect("plan");
+            let mut batch = Batch::default();
+            batch.enter(&topic, 0, Some(Arc::from(fence)));
+            batch.push_change(
+                crate::apply::PlannedChange {
+                    mapping: 0,
+                    op: Op::Create,
+                    plan,
+                    source_ts_ms: None,
+                    topic: Arc::clone(&topic),
+                    partition: 0,
+                    offset,
+                },
+                None,
+                None,
+            );
+            batch.note_offset(&topic, 0, offset);
+            batch
+        }
+
+        /// Runs one lane over `slices` to its end.
+        async fn lane(&self, slices: Vec<Batch>) -> Summary {
+            let (tx, rx) = mpsc::channel(slices.len());
+            for slice in slices {
+                self.shared.in_flight.handed_over(slice.records);
+                tx.send(slice).await.expect("queue");
+            }
+            drop(tx);
+            lane(rx, Arc::clone(&self.shared)).await.expect("lane")
+        }
+
+        async fn rows(&self) -> Vec<String> {
+            let mut conn = self.pool.get().await.expect("conn");
+            let mut rows: Vec<String> = conn.keys(format!("{}:*", self.tag)).await.expect("KEYS");
+            rows.sort();
+            rows
+        }
+
+        async fn clean(&self) {
+            let mut conn = self.pool.get().await.expect("conn");
+            let mut keys: Vec<String> = conn.keys(format!("*{}*", self.tag)).await.expect("KEYS");
+            keys.retain(|k| !k.starts_with("sink:offsets"));
+            if !keys.is_empty() {
+                let _: () = conn.del(keys).await.expect("DEL");
+            }
+            let field = layout::offsets_field(&self.tag, 0);
+            let _: () = conn
+                .hdel(layout::OFFSETS_RUN_KEY, &field)
+                .await
+                .expect("HDEL");
+            let _: () = conn.hdel(layout::OFFSETS_KEY, &field).await.expect("HDEL");
+        }
+    }
+
+    /// The slices a lane holds from an assignment that a rebalance replaced are dropped, the
+    /// later ones without asking Redis, and the lane goes on with the new assignment's: no
+    /// restart (which would rejoin the group and cause yet another rebalance).
+    #[tokio::test]
+    async fn a_superseded_assignment_is_dropped_without_a_restart() {
+        let w = World::new().await;
+        let old = marker(&w.run, "00000000000000a1");
+        let new = marker(&w.run, "00000000000000a2");
+        w.mark(&new).await;
+        w.assigned(&new);
+        let summary = w
+            .lane(vec![
+                w.slice(1, 10, &old),
+                w.slice(2, 11, &old),
+                w.slice(3, 5, &new),
+            ])
+            .await;
+        assert!(!summary.bookkeeping_lost, "{summary:?}");
+        assert!(!w.shared.shutdown.is_cancelled(), "the pipeline must go on");
+        assert_eq!((summary.batches, summary.records), (1, 1), "{summary:?}");
+        assert_eq!(w.rows().await, vec![format!("{}:3", w.tag)]);
+        assert_eq!(w.shared.progress.next(&w.tag, 0), Some(6));
+        assert_eq!(
+            *w.shared.in_flight.subscribe().borrow(),
+            0,
+            "dropped records are no longer in flight"
+        );
+        w.clean().await;
+    }
+
+    /// A slice of what this process still takes for its current assignment, refused because
+    /// another assignment marked the partition (this process was expelled from the group
+    /// without hearing of it yet): the pipeline stops, to start again with a new assignment.
+    #[tokio::test]
+    async fn a_superseded_current_assignment_restarts_the_pipeline() {
+        let w = World::new().await;
+        let ours = marker(&w.run, "00000000000000b1");
+        w.mark(&marker(&w.run, "00000000000000b2")).await;
+        w.assigned(&ours);
+        let summary = w
+            .lane(vec![w.slice(1, 10, &ours), w.slice(2, 11, &ours)])
+            .await;
+        assert!(summary.bookkeeping_lost, "{summary:?}");
+        assert!(w.shared.shutdown.is_cancelled());
+        assert_eq!(summary.records, 0);
+        assert!(w.rows().await.is_empty());
+        w.clean().await;
+    }
+}
