@@ -319,7 +319,9 @@ fn drop_superseded(shared: &Shared, slice: &Batch, refusal: Option<&ApplyError>)
             error = %one_line(error),
             "Dropping the batches read under a superseded assignment of the partition; its current assignment applies them."
         ),
-        None => debug!(%topic, partition, records = slice.records, last = mark.last, "Dropped a batch read under a superseded assignment."),
+        None => {
+            debug!(%topic, partition, records = slice.records, last = mark.last, "Dropped a batch read under a superseded assignment.")
+        }
     }
 }
 
@@ -514,8 +516,9 @@ mod tests {
             let yaml = format!(
                 "mappings:\n  - name: {tag}\n    topic: {tag}\n    key: \"{tag}:{{id}}\"\n"
             );
-            let mut config = mapping::load_config_str(&yaml, "connectors.yaml", &Default::default())
-                .unwrap_or_else(|e| panic!("{e}"));
+            let mut config =
+                mapping::load_config_str(&yaml, "connectors.yaml", &Default::default())
+                    .unwrap_or_else(|e| panic!("{e}"));
             config.redis = mapping::RedisConfig::from_url(url.as_str());
             let pool = redis_pool(&config.redis).expect("pool");
             let mut conn = pool.get().await.unwrap_or_else(|e| {
@@ -524,9 +527,10 @@ mod tests {
             let run = server_run_id(&mut conn).await.expect("INFO server");
             let readiness = Readiness::new();
             let settings = MemorySettings::from_config(&config);
-            let memory = crate::memory::start(&config.redis, &config.mappings, settings, &readiness)
-                .await
-                .expect("memory guard");
+            let memory =
+                crate::memory::start(&config.redis, &config.mappings, settings, &readiness)
+                    .await
+                    .expect("memory guard");
             // Never connects: the lane only stores offsets (refused: nothing is assigned).
             let mut kafka = ClientConfig::new();
             kafka

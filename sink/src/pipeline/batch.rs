@@ -145,14 +145,13 @@ impl Batch {
 
     /// The fences of the batch's partitions, for the writers.
     pub fn fences(&self) -> Fences {
-        self.fences
-            .iter()
-            .fold(Fences::none(), |fences, ((topic, partition), fence)| {
-                match fence {
-                    Some(fence) => fences.with(topic, *partition, Arc::clone(fence)),
-                    None => fences,
-                }
-            })
+        self.fences.iter().fold(
+            Fences::none(),
+            |fences, ((topic, partition), fence)| match fence {
+                Some(fence) => fences.with(topic, *partition, Arc::clone(fence)),
+                None => fences,
+            },
+        )
     }
 
     /// Notes that `offset` of `topic`/`partition` was consumed.

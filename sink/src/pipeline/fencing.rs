@@ -122,6 +122,10 @@ mod tests {
         assert_eq!(cache.fence(&topic, 0), None);
         assignments.assigned(&tpl, Some("r:3"));
         assignments.assigned(&tpl, None);
-        assert_eq!(cache.fence(&topic, 0), None, "an unverified assignment has no fence");
+        assert_eq!(
+            cache.fence(&topic, 0),
+            None,
+            "an unverified assignment has no fence"
+        );
     }
 }

@@ -90,10 +90,8 @@ impl SinkContext {
     /// assignment, and logs the assignment in one line, naming the partitions moved back.
     fn place(&self, consumer: &BaseConsumer<Self>, tpl: &mut TopicPartitionList) {
         let placement = self.heal.place(consumer, tpl);
-        self.assignments.assigned(
-            tpl,
-            placement.as_ref().ok().map(|p| p.marker.as_str()),
-        );
+        self.assignments
+            .assigned(tpl, placement.as_ref().ok().map(|p| p.marker.as_str()));
         let starts = match placement {
             Ok(placement) => placement.starts,
             Err(e) => {

@@ -221,9 +221,7 @@ impl SelfHeal {
             })
             .collect();
         let token = format!("{:016x}", rand::rng().random::<u64>());
-        let (run_id, applied) = self
-            .claim(&partitions, &token)
-            .map_err(PlaceError::Redis)?;
+        let (run_id, applied) = self.claim(&partitions, &token).map_err(PlaceError::Redis)?;
         let mut starts = Vec::with_capacity(partitions.len());
         for (p, next) in partitions.iter().zip(applied) {
             // Without a committed offset the group starts where `auto.offset.reset` says

@@ -167,7 +167,11 @@ async fn refuses_a_batch_of_a_superseded_assignment(f: &Fixture, guarded: &Appli
     // A fence of another partition does not cover this one.
     let other = Fences::none().with(&f.topics[0], 1, b.as_str());
     assert_refused(f, guarded, &stale, &other, Refusal::Superseded).await;
-    assert_eq!(f.dump_data().await, after_delete, "the deleted row stays deleted");
+    assert_eq!(
+        f.dump_data().await,
+        after_delete,
+        "the deleted row stays deleted"
+    );
 
     // What the run-only guard let through: the same batch, unfenced, re-creates the row
     // that B deleted (no position remembers the delete), and nothing applies the delete again.
@@ -216,7 +220,10 @@ async fn refuses_partitions_whose_marker_is_gone_or_stale(f: &Fixture, guarded: 
 
     // Restarted from an older file: the markers name the previous run (its marker is the
     // batch's own, yet the run is gone).
-    let older = marker("0000000000000000000000000000000000000000", "0123456789abcdef");
+    let older = marker(
+        "0000000000000000000000000000000000000000",
+        "0123456789abcdef",
+    );
     mark(f, Some(&older)).await;
     assert_refused(f, guarded, &later, &read_under(f, &older), Refusal::Lost).await;
 

@@ -346,8 +346,7 @@ mod tests {
     #[test]
     fn negative_position_is_invalid() {
         let a = [MappingArgs::new(0, &mapping())];
-        let err =
-            chunk_command("sha", &a, &[upsert(1, 0), delete(2, Some(-1))], None).unwrap_err();
+        let err = chunk_command("sha", &a, &[upsert(1, 0), delete(2, Some(-1))], None).unwrap_err();
         assert_eq!(
             err.to_string(),
             "change at cdc.orders/0 offset 2: negative source position -1"
