@@ -238,12 +238,14 @@ async fn record_types(shared: &Shared, batch: &Batch) -> bool {
 
 /// One partition: applies its slices in order and stores its offset after each.
 ///
-/// A slice that the writers refuse because it was read under an assignment of the partition
-/// that another one has superseded since ([`ApplyError::Superseded`]: a rebalance, by this
-/// process or another) is dropped, and so are the later slices of that assignment without
-/// asking Redis: nothing is stored for them, and the partition's current owner applies their
-/// records from where its assignment starts. The pipeline goes on (a restart would make the
-/// consumer leave and rejoin the group: another rebalance, and more refusals).
+/// A slice that the writers' marker guard refuses although it was read under an assignment
+/// of the partition that is no longer this process's current one (a rebalance since: the
+/// partition went elsewhere, or came back under a newer assignment) is dropped, and so are
+/// the later slices of that assignment without asking Redis: nothing is stored for them, and
+/// the partition's current owner applies their records from where its assignment starts. The
+/// pipeline goes on (a restart would make the consumer leave and rejoin the group: another
+/// rebalance, and more refusals). A refused slice of the current assignment stops the
+/// pipeline, to start again from what Redis holds ([`apply_with_retries`]).
 async fn lane(mut rx: mpsc::Receiver<Batch>, shared: Arc<Shared>) -> Result<Summary, ConsumeError> {
     let mut summary = Summary::default();
     let mut rejected_in_a_row = 0;
@@ -362,20 +364,28 @@ async fn apply_with_retries(
             Err(e) => e,
         };
         shared.observers.redis_failed(&error);
-        if let ApplyError::Superseded { .. } = error {
-            if !own_assignment_superseded(shared, batch) {
+        if let ApplyError::BookkeepingLost { .. } | ApplyError::Superseded { .. } = error {
+            // The writers' marker guard (ARCHITECTURE.md, *Self-healing*). Never retried: a
+            // later assignment may mark the partition again, and a retried batch would then
+            // land ahead of its replay or behind it.
+            if !read_under_current_assignment(shared, batch) {
+                // Another assignment took over since the batch was read (elsewhere, or a newer
+                // one of this process): it applies these records; this pipeline goes on.
                 return Ok(Some(Landed::Superseded(error)));
             }
-            // This process still holds the assignment the batch was read under, yet another
-            // marked the partition: it was expelled from the group without hearing of it yet,
-            // or its assignment could not ask Redis. As when Redis lost the bookkeeping: start
-            // again, with a new assignment.
-        }
-        if let ApplyError::BookkeepingLost { .. } | ApplyError::Superseded { .. } = error {
-            // The writer's marker guard (ARCHITECTURE.md, *Self-healing*): never retried, for
-            // a later assignment may mark the partition again and a retried batch would then
-            // land ahead of the replay. Dropped with every batch queued behind it (no offset
-            // stored), and the pipeline stops to start again from what Redis holds.
+            if batch.is_unfenced() {
+                // The current assignment could not mark its partitions (Redis or the broker
+                // did not answer): the watcher starts the pipeline again as soon as Redis
+                // answers and has room. Nothing read under this assignment may land meanwhile.
+                debug!(error = %one_line(&error), "Waiting for the pipeline to start again: its assignment holds no fence.");
+                shared.shutdown.cancelled().await;
+                return Ok(None);
+            }
+            // This process's current assignment: Redis lost the partition's bookkeeping, or
+            // another assignment marked it while this process still takes it for its own (it
+            // was expelled from the group without hearing of it yet). Dropped with every batch
+            // queued behind it (no offset stored), and the pipeline starts again from what
+            // Redis holds, with a new assignment.
             warn!(
                 error = %one_line(&error),
                 "Redis lost this partition's bookkeeping; dropping the batches in flight and starting the pipeline again."
@@ -422,9 +432,9 @@ async fn apply_with_retries(
     }
 }
 
-/// Whether `batch` was read under what this process still takes for the partition's current
+/// Whether `batch` was read under what this process still takes for its partitions' current
 /// assignment (the same fence, or none known for either).
-fn own_assignment_superseded(shared: &Shared, batch: &Batch) -> bool {
+fn read_under_current_assignment(shared: &Shared, batch: &Batch) -> bool {
     let assignments = &shared.consumer.context().assignments;
     batch
         .fences
@@ -563,15 +573,16 @@ mod tests {
             }
         }
 
-        /// This process's current assignment of partition 0 is the one marked `marker`.
-        fn assigned(&self, marker: &str) {
+        /// This process's current assignment of partition 0 is the one marked `marker`
+        /// (`None`: it could not mark it).
+        fn assigned(&self, marker: Option<&str>) {
             let mut tpl = TopicPartitionList::new();
             tpl.add_partition(&self.tag, 0);
             self.shared
                 .consumer
                 .context()
                 .assignments
-                .assigned(&tpl, Some(marker));
+                .assigned(&tpl, marker);
         }
 
         /// What Redis holds as partition 0's marker: `marker` (an assignment marked it).
@@ -585,7 +596,7 @@ mod tests {
         }
 
         /// A slice of partition 0 upserting row `id` at `offset`, read under `fence`.
-        fn slice(&self, id: i64, offset: i64, fence: &str) -> Batch {
+        fn slice(&self, id: i64, offset: i64, fence: Option<&str>) -> Batch {
             let change = Change {
                 op: Op::Create,
                 key: vec![("id".into(), FieldValue::Int(id))],
@@ -597,7 +608,7 @@ mod tests {
             let topic: Arc<str> = Arc::from(self.tag.as_str());
             let plan = mapping::plan(&self.config.mappings[0], &change).expect("plan");
             let mut batch = Batch::default();
-            batch.enter(&topic, 0, Some(Arc::from(fence)));
+            batch.enter(&topic, 0, fence.map(Arc::from));
             batch.push_change(
                 crate::apply::PlannedChange {
                     mapping: 0,
@@ -617,13 +628,20 @@ mod tests {
 
         /// Runs one lane over `slices` to its end.
         async fn lane(&self, slices: Vec<Batch>) -> Summary {
-            let (tx, rx) = mpsc::channel(slices.len());
+            self.spawn_lane(slices)
+                .await
+                .expect("lane task")
+                .expect("lane")
+        }
+
+        /// Starts one lane over `slices`.
+        fn spawn_lane(&self, slices: Vec<Batch>) -> tokio::task::JoinHandle<ApplyResult> {
+            let (tx, rx) = mpsc::channel(slices.len().max(1));
             for slice in slices {
                 self.shared.in_flight.handed_over(slice.records);
-                tx.send(slice).await.expect("queue");
+                tx.try_send(slice).expect("queue");
             }
-            drop(tx);
-            lane(rx, Arc::clone(&self.shared)).await.expect("lane")
+            tokio::spawn(lane(rx, Arc::clone(&self.shared)))
         }
 
         async fn rows(&self) -> Vec<String> {
@@ -658,12 +676,12 @@ mod tests {
         let old = marker(&w.run, "00000000000000a1");
         let new = marker(&w.run, "00000000000000a2");
         w.mark(&new).await;
-        w.assigned(&new);
+        w.assigned(Some(&new));
         let summary = w
             .lane(vec![
-                w.slice(1, 10, &old),
-                w.slice(2, 11, &old),
-                w.slice(3, 5, &new),
+                w.slice(1, 10, Some(&old)),
+                w.slice(2, 11, Some(&old)),
+                w.slice(3, 5, Some(&new)),
             ])
             .await;
         assert!(!summary.bookkeeping_lost, "{summary:?}");
@@ -687,12 +705,37 @@ mod tests {
         let w = World::new().await;
         let ours = marker(&w.run, "00000000000000b1");
         w.mark(&marker(&w.run, "00000000000000b2")).await;
-        w.assigned(&ours);
+        w.assigned(Some(&ours));
         let summary = w
-            .lane(vec![w.slice(1, 10, &ours), w.slice(2, 11, &ours)])
+            .lane(vec![
+                w.slice(1, 10, Some(&ours)),
+                w.slice(2, 11, Some(&ours)),
+            ])
             .await;
         assert!(summary.bookkeeping_lost, "{summary:?}");
         assert!(w.shared.shutdown.is_cancelled());
+        assert_eq!(summary.records, 0);
+        assert!(w.rows().await.is_empty());
+        w.clean().await;
+    }
+
+    /// A slice of this process's current assignment, which could not mark its partitions
+    /// (Redis or the broker did not answer at assignment): refused, and held until the
+    /// pipeline stops (the watcher starts it again once Redis answers and has room), neither
+    /// dropped nor restarting the pipeline by itself (a restart per refusal would loop while
+    /// Redis is full).
+    #[tokio::test]
+    async fn an_unfenced_assignment_waits_for_the_watcher() {
+        let w = World::new().await;
+        w.mark(&marker(&w.run, "00000000000000c1")).await;
+        w.assigned(None);
+        let running = w.spawn_lane(vec![w.slice(1, 10, None)]);
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        assert!(!running.is_finished(), "the lane must hold the slice");
+        assert!(!w.shared.shutdown.is_cancelled(), "nor stop the pipeline");
+        w.shared.shutdown.cancel();
+        let summary = running.await.expect("lane task").expect("lane");
+        assert!(!summary.bookkeeping_lost, "{summary:?}");
         assert_eq!(summary.records, 0);
         assert!(w.rows().await.is_empty());
         w.clean().await;

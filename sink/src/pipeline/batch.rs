@@ -143,6 +143,12 @@ impl Batch {
         mark.records
     }
 
+    /// Whether no partition of the batch was read under a fenced assignment (its
+    /// assignment could not mark it).
+    pub fn is_unfenced(&self) -> bool {
+        self.fences.iter().all(|(_, fence)| fence.is_none())
+    }
+
     /// The fences of the batch's partitions, for the writers.
     pub fn fences(&self) -> Fences {
         self.fences.iter().fold(
