@@ -24,8 +24,9 @@
 //!
 //! A replay from the earliest offset converges to what a clean replay gives: the writers'
 //! position guards make records older than what survived no-ops, and re-create what was
-//! lost. (Writes that landed between a loss and its detection can leave later positions in
-//! the index bookkeeping, never other keys: RELIABILITY.md, *Self-healing*.)
+//! lost. That needs every write to land in order with the replay: batches in flight between
+//! a loss and its detection, and batches read under an assignment that a rebalance has
+//! superseded since, are refused by the writers' marker guard (apply/fence.rs).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, PoisonError};
