@@ -129,10 +129,10 @@ async fn guarded_exclusive_writer_refuses_a_batch_of_a_superseded_assignment() {
 }
 
 /// The interleaving of fault run `f976f92` (RELIABILITY.md): sink A read a batch under its
-/// assignment of the partition (an update of customer 1) and could not send it while Redis
-/// was down; a rebalance gave the partition to sink B, whose assignment marked it anew and
-/// applied further, the customer's delete included (a delete forgets the row's position).
-/// A's batch, sent at last, must not bring the deleted row back.
+/// assignment of the partition (an update of customer 1) and had not applied it yet (queued,
+/// or retrying through a Redis outage); a rebalance gave the partition to sink B, whose
+/// assignment marked it anew and applied further, the customer's delete included (a delete
+/// forgets the row's position). A's batch, sent at last, must not bring the deleted row back.
 async fn refuses_a_batch_of_a_superseded_assignment(f: &Fixture, guarded: &Applier) {
     let run = run_id(f).await;
     let a = marker(&run, "a0a0a0a0a0a0a0a0");
