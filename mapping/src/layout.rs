@@ -93,12 +93,15 @@ pub fn offsets_field(topic: &str, partition: i32) -> String {
     format!("{topic}/{partition}")
 }
 
-/// `sink:offsets:run`: hash, [`offsets_field`] -> the `run_id` of the Redis server (`INFO
-/// server`) under which the partition's field in [`OFFSETS_KEY`] was known to cover the
-/// database. A field that is missing, or names another server run, means Redis lost writes
-/// since (a flush, a restart, a failover): the sink then replays that partition from its
-/// earliest offset instead of trusting [`OFFSETS_KEY`] (ARCHITECTURE.md, "Self-healing").
-/// Writers never touch it; only a partition's assignment and a rebuild's handover set it.
+/// `sink:offsets:run`: hash, [`offsets_field`] -> `{run_id}:{token}`: the `run_id` of the
+/// Redis server (`INFO server`) under which the partition's field in [`OFFSETS_KEY`] was
+/// known to cover the database, and the fencing token of the partition's current assignment
+/// (`{run_id}` alone where a rebuild's handover marked it). A field that is missing, or names
+/// another server run, means Redis lost writes since (a flush, a restart, a failover): the
+/// sink then replays that partition from its earliest offset instead of trusting
+/// [`OFFSETS_KEY`]; a batch whose assignment's token is no longer there is not applied
+/// (ARCHITECTURE.md, "Self-healing"). Writers never touch it; only a partition's assignment
+/// and a rebuild's handover set it.
 pub const OFFSETS_RUN_KEY: &str = "sink:offsets:run";
 
 /// `sink:rebuild`: hash, the metadata of the rebuild that produced the current state (the

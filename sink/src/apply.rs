@@ -47,6 +47,7 @@
 //!   Redis Cluster).
 
 mod error;
+mod fence;
 mod owned;
 mod records;
 mod script;
@@ -60,6 +61,7 @@ use mapping::{ColumnType, Config};
 use tokio_util::sync::CancellationToken;
 
 pub use error::ApplyError;
+pub use fence::{marker, run_of, Fences};
 pub use owned::{
     LoadError, MemoryBound, OwnedWriter, WriterId, DEFAULT_LEASE_TTL, DEFAULT_MAX_WRITER_MEMORY,
 };
@@ -175,7 +177,10 @@ impl Applier {
 
     /// The same applier, refusing a batch while one of its partitions' self-healing markers
     /// (`sink:offsets:run`) is gone or names another Redis server run
-    /// ([`ApplyError::BookkeepingLost`]: the pipeline drops the batch and starts again). For `sink run`, whose assignment marks its partitions; a
+    /// ([`ApplyError::BookkeepingLost`]: the pipeline drops the batch and starts again), or
+    /// names another assignment than the one the batch was read under
+    /// ([`ApplyError::Superseded`]: the pipeline drops the batch; see
+    /// [`Applier::apply_fenced`]). For `sink run`, whose assignment marks its partitions; a
     /// database without markers by design (a rebuild's staging database, a test applying
     /// directly) keeps the unguarded applier.
     pub fn with_marker_guard(self) -> Applier {
@@ -193,13 +198,28 @@ impl Applier {
     /// Applies `batch` in order. On [`ApplyError::Change`], the other changes of the batch
     /// were executed and the failing one left nothing behind; resending the batch is
     /// harmless.
+    ///
+    /// A guarded applier ([`Applier::with_marker_guard`]) refuses every batch given here:
+    /// give it [`Applier::apply_fenced`] the assignment the batch was read under.
     pub async fn apply_batch(&self, batch: &[PlannedChange]) -> Result<BatchOutcome, ApplyError> {
+        self.apply_fenced(batch, &Fences::none()).await
+    }
+
+    /// [`Applier::apply_batch`] for a batch read under `fences`: per partition, the marker
+    /// its assignment wrote in `sink:offsets:run` (apply/fence.rs). A guarded applier applies
+    /// the batch only while every partition's marker is still the one `fences` names; an
+    /// unguarded one ignores `fences`.
+    pub async fn apply_fenced(
+        &self,
+        batch: &[PlannedChange],
+        fences: &Fences,
+    ) -> Result<BatchOutcome, ApplyError> {
         if batch.is_empty() {
             return Ok(BatchOutcome::default());
         }
         match self {
-            Applier::Script(writer) => writer.apply(batch).await,
-            Applier::Owned(writer) => writer.apply(batch).await,
+            Applier::Script(writer) => writer.apply(batch, fences).await,
+            Applier::Owned(writer) => writer.apply(batch, fences).await,
         }
     }
 

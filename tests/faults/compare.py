@@ -9,7 +9,8 @@ was killed and restarted and one that ran once is left out, and only that:
 - `sink:writer:{mapping}` (an exclusive sink's lease, gone after a clean stop),
   `sink:rebuild` (written only by the replay, which is a rebuild) and `sink:offsets:run`
   (the `run_id` of the Redis server process under which each partition's offset was marked
-  whole: a property of the server's life, not of the data).
+  whole, and the fencing token of the partition's last assignment: properties of the server's
+  life and of the group's rebalances, not of the data).
 
 Everything else is compared strictly, the bookkeeping included: row positions, the claim/release
 positions in `sink:index:{mapping}:{index}` (once a known finding counted apart; closed by the

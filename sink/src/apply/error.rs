@@ -147,6 +147,21 @@ pub enum ApplyError {
         /// What the marker holds: `unmarked`, or the run id it names.
         marker: String,
     },
+    /// A guarded writer refused a batch read under an assignment of its partition that
+    /// another assignment has superseded since (apply/fence.rs): the partition's marker names
+    /// the current Redis server run, but not the batch's fence. Nothing of the refused call
+    /// was written. Never the change's fault, and not retriable: the partition's current
+    /// owner applies these records from where it starts, so the pipeline drops this batch and
+    /// those of the same assignment, and goes on with the rest.
+    #[error("the batch of partition `{field}` was read under an assignment that another one superseded (its `sink:offsets:run` marker is {marker}, the batch's {fence}); the batch is dropped: the partition's current owner applies it")]
+    Superseded {
+        /// The partition's offsets field (`{topic}/{partition}`).
+        field: String,
+        /// What the marker holds.
+        marker: String,
+        /// The marker of the assignment the batch was read under (empty: none known).
+        fence: String,
+    },
 }
 
 impl ApplyError {
@@ -177,7 +192,8 @@ impl ApplyError {
             | ApplyError::ForeignKey { .. }
             | ApplyError::WriterMemory(_)
             | ApplyError::ExclusiveTtl { .. }
-            | ApplyError::BookkeepingLost { .. } => false,
+            | ApplyError::BookkeepingLost { .. }
+            | ApplyError::Superseded { .. } => false,
         }
     }
 
@@ -223,7 +239,8 @@ impl ApplyError {
             | ApplyError::Load(_)
             | ApplyError::WriterMemory(_)
             | ApplyError::ExclusiveTtl { .. }
-            | ApplyError::BookkeepingLost { .. } => None,
+            | ApplyError::BookkeepingLost { .. }
+            | ApplyError::Superseded { .. } => None,
         }
     }
 
@@ -239,6 +256,15 @@ impl ApplyError {
             return ApplyError::BookkeepingLost {
                 field: field.to_owned(),
                 marker: marker.to_owned(),
+            };
+        }
+        if source.code() == "SUPERSEDED" {
+            let mut details = source.details().unwrap_or_default().splitn(3, ' ');
+            let mut next = || details.next().unwrap_or_default().to_owned();
+            return ApplyError::Superseded {
+                field: next(),
+                marker: next(),
+                fence: next(),
             };
         }
         if source.code() == "EXCLUSIVE" {

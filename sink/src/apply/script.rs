@@ -35,7 +35,7 @@ mod writer;
 use mapping::Mapping;
 use redis::aio::ConnectionLike;
 
-use super::{ApplyError, PlannedChange};
+use super::{ApplyError, Fences, PlannedChange};
 use args::MappingArgs;
 pub(crate) use args::{format_score, relation_score};
 pub(crate) use generate::{layout_constants, template_fields};
@@ -80,7 +80,8 @@ impl ChangeScript {
 
     /// The same script whose calls refuse (`BOOKKEEPING` error) a chunk holding a partition
     /// whose self-healing marker in `sink:offsets:run` is gone or names another Redis
-    /// server run (ARCHITECTURE.md, *Self-healing*). For a pipeline whose assignment marks
+    /// server run (ARCHITECTURE.md, *Self-healing*), or (`SUPERSEDED` error) names another
+    /// assignment than the one the chunk was read under ([`ChangeScript::command_under`]). For a pipeline whose assignment marks
     /// its partitions (`sink run`); a database that holds no markers by design (a rebuild's
     /// staging database, a test applying directly) keeps the default, unguarded one.
     pub fn guarded(mut self) -> ChangeScript {
@@ -116,9 +117,22 @@ impl ChangeScript {
     }
 
     /// The `EVALSHA` command applying `chunk` (one of [`ChangeScript::chunks`]); its reply
-    /// holds one entry per change: 1 applied, 0 no-op, or an error.
+    /// holds one entry per change: 1 applied, 0 no-op, or an error. A guarded script's
+    /// command fences no partition (every one refused): see [`ChangeScript::command_under`].
     pub fn command(&self, chunk: &[PlannedChange]) -> Result<redis::Cmd, ApplyError> {
-        args::chunk_command(&self.sha, &self.mappings, chunk, self.guard)
+        self.command_under(chunk, &Fences::none())
+    }
+
+    /// [`ChangeScript::command`] for a chunk read under `fences`: a guarded script's call
+    /// refuses it (`BOOKKEEPING` or `SUPERSEDED` error, nothing written) unless each of its
+    /// partitions' markers is the one `fences` names; an unguarded one ignores `fences`.
+    pub fn command_under(
+        &self,
+        chunk: &[PlannedChange],
+        fences: &Fences,
+    ) -> Result<redis::Cmd, ApplyError> {
+        let guard = self.guard.then_some(fences);
+        args::chunk_command(&self.sha, &self.mappings, chunk, guard)
     }
 
     /// Loads the script into the server's script cache (`SCRIPT LOAD`); the writer does on

@@ -33,7 +33,7 @@ use super::in_flight::InFlight;
 use super::progress::{Progress, SinkConsumer};
 use super::retry::Backoff;
 use super::summary::Summary;
-use crate::apply::{Applier, ApplyError, BatchOutcome, Watermark};
+use crate::apply::{Applier, ApplyError, BatchOutcome, Fences, Watermark};
 use crate::dlq::{DeadLetter, DeadLetters, Origin};
 use crate::memory::MemoryGuard;
 use crate::readiness::Readiness;
@@ -237,14 +237,42 @@ async fn record_types(shared: &Shared, batch: &Batch) -> bool {
 }
 
 /// One partition: applies its slices in order and stores its offset after each.
+///
+/// A slice that the writers' marker guard refuses although it was read under an assignment
+/// of the partition that is no longer this process's current one (a rebalance since: the
+/// partition went elsewhere, or came back under a newer assignment) is dropped, and so are
+/// the later slices of that assignment without asking Redis: nothing is stored for them, and
+/// the partition's current owner applies their records from where its assignment starts. The
+/// pipeline goes on (a restart would make the consumer leave and rejoin the group: another
+/// rebalance, and more refusals). A refused slice of the current assignment stops the
+/// pipeline, to start again from what Redis holds ([`apply_with_retries`]).
 async fn lane(mut rx: mpsc::Receiver<Batch>, shared: Arc<Shared>) -> Result<Summary, ConsumeError> {
     let mut summary = Summary::default();
     let mut rejected_in_a_row = 0;
+    // The fences of the assignment the writers found superseded.
+    let mut superseded: Option<Fences> = None;
     while let Some(mut slice) = rx.recv().await {
-        let Some(outcome) =
-            apply_with_retries(&shared, &mut slice, &mut summary, &mut rejected_in_a_row).await?
-        else {
-            return Ok(summary);
+        let fences = slice.fences();
+        if superseded.as_ref() == Some(&fences) {
+            drop_superseded(&shared, &slice, None);
+            continue;
+        }
+        let outcome = match apply_with_retries(
+            &shared,
+            &mut slice,
+            &fences,
+            &mut summary,
+            &mut rejected_in_a_row,
+        )
+        .await?
+        {
+            None => return Ok(summary),
+            Some(Landed::Applied(outcome)) => outcome,
+            Some(Landed::Superseded(error)) => {
+                drop_superseded(&shared, &slice, Some(&error));
+                superseded = Some(fences);
+                continue;
+            }
         };
         for mark in &slice.partitions {
             let (topic, partition) = &mark.partition;
@@ -274,19 +302,53 @@ async fn lane(mut rx: mpsc::Receiver<Batch>, shared: Arc<Shared>) -> Result<Summ
     Ok(summary)
 }
 
-/// Applies `batch`, retrying transient failures; a change Redis rejects for good is
-/// dead-lettered and the rest of the batch sent again (harmless: every change is
+/// Drops `slice`, read under a superseded assignment of its partition (`refusal`: the
+/// writer's, for its first slice; later ones of the same assignment are not sent).
+fn drop_superseded(shared: &Shared, slice: &Batch, refusal: Option<&ApplyError>) {
+    shared.in_flight.applied(slice.records);
+    let Some(mark) = slice.partitions.first() else {
+        return;
+    };
+    let (topic, partition) = &mark.partition;
+    metrics::counter!(telemetry::SUPERSEDED_RECORDS, "topic" => topic.to_string())
+        .increment(slice.records as u64);
+    match refusal {
+        Some(error) => warn!(
+            %topic,
+            partition,
+            records = slice.records,
+            last = mark.last,
+            error = %one_line(error),
+            "Dropping the batches read under a superseded assignment of the partition; its current assignment applies them."
+        ),
+        None => {
+            debug!(%topic, partition, records = slice.records, last = mark.last, "Dropped a batch read under a superseded assignment.")
+        }
+    }
+}
+
+/// How a slice ended, short of shutdown.
+enum Landed {
+    /// Applied (some changes perhaps dead-lettered).
+    Applied(BatchOutcome),
+    /// Refused: read under an assignment of the partition that another one superseded.
+    Superseded(ApplyError),
+}
+
+/// Applies `batch`, read under `fences`, retrying transient failures; a change Redis rejects
+/// for good is dead-lettered and the rest of the batch sent again (harmless: every change is
 /// idempotent). `None` at shutdown.
 async fn apply_with_retries(
     shared: &Shared,
     batch: &mut Batch,
+    fences: &Fences,
     summary: &mut Summary,
     rejected_in_a_row: &mut u32,
-) -> Result<Option<BatchOutcome>, ConsumeError> {
+) -> Result<Option<Landed>, ConsumeError> {
     let mut backoff = Backoff::default();
     loop {
         let started = Instant::now();
-        let error = match shared.applier.apply_batch(&batch.changes).await {
+        let error = match shared.applier.apply_fenced(&batch.changes, fences).await {
             Ok(outcome) => {
                 let observers = &shared.observers;
                 observers.redis_answered();
@@ -297,16 +359,33 @@ async fn apply_with_retries(
                 if outcome.applied + outcome.skipped > 0 {
                     *rejected_in_a_row = 0;
                 }
-                return Ok(Some(outcome));
+                return Ok(Some(Landed::Applied(outcome)));
             }
             Err(e) => e,
         };
         shared.observers.redis_failed(&error);
-        if let ApplyError::BookkeepingLost { .. } = error {
-            // The writer's marker guard (ARCHITECTURE.md, *Self-healing*): never retried, for
-            // a later assignment may mark the partition again and a retried batch would then
-            // land ahead of the replay. Dropped with every batch queued behind it (no offset
-            // stored), and the pipeline stops to start again from what Redis holds.
+        if let ApplyError::BookkeepingLost { .. } | ApplyError::Superseded { .. } = error {
+            // The writers' marker guard (ARCHITECTURE.md, *Self-healing*). Never retried: a
+            // later assignment may mark the partition again, and a retried batch would then
+            // land ahead of its replay or behind it.
+            if !read_under_current_assignment(shared, batch) {
+                // Another assignment took over since the batch was read (elsewhere, or a newer
+                // one of this process): it applies these records; this pipeline goes on.
+                return Ok(Some(Landed::Superseded(error)));
+            }
+            if batch.is_unfenced() {
+                // The current assignment could not mark its partitions (Redis or the broker
+                // did not answer): the watcher starts the pipeline again as soon as Redis
+                // answers and has room. Nothing read under this assignment may land meanwhile.
+                debug!(error = %one_line(&error), "Waiting for the pipeline to start again: its assignment holds no fence.");
+                shared.shutdown.cancelled().await;
+                return Ok(None);
+            }
+            // This process's current assignment: Redis lost the partition's bookkeeping, or
+            // another assignment marked it while this process still takes it for its own (it
+            // was expelled from the group without hearing of it yet). Dropped with every batch
+            // queued behind it (no offset stored), and the pipeline starts again from what
+            // Redis holds, with a new assignment.
             warn!(
                 error = %one_line(&error),
                 "Redis lost this partition's bookkeeping; dropping the batches in flight and starting the pipeline again."
@@ -351,6 +430,16 @@ async fn apply_with_retries(
         summary.dead_lettered += 1;
         batch.remove_change(i);
     }
+}
+
+/// Whether `batch` was read under what this process still takes for its partitions' current
+/// assignment (the same fence, or none known for either).
+fn read_under_current_assignment(shared: &Shared, batch: &Batch) -> bool {
+    let assignments = &shared.consumer.context().assignments;
+    batch
+        .fences
+        .iter()
+        .all(|((topic, partition), fence)| assignments.current(topic, *partition) == *fence)
 }
 
 /// Waits until Redis has room again after it refused a write for lack of memory (the
@@ -401,4 +490,254 @@ async fn dead_letter_change(
         &shared.shutdown,
     )
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    //! A lane against the Redis of `REDIS_URL` (tests/stack), with a guarded shared writer and
+    //! slices of one partition read under two assignments.
+
+    use mapping::change::{Change, FieldValue};
+    use mapping::{layout, Op};
+    use rdkafka::{ClientConfig, TopicPartitionList};
+    use redis::AsyncCommands;
+
+    use super::*;
+    use crate::apply::marker;
+    use crate::config::MemorySettings;
+    use crate::connection::{redis_client, redis_pool};
+    use crate::pipeline::progress::SinkContext;
+    use crate::pipeline::self_heal::{server_run_id, SelfHeal};
+
+    /// A lane's world: one mapping (topic `{tag}`, rows `{tag}:{id}`) in the test Redis.
+    struct World {
+        tag: String,
+        config: mapping::Config,
+        shared: Arc<Shared>,
+        pool: deadpool_redis::Pool,
+        run: String,
+    }
+
+    impl World {
+        async fn new() -> World {
+            let url =
+                std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+            let tag = format!("lane{:08x}", rand::random::<u32>());
+            let yaml = format!(
+                "mappings:\n  - name: {tag}\n    topic: {tag}\n    key: \"{tag}:{{id}}\"\n"
+            );
+            let mut config =
+                mapping::load_config_str(&yaml, "connectors.yaml", &Default::default())
+                    .unwrap_or_else(|e| panic!("{e}"));
+            config.redis = mapping::RedisConfig::from_url(url.as_str());
+            let pool = redis_pool(&config.redis).expect("pool");
+            let mut conn = pool.get().await.unwrap_or_else(|e| {
+                panic!("redis at {url} is unreachable ({e}); start it with tests/stack/redis.sh")
+            });
+            let run = server_run_id(&mut conn).await.expect("INFO server");
+            let readiness = Readiness::new();
+            let settings = MemorySettings::from_config(&config);
+            let memory =
+                crate::memory::start(&config.redis, &config.mappings, settings, &readiness)
+                    .await
+                    .expect("memory guard");
+            // Never connects: the lane only stores offsets (refused: nothing is assigned).
+            let mut kafka = ClientConfig::new();
+            kafka
+                .set("bootstrap.servers", "127.0.0.1:1")
+                .set("group.id", &tag)
+                .set("enable.auto.offset.store", "false");
+            let heal = SelfHeal::new(redis_client(&config.redis).expect("client"));
+            let consumer: SinkConsumer = kafka
+                .create_with_context(SinkContext::new(Arc::new(heal)))
+                .expect("consumer");
+            let shared = Shared {
+                progress: consumer.context().progress.clone(),
+                consumer: Arc::new(consumer),
+                applier: Arc::new(Applier::new(pool.clone(), &config).with_marker_guard()),
+                dead_letters: Arc::new(DeadLetters::new(&kafka, "dlq").expect("dead letters")),
+                memory,
+                shutdown: CancellationToken::new(),
+                observers: Observers {
+                    metrics: ApplyMetrics::new([tag.as_str()]),
+                    readiness,
+                },
+                in_flight: InFlight::default(),
+            };
+            World {
+                tag,
+                config,
+                shared: Arc::new(shared),
+                pool,
+                run,
+            }
+        }
+
+        /// This process's current assignment of partition 0 is the one marked `marker`
+        /// (`None`: it could not mark it).
+        fn assigned(&self, marker: Option<&str>) {
+            let mut tpl = TopicPartitionList::new();
+            tpl.add_partition(&self.tag, 0);
+            self.shared
+                .consumer
+                .context()
+                .assignments
+                .assigned(&tpl, marker);
+        }
+
+        /// What Redis holds as partition 0's marker: `marker` (an assignment marked it).
+        async fn mark(&self, marker: &str) {
+            let field = layout::offsets_field(&self.tag, 0);
+            let mut conn = self.pool.get().await.expect("conn");
+            let _: () = conn
+                .hset(layout::OFFSETS_RUN_KEY, &field, marker)
+                .await
+                .expect("HSET");
+        }
+
+        /// A slice of partition 0 upserting row `id` at `offset`, read under `fence`.
+        fn slice(&self, id: i64, offset: i64, fence: Option<&str>) -> Batch {
+            let change = Change {
+                op: Op::Create,
+                key: vec![("id".into(), FieldValue::Int(id))],
+                before: None,
+                after: Some(vec![("id".into(), FieldValue::Int(id))]),
+                position: Some(100 + offset),
+                source_ts_ms: None,
+            };
+            let topic: Arc<str> = Arc::from(self.tag.as_str());
+            let plan = mapping::plan(&self.config.mappings[0], &change).expect("plan");
+            let mut batch = Batch::default();
+            batch.enter(&topic, 0, fence.map(Arc::from));
+            batch.push_change(
+                crate::apply::PlannedChange {
+                    mapping: 0,
+                    op: Op::Create,
+                    plan,
+                    source_ts_ms: None,
+                    topic: Arc::clone(&topic),
+                    partition: 0,
+                    offset,
+                },
+                None,
+                None,
+            );
+            batch.note_offset(&topic, 0, offset);
+            batch
+        }
+
+        /// Runs one lane over `slices` to its end.
+        async fn lane(&self, slices: Vec<Batch>) -> Summary {
+            self.spawn_lane(slices)
+                .await
+                .expect("lane task")
+                .expect("lane")
+        }
+
+        /// Starts one lane over `slices`.
+        fn spawn_lane(&self, slices: Vec<Batch>) -> tokio::task::JoinHandle<ApplyResult> {
+            let (tx, rx) = mpsc::channel(slices.len().max(1));
+            for slice in slices {
+                self.shared.in_flight.handed_over(slice.records);
+                tx.try_send(slice).expect("queue");
+            }
+            tokio::spawn(lane(rx, Arc::clone(&self.shared)))
+        }
+
+        async fn rows(&self) -> Vec<String> {
+            let mut conn = self.pool.get().await.expect("conn");
+            let mut rows: Vec<String> = conn.keys(format!("{}:*", self.tag)).await.expect("KEYS");
+            rows.sort();
+            rows
+        }
+
+        async fn clean(&self) {
+            let mut conn = self.pool.get().await.expect("conn");
+            let mut keys: Vec<String> = conn.keys(format!("*{}*", self.tag)).await.expect("KEYS");
+            keys.retain(|k| !k.starts_with("sink:offsets"));
+            if !keys.is_empty() {
+                let _: () = conn.del(keys).await.expect("DEL");
+            }
+            let field = layout::offsets_field(&self.tag, 0);
+            let _: () = conn
+                .hdel(layout::OFFSETS_RUN_KEY, &field)
+                .await
+                .expect("HDEL");
+            let _: () = conn.hdel(layout::OFFSETS_KEY, &field).await.expect("HDEL");
+        }
+    }
+
+    /// The slices a lane holds from an assignment that a rebalance replaced are dropped, the
+    /// later ones without asking Redis, and the lane goes on with the new assignment's: no
+    /// restart (which would rejoin the group and cause yet another rebalance).
+    #[tokio::test]
+    async fn a_superseded_assignment_is_dropped_without_a_restart() {
+        let w = World::new().await;
+        let old = marker(&w.run, "00000000000000a1");
+        let new = marker(&w.run, "00000000000000a2");
+        w.mark(&new).await;
+        w.assigned(Some(&new));
+        let summary = w
+            .lane(vec![
+                w.slice(1, 10, Some(&old)),
+                w.slice(2, 11, Some(&old)),
+                w.slice(3, 5, Some(&new)),
+            ])
+            .await;
+        assert!(!summary.bookkeeping_lost, "{summary:?}");
+        assert!(!w.shared.shutdown.is_cancelled(), "the pipeline must go on");
+        assert_eq!((summary.batches, summary.records), (1, 1), "{summary:?}");
+        assert_eq!(w.rows().await, vec![format!("{}:3", w.tag)]);
+        assert_eq!(w.shared.progress.next(&w.tag, 0), Some(6));
+        assert_eq!(
+            *w.shared.in_flight.subscribe().borrow(),
+            0,
+            "dropped records are no longer in flight"
+        );
+        w.clean().await;
+    }
+
+    /// A slice of what this process still takes for its current assignment, refused because
+    /// another assignment marked the partition (this process was expelled from the group
+    /// without hearing of it yet): the pipeline stops, to start again with a new assignment.
+    #[tokio::test]
+    async fn a_superseded_current_assignment_restarts_the_pipeline() {
+        let w = World::new().await;
+        let ours = marker(&w.run, "00000000000000b1");
+        w.mark(&marker(&w.run, "00000000000000b2")).await;
+        w.assigned(Some(&ours));
+        let summary = w
+            .lane(vec![
+                w.slice(1, 10, Some(&ours)),
+                w.slice(2, 11, Some(&ours)),
+            ])
+            .await;
+        assert!(summary.bookkeeping_lost, "{summary:?}");
+        assert!(w.shared.shutdown.is_cancelled());
+        assert_eq!(summary.records, 0);
+        assert!(w.rows().await.is_empty());
+        w.clean().await;
+    }
+
+    /// A slice of this process's current assignment, which could not mark its partitions
+    /// (Redis or the broker did not answer at assignment): refused, and held until the
+    /// pipeline stops (the watcher starts it again once Redis answers and has room), neither
+    /// dropped nor restarting the pipeline by itself (a restart per refusal would loop while
+    /// Redis is full).
+    #[tokio::test]
+    async fn an_unfenced_assignment_waits_for_the_watcher() {
+        let w = World::new().await;
+        w.mark(&marker(&w.run, "00000000000000c1")).await;
+        w.assigned(None);
+        let running = w.spawn_lane(vec![w.slice(1, 10, None)]);
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        assert!(!running.is_finished(), "the lane must hold the slice");
+        assert!(!w.shared.shutdown.is_cancelled(), "nor stop the pipeline");
+        w.shared.shutdown.cancel();
+        let summary = running.await.expect("lane task").expect("lane");
+        assert!(!summary.bookkeeping_lost, "{summary:?}");
+        assert_eq!(summary.records, 0);
+        assert!(w.rows().await.is_empty());
+        w.clean().await;
+    }
 }

@@ -6,6 +6,11 @@
 //! allocation per record), so that a change Redis rejects for good can still be
 //! dead-lettered byte for byte.
 //!
+//! Each partition's records in a batch were read under one assignment of it, whose fence
+//! (apply/fence.rs) the batch carries to the writers: when a rebalance gives a partition a
+//! new assignment while the batch is being filled, the records read under the old one are
+//! dropped from it ([`Batch::enter`]).
+//!
 //! A batch is bounded by records and by bytes ([`BatchSettings`]): it is full at
 //! `max_records` records or `max_bytes` bytes of held keys and values, and a record that would
 //! take it past `max_bytes` starts the next batch instead ([`Batch::has_room_for`]). A record
@@ -16,7 +21,7 @@ use std::sync::Arc;
 
 use mapping::ColumnType;
 
-use crate::apply::PlannedChange;
+use crate::apply::{Fences, PlannedChange};
 use crate::config::BatchSettings;
 
 /// A topic partition, with the topic name shared between all records of the topic.
@@ -42,6 +47,9 @@ pub struct Batch {
     pub partitions: Vec<PartitionMark>,
     /// Records consumed (applied, skipped or dead-lettered).
     pub records: usize,
+    /// Per partition: the fence of the assignment its records were read under (`None`: no
+    /// marker known).
+    pub fences: Vec<(Partition, Option<Arc<str>>)>,
 }
 
 impl Batch {
@@ -89,6 +97,69 @@ impl Batch {
         self.records >= limits.max_records || self.bytes() >= limits.max_bytes
     }
 
+    /// Notes that the next record of `topic`/`partition` was read under the assignment fenced
+    /// by `fence`. When the batch holds records of the partition read under another
+    /// assignment, that one was superseded: they are dropped (their offsets were not stored,
+    /// and the new assignment starts at or before them), and their count returned.
+    pub fn enter(&mut self, topic: &Arc<str>, partition: i32, fence: Option<Arc<str>>) -> usize {
+        let known = self
+            .fences
+            .iter_mut()
+            .find(|((t, p), _)| *p == partition && **t == **topic);
+        match known {
+            Some((_, current)) if *current == fence => 0,
+            Some((_, current)) => {
+                *current = fence;
+                self.drop_partition(topic, partition)
+            }
+            None => {
+                self.fences.push(((Arc::clone(topic), partition), fence));
+                0
+            }
+        }
+    }
+
+    /// Drops the records of `topic`/`partition`; how many there were.
+    fn drop_partition(&mut self, topic: &Arc<str>, partition: i32) -> usize {
+        let Some(i) = self
+            .partitions
+            .iter()
+            .position(|m| m.partition.1 == partition && *m.partition.0 == **topic)
+        else {
+            return 0;
+        };
+        let mark = self.partitions.remove(i);
+        self.records -= mark.records;
+        let changes = std::mem::take(&mut self.changes);
+        let mut raw = RawRecords::with_capacity(changes.len());
+        for (i, change) in changes.into_iter().enumerate() {
+            if change.partition != partition || *change.topic != **topic {
+                let (key, value) = self.raw.get(i);
+                raw.push(key, value);
+                self.changes.push(change);
+            }
+        }
+        self.raw = raw;
+        mark.records
+    }
+
+    /// Whether no partition of the batch was read under a fenced assignment (its
+    /// assignment could not mark it).
+    pub fn is_unfenced(&self) -> bool {
+        self.fences.iter().all(|(_, fence)| fence.is_none())
+    }
+
+    /// The fences of the batch's partitions, for the writers.
+    pub fn fences(&self) -> Fences {
+        self.fences.iter().fold(
+            Fences::none(),
+            |fences, ((topic, partition), fence)| match fence {
+                Some(fence) => fences.with(topic, *partition, Arc::clone(fence)),
+                None => fences,
+            },
+        )
+    }
+
     /// Notes that `offset` of `topic`/`partition` was consumed.
     pub fn note_offset(&mut self, topic: &Arc<str>, partition: i32, offset: i64) {
         self.records += 1;
@@ -123,6 +194,12 @@ impl Batch {
             .map(|mark| Batch {
                 records: mark.records,
                 partitions: vec![mark.clone()],
+                fences: self
+                    .fences
+                    .iter()
+                    .filter(|(p, _)| *p == mark.partition)
+                    .cloned()
+                    .collect(),
                 ..Batch::default()
             })
             .collect();
@@ -263,6 +340,40 @@ mod tests {
         assert_eq!(parts[1].records, 2);
         assert_eq!(parts[0].raw.get(1), (Some(&b"12"[..]), None));
         assert_eq!(parts[1].raw.get(0), (Some(&b"20"[..]), None));
+    }
+
+    #[test]
+    fn a_new_assignment_drops_the_records_read_under_the_old_one() {
+        let a: Arc<str> = Arc::from("a");
+        let old: Option<Arc<str>> = Some(Arc::from("r:old"));
+        let new: Option<Arc<str>> = Some(Arc::from("r:new"));
+        let mut batch = Batch::default();
+        let read = |batch: &mut Batch, partition: i32, offset: i64, fence: &Option<Arc<str>>| {
+            let dropped = batch.enter(&a, partition, fence.clone());
+            let key = offset.to_string();
+            batch.push_change(change(&a, partition, offset), Some(key.as_bytes()), None);
+            batch.note_offset(&a, partition, offset);
+            dropped
+        };
+        assert_eq!(read(&mut batch, 0, 10, &old), 0);
+        assert_eq!(read(&mut batch, 1, 20, &old), 0);
+        assert_eq!(read(&mut batch, 0, 11, &old), 0);
+        // Partition 0 assigned again (from offset 5): 10 and 11 belong to the old assignment.
+        assert_eq!(read(&mut batch, 0, 5, &new), 2);
+        assert_eq!(read(&mut batch, 1, 21, &old), 0);
+        assert_eq!(batch.records, 3);
+        let parts = batch.split_by_partition();
+        let offsets: Vec<Vec<i64>> = parts
+            .iter()
+            .map(|b| b.changes.iter().map(|c| c.offset).collect())
+            .collect();
+        assert_eq!(offsets, vec![vec![20, 21], vec![5]]);
+        assert_eq!(parts[1].partitions[0].last, 5);
+        assert_eq!(parts[1].raw.get(0), (Some(&b"5"[..]), None));
+        assert_eq!(parts[0].raw.get(1), (Some(&b"21"[..]), None));
+        assert_eq!(parts[0].fences().expected("a/1"), "r:old");
+        assert_eq!(parts[1].fences().expected("a/0"), "r:new");
+        assert_eq!(parts[1].fences().expected("a/1"), "");
     }
 
     /// Cuts records of `sizes` bytes into batches as the consume stage does; the sizes of

@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use mapping::{one_line, Config};
+use rdkafka::consumer::Consumer;
 use rdkafka::error::KafkaError;
 use rdkafka::message::BorrowedMessage;
 use rdkafka::types::RDKafkaErrorCode;
@@ -30,6 +31,7 @@ use super::batch::{Batch, Columns};
 use super::caught_up::StopWhen;
 use super::dead_letter;
 use super::error::ConsumeError;
+use super::fencing::FenceCache;
 use super::in_flight::{self, InFlight};
 use super::pause::{Pauses, BACKLOG_PAUSE_AFTER};
 use super::progress::SinkConsumer;
@@ -40,7 +42,7 @@ use crate::apply::PlannedChange;
 use crate::config::BatchSettings;
 use crate::decode::{DecodeError, Decoder};
 use crate::dlq::{DeadLetter, DeadLetters};
-use crate::telemetry::DeadLetterReason;
+use crate::telemetry::{self, DeadLetterReason};
 
 /// The consume stage's state.
 pub(super) struct ConsumeStage<'a> {
@@ -146,6 +148,7 @@ impl<'a> ConsumeStage<'a> {
         pauses.set_memory(consumer, full_now);
         let mut memory_open = true;
         let mut in_flight = handed_over.subscribe();
+        let mut fences = FenceCache::new(consumer.context().assignments.clone());
         loop {
             let batch_full = batch.is_full(&self.settings);
             tokio::select! {
@@ -207,7 +210,7 @@ impl<'a> ConsumeStage<'a> {
                             linger.as_mut().reset(Instant::now() + self.settings.linger);
                             self.first_record_at.get_or_insert_with(std::time::Instant::now);
                         }
-                        if let Step::Shutdown = self.consume_record(&message, &mut batch).await? {
+                        if let Step::Shutdown = self.consume_record(&message, &mut batch, &mut fences).await? {
                             break;
                         }
                         if batch.is_full(&self.settings) && ready.is_none() {
@@ -245,12 +248,14 @@ impl<'a> ConsumeStage<'a> {
         &mut self,
         message: &BorrowedMessage<'_>,
         batch: &mut Batch,
+        fences: &mut FenceCache,
     ) -> Result<Step, ConsumeError> {
         let topic = message.topic();
         let partition = message.partition();
         let offset = message.offset();
         if let Some((source, topic_name)) = self.heartbeat_topics.get(topic) {
             let (source, topic_name) = (*source, Arc::clone(topic_name));
+            enter(batch, fences, &topic_name, partition);
             let step = self.consume_heartbeat(message, source).await?;
             batch.note_offset(&topic_name, partition, offset);
             return Ok(step);
@@ -261,6 +266,7 @@ impl<'a> ConsumeStage<'a> {
             return Ok(Step::Continue);
         };
         let (mapping, topic_name) = (*mapping, Arc::clone(topic_name));
+        enter(batch, fences, &topic_name, partition);
         let timestamp = message.timestamp().to_millis();
 
         let mut backoff = Backoff::default();
@@ -411,5 +417,23 @@ fn log_consumer_error(e: &KafkaError) {
             info!(error = %e, "A mapped topic does not exist yet; waiting for it.");
         }
         _ => warn!(error = %e, "Kafka consumer error."),
+    }
+}
+
+/// Notes that the next record of `topic`/`partition` joins `batch` under the partition's
+/// current assignment; records of an assignment superseded meanwhile (the partition was
+/// assigned again while the batch filled) leave the batch, counted and logged.
+fn enter(batch: &mut Batch, fences: &mut FenceCache, topic: &Arc<str>, partition: i32) {
+    let fence = fences.fence(topic, partition);
+    let dropped = batch.enter(topic, partition, fence);
+    if dropped > 0 {
+        metrics::counter!(telemetry::SUPERSEDED_RECORDS, "topic" => topic.to_string())
+            .increment(dropped as u64);
+        info!(
+            %topic,
+            partition,
+            records = dropped,
+            "Dropped records read under a superseded assignment of the partition; its new assignment reads them again."
+        );
     }
 }

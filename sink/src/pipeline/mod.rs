@@ -69,6 +69,12 @@
 //! [`Source::Group`] a watcher checks once a second that Redis still holds what it
 //! acknowledged; when not, it stops the pipeline as at shutdown and reports
 //! [`Summary::bookkeeping_lost`], and `sink run` starts a new one, whose assignment rewinds.
+//!
+//! Every assignment also marks its partitions with a fresh fencing token, and each batch
+//! carries the marker of the assignment its records were read under (`fencing.rs`,
+//! [`crate::apply::Fences`]): the writers refuse a batch whose assignment another one has
+//! superseded, and the lane drops it and the rest of that assignment's batches without
+//! stopping the pipeline (`apply_stage.rs`).
 
 mod apply_stage;
 mod batch;
@@ -76,6 +82,7 @@ mod caught_up;
 mod consume_stage;
 mod dead_letter;
 mod error;
+mod fencing;
 mod in_flight;
 mod offsets;
 mod pause;

@@ -19,6 +19,7 @@ use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use tracing::{debug, info, warn};
 
+use super::fencing::Assignments;
 use super::self_heal::{PartitionStart, SelfHeal};
 use crate::telemetry;
 
@@ -71,6 +72,8 @@ pub struct SinkContext {
     pub progress: Progress,
     /// Where assigned partitions start, and whether Redis keeps what it acknowledged.
     pub(super) heal: Arc<SelfHeal>,
+    /// The fence of each assigned partition, for the batches read under its assignment.
+    pub(super) assignments: Assignments,
 }
 
 impl SinkContext {
@@ -79,14 +82,18 @@ impl SinkContext {
         SinkContext {
             progress: Progress::default(),
             heal,
+            assignments: Assignments::default(),
         }
     }
 
-    /// Sets the start of every partition of `tpl` from Redis and logs the assignment in one
-    /// line, naming the partitions moved back.
+    /// Sets the start of every partition of `tpl` from Redis, records the fence of the
+    /// assignment, and logs the assignment in one line, naming the partitions moved back.
     fn place(&self, consumer: &BaseConsumer<Self>, tpl: &mut TopicPartitionList) {
-        let starts = match self.heal.place(consumer, tpl) {
-            Ok(starts) => starts,
+        let placement = self.heal.place(consumer, tpl);
+        self.assignments
+            .assigned(tpl, placement.as_ref().ok().map(|p| p.marker.as_str()));
+        let starts = match placement {
+            Ok(placement) => placement.starts,
             Err(e) => {
                 warn!(
                     partitions = %describe(tpl),
@@ -168,6 +175,7 @@ impl ConsumerContext for SinkContext {
                 }
                 self.progress.forget(tpl);
                 self.heal.forget(tpl);
+                self.assignments.revoked(tpl);
                 if cooperative {
                     consumer.incremental_unassign(tpl)
                 } else {

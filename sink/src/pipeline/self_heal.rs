@@ -13,22 +13,27 @@
 //!
 //! - On every assignment ([`SelfHeal::place`], from the consumer's rebalance callback) each
 //!   partition starts at `min(committed, sink:offsets + 1)` when its marker names the current
-//!   run, and at its earliest offset otherwise; the latter drops the stale `sink:offsets`
-//!   field and sets the marker in one transaction, so the decision survives a crash.
+//!   run, and at its earliest offset otherwise. One transaction drops the stale
+//!   `sink:offsets` fields and sets every assigned partition's marker to the current run and
+//!   a token fresh for this assignment (`{run_id}:{token}`, apply/fence.rs), so the decision
+//!   survives a crash, and batches read under an earlier assignment of the partition (by
+//!   this process or another) no longer pass the writers' guard.
 //! - While running, [`watch`] checks once a second that the server's `run_id` is the one the
 //!   assigned partitions were marked under and that their markers are still there; when not,
 //!   it stops the pipeline so that `sink run` starts it again, and the new assignment rewinds.
 //!
 //! A replay from the earliest offset converges to what a clean replay gives: the writers'
 //! position guards make records older than what survived no-ops, and re-create what was
-//! lost. (Writes that landed between a loss and its detection can leave later positions in
-//! the index bookkeeping, never other keys: RELIABILITY.md, *Self-healing*.)
+//! lost. That needs every write to land in order with the replay: batches in flight between
+//! a loss and its detection, and batches read under an assignment that a rebalance has
+//! superseded since, are refused by the writers' marker guard (apply/fence.rs).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use mapping::layout::{offsets_field, OFFSETS_KEY, OFFSETS_RUN_KEY};
+use rand::Rng;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::{Offset, TopicPartitionList};
 use redis::aio::{ConnectionLike, MultiplexedConnection};
@@ -37,6 +42,7 @@ use thiserror::Error;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
+use crate::apply::{marker, run_of};
 use crate::memory::MemoryGuard;
 
 /// How often the running check asks Redis (`INFO server` and one `HMGET`).
@@ -84,6 +90,16 @@ impl PartitionStart {
     pub fn rewound(&self) -> bool {
         self.start < self.committed
     }
+}
+
+/// What an assignment decided.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Placement {
+    /// Where the partitions the group committed an offset for start.
+    pub starts: Vec<PartitionStart>,
+    /// The marker every assigned partition holds now (`{run_id}:{token}`): batches read
+    /// under this assignment carry it as their fence.
+    pub marker: String,
 }
 
 /// Why the running check stopped the pipeline.
@@ -160,13 +176,16 @@ impl SelfHeal {
     /// (earliest). Blocking: round trips to Redis and the broker, each bounded by
     /// [`TIMEOUT`].
     ///
+    /// Every assigned partition is marked with a token fresh for this assignment
+    /// ([`Placement::marker`]).
+    ///
     /// On an error nothing is decided: the consumer resumes from the committed offsets and
     /// the next [`watch`] check that reaches Redis has the pipeline start again.
     pub fn place<C: ConsumerContext>(
         &self,
         consumer: &BaseConsumer<C>,
         tpl: &TopicPartitionList,
-    ) -> Result<Vec<PartitionStart>, PlaceError> {
+    ) -> Result<Placement, PlaceError> {
         let result = self.try_place(consumer, tpl);
         let mut marks = self.marks.lock().unwrap_or_else(PoisonError::into_inner);
         if result.is_err() {
@@ -180,14 +199,17 @@ impl SelfHeal {
         &self,
         consumer: &BaseConsumer<C>,
         tpl: &TopicPartitionList,
-    ) -> Result<Vec<PartitionStart>, PlaceError> {
+    ) -> Result<Placement, PlaceError> {
         let partitions: Vec<(String, i32)> = tpl
             .elements()
             .iter()
             .map(|e| (e.topic().to_owned(), e.partition()))
             .collect();
         if partitions.is_empty() {
-            return Ok(Vec::new());
+            return Ok(Placement {
+                starts: Vec::new(),
+                marker: String::new(),
+            });
         }
         let committed: BTreeMap<(String, i32), i64> = consumer
             .committed_offsets(tpl.clone(), TIMEOUT)
@@ -199,7 +221,8 @@ impl SelfHeal {
                 _ => None,
             })
             .collect();
-        let (run_id, applied) = self.claim(&partitions).map_err(PlaceError::Redis)?;
+        let token = format!("{:016x}", rand::rng().random::<u64>());
+        let (run_id, applied) = self.claim(&partitions, &token).map_err(PlaceError::Redis)?;
         let mut starts = Vec::with_capacity(partitions.len());
         for (p, next) in partitions.iter().zip(applied) {
             // Without a committed offset the group starts where `auto.offset.reset` says
@@ -231,16 +254,22 @@ impl SelfHeal {
         if marks.run_id != run_id {
             marks.partitions.clear();
         }
+        let marker = marker(&run_id, &token);
         marks.run_id = run_id;
         marks.partitions.extend(partitions);
         marks.unverified = false;
-        Ok(starts)
+        Ok(Placement { starts, marker })
     }
 
-    /// Reads the markers and `sink:offsets` of `partitions`; marks the untrusted ones, dropping
-    /// their stale offsets, in one transaction. Returns the server's run and, per partition,
-    /// the next offset Redis says to apply (`None`: replay from the earliest offset).
-    fn claim(&self, partitions: &[(String, i32)]) -> RedisResult<(String, Vec<Option<i64>>)> {
+    /// Reads the markers and `sink:offsets` of `partitions`; in one transaction drops the
+    /// stale offsets of the untrusted ones and marks every one with the current run and
+    /// `token`. Returns the server's run and, per partition, the next offset Redis says to
+    /// apply (`None`: replay from the earliest offset).
+    fn claim(
+        &self,
+        partitions: &[(String, i32)],
+        token: &str,
+    ) -> RedisResult<(String, Vec<Option<i64>>)> {
         let mut conn = self.client.get_connection_with_timeout(TIMEOUT)?;
         conn.set_read_timeout(Some(TIMEOUT))?;
         conn.set_write_timeout(Some(TIMEOUT))?;
@@ -264,10 +293,11 @@ impl SelfHeal {
             .zip(runs.iter().zip(&offsets))
             .map(|(field, (run, offset))| {
                 let applied = offset.as_deref().and_then(|o| o.parse::<i64>().ok());
+                let this_run = run.as_deref().map(run_of) == Some(run_id.as_str());
                 match applied {
-                    Some(applied) if run.as_deref() == Some(run_id.as_str()) => Some(applied + 1),
+                    Some(applied) if this_run => Some(applied + 1),
                     // Marked, nothing applied yet: nothing to trust either way.
-                    None if run.as_deref() == Some(run_id.as_str()) => None,
+                    None if this_run => None,
                     _ => {
                         untrusted.push(field.as_str());
                         None
@@ -275,18 +305,19 @@ impl SelfHeal {
                 }
             })
             .collect();
+        let mut pipe = redis::pipe();
+        pipe.atomic();
         if !untrusted.is_empty() {
-            let mut pipe = redis::pipe();
-            pipe.atomic();
             pipe.cmd("HDEL").arg(OFFSETS_KEY).arg(&untrusted).ignore();
-            let mut hset = redis::cmd("HSET");
-            hset.arg(OFFSETS_RUN_KEY);
-            for field in &untrusted {
-                hset.arg(field).arg(&run_id);
-            }
-            pipe.add_command(hset).ignore();
-            pipe.query::<()>(&mut conn)?;
         }
+        let marker = marker(&run_id, token);
+        let mut hset = redis::cmd("HSET");
+        hset.arg(OFFSETS_RUN_KEY);
+        for field in &fields {
+            hset.arg(field).arg(&marker);
+        }
+        pipe.add_command(hset).ignore();
+        pipe.query::<()>(&mut conn)?;
         Ok((run_id, next))
     }
 
@@ -326,10 +357,13 @@ impl SelfHeal {
             .arg(&fields)
             .query_async(conn)
             .await?;
+        // Only the run counts here: a token of another assignment is a rebalance that this
+        // process hears of in its own rebalance callback (and its batches read before are
+        // refused by the writers), not a loss.
         let lost: Vec<String> = fields
             .into_iter()
             .zip(runs)
-            .filter(|(_, run)| run.as_deref() != Some(marked.as_str()))
+            .filter(|(_, run)| run.as_deref().map(run_of) != Some(marked.as_str()))
             .map(|(field, _)| field)
             .collect();
         Ok((!lost.is_empty()).then_some(Loss::Markers { fields: lost }))

@@ -22,7 +22,9 @@
 --       state holds at least those)
 --   the server's run_id, then np, then np fields: every partition the rebuild replayed; the
 --       new state marks each as whole under this run (`sink:offsets:run`), so that sinks
---       trust its `sink:offsets` instead of replaying (pipeline/self_heal.rs)
+--       trust its `sink:offsets` instead of replaying (pipeline/self_heal.rs). A partition
+--       that a live sink's assignment marked under this run keeps that marker (run and
+--       fencing token, apply/fence.rs), so that the live sink's batches still land
 --
 -- Returns {'ok'} after `SWAPDB live staging`; {'lock', holder} when the lock no longer holds
 -- this token; {'lagging', field, live, staging, ...} when the live sink has applied a record
@@ -61,11 +63,10 @@ end
 i = i + 1
 local run_id = ARGV[i]
 i = i + 1
-local marks = {}
+local marked = {}
 for _ = 1, tonumber(ARGV[i]) do
   i = i + 1
-  marks[#marks + 1] = ARGV[i]
-  marks[#marks + 1] = run_id
+  marked[#marked + 1] = ARGV[i]
 end
 
 call('SELECT', live)
@@ -75,6 +76,16 @@ local live_offsets = call('HGETALL', OFFSETS)
 local live_watermarks = {}
 for j, key in ipairs(watermarks) do
   live_watermarks[j] = call('HGETALL', key)
+end
+local marks = {}
+for _, field in ipairs(marked) do
+  local live_mark = call('HGET', RUNS, field)
+  marks[#marks + 1] = field
+  if live_mark and string.match(live_mark, '^[^:]*') == run_id then
+    marks[#marks + 1] = live_mark
+  else
+    marks[#marks + 1] = run_id
+  end
 end
 
 call('SELECT', staging)

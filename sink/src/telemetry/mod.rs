@@ -46,6 +46,10 @@ pub const READY: &str = "sink_ready";
 /// Counter: partitions the sink moved back to what Redis says was applied (self-healing).
 /// Labels: `topic`.
 pub const OFFSET_RESETS: &str = "sink_offset_resets_total";
+/// Counter: records read under an assignment of their partition that a later assignment
+/// superseded (a rebalance; apply/fence.rs), dropped unapplied: the partition's current
+/// assignment reads and applies them. Labels: `topic`.
+pub const SUPERSEDED_RECORDS: &str = "sink_superseded_records_total";
 
 /// Gauge: estimated bytes of the exclusive writer's bookkeeping in memory, bounded by
 /// `--max-writer-memory`.
@@ -130,5 +134,9 @@ pub fn describe() {
     describe_counter!(
         OFFSET_RESETS,
         "Partitions moved back to the offsets Redis says were applied."
+    );
+    describe_counter!(
+        SUPERSEDED_RECORDS,
+        "Records read under a partition assignment that a later one superseded, dropped unapplied (the current assignment applies them)."
     );
 }

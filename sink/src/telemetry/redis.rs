@@ -49,7 +49,9 @@ impl RedisErrorKind {
             ApplyError::Excluded { .. }
             | ApplyError::LeaseLost { .. }
             | ApplyError::Load(crate::apply::LoadError::LeaseLost(_)) => RedisErrorKind::Lease,
-            ApplyError::BookkeepingLost { .. } => RedisErrorKind::Other,
+            ApplyError::BookkeepingLost { .. } | ApplyError::Superseded { .. } => {
+                RedisErrorKind::Other
+            }
             ApplyError::Invalid { .. }
             | ApplyError::Reply { .. }
             | ApplyError::Resend { .. }

@@ -489,6 +489,13 @@ pub fn snapshot(stack: &Stack, db: i64, counts: bool) -> BTreeMap<String, Conten
             "hash" => {
                 let mut h: BTreeMap<String, String> = conn.hgetall(&key).expect("HGETALL");
                 h.retain(|f, _| !volatile(&key, f, counts));
+                if key == mapping::layout::OFFSETS_RUN_KEY {
+                    // A marker's fencing token is fresh for every assignment: only the server
+                    // run it names is state.
+                    for mark in h.values_mut() {
+                        *mark = sink::apply::run_of(mark).to_owned();
+                    }
+                }
                 Content::Hash(h)
             }
             "zset" => Content::ZSet(conn.zrange_withscores(&key, 0, -1).expect("ZRANGE")),

@@ -1,13 +1,17 @@
 //! The exclusive writer's marker guard, the transaction-side twin of the change script's
 //! (ARCHITECTURE.md, *Self-healing*): a batch is sent only while each of its partitions is
-//! marked in `sink:offsets:run` under the Redis server's current `run_id`. Checked after the
-//! lease keys are watched, so a flush between the check and `EXEC` aborts the transaction
-//! (it touches every watched key) and a restart drops the connection.
+//! marked in `sink:offsets:run` under the Redis server's current `run_id` by the assignment
+//! it was read under (apply/fence.rs). Checked after the lease keys are watched, so a flush
+//! between the check and `EXEC` aborts the transaction (it touches every watched key) and a
+//! restart drops the connection. A marker that a new assignment writes between the check and
+//! `EXEC` is not seen, and needs not be: that assignment read its start before this batch
+//! landed, so it applies this batch's records again after it, in order.
 
 use mapping::layout;
 use redis::aio::ConnectionLike;
 
-use crate::apply::{ApplyError, PlannedChange};
+use crate::apply::fence::{self, Verdict};
+use crate::apply::{ApplyError, Fences, PlannedChange};
 
 /// The offsets fields (`{topic}/{partition}`) of `batch`'s partitions, each once.
 pub(super) fn fields(batch: &[PlannedChange]) -> Vec<String> {
@@ -22,10 +26,12 @@ pub(super) fn fields(batch: &[PlannedChange]) -> Vec<String> {
 }
 
 /// [`ApplyError::BookkeepingLost`] for the first of `fields` whose marker is missing or
-/// names another server run than the one `conn` talks to.
+/// names another server run than the one `conn` talks to, [`ApplyError::Superseded`] for the
+/// first whose marker is not the one `fences` names (apply/fence.rs).
 pub(super) async fn check(
     conn: &mut impl ConnectionLike,
     fields: &[String],
+    fences: &Fences,
     changes: usize,
 ) -> Result<(), ApplyError> {
     let run = server_run(conn, changes).await?;
@@ -39,17 +45,26 @@ pub(super) async fn check(
             changes,
             source,
         })?;
-    match fields
-        .iter()
-        .zip(marked)
-        .find(|(_, m)| m.as_deref() != Some(run.as_str()))
-    {
-        None => Ok(()),
-        Some((field, marker)) => Err(ApplyError::BookkeepingLost {
-            field: field.clone(),
-            marker: marker.unwrap_or_else(|| "unmarked".to_owned()),
-        }),
+    for (field, marker) in fields.iter().zip(marked) {
+        let fence = fences.expected(field);
+        match fence::judge(marker.as_deref(), &run, fence) {
+            Verdict::Holds => {}
+            Verdict::Lost => {
+                return Err(ApplyError::BookkeepingLost {
+                    field: field.clone(),
+                    marker: marker.unwrap_or_else(|| "unmarked".to_owned()),
+                })
+            }
+            Verdict::Superseded => {
+                return Err(ApplyError::Superseded {
+                    field: field.clone(),
+                    marker: marker.unwrap_or_default(),
+                    fence: fence.to_owned(),
+                })
+            }
+        }
     }
+    Ok(())
 }
 
 /// The server's `run_id`, as the self-heal marks it: empty when `INFO` is refused (an ACL

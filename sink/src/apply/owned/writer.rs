@@ -46,7 +46,7 @@ use super::markers;
 use super::state::{OwnedState, UndoLog};
 use super::MemoryBound;
 use crate::apply::records::Records;
-use crate::apply::{ApplyError, BatchOutcome, PlannedChange};
+use crate::apply::{ApplyError, BatchOutcome, Fences, PlannedChange};
 use crate::telemetry;
 
 /// One decided batch on its way to Redis.
@@ -59,6 +59,8 @@ struct Job {
     changes: usize,
     /// The offsets fields whose self-healing markers must hold (empty: unguarded).
     markers: Vec<String>,
+    /// The markers they must hold: those of the assignments the batch was read under.
+    fences: Fences,
     reply: oneshot::Sender<Result<(), ApplyError>>,
 }
 
@@ -110,6 +112,7 @@ pub struct OwnedWriter {
 impl OwnedWriter {
     /// The same writer, sending a batch only while each of its partitions is marked in
     /// `sink:offsets:run` under the server's current run ([`ApplyError::BookkeepingLost`]
+    /// otherwise) by the assignment it was read under ([`ApplyError::Superseded`]
     /// otherwise): for a pipeline whose assignment marks its partitions (`sink run`).
     pub(crate) fn guarded(mut self) -> OwnedWriter {
         self.guard = true;
@@ -240,9 +243,14 @@ impl OwnedWriter {
         &self.records
     }
 
-    /// Decides `batch`, queues its writes behind every batch decided before, and returns
-    /// once Redis took them (or refused them: then the decisions are undone).
-    pub(crate) async fn apply(&self, batch: &[PlannedChange]) -> Result<BatchOutcome, ApplyError> {
+    /// Decides `batch` (read under `fences`, which a guarded writer checks), queues its
+    /// writes behind every batch decided before, and returns once Redis took them (or
+    /// refused them: then the decisions are undone).
+    pub(crate) async fn apply(
+        &self,
+        batch: &[PlannedChange],
+        fences: &Fences,
+    ) -> Result<BatchOutcome, ApplyError> {
         let (reply, outcome) = {
             let mut inner = self.shared.inner.lock().await;
             if let Some(x) = &self.exclusive {
@@ -280,6 +288,7 @@ impl OwnedWriter {
                 } else {
                     Vec::new()
                 },
+                fences: fences.clone(),
                 reply: tx,
             };
             if self.jobs.send(job).is_err() {
@@ -356,6 +365,7 @@ async fn write(
             job.changes,
             lease,
             &job.markers,
+            &job.fences,
         )
         .await;
         let mut inner = shared.inner.lock().await;
@@ -505,6 +515,7 @@ async fn send(
     changes: usize,
     lease: Option<&Lease>,
     markers: &[String],
+    fences: &Fences,
 ) -> Sent {
     let redis_error = |operation, source| {
         Sent::Failed(ApplyError::Redis {
@@ -534,7 +545,7 @@ async fn send(
             Err(source) => return redis_error("WATCH", source),
         }
         if !markers.is_empty() {
-            if let Err(e) = markers::check(&mut conn, markers, changes).await {
+            if let Err(e) = markers::check(&mut conn, markers, fences, changes).await {
                 let _ = redis::cmd("UNWATCH").query_async::<()>(&mut conn).await;
                 return Sent::Failed(e);
             }

@@ -5,7 +5,7 @@
 use mapping::plan::{FieldWrite, Plan, RowUpsert};
 use mapping::{layout, Mapping};
 
-use crate::apply::{ApplyError, PlannedChange};
+use crate::apply::{ApplyError, Fences, PlannedChange};
 
 /// Arguments every change has before its upsert part (its length included).
 const HEAD: usize = 8;
@@ -191,12 +191,13 @@ impl MappingArgs {
     }
 }
 
-/// The `EVALSHA` command applying `chunk` (mapping numbers index `mappings`).
+/// The `EVALSHA` command applying `chunk` (mapping numbers index `mappings`); with `guard`,
+/// refused unless each partition's marker is the one `guard` fences it by.
 pub(crate) fn chunk_command(
     sha: &str,
     mappings: &[MappingArgs],
     chunk: &[PlannedChange],
-    guard: bool,
+    guard: Option<&Fences>,
 ) -> Result<redis::Cmd, ApplyError> {
     let mut slots: Vec<(&str, i32)> = Vec::new();
     let mut slot_of = Vec::with_capacity(chunk.len());
@@ -213,10 +214,22 @@ pub(crate) fn chunk_command(
     }
     let mut cmd = redis::cmd("EVALSHA");
     cmd.arg(sha).arg(0).arg(slots.len());
-    for (topic, partition) in &slots {
-        cmd.arg(layout::offsets_field(topic, *partition));
+    let fields: Vec<String> = slots
+        .iter()
+        .map(|(topic, partition)| layout::offsets_field(topic, *partition))
+        .collect();
+    cmd.arg(&fields);
+    match guard {
+        Some(fences) => {
+            cmd.arg("1");
+            for field in &fields {
+                cmd.arg(fences.expected(field));
+            }
+        }
+        None => {
+            cmd.arg("");
+        }
     }
-    cmd.arg(if guard { "1" } else { "" });
     for (change, slot) in chunk.iter().zip(slot_of) {
         let args = mappings
             .get(change.mapping)
@@ -313,7 +326,8 @@ mod tests {
     fn chunk_args_layout() {
         let a = [MappingArgs::new(0, &mapping())];
         let chunk = [upsert(11, 2), delete(12, None), upsert(13, 2)];
-        let cmd = chunk_command("sha", &a, &chunk, true).unwrap();
+        let fences = Fences::none().with("cdc.orders", 2, "r1:t2");
+        let cmd = chunk_command("sha", &a, &chunk, Some(&fences)).unwrap();
         let upsert_part = [
             "1",
             "-1",
@@ -336,6 +350,8 @@ mod tests {
             "cdc.orders/2",
             "cdc.orders/0", // offsets fields
             "1",            // marker guard
+            "r1:t2",        // the marker of cdc.orders/2's assignment
+            "",             // cdc.orders/0: read under no known assignment
             "20",
             "1",
             "u",
@@ -357,8 +373,7 @@ mod tests {
     #[test]
     fn negative_position_is_invalid() {
         let a = [MappingArgs::new(0, &mapping())];
-        let err =
-            chunk_command("sha", &a, &[upsert(1, 0), delete(2, Some(-1))], false).unwrap_err();
+        let err = chunk_command("sha", &a, &[upsert(1, 0), delete(2, Some(-1))], None).unwrap_err();
         assert_eq!(
             err.to_string(),
             "change at cdc.orders/0 offset 2: negative source position -1"

@@ -20,7 +20,9 @@
 -- ARGV layout (1-based; '' means "none"):
 --   [1] K, then K offsets fields '{topic}/{partition}' (the chunk's partitions)
 --   [K+2] marker guard: '1' = refuse the chunk unless every one of its partitions is marked
---        in `sink:offsets:run` under the server's current run_id (below), '' = off
+--        in `sink:offsets:run` under the server's current run_id by the assignment the chunk
+--        was read under (below), '' = off
+--   with the guard on, K fences: the marker each partition must hold, in the order above
 --   then the changes, one after another, each:
 --     +0 length of this change's arguments (itself included)
 --     +1 mapping number (1-based into MAPPINGS)
@@ -289,22 +291,30 @@ for s = 1, nslots do slots[s] = ARGV[1 + s] end
 -- Marker guard (ARCHITECTURE.md, "Self-healing"): a chunk of a partition whose marker in
 -- `sink:offsets:run` is gone (Redis flushed or restarted empty) or names another server run
 -- (restarted from an older file, a failover) would land on bookkeeping that no longer covers
--- what was applied before it, ahead of the replay that restores it. Refused, whole and
--- before any read of the changes: the sink stops the pipeline and resumes from Redis.
-if ARGV[nslots + 2] == '1' then
+-- what was applied before it, ahead of the replay that restores it: BOOKKEEPING. A chunk read
+-- under an assignment of the partition that another one has superseded since (the marker,
+-- `{run_id}:{token}`, names this run but not the chunk's fence, ARGV after the flag) would land
+-- behind the new owner's replay: SUPERSEDED (apply/fence.rs). Refused, whole and before any
+-- read of the changes.
+local guarded = ARGV[nslots + 2] == '1'
+if guarded then
   local info = redis.pcall('INFO', 'server')
   local run = type(info) == 'string' and string.match(info, 'run_id:(%x+)') or ''
   for s = 1, nslots do
     local marked = call('HGET', OFFSETS_RUN, slots[s])
-    if marked ~= run then
+    local fence = ARGV[nslots + 2 + s]
+    if not marked or string.match(marked, '^[^:]*') ~= run then
       return redis.error_reply('BOOKKEEPING ' .. slots[s] .. ' ' .. (marked or 'unmarked'))
+    end
+    if marked ~= fence then
+      return redis.error_reply('SUPERSEDED ' .. slots[s] .. ' ' .. marked .. ' ' .. fence)
     end
   end
 end
 local top = {} -- per offsets field number: highest offset of a change that did not fail
 local count, max_ts = {}, {} -- per mapping number: applied changes, highest source_ts_ms
 local results = {}
-local at, nargs = nslots + 3, #ARGV
+local at, nargs = nslots + 3 + (guarded and nslots or 0), #ARGV
 while at <= nargs do
   local len = tonumber(ARGV[at])
   if not len or len < 8 then

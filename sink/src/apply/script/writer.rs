@@ -9,7 +9,7 @@ use redis::Value;
 
 use super::ChangeScript;
 use crate::apply::records::Records;
-use crate::apply::{ApplyError, BatchOutcome, PlannedChange};
+use crate::apply::{ApplyError, BatchOutcome, Fences, PlannedChange};
 
 /// Applies batches through the change script; cheap to share (`&self` everywhere).
 pub struct ScriptWriter {
@@ -42,17 +42,21 @@ impl ScriptWriter {
         &self.records
     }
 
-    /// Applies `batch` (not empty) in order as one pipeline of chunk scripts on one
-    /// connection.
+    /// Applies `batch` (not empty), read under `fences`, in order as one pipeline of chunk
+    /// scripts on one connection (a guarded writer's scripts check the fences).
     ///
     /// On `NOSCRIPT` (Redis restarted or flushed its scripts) the script is loaded and the
     /// whole batch sent again, which is harmless because every change is idempotent.
-    pub(crate) async fn apply(&self, batch: &[PlannedChange]) -> Result<BatchOutcome, ApplyError> {
+    pub(crate) async fn apply(
+        &self,
+        batch: &[PlannedChange],
+        fences: &Fences,
+    ) -> Result<BatchOutcome, ApplyError> {
         let chunks = self.script.chunks(batch);
         let mut pipe = redis::pipe();
         pipe.ignore_errors();
         for chunk in &chunks {
-            pipe.add_command(self.script.command(chunk)?);
+            pipe.add_command(self.script.command_under(chunk, fences)?);
         }
         let mut conn = self.pool.get().await.map_err(ApplyError::Pool)?;
         if !self.loaded.load(Ordering::Relaxed) {
