@@ -376,14 +376,15 @@ mod tests {
 
     #[test]
     fn a_key_field_from_another_column_or_type_is_refused() {
-        let listed = "fields: [id, email]";
+        // `name` stays selected: the shipped name search needs it.
+        let listed = "fields: [id, email, name]";
         let base = edited(
             "    fields: all\n    # Only for",
             &format!("    {listed}\n    # Only for"),
         );
         let renamed = edited(
             "    fields: all\n    # Only for",
-            "    fields: [{from: customer_id, as: id}, email]\n    # Only for",
+            "    fields: [{from: customer_id, as: id}, email, name]\n    # Only for",
         );
         let key_field = KeyChange::KeyField {
             mapping: "customers".to_owned(),
@@ -404,7 +405,7 @@ mod tests {
         // A selection that keeps every key field's column changes no key.
         let more = edited(
             "    fields: all\n    # Only for",
-            "    fields: [id, email, name]\n    # Only for",
+            "    fields: [id, email, name, plan]\n    # Only for",
         );
         assert_eq!(key_changes(&base, &more, true), []);
     }

@@ -163,7 +163,7 @@ impl OwnedState {
             releases: Vec::new(),
             members: Vec::new(),
             search_members: stored
-                .search_members
+                .search_members(model.fields.len())
                 .iter()
                 .enumerate()
                 .filter_map(|(s, member)| Some((s, member.clone()?)))
@@ -232,7 +232,7 @@ impl OwnedState {
         }
         let none = vec![None; model.fields.len()];
         let old: &[Option<String>] = stored.map_or(&none, |s| &s.values);
-        let new = new_values(&model, u, old);
+        let mut new = new_values(&model, u, old);
         let pk = model
             .primary_key(&new)
             .ok_or_else(|| format!("row {}: the row key fields have no value", u.row_key))?;
@@ -242,8 +242,7 @@ impl OwnedState {
             self.index_decisions(m, old, &new, &pk, u.position, stored_pos, &mut queued);
         let current = stored.map_or(&[][..], |s| &s.scores[..]);
         let scores = relation_decisions(&model, u, old, &new, &pk, current, &mut queued);
-        let no_members = vec![None; model.searches.len()].into_boxed_slice();
-        let old_members = stored.map_or(&no_members, |s| &s.search_members);
+        let old_members = stored.map_or(&[][..], |s| s.search_members(model.fields.len()));
         let search_members = search_decisions(&model, u, old_members, &mut queued);
         let mut deltas = Deltas::default();
         let aggregates = deltas
@@ -262,6 +261,7 @@ impl OwnedState {
         }
         self.apply_aggregates(&mut w.writes, &mut w.undo, aggregates);
         let recorded = record_pos(u.position, stored_pos, stored_pos);
+        new.extend(search_members);
         self.set_row(
             &mut w.undo,
             m,
@@ -270,7 +270,6 @@ impl OwnedState {
                 position: recorded,
                 values: new,
                 scores,
-                search_members,
             }),
         );
         Ok(true)
@@ -403,7 +402,7 @@ fn search_decisions(
     u: &RowUpsert,
     old: &[Option<String>],
     queued: &mut Vec<Queued>,
-) -> Box<[Option<String>]> {
+) -> Vec<Option<String>> {
     model
         .searches
         .iter()

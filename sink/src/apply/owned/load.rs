@@ -136,13 +136,14 @@ impl OwnedState {
         for ((i, r), score) in asked.into_iter().zip(scores) {
             row_scores[i][r] = score;
         }
-        let mut members = self.load_search_members(conn, &model, &page).await?;
+        let members = self.load_search_members(conn, &model, &page).await?;
         for ((((row, position), vals), scores), search_members) in page
             .into_iter()
             .zip(values.iter_mut())
             .zip(row_scores)
-            .zip(members.drain(..))
+            .zip(members)
         {
+            vals.extend(search_members);
             let position = parse_position(&model.rows_key, &row, &position)?;
             self.load_row(
                 m,
@@ -151,7 +152,6 @@ impl OwnedState {
                     position,
                     values: std::mem::take(vals),
                     scores,
-                    search_members,
                 },
             );
         }
@@ -165,9 +165,9 @@ impl OwnedState {
         conn: &mut C,
         model: &super::model::Model,
         page: &[(String, String)],
-    ) -> Result<Vec<Box<[Option<String>]>>, LoadError> {
+    ) -> Result<Vec<Vec<Option<String>>>, LoadError> {
         if model.searches.is_empty() {
-            return Ok(vec![Box::default(); page.len()]);
+            return Ok(vec![Vec::new(); page.len()]);
         }
         let mut pipe = redis::pipe();
         for (row, _) in page {

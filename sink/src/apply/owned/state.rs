@@ -29,10 +29,18 @@ pub(super) type Figures = Vec<(String, String)>;
 #[derive(Debug, Clone)]
 pub(super) struct RowState {
     pub(super) position: i64,
+    /// The template fields' values (`Model::fields`), then, per search of the mapping, the
+    /// row's member of its sorted set (`mapping::search`; [`RowState::search_members`]). One
+    /// vector rather than two keeps a row's slot as small as before searches existed.
     pub(super) values: Vec<Option<String>>,
     pub(super) scores: Vec<Option<f64>>,
-    /// Per search of the mapping: the row's member of its sorted set (`mapping::search`).
-    pub(super) search_members: Box<[Option<String>]>,
+}
+
+impl RowState {
+    /// The row's search members: what follows its `fields` template values.
+    pub(super) fn search_members(&self, fields: usize) -> &[Option<String>] {
+        self.values.get(fields..).unwrap_or_default()
+    }
 }
 
 /// What the sink stored for one index key: its value (the owner), its `sink:index`
@@ -243,12 +251,6 @@ fn row_bytes(key_len: usize, row: &RowState) -> usize {
         + allocation(row.values.len() * size_of::<Option<String>>())
         + values
         + allocation(row.scores.len() * size_of::<Option<f64>>())
-        + allocation(row.search_members.len() * size_of::<Option<String>>())
-        + row
-            .search_members
-            .iter()
-            .map(|m| m.as_ref().map_or(0, |s| allocation(s.len())))
-            .sum::<usize>()
 }
 
 /// Heap bytes of an index entry whose key is `key_len` bytes long.
@@ -320,7 +322,6 @@ mod tests {
             position,
             values: vec![Some("1".into()), Some(email.into())],
             scores: vec![],
-            search_members: Box::default(),
         }
     }
 

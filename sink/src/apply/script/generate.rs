@@ -262,6 +262,7 @@ local MAPPINGS = {
     relations = {
       { n = 1, 'customer:', 4, ':orders' },
     },
+    searches = { },
   },
 }"
         );
