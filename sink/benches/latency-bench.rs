@@ -22,9 +22,13 @@
 //! average); the notification reaches the subscriber after the script or transaction that
 //! wrote the row has finished, so the figure includes its delivery to the subscriber, which
 //! the bench measures by timing notifications of its own `SET`s (a round trip, an upper bound).
-//! Also printed: produce call → visible (one microsecond clock, producer path included), the
-//! sink's mean Redis time per batch and records per batch (`sink_apply_batch_seconds` from its
-//! metrics endpoint), and the load average.
+//! Also printed, to say where the time goes: produce call → visible (one microsecond clock,
+//! producer path included); append → received by a *probe consumer* (a plain librdkafka
+//! consumer beside the sink with the sink's consumer defaults and the same `-X` properties,
+//! polling on a thread of its own: the broker and the fetch alone) and probe consumer →
+//! visible (about the sink's own stages and Redis); the sink's records per batch and mean
+//! Redis time per batch (`sink_apply_batch_seconds` from its metrics endpoint); and the load
+//! average before → after each phase.
 
 use std::collections::HashMap;
 use std::net::TcpListener;
@@ -35,10 +39,13 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context};
 use clap::Parser;
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
-use rdkafka::{ClientConfig, Timestamp};
+use rdkafka::{ClientConfig, Message, Offset, Timestamp, TopicPartitionList};
 use serde_json::Value as Json;
 use sink::cli::WriterMode;
 use testkit::loadgen::{self, reference, WireEncoder};
@@ -74,6 +81,9 @@ struct Args {
     /// Port of the private Redis (0: a free one).
     #[arg(long, default_value_t = 0)]
     redis_port: u16,
+    /// Port of the sink's metrics endpoint (0: a free one).
+    #[arg(long, default_value_t = 0)]
+    metrics_port: u16,
     /// Kafka bootstrap servers.
     #[arg(
         long,
@@ -122,6 +132,8 @@ fn free_port() -> anyhow::Result<u16> {
 struct Seen {
     rows: HashMap<u64, i64>,
     probes: HashMap<u64, i64>,
+    /// When the probe consumer received each record.
+    fetched: HashMap<u64, i64>,
 }
 
 /// Subscribes to the keyspace events of `{prefix}:customer:{n}` and `{prefix}:probe:{n}` on a
@@ -151,6 +163,61 @@ fn subscribe(redis_url: &str, prefix: &str, seen: Arc<Mutex<Seen>>) -> anyhow::R
         }
     });
     ready_rx.recv()?
+}
+
+/// A consumer beside the sink, with the sink's consumer defaults and the bench's `-X`
+/// properties, on a thread of its own that stamps each record as it arrives: how much of the
+/// latency is the broker and the fetch, before the sink's own stages. Runs until `stop`.
+fn probe_consumer(
+    args: &Args,
+    topic: &str,
+    group: &str,
+    seen: Arc<Mutex<Seen>>,
+    stop: Arc<AtomicBool>,
+) -> anyhow::Result<()> {
+    let mut config = ClientConfig::new();
+    config
+        .set("bootstrap.servers", &args.bootstrap_servers)
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .set("queued.min.messages", "100000");
+    for property in &args.sink_property {
+        let (key, value) = property
+            .split_once('=')
+            .with_context(|| format!("-X {property}: not key=value"))?;
+        config.set(key, value);
+    }
+    let consumer: BaseConsumer = config.create()?;
+    let mut assignment = TopicPartitionList::new();
+    for partition in 0..args.partitions {
+        assignment.add_partition_offset(topic, partition, Offset::End)?;
+    }
+    consumer.assign(&assignment)?;
+    std::thread::spawn(move || {
+        while !stop.load(Ordering::Relaxed) {
+            let Some(Ok(message)) = consumer.poll(Duration::from_millis(100)) else {
+                continue;
+            };
+            let at = now_us();
+            if let Some(id) = message.key().and_then(wire_key_id) {
+                seen.lock().expect("seen lock").fetched.entry(id).or_insert(at);
+            }
+        }
+    });
+    Ok(())
+}
+
+/// The row id of a customers key in the Confluent wire format: magic byte, schema id, then
+/// the Avro record `{id}`, whose only field is a zigzag varint.
+fn wire_key_id(key: &[u8]) -> Option<u64> {
+    let mut value = 0u64;
+    for (i, byte) in key.get(5..)?.iter().enumerate().take(10) {
+        value |= u64::from(byte & 0x7f) << (7 * i);
+        if byte & 0x80 == 0 {
+            return Some((value >> 1) ^ (value & 1).wrapping_neg());
+        }
+    }
+    None
 }
 
 /// Nearest-rank percentile of sorted `values`.
@@ -247,8 +314,8 @@ async fn bench(args: &Args) -> anyhow::Result<()> {
         println!("sink:   -X {}", args.sink_property.join(" -X "));
     }
     println!();
-    println!("| writer | changes/s | samples | lost | append → visible p50 | p90 | p99 | max | produce call → visible p50 | p99 | batches | records/batch | Redis ms/batch | load (1/5/15 min) |");
-    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|");
+    println!("| writer | changes/s | samples | lost | append → visible p50 | p90 | p99 | max | produce call → visible p50 | p99 | append → probe consumer p50 | p99 | probe consumer → visible p50 | p99 | batches | records/batch | Redis ms/batch | load (1/5/15 min) |");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|");
 
     let customer: Json = reference::envelope_of(reference::CUSTOMER_SAMPLE)?;
     // Row ids are sequence numbers, from 1 (the key the subscriber parses).
@@ -279,7 +346,11 @@ async fn bench(args: &Args) -> anyhow::Result<()> {
             &config,
             mapping_yaml(args, &redis_url, &prefix, &topic, &group),
         )?;
-        let metrics_port = free_port()?;
+        let metrics_port = if args.metrics_port == 0 {
+            free_port()?
+        } else {
+            args.metrics_port
+        };
         let log = dir.join(format!("sink-{}.log", writer_name(writer)));
         let mut sink = Command::new(&args.sink);
         sink.arg("run")
@@ -301,6 +372,14 @@ async fn bench(args: &Args) -> anyhow::Result<()> {
             sink.spawn()
                 .with_context(|| format!("starting {}", args.sink.display()))?,
         );
+        let probe_stop = Arc::new(AtomicBool::new(false));
+        probe_consumer(
+            args,
+            &topic,
+            &format!("{group}-probe"),
+            Arc::clone(&seen),
+            Arc::clone(&probe_stop),
+        )?;
         let producer = latency_producer(&args.bootstrap_servers)?;
         let world = World {
             producer: &producer,
@@ -330,36 +409,54 @@ async fn bench(args: &Args) -> anyhow::Result<()> {
         next_seq += 50;
         world.wait_visible(&phase, Duration::from_secs(10)).await;
 
+        let mut round_trips = Vec::new();
         for &rate in &args.rates {
             let n = u64::from(rate) * args.seconds;
             let load_before = load_average();
             let metrics_before = apply_batches(metrics_port).await?;
+            let commands_before = command_calls(&mut conn).await?;
             let phase = world.produce_at(next_seq, n, rate).await?;
             next_seq += n;
             let lost = world.wait_visible(&phase, Duration::from_secs(10)).await;
             let metrics_after = apply_batches(metrics_port).await?;
+            let commands = command_calls(&mut conn).await?;
             let (batches, redis_seconds) = (
                 metrics_after.0 - metrics_before.0,
                 metrics_after.1 - metrics_before.1,
             );
             let seen = seen.lock().expect("seen lock");
-            let (mut from_append, mut from_send) = (Vec::new(), Vec::new());
+            let (mut from_append, mut from_send, mut fetched, mut after_fetch) =
+                (Vec::new(), Vec::new(), Vec::new(), Vec::new());
             for sent in &phase {
+                let fetched_at = seen.fetched.get(&sent.seq);
+                if let Some(at) = fetched_at {
+                    fetched.push((at - sent.appended_ms * 1000) as f64 / 1000.0);
+                }
                 if let Some(at) = seen.rows.get(&sent.seq) {
                     from_append.push((at - sent.appended_ms * 1000) as f64 / 1000.0);
                     from_send.push((at - sent.sent_us) as f64 / 1000.0);
+                    if let Some(fetched_at) = fetched_at {
+                        after_fetch.push((at - fetched_at) as f64 / 1000.0);
+                    }
                 }
             }
             drop(seen);
+            round_trips.push((rate, per_change(&commands_before, &commands, n)));
             let (samples, [p50, p90, p99, max]) = spread(from_append);
             let (_, [s50, _, s99, _]) = spread(from_send);
+            let (_, [f50, _, f99, _]) = spread(fetched);
+            let (_, [a50, _, a99, _]) = spread(after_fetch);
             println!(
-                "| {} | {rate} | {samples} | {lost} | {p50:.2} | {p90:.2} | {p99:.2} | {max:.2} | {s50:.2} | {s99:.2} | {batches:.0} | {:.2} | {:.3} | {load_before} → {} |",
+                "| {} | {rate} | {samples} | {lost} | {p50:.2} | {p90:.2} | {p99:.2} | {max:.2} | {s50:.2} | {s99:.2} | {f50:.2} | {f99:.2} | {a50:.2} | {a99:.2} | {batches:.0} | {:.2} | {:.3} | {load_before} → {} |",
                 writer_name(writer),
                 samples as f64 / batches.max(1.0),
                 1000.0 * redis_seconds / batches.max(1.0),
                 load_average(),
             );
+        }
+        probe_stop.store(true, Ordering::Relaxed);
+        for (rate, per_change) in &round_trips {
+            println!("  {} {rate}/s, Redis commands per change: {per_change}", writer_name(writer));
         }
         stop(sink, &log)?;
         loadgen::delete_topics(&args.bootstrap_servers, &[topic.as_str()]).await?;
@@ -488,6 +585,7 @@ fn latency_producer(bootstrap: &str) -> anyhow::Result<FutureProducer> {
         .set("bootstrap.servers", bootstrap)
         .set("enable.idempotence", "true")
         .set("linger.ms", "0")
+        .set("socket.nagle.disable", "true")
         .create()?)
 }
 
@@ -569,6 +667,41 @@ async fn apply_batches(port: u16) -> anyhow::Result<(f64, f64)> {
         sum_of("sink_apply_batch_seconds_count"),
         sum_of("sink_apply_batch_seconds_sum"),
     ))
+}
+
+/// Calls per command so far (`INFO commandstats`), e.g. `evalsha` → 1234.
+async fn command_calls(
+    conn: &mut redis::aio::MultiplexedConnection,
+) -> anyhow::Result<HashMap<String, u64>> {
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(conn)
+        .await?;
+    Ok(info
+        .lines()
+        .filter_map(|line| {
+            let (name, stats) = line.strip_prefix("cmdstat_")?.split_once(':')?;
+            let calls = stats.strip_prefix("calls=")?.split(',').next()?.parse().ok()?;
+            Some((name.to_owned(), calls))
+        })
+        .collect())
+}
+
+/// The commands Redis ran between `before` and `after` per change, most frequent first
+/// (the bench's own `INFO` calls left out): how many round trips and commands a change costs.
+fn per_change(before: &HashMap<String, u64>, after: &HashMap<String, u64>, changes: u64) -> String {
+    let mut calls: Vec<(&String, u64)> = after
+        .iter()
+        .filter(|(name, _)| name.as_str() != "info")
+        .map(|(name, n)| (name, n - before.get(name).copied().unwrap_or(0)))
+        .filter(|(_, n)| *n > 0)
+        .collect();
+    calls.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(b.0)));
+    calls
+        .iter()
+        .map(|(name, n)| format!("{name} {:.2}", *n as f64 / changes as f64))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Stops the sink with SIGTERM (as a service manager would) and checks it exits cleanly.
