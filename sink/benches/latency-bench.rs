@@ -200,7 +200,11 @@ fn probe_consumer(
             };
             let at = now_us();
             if let Some(id) = message.key().and_then(wire_key_id) {
-                seen.lock().expect("seen lock").fetched.entry(id).or_insert(at);
+                seen.lock()
+                    .expect("seen lock")
+                    .fetched
+                    .entry(id)
+                    .or_insert(at);
             }
         }
     });
@@ -309,13 +313,19 @@ async fn bench(args: &Args) -> anyhow::Result<()> {
     println!(
         "method: SET → its notification at the subscriber ({count} probes, upper bound of the notification delay): p50 {p50:.3} / p90 {p90:.3} / p99 {p99:.3} / max {max:.3} ms"
     );
-    println!("sink:   {} {}", args.sink.display(), args.sink_arg.join(" "));
+    println!(
+        "sink:   {} {}",
+        args.sink.display(),
+        args.sink_arg.join(" ")
+    );
     if !args.sink_property.is_empty() {
         println!("sink:   -X {}", args.sink_property.join(" -X "));
     }
     println!();
     println!("| writer | changes/s | samples | lost | append → visible p50 | p90 | p99 | max | produce call → visible p50 | p99 | append → probe consumer p50 | p99 | probe consumer → visible p50 | p99 | batches | records/batch | Redis ms/batch | load (1/5/15 min) |");
-    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|");
+    println!(
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
+    );
 
     let customer: Json = reference::envelope_of(reference::CUSTOMER_SAMPLE)?;
     // Row ids are sequence numbers, from 1 (the key the subscriber parses).
@@ -327,9 +337,12 @@ async fn bench(args: &Args) -> anyhow::Result<()> {
             reference::schema_text(reference::CUSTOMER_KEY)?,
             reference::schema_text(reference::CUSTOMER_VALUE)?,
         );
-        let key_id =
-            loadgen::register(&args.schema_registry_url, &format!("{topic}-key"), &key_text)
-                .await?;
+        let key_id = loadgen::register(
+            &args.schema_registry_url,
+            &format!("{topic}-key"),
+            &key_text,
+        )
+        .await?;
         let value_id = loadgen::register(
             &args.schema_registry_url,
             &format!("{topic}-value"),
@@ -456,7 +469,10 @@ async fn bench(args: &Args) -> anyhow::Result<()> {
         }
         probe_stop.store(true, Ordering::Relaxed);
         for (rate, per_change) in &round_trips {
-            println!("  {} {rate}/s, Redis commands per change: {per_change}", writer_name(writer));
+            println!(
+                "  {} {rate}/s, Redis commands per change: {per_change}",
+                writer_name(writer)
+            );
         }
         stop(sink, &log)?;
         loadgen::delete_topics(&args.bootstrap_servers, &[topic.as_str()]).await?;
@@ -681,7 +697,12 @@ async fn command_calls(
         .lines()
         .filter_map(|line| {
             let (name, stats) = line.strip_prefix("cmdstat_")?.split_once(':')?;
-            let calls = stats.strip_prefix("calls=")?.split(',').next()?.parse().ok()?;
+            let calls = stats
+                .strip_prefix("calls=")?
+                .split(',')
+                .next()?
+                .parse()
+                .ok()?;
             Some((name.to_owned(), calls))
         })
         .collect())
