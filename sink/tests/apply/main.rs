@@ -12,5 +12,6 @@ mod exclusive;
 mod filtered;
 mod guard;
 mod owned;
+mod round_trips;
 mod semantics;
 mod support;
