@@ -64,7 +64,11 @@ impl ScriptWriter {
         for chunk in &chunks {
             pipe.add_command(self.script.command(chunk)?);
         }
-        let kept = self.idle.lock().unwrap_or_else(PoisonError::into_inner).take();
+        let kept = self
+            .idle
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
         let mut conn = match kept {
             Some(conn) => conn,
             None => self.pool.get().await.map_err(ApplyError::Pool)?,
@@ -96,11 +100,7 @@ impl ScriptWriter {
         outcome
     }
 
-    async fn load(
-        &self,
-        conn: &mut Connection,
-        changes: usize,
-    ) -> Result<(), ApplyError> {
+    async fn load(&self, conn: &mut Connection, changes: usize) -> Result<(), ApplyError> {
         self.script
             .load(conn)
             .await
