@@ -27,20 +27,25 @@
 //! consumer beside the sink with the sink's consumer defaults and the same `-X` properties,
 //! polling on a thread of its own: the broker and the fetch alone) and probe consumer →
 //! visible (about the sink's own stages and Redis); the sink's records per batch and mean
-//! Redis time per batch (`sink_apply_batch_seconds` from its metrics endpoint); and the load
-//! average before → after each phase.
+//! Redis time per batch (`sink_apply_batch_seconds` from its metrics endpoint); the Redis
+//! commands per change (`INFO commandstats` of the private Redis, scripts' calls included: the
+//! round trips a change costs); and the load average before → after each phase.
+//!
+//! Ports: the private Redis and the sink's metrics endpoint take free ones unless
+//! `--redis-port` / `--metrics-port` say otherwise; Kafka and the registry are the running
+//! stack's (environment as for `sink run`: KAFKA_BOOTSTRAP_SERVERS, SCHEMA_REGISTRY_URL). The
+//! bench deletes its topics at the end.
 
 use std::collections::HashMap;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context};
 use clap::Parser;
-use std::sync::atomic::{AtomicBool, Ordering};
-
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
