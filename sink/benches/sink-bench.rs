@@ -64,6 +64,10 @@ struct Args {
     /// How the sink writes Redis (`sink run --writer`).
     #[arg(long, value_enum, default_value_t = WriterMode::Shared)]
     writer: WriterMode,
+    /// A librdkafka property for the sink's consumer, `key=value` (as `sink run -X`);
+    /// repeatable: to compare consumer settings.
+    #[arg(short = 'X', value_name = "KEY=VALUE", value_parser = key_value)]
+    kafka_property: Vec<(String, String)>,
     /// Skip the ceiling measurement.
     #[arg(long)]
     skip_ceiling: bool,
@@ -87,6 +91,13 @@ struct Args {
     /// Redis URL.
     #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379")]
     redis_url: String,
+}
+
+/// `key=value` of a `-X` flag.
+fn key_value(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .ok_or_else(|| format!("{s}: expected KEY=VALUE"))
 }
 
 fn main() -> ExitCode {
@@ -162,7 +173,7 @@ fn load(yaml: &str, args: &Args) -> anyhow::Result<SinkConfig> {
             .map_err(|e| anyhow::anyhow!("bench mapping does not load:\n{e}"))?;
     Ok(SinkConfig::new(
         config,
-        &[],
+        &args.kafka_property,
         BatchSettings::new(args.batch_size, Duration::from_millis(5)),
     )
     .with_writer(match args.writer {

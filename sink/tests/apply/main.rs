@@ -12,6 +12,7 @@ mod exclusive;
 mod filtered;
 mod guard;
 mod owned;
+mod round_trips;
 mod search;
 mod semantics;
 mod support;

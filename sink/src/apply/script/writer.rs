@@ -2,8 +2,9 @@
 //! and the calls' per-change replies as the batch's outcome.
 
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, PoisonError};
 
-use deadpool_redis::Pool;
+use deadpool_redis::{Connection, Pool};
 use mapping::Config;
 use redis::Value;
 
@@ -18,6 +19,14 @@ pub struct ScriptWriter {
     records: Records,
     /// Whether this writer has loaded the script since start (NOSCRIPT reloads it anyway).
     loaded: AtomicBool,
+    /// The connection of the last batch that went through, kept for the next one. The pool
+    /// checks every connection it hands out again with a round trip of its own (`UNWATCH` +
+    /// `PING`); at light load, where a batch is a single change, that was one more Redis round
+    /// trip per change (BENCHMARKS.md, *Adaptive batching*). One connection is kept at most,
+    /// so the pool's bound holds (it always has more than one) and lanes that run at the same
+    /// time still take connections of their own. A connection whose batch failed is not kept:
+    /// it goes back to the pool, whose check replaces it if it is broken.
+    idle: Mutex<Option<Connection>>,
 }
 
 impl ScriptWriter {
@@ -28,6 +37,7 @@ impl ScriptWriter {
             records: Records::new(pool.clone(), &config.mappings),
             pool,
             loaded: AtomicBool::new(false),
+            idle: Mutex::new(None),
         }
     }
 
@@ -58,7 +68,15 @@ impl ScriptWriter {
         for chunk in &chunks {
             pipe.add_command(self.script.command_under(chunk, fences)?);
         }
-        let mut conn = self.pool.get().await.map_err(ApplyError::Pool)?;
+        let kept = self
+            .idle
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        let mut conn = match kept {
+            Some(conn) => conn,
+            None => self.pool.get().await.map_err(ApplyError::Pool)?,
+        };
         if !self.loaded.load(Ordering::Relaxed) {
             self.load(&mut conn, batch.len()).await?;
         }
@@ -78,14 +96,15 @@ impl ScriptWriter {
                 replies: replies.len(),
             });
         }
-        outcome(&chunks, replies)
+        let outcome = outcome(&chunks, replies);
+        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+        if idle.is_none() {
+            *idle = Some(conn);
+        }
+        outcome
     }
 
-    async fn load(
-        &self,
-        conn: &mut deadpool_redis::Connection,
-        changes: usize,
-    ) -> Result<(), ApplyError> {
+    async fn load(&self, conn: &mut Connection, changes: usize) -> Result<(), ApplyError> {
         self.script
             .load(conn)
             .await
@@ -100,7 +119,7 @@ impl ScriptWriter {
 }
 
 async fn send(
-    conn: &mut deadpool_redis::Connection,
+    conn: &mut Connection,
     pipe: &redis::Pipeline,
     changes: usize,
 ) -> Result<Vec<Value>, ApplyError> {

@@ -1,0 +1,101 @@
+//! Redis round trips of the shared writer at light load: a batch right after another one
+//! reuses that batch's connection as it is, without the pool's check of a connection it
+//! hands out again (`UNWATCH` + `PING`, one more round trip per batch, which at light load is
+//! per change); a kept connection that Redis closed is replaced, as the pool's check would.
+
+use crate::support::*;
+use mapping::Op;
+
+/// `PING`s Redis has run so far (`INFO commandstats`), on a connection of its own.
+async fn pings(url: &str) -> u64 {
+    let client = redis::Client::open(url).expect("redis url");
+    let mut conn = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("redis connection");
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(&mut conn)
+        .await
+        .expect("INFO commandstats");
+    info.lines()
+        .find_map(|line| line.strip_prefix("cmdstat_ping:calls="))
+        .and_then(|rest| rest.split(',').next())
+        .map_or(0, |calls| calls.parse().expect("calls"))
+}
+
+/// Which of the customer rows `ids` exist.
+async fn rows(f: &Fixture, ids: std::ops::RangeInclusive<i64>) -> Vec<i64> {
+    let mut conn = f.pool.get().await.expect("redis connection");
+    let mut found = Vec::new();
+    for id in ids {
+        let exists: bool = redis::cmd("EXISTS")
+            .arg(format!("{}:customer:{id}", f.tag))
+            .query_async(&mut conn)
+            .await
+            .expect("EXISTS");
+        if exists {
+            found.push(id);
+        }
+    }
+    found
+}
+
+fn customer(id: i64) -> (usize, mapping::Change) {
+    customer_upsert(Op::Create, id, &format!("c{id}@example.com"), 100 + id)
+}
+
+#[tokio::test]
+async fn a_batch_after_a_batch_costs_no_connection_check() {
+    let server = PrivateRedis::start();
+    let pool = sink::connection::redis_pool(server.url.as_str()).expect("pool");
+    let f = Fixture::build_like(&Fixture::new().await, pool).await;
+    f.apply(&[customer(1)]).await;
+    let before = pings(&server.url).await;
+    // One change at a time, each after the one before was applied: light load.
+    for id in 2..=20 {
+        f.apply(&[customer(id)]).await;
+    }
+    assert_eq!(
+        pings(&server.url).await - before,
+        0,
+        "19 batches in a row checked their connection"
+    );
+    assert_eq!(rows(&f, 1..=20).await, (1..=20).collect::<Vec<_>>());
+}
+
+#[tokio::test]
+async fn a_kept_connection_that_redis_closed_is_replaced() {
+    let server = PrivateRedis::start();
+    let pool = sink::connection::redis_pool(server.url.as_str()).expect("pool");
+    let f = Fixture::build_like(&Fixture::new().await, pool).await;
+    f.apply(&[customer(1)]).await;
+    // Redis closes every client connection, the kept one too (a restart, an idle timeout).
+    let client = redis::Client::open(server.url.as_str()).expect("redis url");
+    let mut admin = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("redis connection");
+    let killed: i64 = redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("TYPE")
+        .arg("normal")
+        .arg("SKIPME")
+        .arg("yes")
+        .query_async(&mut admin)
+        .await
+        .expect("CLIENT KILL");
+    assert!(killed >= 1, "the writer's connection was open");
+    // The next batch may meet the closed connection: a retriable error, as for any lost
+    // connection, and the apply stage sends it again; that attempt takes a fresh one.
+    let batch = f.plan_all(&[customer(2)]);
+    if let Err(e) = f.applier.apply_batch(&batch).await {
+        assert!(e.is_retriable(), "{e}");
+        f.applier
+            .apply_batch(&batch)
+            .await
+            .unwrap_or_else(|e| panic!("sent again: {e}"));
+    }
+    f.apply(&[customer(3)]).await;
+    assert_eq!(rows(&f, 1..=3).await, vec![1, 2, 3]);
+}
