@@ -15,14 +15,10 @@ const T0: i64 = 1_790_000_000_000_000;
 /// The default fixture with `get_customer` including the 3 newest `customer_orders`.
 fn fixture() -> Fixture {
     let mut fx = Fixture::new();
-    let yaml = std::fs::read_to_string(&fx.config).unwrap();
-    let anchor = "            index: email\n";
-    assert_eq!(yaml.matches(anchor).count(), 1);
-    let yaml = yaml.replace(
-        anchor,
+    fx.edit_config(
+        "            index: email\n",
         "            index: email\n        include:\n          - { relation: customer_orders, as: recent_orders, limit: 3 }\n",
     );
-    std::fs::write(&fx.config, yaml).unwrap();
     fx.put_types();
     fx
 }

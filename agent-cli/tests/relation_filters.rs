@@ -32,14 +32,10 @@ fn status(id: i64) -> &'static str {
 /// declaring a `status` filter and a `created_after`/`created_before` range.
 fn fixture() -> Fixture {
     let mut fx = Fixture::new();
-    let yaml = std::fs::read_to_string(&fx.config).unwrap();
-    let anchor = "          max: 100\n";
-    assert!(yaml.contains(anchor));
-    let yaml = yaml.replace(
-        anchor,
+    fx.edit_config(
+        "          max: 100\n",
         "          max: 100\n        filters:\n          - { param: status, field: status, description: Only orders with this status }\n        range: { since: created_after, until: created_before }\n",
     );
-    std::fs::write(&fx.config, yaml).unwrap();
     fx.put_types();
     fx.put_customer(42, "jane@example.com", "Jane", "pro", 4900);
     let put = |fx: &mut Fixture, id: i64, customer: i64| {

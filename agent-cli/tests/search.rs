@@ -16,14 +16,10 @@ use support::{monitor_while, now_ms, run_tool, Fixture};
 /// The default fixture with `search: name_prefix` on customers and `find_customers`.
 fn fixture() -> Fixture {
     let mut fx = Fixture::new();
-    let yaml = std::fs::read_to_string(&fx.config).unwrap();
-    let anchor = "    lookups:\n      - tool: get_customer\n";
-    assert_eq!(yaml.matches(anchor).count(), 1);
-    let yaml = yaml.replace(
-        anchor,
+    fx.edit_config(
+        "    lookups:\n      - tool: get_customer\n",
         "    search:\n      - { name: name_prefix, field: name }\n    lookups:\n      - tool: find_customers\n        description: Find customers whose name starts with the given text (case-insensitive)\n        search: name_prefix\n        by: [{ param: name_prefix, type: string, description: Start of the name }]\n        limit: { param: limit, description: Max customers, default: 10, max: 50 }\n      - tool: get_customer\n",
     );
-    std::fs::write(&fx.config, yaml).unwrap();
     fx.put_types();
     fx
 }

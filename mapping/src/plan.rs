@@ -234,6 +234,9 @@ fn search_members(
     selected: &[(&str, &FieldValue)],
     row_key: &str,
 ) -> Vec<FieldWrite> {
+    if mapping.search.is_empty() {
+        return Vec::new();
+    }
     let value = |field: &str| {
         selected
             .iter()

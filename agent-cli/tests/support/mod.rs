@@ -165,6 +165,14 @@ mappings:
         cmd
     }
 
+    /// Edits this fixture's connectors.yaml: `anchor`, which must occur exactly once, becomes
+    /// `replacement`.
+    pub fn edit_config(&self, anchor: &str, replacement: &str) {
+        let yaml = std::fs::read_to_string(&self.config).unwrap();
+        assert_eq!(yaml.matches(anchor).count(), 1, "{anchor:?} in {yaml}");
+        std::fs::write(&self.config, yaml.replace(anchor, replacement)).unwrap();
+    }
+
     /// Records the customer and order types the way the sink does.
     pub fn put_types(&mut self) {
         let customers = [
