@@ -14,8 +14,9 @@ use mapping::{Config, ConnectionOverrides};
 
 use crate::error::Exit;
 use crate::llm::{self, chat_loop, Provider};
-use crate::lookup::Lookups;
+use crate::lookup::{self, Lookups};
 use crate::mcp;
+use crate::read_cache;
 use crate::reload::Triggers;
 use crate::status;
 use crate::store::Store;
@@ -105,6 +106,11 @@ pub enum Command {
         /// Reload the configuration when the file changes, as on SIGHUP.
         #[arg(long, env = "AGENT_CLI_WATCH_CONFIG")]
         watch_config: bool,
+        /// Keep up to N answers in memory, each dropped as soon as Redis reports a change of
+        /// a key it was read from (RESP3 key tracking; README, "Read cache"); 0 turns the
+        /// cache off.
+        #[arg(long, value_name = "N", env = "AGENT_CLI_READ_CACHE_ENTRIES", default_value_t = DEFAULT_READ_CACHE_ENTRIES)]
+        read_cache_entries: usize,
     },
     /// Freshness of every source (watermark, heartbeat age) and mapping (last change, lag,
     /// applied count, caught-up time).
@@ -114,6 +120,9 @@ pub enum Command {
         json: bool,
     },
 }
+
+/// `agent-cli mcp --read-cache-entries` unless given: at a few kB per answer, tens of MB.
+const DEFAULT_READ_CACHE_ENTRIES: usize = 10_000;
 
 /// `--after-lsn` and `--wait-ms`.
 #[derive(Debug, Clone, clap::Args)]
@@ -216,9 +225,17 @@ pub async fn run(cli: Cli) -> Result<(), Exit> {
                 })?;
             print_line(answer.trim_end())
         }
-        Command::Mcp { watch_config } => {
+        Command::Mcp {
+            watch_config,
+            read_cache_entries,
+        } => {
             let store = Store::connect_managed(&config.redis).await?;
-            let lookups = Lookups::new(config, store, cli.stale_after_ms);
+            let mut lookups = Lookups::new(Arc::clone(&config), store, cli.stale_after_ms);
+            if *read_cache_entries > 0 {
+                let cache = lookup::answer_cache(&config, *read_cache_entries);
+                read_cache::tracking::spawn(&config.redis, cache.clone())?;
+                lookups = lookups.with_cache(cache);
+            }
             let triggers = Triggers::listen(watch_config.then_some(cli.config.as_path()))
                 .map_err(Exit::failure)?;
             let (path, overrides) = (cli.config.clone(), overrides(&cli));

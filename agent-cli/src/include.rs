@@ -15,7 +15,7 @@ use crate::error::PlanError;
 use crate::template_pieces::pieces;
 
 /// What the lookup script reads for one include.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct IncludeRead {
     /// `sink:types:{child mapping}`.
     pub types_key: String,
@@ -30,7 +30,7 @@ pub struct IncludeRead {
 }
 
 /// The includes of a row lookup.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Includes {
     /// The found row's primary key when the lookup addresses the row itself (by its key);
     /// `None` for an index lookup, whose script reads it from the index.

@@ -20,6 +20,8 @@
 //!   without a source).
 //! - [`watermark`]: `sink:watermark:{source}` -> the same with a reason; `--after-lsn` waits.
 //! - [`lookup`]: a tool call end to end (validate, plan, read, type), shared by every front end.
+//! - [`read_cache`]: `agent-cli mcp`'s answers kept in process until Redis reports a change
+//!   of a key they were read from.
 //! - [`llm`]: the one-shot function-calling loop over OpenAI- and Anthropic-style APIs.
 //! - [`mcp`]: the MCP server on stdio (rmcp); [`reload`]: its configuration re-read on
 //!   SIGHUP.
@@ -37,6 +39,7 @@ pub mod key_part;
 pub mod llm;
 pub mod lookup;
 pub mod mcp;
+pub mod read_cache;
 pub mod relation_args;
 pub mod reload;
 pub mod status;

@@ -5,7 +5,9 @@
 -- KEYS[3]  the addressed key: the row hash (mode "row"), the unique index string
 --          (mode "index"), the relation's sorted set (mode "relation") or a search's
 --          sorted set (mode "search": ARGV[3] is the folded prefix; mapping::search)
--- ARGV[1]  mode
+-- ARGV[1]  mode; with the suffix "+reads" (agent-cli's read cache, read_cache.rs) the reply
+--          gets a fifth element: the keys read that are not in KEYS (row keys, include
+--          relations and children), so a cached answer can be dropped when one changes
 -- ARGV[2]  limit (relation; 0 otherwise)
 -- ARGV[3..] (index, relation) the row key template's literal pieces around its placeholder:
 --          the row key is these pieces joined by the primary key
@@ -28,6 +30,11 @@
 local types = redis.call('HGETALL', KEYS[1])
 local freshness = redis.call('HGETALL', KEYS[2])
 local mode = ARGV[1]
+local reads = nil
+if string.sub(mode, -6) == '+reads' then
+  mode = string.sub(mode, 1, -7)
+  reads = {}
+end
 local rows = {}
 local include_spec = nil
 if #KEYS > 3 then
@@ -46,7 +53,15 @@ local function row_key(id, from)
   return table.concat(parts)
 end
 
+-- Notes a key read that is not in KEYS (when the caller asked for them).
+local function note(key)
+  if reads then
+    reads[#reads + 1] = key
+  end
+end
+
 local function push_row(key)
+  note(key)
   local h = redis.call('HGETALL', key)
   if #h > 0 then
     rows[#rows + 1] = h
@@ -118,8 +133,11 @@ local function read_includes(id)
     local children = {}
     if id then
       local key = table.concat(inc.key, id)
+      note(key)
       for _, child in ipairs(newest_ids(key, tonumber(inc.limit))) do
-        local h = redis.call('HGETALL', table.concat(inc.rows, child))
+        local child_key = table.concat(inc.rows, child)
+        note(child_key)
+        local h = redis.call('HGETALL', child_key)
         if #h > 0 then
           children[#children + 1] = h
         end
@@ -182,7 +200,11 @@ else
   return redis.error_reply('agent-cli lookup: unknown mode ' .. tostring(mode))
 end
 
-if include_spec then
-  return cjson.encode({types, freshness, rows, read_includes(found_id)})
+local included = include_spec and read_includes(found_id) or nil
+if reads then
+  return cjson.encode({types, freshness, rows, included or {}, reads})
+end
+if included then
+  return cjson.encode({types, freshness, rows, included})
 end
 return cjson.encode({types, freshness, rows})

@@ -16,6 +16,7 @@ use crate::error::{CallError, PlanError};
 use crate::freshness::{self, Freshness, Record};
 use crate::include;
 use crate::included_rows;
+use crate::read_cache::{Prefixes, ReadCache};
 use crate::store::{self, Store};
 use crate::typing;
 use crate::watermark::{self, ReadAfter};
@@ -43,6 +44,42 @@ impl ToolOutput {
     }
 }
 
+/// What an answer is cached under: the tool (which shapes the result) and what it reads.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct AnswerKey {
+    tool: String,
+    plan: store::ReadPlan,
+}
+
+/// A lookup's answer as read: the result, and the freshness hashes read with it (assessed
+/// against the clock each time it is served).
+#[derive(Debug)]
+pub struct Answer {
+    result: Value,
+    /// The mapping's.
+    freshness: Recorded,
+    /// Each include's mapping and its freshness hash.
+    included_freshness: Vec<(String, Recorded)>,
+}
+
+/// A freshness hash as read, parsed.
+#[derive(Debug, Clone, Copy)]
+enum Recorded {
+    /// A source's watermark (the mapping has a source).
+    Watermark(Option<watermark::Record>),
+    /// `sink:freshness:{mapping}`.
+    Mapping(Option<Record>),
+}
+
+/// `agent-cli mcp`'s read cache ([`crate::read_cache`]).
+pub type AnswerCache = ReadCache<AnswerKey, Arc<Answer>>;
+
+/// A read cache for the lookups of `config`, tracking what they can read; live once
+/// [`crate::read_cache::tracking::spawn`] has turned tracking on.
+pub fn answer_cache(config: &Config, capacity: usize) -> AnswerCache {
+    ReadCache::new(capacity, Prefixes::of(config))
+}
+
 /// The declared lookups over one Redis database.
 #[derive(Clone)]
 pub struct Lookups<C = MultiplexedConnection> {
@@ -53,6 +90,8 @@ pub struct Lookups<C = MultiplexedConnection> {
     stale_override: Option<u64>,
     /// `--after-lsn`: every call waits for this position.
     read_after: Option<ReadAfter>,
+    /// Answers kept until a key they read changes (`agent-cli mcp`).
+    cache: Option<AnswerCache>,
 }
 
 impl<C: ConnectionLike + Clone + Send> Lookups<C> {
@@ -66,12 +105,28 @@ impl<C: ConnectionLike + Clone + Send> Lookups<C> {
             stale_after_ms,
             stale_override,
             read_after: None,
+            cache: None,
         }
+    }
+
+    /// Serves repeated lookups from `cache` while it is live ([`crate::read_cache`]).
+    pub fn with_cache(mut self, cache: AnswerCache) -> Self {
+        self.cache = Some(cache);
+        self
+    }
+
+    /// The read cache, if answers are cached.
+    pub fn cache(&self) -> Option<&AnswerCache> {
+        self.cache.as_ref()
     }
 
     /// The same store, overrides and `--after-lsn` with another configuration (a reload of
     /// `agent-cli mcp`); `freshness.stale_after_ms` is the new file's unless overridden.
     pub fn with_config(&self, config: Arc<Config>) -> Self {
+        // A tool of the new file may read the same keys and answer differently.
+        if let Some(cache) = &self.cache {
+            cache.clear();
+        }
         Lookups {
             stale_after_ms: self
                 .stale_override
@@ -80,6 +135,7 @@ impl<C: ConnectionLike + Clone + Send> Lookups<C> {
             store: self.store.clone(),
             stale_override: self.stale_override,
             read_after: self.read_after,
+            cache: self.cache.clone(),
         }
     }
 
@@ -163,8 +219,47 @@ impl<C: ConnectionLike + Clone + Send> Lookups<C> {
         if !includes.is_empty() {
             plan.includes = Some(self.include_plan(call, &plan.target, source, after).await?);
         }
-        let reply = self.store.read(&plan).await?;
+        let cache =
+            (self.cache.as_ref()).filter(|_| after.is_none() && may_cache(&self.config, call));
+        let answer = match cache {
+            Some(cache) => self.cached_answer(cache, call, plan).await?,
+            None => Arc::new(self.answer(call, &self.store.read(&plan).await?.parse()?)?),
+        };
+        Ok(self.serve(&answer, mapping, after))
+    }
+
+    /// The answer `cache` holds for `plan`, or the one read now (the script naming every key
+    /// it read), kept there unless one of those keys changed meanwhile.
+    async fn cached_answer(
+        &self,
+        cache: &AnswerCache,
+        call: &Call<'_>,
+        plan: store::ReadPlan,
+    ) -> Result<Arc<Answer>, CallError> {
+        let key = AnswerKey {
+            tool: call.tool.lookup.tool.clone(),
+            plan,
+        };
+        if let Some(answer) = cache.get(&key) {
+            return Ok(answer);
+        }
+        let ticket = cache.ticket();
+        let reply = self.store.read_reporting_keys(&key.plan).await?;
         let raw = reply.parse()?;
+        let answer = Arc::new(self.answer(call, &raw)?);
+        let reads = (key.plan.keys())
+            .chain(raw.reads.iter().map(|k| k.as_ref()))
+            .map(str::to_owned)
+            .collect();
+        cache.insert(ticket, key, Arc::clone(&answer), reads);
+        Ok(answer)
+    }
+
+    /// The answer in `raw`: typed rows shaped as the tool returns them, and the freshness
+    /// hashes read with them.
+    fn answer(&self, call: &Call<'_>, raw: &store::RawRead<'_>) -> Result<Answer, CallError> {
+        let mapping = call.tool.mapping.name.as_str();
+        let includes = &call.tool.lookup.include;
         let aggregate =
             (call.tool.lookup.aggregate.as_deref()).and_then(|a| call.tool.mapping.aggregate(a));
         let types = typing::types_of(&raw.types);
@@ -187,14 +282,32 @@ impl<C: ConnectionLike + Clone + Send> Lookups<C> {
             }
             row
         };
+        let included_freshness = (includes.iter().zip(&raw.included))
+            .map(|(include, read)| {
+                let child = self.recorded(&include.mapping, &read.freshness)?;
+                Ok((include.mapping.clone(), child))
+            })
+            .collect::<Result<_, CallError>>()?;
+        Ok(Answer {
+            result,
+            freshness: self.recorded(mapping, &raw.freshness)?,
+            included_freshness,
+        })
+    }
+
+    /// `answer` with its freshness as of now. Included rows come from other mappings: the
+    /// answer is as fresh as the stalest.
+    fn serve(&self, answer: &Answer, mapping: &str, after: Option<&ReadAfter>) -> ToolOutput {
         let now = freshness::now_ms();
-        let mut freshness = self.freshness(mapping, &raw.freshness, now, after)?;
-        // Included rows come from other mappings: the answer is as fresh as the stalest.
-        for (include, read) in includes.iter().zip(&raw.included) {
-            let child = self.freshness(&include.mapping, &read.freshness, now, after)?;
-            freshness = freshness::staler(freshness, child);
+        let own = self.assess(mapping, answer.freshness, now, after);
+        let freshness =
+            (answer.included_freshness.iter()).fold(own, |stalest, (child, recorded)| {
+                freshness::staler(stalest, self.assess(child, *recorded, now, after))
+            });
+        ToolOutput {
+            result: answer.result.clone(),
+            freshness,
         }
-        Ok(ToolOutput { result, freshness })
     }
 
     /// What the script reads for the lookup's `include:` (a row or index lookup): the found
@@ -224,37 +337,59 @@ impl<C: ConnectionLike + Clone + Send> Lookups<C> {
         Ok(include::Includes { id, reads })
     }
 
-    /// The freshness of `mapping` from its freshness hash as read (`pairs`).
-    fn freshness(
-        &self,
-        mapping: &str,
-        pairs: &store::Pairs<'_>,
-        now: i64,
-        after: Option<&ReadAfter>,
-    ) -> Result<Freshness, CallError> {
+    /// The freshness hash of `mapping` as read (`pairs`): its source's watermark, or its own.
+    fn recorded(&self, mapping: &str, pairs: &store::Pairs<'_>) -> Result<Recorded, CallError> {
         let pairs = pairs.iter().map(|(f, v)| (f.as_ref(), v.as_ref()));
-        let source = self.config.source_of(mapping);
-        Ok(match source {
-            Some(source) => watermark::assess(
-                source,
-                watermark::Record::parse(&source.name, pairs)?.as_ref(),
-                now,
-                self.source_stale_after_ms(source),
-                after,
-            ),
-            None => {
-                let record = Record::parse(mapping, pairs)?;
-                let mut freshness = freshness::assess(record.as_ref(), now, self.stale_after_ms);
-                if after.is_some() {
-                    freshness.stale = true;
-                    freshness.reason = Some(format!(
-                        "mapping `{mapping}` has no source with a heartbeat in the configuration, so an LSN cannot be waited for"
-                    ));
-                }
-                freshness
-            }
+        Ok(match self.config.source_of(mapping) {
+            Some(source) => Recorded::Watermark(watermark::Record::parse(&source.name, pairs)?),
+            None => Recorded::Mapping(Record::parse(mapping, pairs)?),
         })
     }
+
+    /// The freshness of `mapping` at `now` from its freshness hash as read.
+    fn assess(
+        &self,
+        mapping: &str,
+        recorded: Recorded,
+        now: i64,
+        after: Option<&ReadAfter>,
+    ) -> Freshness {
+        let record = match (recorded, self.config.source_of(mapping)) {
+            (Recorded::Watermark(record), Some(source)) => {
+                return watermark::assess(
+                    source,
+                    record.as_ref(),
+                    now,
+                    self.source_stale_after_ms(source),
+                    after,
+                );
+            }
+            (Recorded::Mapping(record), _) => record,
+            // Read under a configuration that gave the mapping a source (not cached across
+            // reloads, see `with_config`): nothing this configuration can assess.
+            (Recorded::Watermark(_), None) => None,
+        };
+        let mut freshness = freshness::assess(record.as_ref(), now, self.stale_after_ms);
+        if after.is_some() {
+            freshness.stale = true;
+            freshness.reason = Some(format!(
+                "mapping `{mapping}` has no source with a heartbeat in the configuration, so an LSN cannot be waited for"
+            ));
+        }
+        freshness
+    }
+}
+
+/// Whether `call`'s answer may be cached: not when rows it reads may expire
+/// (`ttl_seconds`), which Redis reports only once it removes them, possibly well after.
+fn may_cache(config: &Config, call: &Call<'_>) -> bool {
+    let expires = |mapping: &str| {
+        config
+            .mapping(mapping)
+            .is_none_or(|m| m.ttl_seconds.is_some())
+    };
+    call.tool.mapping.ttl_seconds.is_none()
+        && !(call.tool.lookup.include.iter()).any(|include| expires(&include.mapping))
 }
 
 /// A `range` compares epoch microseconds with the relation's scores, which are epoch

@@ -23,7 +23,7 @@ pub struct RelationArgs {
 }
 
 /// Inclusive score bounds as Redis reads them (`-inf`/`+inf` for an open end).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct ScoreRange {
     /// Lowest score.
     pub min: String,

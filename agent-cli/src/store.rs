@@ -45,7 +45,7 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What one lookup reads.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct ReadPlan {
     /// `sink:types:{mapping}` of the mapping whose rows are returned.
     pub types_key: String,
@@ -59,8 +59,24 @@ pub struct ReadPlan {
     pub includes: Option<crate::include::Includes>,
 }
 
+impl ReadPlan {
+    /// The keys the script is given (KEYS): the types and freshness hashes, the addressed key,
+    /// and each include's types and freshness hashes. What it reads beyond them it names when
+    /// asked ([`Store::read_reporting_keys`]).
+    pub fn keys(&self) -> impl Iterator<Item = &str> {
+        let includes = self.includes.iter().flat_map(|i| &i.reads);
+        [
+            self.types_key.as_str(),
+            self.freshness_key.as_str(),
+            target_key(self),
+        ]
+        .into_iter()
+        .chain(includes.flat_map(|r| [r.types_key.as_str(), r.freshness_key.as_str()]))
+    }
+}
+
 /// The addressed key of a lookup.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Target {
     /// The row hash itself, e.g. `customer:42`.
     Row {
@@ -200,6 +216,9 @@ pub struct RawRead<'a> {
     /// Per include of [`ReadPlan::includes`], its mapping's bookkeeping and the found row's
     /// children (none when no row was found; no entries when the plan has no includes).
     pub included: Vec<RawInclude<'a>>,
+    /// The keys the script read beyond its KEYS, when asked
+    /// ([`Store::read_reporting_keys`]; empty otherwise).
+    pub reads: Vec<Cow<'a, str>>,
 }
 
 /// What the script read for one include.
@@ -281,6 +300,17 @@ impl<C: ConnectionLike + Clone + Send> Store<C> {
     /// Runs one lookup: one round trip in the normal case. A second one happens only after
     /// the server lost its script cache (`NOSCRIPT`) or turned out to lack `EVAL_RO`.
     pub async fn read(&self, plan: &ReadPlan) -> Result<Reply, StoreError> {
+        self.read_with(plan, false).await
+    }
+
+    /// [`Store::read`], with the reply also naming every key the script read beyond its
+    /// KEYS ([`RawRead::reads`]; [`ReadPlan::keys`] lists them all): what the read cache
+    /// needs to drop the answer when one of them changes.
+    pub async fn read_reporting_keys(&self, plan: &ReadPlan) -> Result<Reply, StoreError> {
+        self.read_with(plan, true).await
+    }
+
+    async fn read_with(&self, plan: &ReadPlan, report_reads: bool) -> Result<Reply, StoreError> {
         let mut attempts = 0;
         loop {
             attempts += 1;
@@ -306,17 +336,24 @@ impl<C: ConnectionLike + Clone + Send> Store<C> {
             for read in include_keys {
                 cmd.arg(&read.types_key).arg(&read.freshness_key);
             }
+            let mode = |name: &'static str| -> Cow<'static, str> {
+                if report_reads {
+                    Cow::Owned(format!("{name}+reads"))
+                } else {
+                    Cow::Borrowed(name)
+                }
+            };
             match &plan.target {
                 Target::Row { .. } => {
-                    cmd.arg("row");
+                    cmd.arg(&*mode("row"));
                 }
                 Target::Index { row_pieces, .. } => {
-                    cmd.arg("index").arg(0).arg(row_pieces);
+                    cmd.arg(&*mode("index")).arg(0).arg(row_pieces);
                 }
                 Target::Relation {
                     limit, row_pieces, ..
                 } => {
-                    cmd.arg("relation").arg(*limit).arg(row_pieces);
+                    cmd.arg(&*mode("relation")).arg(*limit).arg(row_pieces);
                 }
                 Target::RelationRange {
                     limit,
@@ -324,17 +361,17 @@ impl<C: ConnectionLike + Clone + Send> Store<C> {
                     row_pieces,
                     ..
                 } => {
-                    cmd.arg("range")
+                    cmd.arg(&*mode("range"))
                         .arg(*limit)
                         .arg(&range.max)
                         .arg(&range.min)
                         .arg(row_pieces);
                 }
                 Target::Aggregate { .. } => {
-                    cmd.arg("aggregate");
+                    cmd.arg(&*mode("aggregate"));
                 }
                 Target::Search { prefix, limit, .. } => {
-                    cmd.arg("search").arg(*limit).arg(prefix);
+                    cmd.arg(&*mode("search")).arg(*limit).arg(prefix);
                 }
             }
             if let Some(includes) = includes.filter(|i| !i.reads.is_empty()) {
@@ -484,7 +521,7 @@ fn is_unknown_command(err: &RedisError) -> bool {
 impl Reply {
     /// Reads the script's JSON text.
     pub fn parse<'a>(&'a self) -> Result<RawRead<'a>, StoreError> {
-        let Wire(types, freshness, rows, included) = serde_json::from_slice(&self.0)
+        let Wire(types, freshness, rows, included, reads) = serde_json::from_slice(&self.0)
             .map_err(|e| StoreError::Malformed(format!("lookup reply: {e}")))?;
         let rows_of = |rows: LuaArray<LuaArray<Text<'a>>>, what: &str| {
             rows.0
@@ -507,6 +544,7 @@ impl Reply {
                     })
                 })
                 .collect::<Result<_, StoreError>>()?,
+            reads: reads.0.into_iter().map(|key| key.0).collect(),
         })
     }
 }
@@ -519,12 +557,13 @@ type WireInclude<'a> = (
 );
 
 /// `[types, freshness, rows]`, or `[types, freshness, rows, includes]` when the plan has
-/// includes, as the script writes it.
+/// includes, then the keys read when asked for them, as the script writes it.
 struct Wire<'a>(
     LuaArray<Text<'a>>,
     LuaArray<Text<'a>>,
     LuaArray<LuaArray<Text<'a>>>,
     LuaArray<WireInclude<'a>>,
+    LuaArray<Text<'a>>,
 );
 
 impl<'de> Deserialize<'de> for Wire<'de> {
@@ -533,7 +572,7 @@ impl<'de> Deserialize<'de> for Wire<'de> {
         impl<'de> Visitor<'de> for WireVisitor {
             type Value = Wire<'de>;
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("[types, freshness, rows] or [types, freshness, rows, includes]")
+                f.write_str("[types, freshness, rows, includes?, reads?]")
             }
             fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
                 let missing = |n| de::Error::invalid_length(n, &self);
@@ -541,7 +580,8 @@ impl<'de> Deserialize<'de> for Wire<'de> {
                 let freshness = seq.next_element()?.ok_or_else(|| missing(1))?;
                 let rows = seq.next_element()?.ok_or_else(|| missing(2))?;
                 let included = seq.next_element()?.unwrap_or(LuaArray(Vec::new()));
-                Ok(Wire(types, freshness, rows, included))
+                let reads = seq.next_element()?.unwrap_or(LuaArray(Vec::new()));
+                Ok(Wire(types, freshness, rows, included, reads))
             }
         }
         deserializer.deserialize_seq(WireVisitor)

@@ -36,12 +36,28 @@ pub enum ClientError {
 /// credentials and, for `rediss://`, the configured CA and client certificate. Connects
 /// nowhere yet.
 pub fn client(config: &RedisConfig) -> Result<redis::Client, ClientError> {
+    client_with(config, None)
+}
+
+/// [`client`], speaking RESP3 whatever the URL says: for connections that receive pushes
+/// (agent-cli's read cache learns of changed keys that way).
+pub fn client_resp3(config: &RedisConfig) -> Result<redis::Client, ClientError> {
+    client_with(config, Some(redis::ProtocolVersion::RESP3))
+}
+
+fn client_with(
+    config: &RedisConfig,
+    protocol: Option<redis::ProtocolVersion>,
+) -> Result<redis::Client, ClientError> {
     let mut info = config
         .url
         .as_str()
         .into_connection_info()
         .map_err(ClientError::Url)?;
     let mut settings = info.redis_settings().clone();
+    if let Some(protocol) = protocol {
+        settings = settings.set_protocol(protocol);
+    }
     if let Some(user) = &config.username {
         settings = settings.set_username(user);
     }

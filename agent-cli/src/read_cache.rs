@@ -1,0 +1,462 @@
+//! The read cache of the long-running `agent-cli mcp`: answers kept in process and dropped as
+//! soon as Redis reports that a key they were read from changed (server-assisted client-side
+//! caching: RESP3 `CLIENT TRACKING on BCAST`, kept up by [`tracking`]).
+//!
+//! # Why an answer served from here is never wrong
+//! - An entry is inserted only with the full list of keys its script call read (the script
+//!   names the ones not in its KEYS: `lookup.lua`, "+reads"), and only if every one of them is
+//!   under a prefix Redis reports changes for ([`Prefixes`]).
+//! - An invalidation that arrives while the read was in flight may concern a change made after
+//!   the script ran: the entry is then not inserted. Every read takes a [`Ticket`] before it is
+//!   sent; invalidations are logged while a ticket is out, and an insert whose keys appear in
+//!   the log after its ticket (or whose ticket predates a reset, or whose part of the log was
+//!   dropped) is refused.
+//! - Without a working tracking connection nothing is served or inserted: a lost connection,
+//!   `FLUSHDB`/`FLUSHALL` (a null invalidation) and every (re)start empty the cache.
+//! - What remains is the delivery delay of an invalidation (Redis sends them when it finishes
+//!   the command that changed the key): the same window every reader of a replica has. The
+//!   answer's freshness is assessed against the clock when it is served, from the freshness
+//!   hash read with it, which changes whenever the sink applies a batch or records a heartbeat;
+//!   an answer held while no invalidation can arrive therefore reports a growing lag, never a
+//!   newer state than it reflects.
+//!
+//! Keys with a TTL would expire without Redis having told anyone yet: lookups whose rows may
+//! expire (`ttl_seconds`) bypass the cache (`lookup.rs`).
+
+pub mod prefixes;
+pub mod tracking;
+
+use std::collections::{HashMap, VecDeque};
+use std::hash::Hash;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use redis::Value;
+
+pub use prefixes::Prefixes;
+
+/// How many invalidated keys are remembered for reads in flight; a read that sees more than
+/// this many invalidations before its reply is answered but not cached.
+const LOG_CAPACITY: usize = 4096;
+
+/// Answers by key (`K`: what was asked; `V`: the answer), each dropped when a key it was read
+/// from changes. Cheap to clone; clones share the entries.
+pub struct ReadCache<K, V> {
+    shared: Arc<Shared<K, V>>,
+}
+
+impl<K, V> Clone for ReadCache<K, V> {
+    fn clone(&self) -> Self {
+        ReadCache {
+            shared: Arc::clone(&self.shared),
+        }
+    }
+}
+
+struct Shared<K, V> {
+    capacity: usize,
+    prefixes: Prefixes,
+    state: Mutex<State<K, V>>,
+}
+
+/// Counters since start, for logs, tests and benchmarks.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Answers served from the cache.
+    pub hits: u64,
+    /// Lookups the cache could not answer (absent, or the cache was not live).
+    pub misses: u64,
+    /// Answers stored.
+    pub inserted: u64,
+    /// Answers not stored because a key they read changed while in flight, the tracking
+    /// connection was (re)made meanwhile, or a key is not tracked.
+    pub refused: u64,
+    /// Entries dropped because a key they were read from changed.
+    pub invalidated: u64,
+    /// Entries dropped to stay within the capacity (oldest first).
+    pub evicted: u64,
+    /// Times every entry was dropped: tracking (re)started or lost, a flush, a reload.
+    pub resets: u64,
+}
+
+struct Slot<K, V> {
+    key: Arc<K>,
+    value: V,
+    reads: Vec<String>,
+}
+
+struct State<K, V> {
+    /// Tracking is on and its connection up: entries may be served and inserted.
+    live: bool,
+    entries: HashMap<Arc<K>, Slot<K, V>>,
+    /// Key read -> the entries read from it.
+    dependents: HashMap<String, Vec<Arc<K>>>,
+    /// Entries in insertion order (with leftovers of removed ones), for eviction.
+    order: VecDeque<Arc<K>>,
+    /// Invalidation events so far (each invalidated key and each reset counts one).
+    seq: u64,
+    /// The `seq` of the last reset: tickets taken before it are void.
+    reset_at: u64,
+    /// Tickets out (reads in flight): while there are any, invalidated keys are logged.
+    tickets_out: usize,
+    /// (seq, key) of recent invalidations, oldest first, at most [`LOG_CAPACITY`].
+    log: VecDeque<(u64, String)>,
+    stats: Stats,
+}
+
+/// Taken before a read is sent; [`ReadCache::insert`] uses it to tell whether the answer may
+/// be older than an invalidation that arrived meanwhile.
+pub struct Ticket<K, V> {
+    shared: Arc<Shared<K, V>>,
+    seq: u64,
+}
+
+impl<K, V> Drop for Ticket<K, V> {
+    fn drop(&mut self) {
+        let mut state = lock(&self.shared.state);
+        state.tickets_out -= 1;
+        if state.tickets_out == 0 {
+            state.log.clear();
+        }
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // The state stays consistent under a panic in another holder: every change completes
+    // before anything that could panic.
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl<K: Hash + Eq, V: Clone> ReadCache<K, V> {
+    /// An empty cache of at most `capacity` answers over keys under `prefixes`; not live
+    /// until [`tracking`] says Redis reports their changes.
+    pub fn new(capacity: usize, prefixes: Prefixes) -> Self {
+        ReadCache {
+            shared: Arc::new(Shared {
+                capacity: capacity.max(1),
+                prefixes,
+                state: Mutex::new(State {
+                    live: false,
+                    entries: HashMap::new(),
+                    dependents: HashMap::new(),
+                    order: VecDeque::new(),
+                    seq: 0,
+                    reset_at: 0,
+                    tickets_out: 0,
+                    log: VecDeque::new(),
+                    stats: Stats::default(),
+                }),
+            }),
+        }
+    }
+
+    /// The prefixes whose changes Redis must report (`CLIENT TRACKING on BCAST PREFIX ...`).
+    pub fn prefixes(&self) -> &Prefixes {
+        &self.shared.prefixes
+    }
+
+    /// The answer for `key`, if one is held and the cache is live.
+    pub fn get(&self, key: &K) -> Option<V> {
+        let mut state = lock(&self.shared.state);
+        let found = if state.live {
+            state.entries.get(key).map(|slot| slot.value.clone())
+        } else {
+            None
+        };
+        match found {
+            Some(_) => state.stats.hits += 1,
+            None => state.stats.misses += 1,
+        }
+        found
+    }
+
+    /// Take before sending the read whose answer may be inserted.
+    pub fn ticket(&self) -> Ticket<K, V> {
+        let mut state = lock(&self.shared.state);
+        state.tickets_out += 1;
+        Ticket {
+            shared: Arc::clone(&self.shared),
+            seq: state.seq,
+        }
+    }
+
+    /// Stores `value` for `key`, read from `reads` after `ticket` was taken, unless that read
+    /// may already be outdated (module doc). Returns whether it was stored.
+    pub fn insert(&self, ticket: Ticket<K, V>, key: K, value: V, reads: Vec<String>) -> bool {
+        let shared = &self.shared;
+        let mut state = lock(&shared.state);
+        let stored = state.live
+            && ticket.seq >= state.reset_at
+            && reads.iter().all(|k| shared.prefixes.covers(k))
+            && !state.changed_since(ticket.seq, &reads);
+        if stored {
+            state.store(shared.capacity, key, value, reads);
+        } else {
+            state.stats.refused += 1;
+        }
+        drop(state);
+        drop(ticket);
+        stored
+    }
+
+    /// Applies one `invalidate` push: its keys changed (`[keys]`), or everything did (`[nil]`,
+    /// after a flush).
+    pub fn on_invalidate(&self, data: &[Value]) {
+        let mut state = lock(&self.shared.state);
+        match data.first() {
+            Some(Value::Array(keys)) => {
+                for key in keys {
+                    let bytes = match key {
+                        Value::BulkString(bytes) => bytes.as_slice(),
+                        Value::SimpleString(text) => text.as_bytes(),
+                        _ => continue,
+                    };
+                    // Keys read by lookups are UTF-8 text: no other key can be one of them.
+                    if let Ok(key) = std::str::from_utf8(bytes) {
+                        state.invalidate(key);
+                    }
+                }
+            }
+            _ => state.reset(),
+        }
+    }
+
+    /// Tracking is on (`true`) or lost (`false`); either way nothing held before is kept.
+    pub fn set_live(&self, live: bool) {
+        let mut state = lock(&self.shared.state);
+        state.reset();
+        state.live = live;
+    }
+
+    /// Whether answers are being served and stored.
+    pub fn is_live(&self) -> bool {
+        lock(&self.shared.state).live
+    }
+
+    /// Drops every answer (the configuration was reloaded: tools may mean something else).
+    pub fn clear(&self) {
+        lock(&self.shared.state).reset();
+    }
+
+    /// Counters since start.
+    pub fn stats(&self) -> Stats {
+        lock(&self.shared.state).stats
+    }
+
+    /// Answers held.
+    pub fn len(&self) -> usize {
+        lock(&self.shared.state).entries.len()
+    }
+
+    /// Whether no answer is held.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl<K: Hash + Eq, V> State<K, V> {
+    /// Whether a key of `reads` was invalidated after `seq`, or the log no longer reaches
+    /// back that far.
+    fn changed_since(&self, seq: u64, reads: &[String]) -> bool {
+        if self.seq == seq {
+            return false;
+        }
+        if self.log.front().is_none_or(|(first, _)| *first > seq + 1) {
+            return true;
+        }
+        self.log
+            .iter()
+            .rev()
+            .take_while(|(at, _)| *at > seq)
+            .any(|(_, key)| reads.iter().any(|r| r == key))
+    }
+
+    fn store(&mut self, capacity: usize, key: K, value: V, reads: Vec<String>) {
+        if let Some(old) = self.entries.get(&key).map(|slot| Arc::clone(&slot.key)) {
+            self.remove(&old);
+        }
+        while self.entries.len() >= capacity {
+            let Some(oldest) = self.order.pop_front() else {
+                break;
+            };
+            if self.remove(&oldest) {
+                self.stats.evicted += 1;
+            }
+        }
+        let key = Arc::new(key);
+        for read in &reads {
+            self.dependents
+                .entry(read.clone())
+                .or_default()
+                .push(Arc::clone(&key));
+        }
+        self.order.push_back(Arc::clone(&key));
+        if self.order.len() > 2 * capacity {
+            let entries = &self.entries;
+            self.order
+                .retain(|k| entries.get(k).is_some_and(|s| Arc::ptr_eq(&s.key, k)));
+        }
+        self.entries
+            .insert(Arc::clone(&key), Slot { key, value, reads });
+        self.stats.inserted += 1;
+    }
+
+    /// Removes the entry `key` points to (if it is still that one) and its dependent links.
+    fn remove(&mut self, key: &Arc<K>) -> bool {
+        let is_it = self
+            .entries
+            .get(&**key)
+            .is_some_and(|slot| Arc::ptr_eq(&slot.key, key));
+        if !is_it {
+            return false;
+        }
+        let Some(slot) = self.entries.remove(&**key) else {
+            return false;
+        };
+        for read in &slot.reads {
+            if let Some(list) = self.dependents.get_mut(read) {
+                list.retain(|k| !Arc::ptr_eq(k, &slot.key));
+                if list.is_empty() {
+                    self.dependents.remove(read);
+                }
+            }
+        }
+        true
+    }
+
+    fn invalidate(&mut self, key: &str) {
+        self.seq += 1;
+        if self.tickets_out > 0 {
+            if self.log.len() == LOG_CAPACITY {
+                self.log.pop_front();
+            }
+            self.log.push_back((self.seq, key.to_owned()));
+        }
+        for entry in self.dependents.remove(key).unwrap_or_default() {
+            if self.remove(&entry) {
+                self.stats.invalidated += 1;
+            }
+        }
+    }
+
+    fn reset(&mut self) {
+        self.seq += 1;
+        self.reset_at = self.seq;
+        self.log.clear();
+        self.entries.clear();
+        self.dependents.clear();
+        self.order.clear();
+        self.stats.resets += 1;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cache() -> ReadCache<&'static str, u32> {
+        let cache = ReadCache::new(3, Prefixes::of_literals(["customer:", "sink:"]));
+        cache.set_live(true);
+        cache
+    }
+
+    fn invalidate(cache: &ReadCache<&'static str, u32>, keys: &[&str]) {
+        let keys = keys
+            .iter()
+            .map(|k| Value::BulkString(k.as_bytes().to_vec()))
+            .collect();
+        cache.on_invalidate(&[Value::Array(keys)]);
+    }
+
+    fn reads(keys: &[&str]) -> Vec<String> {
+        keys.iter().map(|k| k.to_string()).collect()
+    }
+
+    #[test]
+    fn an_answer_is_served_until_a_key_it_read_changes() {
+        let cache = cache();
+        let t = cache.ticket();
+        assert!(cache.insert(t, "a", 1, reads(&["customer:1", "sink:types:c"])));
+        let t = cache.ticket();
+        assert!(cache.insert(t, "b", 2, reads(&["customer:2", "sink:types:c"])));
+        assert_eq!(cache.get(&"a"), Some(1));
+        invalidate(&cache, &["customer:1", "customer:99"]);
+        assert_eq!(cache.get(&"a"), None);
+        assert_eq!(cache.get(&"b"), Some(2));
+        invalidate(&cache, &["sink:types:c"]);
+        assert_eq!(cache.get(&"b"), None);
+        assert!(cache.is_empty());
+        let stats = cache.stats();
+        assert_eq!((stats.hits, stats.invalidated), (2, 2));
+    }
+
+    #[test]
+    fn an_answer_whose_key_changed_while_it_was_read_is_not_kept() {
+        let cache = cache();
+        let t = cache.ticket();
+        invalidate(&cache, &["customer:7"]);
+        assert!(!cache.insert(t, "a", 1, reads(&["customer:7"])));
+        // A change to another key does not matter.
+        let t = cache.ticket();
+        invalidate(&cache, &["customer:8"]);
+        assert!(cache.insert(t, "a", 1, reads(&["customer:7"])));
+        // A change before the ticket was taken does not either.
+        invalidate(&cache, &["customer:9"]);
+        let t = cache.ticket();
+        assert!(cache.insert(t, "b", 1, reads(&["customer:9"])));
+    }
+
+    #[test]
+    fn a_read_that_outlived_the_log_is_not_kept() {
+        let cache = cache();
+        let t = cache.ticket();
+        for n in 0..=LOG_CAPACITY {
+            invalidate(&cache, &[&format!("customer:x{n}")]);
+        }
+        assert!(!cache.insert(t, "a", 1, reads(&["customer:1"])));
+    }
+
+    #[test]
+    fn flushes_reconnections_and_untracked_keys_keep_nothing() {
+        let cache = cache();
+        let t = cache.ticket();
+        assert!(cache.insert(t, "a", 1, reads(&["customer:1"])));
+        let t = cache.ticket();
+        cache.on_invalidate(&[Value::Nil]);
+        assert_eq!(cache.get(&"a"), None);
+        assert!(
+            !cache.insert(t, "a", 1, reads(&["customer:1"])),
+            "read before the flush"
+        );
+
+        let t = cache.ticket();
+        cache.set_live(false);
+        assert!(!cache.insert(t, "a", 1, reads(&["customer:1"])));
+        let t = cache.ticket();
+        assert!(!cache.insert(t, "a", 1, reads(&["customer:1"])), "not live");
+        cache.set_live(true);
+        let t = cache.ticket();
+        assert!(
+            !cache.insert(t, "a", 1, reads(&["order:1"])),
+            "order: is not tracked"
+        );
+        assert_eq!(cache.stats().refused, 4);
+    }
+
+    #[test]
+    fn the_oldest_answers_make_room() {
+        let cache = cache();
+        for (n, key) in ["a", "b", "c", "d"].into_iter().enumerate() {
+            let t = cache.ticket();
+            assert!(cache.insert(t, key, n as u32, reads(&[&format!("customer:{n}")])));
+        }
+        assert_eq!(cache.len(), 3);
+        assert_eq!(cache.get(&"a"), None);
+        assert_eq!(cache.get(&"d"), Some(3));
+        // Replacing an answer drops the old one's links: its old key no longer reaches it.
+        let t = cache.ticket();
+        assert!(cache.insert(t, "d", 30, reads(&["customer:new"])));
+        invalidate(&cache, &["customer:3"]);
+        assert_eq!(cache.get(&"d"), Some(30));
+        assert_eq!(cache.stats().evicted, 1);
+    }
+}
