@@ -17,11 +17,16 @@
 //! Both run on a current-thread tokio runtime, as `agent-cli` does. `--runtime embedded`
 //! (default) reads through `Store::connect` (one multiplexed connection), `--runtime mcp`
 //! through `Store::connect_managed` (the reconnecting connection of `agent-cli mcp`).
+//!
+//! `--read-cache` answers through the read cache `agent-cli mcp` keeps by default (README,
+//! "Read cache"): the line then also gives `cache_hits` and `cache_misses` over the timed
+//! calls (a miss is a script call; the sink's heartbeats and changes cause them).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use agent_cli::lookup::Lookups;
+use agent_cli::lookup::{self, AnswerCache, Lookups};
+use agent_cli::read_cache::tracking;
 use agent_cli::store::Store;
 use redis::aio::ConnectionLike;
 
@@ -30,6 +35,7 @@ struct Options {
     seconds: Option<f64>,
     iterations: usize,
     mcp_runtime: bool,
+    read_cache: bool,
     ping: bool,
     calls: Vec<(String, String)>,
 }
@@ -40,6 +46,7 @@ fn options() -> Options {
         seconds: None,
         iterations: 5_000,
         mcp_runtime: false,
+        read_cache: false,
         ping: false,
         calls: Vec::new(),
     };
@@ -53,6 +60,7 @@ fn options() -> Options {
         match arg.as_str() {
             "--bench" => {} // added by `cargo bench`
             "--ping" => opts.ping = true,
+            "--read-cache" => opts.read_cache = true,
             "--config" => opts.config = value("--config"),
             "--seconds" => opts.seconds = Some(value("--seconds").parse().expect("--seconds")),
             "--iterations" => {
@@ -98,15 +106,44 @@ fn main() {
         .expect("runtime");
     // A spawned task, as the MCP server's handlers are.
     let handle = runtime.spawn(async move {
+        let cache = if opts.read_cache {
+            Some(live_cache(&config, &redis_url).await)
+        } else {
+            None
+        };
         if opts.mcp_runtime {
             let store = Store::connect_managed(&redis_url).await.expect("connect");
-            measure(&opts, Lookups::new(config, store, None)).await;
+            measure(&opts, with(Lookups::new(config, store, None), cache)).await;
         } else {
             let store = Store::connect(&redis_url).await.expect("connect");
-            measure(&opts, Lookups::new(config, store, None)).await;
+            measure(&opts, with(Lookups::new(config, store, None), cache)).await;
         }
     });
     runtime.block_on(handle).expect("the measurement panicked");
+}
+
+/// The read cache of `agent-cli mcp` (its default size), once tracking is on.
+async fn live_cache(config: &mapping::Config, redis_url: &str) -> AnswerCache {
+    let cache = lookup::answer_cache(config, 10_000);
+    let mut redis = config.redis.clone();
+    redis.url = redis_url.to_owned();
+    tracking::spawn(&redis, cache.clone()).expect("tracking");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !cache.is_live() {
+        assert!(Instant::now() < deadline, "the read cache did not go live");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    cache
+}
+
+fn with<C: ConnectionLike + Clone + Send>(
+    lookups: Lookups<C>,
+    cache: Option<AnswerCache>,
+) -> Lookups<C> {
+    match cache {
+        Some(cache) => lookups.with_cache(cache),
+        None => lookups,
+    }
 }
 
 async fn measure<C: ConnectionLike + Clone + Send>(opts: &Options, lookups: Lookups<C>) {
@@ -118,7 +155,7 @@ async fn measure<C: ConnectionLike + Clone + Send>(opts: &Options, lookups: Look
             .get_multiplexed_async_connection()
             .await
             .expect("connect");
-        let samples = timed(opts, || {
+        let ping = || {
             let mut conn = conn.clone();
             async move {
                 redis::cmd("PING")
@@ -126,28 +163,41 @@ async fn measure<C: ConnectionLike + Clone + Send>(opts: &Options, lookups: Look
                     .await
                     .expect("PING")
             }
-        })
-        .await;
-        report("PING", "", runtime, samples);
+        };
+        warm_up(ping).await;
+        let samples = timed(opts, ping).await;
+        report("PING", "", runtime, samples, None);
     }
     for (tool, args) in &opts.calls {
-        let samples = timed(opts, || async {
-            lookups.call(tool, args).await.expect("lookup")
-        })
-        .await;
-        report(tool, args, runtime, samples);
+        let call = || async { lookups.call(tool, args).await.expect("lookup") };
+        warm_up(call).await;
+        let before = lookups.cache().map(|c| c.stats());
+        let samples = timed(opts, call).await;
+        let during = lookups.cache().zip(before).map(|(c, before)| {
+            let after = c.stats();
+            (after.hits - before.hits, after.misses - before.misses)
+        });
+        report(tool, args, runtime, samples, during);
     }
 }
 
-/// 200 warm-up calls, then `--seconds` or `--iterations` calls, each timed alone.
-async fn timed<F, Fut, T>(opts: &Options, mut call: F) -> Vec<Duration>
+/// 200 calls, not timed.
+async fn warm_up<F, Fut, T>(call: F)
 where
-    F: FnMut() -> Fut,
+    F: Fn() -> Fut,
     Fut: std::future::Future<Output = T>,
 {
     for _ in 0..200 {
         std::hint::black_box(call().await);
     }
+}
+
+/// `--seconds` or `--iterations` calls, each timed alone.
+async fn timed<F, Fut, T>(opts: &Options, call: F) -> Vec<Duration>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = T>,
+{
     let budget = opts.seconds.map(Duration::from_secs_f64);
     let started = Instant::now();
     let mut samples = Vec::with_capacity(opts.iterations);
@@ -166,22 +216,32 @@ where
     }
 }
 
-fn report(tool: &str, args: &str, runtime: &str, mut samples: Vec<Duration>) {
+/// One JSON line; `cache`: the read cache's (hits, misses) over the timed calls.
+fn report(
+    tool: &str,
+    args: &str,
+    runtime: &str,
+    mut samples: Vec<Duration>,
+    cache: Option<(u64, u64)>,
+) {
     samples.sort();
     let us = |d: Duration| (d.as_secs_f64() * 1e7).round() / 10.0;
     let pct = |q: f64| us(samples[((samples.len() as f64 * q) as usize).min(samples.len() - 1)]);
     let mean = samples.iter().sum::<Duration>() / samples.len() as u32;
-    println!(
-        "{}",
-        serde_json::json!({
-            "tool": tool,
-            "args": args,
-            "runtime": runtime,
-            "n": samples.len(),
-            "p50_us": pct(0.50),
-            "p99_us": pct(0.99),
-            "mean_us": us(mean),
-            "max_us": us(samples[samples.len() - 1]),
-        })
-    );
+    let mut line = serde_json::json!({
+        "tool": tool,
+        "args": args,
+        "runtime": runtime,
+        "read_cache": cache.is_some(),
+        "n": samples.len(),
+        "p50_us": pct(0.50),
+        "p99_us": pct(0.99),
+        "mean_us": us(mean),
+        "max_us": us(samples[samples.len() - 1]),
+    });
+    if let Some((hits, misses)) = cache {
+        line["cache_hits"] = hits.into();
+        line["cache_misses"] = misses.into();
+    }
+    println!("{line}");
 }

@@ -9,7 +9,8 @@ the knobs.
 2. Checks that agent-cli and PostgreSQL give the same answer to each question.
 3. BENCH_ROUNDS rounds; in each, per question: pgbench for BENCH_SECONDS (per-transaction log
    -> p50/p99/mean), agent-cli's `lookup_latency` bench for BENCH_SECONDS (`Lookups::call`
-   timed call by call), the order of the two alternating between rounds; then BENCH_MCP_CALLS
+   timed call by call) without and then with the read cache `agent-cli mcp` keeps (README,
+   "Read cache"), the order of PostgreSQL and agent-cli alternating between rounds; then BENCH_MCP_CALLS
    `tools/call` per question through one MCP session with `agent-cli mcp`.
    Per round also the round trip alone on each side (`SELECT 1` through pgbench, Redis `PING`
    through the bench's runtime) and the Redis CPU time per script call (INFO commandstats).
@@ -65,10 +66,13 @@ def summary(latencies_us: list[float]) -> dict:
     return {"n": len(xs), "p50_us": pct(0.5), "p99_us": pct(0.99), "mean_us": statistics.fmean(xs)}
 
 
-def agent(bench: Path, config: Path, env: dict, tool: str, args: dict | None, r) -> dict:
+def agent(bench: Path, config: Path, env: dict, tool: str, args: dict | None, r, cache: bool = False) -> dict:
     """The `lookup_latency` bench on one call (`PING` alone without args), plus the Redis CPU time
-    per script call from INFO commandstats (server-wide: other clients' EVALSHA_RO count too)."""
+    per script call from INFO commandstats (server-wide: other clients' EVALSHA_RO count too).
+    With `cache`, through the read cache (its hits and misses over the timed calls in the result)."""
     call = ["--ping"] if args is None else [tool, json.dumps(args, separators=(",", ":"))]
+    if cache:
+        call.insert(0, "--read-cache")
     before = r.info("commandstats").get("cmdstat_evalsha_ro", {})
     out = subprocess.run([str(bench), "--config", str(config), "--seconds", str(SECONDS), "--runtime", RUNTIME,
                           *call], env=env, check=True, capture_output=True, text=True).stdout
@@ -125,21 +129,22 @@ def main() -> int:
 
         # The round trip alone on each side: `SELECT 1` prepared, Redis `PING`.
         floor = ("round trip only (SELECT 1 / PING)", "PING", None, "SELECT 1")
-        results = []  # [round, load, label, pg, agent, mcp]
+        results = []  # [round, load, label, pg, agent, agent with the read cache, mcp]
         for rnd in range(1, ROUNDS + 1):
             load_avg = " ".join(Path("/proc/loadavg").read_text().split()[:3])
             for label, tool, args, sql in [*questions, floor]:
                 prefix = out_dir / f"pg-{rnd}-{tool}"
+                cached = lambda: args and agent(bench, p.config_path, env, tool, args, p.db.r, cache=True)  # noqa: E731
                 if rnd % 2:
                     pg = pgbench(url, sql, prefix)
-                    ag = agent(bench, p.config_path, env, tool, args, p.db.r)
+                    ag, ac = agent(bench, p.config_path, env, tool, args, p.db.r), cached()
                 else:
-                    ag = agent(bench, p.config_path, env, tool, args, p.db.r)
+                    ag, ac = agent(bench, p.config_path, env, tool, args, p.db.r), cached()
                     pg = pgbench(url, sql, prefix)
-                results.append([rnd, load_avg, label, pg, ag, None])
+                results.append([rnd, load_avg, label, pg, ag, ac, None])
             mcp = asyncio.run(mcp_round(agent_cli, p.config_path, env, questions))
             for row, m in zip(results[-len(questions) - 1:], mcp):
-                row[5] = m
+                row[6] = m
             print(f"round {rnd} done (load {load_avg})", file=sys.stderr)
         assert p.dead_letters() == 0
 
@@ -148,16 +153,21 @@ def main() -> int:
           f"(`Lookups::call`, --runtime {RUNTIME}); MCP: {MCP_CALLS} tools/call per question and round "
           "through the MCP Python SDK; times in ms; Redis script: CPU µs per EVALSHA_RO (INFO commandstats)")
     print("\n| round (load) | question | PostgreSQL pooled p50 / p99 / mean | agent-cli in process p50 / p99 / mean "
-          "| PostgreSQL / agent-cli (p50, mean) | Redis script µs | MCP tools/call p50 / p99 / mean |")
-    print("|---|---|---:|---:|---:|---:|---:|")
-    for rnd, load_avg, label, pg, ag, m in results:
+          "| PostgreSQL / agent-cli (p50, mean) | Redis script µs | agent-cli with read cache p50 / p99 / mean "
+          "| PostgreSQL / cached (p50, mean) | cache hits | MCP tools/call p50 / p99 / mean |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    trio = lambda x: f"{ms(x['p50_us'])} / {ms(x['p99_us'])} / {ms(x['mean_us'])}"  # noqa: E731
+    ratio = lambda pg, x: f"{pg['p50_us'] / x['p50_us']:.2f}×, {pg['mean_us'] / x['mean_us']:.2f}×"  # noqa: E731
+    for rnd, load_avg, label, pg, ag, ac, m in results:
         script = f"{ag['script_us']:.1f}" if ag.get("script_us") and ag["tool"] != "PING" else ""
-        mcp = f"{ms(m['p50_us'])} / {ms(m['p99_us'])} / {ms(m['mean_us'])}" if m else ""
-        print(f"| {rnd} ({load_avg}) | {label} | {ms(pg['p50_us'])} / {ms(pg['p99_us'])} / {ms(pg['mean_us'])} "
-              f"| {ms(ag['p50_us'])} / {ms(ag['p99_us'])} / {ms(ag['mean_us'])} "
-              f"| {pg['p50_us'] / ag['p50_us']:.2f}×, {pg['mean_us'] / ag['mean_us']:.2f}× | {script} | {mcp} |")
+        hits = ""
+        if ac:
+            calls = ac["cache_hits"] + ac["cache_misses"]
+            hits = f"{ac['cache_hits']:,} of {calls:,} ({100 * ac['cache_hits'] / calls:.2f} %)"
+        print(f"| {rnd} ({load_avg}) | {label} | {trio(pg)} | {trio(ag)} | {ratio(pg, ag)} | {script} "
+              f"| {trio(ac) if ac else ''} | {ratio(pg, ac) if ac else ''} | {hits} | {trio(m) if m else ''} |")
     print(f"\n(samples: pgbench {sum(r[3]['n'] for r in results)} transactions, agent-cli "
-          f"{sum(r[4]['n'] for r in results)} calls; pgbench logs in {out_dir})")
+          f"{sum(r[4]['n'] + (r[5]['n'] if r[5] else 0) for r in results)} calls; pgbench logs in {out_dir})")
     return 0
 
 
