@@ -695,7 +695,8 @@ fn query(stack: &Stack, run: &Run, api_key: &str) -> Output {
     out
 }
 
-/// `agent-cli mcp`: initialize, list the tools, call one.
+/// `agent-cli mcp`: initialize, list the tools, call one, and again once its read cache
+/// had time to go live: the ACL user may turn on key tracking over TLS.
 fn mcp(stack: &Stack, run: &Run) -> Output {
     let mut child = agent_cli(stack, run, &["mcp"])
         .stdin(Stdio::piped())
@@ -721,6 +722,12 @@ fn mcp(stack: &Stack, run: &Run) -> Output {
     let call = lines.next().expect("tools/call reply").unwrap();
     assert!(call.contains("c5@example.com"), "{call}");
     transcript.push(call);
+    std::thread::sleep(Duration::from_millis(500));
+    send(json!({"jsonrpc": "2.0", "id": 4, "method": "tools/call",
+        "params": {"name": Run::tool("lz4"), "arguments": {"customer_id": 5}}}));
+    let again = lines.next().expect("tools/call reply").unwrap();
+    assert!(again.contains("c5@example.com"), "{again}");
+    transcript.push(again);
     drop(stdin);
     let mut stderr = String::new();
     child
@@ -730,6 +737,10 @@ fn mcp(stack: &Stack, run: &Run) -> Output {
         .read_to_string(&mut stderr)
         .expect("mcp stderr");
     let status = child.wait().expect("mcp exit");
+    assert!(
+        stderr.contains("Read cache live") && !stderr.contains("Read cache off"),
+        "the read cache did not go live as the agent ACL user over TLS:\n{stderr}"
+    );
     Output {
         status,
         stdout: transcript.join("\n").into_bytes(),
