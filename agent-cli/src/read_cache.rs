@@ -26,7 +26,7 @@
 pub mod prefixes;
 pub mod tracking;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::hash::Hash;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
@@ -78,8 +78,8 @@ pub struct Stats {
     pub resets: u64,
 }
 
-struct Slot<K, V> {
-    key: Arc<K>,
+struct Slot<V> {
+    id: u64,
     value: V,
     reads: Vec<String>,
 }
@@ -87,11 +87,17 @@ struct Slot<K, V> {
 struct State<K, V> {
     /// Tracking is on and its connection up: entries may be served and inserted.
     live: bool,
-    entries: HashMap<Arc<K>, Slot<K, V>>,
-    /// Key read -> the entries read from it.
-    dependents: HashMap<String, Vec<Arc<K>>>,
-    /// Entries in insertion order (with leftovers of removed ones), for eviction.
-    order: VecDeque<Arc<K>>,
+    entries: HashMap<Arc<K>, Slot<V>>,
+    /// Entry id -> its key in `entries`.
+    ids: HashMap<u64, Arc<K>>,
+    /// The id the next entry gets.
+    next_id: u64,
+    /// Key read -> the ids of the entries read from it. Sets, so that dropping an entry costs
+    /// the number of keys it read, not the number of entries sharing them (every answer of a
+    /// mapping shares its freshness hash, and a new freshness drops them all).
+    dependents: HashMap<String, HashSet<u64>>,
+    /// Entry ids in insertion order (with leftovers of removed ones), for eviction.
+    order: VecDeque<u64>,
     /// Invalidation events so far (each invalidated key and each reset counts one).
     seq: u64,
     /// The `seq` of the last reset: tickets taken before it are void.
@@ -137,6 +143,8 @@ impl<K: Hash + Eq, V: Clone> ReadCache<K, V> {
                 state: Mutex::new(State {
                     live: false,
                     entries: HashMap::new(),
+                    ids: HashMap::new(),
+                    next_id: 0,
                     dependents: HashMap::new(),
                     order: VecDeque::new(),
                     seq: 0,
@@ -271,51 +279,45 @@ impl<K: Hash + Eq, V> State<K, V> {
     }
 
     fn store(&mut self, capacity: usize, key: K, value: V, reads: Vec<String>) {
-        if let Some(old) = self.entries.get(&key).map(|slot| Arc::clone(&slot.key)) {
-            self.remove(&old);
+        if let Some(old) = self.entries.get(&key).map(|slot| slot.id) {
+            self.remove(old);
         }
         while self.entries.len() >= capacity {
             let Some(oldest) = self.order.pop_front() else {
                 break;
             };
-            if self.remove(&oldest) {
+            if self.remove(oldest) {
                 self.stats.evicted += 1;
             }
         }
-        let key = Arc::new(key);
+        let id = self.next_id;
+        self.next_id += 1;
         for read in &reads {
-            self.dependents
-                .entry(read.clone())
-                .or_default()
-                .push(Arc::clone(&key));
+            self.dependents.entry(read.clone()).or_default().insert(id);
         }
-        self.order.push_back(Arc::clone(&key));
+        self.order.push_back(id);
         if self.order.len() > 2 * capacity {
-            let entries = &self.entries;
-            self.order
-                .retain(|k| entries.get(k).is_some_and(|s| Arc::ptr_eq(&s.key, k)));
+            let ids = &self.ids;
+            self.order.retain(|id| ids.contains_key(id));
         }
-        self.entries
-            .insert(Arc::clone(&key), Slot { key, value, reads });
+        let key = Arc::new(key);
+        self.ids.insert(id, Arc::clone(&key));
+        self.entries.insert(key, Slot { id, value, reads });
         self.stats.inserted += 1;
     }
 
-    /// Removes the entry `key` points to (if it is still that one) and its dependent links.
-    fn remove(&mut self, key: &Arc<K>) -> bool {
-        let is_it = self
-            .entries
-            .get(&**key)
-            .is_some_and(|slot| Arc::ptr_eq(&slot.key, key));
-        if !is_it {
+    /// Removes entry `id` (if it is still held) and its links from the keys it read.
+    fn remove(&mut self, id: u64) -> bool {
+        let Some(key) = self.ids.remove(&id) else {
             return false;
-        }
-        let Some(slot) = self.entries.remove(&**key) else {
+        };
+        let Some(slot) = self.entries.remove(&*key) else {
             return false;
         };
         for read in &slot.reads {
-            if let Some(list) = self.dependents.get_mut(read) {
-                list.retain(|k| !Arc::ptr_eq(k, &slot.key));
-                if list.is_empty() {
+            if let Some(set) = self.dependents.get_mut(read) {
+                set.remove(&id);
+                if set.is_empty() {
                     self.dependents.remove(read);
                 }
             }
@@ -331,8 +333,8 @@ impl<K: Hash + Eq, V> State<K, V> {
             }
             self.log.push_back((self.seq, key.to_owned()));
         }
-        for entry in self.dependents.remove(key).unwrap_or_default() {
-            if self.remove(&entry) {
+        for id in self.dependents.remove(key).unwrap_or_default() {
+            if self.remove(id) {
                 self.stats.invalidated += 1;
             }
         }
@@ -343,6 +345,7 @@ impl<K: Hash + Eq, V> State<K, V> {
         self.reset_at = self.seq;
         self.log.clear();
         self.entries.clear();
+        self.ids.clear();
         self.dependents.clear();
         self.order.clear();
         self.stats.resets += 1;

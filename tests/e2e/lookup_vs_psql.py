@@ -35,14 +35,21 @@ RUNS = int(os.environ.get("BENCH_RUNS", "200"))
 WARMUP = int(os.environ.get("BENCH_WARMUP", "10"))
 
 TS = "to_char({c}, 'YYYY-MM-DD') || 'T' || to_char({c}, 'HH24:MI:SS.US') || 'Z'"
-CUSTOMER_SQL = ("SELECT json_build_object('id', id, 'email', email, 'name', name, 'plan', plan, "
-                f"'mrr_cents', mrr_cents, 'created_at', {TS.format(c='created_at')}, "
-                f"'updated_at', {TS.format(c='updated_at')}) FROM customers WHERE email = '{EMAIL}'")
-ORDERS_SQL = ("SELECT coalesce(json_agg(json_build_object('id', id, 'customer_id', customer_id, 'status', status, "
-              f"'total_cents', total_cents, 'items', items, 'created_at', {TS.format(c='created_at')}, "
-              f"'updated_at', {TS.format(c='updated_at')})), '[]') FROM (SELECT * FROM orders "
-              f"WHERE customer_id = {CUSTOMER} ORDER BY created_at DESC, id DESC LIMIT 10) o")
-
+ORDER_JSON = ("json_build_object('id', o.id, 'customer_id', o.customer_id, 'status', o.status, "
+              f"'total_cents', o.total_cents, 'items', o.items, 'created_at', {TS.format(c='o.created_at')}, "
+              f"'updated_at', {TS.format(c='o.updated_at')})")
+# get_customer answers with the customer's 3 newest orders (`include:` in connectors.yaml): the
+# same question asked of PostgreSQL, in one query.
+RECENT_ORDERS = 3
+CUSTOMER_SQL = ("SELECT json_build_object('id', c.id, 'email', c.email, 'name', c.name, 'plan', c.plan, "
+                f"'mrr_cents', c.mrr_cents, 'created_at', {TS.format(c='c.created_at')}, "
+                f"'updated_at', {TS.format(c='c.updated_at')}, 'recent_orders', "
+                f"(SELECT coalesce(json_agg({ORDER_JSON} ORDER BY o.created_at DESC, o.id DESC), '[]') "
+                f"FROM (SELECT * FROM orders WHERE customer_id = c.id ORDER BY created_at DESC, id DESC "
+                f"LIMIT {RECENT_ORDERS}) o)) FROM customers c WHERE c.email = '{EMAIL}'")
+ORDERS_SQL = (f"SELECT coalesce(json_agg({ORDER_JSON} ORDER BY o.created_at DESC, o.id DESC), '[]') "
+              f"FROM (SELECT * FROM orders WHERE customer_id = {CUSTOMER} ORDER BY created_at DESC, id DESC "
+              "LIMIT 10) o")
 
 def load(p: Pipeline) -> None:
     """Step 2 and the wait of step 3: the benchmark data, in PostgreSQL and (through the sink)
