@@ -10,7 +10,10 @@ the knobs.
 3. BENCH_ROUNDS rounds; in each, per question: pgbench for BENCH_SECONDS (per-transaction log
    -> p50/p99/mean), agent-cli's `lookup_latency` bench for BENCH_SECONDS (`Lookups::call`
    timed call by call) without and then with the read cache `agent-cli mcp` keeps (README,
-   "Read cache"), the order of PostgreSQL and agent-cli alternating between rounds; then BENCH_MCP_CALLS
+   "Read cache") while BENCH_CHANGES_PER_S changes a second flow through the pipeline (updates
+   of another customer: each applied batch advances the source watermark every answer was read
+   with, so the cache drops them all), the order of PostgreSQL and agent-cli alternating
+   between rounds; then BENCH_MCP_CALLS
    `tools/call` per question through one MCP session with `agent-cli mcp`.
    Per round also the round trip alone on each side (`SELECT 1` through pgbench, Redis `PING`
    through the bench's runtime) and the Redis CPU time per script call (INFO commandstats).
@@ -26,7 +29,9 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 from harness import Pipeline, binary
@@ -37,6 +42,7 @@ ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
 SECONDS = int(os.environ.get("BENCH_SECONDS", "5"))
 MCP_CALLS = int(os.environ.get("BENCH_MCP_CALLS", "1000"))
 RUNTIME = os.environ.get("BENCH_RUNTIME", "mcp")  # lookup_latency --runtime
+CHANGES_PER_S = float(os.environ.get("BENCH_CHANGES_PER_S", "50"))  # while the read cache is measured
 
 
 def pgbench(url: str, sql: str, log_prefix: Path) -> dict:
@@ -81,6 +87,34 @@ def agent(bench: Path, config: Path, env: dict, tool: str, args: dict | None, r,
     calls = after.get("calls", 0) - before.get("calls", 0)
     res["script_us"] = (after.get("usec", 0) - before.get("usec", 0)) / calls if calls else None
     return res
+
+
+@contextmanager
+def changes_flowing(p: Pipeline, per_s: float):
+    """Updates customer 2 (not a benchmarked row) `per_s` times a second meanwhile."""
+    stop = threading.Event()
+    done = []
+
+    def run() -> None:
+        import psycopg
+        from scenario import pg_conninfo
+
+        with psycopg.connect(**pg_conninfo(p.sc.db), autocommit=True) as conn:
+            start = time.monotonic()
+            while not stop.is_set():
+                conn.execute("UPDATE customers SET mrr_cents = mrr_cents + 1 WHERE id = 2")
+                done.append(1)
+                time.sleep(max(0.0, start + len(done) / per_s - time.monotonic()))
+
+    thread = threading.Thread(target=run, daemon=True)
+    if per_s > 0:
+        thread.start()
+    try:
+        yield done
+    finally:
+        stop.set()
+        if per_s > 0:
+            thread.join()
 
 
 async def mcp_round(agent_cli: Path, config: Path, env: dict, questions: list) -> list[dict]:
@@ -134,7 +168,15 @@ def main() -> int:
             load_avg = " ".join(Path("/proc/loadavg").read_text().split()[:3])
             for label, tool, args, sql in [*questions, floor]:
                 prefix = out_dir / f"pg-{rnd}-{tool}"
-                cached = lambda: args and agent(bench, p.config_path, env, tool, args, p.db.r, cache=True)  # noqa: E731
+                def cached():
+                    if not args:
+                        return None
+                    with changes_flowing(p, CHANGES_PER_S) as changes:
+                        t = time.monotonic()
+                        res = agent(bench, p.config_path, env, tool, args, p.db.r, cache=True)
+                        res["changes_per_s"] = len(changes) / (time.monotonic() - t)
+                    return res
+
                 if rnd % 2:
                     pg = pgbench(url, sql, prefix)
                     ag, ac = agent(bench, p.config_path, env, tool, args, p.db.r), cached()
@@ -150,7 +192,8 @@ def main() -> int:
 
     ms = lambda us: f"{us / 1000:.3f}"  # noqa: E731
     print(f"\n{ROUNDS} interleaved rounds of {SECONDS} s per side and question; agent-cli in process "
-          f"(`Lookups::call`, --runtime {RUNTIME}); MCP: {MCP_CALLS} tools/call per question and round "
+          f"(`Lookups::call`, --runtime {RUNTIME}); with read cache: while {CHANGES_PER_S:g} changes/s flow; "
+          f"MCP: {MCP_CALLS} tools/call per question and round "
           "through the MCP Python SDK; times in ms; Redis script: CPU µs per EVALSHA_RO (INFO commandstats)")
     print("\n| round (load) | question | PostgreSQL pooled p50 / p99 / mean | agent-cli in process p50 / p99 / mean "
           "| PostgreSQL / agent-cli (p50, mean) | Redis script µs | agent-cli with read cache p50 / p99 / mean "
@@ -163,7 +206,8 @@ def main() -> int:
         hits = ""
         if ac:
             calls = ac["cache_hits"] + ac["cache_misses"]
-            hits = f"{ac['cache_hits']:,} of {calls:,} ({100 * ac['cache_hits'] / calls:.2f} %)"
+            hits = (f"{ac['cache_hits']:,} of {calls:,} ({100 * ac['cache_hits'] / calls:.2f} %), "
+                    f"{ac['changes_per_s']:.0f} changes/s")
         print(f"| {rnd} ({load_avg}) | {label} | {trio(pg)} | {trio(ag)} | {ratio(pg, ag)} | {script} "
               f"| {trio(ac) if ac else ''} | {ratio(pg, ac) if ac else ''} | {hits} | {trio(m) if m else ''} |")
     print(f"\n(samples: pgbench {sum(r[3]['n'] for r in results)} transactions, agent-cli "

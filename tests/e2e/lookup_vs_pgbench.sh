@@ -8,7 +8,8 @@
 #   tests/e2e/lookup_vs_pgbench.sh          # starts what is missing: redis kafka registry postgres connect
 #
 # Environment: BENCH_ROUNDS (3), BENCH_SECONDS (5) per side, question and round, BENCH_MCP_CALLS
-# (1000) per question and round, BENCH_RUNTIME (mcp: the reconnecting Redis connection of
+# (1000) per question and round, BENCH_CHANGES_PER_S (50) database changes a second flowing
+# through the pipeline while the read cache is measured, BENCH_RUNTIME (mcp: the reconnecting Redis connection of
 # `agent-cli mcp`; embedded: `Store::connect`); AGENT_CLI_BIN (default: the release build, built here),
 # SINK_BIN (default: the debug build, built here); the stack's variables (tests/stack/*.sh
 # --help). The stack is left running.
