@@ -240,6 +240,11 @@ impl<C: ConnectionLike + Clone + Send> Lookups<C> {
             tool: call.tool.lookup.tool.clone(),
             plan,
         };
+        // Let the runtime read what Redis already sent first: a caller answered from memory
+        // never waits on I/O, so in a loop of hits on a one-thread runtime the tracking
+        // connection would never be polled and its invalidations never applied. Tokio polls
+        // the I/O driver before resuming a yielded task.
+        tokio::task::yield_now().await;
         if let Some(answer) = cache.get(&key) {
             return Ok(answer);
         }

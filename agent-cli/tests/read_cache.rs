@@ -279,6 +279,33 @@ async fn every_change_of_a_key_an_answer_was_read_from_reaches_the_next_lookups(
 }
 
 #[tokio::test]
+async fn a_caller_that_never_waits_between_lookups_still_sees_changes() {
+    // On this one-thread runtime nothing but the lookups themselves gives the tracking
+    // connection a chance to run: a loop of hits that never yielded would keep the old row.
+    let mut fx = setup();
+    let (cached, _, cache) = lookups(&fx.config).await;
+    let args = json!({"customer_id": 1});
+    held(&cached, &cache, "get_customer", &args).await;
+    let row = format!("{}:customer:1", fx.prefix);
+    let writer = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(50));
+        let _: () = fx.conn.hset(&row, "name", "Renamed").unwrap();
+        fx
+    });
+    let deadline = Instant::now() + PATIENCE;
+    let mut calls = 0;
+    while call(&cached, "get_customer", &args).await.result["name"] != "Renamed" {
+        calls += 1;
+        assert!(
+            Instant::now() < deadline,
+            "still the old row after {calls} calls"
+        );
+    }
+    assert!(cache.stats().hits > 1, "{:?}", cache.stats());
+    drop(writer.join());
+}
+
+#[tokio::test]
 async fn after_random_changes_cached_and_uncached_lookups_agree() {
     let mut fx = setup();
     let (cached, plain, cache) = lookups(&fx.config).await;
