@@ -136,7 +136,7 @@ async fn live_cache(config: &mapping::Config, redis_url: &str) -> AnswerCache {
     cache
 }
 
-fn with<C: ConnectionLike + Clone + Send>(
+fn with<C: ConnectionLike + Clone + Send + Sync + 'static>(
     lookups: Lookups<C>,
     cache: Option<AnswerCache>,
 ) -> Lookups<C> {
@@ -146,7 +146,10 @@ fn with<C: ConnectionLike + Clone + Send>(
     }
 }
 
-async fn measure<C: ConnectionLike + Clone + Send>(opts: &Options, lookups: Lookups<C>) {
+async fn measure<C: ConnectionLike + Clone + Send + Sync + 'static>(
+    opts: &Options,
+    lookups: Lookups<C>,
+) {
     let runtime = if opts.mcp_runtime { "mcp" } else { "embedded" };
     if opts.ping {
         let url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());

@@ -16,8 +16,9 @@ use crate::error::{CallError, PlanError};
 use crate::freshness::{self, Freshness, Record};
 use crate::include;
 use crate::included_rows;
-use crate::read_cache::{Prefixes, ReadCache};
+use crate::read_cache::{Prefixes, ReadCache, Reads};
 use crate::store::{self, Store};
+use crate::tools::Tool;
 use crate::typing;
 use crate::watermark::{self, ReadAfter};
 
@@ -94,7 +95,7 @@ pub struct Lookups<C = MultiplexedConnection> {
     cache: Option<AnswerCache>,
 }
 
-impl<C: ConnectionLike + Clone + Send> Lookups<C> {
+impl<C: ConnectionLike + Clone + Send + Sync + 'static> Lookups<C> {
     /// `stale_after_ms` overrides `freshness.stale_after_ms` of the file when given.
     pub fn new(config: Arc<Config>, store: Store<C>, stale_after_ms: Option<u64>) -> Self {
         let stale_override = stale_after_ms;
@@ -223,7 +224,10 @@ impl<C: ConnectionLike + Clone + Send> Lookups<C> {
             (self.cache.as_ref()).filter(|_| after.is_none() && may_cache(&self.config, call));
         let answer = match cache {
             Some(cache) => self.cached_answer(cache, call, plan).await?,
-            None => Arc::new(self.answer(call, &self.store.read(&plan).await?.parse()?)?),
+            None => {
+                let raw = self.store.read(&plan).await?;
+                Arc::new(self.answer(&call.tool, ranged(call), &raw.parse()?)?)
+            }
         };
         Ok(self.serve(&answer, mapping, after))
     }
@@ -245,31 +249,83 @@ impl<C: ConnectionLike + Clone + Send> Lookups<C> {
         // connection would never be polled and its invalidations never applied. Tokio polls
         // the I/O driver before resuming a yielded task.
         tokio::task::yield_now().await;
-        if let Some(answer) = cache.get(&key) {
-            return Ok(answer);
+        if let Some(hit) = cache.get(&key) {
+            if hit.revalidate {
+                self.read_again(cache, key, call);
+            }
+            return Ok(hit.value);
         }
         let ticket = cache.ticket();
-        let reply = self.store.read_reporting_keys(&key.plan).await?;
-        let raw = reply.parse()?;
-        let answer = Arc::new(self.answer(call, &raw)?);
-        let reads = (key.plan.keys())
-            .chain(raw.reads.iter().map(|k| k.as_ref()))
-            .map(str::to_owned)
-            .collect();
+        let (answer, reads) = self
+            .read_to_cache(&key.plan, &call.tool, ranged(call))
+            .await?;
         cache.insert(ticket, key, Arc::clone(&answer), reads);
         Ok(answer)
     }
 
+    /// Reads `plan` for the cache: the answer and the keys it was read from, the freshness
+    /// hashes apart ([`Reads`]).
+    async fn read_to_cache(
+        &self,
+        plan: &store::ReadPlan,
+        tool: &Tool<'_>,
+        ranged: bool,
+    ) -> Result<(Arc<Answer>, Reads), CallError> {
+        let reply = self.store.read_reporting_keys(plan).await?;
+        let raw = reply.parse()?;
+        let answer = Arc::new(self.answer(tool, ranged, &raw)?);
+        let includes = plan.includes.iter().flat_map(|i| &i.reads);
+        let soft: Vec<String> = std::iter::once(&plan.freshness_key)
+            .chain(includes.map(|r| &r.freshness_key))
+            .cloned()
+            .collect();
+        let hard = (plan.keys())
+            .filter(|k| !soft.iter().any(|s| s == k))
+            .chain(raw.reads.iter().map(|k| k.as_ref()))
+            .map(str::to_owned)
+            .collect();
+        Ok((answer, Reads { hard, soft }))
+    }
+
+    /// Reads the answer for `key` again in the background (a newer freshness hash exists) and
+    /// puts it in `cache`; on failure forgets it, so that the next caller reads it. The ticket
+    /// is taken now: a reload meanwhile (another tool behind the same name) voids it.
+    fn read_again(&self, cache: &AnswerCache, key: AnswerKey, call: &Call<'_>) {
+        let ticket = cache.ticket();
+        let (me, cache) = (self.clone(), cache.clone());
+        let ranged = ranged(call);
+        tokio::spawn(async move {
+            let read = match crate::tools::find(&me.config, &key.tool) {
+                Some(tool) => me.read_to_cache(&key.plan, &tool, ranged).await,
+                None => return cache.forget(&key),
+            };
+            match read {
+                Ok((answer, reads)) => {
+                    cache.insert(ticket, key, answer, reads);
+                }
+                Err(err) => {
+                    tracing::debug!(tool = %key.tool, error = %err, "Reading a cached answer again failed; dropping it.");
+                    cache.forget(&key);
+                }
+            }
+        });
+    }
+
     /// The answer in `raw`: typed rows shaped as the tool returns them, and the freshness
     /// hashes read with them.
-    fn answer(&self, call: &Call<'_>, raw: &store::RawRead<'_>) -> Result<Answer, CallError> {
-        let mapping = call.tool.mapping.name.as_str();
-        let includes = &call.tool.lookup.include;
-        let aggregate =
-            (call.tool.lookup.aggregate.as_deref()).and_then(|a| call.tool.mapping.aggregate(a));
+    /// `ranged`: the call gave a `range`.
+    fn answer(
+        &self,
+        tool: &Tool<'_>,
+        ranged: bool,
+        raw: &store::RawRead<'_>,
+    ) -> Result<Answer, CallError> {
+        let mapping = tool.mapping.name.as_str();
+        let includes = &tool.lookup.include;
+        let aggregate = (tool.lookup.aggregate.as_deref()).and_then(|a| tool.mapping.aggregate(a));
         let types = typing::types_of(&raw.types);
-        if call.relation_args.range.is_some() {
-            range_needs_time(call, &types)?;
+        if ranged {
+            range_needs_time(tool, &types)?;
         }
         let mut rows = raw
             .rows
@@ -278,7 +334,7 @@ impl<C: ConnectionLike + Clone + Send> Lookups<C> {
             .collect::<Result<Vec<_>, _>>()?;
         let result = if let Some(aggregate) = aggregate {
             crate::aggregate::figures(aggregate, raw.rows.first().map(|r| r.as_slice()))
-        } else if call.tool.lookup.relation.is_some() || call.tool.lookup.search.is_some() {
+        } else if tool.lookup.relation.is_some() || tool.lookup.search.is_some() {
             Value::Array(rows)
         } else {
             let mut row = rows.pop().unwrap_or(Value::Null);
@@ -385,6 +441,11 @@ impl<C: ConnectionLike + Clone + Send> Lookups<C> {
     }
 }
 
+/// Whether the call gave a `range` (its answer depends on the recorded `order_by` type).
+fn ranged(call: &Call<'_>) -> bool {
+    call.relation_args.range.is_some()
+}
+
 /// Whether `call`'s answer may be cached: not when rows it reads may expire
 /// (`ttl_seconds`), which Redis reports only once it removes them, possibly well after.
 fn may_cache(config: &Config, call: &Call<'_>) -> bool {
@@ -401,16 +462,15 @@ fn may_cache(config: &Config, call: &Call<'_>) -> bool {
 /// microseconds only for a timestamp or date `order_by` (mapping::score): refuse a call whose
 /// relation is ordered by another type the sink recorded, rather than answer a wrong range.
 /// An `order_by` the types hash does not name yet (nothing applied) passes.
-fn range_needs_time(call: &Call<'_>, types: &typing::Types<'_>) -> Result<(), PlanError> {
-    let mapping = call.tool.mapping;
-    let Some(relation) = (call.tool.lookup.relation.as_deref()).and_then(|r| mapping.relation(r))
-    else {
+fn range_needs_time(tool: &Tool<'_>, types: &typing::Types<'_>) -> Result<(), PlanError> {
+    let mapping = tool.mapping;
+    let Some(relation) = (tool.lookup.relation.as_deref()).and_then(|r| mapping.relation(r)) else {
         return Ok(());
     };
     match types.get(relation.order_by.as_str()).copied().flatten() {
         None | Some(ColumnType::Timestamp | ColumnType::Date) => Ok(()),
         Some(found) => Err(PlanError::RangeNeedsTime {
-            tool: call.tool.lookup.tool.clone(),
+            tool: tool.lookup.tool.clone(),
             mapping: mapping.name.clone(),
             field: relation.order_by.clone(),
             found,

@@ -6,6 +6,14 @@
 //! - An entry is inserted only with the full list of keys its script call read (the script
 //!   names the ones not in its KEYS: `lookup.lua`, "+reads"), and only if every one of them is
 //!   under a prefix Redis reports changes for ([`Prefixes`]).
+//! - Those keys are of two kinds ([`Reads`]). A change of a *hard* key (a row, an index entry,
+//!   a relation, the types) makes the answer wrong: it is dropped. A change of a *soft* key
+//!   (the freshness hash read with it) only makes the answer older than it could be: the
+//!   rows it holds are still what Redis holds, and the freshness read with them still says
+//!   truthfully how current they are, only no longer as current as Redis could say. The
+//!   answer is then served as it is, and the first caller to get it is told to read it again
+//!   ([`Hit::revalidate`]). The sink rewrites a mapping's freshness hash on every batch, so
+//!   without this every change anywhere in a mapping would drop all of its answers.
 //! - An invalidation that arrives while the read was in flight may concern a change made after
 //!   the script ran: the entry is then not inserted. Every read takes a [`Ticket`] before it is
 //!   sent; invalidations are logged while a ticket is out, and an insert whose keys appear in
@@ -72,16 +80,43 @@ pub struct Stats {
     pub refused: u64,
     /// Entries dropped because a key they were read from changed.
     pub invalidated: u64,
+    /// Answers served while a newer freshness hash was known to exist (each followed by a
+    /// read again).
+    pub stale_hits: u64,
     /// Entries dropped to stay within the capacity (oldest first).
     pub evicted: u64,
     /// Times every entry was dropped: tracking (re)started or lost, a flush, a reload.
     pub resets: u64,
 }
 
+/// The keys an answer was read from (module doc): a change of a `hard` one drops it, a change
+/// of a `soft` one asks for it to be read again.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Reads {
+    /// Keys whose change makes the answer wrong.
+    pub hard: Vec<String>,
+    /// Keys whose change makes the answer older than it could be (freshness hashes).
+    pub soft: Vec<String>,
+}
+
+/// An answer the cache holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hit<V> {
+    /// The answer.
+    pub value: V,
+    /// A soft key it was read from changed since: read it again and [`ReadCache::insert`] the
+    /// result. Told to one caller per change; the others keep getting this answer meanwhile.
+    pub revalidate: bool,
+}
+
 struct Slot<V> {
     id: u64,
     value: V,
-    reads: Vec<String>,
+    reads: Reads,
+    /// A soft key changed since it was read.
+    stale: bool,
+    /// A caller was told to read it again.
+    refreshing: bool,
 }
 
 struct State<K, V> {
@@ -96,6 +131,8 @@ struct State<K, V> {
     /// the number of keys it read, not the number of entries sharing them (every answer of a
     /// mapping shares its freshness hash, and a new freshness drops them all).
     dependents: HashMap<String, HashSet<u64>>,
+    /// Soft key read -> the ids of the entries read from it.
+    soft_dependents: HashMap<String, HashSet<u64>>,
     /// Entry ids in insertion order (with leftovers of removed ones), for eviction.
     order: VecDeque<u64>,
     /// Invalidation events so far (each invalidated key and each reset counts one).
@@ -146,6 +183,7 @@ impl<K: Hash + Eq, V: Clone> ReadCache<K, V> {
                     ids: HashMap::new(),
                     next_id: 0,
                     dependents: HashMap::new(),
+                    soft_dependents: HashMap::new(),
                     order: VecDeque::new(),
                     seq: 0,
                     reset_at: 0,
@@ -163,18 +201,36 @@ impl<K: Hash + Eq, V: Clone> ReadCache<K, V> {
     }
 
     /// The answer for `key`, if one is held and the cache is live.
-    pub fn get(&self, key: &K) -> Option<V> {
+    pub fn get(&self, key: &K) -> Option<Hit<V>> {
         let mut state = lock(&self.shared.state);
-        let found = if state.live {
-            state.entries.get(key).map(|slot| slot.value.clone())
-        } else {
-            None
-        };
-        match found {
-            Some(_) => state.stats.hits += 1,
+        let live = state.live;
+        let found = state.entries.get_mut(key).filter(|_| live).map(|slot| {
+            let revalidate = slot.stale && !slot.refreshing;
+            slot.refreshing |= revalidate;
+            (
+                slot.stale,
+                Hit {
+                    value: slot.value.clone(),
+                    revalidate,
+                },
+            )
+        });
+        match &found {
+            Some((stale, _)) => {
+                state.stats.hits += 1;
+                state.stats.stale_hits += u64::from(*stale);
+            }
             None => state.stats.misses += 1,
         }
-        found
+        found.map(|(_, hit)| hit)
+    }
+
+    /// Drops the answer for `key` (reading it again failed: the next caller reads it).
+    pub fn forget(&self, key: &K) {
+        let mut state = lock(&self.shared.state);
+        if let Some(id) = state.entries.get(key).map(|slot| slot.id) {
+            state.remove(id);
+        }
     }
 
     /// Take before sending the read whose answer may be inserted.
@@ -188,16 +244,18 @@ impl<K: Hash + Eq, V: Clone> ReadCache<K, V> {
     }
 
     /// Stores `value` for `key`, read from `reads` after `ticket` was taken, unless that read
-    /// may already be outdated (module doc). Returns whether it was stored.
-    pub fn insert(&self, ticket: Ticket<K, V>, key: K, value: V, reads: Vec<String>) -> bool {
+    /// may already be wrong (module doc). Returns whether it was stored. A soft key that
+    /// changed meanwhile stores it as to be read again.
+    pub fn insert(&self, ticket: Ticket<K, V>, key: K, value: V, reads: Reads) -> bool {
         let shared = &self.shared;
         let mut state = lock(&shared.state);
         let stored = state.live
             && ticket.seq >= state.reset_at
-            && reads.iter().all(|k| shared.prefixes.covers(k))
-            && !state.changed_since(ticket.seq, &reads);
+            && (reads.hard.iter().chain(&reads.soft)).all(|k| shared.prefixes.covers(k))
+            && !state.changed_since(ticket.seq, &reads.hard);
         if stored {
-            state.store(shared.capacity, key, value, reads);
+            let stale = state.changed_since(ticket.seq, &reads.soft);
+            state.store(shared.capacity, key, value, reads, stale);
         } else {
             state.stats.refused += 1;
         }
@@ -278,7 +336,7 @@ impl<K: Hash + Eq, V> State<K, V> {
             .any(|(_, key)| reads.iter().any(|r| r == key))
     }
 
-    fn store(&mut self, capacity: usize, key: K, value: V, reads: Vec<String>) {
+    fn store(&mut self, capacity: usize, key: K, value: V, reads: Reads, stale: bool) {
         if let Some(old) = self.entries.get(&key).map(|slot| slot.id) {
             self.remove(old);
         }
@@ -292,8 +350,14 @@ impl<K: Hash + Eq, V> State<K, V> {
         }
         let id = self.next_id;
         self.next_id += 1;
-        for read in &reads {
+        for read in &reads.hard {
             self.dependents.entry(read.clone()).or_default().insert(id);
+        }
+        for read in &reads.soft {
+            self.soft_dependents
+                .entry(read.clone())
+                .or_default()
+                .insert(id);
         }
         self.order.push_back(id);
         if self.order.len() > 2 * capacity {
@@ -302,7 +366,14 @@ impl<K: Hash + Eq, V> State<K, V> {
         }
         let key = Arc::new(key);
         self.ids.insert(id, Arc::clone(&key));
-        self.entries.insert(key, Slot { id, value, reads });
+        let slot = Slot {
+            id,
+            value,
+            reads,
+            stale,
+            refreshing: false,
+        };
+        self.entries.insert(key, slot);
         self.stats.inserted += 1;
     }
 
@@ -314,14 +385,8 @@ impl<K: Hash + Eq, V> State<K, V> {
         let Some(slot) = self.entries.remove(&*key) else {
             return false;
         };
-        for read in &slot.reads {
-            if let Some(set) = self.dependents.get_mut(read) {
-                set.remove(&id);
-                if set.is_empty() {
-                    self.dependents.remove(read);
-                }
-            }
-        }
+        unlink(&mut self.dependents, &slot.reads.hard, id);
+        unlink(&mut self.soft_dependents, &slot.reads.soft, id);
         true
     }
 
@@ -338,6 +403,11 @@ impl<K: Hash + Eq, V> State<K, V> {
                 self.stats.invalidated += 1;
             }
         }
+        for id in self.soft_dependents.get(key).into_iter().flatten() {
+            if let Some(slot) = self.ids.get(id).and_then(|k| self.entries.get_mut(&**k)) {
+                slot.stale = true;
+            }
+        }
     }
 
     fn reset(&mut self) {
@@ -347,8 +417,21 @@ impl<K: Hash + Eq, V> State<K, V> {
         self.entries.clear();
         self.ids.clear();
         self.dependents.clear();
+        self.soft_dependents.clear();
         self.order.clear();
         self.stats.resets += 1;
+    }
+}
+
+/// Removes `id` from the sets of `keys`, and sets left empty.
+fn unlink(dependents: &mut HashMap<String, HashSet<u64>>, keys: &[String], id: u64) {
+    for key in keys {
+        if let Some(set) = dependents.get_mut(key) {
+            set.remove(&id);
+            if set.is_empty() {
+                dependents.remove(key);
+            }
+        }
     }
 }
 
@@ -370,8 +453,15 @@ mod tests {
         cache.on_invalidate(&[Value::Array(keys)]);
     }
 
-    fn reads(keys: &[&str]) -> Vec<String> {
-        keys.iter().map(|k| k.to_string()).collect()
+    fn reads(keys: &[&str]) -> Reads {
+        Reads {
+            hard: keys.iter().map(|k| k.to_string()).collect(),
+            soft: Vec::new(),
+        }
+    }
+
+    fn value(cache: &ReadCache<&'static str, u32>, key: &'static str) -> Option<u32> {
+        cache.get(&key).map(|hit| hit.value)
     }
 
     #[test]
@@ -381,12 +471,12 @@ mod tests {
         assert!(cache.insert(t, "a", 1, reads(&["customer:1", "sink:types:c"])));
         let t = cache.ticket();
         assert!(cache.insert(t, "b", 2, reads(&["customer:2", "sink:types:c"])));
-        assert_eq!(cache.get(&"a"), Some(1));
+        assert_eq!(value(&cache, "a"), Some(1));
         invalidate(&cache, &["customer:1", "customer:99"]);
-        assert_eq!(cache.get(&"a"), None);
-        assert_eq!(cache.get(&"b"), Some(2));
+        assert_eq!(value(&cache, "a"), None);
+        assert_eq!(value(&cache, "b"), Some(2));
         invalidate(&cache, &["sink:types:c"]);
-        assert_eq!(cache.get(&"b"), None);
+        assert_eq!(value(&cache, "b"), None);
         assert!(cache.is_empty());
         let stats = cache.stats();
         assert_eq!((stats.hits, stats.invalidated), (2, 2));
@@ -425,7 +515,7 @@ mod tests {
         assert!(cache.insert(t, "a", 1, reads(&["customer:1"])));
         let t = cache.ticket();
         cache.on_invalidate(&[Value::Nil]);
-        assert_eq!(cache.get(&"a"), None);
+        assert_eq!(value(&cache, "a"), None);
         assert!(
             !cache.insert(t, "a", 1, reads(&["customer:1"])),
             "read before the flush"
@@ -446,6 +536,69 @@ mod tests {
     }
 
     #[test]
+    fn a_changed_freshness_hash_keeps_the_answer_and_asks_one_caller_to_read_it_again() {
+        let cache = cache();
+        let with_freshness = || Reads {
+            hard: vec!["customer:1".into()],
+            soft: vec!["sink:freshness:c".into()],
+        };
+        let t = cache.ticket();
+        assert!(cache.insert(t, "a", 1, with_freshness()));
+        assert_eq!(
+            cache.get(&"a"),
+            Some(Hit {
+                value: 1,
+                revalidate: false
+            })
+        );
+        invalidate(&cache, &["sink:freshness:c"]);
+        assert_eq!(
+            cache.get(&"a"),
+            Some(Hit {
+                value: 1,
+                revalidate: true
+            })
+        );
+        assert_eq!(
+            cache.get(&"a"),
+            Some(Hit {
+                value: 1,
+                revalidate: false
+            }),
+            "asked once"
+        );
+        // The caller's new read replaces it.
+        let t = cache.ticket();
+        assert!(cache.insert(t, "a", 2, with_freshness()));
+        assert_eq!(
+            cache.get(&"a"),
+            Some(Hit {
+                value: 2,
+                revalidate: false
+            })
+        );
+        // A freshness change during the read stores it, to be read again.
+        let t = cache.ticket();
+        invalidate(&cache, &["sink:freshness:c"]);
+        assert!(cache.insert(t, "a", 3, with_freshness()));
+        assert_eq!(
+            cache.get(&"a"),
+            Some(Hit {
+                value: 3,
+                revalidate: true
+            })
+        );
+        // A hard key still drops it; a failed read again forgets it.
+        invalidate(&cache, &["customer:1"]);
+        assert_eq!(value(&cache, "a"), None);
+        let t = cache.ticket();
+        assert!(cache.insert(t, "a", 4, with_freshness()));
+        cache.forget(&"a");
+        assert_eq!(value(&cache, "a"), None);
+        assert_eq!(cache.stats().stale_hits, 3);
+    }
+
+    #[test]
     fn the_oldest_answers_make_room() {
         let cache = cache();
         for (n, key) in ["a", "b", "c", "d"].into_iter().enumerate() {
@@ -453,13 +606,13 @@ mod tests {
             assert!(cache.insert(t, key, n as u32, reads(&[&format!("customer:{n}")])));
         }
         assert_eq!(cache.len(), 3);
-        assert_eq!(cache.get(&"a"), None);
-        assert_eq!(cache.get(&"d"), Some(3));
+        assert_eq!(value(&cache, "a"), None);
+        assert_eq!(value(&cache, "d"), Some(3));
         // Replacing an answer drops the old one's links: its old key no longer reaches it.
         let t = cache.ticket();
         assert!(cache.insert(t, "d", 30, reads(&["customer:new"])));
         invalidate(&cache, &["customer:3"]);
-        assert_eq!(cache.get(&"d"), Some(30));
+        assert_eq!(value(&cache, "d"), Some(30));
         assert_eq!(cache.stats().evicted, 1);
     }
 }

@@ -74,7 +74,7 @@ pub struct MappingStatus {
 }
 
 /// Reads the watermark of every source and the freshness of every mapping.
-pub async fn collect<C: ConnectionLike + Clone + Send>(
+pub async fn collect<C: ConnectionLike + Clone + Send + Sync + 'static>(
     lookups: &Lookups<C>,
 ) -> Result<Statuses, StoreError> {
     let config = lookups.config();

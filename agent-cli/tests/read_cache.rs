@@ -2,7 +2,8 @@
 //! repeated lookup is answered from memory with no command reaching Redis (observed with
 //! `MONITOR`), and every change of a key the answer was read from (the row, the index, a
 //! relation's members and their rows, the freshness hash, the types) is seen by the next
-//! lookups within moments. After random changes, cached and uncached lookups agree. A flush
+//! lookups within moments; a new freshness hash alone keeps the answer served (with the
+//! freshness it was read with, never going back) while it is read again. After random changes, cached and uncached lookups agree. A flush
 //! and a Redis restart drop everything; rows that may expire are never cached.
 
 mod support;
@@ -276,6 +277,47 @@ async fn every_change_of_a_key_an_answer_was_read_from_reaches_the_next_lookups(
         o.result["id"] == 3
     })
     .await;
+}
+
+#[tokio::test]
+async fn a_new_freshness_hash_keeps_the_answer_served_while_it_is_read_again() {
+    // The sink rewrites a mapping's freshness hash on every batch: answers must survive it.
+    let mut fx = setup();
+    let (cached, _, cache) = lookups(&fx.config).await;
+    let args = json!({"customer_id": 1});
+    held(&cached, &cache, "get_customer", &args).await;
+    let misses = cache.stats().misses;
+    let customers = fx.customers.clone();
+    let mut seen: Vec<String> = Vec::new();
+    for n in 1..=20 {
+        let ts = now_ms() + n * 1_000;
+        fx.put_freshness(&customers, Some(ts), Some(ts));
+        let want = agent_cli::freshness::rfc3339_ms(ts);
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let out = call(&cached, "get_customer", &args).await;
+            assert_eq!(out.result["name"], "Ann");
+            let as_of = out.freshness.as_of.expect("as_of");
+            if let Some(last) = seen.last() {
+                assert!(&as_of >= last, "as_of went back from {last} to {as_of}");
+            }
+            seen.push(as_of.clone());
+            if as_of == want {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "as_of never reached {want}: {as_of}"
+            );
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+    let stats = cache.stats();
+    assert_eq!(
+        stats.misses, misses,
+        "a new freshness hash dropped the answer: {stats:?}"
+    );
+    assert!(stats.stale_hits >= 1, "{stats:?}");
 }
 
 #[tokio::test]

@@ -49,7 +49,7 @@ impl Conversation {
 }
 
 /// Answers `question` using the lookups as tools; returns the model's final answer.
-pub async fn run<C: ConnectionLike + Clone + Send>(
+pub async fn run<C: ConnectionLike + Clone + Send + Sync + 'static>(
     lookups: &Lookups<C>,
     llm: &LlmConfig,
     question: &str,
