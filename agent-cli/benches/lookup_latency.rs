@@ -19,8 +19,9 @@
 //! through `Store::connect_managed` (the reconnecting connection of `agent-cli mcp`).
 //!
 //! `--read-cache` answers through the read cache `agent-cli mcp` keeps by default (README,
-//! "Read cache"): the line then also gives `cache_hits` and `cache_misses` over the timed
-//! calls (a miss is a script call; the sink's heartbeats and changes cause them).
+//! "Read cache"): the line then also gives, over the timed calls, `cache_hits`, `cache_misses`
+//! (script calls: a row the answer read changed), `cache_stale_hits` (answers served while a
+//! newer freshness hash existed) and `cache_stored` (answers read again or anew and kept).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -29,6 +30,7 @@ use agent_cli::lookup::{self, AnswerCache, Lookups};
 use agent_cli::read_cache::tracking;
 use agent_cli::store::Store;
 use redis::aio::ConnectionLike;
+use serde_json::json;
 
 struct Options {
     config: String,
@@ -178,7 +180,12 @@ async fn measure<C: ConnectionLike + Clone + Send + Sync + 'static>(
         let samples = timed(opts, call).await;
         let during = lookups.cache().zip(before).map(|(c, before)| {
             let after = c.stats();
-            (after.hits - before.hits, after.misses - before.misses)
+            json!({
+                "cache_hits": after.hits - before.hits,
+                "cache_misses": after.misses - before.misses,
+                "cache_stale_hits": after.stale_hits - before.stale_hits,
+                "cache_stored": after.inserted - before.inserted,
+            })
         });
         report(tool, args, runtime, samples, during);
     }
@@ -219,19 +226,19 @@ where
     }
 }
 
-/// One JSON line; `cache`: the read cache's (hits, misses) over the timed calls.
+/// One JSON line; `cache`: the read cache's counters over the timed calls.
 fn report(
     tool: &str,
     args: &str,
     runtime: &str,
     mut samples: Vec<Duration>,
-    cache: Option<(u64, u64)>,
+    cache: Option<serde_json::Value>,
 ) {
     samples.sort();
     let us = |d: Duration| (d.as_secs_f64() * 1e7).round() / 10.0;
     let pct = |q: f64| us(samples[((samples.len() as f64 * q) as usize).min(samples.len() - 1)]);
     let mean = samples.iter().sum::<Duration>() / samples.len() as u32;
-    let mut line = serde_json::json!({
+    let mut line = json!({
         "tool": tool,
         "args": args,
         "runtime": runtime,
@@ -242,9 +249,8 @@ fn report(
         "mean_us": us(mean),
         "max_us": us(samples[samples.len() - 1]),
     });
-    if let Some((hits, misses)) = cache {
-        line["cache_hits"] = hits.into();
-        line["cache_misses"] = misses.into();
+    if let Some(serde_json::Value::Object(counters)) = cache {
+        line.as_object_mut().expect("an object").extend(counters);
     }
     println!("{line}");
 }

@@ -348,6 +348,54 @@ async fn a_caller_that_never_waits_between_lookups_still_sees_changes() {
 }
 
 #[tokio::test]
+async fn a_change_of_an_included_row_or_relation_reaches_the_answer_that_includes_it() {
+    let mut fx = setup();
+    fx.edit_config(
+        "            index: email\n",
+        "            index: email\n        include:\n          - { relation: customer_orders, as: recent_orders, limit: 2 }\n",
+    );
+    let (cached, _, cache) = lookups(&fx.config).await;
+    let t0 = 1_780_000_000_000_000_i64;
+    fx.put_order(10, 1, t0, "new", 500);
+    let args = json!({"email": "ann@example.com"});
+    let included = |o: &ToolOutput| -> Vec<(i64, String)> {
+        (o.result["recent_orders"].as_array().into_iter().flatten())
+            .map(|r| {
+                (
+                    r["id"].as_i64().unwrap(),
+                    r["status"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect()
+    };
+    eventually(&cached, "get_customer", &args, "first order", |o| {
+        included(o) == [(10, "new".to_owned())]
+    })
+    .await;
+    held(&cached, &cache, "get_customer", &args).await;
+    // A child row changes.
+    let _: () = fx
+        .conn
+        .hset(format!("{}:order:10", fx.prefix), "status", "paid")
+        .unwrap();
+    eventually(
+        &cached,
+        "get_customer",
+        &args,
+        "included row changed",
+        |o| included(o) == [(10, "paid".to_owned())],
+    )
+    .await;
+    held(&cached, &cache, "get_customer", &args).await;
+    // The relation gains a newer child.
+    fx.put_order(11, 1, t0 + 1, "new", 700);
+    eventually(&cached, "get_customer", &args, "relation grew", |o| {
+        included(o) == [(11, "new".to_owned()), (10, "paid".to_owned())]
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn after_random_changes_cached_and_uncached_lookups_agree() {
     let mut fx = setup();
     let (cached, plain, cache) = lookups(&fx.config).await;

@@ -207,7 +207,8 @@ def main() -> int:
         if ac:
             calls = ac["cache_hits"] + ac["cache_misses"]
             hits = (f"{ac['cache_hits']:,} of {calls:,} ({100 * ac['cache_hits'] / calls:.2f} %), "
-                    f"{ac['changes_per_s']:.0f} changes/s")
+                    f"{ac['cache_stale_hits']:,} before a newer freshness was read, "
+                    f"{ac['cache_stored']:,} stored; {ac['changes_per_s']:.0f} changes/s")
         print(f"| {rnd} ({load_avg}) | {label} | {trio(pg)} | {trio(ag)} | {ratio(pg, ag)} | {script} "
               f"| {trio(ac) if ac else ''} | {ratio(pg, ac) if ac else ''} | {hits} | {trio(m) if m else ''} |")
     print(f"\n(samples: pgbench {sum(r[3]['n'] for r in results)} transactions, agent-cli "
