@@ -16,7 +16,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use mapping::one_line;
 use rdkafka::consumer::Consumer;
@@ -377,9 +377,14 @@ async fn apply_with_retries(
                 // The current assignment could not mark its partitions (Redis or the broker
                 // did not answer): the watcher starts the pipeline again as soon as Redis
                 // answers and has room. Nothing read under this assignment may land meanwhile.
+                // A rebalance may come first and place the partition (marking it, which
+                // clears what the watcher looks for) or take it away: the batch is then
+                // superseded, and waiting on would hold the lane, and every partition behind
+                // it, for good.
                 debug!(error = %one_line(&error), "Waiting for the pipeline to start again: its assignment holds no fence.");
-                shared.shutdown.cancelled().await;
-                return Ok(None);
+                return Ok(superseded_while_unfenced(shared, batch)
+                    .await
+                    .then_some(Landed::Superseded(error)));
             }
             // This process's current assignment: Redis lost the partition's bookkeeping, or
             // another assignment marked it while this process still takes it for its own (it
@@ -436,10 +441,27 @@ async fn apply_with_retries(
 /// assignment (the same fence, or none known for either).
 fn read_under_current_assignment(shared: &Shared, batch: &Batch) -> bool {
     let assignments = &shared.consumer.context().assignments;
-    batch
-        .fences
-        .iter()
-        .all(|((topic, partition), fence)| assignments.current(topic, *partition) == *fence)
+    batch.fences.iter().all(|((topic, partition), fence)| {
+        assignments.is_current(topic, *partition, fence.as_ref())
+    })
+}
+
+/// How often a batch of an unmarked assignment checks whether a rebalance superseded it.
+const UNFENCED_CHECK_EVERY: Duration = Duration::from_millis(100);
+
+/// Waits until the pipeline stops (`false`) or a rebalance supersedes the assignment
+/// `batch` was read under (`true`).
+async fn superseded_while_unfenced(shared: &Shared, batch: &Batch) -> bool {
+    loop {
+        tokio::select! {
+            biased;
+            () = shared.shutdown.cancelled() => return false,
+            () = tokio::time::sleep(UNFENCED_CHECK_EVERY) => {}
+        }
+        if !read_under_current_assignment(shared, batch) {
+            return true;
+        }
+    }
 }
 
 /// Waits until Redis has room again after it refused a write for lack of memory (the
@@ -739,5 +761,40 @@ mod tests {
         assert_eq!(summary.records, 0);
         assert!(w.rows().await.is_empty());
         w.clean().await;
+    }
+
+    /// A slice held like that, when a rebalance places the partition again before the
+    /// watcher saw the unmarked assignment (the new placement clears what it looks for): the
+    /// slice is superseded and dropped, and the lane goes on with the new assignment's. Seen
+    /// in the fault suite (run fd21fa4): a sink held its lane for good, and its partitions
+    /// stayed paused, 10,129 records behind.
+    #[tokio::test]
+    async fn an_unfenced_slice_is_dropped_once_a_rebalance_supersedes_it() {
+        for placed_again in [true, false] {
+            let w = World::new().await;
+            let new = marker(&w.run, "00000000000000d2");
+            w.mark(&new).await;
+            w.assigned(None);
+            let running = w.spawn_lane(vec![w.slice(1, 10, None), w.slice(2, 11, None)]);
+            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+            assert!(!running.is_finished(), "held while the assignment lasts");
+            if placed_again {
+                w.assigned(Some(&new));
+            } else {
+                let mut tpl = TopicPartitionList::new();
+                tpl.add_partition(&w.tag, 0);
+                w.shared.consumer.context().assignments.revoked(&tpl);
+            }
+            let summary = tokio::time::timeout(std::time::Duration::from_secs(5), running)
+                .await
+                .expect("the lane let the superseded slices go")
+                .expect("lane task")
+                .expect("lane");
+            assert!(!summary.bookkeeping_lost, "{summary:?}");
+            assert!(!w.shared.shutdown.is_cancelled(), "no restart needed");
+            assert_eq!(summary.records, 0, "{summary:?}");
+            assert!(w.rows().await.is_empty());
+            w.clean().await;
+        }
     }
 }

@@ -20,12 +20,16 @@ use rdkafka::TopicPartitionList;
 #[derive(Debug, Default, Clone)]
 pub struct Assignments(Arc<Shared>);
 
+/// The marker an assignment holds; `None` when it could not ask Redis.
+type Fence = Option<Arc<str>>;
+
 #[derive(Debug, Default)]
 struct Shared {
     /// Bumped by every rebalance, so that readers know when to look again.
     generation: AtomicU64,
-    /// `(topic, partition)` -> the marker its assignment holds.
-    fences: Mutex<HashMap<(String, i32), Arc<str>>>,
+    /// Assigned `(topic, partition)` -> the marker its assignment holds (`None`: the
+    /// assignment could not ask Redis). Revoked partitions are absent.
+    fences: Mutex<HashMap<(String, i32), Fence>>,
 }
 
 impl Assignments {
@@ -36,15 +40,7 @@ impl Assignments {
         let marker: Option<Arc<str>> = marker.map(Arc::from);
         let mut fences = self.0.fences.lock().unwrap_or_else(PoisonError::into_inner);
         for e in tpl.elements() {
-            let key = (e.topic().to_owned(), e.partition());
-            match &marker {
-                Some(marker) => {
-                    fences.insert(key, Arc::clone(marker));
-                }
-                None => {
-                    fences.remove(&key);
-                }
-            }
+            fences.insert((e.topic().to_owned(), e.partition()), marker.clone());
         }
         self.0.generation.fetch_add(1, Ordering::AcqRel);
     }
@@ -66,7 +62,21 @@ impl Assignments {
     /// assignment could not ask Redis).
     pub fn current(&self, topic: &str, partition: i32) -> Option<Arc<str>> {
         let fences = self.0.fences.lock().unwrap_or_else(PoisonError::into_inner);
-        fences.get(&(topic.to_owned(), partition)).cloned()
+        fences
+            .get(&(topic.to_owned(), partition))
+            .cloned()
+            .flatten()
+    }
+
+    /// Whether `topic`/`partition` is assigned to this process under `fence` (`None`: an
+    /// assignment that could not ask Redis). A revoked partition is under no fence at all, so
+    /// a batch read under an unmarked assignment is not taken for current once its partition
+    /// went elsewhere.
+    pub fn is_current(&self, topic: &str, partition: i32, fence: Option<&Arc<str>>) -> bool {
+        let fences = self.0.fences.lock().unwrap_or_else(PoisonError::into_inner);
+        fences
+            .get(&(topic.to_owned(), partition))
+            .is_some_and(|current| current.as_ref() == fence)
     }
 }
 
@@ -127,5 +137,20 @@ mod tests {
             None,
             "an unverified assignment has no fence"
         );
+    }
+
+    #[test]
+    fn an_unmarked_assignment_is_current_only_while_it_lasts() {
+        let assignments = Assignments::default();
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition("t", 0);
+        assert!(!assignments.is_current("t", 0, None), "never assigned");
+        assignments.assigned(&tpl, None);
+        assert!(assignments.is_current("t", 0, None));
+        assignments.revoked(&tpl);
+        assert!(!assignments.is_current("t", 0, None), "revoked");
+        assignments.assigned(&tpl, Some("r:4"));
+        assert!(!assignments.is_current("t", 0, None), "marked since");
+        assert!(assignments.is_current("t", 0, Some(&Arc::from("r:4"))));
     }
 }
