@@ -460,6 +460,10 @@ mod tests {
         }
     }
 
+    fn hit(value: u32, revalidate: bool) -> Option<Hit<u32>> {
+        Some(Hit { value, revalidate })
+    }
+
     fn value(cache: &ReadCache<&'static str, u32>, key: &'static str) -> Option<u32> {
         cache.get(&key).map(|hit| hit.value)
     }
@@ -544,50 +548,19 @@ mod tests {
         };
         let t = cache.ticket();
         assert!(cache.insert(t, "a", 1, with_freshness()));
-        assert_eq!(
-            cache.get(&"a"),
-            Some(Hit {
-                value: 1,
-                revalidate: false
-            })
-        );
+        assert_eq!(cache.get(&"a"), hit(1, false));
         invalidate(&cache, &["sink:freshness:c"]);
-        assert_eq!(
-            cache.get(&"a"),
-            Some(Hit {
-                value: 1,
-                revalidate: true
-            })
-        );
-        assert_eq!(
-            cache.get(&"a"),
-            Some(Hit {
-                value: 1,
-                revalidate: false
-            }),
-            "asked once"
-        );
+        assert_eq!(cache.get(&"a"), hit(1, true));
+        assert_eq!(cache.get(&"a"), hit(1, false), "asked once");
         // The caller's new read replaces it.
         let t = cache.ticket();
         assert!(cache.insert(t, "a", 2, with_freshness()));
-        assert_eq!(
-            cache.get(&"a"),
-            Some(Hit {
-                value: 2,
-                revalidate: false
-            })
-        );
+        assert_eq!(cache.get(&"a"), hit(2, false));
         // A freshness change during the read stores it, to be read again.
         let t = cache.ticket();
         invalidate(&cache, &["sink:freshness:c"]);
         assert!(cache.insert(t, "a", 3, with_freshness()));
-        assert_eq!(
-            cache.get(&"a"),
-            Some(Hit {
-                value: 3,
-                revalidate: true
-            })
-        );
+        assert_eq!(cache.get(&"a"), hit(3, true));
         // A hard key still drops it; a failed read again forgets it.
         invalidate(&cache, &["customer:1"]);
         assert_eq!(value(&cache, "a"), None);
