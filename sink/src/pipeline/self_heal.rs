@@ -148,8 +148,44 @@ struct Marks {
     run_id: String,
     /// Assigned partitions with their marker set.
     partitions: BTreeSet<(String, i32)>,
-    /// An assignment started from the committed offsets without asking Redis.
-    unverified: bool,
+    /// Assigned partitions started from the committed offsets without asking Redis (their
+    /// placement failed), until placed again or revoked. Per partition, so that placing
+    /// other partitions (an incremental rebalance) does not hide them from [`watch`].
+    unverified: BTreeSet<(String, i32)>,
+}
+
+impl Marks {
+    /// `partitions` were marked under the server run `run_id`.
+    fn placed(&mut self, run_id: String, partitions: Vec<(String, i32)>) {
+        if self.run_id != run_id {
+            self.partitions.clear();
+        }
+        self.run_id = run_id;
+        for p in &partitions {
+            self.unverified.remove(p);
+        }
+        self.partitions.extend(partitions);
+    }
+
+    /// `partitions` were assigned but could not be placed.
+    fn unplaced(&mut self, partitions: impl IntoIterator<Item = (String, i32)>) {
+        self.unverified.extend(partitions);
+    }
+
+    /// `partitions` were revoked.
+    fn revoked(&mut self, partitions: impl IntoIterator<Item = (String, i32)>) {
+        for p in partitions {
+            self.unverified.remove(&p);
+            self.partitions.remove(&p);
+        }
+    }
+}
+
+/// `(topic, partition)` of each element of `tpl`.
+fn partitions_of(tpl: &TopicPartitionList) -> Vec<(String, i32)> {
+    (tpl.elements().iter())
+        .map(|e| (e.topic().to_owned(), e.partition()))
+        .collect()
 }
 
 /// Decides start offsets from Redis and checks that Redis keeps what it acknowledged.
@@ -189,7 +225,7 @@ impl SelfHeal {
         let result = self.try_place(consumer, tpl);
         let mut marks = self.marks.lock().unwrap_or_else(PoisonError::into_inner);
         if result.is_err() {
-            marks.unverified = true;
+            marks.unplaced(partitions_of(tpl));
         }
         result
     }
@@ -250,14 +286,9 @@ impl SelfHeal {
                 committed,
             });
         }
-        let mut marks = self.marks.lock().unwrap_or_else(PoisonError::into_inner);
-        if marks.run_id != run_id {
-            marks.partitions.clear();
-        }
         let marker = marker(&run_id, &token);
-        marks.run_id = run_id;
-        marks.partitions.extend(partitions);
-        marks.unverified = false;
+        let mut marks = self.marks.lock().unwrap_or_else(PoisonError::into_inner);
+        marks.placed(run_id, partitions);
         Ok(Placement { starts, marker })
     }
 
@@ -324,11 +355,7 @@ impl SelfHeal {
     /// Forgets the partitions of `tpl` (revoked).
     pub fn forget(&self, tpl: &TopicPartitionList) {
         let mut marks = self.marks.lock().unwrap_or_else(PoisonError::into_inner);
-        for e in tpl.elements() {
-            marks
-                .partitions
-                .remove(&(e.topic().to_owned(), e.partition()));
-        }
+        marks.revoked(partitions_of(tpl));
     }
 
     /// One running check: `None` while Redis keeps what this process marked.
@@ -341,7 +368,7 @@ impl SelfHeal {
                 .iter()
                 .map(|(t, p)| offsets_field(t, *p))
                 .collect();
-            (marks.run_id.clone(), fields, marks.unverified)
+            (marks.run_id.clone(), fields, !marks.unverified.is_empty())
         };
         if unverified {
             return Ok(Some(Loss::Unverified));
@@ -469,6 +496,21 @@ mod tests {
         let info = "# Server\r\nredis_version:7.2.4\r\nrun_id:0a1b2c\r\ntcp_port:6379\r\n";
         assert_eq!(parse_run_id(info), Some("0a1b2c"));
         assert_eq!(parse_run_id("# Server\r\n"), None);
+    }
+
+    #[test]
+    fn a_partition_placed_without_its_marker_stays_unverified_until_placed_again_or_revoked() {
+        let p = |n: i32| ("t".to_owned(), n);
+        let mut marks = Marks::default();
+        marks.unplaced([p(0), p(1)]);
+        // An incremental rebalance places another partition: 0 and 1 are still unmarked.
+        marks.placed("run".into(), vec![p(2)]);
+        assert_eq!(marks.unverified, [p(0), p(1)].into());
+        marks.revoked([p(0)]);
+        assert_eq!(marks.unverified, [p(1)].into());
+        marks.placed("run".into(), vec![p(1), p(2)]);
+        assert!(marks.unverified.is_empty());
+        assert_eq!(marks.partitions, [p(1), p(2)].into());
     }
 
     #[test]
