@@ -39,11 +39,12 @@ where
         source,
     })?;
     tokio::spawn(async move {
-        let mut failures = 0u32;
+        // Warn once per outage, not once per retry.
+        let mut warned = false;
         loop {
             match connect(&client, &cache).await {
                 Ok((conn, lost)) => {
-                    failures = 0;
+                    warned = false;
                     cache.set_live(true);
                     tracing::info!(redis = %url, "Read cache live: Redis reports changes of the keys lookups read.");
                     watch(conn, &lost).await;
@@ -52,10 +53,10 @@ where
                 }
                 Err(err) => {
                     cache.set_live(false);
-                    if failures == 0 {
+                    if !warned {
                         tracing::warn!(redis = %url, error = %err, "Read cache off: cannot turn on key tracking; lookups go to Redis, retrying.");
                     }
-                    failures = failures.saturating_add(1);
+                    warned = true;
                 }
             }
             tokio::time::sleep(RETRY_AFTER).await;
