@@ -14,10 +14,17 @@
 //!    and the time from start to swap (health checks, memory check, flush and handover
 //!    included), and the Redis server's CPU time over the rebuild (`INFO cpu`).
 //!
+//! 3. With `--run-exclusive SECONDS`, starts the real `sink run --writer exclusive` (`--sink`,
+//!    default the release build cargo builds with the bench) on the rebuilt state, and reports
+//!    its start-up (the bookkeeping load, from its start-up line; process start to ready) and
+//!    its resident memory (`VmRSS`) when ready and over SECONDS after (it is caught up:
+//!    the rebuild recorded the offsets it resumes from), per row and index key held.
+//!
 //! Both databases are flushed at the end, and the topics deleted, unless `--keep`.
 //! Environment as for `sink run`: KAFKA_BOOTSTRAP_SERVERS, SCHEMA_REGISTRY_URL, REDIS_URL
 //! (its database is ignored: `--live-db` and `--staging-db` say which ones the bench uses).
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
@@ -28,6 +35,9 @@ use sink::config::{BatchSettings, SinkConfig};
 use sink::rebuild::{target, RebuildOptions};
 use testkit::loadgen::{self, reference, Table, WireEncoder, WireRecord};
 use tokio_util::sync::CancellationToken;
+
+#[path = "support/exclusive_run.rs"]
+mod exclusive_run;
 
 /// The sink binary's allocator (`sink/src/main.rs`), so the figures are what `sink` runs.
 #[global_allocator]
@@ -62,6 +72,17 @@ struct Args {
     /// Keep the topics and the databases.
     #[arg(long)]
     keep: bool,
+    /// After the rebuild, run `sink run --writer exclusive` on its state and measure it,
+    /// sampling its resident memory for this many seconds once it is ready.
+    #[arg(long, value_name = "SECONDS")]
+    run_exclusive: Option<u64>,
+    /// With `--reuse ID --keep` and `--run-exclusive`: measure the sink on the state that
+    /// run left in `--live-db`, without rebuilding it.
+    #[arg(long)]
+    skip_rebuild: bool,
+    /// The sink binary for `--run-exclusive`.
+    #[arg(long, default_value = env!("CARGO_BIN_EXE_sink"))]
+    sink: PathBuf,
     /// Kafka bootstrap servers.
     #[arg(
         long,
@@ -180,6 +201,40 @@ mappings:
     )
 }
 
+/// Runs the rebuild and prints its figures.
+async fn rebuild(
+    args: &Args,
+    cfg: &SinkConfig,
+    options: &RebuildOptions,
+    live_url: &str,
+    id: &str,
+) -> anyhow::Result<()> {
+    let cpu_before = testkit::bench::redis_cpu_seconds(live_url).await?;
+    let start = Instant::now();
+    let report = sink::rebuild::rebuild(cfg, options, CancellationToken::new())
+        .await
+        .context("rebuild")?;
+    let wall = start.elapsed();
+    let redis_cpu = testkit::bench::redis_cpu_seconds(live_url).await? - cpu_before;
+    print!("{report}");
+    let events = report.events();
+    if events == 0 {
+        bail!("the rebuild replayed nothing");
+    }
+    println!(
+        "rebuild-bench: {events} events, replay {:.2} s = {:.0} events/s; start to swap {:.2} s (wall {:.2} s) = {:.0} events/s; redis CPU {redis_cpu:.2} s = {:.2} us per event; owning applier; batch size {}, {} partitions per topic; topics id {id}",
+        report.replay.as_secs_f64(),
+        report.rate(),
+        report.total.as_secs_f64(),
+        wall.as_secs_f64(),
+        events as f64 / wall.as_secs_f64(),
+        redis_cpu * 1e6 / events as f64,
+        args.batch_size,
+        args.partitions,
+    );
+    Ok(())
+}
+
 async fn flushdb(url: &str) -> anyhow::Result<()> {
     let client = redis::Client::open(url)?;
     let mut conn = client.get_multiplexed_async_connection().await?;
@@ -221,29 +276,34 @@ async fn bench(args: &Args) -> anyhow::Result<()> {
         handover_timeout: Duration::from_secs(60),
         progress: false,
     };
-    let cpu_before = testkit::bench::redis_cpu_seconds(&live_url).await?;
-    let start = Instant::now();
-    let report = sink::rebuild::rebuild(&cfg, &options, CancellationToken::new())
-        .await
-        .context("rebuild")?;
-    let wall = start.elapsed();
-    let redis_cpu = testkit::bench::redis_cpu_seconds(&live_url).await? - cpu_before;
-    print!("{report}");
-    let events = report.events();
-    if events == 0 {
-        bail!("the rebuild replayed nothing");
+    if args.skip_rebuild {
+        if args.reuse.is_none() {
+            bail!("--skip-rebuild measures the state an earlier --keep run left: it needs --reuse ID");
+        }
+    } else {
+        rebuild(args, &cfg, &options, &live_url, &id).await?;
     }
-    println!(
-        "rebuild-bench: {events} events, replay {:.2} s = {:.0} events/s; start to swap {:.2} s (wall {:.2} s) = {:.0} events/s; redis CPU {redis_cpu:.2} s = {:.2} us per event; owning applier; batch size {}, {} partitions per topic; topics id {id}",
-        report.replay.as_secs_f64(),
-        report.rate(),
-        report.total.as_secs_f64(),
-        wall.as_secs_f64(),
-        events as f64 / wall.as_secs_f64(),
-        redis_cpu * 1e6 / events as f64,
-        args.batch_size,
-        args.partitions,
-    );
+    if let Some(seconds) = args.run_exclusive {
+        let dir = std::env::temp_dir().join(format!("rebuild-bench-{id}"));
+        std::fs::create_dir_all(&dir)?;
+        let config = yaml(args, &id, &live_url);
+        let run = exclusive_run::measure(&args.sink, &config, &live_url, seconds, &dir).await?;
+        let entries = (run.rows + run.index_keys).max(1) as f64;
+        let mib = |bytes: u64| bytes as f64 / (1 << 20) as f64;
+        println!(
+            "rebuild-bench: sink run --writer exclusive: {} rows + {} index keys loaded in {} ms (ready {:.2} s after start); estimate {:.1} MiB = {:.0} bytes per row or index key; resident {:.1} MiB when ready, at most {:.1} MiB and {:.1} MiB last over {seconds} s = {:.0} bytes per row or index key (the whole process)",
+            run.rows,
+            run.index_keys,
+            run.load_ms,
+            run.ready.as_secs_f64(),
+            mib(run.estimate),
+            run.estimate as f64 / entries,
+            mib(run.rss_ready),
+            mib(run.rss_max),
+            mib(run.rss_last),
+            run.rss_max as f64 / entries,
+        );
+    }
     if !args.keep {
         flushdb(&live_url).await?;
         flushdb(&staging_url).await?;

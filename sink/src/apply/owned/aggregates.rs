@@ -200,7 +200,7 @@ impl OwnedState {
                 continue;
             }
             let mut deltas = Deltas::default();
-            for (key, row) in &self.rows[m] {
+            for (key, row) in self.rows[m].iter() {
                 deltas
                     .collect(&self.models[m], &row.values, false)
                     .map_err(|e| format!("row {key}: {e}"))?;

@@ -89,20 +89,20 @@ pub(super) fn collect(state: &OwnedState, undo: &[Undo], tally: &Tally) -> Bookk
                     continue;
                 }
                 let hash = state.models[*m].rows_key.as_str();
-                match state.rows[*m].get(key) {
-                    Some(s) => sets
+                match state.rows[*m].position(key) {
+                    Some(position) => sets
                         .entry(hash)
                         .or_default()
-                        .push((key.clone(), s.position.to_string())),
+                        .push((key.clone(), position.to_string())),
                     None => dels.entry(hash).or_default().push(key.clone()),
                 }
             }
-            Undo::Index(key, _) => {
+            Undo::Index(key, hash, _) => {
                 if !seen.insert((usize::MAX, key)) {
                     continue;
                 }
                 if let Some(s) = state.indexes.get(key) {
-                    let hash = state.index_hashes[s.hash].as_str();
+                    let hash = state.index_hashes[*hash].as_str();
                     sets.entry(hash)
                         .or_default()
                         .push((key.clone(), s.position.to_string()));

@@ -37,7 +37,7 @@ pub(super) struct BatchWrites {
 
 /// What deleting one row writes, decided before anything is written.
 struct Deletion {
-    /// Index keys still naming the row: (key, bookkeeping hash, position to record).
+    /// Index keys still naming the row: (key, bookkeeping hash number, position to record).
     releases: Vec<(String, usize, i64)>,
     /// Relation members to remove: (parent, member).
     members: Vec<(String, String)>,
@@ -109,8 +109,8 @@ impl OwnedState {
                 if d.position.is_some_and(|p| p <= stored.position) {
                     return Ok(false);
                 }
-                let aggregates = self.removal(m, [stored])?;
-                let deletion = self.deletion(m, stored, d.position);
+                let aggregates = self.removal(m, [&stored])?;
+                let deletion = self.deletion(m, &stored, d.position);
                 self.delete(w, m, &d.row_key, deletion);
                 self.apply_aggregates(&mut w.writes, &mut w.undo, aggregates);
                 Ok(true)
@@ -118,14 +118,17 @@ impl OwnedState {
             Plan::Truncate { position } => {
                 // Every decision against the state before the truncate, as the script's
                 // queued writes.
-                let doomed = || {
-                    self.rows[m]
-                        .iter()
-                        .filter(|(_, s)| position.is_none_or(|p| p > s.position))
-                };
-                let aggregates = self.removal(m, doomed().map(|(_, s)| s))?;
-                let doomed: Vec<(String, Deletion)> = doomed()
-                    .map(|(k, s)| (k.clone(), self.deletion(m, s, *position)))
+                let doomed: Vec<(String, RowState)> = self.rows[m]
+                    .iter()
+                    .filter(|(_, s)| position.is_none_or(|p| p > s.position))
+                    .collect();
+                let aggregates = self.removal(m, doomed.iter().map(|(_, s)| s))?;
+                let doomed: Vec<(String, Deletion)> = doomed
+                    .into_iter()
+                    .map(|(k, s)| {
+                        let deletion = self.deletion(m, &s, *position);
+                        (k, deletion)
+                    })
                     .collect();
                 let applied = !doomed.is_empty();
                 for (key, deletion) in doomed {
@@ -172,12 +175,13 @@ impl OwnedState {
         let Some(pk) = model.primary_key(&stored.values) else {
             return out;
         };
+        let me = Some(self.owner(&pk));
         for (i, (_, parts)) in model.indexes.iter().enumerate() {
             let Some(k) = render(parts, &stored.values) else {
                 continue;
             };
             let (owner, rec) = self.index(&k);
-            if owner == Some(pk.as_str()) && not_later(rec, p) {
+            if owner == me && not_later(rec, p) {
                 let position = record_pos(p, rec, Some(stored.position));
                 out.releases.push((k, self.first_index[m] + i, position));
             }
@@ -196,15 +200,11 @@ impl OwnedState {
     fn delete(&mut self, w: &mut BatchWrites, m: usize, key: &str, deletion: Deletion) {
         for (k, hash, position) in deletion.releases {
             w.writes.delete(&k);
-            self.set_index(
-                &mut w.undo,
-                &k,
-                IndexState {
-                    owner: None,
-                    position,
-                    hash,
-                },
-            );
+            let released = IndexState {
+                owner: None,
+                position,
+            };
+            self.set_index(&mut w.undo, &k, hash, released);
         }
         for (parent, member) in deletion.members {
             w.writes.zrem(&parent, &member);
@@ -224,6 +224,7 @@ impl OwnedState {
     fn upsert(&mut self, w: &mut BatchWrites, m: usize, u: &RowUpsert) -> Result<bool, String> {
         let model = Arc::clone(&self.models[m]);
         let stored = self.rows[m].get(&u.row_key);
+        let stored = stored.as_ref();
         // The ordering guard.
         if let (Some(p), Some(s)) = (u.position, stored) {
             if p <= s.position {
@@ -256,8 +257,8 @@ impl OwnedState {
         for write in queued {
             write.emit(&mut w.writes);
         }
-        for (key, state) in index_writes {
-            self.set_index(&mut w.undo, &key, state);
+        for (key, hash, state) in index_writes {
+            self.set_index(&mut w.undo, &key, hash, state);
         }
         self.apply_aggregates(&mut w.writes, &mut w.undo, aggregates);
         let recorded = record_pos(u.position, stored_pos, stored_pos);
@@ -277,7 +278,7 @@ impl OwnedState {
 
     /// Per index of mapping `m`: release the old entry if it still names the row and no later
     /// change recorded it; claim the new one unless a later change recorded it. Queues the
-    /// `DEL`/`SET`s, returns the bookkeeping to record.
+    /// `DEL`/`SET`s, returns the bookkeeping to record: (key, bookkeeping hash number, state).
     #[allow(clippy::too_many_arguments)]
     fn index_decisions(
         &self,
@@ -288,39 +289,30 @@ impl OwnedState {
         position: Option<i64>,
         stored_pos: Option<i64>,
         queued: &mut Vec<Queued>,
-    ) -> Vec<(String, IndexState)> {
+    ) -> Vec<(String, usize, IndexState)> {
         let mut writes = Vec::new();
+        let me = Some(self.owner(pk));
         for (i, (_, parts)) in self.models[m].indexes.iter().enumerate() {
             let (old_key, new_key) = (render(parts, old), render(parts, new));
             let hash = self.first_index[m] + i;
             if let Some(k) = old_key.filter(|k| Some(k) != new_key.as_ref()) {
                 let (owner, rec) = self.index(&k);
-                if owner == Some(pk) && not_later(rec, position) {
+                if owner == me && not_later(rec, position) {
                     queued.push(Queued::Delete(k.clone()));
                     let position = record_pos(position, rec, stored_pos);
-                    writes.push((
-                        k,
-                        IndexState {
-                            owner: None,
-                            position,
-                            hash,
-                        },
-                    ));
+                    let released = IndexState {
+                        owner: None,
+                        position,
+                    };
+                    writes.push((k, hash, released));
                 }
             }
             if let Some(k) = new_key {
                 let (owner, rec) = self.index(&k);
-                if owner != Some(pk) && not_later(rec, position) {
+                if owner != me && not_later(rec, position) {
                     queued.push(Queued::Set(k.clone(), pk.to_owned()));
                     let position = record_pos(position, rec, stored_pos);
-                    writes.push((
-                        k,
-                        IndexState {
-                            owner: Some(pk.to_owned()),
-                            position,
-                            hash,
-                        },
-                    ));
+                    writes.push((k, hash, IndexState { owner: me, position }));
                 }
             }
         }

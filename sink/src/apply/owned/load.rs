@@ -10,7 +10,7 @@ use redis::aio::ConnectionLike;
 
 use super::lease::{Holding, Lease};
 use super::model::render;
-use super::state::{IndexState, OwnedState, RowState};
+use super::state::{OwnedState, RowState};
 use super::MemoryBound;
 
 /// Entries per `HSCAN` page and per pipelined round trip.
@@ -147,7 +147,7 @@ impl OwnedState {
             let position = parse_position(&model.rows_key, &row, &position)?;
             self.load_row(
                 m,
-                row,
+                &row,
                 RowState {
                     position,
                     values: std::mem::take(vals),
@@ -200,14 +200,7 @@ impl OwnedState {
             .map_err(LoadError::Redis)?;
         for ((key, position), owner) in page.into_iter().zip(owners) {
             let position = parse_position(&self.index_hashes[hash], &key, &position)?;
-            self.load_index(
-                key,
-                IndexState {
-                    owner,
-                    position,
-                    hash,
-                },
-            );
+            self.load_index(&key, owner.as_deref(), position);
         }
         Ok(())
     }

@@ -31,6 +31,8 @@ pub(super) struct Model {
     pub(super) fresh_key: String,
     /// Template fields (stored names), as the script numbers them.
     pub(super) fields: Vec<String>,
+    /// The row key template (its fields are always template fields).
+    pub(super) key: Vec<Part>,
     pub(super) key_fields: Vec<usize>,
     /// Per index: its bookkeeping hash and template.
     pub(super) indexes: Vec<(String, Vec<Part>)>,
@@ -83,6 +85,7 @@ impl Model {
         Model {
             rows_key: layout::rows_key(&m.name),
             fresh_key: layout::freshness_key(&m.name),
+            key: parts(&m.key),
             key_fields: m.key.fields().map(number).collect(),
             indexes: m
                 .indexes

@@ -5,18 +5,31 @@
 //!
 //! # Memory
 //!
-//! [`OwnedState::memory`] estimates the bytes it holds, for `--max-writer-memory`: every
-//! entry's heap allocations (its key, template values and scores, each rounded up to the
-//! allocator's 8-byte granularity), counted as entries come and go, plus the hash tables at
-//! their current capacity (a slot per bucket and a control byte). What the allocator keeps
-//! beyond that is not counted: README, *Bounded resources*, gives the estimate against
-//! the process's measured growth.
+//! Rows and index keys are held compactly, since there may be millions (issue #17: at most
+//! 64 bytes each): a row is a 24-byte slot and one allocation of its values, without its key
+//! (`rows.rs`, `row_bytes.rs`); an index key is a 32-byte slot holding a fingerprint of the
+//! key, its owner's hash and its position (`indexes.rs`, `hashing.rs`). [`RowState`] and
+//! [`IndexState`] are what a lookup decodes. [`OwnedState::memory`] estimates the bytes
+//! held, for `--max-writer-memory`: the rows' allocations (rounded up to the allocator's
+//! 8-byte granularity) and the aggregates' figures, counted as entries come and go, plus the
+//! tables at their current capacity (a slot per bucket and a control byte). What the
+//! allocator keeps beyond that is not counted: README, *Bounded resources*, gives the
+//! estimate against the process's measured growth.
+
+mod hashing;
+mod indexes;
+mod row_bytes;
+mod rows;
 
 use std::mem::size_of;
 use std::sync::Arc;
 
 use mapping::Mapping;
 
+pub(crate) use self::hashing::OwnerId;
+use self::hashing::KeyHashing;
+use self::indexes::IndexTable;
+use self::rows::RowTable;
 use super::model::Model;
 use super::HashMap;
 
@@ -30,8 +43,7 @@ pub(super) type Figures = Vec<(String, String)>;
 pub(super) struct RowState {
     pub(super) position: i64,
     /// The template fields' values (`Model::fields`), then, per search of the mapping, the
-    /// row's member of its sorted set (`mapping::search`; [`RowState::search_members`]). One
-    /// vector rather than two keeps a row's slot as small as before searches existed.
+    /// row's member of its sorted set (`mapping::search`; [`RowState::search_members`]).
     pub(super) values: Vec<Option<String>>,
     pub(super) scores: Vec<Option<f64>>,
 }
@@ -43,20 +55,20 @@ impl RowState {
     }
 }
 
-/// What the sink stored for one index key: its value (the owner), its `sink:index`
-/// position, and which bookkeeping hash that is in.
+/// What the sink stored for one index key: the row it names (the key's value) and its
+/// `sink:index` position.
 #[derive(Debug, Clone, PartialEq)]
 pub(super) struct IndexState {
-    pub(super) owner: Option<String>,
+    pub(super) owner: Option<OwnerId>,
     pub(super) position: i64,
-    pub(super) hash: usize,
 }
 
 /// How to undo one mutation of the state (a batch whose writes fail is rolled back); also
 /// the list of bookkeeping entries the batch changed.
 pub(super) enum Undo {
     Row(usize, String, Option<RowState>),
-    Index(String, Option<IndexState>),
+    /// Index key, the number of its bookkeeping hash, its previous state.
+    Index(String, usize, Option<IndexState>),
     Aggregate(String, Option<Figures>),
 }
 
@@ -67,24 +79,25 @@ pub(crate) struct UndoLog(pub(super) Vec<Undo>);
 /// The bookkeeping of a database this process alone writes (decided on by `decide.rs`).
 pub(crate) struct OwnedState {
     pub(super) models: Vec<Arc<Model>>,
-    /// Per mapping: row key -> state (`sink:rows` and the hash's template fields).
-    pub(super) rows: Vec<HashMap<String, RowState>>,
+    /// Per mapping: its rows (`sink:rows` and the hash's template fields).
+    pub(super) rows: Vec<RowTable>,
     /// Index key -> owner and position (the key's value and its `sink:index` entry).
-    pub(super) indexes: HashMap<String, IndexState>,
+    pub(super) indexes: IndexTable,
     /// Every index bookkeeping hash name (`sink:index:{mapping}:{index}`), numbered.
     pub(super) index_hashes: Vec<String>,
     /// Per mapping: the number of its first index in `index_hashes`.
     pub(super) first_index: Vec<usize>,
     /// Aggregate parent key -> its hash's figures (`aggregates.rs`).
     pub(super) aggregates: HashMap<String, Figures>,
-    /// Heap bytes of the entries of `rows`, `indexes` and `aggregates` (see
-    /// [`OwnedState::memory`]).
-    pub(super) heap: usize,
+    /// Heap bytes of the entries of `aggregates` (see [`OwnedState::memory`]).
+    aggregate_heap: usize,
+    hashing: KeyHashing,
 }
 
 impl OwnedState {
     /// An empty state: for an empty database.
     pub(crate) fn new(mappings: &[Mapping]) -> OwnedState {
+        let hashing = KeyHashing::random();
         let models: Vec<Arc<Model>> = mappings.iter().map(|m| Arc::new(Model::new(m))).collect();
         let mut index_hashes = Vec::new();
         let mut first_index = Vec::with_capacity(models.len());
@@ -93,27 +106,31 @@ impl OwnedState {
             index_hashes.extend(m.indexes.iter().map(|(h, _)| h.clone()));
         }
         OwnedState {
-            rows: vec![HashMap::default(); models.len()],
+            rows: models
+                .iter()
+                .map(|m| RowTable::new(Arc::clone(m), hashing))
+                .collect(),
             models,
-            indexes: HashMap::default(),
+            indexes: IndexTable::new(hashing),
             index_hashes,
             first_index,
             aggregates: HashMap::default(),
-            heap: 0,
+            aggregate_heap: 0,
+            hashing,
         }
     }
 
     /// Estimated bytes held: the entries' heap allocations and the hash tables (module doc).
     pub(crate) fn memory(&self) -> usize {
-        self.heap
-            + self.rows.iter().map(table_bytes).sum::<usize>()
-            + table_bytes(&self.indexes)
-            + table_bytes(&self.aggregates)
+        self.rows.iter().map(RowTable::memory).sum::<usize>()
+            + self.indexes.memory()
+            + self.aggregate_heap
+            + table_bytes::<(String, Figures)>(self.aggregates.capacity())
     }
 
     /// How much bookkeeping is held: (rows of every mapping, index keys).
     pub(crate) fn size(&self) -> (usize, usize) {
-        let rows = self.rows.iter().map(HashMap::len).sum();
+        let rows = self.rows.iter().map(RowTable::len).sum();
         (rows, self.indexes.len())
     }
 
@@ -122,10 +139,10 @@ impl OwnedState {
         for u in undo.into_iter().rev() {
             match u {
                 Undo::Row(m, key, state) => {
-                    self.replace_row(m, &key, state);
+                    self.rows[m].replace(&key, state);
                 }
-                Undo::Index(key, state) => {
-                    self.replace_index(&key, state);
+                Undo::Index(key, _, state) => {
+                    self.indexes.replace(&key, state);
                 }
                 Undo::Aggregate(key, figures) => {
                     self.replace_aggregate(&key, figures);
@@ -141,13 +158,20 @@ impl OwnedState {
         key: &str,
         state: Option<RowState>,
     ) {
-        let old = self.replace_row(m, key, state);
+        let old = self.rows[m].replace(key, state);
         undo.push(Undo::Row(m, key.to_owned(), old));
     }
 
-    pub(super) fn set_index(&mut self, undo: &mut Vec<Undo>, key: &str, state: IndexState) {
-        let old = self.replace_index(key, Some(state));
-        undo.push(Undo::Index(key.to_owned(), old));
+    /// Sets index key `key`, of bookkeeping hash number `hash`.
+    pub(super) fn set_index(
+        &mut self,
+        undo: &mut Vec<Undo>,
+        key: &str,
+        hash: usize,
+        state: IndexState,
+    ) {
+        let old = self.indexes.replace(key, Some(state));
+        undo.push(Undo::Index(key.to_owned(), hash, old));
     }
 
     pub(super) fn set_aggregate(
@@ -161,7 +185,7 @@ impl OwnedState {
     }
 
     /// Sets (or with `None` removes) the figures of aggregate key `key`, keeping
-    /// [`OwnedState::heap`]; the previous figures.
+    /// `aggregate_heap`; the previous figures.
     fn replace_aggregate(&mut self, key: &str, figures: Option<Figures>) -> Option<Figures> {
         let added = figures
             .as_ref()
@@ -172,61 +196,33 @@ impl OwnedState {
             (None, _) => self.aggregates.remove(key),
         };
         let removed = old.as_ref().map_or(0, |f| aggregate_bytes(key.len(), f));
-        self.heap = self.heap + added - removed;
-        old
-    }
-
-    /// Sets (or with `None` removes) row `key` of mapping `m`, keeping [`OwnedState::heap`];
-    /// the previous state.
-    fn replace_row(&mut self, m: usize, key: &str, state: Option<RowState>) -> Option<RowState> {
-        let added = state.as_ref().map_or(0, |s| row_bytes(key.len(), s));
-        let rows = &mut self.rows[m];
-        let old = match (state, rows.get_mut(key)) {
-            (Some(s), Some(slot)) => Some(std::mem::replace(slot, s)),
-            (Some(s), None) => rows.insert(key.to_owned(), s),
-            (None, _) => rows.remove(key),
-        };
-        let removed = old.as_ref().map_or(0, |s| row_bytes(key.len(), s));
-        self.heap = self.heap + added - removed;
-        old
-    }
-
-    /// Sets (or with `None` removes) index key `key`, keeping [`OwnedState::heap`]; the
-    /// previous state.
-    fn replace_index(&mut self, key: &str, state: Option<IndexState>) -> Option<IndexState> {
-        let added = state.as_ref().map_or(0, |s| index_bytes(key.len(), s));
-        let old = match (state, self.indexes.get_mut(key)) {
-            (Some(s), Some(slot)) => Some(std::mem::replace(slot, s)),
-            (Some(s), None) => self.indexes.insert(key.to_owned(), s),
-            (None, _) => self.indexes.remove(key),
-        };
-        let removed = old.as_ref().map_or(0, |s| index_bytes(key.len(), s));
-        self.heap = self.heap + added - removed;
+        self.aggregate_heap = self.aggregate_heap + added - removed;
         old
     }
 
     /// Adds row `key` of mapping `m` as loaded from Redis (`HSCAN` may repeat a key).
-    pub(super) fn load_row(&mut self, m: usize, key: String, state: RowState) {
-        let key_len = key.len();
-        self.heap += row_bytes(key_len, &state);
-        if let Some(old) = self.rows[m].insert(key, state) {
-            self.heap -= row_bytes(key_len, &old);
-        }
+    pub(super) fn load_row(&mut self, m: usize, key: &str, state: RowState) {
+        self.rows[m].replace(key, Some(state));
     }
 
-    /// Adds index key `key` as loaded from Redis (`HSCAN` may repeat a key).
-    pub(super) fn load_index(&mut self, key: String, state: IndexState) {
-        let key_len = key.len();
-        self.heap += index_bytes(key_len, &state);
-        if let Some(old) = self.indexes.insert(key, state) {
-            self.heap -= index_bytes(key_len, &old);
-        }
+    /// Adds index key `key` as loaded from Redis (`HSCAN` may repeat a key), its value
+    /// naming primary key `owner`.
+    pub(super) fn load_index(&mut self, key: &str, owner: Option<&str>, position: i64) {
+        let owner = owner.map(|pk| self.hashing.owner(pk));
+        self.indexes
+            .replace(key, Some(IndexState { owner, position }));
     }
 
-    pub(super) fn index(&self, key: &str) -> (Option<&str>, Option<i64>) {
+    /// Index key `key`'s owner and position.
+    pub(super) fn index(&self, key: &str) -> (Option<OwnerId>, Option<i64>) {
         self.indexes
             .get(key)
-            .map_or((None, None), |s| (s.owner.as_deref(), Some(s.position)))
+            .map_or((None, None), |s| (s.owner, Some(s.position)))
+    }
+
+    /// The owner an index entry naming primary key `pk` holds.
+    pub(super) fn owner(&self, pk: &str) -> OwnerId {
+        self.hashing.owner(pk)
     }
 }
 
@@ -240,24 +236,6 @@ const fn allocation(len: usize) -> usize {
     }
 }
 
-/// Heap bytes of a row entry whose key is `key_len` bytes long.
-fn row_bytes(key_len: usize, row: &RowState) -> usize {
-    let values: usize = row
-        .values
-        .iter()
-        .map(|v| v.as_ref().map_or(0, |s| allocation(s.len())))
-        .sum();
-    allocation(key_len)
-        + allocation(row.values.len() * size_of::<Option<String>>())
-        + values
-        + allocation(row.scores.len() * size_of::<Option<f64>>())
-}
-
-/// Heap bytes of an index entry whose key is `key_len` bytes long.
-fn index_bytes(key_len: usize, index: &IndexState) -> usize {
-    allocation(key_len) + index.owner.as_ref().map_or(0, |o| allocation(o.len()))
-}
-
 /// Heap bytes of an aggregate key's figures, the key being `key_len` bytes long.
 fn aggregate_bytes(key_len: usize, figures: &Figures) -> usize {
     let fields: usize = figures
@@ -267,14 +245,15 @@ fn aggregate_bytes(key_len: usize, figures: &Figures) -> usize {
     allocation(key_len) + allocation(figures.len() * size_of::<(String, String)>()) + fields
 }
 
-/// Bytes of a hash table's own allocation at its current capacity: hashbrown keeps a bucket
-/// per 7/8 of an entry (a power of two), each a slot and a control byte.
-fn table_bytes<K, V>(map: &HashMap<K, V>) -> usize {
-    if map.capacity() == 0 {
+/// Bytes of a hash table's own allocation holding entries of type `T` at `capacity`:
+/// hashbrown keeps a bucket per 7/8 of an entry (a power of two), each a slot and a control
+/// byte.
+fn table_bytes<T>(capacity: usize) -> usize {
+    if capacity == 0 {
         return 0;
     }
-    let buckets = (map.capacity() * 8 / 7).next_power_of_two();
-    buckets * (size_of::<(K, V)>() + 1)
+    let buckets = (capacity * 8 / 7).next_power_of_two();
+    buckets * (size_of::<T>() + 1)
 }
 
 #[cfg(test)]
@@ -302,21 +281,6 @@ mod tests {
         }])
     }
 
-    /// The entries' heap bytes counted from scratch.
-    fn recount(state: &OwnedState) -> usize {
-        let rows: usize = state
-            .rows
-            .iter()
-            .flat_map(|rows| rows.iter().map(|(k, r)| row_bytes(k.len(), r)))
-            .sum();
-        let indexes: usize = state
-            .indexes
-            .iter()
-            .map(|(k, i)| index_bytes(k.len(), i))
-            .sum();
-        rows + indexes
-    }
-
     fn row(position: i64, email: &str) -> RowState {
         RowState {
             position,
@@ -325,52 +289,41 @@ mod tests {
         }
     }
 
-    fn index(owner: &str) -> IndexState {
-        IndexState {
-            owner: Some(owner.into()),
-            position: 1,
-            hash: 0,
-        }
-    }
-
-    #[test]
-    fn table_slots_are_as_documented() {
-        // README, "Bounded resources": 81 bytes per row slot, 65 per index key slot.
-        assert_eq!(size_of::<(String, RowState)>() + 1, 81);
-        assert_eq!(size_of::<(String, IndexState)>() + 1, 65);
-    }
-
     #[test]
     fn memory_follows_every_change_and_its_rollback() {
         let mut state = state();
         assert_eq!(state.memory(), 0);
         let mut undo = Vec::new();
         state.set_row(&mut undo, 0, "customer:1", Some(row(1, "a@example.com")));
-        state.set_index(&mut undo, "customer:email:a@example.com", index("1"));
-        // "customer:1" (10 -> 16), values 2 * 24, "1" (8), "a@example.com" (13 -> 16);
-        // the index key (28 -> 32) and its owner (8).
-        assert_eq!(state.heap, 16 + 48 + 8 + 16 + 32 + 8);
-        assert_eq!(state.heap, recount(&state));
-        assert!(state.memory() > state.heap, "the tables count too");
+        let owner = Some(state.owner("1"));
+        let index = IndexState { owner, position: 1 };
+        state.set_index(&mut undo, "customer:email:a@example.com", 0, index.clone());
+        // The row's bytes: flags, count, "1" (2), "a@example.com" (14), count: 19 -> 24.
+        assert_eq!(state.rows[0].heap(), 24);
+        // Tables of 4 buckets: rows 24 + 1 bytes a bucket, index keys 32 + 1.
+        assert_eq!(state.memory(), 24 + 4 * 25 + 4 * 33);
         state.set_row(
             &mut undo,
             0,
             "customer:1",
             Some(row(2, "a-much-longer@example.com")),
         );
-        assert_eq!(state.heap, recount(&state));
+        assert_eq!(state.rows[0].heap(), state.rows[0].recount());
+        assert_eq!(state.rows[0].heap(), 32);
         state.set_row(&mut undo, 0, "customer:1", None);
-        assert_eq!(state.heap, recount(&state));
+        assert_eq!(state.rows[0].heap(), 0);
         state.rollback(UndoLog(undo));
-        assert_eq!(state.heap, 0);
+        assert_eq!(state.rows[0].heap(), 0);
         assert_eq!(state.size(), (0, 0));
 
         // A key loaded twice (HSCAN may repeat one) is counted once.
-        state.load_row(0, "customer:1".into(), row(1, "a@example.com"));
-        state.load_row(0, "customer:1".into(), row(1, "a@example.com"));
-        state.load_index("customer:email:a@example.com".into(), index("1"));
-        state.load_index("customer:email:a@example.com".into(), index("1"));
-        assert_eq!(state.heap, 16 + 48 + 8 + 16 + 32 + 8);
+        state.load_row(0, "customer:1", row(1, "a@example.com"));
+        state.load_row(0, "customer:1", row(1, "a@example.com"));
+        state.load_index("customer:email:a@example.com", Some("1"), 1);
+        state.load_index("customer:email:a@example.com", Some("1"), 1);
+        assert_eq!(state.rows[0].heap(), 24);
+        assert_eq!(state.size(), (1, 1));
+        assert_eq!(state.index("customer:email:a@example.com"), (owner, Some(1)));
     }
 
     #[test]
@@ -380,12 +333,12 @@ mod tests {
         let figures = |count: &str| vec![("count".to_owned(), count.to_owned())];
         state.set_aggregate(&mut undo, "customer:1:stats", Some(figures("1")));
         // The key (16 -> 16), one (String, String) slot (48), "count" (8) and "1" (8).
-        assert_eq!(state.heap, 16 + 48 + 8 + 8);
+        assert_eq!(state.aggregate_heap, 16 + 48 + 8 + 8);
         state.set_aggregate(&mut undo, "customer:1:stats", Some(figures("12")));
         state.set_aggregate(&mut undo, "customer:1:stats", None);
-        assert_eq!(state.heap, 0);
+        assert_eq!(state.aggregate_heap, 0);
         state.rollback(UndoLog(undo));
-        assert_eq!(state.heap, 0);
+        assert_eq!(state.aggregate_heap, 0);
         assert!(state.aggregates.is_empty());
     }
 }

@@ -1,0 +1,131 @@
+//! The index keys: per key its owner and its `sink:index` position, in a table that holds a
+//! 128-bit fingerprint of each key instead of the key (`hashing.rs`). Every write of an
+//! index key is decided from a key rendered from a change, so the table is only ever asked
+//! about keys it can fingerprint.
+
+use hashbrown::hash_table::Entry;
+use hashbrown::HashTable;
+
+use super::hashing::{KeyHashing, OwnerId};
+use super::{table_bytes, IndexState};
+
+/// An index key as held: 32 bytes, nothing on the heap.
+struct Slot {
+    fingerprint: u128,
+    owner: Option<OwnerId>,
+    position: i64,
+}
+
+impl Slot {
+    /// The table's hash: the fingerprint's low half (xxh3 mixes every bit).
+    fn hash(&self) -> u64 {
+        self.fingerprint as u64
+    }
+
+    fn state(&self) -> IndexState {
+        IndexState {
+            owner: self.owner,
+            position: self.position,
+        }
+    }
+}
+
+/// The index keys of every mapping.
+pub(crate) struct IndexTable {
+    hashing: KeyHashing,
+    table: HashTable<Slot>,
+}
+
+impl IndexTable {
+    pub(super) fn new(hashing: KeyHashing) -> IndexTable {
+        IndexTable {
+            hashing,
+            table: HashTable::new(),
+        }
+    }
+
+    /// Index key `key`'s owner and position.
+    pub(crate) fn get(&self, key: &str) -> Option<IndexState> {
+        let fingerprint = self.hashing.fingerprint(key);
+        self.table
+            .find(fingerprint as u64, |s| s.fingerprint == fingerprint)
+            .map(Slot::state)
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.table.len()
+    }
+
+    /// Sets (or with `None` removes) index key `key`; the previous state.
+    pub(crate) fn replace(&mut self, key: &str, state: Option<IndexState>) -> Option<IndexState> {
+        let fingerprint = self.hashing.fingerprint(key);
+        let entry = self.table.entry(
+            fingerprint as u64,
+            |s| s.fingerprint == fingerprint,
+            Slot::hash,
+        );
+        let new = state.map(|s| Slot {
+            fingerprint,
+            owner: s.owner,
+            position: s.position,
+        });
+        let old = match (entry, new) {
+            (Entry::Occupied(mut held), Some(new)) => Some(std::mem::replace(held.get_mut(), new)),
+            (Entry::Occupied(held), None) => Some(held.remove().0),
+            (Entry::Vacant(free), Some(new)) => {
+                free.insert(new);
+                None
+            }
+            (Entry::Vacant(_), None) => None,
+        };
+        old.as_ref().map(Slot::state)
+    }
+
+    /// Estimated bytes held: the table's allocation.
+    pub(super) fn memory(&self) -> usize {
+        table_bytes::<Slot>(self.table.capacity())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::mem::size_of;
+
+    use super::*;
+
+    #[test]
+    fn a_slot_is_32_bytes() {
+        assert_eq!(size_of::<Slot>(), 32);
+    }
+
+    #[test]
+    fn keys_are_found_by_fingerprint_through_growth_and_removal() {
+        let hashing = KeyHashing::random();
+        let mut indexes = IndexTable::new(hashing);
+        let key = |i: i64| format!("customer:email:user{i}@example.com");
+        for i in 0..5000 {
+            let state = IndexState {
+                owner: (i % 3 != 0).then(|| hashing.owner(&i.to_string())),
+                position: i,
+            };
+            assert_eq!(indexes.replace(&key(i), Some(state)), None);
+        }
+        assert_eq!(indexes.len(), 5000);
+        for i in (0..5000).step_by(7) {
+            let state = indexes.get(&key(i)).unwrap();
+            assert_eq!(state.position, i);
+            assert_eq!(state.owner.is_some(), i % 3 != 0);
+        }
+        let released = IndexState {
+            owner: None,
+            position: 9,
+        };
+        let old = indexes.replace(&key(1), Some(released.clone())).unwrap();
+        assert_eq!(old.owner, Some(hashing.owner("1")));
+        assert_eq!(indexes.get(&key(1)), Some(released));
+        assert!(indexes.replace(&key(2), None).is_some());
+        assert_eq!(indexes.get(&key(2)), None);
+        assert_eq!(indexes.get("customer:email:nobody@example.com"), None);
+        assert_eq!(indexes.len(), 4999);
+    }
+}
