@@ -80,6 +80,10 @@ struct Args {
     /// run left in `--live-db`, without rebuilding it.
     #[arg(long)]
     skip_rebuild: bool,
+    /// A further `sink run` argument for `--run-exclusive`, e.g.
+    /// `--sink-arg=-Xqueued.max.messages.kbytes=8192`; repeatable.
+    #[arg(long, value_name = "ARG", allow_hyphen_values = true)]
+    sink_arg: Vec<String>,
     /// The sink binary for `--run-exclusive`.
     #[arg(long, default_value = env!("CARGO_BIN_EXE_sink"))]
     sink: PathBuf,
@@ -278,7 +282,9 @@ async fn bench(args: &Args) -> anyhow::Result<()> {
     };
     if args.skip_rebuild {
         if args.reuse.is_none() {
-            bail!("--skip-rebuild measures the state an earlier --keep run left: it needs --reuse ID");
+            bail!(
+                "--skip-rebuild measures the state an earlier --keep run left: it needs --reuse ID"
+            );
         }
     } else {
         rebuild(args, &cfg, &options, &live_url, &id).await?;
@@ -287,17 +293,27 @@ async fn bench(args: &Args) -> anyhow::Result<()> {
         let dir = std::env::temp_dir().join(format!("rebuild-bench-{id}"));
         std::fs::create_dir_all(&dir)?;
         let config = yaml(args, &id, &live_url);
-        let run = exclusive_run::measure(&args.sink, &config, &live_url, seconds, &dir).await?;
+        let run = exclusive_run::measure(
+            &args.sink,
+            &config,
+            &live_url,
+            &args.sink_arg,
+            seconds,
+            &dir,
+        )
+        .await?;
         let entries = (run.rows + run.index_keys).max(1) as f64;
         let mib = |bytes: u64| bytes as f64 / (1 << 20) as f64;
         println!(
-            "rebuild-bench: sink run --writer exclusive: {} rows + {} index keys loaded in {} ms (ready {:.2} s after start); estimate {:.1} MiB = {:.0} bytes per row or index key; resident {:.1} MiB when ready, at most {:.1} MiB and {:.1} MiB last over {seconds} s = {:.0} bytes per row or index key (the whole process)",
+            "rebuild-bench: sink run --writer exclusive: {} rows + {} index keys loaded in {} ms (ready {:.2} s after start); estimate {:.1} MiB = {:.0} bytes per row or index key ({} when ready); resident {:.1} MiB when ready, at most {:.1} MiB and {:.1} MiB last over {seconds} s = {:.0} bytes per row or index key (the whole process)",
             run.rows,
             run.index_keys,
             run.load_ms,
             run.ready.as_secs_f64(),
             mib(run.estimate),
             run.estimate as f64 / entries,
+            run.estimate_ready
+                .map_or("no batch yet".to_owned(), |b| format!("{:.1} MiB", mib(b))),
             mib(run.rss_ready),
             mib(run.rss_max),
             mib(run.rss_last),

@@ -17,6 +17,9 @@ pub struct ExclusiveRun {
     pub load_ms: u64,
     /// `memory_bytes` of its start-up line: the bookkeeping's estimate.
     pub estimate: u64,
+    /// The gauge `sink_writer_memory_bytes` when ready: the estimate after catching up (set
+    /// once a batch was applied).
+    pub estimate_ready: Option<u64>,
     /// Process start to `GET /ready` answering 200.
     pub ready: Duration,
     /// Resident memory (`VmRSS`) when ready, the most and the last while sampled.
@@ -35,12 +38,13 @@ impl Drop for Owned {
     }
 }
 
-/// Runs `sink` with `config` as the exclusive writer of `redis_url` until ready, then
+/// Runs `sink` with `config` (and `extra_args`) as the exclusive writer of `redis_url` until ready, then
 /// samples its resident memory every 100 ms for `seconds`, and stops it with SIGTERM.
 pub async fn measure(
     sink: &Path,
     config: &str,
     redis_url: &str,
+    extra_args: &[String],
     seconds: u64,
     dir: &Path,
 ) -> anyhow::Result<ExclusiveRun> {
@@ -59,6 +63,7 @@ pub async fn measure(
             .args(["--writer", "exclusive", "--log-format", "json"])
             .arg("--metrics-addr")
             .arg(format!("127.0.0.1:{port}"))
+            .args(extra_args)
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log_path)?)
             .spawn()
@@ -68,10 +73,16 @@ pub async fn measure(
     let ready_url = format!("http://127.0.0.1:{port}/ready");
     loop {
         if let Some(status) = child.0.try_wait()? {
-            bail!("the sink exited with {status} (log: {})", log_path.display());
+            bail!(
+                "the sink exited with {status} (log: {})",
+                log_path.display()
+            );
         }
         if started.elapsed() > Duration::from_secs(300) {
-            bail!("the sink was not ready after 300 s (log: {})", log_path.display());
+            bail!(
+                "the sink was not ready after 300 s (log: {})",
+                log_path.display()
+            );
         }
         let ready = reqwest::get(&ready_url).await;
         if ready.is_ok_and(|r| r.status().is_success()) {
@@ -81,6 +92,15 @@ pub async fn measure(
     }
     let ready = started.elapsed();
     let rss_ready = resident_bytes(pid)?;
+    let metrics = reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
+        .await?
+        .text()
+        .await?;
+    let estimate_ready = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("sink_writer_memory_bytes "))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .map(|bytes| bytes as u64);
     let mut rss_max = rss_ready;
     let mut rss_last = rss_ready;
     let until = Instant::now() + Duration::from_secs(seconds);
@@ -94,7 +114,10 @@ pub async fn measure(
         .status()?;
     let status = child.0.wait()?;
     if !status.success() {
-        bail!("the sink exited with {status} (log: {})", log_path.display());
+        bail!(
+            "the sink exited with {status} (log: {})",
+            log_path.display()
+        );
     }
     let line = std::fs::read_to_string(&log_path)?
         .lines()
@@ -114,6 +137,7 @@ pub async fn measure(
         index_keys: field("index_keys")?,
         load_ms: field("load_ms")?,
         estimate: field("memory_bytes")?,
+        estimate_ready,
         ready,
         rss_ready,
         rss_max,

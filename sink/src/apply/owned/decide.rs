@@ -312,7 +312,14 @@ impl OwnedState {
                 if owner != me && not_later(rec, position) {
                     queued.push(Queued::Set(k.clone(), pk.to_owned()));
                     let position = record_pos(position, rec, stored_pos);
-                    writes.push((k, hash, IndexState { owner: me, position }));
+                    writes.push((
+                        k,
+                        hash,
+                        IndexState {
+                            owner: me,
+                            position,
+                        },
+                    ));
                 }
             }
         }

@@ -2,7 +2,8 @@
 //! exclusive writer can decide changes in memory from where the database stands: the same
 //! reads the change script makes, done once for every row and index key.
 //!
-//! Cost: one `HSCAN` page per 1,000 entries, then one pipelined round trip per page for the
+//! Cost: one `HLEN` per bookkeeping hash (the tables are sized for every entry at once),
+//! then one `HSCAN` page per 1,000 entries, then one pipelined round trip per page for the
 //! rows' template fields and relation scores (or the index keys' owners). The caller holds a
 //! watch that tells whether the database changed meanwhile (`lease.rs`).
 
@@ -30,11 +31,13 @@ impl OwnedState {
         lease: Option<&Lease>,
         max_memory: usize,
     ) -> Result<(), LoadError> {
+        let counts = self.count_entries(conn).await?;
+        self.reserve(&counts.rows, counts.index_keys());
         for m in 0..self.models.len() {
             let mut pages = HashPages::new(self.models[m].rows_key.clone());
             while let Some(page) = pages.next(conn).await? {
                 self.load_rows(conn, m, page).await?;
-                self.check_memory(conn, max_memory).await?;
+                self.check_memory(&counts, max_memory)?;
                 renew(conn, lease).await?;
             }
         }
@@ -42,26 +45,19 @@ impl OwnedState {
             let mut pages = HashPages::new(self.index_hashes[hash].clone());
             while let Some(page) = pages.next(conn).await? {
                 self.load_indexes(conn, hash, page).await?;
-                self.check_memory(conn, max_memory).await?;
+                self.check_memory(&counts, max_memory)?;
                 renew(conn, lease).await?;
             }
         }
         self.count_aggregates().map_err(LoadError::Aggregate)?;
-        self.check_memory(conn, max_memory).await
+        self.check_memory(&counts, max_memory)
     }
 
-    /// [`LoadError::TooLarge`] once the state holds more than `max_memory` bytes, with the
-    /// entries in Redis (`HLEN` of every bookkeeping hash) and the memory they would take at
-    /// the loaded entries' average.
-    async fn check_memory<C: ConnectionLike + Send>(
+    /// How many entries Redis holds: `HLEN` of every bookkeeping hash.
+    async fn count_entries<C: ConnectionLike + Send>(
         &self,
         conn: &mut C,
-        max_memory: usize,
-    ) -> Result<(), LoadError> {
-        let memory = self.memory();
-        if memory <= max_memory {
-            return Ok(());
-        }
+    ) -> Result<EntryCounts, LoadError> {
         let mut pipe = redis::pipe();
         for model in &self.models {
             pipe.cmd("HLEN").arg(&model.rows_key);
@@ -69,18 +65,33 @@ impl OwnedState {
         for hash in &self.index_hashes {
             pipe.cmd("HLEN").arg(hash);
         }
-        let lengths: Vec<usize> = pipe.query_async(conn).await.map_err(LoadError::Redis)?;
-        let (rows, index_keys) = lengths.split_at(self.models.len());
-        let (rows, index_keys): (usize, usize) = (rows.iter().sum(), index_keys.iter().sum());
+        let mut lengths: Vec<usize> = pipe.query_async(conn).await.map_err(LoadError::Redis)?;
+        let index_keys = lengths.split_off(self.models.len());
+        Ok(EntryCounts {
+            rows: lengths,
+            index_keys,
+        })
+    }
+
+    /// [`LoadError::TooLarge`] once the state holds more than `max_memory` bytes, with the
+    /// entries in Redis (`counts`, taken before the load) and the memory they would take:
+    /// the tables, reserved for all of them, and the entries' allocations at the loaded
+    /// entries' average.
+    fn check_memory(&self, counts: &EntryCounts, max_memory: usize) -> Result<(), LoadError> {
+        let memory = self.memory();
+        if memory <= max_memory {
+            return Ok(());
+        }
+        let (rows, index_keys) = (counts.rows.iter().sum::<usize>(), counts.index_keys());
         let (loaded_rows, loaded_index_keys) = self.size();
         let loaded = (loaded_rows + loaded_index_keys).max(1);
         let total = (rows + index_keys).max(loaded);
-        let estimate =
-            u64::try_from(memory as u128 * total as u128 / loaded as u128).unwrap_or(u64::MAX);
+        let (tables, entries) = self.memory_parts();
+        let estimate = tables as u128 + entries as u128 * total as u128 / loaded as u128;
         Err(LoadError::TooLarge(MemoryBound {
             rows: rows.max(loaded_rows),
             index_keys: index_keys.max(loaded_index_keys),
-            estimate,
+            estimate: u64::try_from(estimate).unwrap_or(u64::MAX),
             bound: max_memory as u64,
         }))
     }
@@ -203,6 +214,20 @@ impl OwnedState {
             self.load_index(&key, owner.as_deref(), position);
         }
         Ok(())
+    }
+}
+
+/// The entries of the bookkeeping hashes in Redis when a load starts.
+struct EntryCounts {
+    /// Per mapping: `HLEN sink:rows:{mapping}`.
+    rows: Vec<usize>,
+    /// Per index bookkeeping hash: its `HLEN`.
+    index_keys: Vec<usize>,
+}
+
+impl EntryCounts {
+    fn index_keys(&self) -> usize {
+        self.index_keys.iter().sum()
     }
 }
 

@@ -26,8 +26,8 @@ use std::sync::Arc;
 
 use mapping::Mapping;
 
-pub(crate) use self::hashing::OwnerId;
 use self::hashing::KeyHashing;
+pub(crate) use self::hashing::OwnerId;
 use self::indexes::IndexTable;
 use self::rows::RowTable;
 use super::model::Model;
@@ -122,10 +122,28 @@ impl OwnedState {
 
     /// Estimated bytes held: the entries' heap allocations and the hash tables (module doc).
     pub(crate) fn memory(&self) -> usize {
-        self.rows.iter().map(RowTable::memory).sum::<usize>()
+        let (tables, entries) = self.memory_parts();
+        tables + entries
+    }
+
+    /// [`OwnedState::memory`] in two parts: (the tables at their capacity, the entries'
+    /// own allocations). A load reserves the tables for every entry in Redis first, so only
+    /// the second part grows with the entries loaded.
+    pub(crate) fn memory_parts(&self) -> (usize, usize) {
+        let tables = self.rows.iter().map(RowTable::table_memory).sum::<usize>()
             + self.indexes.memory()
-            + self.aggregate_heap
-            + table_bytes::<(String, Figures)>(self.aggregates.capacity())
+            + table_bytes::<(String, Figures)>(self.aggregates.capacity());
+        let entries = self.rows.iter().map(RowTable::heap).sum::<usize>() + self.aggregate_heap;
+        (tables, entries)
+    }
+
+    /// Makes room for `rows[m]` more rows of each mapping `m` and `index_keys` more index
+    /// keys (a load knows how many).
+    pub(super) fn reserve(&mut self, rows: &[usize], index_keys: usize) {
+        for (table, &n) in self.rows.iter_mut().zip(rows) {
+            table.reserve(n);
+        }
+        self.indexes.reserve(index_keys);
     }
 
     /// How much bookkeeping is held: (rows of every mapping, index keys).
@@ -323,7 +341,10 @@ mod tests {
         state.load_index("customer:email:a@example.com", Some("1"), 1);
         assert_eq!(state.rows[0].heap(), 24);
         assert_eq!(state.size(), (1, 1));
-        assert_eq!(state.index("customer:email:a@example.com"), (owner, Some(1)));
+        assert_eq!(
+            state.index("customer:email:a@example.com"),
+            (owner, Some(1))
+        );
     }
 
     #[test]

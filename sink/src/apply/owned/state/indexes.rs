@@ -81,6 +81,11 @@ impl IndexTable {
         old.as_ref().map(Slot::state)
     }
 
+    /// Makes room for `additional` more index keys at once (a load knows how many).
+    pub(super) fn reserve(&mut self, additional: usize) {
+        self.table.reserve(additional, Slot::hash);
+    }
+
     /// Estimated bytes held: the table's allocation.
     pub(super) fn memory(&self) -> usize {
         table_bytes::<Slot>(self.table.capacity())

@@ -47,7 +47,8 @@ impl RowTable {
 
     /// Row `key`, decoded.
     pub(crate) fn get(&self, key: &str) -> Option<RowState> {
-        self.find(key).map(|s| RowBytes(&s.bytes).decode(s.position))
+        self.find(key)
+            .map(|s| RowBytes(&s.bytes).decode(s.position))
     }
 
     /// Row `key`'s `sink:rows` position.
@@ -105,20 +106,36 @@ impl RowTable {
         })
     }
 
-    /// Estimated bytes held: the rows' allocations and the table's.
-    pub(super) fn memory(&self) -> usize {
-        self.heap + table_bytes::<Slot>(self.table.capacity())
+    /// Makes room for `additional` more rows at once (a load knows how many): one table
+    /// allocation instead of every doubling on the way.
+    pub(super) fn reserve(&mut self, additional: usize) {
+        let RowTable {
+            model,
+            hashing,
+            table,
+            ..
+        } = self;
+        table.reserve(additional, |s| {
+            let mut pieces = hashing.pieces();
+            RowBytes(&s.bytes).hash_key(&model.key, &mut pieces);
+            pieces.digest()
+        });
+    }
+
+    /// Bytes of the rows' allocations.
+    pub(super) fn heap(&self) -> usize {
+        self.heap
+    }
+
+    /// Bytes of the table's allocation.
+    pub(super) fn table_memory(&self) -> usize {
+        table_bytes::<Slot>(self.table.capacity())
     }
 
     /// The rows' allocations counted from scratch (for tests of the running count).
     #[cfg(test)]
     pub(super) fn recount(&self) -> usize {
         self.table.iter().map(|s| allocation(s.bytes.len())).sum()
-    }
-
-    #[cfg(test)]
-    pub(super) fn heap(&self) -> usize {
-        self.heap
     }
 }
 
@@ -165,7 +182,9 @@ mod tests {
         let mut rows = table();
         for i in 0..2000 {
             let key = format!("line:{i}:1");
-            assert!(rows.replace(&key, Some(row(i, &i.to_string(), "1"))).is_none());
+            assert!(rows
+                .replace(&key, Some(row(i, &i.to_string(), "1")))
+                .is_none());
         }
         // A key the planner wrote differently from the values is kept as it came.
         rows.replace("line:07:1", Some(row(5000, "7", "1")));
@@ -173,7 +192,10 @@ mod tests {
         assert_eq!(rows.position("line:7:1"), Some(7));
         assert_eq!(rows.position("line:07:1"), Some(5000));
         assert_eq!(rows.position("line:1:7"), None);
-        assert_eq!(rows.get("line:1999:1").unwrap().values, row(0, "1999", "1").values);
+        assert_eq!(
+            rows.get("line:1999:1").unwrap().values,
+            row(0, "1999", "1").values
+        );
         assert_eq!(rows.heap(), rows.recount());
 
         let old = rows.replace("line:7:1", Some(row(8, "7", "1"))).unwrap();
