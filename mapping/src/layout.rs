@@ -45,6 +45,20 @@ pub fn writer_key(mapping: &str) -> String {
     format!("sink:writer:{mapping}")
 }
 
+/// `sink:snapshot:{mappings}` (the mapping names joined by `,`, in configuration order):
+/// string, the manifest of the bookkeeping an exclusive writer of those mappings held when
+/// it stopped cleanly, whose bytes are in [`snapshot_chunk_key`]s. Read (and deleted) by the
+/// next exclusive writer of the same mappings, which then need not read every row.
+pub fn snapshot_key<'a>(mappings: impl IntoIterator<Item = &'a str>) -> String {
+    let names: Vec<&str> = mappings.into_iter().collect();
+    format!("sink:snapshot:{}", names.join(","))
+}
+
+/// Chunk `n` of the snapshot whose manifest is `snapshot_key`: string, `{snapshot_key}:{n}`.
+pub fn snapshot_chunk_key(snapshot_key: &str, n: usize) -> String {
+    format!("{snapshot_key}:{n}")
+}
+
 /// The key template of a relation filtered by equality on `fields` (a lookup's `filters`,
 /// in declaration order): the relation's own template followed by `:{field}:{{field}}` per
 /// field, e.g. `customer:{customer_id}:orders:status:{status}`. The sink maintains it as one

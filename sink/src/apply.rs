@@ -232,6 +232,16 @@ impl Applier {
         }
     }
 
+    /// An exclusive applier's source of its bookkeeping at start: `"snapshot"` (what the
+    /// last exclusive writer left when it stopped cleanly) or `"redis"` (read entry by
+    /// entry); `None` for the other appliers.
+    pub fn bookkeeping_source(&self) -> Option<&'static str> {
+        match self {
+            Applier::Script(_) => None,
+            Applier::Owned(writer) => writer.loaded_from(),
+        }
+    }
+
     /// Records the stored types of a mapping (`HSET sink:types:{mapping}`), from the columns
     /// of its current value schema (selection and renames applied here). Call it when the
     /// value schema id of a mapping's records changes.

@@ -14,7 +14,7 @@
 //! - `commands.rs`: a decision as the commands of one transaction.
 //! - `writer.rs`: [`OwnedWriter`], sending the transactions in the order they were decided;
 //!   `lease.rs` and `load.rs`: an exclusive writer's lease and its bookkeeping loaded from
-//!   Redis.
+//!   Redis; `snapshots.rs`: the bookkeeping a writer that stops cleanly leaves for the next.
 //!
 //! # Why
 //!
@@ -59,6 +59,7 @@ mod lease;
 mod load;
 mod markers;
 mod model;
+mod snapshots;
 mod state;
 mod writer;
 

@@ -306,3 +306,85 @@ async fn a_foreign_key_of_another_type_stops_the_writer_naming_it() {
     assert_eq!(rows, vec![Some("d@example.com".to_owned())]);
     exclusive.applier.release().await.expect("release");
 }
+
+/// Whether the snapshot an exclusive writer of `fixture`'s mappings leaves is in Redis.
+async fn snapshot_exists(fixture: &Fixture) -> bool {
+    let key =
+        mapping::layout::snapshot_key(fixture.config.mappings.iter().map(|m| m.name.as_str()));
+    let mut conn = fixture.conn().await;
+    redis::cmd("EXISTS")
+        .arg(&key)
+        .query_async(&mut conn)
+        .await
+        .expect("EXISTS")
+}
+
+/// An exclusive writer that stops cleanly leaves its bookkeeping in Redis; the next one
+/// starts from it (deleting it) instead of reading every entry, and goes on exactly as the
+/// script would.
+#[tokio::test]
+async fn the_next_writer_starts_from_the_bookkeeping_the_last_one_left() {
+    for seed in 21..=23 {
+        let history = random_history(seed);
+        let half = history.len() / 2;
+        let lua = Fixture::new().await;
+        let first = Fixture::exclusive_on(pool().await, LEASE).await;
+        assert_eq!(first.applier.bookkeeping_source(), Some("redis"));
+        for batch in &history[..half] {
+            lua.apply(batch).await;
+            first.apply(batch).await;
+        }
+        first.applier.release().await.expect("release");
+        assert!(snapshot_exists(&first).await, "seed {seed}: none left");
+        let next = first.exclusive_applier(LEASE).await;
+        assert_eq!(next.bookkeeping_source(), Some("snapshot"), "seed {seed}");
+        assert!(!snapshot_exists(&first).await, "seed {seed}: not deleted");
+        let second = first.handed_to(next);
+        for (n, batch) in history[half..].iter().enumerate() {
+            assert_eq!(lua.apply(batch).await, second.apply(batch).await);
+            assert_eq!(
+                lua.dump().await,
+                second.dump().await,
+                "seed {seed}, state after batch {} (left: script, right: exclusive): {batch:?}",
+                half + n
+            );
+        }
+        second.applier.release().await.expect("release");
+    }
+}
+
+/// A snapshot that another writer made stale (the shared writer moved an email after the
+/// exclusive one stopped) is not used: the next exclusive writer reads the bookkeeping entry
+/// by entry and goes on as the script would. Started from the stale snapshot, it would
+/// leave the email index naming the customer under its second address.
+#[tokio::test]
+async fn a_snapshot_another_writer_made_stale_is_not_used() {
+    let lua = Fixture::new().await;
+    let first = Fixture::exclusive_on(pool().await, LEASE).await;
+    let a = [customer(1, "a@example.com", 100)];
+    lua.apply(&a).await;
+    first.apply(&a).await;
+    first.applier.release().await.expect("release");
+    assert!(snapshot_exists(&first).await);
+
+    let b = [customer(1, "b@example.com", 200)];
+    let shared = Applier::new(first.pool.clone(), &first.config);
+    shared
+        .apply_batch(&first.plan_all(&b))
+        .await
+        .expect("the script writes once the lease is released");
+    lua.apply(&b).await;
+
+    let next = first.exclusive_applier(LEASE).await;
+    assert_eq!(next.bookkeeping_source(), Some("redis"));
+    assert!(
+        !snapshot_exists(&first).await,
+        "a refused snapshot is deleted too"
+    );
+    let second = first.handed_to(next);
+    let c = [customer(1, "c@example.com", 300)];
+    lua.apply(&c).await;
+    second.apply(&c).await;
+    assert_eq!(lua.dump().await, second.dump().await);
+    second.applier.release().await.expect("release");
+}

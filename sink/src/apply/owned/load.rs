@@ -53,6 +53,24 @@ impl OwnedState {
         self.check_memory(&counts, max_memory)
     }
 
+    /// A state taken from a snapshot, finished as a load finishes: its aggregates counted
+    /// from its rows, and [`LoadError::TooLarge`] when it holds more than `max_memory`
+    /// bytes.
+    pub(crate) fn counted(mut self, max_memory: usize) -> Result<OwnedState, LoadError> {
+        self.count_aggregates().map_err(LoadError::Aggregate)?;
+        let memory = self.memory();
+        if memory > max_memory {
+            let (rows, index_keys) = self.size();
+            return Err(LoadError::TooLarge(MemoryBound {
+                rows,
+                index_keys,
+                estimate: memory as u64,
+                bound: max_memory as u64,
+            }));
+        }
+        Ok(self)
+    }
+
     /// How many entries Redis holds: `HLEN` of every bookkeeping hash.
     async fn count_entries<C: ConnectionLike + Send>(
         &self,

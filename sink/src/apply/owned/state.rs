@@ -20,6 +20,7 @@ mod hashing;
 mod indexes;
 mod row_bytes;
 mod rows;
+mod snapshot;
 
 use std::mem::size_of;
 use std::sync::Arc;
@@ -30,6 +31,7 @@ use self::hashing::KeyHashing;
 pub(crate) use self::hashing::OwnerId;
 use self::indexes::IndexTable;
 use self::rows::RowTable;
+pub(crate) use self::snapshot::{SnapshotOffsets, SnapshotRefusal};
 use super::model::Model;
 use super::HashMap;
 
@@ -97,7 +99,10 @@ pub(crate) struct OwnedState {
 impl OwnedState {
     /// An empty state: for an empty database.
     pub(crate) fn new(mappings: &[Mapping]) -> OwnedState {
-        let hashing = KeyHashing::random();
+        OwnedState::with_hashing(mappings, KeyHashing::random())
+    }
+
+    fn with_hashing(mappings: &[Mapping], hashing: KeyHashing) -> OwnedState {
         let models: Vec<Arc<Model>> = mappings.iter().map(|m| Arc::new(Model::new(m))).collect();
         let mut index_hashes = Vec::new();
         let mut first_index = Vec::with_capacity(models.len());

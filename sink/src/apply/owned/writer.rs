@@ -43,6 +43,7 @@ use super::decide::decide;
 use super::lease::{Holding, Lease, WriterId};
 use super::load::LoadError;
 use super::markers;
+use super::snapshots::{self, Taken};
 use super::state::{OwnedState, UndoLog};
 use super::MemoryBound;
 use crate::apply::records::Records;
@@ -107,6 +108,9 @@ pub struct OwnedWriter {
     records: Records,
     /// Whether each batch's partitions must hold their self-healing markers.
     guard: bool,
+    /// Exclusive writer: where its bookkeeping came from at start, `"snapshot"` or
+    /// `"redis"`.
+    loaded_from: Option<&'static str>,
 }
 
 impl OwnedWriter {
@@ -158,9 +162,9 @@ impl OwnedWriter {
         let mut conn = pool.get().await.map_err(ApplyError::Pool)?;
         let mut waiting = false;
         let mut started = Instant::now();
-        let state = loop {
+        let (state, source) = loop {
             match load_exclusive(&mut conn, &exclusive).await {
-                Ok(state) => break state,
+                Ok(loaded) => break loaded,
                 Err(ApplyError::LeaseLost { holder }) => {
                     if !waiting {
                         info!(%holder, "Another exclusive sink holds the redis database; standing by until its lease lapses.");
@@ -187,15 +191,13 @@ impl OwnedWriter {
             index_keys,
             memory_bytes = state.memory(),
             max_memory_bytes = exclusive.max_memory,
+            from = source,
             load_ms = started.elapsed().as_millis(),
             "Holding the exclusive lease on the redis database; bookkeeping loaded."
         );
-        Ok(Some(OwnedWriter::start(
-            state,
-            pool,
-            config,
-            Some(exclusive),
-        )))
+        let mut writer = OwnedWriter::start(state, pool, config, Some(exclusive));
+        writer.loaded_from = Some(source);
+        Ok(Some(writer))
     }
 
     /// Starts the writer task (call within a Tokio runtime); it ends with the last handle.
@@ -231,7 +233,14 @@ impl OwnedWriter {
             records: Records::new(pool.clone(), &config.mappings),
             pool,
             guard: false,
+            loaded_from: None,
         }
+    }
+
+    /// Exclusive writer: where its bookkeeping came from at start, `"snapshot"` (what the
+    /// last exclusive writer left) or `"redis"` (read entry by entry).
+    pub(crate) fn loaded_from(&self) -> Option<&'static str> {
+        self.loaded_from
     }
 
     /// The bookkeeping's estimated bytes ([`OwnedState::memory`]).
@@ -310,16 +319,22 @@ impl OwnedWriter {
         }
     }
 
-    /// Exclusive writer: stops writing and gives the lease up. Call it once every batch
+    /// Exclusive writer: stops writing, leaves its bookkeeping in Redis for the next
+    /// exclusive writer (`snapshots.rs`) and gives the lease up. Call it once every batch
     /// was answered.
     pub(crate) async fn release(&self) -> Result<(), ApplyError> {
         let Some(x) = &self.exclusive else {
             return Ok(());
         };
         let mut inner = self.shared.inner.lock().await;
+        // The state is Redis's only when every batch decided was confirmed.
+        let settled = inner.in_flight.is_empty() && !inner.stale && inner.lost.is_none();
         undo_all(&self.shared, &mut inner);
         inner.lost = Some("(released at shutdown)".to_owned());
         let mut conn = self.pool.get().await.map_err(ApplyError::Pool)?;
+        if settled {
+            leave_snapshot(&mut conn, x, &inner.state).await;
+        }
         x.lease
             .release(&mut conn)
             .await
@@ -441,7 +456,7 @@ async fn renew_idle(shared: &Shared, pool: &Pool, x: &Exclusive) {
 async fn reload(inner: &mut Inner, pool: &Pool, x: &Exclusive) -> Result<(), ApplyError> {
     let mut conn = pool.get().await.map_err(ApplyError::Pool)?;
     match load_exclusive(&mut conn, x).await {
-        Ok(state) => {
+        Ok((state, _)) => {
             inner.state = state;
             inner.stale = false;
             Ok(())
@@ -454,12 +469,36 @@ async fn reload(inner: &mut Inner, pool: &Pool, x: &Exclusive) -> Result<(), App
     }
 }
 
+/// Leaves `state` in Redis for the next exclusive writer; a failure only costs that writer
+/// a full load.
+async fn leave_snapshot(conn: &mut deadpool_redis::Connection, x: &Exclusive, state: &OwnedState) {
+    let started = Instant::now();
+    match snapshots::write(conn, &x.lease, &x.mappings, state).await {
+        Ok(Some(bytes)) => info!(
+            bytes,
+            write_ms = started.elapsed().as_millis(),
+            "Left the bookkeeping in redis for the next exclusive sink."
+        ),
+        Ok(None) => {
+            info!("Not leaving the bookkeeping in redis: the lease is no longer this sink's.")
+        }
+        Err(e) => {
+            warn!(error = %e, "Cannot leave the bookkeeping in redis; the next exclusive sink will read it row by row.")
+        }
+    }
+}
+
+/// Where a loaded state came from, for the start-up line.
+const FROM_SNAPSHOT: &str = "snapshot";
+const FROM_REDIS: &str = "redis";
+
 /// Takes (or keeps) the lease, then loads the bookkeeping of the database under a watch
-/// that notices a swap meanwhile (then loads again).
+/// that notices a swap meanwhile (then loads again): from the snapshot a writer that
+/// stopped cleanly left, when it is usable, else entry by entry. Also says which.
 async fn load_exclusive(
     conn: &mut deadpool_redis::Connection,
     x: &Exclusive,
-) -> Result<OwnedState, ApplyError> {
+) -> Result<(OwnedState, &'static str), ApplyError> {
     let redis_error = |operation| {
         move |source| ApplyError::Redis {
             operation,
@@ -476,9 +515,25 @@ async fn load_exclusive(
             .query_async::<()>(conn)
             .await
             .map_err(redis_error("WATCH"))?;
-        let mut state = OwnedState::new(&x.mappings);
-        match state.load(conn, Some(&x.lease), x.max_memory).await {
-            Ok(()) => {}
+        let loaded = match snapshots::take(conn, &x.mappings)
+            .await
+            .map_err(redis_error("snapshot"))?
+        {
+            Taken::Used { state, bytes } => {
+                info!(
+                    bytes,
+                    "Starting from the bookkeeping the last exclusive sink left in redis."
+                );
+                state.counted(x.max_memory).map(|s| (s, FROM_SNAPSHOT))
+            }
+            Taken::Refused(why) => {
+                info!(reason = %why, "Not using the bookkeeping snapshot in redis; reading the bookkeeping entry by entry.");
+                load_entries(conn, x).await.map(|s| (s, FROM_REDIS))
+            }
+            Taken::Absent => load_entries(conn, x).await.map(|s| (s, FROM_REDIS)),
+        };
+        let loaded = match loaded {
+            Ok(loaded) => loaded,
             Err(LoadError::LeaseLost(holder)) => return Err(ApplyError::LeaseLost { holder }),
             Err(LoadError::TooLarge(bound)) => {
                 let _ = redis::cmd("UNWATCH").query_async::<()>(conn).await;
@@ -488,7 +543,7 @@ async fn load_exclusive(
                 let _ = redis::cmd("UNWATCH").query_async::<()>(conn).await;
                 return Err(ApplyError::Load(e));
             }
-        }
+        };
         let mut confirm = redis::pipe();
         x.lease.renew_in(&mut confirm);
         let confirmed: Option<Vec<Value>> = confirm
@@ -497,10 +552,20 @@ async fn load_exclusive(
             .await
             .map_err(redis_error("EXEC"))?;
         if confirmed.is_some() {
-            return Ok(state);
+            return Ok(loaded);
         }
         info!("The redis database was swapped while the bookkeeping was loading; loading again.");
     }
+}
+
+/// The bookkeeping read from Redis entry by entry.
+async fn load_entries(
+    conn: &mut deadpool_redis::Connection,
+    x: &Exclusive,
+) -> Result<OwnedState, LoadError> {
+    let mut state = OwnedState::new(&x.mappings);
+    state.load(conn, Some(&x.lease), x.max_memory).await?;
+    Ok(state)
 }
 
 /// Sends one batch as a transaction. A server error is the batch's, reported at its first

@@ -22,6 +22,18 @@ use xxhash_rust::xxh3::{xxh3_128_with_seed, xxh3_64_with_seed, Xxh3};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct OwnerId(NonZeroU64);
 
+impl OwnerId {
+    /// The owner as a snapshot stores it; 0 for none.
+    pub(crate) fn bits(owner: Option<OwnerId>) -> u64 {
+        owner.map_or(0, |o| o.0.get())
+    }
+
+    /// The owner a snapshot stored as `bits`.
+    pub(crate) fn from_bits(bits: u64) -> Option<OwnerId> {
+        NonZeroU64::new(bits).map(OwnerId)
+    }
+}
+
 /// This process's seeded key hashes.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct KeyHashing {
@@ -34,6 +46,16 @@ impl KeyHashing {
         KeyHashing {
             seed: std::hash::RandomState::new().hash_one(0_u8),
         }
+    }
+
+    /// Hashing with `seed`: a snapshot's, whose fingerprints and owners were made with it.
+    pub(crate) fn from_seed(seed: u64) -> KeyHashing {
+        KeyHashing { seed }
+    }
+
+    /// The seed, for a snapshot.
+    pub(crate) fn seed(&self) -> u64 {
+        self.seed
     }
 
     /// A row table's hash of `key`.

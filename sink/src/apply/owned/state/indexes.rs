@@ -56,6 +56,25 @@ impl IndexTable {
         self.table.len()
     }
 
+    /// Every index key as held: (fingerprint, owner, position), for a snapshot.
+    pub(crate) fn raw(&self) -> impl Iterator<Item = (u128, Option<OwnerId>, i64)> + '_ {
+        self.table
+            .iter()
+            .map(|s| (s.fingerprint, s.owner, s.position))
+    }
+
+    /// Adds an index key a snapshot held ([`IndexTable::raw`]), which this table does not
+    /// hold; the snapshot's fingerprints are this table's when its hashing has the
+    /// snapshot's seed.
+    pub(crate) fn insert_raw(&mut self, fingerprint: u128, owner: Option<OwnerId>, position: i64) {
+        let slot = Slot {
+            fingerprint,
+            owner,
+            position,
+        };
+        self.table.insert_unique(slot.hash(), slot, Slot::hash);
+    }
+
     /// Sets (or with `None` removes) index key `key`; the previous state.
     pub(crate) fn replace(&mut self, key: &str, state: Option<IndexState>) -> Option<IndexState> {
         let fingerprint = self.hashing.fingerprint(key);

@@ -68,6 +68,30 @@ impl RowTable {
         })
     }
 
+    /// Every row as held: (position, bytes), for a snapshot.
+    pub(crate) fn raw(&self) -> impl Iterator<Item = (i64, &[u8])> + '_ {
+        self.table.iter().map(|s| (s.position, &s.bytes[..]))
+    }
+
+    /// Adds a row a snapshot held ([`RowTable::raw`]), which this table does not hold.
+    pub(crate) fn insert_raw(&mut self, position: i64, bytes: Box<[u8]>) {
+        let mut pieces = self.hashing.pieces();
+        RowBytes(&bytes).hash_key(&self.model.key, &mut pieces);
+        let hash = pieces.digest();
+        self.heap += allocation(bytes.len());
+        let RowTable {
+            model,
+            hashing,
+            table,
+            ..
+        } = self;
+        table.insert_unique(hash, Slot { position, bytes }, |s| {
+            let mut pieces = hashing.pieces();
+            RowBytes(&s.bytes).hash_key(&model.key, &mut pieces);
+            pieces.digest()
+        });
+    }
+
     /// Sets (or with `None` removes) row `key`; the previous state.
     pub(crate) fn replace(&mut self, key: &str, state: Option<RowState>) -> Option<RowState> {
         let RowTable {
