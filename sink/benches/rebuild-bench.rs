@@ -305,9 +305,10 @@ async fn bench(args: &Args) -> anyhow::Result<()> {
         let entries = (run.rows + run.index_keys).max(1) as f64;
         let mib = |bytes: u64| bytes as f64 / (1 << 20) as f64;
         println!(
-            "rebuild-bench: sink run --writer exclusive: {} rows + {} index keys loaded in {} ms (ready {:.2} s after start); estimate {:.1} MiB = {:.0} bytes per row or index key ({} when ready); resident {:.1} MiB when ready, at most {:.1} MiB and {:.1} MiB last over {seconds} s = {:.0} bytes per row or index key (the whole process)",
+            "rebuild-bench: sink run --writer exclusive: {} rows + {} index keys loaded from {} in {} ms (ready {:.2} s after start); estimate {:.1} MiB = {:.0} bytes per row or index key ({} when ready); resident {:.1} MiB when ready, at most {:.1} MiB and {:.1} MiB last over {seconds} s = {:.0} bytes per row or index key (the whole process)",
             run.rows,
             run.index_keys,
+            run.from,
             run.load_ms,
             run.ready.as_secs_f64(),
             mib(run.estimate),
@@ -319,6 +320,13 @@ async fn bench(args: &Args) -> anyhow::Result<()> {
             mib(run.rss_last),
             run.rss_max as f64 / entries,
         );
+        match run.left {
+            Some((bytes, ms)) => println!(
+                "rebuild-bench: at shutdown it left its bookkeeping in redis: {:.1} MiB in {ms} ms",
+                mib(bytes)
+            ),
+            None => println!("rebuild-bench: at shutdown it left no bookkeeping in redis"),
+        }
     }
     if !args.keep {
         flushdb(&live_url).await?;

@@ -29,7 +29,9 @@ VOLATILE_FRESHNESS_FIELDS = {"applied_count", "applied_at_ms", "caught_up_at_ms"
 
 
 def ignored(key: str) -> bool:
-    return key.startswith("sink:writer:") or key in ("sink:rebuild", "sink:offsets:run")
+    # Who writes (leases), how the state was made (rebuild, markers), and a stopped exclusive
+    # writer's copy of its bookkeeping for the next one (README, "Writers"): not the state.
+    return key.startswith(("sink:writer:", "sink:snapshot:")) or key in ("sink:rebuild", "sink:offsets:run")
 
 
 def dump(url: str) -> dict[str, tuple[str, Any]]:

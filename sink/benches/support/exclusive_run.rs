@@ -15,6 +15,11 @@ pub struct ExclusiveRun {
     pub index_keys: u64,
     /// `load_ms` of its start-up line.
     pub load_ms: u64,
+    /// `from` of its start-up line: `snapshot` or `redis`.
+    pub from: String,
+    /// At shutdown: the bytes of the bookkeeping it left in Redis and the milliseconds it
+    /// took, when it left it.
+    pub left: Option<(u64, u64)>,
     /// `memory_bytes` of its start-up line: the bookkeeping's estimate.
     pub estimate: u64,
     /// The gauge `sink_writer_memory_bytes` when ready: the estimate after catching up (set
@@ -119,23 +124,30 @@ pub async fn measure(
             log_path.display()
         );
     }
-    let line = std::fs::read_to_string(&log_path)?
-        .lines()
-        .find(|l| l.contains("bookkeeping loaded"))
-        .map(str::to_owned)
-        .with_context(|| format!("no start-up line in {}", log_path.display()))?;
-    let fields: serde_json::Value = serde_json::from_str(&line)?;
-    let field = |name: &str| -> anyhow::Result<u64> {
-        let value = &fields["fields"][name];
-        value
-            .as_u64()
-            .or_else(|| value.as_str()?.parse().ok())
-            .with_context(|| format!("`{name}` in the start-up line {line}"))
+    let log = std::fs::read_to_string(&log_path)?;
+    let fields_of = |message: &str| -> Option<serde_json::Value> {
+        let line = log.lines().find(|l| l.contains(message))?;
+        serde_json::from_str::<serde_json::Value>(line)
+            .ok()
+            .map(|v| v["fields"].clone())
     };
+    let number = |fields: &serde_json::Value, name: &str| -> Option<u64> {
+        let value = &fields[name];
+        value.as_u64().or_else(|| value.as_str()?.parse().ok())
+    };
+    let start_up = fields_of("bookkeeping loaded")
+        .with_context(|| format!("no start-up line in {}", log_path.display()))?;
+    let field = |name: &str| -> anyhow::Result<u64> {
+        number(&start_up, name).with_context(|| format!("`{name}` in the start-up line {start_up}"))
+    };
+    let left = fields_of("Left the bookkeeping in redis")
+        .and_then(|f| Some((number(&f, "bytes")?, number(&f, "write_ms")?)));
     Ok(ExclusiveRun {
         rows: field("rows")?,
         index_keys: field("index_keys")?,
         load_ms: field("load_ms")?,
+        from: start_up["from"].as_str().unwrap_or("?").to_owned(),
+        left,
         estimate: field("memory_bytes")?,
         estimate_ready,
         ready,

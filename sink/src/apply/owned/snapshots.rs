@@ -13,8 +13,8 @@
 //! A rebuild's swap leaves none (the staging database has none).
 //!
 //! Layout: the manifest `sink:snapshot:{mappings}` holds `{format} {chunks} {bytes}
-//! {checksum}` (xxh3-64 in hex), the bytes are split into strings of at most 32 MiB
-//! (`sink:snapshot:{mappings}:{n}`), well under Redis's 512 MB limit for one string.
+//! {checksum}` (xxh3-64 in hex), the bytes are split into strings of at most 4 MiB
+//! (`sink:snapshot:{mappings}:{n}`; one string may hold at most 512 MB).
 
 use mapping::{layout, Mapping};
 use redis::aio::ConnectionLike;
@@ -23,8 +23,9 @@ use redis::RedisResult;
 use super::lease::Lease;
 use super::state::{OwnedState, SnapshotOffsets, SnapshotRefusal};
 
-/// Bytes per chunk string.
-const CHUNK: usize = 32 << 20;
+/// Bytes per chunk string: small enough that reading one holds little besides the
+/// snapshot itself, large enough that a million rows take a score of round trips.
+const CHUNK: usize = 4 << 20;
 
 /// The manifest's first word.
 const MANIFEST_FORMAT: &str = "1";
@@ -134,26 +135,24 @@ pub(crate) async fn take<C: ConnectionLike + Send>(
     let chunk_keys: Vec<String> = (0..manifest.chunks)
         .map(|n| layout::snapshot_chunk_key(&key, n))
         .collect();
-    let mut pipe = redis::pipe();
+    // One chunk at a time into one buffer: the reply of a single `GET` is the only copy
+    // held besides it.
+    let mut bytes = Vec::with_capacity(manifest.bytes);
+    let mut missing = false;
     for k in &chunk_keys {
-        pipe.cmd("GET").arg(k);
+        let chunk: Option<Vec<u8>> = redis::cmd("GET").arg(k).query_async(conn).await?;
+        match chunk {
+            Some(chunk) => bytes.extend_from_slice(&chunk),
+            None => missing = true,
+        }
     }
-    let chunks: Vec<Option<Vec<u8>>> = pipe.query_async(conn).await?;
     redis::cmd("DEL")
         .arg(&key)
         .arg(&chunk_keys)
         .query_async::<()>(conn)
         .await?;
-    let mut bytes = Vec::with_capacity(manifest.bytes);
-    for chunk in chunks {
-        match chunk {
-            Some(chunk) => bytes.extend_from_slice(&chunk),
-            None => {
-                return Ok(Taken::Refused(SnapshotRefusal::Format(
-                    "a chunk is missing",
-                )));
-            }
-        }
+    if missing {
+        return Ok(Taken::Refused(SnapshotRefusal::Format("a chunk is missing")));
     }
     if bytes.len() != manifest.bytes || xxhash_rust::xxh3::xxh3_64(&bytes) != manifest.checksum {
         return Ok(Taken::Refused(SnapshotRefusal::Format(
