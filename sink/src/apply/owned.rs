@@ -61,6 +61,8 @@ mod markers;
 mod model;
 mod snapshots;
 mod state;
+#[cfg(test)]
+mod test_mappings;
 mod writer;
 
 use mapping::Mapping;

@@ -474,50 +474,18 @@ fn record_pos(p: Option<i64>, recorded: Option<i64>, fallback: Option<i64>) -> i
 
 #[cfg(test)]
 mod tests {
-    use mapping::{FieldSelection, Index, KeyTemplate, Mapping, Relation, RowDelete};
+    use mapping::RowDelete;
 
     use super::*;
     use crate::apply::owned::bookkeeping::Freshness;
+    use crate::apply::owned::test_mappings;
 
     const CUSTOMERS: usize = 0;
     const ORDERS: usize = 1;
 
     /// Customers with a unique email index, orders in their customer's relation.
     fn state() -> OwnedState {
-        let customers = Mapping {
-            name: "customers".into(),
-            topic: "cdc.customers".into(),
-            key: KeyTemplate::parse("customer:{id}").unwrap(),
-            fields: FieldSelection::All,
-            types: Default::default(),
-            ttl_seconds: None,
-            indexes: vec![Index {
-                name: "email".into(),
-                key: KeyTemplate::parse("customer:email:{email}").unwrap(),
-            }],
-            relations: vec![],
-            lookups: vec![],
-            aggregates: vec![],
-            search: vec![],
-        };
-        let orders = Mapping {
-            name: "orders".into(),
-            topic: "cdc.orders".into(),
-            key: KeyTemplate::parse("order:{id}").unwrap(),
-            fields: FieldSelection::All,
-            types: Default::default(),
-            ttl_seconds: None,
-            indexes: vec![],
-            relations: vec![Relation {
-                name: "customer_orders".into(),
-                key: KeyTemplate::parse("customer:{customer_id}:orders").unwrap(),
-                order_by: "created_at".into(),
-            }],
-            lookups: vec![],
-            aggregates: vec![],
-            search: vec![],
-        };
-        OwnedState::new(&[customers, orders])
+        OwnedState::new(&[test_mappings::customers(), test_mappings::orders()])
     }
 
     fn change(mapping: usize, plan: Plan, offset: i64) -> PlannedChange {

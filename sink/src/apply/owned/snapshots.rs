@@ -152,7 +152,9 @@ pub(crate) async fn take<C: ConnectionLike + Send>(
         .query_async::<()>(conn)
         .await?;
     if missing {
-        return Ok(Taken::Refused(SnapshotRefusal::Format("a chunk is missing")));
+        return Ok(Taken::Refused(SnapshotRefusal::Format(
+            "a chunk is missing",
+        )));
     }
     if bytes.len() != manifest.bytes || xxhash_rust::xxh3::xxh3_64(&bytes) != manifest.checksum {
         return Ok(Taken::Refused(SnapshotRefusal::Format(

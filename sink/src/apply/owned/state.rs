@@ -249,6 +249,20 @@ impl OwnedState {
     }
 }
 
+/// Puts `new` in a table's `entry` (or with `None` removes what it holds); what it held.
+fn put<T>(entry: hashbrown::hash_table::Entry<'_, T>, new: Option<T>) -> Option<T> {
+    use hashbrown::hash_table::Entry;
+    match (entry, new) {
+        (Entry::Occupied(mut held), Some(new)) => Some(std::mem::replace(held.get_mut(), new)),
+        (Entry::Occupied(held), None) => Some(held.remove().0),
+        (Entry::Vacant(free), Some(new)) => {
+            free.insert(new);
+            None
+        }
+        (Entry::Vacant(_), None) => None,
+    }
+}
+
 /// Heap bytes of one allocation of `len` bytes: none when empty, else rounded up to the
 /// allocator's 8-byte granularity.
 const fn allocation(len: usize) -> usize {
@@ -281,27 +295,11 @@ fn table_bytes<T>(capacity: usize) -> usize {
 
 #[cfg(test)]
 mod tests {
-    use mapping::{FieldSelection, Index, KeyTemplate};
-
     use super::*;
+    use crate::apply::owned::test_mappings;
 
     fn state() -> OwnedState {
-        OwnedState::new(&[Mapping {
-            name: "customers".into(),
-            topic: "cdc.customers".into(),
-            key: KeyTemplate::parse("customer:{id}").unwrap(),
-            fields: FieldSelection::All,
-            types: Default::default(),
-            ttl_seconds: None,
-            indexes: vec![Index {
-                name: "email".into(),
-                key: KeyTemplate::parse("customer:email:{email}").unwrap(),
-            }],
-            relations: vec![],
-            lookups: vec![],
-            aggregates: vec![],
-            search: vec![],
-        }])
+        OwnedState::new(&[test_mappings::customers()])
     }
 
     fn row(position: i64, email: &str) -> RowState {

@@ -3,11 +3,10 @@
 //! index key is decided from a key rendered from a change, so the table is only ever asked
 //! about keys it can fingerprint.
 
-use hashbrown::hash_table::Entry;
 use hashbrown::HashTable;
 
 use super::hashing::{KeyHashing, OwnerId};
-use super::{table_bytes, IndexState};
+use super::{put, table_bytes, IndexState};
 
 /// An index key as held: 32 bytes, nothing on the heap.
 struct Slot {
@@ -88,15 +87,7 @@ impl IndexTable {
             owner: s.owner,
             position: s.position,
         });
-        let old = match (entry, new) {
-            (Entry::Occupied(mut held), Some(new)) => Some(std::mem::replace(held.get_mut(), new)),
-            (Entry::Occupied(held), None) => Some(held.remove().0),
-            (Entry::Vacant(free), Some(new)) => {
-                free.insert(new);
-                None
-            }
-            (Entry::Vacant(_), None) => None,
-        };
+        let old = put(entry, new);
         old.as_ref().map(Slot::state)
     }
 

@@ -5,12 +5,11 @@
 
 use std::sync::Arc;
 
-use hashbrown::hash_table::Entry;
 use hashbrown::HashTable;
 
 use super::hashing::KeyHashing;
 use super::row_bytes::{self, RowBytes};
-use super::{allocation, table_bytes, RowState};
+use super::{allocation, put, table_bytes, RowState};
 use crate::apply::owned::model::Model;
 
 /// A row as held: 24 bytes in the table, its bytes in one allocation.
@@ -115,15 +114,7 @@ impl RowTable {
             bytes: row_bytes::encode(key, template, &state),
         });
         *heap += new.as_ref().map_or(0, |s| allocation(s.bytes.len()));
-        let old = match (entry, new) {
-            (Entry::Occupied(mut held), Some(new)) => Some(std::mem::replace(held.get_mut(), new)),
-            (Entry::Occupied(held), None) => Some(held.remove().0),
-            (Entry::Vacant(free), Some(new)) => {
-                free.insert(new);
-                None
-            }
-            (Entry::Vacant(_), None) => None,
-        };
+        let old = put(entry, new);
         old.map(|s| {
             *heap -= allocation(s.bytes.len());
             RowBytes(&s.bytes).decode(s.position)

@@ -189,41 +189,14 @@ impl<'a> Reader<'a> {
 
 #[cfg(test)]
 mod tests {
-    use mapping::{FieldSelection, Index, KeyTemplate, Relation};
+    use mapping::KeyTemplate;
 
     use super::super::{IndexState, RowState};
     use super::*;
+    use crate::apply::owned::test_mappings;
 
     fn mappings() -> Vec<Mapping> {
-        let customers = Mapping {
-            name: "customers".into(),
-            topic: "cdc.customers".into(),
-            key: KeyTemplate::parse("customer:{id}").unwrap(),
-            fields: FieldSelection::All,
-            types: Default::default(),
-            ttl_seconds: None,
-            indexes: vec![Index {
-                name: "email".into(),
-                key: KeyTemplate::parse("customer:email:{email}").unwrap(),
-            }],
-            relations: vec![],
-            lookups: vec![],
-            aggregates: vec![],
-            search: vec![],
-        };
-        let orders = Mapping {
-            name: "orders".into(),
-            topic: "cdc.orders".into(),
-            key: KeyTemplate::parse("order:{id}").unwrap(),
-            relations: vec![Relation {
-                name: "customer_orders".into(),
-                key: KeyTemplate::parse("customer:{customer_id}:orders").unwrap(),
-                order_by: "created_at".into(),
-            }],
-            indexes: vec![],
-            ..customers.clone()
-        };
-        vec![customers, orders]
+        vec![test_mappings::customers(), test_mappings::orders()]
     }
 
     fn filled() -> OwnedState {
