@@ -16,7 +16,9 @@ One run:
    any sink that ends (sinks.py).
 4. Meanwhile SIGKILLs a sink at random moments, alternating writers, until each writer was
    killed `kills` times (for the exclusive writer always the lease holder, so the standby must
-   take over), and runs the profile's faults at their times: Redis stopped and restarted with
+   take over; every third turn of the exclusive writer is instead a clean handover: SIGTERM to
+   the holder, which must exit 0 leaving its bookkeeping in Redis, and the standby takes over
+   from that snapshot), and runs the profile's faults at their times: Redis stopped and restarted with
    its data, the broker restarted, the registry down, Redis restarted empty.
 5. Waits until both groups have committed the end of every partition, stops the sinks with
    SIGTERM (exit code 0 expected), replays the whole log with `sink rebuild` into an empty
@@ -35,6 +37,7 @@ import argparse
 import json
 import os
 import random
+import re
 import secrets
 import signal
 import subprocess
@@ -290,6 +293,15 @@ class Suite:
                 holder = sinks.lease_holder(self.sv.redis_url(DBS["exclusive"]), MAPPINGS[0])
                 if holder not in sup.pids("exclusive"):
                     holder = None
+                # Every third time, a clean handover instead (not counted as a kill): the
+                # holder leaves its bookkeeping in Redis and the standby starts from it.
+                if holder is not None and counts[writer] % 3 == 1 and len(sup.stops) < counts[writer] // 3 + 1:
+                    stop = sup.stop_holder(holder)
+                    if stop is not None:
+                        log(f"SIGTERM {stop.slot} (pid {stop.pid}, lease holder): clean handover")
+                        stop.takeover_s = self.wait_takeover(sup, stop.pid)
+                        log(f"lease taken over by another exclusive sink after {stop.takeover_s} s")
+                        continue
             kill = sup.kill(writer, holder)
             if kill is None:
                 continue
@@ -350,6 +362,8 @@ class Suite:
             "kills": {w: sum(1 for k in sup.kills if k.writer == w) for w in DBS},
             "takeovers_s": [k.takeover_s for k in sup.kills if k.lease_holder],
             "kills_of_lease_holder": sum(1 for k in sup.kills if k.lease_holder),
+            "clean_handovers": [asdict(h) for h in sup.stops],
+            "started_from_snapshot": started_from_snapshot(self.logs),
             "unplanned_exits": [asdict(e) for e in sup.exits],
             "unplanned_exits_by_reason": exit_reasons(sup.exits),
             "starts": {s.name: s.starts for s in sup.slots},
@@ -359,6 +373,8 @@ class Suite:
         self.report["faults"] = self.faults
         self.report["produced"] = {"delivered": production.delivered, "failed": production.failed[:5]}
         ok = converged and not production.failed and all(c == 0 for c in codes.values())
+        # A clean handover: the holder stopped with 0 and a standby took the lease over.
+        ok &= all(h.exit_code == 0 and h.takeover_s is not None for h in sup.stops)
         ok &= self.verify(production.poison)
         self.report["ok"] = ok
         self.report["wall_s"] = round(self.elapsed(), 1)
@@ -434,6 +450,13 @@ class Suite:
         self.sv.stop()
 
 
+def started_from_snapshot(logs: Path) -> int:
+    """Exclusive sink starts whose bookkeeping came from a snapshot (their start-up line)."""
+    plain = (re.sub(r"\x1b\[[0-9;]*m", "", line) for f in sorted(logs.glob("exclusive-*.log"))
+             for line in f.read_text(errors="replace").splitlines())
+    return sum(1 for line in plain if "bookkeeping loaded" in line and 'from="snapshot"' in line)
+
+
 def exit_reasons(exits: list[sinks.Exit]) -> dict[str, int]:
     """Unplanned exits counted by the sink's error line (`sink: ...`), shortened to its kind."""
     out: dict[str, int] = {}
@@ -459,6 +482,10 @@ def summary(report: dict) -> str:
     if s:
         lines.append(f"  kills (SIGKILL): {s['kills']}; of the exclusive lease holder: {s['kills_of_lease_holder']}, "
                      f"standby takeover in {s['takeovers_s']} s")
+        handovers = s["clean_handovers"]
+        lines.append(f"  clean handovers (SIGTERM of the lease holder): {len(handovers)}, exit codes "
+                     f"{[h['exit_code'] for h in handovers]}, takeover in {[h['takeover_s'] for h in handovers]} s; "
+                     f"exclusive starts from a snapshot: {s['started_from_snapshot']}")
         lines.append(f"  unplanned exits (restarted by the supervisor): {len(s['unplanned_exits'])}")
         for reason, n in s["unplanned_exits_by_reason"].items():
             lines.append(f"    {n} x {reason}")

@@ -2,9 +2,11 @@
 
 A *slot* is one sink process position (`shared-1`, `exclusive-2`, ...): the supervisor keeps a
 process running in every slot, as systemd's `Restart=always` or a Kubernetes Deployment would.
-A process the suite killed is restarted after a short random delay; one that exited on its own
-(an unplanned exit: it found a service unreachable at start, lost its lease, or failed) is
-recorded with its exit code and the end of its log, then restarted after a second.
+A process the suite killed is restarted after a short random delay; one the suite stopped
+(SIGTERM: a clean handover of the exclusive lease) is restarted likewise, with its exit code
+recorded; one that exited on its own (an unplanned exit: it found a service unreachable at
+start, lost its lease, or failed) is recorded with its exit code and the end of its log, then
+restarted after a second.
 """
 
 from __future__ import annotations
@@ -38,7 +40,8 @@ class Slot:
     args: list[str]
     log: Path
     proc: subprocess.Popen | None = None
-    killed: bool = False  # the current process was killed by the suite
+    killed: bool = False  # the current process was killed (or stopped) by the suite
+    stopped: bool = False  # ... stopped with SIGTERM: its exit code goes to `Supervisor.stops`
     restart_at: float = 0.0
     starts: int = 0
 
@@ -53,6 +56,18 @@ class Kill:
     takeover_s: float | None = None  # exclusive: until another process held the lease
 
 
+@dataclass
+class Stop:
+    """A clean stop (SIGTERM) of the exclusive lease holder: it leaves its bookkeeping in Redis
+    and releases the lease, and a standby takes over from that snapshot."""
+
+    slot: str
+    pid: int
+    at_s: float
+    exit_code: int | None = None
+    takeover_s: float | None = None
+
+
 class Supervisor:
     """Runs the sink slots, kills on request, restarts whatever ended."""
 
@@ -65,6 +80,7 @@ class Supervisor:
         self.slots: list[Slot] = []
         self.exits: list[Exit] = []
         self.kills: list[Kill] = []
+        self.stops: list[Stop] = []
         self.lock = threading.Lock()
         self.stopping = False
         self.thread: threading.Thread | None = None
@@ -80,6 +96,7 @@ class Supervisor:
                                          stdout=log, stderr=subprocess.STDOUT)
         slot.starts += 1
         slot.killed = False
+        slot.stopped = False
 
     def start(self) -> None:
         for slot in self.slots:
@@ -99,7 +116,11 @@ class Supervisor:
                     code = slot.proc.poll()
                     if code is None:
                         continue
-                    if not slot.killed:
+                    if slot.stopped:
+                        stop = next(s for s in reversed(self.stops) if s.pid == slot.proc.pid)
+                        stop.exit_code = code
+                        slot.restart_at = now + self.rng.uniform(0.0, 1.5)
+                    elif not slot.killed:
                         self.exits.append(Exit(slot.name, code, now - self.t0, tail(slot.log)))
                         slot.restart_at = now + 1.0
                     else:
@@ -121,6 +142,19 @@ class Supervisor:
                         lease_holder=holder_pid is not None and target.proc.pid == holder_pid)
             self.kills.append(kill)
             return kill
+
+    def stop_holder(self, holder_pid: int) -> Stop | None:
+        """SIGTERMs the exclusive sink `holder_pid` (the lease holder), if it runs."""
+        with self.lock:
+            target = next((s for s in self.slots if s.proc is not None and s.proc.pid == holder_pid
+                           and s.proc.poll() is None), None)
+            if target is None:
+                return None
+            target.killed = target.stopped = True
+            target.proc.send_signal(signal.SIGTERM)
+            stop = Stop(target.name, holder_pid, time.monotonic() - self.t0)
+            self.stops.append(stop)
+            return stop
 
     def pids(self, writer: str) -> set[int]:
         with self.lock:
