@@ -1,13 +1,20 @@
-//! Redis round trips of the shared writer at light load: a batch right after another one
-//! reuses that batch's connection as it is, without the pool's check of a connection it
-//! hands out again (`UNWATCH` + `PING`, one more round trip per batch, which at light load is
-//! per change); a kept connection that Redis closed is replaced, as the pool's check would.
+//! Redis round trips of the writers at light load: a batch right after another one reuses
+//! that batch's connection as it is, without the pool's check of a connection it hands out
+//! again (`UNWATCH` + `PING`, one more round trip per batch, which at light load is per
+//! change); a kept connection that Redis closed is replaced, as the pool's check would. The
+//! exclusive writer's batch is two round trips: the watch of its lease keys with their reads,
+//! then the transaction.
 
 use crate::support::*;
 use mapping::Op;
 
 /// `PING`s Redis has run so far (`INFO commandstats`), on a connection of its own.
 async fn pings(url: &str) -> u64 {
+    calls(url, "ping").await
+}
+
+/// Calls of `command` Redis has run so far (`INFO commandstats`), on a connection of its own.
+async fn calls(url: &str, command: &str) -> u64 {
     let client = redis::Client::open(url).expect("redis url");
     let mut conn = client
         .get_multiplexed_async_connection()
@@ -19,7 +26,7 @@ async fn pings(url: &str) -> u64 {
         .await
         .expect("INFO commandstats");
     info.lines()
-        .find_map(|line| line.strip_prefix("cmdstat_ping:calls="))
+        .find_map(|line| line.strip_prefix(&format!("cmdstat_{command}:calls=")))
         .and_then(|rest| rest.split(',').next())
         .map_or(0, |calls| calls.parse().expect("calls"))
 }
@@ -98,4 +105,37 @@ async fn a_kept_connection_that_redis_closed_is_replaced() {
     }
     f.apply(&[customer(3)]).await;
     assert_eq!(rows(&f, 1..=3).await, vec![1, 2, 3]);
+}
+
+#[tokio::test]
+async fn an_exclusive_batch_after_a_batch_is_two_round_trips() {
+    let server = PrivateRedis::start();
+    let pool = sink::connection::redis_pool(server.url.as_str()).expect("pool");
+    // A lease long enough that no idle renewal runs meanwhile.
+    let f = Fixture::exclusive_on(pool, std::time::Duration::from_secs(60)).await;
+    f.apply(&[customer(1)]).await;
+    let commands = ["ping", "unwatch", "watch", "mget", "exec"];
+    let mut before = Vec::new();
+    for c in commands {
+        before.push(calls(&server.url, c).await);
+    }
+    for id in 2..=20 {
+        f.apply(&[customer(id)]).await;
+    }
+    let mut made = Vec::new();
+    for (c, was) in commands.iter().zip(before) {
+        made.push((*c, calls(&server.url, c).await - was));
+    }
+    assert_eq!(
+        made,
+        [
+            ("ping", 0),
+            ("unwatch", 0),
+            ("watch", 19),
+            ("mget", 19),
+            ("exec", 19)
+        ],
+        "19 batches in a row"
+    );
+    assert_eq!(rows(&f, 1..=20).await, (1..=20).collect::<Vec<_>>());
 }

@@ -1,14 +1,15 @@
 //! The exclusive writer's marker guard, the transaction-side twin of the change script's
 //! (ARCHITECTURE.md, *Self-healing*): a batch is sent only while each of its partitions is
 //! marked in `sink:offsets:run` under the Redis server's current `run_id` by the assignment
-//! it was read under (apply/fence.rs). Checked after the lease keys are watched, so a flush
+//! it was read under (apply/fence.rs). Read in the round trip that watches the lease keys,
+//! after the `WATCH`, so a flush
 //! between the check and `EXEC` aborts the transaction (it touches every watched key) and a
 //! restart drops the connection. A marker that a new assignment writes between the check and
 //! `EXEC` is not seen, and needs not be: that assignment read its start before this batch
 //! landed, so it applies this batch's records again after it, in order.
 
 use mapping::layout;
-use redis::aio::ConnectionLike;
+use redis::Value;
 
 use crate::apply::fence::{self, Verdict};
 use crate::apply::{ApplyError, Fences, PlannedChange};
@@ -25,29 +26,46 @@ pub(super) fn fields(batch: &[PlannedChange]) -> Vec<String> {
     fields
 }
 
-/// [`ApplyError::BookkeepingLost`] for the first of `fields` whose marker is missing or
-/// names another server run than the one `conn` talks to, [`ApplyError::Superseded`] for the
-/// first whose marker is not the one `fences` names (apply/fence.rs).
-pub(super) async fn check(
-    conn: &mut impl ConnectionLike,
+/// Adds the reads the guard needs to `pipe`, after the lease keys' `WATCH`: the server's
+/// `run_id` (`INFO server`) unless `run` is already known for this connection, then the
+/// markers of `fields`. [`judge`] reads their replies.
+pub(super) fn ask(pipe: &mut redis::Pipeline, fields: &[String], run: Option<&str>) {
+    if run.is_none() {
+        pipe.cmd("INFO").arg("server");
+    }
+    pipe.cmd("HMGET").arg(layout::OFFSETS_RUN_KEY).arg(fields);
+}
+
+/// The server's `run_id` from the reply to `INFO server`, as the self-heal marks it: empty
+/// when `INFO` was refused (an ACL without `+info`) or names none. A server's `run_id` holds
+/// for as long as a connection to it does, so a writer asks once per connection.
+pub(super) fn run_of(info: &Value) -> String {
+    match info {
+        Value::BulkString(bytes) => String::from_utf8_lossy(bytes)
+            .lines()
+            .find_map(|line| line.strip_prefix("run_id:"))
+            .map_or_else(String::new, |id| id.trim().to_owned()),
+        Value::VerbatimString { text, .. } => text
+            .lines()
+            .find_map(|line| line.strip_prefix("run_id:"))
+            .map_or_else(String::new, |id| id.trim().to_owned()),
+        _ => String::new(),
+    }
+}
+
+/// [`ApplyError::BookkeepingLost`] for the first of `fields` whose marker (`marked`, the
+/// reply of [`ask`]'s `HMGET`) is missing or names another server run than `run`,
+/// [`ApplyError::Superseded`] for the first whose marker is not the one `fences` names
+/// (apply/fence.rs).
+pub(super) fn judge(
     fields: &[String],
+    marked: Vec<Option<String>>,
+    run: &str,
     fences: &Fences,
-    changes: usize,
 ) -> Result<(), ApplyError> {
-    let run = server_run(conn, changes).await?;
-    let marked: Vec<Option<String>> = redis::cmd("HMGET")
-        .arg(layout::OFFSETS_RUN_KEY)
-        .arg(fields)
-        .query_async(conn)
-        .await
-        .map_err(|source| ApplyError::Redis {
-            operation: "HMGET sink:offsets:run",
-            changes,
-            source,
-        })?;
     for (field, marker) in fields.iter().zip(marked) {
         let fence = fences.expected(field);
-        match fence::judge(marker.as_deref(), &run, fence) {
+        match fence::judge(marker.as_deref(), run, fence) {
             Verdict::Holds => {}
             Verdict::Lost => {
                 return Err(ApplyError::BookkeepingLost {
@@ -65,27 +83,4 @@ pub(super) async fn check(
         }
     }
     Ok(())
-}
-
-/// The server's `run_id`, as the self-heal marks it: empty when `INFO` is refused (an ACL
-/// without `+info`) or names none, an error only when the server cannot be reached.
-async fn server_run(conn: &mut impl ConnectionLike, changes: usize) -> Result<String, ApplyError> {
-    match redis::cmd("INFO")
-        .arg("server")
-        .query_async::<String>(conn)
-        .await
-    {
-        Ok(info) => Ok(info
-            .lines()
-            .find_map(|line| line.strip_prefix("run_id:"))
-            .map_or_else(String::new, |id| id.trim().to_owned())),
-        Err(e) if e.is_io_error() || e.is_timeout() || e.is_connection_dropped() => {
-            Err(ApplyError::Redis {
-                operation: "INFO server",
-                changes,
-                source: e,
-            })
-        }
-        Err(_) => Ok(String::new()),
-    }
 }

@@ -353,6 +353,7 @@ async fn write(
     mut jobs: mpsc::UnboundedReceiver<Job>,
     exclusive: Option<Arc<Exclusive>>,
 ) {
+    let mut kept: Option<Kept> = None;
     loop {
         let job = match &exclusive {
             None => jobs.recv().await,
@@ -375,6 +376,7 @@ async fn write(
         let lease = exclusive.as_ref().map(|x| &x.lease);
         let sent = send(
             &pool,
+            &mut kept,
             job.pipe,
             job.first.as_ref(),
             job.changes,
@@ -568,13 +570,26 @@ async fn load_entries(
     Ok(state)
 }
 
-/// Sends one batch as a transaction. A server error is the batch's, reported at its first
-/// change as an error of a whole chunk script is (retriable when transient: OOM, LOADING,
-/// ...), or the command's. With `lease` (exclusive writer), the transaction runs only if the
-/// lease key still names this writer, and renews it; with `markers`, only while those
-/// partitions hold their self-healing markers (checked under the lease keys' watch).
+/// The connection of the last batch that went through, kept for the next one (the pool
+/// would check it with `UNWATCH` and `PING` when handing it out again: two round trips per
+/// batch), with the server's `run_id` once asked on it.
+struct Kept {
+    conn: deadpool_redis::Connection,
+    run: Option<String>,
+}
+
+/// Sends one batch as a transaction, on the connection `kept` holds (or one from the pool),
+/// which it keeps for the next batch once this one went through. A server error is the
+/// batch's, reported at its first change as an error of a whole chunk script is (retriable
+/// when transient: OOM, LOADING, ...), or the command's. With `lease` (exclusive writer), the
+/// transaction runs only if the lease key still names this writer, and renews it; with
+/// `markers`, only while those partitions hold their self-healing markers (read in the same
+/// round trip as the lease keys, under their watch). Two round trips: the watch and the
+/// reads, then `MULTI`..`EXEC`.
+#[allow(clippy::too_many_arguments)]
 async fn send(
     pool: &Pool,
+    kept: &mut Option<Kept>,
     mut pipe: redis::Pipeline,
     first: Option<&PlannedChange>,
     changes: usize,
@@ -589,28 +604,55 @@ async fn send(
             source,
         })
     };
-    let mut conn = match pool.get().await {
-        Ok(conn) => conn,
-        Err(e) => return Sent::Failed(ApplyError::Pool(e)),
+    let Kept { mut conn, mut run } = match kept.take() {
+        Some(held) => held,
+        None => match pool.get().await {
+            Ok(conn) => Kept { conn, run: None },
+            Err(e) => return Sent::Failed(ApplyError::Pool(e)),
+        },
     };
     if let Some(lease) = lease {
-        let holders: redis::RedisResult<((), Vec<Option<String>>)> = redis::pipe()
-            .cmd("WATCH")
-            .arg(lease.keys())
-            .cmd("MGET")
-            .arg(lease.keys())
-            .query_async(&mut conn)
-            .await;
-        match holders {
-            Ok((_, holders)) if holders.iter().all(|h| h.as_deref() == Some(lease.id())) => {}
-            Ok(_) => {
-                let _ = redis::cmd("UNWATCH").query_async::<()>(&mut conn).await;
-                return Sent::Conflict;
-            }
+        let mut reads = redis::pipe();
+        reads.ignore_errors();
+        reads.cmd("WATCH").arg(lease.keys());
+        reads.cmd("MGET").arg(lease.keys());
+        if !markers.is_empty() {
+            markers::ask(&mut reads, markers, run.as_deref());
+        }
+        let replies: Vec<Value> = match reads.query_async(&mut conn).await {
+            Ok(replies) => replies,
             Err(source) => return redis_error("WATCH", source),
+        };
+        let mut replies = replies.into_iter();
+        let (watched, holders) = (replies.next(), replies.next());
+        if let Some(Value::ServerError(e)) = &watched {
+            return redis_error("WATCH", e.clone().into());
+        }
+        let holders: Vec<Option<String>> = match holders.map(redis::from_redis_value) {
+            Some(Ok(holders)) => holders,
+            Some(Err(source)) => return redis_error("MGET", source.into()),
+            None => Vec::new(),
+        };
+        if holders.is_empty() || holders.iter().any(|h| h.as_deref() != Some(lease.id())) {
+            let _ = redis::cmd("UNWATCH").query_async::<()>(&mut conn).await;
+            return Sent::Conflict;
         }
         if !markers.is_empty() {
-            if let Err(e) = markers::check(&mut conn, markers, fences, changes).await {
+            if run.is_none() {
+                run = Some(
+                    replies
+                        .next()
+                        .map_or_else(String::new, |v| markers::run_of(&v)),
+                );
+            }
+            let marked: Vec<Option<String>> = match replies.next().map(redis::from_redis_value) {
+                Some(Ok(marked)) => marked,
+                Some(Err(source)) => return redis_error("HMGET sink:offsets:run", source.into()),
+                None => Vec::new(),
+            };
+            if let Err(e) =
+                markers::judge(markers, marked, run.as_deref().unwrap_or_default(), fences)
+            {
                 let _ = redis::cmd("UNWATCH").query_async::<()>(&mut conn).await;
                 return Sent::Failed(e);
             }
@@ -636,7 +678,10 @@ async fn send(
                 })),
                 _ => None,
             })
-            .unwrap_or(Sent::Done),
+            .unwrap_or_else(|| {
+                *kept = Some(Kept { conn, run });
+                Sent::Done
+            }),
         Err(source)
             if matches!(
                 source.kind(),
