@@ -40,17 +40,14 @@ pub(super) fn ask(pipe: &mut redis::Pipeline, fields: &[String], run: Option<&st
 /// when `INFO` was refused (an ACL without `+info`) or names none. A server's `run_id` holds
 /// for as long as a connection to it does, so a writer asks once per connection.
 pub(super) fn run_of(info: &Value) -> String {
-    match info {
-        Value::BulkString(bytes) => String::from_utf8_lossy(bytes)
-            .lines()
-            .find_map(|line| line.strip_prefix("run_id:"))
-            .map_or_else(String::new, |id| id.trim().to_owned()),
-        Value::VerbatimString { text, .. } => text
-            .lines()
-            .find_map(|line| line.strip_prefix("run_id:"))
-            .map_or_else(String::new, |id| id.trim().to_owned()),
-        _ => String::new(),
-    }
+    let text = match info {
+        Value::BulkString(bytes) => String::from_utf8_lossy(bytes),
+        Value::VerbatimString { text, .. } => text.into(),
+        _ => return String::new(),
+    };
+    text.lines()
+        .find_map(|line| line.strip_prefix("run_id:"))
+        .map_or_else(String::new, |id| id.trim().to_owned())
 }
 
 /// [`ApplyError::BookkeepingLost`] for the first of `fields` whose marker (`marked`, the
@@ -83,4 +80,18 @@ pub(super) fn judge(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_run_id_is_read_from_info_and_empty_without_one() {
+        let info = b"# Server\r\nredis_version:7.0.15\r\nrun_id:abc123\r\ntcp_port:6379\r\n";
+        assert_eq!(run_of(&Value::BulkString(info.to_vec())), "abc123");
+        assert_eq!(run_of(&Value::BulkString(b"# Server\r\n".to_vec())), "");
+        // A refused `INFO` (an ACL without `+info`) reads as no run.
+        assert_eq!(run_of(&Value::Nil), "");
+    }
 }
