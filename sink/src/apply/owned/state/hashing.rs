@@ -3,9 +3,11 @@
 //! index table holds a 128-bit fingerprint of each index key instead of the key, and an
 //! index entry names its owner by a 64-bit hash of the owner's primary key.
 //!
-//! xxh3, seeded at random per process: keys come from the source database, so a fixed seed
-//! would let whoever writes rows craft keys that collide in a table (long probe chains) or
-//! share a fingerprint. Collision odds with a random seed: two of a million index keys
+//! xxh3, seeded at random per process (or with the seed of the snapshot a writer started
+//! from, whose fingerprints were made with it; `snapshot.rs`): keys come from the source
+//! database, so a fixed seed would let whoever writes rows craft keys that collide in a table
+//! (long probe chains) or share a fingerprint. A snapshot holds its seed, so whoever can read
+//! Redis as well could. Collision odds with a random seed: two of a million index keys
 //! sharing a fingerprint about 1.5e-27; an index entry naming another row with the same
 //! owner hash 5.4e-20 per comparison. xxh3's streaming form hashes the same bytes to the
 //! same value as the one-shot form, so a key rendered piece by piece hashes like its text.
