@@ -115,10 +115,13 @@ pub(crate) async fn write<C: ConnectionLike + Send>(
     Ok(done.map(|()| bytes.len()))
 }
 
-/// Reads and deletes the snapshot of `mappings`' bookkeeping.
+/// Reads and deletes the snapshot of `mappings`' bookkeeping. One larger than `max_memory`
+/// bytes is refused unread (the state it holds would take more): the entry-by-entry load
+/// then stops at the bound with its own error, without this process having held it all.
 pub(crate) async fn take<C: ConnectionLike + Send>(
     conn: &mut C,
     mappings: &[Mapping],
+    max_memory: usize,
 ) -> RedisResult<Taken> {
     let key = key(mappings);
     let manifest: Option<String> = redis::cmd("GET").arg(&key).query_async(conn).await?;
@@ -135,6 +138,17 @@ pub(crate) async fn take<C: ConnectionLike + Send>(
     let chunk_keys: Vec<String> = (0..manifest.chunks)
         .map(|n| layout::snapshot_chunk_key(&key, n))
         .collect();
+    if manifest.bytes > max_memory {
+        redis::cmd("DEL")
+            .arg(&key)
+            .arg(&chunk_keys)
+            .query_async::<()>(conn)
+            .await?;
+        return Ok(Taken::Refused(SnapshotRefusal::TooLarge {
+            bytes: manifest.bytes,
+            bound: max_memory,
+        }));
+    }
     // One chunk at a time into one buffer: the reply of a single `GET` is the only copy
     // held besides it.
     let mut bytes = Vec::with_capacity(manifest.bytes);
@@ -206,7 +220,75 @@ impl std::fmt::Display for Manifest {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
+    use crate::apply::owned::lease::WriterId;
+    use crate::apply::owned::test_mappings;
+
+    /// Mappings of their own (a random prefix), so that tests may share the Redis of
+    /// `REDIS_URL` (tests/stack).
+    fn mappings() -> Vec<Mapping> {
+        let tag = format!("snap{:08x}", rand::random::<u32>());
+        let (mut customers, mut orders) = (test_mappings::customers(), test_mappings::orders());
+        customers.name = format!("{tag}_customers");
+        customers.topic = format!("{tag}.customers");
+        orders.name = format!("{tag}_orders");
+        orders.topic = format!("{tag}.orders");
+        vec![customers, orders]
+    }
+
+    #[tokio::test]
+    async fn a_snapshot_larger_than_the_memory_bound_is_refused_unread() {
+        let url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+        let client = redis::Client::open(url.as_str()).expect("redis url");
+        let mut conn = client
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap_or_else(|e| {
+                panic!("redis at {url} is unreachable ({e}); start tests/stack/redis.sh")
+            });
+        let mappings = mappings();
+        let lease = Lease::new(
+            &WriterId::new(),
+            mappings.iter().map(|m| m.name.as_str()),
+            Duration::from_secs(30),
+        );
+        lease.take(&mut conn).await.expect("lease");
+        let state = OwnedState::new(&mappings);
+        let bytes = write(&mut conn, &lease, &mappings, &state)
+            .await
+            .expect("write")
+            .expect("the lease is this writer's");
+        match take(&mut conn, &mappings, bytes - 1).await.expect("take") {
+            Taken::Refused(SnapshotRefusal::TooLarge { bytes: b, bound }) => {
+                assert_eq!((b, bound), (bytes, bytes - 1));
+            }
+            _ => panic!("not refused as too large"),
+        }
+        assert!(
+            matches!(
+                take(&mut conn, &mappings, usize::MAX).await.expect("take"),
+                Taken::Absent
+            ),
+            "a refused snapshot is deleted"
+        );
+        write(&mut conn, &lease, &mappings, &state)
+            .await
+            .expect("write");
+        assert!(matches!(
+            take(&mut conn, &mappings, bytes).await.expect("take"),
+            Taken::Used { .. }
+        ));
+        lease.release(&mut conn).await.expect("release");
+        // Not this writer's lease any more: nothing is written.
+        assert_eq!(
+            write(&mut conn, &lease, &mappings, &state)
+                .await
+                .expect("write"),
+            None
+        );
+    }
 
     #[test]
     fn a_manifest_reads_back_what_it_wrote() {

@@ -517,7 +517,7 @@ async fn load_exclusive(
             .query_async::<()>(conn)
             .await
             .map_err(redis_error("WATCH"))?;
-        let loaded = match snapshots::take(conn, &x.mappings)
+        let loaded = match snapshots::take(conn, &x.mappings, x.max_memory)
             .await
             .map_err(redis_error("snapshot"))?
         {

@@ -37,6 +37,14 @@ pub(crate) enum SnapshotRefusal {
     /// `sink:offsets` moved since: another writer applied changes.
     #[error("the offsets in redis moved since it was made: another writer applied changes")]
     Offsets,
+    /// Its bytes alone are more than `--max-writer-memory` (the state would take more).
+    #[error("its {bytes} bytes are more than --max-writer-memory allows ({bound})")]
+    TooLarge {
+        /// The snapshot's size.
+        bytes: usize,
+        /// `--max-writer-memory`.
+        bound: usize,
+    },
 }
 
 impl OwnedState {
