@@ -37,7 +37,7 @@ impl OwnedState {
             let mut pages = HashPages::new(self.models[m].rows_key.clone());
             while let Some(page) = pages.next(conn).await? {
                 self.load_rows(conn, m, page).await?;
-                self.check_memory(&counts, max_memory)?;
+                self.check_memory(counts.total(), max_memory)?;
                 renew(conn, lease).await?;
             }
         }
@@ -45,12 +45,12 @@ impl OwnedState {
             let mut pages = HashPages::new(self.index_hashes[hash].clone());
             while let Some(page) = pages.next(conn).await? {
                 self.load_indexes(conn, hash, page).await?;
-                self.check_memory(&counts, max_memory)?;
+                self.check_memory(counts.total(), max_memory)?;
                 renew(conn, lease).await?;
             }
         }
         self.count_aggregates().map_err(LoadError::Aggregate)?;
-        self.check_memory(&counts, max_memory)
+        self.check_memory(counts.total(), max_memory)
     }
 
     /// A state taken from a snapshot, finished as a load finishes: its aggregates counted
@@ -58,16 +58,7 @@ impl OwnedState {
     /// bytes.
     pub(crate) fn counted(mut self, max_memory: usize) -> Result<OwnedState, LoadError> {
         self.count_aggregates().map_err(LoadError::Aggregate)?;
-        let memory = self.memory();
-        if memory > max_memory {
-            let (rows, index_keys) = self.size();
-            return Err(LoadError::TooLarge(MemoryBound {
-                rows,
-                index_keys,
-                estimate: memory as u64,
-                bound: max_memory as u64,
-            }));
-        }
+        self.check_memory(self.size(), max_memory)?;
         Ok(self)
     }
 
@@ -92,15 +83,15 @@ impl OwnedState {
     }
 
     /// [`LoadError::TooLarge`] once the state holds more than `max_memory` bytes, with the
-    /// entries in Redis (`counts`, taken before the load) and the memory they would take:
+    /// (rows, index keys) in Redis (counted before a load) and the memory they would take:
     /// the tables, reserved for all of them, and the entries' allocations at the loaded
     /// entries' average.
-    fn check_memory(&self, counts: &EntryCounts, max_memory: usize) -> Result<(), LoadError> {
+    fn check_memory(&self, in_redis: (usize, usize), max_memory: usize) -> Result<(), LoadError> {
         let memory = self.memory();
         if memory <= max_memory {
             return Ok(());
         }
-        let (rows, index_keys) = (counts.rows.iter().sum::<usize>(), counts.index_keys());
+        let (rows, index_keys) = in_redis;
         let (loaded_rows, loaded_index_keys) = self.size();
         let loaded = (loaded_rows + loaded_index_keys).max(1);
         let total = (rows + index_keys).max(loaded);
@@ -246,6 +237,11 @@ struct EntryCounts {
 impl EntryCounts {
     fn index_keys(&self) -> usize {
         self.index_keys.iter().sum()
+    }
+
+    /// (rows, index keys).
+    fn total(&self) -> (usize, usize) {
+        (self.rows.iter().sum(), self.index_keys())
     }
 }
 

@@ -131,7 +131,7 @@ pub(crate) async fn take<C: ConnectionLike + Send>(
     let manifest = match Manifest::parse(&manifest) {
         Ok(m) => m,
         Err(why) => {
-            redis::cmd("DEL").arg(&key).query_async::<()>(conn).await?;
+            discard(conn, &key, &[]).await?;
             return Ok(Taken::Refused(SnapshotRefusal::Format(why)));
         }
     };
@@ -139,40 +139,23 @@ pub(crate) async fn take<C: ConnectionLike + Send>(
         .map(|n| layout::snapshot_chunk_key(&key, n))
         .collect();
     if manifest.bytes > max_memory {
-        redis::cmd("DEL")
-            .arg(&key)
-            .arg(&chunk_keys)
-            .query_async::<()>(conn)
-            .await?;
+        discard(conn, &key, &chunk_keys).await?;
         return Ok(Taken::Refused(SnapshotRefusal::TooLarge {
             bytes: manifest.bytes,
             bound: max_memory,
         }));
     }
     // One chunk at a time into one buffer: the reply of a single `GET` is the only copy
-    // held besides it.
+    // held besides it. A missing chunk shows as a length that differs from the manifest's.
     let mut bytes = Vec::with_capacity(manifest.bytes);
-    let mut missing = false;
     for k in &chunk_keys {
         let chunk: Option<Vec<u8>> = redis::cmd("GET").arg(k).query_async(conn).await?;
-        match chunk {
-            Some(chunk) => bytes.extend_from_slice(&chunk),
-            None => missing = true,
-        }
+        bytes.extend_from_slice(chunk.as_deref().unwrap_or_default());
     }
-    redis::cmd("DEL")
-        .arg(&key)
-        .arg(&chunk_keys)
-        .query_async::<()>(conn)
-        .await?;
-    if missing {
-        return Ok(Taken::Refused(SnapshotRefusal::Format(
-            "a chunk is missing",
-        )));
-    }
+    discard(conn, &key, &chunk_keys).await?;
     if bytes.len() != manifest.bytes || xxhash_rust::xxh3::xxh3_64(&bytes) != manifest.checksum {
         return Ok(Taken::Refused(SnapshotRefusal::Format(
-            "its bytes do not match the manifest",
+            "its bytes do not match the manifest (a chunk missing or changed)",
         )));
     }
     let now = offsets(conn, mappings).await?;
@@ -183,6 +166,19 @@ pub(crate) async fn take<C: ConnectionLike + Send>(
         },
         Err(why) => Taken::Refused(why),
     })
+}
+
+/// Deletes a snapshot's manifest `key` and `chunk_keys`: a snapshot is read once.
+async fn discard<C: ConnectionLike + Send>(
+    conn: &mut C,
+    key: &str,
+    chunk_keys: &[String],
+) -> RedisResult<()> {
+    redis::cmd("DEL")
+        .arg(key)
+        .arg(chunk_keys)
+        .query_async(conn)
+        .await
 }
 
 /// What the manifest string says.

@@ -8,6 +8,7 @@
 //! of scores, then each as 0 (absent) or 1 followed by the 8 bytes of the `f64`. Numbers
 //! are LEB128 varints: one byte below 128.
 
+use super::hashing::KeyHashing;
 use super::RowState;
 use crate::apply::owned::model::Part;
 
@@ -106,18 +107,20 @@ impl<'a> RowBytes<'a> {
         key
     }
 
-    /// Feeds the row's key to `hasher`, piece by piece.
-    pub(super) fn hash_key(self, key_template: &[Part], hasher: &mut xxhash_rust::xxh3::Xxh3) {
+    /// The row's key hashed as [`KeyHashing::of`] hashes its text, without rendering it.
+    pub(super) fn key_hash(self, key_template: &[Part], hashing: &KeyHashing) -> u64 {
+        let mut hasher = hashing.pieces();
         if let Some(stored) = self.explicit_key() {
             hasher.update(stored.as_bytes());
-            return;
-        }
-        for part in key_template {
-            match part {
-                Part::Literal(l) => hasher.update(l.as_bytes()),
-                Part::Field(f) => hasher.update(self.value(*f).unwrap_or_default().as_bytes()),
+        } else {
+            for part in key_template {
+                match part {
+                    Part::Literal(l) => hasher.update(l.as_bytes()),
+                    Part::Field(f) => hasher.update(self.value(*f).unwrap_or_default().as_bytes()),
+                }
             }
         }
+        hasher.digest()
     }
 
     /// The row decoded, stored at `position`.
@@ -270,13 +273,15 @@ mod tests {
 
     #[test]
     fn a_key_hashes_the_same_rendered_or_stored() {
-        let hashing = super::super::hashing::KeyHashing::random();
+        let hashing = KeyHashing::random();
         let template = customer_key();
         for key in ["customer:12", "customer:0012"] {
             let bytes = encode(key, &template, &row(&[Some("12")], &[]));
-            let mut pieces = hashing.pieces();
-            RowBytes(&bytes).hash_key(&template, &mut pieces);
-            assert_eq!(pieces.digest(), hashing.of(key), "{key}");
+            assert_eq!(
+                RowBytes(&bytes).key_hash(&template, &hashing),
+                hashing.of(key),
+                "{key}"
+            );
         }
     }
 }

@@ -10,12 +10,19 @@ use hashbrown::HashTable;
 use super::hashing::KeyHashing;
 use super::row_bytes::{self, RowBytes};
 use super::{allocation, put, table_bytes, RowState};
-use crate::apply::owned::model::Model;
+use crate::apply::owned::model::{Model, Part};
 
 /// A row as held: 24 bytes in the table, its bytes in one allocation.
 struct Slot {
     position: i64,
     bytes: Box<[u8]>,
+}
+
+impl Slot {
+    /// The table's hash of the row's key (what growing the table needs).
+    fn key_hash(&self, template: &[Part], hashing: &KeyHashing) -> u64 {
+        RowBytes(&self.bytes).key_hash(template, hashing)
+    }
 }
 
 /// The rows of one mapping.
@@ -74,21 +81,13 @@ impl RowTable {
 
     /// Adds a row a snapshot held ([`RowTable::raw`]), which this table does not hold.
     pub(crate) fn insert_raw(&mut self, position: i64, bytes: Box<[u8]>) {
-        let mut pieces = self.hashing.pieces();
-        RowBytes(&bytes).hash_key(&self.model.key, &mut pieces);
-        let hash = pieces.digest();
+        let (template, hashing) = (&self.model.key, &self.hashing);
+        let hash = RowBytes(&bytes).key_hash(template, hashing);
         self.heap += allocation(bytes.len());
-        let RowTable {
-            model,
-            hashing,
-            table,
-            ..
-        } = self;
-        table.insert_unique(hash, Slot { position, bytes }, |s| {
-            let mut pieces = hashing.pieces();
-            RowBytes(&s.bytes).hash_key(&model.key, &mut pieces);
-            pieces.digest()
-        });
+        self.table
+            .insert_unique(hash, Slot { position, bytes }, |s| {
+                s.key_hash(template, hashing)
+            });
     }
 
     /// Sets (or with `None` removes) row `key`; the previous state.
@@ -103,11 +102,7 @@ impl RowTable {
         let entry = table.entry(
             hashing.of(key),
             |s| RowBytes(&s.bytes).has_key(template, key),
-            |s| {
-                let mut pieces = hashing.pieces();
-                RowBytes(&s.bytes).hash_key(template, &mut pieces);
-                pieces.digest()
-            },
+            |s| s.key_hash(template, hashing),
         );
         let new = state.map(|state| Slot {
             position: state.position,
@@ -124,17 +119,9 @@ impl RowTable {
     /// Makes room for `additional` more rows at once (a load knows how many): one table
     /// allocation instead of every doubling on the way.
     pub(super) fn reserve(&mut self, additional: usize) {
-        let RowTable {
-            model,
-            hashing,
-            table,
-            ..
-        } = self;
-        table.reserve(additional, |s| {
-            let mut pieces = hashing.pieces();
-            RowBytes(&s.bytes).hash_key(&model.key, &mut pieces);
-            pieces.digest()
-        });
+        let (template, hashing) = (&self.model.key, &self.hashing);
+        self.table
+            .reserve(additional, |s| s.key_hash(template, hashing));
     }
 
     /// Bytes of the rows' allocations.
