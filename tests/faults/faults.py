@@ -19,7 +19,9 @@ One run:
    take over; every third turn of the exclusive writer is instead a clean handover: SIGTERM to
    the holder, which must exit 0 leaving its bookkeeping in Redis, and the standby takes over
    from that snapshot), and runs the profile's faults at their times: Redis stopped and restarted with
-   its data, the broker restarted, the registry down, Redis restarted empty.
+   its data, the broker down for longer than the groups' session (and the exclusive lease
+   holder SIGTERMed in that outage: its final offset commit fails, and it must still exit 0),
+   the registry down, Redis restarted empty.
 5. Waits until both groups have committed the end of every partition, stops the sinks with
    SIGTERM (exit code 0 expected), replays the whole log with `sink rebuild` into an empty
    database (db 5), and compares db 1 and db 2 with it key by key (compare.py), and each
@@ -78,6 +80,8 @@ PROFILES = {
 }
 OUTAGE_S = 10.0
 LEASE_MS = 3000
+# The consumer groups' session timeout.
+SESSION_S = 6.0
 DBS = {"shared": 1, "exclusive": 2}
 REPLAY_DB, REPLAY_STAGING_DB = 5, 6
 MAPPINGS = ("customers", "orders")
@@ -227,6 +231,8 @@ class Suite:
         self.report: dict = {"profile": args.profile, "seed": args.seed, "run": self.run_id}
         self.t0 = time.monotonic()
         self.supervisor: sinks.Supervisor | None = None
+        # The clean handover made while the broker is down, until its takeover is seen.
+        self.outage_handover: sinks.Stop | None = None
 
     # ------------------------------------------------------------ set-up
 
@@ -269,7 +275,10 @@ class Suite:
         elif name == "redis-empty":
             self.sv.restart_redis(OUTAGE_S / 5, empty=True)
         elif name == "broker-restart":
-            self.sv.restart_broker()
+            # Down for longer than the groups' session timeout: the lease holder stopped in the
+            # outage cannot make its final offset commit, and must still exit 0.
+            self.sv.restart_broker(SESSION_S + 1.0, while_down=self.handover_while_broker_down)
+            self.await_handover()
         elif name == "registry-down":
             self.sv.registry_down(OUTAGE_S)
             lost = [i for i in self.schema_ids if not self.sv.schema_resolves(i)]
@@ -278,6 +287,25 @@ class Suite:
         else:
             raise ValueError(name)
         self.faults.append({"fault": name, "at_s": round(start, 1), "took_s": round(self.elapsed() - start, 1)})
+
+    def handover_while_broker_down(self) -> None:
+        """SIGTERMs the exclusive lease holder while the broker is down (a clean handover)."""
+        holder = sinks.lease_holder(self.sv.redis_url(DBS["exclusive"]), MAPPINGS[0])
+        if self.supervisor is None or holder not in self.supervisor.pids("exclusive"):
+            log("no exclusive sink holds the lease: no handover in the broker outage")
+            return
+        self.outage_handover = self.supervisor.stop_holder(holder)
+        if self.outage_handover is None:
+            log(f"the lease holder (pid {holder}) is already being stopped or killed")
+        else:
+            log(f"SIGTERM {self.outage_handover.slot} (pid {holder}, lease holder) while the broker is down")
+
+    def await_handover(self) -> None:
+        """Waits for a standby to take over the lease from the holder stopped in the outage."""
+        handover, self.outage_handover = self.outage_handover, None
+        if handover is not None:
+            handover.takeover_s = self.wait_takeover(self.supervisor, handover.pid, timeout=60.0)
+            log(f"lease taken over by another exclusive sink {handover.takeover_s} s after the broker started")
 
     def kill_loop(self, sup: sinks.Supervisor, stop: threading.Event) -> None:
         """Kills until both writers reached the profile's count and `stop` is set."""
@@ -296,11 +324,11 @@ class Suite:
                 # Every third time, a clean handover instead (not counted as a kill): the
                 # holder leaves its bookkeeping in Redis and the standby starts from it.
                 if holder is not None and counts[writer] % 3 == 1 and len(sup.stops) < counts[writer] // 3 + 1:
-                    stop = sup.stop_holder(holder)
-                    if stop is not None:
-                        log(f"SIGTERM {stop.slot} (pid {stop.pid}, lease holder): clean handover")
-                        stop.takeover_s = self.wait_takeover(sup, stop.pid)
-                        log(f"lease taken over by another exclusive sink after {stop.takeover_s} s")
+                    handover = sup.stop_holder(holder)
+                    if handover is not None:
+                        log(f"SIGTERM {handover.slot} (pid {handover.pid}, lease holder): clean handover")
+                        handover.takeover_s = self.wait_takeover(sup, handover.pid)
+                        log(f"lease taken over by another exclusive sink after {handover.takeover_s} s")
                         continue
             kill = sup.kill(writer, holder)
             if kill is None:
@@ -331,7 +359,7 @@ class Suite:
                                    "by_kind": wl.counts, "partitions": self.profile.partitions, "topics": list(self.topics.values())}
         env = sinks.environment({})
         sup = self.supervisor = sinks.Supervisor(Path(self.args.sink_bin), env, self.logs, self.rng, self.t0)
-        kafka_props = ["-X", "session.timeout.ms=6000", "-X", "heartbeat.interval.ms=1000"]
+        kafka_props = ["-X", f"session.timeout.ms={SESSION_S * 1000:.0f}", "-X", "heartbeat.interval.ms=1000"]
         for writer in DBS:
             for i in (1, 2):
                 args = ["run", "--config", str(self.configs[writer]), "--writer", writer, *kafka_props]

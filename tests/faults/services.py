@@ -24,6 +24,7 @@ import socket
 import subprocess
 import time
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -163,9 +164,13 @@ class Services:
 
     # ------------------------------------------------------------ Kafka and registry
 
-    def restart_broker(self) -> None:
-        """The broker stopped (controlled shutdown) and started again on its data."""
+    def restart_broker(self, down_s: float = 0.0, while_down: Callable[[], None] | None = None) -> None:
+        """The broker stopped (controlled shutdown), `while_down` called, `down_s` seconds
+        passed, and the broker started again on its data."""
         self._script("kafka.sh", "stop")
+        if while_down is not None:
+            while_down()
+        time.sleep(down_s)
         self._script("kafka.sh", "start")
 
     def registry_down(self, down_s: float) -> None:

@@ -129,13 +129,18 @@ class Supervisor:
             time.sleep(0.05)
 
     def kill(self, writer: str, holder_pid: int | None) -> Kill | None:
-        """SIGKILLs a running sink of `writer`: the lease holder when given (exclusive), else a
-        random one."""
+        """SIGKILLs a running sink of `writer` not already stopped or killed: the lease holder
+        when given (exclusive), else a random one."""
         with self.lock:
-            running = [s for s in self.slots if s.writer == writer and s.proc is not None and s.proc.poll() is None]
-            if not running:
+            running = [s for s in self.slots if s.writer == writer and s.proc is not None
+                       and s.proc.poll() is None and not s.killed]
+            if holder_pid is not None:
+                # None when the holder is already being stopped: a clean handover is not cut short.
+                target = next((s for s in running if s.proc.pid == holder_pid), None)
+            else:
+                target = self.rng.choice(running) if running else None
+            if target is None:
                 return None
-            target = next((s for s in running if s.proc.pid == holder_pid), None) or self.rng.choice(running)
             target.killed = True
             target.proc.send_signal(signal.SIGKILL)
             kill = Kill(target.name, writer, target.proc.pid, time.monotonic() - self.t0,
@@ -144,10 +149,11 @@ class Supervisor:
             return kill
 
     def stop_holder(self, holder_pid: int) -> Stop | None:
-        """SIGTERMs the exclusive sink `holder_pid` (the lease holder), if it runs."""
+        """SIGTERMs the exclusive sink `holder_pid` (the lease holder), if it runs and was not
+        already stopped or killed."""
         with self.lock:
             target = next((s for s in self.slots if s.proc is not None and s.proc.pid == holder_pid
-                           and s.proc.poll() is None), None)
+                           and s.proc.poll() is None and not s.killed), None)
             if target is None:
                 return None
             target.killed = target.stopped = True

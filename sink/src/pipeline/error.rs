@@ -85,7 +85,4 @@ pub enum ConsumeError {
     /// The consume task ended without reporting (it panicked).
     #[error("the consume stage stopped unexpectedly")]
     ConsumeStage,
-    /// The final synchronous offset commit failed.
-    #[error("final offset commit failed")]
-    Commit(#[source] KafkaError),
 }

@@ -479,15 +479,31 @@ async fn consume(
     if let Err(e) = dead_letters.flush(Duration::from_secs(10)) {
         warn!(error = %e, "Flushing dead letters failed.");
     }
-    match consumer.commit_consumer_state(CommitMode::Sync) {
-        Ok(()) | Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
-        Err(e) => return Err(ConsumeError::Commit(e)),
-    }
-    info!(
-        records = summary.records,
-        changes = summary.changes,
-        dead_lettered = summary.dead_lettered,
-        "Consumer stopped; offsets committed."
-    );
+    commit_final_offsets(&consumer, &summary);
     Ok(summary)
+}
+
+/// Commits what the pipeline settled, once, as it stops. A failure (the broker or the group
+/// coordinator unreachable, the group session expired during an outage) is a warning, not an
+/// error: Redis already holds every settled change and its offset, and the next sink of the
+/// group starts at the older of the group's commit and Redis's offsets, re-reading changes
+/// that the apply skips as already applied. It is the same restart as after a SIGKILL, so
+/// exiting non-zero would report a failure that lost nothing.
+fn commit_final_offsets(consumer: &SinkConsumer, summary: &Summary) {
+    match consumer.commit_consumer_state(CommitMode::Sync) {
+        Ok(()) | Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => info!(
+            records = summary.records,
+            changes = summary.changes,
+            dead_lettered = summary.dead_lettered,
+            "Consumer stopped; offsets committed."
+        ),
+        Err(e) => warn!(
+            records = summary.records,
+            changes = summary.changes,
+            dead_lettered = summary.dead_lettered,
+            error = %e,
+            "Consumer stopped; the final offset commit failed. The next sink of the group \
+             re-reads from the group's last commit and skips what redis already holds."
+        ),
+    }
 }
