@@ -15,28 +15,28 @@ use crate::apply::owned::model::Part;
 /// The key is stored: rendering the key template from the values does not give it.
 const EXPLICIT_KEY: u8 = 1;
 
-/// Encodes a row whose key is `key` and whose key template is `key_template`.
-pub(super) fn encode(key: &str, key_template: &[Part], row: &RowState) -> Box<[u8]> {
+/// Encodes a row whose key is `key` and whose key template is `key_template` in `out`
+/// (cleared first: a caller reuses one buffer for every row).
+pub(super) fn encode_into(out: &mut Vec<u8>, key: &str, key_template: &[Part], row: &RowState) {
+    out.clear();
     let rendered = renders(key_template, |f| row.values.get(f)?.as_deref(), key);
-    let values: usize = row.values.iter().flatten().map(|v| v.len() + 2).sum();
-    let mut out = Vec::with_capacity(3 + values + row.scores.len() * 9);
     if rendered {
         out.push(0);
     } else {
         out.push(EXPLICIT_KEY);
-        put_bytes(&mut out, key.as_bytes());
+        put_bytes(out, key.as_bytes());
     }
-    put_varint(&mut out, row.values.len());
+    put_varint(out, row.values.len());
     for value in &row.values {
         match value {
             None => out.push(0),
             Some(v) => {
-                put_varint(&mut out, v.len() + 1);
+                put_varint(out, v.len() + 1);
                 out.extend_from_slice(v.as_bytes());
             }
         }
     }
-    put_varint(&mut out, row.scores.len());
+    put_varint(out, row.scores.len());
     for score in &row.scores {
         match score {
             None => out.push(0),
@@ -46,7 +46,14 @@ pub(super) fn encode(key: &str, key_template: &[Part], row: &RowState) -> Box<[u
             }
         }
     }
-    out.into_boxed_slice()
+}
+
+/// [`encode_into`] a new buffer.
+#[cfg(test)]
+fn encode(key: &str, key_template: &[Part], row: &RowState) -> Vec<u8> {
+    let mut out = Vec::new();
+    encode_into(&mut out, key, key_template, row);
+    out
 }
 
 /// A reader of encoded row bytes.
@@ -166,7 +173,7 @@ fn renders<'v>(template: &[Part], value: impl Fn(usize) -> Option<&'v str>, key:
     rest.is_empty()
 }
 
-fn put_varint(out: &mut Vec<u8>, mut n: usize) {
+pub(super) fn put_varint(out: &mut Vec<u8>, mut n: usize) {
     while n >= 0x80 {
         out.push((n as u8 & 0x7f) | 0x80);
         n >>= 7;
@@ -186,7 +193,7 @@ fn take<'a>(rest: &mut &'a [u8], n: usize) -> &'a [u8] {
     head
 }
 
-fn take_varint(rest: &mut &[u8]) -> usize {
+pub(super) fn take_varint(rest: &mut &[u8]) -> usize {
     let mut n = 0;
     let mut shift = 0;
     while let Some((&byte, tail)) = rest.split_first() {

@@ -125,8 +125,7 @@ impl OwnedState {
             for _ in 0..count {
                 let position = r.i64()?;
                 let len = r.u32()? as usize;
-                let row = Box::from(r.take(len)?);
-                state.rows[m].insert_raw(position, row);
+                state.rows[m].insert_raw(position, r.take(len)?);
             }
         }
         let count = r.count(32)?;
