@@ -145,26 +145,46 @@ pub(crate) async fn take<C: ConnectionLike + Send>(
             bound: max_memory,
         }));
     }
-    // One chunk at a time into one buffer: the reply of a single `GET` is the only copy
-    // held besides it. A missing chunk shows as a length that differs from the manifest's.
-    let mut bytes = Vec::with_capacity(manifest.bytes);
-    for k in &chunk_keys {
-        let chunk: Option<Vec<u8>> = redis::cmd("GET").arg(k).query_async(conn).await?;
-        bytes.extend_from_slice(chunk.as_deref().unwrap_or_default());
-    }
-    discard(conn, &key, &chunk_keys).await?;
-    if bytes.len() != manifest.bytes || xxhash_rust::xxh3::xxh3_64(&bytes) != manifest.checksum {
-        return Ok(Taken::Refused(SnapshotRefusal::Format(
-            "its bytes do not match the manifest (a chunk missing or changed)",
-        )));
-    }
+    // The chunks go one at a time to a parse on a blocking thread, which builds the state as
+    // they arrive: the snapshot is never held whole, only a chunk or two of it.
     let now = offsets(conn, mappings).await?;
-    Ok(match OwnedState::from_snapshot(mappings, &bytes, &now) {
-        Ok(state) => Taken::Used {
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<u8>>(1);
+    let owned_mappings = mappings.to_vec();
+    let parse = tokio::task::spawn_blocking(move || {
+        let chunks = std::iter::from_fn(move || rx.blocking_recv());
+        let manifest = (manifest.bytes, manifest.checksum);
+        OwnedState::from_snapshot(&owned_mappings, chunks, manifest, &now)
+    });
+    let mut fetched = Ok(());
+    for k in &chunk_keys {
+        match redis::cmd("GET")
+            .arg(k)
+            .query_async::<Option<Vec<u8>>>(conn)
+            .await
+        {
+            // A missing chunk shows as a length that differs from the manifest's.
+            Ok(chunk) => {
+                if tx.send(chunk.unwrap_or_default()).await.is_err() {
+                    break; // The parse stopped: the snapshot is refused.
+                }
+            }
+            Err(e) => {
+                fetched = Err(e);
+                break;
+            }
+        }
+    }
+    drop(tx);
+    let parsed = parse.await;
+    fetched?;
+    discard(conn, &key, &chunk_keys).await?;
+    Ok(match parsed {
+        Ok(Ok(state)) => Taken::Used {
             state,
-            bytes: bytes.len(),
+            bytes: manifest.bytes,
         },
-        Err(why) => Taken::Refused(why),
+        Ok(Err(why)) => Taken::Refused(why),
+        Err(_) => Taken::Refused(SnapshotRefusal::Format("reading it panicked")),
     })
 }
 

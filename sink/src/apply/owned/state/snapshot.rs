@@ -16,6 +16,8 @@
 
 use mapping::Mapping;
 
+use xxhash_rust::xxh3::Xxh3;
+
 use super::hashing::{KeyHashing, OwnerId};
 use super::OwnedState;
 
@@ -95,12 +97,19 @@ impl OwnedState {
     /// The state of `mappings` a snapshot holds, if it was made for them by this sink
     /// version and `sink:offsets` holds `offsets_now` as it did then. Aggregates are
     /// counted from the rows.
+    ///
+    /// The bytes come in `chunks` as Redis hands them over, so that the snapshot is never
+    /// held whole besides the state it holds: a buffer of its size, freed right after,
+    /// stayed resident (BENCHMARKS.md, *Exclusive writer memory*). Their length and checksum
+    /// must be the manifest's `len` and `checksum`, which only the end can tell: a state
+    /// built from damaged bytes is dropped then.
     pub(crate) fn from_snapshot(
         mappings: &[Mapping],
-        bytes: &[u8],
+        chunks: impl IntoIterator<Item = Vec<u8>>,
+        (len, checksum): (usize, u64),
         offsets_now: &SnapshotOffsets,
     ) -> Result<OwnedState, SnapshotRefusal> {
-        let mut r = Reader(bytes);
+        let mut r = Reader::new(chunks.into_iter(), len);
         if r.take(MAGIC.len())? != MAGIC || r.u32()? != FORMAT {
             return Err(SnapshotRefusal::Format("no snapshot header"));
         }
@@ -135,9 +144,7 @@ impl OwnedState {
             let owner = OwnerId::from_bits(r.u64()?);
             state.indexes.insert_raw(fingerprint, owner, r.i64()?);
         }
-        if !r.0.is_empty() {
-            return Err(SnapshotRefusal::Format("bytes after the index keys"));
-        }
+        r.finish(checksum)?;
         Ok(state)
     }
 }
@@ -146,17 +153,86 @@ fn put_len(out: &mut Vec<u8>, len: usize) {
     out.extend_from_slice(&u32::try_from(len).unwrap_or(u32::MAX).to_le_bytes());
 }
 
-/// Reads snapshot bytes front to back; running out is a [`SnapshotRefusal::Format`].
-struct Reader<'a>(&'a [u8]);
+/// Reads snapshot bytes front to back as their chunks arrive, hashing them; running out
+/// is a [`SnapshotRefusal::Format`].
+struct Reader<I> {
+    chunks: I,
+    chunk: Vec<u8>,
+    /// Bytes of `chunk` read.
+    at: usize,
+    /// Bytes the manifest says the snapshot has, and of those, the ones still to read.
+    len: usize,
+    left: usize,
+    /// Bytes received and their hash.
+    received: usize,
+    hasher: Xxh3,
+    /// A read that spans two chunks, put together.
+    joined: Vec<u8>,
+}
 
-impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize) -> Result<&'a [u8], SnapshotRefusal> {
-        if self.0.len() < n {
+impl<I: Iterator<Item = Vec<u8>>> Reader<I> {
+    fn new(chunks: I, len: usize) -> Reader<I> {
+        Reader {
+            chunks,
+            chunk: Vec::new(),
+            at: 0,
+            len,
+            left: len,
+            received: 0,
+            hasher: Xxh3::new(),
+            joined: Vec::new(),
+        }
+    }
+
+    fn take(&mut self, n: usize) -> Result<&[u8], SnapshotRefusal> {
+        if n > self.left {
             return Err(SnapshotRefusal::Format("cut short"));
         }
-        let (head, tail) = self.0.split_at(n);
-        self.0 = tail;
-        Ok(head)
+        self.left -= n;
+        if self.chunk.len() - self.at >= n {
+            self.at += n;
+            return Ok(&self.chunk[self.at - n..self.at]);
+        }
+        self.joined.clear();
+        while self.joined.len() < n {
+            if self.at == self.chunk.len() {
+                self.next_chunk()?;
+            }
+            let part = (n - self.joined.len()).min(self.chunk.len() - self.at);
+            self.joined
+                .extend_from_slice(&self.chunk[self.at..self.at + part]);
+            self.at += part;
+        }
+        Ok(&self.joined)
+    }
+
+    fn next_chunk(&mut self) -> Result<(), SnapshotRefusal> {
+        let chunk = self
+            .chunks
+            .next()
+            .ok_or(SnapshotRefusal::Format("cut short"))?;
+        self.hasher.update(&chunk);
+        self.received += chunk.len();
+        self.chunk = chunk;
+        self.at = 0;
+        Ok(())
+    }
+
+    /// Checks that every byte was read, and that they are the manifest's.
+    fn finish(mut self, checksum: u64) -> Result<(), SnapshotRefusal> {
+        if self.left != 0 || self.at != self.chunk.len() {
+            return Err(SnapshotRefusal::Format("bytes after the index keys"));
+        }
+        for chunk in self.chunks.by_ref() {
+            self.hasher.update(&chunk);
+            self.received += chunk.len();
+        }
+        if self.received != self.len || self.hasher.digest() != checksum {
+            return Err(SnapshotRefusal::Format(
+                "its bytes do not match the manifest (a chunk missing or changed)",
+            ));
+        }
+        Ok(())
     }
 
     fn array<const N: usize>(&mut self) -> Result<[u8; N], SnapshotRefusal> {
@@ -185,7 +261,7 @@ impl<'a> Reader<'a> {
     /// (so that damaged bytes cannot make the tables reserve without bound).
     fn count(&mut self, entry: usize) -> Result<usize, SnapshotRefusal> {
         let count = usize::try_from(self.u64()?).unwrap_or(usize::MAX);
-        if count > self.0.len() / entry {
+        if count > self.left / entry {
             return Err(SnapshotRefusal::Format(
                 "a count larger than the bytes left",
             ));
@@ -244,11 +320,28 @@ mod tests {
         ]
     }
 
+    /// `bytes` in chunks of `size`, with their length and checksum, as a manifest has them.
+    fn read(
+        mappings: &[Mapping],
+        bytes: &[u8],
+        size: usize,
+        offsets_now: &SnapshotOffsets,
+    ) -> Result<OwnedState, SnapshotRefusal> {
+        let chunks = bytes.chunks(size).map(<[u8]>::to_vec);
+        let manifest = (bytes.len(), xxhash_rust::xxh3::xxh3_64(bytes));
+        OwnedState::from_snapshot(mappings, chunks, manifest, offsets_now)
+    }
+
     #[test]
-    fn a_state_comes_back_from_its_snapshot() {
+    fn a_state_comes_back_from_its_snapshot_in_chunks_of_any_size() {
         let state = filled();
         let bytes = state.to_snapshot(&offsets());
-        let back = OwnedState::from_snapshot(&mappings(), &bytes, &offsets()).unwrap();
+        for size in [1, 7, 4096, bytes.len()] {
+            let back = read(&mappings(), &bytes, size, &offsets()).unwrap();
+            assert_eq!(back.size(), state.size(), "chunks of {size}");
+            assert_eq!(back.memory(), state.memory(), "chunks of {size}");
+        }
+        let back = read(&mappings(), &bytes, 7, &offsets()).unwrap();
         assert_eq!(back.size(), state.size());
         assert_eq!(back.memory(), state.memory());
         for key in ["customer:0", "customer:499", "customer:007", "order:3"] {
@@ -279,26 +372,45 @@ mod tests {
         let mut moved = offsets();
         moved[1].1 += 1;
         assert!(matches!(
-            OwnedState::from_snapshot(&mappings(), &bytes, &moved),
+            read(&mappings(), &bytes, 1000, &moved),
             Err(SnapshotRefusal::Offsets)
         ));
         let mut other = mappings();
         other[0].indexes[0].key = KeyTemplate::parse("customer:mail:{email}").unwrap();
         assert!(matches!(
-            OwnedState::from_snapshot(&other, &bytes, &offsets()),
+            read(&other, &bytes, 1000, &offsets()),
             Err(SnapshotRefusal::Config)
         ));
         for cut in [0, 10, bytes.len() / 2, bytes.len() - 1] {
             assert!(matches!(
-                OwnedState::from_snapshot(&mappings(), &bytes[..cut], &offsets()),
+                read(&mappings(), &bytes[..cut], 1000, &offsets()),
                 Err(SnapshotRefusal::Format(_))
             ));
         }
         let mut longer = bytes.clone();
         longer.push(0);
         assert!(matches!(
-            OwnedState::from_snapshot(&mappings(), &longer, &offsets()),
+            read(&mappings(), &longer, 1000, &offsets()),
             Err(SnapshotRefusal::Format(_))
         ));
+        // The manifest's length and checksum are checked against the chunks read.
+        let manifest = (bytes.len(), xxhash_rust::xxh3::xxh3_64(&bytes));
+        let chunks = |bytes: &[u8]| bytes.chunks(1000).map(<[u8]>::to_vec).collect::<Vec<_>>();
+        let mut changed = bytes.clone();
+        let last = changed.len() - 1;
+        changed[last] ^= 1;
+        assert!(matches!(
+            OwnedState::from_snapshot(&mappings(), chunks(&changed), manifest, &offsets()),
+            Err(SnapshotRefusal::Format(_))
+        ));
+        let mut extra = chunks(&bytes);
+        extra.push(vec![0]);
+        assert!(matches!(
+            OwnedState::from_snapshot(&mappings(), extra, manifest, &offsets()),
+            Err(SnapshotRefusal::Format(_))
+        ));
+        assert!(
+            OwnedState::from_snapshot(&mappings(), chunks(&bytes), manifest, &offsets()).is_ok()
+        );
     }
 }
