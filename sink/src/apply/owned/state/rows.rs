@@ -22,24 +22,44 @@ struct Slot {
 
 /// The rows of one mapping.
 pub(crate) struct RowTable {
-    model: Arc<Model>,
-    hashing: KeyHashing,
+    keys: RowKeys,
     table: HashTable<Slot>,
     arena: Arena,
     /// The bytes of the row being written (one buffer for every write).
     scratch: Vec<u8>,
 }
 
-/// The table's hash of the key of the row at `loc` (what growing the table needs).
-fn key_hash(arena: &Arena, template: &[Part], hashing: &KeyHashing, slot: &Slot) -> u64 {
-    RowBytes(arena.get(slot.loc)).key_hash(template, hashing)
+/// How the table hashes and recognises the keys of one mapping's rows.
+struct RowKeys {
+    model: Arc<Model>,
+    hashing: KeyHashing,
+}
+
+impl RowKeys {
+    fn template(&self) -> &[Part] {
+        &self.model.key
+    }
+
+    /// The hash of the key of the row whose bytes are `bytes`, without rendering it.
+    fn of_row(&self, bytes: &[u8]) -> u64 {
+        RowBytes(bytes).key_hash(self.template(), &self.hashing)
+    }
+
+    /// The hash of a slot's row (what growing the table needs).
+    fn of_slot(&self, arena: &Arena, slot: &Slot) -> u64 {
+        self.of_row(arena.get(slot.loc))
+    }
+
+    /// Whether a slot's row has key `key`.
+    fn matches(&self, arena: &Arena, slot: &Slot, key: &str) -> bool {
+        RowBytes(arena.get(slot.loc)).has_key(self.template(), key)
+    }
 }
 
 impl RowTable {
     pub(super) fn new(model: Arc<Model>, hashing: KeyHashing) -> RowTable {
         RowTable {
-            model,
-            hashing,
+            keys: RowKeys { model, hashing },
             table: HashTable::new(),
             arena: Arena::default(),
             scratch: Vec::new(),
@@ -47,11 +67,11 @@ impl RowTable {
     }
 
     fn find(&self, key: &str) -> Option<(&Slot, RowBytes<'_>)> {
-        let template = &self.model.key;
-        let slot = self.table.find(self.hashing.of(key), |s| {
-            RowBytes(self.arena.get(s.loc)).has_key(template, key)
-        })?;
-        Some((slot, RowBytes(self.arena.get(slot.loc))))
+        let (keys, arena) = (&self.keys, &self.arena);
+        let slot = self
+            .table
+            .find(keys.hashing.of(key), |s| keys.matches(arena, s, key))?;
+        Some((slot, RowBytes(arena.get(slot.loc))))
     }
 
     /// Row `key`, decoded.
@@ -72,7 +92,7 @@ impl RowTable {
     pub(crate) fn iter(&self) -> impl Iterator<Item = (String, RowState)> + '_ {
         self.raw().map(|(position, bytes)| {
             let bytes = RowBytes(bytes);
-            (bytes.key(&self.model.key), bytes.decode(position))
+            (bytes.key(self.keys.template()), bytes.decode(position))
         })
     }
 
@@ -85,36 +105,29 @@ impl RowTable {
 
     /// Adds a row a snapshot held ([`RowTable::raw`]), which this table does not hold.
     pub(crate) fn insert_raw(&mut self, position: i64, bytes: &[u8]) {
-        let RowTable {
-            model,
-            hashing,
-            table,
-            arena,
-            ..
-        } = self;
-        let hash = RowBytes(bytes).key_hash(&model.key, hashing);
+        let hash = self.keys.of_row(bytes);
         let slot = Slot {
             position,
-            loc: arena.push(bytes),
+            loc: self.arena.push(bytes),
         };
-        table.insert_unique(hash, slot, |s| key_hash(arena, &model.key, hashing, s));
+        let (keys, arena) = (&self.keys, &self.arena);
+        self.table
+            .insert_unique(hash, slot, |s| keys.of_slot(arena, s));
     }
 
     /// Sets (or with `None` removes) row `key`; the previous state.
     pub(crate) fn replace(&mut self, key: &str, state: Option<RowState>) -> Option<RowState> {
         let RowTable {
-            model,
-            hashing,
+            keys,
             table,
             arena,
             scratch,
         } = self;
-        let template = &model.key;
-        let hash = hashing.of(key);
+        let hash = keys.hashing.of(key);
         if let Some(state) = &state {
-            row_bytes::encode_into(scratch, key, template, state);
+            row_bytes::encode_into(scratch, key, keys.template(), state);
         }
-        let found = table.find_entry(hash, |s| RowBytes(arena.get(s.loc)).has_key(template, key));
+        let found = table.find_entry(hash, |s| keys.matches(arena, s, key));
         let old = match (found, state) {
             (Ok(held), Some(state)) => {
                 let slot = held.into_mut();
@@ -140,7 +153,7 @@ impl RowTable {
                 };
                 absent
                     .into_table()
-                    .insert_unique(hash, slot, |s| key_hash(arena, template, hashing, s));
+                    .insert_unique(hash, slot, |s| keys.of_slot(arena, s));
                 None
             }
             (Err(_), None) => None,
@@ -154,14 +167,8 @@ impl RowTable {
     /// Makes room for `additional` more rows at once (a load knows how many): one table
     /// allocation instead of every doubling on the way.
     pub(super) fn reserve(&mut self, additional: usize) {
-        let RowTable {
-            model,
-            hashing,
-            table,
-            arena,
-            ..
-        } = self;
-        table.reserve(additional, |s| key_hash(arena, &model.key, hashing, s));
+        let (keys, arena) = (&self.keys, &self.arena);
+        self.table.reserve(additional, |s| keys.of_slot(arena, s));
     }
 
     /// Bytes of the rows' bytes (`Arena::live`). A bound on memory uses this and not the
