@@ -15,7 +15,6 @@
 //! index keys (u64), each fingerprint (u128), owner (u64, 0 for none) and position (i64).
 
 use mapping::Mapping;
-
 use xxhash_rust::xxh3::Xxh3;
 
 use super::hashing::{KeyHashing, OwnerId};
