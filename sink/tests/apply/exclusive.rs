@@ -48,6 +48,30 @@ async fn continues_the_aggregates_the_script_stored() {
     }
 }
 
+/// Applies the batches of `history` from `from` on through the script (`lua`) and the
+/// exclusive writer alike: after every batch, their outcomes and every key are equal.
+async fn apply_to_both(
+    lua: &Fixture,
+    exclusive: &Fixture,
+    history: &[Vec<(usize, Change)>],
+    from: usize,
+    seed: u64,
+) {
+    for (n, batch) in history.iter().enumerate().skip(from) {
+        let outcome = lua.apply(batch).await;
+        assert_eq!(
+            outcome,
+            exclusive.apply(batch).await,
+            "seed {seed}, outcome of batch {n}"
+        );
+        assert_eq!(
+            lua.dump().await,
+            exclusive.dump().await,
+            "seed {seed}, state after batch {n} (left: script, right: exclusive): {batch:?}"
+        );
+    }
+}
+
 async fn continue_from_the_script(seed: u64, stats: bool) {
     {
         let history = if stats {
@@ -68,17 +92,7 @@ async fn continue_from_the_script(seed: u64, stats: bool) {
         assert_eq!(lua.dump().await, first.dump().await);
         let applier = first.exclusive_applier(LEASE).await;
         let exclusive = first.handed_to(applier);
-        for (n, batch) in history[half..].iter().enumerate() {
-            let a = lua.apply(batch).await;
-            let b = exclusive.apply(batch).await;
-            assert_eq!(a, b, "seed {seed}, outcome of batch {}", half + n);
-            assert_eq!(
-                lua.dump().await,
-                exclusive.dump().await,
-                "seed {seed}, state after batch {} (left: script, right: exclusive): {batch:?}",
-                half + n
-            );
-        }
+        apply_to_both(&lua, &exclusive, &history, half, seed).await;
         exclusive.applier.release().await.expect("release");
     }
 }
@@ -340,15 +354,7 @@ async fn the_next_writer_starts_from_the_bookkeeping_the_last_one_left() {
         assert_eq!(next.bookkeeping_source(), Some("snapshot"), "seed {seed}");
         assert!(!snapshot_exists(&first).await, "seed {seed}: not deleted");
         let second = first.handed_to(next);
-        for (n, batch) in history[half..].iter().enumerate() {
-            assert_eq!(lua.apply(batch).await, second.apply(batch).await);
-            assert_eq!(
-                lua.dump().await,
-                second.dump().await,
-                "seed {seed}, state after batch {} (left: script, right: exclusive): {batch:?}",
-                half + n
-            );
-        }
+        apply_to_both(&lua, &second, &history, half, seed).await;
         second.applier.release().await.expect("release");
     }
 }

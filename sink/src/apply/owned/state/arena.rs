@@ -14,7 +14,7 @@
 //! compaction waits for another eighth of the bytes to die, which pays for its pass over
 //! every row.
 
-use super::row_bytes::{put_varint, take_varint};
+use super::row_bytes::{put_varint, take_varint, varint_len};
 
 /// Bytes of a page; a row longer than a page gets a page of its own, of its length.
 const PAGE_BYTES: usize = 512 * 1024;
@@ -69,9 +69,7 @@ impl Arena {
 
     /// Stores `bytes`; where they are.
     pub(super) fn push(&mut self, bytes: &[u8]) -> Loc {
-        let mut len = Vec::with_capacity(4);
-        put_varint(&mut len, bytes.len());
-        let need = len.len() + bytes.len();
+        let need = varint_len(bytes.len()) + bytes.len();
         let page = match self.filling {
             Some(p) if self.room(p) >= need => p,
             _ if need > PAGE_BYTES => self.new_page(need),
@@ -83,7 +81,7 @@ impl Arena {
         };
         let held = &mut self.pages[page as usize];
         let offset = u32::try_from(held.bytes.len()).expect("a page is under 4 GiB");
-        held.bytes.extend_from_slice(&len);
+        put_varint(&mut held.bytes, bytes.len());
         held.bytes.extend_from_slice(bytes);
         held.live += need;
         self.live += need;

@@ -173,6 +173,11 @@ fn renders<'v>(template: &[Part], value: impl Fn(usize) -> Option<&'v str>, key:
     rest.is_empty()
 }
 
+/// Bytes [`put_varint`] writes for `n`.
+pub(super) fn varint_len(n: usize) -> usize {
+    (usize::BITS - n.leading_zeros()).max(1).div_ceil(7) as usize
+}
+
 pub(super) fn put_varint(out: &mut Vec<u8>, mut n: usize) {
     while n >= 0x80 {
         out.push((n as u8 & 0x7f) | 0x80);
@@ -289,6 +294,15 @@ mod tests {
                 hashing.of(key),
                 "{key}"
             );
+        }
+    }
+
+    #[test]
+    fn varint_len_is_what_put_varint_writes() {
+        for n in [0, 1, 127, 128, 16_383, 16_384, usize::MAX >> 1, usize::MAX] {
+            let mut out = Vec::new();
+            put_varint(&mut out, n);
+            assert_eq!(varint_len(n), out.len(), "{n}");
         }
     }
 }
