@@ -6,17 +6,19 @@
 //! # Memory
 //!
 //! Rows and index keys are held compactly, since there may be millions (issue #17: at most
-//! 64 bytes each): a row is a 24-byte slot and one allocation of its values, without its key
-//! (`rows.rs`, `row_bytes.rs`); an index key is a 32-byte slot holding a fingerprint of the
-//! key, its owner's hash and its position (`indexes.rs`, `hashing.rs`). [`RowState`] and
-//! [`IndexState`] are what a lookup decodes. [`OwnedState::memory`] estimates the bytes
-//! held, for `--max-writer-memory`: the rows' allocations (rounded up to the allocator's
-//! 8-byte granularity) and the aggregates' figures, counted as entries come and go, plus the
-//! tables at their current capacity (a slot per bucket and a control byte). What the
-//! allocator keeps beyond that is not counted: README, *Bounded resources*, gives the
+//! 64 bytes each): a row is a 16-byte slot and its values' bytes in pages, without its key
+//! (`rows.rs`, `row_bytes.rs`, `arena.rs`); an index key is a 32-byte slot holding a
+//! fingerprint of the key, its owner's hash and its position (`indexes.rs`, `hashing.rs`).
+//! Slots sit side by side, found through a table of their numbers (`dense.rs`).
+//! [`RowState`] and [`IndexState`] are what a lookup decodes. [`OwnedState::memory`]
+//! estimates the bytes held, for `--max-writer-memory`: the rows' live bytes and the
+//! aggregates' figures, counted as entries come and go, plus the slots' vectors and the
+//! tables at their current capacity. What the allocator keeps beyond that is not counted:
+//! README, *Bounded resources*, gives the
 //! estimate against the process's measured growth.
 
 mod arena;
+mod dense;
 mod hashing;
 mod indexes;
 mod row_bytes;
@@ -250,20 +252,6 @@ impl OwnedState {
     }
 }
 
-/// Puts `new` in a table's `entry` (or with `None` removes what it holds); what it held.
-fn put<T>(entry: hashbrown::hash_table::Entry<'_, T>, new: Option<T>) -> Option<T> {
-    use hashbrown::hash_table::Entry;
-    match (entry, new) {
-        (Entry::Occupied(mut held), Some(new)) => Some(std::mem::replace(held.get_mut(), new)),
-        (Entry::Occupied(held), None) => Some(held.remove().0),
-        (Entry::Vacant(free), Some(new)) => {
-            free.insert(new);
-            None
-        }
-        (Entry::Vacant(_), None) => None,
-    }
-}
-
 /// Heap bytes of one allocation of `len` bytes: none when empty, else rounded up to the
 /// allocator's 8-byte granularity.
 const fn allocation(len: usize) -> usize {
@@ -323,8 +311,9 @@ mod tests {
         // The row's bytes and their length: flags, count, "1" (2), "a@example.com" (14),
         // count: 19, and 1.
         assert_eq!(state.rows[0].heap(), 20);
-        // Tables of 4 buckets: rows 16 + 1 bytes a bucket, index keys 32 + 1.
-        assert_eq!(state.memory(), 20 + 4 * 17 + 4 * 33);
+        // A row slot of 16 bytes and an index slot of 32, each found through a table of 4
+        // buckets of 4 + 1 bytes.
+        assert_eq!(state.memory(), 20 + (16 + 4 * 5) + (32 + 4 * 5));
         state.set_row(
             &mut undo,
             0,

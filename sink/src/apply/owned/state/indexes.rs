@@ -3,10 +3,9 @@
 //! index key is decided from a key rendered from a change, so the table is only ever asked
 //! about keys it can fingerprint.
 
-use hashbrown::HashTable;
-
+use super::dense::DenseTable;
 use super::hashing::{KeyHashing, OwnerId};
-use super::{put, table_bytes, IndexState};
+use super::IndexState;
 
 /// An index key as held: 32 bytes, nothing on the heap.
 struct Slot {
@@ -32,14 +31,14 @@ impl Slot {
 /// The index keys of every mapping.
 pub(crate) struct IndexTable {
     hashing: KeyHashing,
-    table: HashTable<Slot>,
+    table: DenseTable<Slot>,
 }
 
 impl IndexTable {
     pub(super) fn new(hashing: KeyHashing) -> IndexTable {
         IndexTable {
             hashing,
-            table: HashTable::new(),
+            table: DenseTable::default(),
         }
     }
 
@@ -48,7 +47,7 @@ impl IndexTable {
         let fingerprint = self.hashing.fingerprint(key);
         self.table
             .find(fingerprint as u64, |s| s.fingerprint == fingerprint)
-            .map(Slot::state)
+            .map(|n| self.table.get(n).state())
     }
 
     pub(crate) fn len(&self) -> usize {
@@ -77,17 +76,22 @@ impl IndexTable {
     /// Sets (or with `None` removes) index key `key`; the previous state.
     pub(crate) fn replace(&mut self, key: &str, state: Option<IndexState>) -> Option<IndexState> {
         let fingerprint = self.hashing.fingerprint(key);
-        let entry = self.table.entry(
-            fingerprint as u64,
-            |s| s.fingerprint == fingerprint,
-            Slot::hash,
-        );
+        let hash = fingerprint as u64;
+        let held = self.table.find(hash, |s| s.fingerprint == fingerprint);
         let new = state.map(|s| Slot {
             fingerprint,
             owner: s.owner,
             position: s.position,
         });
-        let old = put(entry, new);
+        let old = match (held, new) {
+            (Some(n), Some(new)) => Some(std::mem::replace(self.table.get_mut(n), new)),
+            (Some(n), None) => Some(self.table.remove(hash, n, Slot::hash)),
+            (None, Some(new)) => {
+                self.table.insert_unique(hash, new, Slot::hash);
+                None
+            }
+            (None, None) => None,
+        };
         old.as_ref().map(Slot::state)
     }
 
@@ -96,9 +100,9 @@ impl IndexTable {
         self.table.reserve(additional, Slot::hash);
     }
 
-    /// Estimated bytes held: the table's allocation.
+    /// Estimated bytes held: the table's allocations.
     pub(super) fn memory(&self) -> usize {
-        table_bytes::<Slot>(self.table.capacity())
+        self.table.memory()
     }
 }
 

@@ -6,12 +6,11 @@
 
 use std::sync::Arc;
 
-use hashbrown::HashTable;
-
 use super::arena::{Arena, Loc};
+use super::dense::DenseTable;
 use super::hashing::KeyHashing;
 use super::row_bytes::{self, RowBytes};
-use super::{table_bytes, RowState};
+use super::RowState;
 use crate::apply::owned::model::{Model, Part};
 
 /// A row as held: 16 bytes in the table, its bytes in the arena.
@@ -23,7 +22,7 @@ struct Slot {
 /// The rows of one mapping.
 pub(crate) struct RowTable {
     keys: RowKeys,
-    table: HashTable<Slot>,
+    table: DenseTable<Slot>,
     arena: Arena,
     /// The bytes of the row being written (one buffer for every write).
     scratch: Vec<u8>,
@@ -60,7 +59,7 @@ impl RowTable {
     pub(super) fn new(model: Arc<Model>, hashing: KeyHashing) -> RowTable {
         RowTable {
             keys: RowKeys { model, hashing },
-            table: HashTable::new(),
+            table: DenseTable::default(),
             arena: Arena::default(),
             scratch: Vec::new(),
         }
@@ -68,9 +67,10 @@ impl RowTable {
 
     fn find(&self, key: &str) -> Option<(&Slot, RowBytes<'_>)> {
         let (keys, arena) = (&self.keys, &self.arena);
-        let slot = self
+        let n = self
             .table
             .find(keys.hashing.of(key), |s| keys.matches(arena, s, key))?;
+        let slot = self.table.get(n);
         Some((slot, RowBytes(arena.get(slot.loc))))
     }
 
@@ -127,10 +127,10 @@ impl RowTable {
         if let Some(state) = &state {
             row_bytes::encode_into(scratch, key, keys.template(), state);
         }
-        let found = table.find_entry(hash, |s| keys.matches(arena, s, key));
+        let found = table.find(hash, |s| keys.matches(arena, s, key));
         let old = match (found, state) {
-            (Ok(held), Some(state)) => {
-                let slot = held.into_mut();
+            (Some(n), Some(state)) => {
+                let slot = table.get_mut(n);
                 let old = RowBytes(arena.get(slot.loc)).decode(slot.position);
                 slot.position = state.position;
                 // Most updates change no value the bookkeeping keeps: the bytes stay put.
@@ -140,23 +140,21 @@ impl RowTable {
                 }
                 Some(old)
             }
-            (Ok(held), None) => {
-                let (slot, _) = held.remove();
+            (Some(n), None) => {
+                let slot = table.remove(hash, n, |s| keys.of_slot(arena, s));
                 let old = RowBytes(arena.get(slot.loc)).decode(slot.position);
                 arena.remove(slot.loc);
                 Some(old)
             }
-            (Err(absent), Some(state)) => {
+            (None, Some(state)) => {
                 let slot = Slot {
                     position: state.position,
                     loc: arena.push(scratch),
                 };
-                absent
-                    .into_table()
-                    .insert_unique(hash, slot, |s| keys.of_slot(arena, s));
+                table.insert_unique(hash, slot, |s| keys.of_slot(arena, s));
                 None
             }
-            (Err(_), None) => None,
+            (None, None) => None,
         };
         if arena.wants_compaction() {
             arena.compact(table.iter_mut().map(|s| &mut s.loc));
@@ -179,9 +177,9 @@ impl RowTable {
         self.arena.live()
     }
 
-    /// Bytes of the table's allocation.
+    /// Bytes of the table's allocations.
     pub(super) fn table_memory(&self) -> usize {
-        table_bytes::<Slot>(self.table.capacity())
+        self.table.memory()
     }
 }
 
