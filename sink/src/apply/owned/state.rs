@@ -7,7 +7,7 @@
 //!
 //! Rows and index keys are held compactly, since there may be millions (issue #17: at most
 //! 64 bytes each): a row is a 16-byte slot and its values' bytes in pages, without its key
-//! (`rows.rs`, `row_bytes.rs`, `arena.rs`); an index key is a 32-byte slot holding a
+//! (`rows.rs`, `row_bytes.rs`, `arena.rs`); an index key is a 28-byte slot holding a
 //! fingerprint of the key, its owner's hash and its position (`indexes.rs`, `hashing.rs`).
 //! Slots sit side by side, found through a table of their numbers (`dense.rs`).
 //! [`RowState`] and [`IndexState`] are what a lookup decodes. [`OwnedState::memory`]
@@ -311,9 +311,9 @@ mod tests {
         // The row's bytes and their length: flags, count, "1" (2), "a@example.com" (14),
         // count: 19, and 1.
         assert_eq!(state.rows[0].heap(), 20);
-        // A row slot of 16 bytes and an index slot of 32, each found through a table of 4
+        // A row slot of 16 bytes and an index slot of 28, each found through a table of 4
         // buckets of 4 + 1 bytes.
-        assert_eq!(state.memory(), 20 + (16 + 4 * 5) + (32 + 4 * 5));
+        assert_eq!(state.memory(), 20 + (16 + 4 * 5) + (28 + 4 * 5));
         state.set_row(
             &mut undo,
             0,

@@ -1,6 +1,6 @@
 //! The hashes that stand in for keys in the bookkeeping tables: a row table finds a row by
 //! its key's hash and then compares the key itself (rendered from the row's values), an
-//! index table holds a 128-bit fingerprint of each index key instead of the key, and an
+//! index table holds a 96-bit fingerprint of each index key instead of the key, and an
 //! index entry names its owner by a 64-bit hash of the owner's primary key.
 //!
 //! xxh3, seeded at random per process (or with the seed of the snapshot a writer started
@@ -8,7 +8,7 @@
 //! database, so a fixed seed would let whoever writes rows craft keys that collide in a table
 //! (long probe chains) or share a fingerprint. A snapshot holds its seed, so whoever can read
 //! Redis as well could. Collision odds with a random seed: two of a million index keys
-//! sharing a fingerprint about 1.5e-27; an index entry naming another row with the same
+//! sharing a fingerprint about 6.3e-18 (n² / 2^97); an index entry naming another row with the same
 //! owner hash 5.4e-20 per comparison. xxh3's streaming form hashes the same bytes to the
 //! same value as the one-shot form, so a key rendered piece by piece hashes like its text.
 
@@ -16,6 +16,9 @@ use std::hash::BuildHasher;
 use std::num::NonZeroU64;
 
 use xxhash_rust::xxh3::{xxh3_128_with_seed, xxh3_64_with_seed, Xxh3};
+
+/// The bits of a 128-bit hash that make an index key's fingerprint.
+const FINGERPRINT_MASK: u128 = (1 << 96) - 1;
 
 /// The row (by a hash of its primary key) an index key names; `None` in an [`IndexState`]
 /// when the key names no row.
@@ -70,9 +73,10 @@ impl KeyHashing {
         Xxh3::with_seed(self.seed)
     }
 
-    /// An index key's fingerprint, which the index table holds instead of the key.
+    /// An index key's fingerprint, which the index table holds instead of the key: the low
+    /// 96 bits of its 128-bit hash (module doc: the odds of two keys sharing one).
     pub(crate) fn fingerprint(&self, key: &str) -> u128 {
-        xxh3_128_with_seed(key.as_bytes(), self.seed)
+        xxh3_128_with_seed(key.as_bytes(), self.seed) & FINGERPRINT_MASK
     }
 
     /// The owner an index entry holding primary key `pk` names.

@@ -1,5 +1,5 @@
 //! The index keys: per key its owner and its `sink:index` position, in a table that holds a
-//! 128-bit fingerprint of each key instead of the key (`hashing.rs`). Every write of an
+//! 96-bit fingerprint of each key instead of the key (`hashing.rs`). Every write of an
 //! index key is decided from a key rendered from a change, so the table is only ever asked
 //! about keys it can fingerprint.
 
@@ -7,17 +7,34 @@ use super::dense::DenseTable;
 use super::hashing::{KeyHashing, OwnerId};
 use super::IndexState;
 
-/// An index key as held: 32 bytes, nothing on the heap.
+/// An index key as held: 28 bytes, nothing on the heap. Packed to 4-byte alignment, since
+/// 8 would pad it to 32: a seventh more for every index key (fields are only ever copied
+/// out, never borrowed).
+#[repr(C, packed(4))]
 struct Slot {
-    fingerprint: u128,
+    /// The fingerprint's low 64 bits, also the table's hash (xxh3 mixes every bit).
+    fingerprint_low: u64,
+    fingerprint_high: u32,
     owner: Option<OwnerId>,
     position: i64,
 }
 
 impl Slot {
-    /// The table's hash: the fingerprint's low half (xxh3 mixes every bit).
+    fn new(fingerprint: u128, state: IndexState) -> Slot {
+        Slot {
+            fingerprint_low: fingerprint as u64,
+            fingerprint_high: (fingerprint >> 64) as u32,
+            owner: state.owner,
+            position: state.position,
+        }
+    }
+
+    fn fingerprint(&self) -> u128 {
+        u128::from(self.fingerprint_high) << 64 | u128::from(self.fingerprint_low)
+    }
+
     fn hash(&self) -> u64 {
-        self.fingerprint as u64
+        self.fingerprint_low
     }
 
     fn state(&self) -> IndexState {
@@ -46,7 +63,7 @@ impl IndexTable {
     pub(crate) fn get(&self, key: &str) -> Option<IndexState> {
         let fingerprint = self.hashing.fingerprint(key);
         self.table
-            .find(fingerprint as u64, |s| s.fingerprint == fingerprint)
+            .find(fingerprint as u64, |s| s.fingerprint() == fingerprint)
             .map(|n| self.table.get(n).state())
     }
 
@@ -58,18 +75,15 @@ impl IndexTable {
     pub(crate) fn raw(&self) -> impl Iterator<Item = (u128, Option<OwnerId>, i64)> + '_ {
         self.table
             .iter()
-            .map(|s| (s.fingerprint, s.owner, s.position))
+            .map(|s| (s.fingerprint(), s.owner, s.position))
     }
 
     /// Adds an index key a snapshot held ([`IndexTable::raw`]), which this table does not
     /// hold; the snapshot's fingerprints are this table's when its hashing has the
-    /// snapshot's seed.
+    /// snapshot's seed. (Bits beyond a fingerprint's 96, which a snapshot of an earlier
+    /// version held, are dropped, as [`KeyHashing::fingerprint`] drops them.)
     pub(crate) fn insert_raw(&mut self, fingerprint: u128, owner: Option<OwnerId>, position: i64) {
-        let slot = Slot {
-            fingerprint,
-            owner,
-            position,
-        };
+        let slot = Slot::new(fingerprint, IndexState { owner, position });
         self.table.insert_unique(slot.hash(), slot, Slot::hash);
     }
 
@@ -77,12 +91,8 @@ impl IndexTable {
     pub(crate) fn replace(&mut self, key: &str, state: Option<IndexState>) -> Option<IndexState> {
         let fingerprint = self.hashing.fingerprint(key);
         let hash = fingerprint as u64;
-        let held = self.table.find(hash, |s| s.fingerprint == fingerprint);
-        let new = state.map(|s| Slot {
-            fingerprint,
-            owner: s.owner,
-            position: s.position,
-        });
+        let held = self.table.find(hash, |s| s.fingerprint() == fingerprint);
+        let new = state.map(|s| Slot::new(fingerprint, s));
         let old = match (held, new) {
             (Some(n), Some(new)) => Some(std::mem::replace(self.table.get_mut(n), new)),
             (Some(n), None) => Some(self.table.remove(hash, n, Slot::hash)),
@@ -113,8 +123,24 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_slot_is_32_bytes() {
-        assert_eq!(size_of::<Slot>(), 32);
+    fn a_slot_is_28_bytes() {
+        assert_eq!(size_of::<Slot>(), 28);
+    }
+
+    /// A snapshot of an earlier version held 128-bit fingerprints: its keys are still found.
+    #[test]
+    fn a_fingerprint_of_128_bits_from_a_snapshot_is_found_by_its_96() {
+        let hashing = KeyHashing::random();
+        let key = "customer:email:a@example.com";
+        let full = xxhash_rust::xxh3::xxh3_128_with_seed(key.as_bytes(), hashing.seed());
+        assert_ne!(full >> 96, 0, "the key's fingerprint has high bits to drop");
+        let mut indexes = IndexTable::new(hashing);
+        indexes.insert_raw(full, None, 7);
+        assert_eq!(indexes.get(key).map(|s| s.position), Some(7));
+        assert_eq!(
+            indexes.raw().next().map(|(f, ..)| f),
+            Some(hashing.fingerprint(key))
+        );
     }
 
     #[test]
