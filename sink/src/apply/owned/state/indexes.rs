@@ -80,8 +80,7 @@ impl IndexTable {
 
     /// Adds an index key a snapshot held ([`IndexTable::raw`]), which this table does not
     /// hold; the snapshot's fingerprints are this table's when its hashing has the
-    /// snapshot's seed. (Bits beyond a fingerprint's 96, which a snapshot of an earlier
-    /// version held, are dropped, as [`KeyHashing::fingerprint`] drops them.)
+    /// snapshot's seed.
     pub(crate) fn insert_raw(&mut self, fingerprint: u128, owner: Option<OwnerId>, position: i64) {
         let slot = Slot::new(fingerprint, IndexState { owner, position });
         self.table.insert_unique(slot.hash(), slot, Slot::hash);
@@ -125,22 +124,6 @@ mod tests {
     #[test]
     fn a_slot_is_28_bytes() {
         assert_eq!(size_of::<Slot>(), 28);
-    }
-
-    /// A snapshot of an earlier version held 128-bit fingerprints: its keys are still found.
-    #[test]
-    fn a_fingerprint_of_128_bits_from_a_snapshot_is_found_by_its_96() {
-        let hashing = KeyHashing::random();
-        let key = "customer:email:a@example.com";
-        let full = xxhash_rust::xxh3::xxh3_128_with_seed(key.as_bytes(), hashing.seed());
-        assert_ne!(full >> 96, 0, "the key's fingerprint has high bits to drop");
-        let mut indexes = IndexTable::new(hashing);
-        indexes.insert_raw(full, None, 7);
-        assert_eq!(indexes.get(key).map(|s| s.position), Some(7));
-        assert_eq!(
-            indexes.raw().next().map(|(f, ..)| f),
-            Some(hashing.fingerprint(key))
-        );
     }
 
     #[test]

@@ -12,7 +12,8 @@
 //! Layout (little endian): `SINKSNAP`, format (u32), config fingerprint (u128), seed (u64);
 //! offsets: count (u32), each field (u32 length, bytes) and offset (i64); per mapping, in
 //! configuration order: rows (u64), each position (i64) and bytes (u32 length, bytes);
-//! index keys (u64), each fingerprint (u128), owner (u64, 0 for none) and position (i64).
+//! index keys (u64), each fingerprint (96 bits: 12 bytes), owner (u64, 0 for none) and
+//! position (i64).
 
 use mapping::Mapping;
 use xxhash_rust::xxh3::Xxh3;
@@ -21,7 +22,10 @@ use super::hashing::{KeyHashing, OwnerId};
 use super::OwnedState;
 
 const MAGIC: &[u8; 8] = b"SINKSNAP";
-const FORMAT: u32 = 1;
+/// Bytes of an index key's fingerprint (`KeyHashing::fingerprint`: 96 bits).
+const FINGERPRINT_BYTES: usize = 12;
+/// 2: index fingerprints of 96 bits (1: 128).
+const FORMAT: u32 = 2;
 
 /// The `sink:offsets` fields of a writer's topics with their offsets, sorted by field.
 pub(crate) type SnapshotOffsets = Vec<(String, i64)>;
@@ -86,7 +90,7 @@ impl OwnedState {
         }
         out.extend_from_slice(&(self.indexes.len() as u64).to_le_bytes());
         for (fingerprint, owner, position) in self.indexes.raw() {
-            out.extend_from_slice(&fingerprint.to_le_bytes());
+            out.extend_from_slice(&fingerprint.to_le_bytes()[..FINGERPRINT_BYTES]);
             out.extend_from_slice(&OwnerId::bits(owner).to_le_bytes());
             out.extend_from_slice(&position.to_le_bytes());
         }
@@ -136,10 +140,10 @@ impl OwnedState {
                 state.rows[m].insert_raw(position, r.take(len)?);
             }
         }
-        let count = r.count(32)?;
+        let count = r.count(FINGERPRINT_BYTES + 16)?;
         state.indexes.reserve(count);
         for _ in 0..count {
-            let fingerprint = r.u128()?;
+            let fingerprint = r.fingerprint()?;
             let owner = OwnerId::from_bits(r.u64()?);
             state.indexes.insert_raw(fingerprint, owner, r.i64()?);
         }
@@ -254,6 +258,13 @@ impl<I: Iterator<Item = Vec<u8>>> Reader<I> {
 
     fn u128(&mut self) -> Result<u128, SnapshotRefusal> {
         self.array().map(u128::from_le_bytes)
+    }
+
+    /// An index key's fingerprint: its 96 bits, little endian.
+    fn fingerprint(&mut self) -> Result<u128, SnapshotRefusal> {
+        let mut bytes = [0; 16];
+        bytes[..FINGERPRINT_BYTES].copy_from_slice(self.take(FINGERPRINT_BYTES)?);
+        Ok(u128::from_le_bytes(bytes))
     }
 
     /// A count of entries of at least `entry` bytes each, no more than the bytes left hold
