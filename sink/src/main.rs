@@ -25,8 +25,11 @@ use tracing_subscriber::EnvFilter;
 
 /// mimalloc instead of the system allocator: decoding and planning allocate many small,
 /// short-lived values, and glibc's allocator spent about a third of the rebuild's CPU on them
-/// (BENCHMARKS.md, "Rebuild speed"). The benches declare the same allocator, so they measure
-/// what this binary runs; the tests keep the system allocator.
+/// (BENCHMARKS.md, "Rebuild speed"). Built to override `malloc` too (the workspace's
+/// `Cargo.toml`), so that librdkafka's buffers live in the same heap, whose freed pages go
+/// back to the system; glibc's arenas kept the peak of librdkafka's prefetch. The benches
+/// declare the same allocator, so they measure what this binary runs; the tests keep the
+/// system allocator.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
