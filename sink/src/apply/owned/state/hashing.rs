@@ -8,9 +8,10 @@
 //! database, so a fixed seed would let whoever writes rows craft keys that collide in a table
 //! (long probe chains) or share a fingerprint. A snapshot holds its seed, so whoever can read
 //! Redis as well could. Collision odds with a random seed: two of a million index keys
-//! sharing a fingerprint about 6.3e-18 (n² / 2^97); an index entry naming another row with the same
-//! owner hash 5.4e-20 per comparison. xxh3's streaming form hashes the same bytes to the
-//! same value as the one-shot form, so a key rendered piece by piece hashes like its text.
+//! sharing a fingerprint about 6.3e-18 (n² / 2^97); an index entry naming another row with
+//! the same owner hash 5.4e-20 per comparison. xxh3's streaming form hashes the same bytes
+//! to the same value as the one-shot form, so a key rendered piece by piece hashes like its
+//! text.
 
 use std::hash::BuildHasher;
 use std::num::NonZeroU64;
