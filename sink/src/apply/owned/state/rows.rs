@@ -13,7 +13,7 @@ use super::row_bytes::{self, RowBytes};
 use super::RowState;
 use crate::apply::owned::model::{Model, Part};
 
-/// A row as held: 16 bytes in the table, its bytes in the arena.
+/// A row as held: 16 bytes in the table's vector, its bytes in the arena.
 struct Slot {
     position: i64,
     loc: Loc,

@@ -397,6 +397,13 @@ mod tests {
                 Err(SnapshotRefusal::Format(_))
             ));
         }
+        // Format 1 held 128-bit fingerprints: this version must not read its keys.
+        let mut format_1 = bytes.clone();
+        format_1[MAGIC.len()..MAGIC.len() + 4].copy_from_slice(&1_u32.to_le_bytes());
+        assert!(matches!(
+            read(&mappings(), &format_1, 1000, &offsets()),
+            Err(SnapshotRefusal::Format(_))
+        ));
         let mut longer = bytes.clone();
         longer.push(0);
         assert!(matches!(
