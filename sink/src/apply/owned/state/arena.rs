@@ -91,11 +91,9 @@ impl Arena {
 
     /// Marks the bytes at `loc` dead; frees their page when nothing else lives there.
     pub(super) fn remove(&mut self, loc: Loc) {
+        let len = self.get(loc).len();
+        let need = varint_len(len) + len;
         let page = &mut self.pages[loc.page as usize];
-        let mut rest = &page.bytes[loc.offset as usize..];
-        let before = rest.len();
-        let len = take_varint(&mut rest);
-        let need = before - rest.len() + len;
         page.live -= need;
         self.live -= need;
         if page.live == 0 && self.filling != Some(loc.page) {

@@ -15,6 +15,8 @@ use std::mem::size_of;
 
 use hashbrown::HashTable;
 
+use super::table_bytes;
+
 /// Entries of type `T`, each found by a hash the caller computes from it.
 pub(super) struct DenseTable<T> {
     entries: Vec<T>,
@@ -101,19 +103,12 @@ impl<T> DenseTable<T> {
             .reserve(additional, |&n| hash_of(&entries[n as usize]));
     }
 
-    /// Bytes held: the entries in use and the numbers' table (hashbrown keeps a bucket per
-    /// 7/8 of an entry, a power of two, each a number and a control byte). Only the entries
-    /// in use count, since a state must weigh the same when written, its vector up to a
-    /// quarter spare, and when loaded, its vector exact; the spare part is not written, so it
-    /// is resident only where the allocator hands out pages it used before.
+    /// Bytes held: the entries in use and the numbers' table ([`table_bytes`]). Only the
+    /// entries in use count, since a state must weigh the same when written, its vector up
+    /// to a quarter spare, and when loaded, its vector exact; the spare part is not written,
+    /// so it is resident only where the allocator hands out pages it used before.
     pub(super) fn memory(&self) -> usize {
-        let capacity = self.numbers.capacity();
-        let buckets = if capacity == 0 {
-            0
-        } else {
-            (capacity * 8 / 7).next_power_of_two()
-        };
-        self.entries.len() * size_of::<T>() + buckets * (size_of::<u32>() + 1)
+        self.entries.len() * size_of::<T>() + table_bytes::<u32>(self.numbers.capacity())
     }
 }
 
