@@ -57,7 +57,7 @@ pub use model::{
     SchemaRegistryConfig, SelectedField, Source, DEFAULT_BATCH_MAX_BYTES,
 };
 pub use plan::{plan, FieldWrite, Plan, PlanError, RowDelete, RowUpsert};
-pub use render::{check_value, render_value, score, Rendered, ValueError};
+pub use render::{check_value, render_owned_value, render_value, score, Rendered, ValueError};
 pub use secret::Secret;
 pub use template::{KeyTemplate, TemplateError, TemplatePart};
 pub use types::{ColumnType, UnknownColumnType};

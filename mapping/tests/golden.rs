@@ -231,7 +231,7 @@ fn every_recorded_sample_plans_as_snapshotted() {
         let mapping = config
             .mapping_for_topic(topic)
             .unwrap_or_else(|| panic!("{name}: no mapping for {topic}"));
-        let plan = plan(mapping, &change).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let plan = plan(mapping, change.clone()).unwrap_or_else(|e| panic!("{name}: {e}"));
         let golden = Golden {
             topic,
             offset: sample["offset"].as_i64().expect("offset"),
@@ -273,17 +273,17 @@ fn replica_identity_default_delete_ignores_before() {
         row_key: "order:2".into(),
         position: Some(22_550_776),
     });
-    assert_eq!(plan(orders, &change), Ok(expected.clone()));
+    assert_eq!(plan(orders, change.clone()), Ok(expected.clone()));
     // Whatever `before` holds (nothing, or other values), the plan is the same.
     let mut without = change.clone();
     without.before = None;
-    assert_eq!(plan(orders, &without), Ok(expected.clone()));
+    assert_eq!(plan(orders, without), Ok(expected.clone()));
     let mut other = change.clone();
     other.before = Some(vec![
         ("id".into(), FieldValue::Int(999)),
         ("customer_id".into(), FieldValue::Int(3)),
     ]);
-    assert_eq!(plan(orders, &other), Ok(expected));
+    assert_eq!(plan(orders, other), Ok(expected));
 }
 
 /// The tombstone after a delete deletes by the same key, unconditionally.
@@ -300,7 +300,7 @@ fn tombstones_delete_by_key_without_position() {
             .mapping_for_topic(sample["topic"].as_str().expect("topic"))
             .expect("mapping");
         assert_eq!(
-            plan(mapping, &change),
+            plan(mapping, change.clone()),
             Ok(Plan::Delete(RowDelete {
                 row_key: row_key.into(),
                 position: None

@@ -305,8 +305,8 @@ async fn bench(args: &Args) -> anyhow::Result<()> {
         list.push(PlannedChange {
             mapping: m,
             op: change.op,
-            plan: mapping::plan(&config.mappings[m], &change)?,
             source_ts_ms: change.source_ts_ms,
+            plan: mapping::plan(&config.mappings[m], change)?,
             topic: topics[m].clone(),
             partition,
             offset: list.len() as i64,

@@ -12,7 +12,9 @@
 //! 2. Runs [`sink::rebuild::rebuild`] (what `sink rebuild` runs) with the live state in
 //!    `--live-db` and the staging database `--staging-db`, and reports the replay's events/s
 //!    and the time from start to swap (health checks, memory check, flush and handover
-//!    included), and the Redis server's CPU time over the rebuild (`INFO cpu`).
+//!    included), the Redis server's CPU time over the rebuild (`INFO cpu`), and the CPU time
+//!    of the rebuild itself (this process's, over the same span: decoding, planning,
+//!    deciding, encoding; librdkafka's threads included), per event.
 //!
 //! 3. With `--run-exclusive SECONDS`, starts the real `sink run --writer exclusive` (`--sink`,
 //!    default the release build cargo builds with the bench) on the rebuilt state, and reports
@@ -214,11 +216,13 @@ async fn rebuild(
     id: &str,
 ) -> anyhow::Result<()> {
     let cpu_before = testkit::bench::redis_cpu_seconds(live_url).await?;
+    let own_cpu_before = testkit::bench::process_cpu_seconds()?;
     let start = Instant::now();
     let report = sink::rebuild::rebuild(cfg, options, CancellationToken::new())
         .await
         .context("rebuild")?;
     let wall = start.elapsed();
+    let own_cpu = testkit::bench::process_cpu_seconds()? - own_cpu_before;
     let redis_cpu = testkit::bench::redis_cpu_seconds(live_url).await? - cpu_before;
     print!("{report}");
     let events = report.events();
@@ -226,13 +230,14 @@ async fn rebuild(
         bail!("the rebuild replayed nothing");
     }
     println!(
-        "rebuild-bench: {events} events, replay {:.2} s = {:.0} events/s; start to swap {:.2} s (wall {:.2} s) = {:.0} events/s; redis CPU {redis_cpu:.2} s = {:.2} us per event; owning applier; batch size {}, {} partitions per topic; topics id {id}",
+        "rebuild-bench: {events} events, replay {:.2} s = {:.0} events/s; start to swap {:.2} s (wall {:.2} s) = {:.0} events/s; redis CPU {redis_cpu:.2} s = {:.2} us per event; rebuild CPU {own_cpu:.2} s = {:.2} us per event; owning applier; batch size {}, {} partitions per topic; topics id {id}",
         report.replay.as_secs_f64(),
         report.rate(),
         report.total.as_secs_f64(),
         wall.as_secs_f64(),
         events as f64 / wall.as_secs_f64(),
         redis_cpu * 1e6 / events as f64,
+        own_cpu * 1e6 / events as f64,
         args.batch_size,
         args.partitions,
     );

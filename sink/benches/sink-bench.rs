@@ -361,8 +361,8 @@ async fn planned(
         changes.push(PlannedChange {
             mapping,
             op: decoded.change.op,
-            plan: mapping::plan(m, &decoded.change)?,
             source_ts_ms: decoded.change.source_ts_ms,
+            plan: mapping::plan(m, decoded.change)?,
             topic: Arc::from(record.topic.as_str()),
             partition: 0,
             offset: offset as i64,

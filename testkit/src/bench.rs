@@ -65,3 +65,28 @@ pub async fn redis_cpu_seconds(url: &str) -> anyhow::Result<f64> {
     }
     Ok(cpu)
 }
+
+/// CPU seconds this process has used so far (user + system, every thread), from
+/// `/proc/self/stat`: for benches that run the sink in process and report its CPU per
+/// change, which a shared machine disturbs far less than its wall time. Linux reports these
+/// in ticks of `USER_HZ`, fixed at 100 per second for every architecture's `/proc` ABI.
+pub fn process_cpu_seconds() -> anyhow::Result<f64> {
+    const USER_HZ: f64 = 100.0;
+    let stat = std::fs::read_to_string("/proc/self/stat")?;
+    // The command name (field 2) is in parentheses and may hold spaces: count after it.
+    let after_name = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest)
+        .ok_or_else(|| anyhow::anyhow!("/proc/self/stat has no command name: {stat}"))?;
+    // Fields 3.. follow; utime and stime are fields 14 and 15.
+    let mut fields = after_name.split_whitespace().skip(11);
+    let mut ticks = |name: &str| -> anyhow::Result<f64> {
+        let field = fields
+            .next()
+            .ok_or_else(|| anyhow::anyhow!("/proc/self/stat has no {name}: {stat}"))?;
+        Ok(field.parse::<u64>()? as f64)
+    };
+    let user = ticks("utime")?;
+    let system = ticks("stime")?;
+    Ok((user + system) / USER_HZ)
+}

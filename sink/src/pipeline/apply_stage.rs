@@ -628,7 +628,7 @@ mod tests {
                 source_ts_ms: None,
             };
             let topic: Arc<str> = Arc::from(self.tag.as_str());
-            let plan = mapping::plan(&self.config.mappings[0], &change).expect("plan");
+            let plan = mapping::plan(&self.config.mappings[0], change).expect("plan");
             let mut batch = Batch::default();
             batch.enter(&topic, 0, fence.map(Arc::from));
             batch.push_change(

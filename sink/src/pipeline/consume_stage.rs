@@ -295,7 +295,8 @@ impl<'a> ConsumeStage<'a> {
             }
         };
         let m = &self.config.mappings[mapping];
-        match mapping::plan(m, &decoded.change) {
+        let (op, source_ts_ms) = (decoded.change.op, decoded.change.source_ts_ms);
+        match mapping::plan(m, decoded.change) {
             Ok(plan) => {
                 if let Some(columns) = &decoded.columns {
                     // The decoder hands out one `Arc` per schema (Avro schema id, JSON schema
@@ -310,9 +311,9 @@ impl<'a> ConsumeStage<'a> {
                 }
                 let change = PlannedChange {
                     mapping,
-                    op: decoded.change.op,
+                    op,
                     plan,
-                    source_ts_ms: decoded.change.source_ts_ms,
+                    source_ts_ms,
                     topic: topic_name.clone(),
                     partition,
                     offset,

@@ -87,7 +87,7 @@ impl Writer {
 
     fn planned(&self, message: &Message) -> PlannedChange {
         let mapping = &self.config.mappings[message.table];
-        let plan = mapping::plan(mapping, &message.change)
+        let plan = mapping::plan(mapping, message.change.clone())
             .unwrap_or_else(|e| panic!("plan {:?}: {e}", message.change));
         PlannedChange {
             mapping: message.table,

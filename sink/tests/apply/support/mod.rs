@@ -240,7 +240,7 @@ impl Fixture {
 
     /// Plans `change` for mapping `m` at the next offset of its topic (partition 0).
     pub fn planned(&self, m: usize, change: &Change) -> PlannedChange {
-        let plan = mapping::plan(&self.config.mappings[m], change)
+        let plan = mapping::plan(&self.config.mappings[m], change.clone())
             .unwrap_or_else(|e| panic!("plan {change:?}: {e}"));
         PlannedChange {
             mapping: m,
