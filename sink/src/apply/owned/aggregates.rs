@@ -172,7 +172,7 @@ impl OwnedState {
     /// Writes what [`OwnedState::plan_aggregates`] decided and holds the new figures.
     pub(super) fn apply_aggregates(
         &mut self,
-        writes: &mut Writes,
+        writes: &mut Writes<'_>,
         undo: &mut Vec<Undo>,
         planned: Vec<Planned>,
     ) {

@@ -2,6 +2,7 @@
 //! entries (one `HSET`/`HDEL` per hash instead of one per change), and the freshness and
 //! offsets to record once for the batch, with the same final values as the chunk scripts'.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -19,7 +20,7 @@ const SLICE: usize = 1000;
 #[derive(Debug, Default, PartialEq)]
 pub(crate) struct Bookkeeping {
     /// `sink:rows` and `sink:index` entries set (position) or deleted.
-    pub(crate) entries: Vec<Write>,
+    pub(crate) entries: Vec<Write<'static>>,
     /// Mappings with applied changes.
     pub(crate) freshness: Vec<Freshness>,
     /// `sink:offsets` fields and the batch's highest offset in each (a maximum).
@@ -114,14 +115,19 @@ pub(super) fn collect(state: &OwnedState, undo: &[Undo], tally: &Tally) -> Bookk
     }
     let mut entries = Vec::new();
     for (hash, pairs) in sets {
+        let pairs: Vec<_> = pairs
+            .into_iter()
+            .map(|(key, position)| (Cow::Owned(key), Cow::Owned(position)))
+            .collect();
         entries.extend(slices(pairs, SLICE).map(|fields| Write::Hset {
-            key: hash.to_owned(),
+            key: Cow::Owned(hash.to_owned()),
             fields,
         }));
     }
     for (hash, fields) in dels {
+        let fields: Vec<_> = fields.into_iter().map(Cow::Owned).collect();
         entries.extend(slices(fields, SLICE).map(|fields| Write::Hdel {
-            key: hash.to_owned(),
+            key: Cow::Owned(hash.to_owned()),
             fields,
         }));
     }

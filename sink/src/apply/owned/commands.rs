@@ -49,9 +49,12 @@ static BOOKKEEPING_SCRIPT: LazyLock<String> =
     LazyLock::new(|| format!("{}{BOOKKEEPING_BODY}", layout_constants()));
 
 /// The commands of a decided batch, in order: `writes`, then `bookkeeping`.
-pub(super) fn transaction(writes: &[Write], bookkeeping: &Bookkeeping) -> redis::Pipeline {
+pub(super) fn transaction(writes: &[Write<'_>], bookkeeping: &Bookkeeping) -> redis::Pipeline {
     let mut pipe = redis::pipe();
-    for write in writes.iter().chain(&bookkeeping.entries) {
+    for write in writes {
+        push(&mut pipe, write);
+    }
+    for write in &bookkeeping.entries {
         push(&mut pipe, write);
     }
     if !bookkeeping.freshness.is_empty() || !bookkeeping.offsets.is_empty() {
@@ -76,17 +79,17 @@ pub(super) fn transaction(writes: &[Write], bookkeeping: &Bookkeeping) -> redis:
 /// Adds `write` to `pipe` as one command, its buffers sized for its arguments at once (a
 /// row's `HSET` would otherwise grow them argument by argument: a tenth of the time spent
 /// building a batch's transaction went to those reallocations).
-fn push(pipe: &mut redis::Pipeline, write: &Write) {
+fn push(pipe: &mut redis::Pipeline, write: &Write<'_>) {
     let cmd = match write {
-        Write::Del { keys } => command("DEL", keys.iter().map(String::as_str)),
+        Write::Del { keys } => command("DEL", keys.iter().map(AsRef::as_ref)),
         Write::Hset { key, fields } => command(
             "HSET",
-            std::iter::once(key.as_str())
-                .chain(fields.iter().flat_map(|(f, v)| [f.as_str(), v.as_str()])),
+            std::iter::once(key.as_ref())
+                .chain(fields.iter().flat_map(|(f, v)| [f.as_ref(), v.as_ref()])),
         ),
         Write::Hdel { key, fields } => command(
             "HDEL",
-            std::iter::once(key.as_str()).chain(fields.iter().map(String::as_str)),
+            std::iter::once(key.as_ref()).chain(fields.iter().map(AsRef::as_ref)),
         ),
         Write::Mset { pairs } => command(
             "MSET",

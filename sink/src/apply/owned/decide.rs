@@ -17,9 +17,10 @@ use crate::apply::script::relation_score;
 use crate::apply::{ApplyError, BatchOutcome, PlannedChange};
 
 /// A decided batch.
-pub(crate) struct Decision {
-    /// Its writes, coalesced per key (the change script's effect on the mapped keys).
-    pub(crate) writes: Vec<Write>,
+pub(crate) struct Decision<'b> {
+    /// Its writes, coalesced per key (the change script's effect on the mapped keys),
+    /// borrowing from the batch.
+    pub(crate) writes: Vec<Write<'b>>,
     /// The bookkeeping it changed: `sink:rows`, `sink:index`, freshness and offsets.
     pub(crate) bookkeeping: Bookkeeping,
     /// How to undo its decisions.
@@ -29,8 +30,8 @@ pub(crate) struct Decision {
 }
 
 /// A batch being decided: its writes so far, and the state changes it made.
-pub(super) struct BatchWrites {
-    writes: Writes,
+pub(super) struct BatchWrites<'b> {
+    writes: Writes<'b>,
     /// The state changes, oldest first.
     pub(super) undo: Vec<Undo>,
 }
@@ -50,7 +51,7 @@ struct Deletion {
 /// outcome, and how to undo the state change ([`OwnedState::rollback`]) if Redis refuses
 /// the writes. No I/O; the state is held by the caller and changed in place (copying it
 /// per batch would cost as much as the rows it holds).
-pub(crate) fn decide(state: &mut OwnedState, batch: &[PlannedChange]) -> Decision {
+pub(crate) fn decide<'b>(state: &mut OwnedState, batch: &'b [PlannedChange]) -> Decision<'b> {
     let mut w = BatchWrites {
         writes: Writes::default(),
         undo: Vec::new(),
@@ -93,7 +94,11 @@ pub(crate) fn decide(state: &mut OwnedState, batch: &[PlannedChange]) -> Decisio
 
 impl OwnedState {
     /// One change; `Ok(true)` when it changed anything. An `Err` leaves nothing of it.
-    fn apply_one(&mut self, w: &mut BatchWrites, change: &PlannedChange) -> Result<bool, String> {
+    fn apply_one<'b>(
+        &mut self,
+        w: &mut BatchWrites<'b>,
+        change: &'b PlannedChange,
+    ) -> Result<bool, String> {
         let m = change.mapping;
         if m >= self.models.len() {
             return Err(format!("unknown mapping number {}", m + 1));
@@ -197,7 +202,7 @@ impl OwnedState {
     }
 
     /// Writes a [`Deletion`]: index entries, relation members, the hash, the row's entry.
-    fn delete(&mut self, w: &mut BatchWrites, m: usize, key: &str, deletion: Deletion) {
+    fn delete(&mut self, w: &mut BatchWrites<'_>, m: usize, key: &str, deletion: Deletion) {
         for (k, hash, position) in deletion.releases {
             w.writes.delete(&k);
             let released = IndexState {
@@ -221,7 +226,12 @@ impl OwnedState {
 
     /// The script's `u`: guard, new template values, index and relation decisions against
     /// the state before the change, then the writes (hash, indexes, relations, bookkeeping).
-    fn upsert(&mut self, w: &mut BatchWrites, m: usize, u: &RowUpsert) -> Result<bool, String> {
+    fn upsert<'b>(
+        &mut self,
+        w: &mut BatchWrites<'b>,
+        m: usize,
+        u: &'b RowUpsert,
+    ) -> Result<bool, String> {
         let model = Arc::clone(&self.models[m]);
         let stored = self.rows[m].get(&u.row_key);
         let stored = stored.as_ref();
@@ -442,7 +452,7 @@ enum Queued {
 }
 
 impl Queued {
-    fn emit(self, writes: &mut Writes) {
+    fn emit(self, writes: &mut Writes<'_>) {
         match self {
             Queued::Delete(k) => writes.delete(&k),
             Queued::Set(k, v) => writes.set(&k, &v),
@@ -554,7 +564,7 @@ mod tests {
     }
 
     /// Writes as one sorted line per key or field, whatever their coalescing order.
-    fn lines(writes: &[Write]) -> Vec<String> {
+    fn lines(writes: &[Write<'_>]) -> Vec<String> {
         let mut out = Vec::new();
         for w in writes {
             match w {
@@ -588,7 +598,8 @@ mod tests {
     #[test]
     fn a_new_row_writes_its_hash_index_and_bookkeeping() {
         let mut state = state();
-        let d = decide(&mut state, &[customer(1, "a@x", 10, 0)]);
+        let batch = [customer(1, "a@x", 10, 0)];
+        let d = decide(&mut state, &batch);
         assert_eq!(outcome(&d), (1, 0));
         assert_eq!(
             lines(&d.writes),
@@ -620,14 +631,12 @@ mod tests {
     #[test]
     fn writes_are_coalesced_per_key_and_older_changes_skipped() {
         let mut state = state();
-        let d = decide(
-            &mut state,
-            &[
-                customer(1, "a@x", 10, 0),
-                customer(1, "b@x", 20, 1),
-                customer(1, "c@x", 15, 2), // older than what is stored: no-op
-            ],
-        );
+        let batch = [
+            customer(1, "a@x", 10, 0),
+            customer(1, "b@x", 20, 1),
+            customer(1, "c@x", 15, 2), // older than what is stored: no-op
+        ];
+        let d = decide(&mut state, &batch);
         assert_eq!(outcome(&d), (2, 1));
         assert_eq!(
             lines(&d.writes),
@@ -657,7 +666,8 @@ mod tests {
             &[customer(1, "a@x", 10, 0), customer(2, "a@x", 30, 1)],
         );
         // Customer 1 moves away from a@x, recorded at 30 by customer 2: not released.
-        let d = decide(&mut state, &[customer(1, "b@x", 20, 2)]);
+        let batch = [customer(1, "b@x", 20, 2)];
+        let d = decide(&mut state, &batch);
         assert_eq!(outcome(&d), (1, 0));
         assert_eq!(
             lines(&d.writes),
@@ -673,13 +683,11 @@ mod tests {
     fn a_delete_releases_the_row_and_a_tombstone_of_an_absent_row_does_nothing() {
         let mut state = state();
         decide(&mut state, &[customer(1, "a@x", 10, 0)]);
-        let d = decide(
-            &mut state,
-            &[
-                delete(CUSTOMERS, "customer:1", Some(30), 1),
-                delete(CUSTOMERS, "customer:1", None, 2),
-            ],
-        );
+        let batch = [
+            delete(CUSTOMERS, "customer:1", Some(30), 1),
+            delete(CUSTOMERS, "customer:1", None, 2),
+        ];
+        let d = decide(&mut state, &batch);
         assert_eq!(outcome(&d), (1, 1));
         assert_eq!(
             lines(&d.writes),
@@ -698,7 +706,8 @@ mod tests {
     #[test]
     fn a_relation_member_moves_with_its_parent_and_keeps_its_score() {
         let mut state = state();
-        let d = decide(&mut state, &[order(3, 1, Some(5.0), 10)]);
+        let batch = [order(3, 1, Some(5.0), 10)];
+        let d = decide(&mut state, &batch);
         assert_eq!(
             lines(&d.writes),
             [
@@ -709,7 +718,8 @@ mod tests {
             ]
         );
         // created_at not sent (unchanged TOASTed value): the member keeps its score.
-        let d = decide(&mut state, &[order(3, 2, None, 20)]);
+        let batch = [order(3, 2, None, 20)];
+        let d = decide(&mut state, &batch);
         assert_eq!(
             lines(&d.writes),
             [
@@ -728,10 +738,8 @@ mod tests {
             &mut state,
             &[order(3, 1, Some(5.0), 10), order(4, 1, Some(6.0), 30)],
         );
-        let d = decide(
-            &mut state,
-            &[change(ORDERS, Plan::Truncate { position: Some(20) }, 40)],
-        );
+        let batch = [change(ORDERS, Plan::Truncate { position: Some(20) }, 40)];
+        let d = decide(&mut state, &batch);
         assert_eq!(outcome(&d), (1, 0));
         assert_eq!(
             lines(&d.writes),
@@ -750,7 +758,8 @@ mod tests {
         if let Plan::Upsert(u) = &mut keyless.plan {
             u.fields[0].1 = FieldWrite::Remove;
         }
-        let d = decide(&mut state, &[customer(1, "a@x", 10, 0), keyless]);
+        let batch = [customer(1, "a@x", 10, 0), keyless];
+        let d = decide(&mut state, &batch);
         let err = d.outcome.as_ref().expect_err("row key fields missing");
         assert_eq!(err.location(), Some(("cdc.customers", 0, 1)));
         assert_eq!(

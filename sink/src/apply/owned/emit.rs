@@ -8,6 +8,12 @@
 //! parsing (BENCHMARKS.md, *Exclusive writer*). A coalesced command belongs to no single
 //! change: when one fails (only possible when another program wrote a mapped key with
 //! another type), the writer reports the command and its key, not a change.
+//!
+//! A row's key, field names and values are borrowed from the batch's plans (`'b`), not
+//! copied: the transaction is encoded while the batch is still held, and those copies were
+//! the most frequent allocation of the owning writer's decisions.
+
+use std::borrow::Cow;
 
 use mapping::plan::{FieldWrite, RowUpsert};
 
@@ -18,43 +24,41 @@ const SLICE: usize = 512;
 
 /// The final effect of a batch's writes on one row hash.
 #[derive(Default)]
-struct RowWrites {
+struct RowWrites<'b> {
     /// The key was deleted (then written again from scratch by the fields below).
     deleted: bool,
     /// Field -> final value (`None`: removed), in first-written order.
-    fields: Vec<(String, Option<String>)>,
+    fields: Vec<(Cow<'b, str>, Option<Cow<'b, str>>)>,
 }
 
-impl RowWrites {
-    fn set(&mut self, field: &str, value: Option<&str>) {
-        match self.fields.iter_mut().find(|(f, _)| f == field) {
-            Some((_, v)) => *v = value.map(str::to_owned),
-            None => self
-                .fields
-                .push((field.to_owned(), value.map(str::to_owned))),
+impl<'b> RowWrites<'b> {
+    fn set(&mut self, field: Cow<'b, str>, value: Option<Cow<'b, str>>) {
+        match self.fields.iter_mut().find(|(f, _)| *f == field) {
+            Some((_, v)) => *v = value,
+            None => self.fields.push((field, value)),
         }
     }
 }
 
 /// The commands of a batch being decided.
 #[derive(Default)]
-pub(crate) struct Writes {
+pub(crate) struct Writes<'b> {
     /// Row key -> final hash writes.
-    rows: HashMap<String, RowWrites>,
+    rows: HashMap<Cow<'b, str>, RowWrites<'b>>,
     /// String key (index entry) -> final value (`None`: deleted).
     strings: HashMap<String, Option<String>>,
     /// Parent -> member -> final score (`None`: removed).
     members: HashMap<String, HashMap<String, Option<f64>>>,
 }
 
-impl Writes {
+impl<'b> Writes<'b> {
     /// The row hash as upsert `u` writes it: set fields, removed (NULL) fields.
-    pub(crate) fn write_hash(&mut self, u: &RowUpsert) {
-        let row = self.rows.entry(u.row_key.clone()).or_default();
+    pub(crate) fn write_hash(&mut self, u: &'b RowUpsert) {
+        let row = self.rows.entry(Cow::Borrowed(&u.row_key)).or_default();
         for (name, w) in &u.fields {
             match w {
-                FieldWrite::Set(v) => row.set(name, Some(v)),
-                FieldWrite::Remove => row.set(name, None),
+                FieldWrite::Set(v) => row.set(Cow::Borrowed(name), Some(Cow::Borrowed(v))),
+                FieldWrite::Remove => row.set(Cow::Borrowed(name), None),
                 FieldWrite::Keep => {}
             }
         }
@@ -62,17 +66,22 @@ impl Writes {
 
     /// Sets (`None`: removes) one field of a hash (an aggregate's figures).
     pub(crate) fn write_field(&mut self, key: &str, field: &str, value: Option<&str>) {
-        self.rows
-            .entry(key.to_owned())
-            .or_default()
-            .set(field, value);
+        self.row(key).set(
+            Cow::Owned(field.to_owned()),
+            value.map(|v| Cow::Owned(v.to_owned())),
+        );
     }
 
     /// Deletes a row hash.
     pub(crate) fn delete_row(&mut self, key: &str) {
-        let row = self.rows.entry(key.to_owned()).or_default();
+        let row = self.row(key);
         row.deleted = true;
         row.fields.clear();
+    }
+
+    /// The writes of the row hash `key`, new if it has none yet.
+    fn row(&mut self, key: &str) -> &mut RowWrites<'b> {
+        self.rows.entry(Cow::Owned(key.to_owned())).or_default()
     }
 
     /// Sets an index entry.
@@ -106,14 +115,14 @@ impl Writes {
     /// The batch's commands: the coalesced effect (row deletions before the rows' new
     /// fields, which is all the order that matters within one transaction: every other key
     /// is written once), at most [`SLICE`] keys or fields per command.
-    pub(crate) fn into_writes(self) -> Vec<Write> {
+    pub(crate) fn into_writes(self) -> Vec<Write<'b>> {
         let Writes {
             rows,
             strings,
             members,
         } = self;
         let mut out = Vec::new();
-        let mut deleted: Vec<String> = rows
+        let mut deleted: Vec<Cow<'b, str>> = rows
             .iter()
             .filter(|(_, r)| r.deleted)
             .map(|(k, _)| k.clone())
@@ -122,7 +131,7 @@ impl Writes {
         for (key, value) in strings {
             match value {
                 Some(v) => set.push((key, v)),
-                None => deleted.push(key),
+                None => deleted.push(Cow::Owned(key)),
             }
         }
         out.extend(slices(deleted, SLICE).map(|keys| Write::Del { keys }));
@@ -182,18 +191,22 @@ impl Writes {
     }
 }
 
-/// One Redis command of a decided batch, as data.
+/// One Redis command of a decided batch, as data; row keys, field names and values
+/// borrowed from the batch's plans where they come from there (`'b`).
 #[derive(Debug, Clone, PartialEq)]
-pub(crate) enum Write {
+pub(crate) enum Write<'b> {
     /// `DEL keys...`: row hashes and index entries.
-    Del { keys: Vec<String> },
+    Del { keys: Vec<Cow<'b, str>> },
     /// `HSET key field value...`: a row hash, or a bookkeeping hash.
     Hset {
-        key: String,
-        fields: Vec<(String, String)>,
+        key: Cow<'b, str>,
+        fields: Vec<(Cow<'b, str>, Cow<'b, str>)>,
     },
     /// `HDEL key field...`: NULL fields of a row hash, or bookkeeping entries.
-    Hdel { key: String, fields: Vec<String> },
+    Hdel {
+        key: Cow<'b, str>,
+        fields: Vec<Cow<'b, str>>,
+    },
     /// `MSET key value...`: index entries.
     Mset { pairs: Vec<(String, String)> },
     /// `ZADD key score member...`: relation members.
