@@ -138,7 +138,7 @@ pub enum PlanError {
 
 /// Plans `change` for `mapping`; see the module documentation. The change is taken, not
 /// borrowed: its column names and text values move into the plan instead of being copied
-/// (the sink plans every change it consumes, and the copies were a tenth of its planning).
+/// (the sink plans every change it consumes; copying cost two allocations per column).
 pub fn plan(mapping: &Mapping, change: Change) -> Result<Plan, PlanError> {
     match change.op {
         Op::Read | Op::Create | Op::Update => {

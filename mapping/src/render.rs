@@ -122,8 +122,8 @@ pub fn format_timestamp_micros(micros: i64) -> String {
         -62_167_219_200_000_000..=253_402_300_799_999_999;
     if FOUR_DIGIT_YEARS.contains(&micros) {
         // The common case, written digit by digit: the sink renders every timestamp column
-        // of every change, and `format!` with its seven arguments was a tenth of the owning
-        // writer's planning time.
+        // of every change, and `format!` with its seven arguments took 5 % of a rebuild's
+        // CPU (BENCHMARKS.md, *Fewer copies from planning to the transaction*).
         return four_digit_year_timestamp(micros);
     }
     match DateTime::from_timestamp_micros(micros) {
@@ -163,7 +163,7 @@ fn push_digits(text: &mut String, value: i64, width: u32) {
 }
 
 /// (year, month, day) of the proleptic Gregorian calendar for days since 1970-01-01
-/// (Howard Hinnant's `civil_from_days`, exact over the whole `i64` range used here).
+/// (Howard Hinnant's `civil_from_days`; callers pass the days of years 0000-9999).
 fn civil_from_days(days: i64) -> (i64, i64, i64) {
     let z = days + 719_468;
     let era = z.div_euclid(146_097);

@@ -11,7 +11,7 @@
 //!
 //! A row's key, field names and values are borrowed from the batch's plans (`'b`), not
 //! copied: the transaction is encoded while the batch is still held, and those copies were
-//! the most frequent allocation of the owning writer's decisions.
+//! the largest share of the allocations `perf` found in the owning writer's decisions.
 
 use std::borrow::Cow;
 
