@@ -11,9 +11,13 @@ database, connector, topics, Redis logical database, the real `sink run` binary)
 
   1. UPDATE customers SET mrr_cents = <unique value> WHERE id = 1 (autocommit); t_commit is
      when the commit returned to the client;
-  2. polls Redis (`HGET customer:1 mrr_cents`, the key agent-cli reads) until the value shows:
-     t_visible. Polling Redis instead of spawning `agent-cli` keeps process start-up out of the
-     freshness figure; the agent-cli process is timed separately (step 4);
+  2. waits for Redis's keyspace notification of `customer:1` (the key agent-cli reads) and
+     checks the value (`HGET customer:1 mrr_cents`): t_visible is when the notification of the
+     write that shows it arrived. Notifications instead of spawning `agent-cli` keep process
+     start-up out of the freshness figure (the agent-cli process is timed separately, step 4),
+     and instead of polling Redis in a loop keep this process from taking a core and Redis's
+     attention from the pipeline it measures (`notify-keyspace-events` gets `K` and `h` for
+     the run, then its old value back);
   3. reads the change record from Kafka (a consumer of the customers topic, created by Debezium
      with message.timestamp.type=LogAppendTime, so the record timestamp is the broker's append
      time): Debezium's part = append - t_commit, ours (broker -> sink -> Redis) =
@@ -41,6 +45,8 @@ import sys
 import time
 from pathlib import Path
 
+import redis
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from dbz_probe import Probe  # noqa: E402
 from harness import REPO, Pipeline  # noqa: E402
@@ -60,6 +66,42 @@ def stats(xs: list[float]) -> dict:
             "max": max(xs), "min": min(xs)}
 
 
+class KeyWatch:
+    """Keyspace notifications of one key of one database, to wait for its writes without
+    polling."""
+
+    FLAGS = "Kh"  # keyspace channel, hash commands
+
+    def __init__(self, r: redis.Redis, db: int, key: str):
+        self.r, self.key = r, key
+        self.old = r.config_get("notify-keyspace-events")["notify-keyspace-events"]
+        r.config_set("notify-keyspace-events", "".join(sorted(set(self.old) | set(self.FLAGS))))
+        self.pubsub = r.pubsub(ignore_subscribe_messages=True)
+        self.pubsub.subscribe(f"__keyspace@{db}__:{key}")
+
+    def drain(self) -> None:
+        """Forgets notifications of earlier writes."""
+        while self.pubsub.get_message(timeout=0.0) is not None:
+            pass
+
+    def wait_for(self, field: str, value: str, timeout: float) -> float:
+        """Wall time (ms) when the notification of the write that made `field` hold `value`
+        arrived."""
+        deadline = time.monotonic() + timeout
+        while (left := deadline - time.monotonic()) > 0:
+            message = self.pubsub.get_message(timeout=left)
+            if message is None:
+                continue
+            arrived = time.time() * 1000
+            if self.r.hget(self.key, field) == value:
+                return arrived
+        raise AssertionError(f"{self.key} {field} = {value} not visible in Redis after {timeout} s")
+
+    def close(self) -> None:
+        self.pubsub.close()
+        self.r.config_set("notify-keyspace-events", self.old)
+
+
 def run_one(poll_ms: int, writer: str, samples: int, agent_cli_every: int, log=print) -> dict:
     props = {"topic.creation.default.message.timestamp.type": "LogAppendTime"}
     with Pipeline(f"fresh{poll_ms}_{writer}", poll_interval_ms=poll_ms, connector_props=props, timeout=30,
@@ -68,30 +110,30 @@ def run_one(poll_ms: int, writer: str, samples: int, agent_cli_every: int, log=p
         with Probe([topic], bootstrap=p.bootstrap, registry=p.registry) as probe:
             p.converge_customer(1, timeout=60)          # the sink is up and caught up
             probe.take(3, 30)                            # the snapshot records
-            r = p.db.r
-            total, debezium, ours, cli = [], [], [], []
-            base = 10_000_000 + random.randrange(10**6) * 1000
-            for i in range(samples):
-                time.sleep(random.uniform(0.05, 0.25))
-                value = str(base + i)
-                p.execute("UPDATE customers SET mrr_cents = %s WHERE id = 1", (int(value),))
-                t_commit = time.time() * 1000
-                deadline = time.monotonic() + 30
-                while r.hget("customer:1", "mrr_cents") != value:
-                    if time.monotonic() > deadline:
-                        raise AssertionError(f"sample {i}: {value} not visible in Redis after 30 s")
-                t_visible = time.time() * 1000
-                if agent_cli_every and i % agent_cli_every == 0:
-                    t0 = time.perf_counter()
-                    out = p.tool("get_customer", {"customer_id": 1})
-                    cli.append((time.perf_counter() - t0) * 1000)
-                    assert str(out["result"]["mrr_cents"]) == value, out
-                (rec,) = probe.take(1, 30)
-                assert rec.timestamp_type == 2, f"topic {topic} is not LogAppendTime ({rec.timestamp_type})"
-                assert rec.value["after"]["mrr_cents"] == int(value), rec.value
-                total.append(t_visible - t_commit)
-                debezium.append(rec.timestamp_ms - t_commit)
-                ours.append(t_visible - rec.timestamp_ms)
+            watch = KeyWatch(p.db.r, p.db.db, "customer:1")
+            try:
+                total, debezium, ours, cli = [], [], [], []
+                base = 10_000_000 + random.randrange(10**6) * 1000
+                for i in range(samples):
+                    time.sleep(random.uniform(0.05, 0.25))
+                    value = str(base + i)
+                    watch.drain()
+                    p.execute("UPDATE customers SET mrr_cents = %s WHERE id = 1", (int(value),))
+                    t_commit = time.time() * 1000
+                    t_visible = watch.wait_for("mrr_cents", value, 30)
+                    if agent_cli_every and i % agent_cli_every == 0:
+                        t0 = time.perf_counter()
+                        out = p.tool("get_customer", {"customer_id": 1})
+                        cli.append((time.perf_counter() - t0) * 1000)
+                        assert str(out["result"]["mrr_cents"]) == value, out
+                    (rec,) = probe.take(1, 30)
+                    assert rec.timestamp_type == 2, f"topic {topic} is not LogAppendTime ({rec.timestamp_type})"
+                    assert rec.value["after"]["mrr_cents"] == int(value), rec.value
+                    total.append(t_visible - t_commit)
+                    debezium.append(rec.timestamp_ms - t_commit)
+                    ours.append(t_visible - rec.timestamp_ms)
+            finally:
+                watch.close()
             st = p.status()
     res = {"poll_interval_ms": poll_ms, "writer": writer, "samples": samples,
            "commit_to_redis": stats(total), "commit_to_broker": stats(debezium),
@@ -121,7 +163,7 @@ def markdown(results: list[dict], command: str, profile: str) -> str:
              f"`sink` and `agent-cli` {profile} builds. Command:", "",
              "```sh", command, "```", "",
              "A single-row `UPDATE` committed (autocommit) → the new value readable in Redis under the key "
-             "agent-cli reads (`customer:1`, polled). Split at the broker's append time of the change "
+             "agent-cli reads (`customer:1`, its keyspace notification). Split at the broker's append time of the change "
              "record (topic created with `LogAppendTime`): *Debezium* = commit → broker append (WAL "
              "decoding, poll loop, Avro conversion, produce); *sink* = broker append → value in Redis "
              "(fetch, decode, apply: change script with `--writer shared`, one transaction per batch with `exclusive`). *agent-cli process* = one whole `agent-cli tool get_customer` "
