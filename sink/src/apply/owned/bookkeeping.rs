@@ -77,12 +77,19 @@ impl Tally {
     }
 }
 
+/// Text a bookkeeping command owns (it outlives the batch it was decided from).
+type Text = Cow<'static, str>;
+
+fn owned(text: impl ToString) -> Text {
+    Cow::Owned(text.to_string())
+}
+
 /// The bookkeeping of a batch whose state changes are `undo` and whose changes `tally`
 /// counted, decided on `state` (which holds the final entries).
 pub(super) fn collect(state: &OwnedState, undo: &[Undo], tally: &Tally) -> Bookkeeping {
     let mut seen: HashSet<(usize, &str)> = HashSet::default();
-    let mut sets: HashMap<&str, Vec<(String, String)>> = HashMap::default();
-    let mut dels: HashMap<&str, Vec<String>> = HashMap::default();
+    let mut sets: HashMap<&str, Vec<(Text, Text)>> = HashMap::default();
+    let mut dels: HashMap<&str, Vec<Text>> = HashMap::default();
     for u in undo {
         match u {
             Undo::Row(m, key, _) => {
@@ -94,8 +101,8 @@ pub(super) fn collect(state: &OwnedState, undo: &[Undo], tally: &Tally) -> Bookk
                     Some(position) => sets
                         .entry(hash)
                         .or_default()
-                        .push((key.clone(), position.to_string())),
-                    None => dels.entry(hash).or_default().push(key.clone()),
+                        .push((owned(key), owned(position))),
+                    None => dels.entry(hash).or_default().push(owned(key)),
                 }
             }
             Undo::Index(key, hash, _) => {
@@ -106,7 +113,7 @@ pub(super) fn collect(state: &OwnedState, undo: &[Undo], tally: &Tally) -> Bookk
                     let hash = state.index_hashes[*hash].as_str();
                     sets.entry(hash)
                         .or_default()
-                        .push((key.clone(), s.position.to_string()));
+                        .push((owned(key), owned(s.position)));
                 }
             }
             // Aggregate figures are written with the batch's writes, not as bookkeeping.
@@ -115,19 +122,14 @@ pub(super) fn collect(state: &OwnedState, undo: &[Undo], tally: &Tally) -> Bookk
     }
     let mut entries = Vec::new();
     for (hash, pairs) in sets {
-        let pairs: Vec<_> = pairs
-            .into_iter()
-            .map(|(key, position)| (Cow::Owned(key), Cow::Owned(position)))
-            .collect();
         entries.extend(slices(pairs, SLICE).map(|fields| Write::Hset {
-            key: Cow::Owned(hash.to_owned()),
+            key: owned(hash),
             fields,
         }));
     }
     for (hash, fields) in dels {
-        let fields: Vec<_> = fields.into_iter().map(Cow::Owned).collect();
         entries.extend(slices(fields, SLICE).map(|fields| Write::Hdel {
-            key: Cow::Owned(hash.to_owned()),
+            key: owned(hash),
             fields,
         }));
     }
