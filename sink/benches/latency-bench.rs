@@ -10,7 +10,8 @@
 //! 2. Per writer: creates a customers topic with `message.timestamp.type=LogAppendTime`,
 //!    registers the recorded Debezium schemas, starts `sink run --writer W` (the release binary
 //!    cargo built next to this bench, `-X` properties passed through) and waits until it
-//!    applies a first record.
+//!    applies a first record, then sends `--warmup-seconds` (5) of uncounted traffic at
+//!    500 changes/s.
 //! 3. Per rate: produces Debezium-shaped Avro inserts (Confluent wire format, from the
 //!    recorded fixture; each a new row) at a fixed schedule from a thread of its own, one
 //!    record per produce request (`linger.ms=0`). The delivery report carries the broker's
@@ -35,6 +36,11 @@
 //! `--redis-port` / `--metrics-port` say otherwise; Kafka and the registry are the running
 //! stack's (environment as for `sink run`: KAFKA_BOOTSTRAP_SERVERS, SCHEMA_REGISTRY_URL). The
 //! bench deletes its topics at the end.
+//!
+//! The broker's JVM settings weigh on the tail: run it as Kafka's own start scripts do
+//! (`KAFKA_JVM_PROFILE=production bash tests/stack/kafka.sh start`), not with the test
+//! stack's fast-start settings (C1 JIT only, serial GC), which add about a millisecond to the
+//! broker's p99 (BENCHMARKS.md, *Adaptive batching*).
 
 use std::collections::HashMap;
 use std::net::TcpListener;
@@ -65,6 +71,11 @@ struct Args {
     /// Length of each phase in seconds.
     #[arg(long, default_value_t = 20)]
     seconds: u64,
+    /// Seconds of uncounted traffic at 500 changes/s once the sink applies its first record:
+    /// the broker's JIT (C2 in the `production` profile of `kafka.sh`) and the sink's
+    /// connections warm up before the first measured phase.
+    #[arg(long, default_value_t = 5)]
+    warmup_seconds: u64,
     /// `sink run --writer` values, one sink each.
     #[arg(long, value_delimiter = ',', value_enum, default_values_t = [WriterMode::Shared, WriterMode::Exclusive])]
     writers: Vec<WriterMode>,
@@ -119,6 +130,9 @@ impl Drop for Owned {
         let _ = self.0.wait();
     }
 }
+
+/// Changes per second of the uncounted warm-up traffic.
+const WARMUP_RATE: u32 = 500;
 
 /// Microseconds since the Unix epoch.
 fn now_us() -> i64 {
@@ -407,8 +421,8 @@ async fn bench(args: &Args) -> anyhow::Result<()> {
             seen: &seen,
         };
 
-        // Warm up: until the sink applies a record (group joined, schema fetched), then a
-        // second of light traffic that is not counted.
+        // Warm up: until the sink applies a record (group joined, schema fetched), then
+        // `--warmup-seconds` of traffic that is not counted.
         let started = Instant::now();
         loop {
             let phase = world.produce_at(next_seq, 1, 10).await?;
@@ -423,8 +437,9 @@ async fn bench(args: &Args) -> anyhow::Result<()> {
                 );
             }
         }
-        let phase = world.produce_at(next_seq, 50, 50).await?;
-        next_seq += 50;
+        let warmup = u64::from(WARMUP_RATE) * args.warmup_seconds;
+        let phase = world.produce_at(next_seq, warmup, WARMUP_RATE).await?;
+        next_seq += warmup;
         world.wait_visible(&phase, Duration::from_secs(10)).await;
 
         let mut round_trips = Vec::new();

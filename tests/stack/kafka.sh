@@ -11,6 +11,7 @@
 #   kafka.sh tool NAME ARGS...          same, by short name: topics, console-producer,
 #                                       console-consumer, get-offsets, consumer-groups,
 #                                       configs, delete-records, storage, metadata-quorum
+#   kafka.sh jvm-opts                   the broker's heap and JVM options (KAFKA_JVM_PROFILE)
 #   kafka.sh url|env                    bootstrap servers / `export KAFKA_BOOTSTRAP_SERVERS=...`
 #                                       (env also: KAFKA_SASL_* for the SASL_SSL listener)
 #
@@ -22,8 +23,15 @@
 #   KAFKA_PORT (9092)             PLAINTEXT listener on 127.0.0.1
 #   KAFKA_SASL_PORT (9094)        SASL_SSL listener on 127.0.0.1
 #   KAFKA_CONTROLLER_PORT (9093)  KRaft controller listener on 127.0.0.1
-#   KAFKA_HEAP_OPTS               default -Xms256m -Xmx1g
-#   KAFKA_JVM_OPTS                default -XX:+UseSerialGC -XX:TieredStopAtLevel=1 ...
+#   KAFKA_JVM_PROFILE (fast-start) the broker's JVM settings when the two below are unset:
+#                                 fast-start  small heap, serial GC, C1 JIT only: starts and
+#                                             warms up fastest on a small machine (tests, CI)
+#                                 production  Kafka's own defaults (kafka-server-start.sh and
+#                                             kafka-run-class.sh): 1 GiB heap, G1, full JIT;
+#                                             what latency benchmarks should run against
+#   KAFKA_HEAP_OPTS               default by profile (fast-start: -Xms256m -Xmx1g)
+#   KAFKA_JVM_OPTS                default by profile (fast-start: -XX:+UseSerialGC
+#                                 -XX:TieredStopAtLevel=1 ...)
 #   KAFKA_JAVA                    java binary (default: $JAVA_HOME/bin/java, else java on PATH)
 #   KAFKA_CDS (1)                 0: no class-data sharing archive
 # Data: $STACK_STATE/kafka/data, config: $STACK_STATE/kafka/*.properties,
@@ -44,8 +52,23 @@ KAFKA_POM="$STACK_DIR/kafka/pom.xml"
 KAFKA_HOME="$STACK_STATE/kafka"
 KAFKA_DATA="$KAFKA_HOME/data"
 KAFKA_LOG="$STACK_LOGS/kafka.log"
-KAFKA_HEAP_OPTS="${KAFKA_HEAP_OPTS:--Xms256m -Xmx1g}"
-KAFKA_JVM_OPTS="${KAFKA_JVM_OPTS:--XX:+UseSerialGC -XX:TieredStopAtLevel=1 -XX:+ExitOnOutOfMemoryError -Djava.awt.headless=true}"
+KAFKA_JVM_PROFILE="${KAFKA_JVM_PROFILE:-fast-start}"
+case $KAFKA_JVM_PROFILE in
+fast-start)
+    KAFKA_HEAP_OPTS="${KAFKA_HEAP_OPTS:--Xms256m -Xmx1g}"
+    KAFKA_JVM_OPTS="${KAFKA_JVM_OPTS:--XX:+UseSerialGC -XX:TieredStopAtLevel=1 -XX:+ExitOnOutOfMemoryError -Djava.awt.headless=true}"
+    ;;
+production)
+    # As Kafka's start scripts set them (KAFKA_HEAP_OPTS of kafka-server-start.sh,
+    # KAFKA_JVM_PERFORMANCE_OPTS of kafka-run-class.sh).
+    KAFKA_HEAP_OPTS="${KAFKA_HEAP_OPTS:--Xms1g -Xmx1g}"
+    KAFKA_JVM_OPTS="${KAFKA_JVM_OPTS:--server -XX:+UseG1GC -XX:MaxGCPauseMillis=20 -XX:InitiatingHeapOccupancyPercent=35 -XX:+ExplicitGCInvokesConcurrent -XX:+ExitOnOutOfMemoryError -Djava.awt.headless=true}"
+    ;;
+*)
+    echo "kafka.sh: KAFKA_JVM_PROFILE must be fast-start or production, not '$KAFKA_JVM_PROFILE'" >&2
+    exit 2
+    ;;
+esac
 # Tools (TopicCommand, console clients...): short-lived, so start fast and small.
 KAFKA_TOOL_OPTS="${KAFKA_TOOL_OPTS:--Xms32m -Xmx512m -XX:+UseSerialGC -XX:TieredStopAtLevel=1 -Xshare:auto -Djava.awt.headless=true}"
 
@@ -404,6 +427,7 @@ reset)
     log "data removed ($KAFKA_DATA)"
     ;;
 status) do_status ;;
+jvm-opts) printf '%s %s\n' "$KAFKA_HEAP_OPTS" "$KAFKA_JVM_OPTS" ;;
 url) kafka_url ;;
 env) do_env ;;
 classpath)
@@ -422,5 +446,5 @@ tool)
     run_tool "$(tool_class "$name")" "$@"
     ;;
 topic) do_topic "$@" ;;
-*) usage_die "$0 start|stop|status|url|env|classpath|jars|run CLASS ARGS...|tool NAME ARGS...|topic NAME PARTITIONS [k=v...]" ;;
+*) usage_die "$0 start|stop|status|jvm-opts|url|env|classpath|jars|run CLASS ARGS...|tool NAME ARGS...|topic NAME PARTITIONS [k=v...]" ;;
 esac
