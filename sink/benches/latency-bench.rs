@@ -39,8 +39,9 @@
 //!
 //! The broker's JVM settings weigh on the tail: run it as Kafka's own start scripts do
 //! (`KAFKA_JVM_PROFILE=production bash tests/stack/kafka.sh start`), not with the test
-//! stack's fast-start settings (C1 JIT only, serial GC), which add about a millisecond to the
-//! broker's p99 (BENCHMARKS.md, *Adaptive batching*).
+//! stack's fast-start settings (C1 JIT only, serial GC), which add about half a millisecond to
+//! the broker's p99 in most phases and a few millisecond-long tails (BENCHMARKS.md, *Adaptive
+//! batching*). Discard the first run after the broker starts: its JIT is still compiling.
 
 use std::collections::HashMap;
 use std::net::TcpListener;
