@@ -310,6 +310,7 @@ async fn bench(args: &Args) -> anyhow::Result<()> {
             topic: topics[m].clone(),
             partition,
             offset: list.len() as i64,
+            record_time: None,
         });
     }
     let events = workload.events.len();

@@ -28,7 +28,9 @@
 //! consumer beside the sink with the sink's consumer defaults and the same `-X` properties,
 //! polling on a thread of its own: the broker and the fetch alone) and probe consumer →
 //! visible (about the sink's own stages and Redis); the sink's records per batch and mean
-//! Redis time per batch (`sink_apply_batch_seconds` from its metrics endpoint); the Redis
+//! Redis time per batch (`sink_apply_batch_seconds` from its metrics endpoint); the mean
+//! latency as the bench measured it beside the sink's own `sink_record_delay_seconds` for the
+//! same changes (append → Redis answered: a cross-check of the metric); the Redis
 //! commands per change (`INFO commandstats` of the private Redis, scripts' calls included: the
 //! round trips a change costs); and the load average before → after each phase.
 //!
@@ -342,9 +344,9 @@ async fn bench(args: &Args) -> anyhow::Result<()> {
         println!("sink:   -X {}", args.sink_property.join(" -X "));
     }
     println!();
-    println!("| writer | changes/s | samples | lost | append → visible p50 | p90 | p99 | max | produce call → visible p50 | p99 | append → probe consumer p50 | p99 | probe consumer → visible p50 | p99 | batches | records/batch | Redis ms/batch | load (1/5/15 min) |");
+    println!("| writer | changes/s | samples | lost | append → visible p50 | p90 | p99 | max | produce call → visible p50 | p99 | append → probe consumer p50 | p99 | probe consumer → visible p50 | p99 | batches | records/batch | Redis ms/batch | mean append → visible: bench / sink's metric | load (1/5/15 min) |");
     println!(
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
     );
 
     let customer: Json = reference::envelope_of(reference::CUSTOMER_SAMPLE)?;
@@ -455,9 +457,13 @@ async fn bench(args: &Args) -> anyhow::Result<()> {
             let metrics_after = apply_batches(metrics_port).await?;
             let commands = command_calls(&mut conn).await?;
             let (batches, redis_seconds) = (
-                metrics_after.0 - metrics_before.0,
-                metrics_after.1 - metrics_before.1,
+                metrics_after.batches - metrics_before.batches,
+                metrics_after.batch_seconds - metrics_before.batch_seconds,
             );
+            // The sink's own figure for the same changes (`sink_record_delay_seconds`, from
+            // the broker's append time to Redis answering), as a mean in ms.
+            let metric_mean = 1000.0 * (metrics_after.delay_seconds - metrics_before.delay_seconds)
+                / (metrics_after.delayed - metrics_before.delayed).max(1.0);
             let seen = seen.lock().expect("seen lock");
             let (mut from_append, mut from_send, mut fetched, mut after_fetch) =
                 (Vec::new(), Vec::new(), Vec::new(), Vec::new());
@@ -475,13 +481,14 @@ async fn bench(args: &Args) -> anyhow::Result<()> {
                 }
             }
             drop(seen);
+            let bench_mean = from_append.iter().sum::<f64>() / from_append.len().max(1) as f64;
             round_trips.push((rate, per_change(&commands_before, &commands, n)));
             let (samples, [p50, p90, p99, max]) = spread(from_append);
             let (_, [s50, _, s99, _]) = spread(from_send);
             let (_, [f50, _, f99, _]) = spread(fetched);
             let (_, [a50, _, a99, _]) = spread(after_fetch);
             println!(
-                "| {} | {rate} | {samples} | {lost} | {p50:.2} | {p90:.2} | {p99:.2} | {max:.2} | {s50:.2} | {s99:.2} | {f50:.2} | {f99:.2} | {a50:.2} | {a99:.2} | {batches:.0} | {:.2} | {:.3} | {load_before} → {} |",
+                "| {} | {rate} | {samples} | {lost} | {p50:.2} | {p90:.2} | {p99:.2} | {max:.2} | {s50:.2} | {s99:.2} | {f50:.2} | {f99:.2} | {a50:.2} | {a99:.2} | {batches:.0} | {:.2} | {:.3} | {bench_mean:.2} / {metric_mean:.2} | {load_before} → {} |",
                 writer_name(writer),
                 samples as f64 / batches.max(1.0),
                 1000.0 * redis_seconds / batches.max(1.0),
@@ -685,8 +692,18 @@ async fn wait_for_redis(
     }
 }
 
-/// `sink_apply_batch_seconds`: batches applied and their seconds so far, summed over labels.
-async fn apply_batches(port: u16) -> anyhow::Result<(f64, f64)> {
+/// What the sink's metrics endpoint says so far, summed over labels.
+struct SinkMetrics {
+    /// `sink_apply_batch_seconds`: slices applied and their seconds.
+    batches: f64,
+    batch_seconds: f64,
+    /// `sink_record_delay_seconds`: changes counted and their seconds.
+    delayed: f64,
+    delay_seconds: f64,
+}
+
+/// The sink's apply metrics so far.
+async fn apply_batches(port: u16) -> anyhow::Result<SinkMetrics> {
     let text = reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
         .await?
         .text()
@@ -700,10 +717,12 @@ async fn apply_batches(port: u16) -> anyhow::Result<(f64, f64)> {
             .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
             .sum()
     };
-    Ok((
-        sum_of("sink_apply_batch_seconds_count"),
-        sum_of("sink_apply_batch_seconds_sum"),
-    ))
+    Ok(SinkMetrics {
+        batches: sum_of("sink_apply_batch_seconds_count"),
+        batch_seconds: sum_of("sink_apply_batch_seconds_sum"),
+        delayed: sum_of("sink_record_delay_seconds_count"),
+        delay_seconds: sum_of("sink_record_delay_seconds_sum"),
+    })
 }
 
 /// Calls per command so far (`INFO commandstats`), e.g. `evalsha` → 1234.

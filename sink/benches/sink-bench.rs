@@ -9,9 +9,10 @@
 //!    the unique email, deletes with tombstones, order status changes), encodes them in the
 //!    Avro wire format with schemas registered in the registry, and produces them to new
 //!    topics (`--partitions` each).
-//! 2. Runs the sink (the library's `run`, as `sink run` does, in a new group) until it has
-//!    caught up, and reports events/s from its first record to its last applied batch, and
-//!    the wall time from start (health checks, group join, caught-up detection included).
+//! 2. Runs the sink (the library's `run`, as `sink run` does, in a new group, with the metrics
+//!    recorder installed) until it has caught up, and reports events/s from its first record
+//!    to its last applied batch, and the wall time from start (health checks, group join,
+//!    caught-up detection included).
 //! 3. Ceiling: the same records decoded and planned up front, then the applier's script
 //!    calls for them (`ChangeScript::chunks`/`command`, as the sink sends them) pipelined
 //!    straight to Redis (no Kafka, no decoding), several pipelines in flight, against fresh
@@ -261,6 +262,16 @@ async fn bench(args: &Args) -> anyhow::Result<()> {
         println!("  mapping file (kept): {}", path.display());
     }
     let cfg = load(&yaml, args)?;
+    // As `sink run` does: the Prometheus recorder installed and drained every 5 s, so that
+    // recording the metrics (a histogram sample per change among them) costs what it costs
+    // the binary.
+    let metrics = sink::telemetry::exporter::install().context("metrics recorder")?;
+    let upkeep = tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            metrics.run_upkeep();
+        }
+    });
     let redis_before = script_time(&args.redis_url).await?;
     let cpu_before = testkit::bench::redis_cpu_seconds(&args.redis_url).await?;
     let start = Instant::now();
@@ -268,6 +279,7 @@ async fn bench(args: &Args) -> anyhow::Result<()> {
         .await
         .context("sink run")?;
     let wall = start.elapsed();
+    upkeep.abort();
     if summary.records as usize != events {
         bail!("the sink settled {} of {events} records", summary.records);
     }
@@ -366,6 +378,7 @@ async fn planned(
             topic: Arc::from(record.topic.as_str()),
             partition: 0,
             offset: offset as i64,
+            record_time: None,
         });
     }
     Ok(changes)

@@ -86,6 +86,30 @@ pub struct PlannedChange {
     pub partition: i32,
     /// Kafka offset.
     pub offset: i64,
+    /// The record's Kafka timestamp, where the sink's share of the change's freshness starts
+    /// (`sink_record_delay_seconds`); `None` when the record carries none.
+    pub record_time: Option<RecordTime>,
+}
+
+/// A record's Kafka timestamp in milliseconds since the Unix epoch, by who stamped it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecordTime {
+    /// The producer, when it created the record (Kafka's default,
+    /// `message.timestamp.type=CreateTime`): includes the producer's own batching.
+    Create(i64),
+    /// The broker, when it appended the record (`message.timestamp.type=LogAppendTime`).
+    LogAppend(i64),
+}
+
+impl RecordTime {
+    /// The timestamp of `timestamp` as rdkafka reports it (`None`: not available).
+    pub fn of(timestamp: rdkafka::Timestamp) -> Option<RecordTime> {
+        match timestamp {
+            rdkafka::Timestamp::NotAvailable => None,
+            rdkafka::Timestamp::CreateTime(ms) => Some(RecordTime::Create(ms)),
+            rdkafka::Timestamp::LogAppendTime(ms) => Some(RecordTime::LogAppend(ms)),
+        }
+    }
 }
 
 /// What a batch did.

@@ -394,6 +394,33 @@ async fn metrics_count_a_known_workload_and_the_endpoints_answer() {
         .map(scalar);
     assert_eq!(count, Some(total));
 
+    // Every applied change's delay since its record's timestamp, under the timestamp's type:
+    // the test's topics keep Kafka's default, the producer's create time. None is older than
+    // the test itself.
+    let applied_total: f64 = applied.values().map(|s| scalar(s)).sum();
+    let delays = series(&scrape, "sink_record_delay_seconds", &["timestamp_type"]);
+    let created = delays
+        .get(&vec!["create_time".to_owned()])
+        .unwrap_or_else(|| panic!("no create_time delays; {}", context()));
+    let Value::Histogram(buckets) = &created.value else {
+        panic!("not a histogram: {created:?}");
+    };
+    let delayed = |le: f64| {
+        buckets
+            .iter()
+            .find(|b| b.less_than == le)
+            .unwrap_or_else(|| panic!("no bucket le={le}: {buckets:?}"))
+            .count
+    };
+    assert_eq!(delayed(f64::INFINITY), applied_total, "{}", context());
+    assert_eq!(delayed(300.0), applied_total, "{}", context());
+    if let Some(appended) = delays.get(&vec!["log_append_time".to_owned()]) {
+        let Value::Histogram(buckets) = &appended.value else {
+            panic!("not a histogram: {appended:?}");
+        };
+        assert!(buckets.iter().all(|b| b.count == 0.0), "{}", context());
+    }
+
     let paused = series(&scrape, "sink_paused", &["reason"]);
     assert_eq!(
         paused

@@ -37,7 +37,7 @@ use crate::apply::{Applier, ApplyError, BatchOutcome, Fences, Watermark};
 use crate::dlq::{DeadLetter, DeadLetters, Origin};
 use crate::memory::MemoryGuard;
 use crate::readiness::Readiness;
-use crate::telemetry::applied::ApplyMetrics;
+use crate::telemetry::applied::{now_ms, AppliedChange, ApplyMetrics};
 use crate::telemetry::{self, watermark_age, DeadLetterReason};
 
 /// Work for the apply stage.
@@ -354,7 +354,12 @@ async fn apply_with_retries(
                 observers.redis_answered();
                 observers.metrics.slice_applied(
                     started.elapsed(),
-                    batch.changes.iter().map(|c| (c.mapping, c.op)),
+                    now_ms(),
+                    batch.changes.iter().map(|c| AppliedChange {
+                        mapping: c.mapping,
+                        op: c.op,
+                        record_time: c.record_time,
+                    }),
                 );
                 if outcome.applied + outcome.skipped > 0 {
                     *rejected_in_a_row = 0;
@@ -640,6 +645,7 @@ mod tests {
                     topic: Arc::clone(&topic),
                     partition: 0,
                     offset,
+                    record_time: None,
                 },
                 None,
                 None,

@@ -313,6 +313,7 @@ mod tests {
             topic: Arc::clone(topic),
             partition,
             offset,
+            record_time: None,
         }
     }
 

@@ -38,7 +38,7 @@ use super::progress::SinkConsumer;
 use super::retry::Backoff;
 use super::summary::Summary;
 use super::watermark::Heartbeat;
-use crate::apply::PlannedChange;
+use crate::apply::{PlannedChange, RecordTime};
 use crate::config::BatchSettings;
 use crate::decode::{DecodeError, Decoder};
 use crate::dlq::{DeadLetter, DeadLetters};
@@ -317,6 +317,7 @@ impl<'a> ConsumeStage<'a> {
                     topic: topic_name.clone(),
                     partition,
                     offset,
+                    record_time: RecordTime::of(message.timestamp()),
                 };
                 batch.push_change(change, message.key(), message.payload());
                 batch.note_offset(&topic_name, partition, offset);

@@ -31,6 +31,12 @@ pub const EVENTS_APPLIED: &str = "sink_events_applied_total";
 pub const DEAD_LETTERS: &str = "sink_dead_letters_total";
 /// Histogram: seconds to apply one batch slice to Redis.
 pub const APPLY_BATCH_SECONDS: &str = "sink_apply_batch_seconds";
+/// Histogram: seconds from a record's Kafka timestamp to Redis answering the slice that
+/// applied it: the sink's share of a change's freshness, as users measure it (broker and
+/// fetch included). Labels: `timestamp_type` (`log_append_time`: the broker's append time,
+/// the exact share; `create_time`: the producer's, which adds the producer's batching).
+/// Dead-lettered records and records without a timestamp are not counted.
+pub const RECORD_DELAY_SECONDS: &str = "sink_record_delay_seconds";
 /// Gauge: records between the applied position and the high watermark. Labels: `topic`,
 /// `partition`.
 pub const CONSUMER_LAG_RECORDS: &str = "sink_consumer_lag_records";
@@ -103,6 +109,11 @@ pub fn describe() {
         APPLY_BATCH_SECONDS,
         Unit::Seconds,
         "Time to apply one batch slice to Redis."
+    );
+    describe_histogram!(
+        RECORD_DELAY_SECONDS,
+        Unit::Seconds,
+        "Time from a record's Kafka timestamp to its change applied in Redis, by timestamp type."
     );
     describe_gauge!(
         CONSUMER_LAG_RECORDS,

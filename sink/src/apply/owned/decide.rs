@@ -517,6 +517,7 @@ mod tests {
             .into(),
             partition: 0,
             offset,
+            record_time: None,
         }
     }
 

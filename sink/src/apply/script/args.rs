@@ -304,6 +304,7 @@ mod tests {
             topic: "cdc.orders".into(),
             partition,
             offset,
+            record_time: None,
         }
     }
 
@@ -319,6 +320,7 @@ mod tests {
             topic: "cdc.orders".into(),
             partition: 0,
             offset,
+            record_time: None,
         }
     }
 

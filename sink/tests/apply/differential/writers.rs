@@ -97,6 +97,7 @@ impl Writer {
             topic: Arc::from(mapping.topic.as_str()),
             partition: message.partition,
             offset: message.offset,
+            record_time: None,
         }
     }
 }

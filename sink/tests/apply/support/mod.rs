@@ -250,6 +250,7 @@ impl Fixture {
             topic: self.topics[m].clone(),
             partition: 0,
             offset: self.next_offset[m].fetch_add(1, Ordering::Relaxed),
+            record_time: None,
         }
     }
 
