@@ -54,6 +54,7 @@ pub struct ApplyMetrics {
 pub struct AppliedChange {
     /// Index of its mapping.
     pub mapping: usize,
+    /// Its Debezium operation.
     pub op: Op,
     /// Its record's Kafka timestamp.
     pub record_time: Option<RecordTime>,
