@@ -262,16 +262,12 @@ async fn bench(args: &Args) -> anyhow::Result<()> {
         println!("  mapping file (kept): {}", path.display());
     }
     let cfg = load(&yaml, args)?;
-    // As `sink run` does: the Prometheus recorder installed and drained every 5 s, so that
+    // As `sink run` does: the Prometheus recorder installed and kept drained, so that
     // recording the metrics (a histogram sample per change among them) costs what it costs
     // the binary.
     let metrics = sink::telemetry::exporter::install().context("metrics recorder")?;
-    let upkeep = tokio::spawn(async move {
-        loop {
-            tokio::time::sleep(Duration::from_secs(5)).await;
-            metrics.run_upkeep();
-        }
-    });
+    let drained = CancellationToken::new();
+    tokio::spawn(sink::telemetry::server::upkeep(metrics, drained.clone()));
     let redis_before = script_time(&args.redis_url).await?;
     let cpu_before = testkit::bench::redis_cpu_seconds(&args.redis_url).await?;
     let start = Instant::now();
@@ -279,7 +275,7 @@ async fn bench(args: &Args) -> anyhow::Result<()> {
         .await
         .context("sink run")?;
     let wall = start.elapsed();
-    upkeep.abort();
+    drained.cancel();
     if summary.records as usize != events {
         bail!("the sink settled {} of {events} records", summary.records);
     }

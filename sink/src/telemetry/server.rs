@@ -181,8 +181,9 @@ async fn ready(State(endpoint): State<Endpoint>) -> (StatusCode, String) {
     }
 }
 
-/// Runs the recorder's upkeep until `stop`.
-async fn upkeep(handle: PrometheusHandle, stop: CancellationToken) {
+/// Runs the recorder's upkeep until `stop`: drains the histograms' recorded samples into
+/// their buckets every few seconds, so that they do not pile up between scrapes.
+pub async fn upkeep(handle: PrometheusHandle, stop: CancellationToken) {
     let mut ticks = tokio::time::interval(UPKEEP_INTERVAL);
     loop {
         tokio::select! {
