@@ -45,6 +45,16 @@ pub fn writer_key(mapping: &str) -> String {
     format!("sink:writer:{mapping}")
 }
 
+/// `sink:shared:{mapping}`: sorted set of the sinks writing the mapping through the change
+/// script (`--writer shared`, or `auto` when it chose the script): member the sink's writer
+/// id, score the Redis server time in milliseconds until which its announcement holds
+/// (renewed while it runs; the key expires one lease time after the last renewal). A
+/// `--writer auto` sink does not take the exclusive lease of a mapping while another sink's
+/// announcement holds, so that it never shuts out shared sinks already running.
+pub fn shared_key(mapping: &str) -> String {
+    format!("sink:shared:{mapping}")
+}
+
 /// `sink:snapshot:{mappings}` (the mapping names joined by `,`, in configuration order):
 /// string, the manifest of the bookkeeping an exclusive writer of those mappings held when
 /// it stopped cleanly, whose bytes are in [`snapshot_chunk_key`]s. Read (and deleted) by the
@@ -212,6 +222,7 @@ mod tests {
         assert_eq!(types_key("customers"), "sink:types:customers");
         assert_eq!(freshness_key("customers"), "sink:freshness:customers");
         assert_eq!(writer_key("customers"), "sink:writer:customers");
+        assert_eq!(shared_key("customers"), "sink:shared:customers");
         assert_eq!(watermark_key("cdc"), "sink:watermark:cdc");
         assert_eq!(OFFSETS_KEY, "sink:offsets");
         assert_eq!(offsets_field("cdc.public.orders", 3), "cdc.public.orders/3");
@@ -264,6 +275,7 @@ mod tests {
             types_key("m"),
             freshness_key("m"),
             writer_key("m"),
+            shared_key("m"),
             watermark_key("s"),
             search_key("m", "s"),
             search_members_key("m", "s"),

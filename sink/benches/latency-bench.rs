@@ -619,6 +619,7 @@ fn writer_name(writer: WriterMode) -> &'static str {
     match writer {
         WriterMode::Shared => "shared",
         WriterMode::Exclusive => "exclusive",
+        WriterMode::Auto => "auto",
     }
 }
 

@@ -16,9 +16,10 @@
 //! 3. Ceiling: the same records decoded and planned up front, then the applier's script
 //!    calls for them (`ChangeScript::chunks`/`command`, as the sink sends them) pipelined
 //!    straight to Redis (no Kafka, no decoding), several pipelines in flight, against fresh
-//!    keys: what Redis itself sustains for this work. With `--writer exclusive` (the sink
-//!    run as `sink run --writer exclusive`), the ceiling is the owning applier's own writes
-//!    instead: the planned batches through `Applier::owning`, several in flight.
+//!    keys: what Redis itself sustains for this work. With `--writer exclusive` or `auto` (the
+//!    default, which is exclusive here: the bench's mappings set no `ttl_seconds` and no
+//!    shared sink writes them), the ceiling is the owning applier's own writes instead: the
+//!    planned batches through `Applier::owning`, several in flight.
 //!
 //! Both phases report Redis's server CPU per change (`INFO cpu`).
 //!
@@ -62,8 +63,8 @@ struct Args {
     /// Pipelines in flight when measuring the ceiling.
     #[arg(long, default_value_t = 4)]
     in_flight: usize,
-    /// How the sink writes Redis (`sink run --writer`).
-    #[arg(long, value_enum, default_value_t = WriterMode::Shared)]
+    /// How the sink writes Redis (`sink run --writer`, whose default this is too).
+    #[arg(long, value_enum, default_value_t = WriterMode::Auto)]
     writer: WriterMode,
     /// A librdkafka property for the sink's consumer, `key=value` (as `sink run -X`);
     /// repeatable: to compare consumer settings.
@@ -180,6 +181,10 @@ fn load(yaml: &str, args: &Args) -> anyhow::Result<SinkConfig> {
     .with_writer(match args.writer {
         WriterMode::Shared => Writer::Shared,
         WriterMode::Exclusive => Writer::Exclusive {
+            lease: sink::apply::DEFAULT_LEASE_TTL,
+            max_memory: sink::apply::DEFAULT_MAX_WRITER_MEMORY,
+        },
+        WriterMode::Auto => Writer::Auto {
             lease: sink::apply::DEFAULT_LEASE_TTL,
             max_memory: sink::apply::DEFAULT_MAX_WRITER_MEMORY,
         },
@@ -316,11 +321,13 @@ async fn bench(args: &Args) -> anyhow::Result<()> {
         let changes = planned(args, &ceiling_cfg, &records).await?;
         let ceiling = match args.writer {
             WriterMode::Shared => script_ceiling(args, &ceiling_cfg, &changes).await?,
-            WriterMode::Exclusive => owned_ceiling(args, &ceiling_cfg, &changes).await?,
+            WriterMode::Exclusive | WriterMode::Auto => {
+                owned_ceiling(args, &ceiling_cfg, &changes).await?
+            }
         };
         let how = match args.writer {
             WriterMode::Shared => "the applier's script calls pipelined",
-            WriterMode::Exclusive => "the owning applier's transactions sent",
+            WriterMode::Exclusive | WriterMode::Auto => "the owning applier's transactions sent",
         };
         println!(
             "ceiling: the same {events} changes as {how} straight to Redis ({} per batch, {} in flight) = {ceiling:.0} events/s",

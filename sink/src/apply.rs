@@ -67,7 +67,7 @@ pub use owned::{
 };
 use records::Records;
 pub use records::Watermark;
-pub use script::{ChangeScript, ScriptWriter, DEFAULT_CHUNK};
+pub use script::{Announcement, ChangeScript, ScriptWriter, DEFAULT_CHUNK};
 
 /// One planned change with where it came from.
 #[derive(Debug, Clone, PartialEq)]
@@ -178,15 +178,49 @@ impl Applier {
         max_memory: u64,
         shutdown: &CancellationToken,
     ) -> Result<Option<Applier>, ApplyError> {
+        Applier::owned_live(pool, config, writer, lease_ttl, max_memory, false, shutdown).await
+    }
+
+    /// [`Applier::exclusive`] for `--writer auto`: the lease is not taken while another sink
+    /// announces itself as a shared writer of one of the mappings ([`Announcement`]), which
+    /// the lease would shut out; that is [`ApplyError::SharedSinks`].
+    pub async fn exclusive_beside_no_shared_sink(
+        pool: Pool,
+        config: &Config,
+        writer: &WriterId,
+        lease_ttl: Duration,
+        max_memory: u64,
+        shutdown: &CancellationToken,
+    ) -> Result<Option<Applier>, ApplyError> {
+        Applier::owned_live(pool, config, writer, lease_ttl, max_memory, true, shutdown).await
+    }
+
+    async fn owned_live(
+        pool: Pool,
+        config: &Config,
+        writer: &WriterId,
+        lease_ttl: Duration,
+        max_memory: u64,
+        yields: bool,
+        shutdown: &CancellationToken,
+    ) -> Result<Option<Applier>, ApplyError> {
         let with_ttl = owned::with_ttl(&config.mappings);
         if !with_ttl.is_empty() {
             return Err(ApplyError::ExclusiveTtl {
                 mappings: with_ttl.into_iter().map(str::to_owned).collect(),
             });
         }
-        let writer =
-            OwnedWriter::exclusive(pool, config, writer, lease_ttl, max_memory, shutdown).await?;
+        let writer = OwnedWriter::exclusive(
+            pool, config, writer, lease_ttl, max_memory, yields, shutdown,
+        )
+        .await?;
         Ok(writer.map(Applier::Owned))
+    }
+
+    /// The names of `config`'s mappings that set `ttl_seconds`, which only the change script
+    /// applies (an owning writer's bookkeeping cannot follow rows expiring behind it).
+    pub fn mappings_with_ttl(config: &Config) -> Vec<&str> {
+        owned::with_ttl(&config.mappings)
     }
 
     /// An exclusive applier gives its lease up (others may write from now on); any other
@@ -195,7 +229,17 @@ impl Applier {
     pub async fn release(&self) -> Result<(), ApplyError> {
         match self {
             Applier::Script(_) => Ok(()),
-            Applier::Owned(writer) => writer.release().await,
+            Applier::Owned(writer) => writer.release(true).await,
+        }
+    }
+
+    /// [`Applier::release`] for an exclusive applier that the change script follows in this
+    /// process (`--writer auto` falling back): no bookkeeping is left for a next exclusive
+    /// writer, since the script's first batch would make it stale.
+    pub async fn release_to_script(&self) -> Result<(), ApplyError> {
+        match self {
+            Applier::Script(_) => Ok(()),
+            Applier::Owned(writer) => writer.release(false).await,
         }
     }
 

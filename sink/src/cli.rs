@@ -144,17 +144,22 @@ pub struct RunArgs {
     /// which reads the bookkeeping from Redis, so several sinks (a consumer group split
     /// across processes) may write one database. `exclusive`: this sink alone; it takes a
     /// lease (`sink:writer`; a second exclusive sink stands by until it lapses), holds the
-    /// bookkeeping in memory and sends plain writes, one transaction per batch: about half
-    /// the Redis CPU per change (README, "Writers").
-    #[arg(long, value_enum, default_value_t = WriterMode::Shared, env = "SINK_WRITER")]
+    /// bookkeeping in memory and sends plain writes, one transaction per batch: a third of
+    /// the Redis CPU per change. `auto` (the default): exclusive, except beside shared sinks,
+    /// for mappings with `ttl_seconds` or bookkeeping above --max-writer-memory, where it
+    /// writes through the change script; it also falls back to the script instead of
+    /// stopping (README, "Writers").
+    #[arg(long, value_enum, default_value_t = WriterMode::Auto, env = "SINK_WRITER")]
     pub writer: WriterMode,
     /// How long an exclusive sink's lease lasts without renewal, in milliseconds: how soon a
-    /// standby takes over from a sink that died.
+    /// standby takes over from a sink that died (and, with `--writer auto`, how long a
+    /// shared sink's announcement holds).
     #[arg(long, value_name = "MS", default_value_t = default_lease_ms(), env = "SINK_LEASE_MS")]
     pub lease_ms: u64,
     /// The most memory an exclusive sink's bookkeeping may take, e.g. `512MiB` or `4GiB`
-    /// (README, "Bounded resources"). Above it the sink refuses to start, or stops
-    /// once a batch took it there, with exit code 2.
+    /// (README, "Bounded resources"). Above it `--writer exclusive` refuses to start, or
+    /// stops once a batch took it there, with exit code 2; `--writer auto` writes through
+    /// the change script instead.
     #[arg(
         long,
         value_name = "SIZE",
@@ -182,6 +187,8 @@ pub enum WriterMode {
     Shared,
     /// This sink alone, under a lease, deciding changes in memory.
     Exclusive,
+    /// Exclusive where that is safe, the change script otherwise.
+    Auto,
 }
 
 impl RunArgs {
@@ -197,6 +204,10 @@ impl RunArgs {
         match self.writer {
             WriterMode::Shared => Writer::Shared,
             WriterMode::Exclusive => Writer::Exclusive {
+                lease: Duration::from_millis(self.lease_ms),
+                max_memory: self.max_writer_memory.as_u64(),
+            },
+            WriterMode::Auto => Writer::Auto {
                 lease: Duration::from_millis(self.lease_ms),
                 max_memory: self.max_writer_memory.as_u64(),
             },
@@ -450,7 +461,14 @@ mod tests {
                 _ => panic!("not run"),
             }
         };
-        assert_eq!(parse(&[]), Writer::Shared);
+        assert_eq!(
+            parse(&[]),
+            Writer::Auto {
+                lease: crate::apply::DEFAULT_LEASE_TTL,
+                max_memory: crate::apply::DEFAULT_MAX_WRITER_MEMORY,
+            }
+        );
+        assert_eq!(parse(&["--writer", "shared"]), Writer::Shared);
         assert_eq!(
             parse(&["--writer", "exclusive", "--lease-ms", "2500"]),
             Writer::Exclusive {

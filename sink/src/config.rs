@@ -23,6 +23,16 @@ pub enum Writer {
         /// The most memory the bookkeeping may take, in bytes (`--max-writer-memory`).
         max_memory: u64,
     },
+    /// Exclusive where that is safe, through the change script otherwise, and falling back
+    /// to the script for the rest of the process when the exclusive writer cannot go on
+    /// (`sink run`'s default; [`crate::run`], "Writers").
+    Auto {
+        /// The lease time, when exclusive; also how long a shared announcement holds.
+        lease: Duration,
+        /// The most memory the bookkeeping may take, in bytes, before the sink falls back
+        /// to the change script.
+        max_memory: u64,
+    },
 }
 
 /// Records per batch unless told otherwise: large enough to amortise a Redis round trip,
@@ -146,7 +156,9 @@ const DEFAULT_CONSUMER_PROPERTIES: [(&str, &str); 4] = [
 ];
 
 impl SinkConfig {
-    /// Combines a validated configuration with `-X` properties and batch limits.
+    /// Combines a validated configuration with `-X` properties and batch limits. The writer
+    /// is [`Writer::Shared`] until [`SinkConfig::with_writer`] says otherwise (`sink run`'s
+    /// command line defaults to [`Writer::Auto`]).
     pub fn new(config: Config, extra: &[(String, String)], batch: BatchSettings) -> SinkConfig {
         let mut kafka_properties = config.kafka.properties.clone();
         kafka_properties.extend(extra.iter().cloned());

@@ -28,16 +28,18 @@ use thiserror::Error;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+mod appliers;
+
 use crate::apply::{Applier, ApplyError, WriterId};
 use crate::config::{SinkConfig, Writer};
 use crate::connection::{redis_pool, PoolError};
 use crate::health::HealthError;
-use crate::memory;
 use crate::pipeline::{Backoff, ConsumeError, Pipeline, Source, StartError, StopWhen, Summary};
 use crate::readiness::Readiness;
 use crate::reload::{self, Refused, Triggers};
 use crate::telemetry;
 use crate::telemetry::server::{MetricsServer, ServeError, Serving};
+use appliers::Appliers;
 
 /// Why the sink could not start or stopped with an error.
 #[derive(Debug, Error)]
@@ -160,7 +162,7 @@ async fn consume(
     readiness: Readiness,
     serving: Option<&Serving>,
 ) -> Result<Summary, RunError> {
-    let writer = WriterId::new();
+    let mut appliers = Appliers::new();
     let mut cfg = cfg.clone();
     let mut pool = redis_pool(&cfg.config.redis)?;
     let mut pipeline =
@@ -168,7 +170,7 @@ async fn consume(
     if let Some(serving) = serving {
         serving.watch(&readiness);
     }
-    let Some(mut applier) = new_applier(&cfg, pool.clone(), &writer, &shutdown).await? else {
+    let Some(mut applier) = appliers.next(&cfg, pool.clone(), &shutdown).await? else {
         // Shut down while standing by.
         return Ok(Summary::default());
     };
@@ -195,6 +197,21 @@ async fn consume(
                 stopped = running.stopped() => {
                     let summary = match stopped {
                         Ok(summary) => summary,
+                        Err(e) if appliers.recovers(&cfg, &e) => {
+                            // `--writer auto`: the script, or the choice made again
+                            // (run/appliers.rs), from the committed offsets.
+                            drop(running);
+                            let Some((next, next_applier)) =
+                                reconnect(&cfg, pool.clone(), &mut appliers, &readiness, &shutdown).await?
+                            else {
+                                release(&applier).await;
+                                return Ok(total);
+                            };
+                            hand_over(&applier, &next_applier).await;
+                            applier = next_applier;
+                            pipeline = next;
+                            continue 'pipelines;
+                        }
                         Err(e) => {
                             release(&applier).await;
                             return Err(e.into());
@@ -211,18 +228,19 @@ async fn consume(
                     info!("Starting the pipeline again; every assigned partition resumes from what redis holds.");
                     drop(running);
                     let Some((healed, healed_applier)) =
-                        reconnect(&cfg, pool.clone(), &writer, &readiness, &shutdown).await?
+                        reconnect(&cfg, pool.clone(), &mut appliers, &readiness, &shutdown).await?
                     else {
                         release(&applier).await;
                         return Ok(total);
                     };
+                    hand_over(&applier, &healed_applier).await;
                     applier = healed_applier;
                     pipeline = healed;
                     continue 'pipelines;
                 }
                 trigger = triggers.next() => {
                     info!(trigger = trigger.as_str(), "Reloading the configuration.");
-                    match prepare(&cfg, load(), &writer, &pool, &readiness).await {
+                    match prepare(&cfg, load(), appliers.id(), &pool, &readiness).await {
                         Ok(next) => break next,
                         Err(refused) => {
                             metrics::counter!(telemetry::CONFIG_RELOADS, "outcome" => "refused").increment(1);
@@ -252,10 +270,12 @@ async fn consume(
         }
         // The same database (vetted), perhaps with new credentials or certificates.
         pool = redis_pool(&next.config.redis)?;
-        let Some(next_applier) = new_applier(&next, pool.clone(), &writer, &shutdown).await? else {
+        let Some(next_applier) = appliers.next(&next, pool.clone(), &shutdown).await? else {
             return Ok(total);
         };
-        // An exclusive writer's lease keys name `writer`, which the new applier holds now.
+        // An exclusive writer's lease keys name this process's writer id, which the new
+        // applier holds now (unless it is the script).
+        hand_over(&applier, &next_applier).await;
         applier = next_applier;
         cfg = next;
         pipeline = next_pipeline;
@@ -267,46 +287,8 @@ async fn consume(
     }
 }
 
-/// The applier `cfg` asks for; `None` if shut down while standing by for the lease.
-async fn new_applier(
-    cfg: &SinkConfig,
-    pool: Pool,
-    writer: &WriterId,
-    shutdown: &CancellationToken,
-) -> Result<Option<Arc<Applier>>, RunError> {
-    let applier = match cfg.writer {
-        Writer::Shared => Some(Applier::new(pool, &cfg.config)),
-        Writer::Exclusive { lease, max_memory } => loop {
-            match Applier::exclusive(
-                pool.clone(),
-                &cfg.config,
-                writer,
-                lease,
-                max_memory,
-                shutdown,
-            )
-            .await
-            {
-                Ok(applier) => break applier,
-                // Redis is full: taking the lease is a write. Wait for room rather than exit
-                // (and be restarted into the same full Redis).
-                Err(e) if e.is_out_of_memory() => {
-                    warn!(error = %one_line(&e), "Redis is full; the exclusive writer waits for room to take its lease.");
-                    tokio::select! {
-                        () = shutdown.cancelled() => return Ok(None),
-                        () = tokio::time::sleep(memory::CHECK_INTERVAL) => {}
-                    }
-                }
-                Err(e) => return Err(RunError::Exclusive(e)),
-            }
-        },
-    };
-    // The pipeline's assignment marks its partitions: batches of a partition whose marker
-    // vanished (Redis lost its data) are refused until the pipeline restarts and rewinds.
-    Ok(applier.map(|a| Arc::new(a.with_marker_guard())))
-}
-
-/// A pipeline and an applier for `cfg` again, after Redis lost writes; `None` at shutdown.
+/// A pipeline and an applier for `cfg` again, after Redis lost writes (or `--writer auto`
+/// changed its writer); `None` at shutdown.
 /// The process was healthy a moment ago, so a service that is down now (Redis restarting,
 /// the registry away) is waited for with backoff, as the running pipeline would. An
 /// exclusive applier of the same `writer` takes the lease again (or stands by, if another
@@ -314,7 +296,7 @@ async fn new_applier(
 async fn reconnect(
     cfg: &SinkConfig,
     pool: Pool,
-    writer: &WriterId,
+    appliers: &mut Appliers,
     readiness: &Readiness,
     shutdown: &CancellationToken,
 ) -> Result<Option<(Pipeline, Arc<Applier>)>, RunError> {
@@ -336,7 +318,7 @@ async fn reconnect(
             }
         }
     };
-    let Some(applier) = new_applier(cfg, pool, writer, shutdown).await? else {
+    let Some(applier) = appliers.next(cfg, pool, shutdown).await? else {
         return Ok(None);
     };
     Ok(Some((pipeline, applier)))
@@ -351,7 +333,7 @@ async fn prepare(
     readiness: &Readiness,
 ) -> Result<(SinkConfig, Pipeline), Refused> {
     let next = reload::vet(current, loaded.map_err(Refused::Invalid)?, pool).await?;
-    if let Writer::Exclusive { .. } = next.writer {
+    if let Writer::Exclusive { .. } | Writer::Auto { .. } = next.writer {
         reload::check_leases(current, &next, writer, pool).await?;
     }
     let pipeline =
@@ -359,6 +341,17 @@ async fn prepare(
             .await
             .map_err(Refused::Start)?;
     Ok((next, pipeline))
+}
+
+/// An exclusive applier followed by the change script (`--writer auto` fell back, or a
+/// reload added a mapping with `ttl_seconds`) gives its lease up once the script announced
+/// itself, before the script writes anything: the script refuses to write under the lease.
+async fn hand_over(previous: &Applier, next: &Applier) {
+    if previous.is_owning() && !next.is_owning() {
+        if let Err(e) = previous.release_to_script().await {
+            warn!(error = %one_line(&e), "Releasing the exclusive lease failed; the change script waits until it lapses.");
+        }
+    }
 }
 
 /// An exclusive applier gives its lease up at the end, so that a standby or a restart need

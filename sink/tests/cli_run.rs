@@ -1,8 +1,8 @@
 //! `sink run` as a subprocess against the real stack: killed with SIGKILL mid-way (no final
 //! commit, so records are delivered again), restarted, stopped with SIGTERM (exit 0 after the
-//! final commit), and Redis ends in exactly the source's state; with either writer (the
-//! exclusive one's restart waits for the killed one's lease to lapse, then loads what it
-//! left).
+//! final commit), and Redis ends in exactly the source's state; with each writer (the
+//! exclusive one's restart, and the default `auto` one's, which is exclusive here, waits for
+//! the killed one's lease to lapse, then loads what it left).
 
 mod pipeline_support;
 
@@ -59,7 +59,13 @@ fn terminate(child: &Child) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_and_restarted_binary_ends_in_the_source_state() {
-    killed_restarted_and_stopped(&[]).await;
+    // The default writer, `auto`: exclusive, since nothing stands in its way.
+    killed_restarted_and_stopped(&["--lease-ms", "2000"]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_and_restarted_shared_binary_ends_in_the_source_state() {
+    killed_restarted_and_stopped(&["--writer", "shared"]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -69,7 +75,7 @@ async fn killed_and_restarted_exclusive_binary_ends_in_the_source_state() {
 
 /// Runs the binary with `extra` arguments: killed mid-way, restarted, stopped.
 async fn killed_restarted_and_stopped(extra: &[&str]) {
-    let exclusive = extra.contains(&"exclusive");
+    let exclusive = !extra.contains(&"shared");
     let s = Scenario::new(2).await;
     let w = generate(4000);
     let records = s.encode(&w.events);

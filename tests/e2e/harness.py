@@ -625,6 +625,14 @@ class Pipeline:
             leases = {f"sink:writer:{m}" for m in MAPPING_TABLES}
             allowed |= leases
             out += [f"missing lease {k} of the exclusive sink" for k in sorted(leases - book)]
+        if self.writer == "shared" and self.sink is not None and self.sink.alive():
+            # A running shared sink announces itself (README, "Writers"), so that a sink with
+            # the default writer does not take the exclusive lease beside it.
+            announced = {f"sink:shared:{m}" for m in MAPPING_TABLES}
+            out += [f"missing announcement {k} of the shared sink" for k in sorted(announced - book)]
+        if self.writer == "shared":
+            # It expires one lease time after the sink stopped.
+            allowed |= {f"sink:shared:{m}" for m in MAPPING_TABLES}
         allowed |= {SEARCH_KEY, SEARCH_MEMBERS_KEY}
         if self.writer == "exclusive":
             # An exclusive sink that stopped cleanly leaves its bookkeeping for the next one

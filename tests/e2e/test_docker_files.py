@@ -151,7 +151,7 @@ def test_wiring_between_services():
     assert se["KAFKA_BOOTSTRAP_SERVERS"] == kafka_internal
     assert se["SCHEMA_REGISTRY_URL"] == registry, "Confluent Schema Registry serves its API at the root"
     assert se["REDIS_URL"] == "redis://redis:6379"
-    assert se["SINK_WRITER"] in ("shared", "exclusive"), "a value `sink run --writer` accepts"
+    assert se["SINK_WRITER"] in ("auto", "shared", "exclusive"), "a value `sink run --writer` accepts"
     assert s["sink"]["command"][:2] == ["sink", "run"] and "/etc/agent-context/connectors.yaml" in s["sink"]["command"]
     assert {"kafka", "schema-registry"} <= healthy_deps(s["sink"])
     ae = env(s["agent-cli"])

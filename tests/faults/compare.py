@@ -29,9 +29,10 @@ VOLATILE_FRESHNESS_FIELDS = {"applied_count", "applied_at_ms", "caught_up_at_ms"
 
 
 def ignored(key: str) -> bool:
-    # Who writes (leases), how the state was made (rebuild, markers), and a stopped exclusive
-    # writer's copy of its bookkeeping for the next one (README, "Writers"): not the state.
-    return key.startswith(("sink:writer:", "sink:snapshot:")) or key in ("sink:rebuild", "sink:offsets:run")
+    # Who writes (leases, shared sinks' announcements), how the state was made (rebuild,
+    # markers), and a stopped exclusive writer's copy of its bookkeeping for the next one
+    # (README, "Writers"): not the state.
+    return key.startswith(("sink:writer:", "sink:shared:", "sink:snapshot:")) or key in ("sink:rebuild", "sink:offsets:run")
 
 
 def dump(url: str) -> dict[str, tuple[str, Any]]:

@@ -104,6 +104,14 @@ pub enum ApplyError {
         /// The new holder's writer id.
         holder: String,
     },
+    /// `--writer auto` did not take the exclusive lease: another sink announced itself as a
+    /// shared writer of these mappings (`sink:shared:{mapping}`), and the lease would shut
+    /// it out. The sink writes through the change script beside it instead.
+    #[error("sink `{sink}` writes these mappings through the change script (announced in `sink:shared:{{mapping}}`); taking the exclusive lease would shut it out")]
+    SharedSinks {
+        /// The announcing sink's writer id.
+        sink: String,
+    },
     /// A command of an owning applier's transaction failed (another program wrote a mapped
     /// key with another type): the rest of the transaction was executed, so the batch is
     /// partly applied. Fix the key, then `sink rebuild`.
@@ -189,6 +197,7 @@ impl ApplyError {
             | ApplyError::Reply { .. }
             | ApplyError::Excluded { .. }
             | ApplyError::LeaseLost { .. }
+            | ApplyError::SharedSinks { .. }
             | ApplyError::ForeignKey { .. }
             | ApplyError::WriterMemory(_)
             | ApplyError::ExclusiveTtl { .. }
@@ -235,6 +244,7 @@ impl ApplyError {
             | ApplyError::Resend { .. }
             | ApplyError::Excluded { .. }
             | ApplyError::LeaseLost { .. }
+            | ApplyError::SharedSinks { .. }
             | ApplyError::ForeignKey { .. }
             | ApplyError::Load(_)
             | ApplyError::WriterMemory(_)

@@ -28,6 +28,7 @@
 //! atomic as a whole), and the pipeline keeps their order, which is what per-partition
 //! ordering needs.
 
+mod announce;
 mod args;
 mod generate;
 mod writer;
@@ -36,6 +37,7 @@ use mapping::Mapping;
 use redis::aio::ConnectionLike;
 
 use super::{ApplyError, Fences, PlannedChange};
+pub use announce::Announcement;
 use args::MappingArgs;
 pub(crate) use args::{format_score, relation_score};
 pub(crate) use generate::{layout_constants, template_fields};

@@ -48,6 +48,7 @@ impl RedisErrorKind {
             ApplyError::ForeignKey { .. } => RedisErrorKind::Rejected,
             ApplyError::Excluded { .. }
             | ApplyError::LeaseLost { .. }
+            | ApplyError::SharedSinks { .. }
             | ApplyError::Load(crate::apply::LoadError::LeaseLost(_)) => RedisErrorKind::Lease,
             ApplyError::BookkeepingLost { .. } | ApplyError::Superseded { .. } => {
                 RedisErrorKind::Other

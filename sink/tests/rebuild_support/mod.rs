@@ -475,13 +475,17 @@ fn volatile(key: &str, field: &str, counts: bool) -> bool {
 
 /// Every key of database `db` with its content, except `sink:rebuild*` (the rebuild's own
 /// metadata and lock), `sink:snapshot:*` (a stopped exclusive writer's copy of the
-/// bookkeeping, for the next one) and wall-clock fields; `counts` also drops `applied_count`.
+/// bookkeeping, for the next one), `sink:shared:*` (shared sinks announcing themselves:
+/// who runs, not what is stored) and wall-clock fields; `counts` also drops `applied_count`.
 pub fn snapshot(stack: &Stack, db: i64, counts: bool) -> BTreeMap<String, Content> {
     let mut conn = stack.conn(db);
     let keys: Vec<String> = conn.keys("*").expect("KEYS");
     let mut out = BTreeMap::new();
     for key in keys {
-        if key.starts_with("sink:rebuild") || key.starts_with("sink:snapshot:") {
+        if key.starts_with("sink:rebuild")
+            || key.starts_with("sink:snapshot:")
+            || key.starts_with("sink:shared:")
+        {
             continue;
         }
         let kind: String = redis::cmd("TYPE").arg(&key).query(&mut conn).expect("TYPE");

@@ -22,23 +22,37 @@ use redis::aio::ConnectionLike;
 /// How long the lease lasts without renewal unless configured otherwise.
 pub const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(10);
 
-/// Keeps the lease when this writer holds all of KEYS, takes the free ones when nobody else
-/// holds any. ARGV[1] writer id, ARGV[2] time to live in ms.
-/// Returns 1 (held and renewed), 2 (some were free, now taken) or the id of another holder.
+/// Keeps the lease when this writer holds all of its keys (the first ARGV[3] of KEYS), takes
+/// the free ones when nobody else holds any, unless, while taking, one of the rest of KEYS
+/// (shared sinks' announcements, [`layout::shared_key`]) holds another sink's announcement
+/// that has not expired. ARGV[1] writer id, ARGV[2]
+/// time to live in ms, ARGV[3] the number of lease keys.
+/// Returns 1 (held and renewed), 2 (some were free, now taken), the id of another holder, or
+/// `{id}`: the id of a shared sink that announced itself (nothing taken).
 const TAKE_SCRIPT: &str = r"
+local n = tonumber(ARGV[3])
 local held = 0
-for _, key in ipairs(KEYS) do
-  local holder = redis.call('GET', key)
+for i = 1, n do
+  local holder = redis.call('GET', KEYS[i])
   if holder == ARGV[1] then
     held = held + 1
   elseif holder then
     return holder
   end
 end
-for _, key in ipairs(KEYS) do
-  redis.call('SET', key, ARGV[1], 'PX', ARGV[2])
+if held < n and #KEYS > n then
+  local t = redis.call('TIME')
+  local now = t[1] * 1000 + math.floor(t[2] / 1000)
+  for i = n + 1, #KEYS do
+    for _, sharer in ipairs(redis.call('ZRANGEBYSCORE', KEYS[i], now, '+inf')) do
+      if sharer ~= ARGV[1] then return {sharer} end
+    end
+  end
 end
-if held == #KEYS then return 1 end
+for i = 1, n do
+  redis.call('SET', KEYS[i], ARGV[1], 'PX', ARGV[2])
+end
+if held == n then return 1 end
 return 2
 ";
 
@@ -60,6 +74,10 @@ pub(crate) enum Holding {
     Taken,
     /// Another writer holds it.
     HeldBy(String),
+    /// A lease that yields to shared sinks ([`Lease::yielding_to_shared_sinks`]) was not
+    /// held, and a shared sink of one of its mappings announced itself (its id): nothing
+    /// was taken.
+    SharedSinks(String),
 }
 
 /// An exclusive writer's identity: the value of the lease keys it holds. `sink run` keeps
@@ -97,6 +115,11 @@ impl Default for WriterId {
 pub(crate) struct Lease {
     id: String,
     keys: Vec<String>,
+    /// The shared sinks' announcements of the same mappings ([`layout::shared_key`]).
+    shared_keys: Vec<String>,
+    /// Whether an announcement keeps this lease from being taken (`--writer auto`);
+    /// `--writer exclusive` takes it regardless.
+    yields: bool,
     ttl: Duration,
 }
 
@@ -107,11 +130,22 @@ impl Lease {
         mappings: impl IntoIterator<Item = &'a str>,
         ttl: Duration,
     ) -> Lease {
+        let mappings: Vec<&str> = mappings.into_iter().collect();
         Lease {
             id: writer.0.clone(),
-            keys: mappings.into_iter().map(layout::writer_key).collect(),
+            keys: mappings.iter().copied().map(layout::writer_key).collect(),
+            shared_keys: mappings.iter().copied().map(layout::shared_key).collect(),
+            yields: false,
             ttl: ttl.max(Duration::from_millis(300)),
         }
+    }
+
+    /// The same lease, not taken while another sink announces itself as a shared writer of
+    /// one of its mappings (`sink:shared:{mapping}`): [`Lease::take`] then answers [`Holding::SharedSinks`]. For
+    /// `--writer auto`, which must not shut out the shared sinks already writing.
+    pub(crate) fn yielding_to_shared_sinks(mut self) -> Lease {
+        self.yields = true;
+        self
     }
 
     /// The value of the lease keys while this writer holds them.
@@ -142,15 +176,25 @@ impl Lease {
         }
     }
 
-    /// Renews the lease if this writer holds it, takes it if it is free.
+    /// Renews the lease if this writer holds it, takes it if it is free (and, for a lease
+    /// yielding to shared sinks, none announced itself).
     pub(crate) async fn take(&self, conn: &mut impl ConnectionLike) -> redis::RedisResult<Holding> {
         let script = redis::Script::new(TAKE_SCRIPT);
         let mut script = script.prepare_invoke();
-        script.key(&self.keys).arg(&self.id).arg(self.ttl_ms());
+        let yield_to: &[String] = if self.yields { &self.shared_keys } else { &[] };
+        script
+            .key(&self.keys)
+            .key(yield_to)
+            .arg(&self.id)
+            .arg(self.ttl_ms())
+            .arg(self.keys.len());
         let reply: redis::Value = script.invoke_async(conn).await?;
         Ok(match reply {
             redis::Value::Int(1) => Holding::Kept,
             redis::Value::Int(_) => Holding::Taken,
+            redis::Value::Array(sharer) => Holding::SharedSinks(
+                redis::from_redis_value::<(String,)>(redis::Value::Array(sharer))?.0,
+            ),
             other => Holding::HeldBy(redis::from_redis_value::<String>(other)?),
         })
     }

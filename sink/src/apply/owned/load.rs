@@ -276,7 +276,7 @@ async fn renew<C: ConnectionLike + Send>(
     let Some(lease) = lease else { return Ok(()) };
     match lease.take(conn).await.map_err(LoadError::Redis)? {
         Holding::Kept | Holding::Taken => Ok(()),
-        Holding::HeldBy(holder) => Err(LoadError::LeaseLost(holder)),
+        Holding::HeldBy(holder) | Holding::SharedSinks(holder) => Err(LoadError::LeaseLost(holder)),
     }
 }
 

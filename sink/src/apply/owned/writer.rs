@@ -141,21 +141,29 @@ impl OwnedWriter {
     /// no further batch).
     ///
     /// `writer` names the holder: a writer with the same id takes over its lease at once.
-    /// `None` if `shutdown` is cancelled while waiting for the lease.
+    /// `None` if `shutdown` is cancelled while waiting for the lease. With `yields`, a lease
+    /// that is not held yet is not taken while another sink announces itself as a shared
+    /// writer of one of the mappings: [`ApplyError::SharedSinks`] (`--writer auto`).
     pub(crate) async fn exclusive(
         pool: Pool,
         config: &Config,
         writer: &WriterId,
         lease_ttl: Duration,
         max_memory: u64,
+        yields: bool,
         shutdown: &CancellationToken,
     ) -> Result<Option<OwnedWriter>, ApplyError> {
+        let lease = Lease::new(
+            writer,
+            config.mappings.iter().map(|m| m.name.as_str()),
+            lease_ttl,
+        );
         let exclusive = Exclusive {
-            lease: Lease::new(
-                writer,
-                config.mappings.iter().map(|m| m.name.as_str()),
-                lease_ttl,
-            ),
+            lease: if yields {
+                lease.yielding_to_shared_sinks()
+            } else {
+                lease
+            },
             mappings: config.mappings.clone(),
             max_memory: usize::try_from(max_memory).unwrap_or(usize::MAX),
         };
@@ -320,9 +328,9 @@ impl OwnedWriter {
     }
 
     /// Exclusive writer: stops writing, leaves its bookkeeping in Redis for the next
-    /// exclusive writer (`snapshots.rs`) and gives the lease up. Call it once every batch
-    /// was answered.
-    pub(crate) async fn release(&self) -> Result<(), ApplyError> {
+    /// exclusive writer (`snapshots.rs`) when `snapshot` says so, and gives the lease up.
+    /// Call it once every batch was answered.
+    pub(crate) async fn release(&self, snapshot: bool) -> Result<(), ApplyError> {
         let Some(x) = &self.exclusive else {
             return Ok(());
         };
@@ -332,7 +340,7 @@ impl OwnedWriter {
         undo_all(&self.shared, &mut inner);
         inner.lost = Some("(released at shutdown)".to_owned());
         let mut conn = self.pool.get().await.map_err(ApplyError::Pool)?;
-        if settled {
+        if settled && snapshot {
             leave_snapshot(&mut conn, x, &inner.state).await;
         }
         x.lease
@@ -444,7 +452,7 @@ async fn renew_idle(shared: &Shared, pool: &Pool, x: &Exclusive) {
             undo_all(shared, &mut inner);
             inner.stale = true;
         }
-        Ok(Holding::HeldBy(holder)) => {
+        Ok(Holding::HeldBy(holder) | Holding::SharedSinks(holder)) => {
             undo_all(shared, &mut inner);
             warn!(%holder, "Another sink took the exclusive lease on the redis database; this sink stops writing.");
             inner.lost = Some(holder);
@@ -509,8 +517,10 @@ async fn load_exclusive(
         }
     };
     loop {
-        if let Holding::HeldBy(holder) = x.lease.take(conn).await.map_err(redis_error("lease"))? {
-            return Err(ApplyError::LeaseLost { holder });
+        match x.lease.take(conn).await.map_err(redis_error("lease"))? {
+            Holding::Kept | Holding::Taken => {}
+            Holding::HeldBy(holder) => return Err(ApplyError::LeaseLost { holder }),
+            Holding::SharedSinks(sink) => return Err(ApplyError::SharedSinks { sink }),
         }
         redis::cmd("WATCH")
             .arg(SWAP_SENTINEL_KEY)

@@ -1,0 +1,100 @@
+//! A shared sink announcing itself: its writer id in `sink:shared:{mapping}` of each of its
+//! mappings ([`mapping::layout::shared_key`]), renewed every third of the lease time for as
+//! long as it writes through the change script.
+//!
+//! `--writer auto` takes the exclusive lease only where no other sink announces itself
+//! (`owned/lease.rs`): once an exclusive writer holds a mapping, the change script refuses
+//! to write it, so a shared sink already running would be shut out. The announcements are
+//! what lets a `sink run` with the default writer start beside shared sinks (explicit
+//! `--writer shared`, or `auto` sinks that chose the script) and write through the script
+//! with them instead.
+//!
+//! An announcement is one member per sink, scored with the Redis server time until which it
+//! holds, so that one sink stopping never hides another; the key itself expires one lease
+//! time after the last renewal. A stopped sink's announcement is left to expire rather than
+//! removed: removing it at the wrong moment cannot shut anyone out, but it could not be done
+//! from `Drop` either.
+
+use std::time::Duration;
+
+use deadpool_redis::Pool;
+use mapping::{layout, Mapping};
+use tokio_util::sync::{CancellationToken, DropGuard};
+use tracing::warn;
+
+use crate::apply::{ApplyError, WriterId};
+
+/// Adds (or renews) ARGV[1] in each of KEYS until ARGV[2] ms from the server's clock, drops
+/// the announcements that expired, and keeps each key for ARGV[2] ms.
+const ANNOUNCE_SCRIPT: &str = r"
+local t = redis.call('TIME')
+local now = t[1] * 1000 + math.floor(t[2] / 1000)
+for _, key in ipairs(KEYS) do
+  redis.call('ZREMRANGEBYSCORE', key, '-inf', now - 1)
+  redis.call('ZADD', key, now + tonumber(ARGV[2]), ARGV[1])
+  redis.call('PEXPIRE', key, ARGV[2])
+end
+return #KEYS
+";
+
+/// A shared sink's announcement on its mappings, renewed until dropped.
+pub struct Announcement {
+    _renewing: DropGuard,
+}
+
+impl Announcement {
+    /// Announces `writer` as a shared writer of `mappings` for `ttl`, then keeps renewing it
+    /// every third of `ttl` in a task (call within a Tokio runtime) until the announcement
+    /// is dropped. The first announcement is made before this returns, so that nothing this
+    /// sink writes afterwards can precede it; when Redis refuses it, that is logged and the
+    /// renewals try again (the sink writes all the same: without the announcement, a
+    /// `--writer auto` sink starting meanwhile could only make the script refuse this one).
+    pub async fn start(
+        pool: Pool,
+        mappings: &[Mapping],
+        writer: &WriterId,
+        ttl: Duration,
+    ) -> Announcement {
+        let keys: Vec<String> = mappings
+            .iter()
+            .map(|m| layout::shared_key(&m.name))
+            .collect();
+        let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
+        if let Err(e) = announce(&pool, &keys, writer.as_str(), ttl_ms).await {
+            warn!(error = %e, "Cannot announce this shared sink in redis; trying again with the renewals.");
+        }
+        let stop = CancellationToken::new();
+        let renewing = stop.clone();
+        let id = writer.as_str().to_owned();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    () = renewing.cancelled() => return,
+                    () = tokio::time::sleep(ttl / 3) => {}
+                }
+                if let Err(e) = announce(&pool, &keys, &id, ttl_ms).await {
+                    warn!(error = %e, "Cannot renew this shared sink's announcement in redis; a --writer auto sink starting now could take the exclusive lease.");
+                }
+            }
+        });
+        Announcement {
+            _renewing: stop.drop_guard(),
+        }
+    }
+}
+
+async fn announce(pool: &Pool, keys: &[String], id: &str, ttl_ms: u64) -> Result<(), ApplyError> {
+    let mut conn = pool.get().await.map_err(ApplyError::Pool)?;
+    let script = redis::Script::new(ANNOUNCE_SCRIPT);
+    let mut invocation = script.prepare_invoke();
+    invocation.key(keys).arg(id).arg(ttl_ms);
+    invocation
+        .invoke_async::<i64>(&mut conn)
+        .await
+        .map(drop)
+        .map_err(|source| ApplyError::Redis {
+            operation: "shared sink announcement",
+            changes: 0,
+            source,
+        })
+}

@@ -1,0 +1,225 @@
+//! The applier each pipeline of `sink run` writes with, as `--writer` asks, and for
+//! `--writer auto` (the default) the choice between the exclusive writer and the change
+//! script.
+//!
+//! # `--writer auto`
+//!
+//! The exclusive writer costs Redis a third of the change script's CPU per change, so `auto`
+//! takes it wherever that cannot harm anyone, and writes through the script otherwise:
+//!
+//! - **Mappings with `ttl_seconds`**: rows expiring behind the writer's back would leave its
+//!   bookkeeping wrong, so the script.
+//! - **Shared sinks already writing** (`--writer shared`, or `auto` sinks that chose the
+//!   script), which announce themselves in `sink:shared:{mapping}`
+//!   ([`crate::apply::Announcement`]): the lease would make the script refuse them, so the
+//!   script, beside them. Every sink that writes through the script announces itself.
+//! - **Another exclusive sink holds the lease**: a standby, as `--writer exclusive`.
+//! - **Bookkeeping above `--max-writer-memory`**, at start or grown there: the script, for
+//!   the rest of the process, instead of stopping with exit code 2.
+//! - **A key another program wrote with another type** fails a command of the exclusive
+//!   batch's transaction (the rest of it is applied): the script, for the rest of the
+//!   process, instead of stopping; the pipeline starts again from the committed offsets and
+//!   the script dead-letters any later change that writes such a key.
+//! - **The lease lost** (another sink took it) or the script refused (an exclusive sink
+//!   holds the mappings): the choice is made again, which stands by for the lease.
+//!
+//! Falling back announces the script first and gives the lease up after, so that a standby
+//! that takes the lease at that moment sees the announcement and writes through the script
+//! too.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use deadpool_redis::Pool;
+use mapping::one_line;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use super::RunError;
+use crate::apply::{Announcement, Applier, ApplyError, WriterId, DEFAULT_LEASE_TTL};
+use crate::config::{SinkConfig, Writer};
+use crate::memory;
+use crate::pipeline::ConsumeError;
+
+/// The appliers of one `sink run` process: its writer identity (kept across reloads, so that
+/// the next exclusive applier holds the lease of the last one), whether `auto` fell back to
+/// the script for good, and the script's announcement while it writes through it.
+pub(super) struct Appliers {
+    writer: WriterId,
+    /// `--writer auto` fell back to the change script for the rest of the process.
+    fell_back: bool,
+    /// While the current applier is the change script.
+    announcement: Option<Announcement>,
+}
+
+impl Appliers {
+    pub(super) fn new() -> Appliers {
+        Appliers {
+            writer: WriterId::new(),
+            fell_back: false,
+            announcement: None,
+        }
+    }
+
+    /// This process's writer identity.
+    pub(super) fn id(&self) -> &WriterId {
+        &self.writer
+    }
+
+    /// The applier `cfg` asks for, guarded by the partitions' self-healing markers; `None`
+    /// if `shutdown` is cancelled while standing by for the lease.
+    pub(super) async fn next(
+        &mut self,
+        cfg: &SinkConfig,
+        pool: Pool,
+        shutdown: &CancellationToken,
+    ) -> Result<Option<Arc<Applier>>, RunError> {
+        let applier = match cfg.writer {
+            Writer::Shared => Some(self.script(cfg, pool, DEFAULT_LEASE_TTL).await),
+            Writer::Exclusive { lease, max_memory } => {
+                let exclusive = self
+                    .exclusive(cfg, pool, lease, max_memory, false, shutdown)
+                    .await
+                    .map_err(RunError::Exclusive)?;
+                if exclusive.is_some() {
+                    self.announcement = None;
+                }
+                exclusive
+            }
+            Writer::Auto { lease, max_memory } => {
+                self.auto(cfg, pool, lease, max_memory, shutdown).await?
+            }
+        };
+        // The pipeline's assignment marks its partitions: batches of a partition whose marker
+        // vanished (Redis lost its data) are refused until the pipeline restarts and rewinds.
+        Ok(applier.map(|a| Arc::new(a.with_marker_guard())))
+    }
+
+    /// Whether the sink goes on with a new applier after its pipeline stopped with `error`:
+    /// `--writer auto` falls back to the script, or chooses again, where `exclusive` would
+    /// stop (module documentation).
+    pub(super) fn recovers(&mut self, cfg: &SinkConfig, error: &ConsumeError) -> bool {
+        let Writer::Auto { .. } = cfg.writer else {
+            return false;
+        };
+        let ConsumeError::Apply { source, .. } = error else {
+            return false;
+        };
+        match source {
+            ApplyError::WriterMemory(_) => {
+                warn!(error = %one_line(source), "The exclusive writer's bookkeeping outgrew --max-writer-memory; writing through the change script from now on (--writer auto).");
+                self.fell_back = true;
+                true
+            }
+            ApplyError::ForeignKey { .. } => {
+                warn!(error = %one_line(source), "Writing through the change script from now on (--writer auto); it dead-letters the changes that write a key of another type.");
+                self.fell_back = true;
+                true
+            }
+            ApplyError::LeaseLost { .. } | ApplyError::Excluded { .. } => {
+                info!(error = %one_line(source), "Choosing the writer again (--writer auto).");
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// `--writer auto`: exclusive unless that is unsafe (module documentation).
+    async fn auto(
+        &mut self,
+        cfg: &SinkConfig,
+        pool: Pool,
+        lease: Duration,
+        max_memory: u64,
+        shutdown: &CancellationToken,
+    ) -> Result<Option<Applier>, RunError> {
+        if self.fell_back {
+            info!("Writing through the change script (--writer auto fell back to it in this process).");
+            return Ok(Some(self.script(cfg, pool, lease).await));
+        }
+        let with_ttl = Applier::mappings_with_ttl(&cfg.config);
+        if !with_ttl.is_empty() {
+            info!(mappings = %with_ttl.join(","), "Writing through the change script: the exclusive writer cannot apply mappings with ttl_seconds (--writer auto).");
+            return Ok(Some(self.script(cfg, pool, lease).await));
+        }
+        match self
+            .exclusive(cfg, pool.clone(), lease, max_memory, true, shutdown)
+            .await
+        {
+            Ok(applier) => {
+                if applier.is_some() {
+                    self.announcement = None;
+                    info!("Writing as the exclusive writer (--writer auto).");
+                }
+                Ok(applier)
+            }
+            Err(ApplyError::SharedSinks { sink }) => {
+                info!(%sink, "Writing through the change script beside the shared sinks of these mappings (--writer auto).");
+                Ok(Some(self.script(cfg, pool, lease).await))
+            }
+            Err(e @ ApplyError::WriterMemory(_)) => {
+                warn!(error = %one_line(&e), "Writing through the change script (--writer auto).");
+                self.fell_back = true;
+                Ok(Some(self.script(cfg, pool, lease).await))
+            }
+            Err(e) => Err(RunError::Exclusive(e)),
+        }
+    }
+
+    /// The change script, announced for `ttl` (renewed while it is the applier).
+    async fn script(&mut self, cfg: &SinkConfig, pool: Pool, ttl: Duration) -> Applier {
+        if self.announcement.is_none() {
+            self.announcement = Some(
+                Announcement::start(pool.clone(), &cfg.config.mappings, &self.writer, ttl).await,
+            );
+        }
+        Applier::new(pool, &cfg.config)
+    }
+
+    /// The exclusive writer (`yields`: unless shared sinks announced themselves), waiting
+    /// for room while Redis is full rather than exiting (and being restarted into the same
+    /// full Redis): taking the lease is a write.
+    async fn exclusive(
+        &self,
+        cfg: &SinkConfig,
+        pool: Pool,
+        lease: Duration,
+        max_memory: u64,
+        yields: bool,
+        shutdown: &CancellationToken,
+    ) -> Result<Option<Applier>, ApplyError> {
+        loop {
+            let taken = if yields {
+                Applier::exclusive_beside_no_shared_sink(
+                    pool.clone(),
+                    &cfg.config,
+                    &self.writer,
+                    lease,
+                    max_memory,
+                    shutdown,
+                )
+                .await
+            } else {
+                Applier::exclusive(
+                    pool.clone(),
+                    &cfg.config,
+                    &self.writer,
+                    lease,
+                    max_memory,
+                    shutdown,
+                )
+                .await
+            };
+            match taken {
+                Err(e) if e.is_out_of_memory() => {
+                    warn!(error = %one_line(&e), "Redis is full; the exclusive writer waits for room to take its lease.");
+                    tokio::select! {
+                        () = shutdown.cancelled() => return Ok(None),
+                        () = tokio::time::sleep(memory::CHECK_INTERVAL) => {}
+                    }
+                }
+                taken => return taken,
+            }
+        }
+    }
+}

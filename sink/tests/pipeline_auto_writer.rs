@@ -1,0 +1,170 @@
+//! `sink run --writer auto`, the default: the exclusive writer where nothing stands in its
+//! way, the change script beside shared sinks, and the script instead of stopping when the
+//! exclusive writer cannot go on (its memory bound, a key another program wrote with another
+//! type). Each run ends with every change applied.
+
+mod pipeline_support;
+
+use std::time::Duration;
+
+use pipeline_support::{assert_state, generate, Scenario, Table};
+use redis::Commands;
+use sink::apply::DEFAULT_LEASE_TTL;
+use sink::config::{BatchSettings, SinkConfig, Writer};
+
+/// Far less than the bookkeeping of the workload's rows and index keys.
+const TINY: u64 = 64 * 1024;
+
+fn auto(max_memory: u64) -> Writer {
+    Writer::Auto {
+        lease: DEFAULT_LEASE_TTL,
+        max_memory,
+    }
+}
+
+/// The scenario's mapping names.
+fn mappings(s: &Scenario) -> [String; 2] {
+    [s.mapping(Table::Customers), s.mapping(Table::Orders)]
+}
+
+/// Whether a stopped exclusive writer of the scenario's mappings left its bookkeeping: only
+/// an exclusive writer does, when it stops cleanly.
+fn exclusive_snapshot_left(s: &Scenario) -> bool {
+    let [customers, orders] = mappings(s);
+    let key = mapping::layout::snapshot_key([customers.as_str(), orders.as_str()]);
+    s.stack.redis().exists(key).expect("EXISTS")
+}
+
+/// The sinks announced as shared writers of the scenario's customers mapping.
+fn shared_sinks(s: &Scenario) -> Vec<String> {
+    let key = mapping::layout::shared_key(&s.mapping(Table::Customers));
+    s.stack.redis().zrange(key, 0, -1).expect("ZRANGE")
+}
+
+fn config(s: &Scenario, batch: BatchSettings, writer: Writer) -> SinkConfig {
+    s.sink_config(batch).with_writer(writer)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auto_is_the_exclusive_writer_when_nothing_stands_in_its_way() {
+    let s = Scenario::new(2).await;
+    let w = generate(1500);
+    s.produce(&s.encode(&w.events)).await;
+
+    let cfg = config(&s, BatchSettings::default(), auto(1 << 30));
+    let summary = pipeline_support::run_until_caught_up(&cfg).await;
+    assert!(summary.changes > 0, "{summary:?}");
+    assert_state(&s, &w);
+    assert!(exclusive_snapshot_left(&s), "not the exclusive writer");
+    assert!(shared_sinks(&s).is_empty(), "{:?}", shared_sinks(&s));
+    let lease: Option<String> = s
+        .stack
+        .redis()
+        .get(mapping::layout::writer_key(&s.mapping(Table::Customers)))
+        .expect("GET");
+    assert_eq!(lease, None, "the lease is given up at the end");
+    s.cleanup();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auto_writes_through_the_script_beside_a_shared_sink() {
+    let s = Scenario::new(2).await;
+    let w = generate(1500);
+    let records = s.encode(&w.events);
+    let half = records.len() / 2;
+    s.produce(&records[..half]).await;
+
+    // A shared sink applies the first half and stops; its announcement holds for one lease
+    // time after its last renewal, as it would for a shared sink still running.
+    let shared = config(&s, BatchSettings::default(), Writer::Shared);
+    pipeline_support::run_until_caught_up(&shared).await;
+    let announced = shared_sinks(&s);
+    assert_eq!(announced.len(), 1, "{announced:?}");
+
+    s.produce(&records[half..]).await;
+    let cfg = config(&s, BatchSettings::default(), auto(1 << 30));
+    let summary = pipeline_support::run_until_caught_up(&cfg).await;
+    assert!(summary.changes > 0, "{summary:?}");
+    assert_state(&s, &w);
+    assert!(
+        !exclusive_snapshot_left(&s),
+        "took the lease beside a shared sink"
+    );
+    let now = shared_sinks(&s);
+    assert_eq!(now.len(), 2, "announced itself beside the first: {now:?}");
+    assert!(now.contains(&announced[0]), "{now:?}");
+    s.cleanup();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auto_writes_through_the_script_above_its_memory_bound() {
+    let s = Scenario::new(1).await;
+    let w = generate(3000);
+    s.produce(&s.encode(&w.events)).await;
+    // Small batches, so the bound is crossed long before the end.
+    let batch = BatchSettings::new(100, Duration::from_millis(5));
+
+    // Starts exclusive on an empty database, outgrows the bound, goes on with the script.
+    let cfg = config(&s, batch, auto(TINY));
+    let summary = pipeline_support::run_until_caught_up(&cfg).await;
+    assert!(summary.changes > 0, "{summary:?}");
+    assert_state(&s, &w);
+    assert!(!exclusive_snapshot_left(&s));
+    assert_eq!(shared_sinks(&s).len(), 1, "{:?}", shared_sinks(&s));
+
+    // Again on the same bound, once the announcement lapsed: the script from the start.
+    let key = mapping::layout::shared_key(&s.mapping(Table::Customers));
+    let _: () = s.stack.redis().del(&key).expect("DEL");
+    let more = generate(3100);
+    s.produce(&s.encode(&more.events[w.events.len()..])).await;
+    let summary = pipeline_support::run_until_caught_up(&cfg).await;
+    assert!(summary.changes > 0, "{summary:?}");
+    assert_state(&s, &more);
+    assert!(!exclusive_snapshot_left(&s));
+    assert_eq!(shared_sinks(&s).len(), 1, "{:?}", shared_sinks(&s));
+    s.cleanup();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auto_writes_through_the_script_after_a_key_of_another_type() {
+    let s = Scenario::new(1).await;
+    let mut redis = s.stack.redis();
+    let snapshot = s.sample("avro-customers-op_r-snapshot.json");
+    let insert = s.sample("avro-customers-op_c-insert.json");
+    let update = s.sample("avro-customers-op_u-email-change-replica-identity-full.json");
+    // Another application's string where the customer hash would go: the exclusive batch's
+    // `HSET` fails with WRONGTYPE (the rest of its transaction is applied).
+    let _: () = redis.set(s.key("customer:1"), "not a hash").unwrap();
+    s.produce(&[snapshot]).await;
+    s.produce(&[insert]).await;
+
+    // One record per batch: the first fails as an exclusive transaction, the second is
+    // applied through the script the sink falls back to, instead of stopping.
+    let batch = BatchSettings::new(1, Duration::from_millis(5));
+    let cfg = config(&s, batch, auto(1 << 30));
+    let summary = pipeline_support::run_until_caught_up(&cfg).await;
+    assert!(summary.changes >= 1, "{summary:?}");
+    assert_eq!(
+        summary.dead_lettered, 0,
+        "the exclusive transaction applies around the failed command: {summary:?}"
+    );
+    assert_eq!(
+        redis.get::<_, String>(s.key("customer:1")).unwrap(),
+        "not a hash",
+        "left alone"
+    );
+    assert!(
+        redis.exists::<_, bool>(s.key("customer:4")).unwrap(),
+        "the next change was applied"
+    );
+    assert_eq!(shared_sinks(&s).len(), 1, "{:?}", shared_sinks(&s));
+
+    // Still on the script (the announcement holds): a later change to that key is
+    // dead-lettered, as the shared writer does, and the sink goes on.
+    s.produce(&[update.clone()]).await;
+    let summary = pipeline_support::run_until_caught_up(&cfg).await;
+    assert_eq!(summary.dead_lettered, 1, "{summary:?}");
+    let letters = pipeline_support::read_topic(&s.stack.bootstrap, &s.dlq, 1);
+    assert_eq!(letters[0].1.as_deref(), update.value.as_deref());
+    s.cleanup();
+}
