@@ -161,7 +161,7 @@ async fn auto_writes_through_the_script_after_a_key_of_another_type() {
 
     // Still on the script (the announcement holds): a later change to that key is
     // dead-lettered, as the shared writer does, and the sink goes on.
-    s.produce(&[update.clone()]).await;
+    s.produce(std::slice::from_ref(&update)).await;
     let summary = pipeline_support::run_until_caught_up(&cfg).await;
     assert_eq!(summary.dead_lettered, 1, "{summary:?}");
     let letters = pipeline_support::read_topic(&s.stack.bootstrap, &s.dlq, 1);
