@@ -4,6 +4,11 @@
 //! it has caught up with the end of the log); with `--metrics-addr`, serving `/metrics`,
 //! `/health` and `/ready` from start to stop.
 //!
+//! Each pipeline's applier comes from `run/appliers.rs`: as `--writer` asks, and for
+//! `--writer auto` (the default) the exclusive writer or the change script, chosen again
+//! when the exclusive writer cannot go on (then a new pipeline resumes from the committed
+//! offsets, as after Redis lost writes).
+//!
 //! # Reloads
 //!
 //! [`run_reloading`] also re-reads the configuration when [`Triggers`] asks. A file that

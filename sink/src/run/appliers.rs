@@ -21,7 +21,8 @@
 //!   process, instead of stopping; the pipeline starts again from the committed offsets and
 //!   the script dead-letters any later change that writes such a key.
 //! - **The lease lost** (another sink took it) or the script refused (an exclusive sink
-//!   holds the mappings): the choice is made again, which stands by for the lease.
+//!   holds the mappings): the choice is made again, fall-back included, which stands by
+//!   for the lease.
 //!
 //! Falling back announces the script first and gives the lease up after, so that a standby
 //! that takes the lease at that moment sees the announcement and writes through the script
@@ -117,7 +118,10 @@ impl Appliers {
                 true
             }
             ApplyError::LeaseLost { .. } | ApplyError::Excluded { .. } => {
+                // Another sink holds the lease: stand by for it rather than go on refused
+                // by the script (a fall-back is decided again once the lease is free).
                 info!(error = %one_line(source), "Choosing the writer again (--writer auto).");
+                self.fell_back = false;
                 true
             }
             _ => false,
