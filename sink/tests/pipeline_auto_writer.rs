@@ -11,6 +11,9 @@ use pipeline_support::{assert_state, generate, Scenario, Table};
 use redis::Commands;
 use sink::apply::DEFAULT_LEASE_TTL;
 use sink::config::{BatchSettings, SinkConfig, Writer};
+use sink::pipeline::{StopWhen, Summary};
+use sink::run::RunError;
+use tokio_util::sync::CancellationToken;
 
 /// Far less than the bookkeeping of the workload's rows and index keys.
 const TINY: u64 = 64 * 1024;
@@ -43,6 +46,15 @@ fn shared_sinks(s: &Scenario) -> Vec<String> {
 
 fn config(s: &Scenario, batch: BatchSettings, writer: Writer) -> SinkConfig {
     s.sink_config(batch).with_writer(writer)
+}
+
+/// `sink run` with `cfg` in a task, until `stop` is cancelled.
+fn spawn_run(
+    cfg: SinkConfig,
+    stop: &CancellationToken,
+) -> tokio::task::JoinHandle<Result<Summary, RunError>> {
+    let stop = stop.clone();
+    tokio::spawn(async move { sink::run::run(&cfg, StopWhen::Shutdown, stop).await })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -166,5 +178,72 @@ async fn auto_writes_through_the_script_after_a_key_of_another_type() {
     assert_eq!(summary.dead_lettered, 1, "{summary:?}");
     let letters = pipeline_support::read_topic(&s.stack.bootstrap, &s.dlq, 1);
     assert_eq!(letters[0].1.as_deref(), update.value.as_deref());
+    s.cleanup();
+}
+
+/// An `auto` sink on the script (its bookkeeping above the bound) that an explicit
+/// exclusive sink shuts out stands by for the lease, stops announcing itself, and does not
+/// stop; the exclusive sink applies everything.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auto_refused_by_an_exclusive_sink_stands_by_for_its_lease() {
+    let s = Scenario::new(2).await;
+    let w = generate(3000);
+    let records = s.encode(&w.events);
+    let half = records.len() / 2;
+    s.produce(&records[..half]).await;
+    let batch = BatchSettings::new(100, Duration::from_millis(5));
+    let mut redis = s.stack.redis();
+    let topics = [
+        s.topic(Table::Customers).to_owned(),
+        s.topic(Table::Orders).to_owned(),
+    ];
+    let applied = |redis: &mut redis::Connection| -> i64 {
+        topics
+            .iter()
+            .map(|t| pipeline_support::applied(redis, t))
+            .sum()
+    };
+
+    let auto_stop = CancellationToken::new();
+    // A bound of one byte: on the script after its first batch at most.
+    let auto_run = spawn_run(config(&s, batch, auto(1)), &auto_stop);
+    pipeline_support::wait_until("the first half applied", Duration::from_secs(60), || {
+        applied(&mut redis) >= half as i64
+    })
+    .await;
+    assert_eq!(shared_sinks(&s).len(), 1, "on the script, announced");
+
+    let exclusive_stop = CancellationToken::new();
+    let exclusive = Writer::Exclusive {
+        lease: DEFAULT_LEASE_TTL,
+        max_memory: 1 << 30,
+    };
+    let exclusive_run = spawn_run(config(&s, batch, exclusive), &exclusive_stop);
+    s.produce(&records[half..]).await;
+    pipeline_support::wait_until("everything applied", Duration::from_secs(90), || {
+        applied(&mut redis) >= records.len() as i64
+    })
+    .await;
+    // The auto sink stopped announcing itself: the key lapses one lease time after its last
+    // renewal.
+    pipeline_support::wait_until(
+        "the auto sink's announcement lapsed",
+        DEFAULT_LEASE_TTL * 3,
+        || shared_sinks(&s).is_empty(),
+    )
+    .await;
+    assert!(!auto_run.is_finished(), "the auto sink stopped");
+    assert_state(&s, &w);
+
+    exclusive_stop.cancel();
+    exclusive_run
+        .await
+        .expect("join")
+        .expect("the exclusive sink stops cleanly");
+    auto_stop.cancel();
+    auto_run
+        .await
+        .expect("join")
+        .expect("the auto sink stops cleanly");
     s.cleanup();
 }

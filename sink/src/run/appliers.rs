@@ -146,6 +146,9 @@ impl Appliers {
             info!(mappings = %with_ttl.join(","), "Writing through the change script: the exclusive writer cannot apply mappings with ttl_seconds (--writer auto).");
             return Ok(Some(self.script(cfg, pool, lease).await));
         }
+        // No longer a shared writer: a standby must not keep other `auto` sinks on the script
+        // (its own announcement lapses within one lease time; it never blocks itself).
+        self.announcement = None;
         match self
             .exclusive(cfg, pool.clone(), lease, max_memory, true, shutdown)
             .await
