@@ -11,9 +11,10 @@ One run:
 2. Generates the seeded workload (workload.py): `changes` Debezium changes plus `poison`
    poison records, produced at a steady rate over `produce_s` seconds while everything below
    happens.
-3. Runs two `--writer shared` sinks (one consumer group, Redis db 1) and two `--writer
-   exclusive` sinks (active + standby, another group, db 2), under a supervisor that restarts
-   any sink that ends (sinks.py).
+3. Runs two `--writer shared` sinks (one consumer group, Redis db 1) and two exclusive
+   sinks (active + standby, another group, db 2: one `--writer exclusive`, one with the
+   default writer, `auto`, which is exclusive there), under a supervisor that restarts any
+   sink that ends (sinks.py).
 4. Meanwhile SIGKILLs a sink at random moments, alternating writers, until each writer was
    killed `kills` times (for the exclusive writer always the lease holder, so the standby must
    take over; every third turn of the exclusive writer is instead a clean handover: SIGTERM to
@@ -362,9 +363,15 @@ class Suite:
         kafka_props = ["-X", f"session.timeout.ms={SESSION_S * 1000:.0f}", "-X", "heartbeat.interval.ms=1000"]
         for writer in DBS:
             for i in (1, 2):
-                args = ["run", "--config", str(self.configs[writer]), "--writer", writer, *kafka_props]
+                args = ["run", "--config", str(self.configs[writer]), *kafka_props]
                 if writer == "exclusive":
+                    # The second of the pair runs with the default writer, `auto`, which is
+                    # the exclusive writer here (no shared sink writes db 2): each takes over
+                    # from the other.
+                    args += ["--writer", "exclusive"] if i == 1 else []
                     args += ["--lease-ms", str(LEASE_MS)]
+                else:
+                    args += ["--writer", writer]
                 sup.add(f"{writer}-{i}", writer, args)
         production = Production(self.sv.bootstrap, self.topics, wl.records, self.profile.produce_s)
         self.t0 = time.monotonic()
