@@ -9,6 +9,10 @@
 //! started by mistake stops instead of writing behind the holder's back. The lease is per
 //! mapping, as the bookkeeping is: sinks of other mappings share the database freely.
 //!
+//! `--writer auto` takes the lease only where no other sink announces itself as a shared
+//! writer of the mappings ([`Lease::yielding_to_shared_sinks`], `script/announce.rs`): it
+//! never shuts out the shared sinks already running.
+//!
 //! The keys also detect what replaces the database under the writer: a rebuild's `SWAPDB`
 //! touches every watched key, and the rebuilt database holds no lease. Each batch watches
 //! them and checks that they still name this writer before its transaction (see
@@ -25,10 +29,9 @@ pub const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(10);
 /// Keeps the lease when this writer holds all of its keys (the first ARGV[3] of KEYS), takes
 /// the free ones when nobody else holds any, unless, while taking, one of the rest of KEYS
 /// (shared sinks' announcements, [`layout::shared_key`]) holds another sink's announcement
-/// that has not expired. ARGV[1] writer id, ARGV[2]
-/// time to live in ms, ARGV[3] the number of lease keys.
-/// Returns 1 (held and renewed), 2 (some were free, now taken), the id of another holder, or
-/// `{id}`: the id of a shared sink that announced itself (nothing taken).
+/// that has not expired. ARGV[1] writer id, ARGV[2] time to live in ms, ARGV[3] the number
+/// of lease keys. Returns 1 (held and renewed), 2 (some were free, now taken), the id of
+/// another holder, or `{id}`: the id of a shared sink that announced itself (nothing taken).
 const TAKE_SCRIPT: &str = r"
 local n = tonumber(ARGV[3])
 local held = 0
@@ -141,8 +144,9 @@ impl Lease {
     }
 
     /// The same lease, not taken while another sink announces itself as a shared writer of
-    /// one of its mappings (`sink:shared:{mapping}`): [`Lease::take`] then answers [`Holding::SharedSinks`]. For
-    /// `--writer auto`, which must not shut out the shared sinks already writing.
+    /// one of its mappings (`sink:shared:{mapping}`): [`Lease::take`] then answers
+    /// [`Holding::SharedSinks`]. For `--writer auto`, which must not shut out the shared
+    /// sinks already writing.
     pub(crate) fn yielding_to_shared_sinks(mut self) -> Lease {
         self.yields = true;
         self
