@@ -197,6 +197,16 @@ impl Drop for PrivateRedis {
     }
 }
 
+/// `sink_writer` for `exclusive`, `shared` and `standby`, in that order.
+fn writer_states(scrape: &Scrape) -> [f64; 3] {
+    let states = series(scrape, "sink_writer", &["writer"]);
+    ["exclusive", "shared", "standby"].map(|state| {
+        states
+            .get(&vec![state.to_owned()])
+            .map_or(f64::NAN, |s| scalar(s))
+    })
+}
+
 /// The value of a counter, gauge or untyped sample.
 fn scalar(sample: &Sample) -> f64 {
     match sample.value {
@@ -432,6 +442,13 @@ async fn metrics_count_a_known_workload_and_the_endpoints_answer() {
     );
     let ready = scrape.samples.iter().find(|s| s.metric == "sink_ready");
     assert_eq!(ready.map(scalar), Some(1.0), "{}", context());
+    // The default writer, `auto`, is the exclusive writer here; it never fell back.
+    assert_eq!(writer_states(&scrape), [1.0, 0.0, 0.0], "{}", context());
+    assert!(
+        series(&scrape, "sink_writer_fallbacks_total", &["reason"]).is_empty(),
+        "{}",
+        context()
+    );
     let redis_errors: f64 = series(&scrape, "sink_redis_errors_total", &["kind"])
         .values()
         .map(|s| scalar(s))
@@ -609,4 +626,38 @@ async fn wait_unreachable(base: &str) {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// `--writer auto` above its memory bound: `sink_writer` says the change script writes, and
+/// `sink_writer_fallbacks_total{reason="memory"}` counts the fall-back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_writer_metrics_show_a_fall_back_to_the_script() {
+    let s = Scenario::new(1).await;
+    let w = generate(300);
+    s.produce(&s.encode(&w.events)).await;
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let log = std::env::temp_dir().join(format!("sink-cli-metrics-writer-{}.log", s.id));
+    let mut child = sink(
+        &s.config_path,
+        &[
+            "--metrics-addr",
+            &format!("127.0.0.1:{port}"),
+            "--max-writer-memory",
+            "1B",
+        ],
+        &log,
+    );
+    wait_ready(&base, &mut child, &log).await;
+    let (scrape, text) = scrape(&base).await;
+    assert_eq!(writer_states(&scrape), [0.0, 1.0, 0.0], "scrape:\n{text}");
+    let fallbacks = series(&scrape, "sink_writer_fallbacks_total", &["reason"]);
+    assert_eq!(
+        fallbacks.get(&vec!["memory".to_owned()]).map(|s| scalar(s)),
+        Some(1.0),
+        "scrape:\n{text}"
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+    s.cleanup();
 }

@@ -41,6 +41,7 @@ use crate::apply::{Announcement, Applier, ApplyError, WriterId, DEFAULT_LEASE_TT
 use crate::config::{SinkConfig, Writer};
 use crate::memory;
 use crate::pipeline::ConsumeError;
+use crate::telemetry::{self, WriterState};
 
 /// The appliers of one `sink run` process: its writer identity (kept across reloads, so that
 /// the next exclusive applier holds the lease of the last one), whether `auto` fell back to
@@ -91,6 +92,13 @@ impl Appliers {
                 self.auto(cfg, pool, lease, max_memory, shutdown).await?
             }
         };
+        if let Some(applier) = &applier {
+            telemetry::writer_state(if applier.is_owning() {
+                WriterState::Exclusive
+            } else {
+                WriterState::Shared
+            });
+        }
         // The pipeline's assignment marks its partitions: batches of a partition whose marker
         // vanished (Redis lost its data) are refused until the pipeline restarts and rewinds.
         Ok(applier.map(|a| Arc::new(a.with_marker_guard())))
@@ -109,12 +117,12 @@ impl Appliers {
         match source {
             ApplyError::WriterMemory(_) => {
                 warn!(error = %one_line(source), "The exclusive writer's bookkeeping outgrew --max-writer-memory; writing through the change script from now on (--writer auto).");
-                self.fell_back = true;
+                self.fall_back("memory");
                 true
             }
             ApplyError::ForeignKey { .. } => {
                 warn!(error = %one_line(source), "Writing through the change script from now on (--writer auto); it dead-letters the changes that write a key of another type.");
-                self.fell_back = true;
+                self.fall_back("foreign_key");
                 true
             }
             ApplyError::LeaseLost { .. } | ApplyError::Excluded { .. } => {
@@ -166,11 +174,18 @@ impl Appliers {
             }
             Err(e @ ApplyError::WriterMemory(_)) => {
                 warn!(error = %one_line(&e), "Writing through the change script (--writer auto).");
-                self.fell_back = true;
+                self.fall_back("memory");
                 Ok(Some(self.script(cfg, pool, lease).await))
             }
             Err(e) => Err(RunError::Exclusive(e)),
         }
+    }
+
+    /// From now on the change script, for the rest of the process (`reason`: the label of
+    /// `sink_writer_fallbacks_total`).
+    fn fall_back(&mut self, reason: &'static str) {
+        self.fell_back = true;
+        metrics::counter!(telemetry::WRITER_FALLBACKS, "reason" => reason).increment(1);
     }
 
     /// The change script, announced for `ttl` (renewed while it is the applier).
@@ -195,6 +210,8 @@ impl Appliers {
         yields: bool,
         shutdown: &CancellationToken,
     ) -> Result<Option<Applier>, ApplyError> {
+        // Until the lease is taken (at once, unless another exclusive sink holds it).
+        telemetry::writer_state(WriterState::Standby);
         loop {
             let taken = if yields {
                 Applier::exclusive_beside_no_shared_sink(

@@ -60,9 +60,57 @@ pub const SUPERSEDED_RECORDS: &str = "sink_superseded_records_total";
 /// Gauge: estimated bytes of the exclusive writer's bookkeeping in memory, bounded by
 /// `--max-writer-memory`.
 pub const WRITER_MEMORY_BYTES: &str = "sink_writer_memory_bytes";
+/// Gauge: 1 for how the sink writes Redis now, 0 for the other ways. Labels: `writer`
+/// ([`WriterState`]): with `--writer auto`, whether it is on the fast path.
+pub const WRITER: &str = "sink_writer";
+/// Counter: times `--writer auto` fell back from the exclusive writer to the change script
+/// for the rest of the process. Labels: `reason` (`memory`: the bookkeeping above
+/// `--max-writer-memory`; `foreign_key`: a mapped key another program wrote with another
+/// type).
+pub const WRITER_FALLBACKS: &str = "sink_writer_fallbacks_total";
 /// Counter: configuration reloads (SIGHUP, `--watch-config`). Labels: `outcome` (`applied`,
 /// `refused`): alert on refusals, which leave the sink on its previous configuration.
 pub const CONFIG_RELOADS: &str = "sink_config_reloads_total";
+
+/// How the sink writes Redis (the `writer` label of `sink_writer`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriterState {
+    /// The exclusive writer, holding the lease.
+    Exclusive,
+    /// The change script.
+    Shared,
+    /// Waiting for another exclusive sink's lease; not writing.
+    Standby,
+}
+
+impl WriterState {
+    const ALL: [WriterState; 3] = [
+        WriterState::Exclusive,
+        WriterState::Shared,
+        WriterState::Standby,
+    ];
+
+    /// The label value.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            WriterState::Exclusive => "exclusive",
+            WriterState::Shared => "shared",
+            WriterState::Standby => "standby",
+        }
+    }
+}
+
+/// Sets `sink_writer`: 1 for `now`, 0 for the other states (so that a dashboard sees the
+/// change from one to the other, not two series at 1).
+pub fn writer_state(now: WriterState) {
+    for state in WriterState::ALL {
+        metrics::gauge!(WRITER, "writer" => state.as_str()).set(if state == now {
+            1.0
+        } else {
+            0.0
+        });
+    }
+}
 
 /// Why a record was dead-lettered (the `reason` label of `sink_dead_letters_total`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -134,6 +182,14 @@ pub fn describe() {
         Unit::Bytes,
         "Estimated bytes of the exclusive writer's bookkeeping in memory."
     );
+    describe_gauge!(
+        WRITER,
+        "1 for how the sink writes Redis now (exclusive, shared or standby), 0 for the others."
+    );
+    describe_counter!(
+        WRITER_FALLBACKS,
+        "Times --writer auto fell back from the exclusive writer to the change script, by reason."
+    );
     describe_counter!(
         CONFIG_RELOADS,
         "Configuration reloads, applied or refused (the sink then runs on the previous one)."
@@ -150,4 +206,36 @@ pub fn describe() {
         SUPERSEDED_RECORDS,
         "Records read under a partition assignment that a later one superseded, dropped unapplied (the current assignment applies them)."
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use metrics_exporter_prometheus::PrometheusBuilder;
+
+    use super::*;
+
+    /// One state at 1, the others at 0, and a change of state moves the 1.
+    #[test]
+    fn the_writer_state_is_one_series_at_one() {
+        let recorder = PrometheusBuilder::new().build_recorder();
+        let handle = recorder.handle();
+        let value = |state: &str| {
+            let prefix = format!("{WRITER}{{writer=\"{state}\"}} ");
+            handle
+                .render()
+                .lines()
+                .find_map(|line| line.strip_prefix(&prefix).map(str::to_owned))
+                .unwrap_or_else(|| panic!("no {prefix}"))
+        };
+        metrics::with_local_recorder(&recorder, || writer_state(WriterState::Standby));
+        assert_eq!(
+            [value("exclusive"), value("shared"), value("standby")],
+            ["0", "0", "1"]
+        );
+        metrics::with_local_recorder(&recorder, || writer_state(WriterState::Exclusive));
+        assert_eq!(
+            [value("exclusive"), value("shared"), value("standby")],
+            ["1", "0", "0"]
+        );
+    }
 }
