@@ -122,6 +122,18 @@ pub struct BatchOutcome {
     pub skipped: usize,
 }
 
+/// What an exclusive applier does about sinks that announced themselves as shared writers
+/// of its mappings (`sink:shared:{mapping}`, [`Announcement`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BesideSharedSinks {
+    /// Takes the lease regardless (`--writer exclusive`): the change script then refuses
+    /// to write for them.
+    TakeTheLease,
+    /// Does not take a lease it does not hold yet: [`ApplyError::SharedSinks`] (`--writer
+    /// auto`, which then writes through the script beside them).
+    Yield,
+}
+
 /// Applies planned changes to Redis; cheap to share (`&self` everywhere).
 pub enum Applier {
     /// Through the change script: the database may be shared with other sinks.
@@ -178,30 +190,19 @@ impl Applier {
         max_memory: u64,
         shutdown: &CancellationToken,
     ) -> Result<Option<Applier>, ApplyError> {
-        Applier::owned_live(pool, config, writer, lease_ttl, max_memory, false, shutdown).await
+        let take = BesideSharedSinks::TakeTheLease;
+        Applier::exclusive_unless(take, pool, config, writer, lease_ttl, max_memory, shutdown).await
     }
 
-    /// [`Applier::exclusive`] for `--writer auto`: the lease is not taken while another sink
-    /// announces itself as a shared writer of one of the mappings ([`Announcement`]), which
-    /// the lease would shut out; that is [`ApplyError::SharedSinks`].
-    pub async fn exclusive_beside_no_shared_sink(
+    /// [`Applier::exclusive`], doing what `beside` says about sinks that announced
+    /// themselves as shared writers of the mappings ([`Announcement`]).
+    pub async fn exclusive_unless(
+        beside: BesideSharedSinks,
         pool: Pool,
         config: &Config,
         writer: &WriterId,
         lease_ttl: Duration,
         max_memory: u64,
-        shutdown: &CancellationToken,
-    ) -> Result<Option<Applier>, ApplyError> {
-        Applier::owned_live(pool, config, writer, lease_ttl, max_memory, true, shutdown).await
-    }
-
-    async fn owned_live(
-        pool: Pool,
-        config: &Config,
-        writer: &WriterId,
-        lease_ttl: Duration,
-        max_memory: u64,
-        yields: bool,
         shutdown: &CancellationToken,
     ) -> Result<Option<Applier>, ApplyError> {
         let with_ttl = owned::with_ttl(&config.mappings);
@@ -211,7 +212,7 @@ impl Applier {
             });
         }
         let writer = OwnedWriter::exclusive(
-            pool, config, writer, lease_ttl, max_memory, yields, shutdown,
+            pool, config, writer, lease_ttl, max_memory, beside, shutdown,
         )
         .await?;
         Ok(writer.map(Applier::Owned))

@@ -37,7 +37,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use super::RunError;
-use crate::apply::{Announcement, Applier, ApplyError, WriterId, DEFAULT_LEASE_TTL};
+use crate::apply::{
+    Announcement, Applier, ApplyError, BesideSharedSinks, WriterId, DEFAULT_LEASE_TTL,
+};
 use crate::config::{SinkConfig, Writer};
 use crate::memory;
 use crate::pipeline::ConsumeError;
@@ -80,7 +82,14 @@ impl Appliers {
             Writer::Shared => Some(self.script(cfg, pool, DEFAULT_LEASE_TTL).await),
             Writer::Exclusive { lease, max_memory } => {
                 let exclusive = self
-                    .exclusive(cfg, pool, lease, max_memory, false, shutdown)
+                    .exclusive(
+                        cfg,
+                        pool,
+                        lease,
+                        max_memory,
+                        BesideSharedSinks::TakeTheLease,
+                        shutdown,
+                    )
                     .await
                     .map_err(RunError::Exclusive)?;
                 if exclusive.is_some() {
@@ -158,7 +167,14 @@ impl Appliers {
         // (its own announcement lapses within one lease time; it never blocks itself).
         self.announcement = None;
         match self
-            .exclusive(cfg, pool.clone(), lease, max_memory, true, shutdown)
+            .exclusive(
+                cfg,
+                pool.clone(),
+                lease,
+                max_memory,
+                BesideSharedSinks::Yield,
+                shutdown,
+            )
             .await
         {
             Ok(applier) => {
@@ -198,7 +214,7 @@ impl Appliers {
         Applier::new(pool, &cfg.config)
     }
 
-    /// The exclusive writer (`yields`: unless shared sinks announced themselves), waiting
+    /// The exclusive writer (`beside` shared sinks: as it says), waiting
     /// for room while Redis is full rather than exiting (and being restarted into the same
     /// full Redis): taking the lease is a write.
     async fn exclusive(
@@ -207,33 +223,22 @@ impl Appliers {
         pool: Pool,
         lease: Duration,
         max_memory: u64,
-        yields: bool,
+        beside: BesideSharedSinks,
         shutdown: &CancellationToken,
     ) -> Result<Option<Applier>, ApplyError> {
         // Until the lease is taken (at once, unless another exclusive sink holds it).
         telemetry::writer_state(WriterState::Standby);
         loop {
-            let taken = if yields {
-                Applier::exclusive_beside_no_shared_sink(
-                    pool.clone(),
-                    &cfg.config,
-                    &self.writer,
-                    lease,
-                    max_memory,
-                    shutdown,
-                )
-                .await
-            } else {
-                Applier::exclusive(
-                    pool.clone(),
-                    &cfg.config,
-                    &self.writer,
-                    lease,
-                    max_memory,
-                    shutdown,
-                )
-                .await
-            };
+            let taken = Applier::exclusive_unless(
+                beside,
+                pool.clone(),
+                &cfg.config,
+                &self.writer,
+                lease,
+                max_memory,
+                shutdown,
+            )
+            .await;
             match taken {
                 Err(e) if e.is_out_of_memory() => {
                     warn!(error = %one_line(&e), "Redis is full; the exclusive writer waits for room to take its lease.");

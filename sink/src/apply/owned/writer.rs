@@ -47,7 +47,7 @@ use super::snapshots::{self, Taken};
 use super::state::{OwnedState, UndoLog};
 use super::MemoryBound;
 use crate::apply::records::Records;
-use crate::apply::{ApplyError, BatchOutcome, Fences, PlannedChange};
+use crate::apply::{ApplyError, BatchOutcome, BesideSharedSinks, Fences, PlannedChange};
 use crate::telemetry;
 
 /// One decided batch on its way to Redis.
@@ -141,16 +141,16 @@ impl OwnedWriter {
     /// no further batch).
     ///
     /// `writer` names the holder: a writer with the same id takes over its lease at once.
-    /// `None` if `shutdown` is cancelled while waiting for the lease. With `yields`, a lease
-    /// that is not held yet is not taken while another sink announces itself as a shared
-    /// writer of one of the mappings: [`ApplyError::SharedSinks`] (`--writer auto`).
+    /// `None` if `shutdown` is cancelled while waiting for the lease. `beside` says whether a
+    /// lease that is not held yet is taken while another sink announces itself as a shared
+    /// writer of one of the mappings.
     pub(crate) async fn exclusive(
         pool: Pool,
         config: &Config,
         writer: &WriterId,
         lease_ttl: Duration,
         max_memory: u64,
-        yields: bool,
+        beside: BesideSharedSinks,
         shutdown: &CancellationToken,
     ) -> Result<Option<OwnedWriter>, ApplyError> {
         let lease = Lease::new(
@@ -159,10 +159,9 @@ impl OwnedWriter {
             lease_ttl,
         );
         let exclusive = Exclusive {
-            lease: if yields {
-                lease.yielding_to_shared_sinks()
-            } else {
-                lease
+            lease: match beside {
+                BesideSharedSinks::Yield => lease.yielding_to_shared_sinks(),
+                BesideSharedSinks::TakeTheLease => lease,
             },
             mappings: config.mappings.clone(),
             max_memory: usize::try_from(max_memory).unwrap_or(usize::MAX),
