@@ -247,3 +247,37 @@ async fn auto_refused_by_an_exclusive_sink_stands_by_for_its_lease() {
         .expect("the auto sink stops cleanly");
     s.cleanup();
 }
+
+/// A mapping with `ttl_seconds`: the change script from the start (the exclusive writer's
+/// bookkeeping cannot follow rows expiring behind it), announced like any shared sink.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auto_writes_mappings_with_a_ttl_through_the_script() {
+    let s = Scenario::new(2).await;
+    let w = generate(600);
+    s.produce(&s.encode(&w.events)).await;
+    let yaml = s.yaml().replacen(
+        "    fields: all\n",
+        "    fields: all\n    ttl_seconds: 3600\n",
+        1,
+    );
+    assert!(yaml.contains("ttl_seconds: 3600"), "{yaml}");
+    let config =
+        mapping::load_config_str(&yaml, "ttl.yaml", &mapping::ConnectionOverrides::default())
+            .unwrap_or_else(|e| panic!("ttl config does not load:\n{e}"));
+    let cfg = SinkConfig::new(config, &[], BatchSettings::default()).with_writer(auto(1 << 30));
+    let summary = pipeline_support::run_until_caught_up(&cfg).await;
+    assert!(summary.changes > 0, "{summary:?}");
+    assert_state(&s, &w);
+    assert!(!exclusive_snapshot_left(&s), "took the exclusive lease");
+    assert_eq!(shared_sinks(&s).len(), 1, "{:?}", shared_sinks(&s));
+    let ttl: i64 = s
+        .stack
+        .redis()
+        .ttl(s.key(&format!(
+            "customer:{}",
+            w.customers.keys().next().expect("a customer")
+        )))
+        .expect("TTL");
+    assert!((1..=3600).contains(&ttl), "the row expires: TTL {ttl}");
+    s.cleanup();
+}
