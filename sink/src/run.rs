@@ -200,47 +200,37 @@ async fn consume(
         let (next, next_pipeline) = loop {
             tokio::select! {
                 stopped = running.stopped() => {
-                    let summary = match stopped {
-                        Ok(summary) => summary,
-                        Err(e) if appliers.recovers(&cfg, &e) => {
-                            // `--writer auto`: the script, or the choice made again
-                            // (run/appliers.rs), from the committed offsets.
-                            drop(running);
-                            let Some((next, next_applier)) =
-                                reconnect(&cfg, pool.clone(), &mut appliers, &readiness, &shutdown).await?
-                            else {
+                    match stopped {
+                        Ok(summary) => {
+                            let lost = summary.bookkeeping_lost;
+                            total += summary;
+                            if !lost || shutdown.is_cancelled() {
                                 release(&applier).await;
                                 return Ok(total);
-                            };
-                            hand_over(&applier, &next_applier).await;
-                            applier = next_applier;
-                            pipeline = next;
-                            continue 'pipelines;
+                            }
+                            // Redis lost writes it had acknowledged (`pipeline/self_heal.rs`):
+                            // the same configuration again, every partition from what Redis
+                            // holds.
+                            info!("Starting the pipeline again; every assigned partition resumes from what redis holds.");
                         }
+                        // `--writer auto`: the script, or the choice made again
+                        // (run/appliers.rs), from the committed offsets.
+                        Err(e) if appliers.recovers(&cfg, &e) => {}
                         Err(e) => {
                             release(&applier).await;
                             return Err(e.into());
                         }
-                    };
-                    let lost = summary.bookkeeping_lost;
-                    total += summary;
-                    if !lost || shutdown.is_cancelled() {
-                        release(&applier).await;
-                        return Ok(total);
                     }
-                    // Redis lost writes it had acknowledged (`pipeline/self_heal.rs`): the
-                    // same configuration again, every partition from what Redis holds.
-                    info!("Starting the pipeline again; every assigned partition resumes from what redis holds.");
                     drop(running);
-                    let Some((healed, healed_applier)) =
+                    let Some((next, next_applier)) =
                         reconnect(&cfg, pool.clone(), &mut appliers, &readiness, &shutdown).await?
                     else {
                         release(&applier).await;
                         return Ok(total);
                     };
-                    hand_over(&applier, &healed_applier).await;
-                    applier = healed_applier;
-                    pipeline = healed;
+                    hand_over(&applier, &next_applier).await;
+                    applier = next_applier;
+                    pipeline = next;
                     continue 'pipelines;
                 }
                 trigger = triggers.next() => {
