@@ -204,13 +204,12 @@ impl Appliers {
         metrics::counter!(telemetry::WRITER_FALLBACKS, "reason" => reason).increment(1);
     }
 
-    /// The change script, announced for `ttl` (renewed while it is the applier).
+    /// The change script, announced for `ttl` (renewed while it is the applier). Announced
+    /// anew for every applier, since a reload may add mappings or change the pool; the new
+    /// announcement is made before the old one stops renewing, so there is no gap.
     async fn script(&mut self, cfg: &SinkConfig, pool: Pool, ttl: Duration) -> Applier {
-        if self.announcement.is_none() {
-            self.announcement = Some(
-                Announcement::start(pool.clone(), &cfg.config.mappings, &self.writer, ttl).await,
-            );
-        }
+        self.announcement =
+            Some(Announcement::start(pool.clone(), &cfg.config.mappings, &self.writer, ttl).await);
         Applier::new(pool, &cfg.config)
     }
 
