@@ -12,7 +12,8 @@
 //! - `emit.rs`: the batch's writes coalesced per key; `bookkeeping.rs`: its `sink:rows`,
 //!   `sink:index`, freshness and offsets records.
 //! - `commands.rs`: a decision as the commands of one transaction.
-//! - `writer.rs`: [`OwnedWriter`], sending the transactions in the order they were decided;
+//! - `writer.rs`: [`OwnedWriter`], sending the transactions in the order they were decided
+//!   (`writer/staging.rs`: several at once to a staging database, which has no lease);
 //!   `lease.rs` and `load.rs`: an exclusive writer's lease and its bookkeeping loaded from
 //!   Redis; `snapshots.rs`: the bookkeeping a writer that stops cleanly leaves for the next.
 //!

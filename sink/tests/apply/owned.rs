@@ -174,6 +174,65 @@ async fn a_refused_batch_leaves_nothing_and_is_sent_again() {
     assert_eq!(lua.dump().await, owned.dump().await);
 }
 
+/// The staging writer keeps several transactions in flight: when Redis refuses one, a
+/// later one may already have been executed on top of it. Both are undone and sent again
+/// in order, and the later one's `applied_count` is taken back, so the state is that of one
+/// successful send each. The first batch is refused for an ACL rule on one of its keys
+/// (the whole transaction aborts at `EXEC`), the second has no such key.
+#[tokio::test]
+async fn a_batch_executed_after_a_refused_one_is_counted_once() {
+    let mut server = PrivateRedis::start();
+    let user = "staging";
+    server.acl_setuser(user, &["on", ">pw", "~*", "&*", "+@all"]);
+    let url = server
+        .url
+        .replacen("redis://", &format!("redis://{user}:pw@"), 1);
+    let lua = Fixture::new().await;
+    let owned = Fixture::owning_on(&url).await;
+    let c = |id, email: &str, lsn| {
+        (
+            CUSTOMERS,
+            upsert(Op::Create, customer_row(id, email, "N", T0), lsn),
+        )
+    };
+    let first = [c(7, "a@example.com", 100)];
+    let second = [c(2, "b@example.com", 210), c(3, "c@example.com", 220)];
+    let (p1, p2) = (owned.plan_all(&first), owned.plan_all(&second));
+    // Every key but customer 7's row.
+    let tag = owned.tag.clone();
+    server.acl_setuser(
+        user,
+        &[
+            "resetkeys",
+            "~sink:*",
+            &format!("~{tag}:order*"),
+            &format!("~{tag}:customer:[^7]*"),
+        ],
+    );
+    let (r1, r2) = tokio::join!(
+        owned.applier.apply_batch(&p1),
+        owned.applier.apply_batch(&p2)
+    );
+    let e1 = r1.expect_err("refused: NOPERM on customer 7");
+    assert!(format!("{e1:?}").contains("NoPerm"), "{e1:?}");
+    let e2 = r2.expect_err("undone with the first");
+    assert!(e2.is_retriable(), "{e2}");
+    server.acl_setuser(user, &["allkeys"]);
+    owned
+        .applier
+        .apply_batch(&p1)
+        .await
+        .expect("first sent again");
+    owned
+        .applier
+        .apply_batch(&p2)
+        .await
+        .expect("second sent again");
+    lua.apply(&first).await;
+    lua.apply(&second).await;
+    assert_eq!(lua.dump().await, owned.dump().await);
+}
+
 /// Batches decided while an earlier one is on its way are undone with it when Redis refuses
 /// it (they were decided on top of it) and answered "send again"; sent again in order, both
 /// give the state of one successful send each.

@@ -50,6 +50,8 @@ use crate::apply::records::Records;
 use crate::apply::{ApplyError, BatchOutcome, BesideSharedSinks, Fences, PlannedChange};
 use crate::telemetry;
 
+mod staging;
+
 /// One decided batch on its way to Redis.
 struct Job {
     /// The rollback generation it was decided in.
@@ -58,6 +60,9 @@ struct Job {
     /// The batch's first change: errors about the whole batch are reported there.
     first: Option<PlannedChange>,
     changes: usize,
+    /// Per mapping with applied changes: its freshness hash and the changes counted there
+    /// (`staging.rs` takes them back when a batch it executed is sent again).
+    applied: Vec<(String, usize)>,
     /// The offsets fields whose self-healing markers must hold (empty: unguarded).
     markers: Vec<String>,
     /// The markers they must hold: those of the assignments the batch was read under.
@@ -227,12 +232,10 @@ impl OwnedWriter {
         });
         let exclusive = exclusive.map(Arc::new);
         let (jobs, rx) = mpsc::unbounded_channel();
-        tokio::spawn(write(
-            Arc::clone(&shared),
-            pool.clone(),
-            rx,
-            exclusive.clone(),
-        ));
+        match &exclusive {
+            Some(x) => tokio::spawn(write(Arc::clone(&shared), pool.clone(), rx, Arc::clone(x))),
+            None => tokio::spawn(staging::write(Arc::clone(&shared), pool.clone(), rx)),
+        };
         OwnedWriter {
             shared,
             jobs,
@@ -299,6 +302,12 @@ impl OwnedWriter {
                 pipe,
                 first: batch.first().cloned(),
                 changes: batch.len(),
+                applied: decided
+                    .bookkeeping
+                    .freshness
+                    .iter()
+                    .map(|f| (f.key.clone(), f.applied))
+                    .collect(),
                 markers: if self.guard {
                     markers::fields(batch)
                 } else {
@@ -353,24 +362,22 @@ impl OwnedWriter {
     }
 }
 
-/// The writer task: sends each job in turn; on a failure undoes it and every later one.
+/// The exclusive writer's task: sends each job in turn (each must first see that the lease
+/// still names this writer); on a failure undoes it and every later one.
 async fn write(
     shared: Arc<Shared>,
     pool: Pool,
     mut jobs: mpsc::UnboundedReceiver<Job>,
-    exclusive: Option<Arc<Exclusive>>,
+    x: Arc<Exclusive>,
 ) {
     let mut kept: Option<Kept> = None;
     loop {
-        let job = match &exclusive {
-            None => jobs.recv().await,
-            Some(x) => tokio::select! {
-                job = jobs.recv() => job,
-                () = tokio::time::sleep(x.lease.renew_every()) => {
-                    renew_idle(&shared, &pool, x).await;
-                    continue;
-                }
-            },
+        let job = tokio::select! {
+            job = jobs.recv() => job,
+            () = tokio::time::sleep(x.lease.renew_every()) => {
+                renew_idle(&shared, &pool, &x).await;
+                continue;
+            }
         };
         let Some(job) = job else { break };
         if job.epoch != shared.epoch.load(Ordering::Acquire) {
@@ -380,14 +387,13 @@ async fn write(
             }));
             continue;
         }
-        let lease = exclusive.as_ref().map(|x| &x.lease);
         let sent = send(
             &pool,
             &mut kept,
             job.pipe,
             job.first.as_ref(),
             job.changes,
-            lease,
+            Some(&x.lease),
             &job.markers,
             &job.fences,
         )
@@ -409,7 +415,7 @@ async fn write(
             Sent::Failed(failure) => {
                 // The rest of the transaction was executed around a failed command: only
                 // the database knows what holds now.
-                if exclusive.is_some() && matches!(failure, ApplyError::ForeignKey { .. }) {
+                if matches!(failure, ApplyError::ForeignKey { .. }) {
                     inner.stale = true;
                 }
                 failure
@@ -669,28 +675,43 @@ async fn send(
         lease.renew_in(&mut pipe);
     }
     pipe.atomic().ignore_errors();
+    let reply = pipe.query_async::<Option<Vec<Value>>>(&mut conn).await;
+    let sent = outcome(&pipe, reply, first, changes);
+    if matches!(sent, Sent::Done) {
+        *kept = Some(Kept { conn, run });
+    }
+    sent
+}
+
+/// What Redis's `reply` to the transaction `pipe` (a batch of `changes` changes starting with
+/// `first`) says: executed, not executed because a watched key changed, or failed (the
+/// batch's error when Redis refused the whole transaction; a command's, with its key, when
+/// one failed inside it).
+fn outcome(
+    pipe: &redis::Pipeline,
+    reply: redis::RedisResult<Option<Vec<Value>>>,
+    first: Option<&PlannedChange>,
+    changes: usize,
+) -> Sent {
     let at = |source: redis::ServerError| {
         Sent::Failed(match first {
             Some(c) => ApplyError::at_change(c, 0, source),
             None => ApplyError::Resend { changes },
         })
     };
-    match pipe.query_async::<Option<Vec<Value>>>(&mut conn).await {
+    match reply {
         Ok(None) => Sent::Conflict,
         Ok(Some(replies)) => replies
             .into_iter()
             .enumerate()
             .find_map(|(command, r)| match r {
                 Value::ServerError(source) => Some(Sent::Failed(ApplyError::ForeignKey {
-                    command: describe(&pipe, command),
+                    command: describe(pipe, command),
                     source,
                 })),
                 _ => None,
             })
-            .unwrap_or_else(|| {
-                *kept = Some(Kept { conn, run });
-                Sent::Done
-            }),
+            .unwrap_or(Sent::Done),
         Err(source)
             if matches!(
                 source.kind(),
@@ -709,7 +730,11 @@ async fn send(
                 }),
             }
         }
-        Err(source) => redis_error("pipeline", source),
+        Err(source) => Sent::Failed(ApplyError::Redis {
+            operation: "pipeline",
+            changes,
+            source,
+        }),
     }
 }
 

@@ -690,6 +690,16 @@ impl PrivateRedis {
         PrivateRedis { child, url, admin }
     }
 
+    /// `ACL SETUSER name rules...`.
+    pub fn acl_setuser(&mut self, name: &str, rules: &[&str]) {
+        let _: () = redis::cmd("ACL")
+            .arg("SETUSER")
+            .arg(name)
+            .arg(rules)
+            .query(&mut self.admin)
+            .unwrap();
+    }
+
     /// `CONFIG SET maxmemory` (`1`: every write is refused; `0`: no limit).
     pub fn set_maxmemory(&mut self, bytes: &str) {
         let _: () = redis::cmd("CONFIG")
