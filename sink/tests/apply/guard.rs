@@ -244,3 +244,54 @@ async fn refuses_partitions_whose_marker_is_gone_or_stale(f: &Fixture, guarded: 
         .await
         .expect("HDEL");
 }
+
+/// The exclusive writer reads a batch's markers ahead, after the `EXEC` of the batch before,
+/// under a watch of the markers: a marker written meanwhile for another partition (another
+/// assignment's) refuses nothing. The batch goes on, after its markers are read again,
+/// rather than taking the database as changed under the writer (`Resend`, and its
+/// bookkeeping loaded again).
+#[tokio::test]
+async fn a_marker_written_for_another_partition_stops_no_exclusive_batch() {
+    let f = Fixture::new().await;
+    let guarded = f
+        .exclusive_applier(std::time::Duration::from_secs(60))
+        .await
+        .with_marker_guard();
+    let run = run_id(&f).await;
+    let ours = marker(&run, "0123456789abcdef");
+    mark(&f, Some(&ours)).await;
+    let fences = read_under(&f, &ours);
+    let first = [customer_upsert(Op::Read, 1, "a@example.com", 100)];
+    guarded
+        .apply_fenced(&f.plan_all(&first), &fences)
+        .await
+        .expect("first batch");
+    let elsewhere = layout::offsets_field(&f.topics[0], 7);
+    let _: () = f
+        .conn()
+        .await
+        .hset(
+            layout::OFFSETS_RUN_KEY,
+            &elsewhere,
+            marker(&run, "fedcba9876543210"),
+        )
+        .await
+        .expect("another assignment's marker");
+    let next = [customer_upsert(Op::Update, 1, "b@example.com", 200)];
+    let out = guarded
+        .apply_fenced(&f.plan_all(&next), &fences)
+        .await
+        .expect("a marker of another partition refuses nothing");
+    assert_eq!(out.applied, 1);
+    let email = format!("{}:customer:email:b@example.com", f.tag);
+    let owner: Option<String> = f.conn().await.get(&email).await.expect("GET");
+    assert_eq!(owner.as_deref(), Some("1"));
+    guarded.release().await.expect("release the lease");
+    let _: () = f
+        .conn()
+        .await
+        .hdel(layout::OFFSETS_RUN_KEY, &elsewhere)
+        .await
+        .expect("HDEL");
+    mark(&f, None).await;
+}

@@ -1,8 +1,14 @@
-//! A decided batch as Redis commands: its writes, then its bookkeeping entries, then one
-//! script call recording freshness and offsets, for [`super::writer`] to send as one
-//! `MULTI`/`EXEC`. The only place the owning writer's decisions meet the Redis client.
+//! A decided batch as Redis commands: `MULTI`, its writes, then its bookkeeping entries,
+//! then one script call recording freshness and offsets, for [`super::writer`] to close
+//! with `EXEC` and send. The only place the owning writer's decisions meet the Redis client.
+//!
+//! The transaction is spelled out (`MULTI` here, `EXEC` by the writer) rather than left to
+//! `redis::Pipeline::atomic`, so that the writer can send more after the `EXEC` in the same
+//! request: the exclusive writer's reads for its next batch (`writer.rs`).
 
 use std::sync::LazyLock;
+
+use redis::Value;
 
 use super::bookkeeping::Bookkeeping;
 use super::emit::Write;
@@ -48,9 +54,11 @@ return 1
 static BOOKKEEPING_SCRIPT: LazyLock<String> =
     LazyLock::new(|| format!("{}{BOOKKEEPING_BODY}", layout_constants()));
 
-/// The commands of a decided batch, in order: `writes`, then `bookkeeping`.
+/// The commands of a decided batch, in order: `MULTI`, `writes`, then `bookkeeping`; not
+/// closed ([`close`]).
 pub(super) fn transaction(writes: &[Write<'_>], bookkeeping: &Bookkeeping) -> redis::Pipeline {
     let mut pipe = redis::pipe();
+    pipe.cmd("MULTI");
     for write in writes {
         push(&mut pipe, write);
     }
@@ -74,6 +82,57 @@ pub(super) fn transaction(writes: &[Write<'_>], bookkeeping: &Bookkeeping) -> re
         }
     }
     pipe
+}
+
+/// Closes the transaction [`transaction`] opened (anything added before this is part of
+/// it); returns the number of its reply in the pipeline's replies.
+pub(super) fn close(pipe: &mut redis::Pipeline) -> usize {
+    pipe.cmd("EXEC");
+    pipe.cmd_iter().count() - 1
+}
+
+/// What the replies to a pipeline with a transaction (`MULTI` first, `EXEC` at reply number
+/// `exec`, sent with `ignore_errors`) say about it; the replies after the `EXEC` are left in
+/// `replies`.
+pub(super) fn executed(replies: &mut Vec<Value>, exec: usize) -> Transaction {
+    if replies.len() <= exec {
+        return Transaction::Garbled(Value::SimpleString(format!(
+            "{} replies to a pipeline whose EXEC is reply {}",
+            replies.len(),
+            exec + 1
+        )));
+    }
+    let after = replies.split_off(exec + 1);
+    let exec_reply = replies.pop().expect("exec is within replies");
+    let queued = std::mem::replace(replies, after);
+    match exec_reply {
+        Value::Array(results) => Transaction::Executed(results),
+        Value::Nil => Transaction::NotExecuted,
+        Value::ServerError(abort) => Transaction::Aborted(
+            queued
+                .into_iter()
+                .find_map(|r| match r {
+                    Value::ServerError(e) => Some(e),
+                    _ => None,
+                })
+                .unwrap_or(abort),
+        ),
+        other => Transaction::Garbled(other),
+    }
+}
+
+/// Redis's answer to a transaction.
+#[derive(Debug)]
+pub(super) enum Transaction {
+    /// `EXEC` ran it: one result per command (a failed command's is a `ServerError`).
+    Executed(Vec<Value>),
+    /// `EXEC` did not run it: a watched key changed.
+    NotExecuted,
+    /// `EXEC` refused it for an error when a command was queued (`OOM`, `NOPERM`...): that
+    /// error (or the abort's own).
+    Aborted(redis::ServerError),
+    /// Not a reply to a transaction (never seen): what came instead.
+    Garbled(Value),
 }
 
 /// Adds `write` to `pipe` as one command, its buffers sized for its arguments at once (a

@@ -1,8 +1,9 @@
 //! The exclusive writer's marker guard, the transaction-side twin of the change script's
 //! (ARCHITECTURE.md, *Self-healing*): a batch is sent only while each of its partitions is
 //! marked in `sink:offsets:run` under the Redis server's current `run_id` by the assignment
-//! it was read under (apply/fence.rs). Read in the round trip that watches the lease keys,
-//! after the `WATCH`, so a flush
+//! it was read under (apply/fence.rs). Read in the request that watches the lease keys,
+//! after the `WATCH` (the request of the batch before, which watches the markers too:
+//! `writer/send.rs`), so a flush
 //! between the check and `EXEC` aborts the transaction (it touches every watched key) and a
 //! restart drops the connection. A marker that a new assignment writes between the check and
 //! `EXEC` is not seen, and needs not be: that assignment read its start before this batch

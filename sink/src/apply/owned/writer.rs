@@ -12,7 +12,8 @@
 //!
 //! On the live database ([`OwnedWriter::exclusive`]) the task also keeps the writer's
 //! lease (`lease.rs`): each batch watches the lease keys and checks that they name this
-//! writer before its transaction, and renews them inside the transaction; an idle writer
+//! writer before its transaction (read in the request of the batch before: `send.rs`), and
+//! renews them inside the transaction; an idle writer
 //! renews them every third of the lease time. When the transaction is not executed because
 //! a watched key changed (a rebuild swapped the database in, or the lease lapsed and was
 //! taken again), what the sink holds no longer matches the database: every batch in
@@ -50,6 +51,7 @@ use crate::apply::records::Records;
 use crate::apply::{ApplyError, BatchOutcome, BesideSharedSinks, Fences, PlannedChange};
 use crate::telemetry;
 
+mod send;
 mod staging;
 
 /// One decided batch on its way to Redis.
@@ -370,11 +372,14 @@ async fn write(
     mut jobs: mpsc::UnboundedReceiver<Job>,
     x: Arc<Exclusive>,
 ) {
-    let mut kept: Option<Kept> = None;
+    let mut kept: Option<send::Kept> = None;
     loop {
         let job = tokio::select! {
             job = jobs.recv() => job,
             () = tokio::time::sleep(x.lease.renew_every()) => {
+                // Renewing writes the lease keys, which the kept connection watches for the
+                // next batch: that watch would refuse it. The pool unwatches it.
+                kept = None;
                 renew_idle(&shared, &pool, &x).await;
                 continue;
             }
@@ -387,15 +392,17 @@ async fn write(
             }));
             continue;
         }
-        let sent = send(
+        let sent = send::send(
             &pool,
             &mut kept,
-            job.pipe,
-            job.first.as_ref(),
-            job.changes,
-            Some(&x.lease),
-            &job.markers,
-            &job.fences,
+            &x.lease,
+            send::Batch {
+                pipe: job.pipe,
+                first: job.first.as_ref(),
+                changes: job.changes,
+                markers: &job.markers,
+                fences: &job.fences,
+            },
         )
         .await;
         let mut inner = shared.inner.lock().await;
@@ -583,172 +590,4 @@ async fn load_entries(
     let mut state = OwnedState::new(&x.mappings);
     state.load(conn, Some(&x.lease), x.max_memory).await?;
     Ok(state)
-}
-
-/// The connection of the last batch that went through, kept for the next one (the pool
-/// would check it with `UNWATCH` and `PING` when handing it out again: two round trips per
-/// batch), with the server's `run_id` once asked on it.
-struct Kept {
-    conn: deadpool_redis::Connection,
-    run: Option<String>,
-}
-
-/// Sends one batch as a transaction, on the connection `kept` holds (or one from the pool),
-/// which it keeps for the next batch once this one went through. A server error is the
-/// batch's, reported at its first change as an error of a whole chunk script is (retriable
-/// when transient: OOM, LOADING, ...), or the command's. With `lease` (exclusive writer), the
-/// transaction runs only if the lease key still names this writer, and renews it; with
-/// `markers`, only while those partitions hold their self-healing markers (read in the same
-/// round trip as the lease keys, under their watch). Two round trips: the watch and the
-/// reads, then `MULTI`..`EXEC`.
-#[allow(clippy::too_many_arguments)]
-async fn send(
-    pool: &Pool,
-    kept: &mut Option<Kept>,
-    mut pipe: redis::Pipeline,
-    first: Option<&PlannedChange>,
-    changes: usize,
-    lease: Option<&Lease>,
-    markers: &[String],
-    fences: &Fences,
-) -> Sent {
-    let redis_error = |operation, source| {
-        Sent::Failed(ApplyError::Redis {
-            operation,
-            changes,
-            source,
-        })
-    };
-    let Kept { mut conn, mut run } = match kept.take() {
-        Some(held) => held,
-        None => match pool.get().await {
-            Ok(conn) => Kept { conn, run: None },
-            Err(e) => return Sent::Failed(ApplyError::Pool(e)),
-        },
-    };
-    if let Some(lease) = lease {
-        let mut reads = redis::pipe();
-        reads.ignore_errors();
-        reads.cmd("WATCH").arg(lease.keys());
-        reads.cmd("MGET").arg(lease.keys());
-        if !markers.is_empty() {
-            markers::ask(&mut reads, markers, run.as_deref());
-        }
-        let replies: Vec<Value> = match reads.query_async(&mut conn).await {
-            Ok(replies) => replies,
-            Err(source) => return redis_error("WATCH", source),
-        };
-        let mut replies = replies.into_iter();
-        let (watched, holders) = (replies.next(), replies.next());
-        if let Some(Value::ServerError(e)) = &watched {
-            return redis_error("WATCH", e.clone().into());
-        }
-        let holders: Vec<Option<String>> = match holders.map(redis::from_redis_value) {
-            Some(Ok(holders)) => holders,
-            Some(Err(source)) => return redis_error("MGET", source.into()),
-            None => Vec::new(),
-        };
-        if holders.is_empty() || holders.iter().any(|h| h.as_deref() != Some(lease.id())) {
-            let _ = redis::cmd("UNWATCH").query_async::<()>(&mut conn).await;
-            return Sent::Conflict;
-        }
-        if !markers.is_empty() {
-            if run.is_none() {
-                run = Some(
-                    replies
-                        .next()
-                        .map_or_else(String::new, |v| markers::run_of(&v)),
-                );
-            }
-            let marked: Vec<Option<String>> = match replies.next().map(redis::from_redis_value) {
-                Some(Ok(marked)) => marked,
-                Some(Err(source)) => return redis_error("HMGET sink:offsets:run", source.into()),
-                None => Vec::new(),
-            };
-            if let Err(e) =
-                markers::judge(markers, marked, run.as_deref().unwrap_or_default(), fences)
-            {
-                let _ = redis::cmd("UNWATCH").query_async::<()>(&mut conn).await;
-                return Sent::Failed(e);
-            }
-        }
-        lease.renew_in(&mut pipe);
-    }
-    pipe.atomic().ignore_errors();
-    let reply = pipe.query_async::<Option<Vec<Value>>>(&mut conn).await;
-    let sent = outcome(&pipe, reply, first, changes);
-    if matches!(sent, Sent::Done) {
-        *kept = Some(Kept { conn, run });
-    }
-    sent
-}
-
-/// What Redis's `reply` to the transaction `pipe` (a batch of `changes` changes starting with
-/// `first`) says: executed, not executed because a watched key changed, or failed (the
-/// batch's error when Redis refused the whole transaction; a command's, with its key, when
-/// one failed inside it).
-fn outcome(
-    pipe: &redis::Pipeline,
-    reply: redis::RedisResult<Option<Vec<Value>>>,
-    first: Option<&PlannedChange>,
-    changes: usize,
-) -> Sent {
-    let at = |source: redis::ServerError| {
-        Sent::Failed(match first {
-            Some(c) => ApplyError::at_change(c, 0, source),
-            None => ApplyError::Resend { changes },
-        })
-    };
-    match reply {
-        Ok(None) => Sent::Conflict,
-        Ok(Some(replies)) => replies
-            .into_iter()
-            .enumerate()
-            .find_map(|(command, r)| match r {
-                Value::ServerError(source) => Some(Sent::Failed(ApplyError::ForeignKey {
-                    command: describe(pipe, command),
-                    source,
-                })),
-                _ => None,
-            })
-            .unwrap_or(Sent::Done),
-        Err(source)
-            if matches!(
-                source.kind(),
-                redis::ErrorKind::Server(redis::ServerErrorKind::ExecAbort)
-            ) =>
-        {
-            let text = source.to_string();
-            match source
-                .into_server_errors()
-                .and_then(|errors| errors.first().map(|(_, e)| e.clone()))
-            {
-                Some(e) => at(e),
-                None => Sent::Failed(match first {
-                    Some(c) => ApplyError::unexpected_reply(c, &Value::SimpleString(text)),
-                    None => ApplyError::Resend { changes },
-                }),
-            }
-        }
-        Err(source) => Sent::Failed(ApplyError::Redis {
-            operation: "pipeline",
-            changes,
-            source,
-        }),
-    }
-}
-
-/// Command number `n` of `pipe` as its name and first key (`HSET customer:5`).
-fn describe(pipe: &redis::Pipeline, n: usize) -> String {
-    let Some(cmd) = pipe.cmd_iter().nth(n) else {
-        return format!("command {n} of the transaction");
-    };
-    cmd.args_iter()
-        .take(2)
-        .map(|arg| match arg {
-            redis::Arg::Simple(bytes) => String::from_utf8_lossy(bytes).into_owned(),
-            _ => "?".to_owned(),
-        })
-        .collect::<Vec<_>>()
-        .join(" ")
 }

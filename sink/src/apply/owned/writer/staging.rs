@@ -26,7 +26,9 @@ use redis::Value;
 use tokio::sync::mpsc;
 use tracing::warn;
 
-use super::{outcome, undo_all, Job, Sent, Shared};
+use super::super::commands;
+use super::send::outcome;
+use super::{undo_all, Job, Sent, Shared};
 use crate::apply::ApplyError;
 use mapping::layout;
 
@@ -69,9 +71,10 @@ pub(super) async fn write(shared: Arc<Shared>, pool: Pool, mut jobs: mpsc::Unbou
                 };
                 sent.push_back(async move {
                     let mut job = job;
-                    job.pipe.atomic().ignore_errors();
-                    let reply = job.pipe.query_async::<Option<Vec<Value>>>(&mut conn).await;
-                    (job, reply)
+                    let exec = commands::close(&mut job.pipe);
+                    job.pipe.ignore_errors();
+                    let reply = job.pipe.query_async::<Vec<Value>>(&mut conn).await;
+                    (job, reply.map(|mut replies| commands::executed(&mut replies, exec)))
                 });
             }
             else => break,
@@ -95,9 +98,16 @@ async fn settle(
     shared: &Shared,
     held: &mut Option<deadpool_redis::Connection>,
     job: Job,
-    reply: redis::RedisResult<Option<Vec<Value>>>,
+    reply: redis::RedisResult<commands::Transaction>,
 ) {
-    let sent = outcome(&job.pipe, reply, job.first.as_ref(), job.changes);
+    let sent = match reply {
+        Ok(answer) => outcome(&job.pipe, answer, job.first.as_ref(), job.changes),
+        Err(source) => Sent::Failed(ApplyError::Redis {
+            operation: "pipeline",
+            changes: job.changes,
+            source,
+        }),
+    };
     if job.epoch != shared.epoch.load(Ordering::Acquire) {
         // Undone with a batch before it, and to be sent again.
         if matches!(sent, Sent::Done) {

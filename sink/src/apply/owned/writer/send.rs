@@ -1,0 +1,326 @@
+//! Sending one batch of the exclusive writer: the lease and marker checks, then the
+//! transaction, with the checks of the next batch read in the same request.
+//!
+//! Each batch must run only while the lease keys name this writer and its partitions hold
+//! their self-healing markers (`markers.rs`), so the transaction runs under a `WATCH` of the
+//! lease keys, after reading them (and the markers) under that watch. Done as its own round
+//! trip before each transaction, that left Redis idle for a round trip and a wake-up of
+//! the writer task per batch: about a tenth of `sink run`'s throughput (BENCHMARKS.md,
+//! *One round trip per exclusive batch*). So the request that carries a transaction also
+//! carries, after its `EXEC`, the `WATCH` and the reads for the next batch: the watch then
+//! covers everything from those reads to the next `EXEC`, exactly as when it was sent
+//! alone just before it, and the next batch goes out at once when what was read holds.
+//!
+//! The reads are of the lease keys and of the markers of this batch's partitions, judged
+//! against the next batch's assignment; a next batch with another partition, or read under
+//! another assignment, reads again first (a marker its own assignment wrote since would
+//! not be among the values read ahead). Held for longer than a round trip, the markers are
+//! watched too: a marker written meanwhile refuses the transaction, which is then sent once
+//! more after everything is read again (and judged), so that only a changed database (the
+//! lease keys no longer name this writer) counts as one.
+
+use deadpool_redis::Pool;
+use mapping::layout;
+use redis::Value;
+
+use super::super::commands::{self, Transaction};
+use super::super::lease::Lease;
+use super::super::markers;
+use super::Sent;
+use crate::apply::{ApplyError, Fences, PlannedChange};
+
+/// The connection of the last batch that went through, kept for the next one (the pool
+/// would check it with `UNWATCH` and `PING` when handing it out again: two round trips per
+/// batch), with the server's `run_id` once asked on it and the reads made for the next
+/// batch under a `WATCH` still in force.
+pub(super) struct Kept {
+    conn: deadpool_redis::Connection,
+    run: Option<String>,
+    ahead: Option<ReadAhead>,
+}
+
+/// What was read, under the `WATCH` of the lease keys, after the last batch's `EXEC`.
+struct ReadAhead {
+    /// The lease keys' values.
+    holders: Vec<Option<String>>,
+    /// The markers read: offsets fields and their values.
+    fields: Vec<String>,
+    marked: Vec<Option<String>>,
+    /// The assignment of the batch whose partitions they are.
+    fences: Fences,
+}
+
+impl ReadAhead {
+    /// The values of `markers`, when this read them for the assignment `fences`.
+    fn markers_for(&self, markers: &[String], fences: &Fences) -> Option<Vec<Option<String>>> {
+        if markers.is_empty() {
+            return Some(Vec::new());
+        }
+        if *fences != self.fences {
+            return None;
+        }
+        markers
+            .iter()
+            .map(|m| {
+                let at = self.fields.iter().position(|f| f == m)?;
+                Some(self.marked[at].clone())
+            })
+            .collect()
+    }
+}
+
+/// One batch to send: its transaction (opened, not closed: `commands.rs`) and what its
+/// errors and checks need.
+pub(super) struct Batch<'a> {
+    pub(super) pipe: redis::Pipeline,
+    /// The batch's first change: errors about the whole batch are reported there.
+    pub(super) first: Option<&'a PlannedChange>,
+    pub(super) changes: usize,
+    /// The offsets fields whose self-healing markers must hold (empty: unguarded).
+    pub(super) markers: &'a [String],
+    /// The markers they must hold: those of the assignments the batch was read under.
+    pub(super) fences: &'a Fences,
+}
+
+/// Sends `batch` as a transaction, on the connection `kept` holds (or one from the pool),
+/// which it keeps for the next batch once this one went through. A server error is the
+/// batch's, reported at its first change as an error of a whole chunk script is (retriable
+/// when transient: OOM, LOADING, ...), or the command's. The transaction runs only if the
+/// lease keys still name this writer, and renews them; with markers, only while those
+/// partitions hold their self-healing markers. One round trip when the reads made after the
+/// last batch's `EXEC` cover this one, two otherwise.
+///
+/// Those reads also watch the markers, whose values they hold for longer than a round
+/// trip: a transaction not executed after them is sent once more after reading everything
+/// again, which tells a marker written meanwhile (judged now) from a database that changed
+/// under the writer (the lease keys no longer name it: [`Sent::Conflict`]).
+pub(super) async fn send(
+    pool: &Pool,
+    kept: &mut Option<Kept>,
+    lease: &Lease,
+    batch: Batch<'_>,
+) -> Sent {
+    let Batch {
+        mut pipe,
+        first,
+        changes,
+        markers,
+        fences,
+    } = batch;
+    let redis_error = |operation, source| {
+        Sent::Failed(ApplyError::Redis {
+            operation,
+            changes,
+            source,
+        })
+    };
+    let Kept {
+        mut conn,
+        mut run,
+        mut ahead,
+    } = match kept.take() {
+        Some(held) => held,
+        None => match pool.get().await {
+            Ok(conn) => Kept {
+                conn,
+                run: None,
+                ahead: None,
+            },
+            Err(e) => return Sent::Failed(ApplyError::Pool(e)),
+        },
+    };
+    // Reply number of the transaction's EXEC, once closed, and whether the next batch's
+    // reads ask for the server's run_id.
+    let mut closed: Option<(usize, bool)> = None;
+    loop {
+        let read_ahead = ahead
+            .take()
+            .and_then(|a| Some((a.markers_for(markers, fences)?, a.holders)));
+        let from_ahead = read_ahead.is_some();
+        let (marked, holders) = match read_ahead {
+            Some(read) => read,
+            None => {
+                let mut reads = redis::pipe();
+                reads.ignore_errors();
+                // Reads ahead that do not cover this batch watched the markers too: that
+                // watch would refuse this transaction for a marker it judges now.
+                reads.cmd("UNWATCH").ignore();
+                let asks_run = ask(&mut reads, lease, markers, run.as_deref(), false);
+                let replies: Vec<Value> = match reads.query_async(&mut conn).await {
+                    Ok(replies) => replies,
+                    Err(source) => return redis_error("WATCH", source),
+                };
+                match answers(replies, asks_run) {
+                    Ok(answers) => {
+                        if asks_run {
+                            run = Some(answers.run);
+                        }
+                        (answers.marked, answers.holders)
+                    }
+                    Err((operation, source)) => return redis_error(operation, source),
+                }
+            }
+        };
+        if holders.is_empty() || holders.iter().any(|h| h.as_deref() != Some(lease.id())) {
+            let _ = redis::cmd("UNWATCH").query_async::<()>(&mut conn).await;
+            return Sent::Conflict;
+        }
+        if !markers.is_empty() {
+            let run = run.as_deref().unwrap_or_default();
+            if let Err(e) = markers::judge(markers, marked, run, fences) {
+                let _ = redis::cmd("UNWATCH").query_async::<()>(&mut conn).await;
+                return Sent::Failed(e);
+            }
+        }
+        let (exec, asks_run) = *closed.get_or_insert_with(|| {
+            lease.renew_in(&mut pipe);
+            let exec = commands::close(&mut pipe);
+            // The next batch's reads, after the EXEC.
+            let asks_run = ask(&mut pipe, lease, markers, run.as_deref(), true);
+            pipe.ignore_errors();
+            (exec, asks_run)
+        });
+        let mut replies = match pipe.query_async::<Vec<Value>>(&mut conn).await {
+            Ok(replies) => replies,
+            Err(source) => return redis_error("pipeline", source),
+        };
+        let answer = commands::executed(&mut replies, exec);
+        if from_ahead && matches!(answer, Transaction::NotExecuted) {
+            continue;
+        }
+        let sent = outcome(&pipe, answer, first, changes);
+        if matches!(sent, Sent::Done) {
+            // Unreadable reads only cost the next batch a round trip (its own reads).
+            let ahead = answers(replies, asks_run).ok().map(|a| {
+                if asks_run {
+                    run = Some(a.run);
+                }
+                ReadAhead {
+                    holders: a.holders,
+                    fields: markers.to_vec(),
+                    marked: a.marked,
+                    fences: fences.clone(),
+                }
+            });
+            *kept = Some(Kept { conn, run, ahead });
+        }
+        return sent;
+    }
+}
+
+/// Adds the reads a batch's checks need to `pipe`: the `WATCH` of the lease keys (and of
+/// the markers when `watch_markers`: reads made ahead), their values, then the markers of
+/// `markers` (and the server's `run_id` unless `run` is known). Whether that asks for the
+/// `run_id`.
+fn ask(
+    pipe: &mut redis::Pipeline,
+    lease: &Lease,
+    markers: &[String],
+    run: Option<&str>,
+    watch_markers: bool,
+) -> bool {
+    let watch = pipe.cmd("WATCH").arg(lease.keys());
+    if watch_markers && !markers.is_empty() {
+        watch.arg(layout::OFFSETS_RUN_KEY);
+    }
+    pipe.cmd("MGET").arg(lease.keys());
+    if markers.is_empty() {
+        return false;
+    }
+    markers::ask(pipe, markers, run);
+    run.is_none()
+}
+
+/// The replies to [`ask`]'s reads.
+struct Answers {
+    holders: Vec<Option<String>>,
+    /// The server's `run_id`, when asked.
+    run: String,
+    marked: Vec<Option<String>>,
+}
+
+/// [`ask`]'s replies read; `asked_run` when they include the `run_id`. A failed read as the
+/// command that failed and its error.
+fn answers(
+    replies: Vec<Value>,
+    asked_run: bool,
+) -> Result<Answers, (&'static str, redis::RedisError)> {
+    let failed = |operation, source| (operation, source);
+    let mut replies = replies.into_iter();
+    let (watched, holders) = (replies.next(), replies.next());
+    if let Some(Value::ServerError(e)) = &watched {
+        return Err(failed("WATCH", e.clone().into()));
+    }
+    let holders: Vec<Option<String>> = match holders.map(redis::from_redis_value) {
+        Some(Ok(holders)) => holders,
+        Some(Err(source)) => return Err(failed("MGET", source.into())),
+        None => Vec::new(),
+    };
+    let run = if asked_run {
+        replies
+            .next()
+            .map_or_else(String::new, |v| markers::run_of(&v))
+    } else {
+        String::new()
+    };
+    let marked: Vec<Option<String>> = match replies.next().map(redis::from_redis_value) {
+        Some(Ok(marked)) => marked,
+        Some(Err(source)) => return Err(failed("HMGET sink:offsets:run", source.into())),
+        None => Vec::new(),
+    };
+    Ok(Answers {
+        holders,
+        run,
+        marked,
+    })
+}
+
+/// What Redis's answer to the transaction `pipe` (a batch of `changes` changes starting with
+/// `first`) says: executed, not executed because a watched key changed, or failed (the
+/// batch's error when Redis refused the whole transaction; a command's, with its key, when
+/// one failed inside it).
+pub(super) fn outcome(
+    pipe: &redis::Pipeline,
+    answer: Transaction,
+    first: Option<&PlannedChange>,
+    changes: usize,
+) -> Sent {
+    match answer {
+        Transaction::NotExecuted => Sent::Conflict,
+        Transaction::Executed(results) => results
+            .into_iter()
+            .enumerate()
+            .find_map(|(command, r)| match r {
+                // The transaction's commands follow its MULTI.
+                Value::ServerError(source) => Some(Sent::Failed(ApplyError::ForeignKey {
+                    command: describe(pipe, command + 1),
+                    source,
+                })),
+                _ => None,
+            })
+            .unwrap_or(Sent::Done),
+        Transaction::Aborted(e) => Sent::Failed(match first {
+            Some(c) => ApplyError::at_change(c, 0, e),
+            None => ApplyError::Resend { changes },
+        }),
+        Transaction::Garbled(reply) => Sent::Failed(match first {
+            Some(c) => ApplyError::unexpected_reply(c, &reply),
+            None => ApplyError::Resend { changes },
+        }),
+    }
+}
+
+/// Command number `n` of `pipe` as its name and first key (`HSET customer:5`).
+fn describe(pipe: &redis::Pipeline, n: usize) -> String {
+    let Some(cmd) = pipe.cmd_iter().nth(n) else {
+        return format!("command {n} of the transaction");
+    };
+    cmd.args_iter()
+        .take(2)
+        .map(|arg| match arg {
+            redis::Arg::Simple(bytes) => String::from_utf8_lossy(bytes).into_owned(),
+            _ => "?".to_owned(),
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
