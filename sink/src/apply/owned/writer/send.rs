@@ -11,13 +11,13 @@
 //! covers everything from those reads to the next `EXEC`, exactly as when it was sent
 //! alone just before it, and the next batch goes out at once when what was read holds.
 //!
-//! The reads are of the lease keys and of the markers of this batch's partitions, judged
-//! against the next batch's assignment; a next batch with another partition, or read under
-//! another assignment, reads again first (a marker its own assignment wrote since would
-//! not be among the values read ahead). Held for longer than a round trip, the markers are
-//! watched too: a marker written meanwhile refuses the transaction, which is then sent once
-//! more after everything is read again (and judged), so that only a changed database (the
-//! lease keys no longer name this writer) counts as one.
+//! The reads are of the lease keys and of the markers of every partition whose batches went
+//! through this connection (the lanes' partitions take turns); a next batch of a partition
+//! not among them reads first. Held for longer than a round trip, the markers are watched
+//! too, so the values read are still Redis's when the `EXEC` runs: a marker written
+//! meanwhile (an assignment, this sink's or another's) refuses the transaction, which is then
+//! sent once more after everything is read again and judged, so that only a changed
+//! database (the lease keys no longer name this writer) counts as one.
 
 use deadpool_redis::Pool;
 use mapping::layout;
@@ -36,34 +36,33 @@ use crate::apply::{ApplyError, Fences, PlannedChange};
 pub(super) struct Kept {
     conn: deadpool_redis::Connection,
     run: Option<String>,
+    /// The offsets fields whose markers are read ahead: those of the batches sent on this
+    /// connection (the lanes' partitions take turns).
+    fields: Vec<String>,
     ahead: Option<ReadAhead>,
 }
 
-/// What was read, under the `WATCH` of the lease keys, after the last batch's `EXEC`.
+/// Offsets fields read ahead at most; past that, only the last batch's (a writer's
+/// partitions are far fewer).
+const MAX_FIELDS_AHEAD: usize = 1024;
+
+/// What was read, under the `WATCH` of the lease keys and the markers, after the last
+/// batch's `EXEC`: still what Redis holds when the next `EXEC` runs, or it runs nothing.
 struct ReadAhead {
     /// The lease keys' values.
     holders: Vec<Option<String>>,
-    /// The markers read: offsets fields and their values.
-    fields: Vec<String>,
+    /// The markers of [`Kept::fields`], in that order.
     marked: Vec<Option<String>>,
-    /// The assignment of the batch whose partitions they are.
-    fences: Fences,
 }
 
 impl ReadAhead {
-    /// The values of `markers`, when this read them for the assignment `fences`.
-    fn markers_for(&self, markers: &[String], fences: &Fences) -> Option<Vec<Option<String>>> {
-        if markers.is_empty() {
-            return Some(Vec::new());
-        }
-        if *fences != self.fences {
-            return None;
-        }
+    /// The values of `markers`, when all of `fields` were read.
+    fn markers_for(&self, fields: &[String], markers: &[String]) -> Option<Vec<Option<String>>> {
         markers
             .iter()
             .map(|m| {
-                let at = self.fields.iter().position(|f| f == m)?;
-                Some(self.marked[at].clone())
+                let at = fields.iter().position(|f| f == m)?;
+                self.marked.get(at).cloned()
             })
             .collect()
     }
@@ -91,9 +90,10 @@ pub(super) struct Batch<'a> {
 /// last batch's `EXEC` cover this one, two otherwise.
 ///
 /// Those reads also watch the markers, whose values they hold for longer than a round
-/// trip: a transaction not executed after them is sent once more after reading everything
-/// again, which tells a marker written meanwhile (judged now) from a database that changed
-/// under the writer (the lease keys no longer name it: [`Sent::Conflict`]).
+/// trip: a transaction not executed after them, or refused on their values, is sent once
+/// more after reading everything again, which tells a marker written meanwhile (judged
+/// now) from a database that changed under the writer (the lease keys no longer name it:
+/// [`Sent::Conflict`]).
 pub(super) async fn send(
     pool: &Pool,
     kept: &mut Option<Kept>,
@@ -117,6 +117,7 @@ pub(super) async fn send(
     let Kept {
         mut conn,
         mut run,
+        mut fields,
         mut ahead,
     } = match kept.take() {
         Some(held) => held,
@@ -124,6 +125,7 @@ pub(super) async fn send(
             Ok(conn) => Kept {
                 conn,
                 run: None,
+                fields: Vec::new(),
                 ahead: None,
             },
             Err(e) => return Sent::Failed(ApplyError::Pool(e)),
@@ -135,7 +137,7 @@ pub(super) async fn send(
     loop {
         let read_ahead = ahead
             .take()
-            .and_then(|a| Some((a.markers_for(markers, fences)?, a.holders)));
+            .and_then(|a| Some((a.markers_for(&fields, markers)?, a.holders)));
         let from_ahead = read_ahead.is_some();
         let (marked, holders) = match read_ahead {
             Some(read) => read,
@@ -161,22 +163,38 @@ pub(super) async fn send(
                 }
             }
         };
-        if holders.is_empty() || holders.iter().any(|h| h.as_deref() != Some(lease.id())) {
-            let _ = redis::cmd("UNWATCH").query_async::<()>(&mut conn).await;
-            return Sent::Conflict;
-        }
-        if !markers.is_empty() {
-            let run = run.as_deref().unwrap_or_default();
-            if let Err(e) = markers::judge(markers, marked, run, fences) {
-                let _ = redis::cmd("UNWATCH").query_async::<()>(&mut conn).await;
-                return Sent::Failed(e);
+        let refusal =
+            if holders.is_empty() || holders.iter().any(|h| h.as_deref() != Some(lease.id())) {
+                Some(Sent::Conflict)
+            } else if markers.is_empty() {
+                None
+            } else {
+                let run = run.as_deref().unwrap_or_default();
+                markers::judge(markers, marked, run, fences)
+                    .err()
+                    .map(Sent::Failed)
+            };
+        if let Some(refusal) = refusal {
+            if from_ahead {
+                // Values read ahead may be older than what refuses: read them again.
+                continue;
             }
+            let _ = redis::cmd("UNWATCH").query_async::<()>(&mut conn).await;
+            return refusal;
         }
         let (exec, asks_run) = *closed.get_or_insert_with(|| {
             lease.renew_in(&mut pipe);
             let exec = commands::close(&mut pipe);
             // The next batch's reads, after the EXEC.
-            let asks_run = ask(&mut pipe, lease, markers, run.as_deref(), true);
+            if fields.len() + markers.len() > MAX_FIELDS_AHEAD {
+                fields.clear();
+            }
+            for m in markers {
+                if !fields.contains(m) {
+                    fields.push(m.clone());
+                }
+            }
+            let asks_run = ask(&mut pipe, lease, &fields, run.as_deref(), true);
             pipe.ignore_errors();
             (exec, asks_run)
         });
@@ -197,12 +215,15 @@ pub(super) async fn send(
                 }
                 ReadAhead {
                     holders: a.holders,
-                    fields: markers.to_vec(),
                     marked: a.marked,
-                    fences: fences.clone(),
                 }
             });
-            *kept = Some(Kept { conn, run, ahead });
+            *kept = Some(Kept {
+                conn,
+                run,
+                fields,
+                ahead,
+            });
         }
         return sent;
     }
