@@ -84,20 +84,21 @@ fn owned(text: impl ToString) -> Text {
     Cow::Owned(text.to_string())
 }
 
-/// The bookkeeping of a batch whose state changes are `undo` and whose changes `tally`
-/// counted, decided on `state` (which holds the final entries).
+/// The bookkeeping of a batch whose state changes are `undo` (which say the positions
+/// given) and whose changes `tally` counted, decided on `state`.
 pub(super) fn collect(state: &OwnedState, undo: &[Undo], tally: &Tally) -> Bookkeeping {
     let mut seen: HashSet<(usize, &str)> = HashSet::default();
     let mut sets: HashMap<&str, Vec<(Text, Text)>> = HashMap::default();
     let mut dels: HashMap<&str, Vec<Text>> = HashMap::default();
-    for u in undo {
+    // Newest first: the first time a key is met is its final entry.
+    for u in undo.iter().rev() {
         match u {
-            Undo::Row(m, key, _) => {
+            Undo::Row(m, key, _, now) => {
                 if !seen.insert((*m, key)) {
                     continue;
                 }
                 let hash = state.models[*m].rows_key.as_str();
-                match state.rows[*m].position(key) {
+                match now {
                     Some(position) => sets
                         .entry(hash)
                         .or_default()
@@ -105,16 +106,12 @@ pub(super) fn collect(state: &OwnedState, undo: &[Undo], tally: &Tally) -> Bookk
                     None => dels.entry(hash).or_default().push(owned(key)),
                 }
             }
-            Undo::Index(key, hash, _) => {
+            Undo::Index(key, hash, _, now) => {
                 if !seen.insert((usize::MAX, key)) {
                     continue;
                 }
-                if let Some(s) = state.indexes.get(key) {
-                    let hash = state.index_hashes[*hash].as_str();
-                    sets.entry(hash)
-                        .or_default()
-                        .push((owned(key), owned(s.position)));
-                }
+                let hash = state.index_hashes[*hash].as_str();
+                sets.entry(hash).or_default().push((owned(key), owned(now)));
             }
             // Aggregate figures are written with the batch's writes, not as bookkeeping.
             Undo::Aggregate(..) => {}

@@ -116,7 +116,7 @@ impl OwnedState {
                 }
                 let aggregates = self.removal(m, [&stored])?;
                 let deletion = self.deletion(m, &stored, d.position);
-                self.delete(w, m, &d.row_key, deletion);
+                self.delete(w, m, &d.row_key, stored, deletion);
                 self.apply_aggregates(&mut w.writes, &mut w.undo, aggregates);
                 Ok(true)
             }
@@ -128,16 +128,16 @@ impl OwnedState {
                     .filter(|(_, s)| position.is_none_or(|p| p > s.position))
                     .collect();
                 let aggregates = self.removal(m, doomed.iter().map(|(_, s)| s))?;
-                let doomed: Vec<(String, Deletion)> = doomed
+                let doomed: Vec<(String, RowState, Deletion)> = doomed
                     .into_iter()
                     .map(|(k, s)| {
                         let deletion = self.deletion(m, &s, *position);
-                        (k, deletion)
+                        (k, s, deletion)
                     })
                     .collect();
                 let applied = !doomed.is_empty();
-                for (key, deletion) in doomed {
-                    self.delete(w, m, &key, deletion);
+                for (key, stored, deletion) in doomed {
+                    self.delete(w, m, &key, stored, deletion);
                 }
                 self.apply_aggregates(&mut w.writes, &mut w.undo, aggregates);
                 Ok(applied)
@@ -201,8 +201,16 @@ impl OwnedState {
         out
     }
 
-    /// Writes a [`Deletion`]: index entries, relation members, the hash, the row's entry.
-    fn delete(&mut self, w: &mut BatchWrites<'_>, m: usize, key: &str, deletion: Deletion) {
+    /// Writes a [`Deletion`] of row `key`, stored as `stored`: index entries, relation
+    /// members, the hash, the row's entry.
+    fn delete(
+        &mut self,
+        w: &mut BatchWrites<'_>,
+        m: usize,
+        key: &str,
+        stored: RowState,
+        deletion: Deletion,
+    ) {
         for (k, hash, position) in deletion.releases {
             w.writes.delete(&k);
             let released = IndexState {
@@ -221,7 +229,7 @@ impl OwnedState {
             w.writes.write_field(&search.members, key, None);
         }
         w.writes.delete_row(key);
-        self.set_row(&mut w.undo, m, key, None);
+        self.set_row(&mut w.undo, m, key, None, Some(stored));
     }
 
     /// The script's `u`: guard, new template values, index and relation decisions against
@@ -233,8 +241,8 @@ impl OwnedState {
         u: &'b RowUpsert,
     ) -> Result<bool, String> {
         let model = Arc::clone(&self.models[m]);
-        let stored = self.rows[m].get(&u.row_key);
-        let stored = stored.as_ref();
+        let stored_row = self.rows[m].get(&u.row_key);
+        let stored = stored_row.as_ref();
         // The ordering guard.
         if let (Some(p), Some(s)) = (u.position, stored) {
             if p <= s.position {
@@ -282,6 +290,7 @@ impl OwnedState {
                 values: new,
                 scores,
             }),
+            stored_row,
         );
         Ok(true)
     }

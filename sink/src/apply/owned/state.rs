@@ -71,9 +71,12 @@ pub(super) struct IndexState {
 /// How to undo one mutation of the state (a batch whose writes fail is rolled back); also
 /// the list of bookkeeping entries the batch changed.
 pub(super) enum Undo {
-    Row(usize, String, Option<RowState>),
-    /// Index key, the number of its bookkeeping hash, its previous state.
-    Index(String, usize, Option<IndexState>),
+    /// Mapping, row key, its previous state, and the position it was given (`None`:
+    /// removed), which `bookkeeping.rs` records without looking the row up again.
+    Row(usize, String, Option<RowState>, Option<i64>),
+    /// Index key, the number of its bookkeeping hash, its previous state, and the position
+    /// it was given.
+    Index(String, usize, Option<IndexState>, i64),
     Aggregate(String, Option<Figures>),
 }
 
@@ -164,10 +167,10 @@ impl OwnedState {
     pub(crate) fn rollback(&mut self, UndoLog(undo): UndoLog) {
         for u in undo.into_iter().rev() {
             match u {
-                Undo::Row(m, key, state) => {
+                Undo::Row(m, key, state, _) => {
                     self.rows[m].replace(&key, state);
                 }
-                Undo::Index(key, _, state) => {
+                Undo::Index(key, _, state, _) => {
                     self.indexes.replace(&key, state);
                 }
                 Undo::Aggregate(key, figures) => {
@@ -177,15 +180,19 @@ impl OwnedState {
         }
     }
 
+    /// Sets (or with `None` removes) row `key` of mapping `m`, whose state is `old` (as
+    /// read from this state just before).
     pub(super) fn set_row(
         &mut self,
         undo: &mut Vec<Undo>,
         m: usize,
         key: &str,
         state: Option<RowState>,
+        old: Option<RowState>,
     ) {
-        let old = self.rows[m].replace(key, state);
-        undo.push(Undo::Row(m, key.to_owned(), old));
+        let now = state.as_ref().map(|s| s.position);
+        self.rows[m].put(key, state);
+        undo.push(Undo::Row(m, key.to_owned(), old, now));
     }
 
     /// Sets index key `key`, of bookkeeping hash number `hash`.
@@ -196,8 +203,9 @@ impl OwnedState {
         hash: usize,
         state: IndexState,
     ) {
+        let now = state.position;
         let old = self.indexes.replace(key, Some(state));
-        undo.push(Undo::Index(key.to_owned(), hash, old));
+        undo.push(Undo::Index(key.to_owned(), hash, old, now));
     }
 
     pub(super) fn set_aggregate(
@@ -304,7 +312,13 @@ mod tests {
         let mut state = state();
         assert_eq!(state.memory(), 0);
         let mut undo = Vec::new();
-        state.set_row(&mut undo, 0, "customer:1", Some(row(1, "a@example.com")));
+        state.set_row(
+            &mut undo,
+            0,
+            "customer:1",
+            Some(row(1, "a@example.com")),
+            None,
+        );
         let owner = Some(state.owner("1"));
         let index = IndexState { owner, position: 1 };
         state.set_index(&mut undo, "customer:email:a@example.com", 0, index.clone());
@@ -319,9 +333,11 @@ mod tests {
             0,
             "customer:1",
             Some(row(2, "a-much-longer@example.com")),
+            Some(row(1, "a@example.com")),
         );
         assert_eq!(state.rows[0].heap(), 32);
-        state.set_row(&mut undo, 0, "customer:1", None);
+        let stored = state.rows[0].get("customer:1");
+        state.set_row(&mut undo, 0, "customer:1", None, stored);
         assert_eq!(state.rows[0].heap(), 0);
         state.rollback(UndoLog(undo));
         assert_eq!(state.rows[0].heap(), 0);

@@ -79,11 +79,6 @@ impl RowTable {
         self.find(key).map(|(s, bytes)| bytes.decode(s.position))
     }
 
-    /// Row `key`'s `sink:rows` position.
-    pub(crate) fn position(&self, key: &str) -> Option<i64> {
-        self.find(key).map(|(s, _)| s.position)
-    }
-
     pub(crate) fn len(&self) -> usize {
         self.table.len()
     }
@@ -117,6 +112,17 @@ impl RowTable {
 
     /// Sets (or with `None` removes) row `key`; the previous state.
     pub(crate) fn replace(&mut self, key: &str, state: Option<RowState>) -> Option<RowState> {
+        self.write(key, state, true)
+    }
+
+    /// [`RowTable::replace`] for a caller that holds the previous state already (decoding
+    /// it again was a tenth of a decision's time).
+    pub(crate) fn put(&mut self, key: &str, state: Option<RowState>) {
+        self.write(key, state, false);
+    }
+
+    /// Sets (or removes) row `key`; the previous state, decoded when `decode_old`.
+    fn write(&mut self, key: &str, state: Option<RowState>, decode_old: bool) -> Option<RowState> {
         let RowTable {
             keys,
             table,
@@ -131,20 +137,20 @@ impl RowTable {
         let old = match (found, state) {
             (Some(n), Some(state)) => {
                 let slot = table.get_mut(n);
-                let old = RowBytes(arena.get(slot.loc)).decode(slot.position);
+                let old = decode_old.then(|| RowBytes(arena.get(slot.loc)).decode(slot.position));
                 slot.position = state.position;
                 // Most updates change no value the bookkeeping keeps: the bytes stay put.
                 if arena.get(slot.loc) != &scratch[..] {
                     arena.remove(slot.loc);
                     slot.loc = arena.push(scratch);
                 }
-                Some(old)
+                old
             }
             (Some(n), None) => {
                 let slot = table.remove(hash, n, |s| keys.of_slot(arena, s));
-                let old = RowBytes(arena.get(slot.loc)).decode(slot.position);
+                let old = decode_old.then(|| RowBytes(arena.get(slot.loc)).decode(slot.position));
                 arena.remove(slot.loc);
-                Some(old)
+                old
             }
             (None, Some(state)) => {
                 let slot = Slot {
@@ -272,9 +278,9 @@ mod tests {
         // A key the planner wrote differently from the values is kept as it came.
         rows.replace("line:07:1", Some(row(5000, "7", "1")));
         assert_eq!(rows.len(), 2001);
-        assert_eq!(rows.position("line:7:1"), Some(7));
-        assert_eq!(rows.position("line:07:1"), Some(5000));
-        assert_eq!(rows.position("line:1:7"), None);
+        assert_eq!(rows.get("line:7:1").map(|s| s.position), Some(7));
+        assert_eq!(rows.get("line:07:1").map(|s| s.position), Some(5000));
+        assert_eq!(rows.get("line:1:7").map(|s| s.position), None);
         assert_eq!(
             rows.get("line:1999:1").unwrap().values,
             row(0, "1999", "1").values
@@ -286,8 +292,8 @@ mod tests {
             assert!(rows.replace(&format!("line:{i}:1"), None).is_some());
         }
         assert_eq!(rows.len(), 1001);
-        assert_eq!(rows.position("line:7:1"), Some(8));
-        assert_eq!(rows.position("line:8:1"), None);
+        assert_eq!(rows.get("line:7:1").map(|s| s.position), Some(8));
+        assert_eq!(rows.get("line:8:1").map(|s| s.position), None);
         let mut keys: Vec<String> = rows.iter().map(|(k, _)| k).collect();
         keys.sort();
         assert_eq!(keys[0], "line:07:1");

@@ -302,7 +302,7 @@ mod tests {
                 values: vec![Some(i.to_string()), Some(email.clone())],
                 scores: vec![],
             };
-            state.set_row(&mut undo, 0, &format!("customer:{i}"), Some(customer));
+            state.set_row(&mut undo, 0, &format!("customer:{i}"), Some(customer), None);
             let owner = (i % 5 != 0).then(|| state.owner(&i.to_string()));
             let index = IndexState { owner, position: i };
             state.set_index(&mut undo, &format!("customer:email:{email}"), 0, index);
@@ -311,7 +311,7 @@ mod tests {
                 values: vec![Some(i.to_string()), None],
                 scores: vec![Some(i as f64 / 2.0)],
             };
-            state.set_row(&mut undo, 1, &format!("order:{i}"), Some(order));
+            state.set_row(&mut undo, 1, &format!("order:{i}"), Some(order), None);
         }
         // A key the values do not render.
         let odd = RowState {
@@ -319,7 +319,7 @@ mod tests {
             values: vec![Some("7".into()), Some("seven@example.com".into())],
             scores: vec![],
         };
-        state.set_row(&mut undo, 0, "customer:007", Some(odd));
+        state.set_row(&mut undo, 0, "customer:007", Some(odd), None);
         state
     }
 
