@@ -5,6 +5,7 @@
 
 use crate::support::*;
 use mapping::{Change, FieldValue, Op};
+use sink::apply::PlannedChange;
 
 /// Applies `batches` to both fixtures, comparing outcomes and dumps after each batch.
 async fn same_state(batches: &[Vec<(usize, Change)>]) {
@@ -218,19 +219,7 @@ async fn a_batch_executed_after_a_refused_one_is_counted_once() {
     let e2 = r2.expect_err("undone with the first");
     assert!(e2.is_retriable(), "{e2}");
     server.acl_setuser(user, &["allkeys"]);
-    owned
-        .applier
-        .apply_batch(&p1)
-        .await
-        .expect("first sent again");
-    owned
-        .applier
-        .apply_batch(&p2)
-        .await
-        .expect("second sent again");
-    lua.apply(&first).await;
-    lua.apply(&second).await;
-    assert_eq!(lua.dump().await, owned.dump().await);
+    sent_again_in_order(&lua, &owned, [&p1, &p2], [&first, &second]).await;
 }
 
 /// Batches decided while an earlier one is on its way are undone with it when Redis refuses
@@ -259,17 +248,26 @@ async fn batches_decided_after_a_refused_one_are_undone_too() {
     server.set_maxmemory("0");
     let (e1, e2) = (r1.expect_err("refused"), r2.expect_err("refused or undone"));
     assert!(e1.is_retriable() && e2.is_retriable(), "{e1} / {e2}");
-    owned
-        .applier
-        .apply_batch(&p1)
-        .await
-        .expect("first sent again");
-    owned
-        .applier
-        .apply_batch(&p2)
-        .await
-        .expect("second sent again");
-    lua.apply(&first).await;
-    lua.apply(&second).await;
+    sent_again_in_order(&lua, &owned, [&p1, &p2], [&first, &second]).await;
+}
+
+/// Sends the planned batches `planned` again through `owned`, in order, each expected to go
+/// through, applies their `changes` through the script of `lua`, and compares every key.
+async fn sent_again_in_order(
+    lua: &Fixture,
+    owned: &Fixture,
+    planned: [&[PlannedChange]; 2],
+    changes: [&[(usize, Change)]; 2],
+) {
+    for (n, batch) in planned.into_iter().enumerate() {
+        owned
+            .applier
+            .apply_batch(batch)
+            .await
+            .unwrap_or_else(|e| panic!("batch {n} sent again: {e}"));
+    }
+    for batch in changes {
+        lua.apply(batch).await;
+    }
     assert_eq!(lua.dump().await, owned.dump().await);
 }

@@ -15,20 +15,36 @@ async fn pings(url: &str) -> u64 {
 
 /// Calls of `command` Redis has run so far (`INFO commandstats`), on a connection of its own.
 async fn calls(url: &str, command: &str) -> u64 {
+    info(url, "commandstats")
+        .await
+        .lines()
+        .find_map(|line| line.strip_prefix(&format!("cmdstat_{command}:calls=")))
+        .and_then(|rest| rest.split(',').next())
+        .map_or(0, |calls| calls.parse().expect("calls"))
+}
+
+/// Requests Redis has read from clients so far (`total_reads_processed` of `INFO stats`),
+/// asked on a connection of its own.
+async fn reads(url: &str) -> u64 {
+    info(url, "stats")
+        .await
+        .lines()
+        .find_map(|line| line.strip_prefix("total_reads_processed:"))
+        .map_or(0, |reads| reads.trim().parse().expect("reads"))
+}
+
+/// `INFO section`, on a connection of its own.
+async fn info(url: &str, section: &str) -> String {
     let client = redis::Client::open(url).expect("redis url");
     let mut conn = client
         .get_multiplexed_async_connection()
         .await
         .expect("redis connection");
-    let info: String = redis::cmd("INFO")
-        .arg("commandstats")
+    redis::cmd("INFO")
+        .arg(section)
         .query_async(&mut conn)
         .await
-        .expect("INFO commandstats");
-    info.lines()
-        .find_map(|line| line.strip_prefix(&format!("cmdstat_{command}:calls=")))
-        .and_then(|rest| rest.split(',').next())
-        .map_or(0, |calls| calls.parse().expect("calls"))
+        .expect("INFO")
 }
 
 /// Which of the customer rows `ids` exist.
@@ -105,24 +121,6 @@ async fn a_kept_connection_that_redis_closed_is_replaced() {
     }
     f.apply(&[customer(3)]).await;
     assert_eq!(rows(&f, 1..=3).await, vec![1, 2, 3]);
-}
-
-/// Requests Redis has read from clients so far (`total_reads_processed` of `INFO stats`),
-/// asked on a connection of its own.
-async fn reads(url: &str) -> u64 {
-    let client = redis::Client::open(url).expect("redis url");
-    let mut conn = client
-        .get_multiplexed_async_connection()
-        .await
-        .expect("redis connection");
-    let info: String = redis::cmd("INFO")
-        .arg("stats")
-        .query_async(&mut conn)
-        .await
-        .expect("INFO stats");
-    info.lines()
-        .find_map(|line| line.strip_prefix("total_reads_processed:"))
-        .map_or(0, |reads| reads.trim().parse().expect("reads"))
 }
 
 #[tokio::test]
