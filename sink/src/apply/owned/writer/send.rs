@@ -4,9 +4,10 @@
 //! Each batch must run only while the lease keys name this writer and its partitions hold
 //! their self-healing markers (`markers.rs`), so the transaction runs under a `WATCH` of the
 //! lease keys, after reading them (and the markers) under that watch. Done as its own round
-//! trip before each transaction, that left Redis idle for a round trip and a wake-up of
-//! the writer task per batch: about a tenth of `sink run`'s throughput (BENCHMARKS.md,
-//! *One round trip per exclusive batch*). So the request that carries a transaction also
+//! trip before each transaction, that cost every batch a second round trip and a wake-up of
+//! the writer task, which at light load (a batch per change) is per change (BENCHMARKS.md,
+//! *Fewer round trips, fewer lookups*; at full load it is lost in a batch's milliseconds).
+//! So the request that carries a transaction also
 //! carries, after its `EXEC`, the `WATCH` and the reads for the next batch: the watch then
 //! covers everything from those reads to the next `EXEC`, exactly as when it was sent
 //! alone just before it, and the next batch goes out at once when what was read holds.

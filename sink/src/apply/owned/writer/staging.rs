@@ -32,9 +32,10 @@ use super::{undo_all, Job, Sent, Shared};
 use crate::apply::ApplyError;
 use mapping::layout;
 
-/// Transactions sent and not yet answered, at most. Two already keep Redis busy while the
-/// sink reads a reply; a third covers the sink's own scheduling delays on a loaded machine
-/// (BENCHMARKS.md, *Rebuild: transactions in flight*).
+/// Transactions sent and not yet answered, at most: enough that Redis has the next one
+/// while the sink reads a reply and wakes up for it. Three took 2-12 % off a rebuild's
+/// replay against one at a time (BENCHMARKS.md, *Fewer round trips, fewer lookups*); two
+/// were not measured apart.
 const DEPTH: usize = 3;
 
 /// Sends each job as soon as it comes (up to [`DEPTH`] unanswered), settles the replies in
