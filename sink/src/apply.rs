@@ -67,7 +67,7 @@ pub use owned::{
 };
 use records::Records;
 pub use records::Watermark;
-pub use script::{Announcement, ChangeScript, ScriptWriter, DEFAULT_CHUNK};
+pub use script::{announced_by_another, Announcement, ChangeScript, ScriptWriter, DEFAULT_CHUNK};
 
 /// One planned change with where it came from.
 #[derive(Debug, Clone, PartialEq)]

@@ -7,7 +7,8 @@
 //! Each pipeline's applier comes from `run/appliers.rs`: as `--writer` asks, and for
 //! `--writer auto` (the default) the exclusive writer or the change script, chosen again
 //! when the exclusive writer cannot go on (then a new pipeline resumes from the committed
-//! offsets, as after Redis lost writes).
+//! offsets, as after Redis lost writes), and once the shared sinks it wrote beside are gone
+//! (the running pipeline drained first, as for a reload).
 //!
 //! # Reloads
 //!
@@ -197,7 +198,8 @@ async fn consume(
             linger_ms = cfg.batch.linger.as_millis(),
             "Consuming."
         );
-        let (next, next_pipeline) = loop {
+        let mut shared_sinks_gone = appliers.shared_sinks_gone(&cfg, &pool);
+        let (next, next_pipeline, why) = loop {
             tokio::select! {
                 stopped = running.stopped() => {
                     match stopped {
@@ -236,13 +238,23 @@ async fn consume(
                 trigger = triggers.next() => {
                     info!(trigger = trigger.as_str(), "Reloading the configuration.");
                     match prepare(&cfg, load(), appliers.id(), &pool, &readiness).await {
-                        Ok(next) => break next,
+                        Ok((next, pipeline)) => break (next, pipeline, Switch::Reload),
                         Err(refused) => {
                             metrics::counter!(telemetry::CONFIG_RELOADS, "outcome" => "refused").increment(1);
                             warn!(
                                 error = %one_line(&refused),
                                 "Configuration reload refused; running on the previous configuration."
                             );
+                        }
+                    }
+                }
+                () = &mut shared_sinks_gone => {
+                    info!("No other sink announces itself as a shared writer of these mappings any more; choosing the writer again (--writer auto).");
+                    match Pipeline::connect_reporting_to(&cfg, &cfg.consumer_config(), readiness.clone()).await {
+                        Ok(pipeline) => break (cfg.clone(), pipeline, Switch::Writer),
+                        Err(e) => {
+                            warn!(error = %one_line(&e), "Cannot start a pipeline for the exclusive writer; writing through the change script until the next check (--writer auto).");
+                            shared_sinks_gone = appliers.shared_sinks_gone(&cfg, &pool);
                         }
                     }
                 }
@@ -263,8 +275,10 @@ async fn consume(
             release(&applier).await;
             return Ok(total);
         }
-        // The same database (vetted), perhaps with new credentials or certificates.
-        pool = redis_pool(&next.config.redis)?;
+        if why == Switch::Reload {
+            // The same database (vetted), perhaps with new credentials or certificates.
+            pool = redis_pool(&next.config.redis)?;
+        }
         let Some(next_applier) = appliers.next(&next, pool.clone(), &shutdown).await? else {
             return Ok(total);
         };
@@ -274,12 +288,24 @@ async fn consume(
         applier = next_applier;
         cfg = next;
         pipeline = next_pipeline;
-        metrics::counter!(telemetry::CONFIG_RELOADS, "outcome" => "applied").increment(1);
-        info!(
-            mappings = cfg.config.mappings.len(),
-            "Configuration reloaded; consuming with it."
-        );
+        if why == Switch::Reload {
+            metrics::counter!(telemetry::CONFIG_RELOADS, "outcome" => "applied").increment(1);
+            info!(
+                mappings = cfg.config.mappings.len(),
+                "Configuration reloaded; consuming with it."
+            );
+        }
     }
+}
+
+/// Why a running pipeline is drained for the next one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Switch {
+    /// A new configuration, vetted.
+    Reload,
+    /// The same configuration, the applier chosen again: `--writer auto` beside shared
+    /// sinks that are gone.
+    Writer,
 }
 
 /// A pipeline and an applier for `cfg` again, after Redis lost writes (or `--writer auto`

@@ -102,9 +102,79 @@ async fn auto_writes_through_the_script_beside_a_shared_sink() {
         !exclusive_snapshot_left(&s),
         "took the lease beside a shared sink"
     );
-    let now = shared_sinks(&s);
-    assert_eq!(now.len(), 2, "announced itself beside the first: {now:?}");
-    assert!(now.contains(&announced[0]), "{now:?}");
+    assert_eq!(
+        shared_sinks(&s),
+        announced,
+        "announced itself, so that it would keep others on the script"
+    );
+    s.cleanup();
+}
+
+/// An `auto` sink beside a shared sink takes the exclusive lease once the shared sink's
+/// announcement lapsed, without a restart, and goes on from where the script left off.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auto_beside_a_shared_sink_becomes_the_exclusive_writer_once_it_is_gone() {
+    let s = Scenario::new(2).await;
+    let w = generate(3000);
+    let records = s.encode(&w.events);
+    let (first, second) = (records.len() / 3, 2 * records.len() / 3);
+    s.produce(&records[..first]).await;
+    let mut redis = s.stack.redis();
+    let topics = [
+        s.topic(Table::Customers).to_owned(),
+        s.topic(Table::Orders).to_owned(),
+    ];
+    let applied = |redis: &mut redis::Connection| -> i64 {
+        topics
+            .iter()
+            .map(|t| pipeline_support::applied(redis, t))
+            .sum()
+    };
+    let lease_key = mapping::layout::writer_key(&s.mapping(Table::Customers));
+
+    // A shared sink applies the first third and stops; its announcement holds for one
+    // default lease time (10 s) after its last renewal.
+    let shared = config(&s, BatchSettings::default(), Writer::Shared);
+    pipeline_support::run_until_caught_up(&shared).await;
+    let announced = shared_sinks(&s);
+    assert_eq!(announced.len(), 1, "{announced:?}");
+
+    // The auto sink's lease time sets how often it checks the announcements: every second.
+    let batch = BatchSettings::new(100, Duration::from_millis(5));
+    let writer = Writer::Auto {
+        lease: Duration::from_secs(3),
+        max_memory: 1 << 30,
+    };
+    let stop = CancellationToken::new();
+    let run = spawn_run(config(&s, batch, writer), &stop);
+    s.produce(&records[first..second]).await;
+    pipeline_support::wait_until("the second third applied", Duration::from_secs(60), || {
+        applied(&mut redis) >= second as i64
+    })
+    .await;
+    let holder: Option<String> = redis.get(&lease_key).expect("GET");
+    assert_eq!(holder, None, "took the lease beside a shared sink");
+    assert_eq!(shared_sinks(&s), announced, "announced itself");
+
+    pipeline_support::wait_until("the exclusive lease taken", DEFAULT_LEASE_TTL * 3, || {
+        redis.exists::<_, bool>(&lease_key).expect("EXISTS")
+    })
+    .await;
+    s.produce(&records[second..]).await;
+    pipeline_support::wait_until("everything applied", Duration::from_secs(60), || {
+        applied(&mut redis) >= records.len() as i64
+    })
+    .await;
+    assert_state(&s, &w);
+
+    stop.cancel();
+    run.await
+        .expect("join")
+        .expect("the auto sink stops cleanly");
+    assert!(
+        exclusive_snapshot_left(&s),
+        "stopped as the exclusive writer"
+    );
     s.cleanup();
 }
 
@@ -124,9 +194,9 @@ async fn auto_writes_through_the_script_above_its_memory_bound() {
     assert!(!exclusive_snapshot_left(&s));
     assert_eq!(shared_sinks(&s).len(), 1, "{:?}", shared_sinks(&s));
 
-    // Again on the same bound, once the announcement lapsed: the script from the start.
-    let key = mapping::layout::shared_key(&s.mapping(Table::Customers));
-    let _: () = s.stack.redis().del(&key).expect("DEL");
+    // Again on the same bound, once the announcements lapsed: the script from the start.
+    let announcements = mappings(&s).map(|m| mapping::layout::shared_key(&m));
+    let _: () = s.stack.redis().del(&announcements).expect("DEL");
     let more = generate(3100);
     s.produce(&s.encode(&more.events[w.events.len()..])).await;
     let summary = pipeline_support::run_until_caught_up(&cfg).await;

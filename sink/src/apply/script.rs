@@ -37,7 +37,7 @@ use mapping::Mapping;
 use redis::aio::ConnectionLike;
 
 use super::{ApplyError, Fences, PlannedChange};
-pub use announce::Announcement;
+pub use announce::{announced_by_another, Announcement};
 use args::MappingArgs;
 pub(crate) use args::{format_score, relation_score};
 pub(crate) use generate::{layout_constants, template_fields};

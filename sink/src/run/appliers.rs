@@ -9,10 +9,12 @@
 //!
 //! - **Mappings with `ttl_seconds`**: rows expiring behind the writer's back would leave its
 //!   bookkeeping wrong, so the script.
-//! - **Shared sinks already writing** (`--writer shared`, or `auto` sinks that chose the
-//!   script), which announce themselves in `sink:shared:{mapping}`
+//! - **Shared sinks already writing** (`--writer shared`, or `auto` sinks on the script for
+//!   good), which announce themselves in `sink:shared:{mapping}`
 //!   ([`crate::apply::Announcement`]): the lease would make the script refuse them, so the
-//!   script, beside them. Every sink that writes through the script announces itself.
+//!   script, beside them, without announcing itself; once no other sink's announcement
+//!   holds (checked every third of the lease time, [`Appliers::shared_sinks_gone`]), the
+//!   pipeline is drained as for a reload and the choice made again: the exclusive writer.
 //! - **Another exclusive sink holds the lease**: a standby, as `--writer exclusive`.
 //! - **Bookkeeping above `--max-writer-memory`**, at start or grown there: the script, for
 //!   the rest of the process, instead of stopping with exit code 2.
@@ -28,6 +30,8 @@
 //! that takes the lease at that moment sees the announcement and writes through the script
 //! too.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -38,7 +42,8 @@ use tracing::{info, warn};
 
 use super::RunError;
 use crate::apply::{
-    Announcement, Applier, ApplyError, BesideSharedSinks, WriterId, DEFAULT_LEASE_TTL,
+    announced_by_another, Announcement, Applier, ApplyError, BesideSharedSinks, WriterId,
+    DEFAULT_LEASE_TTL,
 };
 use crate::config::{SinkConfig, Writer};
 use crate::memory;
@@ -52,9 +57,15 @@ pub(super) struct Appliers {
     writer: WriterId,
     /// `--writer auto` fell back to the change script for the rest of the process.
     fell_back: bool,
-    /// While the current applier is the change script.
+    /// While the current applier is the change script, announced.
     announcement: Option<Announcement>,
+    /// The current applier is the change script only because other sinks announced
+    /// themselves (`--writer auto`): it is not announced, and leaves once they are gone.
+    beside_shared_sinks: bool,
 }
+
+/// A watch that ends when the applier should be chosen again ([`Appliers::shared_sinks_gone`]).
+pub(super) type Watch = Pin<Box<dyn Future<Output = ()> + Send>>;
 
 impl Appliers {
     pub(super) fn new() -> Appliers {
@@ -62,6 +73,7 @@ impl Appliers {
             writer: WriterId::new(),
             fell_back: false,
             announcement: None,
+            beside_shared_sinks: false,
         }
     }
 
@@ -78,6 +90,7 @@ impl Appliers {
         pool: Pool,
         shutdown: &CancellationToken,
     ) -> Result<Option<Arc<Applier>>, RunError> {
+        self.beside_shared_sinks = false;
         let applier = match cfg.writer {
             Writer::Shared => Some(self.script(cfg, pool, DEFAULT_LEASE_TTL).await),
             Writer::Exclusive { lease, max_memory } => {
@@ -185,8 +198,9 @@ impl Appliers {
                 Ok(applier)
             }
             Err(ApplyError::SharedSinks { sink }) => {
-                info!(%sink, "Writing through the change script beside the shared sinks of these mappings (--writer auto).");
-                Ok(Some(self.script(cfg, pool, lease).await))
+                info!(%sink, "Writing through the change script beside the shared sinks of these mappings, until they are gone (--writer auto).");
+                self.beside_shared_sinks = true;
+                Ok(Some(Applier::new(pool, &cfg.config)))
             }
             Err(e @ ApplyError::WriterMemory(_)) => {
                 warn!(error = %one_line(&e), "Writing through the change script (--writer auto).");
@@ -195,6 +209,37 @@ impl Appliers {
             }
             Err(e) => Err(RunError::Exclusive(e)),
         }
+    }
+
+    /// Ends once no sink but this one announces itself on `cfg`'s mappings, checked every
+    /// third of the lease time, while the applier is the change script only because of such
+    /// announcements; never otherwise. The caller then drains the pipeline and chooses the
+    /// applier again, which takes the exclusive lease unless a sink announced itself
+    /// meanwhile. A check Redis does not answer is logged and made again at the next tick.
+    pub(super) fn shared_sinks_gone(&self, cfg: &SinkConfig, pool: &Pool) -> Watch {
+        let Writer::Auto { lease, .. } = cfg.writer else {
+            return Box::pin(std::future::pending());
+        };
+        if !self.beside_shared_sinks {
+            return Box::pin(std::future::pending());
+        }
+        let (pool, mappings, writer) = (
+            pool.clone(),
+            cfg.config.mappings.clone(),
+            self.writer.clone(),
+        );
+        Box::pin(async move {
+            loop {
+                tokio::time::sleep(lease / 3).await;
+                match announced_by_another(&pool, &mappings, &writer).await {
+                    Ok(None) => return,
+                    Ok(Some(_)) => {}
+                    Err(e) => {
+                        warn!(error = %one_line(&e), "Cannot read the shared sinks' announcements; writing through the change script until the next check (--writer auto).");
+                    }
+                }
+            }
+        })
     }
 
     /// From now on the change script, for the rest of the process (`reason`: the label of

@@ -5,9 +5,15 @@
 //! `--writer auto` takes the exclusive lease only where no other sink announces itself
 //! (`owned/lease.rs`): once an exclusive writer holds a mapping, the change script refuses
 //! to write it, so a shared sink already running would be shut out. The announcements are
-//! what lets a `sink run` with the default writer start beside shared sinks (explicit
-//! `--writer shared`, or `auto` sinks that chose the script) and write through the script
-//! with them instead.
+//! what lets a `sink run` with the default writer start beside shared sinks and write
+//! through the script with them instead.
+//!
+//! Who announces: `--writer shared`, and `auto` sinks on the script for good (fallen back,
+//! or mappings with `ttl_seconds`). An `auto` sink on the script only because others
+//! announced themselves does not: it watches the announcements
+//! ([`announced_by_another`]) and takes the lease once none holds (`run/appliers.rs`), so
+//! announcing would keep every such sink on the script for as long as any other did. Shut
+//! out by another `auto` sink's lease instead, it stands by for the lease.
 //!
 //! An announcement is one member per sink, scored with the Redis server time until which it
 //! holds, so that one sink stopping never hides another; the key itself expires one lease
@@ -35,6 +41,19 @@ for _, key in ipairs(KEYS) do
   redis.call('PEXPIRE', key, ARGV[2])
 end
 return #KEYS
+";
+
+/// The first of ARGV[1]'s rivals: a member of one of KEYS other than ARGV[1] whose
+/// announcement holds at the server's clock; false if there is none.
+const RIVAL_SCRIPT: &str = r"
+local t = redis.call('TIME')
+local now = t[1] * 1000 + math.floor(t[2] / 1000)
+for _, key in ipairs(KEYS) do
+  for _, sharer in ipairs(redis.call('ZRANGEBYSCORE', key, now, '+inf')) do
+    if sharer ~= ARGV[1] then return sharer end
+  end
+end
+return false
 ";
 
 /// A shared sink's announcement on its mappings, renewed until dropped.
@@ -81,6 +100,30 @@ impl Announcement {
             _renewing: stop.drop_guard(),
         }
     }
+}
+
+/// The id of a sink other than `writer` whose announcement on one of `mappings` holds now
+/// (Redis's clock), if any: what keeps `--writer auto` on the change script.
+pub async fn announced_by_another(
+    pool: &Pool,
+    mappings: &[Mapping],
+    writer: &WriterId,
+) -> Result<Option<String>, ApplyError> {
+    let mut conn = pool.get().await.map_err(ApplyError::Pool)?;
+    let script = redis::Script::new(RIVAL_SCRIPT);
+    let mut invocation = script.prepare_invoke();
+    for m in mappings {
+        invocation.key(layout::shared_key(&m.name));
+    }
+    invocation.arg(writer.as_str());
+    invocation
+        .invoke_async::<Option<String>>(&mut conn)
+        .await
+        .map_err(|source| ApplyError::Redis {
+            operation: "reading shared sinks' announcements",
+            changes: 0,
+            source,
+        })
 }
 
 async fn announce(pool: &Pool, keys: &[String], id: &str, ttl_ms: u64) -> Result<(), ApplyError> {
