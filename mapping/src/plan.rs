@@ -34,6 +34,18 @@ pub enum Plan {
     },
 }
 
+impl Plan {
+    /// The row the plan writes or deletes (`None` for a truncate).
+    pub fn row_key(&self) -> Option<&str> {
+        match self {
+            Plan::Upsert(RowUpsert { row_key, .. }) | Plan::Delete(RowDelete { row_key, .. }) => {
+                Some(row_key)
+            }
+            Plan::Truncate { .. } => None,
+        }
+    }
+}
+
 /// Write one row hash and maintain its indexes and relations.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct RowUpsert {

@@ -119,6 +119,8 @@ pub enum ApplyError {
     ForeignKey {
         /// The command's name and key.
         command: String,
+        /// The key alone, where the command has one.
+        key: Option<String>,
         /// What Redis answered.
         #[source]
         source: redis::ServerError,
@@ -203,6 +205,20 @@ impl ApplyError {
             | ApplyError::ExclusiveTtl { .. }
             | ApplyError::BookkeepingLost { .. }
             | ApplyError::Superseded { .. } => false,
+        }
+    }
+
+    /// The key that holds another type than a mapping writes there ([`ApplyError::ForeignKey`]
+    /// with Redis's `WRONGTYPE`): the changes of the batch whose row it is are dead-lettered,
+    /// as the change script does.
+    pub fn key_of_another_type(&self) -> Option<&str> {
+        match self {
+            ApplyError::ForeignKey {
+                key: Some(key),
+                source,
+                ..
+            } if source.code() == "WRONGTYPE" => Some(key),
+            _ => None,
         }
     }
 

@@ -417,6 +417,19 @@ async fn apply_with_retries(
             continue;
         }
         let Some(i) = culprit(&error, batch) else {
+            if let Some(key) = error.key_of_another_type() {
+                // The rest of the exclusive batch was applied (the pipeline stops or falls
+                // back to the script, which finds these changes applied): the changes of
+                // the row the foreign key refused are dead-lettered now, or never.
+                for i in (0..batch.changes.len())
+                    .filter(|&i| batch.changes[i].plan.row_key() == Some(key))
+                {
+                    if !dead_letter_change(shared, batch, i, &error).await? {
+                        return Ok(None);
+                    }
+                    summary.dead_lettered += 1;
+                }
+            }
             return Err(ConsumeError::Apply {
                 changes: batch.changes.len(),
                 source: error,

@@ -303,9 +303,15 @@ async fn a_foreign_key_of_another_type_stops_the_writer_naming_it() {
         .await
         .expect_err("customer 5 cannot be written");
     match &err {
-        ApplyError::ForeignKey { command, source } => {
+        ApplyError::ForeignKey {
+            command,
+            key,
+            source,
+        } => {
             assert_eq!(command, &format!("HSET {foreign}"));
+            assert_eq!(key.as_deref(), Some(foreign.as_str()));
             assert_eq!(source.code(), "WRONGTYPE");
+            assert_eq!(err.key_of_another_type(), Some(foreign.as_str()));
         }
         other => panic!("expected the foreign key's error, got {other}"),
     }

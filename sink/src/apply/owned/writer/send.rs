@@ -316,6 +316,7 @@ pub(super) fn outcome(
                 // The transaction's commands follow its MULTI.
                 Value::ServerError(source) => Some(Sent::Failed(ApplyError::ForeignKey {
                     command: describe(pipe, command + 1),
+                    key: key_of(pipe, command + 1),
                     source,
                 })),
                 _ => None,
@@ -329,6 +330,14 @@ pub(super) fn outcome(
             Some(c) => ApplyError::unexpected_reply(c, &reply),
             None => ApplyError::Resend { changes },
         }),
+    }
+}
+
+/// The key of command `n` of `pipe` (its first argument), if it has one.
+fn key_of(pipe: &redis::Pipeline, n: usize) -> Option<String> {
+    match pipe.cmd_iter().nth(n)?.args_iter().nth(1)? {
+        redis::Arg::Simple(bytes) => Some(String::from_utf8_lossy(bytes).into_owned()),
+        _ => None,
     }
 }
 
