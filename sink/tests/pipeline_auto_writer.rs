@@ -114,6 +114,21 @@ async fn auto_writes_through_the_script_beside_a_shared_sink() {
 /// announcement lapsed, without a restart, and goes on from where the script left off.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn auto_beside_a_shared_sink_becomes_the_exclusive_writer_once_it_is_gone() {
+    outlive_a_shared_sink(1).await;
+}
+
+/// Two `auto` sinks of one group beside a shared sink: once it is gone, one takes the
+/// lease and the other stands by (neither announces itself, so neither keeps the other on
+/// the script), and neither stops.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_auto_sinks_beside_a_shared_sink_end_as_writer_and_standby() {
+    outlive_a_shared_sink(2).await;
+}
+
+/// `sinks` `auto` sinks start beside a shared sink that applied the first third of a
+/// workload and stopped; they apply the second third through the script, take the lease
+/// once its announcement lapsed, and apply the rest as the exclusive writer.
+async fn outlive_a_shared_sink(sinks: usize) {
     let s = Scenario::new(2).await;
     let w = generate(3000);
     let records = s.encode(&w.events);
@@ -139,14 +154,16 @@ async fn auto_beside_a_shared_sink_becomes_the_exclusive_writer_once_it_is_gone(
     let announced = shared_sinks(&s);
     assert_eq!(announced.len(), 1, "{announced:?}");
 
-    // The auto sink's lease time sets how often it checks the announcements: every second.
+    // The auto sinks' lease time sets how often they check the announcements: every second.
     let batch = BatchSettings::new(100, Duration::from_millis(5));
     let writer = Writer::Auto {
         lease: Duration::from_secs(3),
         max_memory: 1 << 30,
     };
     let stop = CancellationToken::new();
-    let run = spawn_run(config(&s, batch, writer), &stop);
+    let runs: Vec<_> = (0..sinks)
+        .map(|_| spawn_run(config(&s, batch, writer), &stop))
+        .collect();
     s.produce(&records[first..second]).await;
     pipeline_support::wait_until("the second third applied", Duration::from_secs(60), || {
         applied(&mut redis) >= second as i64
@@ -166,11 +183,23 @@ async fn auto_beside_a_shared_sink_becomes_the_exclusive_writer_once_it_is_gone(
     })
     .await;
     assert_state(&s, &w);
+    assert!(
+        runs.iter().all(|run| !run.is_finished()),
+        "an auto sink stopped"
+    );
+    pipeline_support::wait_until(
+        "the shared sink's announcement lapsed",
+        DEFAULT_LEASE_TTL * 2,
+        || shared_sinks(&s).is_empty(),
+    )
+    .await;
 
     stop.cancel();
-    run.await
-        .expect("join")
-        .expect("the auto sink stops cleanly");
+    for run in runs {
+        run.await
+            .expect("join")
+            .expect("an auto sink stops cleanly");
+    }
     assert!(
         exclusive_snapshot_left(&s),
         "stopped as the exclusive writer"
