@@ -145,15 +145,16 @@ pub struct RunArgs {
     /// across processes) may write one database. `exclusive`: this sink alone; it takes a
     /// lease (`sink:writer`; a second exclusive sink stands by until it lapses), holds the
     /// bookkeeping in memory and sends plain writes, one transaction per batch: a third of
-    /// the Redis CPU per change. `auto` (the default): exclusive, except beside shared sinks,
-    /// for mappings with `ttl_seconds` or bookkeeping above --max-writer-memory, where it
-    /// writes through the change script; it also falls back to the script instead of
-    /// stopping (README, "Writers").
+    /// the Redis CPU per change. `auto` (the default): exclusive, except beside shared sinks
+    /// (until they are gone), for mappings with `ttl_seconds` or bookkeeping above
+    /// --max-writer-memory, where it writes through the change script; it also falls back to
+    /// the script instead of stopping (README, "Writers").
     #[arg(long, value_enum, default_value_t = WriterMode::Auto, env = "SINK_WRITER")]
     pub writer: WriterMode,
     /// How long an exclusive sink's lease lasts without renewal, in milliseconds: how soon a
     /// standby takes over from a sink that died (and, with `--writer auto`, how long a
-    /// shared sink's announcement holds).
+    /// shared sink's announcement holds; beside shared sinks, it checks every third of it
+    /// whether they are gone).
     #[arg(long, value_name = "MS", default_value_t = default_lease_ms(), env = "SINK_LEASE_MS")]
     pub lease_ms: u64,
     /// The most memory an exclusive sink's bookkeeping may take, e.g. `512MiB` or `4GiB`
