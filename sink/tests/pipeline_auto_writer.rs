@@ -44,6 +44,14 @@ fn shared_sinks(s: &Scenario) -> Vec<String> {
     s.stack.redis().zrange(key, 0, -1).expect("ZRANGE")
 }
 
+/// Records applied over the scenario's two topics (their offsets recorded in Redis).
+fn applied(s: &Scenario, redis: &mut redis::Connection) -> i64 {
+    [Table::Customers, Table::Orders]
+        .into_iter()
+        .map(|t| pipeline_support::applied(redis, s.topic(t)))
+        .sum()
+}
+
 fn config(s: &Scenario, batch: BatchSettings, writer: Writer) -> SinkConfig {
     s.sink_config(batch).with_writer(writer)
 }
@@ -135,16 +143,6 @@ async fn outlive_a_shared_sink(sinks: usize) {
     let (first, second) = (records.len() / 3, 2 * records.len() / 3);
     s.produce(&records[..first]).await;
     let mut redis = s.stack.redis();
-    let topics = [
-        s.topic(Table::Customers).to_owned(),
-        s.topic(Table::Orders).to_owned(),
-    ];
-    let applied = |redis: &mut redis::Connection| -> i64 {
-        topics
-            .iter()
-            .map(|t| pipeline_support::applied(redis, t))
-            .sum()
-    };
     let lease_key = mapping::layout::writer_key(&s.mapping(Table::Customers));
 
     // A shared sink applies the first third and stops; its announcement holds for one
@@ -166,7 +164,7 @@ async fn outlive_a_shared_sink(sinks: usize) {
         .collect();
     s.produce(&records[first..second]).await;
     pipeline_support::wait_until("the second third applied", Duration::from_secs(60), || {
-        applied(&mut redis) >= second as i64
+        applied(&s, &mut redis) >= second as i64
     })
     .await;
     let holder: Option<String> = redis.get(&lease_key).expect("GET");
@@ -179,7 +177,7 @@ async fn outlive_a_shared_sink(sinks: usize) {
     .await;
     s.produce(&records[second..]).await;
     pipeline_support::wait_until("everything applied", Duration::from_secs(60), || {
-        applied(&mut redis) >= records.len() as i64
+        applied(&s, &mut redis) >= records.len() as i64
     })
     .await;
     assert_state(&s, &w);
@@ -292,22 +290,12 @@ async fn auto_refused_by_an_exclusive_sink_stands_by_for_its_lease() {
     s.produce(&records[..half]).await;
     let batch = BatchSettings::new(100, Duration::from_millis(5));
     let mut redis = s.stack.redis();
-    let topics = [
-        s.topic(Table::Customers).to_owned(),
-        s.topic(Table::Orders).to_owned(),
-    ];
-    let applied = |redis: &mut redis::Connection| -> i64 {
-        topics
-            .iter()
-            .map(|t| pipeline_support::applied(redis, t))
-            .sum()
-    };
 
     let auto_stop = CancellationToken::new();
     // A bound of one byte: on the script after its first batch at most.
     let auto_run = spawn_run(config(&s, batch, auto(1)), &auto_stop);
     pipeline_support::wait_until("the first half applied", Duration::from_secs(60), || {
-        applied(&mut redis) >= half as i64
+        applied(&s, &mut redis) >= half as i64
     })
     .await;
     assert_eq!(shared_sinks(&s).len(), 1, "on the script, announced");
@@ -320,7 +308,7 @@ async fn auto_refused_by_an_exclusive_sink_stands_by_for_its_lease() {
     let exclusive_run = spawn_run(config(&s, batch, exclusive), &exclusive_stop);
     s.produce(&records[half..]).await;
     pipeline_support::wait_until("everything applied", Duration::from_secs(90), || {
-        applied(&mut redis) >= records.len() as i64
+        applied(&s, &mut redis) >= records.len() as i64
     })
     .await;
     // The auto sink stopped announcing itself: the key lapses one lease time after its last
