@@ -133,6 +133,67 @@ async fn two_auto_sinks_beside_a_shared_sink_end_as_writer_and_standby() {
     outlive_a_shared_sink(2).await;
 }
 
+/// Announcements vanish without their sinks (Redis lost its data, or was away for longer
+/// than the lease): an `auto` sink beside a shared sink still running keeps to the script
+/// while the shared sink announces itself again, so the shared sink is never refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auto_beside_a_running_shared_sink_outwaits_its_vanished_announcement() {
+    let s = Scenario::new(2).await;
+    let w = generate(2000);
+    let records = s.encode(&w.events);
+    let half = records.len() / 2;
+    s.produce(&records[..half]).await;
+    let mut redis = s.stack.redis();
+    let batch = BatchSettings::new(100, Duration::from_millis(5));
+    let stop = CancellationToken::new();
+    let shared_run = spawn_run(config(&s, batch, Writer::Shared), &stop);
+    pipeline_support::wait_until("the shared sink announced", Duration::from_secs(30), || {
+        !shared_sinks(&s).is_empty()
+    })
+    .await;
+    // It checks the announcements every second.
+    let writer = Writer::Auto {
+        lease: Duration::from_secs(3),
+        max_memory: 1 << 30,
+    };
+    let auto_run = spawn_run(config(&s, batch, writer), &stop);
+    pipeline_support::wait_until("the first half applied", Duration::from_secs(60), || {
+        applied(&s, &mut redis) >= half as i64
+    })
+    .await;
+
+    let announcements = mappings(&s).map(|m| mapping::layout::shared_key(&m));
+    let lease_key = mapping::layout::writer_key(&s.mapping(Table::Customers));
+    for _ in 0..2 {
+        let _: () = redis.del(&announcements).expect("DEL");
+        pipeline_support::wait_until("announced again", DEFAULT_LEASE_TTL, || {
+            !shared_sinks(&s).is_empty()
+        })
+        .await;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let holder: Option<String> = redis.get(&lease_key).expect("GET");
+        assert_eq!(holder, None, "took the lease beside a running shared sink");
+    }
+    assert!(!shared_run.is_finished(), "the shared sink stopped");
+
+    s.produce(&records[half..]).await;
+    pipeline_support::wait_until("everything applied", Duration::from_secs(60), || {
+        applied(&s, &mut redis) >= records.len() as i64
+    })
+    .await;
+    assert_state(&s, &w);
+    stop.cancel();
+    shared_run
+        .await
+        .expect("join")
+        .expect("the shared sink stops cleanly");
+    auto_run
+        .await
+        .expect("join")
+        .expect("the auto sink stops cleanly");
+    s.cleanup();
+}
+
 /// `sinks` `auto` sinks start beside a shared sink that applied the first third of a
 /// workload and stopped; they apply the second third through the script, take the lease
 /// once its announcement lapsed, and apply the rest as the exclusive writer.

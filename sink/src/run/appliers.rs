@@ -13,8 +13,9 @@
 //!   good), which announce themselves in `sink:shared:{mapping}`
 //!   ([`crate::apply::Announcement`]): the lease would make the script refuse them, so the
 //!   script, beside them, without announcing itself; once no other sink's announcement
-//!   holds (checked every third of the lease time, [`Appliers::shared_sinks_gone`]), the
-//!   pipeline is drained as for a reload and the choice made again: the exclusive writer.
+//!   has held for a whole lease time, at least the default 10 s (checked every third of
+//!   it, [`Appliers::shared_sinks_gone`]), the pipeline is drained as for a reload and the
+//!   choice made again: the exclusive writer.
 //! - **Another exclusive sink holds the lease**: a standby, as `--writer exclusive`.
 //! - **Bookkeeping above `--max-writer-memory`**, at start or grown there: the script, for
 //!   the rest of the process, instead of stopping with exit code 2.
@@ -38,6 +39,7 @@ use std::time::Duration;
 
 use deadpool_redis::Pool;
 use mapping::one_line;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
@@ -67,6 +69,13 @@ pub(super) struct Appliers {
 
 /// A watch that ends when the applier should be chosen again ([`Appliers::shared_sinks_gone`]).
 pub(super) type Watch = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// How long no other sink's announcement must hold before an `auto` sink beside shared
+/// sinks takes them for gone: its own lease time, and at least the default one, which a
+/// `--writer shared` sink announces itself for (renewing every third of it).
+fn gone_after(lease: Duration) -> Duration {
+    lease.max(DEFAULT_LEASE_TTL)
+}
 
 impl Appliers {
     pub(super) fn new() -> Appliers {
@@ -212,11 +221,18 @@ impl Appliers {
         }
     }
 
-    /// Ends once no sink but this one announces itself on `cfg`'s mappings, checked every
-    /// third of the lease time, while the applier is the change script only because of such
-    /// announcements; never otherwise. The caller then drains the pipeline and chooses the
-    /// applier again, which takes the exclusive lease unless a sink announced itself
-    /// meanwhile. A check Redis does not answer is logged and made again at the next tick.
+    /// Ends once no sink but this one has announced itself on `cfg`'s mappings for a whole
+    /// [`gone_after`] (checked every third of the lease time), while the applier is the
+    /// change script only because of such announcements; never otherwise. The caller then
+    /// drains the pipeline and chooses the applier again, which takes the exclusive lease
+    /// unless a sink announced itself meanwhile.
+    ///
+    /// Why a whole lease time, not one check: announcements vanish without their sinks too.
+    /// Redis loses its data, or comes back after an outage longer than the lease, and the
+    /// shared sinks still running announce themselves again within a third of their lease
+    /// time. A lease taken in that gap would make the change script refuse them, and a
+    /// `--writer shared` sink exits when refused. A check Redis does not answer is logged
+    /// and starts the wait anew.
     pub(super) fn shared_sinks_gone(&self, cfg: &SinkConfig, pool: &Pool) -> Watch {
         let Writer::Auto { lease, .. } = cfg.writer else {
             return Box::pin(std::future::pending());
@@ -229,14 +245,22 @@ impl Appliers {
             cfg.config.mappings.clone(),
             self.writer.clone(),
         );
+        let gone_after = gone_after(lease);
         Box::pin(async move {
+            let mut unannounced_since = None;
             loop {
                 tokio::time::sleep(lease / 3).await;
                 match announced_by_another(&pool, &mappings, &writer).await {
-                    Ok(None) => return,
-                    Ok(Some(_)) => {}
+                    Ok(None) => {
+                        let since = *unannounced_since.get_or_insert_with(Instant::now);
+                        if since.elapsed() >= gone_after {
+                            return;
+                        }
+                    }
+                    Ok(Some(_)) => unannounced_since = None,
                     Err(e) => {
-                        warn!(error = %one_line(&e), "Cannot read the shared sinks' announcements; writing through the change script until the next check (--writer auto).");
+                        unannounced_since = None;
+                        warn!(error = %one_line(&e), "Cannot read the shared sinks' announcements; writing through the change script (--writer auto).");
                     }
                 }
             }
