@@ -44,6 +44,32 @@ impl Plan {
             Plan::Truncate { .. } => None,
         }
     }
+
+    /// Whether the plan writes `key` as its row or, for an upsert of `mapping`, as the
+    /// parent its new values render for one of the relations (the parent it leaves depends
+    /// on what is stored, which the plan does not know).
+    pub fn writes_key(&self, mapping: &Mapping, key: &str) -> bool {
+        self.row_key() == Some(key)
+            || matches!(self, Plan::Upsert(u) if u.relation_parents(mapping).any(|p| p == key))
+    }
+}
+
+impl RowUpsert {
+    /// The parent key of each of `mapping`'s relations that the upsert's new values render
+    /// (none for a relation whose fields it does not all set).
+    pub fn relation_parents<'a>(
+        &'a self,
+        mapping: &'a Mapping,
+    ) -> impl Iterator<Item = String> + 'a {
+        mapping.relations.iter().filter_map(move |relation| {
+            relation.key.render(|field| {
+                self.fields.iter().find_map(|(name, write)| match write {
+                    FieldWrite::Set(value) if name == field => Some(value.as_str()),
+                    _ => None,
+                })
+            })
+        })
+    }
 }
 
 /// Write one row hash and maintain its indexes and relations.
@@ -480,6 +506,25 @@ mod tests {
             ]
         );
         assert_eq!(u.relation_scores, vec![Some(1_000_000.0)]);
+    }
+
+    #[test]
+    fn a_plan_writes_its_row_and_the_parents_its_new_values_render() {
+        let m = renamed();
+        let mut with_parent = row();
+        with_parent[1].1 = FieldValue::Int(7);
+        let upsert = plan(&m, change(Op::Update, Some(with_parent))).unwrap();
+        assert!(upsert.writes_key(&m, "order:3"));
+        assert!(upsert.writes_key(&m, "customer:7:orders"));
+        assert!(!upsert.writes_key(&m, "customer:3:orders"));
+        // A NULL parent field renders no parent.
+        let orphan = plan(&m, change(Op::Update, Some(row()))).unwrap();
+        assert!(!orphan.writes_key(&m, "customer::orders"));
+        let delete = plan(&m, change(Op::Delete, None)).unwrap();
+        assert!(delete.writes_key(&m, "order:3"));
+        assert!(!delete.writes_key(&m, "customer:7:orders"));
+        let truncate = plan(&m, change(Op::Truncate, None)).unwrap();
+        assert!(!truncate.writes_key(&m, "order:3"));
     }
 
     #[test]

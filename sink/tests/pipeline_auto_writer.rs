@@ -339,6 +339,39 @@ async fn auto_writes_through_the_script_after_a_key_of_another_type() {
     s.cleanup();
 }
 
+/// A relation's parent key that another program wrote with another type: the exclusive
+/// batch's `ZADD` fails, and the order whose new parent it is goes to the dead-letter
+/// topic; the rest of the batch (the order's row) is applied.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auto_dead_letters_a_change_whose_relation_parent_is_of_another_type() {
+    let s = Scenario::new(1).await;
+    let mut redis = s.stack.redis();
+    let customer = s.sample("avro-customers-op_r-snapshot.json");
+    let order = s.sample("avro-orders-op_c-insert.json");
+    // Order 5 belongs to customer 1.
+    let _: () = redis
+        .set(s.key("customer:1:orders"), "not a sorted set")
+        .unwrap();
+    s.produce(&[customer, order.clone()]).await;
+
+    let batch = BatchSettings::new(1, Duration::from_millis(5));
+    let cfg = config(&s, batch, auto(1 << 30));
+    pipeline_support::run_until_caught_up(&cfg).await;
+    let letters = pipeline_support::read_topic(&s.stack.bootstrap, &s.dlq, 1);
+    assert_eq!(letters[0].1.as_deref(), order.value.as_deref());
+    assert!(
+        redis.exists::<_, bool>(s.key("order:5")).unwrap(),
+        "the rest of the order's batch was applied"
+    );
+    assert!(redis.exists::<_, bool>(s.key("customer:1")).unwrap());
+    assert_eq!(
+        redis.get::<_, String>(s.key("customer:1:orders")).unwrap(),
+        "not a sorted set",
+        "left alone"
+    );
+    s.cleanup();
+}
+
 /// An `auto` sink on the script (its bookkeeping above the bound) that an explicit
 /// exclusive sink shuts out stands by for the lease, stops announcing itself, and does not
 /// stop; the exclusive sink applies everything.

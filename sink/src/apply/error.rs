@@ -209,8 +209,8 @@ impl ApplyError {
     }
 
     /// The key that holds another type than a mapping writes there ([`ApplyError::ForeignKey`]
-    /// with Redis's `WRONGTYPE`): the changes of the batch whose row it is are dead-lettered,
-    /// as the change script does.
+    /// with Redis's `WRONGTYPE`): the changes of the batch that write it (as their row, or
+    /// as a relation's new parent) are dead-lettered, as the change script does.
     pub fn key_of_another_type(&self) -> Option<&str> {
         match self {
             ApplyError::ForeignKey {

@@ -95,6 +95,8 @@ impl Observers {
 
 /// What the apply stage works with; every lane shares it.
 pub(super) struct Shared {
+    /// The mappings the changes were planned for.
+    pub config: Arc<mapping::Config>,
     /// Stores the offsets of applied slices.
     pub consumer: Arc<SinkConsumer>,
     /// Writes Redis.
@@ -419,11 +421,14 @@ async fn apply_with_retries(
         let Some(i) = culprit(&error, batch) else {
             if let Some(key) = error.key_of_another_type() {
                 // The rest of the exclusive batch was applied (the pipeline stops or falls
-                // back to the script, which finds these changes applied): the changes of
-                // the row the foreign key refused are dead-lettered now, or never.
-                for i in (0..batch.changes.len())
-                    .filter(|&i| batch.changes[i].plan.row_key() == Some(key))
-                {
+                // back to the script, which finds these changes applied): the changes that
+                // write the refused key, as their row or a relation's parent, are
+                // dead-lettered now, or never.
+                let mappings = &shared.config.mappings;
+                for i in (0..batch.changes.len()).filter(|&i| {
+                    let change = &batch.changes[i];
+                    change.plan.writes_key(&mappings[change.mapping], key)
+                }) {
                     if !dead_letter_change(shared, batch, i, &error).await? {
                         return Ok(None);
                     }
@@ -592,6 +597,7 @@ mod tests {
                 .create_with_context(SinkContext::new(Arc::new(heal)))
                 .expect("consumer");
             let shared = Shared {
+                config: Arc::new(config.clone()),
                 progress: consumer.context().progress.clone(),
                 consumer: Arc::new(consumer),
                 applier: Arc::new(Applier::new(pool.clone(), &config).with_marker_guard()),

@@ -407,6 +407,7 @@ async fn consume(
     let mut apply = tokio::spawn(apply_stage::apply_stage(
         rx,
         apply_stage::Shared {
+            config: Arc::clone(&config),
             consumer: Arc::clone(&consumer),
             applier,
             dead_letters: Arc::clone(&dead_letters),

@@ -20,8 +20,8 @@
 //! - **Bookkeeping above `--max-writer-memory`**, at start or grown there: the script, for
 //!   the rest of the process, instead of stopping with exit code 2.
 //! - **A key another program wrote with another type** fails a command of the exclusive
-//!   batch's transaction (the rest of it is applied; the batch's changes of a row key so
-//!   refused are dead-lettered, `pipeline/apply_stage.rs`): the script, for the rest of the
+//!   batch's transaction (the rest of it is applied; the batch's changes that write the
+//!   key are dead-lettered, `pipeline/apply_stage.rs`): the script, for the rest of the
 //!   process, instead of stopping; the pipeline starts again from the committed offsets and
 //!   the script dead-letters any later change that writes such a key.
 //! - **The lease lost** (another sink took it) or the script refused (an exclusive sink
