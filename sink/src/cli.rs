@@ -153,8 +153,8 @@ pub struct RunArgs {
     pub writer: WriterMode,
     /// How long an exclusive sink's lease lasts without renewal, in milliseconds: how soon a
     /// standby takes over from a sink that died (and, with `--writer auto`, how long a
-    /// shared sink's announcement holds, and how long, at least 10 s, no announcement must
-    /// hold before it takes the shared sinks beside it for gone).
+    /// shared sink's announcement holds; six times it, at least 10 s, without announcements
+    /// before it takes the shared sinks beside it for gone).
     #[arg(long, value_name = "MS", default_value_t = default_lease_ms(), env = "SINK_LEASE_MS")]
     pub lease_ms: u64,
     /// The most memory an exclusive sink's bookkeeping may take, e.g. `512MiB` or `4GiB`

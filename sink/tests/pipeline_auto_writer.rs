@@ -232,7 +232,9 @@ async fn outlive_a_shared_sink(sinks: usize) {
     assert_eq!(holder, None, "took the lease beside a shared sink");
     assert_eq!(shared_sinks(&s), announced, "announced itself");
 
-    pipeline_support::wait_until("the exclusive lease taken", DEFAULT_LEASE_TTL * 3, || {
+    // The shared sink's announcement lapses within 10 s; then none may hold for six of the
+    // auto sinks' lease times (18 s).
+    pipeline_support::wait_until("the exclusive lease taken", DEFAULT_LEASE_TTL * 6, || {
         redis.exists::<_, bool>(&lease_key).expect("EXISTS")
     })
     .await;

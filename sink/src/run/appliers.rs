@@ -13,9 +13,9 @@
 //!   good), which announce themselves in `sink:shared:{mapping}`
 //!   ([`crate::apply::Announcement`]): the lease would make the script refuse them, so the
 //!   script, beside them, without announcing itself; once no other sink's announcement
-//!   has held for a whole lease time, at least the default 10 s (checked every third of
-//!   it, [`Appliers::shared_sinks_gone`]), the pipeline is drained as for a reload and the
-//!   choice made again: the exclusive writer.
+//!   has held for six lease times, at least 10 s (a minute by default; checked every third
+//!   of a lease time, [`Appliers::shared_sinks_gone`]), the pipeline is drained as for a
+//!   reload and the choice made again: the exclusive writer.
 //! - **Another exclusive sink holds the lease**: a standby, as `--writer exclusive`.
 //! - **Bookkeeping above `--max-writer-memory`**, at start or grown there: the script, for
 //!   the rest of the process, instead of stopping with exit code 2.
@@ -71,11 +71,19 @@ pub(super) struct Appliers {
 pub(super) type Watch = Pin<Box<dyn Future<Output = ()> + Send>>;
 
 /// How long no other sink's announcement must hold before an `auto` sink beside shared
-/// sinks takes them for gone: its own lease time, and at least the default one, which a
-/// `--writer shared` sink announces itself for (renewing every third of it).
+/// sinks takes them for gone: [`GONE_AFTER_LEASES`] of its lease times, and at least the
+/// default lease time, which a `--writer shared` sink announces itself for (renewing every
+/// third of it).
 fn gone_after(lease: Duration) -> Duration {
-    lease.max(DEFAULT_LEASE_TTL)
+    (lease * GONE_AFTER_LEASES).max(DEFAULT_LEASE_TTL)
 }
+
+/// Lease times without announcements after which shared sinks count as gone. A shared sink
+/// that comes back later finds the lease taken and is refused (exit 1), as beside any
+/// exclusive sink; one restarted within this time (a minute with the default lease: a
+/// crash, a reschedule) announces itself again first. Taking the fast path that much later
+/// costs little.
+const GONE_AFTER_LEASES: u32 = 6;
 
 impl Appliers {
     pub(super) fn new() -> Appliers {
@@ -221,18 +229,18 @@ impl Appliers {
         }
     }
 
-    /// Ends once no sink but this one has announced itself on `cfg`'s mappings for a whole
+    /// Ends once no sink but this one has announced itself on `cfg`'s mappings for
     /// [`gone_after`] (checked every third of the lease time), while the applier is the
     /// change script only because of such announcements; never otherwise. The caller then
     /// drains the pipeline and chooses the applier again, which takes the exclusive lease
     /// unless a sink announced itself meanwhile.
     ///
-    /// Why a whole lease time, not one check: announcements vanish without their sinks too.
-    /// Redis loses its data, or comes back after an outage longer than the lease, and the
-    /// shared sinks still running announce themselves again within a third of their lease
-    /// time. A lease taken in that gap would make the change script refuse them, and a
-    /// `--writer shared` sink exits when refused. A check Redis does not answer is logged
-    /// and starts the wait anew.
+    /// Why that long, not one check: announcements vanish without their sinks too. Redis
+    /// loses its data, or comes back after an outage longer than the lease, and the shared
+    /// sinks still running announce themselves again within a third of their lease time;
+    /// a shared sink killed is restarted. A lease taken in that gap would make the change
+    /// script refuse them, and a `--writer shared` sink exits when refused. A check Redis
+    /// does not answer is logged and starts the wait anew.
     pub(super) fn shared_sinks_gone(&self, cfg: &SinkConfig, pool: &Pool) -> Watch {
         let Writer::Auto { lease, .. } = cfg.writer else {
             return Box::pin(std::future::pending());

@@ -11,7 +11,7 @@
 //! Who announces: `--writer shared`, and `auto` sinks on the script for good (fallen back,
 //! or mappings with `ttl_seconds`). An `auto` sink on the script only because others
 //! announced themselves does not: it watches the announcements ([`announced_by_another`])
-//! and takes the lease once none has held for a whole lease time (`run/appliers.rs`), so
+//! and takes the lease once none has held for six lease times (`run/appliers.rs`), so
 //! announcing would keep every such sink on the script for as long as any other did. Shut
 //! out by another `auto` sink's lease instead, it stands by for the lease.
 //!
