@@ -314,11 +314,14 @@ pub(super) fn outcome(
             .enumerate()
             .find_map(|(command, r)| match r {
                 // The transaction's commands follow its MULTI.
-                Value::ServerError(source) => Some(Sent::Failed(ApplyError::ForeignKey {
-                    command: describe(pipe, command + 1),
-                    key: key_of(pipe, command + 1),
-                    source,
-                })),
+                Value::ServerError(source) => {
+                    let (command, key) = failed_command(pipe, command + 1);
+                    Some(Sent::Failed(ApplyError::ForeignKey {
+                        command,
+                        key,
+                        source,
+                    }))
+                }
                 _ => None,
             })
             .unwrap_or(Sent::Done),
@@ -333,25 +336,24 @@ pub(super) fn outcome(
     }
 }
 
-/// The key of command `n` of `pipe` (its first argument), if it has one.
-fn key_of(pipe: &redis::Pipeline, n: usize) -> Option<String> {
-    match pipe.cmd_iter().nth(n)?.args_iter().nth(1)? {
-        redis::Arg::Simple(bytes) => Some(String::from_utf8_lossy(bytes).into_owned()),
-        _ => None,
-    }
-}
-
-/// Command number `n` of `pipe` as its name and first key (`HSET customer:5`).
-fn describe(pipe: &redis::Pipeline, n: usize) -> String {
+/// Command number `n` of `pipe` as its name and first key (`HSET customer:5`), and the key
+/// alone (its first argument), if it has one.
+fn failed_command(pipe: &redis::Pipeline, n: usize) -> (String, Option<String>) {
     let Some(cmd) = pipe.cmd_iter().nth(n) else {
-        return format!("command {n} of the transaction");
+        return (format!("command {n} of the transaction"), None);
     };
-    cmd.args_iter()
+    let words: Vec<Option<String>> = cmd
+        .args_iter()
         .take(2)
         .map(|arg| match arg {
-            redis::Arg::Simple(bytes) => String::from_utf8_lossy(bytes).into_owned(),
-            _ => "?".to_owned(),
+            redis::Arg::Simple(bytes) => Some(String::from_utf8_lossy(bytes).into_owned()),
+            _ => None,
         })
+        .collect();
+    let described = words
+        .iter()
+        .map(|word| word.as_deref().unwrap_or("?"))
         .collect::<Vec<_>>()
-        .join(" ")
+        .join(" ");
+    (described, words.get(1).cloned().flatten())
 }
