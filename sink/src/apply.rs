@@ -63,7 +63,8 @@ use tokio_util::sync::CancellationToken;
 pub use error::ApplyError;
 pub use fence::{marker, run_of, Fences};
 pub use owned::{
-    LoadError, MemoryBound, OwnedWriter, WriterId, DEFAULT_LEASE_TTL, DEFAULT_MAX_WRITER_MEMORY,
+    exclusive_holder, LoadError, MemoryBound, OwnedWriter, WriterId, DEFAULT_LEASE_TTL,
+    DEFAULT_MAX_WRITER_MEMORY,
 };
 use records::Records;
 pub use records::Watermark;

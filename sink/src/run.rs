@@ -7,8 +7,10 @@
 //! Each pipeline's applier comes from `run/appliers.rs`: as `--writer` asks, and for
 //! `--writer auto` (the default) the exclusive writer or the change script, chosen again
 //! when the exclusive writer cannot go on (then a new pipeline resumes from the committed
-//! offsets, as after Redis lost writes), and once the shared sinks it wrote beside are gone
-//! (the running pipeline drained first, as for a reload).
+//! offsets, as after Redis lost writes), once the shared sinks it wrote beside are gone, and
+//! when a shared sink stands by for the lease it holds (the running pipeline drained first,
+//! as for a reload). A `--writer shared` sink refused by an exclusive sink stands by for it
+//! the same way, instead of stopping.
 //!
 //! # Reloads
 //!
@@ -198,7 +200,7 @@ async fn consume(
             linger_ms = cfg.batch.linger.as_millis(),
             "Consuming."
         );
-        let mut shared_sinks_gone = appliers.shared_sinks_gone(&cfg, &pool);
+        let mut choose_again = appliers.choose_again(&cfg, &pool);
         let (next, next_pipeline, why) = loop {
             tokio::select! {
                 stopped = running.stopped() => {
@@ -248,13 +250,12 @@ async fn consume(
                         }
                     }
                 }
-                () = &mut shared_sinks_gone => {
-                    info!("No other sink announces itself as a shared writer of these mappings any more; choosing the writer again (--writer auto).");
+                () = &mut choose_again => {
                     match Pipeline::connect_reporting_to(&cfg, &cfg.consumer_config(), readiness.clone()).await {
                         Ok(pipeline) => break (cfg.clone(), pipeline, Switch::Writer),
                         Err(e) => {
-                            warn!(error = %one_line(&e), "Cannot start a pipeline for the exclusive writer; writing through the change script until the next check (--writer auto).");
-                            shared_sinks_gone = appliers.shared_sinks_gone(&cfg, &pool);
+                            warn!(error = %one_line(&e), "Cannot start a pipeline for the writer chosen again; writing as before until the next check (--writer auto).");
+                            choose_again = appliers.choose_again(&cfg, &pool);
                         }
                     }
                 }
@@ -304,7 +305,8 @@ enum Switch {
     /// A new configuration, vetted.
     Reload,
     /// The same configuration, the applier chosen again: `--writer auto` beside shared
-    /// sinks that are gone.
+    /// sinks that are gone, or giving its exclusive lease up to a shared sink standing by
+    /// for it.
     Writer,
 }
 

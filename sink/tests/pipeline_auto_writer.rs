@@ -194,6 +194,65 @@ async fn auto_beside_a_running_shared_sink_outwaits_its_vanished_announcement() 
     s.cleanup();
 }
 
+/// A shared sink that starts while an `auto` sink holds the lease (one that came back after
+/// the `auto` sink outwaited its announcement, or a process of the group started with
+/// `--writer shared`) stands by, announced, instead of being refused; the `auto` sink gives
+/// the lease up within a third of its lease time and writes beside it through the script,
+/// without announcing itself. Neither stops, and every change is applied.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auto_gives_the_lease_up_to_a_shared_sink_that_stands_by_for_it() {
+    let s = Scenario::new(2).await;
+    let w = generate(2000);
+    let records = s.encode(&w.events);
+    let half = records.len() / 2;
+    s.produce(&records[..half]).await;
+    let mut redis = s.stack.redis();
+    let lease_key = mapping::layout::writer_key(&s.mapping(Table::Customers));
+    let batch = BatchSettings::new(100, Duration::from_millis(5));
+    // It checks the announcements every second.
+    let writer = Writer::Auto {
+        lease: Duration::from_secs(3),
+        max_memory: 1 << 30,
+    };
+    let stop = CancellationToken::new();
+    let auto_run = spawn_run(config(&s, batch, writer), &stop);
+    pipeline_support::wait_until("the first half applied", Duration::from_secs(60), || {
+        applied(&s, &mut redis) >= half as i64
+    })
+    .await;
+    let holder: Option<String> = redis.get(&lease_key).expect("GET");
+    assert!(holder.is_some(), "not the exclusive writer");
+
+    // The same group: the sinks split the partitions once both consume.
+    let shared_run = spawn_run(config(&s, batch, Writer::Shared), &stop);
+    pipeline_support::wait_until("the lease given up", Duration::from_secs(30), || {
+        !redis.exists::<_, bool>(&lease_key).expect("EXISTS")
+    })
+    .await;
+    s.produce(&records[half..]).await;
+    pipeline_support::wait_until("everything applied", Duration::from_secs(60), || {
+        applied(&s, &mut redis) >= records.len() as i64
+    })
+    .await;
+    assert_state(&s, &w);
+    assert!(!shared_run.is_finished(), "the shared sink stopped");
+    assert!(!auto_run.is_finished(), "the auto sink stopped");
+    assert_eq!(shared_sinks(&s).len(), 1, "{:?}", shared_sinks(&s));
+    let holder: Option<String> = redis.get(&lease_key).expect("GET");
+    assert_eq!(holder, None, "took the lease back beside the shared sink");
+
+    stop.cancel();
+    shared_run
+        .await
+        .expect("join")
+        .expect("the shared sink stops cleanly");
+    auto_run
+        .await
+        .expect("join")
+        .expect("the auto sink stops cleanly");
+    s.cleanup();
+}
+
 /// `sinks` `auto` sinks start beside a shared sink that applied the first third of a
 /// workload and stopped; they apply the second third through the script, take the lease
 /// once its announcement lapsed, and apply the rest as the exclusive writer.

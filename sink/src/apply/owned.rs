@@ -68,7 +68,7 @@ mod writer;
 
 use mapping::Mapping;
 
-pub use lease::{WriterId, DEFAULT_LEASE_TTL};
+pub use lease::{exclusive_holder, WriterId, DEFAULT_LEASE_TTL};
 
 /// The most memory an exclusive writer's bookkeeping may take unless told otherwise
 /// (`--max-writer-memory`): about 2.5 million rows with an index key each (README,

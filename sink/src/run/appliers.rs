@@ -14,8 +14,12 @@
 //!   ([`crate::apply::Announcement`]): the lease would make the script refuse them, so the
 //!   script, beside them, without announcing itself; once no other sink's announcement
 //!   has held for six lease times, at least 10 s (a minute by default; checked every third
-//!   of a lease time, [`Appliers::shared_sinks_gone`]), the pipeline is drained as for a
+//!   of a lease time, [`Appliers::choose_again`]), the pipeline is drained as for a
 //!   reload and the choice made again: the exclusive writer.
+//! - **A shared sink announces itself while `auto` holds the lease** (a `--writer shared`
+//!   sink that came back after that wait, or started since: it stands by for the lease,
+//!   announced, instead of being refused): `auto` notices within a third of its lease time,
+//!   drains its pipeline, gives the lease up and writes beside it.
 //! - **Another exclusive sink holds the lease**: a standby, as `--writer exclusive`.
 //! - **Bookkeeping above `--max-writer-memory`**, at start or grown there: the script, for
 //!   the rest of the process, instead of stopping with exit code 2.
@@ -27,6 +31,14 @@
 //! - **The lease lost** (another sink took it) or the script refused (an exclusive sink
 //!   holds the mappings): the choice is made again, fall-back included, which stands by
 //!   for the lease.
+//!
+//! # `--writer shared`
+//!
+//! A shared sink never writes behind an exclusive one, and never stops for one either: it
+//! announces itself first, then stands by while another sink holds the lease of one of its
+//! mappings (checked every half second), and a refusal by the script (the lease taken
+//! after that check) brings it back to standing by. Exiting instead would make a
+//! supervisor restart it into the same refusal.
 //!
 //! Falling back announces the script first and gives the lease up after, so that a standby
 //! that takes the lease at that moment sees the announcement and writes through the script
@@ -45,8 +57,8 @@ use tracing::{info, warn};
 
 use super::RunError;
 use crate::apply::{
-    announced_by_another, Announcement, Applier, ApplyError, BesideSharedSinks, WriterId,
-    DEFAULT_LEASE_TTL,
+    announced_by_another, exclusive_holder, Announcement, Applier, ApplyError, BesideSharedSinks,
+    WriterId, DEFAULT_LEASE_TTL,
 };
 use crate::config::{SinkConfig, Writer};
 use crate::memory;
@@ -65,10 +77,17 @@ pub(super) struct Appliers {
     /// The current applier is the change script only because other sinks announced
     /// themselves (`--writer auto`): it is not announced, and leaves once they are gone.
     beside_shared_sinks: bool,
+    /// The current applier is the exclusive writer of `--writer auto`, which gives the
+    /// lease up to a shared sink that announces itself.
+    yielding: bool,
 }
 
-/// A watch that ends when the applier should be chosen again ([`Appliers::shared_sinks_gone`]).
+/// A watch that ends when the applier should be chosen again ([`Appliers::choose_again`]).
 pub(super) type Watch = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// How often a shared sink standing by for an exclusive sink checks whether the lease is
+/// free: an `auto` sink gives it up for the shared sink within a third of its lease time.
+const STANDBY_POLL: Duration = Duration::from_millis(500);
 
 /// How long no other sink's announcement must hold before an `auto` sink beside shared
 /// sinks takes them for gone: [`GONE_AFTER_LEASES`] of its lease times, and at least the
@@ -79,10 +98,11 @@ fn gone_after(lease: Duration) -> Duration {
 }
 
 /// Lease times without announcements after which shared sinks count as gone. A shared sink
-/// that comes back later finds the lease taken and is refused (exit 1), as beside any
-/// exclusive sink; one restarted within this time (a minute with the default lease: a
-/// crash, a reschedule) announces itself again first. Taking the fast path that much later
-/// costs little.
+/// that comes back later finds the lease taken and stands by, announced, until the `auto`
+/// sink gives it up (within a third of its lease time, plus draining its pipeline); one
+/// restarted within this time (a minute with the default lease: a crash, a reschedule)
+/// announces itself again first and is never held up. Taking the fast path that much later
+/// costs little; giving it up again costs a drain.
 const GONE_AFTER_LEASES: u32 = 6;
 
 impl Appliers {
@@ -92,6 +112,7 @@ impl Appliers {
             fell_back: false,
             announcement: None,
             beside_shared_sinks: false,
+            yielding: false,
         }
     }
 
@@ -110,7 +131,7 @@ impl Appliers {
     ) -> Result<Option<Arc<Applier>>, RunError> {
         self.beside_shared_sinks = false;
         let applier = match cfg.writer {
-            Writer::Shared => Some(self.script(cfg, pool, DEFAULT_LEASE_TTL).await),
+            Writer::Shared => self.script(cfg, pool, DEFAULT_LEASE_TTL, shutdown).await,
             Writer::Exclusive { lease, max_memory } => {
                 let exclusive = self
                     .exclusive(
@@ -132,6 +153,8 @@ impl Appliers {
                 self.auto(cfg, pool, lease, max_memory, shutdown).await?
             }
         };
+        self.yielding = matches!(cfg.writer, Writer::Auto { .. })
+            && applier.as_ref().is_some_and(Applier::is_owning);
         if let Some(applier) = &applier {
             telemetry::writer_state(if applier.is_owning() {
                 WriterState::Exclusive
@@ -148,12 +171,22 @@ impl Appliers {
     /// `--writer auto` falls back to the script, or chooses again, where `exclusive` would
     /// stop (module documentation).
     pub(super) fn recovers(&mut self, cfg: &SinkConfig, error: &ConsumeError) -> bool {
-        let Writer::Auto { .. } = cfg.writer else {
-            return false;
-        };
         let ConsumeError::Apply { source, .. } = error else {
             return false;
         };
+        match cfg.writer {
+            Writer::Auto { .. } => {}
+            // Refused by an exclusive sink that took the lease: stand by for it, announced
+            // ([`Appliers::next`]), rather than exit into a restart that is refused again.
+            Writer::Shared => {
+                let excluded = matches!(source, ApplyError::Excluded { .. });
+                if excluded {
+                    info!(error = %one_line(source), "Standing by until the exclusive sink gives these mappings up (--writer shared).");
+                }
+                return excluded;
+            }
+            Writer::Exclusive { .. } => return false,
+        }
         match source {
             ApplyError::WriterMemory(_) => {
                 warn!(error = %one_line(source), "The exclusive writer's bookkeeping outgrew --max-writer-memory; writing through the change script from now on (--writer auto).");
@@ -187,16 +220,25 @@ impl Appliers {
     ) -> Result<Option<Applier>, RunError> {
         if self.fell_back {
             info!("Writing through the change script (--writer auto fell back to it in this process).");
-            return Ok(Some(self.script(cfg, pool, lease).await));
+            return Ok(self.script(cfg, pool, lease, shutdown).await);
         }
         let with_ttl = Applier::mappings_with_ttl(&cfg.config);
         if !with_ttl.is_empty() {
             info!(mappings = %with_ttl.join(","), "Writing through the change script: the exclusive writer cannot apply mappings with ttl_seconds (--writer auto).");
-            return Ok(Some(self.script(cfg, pool, lease).await));
+            return Ok(self.script(cfg, pool, lease, shutdown).await);
         }
         // No longer a shared writer: a standby must not keep other `auto` sinks on the script
         // (its own announcement lapses within one lease time; it never blocks itself).
         self.announcement = None;
+        // The lease script checks the announcements only when it takes a lease that is not
+        // held: this process may hold it now (a reload, or giving it up to a shared sink
+        // standing by for it, [`Appliers::choose_again`]). A failed read leaves the choice to
+        // the lease script.
+        if let Ok(Some(sink)) =
+            announced_by_another(&pool, &cfg.config.mappings, &self.writer).await
+        {
+            return Ok(Some(self.beside(cfg, pool, &sink)));
+        }
         match self
             .exclusive(
                 cfg,
@@ -215,44 +257,55 @@ impl Appliers {
                 }
                 Ok(applier)
             }
-            Err(ApplyError::SharedSinks { sink }) => {
-                info!(%sink, "Writing through the change script beside the shared sinks of these mappings, until they are gone (--writer auto).");
-                self.beside_shared_sinks = true;
-                Ok(Some(Applier::new(pool, &cfg.config)))
-            }
+            Err(ApplyError::SharedSinks { sink }) => Ok(Some(self.beside(cfg, pool, &sink))),
             Err(e @ ApplyError::WriterMemory(_)) => {
                 warn!(error = %one_line(&e), "Writing through the change script (--writer auto).");
                 self.fall_back("memory");
-                Ok(Some(self.script(cfg, pool, lease).await))
+                Ok(self.script(cfg, pool, lease, shutdown).await)
             }
             Err(e) => Err(RunError::Exclusive(e)),
         }
     }
 
-    /// Ends once no sink but this one has announced itself on `cfg`'s mappings for
-    /// [`gone_after`] (checked every third of the lease time), while the applier is the
-    /// change script only because of such announcements; never otherwise. The caller then
-    /// drains the pipeline and chooses the applier again, which takes the exclusive lease
-    /// unless a sink announced itself meanwhile.
+    /// Ends when `--writer auto` should choose its applier again; never for the other
+    /// writers. The caller then drains the pipeline as for a reload and calls
+    /// [`Appliers::next`]. Checked every third of the lease time:
     ///
-    /// Why that long, not one check: announcements vanish without their sinks too. Redis
-    /// loses its data, or comes back after an outage longer than the lease, and the shared
-    /// sinks still running announce themselves again within a third of their lease time;
-    /// a shared sink killed is restarted. A lease taken in that gap would make the change
-    /// script refuse them, and a `--writer shared` sink exits when refused. A check Redis
-    /// does not answer is logged and starts the wait anew.
-    pub(super) fn shared_sinks_gone(&self, cfg: &SinkConfig, pool: &Pool) -> Watch {
+    /// - **On the script beside shared sinks**: once no sink but this one has announced
+    ///   itself on `cfg`'s mappings for [`gone_after`]. The next choice takes the exclusive
+    ///   lease unless a sink announced itself meanwhile. Why that long, not one check:
+    ///   announcements vanish without their sinks too. Redis loses its data, or comes back
+    ///   after an outage longer than the lease, and the shared sinks still running announce
+    ///   themselves again within a third of their lease time; a shared sink killed is
+    ///   restarted. A lease taken in that gap would make them stand by until it is given
+    ///   back. A check Redis does not answer is logged and starts the wait anew.
+    /// - **The exclusive writer**: once another sink announces itself as a shared writer
+    ///   of the mappings. Only a sink shut out by the lease does that (a shared sink that
+    ///   came back after the wait above, or started since), and it stands by until the lease
+    ///   is given up; the next choice writes beside it.
+    pub(super) fn choose_again(&self, cfg: &SinkConfig, pool: &Pool) -> Watch {
         let Writer::Auto { lease, .. } = cfg.writer else {
             return Box::pin(std::future::pending());
         };
-        if !self.beside_shared_sinks {
-            return Box::pin(std::future::pending());
-        }
         let (pool, mappings, writer) = (
             pool.clone(),
             cfg.config.mappings.clone(),
             self.writer.clone(),
         );
+        if self.yielding {
+            return Box::pin(async move {
+                loop {
+                    tokio::time::sleep(lease / 3).await;
+                    if let Ok(Some(sink)) = announced_by_another(&pool, &mappings, &writer).await {
+                        info!(%sink, "A shared sink announced itself on these mappings; giving the exclusive lease up to write beside it through the change script (--writer auto).");
+                        return;
+                    }
+                }
+            });
+        }
+        if !self.beside_shared_sinks {
+            return Box::pin(std::future::pending());
+        }
         let gone_after = gone_after(lease);
         Box::pin(async move {
             let mut unannounced_since = None;
@@ -262,6 +315,7 @@ impl Appliers {
                     Ok(None) => {
                         let since = *unannounced_since.get_or_insert_with(Instant::now);
                         if since.elapsed() >= gone_after {
+                            info!("No other sink announces itself as a shared writer of these mappings any more; choosing the writer again (--writer auto).");
                             return;
                         }
                     }
@@ -282,12 +336,68 @@ impl Appliers {
         metrics::counter!(telemetry::WRITER_FALLBACKS, "reason" => reason).increment(1);
     }
 
-    /// The change script, announced for `ttl` (renewed while it is the applier). Announced
-    /// anew for every applier, since a reload may add mappings or change the pool; the new
-    /// announcement is made before the old one stops renewing, so there is no gap.
-    async fn script(&mut self, cfg: &SinkConfig, pool: Pool, ttl: Duration) -> Applier {
+    /// The change script, announced for `ttl` (renewed while it is the applier), once no
+    /// other exclusive sink holds the lease of one of the mappings (the script would be
+    /// refused): standing by until then, announced, so that an `auto` sink holding it gives
+    /// it up. `None` if `shutdown` is cancelled meanwhile. Announced anew for every applier,
+    /// since a reload may add mappings or change the pool; the new announcement is made
+    /// before the old one stops renewing, so there is no gap.
+    async fn script(
+        &mut self,
+        cfg: &SinkConfig,
+        pool: Pool,
+        ttl: Duration,
+        shutdown: &CancellationToken,
+    ) -> Option<Applier> {
         self.announcement =
             Some(Announcement::start(pool.clone(), &cfg.config.mappings, &self.writer, ttl).await);
+        if !self.stand_by_for_the_lease(cfg, &pool, shutdown).await {
+            return None;
+        }
+        Some(Applier::new(pool, &cfg.config))
+    }
+
+    /// Waits while an exclusive sink other than this process holds the lease of one of
+    /// `cfg`'s mappings; false if `shutdown` is cancelled meanwhile. This process's own
+    /// lease does not count: `auto` falling back announces the script before it gives the
+    /// lease up (`run.rs`, `hand_over`). A read Redis does not answer ends the wait: the
+    /// script checks the lease itself, and a refusal brings the sink back here.
+    async fn stand_by_for_the_lease(
+        &self,
+        cfg: &SinkConfig,
+        pool: &Pool,
+        shutdown: &CancellationToken,
+    ) -> bool {
+        let mut standing_by = false;
+        loop {
+            match exclusive_holder(pool, &cfg.config.mappings, &self.writer).await {
+                Ok(Some(holder)) if !standing_by => {
+                    warn!(%holder, "An exclusive sink holds these mappings, and the change script would be refused; standing by, announced as a shared sink, until it gives them up (an `auto` sink does within a third of its lease time, a --writer exclusive one when it stops).");
+                    telemetry::writer_state(WriterState::Standby);
+                    standing_by = true;
+                }
+                Ok(Some(_)) => {}
+                Ok(None) | Err(_) => {
+                    if standing_by {
+                        info!(
+                            "The exclusive lease was given up; writing through the change script."
+                        );
+                    }
+                    return true;
+                }
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => return false,
+                () = tokio::time::sleep(STANDBY_POLL) => {}
+            }
+        }
+    }
+
+    /// The change script beside the shared sink `sink` (and any others), not announced:
+    /// `--writer auto` leaves it once they are gone ([`Appliers::choose_again`]).
+    fn beside(&mut self, cfg: &SinkConfig, pool: Pool, sink: &str) -> Applier {
+        info!(%sink, "Writing through the change script beside the shared sinks of these mappings, until they are gone (--writer auto).");
+        self.beside_shared_sinks = true;
         Applier::new(pool, &cfg.config)
     }
 

@@ -6,12 +6,14 @@
 //! exclusive sink for them waits for the lease (a standby that takes over within one lease
 //! time when the holder dies), and the change script refuses to run while an exclusive
 //! writer holds one of its mappings (`EXCLUSIVE` error, see `change.lua`), so a shared sink
-//! started by mistake stops instead of writing behind the holder's back. The lease is per
+//! never writes behind the holder's back: it stands by until the lease is free
+//! ([`exclusive_holder`], `run/appliers.rs`). The lease is per
 //! mapping, as the bookkeeping is: sinks of other mappings share the database freely.
 //!
 //! `--writer auto` takes the lease only where no other sink announces itself as a shared
 //! writer of the mappings ([`Lease::yielding_to_shared_sinks`], `script/announce.rs`): it
-//! never shuts out the shared sinks already running.
+//! never shuts out the shared sinks already running, and gives the lease up to one that
+//! announces itself later.
 //!
 //! The keys also detect what replaces the database under the writer: a rebuild's `SWAPDB`
 //! touches every watched key, and the rebuilt database holds no lease. Each batch watches
@@ -20,8 +22,11 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use mapping::layout;
+use deadpool_redis::Pool;
+use mapping::{layout, Mapping};
 use redis::aio::ConnectionLike;
+
+use crate::apply::ApplyError;
 
 /// How long the lease lasts without renewal unless configured otherwise.
 pub const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(10);
@@ -211,4 +216,32 @@ impl Lease {
         script.key(&self.keys).arg(&self.id);
         script.invoke_async::<i64>(conn).await.map(drop)
     }
+}
+
+/// The id of an exclusive writer other than `writer` that holds the lease of one of
+/// `mappings` now, if any: what the change script would be refused for, so that a shared
+/// sink stands by for it instead (`run/appliers.rs`).
+pub async fn exclusive_holder(
+    pool: &Pool,
+    mappings: &[Mapping],
+    writer: &WriterId,
+) -> Result<Option<String>, ApplyError> {
+    let mut conn = pool.get().await.map_err(ApplyError::Pool)?;
+    let keys: Vec<String> = mappings
+        .iter()
+        .map(|m| layout::writer_key(&m.name))
+        .collect();
+    let holders: Vec<Option<String>> = redis::cmd("MGET")
+        .arg(&keys)
+        .query_async(&mut conn)
+        .await
+        .map_err(|source| ApplyError::Redis {
+        operation: "reading the exclusive lease",
+        changes: 0,
+        source,
+    })?;
+    Ok(holders
+        .into_iter()
+        .flatten()
+        .find(|holder| holder != writer.as_str()))
 }

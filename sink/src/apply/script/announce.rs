@@ -6,7 +6,8 @@
 //! (`owned/lease.rs`): once an exclusive writer holds a mapping, the change script refuses
 //! to write it, so a shared sink already running would be shut out. The announcements are
 //! what lets a `sink run` with the default writer start beside shared sinks and write
-//! through the script with them instead.
+//! through the script with them instead, and what makes an `auto` sink holding the lease
+//! give it up to a shared sink that announces itself later and stands by for it.
 //!
 //! Who announces: `--writer shared`, and `auto` sinks on the script for good (fallen back,
 //! or mappings with `ttl_seconds`). An `auto` sink on the script only because others
