@@ -142,11 +142,13 @@ pub struct RunArgs {
     pub memory: MemoryArgs,
     /// Who writes the Redis database. `shared`: every change through the change script,
     /// which reads the bookkeeping from Redis, so several sinks (a consumer group split
-    /// across processes) may write one database. `exclusive`: this sink alone; it takes a
+    /// across processes) may write one database; one stands by while an exclusive sink
+    /// holds its mappings. `exclusive`: this sink alone; it takes a
     /// lease (`sink:writer`; a second exclusive sink stands by until it lapses), holds the
     /// bookkeeping in memory and sends plain writes, one transaction per batch: a third of
     /// the Redis CPU per change. `auto` (the default): exclusive, except beside shared sinks
-    /// (until they are gone), for mappings with `ttl_seconds` or bookkeeping above
+    /// (until they are gone; it gives its lease up to one that stands by for it), for
+    /// mappings with `ttl_seconds` or bookkeeping above
     /// --max-writer-memory, where it writes through the change script; it also falls back to
     /// the script instead of stopping (README, "Writers").
     #[arg(long, value_enum, default_value_t = WriterMode::Auto, env = "SINK_WRITER")]
