@@ -65,6 +65,15 @@ fn spawn_run(
     tokio::spawn(async move { sink::run::run(&cfg, StopWhen::Shutdown, stop).await })
 }
 
+/// Waits for a run spawned by [`spawn_run`] whose stop was cancelled; it must end without
+/// an error.
+async fn stops_cleanly(run: tokio::task::JoinHandle<Result<Summary, RunError>>, what: &str) {
+    let stopped = run.await.expect("join");
+    if let Err(e) = stopped {
+        panic!("{what} stopped with an error: {:#}", anyhow::Error::new(e));
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn auto_is_the_exclusive_writer_when_nothing_stands_in_its_way() {
     let s = Scenario::new(2).await;
@@ -183,14 +192,8 @@ async fn auto_beside_a_running_shared_sink_outwaits_its_vanished_announcement() 
     .await;
     assert_state(&s, &w);
     stop.cancel();
-    shared_run
-        .await
-        .expect("join")
-        .expect("the shared sink stops cleanly");
-    auto_run
-        .await
-        .expect("join")
-        .expect("the auto sink stops cleanly");
+    stops_cleanly(shared_run, "the shared sink").await;
+    stops_cleanly(auto_run, "the auto sink").await;
     s.cleanup();
 }
 
@@ -242,14 +245,8 @@ async fn auto_gives_the_lease_up_to_a_shared_sink_that_stands_by_for_it() {
     assert_eq!(holder, None, "took the lease back beside the shared sink");
 
     stop.cancel();
-    shared_run
-        .await
-        .expect("join")
-        .expect("the shared sink stops cleanly");
-    auto_run
-        .await
-        .expect("join")
-        .expect("the auto sink stops cleanly");
+    stops_cleanly(shared_run, "the shared sink").await;
+    stops_cleanly(auto_run, "the auto sink").await;
     s.cleanup();
 }
 
@@ -316,9 +313,7 @@ async fn outlive_a_shared_sink(sinks: usize) {
 
     stop.cancel();
     for run in runs {
-        run.await
-            .expect("join")
-            .expect("an auto sink stops cleanly");
+        stops_cleanly(run, "an auto sink").await;
     }
     assert!(
         exclusive_snapshot_left(&s),
@@ -478,15 +473,9 @@ async fn auto_refused_by_an_exclusive_sink_stands_by_for_its_lease() {
     assert_state(&s, &w);
 
     exclusive_stop.cancel();
-    exclusive_run
-        .await
-        .expect("join")
-        .expect("the exclusive sink stops cleanly");
+    stops_cleanly(exclusive_run, "the exclusive sink").await;
     auto_stop.cancel();
-    auto_run
-        .await
-        .expect("join")
-        .expect("the auto sink stops cleanly");
+    stops_cleanly(auto_run, "the auto sink").await;
     s.cleanup();
 }
 
