@@ -89,6 +89,11 @@ pub(super) type Watch = Pin<Box<dyn Future<Output = ()> + Send>>;
 /// free: an `auto` sink gives it up for the shared sink within a third of its lease time.
 const STANDBY_POLL: Duration = Duration::from_millis(500);
 
+/// How often a shared sink still standing by says so: an `auto` sink gives the lease up
+/// within seconds, so a long wait is a `--writer exclusive` sink of the same mappings,
+/// which keeps them until it stops.
+const STANDBY_REMINDER: Duration = Duration::from_secs(60);
+
 /// How long no other sink's announcement must hold before an `auto` sink beside shared
 /// sinks takes them for gone: [`GONE_AFTER_LEASES`] of its lease times, and at least the
 /// default lease time, which a `--writer shared` sink announces itself for (renewing every
@@ -368,17 +373,25 @@ impl Appliers {
         pool: &Pool,
         shutdown: &CancellationToken,
     ) -> bool {
-        let mut standing_by = false;
+        // Since when, and when to say so again.
+        let mut standing_by: Option<(Instant, Instant)> = None;
         loop {
             match exclusive_holder(pool, &cfg.config.mappings, &self.writer).await {
-                Ok(Some(holder)) if !standing_by => {
-                    warn!(%holder, "An exclusive sink holds these mappings, and the change script would be refused; standing by, announced as a shared sink, until it gives them up (an `auto` sink does within a third of its lease time, a --writer exclusive one when it stops).");
-                    telemetry::writer_state(WriterState::Standby);
-                    standing_by = true;
-                }
-                Ok(Some(_)) => {}
+                Ok(Some(holder)) => match &mut standing_by {
+                    None => {
+                        warn!(%holder, "An exclusive sink holds these mappings, and the change script would be refused; standing by, announced as a shared sink, until it gives them up (an `auto` sink does within a third of its lease time, a --writer exclusive one when it stops).");
+                        telemetry::writer_state(WriterState::Standby);
+                        let now = Instant::now();
+                        standing_by = Some((now, now + STANDBY_REMINDER));
+                    }
+                    Some((since, remind_at)) if Instant::now() >= *remind_at => {
+                        warn!(%holder, waited_s = since.elapsed().as_secs(), "Still standing by: an exclusive sink holds these mappings (a --writer exclusive sink keeps them until it stops; give every sink of these mappings the same --writer).");
+                        *remind_at += STANDBY_REMINDER;
+                    }
+                    Some(_) => {}
+                },
                 Ok(None) | Err(_) => {
-                    if standing_by {
+                    if standing_by.is_some() {
                         info!(
                             "The exclusive lease was given up; writing through the change script."
                         );
