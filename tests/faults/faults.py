@@ -11,10 +11,12 @@ One run:
 2. Generates the seeded workload (workload.py): `changes` Debezium changes plus `poison`
    poison records, produced at a steady rate over `produce_s` seconds while everything below
    happens.
-3. Runs two `--writer shared` sinks (one consumer group, Redis db 1) and two exclusive
+3. Runs two `--writer shared` sinks (one consumer group, Redis db 1), two exclusive
    sinks (active + standby, another group, db 2: one `--writer exclusive`, one with the
-   default writer, `auto`, which is exclusive there), under a supervisor that restarts any
-   sink that ends (sinks.py).
+   default writer, `auto`, which is exclusive there), and a mixed group (db 3): one
+   `--writer shared` sink and one with the default writer, `auto`, which writes through the
+   change script beside it. All under a supervisor that restarts any sink that ends
+   (sinks.py).
 4. Meanwhile SIGKILLs a sink at random moments, alternating writers, until each writer was
    killed `kills` times (for the exclusive writer always the lease holder, so the standby must
    take over; every third turn of the exclusive writer is instead a clean handover: SIGTERM to
@@ -22,7 +24,10 @@ One run:
    from that snapshot), and runs the profile's faults at their times: Redis stopped and restarted with
    its data, the broker down for longer than the groups' session (and the exclusive lease
    holder SIGTERMed in that outage: its final offset commit fails, and it must still exit 0),
-   the registry down, Redis restarted empty.
+   the registry down, Redis restarted empty. And keeps the mixed group's shared sink away
+   (stopped, not restarted) until the `auto` sink took the exclusive lease, having outwaited
+   its announcement; then lets it start again: it must stand by for the lease rather than
+   exit refused, and the `auto` sink must give the lease up to it and write beside it.
 5. Waits until both groups have committed the end of every partition, stops the sinks with
    SIGTERM (exit code 0 expected), replays the whole log with `sink rebuild` into an empty
    database (db 5), and compares db 1 and db 2 with it key by key (compare.py), and each
@@ -30,8 +35,9 @@ One run:
    its origin topic/partition/offset; nothing else there).
 
 Prints a report (and writes it as JSON to `--report`, default `<state>/report.json`); exits
-0 only when both writers lost nothing, added nothing, differ in nothing and dead-lettered
-exactly the poison records.
+0 only when every group lost nothing, added nothing, differs in nothing and dead-lettered
+exactly the poison records, and the mixed group's lease went to `auto` and back as above
+without a sink exiting refused.
 """
 
 from __future__ import annotations
@@ -83,7 +89,14 @@ OUTAGE_S = 10.0
 LEASE_MS = 3000
 # The consumer groups' session timeout.
 SESSION_S = 6.0
-DBS = {"shared": 1, "exclusive": 2}
+DBS = {"shared": 1, "exclusive": 2, "mixed": 3}
+# The mixed group's shared sink goes away this long after the start of production.
+AWAY_AFTER_S = 3.0
+# The error a shared sink stopped with when an exclusive sink held its mappings (before it
+# stood by instead).
+REFUSED = "an exclusive sink holds this mapping"
+# What the `auto` sink logs when it gives the lease up to a shared sink.
+GIVES_UP = "giving the exclusive lease up"
 REPLAY_DB, REPLAY_STAGING_DB = 5, 6
 MAPPINGS = ("customers", "orders")
 
@@ -234,6 +247,8 @@ class Suite:
         self.supervisor: sinks.Supervisor | None = None
         # The clean handover made while the broker is down, until its takeover is seen.
         self.outage_handover: sinks.Stop | None = None
+        # Set while the mixed group's `auto` sink is to give its lease up (`shared_away`).
+        self.mixed_settling = threading.Event()
 
     # ------------------------------------------------------------ set-up
 
@@ -309,14 +324,15 @@ class Suite:
             log(f"lease taken over by another exclusive sink {handover.takeover_s} s after the broker started")
 
     def kill_loop(self, sup: sinks.Supervisor, stop: threading.Event) -> None:
-        """Kills until both writers reached the profile's count and `stop` is set."""
-        writers = ["shared", "exclusive"]
+        """Kills until every group reached the profile's count and `stop` is set."""
+        writers = list(DBS)
         while True:
             counts = {w: sum(1 for k in sup.kills if k.writer == w) for w in writers}
             if stop.is_set() and all(counts[w] >= self.profile.kills for w in writers):
                 return
             time.sleep(self.rng.uniform(*self.profile.kill_every_s))
-            writer = min(writers, key=lambda w: counts[w])
+            open_to_kills = [w for w in writers if not (w == "mixed" and self.mixed_settling.is_set())]
+            writer = min(open_to_kills, key=lambda w: counts[w])
             holder = None
             if writer == "exclusive":
                 holder = sinks.lease_holder(self.sv.redis_url(DBS["exclusive"]), MAPPINGS[0])
@@ -338,6 +354,39 @@ class Suite:
             if kill.lease_holder:
                 kill.takeover_s = self.wait_takeover(sup, kill.pid)
                 log(f"lease taken over by another exclusive sink after {kill.takeover_s} s")
+
+    def shared_away(self, sup: sinks.Supervisor, result: dict) -> None:
+        """Keeps the mixed group's shared sink away until its `auto` sink took the exclusive
+        lease (no announcement for six lease times), then lets it start again and measures
+        how soon the `auto` sink gives the lease up to it. Records the seconds in `result`
+        (`None`: not within the time allowed)."""
+        url = self.sv.redis_url(DBS["mixed"])
+
+        def held_by_auto() -> bool:
+            return sinks.lease_holder(url, MAPPINGS[0]) in sup.pids("mixed")
+
+        time.sleep(max(0.0, AWAY_AFTER_S - self.elapsed()))
+        result["away_at_s"] = round(self.elapsed(), 1)
+        pid = sup.hold("mixed-1")
+        log(f"mixed-1 (the shared sink, pid {pid}) stopped and kept away until the auto sink takes the lease")
+        result["lease_taken_s"] = wait_for(held_by_auto, timeout=150.0)
+        # No kills in the group until the lease is given up: a killed `auto` sink's lease lapses
+        # by itself, which is not what this measures.
+        self.mixed_settling.set()
+        try:
+            sup.release("mixed-1")
+            result["back_at_s"] = round(self.elapsed(), 1)
+            log(f"mixed: lease taken by the auto sink {result['lease_taken_s']} s after the shared sink left; "
+                "it starts again")
+            given_up = None
+            if result["lease_taken_s"] is not None:
+                given_up = wait_for(lambda: not held_by_auto(), timeout=90.0)
+            # For good: not taken back for three lease times.
+            result["lease_given_up_s"] = given_up if given_up is not None and not_for(
+                held_by_auto, 3 * LEASE_MS / 1000) else None
+        finally:
+            self.mixed_settling.clear()
+        log(f"mixed: lease given up {result['lease_given_up_s']} s after the shared sink started again")
 
     def wait_takeover(self, sup: sinks.Supervisor, dead: int, timeout: float = 30.0) -> float | None:
         """Seconds until a live exclusive sink other than `dead` holds the lease (`None`: not
@@ -370,6 +419,10 @@ class Suite:
                     # from the other.
                     args += ["--writer", "exclusive"] if i == 1 else []
                     args += ["--lease-ms", str(LEASE_MS)]
+                elif writer == "mixed":
+                    # A shared sink and one with the default writer, `auto`, in one group.
+                    args += ["--writer", "shared"] if i == 1 else []
+                    args += ["--lease-ms", str(LEASE_MS)]
                 else:
                     args += ["--writer", writer]
                 sup.add(f"{writer}-{i}", writer, args)
@@ -381,6 +434,9 @@ class Suite:
         stop_killing = threading.Event()
         killer = threading.Thread(target=self.kill_loop, args=(sup, stop_killing), name="killer", daemon=True)
         killer.start()
+        away: dict = {}
+        away_thread = threading.Thread(target=self.shared_away, args=(sup, away), name="away", daemon=True)
+        away_thread.start()
         for at, name in self.profile.faults:
             if name not in self.args.faults:
                 continue
@@ -390,7 +446,8 @@ class Suite:
         log(f"produced {production.delivered} records in {self.elapsed():.0f} s")
         stop_killing.set()
         killer.join()
-        log(f"kills done at {self.elapsed():.0f} s; waiting for both groups to commit the end of the log")
+        away_thread.join()
+        log(f"kills done at {self.elapsed():.0f} s; waiting for every group to commit the end of the log")
         converged = self.wait_converged()
         codes = sup.stop()
         self.report["sinks"] = {
@@ -405,9 +462,16 @@ class Suite:
             "exit_codes_at_stop": codes,
             "converged": converged,
         }
+        refused = [e.slot for e in sup.exits if e.slot.startswith("mixed") and REFUSED in e.log_tail]
+        away["exits_refused"] = refused
+        away["gave_up_lines"] = log_lines(self.logs, "mixed-2", GIVES_UP)
+        self.report["shared_away"] = away
+        away_ok = (away.get("lease_taken_s") is not None and away.get("lease_given_up_s") is not None
+                   and away["gave_up_lines"] > 0 and not refused)
         self.report["faults"] = self.faults
         self.report["produced"] = {"delivered": production.delivered, "failed": production.failed[:5]}
-        ok = converged and not production.failed and all(c == 0 for c in codes.values())
+        ok = (all(v is not None for v in converged.values()) and not production.failed
+              and all(c == 0 for c in codes.values()) and away_ok)
         # A clean handover: the holder stopped with 0 and a standby took the lease over.
         ok &= all(h.exit_code == 0 and h.takeover_s is not None for h in sup.stops)
         ok &= self.verify(production.poison)
@@ -485,6 +549,34 @@ class Suite:
         self.sv.stop()
 
 
+def wait_for(check, timeout: float, every: float = 0.2) -> float | None:
+    """Seconds until `check()` held (`None`: not within `timeout`)."""
+    start = time.monotonic()
+    while time.monotonic() - start < timeout:
+        if check():
+            return round(time.monotonic() - start, 1)
+        time.sleep(every)
+    return None
+
+
+def not_for(check, seconds: float, every: float = 0.2) -> bool:
+    """Whether `check()` stayed false for `seconds`."""
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        if check():
+            return False
+        time.sleep(every)
+    return True
+
+
+def log_lines(logs: Path, slot: str, text: str) -> int:
+    """Lines of slot `slot`'s log (every process it ran) that contain `text`."""
+    path = logs / f"{slot}.log"
+    if not path.exists():
+        return 0
+    return sum(1 for line in path.read_text(errors="replace").splitlines() if text in line)
+
+
 def started_from_snapshot(logs: Path) -> int:
     """Exclusive sink starts whose bookkeeping came from a snapshot (their start-up line)."""
     plain = (re.sub(r"\x1b\[[0-9;]*m", "", line) for f in sorted(logs.glob("exclusive-*.log"))
@@ -525,6 +617,12 @@ def summary(report: dict) -> str:
         for reason, n in s["unplanned_exits_by_reason"].items():
             lines.append(f"    {n} x {reason}")
         lines.append(f"  exit codes at SIGTERM: {s['exit_codes_at_stop']}")
+    away = report.get("shared_away")
+    if away:
+        lines.append(f"  mixed group: shared sink away at {away.get('away_at_s')} s; lease taken by auto after "
+                     f"{away.get('lease_taken_s')} s; shared sink back at {away.get('back_at_s')} s; lease given up "
+                     f"after {away.get('lease_given_up_s')} s ({away.get('gave_up_lines')} times in auto's log); "
+                     f"exits refused: {away.get('exits_refused')}")
     for f in report.get("faults", []):
         lines.append(f"  fault {f['fault']} at {f['at_s']} s, took {f['took_s']} s")
     for writer, c in report.get("comparison", {}).items():

@@ -36,7 +36,7 @@ class Exit:
 @dataclass
 class Slot:
     name: str
-    writer: str  # shared | exclusive
+    writer: str  # shared | exclusive | mixed
     args: list[str]
     log: Path
     proc: subprocess.Popen | None = None
@@ -44,6 +44,7 @@ class Slot:
     stopped: bool = False  # ... stopped with SIGTERM: its exit code goes to `Supervisor.stops`
     restart_at: float = 0.0
     starts: int = 0
+    held: bool = False  # kept stopped (`Supervisor.hold`) until released
 
 
 @dataclass
@@ -110,7 +111,7 @@ class Supervisor:
                 now = time.monotonic()
                 for slot in self.slots:
                     if slot.proc is None:
-                        if now >= slot.restart_at:
+                        if now >= slot.restart_at and not slot.held:
                             self._spawn(slot)
                         continue
                     code = slot.proc.poll()
@@ -161,6 +162,25 @@ class Supervisor:
             stop = Stop(target.name, holder_pid, time.monotonic() - self.t0)
             self.stops.append(stop)
             return stop
+
+    def hold(self, name: str) -> int | None:
+        """SIGTERMs slot `name` and keeps it stopped until `release` (a sink away for a while:
+        a host down, a deployment paused); the pid stopped, or None if it was not running."""
+        with self.lock:
+            slot = next(s for s in self.slots if s.name == name)
+            slot.held = True
+            if slot.proc is None or slot.proc.poll() is not None or slot.killed:
+                return None
+            slot.killed = True
+            slot.proc.send_signal(signal.SIGTERM)
+            return slot.proc.pid
+
+    def release(self, name: str) -> None:
+        """Lets the supervisor start slot `name` again."""
+        with self.lock:
+            slot = next(s for s in self.slots if s.name == name)
+            slot.held = False
+            slot.restart_at = min(slot.restart_at, time.monotonic())
 
     def pids(self, writer: str) -> set[int]:
         with self.lock:
