@@ -209,11 +209,16 @@ class Supervisor:
 
 def lease_holder(redis_url: str, mapping: str) -> int | None:
     """The pid of the exclusive sink holding `mapping`'s lease (`sink:writer:{mapping}` holds
-    `host:pid:start`), if any."""
+    `host:pid:start`), if any; also None when Redis does not answer."""
     try:
-        value = redis.Redis.from_url(redis_url, socket_timeout=2).get(f"sink:writer:{mapping}")
+        return read_lease_holder(redis_url, mapping)
     except redis.RedisError:
         return None
+
+
+def read_lease_holder(redis_url: str, mapping: str) -> int | None:
+    """`lease_holder`, raising `redis.RedisError` when Redis does not answer."""
+    value = redis.Redis.from_url(redis_url, socket_timeout=2).get(f"sink:writer:{mapping}")
     if not value:
         return None
     parts = value.decode().rsplit(":", 2)
