@@ -15,16 +15,20 @@ use redis::Value;
 use crate::apply::fence::{self, Verdict};
 use crate::apply::{ApplyError, Fences, PlannedChange};
 
-/// The offsets fields (`{topic}/{partition}`) of `batch`'s partitions, each once.
+/// The offsets fields (`{topic}/{partition}`) of `batch`'s partitions, each once, in the
+/// order they first appear (each named once per batch, not once per change).
 pub(super) fn fields(batch: &[PlannedChange]) -> Vec<String> {
-    let mut fields: Vec<String> = Vec::new();
+    let mut partitions: Vec<(&str, i32)> = Vec::new();
     for change in batch {
-        let field = layout::offsets_field(&change.topic, change.partition);
-        if !fields.contains(&field) {
-            fields.push(field);
+        let partition = (&*change.topic, change.partition);
+        if !partitions.contains(&partition) {
+            partitions.push(partition);
         }
     }
-    fields
+    partitions
+        .into_iter()
+        .map(|(topic, partition)| layout::offsets_field(topic, partition))
+        .collect()
 }
 
 /// Adds the reads the guard needs to `pipe`, after the lease keys' `WATCH`: the server's
@@ -97,5 +101,34 @@ mod tests {
         assert_eq!(run_of(&Value::BulkString(b"# Server\r\n".to_vec())), "");
         // A refused `INFO` (an ACL without `+info`) reads as no run.
         assert_eq!(run_of(&Value::Nil), "");
+    }
+
+    #[test]
+    fn a_batch_names_each_of_its_partitions_once_in_first_seen_order() {
+        let change = |topic: &str, partition| PlannedChange {
+            mapping: 0,
+            op: mapping::Op::Update,
+            plan: mapping::plan::Plan::Truncate { position: None },
+            source_ts_ms: None,
+            topic: topic.into(),
+            partition,
+            offset: 0,
+            record_time: None,
+        };
+        let batch = [
+            change("cdc.orders", 1),
+            change("cdc.customers", 1),
+            change("cdc.orders", 1),
+            change("cdc.orders", 0),
+            change("cdc.customers", 1),
+        ];
+        assert_eq!(
+            fields(&batch),
+            [
+                layout::offsets_field("cdc.orders", 1),
+                layout::offsets_field("cdc.customers", 1),
+                layout::offsets_field("cdc.orders", 0),
+            ]
+        );
     }
 }
