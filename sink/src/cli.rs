@@ -181,6 +181,13 @@ pub struct RunArgs {
     /// `0.0.0.0:9464`. Off unless given.
     #[arg(long, value_name = "HOST:PORT", env = "SINK_METRICS_ADDR")]
     pub metrics_addr: Option<String>,
+
+    /// How long to wait at start for Redis, the schema registry and the broker to answer, in
+    /// seconds, before exiting 1 naming the one that does not (each failed attempt is logged
+    /// with that line meanwhile). Unset: as long as it takes, so that a sink restarted during
+    /// an outage waits for it rather than exit into another restart. `0`: not at all.
+    #[arg(long, value_name = "SECS", env = "SINK_WAIT_FOR_SERVICES")]
+    pub wait_for_services: Option<u64>,
 }
 
 /// Who writes the Redis database (`sink run --writer`).
@@ -199,7 +206,10 @@ impl RunArgs {
     pub fn load(&self) -> Result<SinkConfig, ConfigErrors> {
         let cfg = self.config.load(Some(&self.batch))?;
         let memory = self.memory.resolve(&cfg);
-        Ok(cfg.with_writer(self.writer()).with_memory(memory))
+        Ok(cfg
+            .with_writer(self.writer())
+            .with_memory(memory)
+            .with_wait_for_services(self.wait_for_services.map(Duration::from_secs)))
     }
 
     /// The writer these arguments ask for.

@@ -118,6 +118,11 @@ pub struct SinkConfig {
     pub writer: Writer,
     /// How Redis memory is guarded.
     pub memory: MemorySettings,
+    /// How long `sink run` waits at start for Redis, the schema registry and the broker to
+    /// answer before it gives up naming the one that does not; `None`: as long as it takes.
+    /// A sink restarted during an outage then waits for it instead of exiting into another
+    /// restart (a crash loop under a supervisor).
+    pub wait_for_services: Option<Duration>,
 }
 
 impl std::fmt::Debug for SinkConfig {
@@ -131,6 +136,7 @@ impl std::fmt::Debug for SinkConfig {
             .field("batch", &self.batch)
             .field("writer", &self.writer)
             .field("memory", &self.memory)
+            .field("wait_for_services", &self.wait_for_services)
             .finish()
     }
 }
@@ -168,7 +174,16 @@ impl SinkConfig {
             kafka_properties,
             batch,
             writer: Writer::Shared,
+            wait_for_services: None,
         }
+    }
+
+    /// The same configuration, waiting at most `wait` at start for the services to answer
+    /// (`None`: as long as it takes).
+    #[must_use]
+    pub fn with_wait_for_services(mut self, wait: Option<Duration>) -> SinkConfig {
+        self.wait_for_services = wait;
+        self
     }
 
     /// The same configuration with `writer`.

@@ -2,6 +2,11 @@
 //! return metadata. Each failure is one line naming the component and its address, so an
 //! operator sees at once what is down (`redis at redis://127.0.0.1:6379 is unreachable: ...`).
 //!
+//! Each failure also says whether it looks like an outage (nothing answered: connection
+//! refused, a timeout, a dropped connection, a server still loading) or a refusal that waiting
+//! would not change (credentials, an address that is no service of that kind): `sink run`
+//! waits at start for the former only (`run.rs`, `--wait-for-services`).
+//!
 //! A mapped topic that does not exist yet is not an error: Debezium creates topics when it
 //! first writes to them, and the subscription picks them up then. It is logged as a warning.
 
@@ -9,7 +14,7 @@ use std::time::Duration;
 
 use mapping::{one_line, redact_url, RedisConfig};
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::error::KafkaError;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::ClientConfig;
 use thiserror::Error;
 use tracing::{info, warn};
@@ -30,6 +35,8 @@ pub enum HealthError {
         url: String,
         /// Why, as one line.
         reason: String,
+        /// Nothing answered ([`HealthError::is_outage`]).
+        outage: bool,
     },
     /// The schema registry did not answer.
     #[error("schema registry at {url} is unreachable: {reason}")]
@@ -38,6 +45,8 @@ pub enum HealthError {
         url: String,
         /// Why, as one line.
         reason: String,
+        /// Nothing answered, or the registry answered 5xx ([`HealthError::is_outage`]).
+        outage: bool,
     },
     /// No broker returned metadata.
     #[error("kafka at {servers} is unreachable: {reason}")]
@@ -46,7 +55,71 @@ pub enum HealthError {
         servers: String,
         /// What librdkafka reported, as one line.
         reason: String,
+        /// No broker answered ([`HealthError::is_outage`]).
+        outage: bool,
     },
+}
+
+impl HealthError {
+    /// Whether the service did not answer (down, restarting, unreachable for now) rather
+    /// than refused the sink (credentials, a bad client configuration): only the former
+    /// ends by itself.
+    pub fn is_outage(&self) -> bool {
+        match self {
+            HealthError::Redis { outage, .. }
+            | HealthError::Registry { outage, .. }
+            | HealthError::Kafka { outage, .. } => *outage,
+        }
+    }
+}
+
+/// Whether Redis did not answer, as opposed to answering with a refusal (`WRONGPASS`,
+/// `NOPERM`, a TLS handshake it rejects): refused or dropped connections, timeouts, a
+/// server still loading its data.
+fn redis_outage(e: &redis::RedisError) -> bool {
+    use std::io::ErrorKind;
+    let io_outage = std::error::Error::source(e)
+        .and_then(|s| s.downcast_ref::<std::io::Error>())
+        .is_some_and(|io| {
+            matches!(
+                io.kind(),
+                ErrorKind::ConnectionRefused
+                    | ErrorKind::ConnectionReset
+                    | ErrorKind::ConnectionAborted
+                    | ErrorKind::NotConnected
+                    | ErrorKind::TimedOut
+                    | ErrorKind::HostUnreachable
+                    | ErrorKind::NetworkUnreachable
+                    | ErrorKind::BrokenPipe
+                    | ErrorKind::UnexpectedEof
+            )
+        });
+    e.is_connection_refusal()
+        || e.is_timeout()
+        || e.is_connection_dropped()
+        || io_outage
+        || matches!(
+            e.code(),
+            Some("LOADING" | "BUSY" | "MASTERDOWN" | "TRYAGAIN")
+        )
+}
+
+/// Whether no broker answered the metadata request, as opposed to refusing the client
+/// (authentication, a bad configuration).
+fn kafka_outage(e: &KafkaError) -> bool {
+    match e {
+        KafkaError::MetadataFetch(code) => !matches!(
+            code,
+            RDKafkaErrorCode::Authentication
+                | RDKafkaErrorCode::SaslAuthenticationFailed
+                | RDKafkaErrorCode::ClusterAuthorizationFailed
+                | RDKafkaErrorCode::TopicAuthorizationFailed
+                | RDKafkaErrorCode::InvalidArgument
+                | RDKafkaErrorCode::SSL
+        ),
+        KafkaError::Canceled => true,
+        _ => false,
+    }
 }
 
 /// Sends `PING` to `redis` (a [`RedisConfig`] or a bare URL) on a fresh connection, with the
@@ -56,19 +129,20 @@ pub async fn check_redis(
     timeout: Duration,
 ) -> Result<(), HealthError> {
     let redis = redis.into();
-    let fail = |reason: String| HealthError::Redis {
+    let fail = |reason: String, outage: bool| HealthError::Redis {
         url: redact_url(&redis.url),
         reason,
+        outage,
     };
-    let client = redis_client(&redis).map_err(|e| fail(one_line(&e)))?;
+    let client = redis_client(&redis).map_err(|e| fail(one_line(&e), false))?;
     let ping = async {
         let mut conn = client.get_multiplexed_async_connection().await?;
         redis::cmd("PING").query_async::<String>(&mut conn).await
     };
     match tokio::time::timeout(timeout, ping).await {
         Ok(Ok(_)) => Ok(()),
-        Ok(Err(e)) => Err(fail(one_line(&e))),
-        Err(_) => Err(fail(format!("no answer to PING within {timeout:?}"))),
+        Ok(Err(e)) => Err(fail(one_line(&e), redis_outage(&e))),
+        Err(_) => Err(fail(format!("no answer to PING within {timeout:?}"), true)),
     }
 }
 
@@ -80,6 +154,7 @@ pub async fn check_registry(registry: &Registry) -> Result<(), HealthError> {
         .map_err(|e: RegistryError| HealthError::Registry {
             url: registry.base_url().to_owned(),
             reason: one_line(&e),
+            outage: e.is_outage(),
         })
 }
 
@@ -105,6 +180,7 @@ pub async fn check_kafka(
     let fail = |source: KafkaError| HealthError::Kafka {
         servers: servers.clone(),
         reason: one_line(&source),
+        outage: kafka_outage(&source),
     };
     // A plain consumer without a group: metadata only, no group membership.
     let mut config = client.clone();
@@ -171,5 +247,6 @@ mod tests {
             "{line}"
         );
         assert!(!line.contains('\n'), "{line}");
+        assert!(err.is_outage(), "nothing listens: an outage");
     }
 }

@@ -120,6 +120,25 @@ impl RegistryError {
     pub fn is_retriable(&self) -> bool {
         matches!(self, Self::Unreachable { .. })
     }
+
+    /// Whether the registry did not answer (no connection, a timeout) or answered with a
+    /// server error (5xx), as opposed to refusing the request (401 or 403 for credentials, a
+    /// 404 from a wrong base path): only an outage ends by itself, so only that is waited
+    /// for at start (`health.rs`).
+    pub fn is_outage(&self) -> bool {
+        let Self::Unreachable { source, .. } = self else {
+            return false;
+        };
+        http_status(&source.0.error).is_none_or(|status| status >= 500)
+    }
+}
+
+/// The HTTP status of a failed registry request, from `schema_registry_converter`'s message
+/// (`HTTP request to schema registry failed with status 401 Unauthorized`); `None` when the
+/// request got no answer.
+fn http_status(message: &str) -> Option<u16> {
+    let (_, status) = message.split_once("failed with status ")?;
+    status.split_whitespace().next()?.parse().ok()
 }
 
 /// What is wrong with a schema the registry returned.
@@ -333,6 +352,39 @@ mod tests {
     fn trailing_slash_is_trimmed_and_path_kept() {
         let registry = Registry::new("http://127.0.0.1:1/apis/ccompat/v7/").unwrap();
         assert_eq!(registry.base_url(), "http://127.0.0.1:1/apis/ccompat/v7");
+    }
+
+    #[test]
+    fn only_no_answer_and_server_errors_are_outages() {
+        let status = |text: &str| RegistryError::Unreachable {
+            url: "http://r/subjects".into(),
+            source: HttpError(SRCError::new(text, None, true)),
+        };
+        for (text, outage) in [
+            (
+                "HTTP request to schema registry failed with status 401 Unauthorized",
+                false,
+            ),
+            (
+                "HTTP request to schema registry failed with status 403 Forbidden",
+                false,
+            ),
+            (
+                "HTTP request to schema registry failed with status 404 Not Found",
+                false,
+            ),
+            (
+                "HTTP request to schema registry failed with status 503 Service Unavailable",
+                true,
+            ),
+            (
+                "error sending request for url (http://127.0.0.1:1/subjects)",
+                true,
+            ),
+        ] {
+            assert_eq!(status(text).is_outage(), outage, "{text}");
+        }
+        assert!(!RegistryError::NotFound { id: 1 }.is_outage());
     }
 
     #[test]

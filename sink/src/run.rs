@@ -42,7 +42,10 @@ use crate::apply::{Applier, ApplyError, WriterId};
 use crate::config::{SinkConfig, Writer};
 use crate::connection::{redis_pool, PoolError};
 use crate::health::HealthError;
-use crate::pipeline::{Backoff, ConsumeError, Pipeline, Source, StartError, StopWhen, Summary};
+use crate::pipeline::{
+    Backoff, ConsumeError, Pipeline, Source, StartError, StopWhen, Summary,
+    WAITING_TO_START_MAX_DELAY,
+};
 use crate::readiness::Readiness;
 use crate::reload::{self, Refused, Triggers};
 use crate::telemetry;
@@ -173,11 +176,13 @@ async fn consume(
     let mut appliers = Appliers::new();
     let mut cfg = cfg.clone();
     let mut pool = redis_pool(&cfg.config.redis)?;
-    let mut pipeline =
-        Pipeline::connect_reporting_to(&cfg, &cfg.consumer_config(), readiness.clone()).await?;
     if let Some(serving) = serving {
         serving.watch(&readiness);
     }
+    let Some(mut pipeline) = first_pipeline(&cfg, &readiness, &shutdown).await? else {
+        // Shut down while waiting for the services.
+        return Ok(Summary::default());
+    };
     let Some(mut applier) = appliers.next(&cfg, pool.clone(), &shutdown).await? else {
         // Shut down while standing by.
         return Ok(Summary::default());
@@ -299,6 +304,43 @@ async fn consume(
     }
 }
 
+/// The first pipeline, once Redis, the registry and the broker answer: a service that does
+/// not is waited for with backoff, each attempt logged with the line that names it and its
+/// address, for at most `cfg.wait_for_services` (then that error: exit 1); `None` at
+/// shutdown. Every other start-up error is returned at once: waiting would not change a
+/// refused configuration.
+async fn first_pipeline(
+    cfg: &SinkConfig,
+    readiness: &Readiness,
+    shutdown: &CancellationToken,
+) -> Result<Option<Pipeline>, RunError> {
+    let started = tokio::time::Instant::now();
+    let mut backoff = Backoff::capped_at(WAITING_TO_START_MAX_DELAY);
+    loop {
+        let unreachable =
+            match Pipeline::connect_reporting_to(cfg, &cfg.consumer_config(), readiness.clone())
+                .await
+            {
+                Ok(pipeline) => return Ok(Some(pipeline)),
+                Err(e) if e.is_unreachable() => e,
+                Err(e) => return Err(e.into()),
+            };
+        if cfg
+            .wait_for_services
+            .is_some_and(|limit| started.elapsed() >= limit)
+        {
+            return Err(unreachable.into());
+        }
+        // Until it answers, /ready says so.
+        if unreachable.is_redis_unreachable() {
+            readiness.set_redis_reachable(false);
+        }
+        if !backoff.wait("Start-up check", &unreachable, shutdown).await {
+            return Ok(None);
+        }
+    }
+}
+
 /// Why a running pipeline is drained for the next one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Switch {
@@ -323,7 +365,7 @@ async fn reconnect(
     readiness: &Readiness,
     shutdown: &CancellationToken,
 ) -> Result<Option<(Pipeline, Arc<Applier>)>, RunError> {
-    let mut backoff = Backoff::default();
+    let mut backoff = Backoff::capped_at(WAITING_TO_START_MAX_DELAY);
     let pipeline = loop {
         match Pipeline::connect_reporting_to(cfg, &cfg.consumer_config(), readiness.clone()).await {
             Ok(pipeline) => break pipeline,

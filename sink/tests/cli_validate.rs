@@ -159,16 +159,54 @@ fn usage_errors_exit_2() {
 #[test]
 fn run_with_redis_down_names_redis_and_its_address_and_fails() {
     let shipped = concat!(env!("CARGO_MANIFEST_DIR"), "/../connectors.yaml");
-    // Nothing listens on port 1.
+    // Nothing listens on port 1; not waiting for it.
     let out = sink(&[
         "run",
         "--config",
         shipped,
         "--redis-url",
         "redis://127.0.0.1:1",
+        "--wait-for-services",
+        "0",
     ]);
     let stderr = text(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "stderr: {stderr}");
+    let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("sink: ")).collect();
+    assert_eq!(errors.len(), 1, "one clear line:\n{stderr}");
+    assert!(
+        errors[0].starts_with("sink: redis at redis://127.0.0.1:1 is unreachable: "),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn run_with_redis_down_waits_for_it_as_long_as_told_then_fails() {
+    let shipped = concat!(env!("CARGO_MANIFEST_DIR"), "/../connectors.yaml");
+    let started = std::time::Instant::now();
+    let out = sink(&[
+        "run",
+        "--config",
+        shipped,
+        "--redis-url",
+        "redis://127.0.0.1:1",
+        "--wait-for-services",
+        "2",
+    ]);
+    let stderr = text(&out.stderr);
+    assert!(
+        started.elapsed() >= std::time::Duration::from_secs(2),
+        "did not wait:\n{stderr}"
+    );
+    assert_eq!(out.status.code(), Some(1), "stderr: {stderr}");
+    // Each failed attempt meanwhile is logged with the same line.
+    let retries = stderr
+        .lines()
+        .filter(|l| {
+            l.contains("Start-up check failed; retrying.")
+                && l.contains("redis at redis://127.0.0.1:1 is unreachable")
+        })
+        .count();
+    assert!(retries >= 2, "{stderr}");
     let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("sink: ")).collect();
     assert_eq!(errors.len(), 1, "one clear line:\n{stderr}");
     assert!(
@@ -201,7 +239,10 @@ fn run_with(registry: Option<&str>, args: &[&str]) -> (Option<i32>, String) {
 
 #[test]
 fn run_with_the_registry_down_names_it_and_fails() {
-    let (code, stderr) = run_with(Some("http://127.0.0.1:1/apis/ccompat/v7"), &[]);
+    let (code, stderr) = run_with(
+        Some("http://127.0.0.1:1/apis/ccompat/v7"),
+        &["--wait-for-services", "0"],
+    );
     assert_eq!(code, Some(1), "{stderr}");
     let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("sink: ")).collect();
     assert_eq!(errors.len(), 1, "{stderr}");
@@ -215,7 +256,15 @@ fn run_with_the_registry_down_names_it_and_fails() {
 
 #[test]
 fn run_with_kafka_down_names_it_and_fails() {
-    let (code, stderr) = run_with(None, &["--bootstrap-servers", "127.0.0.1:1"]);
+    let (code, stderr) = run_with(
+        None,
+        &[
+            "--bootstrap-servers",
+            "127.0.0.1:1",
+            "--wait-for-services",
+            "0",
+        ],
+    );
     assert_eq!(code, Some(1), "{stderr}");
     let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("sink: ")).collect();
     assert_eq!(errors.len(), 1, "{stderr}");

@@ -7,7 +7,7 @@ use thiserror::Error;
 use crate::apply::ApplyError;
 use crate::dlq::DlqError;
 use crate::health::HealthError;
-use crate::memory::MemoryError;
+use crate::memory::{MemoryError, PolicyError};
 use crate::registry::RegistryError;
 
 /// Why a pipeline could not start.
@@ -50,6 +50,26 @@ impl StartError {
     /// `maxmemory-policy`.
     pub fn is_refusal(&self) -> bool {
         matches!(self, StartError::Memory(e) if e.is_refusal())
+    }
+
+    /// Whether a service did not answer a start-up check (Redis, the registry, the broker):
+    /// an outage, which `sink run` waits for at start (`--wait-for-services`), rather than a
+    /// refusal (credentials) or a configuration that waiting would not change.
+    pub fn is_unreachable(&self) -> bool {
+        match self {
+            StartError::Health(e) => e.is_outage(),
+            StartError::Memory(MemoryError::Policy(PolicyError::Connect { .. })) => true,
+            _ => false,
+        }
+    }
+
+    /// Whether the service that did not answer is Redis.
+    pub fn is_redis_unreachable(&self) -> bool {
+        matches!(
+            self,
+            StartError::Health(HealthError::Redis { .. })
+                | StartError::Memory(MemoryError::Policy(PolicyError::Connect { .. }))
+        )
     }
 }
 

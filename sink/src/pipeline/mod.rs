@@ -127,7 +127,7 @@ pub use caught_up::StopWhen;
 pub use error::{ConsumeError, StartError};
 pub use offsets::OffsetsClient;
 pub use progress::Progress;
-pub(crate) use retry::Backoff;
+pub(crate) use retry::{Backoff, WAITING_TO_START_MAX_DELAY};
 pub(crate) use self_heal::server_run_id;
 pub use summary::Summary;
 

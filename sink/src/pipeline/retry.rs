@@ -16,6 +16,9 @@ use tracing::warn;
 const MIN_DELAY: Duration = Duration::from_millis(100);
 /// Delays double up to this.
 const MAX_DELAY: Duration = Duration::from_secs(10);
+/// The longest delay of a sink waiting for a service before it can start writing (at start,
+/// or for its exclusive lease): [`Backoff::capped_at`].
+pub(crate) const WAITING_TO_START_MAX_DELAY: Duration = Duration::from_secs(1);
 
 /// The backoff policy: 100 ms doubling to 10 s, with jitter, forever.
 fn policy() -> ExponentialBuilder {
@@ -27,14 +30,34 @@ fn policy() -> ExponentialBuilder {
 }
 
 /// The delays between attempts of one operation.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Backoff {
     /// Built at the first failure: most operations never fail.
     delays: Option<ExponentialBackoff>,
     attempts: u32,
+    /// The longest delay.
+    max_delay: Duration,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Backoff::capped_at(MAX_DELAY)
+    }
 }
 
 impl Backoff {
+    /// Delays doubling up to `max_delay` instead of 10 s: for waits where noticing the end
+    /// of an outage soon matters more than the attempts' cost (a sink waiting at start, or
+    /// for its exclusive lease, did nothing else meanwhile; a supervisor would have started
+    /// it again within a second or two).
+    pub fn capped_at(max_delay: Duration) -> Backoff {
+        Backoff {
+            delays: None,
+            attempts: 0,
+            max_delay,
+        }
+    }
+
     /// Logs the failure of `what` and sleeps until the next attempt. Returns `false` when
     /// shutdown was requested instead (the caller gives up).
     pub async fn wait(
@@ -46,9 +69,9 @@ impl Backoff {
         self.attempts += 1;
         let delay = self
             .delays
-            .get_or_insert_with(|| policy().build())
+            .get_or_insert_with(|| policy().with_max_delay(self.max_delay).build())
             .next()
-            .unwrap_or(MAX_DELAY);
+            .unwrap_or(self.max_delay);
         warn!(
             error = %one_line(error),
             attempt = self.attempts,

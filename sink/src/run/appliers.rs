@@ -62,7 +62,7 @@ use crate::apply::{
 };
 use crate::config::{SinkConfig, Writer};
 use crate::memory;
-use crate::pipeline::ConsumeError;
+use crate::pipeline::{Backoff, ConsumeError, WAITING_TO_START_MAX_DELAY};
 use crate::telemetry::{self, WriterState};
 
 /// The appliers of one `sink run` process: its writer identity (kept across reloads, so that
@@ -414,9 +414,9 @@ impl Appliers {
         Applier::new(pool, &cfg.config)
     }
 
-    /// The exclusive writer (`beside` shared sinks: as it says), waiting
-    /// for room while Redis is full rather than exiting (and being restarted into the same
-    /// full Redis): taking the lease is a write.
+    /// The exclusive writer (`beside` shared sinks: as it says), waiting for room while
+    /// Redis is full (taking the lease is a write), and with backoff while Redis does not
+    /// answer, rather than exiting and being restarted into the same Redis.
     async fn exclusive(
         &self,
         cfg: &SinkConfig,
@@ -428,6 +428,7 @@ impl Appliers {
     ) -> Result<Option<Applier>, ApplyError> {
         // Until the lease is taken (at once, unless another exclusive sink holds it).
         telemetry::writer_state(WriterState::Standby);
+        let mut backoff = Backoff::capped_at(WAITING_TO_START_MAX_DELAY);
         loop {
             let taken = Applier::exclusive_unless(
                 beside,
@@ -445,6 +446,17 @@ impl Appliers {
                     tokio::select! {
                         () = shutdown.cancelled() => return Ok(None),
                         () = tokio::time::sleep(memory::CHECK_INTERVAL) => {}
+                    }
+                }
+                // Redis went away while the lease was taken or the bookkeeping loaded:
+                // exiting would only have the supervisor start this again, into the same
+                // outage.
+                Err(e) if e.is_retriable() => {
+                    if !backoff
+                        .wait("Taking the exclusive lease", &e, shutdown)
+                        .await
+                    {
+                        return Ok(None);
                     }
                 }
                 taken => return taken,

@@ -31,7 +31,21 @@ impl PrivateRedis {
     /// Starts `redis-server` without persistence, with `maxmemory-policy` `policy` and
     /// `extra` arguments.
     pub fn start(policy: &str, extra: &[&str]) -> PrivateRedis {
-        let socket = std::env::temp_dir().join(format!("sink-memory-{}.sock", rand_id()));
+        PrivateRedis::start_on(PrivateRedis::new_socket(), policy, extra)
+    }
+
+    /// A socket path of its own for a private `redis-server`, before one listens there.
+    pub fn new_socket() -> PathBuf {
+        std::env::temp_dir().join(format!("sink-memory-{}.sock", rand_id()))
+    }
+
+    /// The URL of a private `redis-server` on `socket`.
+    pub fn url_of(socket: &std::path::Path) -> String {
+        format!("redis+unix://{}", socket.display())
+    }
+
+    /// [`PrivateRedis::start`] on `socket`.
+    pub fn start_on(socket: PathBuf, policy: &str, extra: &[&str]) -> PrivateRedis {
         let child = Command::new("redis-server")
             .args(["--port", "0", "--unixsocket", socket.to_str().unwrap()])
             .args(["--save", "", "--appendonly", "no"])
@@ -40,7 +54,7 @@ impl PrivateRedis {
             .stdout(Stdio::null())
             .spawn()
             .expect("redis-server must be installed (tests/stack/redis.sh installs it)");
-        let url = format!("redis+unix://{}", socket.display());
+        let url = PrivateRedis::url_of(&socket);
         let start = Instant::now();
         let admin = loop {
             match redis::Client::open(url.as_str()).and_then(|c| c.get_connection()) {
