@@ -162,8 +162,8 @@ pub async fn run_reloading(
 }
 
 /// The pipelines from the first connect to the last stop, one per configuration (and per
-/// self-healing restart), all reporting into `readiness`, which is handed to `serving` once
-/// the first one connected.
+/// self-healing restart), all reporting into `readiness`, which is handed to `serving` before
+/// the first start-up checks (so that `/ready` says which service they wait for).
 async fn consume(
     cfg: &SinkConfig,
     load: impl Fn() -> Result<SinkConfig, ConfigErrors>,

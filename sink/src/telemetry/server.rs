@@ -4,9 +4,11 @@
 //!
 //! The port is bound at start-up, before any service is contacted, so that a taken or
 //! invalid address stops the sink at once ([`MetricsServer::bind`]). Serving starts before
-//! the pipeline connects, so `/health` answers during the start-up checks and while an
-//! exclusive sink stands by; `/ready` says "starting" until the pipeline hands over its
-//! readiness ([`Serving::watch`]). The server stops with the sink.
+//! the pipeline connects, so `/health` answers during the start-up checks (also while they
+//! wait for a service that does not answer) and while an exclusive sink stands by; `/ready`
+//! says "starting" until `sink run` hands over its readiness ([`Serving::watch`]), at once,
+//! before the checks: from then on it says what keeps the sink from being ready (Redis
+//! unreachable, not caught up yet). The server stops with the sink.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
