@@ -163,7 +163,8 @@ pub async fn run_reloading(
 
 /// The pipelines from the first connect to the last stop, one per configuration (and per
 /// self-healing restart), all reporting into `readiness`, which is handed to `serving` before
-/// the first start-up checks (so that `/ready` says which service they wait for).
+/// the first start-up checks (so that `/ready` says not ready while they wait for a service,
+/// and names Redis when it is Redis).
 async fn consume(
     cfg: &SinkConfig,
     load: impl Fn() -> Result<SinkConfig, ConfigErrors>,
