@@ -216,3 +216,57 @@ fn in_group(mut cfg: SinkConfig, suffix: &str) -> SinkConfig {
     cfg.config = Arc::new(config);
     cfg
 }
+
+/// An exclusive sink whose lease another sink took (as when it stalled past its lease time)
+/// stands by for the lease instead of stopping (a supervisor would restart it into a
+/// standby anyway), takes it again once it is free, and resumes from its committed offsets.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_exclusive_sink_whose_lease_was_taken_stands_by_and_takes_it_back() {
+    let s = Scenario::new(2).await;
+    let w = generate(2000);
+    let records = s.encode(&w.events);
+    let half = records.len() / 2;
+    s.produce(&records[..half]).await;
+    let mut redis = s.stack.redis();
+    let stop = CancellationToken::new();
+    let exclusive = tokio::spawn({
+        let cfg = s
+            .sink_config(BatchSettings::default())
+            .with_writer(EXCLUSIVE);
+        let stop = stop.clone();
+        async move { sink::run::run(&cfg, StopWhen::Shutdown, stop).await }
+    });
+    wait_until("the first half applied", Duration::from_secs(60), || {
+        applied_records(&s, &mut redis) == half as i64
+    })
+    .await;
+
+    let lease_key = mapping::layout::writer_key(&s.mapping(Table::Customers));
+    let _: () = redis
+        .set_options(
+            &lease_key,
+            "another-host:1:0",
+            redis::SetOptions::default().with_expiration(redis::SetExpiry::PX(4000)),
+        )
+        .expect("SET");
+    s.produce(&records[half..]).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(!exclusive.is_finished(), "the exclusive sink stopped");
+
+    wait_until("the second half applied", Duration::from_secs(60), || {
+        applied_records(&s, &mut redis) == records.len() as i64
+    })
+    .await;
+    assert_state(&s, &w);
+    let holder: Option<String> = redis.get(&lease_key).expect("GET");
+    assert!(
+        holder.is_some_and(|h| h != "another-host:1:0"),
+        "took the lease back"
+    );
+    stop.cancel();
+    exclusive
+        .await
+        .unwrap()
+        .expect("the exclusive sink stops cleanly");
+    s.cleanup();
+}

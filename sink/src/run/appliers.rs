@@ -173,8 +173,9 @@ impl Appliers {
     }
 
     /// Whether the sink goes on with a new applier after its pipeline stopped with `error`:
-    /// `--writer auto` falls back to the script, or chooses again, where `exclusive` would
-    /// stop (module documentation).
+    /// `--writer auto` falls back to the script, or chooses again (module documentation); a
+    /// shared sink refused by an exclusive one, and an exclusive sink whose lease another
+    /// took, stand by for the lease. Every other error stops the sink.
     pub(super) fn recovers(&mut self, cfg: &SinkConfig, error: &ConsumeError) -> bool {
         let ConsumeError::Apply { source, .. } = error else {
             return false;
@@ -190,7 +191,16 @@ impl Appliers {
                 }
                 return excluded;
             }
-            Writer::Exclusive { .. } => return false,
+            // Another sink took the lease (this one stalled past it, e.g. through an outage):
+            // a standby for it, as a second exclusive sink is, rather than exit into a
+            // restart that would end as one.
+            Writer::Exclusive { .. } => {
+                let lost = matches!(source, ApplyError::LeaseLost { .. });
+                if lost {
+                    info!(error = %one_line(source), "Standing by for the exclusive lease (--writer exclusive).");
+                }
+                return lost;
+            }
         }
         match source {
             ApplyError::WriterMemory(_) => {
