@@ -3,7 +3,8 @@
 //! stands by without consuming; when the first stops, the standby takes the lease, loads
 //! the bookkeeping and resumes from the committed offsets, ending in the source's state. A
 //! shared sink never writes behind it and never stops for it: it stands by too, whether the
-//! lease was held when it started or taken while it ran.
+//! lease was held when it started or taken while it ran. Nor does an exclusive sink whose
+//! lease another took: it stands by and takes the lease back once it is free.
 
 mod pipeline_support;
 
@@ -142,65 +143,6 @@ async fn a_shared_sink_stands_by_while_an_exclusive_sink_holds_its_mappings() {
     s.cleanup();
 }
 
-/// A lease taken while a shared sink runs (a `--writer exclusive` sink of the same mappings
-/// started by mistake, here the key written directly) makes the script refuse its next
-/// batch: the shared sink stands by until the lease lapses and resumes from its committed
-/// offsets, instead of stopping.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_shared_sink_refused_by_a_lease_taken_meanwhile_stands_by_and_resumes() {
-    let s = Scenario::new(2).await;
-    let w = generate(2000);
-    let records = s.encode(&w.events);
-    let half = records.len() / 2;
-    s.produce(&records[..half]).await;
-    let mut redis = s.stack.redis();
-    let stop = CancellationToken::new();
-    let shared = tokio::spawn({
-        let cfg = s
-            .sink_config(BatchSettings::default())
-            .with_writer(Writer::Shared);
-        let stop = stop.clone();
-        async move { sink::run::run(&cfg, StopWhen::Shutdown, stop).await }
-    });
-    wait_until("the first half applied", Duration::from_secs(60), || {
-        applied_records(&s, &mut redis) == half as i64
-    })
-    .await;
-
-    let lease_key = mapping::layout::writer_key(&s.mapping(Table::Customers));
-    let _: () = redis
-        .set_options(
-            &lease_key,
-            "another-host:1:0",
-            redis::SetOptions::default().with_expiration(redis::SetExpiry::PX(4000)),
-        )
-        .expect("SET");
-    s.produce(&records[half..]).await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    assert!(
-        redis.exists::<_, bool>(&lease_key).unwrap(),
-        "the lease held"
-    );
-    assert_eq!(
-        applied_records(&s, &mut redis),
-        half as i64,
-        "written behind the exclusive lease"
-    );
-    assert!(!shared.is_finished(), "the shared sink stopped");
-
-    wait_until("the second half applied", Duration::from_secs(60), || {
-        applied_records(&s, &mut redis) == records.len() as i64
-    })
-    .await;
-    assert_state(&s, &w);
-    stop.cancel();
-    shared
-        .await
-        .unwrap()
-        .expect("the shared sink stops cleanly");
-    s.cleanup();
-}
-
 /// Records applied over the scenario's two topics (their offsets recorded in Redis).
 fn applied_records(s: &Scenario, redis: &mut redis::Connection) -> i64 {
     [Table::Customers, Table::Orders]
@@ -217,11 +159,56 @@ fn in_group(mut cfg: SinkConfig, suffix: &str) -> SinkConfig {
     cfg
 }
 
+/// A lease taken while a shared sink runs (a `--writer exclusive` sink of the same mappings
+/// started by mistake, here the key written directly) makes the script refuse its next
+/// batch: the shared sink stands by until the lease lapses and resumes from its committed
+/// offsets, instead of stopping.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shared_sink_refused_by_a_lease_taken_meanwhile_stands_by_and_resumes() {
+    let ran = outlive_a_foreign_lease(Writer::Shared).await;
+    ran.stop().await;
+}
+
 /// An exclusive sink whose lease another sink took (as when it stalled past its lease time)
 /// stands by for the lease instead of stopping (a supervisor would restart it into a
 /// standby anyway), takes it again once it is free, and resumes from its committed offsets.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_exclusive_sink_whose_lease_was_taken_stands_by_and_takes_it_back() {
+    let mut ran = outlive_a_foreign_lease(EXCLUSIVE).await;
+    let holder: Option<String> = ran.redis.get(&ran.lease_key).expect("GET");
+    assert!(
+        holder.is_some_and(|h| h != FOREIGN_HOLDER),
+        "took the lease back"
+    );
+    ran.stop().await;
+}
+
+/// Another sink's writer id, as a lease key holds it.
+const FOREIGN_HOLDER: &str = "another-host:1:0";
+
+/// A sink of [`outlive_a_foreign_lease`], still running, with every change applied.
+struct Outlived {
+    s: Scenario,
+    redis: redis::Connection,
+    lease_key: String,
+    stop: CancellationToken,
+    run: tokio::task::JoinHandle<Result<sink::pipeline::Summary, sink::run::RunError>>,
+}
+
+impl Outlived {
+    /// Stops the sink, which must end cleanly, and cleans up.
+    async fn stop(self) {
+        self.stop.cancel();
+        self.run.await.unwrap().expect("the sink stops cleanly");
+        self.s.cleanup();
+    }
+}
+
+/// Runs a `writer` sink over the first half of a workload, then writes the customers
+/// mapping's lease as another sink's for 4 s and produces the second half: while that lease
+/// holds, the sink writes nothing and does not stop; once it lapsed, the sink applies the
+/// rest and Redis ends in the source's state.
+async fn outlive_a_foreign_lease(writer: Writer) -> Outlived {
     let s = Scenario::new(2).await;
     let w = generate(2000);
     let records = s.encode(&w.events);
@@ -229,10 +216,8 @@ async fn an_exclusive_sink_whose_lease_was_taken_stands_by_and_takes_it_back() {
     s.produce(&records[..half]).await;
     let mut redis = s.stack.redis();
     let stop = CancellationToken::new();
-    let exclusive = tokio::spawn({
-        let cfg = s
-            .sink_config(BatchSettings::default())
-            .with_writer(EXCLUSIVE);
+    let run = tokio::spawn({
+        let cfg = s.sink_config(BatchSettings::default()).with_writer(writer);
         let stop = stop.clone();
         async move { sink::run::run(&cfg, StopWhen::Shutdown, stop).await }
     });
@@ -245,28 +230,35 @@ async fn an_exclusive_sink_whose_lease_was_taken_stands_by_and_takes_it_back() {
     let _: () = redis
         .set_options(
             &lease_key,
-            "another-host:1:0",
+            FOREIGN_HOLDER,
             redis::SetOptions::default().with_expiration(redis::SetExpiry::PX(4000)),
         )
         .expect("SET");
     s.produce(&records[half..]).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
-    assert!(!exclusive.is_finished(), "the exclusive sink stopped");
+    let holder: Option<String> = redis.get(&lease_key).expect("GET");
+    assert_eq!(
+        holder.as_deref(),
+        Some(FOREIGN_HOLDER),
+        "the foreign lease held"
+    );
+    assert_eq!(
+        applied_records(&s, &mut redis),
+        half as i64,
+        "written behind another sink's lease"
+    );
+    assert!(!run.is_finished(), "the sink stopped");
 
     wait_until("the second half applied", Duration::from_secs(60), || {
         applied_records(&s, &mut redis) == records.len() as i64
     })
     .await;
     assert_state(&s, &w);
-    let holder: Option<String> = redis.get(&lease_key).expect("GET");
-    assert!(
-        holder.is_some_and(|h| h != "another-host:1:0"),
-        "took the lease back"
-    );
-    stop.cancel();
-    exclusive
-        .await
-        .unwrap()
-        .expect("the exclusive sink stops cleanly");
-    s.cleanup();
+    Outlived {
+        s,
+        redis,
+        lease_key,
+        stop,
+        run,
+    }
 }
