@@ -41,7 +41,6 @@ mod appliers;
 use crate::apply::{Applier, ApplyError, WriterId};
 use crate::config::{SinkConfig, Writer};
 use crate::connection::{redis_pool, PoolError};
-use crate::health::HealthError;
 use crate::pipeline::{
     Backoff, ConsumeError, Pipeline, Source, StartError, StopWhen, Summary,
     WAITING_TO_START_MAX_DELAY,
@@ -372,7 +371,7 @@ async fn reconnect(
             Ok(pipeline) => break pipeline,
             Err(e) => {
                 // No apply stage runs to notice the outage meanwhile: /ready says it.
-                if matches!(e, StartError::Health(HealthError::Redis { .. })) {
+                if e.is_redis_unreachable() {
                     readiness.set_redis_reachable(false);
                 }
                 if !backoff
