@@ -167,6 +167,31 @@ impl Applier {
         Applier::new(pool, config)
     }
 
+    /// The rebuild's applier: [`Applier::owning`], whose batches leave the rows' positions
+    /// (`sink:rows:{mapping}`) out until [`Applier::write_held_rows`] writes each row's
+    /// final one. A replay writes most rows several times, and recording each of those
+    /// positions was a quarter of Redis's work per change (BENCHMARKS.md, *Rebuild: the
+    /// rows' positions written once*). The database lacks them until then, so only a
+    /// database nobody reads may be written this way.
+    pub fn rebuilding(pool: Pool, config: &Config) -> Applier {
+        let with_ttl = owned::with_ttl(&config.mappings);
+        if with_ttl.is_empty() {
+            return Applier::Owned(OwnedWriter::rebuilding(pool, config));
+        }
+        Applier::owning(pool, config)
+    }
+
+    /// [`Applier::rebuilding`]: writes the `sink:rows` entries its batches left out, once
+    /// every batch sent is answered (decisions wait meanwhile), and records them with every
+    /// batch from then on. The number of entries written; 0 for any other applier, which
+    /// records them with every batch.
+    pub async fn write_held_rows(&self) -> Result<usize, ApplyError> {
+        match self {
+            Applier::Script(_) => Ok(0),
+            Applier::Owned(writer) => writer.write_held_rows().await,
+        }
+    }
+
     /// An applier for the live database whose mappings this sink alone writes: it takes
     /// the writer's lease (`sink:writer:{mapping}` of each mapping), waiting while another
     /// exclusive sink holds one, loads the bookkeeping from Redis, and from then on decides

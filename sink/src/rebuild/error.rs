@@ -6,6 +6,7 @@ use rdkafka::error::KafkaError;
 use thiserror::Error;
 
 use super::target::{MemoryEstimate, TargetError};
+use crate::apply::ApplyError;
 use crate::connection::PoolError;
 use crate::pipeline::{ConsumeError, StartError};
 
@@ -36,6 +37,11 @@ pub enum RebuildError {
     /// The replay failed.
     #[error("the replay failed")]
     Consume(#[source] ConsumeError),
+    /// The rows' positions held back during the replay could not be written.
+    #[error(
+        "writing the rows' positions (sink:rows) the replay held back to the staging database"
+    )]
+    HeldRows(#[source] ApplyError),
     /// The replay stopped without an error before it was done.
     #[error("the replay stopped before reaching the end of the log")]
     Stopped,

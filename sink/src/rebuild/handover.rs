@@ -9,13 +9,14 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tracing::warn;
+use tracing::{info, warn};
 
 use super::display::Display;
 use super::error::RebuildError;
 use super::partitions::{self, PartitionState, PartitionTarget, Tracker, KAFKA_TIMEOUT};
 use super::report::meta;
 use super::target::{Handover, HandoverOutcome, Target};
+use crate::apply::Applier;
 use crate::config::SinkConfig;
 use crate::pipeline::{OffsetsClient, Running};
 
@@ -43,6 +44,8 @@ pub(super) struct Context<'a> {
 pub(super) struct Replay {
     /// The pipeline applying the log to the staging database.
     pub running: Running,
+    /// Its applier, which holds the rows' positions back until the replay is done.
+    pub applier: Arc<Applier>,
     /// Whether its end was seen ([`Running::stopped`] must not be awaited again).
     pub ended: bool,
     /// Which partitions are done.
@@ -98,6 +101,15 @@ impl Context<'_> {
                 break states;
             }
         };
+        let held = replay
+            .applier
+            .write_held_rows()
+            .await
+            .map_err(RebuildError::HeldRows)?;
+        info!(
+            rows = held,
+            "Wrote the rows' positions (sink:rows) the replay held back."
+        );
         let per_topic = replay.tracker.per_topic(&states);
         let replayed = t0.elapsed();
         let events: u64 = per_topic.values().sum();

@@ -21,11 +21,12 @@
 //! 4. Replay: a consumer with a throwaway group id (nothing resumes from it) is assigned
 //!    every partition of every mapped topic from `Offset::Beginning`; the high watermarks
 //!    read now are the end of the replay. The same [`Pipeline`] as `sink run` applies the
-//!    records to the staging database (with [`Applier::owning`]: the bookkeeping in this
-//!    process, plain pipelined writes) until every partition is applied up to its watermark
-//!    (a tail of offsets that holds no records, such as compacted-away records or
+//!    records to the staging database (with [`Applier::rebuilding`]: the bookkeeping in
+//!    this process, plain pipelined writes) until every partition is applied up to its
+//!    watermark (a tail of offsets that holds no records, such as compacted-away records or
 //!    transaction markers, counts once the fetch position passed it and nothing moved for
-//!    3 s).
+//!    3 s). Then the rows' positions (`sink:rows`), which the replay held back, are written
+//!    once each; later batches record them as `sink run` does.
 //! 5. Handover: a `sink run` may have applied records to the live database meanwhile. Its
 //!    change scripts record `sink:offsets` (`{topic}/{partition}` -> last applied offset) in
 //!    the same atomic step as the change, so the rebuild keeps consuming until its own
@@ -246,9 +247,10 @@ impl Context<'_> {
         );
         let pool = redis_pool(&target.staging_redis)?;
         let stop = shutdown.child_token();
+        let applier = Arc::new(Applier::rebuilding(pool, config));
         let running = pipeline.start(
             source,
-            Applier::owning(pool, config),
+            Arc::clone(&applier),
             StopWhen::Shutdown,
             stop.clone(),
         )?;
@@ -263,6 +265,7 @@ impl Context<'_> {
         );
         let mut replay = Replay {
             running,
+            applier,
             ended: false,
             tracker,
             display: Display::new(&totals, !progress),

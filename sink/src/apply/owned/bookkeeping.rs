@@ -85,7 +85,8 @@ fn owned(text: impl ToString) -> Text {
 }
 
 /// The bookkeeping of a batch whose state changes are `undo` (which say the positions
-/// given) and whose changes `tally` counted, decided on `state`.
+/// given) and whose changes `tally` counted, decided on `state`; without `sink:rows`
+/// entries while `state` holds them back ([`OwnedState::rows_recorded`]).
 pub(super) fn collect(state: &OwnedState, undo: &[Undo], tally: &Tally) -> Bookkeeping {
     let mut seen: HashSet<(usize, &str)> = HashSet::default();
     let mut sets: HashMap<&str, Vec<(Text, Text)>> = HashMap::default();
@@ -94,7 +95,7 @@ pub(super) fn collect(state: &OwnedState, undo: &[Undo], tally: &Tally) -> Bookk
     for u in undo.iter().rev() {
         match u {
             Undo::Row(m, key, _, now) => {
-                if !seen.insert((*m, key)) {
+                if !state.rows_recorded || !seen.insert((*m, key)) {
                     continue;
                 }
                 let hash = state.models[*m].rows_key.as_str();

@@ -100,6 +100,10 @@ pub(crate) struct OwnedState {
     /// Heap bytes of the entries of `aggregates` (see [`OwnedState::memory`]).
     aggregate_heap: usize,
     hashing: KeyHashing,
+    /// Whether each batch records its rows' positions in `sink:rows`. A rebuild holds them
+    /// back while it replays (`OwnedWriter::write_held_rows`): a quarter of Redis's work
+    /// per change, most of it overwritten by later changes of the same rows.
+    pub(super) rows_recorded: bool,
 }
 
 impl OwnedState {
@@ -128,6 +132,7 @@ impl OwnedState {
             aggregates: HashMap::default(),
             aggregate_heap: 0,
             hashing,
+            rows_recorded: true,
         }
     }
 
@@ -161,6 +166,17 @@ impl OwnedState {
     pub(crate) fn size(&self) -> (usize, usize) {
         let rows = self.rows.iter().map(RowTable::len).sum();
         (rows, self.indexes.len())
+    }
+
+    /// Every row held, as its `sink:rows` entry: (the hash, the row key, its position).
+    pub(super) fn row_entries(&self) -> impl Iterator<Item = (&str, String, i64)> + '_ {
+        self.models
+            .iter()
+            .zip(&self.rows)
+            .flat_map(|(model, rows)| {
+                rows.keys_and_positions()
+                    .map(|(key, position)| (model.rows_key.as_str(), key, position))
+            })
     }
 
     /// Undoes what [`super::decide::decide`] changed, newest first.

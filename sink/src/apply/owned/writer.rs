@@ -54,6 +54,16 @@ use crate::telemetry;
 mod send;
 mod staging;
 
+/// `sink:rows` entries per `HSET`, and per request, when a rebuilding writer writes the
+/// entries it held back ([`OwnedWriter::write_held_rows`]): the requests stay a few
+/// megabytes whatever the number of rows.
+const HELD_ROWS_PER_HSET: usize = 1000;
+const HELD_ROWS_PER_REQUEST: usize = 100_000;
+
+/// How often [`OwnedWriter::write_held_rows`] looks again for no batch in flight (the
+/// writer task takes the lock to settle a batch, so it cannot be waited for holding it).
+const SETTLING_POLL: Duration = Duration::from_millis(2);
+
 /// One decided batch on its way to Redis.
 struct Job {
     /// The rollback generation it was decided in.
@@ -135,6 +145,14 @@ impl OwnedWriter {
     /// (`super::with_ttl`). Call it within a Tokio runtime.
     pub(crate) fn owning(pool: Pool, config: &Config) -> OwnedWriter {
         OwnedWriter::start(OwnedState::new(&config.mappings), pool, config, None)
+    }
+
+    /// [`OwnedWriter::owning`] for a replay: its batches leave `sink:rows` out until
+    /// [`OwnedWriter::write_held_rows`] writes each row's final position once.
+    pub(crate) fn rebuilding(pool: Pool, config: &Config) -> OwnedWriter {
+        let mut state = OwnedState::new(&config.mappings);
+        state.rows_recorded = false;
+        OwnedWriter::start(state, pool, config, None)
     }
 
     /// A writer for the live database whose mappings this sink alone writes: takes the
@@ -337,6 +355,67 @@ impl OwnedWriter {
         }
     }
 
+    /// A rebuilding writer ([`OwnedWriter::rebuilding`]): writes the `sink:rows` entry of
+    /// every row it holds, which its batches left out, and from then on records them with
+    /// every batch as the other writers do. Waits until no batch is in flight, and holds the
+    /// decisions meanwhile, so that the entries are those of the batches Redis executed.
+    /// The number of entries written (0 when none were held back).
+    pub(crate) async fn write_held_rows(&self) -> Result<usize, ApplyError> {
+        let mut inner = self.settled().await;
+        if inner.state.rows_recorded {
+            return Ok(0);
+        }
+        let mut conn = self.pool.get().await.map_err(ApplyError::Pool)?;
+        let mut written = 0;
+        let mut request = redis::pipe();
+        let mut in_request = 0;
+        let mut hset: Option<(&str, redis::Cmd, usize)> = None;
+        for (hash, key, position) in inner.state.row_entries() {
+            if hset
+                .as_ref()
+                .is_some_and(|(h, _, n)| *h != hash || *n == HELD_ROWS_PER_HSET)
+            {
+                let (_, cmd, n) = hset.take().expect("checked above");
+                request.add_command(cmd).ignore();
+                in_request += n;
+            }
+            if in_request >= HELD_ROWS_PER_REQUEST {
+                send_held_rows(&mut conn, std::mem::take(&mut request), in_request).await?;
+                written += in_request;
+                in_request = 0;
+            }
+            let (_, cmd, n) = hset.get_or_insert_with(|| {
+                let mut cmd = redis::cmd("HSET");
+                cmd.arg(hash);
+                (hash, cmd, 0)
+            });
+            cmd.arg(key).arg(position);
+            *n += 1;
+        }
+        if let Some((_, cmd, n)) = hset {
+            request.add_command(cmd).ignore();
+            in_request += n;
+        }
+        if in_request > 0 {
+            send_held_rows(&mut conn, request, in_request).await?;
+            written += in_request;
+        }
+        inner.state.rows_recorded = true;
+        Ok(written)
+    }
+
+    /// The decisions' lock, once no batch is in flight: Redis holds what the state says.
+    async fn settled(&self) -> tokio::sync::MutexGuard<'_, Inner> {
+        loop {
+            let inner = self.shared.inner.lock().await;
+            if inner.in_flight.is_empty() {
+                return inner;
+            }
+            drop(inner);
+            tokio::time::sleep(SETTLING_POLL).await;
+        }
+    }
+
     /// Exclusive writer: stops writing, leaves its bookkeeping in Redis for the next
     /// exclusive writer (`snapshots.rs`) when `snapshot` says so, and gives the lease up.
     /// Call it once every batch was answered.
@@ -431,6 +510,22 @@ async fn write(
         undo_all(&shared, &mut inner);
         let _ = job.reply.send(Err(failure));
     }
+}
+
+/// Sends one request of [`OwnedWriter::write_held_rows`], `entries` entries.
+async fn send_held_rows(
+    conn: &mut deadpool_redis::Connection,
+    request: redis::Pipeline,
+    entries: usize,
+) -> Result<(), ApplyError> {
+    request
+        .query_async::<()>(&mut **conn)
+        .await
+        .map_err(|source| ApplyError::Redis {
+            operation: "HSET of the held sink:rows entries",
+            changes: entries,
+            source,
+        })
 }
 
 /// Undoes every batch in flight, newest first; their jobs are answered "send again".

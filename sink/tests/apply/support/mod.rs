@@ -135,6 +135,14 @@ impl Fixture {
         Fixture::build(None, true).await
     }
 
+    /// With [`Applier::rebuilding`] (the rebuild's applier, holding the rows' positions
+    /// back) instead of the script.
+    pub async fn rebuilding() -> Fixture {
+        let owning = Fixture::owning().await;
+        let applier = Applier::rebuilding(owning.pool.clone(), &owning.config);
+        owning.handed_to(applier)
+    }
+
     /// With [`Applier::exclusive`] (lease time `lease`) on `pool`, once it holds the lease.
     pub async fn exclusive_on(pool: Pool, lease: std::time::Duration) -> Fixture {
         let script = Fixture::build_on(None, false, pool).await;

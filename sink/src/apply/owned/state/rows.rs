@@ -91,6 +91,12 @@ impl RowTable {
         })
     }
 
+    /// Every row's key and position, without decoding its values.
+    pub(crate) fn keys_and_positions(&self) -> impl Iterator<Item = (String, i64)> + '_ {
+        self.raw()
+            .map(|(position, bytes)| (RowBytes(bytes).key(self.keys.template()), position))
+    }
+
     /// Every row as held: (position, bytes), for a snapshot.
     pub(crate) fn raw(&self) -> impl Iterator<Item = (i64, &[u8])> + '_ {
         self.table
