@@ -76,7 +76,7 @@ impl HealthError {
 /// Whether Redis did not answer, as opposed to answering with a refusal (`WRONGPASS`,
 /// `NOPERM`, a TLS handshake it rejects): refused or dropped connections, timeouts, a
 /// server still loading its data.
-fn redis_outage(e: &redis::RedisError) -> bool {
+pub(crate) fn redis_outage(e: &redis::RedisError) -> bool {
     use std::io::ErrorKind;
     let io_outage = std::error::Error::source(e)
         .and_then(|s| s.downcast_ref::<std::io::Error>())

@@ -7,7 +7,9 @@
 //! - an evicting `maxmemory-policy` is refused (exit code 2, the message naming the policy and
 //!   the fix) by `sink run` and `sink rebuild`, and accepted with `--allow-eviction`;
 //!   `volatile-*` only when a mapping sets `ttl_seconds`; read from `INFO` when the sink's ACL
-//!   user may not run `CONFIG`.
+//!   user may not run `CONFIG`;
+//! - a Redis that goes away between the health check and the policy read is an outage
+//!   (waited for at start), not an unreadable policy.
 
 mod memory_support;
 mod pipeline_support;
@@ -264,4 +266,74 @@ async fn the_policy_is_read_from_info_when_config_is_not_allowed() {
         "{text}"
     );
     assert!(!text.contains("sink-pw"), "{text}");
+}
+
+/// Redis stopping after the health check's `PING` and before the policy read (here: the
+/// connection dropped as `CONFIG GET` is sent, by a proxy in front of a real Redis) is an
+/// outage, which `sink run` waits for at start, not a policy it cannot read (exit 1).
+#[tokio::test]
+async fn a_redis_gone_while_the_policy_is_read_is_an_outage() {
+    let stack = Stack::get().await;
+    let redis = PrivateRedis::start("noeviction", &[]);
+    let proxy = dropping_proxy(&redis.url, b"CONFIG").await;
+    let config = mapping::RedisConfig::from_url(proxy.as_str());
+    let error = start_guard(&stack, &config, false, false)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            error,
+            sink::memory::MemoryError::Policy(sink::memory::PolicyError::Connect { .. })
+        ),
+        "{error:?}"
+    );
+    let start = sink::pipeline::StartError::Memory(error);
+    assert!(
+        start.is_unreachable() && start.is_redis_unreachable(),
+        "{start:?}"
+    );
+    // The same Redis, read directly, passes.
+    let direct = mapping::RedisConfig::from_url(redis.url.as_str());
+    start_guard(&stack, &direct, false, false)
+        .await
+        .expect("noeviction, read directly");
+}
+
+/// A TCP address forwarding to the Redis at `url` (`redis+unix://`) that closes a
+/// connection, both ways, when its client sends `word`.
+async fn dropping_proxy(url: &str, word: &'static [u8]) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let socket = url
+        .strip_prefix("redis+unix://")
+        .expect("a private redis listens on a unix socket")
+        .to_owned();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            let Ok(server) = tokio::net::UnixStream::connect(&socket).await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let (mut from_client, mut to_client) = client.into_split();
+                let (mut from_server, mut to_server) = server.into_split();
+                let up = async {
+                    let mut buf = [0u8; 4096];
+                    loop {
+                        let n = from_client.read(&mut buf).await?;
+                        if n == 0 || buf[..n].windows(word.len()).any(|w| w == word) {
+                            return Ok::<(), std::io::Error>(());
+                        }
+                        to_server.write_all(&buf[..n]).await?;
+                    }
+                };
+                let down = tokio::io::copy(&mut from_server, &mut to_client);
+                tokio::select! {
+                    _ = up => {}
+                    _ = down => {}
+                }
+            });
+        }
+    });
+    format!("redis://{address}")
 }

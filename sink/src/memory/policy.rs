@@ -21,6 +21,7 @@ use thiserror::Error;
 use tracing::{info, warn};
 
 use super::info::MemoryInfo;
+use crate::health::redis_outage;
 
 /// Which keys a `maxmemory-policy` may evict.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -100,11 +101,16 @@ pub(super) async fn check(
     let url = redact_url(&redis.url);
     let policy = match read(conn).await {
         Ok(policy) => policy,
-        Err((config, info)) if allow_eviction => {
+        // Redis went away between the health check and this read: an outage, waited for
+        // like one found by the health check, not a policy the sink cannot read.
+        Err(Unread::Outage(reason)) => return Err(PolicyError::Connect { url, reason }),
+        Err(Unread::Refused(config, info)) if allow_eviction => {
             warn!(config_error = %config, info_error = %info, "Cannot read redis maxmemory-policy; starting without the check (--allow-eviction).");
             return Ok("unknown".to_owned());
         }
-        Err((config, info)) => return Err(PolicyError::Unreadable { url, config, info }),
+        Err(Unread::Refused(config, info)) => {
+            return Err(PolicyError::Unreadable { url, config, info })
+        }
     };
     let with_ttl: Vec<&str> = mappings
         .iter()
@@ -144,8 +150,16 @@ fn risk(policy: &str, with_ttl: &[&str]) -> Option<String> {
     }
 }
 
-/// The policy from `CONFIG GET`, else from `INFO memory`; both failures as one line each.
-async fn read(conn: &mut impl ConnectionLike) -> Result<String, (String, String)> {
+/// Why the policy could not be read.
+enum Unread {
+    /// Redis did not answer ([`crate::health::redis_outage`]), as one line.
+    Outage(String),
+    /// Neither `CONFIG GET` nor `INFO memory` told it: why, as one line each.
+    Refused(String, String),
+}
+
+/// The policy from `CONFIG GET`, else from `INFO memory`.
+async fn read(conn: &mut impl ConnectionLike) -> Result<String, Unread> {
     let config = redis::cmd("CONFIG")
         .arg("GET")
         .arg("maxmemory-policy")
@@ -156,6 +170,7 @@ async fn read(conn: &mut impl ConnectionLike) -> Result<String, (String, String)
             Some(policy) => return Ok(policy),
             None => "no maxmemory-policy in the reply".to_owned(),
         },
+        Err(e) if redis_outage(&e) => return Err(Unread::Outage(one_line(&e))),
         Err(e) => one_line(&e),
     };
     match MemoryInfo::read(conn).await {
@@ -163,8 +178,15 @@ async fn read(conn: &mut impl ConnectionLike) -> Result<String, (String, String)
             policy: Some(policy),
             ..
         }) => Ok(policy),
-        Ok(_) => Err((config, "has no maxmemory_policy field".to_owned())),
-        Err(e) => Err((config, format!("failed ({})", one_line(&e)))),
+        Ok(_) => Err(Unread::Refused(
+            config,
+            "has no maxmemory_policy field".to_owned(),
+        )),
+        Err(e) if redis_outage(&e) => Err(Unread::Outage(one_line(&e))),
+        Err(e) => Err(Unread::Refused(
+            config,
+            format!("failed ({})", one_line(&e)),
+        )),
     }
 }
 
