@@ -129,8 +129,27 @@ impl RegistryError {
         let Self::Unreachable { source, .. } = self else {
             return false;
         };
-        http_status(&source.0.error).is_none_or(|status| status >= 500)
+        !tls_refused(source) && http_status(&source.0.error).is_none_or(|status| status >= 500)
     }
+}
+
+/// Whether TLS refused the connection: a certificate not trusted (no or the wrong
+/// `schema_registry.ca_file`) or not valid for the host, a handshake the server rejects.
+/// The HTTP client reports these as an I/O error of kind `InvalidData` under its connect
+/// error (rustls's error inside); a refused, reset or timed-out connection has other kinds.
+/// Waiting does not change a certificate, so this is a refusal, not an outage.
+fn tls_refused(error: &(dyn std::error::Error + 'static)) -> bool {
+    std::iter::successors(Some(error), |&e| e.source()).any(invalid_data)
+}
+
+/// Whether `error` is an I/O error of kind `InvalidData`, or wraps one (an I/O error's
+/// `source` skips the error it wraps, so that is looked into too).
+fn invalid_data(error: &(dyn std::error::Error + 'static)) -> bool {
+    let Some(io) = error.downcast_ref::<std::io::Error>() else {
+        return false;
+    };
+    io.kind() == std::io::ErrorKind::InvalidData
+        || io.get_ref().is_some_and(|inner| invalid_data(inner))
 }
 
 /// The HTTP status of a failed registry request, from `schema_registry_converter`'s message

@@ -785,10 +785,26 @@ async fn registry_credentials_work_every_way_and_wrong_ones_are_not_shown() {
             .await
             .unwrap_or_else(|e| panic!("{way}: {}", mapping::one_line(&e)));
     }
-    // Without the CA the proxy's certificate is not trusted.
+    // Without the CA the proxy's certificate is not trusted: a refusal, which `sink run`
+    // reports at once, not an outage it would wait for.
     let untrusted = Registry::new(explicit.clone()).expect("registry client");
     let err = untrusted.health_check().await.unwrap_err();
     assert!(err.is_retriable(), "{err:?}");
+    assert!(!err.is_outage(), "{}: {err:?}", mapping::one_line(&err));
+    assert!(
+        mapping::one_line(&err).contains("invalid peer certificate"),
+        "{}",
+        mapping::one_line(&err)
+    );
+    // No registry listening at an https URL is still an outage.
+    let nobody = Registry::new(with_ca(SchemaRegistryConfig::from_url(
+        "https://127.0.0.1:1",
+    )))
+    .expect("registry client")
+    .health_check()
+    .await
+    .unwrap_err();
+    assert!(nobody.is_outage(), "{nobody:?}");
 
     let wrong = SchemaRegistryConfig {
         password: Some(Secret::new("wrong-password-123")),
