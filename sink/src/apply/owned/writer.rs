@@ -51,14 +51,9 @@ use crate::apply::records::Records;
 use crate::apply::{ApplyError, BatchOutcome, BesideSharedSinks, Fences, PlannedChange};
 use crate::telemetry;
 
+mod held_rows;
 mod send;
 mod staging;
-
-/// `sink:rows` entries per `HSET`, and per request, when a rebuilding writer writes the
-/// entries it held back ([`OwnedWriter::write_held_rows`]): the requests stay a few
-/// megabytes whatever the number of rows.
-const HELD_ROWS_PER_HSET: usize = 1000;
-const HELD_ROWS_PER_REQUEST: usize = 100_000;
 
 /// How often [`OwnedWriter::write_held_rows`] looks again for no batch in flight (the
 /// writer task takes the lock to settle a batch, so it cannot be waited for holding it).
@@ -367,38 +362,16 @@ impl OwnedWriter {
         }
         let mut conn = self.pool.get().await.map_err(ApplyError::Pool)?;
         let mut written = 0;
-        let mut request = redis::pipe();
-        let mut in_request = 0;
-        let mut hset: Option<(&str, redis::Cmd, usize)> = None;
+        let mut requests = held_rows::Requests::default();
         for (hash, key, position) in inner.state.row_entries() {
-            if hset
-                .as_ref()
-                .is_some_and(|(h, _, n)| *h != hash || *n == HELD_ROWS_PER_HSET)
-            {
-                let (_, cmd, n) = hset.take().expect("checked above");
-                request.add_command(cmd).ignore();
-                in_request += n;
+            if let Some((request, entries)) = requests.push(hash, &key, position) {
+                send_held_rows(&mut conn, request, entries).await?;
+                written += entries;
             }
-            if in_request >= HELD_ROWS_PER_REQUEST {
-                send_held_rows(&mut conn, std::mem::take(&mut request), in_request).await?;
-                written += in_request;
-                in_request = 0;
-            }
-            let (_, cmd, n) = hset.get_or_insert_with(|| {
-                let mut cmd = redis::cmd("HSET");
-                cmd.arg(hash);
-                (hash, cmd, 0)
-            });
-            cmd.arg(key).arg(position);
-            *n += 1;
         }
-        if let Some((_, cmd, n)) = hset {
-            request.add_command(cmd).ignore();
-            in_request += n;
-        }
-        if in_request > 0 {
-            send_held_rows(&mut conn, request, in_request).await?;
-            written += in_request;
+        if let Some((request, entries)) = requests.finish() {
+            send_held_rows(&mut conn, request, entries).await?;
+            written += entries;
         }
         inner.state.rows_recorded = true;
         Ok(written)
