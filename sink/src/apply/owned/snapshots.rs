@@ -36,8 +36,11 @@ pub(crate) enum Taken {
     Absent,
     /// One that cannot be used, and why (it is deleted all the same).
     Refused(SnapshotRefusal),
-    /// The state it holds (aggregates not counted yet).
-    Used { state: OwnedState, bytes: usize },
+    /// The state it holds (aggregates not counted yet), boxed: far larger than the rest.
+    Used {
+        state: Box<OwnedState>,
+        bytes: usize,
+    },
 }
 
 fn key(mappings: &[Mapping]) -> String {
@@ -180,7 +183,7 @@ pub(crate) async fn take<C: ConnectionLike + Send>(
     discard(conn, &key, &chunk_keys).await?;
     Ok(match parsed {
         Ok(Ok(state)) => Taken::Used {
-            state,
+            state: Box::new(state),
             bytes: manifest.bytes,
         },
         Ok(Err(why)) => Taken::Refused(why),

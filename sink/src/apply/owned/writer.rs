@@ -616,7 +616,7 @@ async fn load_exclusive(
                     bytes,
                     "Starting from the bookkeeping the last exclusive sink left in redis."
                 );
-                state.counted(x.max_memory).map(|s| (s, FROM_SNAPSHOT))
+                (*state).counted(x.max_memory).map(|s| (s, FROM_SNAPSHOT))
             }
             Taken::Refused(why) => {
                 info!(reason = %why, "Not using the bookkeeping snapshot in redis; reading the bookkeeping entry by entry.");
