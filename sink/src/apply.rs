@@ -170,8 +170,8 @@ impl Applier {
     /// The rebuild's applier: [`Applier::owning`], whose batches leave the rows' positions
     /// (`sink:rows:{mapping}`) out until [`Applier::write_held_rows`] writes each row's
     /// final one. A replay writes most rows several times, and recording each of those
-    /// positions was a quarter of Redis's work per change (BENCHMARKS.md, *Rebuild: the
-    /// rows' positions written once*). The database lacks them until then, so only a
+    /// positions cost Redis a tenth to a fifth of its work per change (BENCHMARKS.md,
+    /// *Rebuild: the rows' positions written once*). The database lacks them until then, so only a
     /// database nobody reads may be written this way.
     pub fn rebuilding(pool: Pool, config: &Config) -> Applier {
         let with_ttl = owned::with_ttl(&config.mappings);

@@ -101,8 +101,8 @@ pub(crate) struct OwnedState {
     aggregate_heap: usize,
     hashing: KeyHashing,
     /// Whether each batch records its rows' positions in `sink:rows`. A rebuild holds them
-    /// back while it replays (`OwnedWriter::write_held_rows`): a quarter of Redis's work
-    /// per change, most of it overwritten by later changes of the same rows.
+    /// back while it replays (`OwnedWriter::write_held_rows`): a tenth to a fifth of Redis's
+    /// work per change, most of it overwritten by later changes of the same rows.
     pub(super) rows_recorded: bool,
 }
 
