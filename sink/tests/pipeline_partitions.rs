@@ -5,8 +5,13 @@
 mod pipeline_support;
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
 
-use pipeline_support::{customers_value_v2, fixture, hash, rfc3339_micros, Scenario, Table};
+use pipeline_support::{
+    customers_value_v2, fixture, hash, rfc3339_micros, wait_until, Scenario, Table,
+};
 use redis::Commands;
 use serde_json::{json, Value as Json};
 use sink::config::BatchSettings;
@@ -193,5 +198,111 @@ async fn a_new_value_schema_mid_stream_adds_the_column() {
         "{types:?}"
     );
 
+    s.cleanup();
+}
+
+/// The column types a sink recorded can go with a loss that an assignment, not the running
+/// check, is first to learn of (an empty restart just before a rebalance: the self-heal
+/// rewinds the partitions and the pipeline goes on, replaying). So a rebalance makes the
+/// sink record the types again with its next records. Here the key is deleted, and a
+/// consumer of another topic joins the sink's group: with the default (eager) protocol
+/// every member's partitions are assigned again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_column_types_are_recorded_again_after_a_rebalance() {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+
+    let s = Scenario::new(2).await;
+    let template = fixture("avro-customers-op_c-insert.json")["value"].clone();
+    let insert = |id: i64| {
+        let row = customer(id, &format!("c{id}@example.com"), "C", None);
+        let value = envelope(
+            &template,
+            "c",
+            None,
+            Some(row),
+            40_000_000 + id,
+            1_795_480_000_000,
+        );
+        s.record(Table::Customers, &json!({"id": id}), Some(&value))
+    };
+    let types_key = format!("sink:types:{}", s.mapping(Table::Customers));
+    let mut redis = s.stack.redis();
+
+    s.produce(&[insert(1)]).await;
+    let stop = tokio_util::sync::CancellationToken::new();
+    let cfg = s.sink_config(BatchSettings::default());
+    let running = tokio::spawn({
+        let stop = stop.clone();
+        async move { sink::run::run(&cfg, sink::pipeline::StopWhen::Shutdown, stop).await }
+    });
+    wait_until("the first record", Duration::from_secs(60), || {
+        redis.exists(s.key("customer:1")).unwrap_or(false)
+    })
+    .await;
+    let recorded = hash(&mut redis, &types_key);
+    assert_eq!(
+        recorded.get("email").map(String::as_str),
+        Some("string"),
+        "{recorded:?}"
+    );
+
+    let _: () = redis.del(&types_key).expect("DEL");
+    let markers = |redis: &mut redis::Connection| hash(redis, "sink:offsets:run");
+    let placed = markers(&mut redis);
+    let joined = Arc::new(AtomicBool::new(false));
+    let member = std::thread::spawn({
+        let (bootstrap, group, topic, joined) = (
+            s.stack.bootstrap.clone(),
+            s.group.clone(),
+            s.dlq.clone(),
+            Arc::clone(&joined),
+        );
+        move || {
+            let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+                .set("bootstrap.servers", &bootstrap)
+                .set("group.id", &group)
+                .set("enable.auto.commit", "false")
+                .create()
+                .expect("consumer");
+            consumer.subscribe(&[&topic]).expect("subscribe");
+            while !joined.load(Ordering::Acquire) {
+                let _ = consumer.poll(Duration::from_millis(100));
+            }
+        }
+    });
+    wait_until(
+        "the sink's partitions to be assigned again",
+        Duration::from_secs(60),
+        || {
+            let now = markers(&mut redis);
+            (0..2).all(|p| {
+                let field = mapping::layout::offsets_field(s.topic(Table::Customers), p);
+                now.get(&field)
+                    .is_some_and(|m| placed.get(&field) != Some(m))
+            })
+        },
+    )
+    .await;
+
+    s.produce(&[insert(2)]).await;
+    wait_until(
+        "the record after the rebalance",
+        Duration::from_secs(60),
+        || redis.exists(s.key("customer:2")).unwrap_or(false),
+    )
+    .await;
+    assert_eq!(
+        hash(&mut redis, &types_key),
+        recorded,
+        "{types_key} recorded again after the rebalance"
+    );
+
+    joined.store(true, Ordering::Release);
+    member.join().expect("group member");
+    stop.cancel();
+    running
+        .await
+        .expect("sink task")
+        .unwrap_or_else(|e| panic!("sink failed: {e:#}"));
     s.cleanup();
 }

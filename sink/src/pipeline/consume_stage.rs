@@ -27,7 +27,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::apply_stage::{ApplyHandle, ApplyResult, Work};
-use super::batch::{Batch, Columns};
+use super::batch::Batch;
 use super::caught_up::StopWhen;
 use super::dead_letter;
 use super::error::ConsumeError;
@@ -35,6 +35,7 @@ use super::fencing::FenceCache;
 use super::in_flight::{self, InFlight};
 use super::pause::{Pauses, BACKLOG_PAUSE_AFTER};
 use super::progress::SinkConsumer;
+use super::recorded_types::RecordedTypes;
 use super::retry::Backoff;
 use super::summary::Summary;
 use super::watermark::Heartbeat;
@@ -53,8 +54,6 @@ pub(super) struct ConsumeStage<'a> {
     shutdown: &'a CancellationToken,
     /// Mapping index and shared topic name, by topic.
     by_topic: HashMap<String, (usize, Arc<str>)>,
-    /// Last value columns and types seen per mapping.
-    columns: Vec<Option<Columns>>,
     /// Source index and shared topic name, by heartbeat topic.
     heartbeat_topics: HashMap<String, (usize, Arc<str>)>,
     /// Consumed heartbeats, to the watermark watcher.
@@ -108,7 +107,6 @@ impl<'a> ConsumeStage<'a> {
             heartbeat_topics,
             heartbeats,
             memory_full,
-            columns: vec![None; config.mappings.len()],
             dead_lettered: 0,
             first_record_at: None,
         }
@@ -148,7 +146,9 @@ impl<'a> ConsumeStage<'a> {
         pauses.set_memory(consumer, full_now);
         let mut memory_open = true;
         let mut in_flight = handed_over.subscribe();
-        let mut fences = FenceCache::new(consumer.context().assignments.clone());
+        let assignments = &consumer.context().assignments;
+        let mut fences = FenceCache::new(assignments.clone());
+        let mut types = RecordedTypes::new(self.config.mappings.len(), assignments.clone());
         loop {
             let batch_full = batch.is_full(&self.settings);
             tokio::select! {
@@ -210,7 +210,7 @@ impl<'a> ConsumeStage<'a> {
                             linger.as_mut().reset(Instant::now() + self.settings.linger);
                             self.first_record_at.get_or_insert_with(std::time::Instant::now);
                         }
-                        if let Step::Shutdown = self.consume_record(&message, &mut batch, &mut fences).await? {
+                        if let Step::Shutdown = self.consume_record(&message, &mut batch, &mut fences, &mut types).await? {
                             break;
                         }
                         if batch.is_full(&self.settings) && ready.is_none() {
@@ -249,6 +249,7 @@ impl<'a> ConsumeStage<'a> {
         message: &BorrowedMessage<'_>,
         batch: &mut Batch,
         fences: &mut FenceCache,
+        types: &mut RecordedTypes,
     ) -> Result<Step, ConsumeError> {
         let topic = message.topic();
         let partition = message.partition();
@@ -299,13 +300,7 @@ impl<'a> ConsumeStage<'a> {
         match mapping::plan(m, decoded.change) {
             Ok(plan) => {
                 if let Some(columns) = &decoded.columns {
-                    // The decoder hands out one `Arc` per schema (Avro schema id, JSON schema
-                    // text, schemaless columns seen): comparing pointers is the common case.
-                    let known = self.columns[mapping]
-                        .as_ref()
-                        .is_some_and(|known| Arc::ptr_eq(known, columns) || known == columns);
-                    if !known {
-                        self.columns[mapping] = Some(Arc::clone(columns));
+                    if types.to_record(mapping, columns) {
                         batch.column_types.push((mapping, Arc::clone(columns)));
                     }
                 }

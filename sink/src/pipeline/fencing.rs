@@ -54,7 +54,8 @@ impl Assignments {
         self.0.generation.fetch_add(1, Ordering::AcqRel);
     }
 
-    fn generation(&self) -> u64 {
+    /// Bumped by every rebalance.
+    pub fn generation(&self) -> u64 {
         self.0.generation.load(Ordering::Acquire)
     }
 

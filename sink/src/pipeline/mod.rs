@@ -87,6 +87,7 @@ mod in_flight;
 mod offsets;
 mod pause;
 mod progress;
+mod recorded_types;
 mod retry;
 mod self_heal;
 mod summary;

@@ -144,10 +144,11 @@ impl std::fmt::Display for Loss {
 /// What this process marked in `sink:offsets:run`.
 #[derive(Debug, Default)]
 struct Marks {
-    /// The server run the partitions were marked under.
-    run_id: String,
-    /// Assigned partitions with their marker set.
-    partitions: BTreeSet<(String, i32)>,
+    /// Assigned partitions with their marker set -> the server run they were marked under.
+    /// Per partition: an incremental rebalance marks only the partitions it adds, and those
+    /// it keeps stay under the run they were marked under, which a restart just before the
+    /// rebalance made stale.
+    partitions: BTreeMap<(String, i32), String>,
     /// Assigned partitions started from the committed offsets without asking Redis (their
     /// placement failed), until placed again or revoked. Per partition, so that placing
     /// other partitions (an incremental rebalance) does not hide them from [`watch`].
@@ -156,15 +157,11 @@ struct Marks {
 
 impl Marks {
     /// `partitions` were marked under the server run `run_id`.
-    fn placed(&mut self, run_id: String, partitions: Vec<(String, i32)>) {
-        if self.run_id != run_id {
-            self.partitions.clear();
+    fn placed(&mut self, run_id: &str, partitions: Vec<(String, i32)>) {
+        for p in partitions {
+            self.unverified.remove(&p);
+            self.partitions.insert(p, run_id.to_owned());
         }
-        self.run_id = run_id;
-        for p in &partitions {
-            self.unverified.remove(p);
-        }
-        self.partitions.extend(partitions);
     }
 
     /// `partitions` were assigned but could not be placed.
@@ -178,6 +175,14 @@ impl Marks {
             self.unverified.remove(&p);
             self.partitions.remove(&p);
         }
+    }
+
+    /// A run other than `now` that an assigned partition was marked under.
+    fn other_run(&self, now: &str) -> Option<&str> {
+        self.partitions
+            .values()
+            .map(String::as_str)
+            .find(|run| *run != now)
     }
 }
 
@@ -288,7 +293,7 @@ impl SelfHeal {
         }
         let marker = marker(&run_id, &token);
         let mut marks = self.marks.lock().unwrap_or_else(PoisonError::into_inner);
-        marks.placed(run_id, partitions);
+        marks.placed(&run_id, partitions);
         Ok(Placement { starts, marker })
     }
 
@@ -361,23 +366,24 @@ impl SelfHeal {
     /// One running check: `None` while Redis keeps what this process marked.
     async fn check(&self, conn: &mut MultiplexedConnection) -> RedisResult<Option<Loss>> {
         let now = server_run_id(conn).await?;
-        let (marked, fields, unverified) = {
+        let fields = {
             let marks = self.marks.lock().unwrap_or_else(PoisonError::into_inner);
-            let fields: Vec<String> = marks
-                .partitions
-                .iter()
+            if !marks.unverified.is_empty() {
+                return Ok(Some(Loss::Unverified));
+            }
+            if let Some(marked) = marks.other_run(&now) {
+                return Ok(Some(Loss::Restarted {
+                    marked: marked.to_owned(),
+                    now,
+                }));
+            }
+            let fields: Vec<String> = (marks.partitions.keys())
                 .map(|(t, p)| offsets_field(t, *p))
                 .collect();
-            (marks.run_id.clone(), fields, !marks.unverified.is_empty())
+            fields
         };
-        if unverified {
-            return Ok(Some(Loss::Unverified));
-        }
         if fields.is_empty() {
             return Ok(None);
-        }
-        if now != marked {
-            return Ok(Some(Loss::Restarted { marked, now }));
         }
         let runs: Vec<Option<String>> = redis::cmd("HMGET")
             .arg(OFFSETS_RUN_KEY)
@@ -390,7 +396,7 @@ impl SelfHeal {
         let lost: Vec<String> = fields
             .into_iter()
             .zip(runs)
-            .filter(|(_, run)| run.as_deref().map(run_of) != Some(marked.as_str()))
+            .filter(|(_, run)| run.as_deref().map(run_of) != Some(now.as_str()))
             .map(|(field, _)| field)
             .collect();
         Ok((!lost.is_empty()).then_some(Loss::Markers { fields: lost }))
@@ -504,13 +510,31 @@ mod tests {
         let mut marks = Marks::default();
         marks.unplaced([p(0), p(1)]);
         // An incremental rebalance places another partition: 0 and 1 are still unmarked.
-        marks.placed("run".into(), vec![p(2)]);
+        marks.placed("run", vec![p(2)]);
         assert_eq!(marks.unverified, [p(0), p(1)].into());
         marks.revoked([p(0)]);
         assert_eq!(marks.unverified, [p(1)].into());
-        marks.placed("run".into(), vec![p(1), p(2)]);
+        marks.placed("run", vec![p(1), p(2)]);
         assert!(marks.unverified.is_empty());
-        assert_eq!(marks.partitions, [p(1), p(2)].into());
+        assert_eq!(
+            marks.partitions.keys().cloned().collect::<BTreeSet<_>>(),
+            [p(1), p(2)].into()
+        );
+    }
+
+    #[test]
+    fn partitions_kept_through_an_incremental_rebalance_stay_under_the_run_they_were_marked_under()
+    {
+        let p = |n: i32| ("t".to_owned(), n);
+        let mut marks = Marks::default();
+        marks.placed("before", vec![p(0), p(1)]);
+        assert_eq!(marks.other_run("before"), None);
+        // Redis restarted empty; an incremental rebalance adds partition 2 under the new
+        // run before the running check noticed: 0 and 1 are still to be rewound.
+        marks.placed("after", vec![p(2)]);
+        assert_eq!(marks.other_run("after"), Some("before"));
+        marks.revoked([p(0), p(1)]);
+        assert_eq!(marks.other_run("after"), None);
     }
 
     #[test]
