@@ -300,7 +300,7 @@ impl<'a> ConsumeStage<'a> {
         match mapping::plan(m, decoded.change) {
             Ok(plan) => {
                 if let Some(columns) = &decoded.columns {
-                    if types.to_record(mapping, columns) {
+                    if types.needs_recording(mapping, columns) {
                         batch.column_types.push((mapping, Arc::clone(columns)));
                     }
                 }

@@ -37,7 +37,7 @@ impl RecordedTypes {
     /// Whether `columns` of `mapping` are to be recorded ahead of the record that carries
     /// them: they differ from the mapping's last recorded ones, or a rebalance came since.
     /// They count as recorded from now on.
-    pub fn to_record(&mut self, mapping: usize, columns: &Columns) -> bool {
+    pub fn needs_recording(&mut self, mapping: usize, columns: &Columns) -> bool {
         let generation = self.assignments.generation();
         if generation != self.generation {
             self.columns.fill(None);
@@ -74,22 +74,25 @@ mod tests {
         let assignments = Assignments::default();
         let mut types = RecordedTypes::new(2, assignments.clone());
         let v1 = columns(&["id", "email"]);
-        assert!(types.to_record(0, &v1));
-        assert!(!types.to_record(0, &v1), "the same schema again");
+        assert!(types.needs_recording(0, &v1));
+        assert!(!types.needs_recording(0, &v1), "the same schema again");
         assert!(
-            !types.to_record(0, &columns(&["id", "email"])),
+            !types.needs_recording(0, &columns(&["id", "email"])),
             "equal columns"
         );
-        assert!(types.to_record(1, &v1), "another mapping");
+        assert!(types.needs_recording(1, &v1), "another mapping");
         let v2 = columns(&["id", "email", "phone"]);
-        assert!(types.to_record(0, &v2), "a new schema");
+        assert!(types.needs_recording(0, &v2), "a new schema");
 
         let mut tpl = TopicPartitionList::new();
         tpl.add_partition("t", 0);
         assignments.revoked(&tpl);
         assignments.assigned(&tpl, Some("run:token"));
-        assert!(types.to_record(0, &v2), "after a rebalance");
-        assert!(types.to_record(1, &v1), "every mapping after a rebalance");
-        assert!(!types.to_record(0, &v2));
+        assert!(types.needs_recording(0, &v2), "after a rebalance");
+        assert!(
+            types.needs_recording(1, &v1),
+            "every mapping after a rebalance"
+        );
+        assert!(!types.needs_recording(0, &v2));
     }
 }
