@@ -323,6 +323,10 @@ class Suite:
         if handover is not None:
             handover.takeover_s = self.wait_takeover(self.supervisor, handover.pid, timeout=60.0)
             log(f"lease taken over by another exclusive sink {handover.takeover_s} s after the broker started")
+            if handover.takeover_s is None:
+                # The report keeps only figures; CI keeps only this output.
+                for slot, path in self.supervisor.logs_of("exclusive").items():
+                    log(f"no takeover: the last lines of {slot}'s log:\n{sinks.own_lines(path)}")
 
     def kill_loop(self, sup: sinks.Supervisor, stop: threading.Event) -> None:
         """Kills until every group reached the profile's count and `stop` is set."""

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import random
+import re
 import signal
 import subprocess
 import threading
@@ -182,6 +183,10 @@ class Supervisor:
             slot.held = False
             slot.restart_at = min(slot.restart_at, time.monotonic())
 
+    def logs_of(self, writer: str) -> dict[str, Path]:
+        """Each slot of `writer` and its log."""
+        return {s.name: s.log for s in self.slots if s.writer == writer}
+
     def pids(self, writer: str) -> set[int]:
         with self.lock:
             return {s.proc.pid for s in self.slots if s.writer == writer and s.proc is not None and s.proc.poll() is None}
@@ -223,6 +228,22 @@ def read_lease_holder(redis_url: str, mapping: str) -> int | None:
         return None
     parts = value.decode().rsplit(":", 2)
     return int(parts[1]) if len(parts) == 3 and parts[1].isdigit() else None
+
+
+ANSI_COLOUR = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def own_lines(path: Path, lines: int = 12) -> str:
+    """The last `lines` lines that the sink itself wrote to its log at `path` (librdkafka's
+    lines and the consume stage's echo of them left out), without colours: enough to see
+    what a sink was waiting for when the suite gave up on it."""
+    try:
+        text = ANSI_COLOUR.sub("", path.read_text(errors="replace"))
+    except OSError:
+        return "(no log)"
+    own = [line for line in text.splitlines()
+           if " sink::" in line and "Kafka consumer error" not in line]
+    return "\n".join(own[-lines:])
 
 
 def tail(path: Path, lines: int = 15) -> str:
