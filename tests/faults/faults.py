@@ -294,8 +294,8 @@ class Suite:
         elif name == "broker-restart":
             # Down for longer than the groups' session timeout: the lease holder stopped in the
             # outage cannot make its final offset commit, and must still exit 0.
-            self.sv.restart_broker(SESSION_S + 1.0, while_down=self.handover_while_broker_down)
-            self.await_handover()
+            starting = self.sv.restart_broker(SESSION_S + 1.0, while_down=self.handover_while_broker_down)
+            self.await_handover(down_until_s=starting - self.t0)
         elif name == "registry-down":
             self.sv.registry_down(OUTAGE_S)
             lost = [i for i in self.schema_ids if not self.sv.schema_resolves(i)]
@@ -317,10 +317,12 @@ class Suite:
         else:
             log(f"SIGTERM {self.outage_handover.slot} (pid {holder}, lease holder) while the broker is down")
 
-    def await_handover(self) -> None:
-        """Waits for a standby to take over the lease from the holder stopped in the outage."""
+    def await_handover(self, down_until_s: float) -> None:
+        """Waits for a standby to take over the lease from the holder stopped in the outage,
+        and notes when the broker came back (`down_until_s` into the run), for the report."""
         handover, self.outage_handover = self.outage_handover, None
         if handover is not None:
+            handover.broker_down_until_s = round(down_until_s, 2)
             handover.takeover_s = self.wait_takeover(self.supervisor, handover.pid, timeout=60.0)
             log(f"lease taken over by another exclusive sink {handover.takeover_s} s after the broker started")
             if handover.takeover_s is None:
@@ -625,6 +627,12 @@ def summary(report: dict) -> str:
         lines.append(f"  clean handovers (SIGTERM of the lease holder): {len(handovers)}, exit codes "
                      f"{[h['exit_code'] for h in handovers]}, takeover in {[h['takeover_s'] for h in handovers]} s; "
                      f"exclusive starts from a snapshot: {s['started_from_snapshot']}")
+        for h in handovers:
+            if h.get("broker_down_until_s") is not None:
+                exited = h["exited_at_s"]
+                lines.append(f"  handover in the broker outage: SIGTERM at {h['at_s']:.1f} s, exited at "
+                             f"{exited if exited is None else f'{exited:.1f}'} s, broker back at "
+                             f"{h['broker_down_until_s']:.1f} s")
         lines.append(f"  unplanned exits (restarted by the supervisor): {len(s['unplanned_exits'])}")
         for reason, n in s["unplanned_exits_by_reason"].items():
             lines.append(f"    {n} x {reason}")

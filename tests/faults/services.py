@@ -164,14 +164,17 @@ class Services:
 
     # ------------------------------------------------------------ Kafka and registry
 
-    def restart_broker(self, down_s: float = 0.0, while_down: Callable[[], None] | None = None) -> None:
+    def restart_broker(self, down_s: float = 0.0, while_down: Callable[[], None] | None = None) -> float:
         """The broker stopped (controlled shutdown), `while_down` called, `down_s` seconds
-        passed, and the broker started again on its data."""
+        passed, and the broker started again on its data. Returns when (`time.monotonic()`)
+        it was started again: it was down until then."""
         self._script("kafka.sh", "stop")
         if while_down is not None:
             while_down()
         time.sleep(down_s)
+        starting = time.monotonic()
         self._script("kafka.sh", "start")
+        return starting
 
     def registry_down(self, down_s: float) -> None:
         """The registry stopped for `down_s` seconds, then started again on its stored schemas."""

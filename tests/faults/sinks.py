@@ -67,7 +67,10 @@ class Stop:
     pid: int
     at_s: float
     exit_code: int | None = None
+    exited_at_s: float | None = None
     takeover_s: float | None = None
+    # Stopped while the broker was down: when (seconds into the run) it was started again.
+    broker_down_until_s: float | None = None
 
 
 class Supervisor:
@@ -121,6 +124,7 @@ class Supervisor:
                     if slot.stopped:
                         stop = next(s for s in reversed(self.stops) if s.pid == slot.proc.pid)
                         stop.exit_code = code
+                        stop.exited_at_s = round(now - self.t0, 2)
                         slot.restart_at = now + self.rng.uniform(0.0, 1.5)
                     elif not slot.killed:
                         self.exits.append(Exit(slot.name, code, now - self.t0, tail(slot.log)))
