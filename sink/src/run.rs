@@ -37,6 +37,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 mod appliers;
+mod shared_sinks_seen;
 
 use crate::apply::{Applier, ApplyError, WriterId};
 use crate::config::{SinkConfig, Writer};

@@ -197,6 +197,98 @@ async fn auto_beside_a_running_shared_sink_outwaits_its_vanished_announcement() 
     s.cleanup();
 }
 
+/// Redis losing its data takes the shared sinks' announcements with it and starts every
+/// sink's pipeline again, so the applier is chosen anew while no announcement is there. An
+/// `auto` sink that wrote beside shared sinks keeps to the script then, instead of taking
+/// the lease before they announce themselves again: it saw them less than six lease times
+/// ago, and it waits that long once more. Here the test announces a shared sink itself, so
+/// that nothing announces it again, and the loss is this scenario's part of Redis: its
+/// partitions' markers and the announcement, deleted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auto_beside_shared_sinks_keeps_to_the_script_when_redis_loses_its_data() {
+    let s = Scenario::new(2).await;
+    let w = generate(1000);
+    let records = s.encode(&w.events);
+    let half = records.len() / 2;
+    s.produce(&records[..half]).await;
+    let mut redis = s.stack.redis();
+    let announcement = mapping::layout::shared_key(&s.mapping(Table::Customers));
+    let (seconds, micros): (u64, u64) = redis::cmd("TIME").query(&mut redis).expect("TIME");
+    let until_ms = seconds * 1000 + micros / 1000 + 120_000;
+    let _: () = redis
+        .zadd(&announcement, "a-shared-sink", until_ms)
+        .expect("ZADD");
+    let lease_key = mapping::layout::writer_key(&s.mapping(Table::Customers));
+    // Shared sinks count as gone after max(6 x 3 s, 10 s) = 18 s without an announcement.
+    let writer = Writer::Auto {
+        lease: Duration::from_secs(3),
+        max_memory: 1 << 30,
+    };
+    let batch = BatchSettings::new(100, Duration::from_millis(5));
+    let stop = CancellationToken::new();
+    let auto_run = spawn_run(config(&s, batch, writer), &stop);
+    pipeline_support::wait_until("the first half applied", Duration::from_secs(60), || {
+        applied(&s, &mut redis) >= half as i64
+    })
+    .await;
+    let holder: Option<String> = redis.get(&lease_key).expect("GET");
+    assert_eq!(
+        holder, None,
+        "took the lease beside an announced shared sink"
+    );
+
+    let fields: Vec<String> = [Table::Customers, Table::Orders]
+        .into_iter()
+        .flat_map(|t| (0..2).map(move |p| (t, p)))
+        .map(|(t, p)| mapping::layout::offsets_field(s.topic(t), p))
+        .collect();
+    let markers = |redis: &mut redis::Connection| -> Vec<Option<String>> {
+        redis::cmd("HMGET")
+            .arg(mapping::layout::OFFSETS_RUN_KEY)
+            .arg(&fields)
+            .query(redis)
+            .expect("HMGET")
+    };
+    let _: () = redis.del(&announcement).expect("DEL");
+    let _: () = redis
+        .hdel(mapping::layout::OFFSETS_RUN_KEY, &fields)
+        .expect("HDEL");
+    let lost = std::time::Instant::now();
+    pipeline_support::wait_until(
+        "the pipeline started again, its partitions marked",
+        Duration::from_secs(30),
+        || markers(&mut redis).iter().all(Option::is_some),
+    )
+    .await;
+    // The applier is chosen before the new pipeline's assignment marks the partitions.
+    let holder: Option<String> = redis.get(&lease_key).expect("GET");
+    assert_eq!(
+        holder, None,
+        "took the lease as the pipeline started again, {:.1} s after the loss, with the shared sink seen just before",
+        lost.elapsed().as_secs_f64()
+    );
+
+    // No announcement comes back: once the wait is over, the sink takes the lease.
+    pipeline_support::wait_until("the lease taken", Duration::from_secs(60), || {
+        redis.exists(&lease_key).expect("EXISTS")
+    })
+    .await;
+    assert!(
+        lost.elapsed() >= Duration::from_secs(18),
+        "took the lease {:.1} s after the loss, before the wait was over",
+        lost.elapsed().as_secs_f64()
+    );
+    s.produce(&records[half..]).await;
+    pipeline_support::wait_until("everything applied", Duration::from_secs(60), || {
+        applied(&s, &mut redis) >= records.len() as i64
+    })
+    .await;
+    assert_state(&s, &w);
+    stop.cancel();
+    stops_cleanly(auto_run, "the auto sink").await;
+    s.cleanup();
+}
+
 /// A shared sink that starts while an `auto` sink holds the lease (one that came back after
 /// the `auto` sink outwaited its announcement, or a process of the group started with
 /// `--writer shared`) stands by, announced, instead of being refused; the `auto` sink gives

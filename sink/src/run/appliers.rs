@@ -55,6 +55,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use super::shared_sinks_seen::SharedSinksSeen;
 use super::RunError;
 use crate::apply::{
     announced_by_another, exclusive_holder, Announcement, Applier, ApplyError, BesideSharedSinks,
@@ -80,6 +81,8 @@ pub(super) struct Appliers {
     /// The current applier is the exclusive writer of `--writer auto`, which gives the
     /// lease up to a shared sink that announces itself.
     yielding: bool,
+    /// When another sink last announced itself on the mappings (`--writer auto`).
+    shared_sinks_seen: SharedSinksSeen,
 }
 
 /// A watch that ends when the applier should be chosen again ([`Appliers::choose_again`]).
@@ -118,6 +121,7 @@ impl Appliers {
             announcement: None,
             beside_shared_sinks: false,
             yielding: false,
+            shared_sinks_seen: SharedSinksSeen::default(),
         }
     }
 
@@ -249,10 +253,19 @@ impl Appliers {
         // held: this process may hold it now (a reload, or giving it up to a shared sink
         // standing by for it, [`Appliers::choose_again`]). A failed read leaves the choice to
         // the lease script.
-        if let Ok(Some(sink)) =
-            announced_by_another(&pool, &cfg.config.mappings, &self.writer).await
-        {
-            return Ok(Some(self.beside(cfg, pool, &sink)));
+        match announced_by_another(&pool, &cfg.config.mappings, &self.writer).await {
+            Ok(Some(sink)) => {
+                self.shared_sinks_seen.now();
+                return Ok(Some(self.beside(cfg, pool, &sink)));
+            }
+            // Gone with Redis's data, most likely (shared_sinks_seen.rs): the wait for them
+            // goes on beside them.
+            Ok(None) if self.shared_sinks_seen.within(gone_after(lease)) => {
+                info!(wait_s = gone_after(lease).as_secs(), "No other sink announces itself as a shared writer of these mappings now, but one did less than the wait ago (redis lost the announcements with its data, or was away): writing beside them through the change script until none has for that long (--writer auto).");
+                self.beside_shared_sinks = true;
+                return Ok(Some(Applier::new(pool, &cfg.config)));
+            }
+            Ok(None) | Err(_) => {}
         }
         match self
             .exclusive(
@@ -272,7 +285,10 @@ impl Appliers {
                 }
                 Ok(applier)
             }
-            Err(ApplyError::SharedSinks { sink }) => Ok(Some(self.beside(cfg, pool, &sink))),
+            Err(ApplyError::SharedSinks { sink }) => {
+                self.shared_sinks_seen.now();
+                Ok(Some(self.beside(cfg, pool, &sink)))
+            }
             Err(e @ ApplyError::WriterMemory(_)) => {
                 warn!(error = %one_line(&e), "Writing through the change script (--writer auto).");
                 self.fall_back("memory");
@@ -302,16 +318,18 @@ impl Appliers {
         let Writer::Auto { lease, .. } = cfg.writer else {
             return Box::pin(std::future::pending());
         };
-        let (pool, mappings, writer) = (
+        let (pool, mappings, writer, seen) = (
             pool.clone(),
             cfg.config.mappings.clone(),
             self.writer.clone(),
+            self.shared_sinks_seen.clone(),
         );
         if self.yielding {
             return Box::pin(async move {
                 loop {
                     tokio::time::sleep(lease / 3).await;
                     if let Ok(Some(sink)) = announced_by_another(&pool, &mappings, &writer).await {
+                        seen.now();
                         info!(%sink, "A shared sink announced itself on these mappings; giving the exclusive lease up to write beside it through the change script (--writer auto).");
                         return;
                     }
@@ -334,7 +352,10 @@ impl Appliers {
                             return;
                         }
                     }
-                    Ok(Some(_)) => unannounced_since = None,
+                    Ok(Some(_)) => {
+                        seen.now();
+                        unannounced_since = None;
+                    }
                     Err(e) => {
                         unannounced_since = None;
                         warn!(error = %one_line(&e), "Cannot read the shared sinks' announcements; writing through the change script (--writer auto).");
