@@ -4,11 +4,12 @@
 //! Announcements vanish without their sinks: Redis loses its data (a flush, an empty
 //! restart) or comes back after an outage longer than their lease, and the shared sinks
 //! still running announce themselves again within a third of their lease time. While one
-//! pipeline runs, [`super::appliers::Appliers::choose_again`] outwaits such a gap. But a loss
-//! also starts the pipeline again, and the applier is chosen anew at that moment, when the
-//! announcements are gone: taken for a fresh start, that choice would take the exclusive
-//! lease and shut the shared sinks out until the lease is given back to them. Shared sinks
-//! seen less than the same wait ago are therefore taken to be still there.
+//! pipeline runs, [`super::appliers::Appliers::choose_again`] outwaits such a gap. But the
+//! applier is also chosen anew when a loss starts the pipeline again, or when the drain of a
+//! lease given up to a shared sink ends, and the announcements may be gone at that moment:
+//! taken for a fresh start, that choice would take the exclusive lease and shut the shared
+//! sinks out until the lease is given back to them. Shared sinks seen less than the same
+//! wait ago are therefore taken to be still there.
 
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
