@@ -13,6 +13,7 @@ use sink::apply::DEFAULT_LEASE_TTL;
 use sink::config::{BatchSettings, SinkConfig, Writer};
 use sink::pipeline::{StopWhen, Summary};
 use sink::run::RunError;
+use testkit::loadgen::{WireRecord, Workload};
 use tokio_util::sync::CancellationToken;
 
 /// Far less than the bookkeeping of the workload's rows and index keys.
@@ -50,6 +51,29 @@ fn applied(s: &Scenario, redis: &mut redis::Connection) -> i64 {
         .into_iter()
         .map(|t| pipeline_support::applied(redis, s.topic(t)))
         .sum()
+}
+
+/// A scenario with a workload of `events` changes, its records, and how many of them (the
+/// first half) are produced.
+async fn half_produced(events: usize) -> (Scenario, Workload, Vec<WireRecord>, usize) {
+    let s = Scenario::new(2).await;
+    let w = generate(events);
+    let records = s.encode(&w.events);
+    let half = records.len() / 2;
+    s.produce(&records[..half]).await;
+    (s, w, records, half)
+}
+
+/// Produces the records after the first `half`, waits until every record is applied, and
+/// checks the state against the workload `w`.
+async fn apply_the_rest(s: &Scenario, w: &Workload, records: &[WireRecord], half: usize) {
+    s.produce(&records[half..]).await;
+    let mut redis = s.stack.redis();
+    pipeline_support::wait_until("everything applied", Duration::from_secs(60), || {
+        applied(s, &mut redis) >= records.len() as i64
+    })
+    .await;
+    assert_state(s, w);
 }
 
 fn config(s: &Scenario, batch: BatchSettings, writer: Writer) -> SinkConfig {
@@ -97,11 +121,7 @@ async fn auto_is_the_exclusive_writer_when_nothing_stands_in_its_way() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn auto_writes_through_the_script_beside_a_shared_sink() {
-    let s = Scenario::new(2).await;
-    let w = generate(1500);
-    let records = s.encode(&w.events);
-    let half = records.len() / 2;
-    s.produce(&records[..half]).await;
+    let (s, w, records, half) = half_produced(1500).await;
 
     // A shared sink applies the first half and stops; its announcement holds for one lease
     // time after its last renewal, as it would for a shared sink still running.
@@ -147,11 +167,7 @@ async fn two_auto_sinks_beside_a_shared_sink_end_as_writer_and_standby() {
 /// while the shared sink announces itself again, so the shared sink is never refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn auto_beside_a_running_shared_sink_outwaits_its_vanished_announcement() {
-    let s = Scenario::new(2).await;
-    let w = generate(2000);
-    let records = s.encode(&w.events);
-    let half = records.len() / 2;
-    s.produce(&records[..half]).await;
+    let (s, w, records, half) = half_produced(2000).await;
     let mut redis = s.stack.redis();
     let batch = BatchSettings::new(100, Duration::from_millis(5));
     let stop = CancellationToken::new();
@@ -185,12 +201,7 @@ async fn auto_beside_a_running_shared_sink_outwaits_its_vanished_announcement() 
     }
     assert!(!shared_run.is_finished(), "the shared sink stopped");
 
-    s.produce(&records[half..]).await;
-    pipeline_support::wait_until("everything applied", Duration::from_secs(60), || {
-        applied(&s, &mut redis) >= records.len() as i64
-    })
-    .await;
-    assert_state(&s, &w);
+    apply_the_rest(&s, &w, &records, half).await;
     stop.cancel();
     stops_cleanly(shared_run, "the shared sink").await;
     stops_cleanly(auto_run, "the auto sink").await;
@@ -206,11 +217,7 @@ async fn auto_beside_a_running_shared_sink_outwaits_its_vanished_announcement() 
 /// partitions' markers and the announcement, deleted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn auto_beside_shared_sinks_keeps_to_the_script_when_redis_loses_its_data() {
-    let s = Scenario::new(2).await;
-    let w = generate(1000);
-    let records = s.encode(&w.events);
-    let half = records.len() / 2;
-    s.produce(&records[..half]).await;
+    let (s, w, records, half) = half_produced(1000).await;
     let mut redis = s.stack.redis();
     let announcement = mapping::layout::shared_key(&s.mapping(Table::Customers));
     let (seconds, micros): (u64, u64) = redis::cmd("TIME").query(&mut redis).expect("TIME");
@@ -278,12 +285,7 @@ async fn auto_beside_shared_sinks_keeps_to_the_script_when_redis_loses_its_data(
         "took the lease {:.1} s after the loss, before the wait was over",
         lost.elapsed().as_secs_f64()
     );
-    s.produce(&records[half..]).await;
-    pipeline_support::wait_until("everything applied", Duration::from_secs(60), || {
-        applied(&s, &mut redis) >= records.len() as i64
-    })
-    .await;
-    assert_state(&s, &w);
+    apply_the_rest(&s, &w, &records, half).await;
     stop.cancel();
     stops_cleanly(auto_run, "the auto sink").await;
     s.cleanup();
@@ -296,11 +298,7 @@ async fn auto_beside_shared_sinks_keeps_to_the_script_when_redis_loses_its_data(
 /// without announcing itself. Neither stops, and every change is applied.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn auto_gives_the_lease_up_to_a_shared_sink_that_stands_by_for_it() {
-    let s = Scenario::new(2).await;
-    let w = generate(2000);
-    let records = s.encode(&w.events);
-    let half = records.len() / 2;
-    s.produce(&records[..half]).await;
+    let (s, w, records, half) = half_produced(2000).await;
     let mut redis = s.stack.redis();
     let lease_key = mapping::layout::writer_key(&s.mapping(Table::Customers));
     let batch = BatchSettings::new(100, Duration::from_millis(5));
@@ -324,12 +322,7 @@ async fn auto_gives_the_lease_up_to_a_shared_sink_that_stands_by_for_it() {
         !redis.exists::<_, bool>(&lease_key).expect("EXISTS")
     })
     .await;
-    s.produce(&records[half..]).await;
-    pipeline_support::wait_until("everything applied", Duration::from_secs(60), || {
-        applied(&s, &mut redis) >= records.len() as i64
-    })
-    .await;
-    assert_state(&s, &w);
+    apply_the_rest(&s, &w, &records, half).await;
     assert!(!shared_run.is_finished(), "the shared sink stopped");
     assert!(!auto_run.is_finished(), "the auto sink stopped");
     assert_eq!(shared_sinks(&s).len(), 1, "{:?}", shared_sinks(&s));
@@ -525,11 +518,7 @@ async fn auto_dead_letters_a_change_whose_relation_parent_is_of_another_type() {
 /// stop; the exclusive sink applies everything.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn auto_refused_by_an_exclusive_sink_stands_by_for_its_lease() {
-    let s = Scenario::new(2).await;
-    let w = generate(3000);
-    let records = s.encode(&w.events);
-    let half = records.len() / 2;
-    s.produce(&records[..half]).await;
+    let (s, w, records, half) = half_produced(3000).await;
     let batch = BatchSettings::new(100, Duration::from_millis(5));
     let mut redis = s.stack.redis();
 
