@@ -258,9 +258,11 @@ impl Appliers {
                 self.shared_sinks_seen.now();
                 return Ok(Some(self.beside(cfg, pool, &sink)));
             }
-            // Gone with Redis's data, most likely (shared_sinks_seen.rs): the wait for them
-            // goes on beside them.
-            Ok(None) if self.shared_sinks_seen.within(gone_after(lease)) => {
+            // None announced now, or Redis did not answer; seen recently, they are most
+            // likely still there (shared_sinks_seen.rs): the wait for them goes on beside
+            // them. Taking the lease once Redis answers again would find their announcements
+            // gone with its data just the same.
+            _ if self.shared_sinks_seen.within(gone_after(lease)) => {
                 info!(wait_s = gone_after(lease).as_secs(), "No other sink announces itself as a shared writer of these mappings now, but one did less than the wait ago (redis lost the announcements with its data, or was away): writing beside them through the change script until none has for that long (--writer auto).");
                 self.beside_shared_sinks = true;
                 return Ok(Some(Applier::new(pool, &cfg.config)));
@@ -493,5 +495,51 @@ impl Appliers {
                 taken => return taken,
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::BatchSettings;
+
+    /// A pool whose Redis never answers (nothing listens on port 1).
+    fn unreachable_pool() -> Pool {
+        let manager = deadpool_redis::Manager::new("redis://127.0.0.1:1").expect("url");
+        Pool::builder(manager)
+            .runtime(deadpool_redis::Runtime::Tokio1)
+            .build()
+            .expect("pool")
+    }
+
+    /// Redis restarted empty and is not answering yet when a loss or a give-up has the
+    /// applier chosen again: an `auto` sink that saw shared sinks just before writes beside
+    /// them, instead of waiting for Redis to take a lease whose refusals went with its data.
+    #[tokio::test]
+    async fn auto_writes_beside_shared_sinks_seen_just_before_while_redis_does_not_answer() {
+        let config = mapping::load_config_str(
+            include_str!("../../../connectors.yaml"),
+            "connectors.yaml",
+            &Default::default(),
+        )
+        .expect("loads");
+        let cfg =
+            SinkConfig::new(config, &[], BatchSettings::default()).with_writer(Writer::Auto {
+                lease: Duration::from_secs(3),
+                max_memory: 1 << 30,
+            });
+        let mut appliers = Appliers::new();
+        appliers.shared_sinks_seen.now();
+        let shutdown = CancellationToken::new();
+        let chosen = tokio::time::timeout(
+            Duration::from_secs(10),
+            appliers.next(&cfg, unreachable_pool(), &shutdown),
+        )
+        .await
+        .expect("chose at once, without waiting for redis")
+        .expect("no error")
+        .expect("an applier");
+        assert!(!chosen.is_owning(), "the exclusive writer");
+        assert!(appliers.beside_shared_sinks);
     }
 }
