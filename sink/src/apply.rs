@@ -376,6 +376,7 @@ impl Applier {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::connection::unreachable_pool;
 
     /// The shipped configuration with `ttl_seconds` on its `customers` mapping.
     fn config_with_ttl() -> Config {
@@ -383,15 +384,6 @@ mod tests {
             .replace("    # ttl_seconds: 86400", "    ttl_seconds: 86400");
         mapping::load_config_str(&text, "connectors.yaml", &Default::default())
             .expect("connectors.yaml")
-    }
-
-    /// A pool that never connects: nothing here may reach Redis.
-    fn unreachable_pool() -> Pool {
-        let manager = deadpool_redis::Manager::new("redis://127.0.0.1:1").expect("url");
-        Pool::builder(manager)
-            .runtime(deadpool_redis::Runtime::Tokio1)
-            .build()
-            .expect("pool")
     }
 
     #[tokio::test]

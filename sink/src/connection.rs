@@ -62,6 +62,17 @@ pub fn redis_pool(redis: impl Into<RedisConfig>) -> Result<deadpool_redis::Pool,
         .map_err(|e| fail(PoolErrorKind::Build(e)))
 }
 
+/// A pool whose Redis never answers (nothing listens on port 1): for unit tests that must
+/// not reach Redis, or that test what happens when it does not answer.
+#[cfg(test)]
+pub(crate) fn unreachable_pool() -> deadpool_redis::Pool {
+    let manager = deadpool_redis::Manager::new("redis://127.0.0.1:1").expect("url");
+    deadpool_redis::Pool::builder(manager)
+        .runtime(deadpool_redis::Runtime::Tokio1)
+        .build()
+        .expect("pool")
+}
+
 #[cfg(test)]
 mod tests {
     use mapping::{RedisTls, Secret};

@@ -186,6 +186,7 @@ mod tests {
 
     use super::*;
     use crate::config::BatchSettings;
+    use crate::connection::unreachable_pool;
 
     const SHIPPED: &str = include_str!("../../connectors.yaml");
 
@@ -193,15 +194,6 @@ mod tests {
         let config =
             mapping::load_config_str(text, "connectors.yaml", &Default::default()).expect("loads");
         SinkConfig::new(config, &[], BatchSettings::default()).with_writer(writer)
-    }
-
-    /// A pool that never connects: these checks must not need Redis.
-    fn unreachable_pool() -> Pool {
-        let manager = deadpool_redis::Manager::new("redis://127.0.0.1:1").expect("url");
-        Pool::builder(manager)
-            .runtime(deadpool_redis::Runtime::Tokio1)
-            .build()
-            .expect("pool")
     }
 
     #[tokio::test]

@@ -502,15 +502,7 @@ impl Appliers {
 mod tests {
     use super::*;
     use crate::config::BatchSettings;
-
-    /// A pool whose Redis never answers (nothing listens on port 1).
-    fn unreachable_pool() -> Pool {
-        let manager = deadpool_redis::Manager::new("redis://127.0.0.1:1").expect("url");
-        Pool::builder(manager)
-            .runtime(deadpool_redis::Runtime::Tokio1)
-            .build()
-            .expect("pool")
-    }
+    use crate::connection::unreachable_pool;
 
     /// Redis restarted empty and is not answering yet when a loss or a give-up has the
     /// applier chosen again: an `auto` sink that saw shared sinks just before writes beside
