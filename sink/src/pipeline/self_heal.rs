@@ -366,7 +366,7 @@ impl SelfHeal {
     /// One running check: `None` while Redis keeps what this process marked.
     async fn check(&self, conn: &mut MultiplexedConnection) -> RedisResult<Option<Loss>> {
         let now = server_run_id(conn).await?;
-        let fields = {
+        let fields: Vec<String> = {
             let marks = self.marks.lock().unwrap_or_else(PoisonError::into_inner);
             if !marks.unverified.is_empty() {
                 return Ok(Some(Loss::Unverified));
@@ -377,10 +377,9 @@ impl SelfHeal {
                     now,
                 }));
             }
-            let fields: Vec<String> = (marks.partitions.keys())
+            (marks.partitions.keys())
                 .map(|(t, p)| offsets_field(t, *p))
-                .collect();
-            fields
+                .collect()
         };
         if fields.is_empty() {
             return Ok(None);
